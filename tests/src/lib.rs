@@ -1,0 +1,76 @@
+//! Shared helpers for pagefork's cross-crate, crash and fault tests.
+//!
+//! Owns nothing but test scaffolding: deterministic payloads that identify themselves, a
+//! tiny seeded random generator (tests must replay from a printed seed), and access to a
+//! log's segment files for tests that damage them on purpose.
+
+use std::path::{Path, PathBuf};
+
+/// A payload of `len` bytes that carries `seq` and a pattern derived from it, so a reader
+/// can tell which record it is and whether any byte is wrong. Lengths below 8 carry a
+/// truncated `seq` and are checked by comparing with `payload_for` again.
+pub fn payload_for(seq: u64, len: usize) -> Vec<u8> {
+    let mut payload: Vec<u8> = (0..len)
+        .map(|i| (seq as u8).wrapping_mul(31).wrapping_add(i as u8))
+        .collect();
+    let seq_bytes = seq.to_le_bytes();
+    let head = len.min(8);
+    payload[..head].copy_from_slice(&seq_bytes[..head]);
+    payload
+}
+
+/// The `seq` of a payload made by [`payload_for`] with at least 8 bytes, if every byte of it
+/// is what `payload_for` would write.
+pub fn seq_of_payload(payload: &[u8]) -> Option<u64> {
+    let seq = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
+    (payload_for(seq, payload.len()) == payload).then_some(seq)
+}
+
+/// A small, seeded pseudo-random generator (SplitMix64): deterministic for a seed.
+#[derive(Debug, Clone)]
+pub struct TestRng(u64);
+
+impl TestRng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> TestRng {
+        TestRng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `range` (which must not be empty).
+    pub fn in_range(&mut self, range: std::ops::Range<u64>) -> u64 {
+        range.start + self.next_u64() % (range.end - range.start)
+    }
+}
+
+/// A seed from the environment variable `name` if set, else from the clock. Tests print
+/// the seed they use so a failure can be replayed by setting the variable.
+pub fn seed_from_env(name: &str) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |elapsed| elapsed.as_nanos() as u64)
+        })
+}
+
+/// The segment files of the log in `dir`, sorted by name (that is, by start LSN).
+pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read log directory")
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "wal"))
+        .collect();
+    files.sort();
+    files
+}

@@ -1,0 +1,566 @@
+//! `Wal`: appending records, group commit, durability, truncation.
+//!
+//! Invariants it keeps:
+//! - LSNs strictly increase: positions are reserved under one lock, in order, and a record's
+//!   end LSN is always greater than its start.
+//! - Bytes reach the files in LSN order: one flush leader at a time takes every encoded but
+//!   unwritten frame and writes it; `written` only moves forward, to the end of a complete
+//!   batch.
+//! - No append is acknowledged before its bytes are written to the operating system, and,
+//!   unless the sync mode is `Never`, before they are fsynced (`durable` covers its end).
+//! - After a failed write or fsync the log is poisoned: every later append fails. It never
+//!   retries, because the kernel may already have dropped the dirty pages.
+//! - Sealed segments (every byte written, the writer in a later segment) are never written
+//!   again, which is what makes reading them through a memory map sound.
+//!
+//! # Group commit
+//!
+//! An append encodes its frame into a shared pending buffer under the append lock (short:
+//! a copy), then calls `flush_to(its end)`. Whoever takes the flush lock first leads: it
+//! lingers for `max_delay` in `Group` mode, takes the whole pending buffer, writes it with
+//! positioned writes, fsyncs the touched segments once, and publishes the new durable LSN.
+//! Appenders queued behind it find their record already durable and return without I/O.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::config::{SyncMode, WalConfig};
+use crate::error::{Result, WalError};
+use crate::format::{
+    FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader, body_crc, encode_record,
+    encode_segment_end, frame_len, max_payload_len,
+};
+use crate::lsn::Lsn;
+use crate::reader::WalReader;
+use crate::recovery::{RecoveryReport, recover};
+use crate::segment::{Segment, list_segments, sync_dir};
+
+const LOCK_FILE_NAME: &str = "LOCK";
+
+/// A segmented, CRC-framed write-ahead log. Cheap to clone; clones share one log.
+/// `Send + Sync`: any number of threads may append and read at once.
+#[derive(Clone, Debug)]
+pub struct Wal {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    dir: PathBuf,
+    pub(crate) segment_size: u64,
+    pub(crate) salt: u64,
+    sync_mode: SyncMode,
+    /// Held for the log's lifetime: the exclusive lock on the directory.
+    _lock_file: File,
+    append: Mutex<AppendState>,
+    /// Held by the flush leader while it writes and fsyncs.
+    flush: Mutex<()>,
+    /// Every byte below this LSN has been written to the operating system.
+    pub(crate) written: AtomicU64,
+    /// Every byte below this LSN has been fsynced.
+    durable: AtomicU64,
+    /// Set once, by the first failed write or fsync.
+    poisoned: Mutex<Option<String>>,
+    /// Live segments by start LSN, for readers and truncation.
+    pub(crate) segments: RwLock<BTreeMap<Lsn, Arc<Segment>>>,
+    /// Test hook: the next fsync of a segment fails as if the disk had refused it.
+    #[cfg(test)]
+    fail_next_fsync: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Debug)]
+struct AppendState {
+    /// Where the next frame starts.
+    next: Lsn,
+    /// The segment `next` lies in.
+    active: Arc<Segment>,
+    /// Encoded frames not yet written, in LSN order; contiguous within each entry.
+    pending: Vec<PendingWrite>,
+}
+
+#[derive(Debug)]
+struct PendingWrite {
+    segment: Arc<Segment>,
+    start: Lsn,
+    bytes: Vec<u8>,
+}
+
+impl AppendState {
+    /// The buffer the frame at `next` must be encoded into: the pending write for the
+    /// active segment, started at `next` if there is none yet.
+    fn pending_bytes(&mut self) -> &mut Vec<u8> {
+        let continues_last = self
+            .pending
+            .last()
+            .is_some_and(|last| Arc::ptr_eq(&last.segment, &self.active));
+        if !continues_last {
+            self.pending.push(PendingWrite {
+                segment: Arc::clone(&self.active),
+                start: self.next,
+                bytes: Vec::new(),
+            });
+        }
+        let last = self
+            .pending
+            .last_mut()
+            .expect("a pending write for the active segment");
+        assert_eq!(
+            last.start.0 + last.bytes.len() as u64,
+            self.next.0,
+            "pending bytes must be contiguous"
+        );
+        &mut last.bytes
+    }
+}
+
+fn lock_directory(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE_NAME);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(WalError::io("open lock file", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(WalError::Locked {
+            dir: dir.to_owned(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(WalError::Io {
+            operation: "lock",
+            path,
+            source,
+        }),
+    }
+}
+
+/// A fresh random salt: `RandomState` is seeded from the operating system's randomness.
+fn random_salt() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+impl Wal {
+    /// Creates a new, empty log in `dir` (created if missing). Fails if a log exists there.
+    pub fn create(dir: impl AsRef<Path>, config: WalConfig) -> Result<Wal> {
+        let dir = dir.as_ref();
+        WalConfig::validate_segment_size(config.segment_size)?;
+        std::fs::create_dir_all(dir).map_err(WalError::io("create directory", dir))?;
+        if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+        let lock_file = lock_directory(dir)?;
+        if !list_segments(dir)?.is_empty() {
+            return Err(WalError::AlreadyExists {
+                dir: dir.to_owned(),
+            });
+        }
+        let header = SegmentHeader {
+            segment_size: config.segment_size,
+            start: Lsn(0),
+            salt: random_salt(),
+        };
+        let first = Segment::create(dir, header)?;
+        let start = Lsn(SEGMENT_HEADER_LEN);
+        Ok(Wal::from_parts(
+            dir,
+            config,
+            header.salt,
+            lock_file,
+            vec![first],
+            start,
+        ))
+    }
+
+    /// Opens the log in `dir`, recovering it (see [`RecoveryReport`]). The segment size is
+    /// the one recorded in the log; `config.segment_size` is ignored.
+    pub fn open(dir: impl AsRef<Path>, config: WalConfig) -> Result<(Wal, RecoveryReport)> {
+        let dir = dir.as_ref();
+        if !dir.is_dir() {
+            return Err(WalError::NotFound {
+                dir: dir.to_owned(),
+            });
+        }
+        let lock_file = lock_directory(dir)?;
+        let recovered = recover(dir, config.recovery_mode)?;
+        let mut segments = recovered.segments;
+        let next_frame = recovered.next_frame;
+        let next = if segments.last().map(Segment::end) == Some(next_frame) {
+            // Every segment ended cleanly: the log continues in a new segment.
+            let header = SegmentHeader {
+                segment_size: recovered.segment_size,
+                start: next_frame,
+                salt: recovered.salt,
+            };
+            segments.push(Segment::create(dir, header)?);
+            Lsn(next_frame.0 + SEGMENT_HEADER_LEN)
+        } else {
+            next_frame
+        };
+        let config = WalConfig {
+            segment_size: recovered.segment_size,
+            ..config
+        };
+        let wal = Wal::from_parts(dir, config, recovered.salt, lock_file, segments, next);
+        Ok((wal, recovered.report))
+    }
+
+    fn from_parts(
+        dir: &Path,
+        config: WalConfig,
+        salt: u64,
+        lock_file: File,
+        segments: Vec<Segment>,
+        next: Lsn,
+    ) -> Wal {
+        let segments: BTreeMap<Lsn, Arc<Segment>> = segments
+            .into_iter()
+            .map(|segment| (segment.start, Arc::new(segment)))
+            .collect();
+        let active = segments
+            .values()
+            .next_back()
+            .cloned()
+            .expect("a log always has a segment");
+        assert!(
+            active.start < next && next <= active.end(),
+            "next frame {next} must lie in the active segment"
+        );
+        let inner = Inner {
+            dir: dir.to_owned(),
+            segment_size: config.segment_size,
+            salt,
+            sync_mode: config.sync_mode,
+            _lock_file: lock_file,
+            append: Mutex::new(AppendState {
+                next,
+                active,
+                pending: Vec::new(),
+            }),
+            flush: Mutex::new(()),
+            written: AtomicU64::new(next.0),
+            durable: AtomicU64::new(next.0),
+            poisoned: Mutex::new(None),
+            segments: RwLock::new(segments),
+            #[cfg(test)]
+            fail_next_fsync: std::sync::atomic::AtomicBool::new(false),
+        };
+        Wal {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The largest payload this log accepts: segment size minus 56 bytes of headers.
+    pub fn max_payload_len(&self) -> u64 {
+        max_payload_len(self.inner.segment_size)
+    }
+
+    /// Segment size in bytes.
+    pub fn segment_size(&self) -> u64 {
+        self.inner.segment_size
+    }
+
+    /// The directory holding the log.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Every record ending at or below this LSN has been written to the operating system
+    /// and can be read.
+    pub fn written_lsn(&self) -> Lsn {
+        Lsn(self.inner.written.load(Ordering::Acquire))
+    }
+
+    /// Every record ending at or below this LSN is fsynced.
+    pub fn durable_lsn(&self) -> Lsn {
+        Lsn(self.inner.durable.load(Ordering::Acquire))
+    }
+
+    /// The oldest LSN a reader can start from (the first record of the oldest segment).
+    pub fn oldest_lsn(&self) -> Lsn {
+        self.inner.oldest_lsn()
+    }
+
+    /// Appends one record of `kind` (defined by the caller) and returns its `(start, end)`
+    /// LSNs; the end is the record's LSN. Returns once the record is durable as the sync
+    /// mode promises. Refuses payloads over [`Wal::max_payload_len`].
+    pub fn append(&self, kind: u8, payload: &[u8]) -> Result<(Lsn, Lsn)> {
+        let inner = &self.inner;
+        inner.check_poisoned()?;
+        let len = payload.len() as u64;
+        let max = max_payload_len(inner.segment_size);
+        if len > max {
+            return Err(WalError::RecordTooLarge {
+                len,
+                max,
+                segment_size: inner.segment_size,
+            });
+        }
+        let crc = body_crc(payload);
+        let (start, end) = {
+            let mut state = inner.append.lock();
+            let frame = frame_len(len);
+            if state.next.0 + frame > state.active.end().0 {
+                inner.roll_segment(&mut state)?;
+            }
+            let start = state.next;
+            let end = Lsn(start.0 + frame);
+            encode_record(state.pending_bytes(), inner.salt, start, kind, payload, crc);
+            state.next = end;
+            (start, end)
+        };
+        assert!(start < end, "LSNs must strictly increase");
+        inner.flush_to(end)?;
+        Ok((start, end))
+    }
+
+    /// fsyncs everything written so far, whatever the sync mode. Returns the durable LSN.
+    pub fn sync(&self) -> Result<Lsn> {
+        let inner = &self.inner;
+        let target = inner.append.lock().next;
+        inner.flush_to_with(target, true)?;
+        Ok(self.durable_lsn())
+    }
+
+    /// Removes whole segments that end at or below `lsn` (never the segment being
+    /// written). Call it once everything below `lsn` is persisted elsewhere. Returns how
+    /// many segments were removed.
+    pub fn truncate_before(&self, lsn: Lsn) -> Result<usize> {
+        let inner = &self.inner;
+        let written = self.written_lsn();
+        if lsn > written {
+            return Err(WalError::PastEnd { lsn, end: written });
+        }
+        let active_start = inner.append.lock().active.start;
+        let doomed: Vec<Arc<Segment>> = {
+            let segments = inner.segments.read();
+            segments
+                .values()
+                .filter(|segment| segment.end() <= lsn && segment.start < active_start)
+                .cloned()
+                .collect()
+        };
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        // Forget them first so no new reader picks them up; readers holding one keep a
+        // working handle (unlinking does not disturb open files or maps).
+        {
+            let mut segments = inner.segments.write();
+            for segment in &doomed {
+                segments.remove(&segment.start);
+            }
+        }
+        for segment in &doomed {
+            std::fs::remove_file(&segment.path)
+                .map_err(WalError::io("remove segment", &segment.path))?;
+        }
+        sync_dir(&inner.dir)?;
+        Ok(doomed.len())
+    }
+
+    /// A reader of the records from `from` (a record boundary: the end LSN of a record, or
+    /// [`Wal::oldest_lsn`]) up to the written end, which keeps advancing as writes go on.
+    pub fn read_from(&self, from: Lsn) -> Result<WalReader> {
+        WalReader::new(Arc::clone(&self.inner), from)
+    }
+}
+
+impl Inner {
+    pub(crate) fn oldest_lsn(&self) -> Lsn {
+        let segments = self.segments.read();
+        let first = segments
+            .values()
+            .next()
+            .expect("a log always has a segment");
+        Lsn(first.start.0 + SEGMENT_HEADER_LEN)
+    }
+
+    fn check_poisoned(&self) -> Result<()> {
+        match &*self.poisoned.lock() {
+            Some(cause) => Err(WalError::Poisoned {
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn poison(&self, error: &WalError) {
+        let mut poisoned = self.poisoned.lock();
+        if poisoned.is_none() {
+            tracing::error!(%error, "WAL poisoned: refusing further appends");
+            *poisoned = Some(error.to_string());
+        }
+    }
+
+    /// Closes the active segment with a segment-end frame and opens the next one.
+    fn roll_segment(&self, state: &mut AppendState) -> Result<()> {
+        let old_end = state.active.end();
+        let remaining = old_end.0 - state.next.0;
+        if remaining >= FRAME_HEADER_LEN {
+            let marker = encode_segment_end(self.salt, state.next);
+            state.pending_bytes().extend_from_slice(&marker);
+        }
+        let header = SegmentHeader {
+            segment_size: self.segment_size,
+            start: old_end,
+            salt: self.salt,
+        };
+        let segment = Arc::new(Segment::create(&self.dir, header).inspect_err(|error| {
+            self.poison(error);
+        })?);
+        self.segments
+            .write()
+            .insert(segment.start, Arc::clone(&segment));
+        state.active = segment;
+        state.next = Lsn(old_end.0 + SEGMENT_HEADER_LEN);
+        Ok(())
+    }
+
+    fn flush_to(&self, end: Lsn) -> Result<()> {
+        let sync = !matches!(self.sync_mode, SyncMode::Never);
+        self.flush_to_with(end, sync)
+    }
+
+    /// Makes every frame ending at or below `end` written (and fsynced if `sync`), leading
+    /// the flush if nobody else has already covered it.
+    fn flush_to_with(&self, end: Lsn, sync: bool) -> Result<()> {
+        let covered = |inner: &Inner| {
+            let target = if sync { &inner.durable } else { &inner.written };
+            target.load(Ordering::Acquire) >= end.0
+        };
+        if covered(self) {
+            return Ok(());
+        }
+        let _leader = self.flush.lock();
+        // A leader before us may have failed with our record in its batch.
+        self.check_poisoned()?;
+        if covered(self) {
+            return Ok(());
+        }
+        if let SyncMode::Group { max_delay } = self.sync_mode
+            && !max_delay.is_zero()
+        {
+            std::thread::sleep(max_delay);
+        }
+        let (batch, batch_end) = {
+            let mut state = self.append.lock();
+            (std::mem::take(&mut state.pending), state.next)
+        };
+        let result = self.write_batch(&batch, batch_end, sync);
+        if let Err(error) = &result {
+            self.poison(error);
+        }
+        result
+    }
+
+    fn write_batch(&self, batch: &[PendingWrite], batch_end: Lsn, sync: bool) -> Result<()> {
+        for write in batch {
+            let offset = write.segment.offset_of(write.start);
+            write
+                .segment
+                .file
+                .write_all_at(&write.bytes, offset)
+                .map_err(WalError::io("write WAL", &write.segment.path))?;
+        }
+        let previously_written = self.written.load(Ordering::Acquire);
+        assert!(
+            batch_end.0 >= previously_written,
+            "written LSN must not go back"
+        );
+        self.written.store(batch_end.0, Ordering::Release);
+        if sync {
+            // Segments written since the last fsync: those in this batch, and in `sync()`
+            // after `Never`-mode appends, any segment between the durable and written ends.
+            let durable = Lsn(self.durable.load(Ordering::Acquire));
+            let segments: Vec<Arc<Segment>> = self
+                .segments
+                .read()
+                .values()
+                .filter(|segment| segment.end() > durable && segment.start < batch_end)
+                .cloned()
+                .collect();
+            for segment in segments {
+                #[cfg(test)]
+                if self.fail_next_fsync.swap(false, Ordering::AcqRel) {
+                    return Err(WalError::Io {
+                        operation: "fsync WAL segment",
+                        path: segment.path.clone(),
+                        source: std::io::Error::other("injected fsync failure"),
+                    });
+                }
+                segment
+                    .file
+                    .sync_data()
+                    .map_err(WalError::io("fsync WAL segment", &segment.path))?;
+            }
+            self.durable.store(batch_end.0, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_fsync_poisons_the_log_until_it_is_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = WalConfig {
+            segment_size: 4096,
+            ..WalConfig::default()
+        };
+        let wal = Wal::create(dir.path(), config).unwrap();
+        let (_, durable_end) = wal.append(1, b"durable").unwrap();
+        wal.inner.fail_next_fsync.store(true, Ordering::Release);
+        let failed = wal.append(1, b"not acknowledged").unwrap_err();
+        assert!(
+            matches!(
+                failed,
+                WalError::Io {
+                    operation: "fsync WAL segment",
+                    ..
+                }
+            ),
+            "{failed}"
+        );
+        assert_eq!(
+            wal.durable_lsn(),
+            durable_end,
+            "the failed batch is not durable"
+        );
+        // Every later append is refused, without retrying the fsync.
+        for _ in 0..3 {
+            let refused = wal.append(1, b"later").unwrap_err();
+            assert!(matches!(refused, WalError::Poisoned { .. }), "{refused}");
+            assert!(refused.to_string().contains("injected fsync failure"));
+        }
+        assert!(matches!(wal.sync(), Err(WalError::Poisoned { .. })));
+        drop(wal);
+        // Reopening recovers: the acknowledged record is there and appends work again.
+        let (wal, report) = Wal::open(dir.path(), config).unwrap();
+        assert!(report.end >= durable_end);
+        wal.append(1, b"after reopen").unwrap();
+        let first = wal
+            .read_from(wal.oldest_lsn())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(&first.payload[..], b"durable");
+    }
+}

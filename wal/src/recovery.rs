@@ -1,0 +1,390 @@
+//! Recovery on open: check every segment and every record, find where the valid log ends.
+//!
+//! Invariants it keeps:
+//! - Every segment header is checked (magic, version, CRC, start LSN against the file name,
+//!   one segment size and one salt for the whole log, no gaps). A bad header is an error
+//!   naming the file: segments are published crash-safely, so a bad header is never a crash
+//!   artifact.
+//! - The first frame that fails its checks ends the log *only if no valid frame follows it*
+//!   anywhere in the log (a torn or zeroed tail). If a valid frame follows, the damage is in
+//!   the middle and `open` fails naming the segment, offset and LSN, unless the caller chose
+//!   [`RecoveryMode::SalvageToLastGood`], which truncates there and says so in the report.
+//! - A dropped tail is physically zeroed and fsynced, and segments after it are removed,
+//!   before the log accepts writes, so stale bytes can never be read as records later.
+//! - Every kept segment is fsynced, so the recovered end is durable.
+//!
+//! Recovery reads the whole retained log once; the engine keeps the log short by truncating
+//! segments it has persisted.
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::config::{RecoveryMode, WalConfig};
+use crate::error::{Result, WalError};
+use crate::format::{
+    FRAME_ALIGNMENT, FRAME_HEADER_LEN, Frame, SEGMENT_HEADER_LEN, SegmentHeader, check_body,
+    decode_header,
+};
+use crate::lsn::Lsn;
+use crate::segment::{Segment, list_segments, sync_dir};
+
+/// What `open` found and did while recovering the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The oldest LSN a reader can start from.
+    pub oldest: Lsn,
+    /// Where the valid log ends: the end LSN of the last valid record (or `oldest` when
+    /// the log holds none). New records are appended from here.
+    pub end: Lsn,
+    /// Valid records in the log.
+    pub records: u64,
+    /// Bytes dropped from the tail: from `end` to the last non-zero byte after it (a torn
+    /// record, garbage in preallocated space, or, when salvaging, the discarded records).
+    pub dropped_bytes: u64,
+    /// Segment files after the end that were removed because they held no valid record.
+    pub removed_segments: Vec<PathBuf>,
+    /// Set only in [`RecoveryMode::SalvageToLastGood`] when valid records after damage
+    /// were discarded: the corruption that `Strict` would have refused to open with.
+    pub salvaged_corruption: Option<String>,
+}
+
+/// The state recovery hands to the log.
+pub(crate) struct Recovered {
+    pub(crate) report: RecoveryReport,
+    pub(crate) segment_size: u64,
+    pub(crate) salt: u64,
+    /// Kept segments in LSN order; never empty.
+    pub(crate) segments: Vec<Segment>,
+    /// Where the next frame goes. Equal to the last kept segment's end when every segment
+    /// ended cleanly: the log continues in a segment not created yet.
+    pub(crate) next_frame: Lsn,
+}
+
+pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
+    let listed = list_segments(dir)?;
+    if listed.is_empty() {
+        return Err(WalError::NotFound {
+            dir: dir.to_owned(),
+        });
+    }
+    let (segments, segment_size, salt) = open_and_check_headers(listed)?;
+    let scan = scan_frames(&segments, segment_size, salt)?;
+
+    let mut report = RecoveryReport {
+        oldest: scan.oldest,
+        end: scan.last_record_end,
+        records: scan.records,
+        dropped_bytes: 0,
+        removed_segments: Vec::new(),
+        salvaged_corruption: None,
+    };
+    let mut segments = segments;
+    let next_frame = match scan.first_bad {
+        None => segments.last().map_or(Lsn::INVALID, Segment::end),
+        Some(bad) => {
+            if let Some(next_valid) = find_valid_frame_after(&segments, bad, segment_size, salt)? {
+                let damaged = segments
+                    .get(bad.segment_index)
+                    .expect("bad frame lies in a listed segment");
+                let corruption = WalError::CorruptedInMiddle {
+                    lsn: bad.lsn,
+                    path: damaged.path.clone(),
+                    offset: damaged.offset_of(bad.lsn),
+                    next_valid,
+                };
+                match mode {
+                    RecoveryMode::Strict => return Err(corruption),
+                    RecoveryMode::SalvageToLastGood => {
+                        tracing::warn!(%corruption, "salvaging the WAL: discarding everything after the damage");
+                        report.salvaged_corruption = Some(corruption.to_string());
+                    }
+                }
+            }
+            report.dropped_bytes =
+                drop_tail(&mut segments, bad, dir, &mut report.removed_segments)?;
+            bad.lsn
+        }
+    };
+    for segment in &segments {
+        segment
+            .file
+            .sync_data()
+            .map_err(WalError::io("fsync segment", &segment.path))?;
+    }
+    Ok(Recovered {
+        report,
+        segment_size,
+        salt,
+        segments,
+        next_frame,
+    })
+}
+
+fn bad_segment(path: &Path, offset: u64, problem: impl Into<String>) -> WalError {
+    WalError::BadSegment {
+        path: path.to_owned(),
+        offset,
+        problem: problem.into(),
+    }
+}
+
+/// Opens every segment and checks its header against its name and its neighbours.
+fn open_and_check_headers(listed: Vec<(Lsn, PathBuf)>) -> Result<(Vec<Segment>, u64, u64)> {
+    let mut segments: Vec<Segment> = Vec::with_capacity(listed.len());
+    let mut log_shape: Option<(u64, u64)> = None;
+    for (start, path) in listed {
+        let mut header_bytes = [0u8; SEGMENT_HEADER_LEN as usize];
+        let file = std::fs::File::open(&path).map_err(WalError::io("open segment", &path))?;
+        let file_len = file
+            .metadata()
+            .map_err(WalError::io("stat segment", &path))?
+            .len();
+        if file_len < SEGMENT_HEADER_LEN {
+            return Err(bad_segment(
+                &path,
+                0,
+                "file is shorter than a segment header",
+            ));
+        }
+        file.read_exact_at(&mut header_bytes, 0)
+            .map_err(WalError::io("read segment header", &path))?;
+        let header = SegmentHeader::decode(&header_bytes)
+            .map_err(|problem| bad_segment(&path, 0, problem.to_string()))?;
+        if header.start != start {
+            return Err(bad_segment(
+                &path,
+                16,
+                format!(
+                    "header says the segment starts at {}, its name says {start}",
+                    header.start
+                ),
+            ));
+        }
+        WalConfig::validate_segment_size(header.segment_size)
+            .map_err(|error| bad_segment(&path, 12, error.to_string()))?;
+        let (segment_size, salt) = *log_shape.get_or_insert((header.segment_size, header.salt));
+        if header.segment_size != segment_size || header.salt != salt {
+            return Err(bad_segment(
+                &path,
+                12,
+                "segment size or salt differs from the log's first segment: the file belongs to another log",
+            ));
+        }
+        if !start.is_aligned(segment_size) {
+            return Err(bad_segment(
+                &path,
+                16,
+                format!("start {start} is not a multiple of the segment size"),
+            ));
+        }
+        if file_len != segment_size {
+            return Err(bad_segment(
+                &path,
+                file_len,
+                format!("file is {file_len} bytes, the segment size is {segment_size}"),
+            ));
+        }
+        if let Some(previous) = segments.last()
+            && previous.end() != start
+        {
+            return Err(bad_segment(
+                &path,
+                0,
+                format!(
+                    "segment starting at {} is missing before this one",
+                    previous.end()
+                ),
+            ));
+        }
+        segments.push(Segment::open(start, path, segment_size)?);
+    }
+    let (segment_size, salt) = log_shape.expect("at least one segment was listed");
+    Ok((segments, segment_size, salt))
+}
+
+/// The first frame position that failed its checks.
+#[derive(Debug, Clone, Copy)]
+struct BadFrame {
+    segment_index: usize,
+    lsn: Lsn,
+}
+
+struct Scan {
+    records: u64,
+    /// The first record boundary of the log.
+    oldest: Lsn,
+    /// End of the last valid record, or `oldest` if there is none.
+    last_record_end: Lsn,
+    first_bad: Option<BadFrame>,
+}
+
+fn read_whole(segment: &Segment, segment_size: u64) -> Result<Vec<u8>> {
+    let mut data = vec![0u8; segment_size as usize];
+    segment
+        .file
+        .read_exact_at(&mut data, 0)
+        .map_err(WalError::io("read segment", &segment.path))?;
+    Ok(data)
+}
+
+/// What is at `offset` of a segment's bytes, fully checked.
+enum FrameCheck {
+    Record { len: u64 },
+    SegmentEnd,
+    Invalid,
+}
+
+fn check_frame_at(data: &[u8], offset: u64, segment_start: Lsn, salt: u64) -> FrameCheck {
+    let Some(rest) = data.get(offset as usize..) else {
+        return FrameCheck::Invalid;
+    };
+    match decode_header(salt, Lsn(segment_start.0 + offset), rest) {
+        Some(Frame::Record {
+            payload_len,
+            body_crc,
+            ..
+        }) => {
+            let frame = Frame::Record {
+                kind: 0,
+                payload_len,
+                body_crc,
+            };
+            let body = rest.get(FRAME_HEADER_LEN as usize..frame.len() as usize);
+            match body {
+                Some(body) if check_body(body, payload_len, body_crc) => {
+                    FrameCheck::Record { len: frame.len() }
+                }
+                _ => FrameCheck::Invalid,
+            }
+        }
+        Some(Frame::SegmentEnd) => FrameCheck::SegmentEnd,
+        None => FrameCheck::Invalid,
+    }
+}
+
+fn all_zero(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
+}
+
+/// Walks the frames of every segment in order until the first invalid one.
+fn scan_frames(segments: &[Segment], segment_size: u64, salt: u64) -> Result<Scan> {
+    let oldest = Lsn(segments.first().map_or(0, |first| first.start.0) + SEGMENT_HEADER_LEN);
+    let mut scan = Scan {
+        records: 0,
+        oldest,
+        last_record_end: oldest,
+        first_bad: None,
+    };
+    for (segment_index, segment) in segments.iter().enumerate() {
+        let data = read_whole(segment, segment_size)?;
+        let mut offset = SEGMENT_HEADER_LEN;
+        let bad_at = |offset: u64| BadFrame {
+            segment_index,
+            lsn: Lsn(segment.start.0 + offset),
+        };
+        loop {
+            let rest = data.get(offset as usize..).unwrap_or(&[]);
+            if (rest.len() as u64) < FRAME_HEADER_LEN {
+                // No frame fits: the log continues in the next segment if these bytes are zero.
+                if all_zero(rest) {
+                    break;
+                }
+                scan.first_bad = Some(bad_at(offset));
+                return Ok(scan);
+            }
+            match check_frame_at(&data, offset, segment.start, salt) {
+                FrameCheck::Record { len } => {
+                    scan.records += 1;
+                    offset += len;
+                    scan.last_record_end = Lsn(segment.start.0 + offset);
+                }
+                FrameCheck::SegmentEnd => {
+                    let unused = rest.get(FRAME_HEADER_LEN as usize..).unwrap_or(&[]);
+                    if all_zero(unused) {
+                        break;
+                    }
+                    scan.first_bad = Some(bad_at(offset));
+                    return Ok(scan);
+                }
+                FrameCheck::Invalid => {
+                    scan.first_bad = Some(bad_at(offset));
+                    return Ok(scan);
+                }
+            }
+        }
+    }
+    Ok(scan)
+}
+
+/// Looks at every aligned position after `bad` for a frame that passes all checks. Such a
+/// frame means the damage at `bad` is not a torn tail.
+fn find_valid_frame_after(
+    segments: &[Segment],
+    bad: BadFrame,
+    segment_size: u64,
+    salt: u64,
+) -> Result<Option<Lsn>> {
+    for (segment_index, segment) in segments.iter().enumerate().skip(bad.segment_index) {
+        let data = read_whole(segment, segment_size)?;
+        let first = if segment_index == bad.segment_index {
+            segment.offset_of(bad.lsn) + FRAME_ALIGNMENT
+        } else {
+            SEGMENT_HEADER_LEN
+        };
+        let mut offset = first;
+        while offset + FRAME_HEADER_LEN <= segment_size {
+            if !matches!(
+                check_frame_at(&data, offset, segment.start, salt),
+                FrameCheck::Invalid
+            ) {
+                return Ok(Some(Lsn(segment.start.0 + offset)));
+            }
+            offset += FRAME_ALIGNMENT;
+        }
+    }
+    Ok(None)
+}
+
+/// Zeroes the damaged segment from `bad` on, removes every later segment, and returns how
+/// many bytes of non-zero data that dropped.
+fn drop_tail(
+    segments: &mut Vec<Segment>,
+    bad: BadFrame,
+    dir: &Path,
+    removed: &mut Vec<PathBuf>,
+) -> Result<u64> {
+    let mut dropped_bytes = 0;
+    let damaged = segments
+        .get(bad.segment_index)
+        .expect("bad frame lies in a listed segment");
+    let segment_size = damaged.end().0 - damaged.start.0;
+    let data = read_whole(damaged, segment_size)?;
+    let from = damaged.offset_of(bad.lsn);
+    let tail = data.get(from as usize..).unwrap_or(&[]);
+    if let Some(last_nonzero) = tail.iter().rposition(|&b| b != 0) {
+        let garbage_len = last_nonzero as u64 + 1;
+        dropped_bytes += garbage_len;
+        damaged
+            .file
+            .write_all_at(&vec![0u8; garbage_len as usize], from)
+            .map_err(WalError::io("zero torn WAL tail", &damaged.path))?;
+        damaged
+            .file
+            .sync_data()
+            .map_err(WalError::io("fsync segment", &damaged.path))?;
+        tracing::info!(lsn = %bad.lsn, bytes = garbage_len, segment = %damaged.path.display(), "dropped torn WAL tail");
+    }
+    for later in segments.drain(bad.segment_index + 1..) {
+        let data = read_whole(&later, segment_size)?;
+        let body = data.get(SEGMENT_HEADER_LEN as usize..).unwrap_or(&[]);
+        if let Some(last_nonzero) = body.iter().rposition(|&b| b != 0) {
+            dropped_bytes += last_nonzero as u64 + 1;
+        }
+        std::fs::remove_file(&later.path).map_err(WalError::io("remove segment", &later.path))?;
+        removed.push(later.path.clone());
+    }
+    if !removed.is_empty() {
+        sync_dir(dir)?;
+    }
+    Ok(dropped_bytes)
+}

@@ -1,0 +1,198 @@
+//! Segment files: naming, crash-safe creation, listing, and reading bytes back.
+//!
+//! Owns the mapping between a segment's start LSN and its file, and the rule that every
+//! file is published crash-safely: a new segment is written under a temporary name with
+//! its header and full length, fsynced, renamed into place, and the directory fsynced, so
+//! a segment file that exists under its final name always has a complete header.
+//! Temporary files left by a crash are debris and are removed on open.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+
+use crate::error::{Result, WalError};
+use crate::format::SegmentHeader;
+use crate::lsn::Lsn;
+use crate::mmap::map_read_only;
+
+const SEGMENT_SUFFIX: &str = ".wal";
+const TEMP_SUFFIX: &str = ".wal.tmp";
+
+/// The file name of the segment starting at `start`: 16 upper-case hex digits and `.wal`.
+pub(crate) fn segment_file_name(start: Lsn) -> String {
+    format!("{:016X}{SEGMENT_SUFFIX}", start.0)
+}
+
+/// The start LSN a segment file name stands for, or `None` if it is not a segment name.
+pub(crate) fn parse_segment_file_name(name: &str) -> Option<Lsn> {
+    let hex = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok().map(Lsn)
+}
+
+/// fsyncs a directory so that creations, renames and removals in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|handle| handle.sync_all())
+        .map_err(WalError::io("fsync directory", dir))
+}
+
+/// Segment files in `dir`, sorted by start LSN. Removes temporary debris from a crash
+/// during segment creation (and fsyncs the directory if it removed any).
+pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(Lsn, PathBuf)>> {
+    let mut segments = Vec::new();
+    let mut removed_debris = false;
+    let entries = std::fs::read_dir(dir).map_err(WalError::io("read directory", dir))?;
+    for entry in entries {
+        let entry = entry.map_err(WalError::io("read directory", dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(TEMP_SUFFIX) {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(WalError::io("remove debris", &path))?;
+            removed_debris = true;
+        } else if let Some(start) = parse_segment_file_name(name) {
+            segments.push((start, entry.path()));
+        }
+    }
+    if removed_debris {
+        sync_dir(dir)?;
+    }
+    segments.sort();
+    Ok(segments)
+}
+
+/// An open segment file. Writes go through the log's flush leader; reads may come from
+/// any thread. Once the segment is sealed (every byte written, the writer has moved on)
+/// readers see it through one shared read-only memory map.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub(crate) start: Lsn,
+    pub(crate) path: PathBuf,
+    pub(crate) file: File,
+    size: u64,
+    sealed_map: OnceLock<Bytes>,
+}
+
+impl Segment {
+    /// Creates the segment starting at `header.start` in `dir`, crash-safely (see module docs).
+    pub(crate) fn create(dir: &Path, header: SegmentHeader) -> Result<Segment> {
+        let name = segment_file_name(header.start);
+        let final_path = dir.join(&name);
+        let temp_path = dir.join(format!("{name}.tmp"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp_path)
+            .map_err(WalError::io("create segment", &temp_path))?;
+        file.write_all_at(&header.encode(), 0)
+            .map_err(WalError::io("write segment header", &temp_path))?;
+        file.set_len(header.segment_size)
+            .map_err(WalError::io("preallocate segment", &temp_path))?;
+        file.sync_all()
+            .map_err(WalError::io("fsync segment", &temp_path))?;
+        std::fs::rename(&temp_path, &final_path)
+            .map_err(WalError::io("rename segment into place", &final_path))?;
+        sync_dir(dir)?;
+        Ok(Segment::from_file(
+            header.start,
+            final_path,
+            file,
+            header.segment_size,
+        ))
+    }
+
+    /// Opens an existing segment file for reading and writing.
+    pub(crate) fn open(start: Lsn, path: PathBuf, size: u64) -> Result<Segment> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(WalError::io("open segment", &path))?;
+        Ok(Segment::from_file(start, path, file, size))
+    }
+
+    fn from_file(start: Lsn, path: PathBuf, file: File, size: u64) -> Segment {
+        Segment {
+            start,
+            path,
+            file,
+            size,
+            sealed_map: OnceLock::new(),
+        }
+    }
+
+    /// The LSN just past this segment: the start of the next one.
+    pub(crate) fn end(&self) -> Lsn {
+        Lsn(self.start.0 + self.size)
+    }
+
+    /// Byte offset of `lsn` in this file.
+    pub(crate) fn offset_of(&self, lsn: Lsn) -> u64 {
+        debug_assert!(self.start <= lsn && lsn <= self.end());
+        lsn.0 - self.start.0
+    }
+
+    /// Reads `len` bytes at `lsn` with positioned reads. For segments still being written.
+    pub(crate) fn read_at(&self, lsn: Lsn, len: u64) -> Result<Bytes> {
+        let mut buf = vec![0u8; len as usize];
+        self.file
+            .read_exact_at(&mut buf, self.offset_of(lsn))
+            .map_err(WalError::io("read segment", &self.path))?;
+        Ok(Bytes::from(buf))
+    }
+
+    /// Bytes `[lsn, lsn + len)` of a sealed segment, as a zero-copy slice of its memory map.
+    /// The caller must only call this once the segment is sealed (see `map_read_only`).
+    pub(crate) fn read_sealed(&self, lsn: Lsn, len: u64) -> Result<Bytes> {
+        let map = match self.sealed_map.get() {
+            Some(map) => map,
+            None => {
+                let map = map_read_only(&self.file, &self.path)?;
+                self.sealed_map.get_or_init(|| map)
+            }
+        };
+        let offset = self.offset_of(lsn) as usize;
+        let end = offset + len as usize;
+        if end > map.len() {
+            return Err(WalError::BadSegment {
+                path: self.path.clone(),
+                offset: offset as u64,
+                problem: format!("file is {} bytes, shorter than expected", map.len()),
+            });
+        }
+        Ok(map.slice(offset..end))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_round_trip_and_sort_by_lsn() {
+        let name = segment_file_name(Lsn(0x1_0100_0000));
+        assert_eq!(name, "0000000101000000.wal");
+        assert_eq!(parse_segment_file_name(&name), Some(Lsn(0x1_0100_0000)));
+        assert!(segment_file_name(Lsn(0x100_0000)) < segment_file_name(Lsn(0x1_0000_0000)));
+    }
+
+    #[test]
+    fn other_names_are_not_segments() {
+        for name in [
+            "LOCK",
+            "0000000000000000.wal.tmp",
+            "00.wal",
+            "000000000000000G.wal",
+        ] {
+            assert_eq!(parse_segment_file_name(name), None, "{name}");
+        }
+    }
+}
