@@ -48,6 +48,17 @@ fn run(sync_mode: SyncMode, threads: u64, per_thread: u64) {
         }
     }
     assert_eq!(by_lsn.len() as u64, threads * per_thread);
+    let stats = wal.stats();
+    assert_eq!(stats.records, threads * per_thread);
+    if let SyncMode::Group { .. } = sync_mode {
+        // Group commit: concurrent appenders share fsyncs (a count, not a timing).
+        assert!(
+            stats.fsyncs * 2 <= stats.records,
+            "{} fsyncs for {} records: appenders are not sharing fsyncs",
+            stats.fsyncs,
+            stats.records
+        );
+    }
 
     let check = |wal: &Wal| {
         let mut read = 0;

@@ -43,7 +43,7 @@ mod segment;
 
 pub use config::{DEFAULT_SEGMENT_SIZE, RecoveryMode, SyncMode, WalConfig};
 pub use error::{Result, WalError};
-pub use log::Wal;
+pub use log::{Wal, WalStats};
 pub use lsn::{Lsn, ParseLsnError};
 pub use reader::{WalReader, WalRecord};
 pub use recovery::RecoveryReport;

@@ -3,23 +3,31 @@
 //! Invariants it keeps:
 //! - LSNs strictly increase: positions are reserved under one lock, in order, and a record's
 //!   end LSN is always greater than its start.
-//! - Bytes reach the files in LSN order: one flush leader at a time takes every encoded but
+//! - Bytes reach the files in LSN order: one write leader at a time takes every encoded but
 //!   unwritten frame and writes it; `written` only moves forward, to the end of a complete
 //!   batch.
 //! - No append is acknowledged before its bytes are written to the operating system, and,
 //!   unless the sync mode is `Never`, before they are fsynced (`durable` covers its end).
+//!   `durable` only moves to a `written` value read before the fsync started.
 //! - After a failed write or fsync the log is poisoned: every later append fails. It never
 //!   retries, because the kernel may already have dropped the dirty pages.
 //! - Sealed segments (every byte written, the writer in a later segment) are never written
 //!   again, which is what makes reading them through a memory map sound.
 //!
-//! # Group commit
+//! # Group commit: a two-stage pipeline
 //!
 //! An append encodes its frame into a shared pending buffer under the append lock (short:
-//! a copy), then calls `flush_to(its end)`. Whoever takes the flush lock first leads: it
-//! lingers for `max_delay` in `Group` mode, takes the whole pending buffer, writes it with
-//! positioned writes, fsyncs the touched segments once, and publishes the new durable LSN.
-//! Appenders queued behind it find their record already durable and return without I/O.
+//! a copy), then waits for its end LSN to pass two stages, each with at most one leader:
+//!
+//! 1. **write**: the leader takes the whole pending buffer and writes it with positioned
+//!    writes, then publishes `written`.
+//! 2. **fsync**: the leader (in `Group` mode after lingering `max_delay` so more writes can
+//!    join) reads `written`, fsyncs the touched segments once, and publishes `durable`.
+//!
+//! Because the stages have separate leaders, the next batch is written while the previous
+//! one is being fsynced. Everyone else waits on one condition variable that is notified
+//! whenever a stage finishes, and returns as soon as a leader has covered its record: one
+//! fsync acknowledges every record written before it started.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -28,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::config::{SyncMode, WalConfig};
 use crate::error::{Result, WalError};
@@ -59,8 +67,10 @@ pub(crate) struct Inner {
     /// Held for the log's lifetime: the exclusive lock on the directory.
     _lock_file: File,
     append: Mutex<AppendState>,
-    /// Held by the flush leader while it writes and fsyncs.
-    flush: Mutex<()>,
+    /// Which pipeline stages have a leader at work; see the module docs.
+    stages: Mutex<Stages>,
+    /// Notified whenever a stage leader finishes.
+    stage_done: Condvar,
     /// Every byte below this LSN has been written to the operating system.
     pub(crate) written: AtomicU64,
     /// Every byte below this LSN has been fsynced.
@@ -69,9 +79,46 @@ pub(crate) struct Inner {
     poisoned: Mutex<Option<String>>,
     /// Live segments by start LSN, for readers and truncation.
     pub(crate) segments: RwLock<BTreeMap<Lsn, Arc<Segment>>>,
+    /// Counters behind [`Wal::stats`].
+    counters: Counters,
     /// Test hook: the next fsync of a segment fails as if the disk had refused it.
     #[cfg(test)]
     fail_next_fsync: std::sync::atomic::AtomicBool,
+}
+
+/// Activity counters of an open log, since it was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WalStats {
+    /// Records appended.
+    pub records: u64,
+    /// Payload bytes appended.
+    pub payload_bytes: u64,
+    /// Batches a flush leader wrote (each one or more records).
+    pub write_batches: u64,
+    /// Segment fsyncs. With group commit, `records / fsyncs` is the mean group size.
+    pub fsyncs: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    records: AtomicU64,
+    payload_bytes: AtomicU64,
+    write_batches: AtomicU64,
+    fsyncs: AtomicU64,
+}
+
+/// Leaders at work in the group-commit pipeline.
+#[derive(Debug, Default)]
+struct Stages {
+    writing: bool,
+    syncing: bool,
+}
+
+/// A pipeline stage: which `Stages` flag it owns and which LSN it advances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Write,
+    Sync,
 }
 
 #[derive(Debug)]
@@ -250,11 +297,13 @@ impl Wal {
                 active,
                 pending: Vec::new(),
             }),
-            flush: Mutex::new(()),
+            stages: Mutex::new(Stages::default()),
+            stage_done: Condvar::new(),
             written: AtomicU64::new(next.0),
             durable: AtomicU64::new(next.0),
             poisoned: Mutex::new(None),
             segments: RwLock::new(segments),
+            counters: Counters::default(),
             #[cfg(test)]
             fail_next_fsync: std::sync::atomic::AtomicBool::new(false),
         };
@@ -294,6 +343,17 @@ impl Wal {
         self.inner.oldest_lsn()
     }
 
+    /// What this log has done since it was opened.
+    pub fn stats(&self) -> WalStats {
+        let counters = &self.inner.counters;
+        WalStats {
+            records: counters.records.load(Ordering::Relaxed),
+            payload_bytes: counters.payload_bytes.load(Ordering::Relaxed),
+            write_batches: counters.write_batches.load(Ordering::Relaxed),
+            fsyncs: counters.fsyncs.load(Ordering::Relaxed),
+        }
+    }
+
     /// Appends one record of `kind` (defined by the caller) and returns its `(start, end)`
     /// LSNs; the end is the record's LSN. Returns once the record is durable as the sync
     /// mode promises. Refuses payloads over [`Wal::max_payload_len`].
@@ -323,6 +383,11 @@ impl Wal {
             (start, end)
         };
         assert!(start < end, "LSNs must strictly increase");
+        inner.counters.records.fetch_add(1, Ordering::Relaxed);
+        inner
+            .counters
+            .payload_bytes
+            .fetch_add(len, Ordering::Relaxed);
         inner.flush_to(end)?;
         Ok((start, end))
     }
@@ -435,40 +500,73 @@ impl Inner {
         self.flush_to_with(end, sync)
     }
 
-    /// Makes every frame ending at or below `end` written (and fsynced if `sync`), leading
-    /// the flush if nobody else has already covered it.
+    /// Returns once every frame ending at or below `end` is written (and fsynced if
+    /// `sync`), leading a pipeline stage whenever no leader is at work on it.
     fn flush_to_with(&self, end: Lsn, sync: bool) -> Result<()> {
-        let covered = |inner: &Inner| {
-            let target = if sync { &inner.durable } else { &inner.written };
-            target.load(Ordering::Acquire) >= end.0
+        self.pass_stage(Stage::Write, end)?;
+        if sync {
+            self.pass_stage(Stage::Sync, end)?;
+        }
+        Ok(())
+    }
+
+    fn stage_lsn(&self, stage: Stage) -> &AtomicU64 {
+        match stage {
+            Stage::Write => &self.written,
+            Stage::Sync => &self.durable,
+        }
+    }
+
+    /// Waits until `stage` has covered `end`, leading it when it has no leader.
+    fn pass_stage(&self, stage: Stage, end: Lsn) -> Result<()> {
+        let covered = || self.stage_lsn(stage).load(Ordering::Acquire) >= end.0;
+        if covered() {
+            return Ok(());
+        }
+        let mut stages = self.stages.lock();
+        loop {
+            // A leader may have failed with our record in its batch.
+            self.check_poisoned()?;
+            if covered() {
+                return Ok(());
+            }
+            let busy = match stage {
+                Stage::Write => &mut stages.writing,
+                Stage::Sync => &mut stages.syncing,
+            };
+            if !*busy {
+                *busy = true;
+                break;
+            }
+            self.stage_done.wait(&mut stages);
+        }
+        drop(stages);
+        let result = match stage {
+            Stage::Write => self.write_pending(),
+            Stage::Sync => self.sync_written(),
         };
-        if covered(self) {
-            return Ok(());
+        if let Err(error) = &result {
+            self.poison(error);
         }
-        let _leader = self.flush.lock();
-        // A leader before us may have failed with our record in its batch.
-        self.check_poisoned()?;
-        if covered(self) {
-            return Ok(());
+        let mut stages = self.stages.lock();
+        match stage {
+            Stage::Write => stages.writing = false,
+            Stage::Sync => stages.syncing = false,
         }
-        if let SyncMode::Group { max_delay } = self.sync_mode
-            && !max_delay.is_zero()
-        {
-            std::thread::sleep(max_delay);
-        }
+        self.stage_done.notify_all();
+        drop(stages);
+        result?;
+        debug_assert!(covered(), "a stage leader covers its own record");
+        Ok(())
+    }
+
+    /// Write stage: writes every pending frame, in LSN order, and publishes `written`.
+    fn write_pending(&self) -> Result<()> {
         let (batch, batch_end) = {
             let mut state = self.append.lock();
             (std::mem::take(&mut state.pending), state.next)
         };
-        let result = self.write_batch(&batch, batch_end, sync);
-        if let Err(error) = &result {
-            self.poison(error);
-        }
-        result
-    }
-
-    fn write_batch(&self, batch: &[PendingWrite], batch_end: Lsn, sync: bool) -> Result<()> {
-        for write in batch {
+        for write in &batch {
             let offset = write.segment.offset_of(write.start);
             write
                 .segment
@@ -476,39 +574,46 @@ impl Inner {
                 .write_all_at(&write.bytes, offset)
                 .map_err(WalError::io("write WAL", &write.segment.path))?;
         }
-        let previously_written = self.written.load(Ordering::Acquire);
-        assert!(
-            batch_end.0 >= previously_written,
-            "written LSN must not go back"
-        );
-        self.written.store(batch_end.0, Ordering::Release);
-        if sync {
-            // Segments written since the last fsync: those in this batch, and in `sync()`
-            // after `Never`-mode appends, any segment between the durable and written ends.
-            let durable = Lsn(self.durable.load(Ordering::Acquire));
-            let segments: Vec<Arc<Segment>> = self
-                .segments
-                .read()
-                .values()
-                .filter(|segment| segment.end() > durable && segment.start < batch_end)
-                .cloned()
-                .collect();
-            for segment in segments {
-                #[cfg(test)]
-                if self.fail_next_fsync.swap(false, Ordering::AcqRel) {
-                    return Err(WalError::Io {
-                        operation: "fsync WAL segment",
-                        path: segment.path.clone(),
-                        source: std::io::Error::other("injected fsync failure"),
-                    });
-                }
-                segment
-                    .file
-                    .sync_data()
-                    .map_err(WalError::io("fsync WAL segment", &segment.path))?;
-            }
-            self.durable.store(batch_end.0, Ordering::Release);
+        self.counters.write_batches.fetch_add(1, Ordering::Relaxed);
+        let previous = self.written.fetch_max(batch_end.0, Ordering::AcqRel);
+        assert!(previous <= batch_end.0, "written LSN must not go back");
+        Ok(())
+    }
+
+    /// Sync stage: fsyncs every segment written since the last fsync and publishes
+    /// `durable` up to what was written before the fsync started.
+    fn sync_written(&self) -> Result<()> {
+        if let SyncMode::Group { max_delay } = self.sync_mode
+            && !max_delay.is_zero()
+        {
+            std::thread::sleep(max_delay);
         }
+        let target = self.written.load(Ordering::Acquire);
+        let durable = self.durable.load(Ordering::Acquire);
+        let segments: Vec<Arc<Segment>> = self
+            .segments
+            .read()
+            .values()
+            .filter(|segment| segment.end().0 > durable && segment.start.0 < target)
+            .cloned()
+            .collect();
+        for segment in segments {
+            #[cfg(test)]
+            if self.fail_next_fsync.swap(false, Ordering::AcqRel) {
+                return Err(WalError::Io {
+                    operation: "fsync WAL segment",
+                    path: segment.path.clone(),
+                    source: std::io::Error::other("injected fsync failure"),
+                });
+            }
+            segment
+                .file
+                .sync_data()
+                .map_err(WalError::io("fsync WAL segment", &segment.path))?;
+            self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        let previous = self.durable.fetch_max(target, Ordering::AcqRel);
+        assert!(previous <= target, "durable LSN must not go back");
         Ok(())
     }
 }

@@ -82,7 +82,7 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
     let next_frame = match scan.first_bad {
         None => segments.last().map_or(Lsn::INVALID, Segment::end),
         Some(bad) => {
-            if let Some(next_valid) = find_valid_frame_after(&segments, bad, segment_size, salt)? {
+            if let Some(next_valid) = find_valid_frame_after(&segments, &bad, segment_size, salt)? {
                 let damaged = segments
                     .get(bad.segment_index)
                     .expect("bad frame lies in a listed segment");
@@ -101,7 +101,7 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
                 }
             }
             report.dropped_bytes =
-                drop_tail(&mut segments, bad, dir, &mut report.removed_segments)?;
+                drop_tail(&mut segments, &bad, dir, &mut report.removed_segments)?;
             bad.lsn
         }
     };
@@ -202,11 +202,12 @@ fn open_and_check_headers(listed: Vec<(Lsn, PathBuf)>) -> Result<(Vec<Segment>, 
     Ok((segments, segment_size, salt))
 }
 
-/// The first frame position that failed its checks.
-#[derive(Debug, Clone, Copy)]
+/// The first frame position that failed its checks, with the bytes of its segment (kept
+/// so the rest of recovery does not read that segment again).
 struct BadFrame {
     segment_index: usize,
     lsn: Lsn,
+    segment_bytes: Vec<u8>,
 }
 
 struct Scan {
@@ -277,64 +278,65 @@ fn scan_frames(segments: &[Segment], segment_size: u64, salt: u64) -> Result<Sca
     };
     for (segment_index, segment) in segments.iter().enumerate() {
         let data = read_whole(segment, segment_size)?;
-        let mut offset = SEGMENT_HEADER_LEN;
-        let bad_at = |offset: u64| BadFrame {
-            segment_index,
-            lsn: Lsn(segment.start.0 + offset),
-        };
-        loop {
-            let rest = data.get(offset as usize..).unwrap_or(&[]);
-            if (rest.len() as u64) < FRAME_HEADER_LEN {
-                // No frame fits: the log continues in the next segment if these bytes are zero.
-                if all_zero(rest) {
-                    break;
-                }
-                scan.first_bad = Some(bad_at(offset));
-                return Ok(scan);
-            }
-            match check_frame_at(&data, offset, segment.start, salt) {
-                FrameCheck::Record { len } => {
-                    scan.records += 1;
-                    offset += len;
-                    scan.last_record_end = Lsn(segment.start.0 + offset);
-                }
-                FrameCheck::SegmentEnd => {
-                    let unused = rest.get(FRAME_HEADER_LEN as usize..).unwrap_or(&[]);
-                    if all_zero(unused) {
-                        break;
-                    }
-                    scan.first_bad = Some(bad_at(offset));
-                    return Ok(scan);
-                }
-                FrameCheck::Invalid => {
-                    scan.first_bad = Some(bad_at(offset));
-                    return Ok(scan);
-                }
-            }
+        if let Some(bad_offset) = first_bad_offset(&data, segment, salt, &mut scan) {
+            scan.first_bad = Some(BadFrame {
+                segment_index,
+                lsn: Lsn(segment.start.0 + bad_offset),
+                segment_bytes: data,
+            });
+            return Ok(scan);
         }
     }
     Ok(scan)
+}
+
+/// Walks the frames of one segment, counting valid records into `scan`. Returns the offset
+/// of the first invalid frame, or `None` if the segment ends cleanly (a segment-end frame or
+/// too little room for one, followed only by zeros).
+fn first_bad_offset(data: &[u8], segment: &Segment, salt: u64, scan: &mut Scan) -> Option<u64> {
+    let mut offset = SEGMENT_HEADER_LEN;
+    loop {
+        let rest = data.get(offset as usize..).unwrap_or(&[]);
+        if (rest.len() as u64) < FRAME_HEADER_LEN {
+            // No frame fits: the log continues in the next segment if these bytes are zero.
+            return (!all_zero(rest)).then_some(offset);
+        }
+        match check_frame_at(data, offset, segment.start, salt) {
+            FrameCheck::Record { len } => {
+                scan.records += 1;
+                offset += len;
+                scan.last_record_end = Lsn(segment.start.0 + offset);
+            }
+            FrameCheck::SegmentEnd => {
+                let unused = rest.get(FRAME_HEADER_LEN as usize..).unwrap_or(&[]);
+                return (!all_zero(unused)).then_some(offset);
+            }
+            FrameCheck::Invalid => return Some(offset),
+        }
+    }
 }
 
 /// Looks at every aligned position after `bad` for a frame that passes all checks. Such a
 /// frame means the damage at `bad` is not a torn tail.
 fn find_valid_frame_after(
     segments: &[Segment],
-    bad: BadFrame,
+    bad: &BadFrame,
     segment_size: u64,
     salt: u64,
 ) -> Result<Option<Lsn>> {
     for (segment_index, segment) in segments.iter().enumerate().skip(bad.segment_index) {
-        let data = read_whole(segment, segment_size)?;
-        let first = if segment_index == bad.segment_index {
-            segment.offset_of(bad.lsn) + FRAME_ALIGNMENT
+        let later_segment_bytes;
+        let (data, first) = if segment_index == bad.segment_index {
+            let after_bad = segment.offset_of(bad.lsn) + FRAME_ALIGNMENT;
+            (&bad.segment_bytes, after_bad)
         } else {
-            SEGMENT_HEADER_LEN
+            later_segment_bytes = read_whole(segment, segment_size)?;
+            (&later_segment_bytes, SEGMENT_HEADER_LEN)
         };
         let mut offset = first;
         while offset + FRAME_HEADER_LEN <= segment_size {
             if !matches!(
-                check_frame_at(&data, offset, segment.start, salt),
+                check_frame_at(data, offset, segment.start, salt),
                 FrameCheck::Invalid
             ) {
                 return Ok(Some(Lsn(segment.start.0 + offset)));
@@ -349,7 +351,7 @@ fn find_valid_frame_after(
 /// many bytes of non-zero data that dropped.
 fn drop_tail(
     segments: &mut Vec<Segment>,
-    bad: BadFrame,
+    bad: &BadFrame,
     dir: &Path,
     removed: &mut Vec<PathBuf>,
 ) -> Result<u64> {
@@ -358,9 +360,8 @@ fn drop_tail(
         .get(bad.segment_index)
         .expect("bad frame lies in a listed segment");
     let segment_size = damaged.end().0 - damaged.start.0;
-    let data = read_whole(damaged, segment_size)?;
     let from = damaged.offset_of(bad.lsn);
-    let tail = data.get(from as usize..).unwrap_or(&[]);
+    let tail = bad.segment_bytes.get(from as usize..).unwrap_or(&[]);
     if let Some(last_nonzero) = tail.iter().rposition(|&b| b != 0) {
         let garbage_len = last_nonzero as u64 + 1;
         dropped_bytes += garbage_len;
