@@ -9,7 +9,8 @@
 //!
 //! Throughput is reported in bytes of payload per second; records/s = bytes/s / size.
 //! Run: `cargo bench -p pagefork-benches --bench wal_append` (set `PAGEFORK_BENCH_DIR` to
-//! measure on another disk; the default is a temporary directory under `target/`).
+//! measure on another disk, default a temporary directory under `target/`, and
+//! `PAGEFORK_GROUP_DELAY_US` for the group-commit linger, default 100).
 
 use std::fs::File;
 use std::hint::black_box;
@@ -22,6 +23,8 @@ use pagefork_wal::{SyncMode, Wal, WalConfig};
 
 const RECORD_SIZES: [usize; 3] = [128, 8 * 1024, 64 * 1024];
 const THREADS: [usize; 3] = [1, 4, 16];
+/// `SyncMode::Group { max_delay }` used unless `PAGEFORK_GROUP_DELAY_US` says otherwise.
+const DEFAULT_GROUP_DELAY_US: u64 = 100;
 
 fn bench_root() -> PathBuf {
     let root = std::env::var_os("PAGEFORK_BENCH_DIR")
@@ -82,8 +85,12 @@ fn time_raw(size: usize, records: u64, fsync_each: bool) -> Duration {
 }
 
 fn wal_append(c: &mut Criterion) {
+    let group_delay_us = std::env::var("PAGEFORK_GROUP_DELAY_US")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(DEFAULT_GROUP_DELAY_US);
     let group_mode = SyncMode::Group {
-        max_delay: Duration::from_micros(100),
+        max_delay: Duration::from_micros(group_delay_us),
     };
     for size in RECORD_SIZES {
         let mut group = c.benchmark_group(format!("wal_append/{size}B"));

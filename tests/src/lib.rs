@@ -6,6 +6,18 @@
 
 use std::path::{Path, PathBuf};
 
+use pagefork_wal::{SyncMode, WalConfig};
+
+/// A log configuration for tests that reopen logs rather than cut power: segments of
+/// `segment_size` bytes and `SyncMode::Never`, so tests spend no time in fsync.
+pub fn unsynced_config(segment_size: u64) -> WalConfig {
+    WalConfig {
+        segment_size,
+        sync_mode: SyncMode::Never,
+        ..WalConfig::default()
+    }
+}
+
 /// A payload of `len` bytes that carries `seq` and a pattern derived from it, so a reader
 /// can tell which record it is and whether any byte is wrong. Lengths below 8 carry a
 /// truncated `seq` and are checked by comparing with `payload_for` again.

@@ -12,18 +12,14 @@
 
 use std::path::{Path, PathBuf};
 
-use pagefork_tests::{payload_for, segment_files};
-use pagefork_wal::{Lsn, RecoveryMode, SyncMode, Wal, WalConfig, WalError};
+use pagefork_tests::{payload_for, segment_files, unsynced_config};
+use pagefork_wal::{Lsn, RecoveryMode, Wal, WalConfig, WalError};
 
 const SEGMENT_SIZE: u64 = 4096;
 const SEGMENT_HEADER_LEN: u64 = 40;
 
 fn config() -> WalConfig {
-    WalConfig {
-        segment_size: SEGMENT_SIZE,
-        sync_mode: SyncMode::Never,
-        ..WalConfig::default()
-    }
+    unsynced_config(SEGMENT_SIZE)
 }
 
 struct Pristine {

@@ -2,16 +2,12 @@
 //! several segment sizes, read back identically before and after reopening, from the start
 //! and from any record boundary.
 
-use pagefork_tests::payload_for;
-use pagefork_wal::{Lsn, SyncMode, Wal, WalConfig, WalError};
+use pagefork_tests::{payload_for, unsynced_config};
+use pagefork_wal::{Lsn, Wal, WalConfig, WalError};
 use proptest::prelude::*;
 
 fn config(segment_size: u64) -> WalConfig {
-    WalConfig {
-        segment_size,
-        sync_mode: SyncMode::Never,
-        ..WalConfig::default()
-    }
+    unsynced_config(segment_size)
 }
 
 /// Payload lengths: mostly small, often exactly at or near the maximum.

@@ -4,17 +4,13 @@
 
 use std::os::unix::fs::FileExt;
 
-use pagefork_tests::{payload_for, segment_files};
-use pagefork_wal::{Lsn, SyncMode, Wal, WalConfig};
+use pagefork_tests::{payload_for, segment_files, unsynced_config};
+use pagefork_wal::{Lsn, Wal, WalConfig};
 
 const SEGMENT_SIZE: u64 = 8192;
 
 fn config() -> WalConfig {
-    WalConfig {
-        segment_size: SEGMENT_SIZE,
-        sync_mode: SyncMode::Never,
-        ..WalConfig::default()
-    }
+    unsynced_config(SEGMENT_SIZE)
 }
 
 fn payloads(wal: &Wal) -> Vec<Vec<u8>> {
