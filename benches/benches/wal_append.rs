@@ -4,6 +4,9 @@
 //! and 16 threads, and two baselines over the same bytes on the same disk:
 //! - `raw_fsync_each`: one thread, `write` + `fdatasync` per record (what a naive
 //!   durable log does);
+//! - `raw_fsync_every_16`: one thread, `write` per record and one `fdatasync` per 16
+//!   records: the I/O that group commit with 16 threads can at best produce (at most 16
+//!   records are in flight), so `group/16t` against it measures the WAL's own overhead;
 //! - `raw_stream`: one thread, `write` every record, one `fsync` at the end (the disk's
 //!   sequential bandwidth: a ceiling no durable per-record log reaches).
 //!
@@ -68,15 +71,16 @@ fn time_appends(mode: SyncMode, size: usize, threads: usize, records: u64) -> Du
     start.elapsed()
 }
 
-/// The raw baselines: the same bytes (record frames of the same length) written to one file.
-fn time_raw(size: usize, records: u64, fsync_each: bool) -> Duration {
+/// The raw baselines: the same bytes (record frames of the same length) written to one
+/// file, with an `fdatasync` after every `records_per_fsync` records (`None`: only at the end).
+fn time_raw(size: usize, records: u64, records_per_fsync: Option<u64>) -> Duration {
     let dir = tempfile::tempdir_in(bench_root()).expect("temp dir");
     let mut file = File::create(dir.path().join("raw")).expect("create raw file");
     let frame = vec![0x5Au8; (16 + size).div_ceil(8) * 8];
     let start = Instant::now();
-    for _ in 0..records {
+    for written in 1..=records {
         file.write_all(&frame).expect("write");
-        if fsync_each {
+        if records_per_fsync.is_some_and(|every| written % every == 0) {
             file.sync_data().expect("fdatasync");
         }
     }
@@ -99,10 +103,13 @@ fn wal_append(c: &mut Criterion) {
         group.warm_up_time(Duration::from_millis(500));
         group.measurement_time(Duration::from_secs(2));
         group.bench_function("raw_fsync_each", |b| {
-            b.iter_custom(|records| time_raw(size, records, true))
+            b.iter_custom(|records| time_raw(size, records, Some(1)))
+        });
+        group.bench_function("raw_fsync_every_16", |b| {
+            b.iter_custom(|records| time_raw(size, records, Some(16)))
         });
         group.bench_function("raw_stream", |b| {
-            b.iter_custom(|records| time_raw(size, records, false))
+            b.iter_custom(|records| time_raw(size, records, None))
         });
         for mode in [SyncMode::Never, SyncMode::Always, group_mode] {
             for threads in THREADS {
