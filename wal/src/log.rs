@@ -14,24 +14,10 @@
 //! - Sealed segments (every byte written, the writer in a later segment) are never written
 //!   again, which is what makes reading them through a memory map sound.
 //!
-//! # Group commit: a two-stage pipeline
-//!
-//! An append encodes its frame into a shared pending buffer under the append lock (short:
-//! a copy), then waits for its end LSN to pass two stages, each with at most one leader:
-//!
-//! 1. **write**: the leader takes the whole pending buffer and writes it with positioned
-//!    writes, then publishes `written`.
-//! 2. **fsync**: the leader (in `Group` mode after lingering `max_delay` so more writes can
-//!    join) reads `written`, fsyncs the touched segments once, and publishes `durable`.
-//!
-//! Because the stages have separate leaders, the next batch is written while the previous
-//! one is being fsynced. Everyone else waits on one condition variable that is notified
-//! whenever a stage finishes, and returns as soon as a leader has covered its record: one
-//! fsync acknowledges every record written before it started.
+//! Group commit (how appends become written and durable) lives in `group_commit`.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +34,10 @@ use crate::lsn::Lsn;
 use crate::reader::WalReader;
 use crate::recovery::{RecoveryReport, recover};
 use crate::segment::{Segment, list_segments, sync_dir};
+
+mod group_commit;
+
+use group_commit::Stages;
 
 const LOCK_FILE_NAME: &str = "LOCK";
 
@@ -105,20 +95,6 @@ struct Counters {
     payload_bytes: AtomicU64,
     write_batches: AtomicU64,
     fsyncs: AtomicU64,
-}
-
-/// Leaders at work in the group-commit pipeline.
-#[derive(Debug, Default)]
-struct Stages {
-    writing: bool,
-    syncing: bool,
-}
-
-/// A pipeline stage: which `Stages` flag it owns and which LSN it advances.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Write,
-    Sync,
 }
 
 #[derive(Debug)]
@@ -492,128 +468,6 @@ impl Inner {
             .insert(segment.start, Arc::clone(&segment));
         state.active = segment;
         state.next = Lsn(old_end.0 + SEGMENT_HEADER_LEN);
-        Ok(())
-    }
-
-    fn flush_to(&self, end: Lsn) -> Result<()> {
-        let sync = !matches!(self.sync_mode, SyncMode::Never);
-        self.flush_to_with(end, sync)
-    }
-
-    /// Returns once every frame ending at or below `end` is written (and fsynced if
-    /// `sync`), leading a pipeline stage whenever no leader is at work on it.
-    fn flush_to_with(&self, end: Lsn, sync: bool) -> Result<()> {
-        self.pass_stage(Stage::Write, end)?;
-        if sync {
-            self.pass_stage(Stage::Sync, end)?;
-        }
-        Ok(())
-    }
-
-    fn stage_lsn(&self, stage: Stage) -> &AtomicU64 {
-        match stage {
-            Stage::Write => &self.written,
-            Stage::Sync => &self.durable,
-        }
-    }
-
-    /// Waits until `stage` has covered `end`, leading it when it has no leader.
-    fn pass_stage(&self, stage: Stage, end: Lsn) -> Result<()> {
-        let covered = || self.stage_lsn(stage).load(Ordering::Acquire) >= end.0;
-        if covered() {
-            return Ok(());
-        }
-        let mut stages = self.stages.lock();
-        loop {
-            // A leader may have failed with our record in its batch.
-            self.check_poisoned()?;
-            if covered() {
-                return Ok(());
-            }
-            let busy = match stage {
-                Stage::Write => &mut stages.writing,
-                Stage::Sync => &mut stages.syncing,
-            };
-            if !*busy {
-                *busy = true;
-                break;
-            }
-            self.stage_done.wait(&mut stages);
-        }
-        drop(stages);
-        let result = match stage {
-            Stage::Write => self.write_pending(),
-            Stage::Sync => self.sync_written(),
-        };
-        if let Err(error) = &result {
-            self.poison(error);
-        }
-        let mut stages = self.stages.lock();
-        match stage {
-            Stage::Write => stages.writing = false,
-            Stage::Sync => stages.syncing = false,
-        }
-        self.stage_done.notify_all();
-        drop(stages);
-        result?;
-        debug_assert!(covered(), "a stage leader covers its own record");
-        Ok(())
-    }
-
-    /// Write stage: writes every pending frame, in LSN order, and publishes `written`.
-    fn write_pending(&self) -> Result<()> {
-        let (batch, batch_end) = {
-            let mut state = self.append.lock();
-            (std::mem::take(&mut state.pending), state.next)
-        };
-        for write in &batch {
-            let offset = write.segment.offset_of(write.start);
-            write
-                .segment
-                .file
-                .write_all_at(&write.bytes, offset)
-                .map_err(WalError::io("write WAL", &write.segment.path))?;
-        }
-        self.counters.write_batches.fetch_add(1, Ordering::Relaxed);
-        let previous = self.written.fetch_max(batch_end.0, Ordering::AcqRel);
-        assert!(previous <= batch_end.0, "written LSN must not go back");
-        Ok(())
-    }
-
-    /// Sync stage: fsyncs every segment written since the last fsync and publishes
-    /// `durable` up to what was written before the fsync started.
-    fn sync_written(&self) -> Result<()> {
-        if let SyncMode::Group { max_delay } = self.sync_mode
-            && !max_delay.is_zero()
-        {
-            std::thread::sleep(max_delay);
-        }
-        let target = self.written.load(Ordering::Acquire);
-        let durable = self.durable.load(Ordering::Acquire);
-        let segments: Vec<Arc<Segment>> = self
-            .segments
-            .read()
-            .values()
-            .filter(|segment| segment.end().0 > durable && segment.start.0 < target)
-            .cloned()
-            .collect();
-        for segment in segments {
-            #[cfg(test)]
-            if self.fail_next_fsync.swap(false, Ordering::AcqRel) {
-                return Err(WalError::Io {
-                    operation: "fsync WAL segment",
-                    path: segment.path.clone(),
-                    source: std::io::Error::other("injected fsync failure"),
-                });
-            }
-            segment
-                .file
-                .sync_data()
-                .map_err(WalError::io("fsync WAL segment", &segment.path))?;
-            self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-        }
-        let previous = self.durable.fetch_max(target, Ordering::AcqRel);
-        assert!(previous <= target, "durable LSN must not go back");
         Ok(())
     }
 }
