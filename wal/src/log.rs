@@ -334,6 +334,17 @@ impl Wal {
     /// LSNs; the end is the record's LSN. Returns once the record is durable as the sync
     /// mode promises. Refuses payloads over [`Wal::max_payload_len`].
     pub fn append(&self, kind: u8, payload: &[u8]) -> Result<(Lsn, Lsn)> {
+        let (start, end) = self.append_deferred(kind, payload)?;
+        self.flush_to(end)?;
+        Ok((start, end))
+    }
+
+    /// The first half of [`Wal::append`]: gives the record its position in the log and
+    /// queues it for writing, without waiting. The record is *not* acknowledged until
+    /// [`Wal::flush_to`] with its end LSN returns. Callers use the split to order records
+    /// under a lock of their own (the position is fixed when this returns) without holding
+    /// that lock through the fsync.
+    pub fn append_deferred(&self, kind: u8, payload: &[u8]) -> Result<(Lsn, Lsn)> {
         let inner = &self.inner;
         inner.check_poisoned()?;
         let len = payload.len() as u64;
@@ -364,8 +375,21 @@ impl Wal {
             .counters
             .payload_bytes
             .fetch_add(len, Ordering::Relaxed);
-        inner.flush_to(end)?;
         Ok((start, end))
+    }
+
+    /// Returns once every record ending at or below `end` is as durable as the sync mode
+    /// promises (written to the operating system for `Never`, fsynced otherwise).
+    /// An `end` past every appended record is refused with `PastEnd`.
+    pub fn flush_to(&self, end: Lsn) -> Result<()> {
+        let appended = self.inner.append.lock().next;
+        if end > appended {
+            return Err(WalError::PastEnd {
+                lsn: end,
+                end: appended,
+            });
+        }
+        self.inner.flush_to(end)
     }
 
     /// fsyncs everything written so far, whatever the sync mode. Returns the durable LSN.
@@ -477,6 +501,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn deferred_appends_are_durable_only_after_flush_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = WalConfig {
+            segment_size: 4096,
+            ..WalConfig::default()
+        };
+        let wal = Wal::create(dir.path(), config).unwrap();
+        let (_, first) = wal.append_deferred(1, b"one").unwrap();
+        let (_, second) = wal.append_deferred(1, b"two").unwrap();
+        assert!(
+            wal.durable_lsn() < first,
+            "nothing waited for durability yet"
+        );
+        wal.flush_to(second).unwrap();
+        assert!(wal.durable_lsn() >= second);
+        let beyond = Lsn(second.0 + 8);
+        assert!(matches!(
+            wal.flush_to(beyond),
+            Err(WalError::PastEnd { lsn, end }) if lsn == beyond && end == second
+        ));
+    }
+
+    #[test]
     fn a_failed_fsync_poisons_the_log_until_it_is_reopened() {
         let dir = tempfile::tempdir().unwrap();
         let config = WalConfig {
@@ -509,6 +556,10 @@ mod tests {
             assert!(refused.to_string().contains("injected fsync failure"));
         }
         assert!(matches!(wal.sync(), Err(WalError::Poisoned { .. })));
+        assert!(
+            matches!(wal.flush_to(durable_end), Ok(())),
+            "already durable"
+        );
         drop(wal);
         // Reopening recovers: the acknowledged record is there and appends work again.
         let (wal, report) = Wal::open(dir.path(), config).unwrap();
