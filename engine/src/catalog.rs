@@ -1,0 +1,195 @@
+//! The catalog of live branches and each branch's in-memory state.
+//!
+//! Invariants it keeps:
+//! - A branch holds its parent by `Arc` with the branch point; a parent cannot be deleted
+//!   while it has children, so the chain of ancestors is always complete.
+//! - A branch's head only moves forward; its commit points are in LSN order and their times
+//!   never decrease (the store assigns times in log order).
+//! - Names are unique among live branches; ids are never reused.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use pagefork_wal::Lsn;
+use parking_lot::{Mutex, RwLock};
+
+use crate::branch::{BranchId, BranchInfo, BranchOptions, LsnForTime, ParentRef};
+use crate::time::Timestamp;
+use crate::versions::PageVersions;
+
+/// The LSN and time of one commit on a branch.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct CommitPoint {
+    pub(crate) lsn: Lsn,
+    pub(crate) time: Timestamp,
+}
+
+/// What changes as a branch lives.
+#[derive(Debug)]
+pub(crate) struct BranchState {
+    /// Last own commit, or the branch's start if it has none.
+    pub(crate) head: Lsn,
+    pub(crate) versions: PageVersions,
+    /// Own commits, in LSN order.
+    pub(crate) commits: Vec<CommitPoint>,
+    /// Set when the branch is deleted; an operation that found the branch before the delete
+    /// checks this under the branch's locks.
+    pub(crate) deleted: bool,
+}
+
+impl BranchState {
+    /// Own commits at or below `lsn`.
+    pub(crate) fn commits_up_to(&self, lsn: Lsn) -> &[CommitPoint] {
+        let end = self.commits.partition_point(|commit| commit.lsn <= lsn);
+        self.commits.get(..end).unwrap_or_default()
+    }
+
+    pub(crate) fn record_commit(&mut self, commit: CommitPoint) {
+        assert!(commit.lsn > self.head, "a branch's head only moves forward");
+        if let Some(last) = self.commits.last() {
+            assert!(
+                commit.time >= last.time,
+                "commit times never decrease along a branch"
+            );
+        }
+        self.commits.push(commit);
+        self.head = commit.lsn;
+    }
+}
+
+/// A live (or just deleted) branch.
+#[derive(Debug)]
+pub(crate) struct Branch {
+    pub(crate) id: BranchId,
+    pub(crate) name: String,
+    pub(crate) parent: Option<(Arc<Branch>, Lsn)>,
+    pub(crate) created: Timestamp,
+    pub(crate) created_lsn: Lsn,
+    pub(crate) options: BranchOptions,
+    pub(crate) created_at_time: Option<LsnForTime>,
+    /// Held through a whole commit (check, log, apply), so commits on one branch apply in
+    /// LSN order and a delete cannot slip between a commit's check and its record.
+    pub(crate) commit_lock: Mutex<()>,
+    pub(crate) state: RwLock<BranchState>,
+}
+
+impl Branch {
+    pub(crate) fn new(
+        id: BranchId,
+        name: String,
+        parent: Option<(Arc<Branch>, Lsn)>,
+        created: Timestamp,
+        created_lsn: Lsn,
+        options: BranchOptions,
+        created_at_time: Option<LsnForTime>,
+    ) -> Branch {
+        let start = parent.as_ref().map_or(created_lsn, |(_, lsn)| *lsn);
+        Branch {
+            id,
+            name,
+            parent,
+            created,
+            created_lsn,
+            options,
+            created_at_time,
+            commit_lock: Mutex::new(()),
+            state: RwLock::new(BranchState {
+                head: start,
+                versions: PageVersions::default(),
+                commits: Vec::new(),
+                deleted: false,
+            }),
+        }
+    }
+
+    /// Where the branch's own history starts: its branch point, or for a root the LSN of
+    /// its creation.
+    pub(crate) fn start(&self) -> Lsn {
+        self.parent
+            .as_ref()
+            .map_or(self.created_lsn, |(_, branch_point)| *branch_point)
+    }
+
+    pub(crate) fn head(&self) -> Lsn {
+        self.state.read().head
+    }
+
+    pub(crate) fn info(&self) -> BranchInfo {
+        BranchInfo {
+            id: self.id,
+            name: self.name.clone(),
+            parent: self.parent.as_ref().map(|(parent, lsn)| ParentRef {
+                id: parent.id,
+                name: parent.name.clone(),
+                lsn: *lsn,
+            }),
+            head: self.head(),
+            created: self.created,
+            created_lsn: self.created_lsn,
+            expiry: self.options.expiry,
+            expires_at: self.options.expiry.expires_at(self.created),
+            protected: self.options.protected,
+            created_at_time: self.created_at_time,
+        }
+    }
+}
+
+/// Live branches by name and id.
+#[derive(Debug, Default)]
+pub(crate) struct Catalog {
+    by_name: BTreeMap<String, Arc<Branch>>,
+    by_id: HashMap<BranchId, Arc<Branch>>,
+    next_id: u64,
+}
+
+impl Catalog {
+    pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<Branch>> {
+        self.by_name.get(name)
+    }
+
+    pub(crate) fn by_id(&self, id: BranchId) -> Option<&Arc<Branch>> {
+        self.by_id.get(&id)
+    }
+
+    pub(crate) fn next_id(&self) -> BranchId {
+        BranchId(self.next_id.max(1))
+    }
+
+    pub(crate) fn branches(&self) -> impl Iterator<Item = &Arc<Branch>> {
+        self.by_name.values()
+    }
+
+    /// Names of the live children of `id`.
+    pub(crate) fn children_of(&self, id: BranchId) -> Vec<String> {
+        self.by_name
+            .values()
+            .filter(|branch| {
+                branch
+                    .parent
+                    .as_ref()
+                    .is_some_and(|(parent, _)| parent.id == id)
+            })
+            .map(|branch| branch.name.clone())
+            .collect()
+    }
+
+    pub(crate) fn insert(&mut self, branch: Arc<Branch>) {
+        assert!(
+            !self.by_name.contains_key(&branch.name),
+            "branch names are unique"
+        );
+        assert!(
+            branch.id.0 >= self.next_id.max(1),
+            "branch ids are never reused"
+        );
+        self.next_id = branch.id.0 + 1;
+        self.by_id.insert(branch.id, Arc::clone(&branch));
+        self.by_name.insert(branch.name.clone(), branch);
+    }
+
+    pub(crate) fn remove(&mut self, id: BranchId) -> Option<Arc<Branch>> {
+        let branch = self.by_id.remove(&id)?;
+        self.by_name.remove(&branch.name);
+        Some(branch)
+    }
+}

@@ -1,0 +1,202 @@
+//! `EngineError`: every way the store refuses or fails, each naming what was wrong.
+
+use std::path::PathBuf;
+
+use pagefork_wal::{Lsn, WalError};
+
+use crate::key::Key;
+use crate::time::Timestamp;
+
+/// An error from the store. Refusals change nothing; each names the branch, key, LSN,
+/// time or file involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// No live branch has this name.
+    #[error("no branch named {name:?}")]
+    UnknownBranch {
+        /// The name asked for.
+        name: String,
+    },
+    /// A live branch already has this name.
+    #[error("a branch named {name:?} already exists")]
+    BranchExists {
+        /// The name.
+        name: String,
+    },
+    /// The name breaks the naming rule.
+    #[error("invalid branch name {name:?}: a name is {rule}")]
+    InvalidBranchName {
+        /// The name given.
+        name: String,
+        /// The rule.
+        rule: &'static str,
+    },
+    /// A commit with no updates.
+    #[error("empty commit on branch {branch:?}: a commit needs at least one update")]
+    EmptyCommit {
+        /// The branch.
+        branch: String,
+    },
+    /// The same key twice in one commit.
+    #[error("{key} appears more than once in one commit on branch {branch:?}")]
+    DuplicateKey {
+        /// The branch.
+        branch: String,
+        /// The key.
+        key: Key,
+    },
+    /// An image that is not exactly one page.
+    #[error("image for {key} is {len} bytes; the page size is {page_size}")]
+    ImageSize {
+        /// The key.
+        key: Key,
+        /// The image length given.
+        len: usize,
+        /// The store's page size.
+        page_size: usize,
+    },
+    /// A patch reaching past the end of the page.
+    #[error(
+        "patch for {key} writes {len} bytes at offset {offset}, past the page size {page_size}"
+    )]
+    PatchOutOfBounds {
+        /// The key.
+        key: Key,
+        /// The patch offset.
+        offset: u32,
+        /// The patch length.
+        len: usize,
+        /// The store's page size.
+        page_size: usize,
+    },
+    /// A patch on a page that does not exist on the branch.
+    #[error("patch for {key} on branch {branch:?}, where that page does not exist")]
+    PatchOnMissingPage {
+        /// The branch.
+        branch: String,
+        /// The key.
+        key: Key,
+    },
+    /// A commit too large for one WAL record.
+    #[error(
+        "commit on branch {branch:?} encodes to {len} bytes; one commit may be at most {max} bytes"
+    )]
+    CommitTooLarge {
+        /// The branch.
+        branch: String,
+        /// Encoded size.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A read or branch point past a branch's head.
+    #[error("LSN {lsn} is past the head {head} of branch {branch:?}")]
+    LsnPastHead {
+        /// The branch.
+        branch: String,
+        /// The LSN asked for.
+        lsn: Lsn,
+        /// The branch's head.
+        head: Lsn,
+    },
+    /// A branch point below where the parent's own history starts.
+    #[error(
+        "cannot branch from {parent:?} at LSN {lsn}: that is below its start {start} \
+         (its branch point, or its creation for a root); branch from its ancestor instead"
+    )]
+    LsnBelowBranchStart {
+        /// The parent branch.
+        parent: String,
+        /// The LSN asked for.
+        lsn: Lsn,
+        /// Where the parent's own history starts.
+        start: Lsn,
+    },
+    /// A time before the first commit the branch can see.
+    #[error(
+        "time {requested} is before the history of branch {branch:?}, which starts at {earliest}"
+    )]
+    TimeBeforeHistory {
+        /// The branch.
+        branch: String,
+        /// The time asked for.
+        requested: Timestamp,
+        /// The earliest time the branch can answer for.
+        earliest: Timestamp,
+    },
+    /// A delete of a branch that still has children.
+    #[error("branch {branch:?} has children ({children}); delete them first")]
+    HasChildren {
+        /// The branch.
+        branch: String,
+        /// Their names, comma-separated.
+        children: String,
+    },
+    /// A configuration value out of range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// `create` on a directory that already holds a store.
+    #[error("a pagefork store already exists in {dir}")]
+    StoreExists {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// `open` on a directory without a store.
+    #[error("no pagefork store in {dir}: {reason}")]
+    NotAStore {
+        /// The directory.
+        dir: PathBuf,
+        /// What is missing.
+        reason: String,
+    },
+    /// A store file is damaged.
+    #[error("store file {path} is damaged at offset {offset}: {reason}")]
+    CorruptFile {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the damage.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A WAL record passed its checksum but does not decode, or contradicts the history.
+    #[error("WAL record at LSN {lsn} is invalid: {reason}")]
+    CorruptRecord {
+        /// The record's LSN.
+        lsn: Lsn,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An operating-system call failed.
+    #[error("{operation} {path}: {source}")]
+    Io {
+        /// What was being done.
+        operation: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The write-ahead log failed or refused.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+}
+
+impl EngineError {
+    pub(crate) fn io(
+        operation: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> EngineError {
+        let path = path.into();
+        move |source| EngineError::Io {
+            operation,
+            path,
+            source,
+        }
+    }
+}
+
+/// Result type of the store.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -1,0 +1,92 @@
+//! The store metadata file, `pagefork.meta`: what a directory is and how it was created.
+//!
+//! ```text
+//! offset size field (little-endian)
+//!      0    8 magic "PFSTORE\0"
+//!      8    4 format version (1)
+//!     12    4 page size in bytes
+//!     16    4 CRC32 of bytes 0..16
+//! ```
+//!
+//! Written once, last, when a store is created (through `publish_file`), so a directory
+//! with this file holds a complete store; checked on every open.
+
+use std::path::Path;
+
+use crate::error::{EngineError, Result};
+
+pub(crate) const META_FILE_NAME: &str = "pagefork.meta";
+const MAGIC: [u8; 8] = *b"PFSTORE\0";
+const FORMAT_VERSION: u32 = 1;
+const META_LEN: usize = 20;
+
+/// What the metadata file records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StoreMeta {
+    pub(crate) page_size: u32,
+}
+
+impl StoreMeta {
+    pub(crate) fn encode(&self) -> [u8; META_LEN] {
+        let mut bytes = [0u8; META_LEN];
+        bytes[0..8].copy_from_slice(&MAGIC);
+        bytes[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        bytes[12..16].copy_from_slice(&self.page_size.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[0..16]);
+        bytes[16..20].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<StoreMeta> {
+        let corrupt = |offset: u64, reason: &str| EngineError::CorruptFile {
+            path: path.to_owned(),
+            offset,
+            reason: reason.to_owned(),
+        };
+        let field = |range: std::ops::Range<usize>| {
+            let mut word = [0u8; 4];
+            if let Some(slice) = bytes.get(range) {
+                word.copy_from_slice(slice);
+            }
+            u32::from_le_bytes(word)
+        };
+        if bytes.len() != META_LEN {
+            return Err(corrupt(
+                0,
+                &format!("{} bytes, expected {META_LEN}", bytes.len()),
+            ));
+        }
+        if bytes.get(0..8) != Some(&MAGIC[..]) {
+            return Err(corrupt(0, "bad magic: not a pagefork store metadata file"));
+        }
+        if crc32fast::hash(bytes.get(0..16).unwrap_or_default()) != field(16..20) {
+            return Err(corrupt(16, "checksum mismatch"));
+        }
+        let version = field(8..12);
+        if version != FORMAT_VERSION {
+            return Err(corrupt(8, &format!("unsupported format version {version}")));
+        }
+        Ok(StoreMeta {
+            page_size: field(12..16),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_round_trips_and_every_bit_flip_is_refused() {
+        let meta = StoreMeta { page_size: 8192 };
+        let bytes = meta.encode();
+        let path = Path::new("pagefork.meta");
+        assert_eq!(StoreMeta::decode(&bytes, path).unwrap(), meta);
+        for bit in 0..META_LEN * 8 {
+            let mut flipped = bytes;
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(StoreMeta::decode(&flipped, path).is_err(), "bit {bit}");
+        }
+        assert!(StoreMeta::decode(&bytes[..10], path).is_err());
+    }
+}

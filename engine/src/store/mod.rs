@@ -1,0 +1,347 @@
+//! `Store`: a branching page store on disk (WAL + metadata) or in memory.
+//!
+//! Every change goes the same way: check it against the current state (refusals change
+//! nothing), encode it as one WAL record, give it its time and LSN under the `sequencer`
+//! lock (a short in-memory step, so times never decrease along the log), wait for the WAL
+//! to make it durable *outside* any store lock, then apply it with `apply`, the same
+//! function replay uses after a restart. So what a crash recovers is exactly what was
+//! acknowledged, by construction.
+//!
+//! Locks, in the order they may be taken: `branch_ops` (branch creation and deletion, one
+//! at a time) -> a branch's `commit_lock` -> `sequencer` -> `catalog` / a branch's `state`
+//! (both held only for in-memory steps). Readers take only `catalog` and `state` read locks.
+
+mod branches;
+mod commit;
+mod pitr;
+mod read;
+mod replay;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pagefork_wal::{Lsn, SyncMode, Wal, WalConfig, WalError};
+use parking_lot::{Mutex, RwLock};
+
+use crate::branch::validate_branch_name;
+use crate::catalog::{Branch, Catalog, CommitPoint};
+use crate::error::{EngineError, Result};
+use crate::fs::{FileSystem, StdFileSystem, publish_file};
+use crate::log::Log;
+use crate::meta::{META_FILE_NAME, StoreMeta};
+use crate::record::{CreateBranch, Record, stamp_time};
+use crate::time::{Clock, SystemClock, Timestamp};
+
+/// Default page size: 8 KiB, as Postgres.
+pub const DEFAULT_PAGE_SIZE: usize = 8192;
+/// Default name of the root branch.
+pub const DEFAULT_ROOT_BRANCH: &str = "main";
+const WAL_DIR_NAME: &str = "wal";
+
+/// How to create or open a store.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Page size in bytes: a power of two from 512 to 65536. Fixed when the store is
+    /// created; opening with another size is refused.
+    pub page_size: usize,
+    /// Durability of commits and branch operations (see [`SyncMode`]).
+    pub sync_mode: SyncMode,
+    /// Where commit times come from. Tests and simulations use a [`crate::ManualClock`].
+    pub clock: Arc<dyn Clock>,
+    /// Name of the root branch a new store starts with.
+    pub root_branch: String,
+    /// The engine's file I/O (not yet the WAL's; see [`FileSystem`]).
+    pub fs: Arc<dyn FileSystem>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            page_size: DEFAULT_PAGE_SIZE,
+            sync_mode: SyncMode::Always,
+            clock: Arc::new(SystemClock),
+            root_branch: DEFAULT_ROOT_BRANCH.to_owned(),
+            fs: Arc::new(StdFileSystem),
+        }
+    }
+}
+
+impl Config {
+    fn validate(&self) -> Result<()> {
+        if !self.page_size.is_power_of_two() || !(512..=65536).contains(&self.page_size) {
+            return Err(EngineError::InvalidConfig(format!(
+                "page size {} must be a power of two from 512 to 65536 bytes",
+                self.page_size
+            )));
+        }
+        validate_branch_name(&self.root_branch)
+    }
+}
+
+/// A branching page store. Cheap to clone (clones share the store), `Send + Sync`.
+#[derive(Clone, Debug)]
+pub struct Store {
+    inner: Arc<StoreInner>,
+}
+
+#[derive(Debug)]
+struct StoreInner {
+    page_size: usize,
+    clock: Arc<dyn Clock>,
+    log: Log,
+    dir: Option<PathBuf>,
+    /// The time of the last record: records get `max(clock, last)` under this lock.
+    sequencer: Mutex<Timestamp>,
+    /// Serializes branch creation and deletion.
+    branch_ops: Mutex<()>,
+    catalog: RwLock<Catalog>,
+}
+
+impl Store {
+    /// Creates a store in `dir` (created if missing) with its root branch.
+    pub fn create(dir: impl AsRef<Path>, config: Config) -> Result<Store> {
+        let dir = dir.as_ref();
+        config.validate()?;
+        let fs = Arc::clone(&config.fs);
+        let meta_path = dir.join(META_FILE_NAME);
+        if fs
+            .exists(&meta_path)
+            .map_err(EngineError::io("stat", &meta_path))?
+        {
+            return Err(EngineError::StoreExists {
+                dir: dir.to_owned(),
+            });
+        }
+        fs.create_dir_all(dir)
+            .map_err(EngineError::io("create directory", dir))?;
+        let wal_dir = dir.join(WAL_DIR_NAME);
+        // Without the metadata file, a WAL directory is debris of a create that crashed.
+        if fs
+            .exists(&wal_dir)
+            .map_err(EngineError::io("stat", &wal_dir))?
+        {
+            fs.remove_dir_all(&wal_dir).map_err(EngineError::io(
+                "remove debris of an unfinished create",
+                &wal_dir,
+            ))?;
+        }
+        let wal = Wal::create(&wal_dir, wal_config(config.sync_mode))?;
+        let store = Store::with_log(&config, Log::Wal(wal), Some(dir.to_owned()));
+        store.create_root(&config.root_branch)?;
+        let meta = StoreMeta {
+            page_size: u32::try_from(config.page_size).expect("page size checked"),
+        };
+        publish_file(fs.as_ref(), &meta_path, &meta.encode())
+            .map_err(EngineError::io("publish store metadata", &meta_path))?;
+        Ok(store)
+    }
+
+    /// Opens the store in `dir` with the default configuration (its own page size,
+    /// `SyncMode::Always`, the system clock), replaying its WAL.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
+        let dir = dir.as_ref();
+        let meta = read_meta(&StdFileSystem, dir)?;
+        let config = Config {
+            page_size: meta.page_size as usize,
+            ..Config::default()
+        };
+        Store::open_with(dir, config)
+    }
+
+    /// Opens the store in `dir` with `config` (whose page size must be the store's),
+    /// replaying its WAL.
+    pub fn open_with(dir: impl AsRef<Path>, config: Config) -> Result<Store> {
+        let dir = dir.as_ref();
+        config.validate()?;
+        let meta = read_meta(config.fs.as_ref(), dir)?;
+        if meta.page_size as usize != config.page_size {
+            return Err(EngineError::InvalidConfig(format!(
+                "the store in {} has {}-byte pages, the configuration says {}",
+                dir.display(),
+                meta.page_size,
+                config.page_size
+            )));
+        }
+        let wal_dir = dir.join(WAL_DIR_NAME);
+        let (wal, report) =
+            Wal::open(&wal_dir, wal_config(config.sync_mode)).map_err(|error| match error {
+                WalError::NotFound { .. } => EngineError::NotAStore {
+                    dir: dir.to_owned(),
+                    reason: format!(
+                        "its WAL directory {} is missing or empty",
+                        wal_dir.display()
+                    ),
+                },
+                other => EngineError::Wal(other),
+            })?;
+        if report.dropped_bytes > 0 {
+            tracing::warn!(end = %report.end, dropped_bytes = report.dropped_bytes, "WAL had a torn tail");
+        }
+        let store = Store::with_log(&config, Log::Wal(wal.clone()), Some(dir.to_owned()));
+        store.inner.replay(&wal)?;
+        Ok(store)
+    }
+
+    /// A store with no files: same semantics, for fast tests. Gone when dropped.
+    pub fn in_memory(config: Config) -> Result<Store> {
+        config.validate()?;
+        let store = Store::with_log(&config, Log::memory(), None);
+        store.create_root(&config.root_branch)?;
+        Ok(store)
+    }
+
+    fn with_log(config: &Config, log: Log, dir: Option<PathBuf>) -> Store {
+        Store {
+            inner: Arc::new(StoreInner {
+                page_size: config.page_size,
+                clock: Arc::clone(&config.clock),
+                log,
+                dir,
+                sequencer: Mutex::new(Timestamp(0)),
+                branch_ops: Mutex::new(()),
+                catalog: RwLock::new(Catalog::default()),
+            }),
+        }
+    }
+
+    fn create_root(&self, name: &str) -> Result<()> {
+        let record = Record::CreateBranch(CreateBranch {
+            id: self.inner.catalog.read().next_id(),
+            name: name.to_owned(),
+            parent: None,
+            options: Default::default(),
+            created_at_time: None,
+        });
+        let (lsn, time) = self.inner.log_record(&record)?;
+        self.inner.apply(record, lsn, time)
+    }
+
+    /// The page size in bytes.
+    pub fn page_size(&self) -> usize {
+        self.inner.page_size
+    }
+
+    /// The directory of a store on disk; `None` in memory.
+    pub fn dir(&self) -> Option<&Path> {
+        self.inner.dir.as_deref()
+    }
+}
+
+fn wal_config(sync_mode: SyncMode) -> WalConfig {
+    WalConfig {
+        sync_mode,
+        ..WalConfig::default()
+    }
+}
+
+fn read_meta(fs: &dyn FileSystem, dir: &Path) -> Result<StoreMeta> {
+    let path = dir.join(META_FILE_NAME);
+    let bytes = fs.read(&path).map_err(|error| match error.kind() {
+        std::io::ErrorKind::NotFound => EngineError::NotAStore {
+            dir: dir.to_owned(),
+            reason: format!("{META_FILE_NAME} is missing"),
+        },
+        _ => EngineError::Io {
+            operation: "read",
+            path: path.clone(),
+            source: error,
+        },
+    })?;
+    StoreMeta::decode(&bytes, &path)
+}
+
+impl StoreInner {
+    fn branch(&self, name: &str) -> Result<Arc<Branch>> {
+        self.catalog
+            .read()
+            .by_name(name)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownBranch {
+                name: name.to_owned(),
+            })
+    }
+
+    /// Logs `record`: stamps its time and fixes its LSN under the sequencer lock, then
+    /// waits (outside every store lock) until it is durable. Returns its LSN and time.
+    fn log_record(&self, record: &Record) -> Result<(Lsn, Timestamp)> {
+        let mut payload = record.encode(Timestamp(0));
+        let (lsn, time) = {
+            let mut last_time = self.sequencer.lock();
+            let time = self.clock.now().max(*last_time);
+            stamp_time(&mut payload, time);
+            let lsn = self.log.append_deferred(record.kind(), &payload)?;
+            *last_time = time;
+            (lsn, time)
+        };
+        self.log.flush_to(lsn)?;
+        Ok((lsn, time))
+    }
+
+    /// Applies a logged record to the in-memory state: the one way state changes, live
+    /// or in replay. Fails only on records that contradict the history (replay of a
+    /// damaged or foreign log), naming the LSN.
+    fn apply(&self, record: Record, lsn: Lsn, time: Timestamp) -> Result<()> {
+        let corrupt = |reason: String| EngineError::CorruptRecord { lsn, reason };
+        match record {
+            Record::Commit { branch, updates } => {
+                let target = self
+                    .catalog
+                    .read()
+                    .by_id(branch)
+                    .cloned()
+                    .ok_or_else(|| corrupt(format!("commit on unknown branch {branch}")))?;
+                let mut state = target.state.write();
+                if lsn <= state.head {
+                    return Err(corrupt(format!(
+                        "commit at or below the head {} of {branch}",
+                        state.head
+                    )));
+                }
+                for (key, update) in updates {
+                    state.versions.insert(key, lsn, update);
+                }
+                state.record_commit(CommitPoint { lsn, time });
+            }
+            Record::CreateBranch(create) => {
+                let mut catalog = self.catalog.write();
+                if catalog.by_name(&create.name).is_some() {
+                    return Err(corrupt(format!("branch {:?} created twice", create.name)));
+                }
+                if create.id < catalog.next_id() {
+                    return Err(corrupt(format!("branch id {} reused", create.id)));
+                }
+                let parent = match create.parent {
+                    None => None,
+                    Some((parent_id, branch_point)) => {
+                        let parent = catalog
+                            .by_id(parent_id)
+                            .cloned()
+                            .ok_or_else(|| corrupt(format!("parent {parent_id} does not exist")))?;
+                        Some((parent, branch_point))
+                    }
+                };
+                let branch = Branch::new(
+                    create.id,
+                    create.name,
+                    parent,
+                    time,
+                    lsn,
+                    create.options,
+                    create.created_at_time,
+                );
+                catalog.insert(Arc::new(branch));
+            }
+            Record::DeleteBranch { id } => {
+                let mut catalog = self.catalog.write();
+                if !catalog.children_of(id).is_empty() {
+                    return Err(corrupt(format!("delete of {id}, which has children")));
+                }
+                let branch = catalog
+                    .remove(id)
+                    .ok_or_else(|| corrupt(format!("delete of unknown branch {id}")))?;
+                branch.state.write().deleted = true;
+            }
+        }
+        Ok(())
+    }
+}

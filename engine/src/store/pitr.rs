@@ -1,0 +1,86 @@
+//! Timestamps to LSNs: which state of a branch a time means.
+//!
+//! A branch's visible history is its own commits, then its parent's up to the branch
+//! point, recursively. Along it, LSNs increase and commit times never decrease (the store
+//! assigns times in log order), so each ancestor's commits are binary-searched by time.
+
+use pagefork_wal::Lsn;
+
+use super::{Store, StoreInner};
+use crate::branch::{LsnForTime, TimeKind};
+use crate::catalog::{Branch, CommitPoint};
+use crate::error::Result;
+use crate::time::Timestamp;
+
+impl Store {
+    /// Which LSN shows `branch` as it was at `time`: the end of the last commit in its
+    /// visible history at or before `time`, and how `time` relates to that history.
+    pub fn lsn_for_time(&self, branch: &str, time: Timestamp) -> Result<LsnForTime> {
+        let target = self.inner.branch(branch)?;
+        Ok(self.inner.lsn_for_time_on(&target, time))
+    }
+}
+
+impl StoreInner {
+    pub(super) fn lsn_for_time_on(&self, branch: &Branch, time: Timestamp) -> LsnForTime {
+        let head = branch.head();
+        let mut found: Option<CommitPoint> = None;
+        let mut later_commit_exists = false;
+        let mut any_commit = false;
+        let mut current = branch;
+        let mut upper = head;
+        loop {
+            {
+                let state = current.state.read();
+                let visible = state.commits_up_to(upper);
+                any_commit |= !visible.is_empty();
+                let at_or_before = visible.partition_point(|commit| commit.time <= time);
+                later_commit_exists |= at_or_before < visible.len();
+                if at_or_before > 0 {
+                    found = visible.get(at_or_before - 1).copied();
+                }
+            }
+            match (&found, &current.parent) {
+                (None, Some((parent, branch_point))) => {
+                    upper = upper.min(*branch_point);
+                    current = parent;
+                }
+                _ => break,
+            }
+        }
+        let (lsn, commit_time, kind) = match found {
+            Some(commit) if later_commit_exists => {
+                (commit.lsn, Some(commit.time), TimeKind::Present)
+            }
+            Some(commit) => (head, Some(commit.time), TimeKind::Future),
+            // Past: the walk went to the root; its start is where the history starts.
+            None if any_commit => (current.start(), None, TimeKind::Past),
+            None => (head, None, TimeKind::NoData),
+        };
+        LsnForTime {
+            requested: time,
+            lsn,
+            commit_time,
+            kind,
+        }
+    }
+
+    /// The time of the first commit in `branch`'s visible history.
+    pub(super) fn earliest_commit_time(&self, branch: &Branch) -> Option<Timestamp> {
+        let mut earliest = None;
+        let mut current = branch;
+        let mut upper: Lsn = branch.head();
+        loop {
+            if let Some(first) = current.state.read().commits_up_to(upper).first() {
+                earliest = Some(first.time);
+            }
+            match &current.parent {
+                Some((parent, branch_point)) => {
+                    upper = upper.min(*branch_point);
+                    current = parent;
+                }
+                None => return earliest,
+            }
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Time: `Timestamp` (microseconds since the Unix epoch) and the injectable `Clock`.
+//!
+//! The store never reads the system time directly: every commit time comes from the
+//! `Clock` in its config, so tests and simulations can set time exactly. `ManualClock` is
+//! the settable one; `SystemClock` the default.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A point in time: microseconds since the Unix epoch, UTC. Displays and parses as
+/// RFC 3339 (`2026-11-21T10:00:00.000000Z`).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    /// The timestamp of a `SystemTime` (times before 1970 become the epoch).
+    pub fn from_system_time(time: SystemTime) -> Timestamp {
+        let micros = time
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_micros());
+        Timestamp(u64::try_from(micros).unwrap_or(u64::MAX))
+    }
+
+    /// This timestamp as a `SystemTime`.
+    pub fn to_system_time(self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_micros(self.0)
+    }
+
+    /// Microseconds since the Unix epoch.
+    pub fn as_micros(self) -> u64 {
+        self.0
+    }
+
+    /// This time moved forward by `duration`, saturating at the largest timestamp.
+    pub fn saturating_add(self, duration: Duration) -> Timestamp {
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        Timestamp(self.0.saturating_add(micros))
+    }
+
+    /// The time from `earlier` to `self`, or zero if `earlier` is later.
+    pub fn saturating_duration_since(self, earlier: Timestamp) -> Duration {
+        Duration::from_micros(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}",
+            humantime::format_rfc3339_micros(self.to_system_time())
+        )
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Timestamp({self})")
+    }
+}
+
+/// Why a string is not a timestamp.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid timestamp {input:?}: expected RFC 3339 in UTC, like 2026-11-21T10:00:00Z ({reason})"
+)]
+pub struct ParseTimestampError {
+    /// The text that failed to parse.
+    pub input: String,
+    /// What the parser said.
+    pub reason: String,
+}
+
+impl FromStr for Timestamp {
+    type Err = ParseTimestampError;
+
+    fn from_str(input: &str) -> Result<Timestamp, ParseTimestampError> {
+        humantime::parse_rfc3339(input)
+            .map(Timestamp::from_system_time)
+            .map_err(|error| ParseTimestampError {
+                input: input.to_owned(),
+                reason: error.to_string(),
+            })
+    }
+}
+
+/// Where the store gets the time of each commit and branch operation.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current time.
+    fn now(&self) -> Timestamp;
+}
+
+/// The operating system's clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_system_time(SystemTime::now())
+    }
+}
+
+/// A clock that only moves when told to: for tests and simulations. Clones share the time.
+#[derive(Debug, Clone)]
+pub struct ManualClock {
+    micros: Arc<AtomicU64>,
+}
+
+impl ManualClock {
+    /// A clock showing `start`.
+    pub fn new(start: Timestamp) -> ManualClock {
+        ManualClock {
+            micros: Arc::new(AtomicU64::new(start.0)),
+        }
+    }
+
+    /// Sets the time (it may go backwards: the store clamps commit times itself).
+    pub fn set(&self, time: Timestamp) {
+        self.micros.store(time.0, Ordering::SeqCst);
+    }
+
+    /// Moves the time forward by `duration`.
+    pub fn advance(&self, duration: Duration) {
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        self.micros.fetch_add(micros, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.micros.load(Ordering::SeqCst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_print_and_parse_as_rfc3339() {
+        let time: Timestamp = "2026-04-08T10:15:30.250000Z".parse().unwrap();
+        assert_eq!(time.to_string(), "2026-04-08T10:15:30.250000Z");
+        assert_eq!(time.to_string().parse::<Timestamp>(), Ok(time));
+        let error = "yesterday".parse::<Timestamp>().unwrap_err();
+        assert!(error.to_string().contains("yesterday"));
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let clock = ManualClock::new(Timestamp(1_000));
+        assert_eq!(clock.now(), Timestamp(1_000));
+        clock.advance(Duration::from_millis(2));
+        assert_eq!(clock.now(), Timestamp(3_000));
+        let shared = clock.clone();
+        shared.set(Timestamp(10));
+        assert_eq!(clock.now(), Timestamp(10));
+    }
+}
