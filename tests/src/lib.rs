@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
+use pagefork_engine::{Config, ManualClock, Timestamp};
 use pagefork_wal::{SyncMode, WalConfig};
 
 /// A log configuration for tests that reopen logs rather than cut power: segments of
@@ -85,4 +87,26 @@ pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
+}
+
+/// Page size the engine tests use: small, so images are cheap to write and compare.
+pub const TEST_PAGE_SIZE: usize = 512;
+
+/// A full page of `TEST_PAGE_SIZE` bytes filled with `byte`.
+pub fn page_of(byte: u8) -> Bytes {
+    Bytes::from(vec![byte; TEST_PAGE_SIZE])
+}
+
+/// An engine configuration for tests: 512-byte pages, 64 KiB WAL segments, a manual clock
+/// at a fixed start (returned so the test can move it), and the given sync mode.
+pub fn engine_config(sync_mode: SyncMode) -> (Config, ManualClock) {
+    let clock = ManualClock::new(Timestamp(1_775_000_000_000_000));
+    let config = Config {
+        page_size: TEST_PAGE_SIZE,
+        sync_mode,
+        clock: std::sync::Arc::new(clock.clone()),
+        wal_segment_size: 64 * 1024,
+        ..Config::default()
+    };
+    (config, clock)
 }

@@ -76,6 +76,8 @@ pub(crate) const MIN_SEGMENT_SIZE: u64 = 4 * 1024;
 /// Largest allowed segment size.
 pub(crate) const MAX_SEGMENT_SIZE: u64 = 1024 * 1024 * 1024;
 
+/// Offset of the frame type byte in a frame header; it is never 0 in a valid frame.
+pub(crate) const FRAME_TYPE_OFFSET: u64 = 12;
 const FRAME_TYPE_RECORD: u8 = 1;
 const FRAME_TYPE_SEGMENT_END: u8 = 2;
 
@@ -270,7 +272,7 @@ pub(crate) fn encode_segment_end(salt: u64, start: Lsn) -> [u8; FRAME_HEADER_LEN
 pub(crate) fn decode_header(salt: u64, start: Lsn, bytes: &[u8]) -> Option<Frame> {
     let header = bytes.get(..FRAME_HEADER_LEN as usize)?;
     let stored_crc = read_u32(header, 0);
-    if header.get(12).copied().unwrap_or(0) == 0 {
+    if header.get(FRAME_TYPE_OFFSET as usize).copied().unwrap_or(0) == 0 {
         // Fast path for zeroed space: frame type 0 is never valid.
         return None;
     }

@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use crate::config::{RecoveryMode, WalConfig};
 use crate::error::{Result, WalError};
 use crate::format::{
-    FRAME_ALIGNMENT, FRAME_HEADER_LEN, Frame, SEGMENT_HEADER_LEN, SegmentHeader, check_body,
-    decode_header,
+    FRAME_ALIGNMENT, FRAME_HEADER_LEN, FRAME_TYPE_OFFSET, Frame, SEGMENT_HEADER_LEN, SegmentHeader,
+    check_body, decode_header,
 };
 use crate::lsn::Lsn;
 use crate::segment::{Segment, list_segments, sync_dir};
@@ -335,6 +335,20 @@ fn find_valid_frame_after(
         };
         let mut offset = first;
         while offset + FRAME_HEADER_LEN <= segment_size {
+            // A valid frame has a non-zero frame type at byte 12, so none starts more than
+            // 12 bytes before the next non-zero byte: skip zeroed space in one pass.
+            let Some(next_nonzero) = data
+                .get(offset as usize..)
+                .and_then(|rest| rest.iter().position(|&b| b != 0))
+            else {
+                break;
+            };
+            let earliest_candidate =
+                (offset + next_nonzero as u64).saturating_sub(FRAME_TYPE_OFFSET);
+            offset = offset.max(earliest_candidate - earliest_candidate % FRAME_ALIGNMENT);
+            if offset + FRAME_HEADER_LEN > segment_size {
+                break;
+            }
             if !matches!(
                 check_frame_at(data, offset, segment.start, salt),
                 FrameCheck::Invalid

@@ -20,7 +20,7 @@ mod replay;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use pagefork_wal::{Lsn, SyncMode, Wal, WalConfig, WalError};
+use pagefork_wal::{DEFAULT_SEGMENT_SIZE, Lsn, SyncMode, Wal, WalConfig, WalError};
 use parking_lot::{Mutex, RwLock};
 
 use crate::branch::validate_branch_name;
@@ -52,6 +52,9 @@ pub struct Config {
     pub root_branch: String,
     /// The engine's file I/O (not yet the WAL's; see [`FileSystem`]).
     pub fs: Arc<dyn FileSystem>,
+    /// WAL segment size for a new store (a power of two from 4 KiB to 1 GiB); an existing
+    /// store keeps the size its log was created with. One commit must fit in a segment.
+    pub wal_segment_size: u64,
 }
 
 impl Default for Config {
@@ -62,6 +65,7 @@ impl Default for Config {
             clock: Arc::new(SystemClock),
             root_branch: DEFAULT_ROOT_BRANCH.to_owned(),
             fs: Arc::new(StdFileSystem),
+            wal_segment_size: DEFAULT_SEGMENT_SIZE,
         }
     }
 }
@@ -125,7 +129,7 @@ impl Store {
                 &wal_dir,
             ))?;
         }
-        let wal = Wal::create(&wal_dir, wal_config(config.sync_mode))?;
+        let wal = Wal::create(&wal_dir, wal_config(&config))?;
         let store = Store::with_log(&config, Log::Wal(wal), Some(dir.to_owned()));
         store.create_root(&config.root_branch)?;
         let meta = StoreMeta {
@@ -164,7 +168,7 @@ impl Store {
         }
         let wal_dir = dir.join(WAL_DIR_NAME);
         let (wal, report) =
-            Wal::open(&wal_dir, wal_config(config.sync_mode)).map_err(|error| match error {
+            Wal::open(&wal_dir, wal_config(&config)).map_err(|error| match error {
                 WalError::NotFound { .. } => EngineError::NotAStore {
                     dir: dir.to_owned(),
                     reason: format!(
@@ -227,9 +231,10 @@ impl Store {
     }
 }
 
-fn wal_config(sync_mode: SyncMode) -> WalConfig {
+fn wal_config(config: &Config) -> WalConfig {
     WalConfig {
-        sync_mode,
+        segment_size: config.wal_segment_size,
+        sync_mode: config.sync_mode,
         ..WalConfig::default()
     }
 }

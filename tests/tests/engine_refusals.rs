@@ -1,0 +1,355 @@
+//! Every refusal: the error is the right one and names what was wrong, and nothing
+//! changed: not the branches, not their heads, not a page, and (after reopening) not the
+//! log.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use pagefork_engine::{
+    At, BRANCH_NAME_RULE, BranchInfo, BranchOptions, EngineError, Key, Lsn, Store, SyncMode, Update,
+};
+use pagefork_tests::{TEST_PAGE_SIZE, engine_config, page_of};
+
+const K: Key = Key::new(1, 1);
+
+/// Everything observable: each branch's info and its page `K` at every LSN up to its head.
+fn snapshot(store: &Store) -> Vec<(BranchInfo, Option<Bytes>)> {
+    store
+        .list_branches()
+        .into_iter()
+        .map(|info| {
+            let page = store.get_page(&info.name, K, At::Latest).unwrap();
+            (info, page)
+        })
+        .collect()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+    first: Lsn,
+}
+
+/// main: K written at `first` and then patched; child from main at `first`.
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, clock) = engine_config(SyncMode::Always);
+    let store = Store::create(dir.path(), config).unwrap();
+    let first = store
+        .commit("main", vec![(K, Update::Image(page_of(1)))])
+        .unwrap()
+        .lsn;
+    clock.advance(Duration::from_secs(10));
+    store
+        .commit(
+            "main",
+            vec![(
+                K,
+                Update::Patch {
+                    offset: 0,
+                    bytes: Bytes::from_static(b"p"),
+                },
+            )],
+        )
+        .unwrap();
+    store
+        .create_branch("child", "main", At::Lsn(first), BranchOptions::default())
+        .unwrap();
+    Fixture {
+        _dir: dir,
+        store,
+        first,
+    }
+}
+
+/// Runs `refused`, checks its error with `expect`, and checks nothing changed, also after
+/// reopening the store.
+fn assert_refused(
+    fixture: Fixture,
+    refused: impl Fn(&Store) -> Result<(), EngineError>,
+    expect: impl Fn(&EngineError) -> bool,
+) {
+    let before = snapshot(&fixture.store);
+    let error = refused(&fixture.store).expect_err("must be refused");
+    assert!(expect(&error), "unexpected error: {error:?}");
+    assert_eq!(
+        snapshot(&fixture.store),
+        before,
+        "a refusal changed the store"
+    );
+    let dir = fixture.store.dir().unwrap().to_owned();
+    drop(fixture.store);
+    let (config, _clock) = engine_config(SyncMode::Always);
+    let reopened = Store::open_with(&dir, config).unwrap();
+    assert_eq!(snapshot(&reopened), before, "a refusal reached the log");
+}
+
+fn commit(updates: Vec<(Key, Update)>) -> impl Fn(&Store) -> Result<(), EngineError> {
+    move |store| store.commit("main", updates.clone()).map(drop)
+}
+
+#[test]
+fn empty_commit() {
+    assert_refused(
+        fixture(),
+        commit(vec![]),
+        |e| matches!(e, EngineError::EmptyCommit { branch } if branch == "main"),
+    );
+}
+
+#[test]
+fn duplicate_key() {
+    let updates = vec![(K, Update::Image(page_of(2))), (K, Update::Drop)];
+    assert_refused(
+        fixture(),
+        commit(updates),
+        |e| matches!(e, EngineError::DuplicateKey { key, .. } if *key == K),
+    );
+}
+
+#[test]
+fn image_not_one_page() {
+    for len in [0, 1, TEST_PAGE_SIZE - 1, TEST_PAGE_SIZE + 1] {
+        let updates = vec![(K, Update::Image(Bytes::from(vec![0u8; len])))];
+        assert_refused(
+            fixture(),
+            commit(updates),
+            |e| matches!(e, EngineError::ImageSize { key, len: got, page_size } if *key == K && *got == len && *page_size == TEST_PAGE_SIZE),
+        );
+    }
+}
+
+#[test]
+fn patch_out_of_bounds() {
+    for (offset, len) in [
+        (TEST_PAGE_SIZE as u32, 1),
+        (TEST_PAGE_SIZE as u32 - 1, 2),
+        (u32::MAX, 1),
+    ] {
+        let updates = vec![(
+            K,
+            Update::Patch {
+                offset,
+                bytes: Bytes::from(vec![0u8; len]),
+            },
+        )];
+        assert_refused(
+            fixture(),
+            commit(updates),
+            |e| matches!(e, EngineError::PatchOutOfBounds { offset: got, .. } if *got == offset),
+        );
+    }
+}
+
+#[test]
+fn patch_on_a_missing_or_dropped_page() {
+    let missing = Key::new(9, 9);
+    let updates = vec![(
+        missing,
+        Update::Patch {
+            offset: 0,
+            bytes: Bytes::from_static(b"x"),
+        },
+    )];
+    assert_refused(
+        fixture(),
+        commit(updates),
+        |e| matches!(e, EngineError::PatchOnMissingPage { key, branch } if *key == missing && branch == "main"),
+    );
+    let fixture = fixture();
+    fixture
+        .store
+        .commit("main", vec![(K, Update::Drop)])
+        .unwrap();
+    let updates = vec![(
+        K,
+        Update::Patch {
+            offset: 0,
+            bytes: Bytes::from_static(b"x"),
+        },
+    )];
+    assert_refused(fixture, commit(updates), |e| {
+        matches!(e, EngineError::PatchOnMissingPage { .. })
+    });
+}
+
+#[test]
+fn commit_to_an_unknown_branch() {
+    assert_refused(
+        fixture(),
+        |store| store.commit("nope", vec![(K, Update::Drop)]).map(drop),
+        |e| matches!(e, EngineError::UnknownBranch { name } if name == "nope"),
+    );
+}
+
+#[test]
+fn commit_larger_than_one_record() {
+    let updates: Vec<(Key, Update)> = (0..40_000)
+        .map(|block| (Key::new(3, block), Update::Image(page_of(0))))
+        .collect();
+    assert_refused(
+        fixture(),
+        commit(updates),
+        |e| matches!(e, EngineError::CommitTooLarge { len, max, .. } if len > max),
+    );
+}
+
+#[test]
+fn read_past_the_head_names_both_lsns() {
+    let fixture = fixture();
+    let head = fixture.store.branch_info("child").unwrap().head;
+    let past = Lsn(head.0 + 8);
+    let error = fixture
+        .store
+        .get_page("child", K, At::Lsn(past))
+        .unwrap_err();
+    assert!(
+        matches!(&error, EngineError::LsnPastHead { lsn, head: h, .. } if *lsn == past && *h == head)
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains(&past.to_string()) && message.contains(&head.to_string()),
+        "{message}"
+    );
+}
+
+#[test]
+fn bad_branch_names_state_the_rule() {
+    for bad in ["", "has space", &"x".repeat(64), "ümlaut"] {
+        let name = bad.to_owned();
+        assert_refused(
+            fixture(),
+            move |store| {
+                store
+                    .create_branch(&name, "main", At::Latest, BranchOptions::default())
+                    .map(drop)
+            },
+            |e| {
+                matches!(e, EngineError::InvalidBranchName { .. })
+                    && e.to_string().contains(BRANCH_NAME_RULE)
+            },
+        );
+    }
+}
+
+#[test]
+fn taken_name_and_unknown_parent() {
+    assert_refused(
+        fixture(),
+        |store| {
+            store
+                .create_branch("child", "main", At::Latest, BranchOptions::default())
+                .map(drop)
+        },
+        |e| matches!(e, EngineError::BranchExists { name } if name == "child"),
+    );
+    assert_refused(
+        fixture(),
+        |store| {
+            store
+                .create_branch("new", "ghost", At::Latest, BranchOptions::default())
+                .map(drop)
+        },
+        |e| matches!(e, EngineError::UnknownBranch { name } if name == "ghost"),
+    );
+}
+
+#[test]
+fn branch_point_past_the_parents_head_names_both_lsns() {
+    let fixture = fixture();
+    let head = fixture.store.branch_info("main").unwrap().head;
+    let past = Lsn(head.0 + 8);
+    assert_refused(
+        fixture,
+        move |store| {
+            store
+                .create_branch("new", "main", At::Lsn(past), BranchOptions::default())
+                .map(drop)
+        },
+        move |e| matches!(e, EngineError::LsnPastHead { lsn, head: h, .. } if *lsn == past && *h == head),
+    );
+}
+
+#[test]
+fn branch_point_below_the_parents_start_names_both_lsns() {
+    let fixture = fixture();
+    let below = Lsn(fixture.first.0 - 8);
+    let first = fixture.first;
+    assert_refused(
+        fixture,
+        move |store| {
+            store
+                .create_branch("new", "child", At::Lsn(below), BranchOptions::default())
+                .map(drop)
+        },
+        move |e| {
+            matches!(e, EngineError::LsnBelowBranchStart { lsn, start, parent } if *lsn == below && *start == first && parent == "child")
+                && e.to_string().contains(&below.to_string())
+                && e.to_string().contains(&first.to_string())
+        },
+    );
+}
+
+#[test]
+fn branch_at_a_time_before_the_history_gives_the_earliest_time() {
+    let fixture = fixture();
+    let earliest = fixture
+        .store
+        .lsn_for_time("main", pagefork_engine::Timestamp(u64::MAX))
+        .unwrap()
+        .commit_time;
+    assert!(earliest.is_some());
+    let first_commit_time = {
+        let answer = fixture
+            .store
+            .lsn_for_time("main", pagefork_engine::Timestamp(0))
+            .unwrap();
+        assert_eq!(answer.kind, pagefork_engine::TimeKind::Past);
+        answer.requested
+    };
+    assert_refused(
+        fixture,
+        move |store| {
+            store
+                .create_branch(
+                    "new",
+                    "main",
+                    At::Time(first_commit_time),
+                    BranchOptions::default(),
+                )
+                .map(drop)
+        },
+        |e| matches!(e, EngineError::TimeBeforeHistory { requested, earliest, .. } if *requested < *earliest),
+    );
+}
+
+#[test]
+fn delete_with_children_or_unknown() {
+    assert_refused(
+        fixture(),
+        |store| store.delete_branch("main"),
+        |e| matches!(e, EngineError::HasChildren { branch, children } if branch == "main" && children == "child"),
+    );
+    assert_refused(
+        fixture(),
+        |store| store.delete_branch("ghost"),
+        |e| matches!(e, EngineError::UnknownBranch { .. }),
+    );
+}
+
+#[test]
+fn opening_with_another_page_size_or_no_store_is_refused() {
+    let fixture = fixture();
+    let dir = fixture.store.dir().unwrap().to_owned();
+    drop(fixture.store);
+    let (mut config, _clock) = engine_config(SyncMode::Always);
+    config.page_size = 8192;
+    let error = Store::open_with(&dir, config).unwrap_err();
+    assert!(matches!(error, EngineError::InvalidConfig(_)), "{error}");
+    let empty = tempfile::tempdir().unwrap();
+    let error = Store::open(empty.path()).unwrap_err();
+    assert!(matches!(error, EngineError::NotAStore { .. }), "{error}");
+    let (config, _clock) = engine_config(SyncMode::Always);
+    let error = Store::create(&dir, config).unwrap_err();
+    assert!(matches!(error, EngineError::StoreExists { .. }), "{error}");
+}
