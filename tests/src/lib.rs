@@ -4,7 +4,10 @@
 //! tiny seeded random generator (tests must replay from a printed seed), and access to a
 //! log's segment files for tests that damage them on purpose.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use bytes::Bytes;
 use pagefork_engine::{Config, ManualClock, Timestamp};
@@ -109,4 +112,43 @@ pub fn engine_config(sync_mode: SyncMode) -> (Config, ManualClock) {
         ..Config::default()
     };
     (config, clock)
+}
+
+/// Runs a crash-test child: spawns `command` with piped stdout, waits for it to print
+/// `ready`, lets it run for `run_for`, kills it with SIGKILL, and returns every line it
+/// printed after `ready` (everything it acknowledged before it died).
+pub fn run_then_sigkill(mut command: Command, run_for: Duration) -> Vec<String> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the child");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = lines_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the child starts");
+    assert_eq!(first, "ready", "the child's first line");
+    std::thread::sleep(run_for);
+    child.kill().expect("SIGKILL the child");
+    let status = child.wait().expect("wait for the child");
+    assert!(!status.success(), "the child was killed, it did not exit");
+    reader.join().expect("the stdout reader");
+    lines_rx.try_iter().collect()
+}
+
+/// The number of kills a crash test runs: `PAGEFORK_CRASH_KILLS`, or `default`.
+pub fn crash_kills(default: u64) -> u64 {
+    std::env::var("PAGEFORK_CRASH_KILLS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
 }

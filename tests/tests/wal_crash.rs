@@ -7,20 +7,16 @@
 //! (default 25).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use pagefork_tests::{TestRng, seed_from_env, seq_of_payload};
+use pagefork_tests::{TestRng, crash_kills, run_then_sigkill, seed_from_env, seq_of_payload};
 use pagefork_wal::{Lsn, Wal, WalConfig};
 
 #[test]
 fn acknowledged_records_survive_sigkill() {
     let seed = seed_from_env("PAGEFORK_CRASH_SEED");
-    let kills: u64 = std::env::var("PAGEFORK_CRASH_KILLS")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(25);
+    let kills = crash_kills(25);
     println!("crash test seed {seed} ({kills} kills): rerun with PAGEFORK_CRASH_SEED={seed}");
     let mut rng = TestRng::new(seed);
     let dir = tempfile::tempdir().unwrap();
@@ -29,37 +25,14 @@ fn acknowledged_records_survive_sigkill() {
 
     for kill in 0..kills {
         let threads = rng.in_range(1..5);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wal-crash-child"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wal-crash-child"));
+        command
             .arg(dir.path())
             .arg(rng.next_u64().to_string())
-            .arg(threads.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the child");
-        let stdout = child.stdout.take().unwrap();
-        let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if lines_tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        assert_eq!(
-            lines_rx
-                .recv_timeout(Duration::from_secs(30))
-                .expect("child starts"),
-            "ready"
-        );
-        std::thread::sleep(Duration::from_millis(rng.in_range(1..60)));
-        child.kill().expect("SIGKILL the child");
-        let status = child.wait().unwrap();
-        assert!(!status.success(), "the child was killed, it did not exit");
-        reader.join().unwrap();
+            .arg(threads.to_string());
+        let lines = run_then_sigkill(command, Duration::from_millis(rng.in_range(1..60)));
         let mut acks_this_run = 0;
-        for line in lines_rx.try_iter() {
+        for line in lines {
             let mut words = line.split(' ');
             assert_eq!(words.next(), Some("ack"), "unexpected line {line:?}");
             let seq: u64 = words.next().unwrap().parse().unwrap();

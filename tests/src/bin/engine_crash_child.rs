@@ -1,0 +1,61 @@
+//! Child process for the engine crash test: commits until it is killed.
+//!
+//! Usage: `engine-crash-child DIR SEED`. Opens (or creates) the store in DIR with
+//! `SyncMode::Always`, continues numbering after the last commit it finds, prints `ready`,
+//! then loops: one commit writes `PAGES_PER_COMMIT` pages of relation 1, each filled by
+//! `payload_for(seq, ..)`, and prints `commit SEQ LSN` once acknowledged; every 16th commit
+//! is followed by a branch `snap-SEQ` at the head, printed as `branch NAME LSN` once
+//! acknowledged. The parent SIGKILLs it at a random moment.
+
+use std::io::Write;
+
+use bytes::Bytes;
+use pagefork_engine::{At, BranchOptions, Config, EngineError, Key, Store, SyncMode, Update};
+use pagefork_tests::{TEST_PAGE_SIZE, TestRng, payload_for, seq_of_payload};
+
+/// Pages every commit writes: a commit is visible whole or not at all.
+const PAGES_PER_COMMIT: u32 = 8;
+
+fn main() -> Result<(), EngineError> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, dir, seed] = args.as_slice() else {
+        eprintln!("usage: engine-crash-child DIR SEED");
+        std::process::exit(2);
+    };
+    let mut rng = TestRng::new(seed.parse().expect("SEED is a number"));
+    let config = Config {
+        page_size: TEST_PAGE_SIZE,
+        sync_mode: SyncMode::Always,
+        wal_segment_size: 256 * 1024,
+        ..Config::default()
+    };
+    let store = match Store::open_with(dir, config.clone()) {
+        Ok(store) => store,
+        Err(EngineError::NotAStore { .. }) => Store::create(dir, config)?,
+        Err(error) => return Err(error),
+    };
+    let last = store.get_page("main", Key::new(1, 0), At::Latest)?;
+    let mut seq = last.map_or(0, |page| seq_of_payload(&page).expect("a test page") + 1);
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "ready").expect("write stdout");
+    stdout.flush().expect("flush stdout");
+    loop {
+        let updates = (0..PAGES_PER_COMMIT)
+            .map(|block| {
+                let page = Bytes::from(payload_for(seq, TEST_PAGE_SIZE));
+                (Key::new(1, block), Update::Image(page))
+            })
+            .collect();
+        let commit = store.commit("main", updates)?;
+        writeln!(stdout, "commit {seq} {}", commit.lsn).expect("write stdout");
+        stdout.flush().expect("flush stdout");
+        if seq % 16 == 0 && rng.in_range(0..2) == 0 {
+            let name = format!("snap-{seq}");
+            let info = store.create_branch(&name, "main", At::Latest, BranchOptions::default())?;
+            let branch_point = info.parent.expect("a branch of main").lsn;
+            writeln!(stdout, "branch {name} {branch_point}").expect("write stdout");
+            stdout.flush().expect("flush stdout");
+        }
+        seq += 1;
+    }
+}

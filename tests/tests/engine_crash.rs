@@ -1,0 +1,113 @@
+//! Engine crash test: a child process commits multi-page commits (and now and then creates
+//! a branch) with `SyncMode::Always`, printing each acknowledgement; we SIGKILL it at a
+//! random moment and reopen. Every acknowledged commit must be there, whole, at its LSN;
+//! every acknowledged branch must exist with its branch point; and no commit may be half
+//! visible: at the head all pages carry the same commit. Repeated on the same store.
+//!
+//! `PAGEFORK_CRASH_SEED` replays a run; `PAGEFORK_CRASH_KILLS` sets the kills (default 20).
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use pagefork_engine::{At, Config, Key, Lsn, Store, SyncMode};
+use pagefork_tests::{
+    TEST_PAGE_SIZE, TestRng, crash_kills, run_then_sigkill, seed_from_env, seq_of_payload,
+};
+
+const PAGES_PER_COMMIT: u32 = 8;
+
+/// The commit whose pages `main` shows at `at`, checking that all pages agree.
+fn whole_commit_at(store: &Store, at: At) -> Option<u64> {
+    let seqs: Vec<Option<u64>> = (0..PAGES_PER_COMMIT)
+        .map(|block| {
+            store
+                .get_page("main", Key::new(1, block), at)
+                .unwrap()
+                .map(|page| seq_of_payload(&page).expect("an intact test page"))
+        })
+        .collect();
+    assert!(
+        seqs.windows(2).all(|pair| pair[0] == pair[1]),
+        "a commit is half visible at {at:?}: {seqs:?}"
+    );
+    seqs[0]
+}
+
+#[test]
+fn acknowledged_commits_and_branches_survive_sigkill_whole() {
+    let seed = seed_from_env("PAGEFORK_CRASH_SEED");
+    let kills = crash_kills(20);
+    println!(
+        "engine crash test seed {seed} ({kills} kills): rerun with PAGEFORK_CRASH_SEED={seed}"
+    );
+    let mut rng = TestRng::new(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let mut commits: BTreeMap<u64, Lsn> = BTreeMap::new();
+    let mut branches: BTreeMap<String, Lsn> = BTreeMap::new();
+
+    for kill in 0..kills {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_engine-crash-child"));
+        command.arg(dir.path()).arg(rng.next_u64().to_string());
+        let lines = run_then_sigkill(command, Duration::from_millis(rng.in_range(5..80)));
+        for line in lines {
+            let words: Vec<&str> = line.split(' ').collect();
+            match words.as_slice() {
+                ["commit", seq, lsn] => {
+                    commits.insert(seq.parse().unwrap(), lsn.parse().unwrap());
+                }
+                ["branch", name, lsn] => {
+                    branches.insert((*name).to_owned(), lsn.parse().unwrap());
+                }
+                _ => panic!("unexpected line {line:?}"),
+            }
+        }
+
+        let config = Config {
+            page_size: TEST_PAGE_SIZE,
+            sync_mode: SyncMode::Always,
+            ..Config::default()
+        };
+        let store = Store::open_with(dir.path(), config)
+            .unwrap_or_else(|error| panic!("kill {kill} (seed {seed}): reopen failed: {error}"));
+        for (seq, lsn) in &commits {
+            assert_eq!(
+                whole_commit_at(&store, At::Lsn(*lsn)),
+                Some(*seq),
+                "kill {kill} (seed {seed}): acknowledged commit {seq} at {lsn} lost"
+            );
+        }
+        let head = whole_commit_at(&store, At::Latest);
+        if let Some((last_acked, _)) = commits.last_key_value() {
+            assert!(
+                head >= Some(*last_acked),
+                "the head is behind an acknowledged commit"
+            );
+        }
+        for (name, branch_point) in &branches {
+            let info = store.branch_info(name).unwrap_or_else(|error| {
+                panic!("kill {kill} (seed {seed}): acknowledged branch lost: {error}")
+            });
+            assert_eq!(info.parent.unwrap().lsn, *branch_point);
+            let seq: u64 = name.trim_start_matches("snap-").parse().unwrap();
+            let page = store
+                .get_page(name, Key::new(1, 0), At::Latest)
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                seq_of_payload(&page),
+                Some(seq),
+                "branch {name} shows its commit"
+            );
+        }
+    }
+    assert!(
+        !commits.is_empty(),
+        "the children acknowledged commits before being killed"
+    );
+    println!(
+        "{kills} kills: {} acknowledged commits and {} branches, none lost",
+        commits.len(),
+        branches.len()
+    );
+}
