@@ -187,6 +187,12 @@ impl Catalog {
         self.by_name.insert(branch.name.clone(), branch);
     }
 
+    /// Makes sure no id below `next` is handed out again (ids of deleted branches, known
+    /// from a checkpoint).
+    pub(crate) fn reserve_ids_below(&mut self, next: BranchId) {
+        self.next_id = self.next_id.max(next.0);
+    }
+
     pub(crate) fn remove(&mut self, id: BranchId) -> Option<Arc<Branch>> {
         let branch = self.by_id.remove(&id)?;
         self.by_name.remove(&branch.name);

@@ -27,6 +27,8 @@
 
 mod branch;
 mod catalog;
+mod checkpoint;
+mod codec;
 mod error;
 mod fs;
 mod key;

@@ -24,12 +24,11 @@
 //! kind 3 delete branch  id u64
 //! ```
 
-use std::time::Duration;
-
 use bytes::{BufMut, Bytes};
 use pagefork_wal::Lsn;
 
-use crate::branch::{BranchId, BranchOptions, Expiry, LsnForTime, TimeKind};
+use crate::branch::{BranchId, BranchOptions, LsnForTime};
+use crate::codec::{Cursor, put_key, put_lsn_for_time, put_name, put_options, put_update};
 use crate::key::Key;
 use crate::time::Timestamp;
 use crate::update::Update;
@@ -84,28 +83,13 @@ impl Record {
                 out.put_u64_le(branch.0);
                 out.put_u32_le(u32::try_from(updates.len()).expect("update count fits u32"));
                 for (key, update) in updates {
-                    out.put_u32_le(key.rel);
-                    out.put_u32_le(key.block);
-                    match update {
-                        Update::Image(image) => {
-                            out.put_u8(1);
-                            put_bytes(&mut out, image);
-                        }
-                        Update::Patch { offset, bytes } => {
-                            out.put_u8(2);
-                            out.put_u32_le(*offset);
-                            put_bytes(&mut out, bytes);
-                        }
-                        Update::Drop => out.put_u8(3),
-                    }
+                    put_key(&mut out, *key);
+                    put_update(&mut out, update);
                 }
             }
             Record::CreateBranch(create) => {
                 out.put_u64_le(create.id.0);
-                let name_len =
-                    u16::try_from(create.name.len()).expect("names are at most 63 bytes");
-                out.put_u16_le(name_len);
-                out.put_slice(create.name.as_bytes());
+                put_name(&mut out, &create.name);
                 match create.parent {
                     None => out.put_u8(0),
                     Some((parent, lsn)) => {
@@ -114,33 +98,8 @@ impl Record {
                         out.put_u64_le(lsn.0);
                     }
                 }
-                let (tag, value) = match create.options.expiry {
-                    Expiry::Never => (0, 0),
-                    Expiry::Ttl(ttl) => (1, u64::try_from(ttl.as_micros()).unwrap_or(u64::MAX)),
-                    Expiry::At(time) => (2, time.0),
-                };
-                out.put_u8(tag);
-                out.put_u64_le(value);
-                out.put_u8(u8::from(create.options.protected));
-                match create.created_at_time {
-                    None => out.put_u8(0),
-                    Some(answer) => {
-                        out.put_u8(1);
-                        out.put_u64_le(answer.requested.0);
-                        out.put_u64_le(answer.lsn.0);
-                        match answer.commit_time {
-                            None => {
-                                out.put_u8(0);
-                                out.put_u64_le(0);
-                            }
-                            Some(time) => {
-                                out.put_u8(1);
-                                out.put_u64_le(time.0);
-                            }
-                        }
-                        out.put_u8(time_kind_tag(answer.kind));
-                    }
-                }
+                put_options(&mut out, create.options);
+                put_lsn_for_time(&mut out, create.created_at_time);
             }
             Record::DeleteBranch { id } => out.put_u64_le(id.0),
         }
@@ -149,10 +108,7 @@ impl Record {
 
     /// Decodes a payload of `kind`; the error says what is wrong and where.
     pub(crate) fn decode(kind: u8, payload: Bytes) -> Result<(Record, Timestamp), String> {
-        let mut cursor = Cursor {
-            bytes: payload,
-            position: 0,
-        };
+        let mut cursor = Cursor::new(payload);
         let version = cursor.u8("format version")?;
         if version != RECORD_VERSION {
             return Err(format!("unsupported record format version {version}"));
@@ -164,28 +120,14 @@ impl Record {
                 let count = cursor.u32("update count")?;
                 let mut updates = Vec::with_capacity(count.min(1 << 16) as usize);
                 for _ in 0..count {
-                    let key = Key::new(cursor.u32("rel")?, cursor.u32("block")?);
-                    let update = match cursor.u8("update tag")? {
-                        1 => Update::Image(cursor.bytes("image")?),
-                        2 => {
-                            let offset = cursor.u32("patch offset")?;
-                            Update::Patch {
-                                offset,
-                                bytes: cursor.bytes("patch")?,
-                            }
-                        }
-                        3 => Update::Drop,
-                        tag => return Err(format!("unknown update tag {tag} for {key}")),
-                    };
-                    updates.push((key, update));
+                    let key = cursor.key()?;
+                    updates.push((key, cursor.update(key)?));
                 }
                 Record::Commit { branch, updates }
             }
             KIND_CREATE_BRANCH => {
                 let id = BranchId(cursor.u64("branch id")?);
-                let name_len = cursor.u16("name length")?;
-                let name = String::from_utf8(cursor.take(name_len as usize, "name")?.to_vec())
-                    .map_err(|_| "branch name is not UTF-8".to_owned())?;
+                let name = cursor.name()?;
                 let parent = match cursor.u8("parent flag")? {
                     0 => None,
                     1 => Some((
@@ -194,35 +136,13 @@ impl Record {
                     )),
                     flag => return Err(format!("bad parent flag {flag}")),
                 };
-                let expiry_tag = cursor.u8("expiry tag")?;
-                let expiry_value = cursor.u64("expiry")?;
-                let expiry = match expiry_tag {
-                    0 => Expiry::Never,
-                    1 => Expiry::Ttl(Duration::from_micros(expiry_value)),
-                    2 => Expiry::At(Timestamp(expiry_value)),
-                    tag => return Err(format!("unknown expiry tag {tag}")),
-                };
-                let protected = cursor.flag("protected")?;
-                let created_at_time = if cursor.flag("created at a time")? {
-                    let requested = Timestamp(cursor.u64("requested time")?);
-                    let lsn = Lsn(cursor.u64("resolved LSN")?);
-                    let has_commit_time = cursor.flag("has commit time")?;
-                    let commit_time = Timestamp(cursor.u64("commit time")?);
-                    let kind = time_kind_from_tag(cursor.u8("time kind")?)?;
-                    Some(LsnForTime {
-                        requested,
-                        lsn,
-                        commit_time: has_commit_time.then_some(commit_time),
-                        kind,
-                    })
-                } else {
-                    None
-                };
+                let options = cursor.options()?;
+                let created_at_time = cursor.lsn_for_time()?;
                 Record::CreateBranch(CreateBranch {
                     id,
                     name,
                     parent,
-                    options: BranchOptions { expiry, protected },
+                    options,
                     created_at_time,
                 })
             }
@@ -244,105 +164,12 @@ pub(crate) fn stamp_time(encoded: &mut [u8], time: Timestamp) {
     slot.copy_from_slice(&time.0.to_le_bytes());
 }
 
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.put_u32_le(u32::try_from(bytes.len()).expect("page bytes fit u32"));
-    out.put_slice(bytes);
-}
-
-fn time_kind_tag(kind: TimeKind) -> u8 {
-    match kind {
-        TimeKind::Present => 0,
-        TimeKind::Future => 1,
-        TimeKind::Past => 2,
-        TimeKind::NoData => 3,
-    }
-}
-
-fn time_kind_from_tag(tag: u8) -> Result<TimeKind, String> {
-    Ok(match tag {
-        0 => TimeKind::Present,
-        1 => TimeKind::Future,
-        2 => TimeKind::Past,
-        3 => TimeKind::NoData,
-        tag => return Err(format!("unknown time kind {tag}")),
-    })
-}
-
-/// Reads fields off a payload, failing with the field's name instead of panicking.
-struct Cursor {
-    bytes: Bytes,
-    position: usize,
-}
-
-impl Cursor {
-    fn take(&mut self, len: usize, field: &str) -> Result<Bytes, String> {
-        let end = self
-            .position
-            .checked_add(len)
-            .filter(|end| *end <= self.bytes.len());
-        let Some(end) = end else {
-            return Err(format!(
-                "payload ends at byte {} while reading {field} ({len} bytes at byte {})",
-                self.bytes.len(),
-                self.position
-            ));
-        };
-        let slice = self.bytes.slice(self.position..end);
-        self.position = end;
-        Ok(slice)
-    }
-
-    fn array<const N: usize>(&mut self, field: &str) -> Result<[u8; N], String> {
-        let bytes = self.take(N, field)?;
-        let mut array = [0u8; N];
-        array.copy_from_slice(&bytes);
-        Ok(array)
-    }
-
-    fn u8(&mut self, field: &str) -> Result<u8, String> {
-        Ok(self.array::<1>(field)?[0])
-    }
-
-    fn flag(&mut self, field: &str) -> Result<bool, String> {
-        match self.u8(field)? {
-            0 => Ok(false),
-            1 => Ok(true),
-            value => Err(format!("{field} is {value}, expected 0 or 1")),
-        }
-    }
-
-    fn u16(&mut self, field: &str) -> Result<u16, String> {
-        Ok(u16::from_le_bytes(self.array(field)?))
-    }
-
-    fn u32(&mut self, field: &str) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.array(field)?))
-    }
-
-    fn u64(&mut self, field: &str) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.array(field)?))
-    }
-
-    fn bytes(&mut self, field: &str) -> Result<Bytes, String> {
-        let len = self.u32(field)? as usize;
-        self.take(len, field)
-    }
-
-    fn finish(self) -> Result<(), String> {
-        if self.position == self.bytes.len() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} unexpected bytes after the record's last field",
-                self.bytes.len() - self.position
-            ))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::branch::{Expiry, TimeKind};
 
     fn round_trip(record: Record) {
         let time = Timestamp(1_700_000_000_000_000);

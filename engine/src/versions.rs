@@ -33,6 +33,11 @@ impl PageVersions {
         versions.insert(lsn, update);
     }
 
+    /// Every page and its versions, in key then LSN order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Key, &BTreeMap<Lsn, Update>)> {
+        self.pages.iter()
+    }
+
     /// Appends to `out` the versions of `key` at or below `lsn`, newest first, stopping
     /// after the first initializing one. Returns whether it found one (the caller need not
     /// look further back, nor at the parent).

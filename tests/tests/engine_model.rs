@@ -4,8 +4,8 @@
 //!
 //! Operations: commits (images, patches, drops; some invalid on purpose), branch creation
 //! at latest / an LSN / a time, deletes, reads at LSNs around every boundary seen and at
-//! times, `lsn_for_time`, clock steps (sometimes backwards), clean reopen, and crash (the
-//! store dropped without any shutdown, then reopened).
+//! times, `lsn_for_time`, clock steps (sometimes backwards), checkpoints, clean reopen, and
+//! crash (the store dropped without any shutdown, then reopened).
 //!
 //! Cases: 1,000 by default; `PAGEFORK_MODEL_CASES=N` runs N.
 
@@ -98,6 +98,7 @@ enum Op {
     },
     Reopen,
     Crash,
+    Checkpoint,
 }
 
 fn update_choice() -> impl Strategy<Value = UpdateChoice> {
@@ -144,6 +145,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0u64..20, prop::bool::weighted(0.2)).prop_map(|(forward_secs, back)| Op::Clock { forward_secs, back }),
         1 => Just(Op::Reopen),
         1 => Just(Op::Crash),
+        1 => Just(Op::Checkpoint),
     ]
 }
 
@@ -343,6 +345,19 @@ impl Harness {
                     self.clock.advance(Duration::from_secs(*forward_secs));
                 }
             }
+            Op::Checkpoint => {
+                let covered = self.store().checkpoint().unwrap();
+                let heads = self
+                    .model
+                    .branch_names()
+                    .iter()
+                    .map(|name| self.model.head(name).unwrap())
+                    .max();
+                prop_assert!(
+                    heads.is_some_and(|head| covered >= head),
+                    "a checkpoint covers every head"
+                );
+            }
             Op::Reopen | Op::Crash => {
                 // In this process a crash is the store dropped without shutdown: there is
                 // no shutdown step at all, so the two differ only in intent; the SIGKILL
@@ -454,6 +469,7 @@ fn model_harness_sees_refusals_and_successes() {
             secs: 3,
         },
         Op::Crash,
+        Op::Checkpoint,
         Op::DeleteBranch {
             branch: BranchPick::Pool(0),
         },

@@ -288,3 +288,61 @@ fn a_branch_created_at_a_time_says_what_it_snapped_to() {
         assert_eq!(store.branch_info("recovered").unwrap(), recovered);
     });
 }
+
+#[test]
+fn a_checkpoint_shortens_replay_and_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, clock) = engine_config(SyncMode::Always);
+    let store = Store::create(dir.path(), config.clone()).unwrap();
+    // Enough commits to fill several 64 KiB WAL segments.
+    let commits: Vec<_> = (0..200u8)
+        .map(|byte| {
+            clock.advance(Duration::from_secs(1));
+            store.commit("main", image(byte)).unwrap()
+        })
+        .collect();
+    let hundredth = commits[99];
+    store
+        .create_branch("gone", "main", At::Latest, BranchOptions::default())
+        .unwrap();
+    let gone_id = store.branch_info("gone").unwrap().id;
+    store.delete_branch("gone").unwrap();
+    store
+        .create_branch("dev", "main", At::Latest, BranchOptions::default())
+        .unwrap();
+    let wal_dir = dir.path().join("wal");
+    let segments = |dir: &std::path::Path| pagefork_tests::segment_files(dir).len();
+    let before = segments(&wal_dir);
+    let covered = store.checkpoint().unwrap();
+    assert!(
+        segments(&wal_dir) < before,
+        "covered WAL segments are removed"
+    );
+    assert_eq!(covered, store.branch_info("dev").unwrap().created_lsn);
+    let after = store.commit("dev", image(b'Z')).unwrap();
+    let everything = |store: &Store| {
+        (
+            store.list_branches(),
+            read(store, "main", K, At::Latest),
+            read(store, "main", K, At::Lsn(hundredth.lsn)),
+            read(store, "dev", K, At::Latest),
+        )
+    };
+    let expected = everything(&store);
+    assert_eq!(
+        (expected.1, expected.2, expected.3),
+        (Some(199), Some(99), Some(b'Z'))
+    );
+    drop(store);
+    let reopened = Store::open_with(dir.path(), config.clone()).unwrap();
+    assert_eq!(everything(&reopened), expected);
+    assert_eq!(reopened.branch_info("dev").unwrap().head, after.lsn);
+    // Ids of deleted branches are not reused, even though the checkpoint forgot the branch.
+    let new = reopened
+        .create_branch("new", "main", At::Latest, BranchOptions::default())
+        .unwrap();
+    assert!(new.id > gone_id);
+    // The history before the checkpoint still answers time lookups and reads.
+    let answer = reopened.lsn_for_time("main", commits[50].time).unwrap();
+    assert_eq!(answer.lsn, commits[50].lsn);
+}

@@ -12,6 +12,7 @@
 //! (both held only for in-memory steps). Readers take only `catalog` and `state` read locks.
 
 mod branches;
+mod checkpoint;
 mod commit;
 mod pitr;
 mod read;
@@ -94,6 +95,7 @@ struct StoreInner {
     clock: Arc<dyn Clock>,
     log: Log,
     dir: Option<PathBuf>,
+    fs: Arc<dyn FileSystem>,
     /// The time of the last record: records get `max(clock, last)` under this lock.
     sequencer: Mutex<Timestamp>,
     /// Serializes branch creation and deletion.
@@ -182,7 +184,8 @@ impl Store {
             tracing::warn!(end = %report.end, dropped_bytes = report.dropped_bytes, "WAL had a torn tail");
         }
         let store = Store::with_log(&config, Log::Wal(wal.clone()), Some(dir.to_owned()));
-        store.inner.replay(&wal)?;
+        let covered = store.inner.restore_checkpoint(dir, &wal)?;
+        store.inner.replay(&wal, covered)?;
         Ok(store)
     }
 
@@ -201,6 +204,7 @@ impl Store {
                 clock: Arc::clone(&config.clock),
                 log,
                 dir,
+                fs: Arc::clone(&config.fs),
                 sequencer: Mutex::new(Timestamp(0)),
                 branch_ops: Mutex::new(()),
                 catalog: RwLock::new(Catalog::default()),

@@ -5,7 +5,7 @@
 //! then loops: one commit writes `PAGES_PER_COMMIT` pages of relation 1, each filled by
 //! `payload_for(seq, ..)`, and prints `commit SEQ LSN` once acknowledged; every 16th commit
 //! is followed by a branch `snap-SEQ` at the head, printed as `branch NAME LSN` once
-//! acknowledged. The parent SIGKILLs it at a random moment.
+//! acknowledged; every 64th by a checkpoint. The parent SIGKILLs it at a random moment.
 
 use std::io::Write;
 
@@ -55,6 +55,10 @@ fn main() -> Result<(), EngineError> {
             let branch_point = info.parent.expect("a branch of main").lsn;
             writeln!(stdout, "branch {name} {branch_point}").expect("write stdout");
             stdout.flush().expect("flush stdout");
+        }
+        if seq % 64 == 63 {
+            // Kills also land in the middle of checkpoints and WAL truncation.
+            store.checkpoint()?;
         }
         seq += 1;
     }

@@ -1,0 +1,280 @@
+//! The catalog checkpoint: the store's whole in-memory state as of one LSN, in one file,
+//! so that `open` replays only the WAL after that LSN and the WAL segments before it can
+//! be removed.
+//!
+//! Until the on-disk layers arrive, a checkpoint holds every page version, so writing one
+//! costs time proportional to the data; it is taken when asked (`Store::checkpoint`).
+//!
+//! ```text
+//! offset size field (little-endian)
+//!      0    8 magic "PFCKPT\0\0"
+//!      8    4 format version (1)
+//!     12    8 covered LSN: every record ending at or below it is in the checkpoint,
+//!               no record after it is
+//!     20    8 time of the last covered record (the sequencer's floor)
+//!     28    8 next branch id (ids of deleted branches are never reused)
+//!     36    4 branch count, then per branch, parents before children:
+//!               id u64, name (len u16 + bytes), has parent u8 [+ parent id u64,
+//!               branch point u64], created time u64, created LSN u64, options
+//!               (as in WAL records), created-at-time answer (as in WAL records),
+//!               head u64, commit count u32 + (lsn u64, time u64) each,
+//!               page count u32 + per page: rel u32, block u32, version count u32 +
+//!               (lsn u64, update as in WAL records) each
+//!   last    4 CRC32 of every byte before it
+//! ```
+
+use std::path::Path;
+
+use bytes::{BufMut, Bytes};
+use pagefork_wal::Lsn;
+
+use crate::branch::{BranchId, BranchOptions, LsnForTime};
+use crate::catalog::CommitPoint;
+use crate::codec::{Cursor, put_key, put_lsn_for_time, put_name, put_options, put_update};
+use crate::error::{EngineError, Result};
+use crate::key::Key;
+use crate::time::Timestamp;
+use crate::update::Update;
+
+pub(crate) const CHECKPOINT_FILE_NAME: &str = "checkpoint";
+const MAGIC: [u8; 8] = *b"PFCKPT\0\0";
+const FORMAT_VERSION: u32 = 1;
+
+/// One branch as the checkpoint holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct BranchImage {
+    pub(crate) id: BranchId,
+    pub(crate) name: String,
+    pub(crate) parent: Option<(BranchId, Lsn)>,
+    pub(crate) created: Timestamp,
+    pub(crate) created_lsn: Lsn,
+    pub(crate) options: BranchOptions,
+    pub(crate) created_at_time: Option<LsnForTime>,
+    pub(crate) head: Lsn,
+    pub(crate) commits: Vec<CommitPoint>,
+    pub(crate) pages: Vec<(Key, Vec<(Lsn, Update)>)>,
+}
+
+/// The store's state as of `covered`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Checkpoint {
+    pub(crate) covered: Lsn,
+    pub(crate) last_time: Timestamp,
+    pub(crate) next_id: BranchId,
+    /// Parents before children.
+    pub(crate) branches: Vec<BranchImage>,
+}
+
+impl Checkpoint {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.put_slice(&MAGIC);
+        out.put_u32_le(FORMAT_VERSION);
+        out.put_u64_le(self.covered.0);
+        out.put_u64_le(self.last_time.0);
+        out.put_u64_le(self.next_id.0);
+        out.put_u32_le(u32::try_from(self.branches.len()).expect("branch count fits u32"));
+        for branch in &self.branches {
+            out.put_u64_le(branch.id.0);
+            put_name(&mut out, &branch.name);
+            match branch.parent {
+                None => out.put_u8(0),
+                Some((parent, lsn)) => {
+                    out.put_u8(1);
+                    out.put_u64_le(parent.0);
+                    out.put_u64_le(lsn.0);
+                }
+            }
+            out.put_u64_le(branch.created.0);
+            out.put_u64_le(branch.created_lsn.0);
+            put_options(&mut out, branch.options);
+            put_lsn_for_time(&mut out, branch.created_at_time);
+            out.put_u64_le(branch.head.0);
+            out.put_u32_le(u32::try_from(branch.commits.len()).expect("commit count fits u32"));
+            for commit in &branch.commits {
+                out.put_u64_le(commit.lsn.0);
+                out.put_u64_le(commit.time.0);
+            }
+            out.put_u32_le(u32::try_from(branch.pages.len()).expect("page count fits u32"));
+            for (key, versions) in &branch.pages {
+                put_key(&mut out, *key);
+                out.put_u32_le(u32::try_from(versions.len()).expect("version count fits u32"));
+                for (lsn, update) in versions {
+                    out.put_u64_le(lsn.0);
+                    put_update(&mut out, update);
+                }
+            }
+        }
+        let crc = crc32fast::hash(&out);
+        out.put_u32_le(crc);
+        out
+    }
+
+    pub(crate) fn decode(bytes: Bytes, path: &Path) -> Result<Checkpoint> {
+        let corrupt = |offset: u64, reason: String| EngineError::CorruptFile {
+            path: path.to_owned(),
+            offset,
+            reason,
+        };
+        let Some(body_len) = bytes.len().checked_sub(4) else {
+            return Err(corrupt(0, "shorter than a checksum".to_owned()));
+        };
+        let body = bytes.slice(..body_len);
+        let mut stored = [0u8; 4];
+        stored.copy_from_slice(bytes.get(body_len..).unwrap_or_default());
+        if crc32fast::hash(&body) != u32::from_le_bytes(stored) {
+            return Err(corrupt(body_len as u64, "checksum mismatch".to_owned()));
+        }
+        let mut cursor = Cursor::new(body);
+        let parse = |cursor: &mut Cursor| -> std::result::Result<Checkpoint, String> {
+            if cursor.take(8, "magic")?[..] != MAGIC {
+                return Err("bad magic: not a pagefork checkpoint".to_owned());
+            }
+            let version = cursor.u32("format version")?;
+            if version != FORMAT_VERSION {
+                return Err(format!("unsupported format version {version}"));
+            }
+            let covered = Lsn(cursor.u64("covered LSN")?);
+            let last_time = Timestamp(cursor.u64("last time")?);
+            let next_id = BranchId(cursor.u64("next branch id")?);
+            let branch_count = cursor.u32("branch count")?;
+            let mut branches = Vec::new();
+            for _ in 0..branch_count {
+                let id = BranchId(cursor.u64("branch id")?);
+                let name = cursor.name()?;
+                let parent = if cursor.flag("has parent")? {
+                    Some((
+                        BranchId(cursor.u64("parent id")?),
+                        Lsn(cursor.u64("branch point")?),
+                    ))
+                } else {
+                    None
+                };
+                let created = Timestamp(cursor.u64("created time")?);
+                let created_lsn = Lsn(cursor.u64("created LSN")?);
+                let options = cursor.options()?;
+                let created_at_time = cursor.lsn_for_time()?;
+                let head = Lsn(cursor.u64("head")?);
+                let commit_count = cursor.u32("commit count")?;
+                let mut commits = Vec::new();
+                for _ in 0..commit_count {
+                    let lsn = Lsn(cursor.u64("commit LSN")?);
+                    let time = Timestamp(cursor.u64("commit time")?);
+                    commits.push(CommitPoint { lsn, time });
+                }
+                let page_count = cursor.u32("page count")?;
+                let mut pages = Vec::new();
+                for _ in 0..page_count {
+                    let key = cursor.key()?;
+                    let version_count = cursor.u32("version count")?;
+                    let mut versions = Vec::new();
+                    for _ in 0..version_count {
+                        let lsn = Lsn(cursor.u64("version LSN")?);
+                        versions.push((lsn, cursor.update(key)?));
+                    }
+                    pages.push((key, versions));
+                }
+                branches.push(BranchImage {
+                    id,
+                    name,
+                    parent,
+                    created,
+                    created_lsn,
+                    options,
+                    created_at_time,
+                    head,
+                    commits,
+                    pages,
+                });
+            }
+            Ok(Checkpoint {
+                covered,
+                last_time,
+                next_id,
+                branches,
+            })
+        };
+        let checkpoint = parse(&mut cursor).map_err(|reason| corrupt(0, reason))?;
+        cursor.finish().map_err(|reason| corrupt(0, reason))?;
+        Ok(checkpoint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::branch::Expiry;
+
+    fn sample() -> Checkpoint {
+        Checkpoint {
+            covered: Lsn(0x5000),
+            last_time: Timestamp(77),
+            next_id: BranchId(4),
+            branches: vec![
+                BranchImage {
+                    id: BranchId(1),
+                    name: "main".to_owned(),
+                    parent: None,
+                    created: Timestamp(1),
+                    created_lsn: Lsn(0x40),
+                    options: BranchOptions::default(),
+                    created_at_time: None,
+                    head: Lsn(0x100),
+                    commits: vec![CommitPoint {
+                        lsn: Lsn(0x100),
+                        time: Timestamp(5),
+                    }],
+                    pages: vec![(
+                        Key::new(1, 2),
+                        vec![
+                            (Lsn(0x80), Update::Image(Bytes::from_static(b"abcd"))),
+                            (
+                                Lsn(0x100),
+                                Update::Patch {
+                                    offset: 1,
+                                    bytes: Bytes::from_static(b"z"),
+                                },
+                            ),
+                        ],
+                    )],
+                },
+                BranchImage {
+                    id: BranchId(3),
+                    name: "dev".to_owned(),
+                    parent: Some((BranchId(1), Lsn(0x80))),
+                    created: Timestamp(9),
+                    created_lsn: Lsn(0x200),
+                    options: BranchOptions {
+                        expiry: Expiry::At(Timestamp(99)),
+                        protected: true,
+                    },
+                    created_at_time: None,
+                    head: Lsn(0x80),
+                    commits: vec![],
+                    pages: vec![],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn checkpoint_round_trips_and_damage_is_refused() {
+        let checkpoint = sample();
+        let bytes = checkpoint.encode();
+        let path = Path::new("checkpoint");
+        assert_eq!(
+            Checkpoint::decode(Bytes::from(bytes.clone()), path).unwrap(),
+            checkpoint
+        );
+        for index in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[index] ^= 0x01;
+            assert!(
+                Checkpoint::decode(Bytes::from(damaged), path).is_err(),
+                "byte {index}"
+            );
+        }
+        assert!(Checkpoint::decode(Bytes::from(bytes[..bytes.len() - 1].to_vec()), path).is_err());
+        assert!(Checkpoint::decode(Bytes::new(), path).is_err());
+    }
+}
