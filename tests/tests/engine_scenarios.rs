@@ -346,3 +346,29 @@ fn a_checkpoint_shortens_replay_and_keeps_everything() {
     let answer = reopened.lsn_for_time("main", commits[50].time).unwrap();
     assert_eq!(answer.lsn, commits[50].lsn);
 }
+
+/// Regression (found by `engine_crash`, seed 1795311007229242080): after a checkpoint had
+/// removed the WAL segment holding the root branch's creation, replay still demanded that
+/// the first record it read create the root, and the store could not be opened.
+#[test]
+fn regression_reopen_after_a_checkpoint_removed_the_root_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _clock) = engine_config(SyncMode::Always);
+    let store = Store::create(dir.path(), config.clone()).unwrap();
+    for byte in 0..150u8 {
+        store.commit("main", image(byte)).unwrap();
+    }
+    store.checkpoint().unwrap();
+    let oldest = pagefork_tests::segment_files(&dir.path().join("wal"));
+    assert!(
+        !oldest
+            .iter()
+            .any(|path| path.ends_with("0000000000000000.wal")),
+        "the first segment, with the root's creation, is gone"
+    );
+    let last = store.commit("main", image(b'L')).unwrap();
+    drop(store);
+    let reopened = Store::open_with(dir.path(), config).unwrap();
+    assert_eq!(reopened.branch_info("main").unwrap().head, last.lsn);
+    assert_eq!(read(&reopened, "main", K, At::Latest), Some(b'L'));
+}
