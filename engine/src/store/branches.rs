@@ -84,8 +84,7 @@ impl StoreInner {
             At::Time(time) => {
                 let answer = self.lsn_for_time_on(parent, time);
                 if answer.kind == TimeKind::Past {
-                    // The same refusal as a read at that time.
-                    self.resolve(parent, at)?;
+                    return Err(self.time_before_history(parent, time));
                 }
                 (answer.lsn, Some(answer))
             }

@@ -12,6 +12,7 @@ use crate::branch::{At, TimeKind};
 use crate::catalog::Branch;
 use crate::error::{EngineError, Result};
 use crate::key::Key;
+use crate::time::Timestamp;
 use crate::update::reconstruct;
 
 impl Store {
@@ -40,14 +41,19 @@ impl StoreInner {
             At::Time(time) => {
                 let answer = self.lsn_for_time_on(branch, time);
                 match answer.kind {
-                    TimeKind::Past => Err(EngineError::TimeBeforeHistory {
-                        branch: branch.name.clone(),
-                        requested: time,
-                        earliest: self.earliest_commit_time(branch).unwrap_or(time),
-                    }),
+                    TimeKind::Past => Err(self.time_before_history(branch, time)),
                     TimeKind::Present | TimeKind::Future | TimeKind::NoData => Ok(answer.lsn),
                 }
             }
+        }
+    }
+
+    /// The refusal of a read or branch at `time`, which is before `branch`'s history.
+    pub(super) fn time_before_history(&self, branch: &Branch, time: Timestamp) -> EngineError {
+        EngineError::TimeBeforeHistory {
+            branch: branch.name.clone(),
+            requested: time,
+            earliest: self.earliest_commit_time(branch).unwrap_or(time),
         }
     }
 
