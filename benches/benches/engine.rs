@@ -6,27 +6,19 @@
 //! disk; default a temporary directory under `target/`).
 
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use pagefork_benches::bench_root;
 use pagefork_engine::{
     At, BranchOptions, Config, Key, ManualClock, Store, SyncMode, Timestamp, Update,
 };
 
 const PAGE_SIZE: usize = 8192;
 const PAGES_PER_COMMIT: u32 = 256;
-
-fn bench_root() -> PathBuf {
-    let root = std::env::var_os("PAGEFORK_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
-    std::fs::create_dir_all(&root).expect("create bench directory");
-    root
-}
 
 fn page(fill: u32) -> Bytes {
     Bytes::from(vec![fill as u8; PAGE_SIZE])
@@ -52,7 +44,7 @@ fn branch_creation(c: &mut Criterion) {
     let mut group = c.benchmark_group("branch_create_durable");
     group.sample_size(30);
     for mib in [1u32, 64, 512] {
-        let dir = tempfile::tempdir_in(bench_root()).expect("temp dir");
+        let dir = tempfile::tempdir_in(bench_root(env!("CARGO_TARGET_TMPDIR"))).expect("temp dir");
         let config = Config {
             sync_mode: SyncMode::Always,
             ..Config::default()
@@ -75,7 +67,7 @@ fn branch_creation(c: &mut Criterion) {
 
 fn branch_at_timestamp(c: &mut Criterion) {
     const COMMITS: u64 = 1_000_000;
-    let dir = tempfile::tempdir_in(bench_root()).expect("temp dir");
+    let dir = tempfile::tempdir_in(bench_root(env!("CARGO_TARGET_TMPDIR"))).expect("temp dir");
     let clock = ManualClock::new(Timestamp(1_775_000_000_000_000));
     // Small pages on rotating keys: the lookup is what is measured, and a commit that
     // patches one page again and again would build a delta chain that every later patch
@@ -140,7 +132,7 @@ fn commits(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.sample_size(20);
     for threads in [1usize, 16] {
-        let dir = tempfile::tempdir_in(bench_root()).expect("temp dir");
+        let dir = tempfile::tempdir_in(bench_root(env!("CARGO_TARGET_TMPDIR"))).expect("temp dir");
         let config = Config {
             sync_mode: SyncMode::Always,
             ..Config::default()

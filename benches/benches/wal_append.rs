@@ -18,24 +18,16 @@
 use std::fs::File;
 use std::hint::black_box;
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use pagefork_benches::bench_root;
 use pagefork_wal::{SyncMode, Wal, WalConfig};
 
 const RECORD_SIZES: [usize; 3] = [128, 8 * 1024, 64 * 1024];
 const THREADS: [usize; 3] = [1, 4, 16];
 /// `SyncMode::Group { max_delay }` used unless `PAGEFORK_GROUP_DELAY_US` says otherwise.
 const DEFAULT_GROUP_DELAY_US: u64 = 100;
-
-fn bench_root() -> PathBuf {
-    let root = std::env::var_os("PAGEFORK_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
-    std::fs::create_dir_all(&root).expect("create bench directory");
-    root
-}
 
 fn mode_name(mode: SyncMode) -> &'static str {
     match mode {
@@ -48,7 +40,7 @@ fn mode_name(mode: SyncMode) -> &'static str {
 /// Appends `records` records of `size` bytes split over `threads` threads to a fresh log
 /// and returns the time the appends took (log creation excluded).
 fn time_appends(mode: SyncMode, size: usize, threads: usize, records: u64) -> Duration {
-    let dir = tempfile::tempdir_in(bench_root()).expect("temp dir");
+    let dir = tempfile::tempdir_in(bench_root(env!("CARGO_TARGET_TMPDIR"))).expect("temp dir");
     let config = WalConfig {
         sync_mode: mode,
         ..WalConfig::default()
@@ -74,7 +66,7 @@ fn time_appends(mode: SyncMode, size: usize, threads: usize, records: u64) -> Du
 /// The raw baselines: the same bytes (record frames of the same length) written to one
 /// file, with an `fdatasync` after every `records_per_fsync` records (`None`: only at the end).
 fn time_raw(size: usize, records: u64, records_per_fsync: Option<u64>) -> Duration {
-    let dir = tempfile::tempdir_in(bench_root()).expect("temp dir");
+    let dir = tempfile::tempdir_in(bench_root(env!("CARGO_TARGET_TMPDIR"))).expect("temp dir");
     let mut file = File::create(dir.path().join("raw")).expect("create raw file");
     let frame = vec![0x5Au8; (16 + size).div_ceil(8) * 8];
     let start = Instant::now();
