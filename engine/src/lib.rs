@@ -49,6 +49,6 @@ pub use error::{EngineError, Result};
 pub use fs::{FileSystem, StdFileSystem, publish_file};
 pub use key::Key;
 pub use pagefork_wal::{Lsn, SyncMode};
-pub use store::{Config, DEFAULT_PAGE_SIZE, DEFAULT_ROOT_BRANCH, Store};
+pub use store::{Config, DEFAULT_PAGE_SIZE, DEFAULT_ROOT_BRANCH, Store, WalEntry};
 pub use time::{Clock, ManualClock, ParseTimestampError, SystemClock, Timestamp};
 pub use update::Update;

@@ -1,19 +1,51 @@
-//! `pagefork`: the command-line program and HTTP API server.
+//! `pagefork`: the command-line program (see `pagefork --help`).
 //!
-//! Not built yet: the CLI, `serve`, `demo` and `inspect` arrive with the engine. Until
-//! then the program says so and exits with an error instead of pretending to work.
+//! Errors print as one line and exit non-zero; argument errors are caught by clap before
+//! the store is opened, so bad arguments never touch it.
+
+mod cli;
+mod commands;
+mod demo;
+
+use std::path::PathBuf;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
+
+use crate::cli::{Cli, Command};
 
 fn main() {
-    let version = env!("CARGO_PKG_VERSION");
-    match std::env::args().nth(1).as_deref() {
-        Some("--version" | "-V") => println!("pagefork {version}"),
-        _ => {
-            eprintln!(
-                "pagefork {version}: no commands yet. The write-ahead log is ready \
-                 (see README: `cargo run --release -p pagefork-wal --example wal_tour`); \
-                 the engine and this CLI come next."
-            );
-            std::process::exit(2);
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    match run(&cli, &matches) {
+        Ok(code) => std::process::exit(code),
+        Err(error) => {
+            eprintln!("pagefork: error: {error:#}");
+            std::process::exit(1);
         }
+    }
+}
+
+fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
+    let dir = cli.data_dir.as_path();
+    match &cli.command {
+        Command::Demo => demo::run(data_dir_given(cli, matches), cli.json).map(|()| 0),
+        Command::Init { page_size } => commands::init(dir, *page_size, cli.json).map(|()| 0),
+        Command::Branch(command) => commands::branch(dir, command, cli.json).map(|()| 0),
+        Command::Page(command) => commands::page(dir, command, cli.json),
+        Command::LsnForTime { branch, time } => {
+            commands::lsn_for_time(dir, branch, *time, cli.json).map(|()| 0)
+        }
+        Command::Checkpoint => commands::checkpoint(dir, cli.json).map(|()| 0),
+        Command::Inspect(command) => commands::inspect(dir, command, cli.json).map(|()| 0),
+    }
+}
+
+/// The data directory, only if the user gave one (flag or environment): the demo uses a
+/// temporary directory otherwise, instead of the default `./pagefork-data`.
+fn data_dir_given(cli: &Cli, matches: &ArgMatches) -> Option<PathBuf> {
+    match matches.value_source("data_dir") {
+        Some(ValueSource::DefaultValue) | None => None,
+        Some(_) => Some(cli.data_dir.clone()),
     }
 }

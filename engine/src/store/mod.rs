@@ -14,6 +14,7 @@
 mod branches;
 mod checkpoint;
 mod commit;
+mod inspect;
 mod pitr;
 mod read;
 mod replay;
@@ -32,6 +33,8 @@ use crate::log::Log;
 use crate::meta::{META_FILE_NAME, StoreMeta};
 use crate::record::{CreateBranch, Record, stamp_time};
 use crate::time::{Clock, SystemClock, Timestamp};
+
+pub use inspect::WalEntry;
 
 /// Default page size: 8 KiB, as Postgres.
 pub const DEFAULT_PAGE_SIZE: usize = 8192;

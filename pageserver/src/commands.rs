@@ -1,0 +1,322 @@
+//! The store commands: each opens the store, does one thing, and prints the result as
+//! text or JSON. Arguments are parsed and checked by clap before the store is touched.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use pagefork_engine::{
+    At, BranchInfo, BranchOptions, Config, Expiry, Key, LsnForTime, Store, Update,
+};
+use serde_json::{Value, json};
+
+use crate::cli::{AtArgs, BranchCommand, ExpiryArgs, InspectCommand, PageCommand};
+
+/// Exit code of `page get` when the page does not exist.
+pub(crate) const EXIT_NO_PAGE: i32 = 3;
+
+pub(crate) fn open(dir: &Path) -> Result<Store> {
+    Store::open(dir).with_context(|| format!("cannot open the store in {}", dir.display()))
+}
+
+pub(crate) fn init(dir: &Path, page_size: usize, json: bool) -> Result<()> {
+    let config = Config {
+        page_size,
+        ..Config::default()
+    };
+    let store = Store::create(dir, config)?;
+    let root = store.branch_info("main")?;
+    if json {
+        println!(
+            "{}",
+            json!({"data_dir": dir.display().to_string(), "page_size": page_size, "root": branch_json(&root)})
+        );
+    } else {
+        println!(
+            "created a store in {} ({page_size}-byte pages) with branch main",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn at(args: &AtArgs) -> At {
+    match (args.lsn, args.time) {
+        (Some(lsn), _) => At::Lsn(lsn),
+        (None, Some(time)) => At::Time(time),
+        (None, None) => At::Latest,
+    }
+}
+
+fn expiry(args: &ExpiryArgs) -> Expiry {
+    match (args.ttl, args.expire_time) {
+        (Some(ttl), _) => Expiry::Ttl(ttl),
+        (None, Some(time)) => Expiry::At(time),
+        (None, None) => Expiry::Never,
+    }
+}
+
+pub(crate) fn branch(dir: &Path, command: &BranchCommand, json: bool) -> Result<()> {
+    let store = open(dir)?;
+    match command {
+        BranchCommand::Create {
+            name,
+            from,
+            at: at_args,
+            expiry: expiry_args,
+            protected,
+        } => {
+            let options = BranchOptions {
+                expiry: expiry(expiry_args),
+                protected: *protected,
+            };
+            let info = store.create_branch(name, from, at(at_args), options)?;
+            if json {
+                println!("{}", branch_json(&info));
+            } else {
+                print_branch(&info);
+            }
+        }
+        BranchCommand::List => {
+            let branches = store.list_branches();
+            if json {
+                println!(
+                    "{}",
+                    Value::Array(branches.iter().map(branch_json).collect())
+                );
+            } else {
+                print_tree(&branches);
+            }
+        }
+        BranchCommand::Show { name } => {
+            let info = store.branch_info(name)?;
+            if json {
+                println!("{}", branch_json(&info));
+            } else {
+                print_branch(&info);
+            }
+        }
+        BranchCommand::Delete { name } => {
+            store.delete_branch(name)?;
+            if json {
+                println!("{}", json!({"deleted": name}));
+            } else {
+                println!("deleted branch {name}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn page(dir: &Path, command: &PageCommand, json: bool) -> Result<i32> {
+    let store = open(dir)?;
+    match command {
+        PageCommand::Put {
+            branch,
+            rel,
+            block,
+            file,
+        } => {
+            let mut bytes = Vec::new();
+            match file {
+                Some(path) => {
+                    bytes = std::fs::read(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                }
+                None => {
+                    std::io::stdin()
+                        .read_to_end(&mut bytes)
+                        .context("cannot read standard input")?;
+                }
+            }
+            let commit = store.commit(
+                branch,
+                vec![(Key::new(*rel, *block), Update::Image(Bytes::from(bytes)))],
+            )?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"lsn": commit.lsn.to_string(), "time": commit.time.to_string()})
+                );
+            } else {
+                println!("committed at LSN {} ({})", commit.lsn, commit.time);
+            }
+            Ok(0)
+        }
+        PageCommand::Get {
+            branch,
+            rel,
+            block,
+            at: at_args,
+        } => match store.get_page(branch, Key::new(*rel, *block), at(at_args))? {
+            Some(page) => {
+                let mut stdout = std::io::stdout().lock();
+                stdout
+                    .write_all(&page)
+                    .context("cannot write standard output")?;
+                stdout.flush().context("cannot write standard output")?;
+                Ok(0)
+            }
+            None => {
+                if json {
+                    println!("{}", json!({"exists": false}));
+                } else {
+                    eprintln!(
+                        "pagefork: rel {rel} block {block} does not exist on {branch} at that point"
+                    );
+                }
+                Ok(EXIT_NO_PAGE)
+            }
+        },
+    }
+}
+
+pub(crate) fn lsn_for_time(
+    dir: &Path,
+    branch: &str,
+    time: pagefork_engine::Timestamp,
+    json: bool,
+) -> Result<()> {
+    let store = open(dir)?;
+    let answer = store.lsn_for_time(branch, time)?;
+    if json {
+        println!("{}", time_answer_json(&answer));
+    } else {
+        println!("{}", describe_time_answer(&answer));
+    }
+    Ok(())
+}
+
+pub(crate) fn checkpoint(dir: &Path, json: bool) -> Result<()> {
+    let store = open(dir)?;
+    let covered = store.checkpoint()?;
+    if json {
+        println!("{}", json!({"covered_lsn": covered.to_string()}));
+    } else {
+        println!("checkpoint covers the WAL up to {covered}");
+    }
+    Ok(())
+}
+
+pub(crate) fn inspect(dir: &Path, command: &InspectCommand, json: bool) -> Result<()> {
+    let store = open(dir)?;
+    match command {
+        InspectCommand::Wal { from, limit } => {
+            let entries = store.wal_entries(*from, *limit)?;
+            if json {
+                let entries: Vec<Value> = entries
+                    .iter()
+                    .map(|entry| {
+                        json!({"start": entry.start.to_string(), "lsn": entry.end.to_string(),
+                               "time": entry.time.to_string(), "kind": entry.kind, "description": entry.description})
+                    })
+                    .collect();
+                println!("{}", Value::Array(entries));
+            } else {
+                for entry in entries {
+                    println!(
+                        "{:>12} {:>12}  {}  {:<13} {}",
+                        entry.start.to_string(),
+                        entry.end.to_string(),
+                        entry.time,
+                        entry.kind,
+                        entry.description
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn time_answer_json(answer: &LsnForTime) -> Value {
+    json!({
+        "requested": answer.requested.to_string(),
+        "lsn": answer.lsn.to_string(),
+        "commit_time": answer.commit_time.map(|time| time.to_string()),
+        "kind": format!("{:?}", answer.kind).to_lowercase(),
+        "snapped_back_us": answer.snapped_back().map(|back| back.as_micros() as u64),
+    })
+}
+
+pub(crate) fn describe_time_answer(answer: &LsnForTime) -> String {
+    match (answer.commit_time, answer.snapped_back()) {
+        (Some(commit_time), Some(back)) => format!(
+            "{} -> LSN {} ({:?}): the commit at {commit_time}, {} earlier",
+            answer.requested,
+            answer.lsn,
+            answer.kind,
+            humantime::format_duration(back)
+        ),
+        _ => format!(
+            "{} -> LSN {} ({:?}): no commit at or before that time",
+            answer.requested, answer.lsn, answer.kind
+        ),
+    }
+}
+
+fn branch_json(info: &BranchInfo) -> Value {
+    json!({
+        "id": info.id.0,
+        "name": info.name,
+        "parent": info.parent.as_ref().map(|parent| parent.name.clone()),
+        "branch_point": info.parent.as_ref().map(|parent| parent.lsn.to_string()),
+        "head": info.head.to_string(),
+        "created": info.created.to_string(),
+        "created_lsn": info.created_lsn.to_string(),
+        "expires_at": info.expires_at.map(|time| time.to_string()),
+        "protected": info.protected,
+        "created_at_time": info.created_at_time.as_ref().map(time_answer_json),
+    })
+}
+
+fn print_branch(info: &BranchInfo) {
+    println!("branch {} ({})", info.name, info.id);
+    match &info.parent {
+        Some(parent) => println!("  parent       {} at {}", parent.name, parent.lsn),
+        None => println!("  parent       none (root)"),
+    }
+    println!("  head         {}", info.head);
+    println!(
+        "  created      {} at LSN {}",
+        info.created, info.created_lsn
+    );
+    match info.expires_at {
+        Some(time) => println!("  expires      {time}"),
+        None => println!("  expires      never"),
+    }
+    println!(
+        "  protected    {}",
+        if info.protected { "yes" } else { "no" }
+    );
+    if let Some(answer) = &info.created_at_time {
+        println!("  created at   {}", describe_time_answer(answer));
+    }
+}
+
+/// Draws the branches as a tree, children under their parent.
+fn print_tree(branches: &[BranchInfo]) {
+    fn draw(branches: &[BranchInfo], parent: Option<&str>, prefix: &str) {
+        let children: Vec<&BranchInfo> = branches
+            .iter()
+            .filter(|info| info.parent.as_ref().map(|p| p.name.as_str()) == parent)
+            .collect();
+        for (index, info) in children.iter().enumerate() {
+            let last = index + 1 == children.len();
+            let (branch, next) = match parent {
+                None => ("", ""),
+                Some(_) if last => ("└── ", "    "),
+                Some(_) => ("├── ", "│   "),
+            };
+            let at = info
+                .parent
+                .as_ref()
+                .map(|p| format!(" @ {}", p.lsn))
+                .unwrap_or_default();
+            println!("{prefix}{branch}{}{at}  (head {})", info.name, info.head);
+            draw(branches, Some(&info.name), &format!("{prefix}{next}"));
+        }
+    }
+    draw(branches, None, "");
+}

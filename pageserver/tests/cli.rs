@@ -1,0 +1,290 @@
+//! The `pagefork` binary, run as a child process: the demo passes its own checks, every
+//! subcommand works, and every error exits non-zero with one line and changes nothing.
+//!
+//! These tests live in the binary's own package rather than `tests/` because Cargo gives
+//! only a package's own integration tests the path of its binary (`CARGO_BIN_EXE_pagefork`).
+
+// A test may panic: unwrapping and indexing its own fixtures is how it fails.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn pagefork(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pagefork"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("PAGEFORK_DATA_DIR")
+        .output()
+        .expect("run pagefork")
+}
+
+fn pagefork_with_stdin(dir: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pagefork"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pagefork");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ok_json(output: Output) -> Value {
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON output")
+}
+
+/// Everything observable through the CLI: branches and the WAL's records.
+fn state(dir: &Path) -> (Value, Value) {
+    (
+        ok_json(pagefork(dir, &["--json", "branch", "list"])),
+        ok_json(pagefork(
+            dir,
+            &["--json", "inspect", "wal", "--limit", "100000"],
+        )),
+    )
+}
+
+#[test]
+fn the_demo_passes_its_own_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("demo");
+    let report = ok_json(pagefork(&store, &["--json", "demo"]));
+    assert_eq!(report["checks"], "passed");
+    assert_eq!(report["entities_recovered"], 32);
+    assert_eq!(report["entities_on_main"], 0);
+    assert_eq!(report["pitr"]["kind"], "present");
+    assert!(report["catalog_bytes"].as_u64().unwrap() >= 62_000_000);
+    // It ran in the directory it was given, and that store opens and shows both branches.
+    let branches = ok_json(pagefork(&store, &["--json", "branch", "list"]));
+    let names: Vec<&str> = branches
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.iter().any(|name| name.starts_with("recovered-")));
+    // And in text mode it prints the comparison table.
+    let text = pagefork(&dir.path().join("demo2"), &["demo"]);
+    assert!(text.status.success());
+    let stdout = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        stdout.contains("Lakebase (published)") && stdout.contains("All checks passed"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_tour_of_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let init = ok_json(pagefork(&store, &["--json", "init", "--page-size", "512"]));
+    assert_eq!(init["page_size"], 512);
+
+    let page = vec![7u8; 512];
+    let put = ok_json(pagefork_with_stdin(
+        &store,
+        &["--json", "page", "put", "main", "1", "2"],
+        &page,
+    ));
+    let first_lsn = put["lsn"].as_str().unwrap().to_owned();
+    let file = dir.path().join("page.bin");
+    std::fs::write(&file, vec![9u8; 512]).unwrap();
+    ok_json(pagefork(
+        &store,
+        &[
+            "--json",
+            "page",
+            "put",
+            "main",
+            "1",
+            "2",
+            "--file",
+            file.to_str().unwrap(),
+        ],
+    ));
+
+    let latest = pagefork(&store, &["page", "get", "main", "1", "2"]);
+    assert!(latest.status.success());
+    assert_eq!(latest.stdout, vec![9u8; 512]);
+    let older = pagefork(
+        &store,
+        &["page", "get", "main", "1", "2", "--lsn", &first_lsn],
+    );
+    assert_eq!(older.stdout, page);
+    let missing = pagefork(&store, &["page", "get", "main", "1", "3"]);
+    assert_eq!(missing.status.code(), Some(3), "a missing page exits 3");
+    assert!(missing.stdout.is_empty());
+
+    let branch = ok_json(pagefork(
+        &store,
+        &[
+            "--json", "branch", "create", "dev", "--lsn", &first_lsn, "--ttl", "1h",
+        ],
+    ));
+    assert_eq!(branch["branch_point"], first_lsn.as_str());
+    assert!(branch["expires_at"].is_string());
+    let dev_page = pagefork(&store, &["page", "get", "dev", "1", "2"]);
+    assert_eq!(
+        dev_page.stdout, page,
+        "dev sees main as of its branch point"
+    );
+    ok_json(pagefork(
+        &store,
+        &[
+            "--json",
+            "branch",
+            "create",
+            "feature/x",
+            "--from",
+            "dev",
+            "--no-expiry",
+        ],
+    ));
+
+    let tree = pagefork(&store, &["branch", "list"]);
+    let tree = String::from_utf8(tree.stdout).unwrap();
+    assert!(
+        tree.contains("main") && tree.contains("└── dev") && tree.contains("feature/x"),
+        "{tree}"
+    );
+    let show = String::from_utf8(pagefork(&store, &["branch", "show", "dev"]).stdout).unwrap();
+    assert!(show.contains("parent       main at"), "{show}");
+
+    let answer = ok_json(pagefork(
+        &store,
+        &["--json", "lsn-for-time", "main", "2100-01-01T00:00:00Z"],
+    ));
+    assert_eq!(answer["kind"], "future");
+    let past = ok_json(pagefork(
+        &store,
+        &["--json", "lsn-for-time", "main", "2000-01-01T00:00:00Z"],
+    ));
+    assert_eq!(past["kind"], "past");
+
+    let wal = ok_json(pagefork(&store, &["--json", "inspect", "wal"]));
+    let kinds: Vec<&str> = wal
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "create-branch",
+            "commit",
+            "commit",
+            "create-branch",
+            "create-branch"
+        ]
+    );
+    let wal_text = String::from_utf8(pagefork(&store, &["inspect", "wal"]).stdout).unwrap();
+    assert!(wal_text.contains("\"dev\""), "{wal_text}");
+
+    ok_json(pagefork(&store, &["--json", "checkpoint"]));
+    ok_json(pagefork(
+        &store,
+        &["--json", "branch", "delete", "feature/x"],
+    ));
+    let after = ok_json(pagefork(&store, &["--json", "branch", "list"]));
+    assert_eq!(after.as_array().unwrap().len(), 2);
+    assert_eq!(
+        pagefork(&store, &["page", "get", "dev", "1", "2"]).stdout,
+        page,
+        "after a checkpoint too"
+    );
+}
+
+#[test]
+fn errors_are_one_line_exit_non_zero_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    ok_json(pagefork(&store, &["--json", "init", "--page-size", "512"]));
+    ok_json(pagefork_with_stdin(
+        &store,
+        &["--json", "page", "put", "main", "1", "1"],
+        &[1u8; 512],
+    ));
+    ok_json(pagefork(&store, &["--json", "branch", "create", "dev"]));
+    let before = state(&store);
+
+    let refused: [&[&str]; 12] = [
+        &["branch", "create", "bad name"],
+        &["branch", "create", "dev"],
+        &["branch", "create", "x", "--from", "ghost"],
+        &["branch", "create", "x", "--lsn", "FFFF/0"],
+        &["branch", "create", "x", "--time", "2000-01-01T00:00:00Z"],
+        &["branch", "delete", "main"],
+        &["branch", "delete", "ghost"],
+        &["page", "get", "main", "1", "1", "--lsn", "FFFF/0"],
+        &[
+            "page",
+            "put",
+            "main",
+            "1",
+            "1",
+            "--file",
+            "/nonexistent/page",
+        ],
+        &["lsn-for-time", "ghost", "2026-01-01T00:00:00Z"],
+        &["init"],
+        &["branch", "show", "ghost"],
+    ];
+    for args in refused {
+        let output = pagefork(&store, args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(
+            stderr.starts_with("pagefork: error: ") && stderr.trim_end().lines().count() == 1,
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(state(&store), before, "{args:?} changed the store");
+    }
+    // A wrong-size page from stdin.
+    let output = pagefork_with_stdin(&store, &["page", "put", "main", "1", "1"], &[1u8; 100]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("100 bytes; the page size is 512"));
+    assert_eq!(state(&store), before);
+
+    // Bad arguments are caught before the store is opened (clap's usage errors exit 2).
+    let usage: [&[&str]; 5] = [
+        &["branch", "create", "x", "--lsn", "not-an-lsn"],
+        &["branch", "create", "x", "--time", "yesterday"],
+        &["branch", "create", "x", "--ttl", "forever"],
+        &["branch", "create", "x", "--ttl", "1h", "--no-expiry"],
+        &[
+            "page",
+            "get",
+            "main",
+            "1",
+            "1",
+            "--lsn",
+            "0/10",
+            "--time",
+            "2026-01-01T00:00:00Z",
+        ],
+    ];
+    for args in usage {
+        let output = pagefork(&store, args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert_eq!(state(&store), before, "{args:?} changed the store");
+    }
+    // No store at all.
+    let output = pagefork(&dir.path().join("nothing"), &["branch", "list"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no pagefork store"));
+}
