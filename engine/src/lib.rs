@@ -32,6 +32,7 @@ mod codec;
 mod error;
 mod fs;
 mod key;
+pub mod layer;
 mod log;
 mod meta;
 pub mod model;

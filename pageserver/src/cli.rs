@@ -139,6 +139,14 @@ pub(crate) enum PageCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum InspectCommand {
+    /// A layer file: header, ranges, versions, checksum, and a check of every block.
+    #[command(
+        after_help = "Example:\n  pagefork inspect layer ./pagefork-data/layers/000001.layer"
+    )]
+    Layer {
+        /// The layer file (read directly; the store is not opened).
+        file: PathBuf,
+    },
     /// WAL records from an LSN (default: the oldest kept), like pg_waldump.
     Wal {
         /// Start at this record boundary, as X/Y.

@@ -288,3 +288,31 @@ fn errors_are_one_line_exit_non_zero_and_change_nothing() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("no pagefork store"));
 }
+
+#[test]
+fn inspect_layer_reports_ranges_and_damage() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/layer-v1/delta.layer");
+    let scratch = tempfile::tempdir().unwrap();
+    let report = ok_json(pagefork(
+        scratch.path(),
+        &["--json", "inspect", "layer", fixture.to_str().unwrap()],
+    ));
+    assert_eq!(report["kind"], "delta");
+    assert_eq!(report["versions"], 4);
+    assert_eq!(report["blocks_ok"], true);
+    let damaged = scratch.path().join("damaged.layer");
+    let mut bytes = std::fs::read(&fixture).unwrap();
+    bytes[100] ^= 0xFF;
+    std::fs::write(&damaged, bytes).unwrap();
+    let output = pagefork(
+        scratch.path(),
+        &["inspect", "layer", damaged.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("damaged.layer") && stderr.contains("offset"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,366 @@
+//! The layer file format: encoding a layer, and checking and decoding one.
+//!
+//! ```text
+//! +--------------+------------------------------------+---------+--------------+
+//! | header 64 B  | data blocks: one per page version, | index   | footer 32 B  |
+//! |              | each ending with its CRC32         |         |              |
+//! +--------------+------------------------------------+---------+--------------+
+//!
+//! header (little-endian)
+//!   0  8 magic "PFLAYER\0"
+//!   8  4 format version (1)
+//!  12  1 kind: 1 delta (versions in an LSN range), 2 image (whole pages at one LSN)
+//!  13  3 zero
+//!  16  8 branch id
+//!  24  8 key range start, inclusive (rel u32, block u32)
+//!  32  8 key range end, exclusive (rel u32, block u32)
+//!  40  8 LSN range start, inclusive (image: the image's LSN)
+//!  48  8 LSN range end, exclusive (image: its LSN + 1)
+//!  56  4 CRC32 of bytes 0..56
+//!  60  4 zero
+//!
+//! data block (one page version)
+//!   0  4 rel            4  4 block          8  8 LSN
+//!  16  1 update: 1 image, 2 patch, 3 drop   17  3 zero
+//!  20  4 patch offset (0 unless a patch)
+//!  24  4 byte count n
+//!  28  n bytes (the image, or the patch's bytes)
+//! 28+n 4 CRC32 of the block's bytes 0..28+n
+//!
+//! index: entry count u64, then per version, sorted by (key, LSN):
+//!        rel u32, block u32, LSN u64, block offset u64 (24 bytes); then CRC32 of the index
+//!
+//! footer (the last 32 bytes)
+//!   0  8 index offset      8  8 index length (CRC included)
+//!  16  8 data block count 24  4 CRC32 of bytes 0..24      28  4 magic "PFLE"
+//! ```
+//!
+//! An image layer holds, for its key range, every page that exists at its LSN; a key in
+//! its range with no block there did not exist at that LSN. The catalog keeps each layer's
+//! size and the CRC32 of the whole file.
+
+use bytes::{BufMut, Bytes};
+use pagefork_wal::Lsn;
+
+use crate::branch::BranchId;
+use crate::key::Key;
+use crate::update::Update;
+
+pub(crate) const HEADER_LEN: usize = 64;
+pub(crate) const FOOTER_LEN: usize = 32;
+const BLOCK_HEADER_LEN: usize = 28;
+const INDEX_ENTRY_LEN: usize = 24;
+const MAGIC: [u8; 8] = *b"PFLAYER\0";
+const FOOTER_MAGIC: [u8; 4] = *b"PFLE";
+const FORMAT_VERSION: u32 = 1;
+
+/// Whether a layer holds versions over an LSN range or whole pages at one LSN.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LayerKind {
+    /// Page versions with LSNs in `[lsn_start, lsn_end)`.
+    Delta,
+    /// Every page of the key range that exists at `lsn_start` (`lsn_end` = `lsn_start` + 1).
+    Image,
+}
+
+/// What a layer covers: its header.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct LayerRange {
+    /// Delta or image.
+    pub kind: LayerKind,
+    /// The branch whose versions it holds.
+    pub branch: BranchId,
+    /// First key covered.
+    pub key_start: Key,
+    /// First key past the range.
+    pub key_end: Key,
+    /// First LSN covered.
+    pub lsn_start: Lsn,
+    /// First LSN past the range.
+    pub lsn_end: Lsn,
+}
+
+impl LayerRange {
+    /// Whether `key` lies in the key range.
+    pub fn covers_key(&self, key: Key) -> bool {
+        self.key_start <= key && key < self.key_end
+    }
+}
+
+/// One entry of the index: a version and where its block is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct IndexEntry {
+    pub(crate) key: Key,
+    pub(crate) lsn: Lsn,
+    pub(crate) offset: u64,
+}
+
+fn put_key(out: &mut Vec<u8>, key: Key) {
+    out.put_u32_le(key.rel);
+    out.put_u32_le(key.block);
+}
+
+/// Encodes a layer. `versions` must be sorted by (key, LSN) with no duplicates, inside the
+/// range (checked: a violation is a bug in the caller and asserts).
+pub(crate) fn encode(range: &LayerRange, versions: &[(Key, Lsn, Update)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        HEADER_LEN + FOOTER_LEN + versions.len() * (BLOCK_HEADER_LEN + 4 + INDEX_ENTRY_LEN),
+    );
+    out.put_slice(&MAGIC);
+    out.put_u32_le(FORMAT_VERSION);
+    out.put_u8(match range.kind {
+        LayerKind::Delta => 1,
+        LayerKind::Image => 2,
+    });
+    out.put_slice(&[0; 3]);
+    out.put_u64_le(range.branch.0);
+    put_key(&mut out, range.key_start);
+    put_key(&mut out, range.key_end);
+    out.put_u64_le(range.lsn_start.0);
+    out.put_u64_le(range.lsn_end.0);
+    let header_crc = crc32fast::hash(&out);
+    out.put_u32_le(header_crc);
+    out.put_u32_le(0);
+    debug_assert_eq!(out.len(), HEADER_LEN);
+
+    let mut index = Vec::with_capacity(versions.len());
+    let mut previous: Option<(Key, Lsn)> = None;
+    for (key, lsn, update) in versions {
+        assert!(
+            range.covers_key(*key),
+            "{key} outside the layer's key range"
+        );
+        assert!(
+            range.lsn_start <= *lsn && *lsn < range.lsn_end,
+            "LSN {lsn} outside the layer's range"
+        );
+        assert!(
+            previous < Some((*key, *lsn)),
+            "layer versions must be sorted and unique"
+        );
+        if range.kind == LayerKind::Image {
+            assert!(
+                matches!(update, Update::Image(_)),
+                "an image layer holds only images"
+            );
+        }
+        previous = Some((*key, *lsn));
+        let offset = out.len() as u64;
+        let (tag, patch_offset, bytes): (u8, u32, &[u8]) = match update {
+            Update::Image(image) => (1, 0, image),
+            Update::Patch { offset, bytes } => (2, *offset, bytes),
+            Update::Drop => (3, 0, &[]),
+        };
+        put_key(&mut out, *key);
+        out.put_u64_le(lsn.0);
+        out.put_u8(tag);
+        out.put_slice(&[0; 3]);
+        out.put_u32_le(patch_offset);
+        out.put_u32_le(u32::try_from(bytes.len()).expect("a page fits u32"));
+        out.put_slice(bytes);
+        let crc = crc32fast::hash(out.get(offset as usize..).unwrap_or_default());
+        out.put_u32_le(crc);
+        index.push(IndexEntry {
+            key: *key,
+            lsn: *lsn,
+            offset,
+        });
+    }
+
+    let index_offset = out.len();
+    out.put_u64_le(index.len() as u64);
+    for entry in &index {
+        put_key(&mut out, entry.key);
+        out.put_u64_le(entry.lsn.0);
+        out.put_u64_le(entry.offset);
+    }
+    let index_crc = crc32fast::hash(out.get(index_offset..).unwrap_or_default());
+    out.put_u32_le(index_crc);
+    let index_len = out.len() - index_offset;
+
+    let footer_start = out.len();
+    out.put_u64_le(index_offset as u64);
+    out.put_u64_le(index_len as u64);
+    out.put_u64_le(index.len() as u64);
+    let footer_crc = crc32fast::hash(out.get(footer_start..).unwrap_or_default());
+    out.put_u32_le(footer_crc);
+    out.put_slice(&FOOTER_MAGIC);
+    out
+}
+
+/// A problem with a layer's bytes: where it is and what it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FormatError {
+    pub(crate) offset: u64,
+    pub(crate) reason: String,
+}
+
+fn error(offset: usize, reason: impl Into<String>) -> FormatError {
+    FormatError {
+        offset: offset as u64,
+        reason: reason.into(),
+    }
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+}
+
+fn read_key(bytes: &[u8], at: usize) -> Option<Key> {
+    Some(Key::new(read_u32(bytes, at)?, read_u32(bytes, at + 4)?))
+}
+
+/// Checks header, footer and index, and returns the range and the index. Data blocks are
+/// checked when read (`decode_block`).
+pub(crate) fn decode_layout(bytes: &[u8]) -> Result<(LayerRange, Vec<IndexEntry>), FormatError> {
+    let len = bytes.len();
+    if len < HEADER_LEN + FOOTER_LEN {
+        return Err(error(
+            0,
+            format!("{len} bytes is shorter than a header and a footer"),
+        ));
+    }
+    let header = bytes
+        .get(..HEADER_LEN)
+        .ok_or_else(|| error(0, "no header"))?;
+    if header.get(..8) != Some(&MAGIC[..]) {
+        return Err(error(0, "bad magic: not a pagefork layer file"));
+    }
+    if Some(crc32fast::hash(header.get(..56).unwrap_or_default())) != read_u32(header, 56)
+        || read_u32(header, 60) != Some(0)
+    {
+        return Err(error(56, "header checksum mismatch"));
+    }
+    let version = read_u32(header, 8).unwrap_or_default();
+    if version != FORMAT_VERSION {
+        return Err(error(8, format!("unsupported format version {version}")));
+    }
+    let kind = match header.get(12) {
+        Some(1) => LayerKind::Delta,
+        Some(2) => LayerKind::Image,
+        other => return Err(error(12, format!("unknown layer kind {other:?}"))),
+    };
+    let field = |at: usize| read_u64(header, at).unwrap_or_default();
+    let range = LayerRange {
+        kind,
+        branch: BranchId(field(16)),
+        key_start: read_key(header, 24).unwrap_or(Key::new(0, 0)),
+        key_end: read_key(header, 32).unwrap_or(Key::new(0, 0)),
+        lsn_start: Lsn(field(40)),
+        lsn_end: Lsn(field(48)),
+    };
+    if range.key_start >= range.key_end || range.lsn_start >= range.lsn_end {
+        return Err(error(24, "empty key or LSN range"));
+    }
+
+    let footer_at = len - FOOTER_LEN;
+    let footer = bytes
+        .get(footer_at..)
+        .ok_or_else(|| error(footer_at, "no footer"))?;
+    if footer.get(28..32) != Some(&FOOTER_MAGIC[..]) {
+        return Err(error(
+            footer_at + 28,
+            "bad footer magic: the file is truncated or not a layer",
+        ));
+    }
+    if Some(crc32fast::hash(footer.get(..24).unwrap_or_default())) != read_u32(footer, 24) {
+        return Err(error(footer_at + 24, "footer checksum mismatch"));
+    }
+    let index_offset = read_u64(footer, 0).unwrap_or_default() as usize;
+    let index_len = read_u64(footer, 8).unwrap_or_default() as usize;
+    let block_count = read_u64(footer, 16).unwrap_or_default();
+    if index_offset < HEADER_LEN
+        || index_offset.checked_add(index_len) != Some(footer_at)
+        || index_len < 12
+    {
+        return Err(error(
+            footer_at,
+            "index offset and length do not fit the file",
+        ));
+    }
+    let index = bytes
+        .get(index_offset..footer_at)
+        .ok_or_else(|| error(index_offset, "no index"))?;
+    let crc_at = index.len() - 4;
+    if Some(crc32fast::hash(index.get(..crc_at).unwrap_or_default())) != read_u32(index, crc_at) {
+        return Err(error(index_offset + crc_at, "index checksum mismatch"));
+    }
+    let count = read_u64(index, 0).unwrap_or_default();
+    if count != block_count || 8 + count as usize * INDEX_ENTRY_LEN != crc_at {
+        return Err(error(
+            index_offset,
+            "index entry count disagrees with the footer or the index size",
+        ));
+    }
+    let mut entries = Vec::with_capacity(count as usize);
+    for number in 0..count as usize {
+        let at = 8 + number * INDEX_ENTRY_LEN;
+        let entry = IndexEntry {
+            key: read_key(index, at).unwrap_or(Key::new(0, 0)),
+            lsn: Lsn(read_u64(index, at + 8).unwrap_or_default()),
+            offset: read_u64(index, at + 16).unwrap_or_default(),
+        };
+        let in_data = (HEADER_LEN as u64..index_offset as u64).contains(&entry.offset);
+        let ordered = entries
+            .last()
+            .is_none_or(|last: &IndexEntry| (last.key, last.lsn) < (entry.key, entry.lsn));
+        let in_range = range.covers_key(entry.key)
+            && range.lsn_start <= entry.lsn
+            && entry.lsn < range.lsn_end;
+        if !in_data || !ordered || !in_range {
+            return Err(error(
+                index_offset + at,
+                format!("index entry {number} is out of order or out of range"),
+            ));
+        }
+        entries.push(entry);
+    }
+    Ok((range, entries))
+}
+
+/// Where the index starts (and the data blocks end), from a footer `decode_layout` checked.
+pub(crate) fn index_offset(bytes: &[u8]) -> usize {
+    let footer_at = bytes.len().saturating_sub(FOOTER_LEN);
+    read_u64(bytes, footer_at).map_or(HEADER_LEN, |offset| offset as usize)
+}
+
+/// Decodes and checks the data block of `entry`. `bytes` is the whole file, shared, so an
+/// image comes back as a zero-copy slice of it.
+pub(crate) fn decode_block(
+    bytes: &Bytes,
+    entry: &IndexEntry,
+    index_offset: usize,
+) -> Result<Update, FormatError> {
+    let at = entry.offset as usize;
+    let data = bytes.get(..index_offset).unwrap_or_default();
+    let len = read_u32(data, at + 24)
+        .ok_or_else(|| error(at, "data block header runs past the data"))? as usize;
+    let end = at + BLOCK_HEADER_LEN + len;
+    let Some(stored_crc) = read_u32(data, end) else {
+        return Err(error(at, "data block runs past the data"));
+    };
+    if crc32fast::hash(data.get(at..end).unwrap_or_default()) != stored_crc {
+        return Err(error(at, "data block checksum mismatch"));
+    }
+    if read_key(data, at) != Some(entry.key) || read_u64(data, at + 8) != Some(entry.lsn.0) {
+        return Err(error(
+            at,
+            "data block does not hold the version the index points to",
+        ));
+    }
+    let payload = bytes.slice(at + BLOCK_HEADER_LEN..end);
+    let patch_offset = read_u32(data, at + 20).unwrap_or_default();
+    match data.get(at + 16) {
+        Some(1) => Ok(Update::Image(payload)),
+        Some(2) => Ok(Update::Patch {
+            offset: patch_offset,
+            bytes: payload,
+        }),
+        Some(3) if len == 0 => Ok(Update::Drop),
+        other => Err(error(at + 16, format!("unknown update tag {other:?}"))),
+    }
+}

@@ -1,0 +1,177 @@
+//! Layer files: immutable files of page versions of one branch, for a key range and an
+//! LSN range (delta layers) or at one LSN (image layers). The byte layout is in `format`.
+//!
+//! Invariants: a layer is published once, crash-safely, and never modified; every block is
+//! checked against its CRC32 before it is used, and damage is an error naming the file and
+//! the offset, never data; an image layer covering a key proves the key's state at its LSN,
+//! present or absent, so a read stops there.
+
+mod format;
+mod mmap;
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use pagefork_wal::Lsn;
+
+pub use format::{LayerKind, LayerRange};
+
+use crate::error::{EngineError, Result};
+use crate::fs::{FileSystem, publish_file};
+use crate::key::Key;
+use crate::update::Update;
+
+/// What the catalog records about a published layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerSummary {
+    /// The layer's ranges.
+    pub range: LayerRange,
+    /// File size in bytes.
+    pub size: u64,
+    /// CRC32 of the whole file.
+    pub checksum: u32,
+    /// Page versions it holds.
+    pub versions: u64,
+}
+
+/// Writes a layer holding `versions` (sorted by key, then LSN) to `path`, crash-safely.
+pub fn write_layer(
+    fs: &dyn FileSystem,
+    path: &Path,
+    range: &LayerRange,
+    versions: &[(Key, Lsn, Update)],
+) -> Result<LayerSummary> {
+    let bytes = format::encode(range, versions);
+    publish_file(fs, path, &bytes).map_err(EngineError::io("publish layer", path))?;
+    Ok(LayerSummary {
+        range: *range,
+        size: bytes.len() as u64,
+        checksum: crc32fast::hash(&bytes),
+        versions: versions.len() as u64,
+    })
+}
+
+/// An open, memory-mapped layer file.
+#[derive(Debug)]
+pub struct LayerFile {
+    path: PathBuf,
+    bytes: Bytes,
+    range: LayerRange,
+    index: Vec<format::IndexEntry>,
+    index_offset: usize,
+}
+
+impl LayerFile {
+    /// Opens and maps a layer, checking its header, footer and index. With `expected`
+    /// (size and whole-file CRC32, as the catalog records them) the file must match it.
+    pub fn open(path: &Path, expected: Option<(u64, u32)>) -> Result<LayerFile> {
+        let file = std::fs::File::open(path).map_err(EngineError::io("open layer", path))?;
+        let bytes = mmap::map_layer(&file).map_err(EngineError::io("map layer", path))?;
+        let corrupt = |offset: u64, reason: String| EngineError::CorruptFile {
+            path: path.to_owned(),
+            offset,
+            reason,
+        };
+        if let Some((size, checksum)) = expected {
+            if bytes.len() as u64 != size {
+                return Err(corrupt(
+                    0,
+                    format!("{} bytes, the catalog says {size}", bytes.len()),
+                ));
+            }
+            if crc32fast::hash(&bytes) != checksum {
+                return Err(corrupt(
+                    0,
+                    "whole-file checksum differs from the catalog's".to_owned(),
+                ));
+            }
+        }
+        let (range, index) =
+            format::decode_layout(&bytes).map_err(|error| corrupt(error.offset, error.reason))?;
+        let index_offset = format::index_offset(&bytes);
+        Ok(LayerFile {
+            path: path.to_owned(),
+            bytes,
+            range,
+            index,
+            index_offset,
+        })
+    }
+
+    /// The layer's ranges.
+    pub fn range(&self) -> &LayerRange {
+        &self.range
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of page versions.
+    pub fn version_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// File size in bytes.
+    pub fn size(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    fn decode(&self, entry: &format::IndexEntry) -> Result<Update> {
+        format::decode_block(&self.bytes, entry, self.index_offset).map_err(|error| {
+            EngineError::CorruptFile {
+                path: self.path.clone(),
+                offset: error.offset,
+                reason: error.reason,
+            }
+        })
+    }
+
+    /// Appends to `out` the versions of `key` at or below `lsn`, newest first, stopping at
+    /// the first initializing one; returns whether the walk can stop here. For an image
+    /// layer covering `key` at or below `lsn`, that is always true: the key's image, or
+    /// `Update::Drop` when the layer proves the page did not exist.
+    pub fn collect_versions(&self, key: Key, lsn: Lsn, out: &mut Vec<Update>) -> Result<bool> {
+        if !self.range.covers_key(key) || lsn < self.range.lsn_start {
+            return Ok(false);
+        }
+        let first = self.index.partition_point(|entry| entry.key < key);
+        let end = self
+            .index
+            .partition_point(|entry| (entry.key, entry.lsn) <= (key, lsn));
+        if self.range.kind == LayerKind::Image {
+            match self
+                .index
+                .get(first..end)
+                .and_then(|entries| entries.first())
+            {
+                Some(entry) => out.push(self.decode(entry)?),
+                None => out.push(Update::Drop),
+            }
+            return Ok(true);
+        }
+        for entry in self.index.get(first..end).unwrap_or_default().iter().rev() {
+            let update = self.decode(entry)?;
+            let initializing = update.is_initializing();
+            out.push(update);
+            if initializing {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Every version, in (key, LSN) order, each block checked.
+    pub fn versions(&self) -> Result<Vec<(Key, Lsn, Update)>> {
+        self.index
+            .iter()
+            .map(|entry| Ok((entry.key, entry.lsn, self.decode(entry)?)))
+            .collect()
+    }
+
+    /// The CRC32 of the whole file.
+    pub fn checksum(&self) -> u32 {
+        crc32fast::hash(&self.bytes)
+    }
+}
