@@ -14,6 +14,7 @@ use pagefork_wal::Lsn;
 use parking_lot::{Mutex, RwLock};
 
 use crate::branch::{BranchId, BranchInfo, BranchOptions, LsnForTime, ParentRef};
+use crate::layer::LayerFile;
 use crate::time::Timestamp;
 use crate::versions::PageVersions;
 
@@ -24,12 +25,26 @@ pub(crate) struct CommitPoint {
     pub(crate) time: Timestamp,
 }
 
+/// A published layer file of a branch, as the catalog lists it.
+#[derive(Debug, Clone)]
+pub(crate) struct PersistedLayer {
+    pub(crate) file: Arc<LayerFile>,
+    /// File name inside the store's `layers` directory.
+    pub(crate) name: String,
+    pub(crate) size: u64,
+    pub(crate) checksum: u32,
+}
+
 /// What changes as a branch lives.
 #[derive(Debug)]
 pub(crate) struct BranchState {
     /// Last own commit, or the branch's start if it has none.
     pub(crate) head: Lsn,
+    /// The open layer: versions not yet written to a layer file.
     pub(crate) versions: PageVersions,
+    /// Layer files holding the branch's older versions, oldest first; every version in
+    /// them is older than every version in `versions`.
+    pub(crate) layers: Vec<PersistedLayer>,
     /// Own commits, in LSN order.
     pub(crate) commits: Vec<CommitPoint>,
     /// Set when the branch is deleted; an operation that found the branch before the delete
@@ -96,6 +111,7 @@ impl Branch {
             state: RwLock::new(BranchState {
                 head: start,
                 versions: PageVersions::default(),
+                layers: Vec::new(),
                 commits: Vec::new(),
                 deleted: false,
             }),

@@ -1,9 +1,7 @@
-//! The catalog checkpoint: the store's whole in-memory state as of one LSN, in one file,
-//! so that `open` replays only the WAL after that LSN and the WAL segments before it can
-//! be removed.
-//!
-//! Until the on-disk layers arrive, a checkpoint holds every page version, so writing one
-//! costs time proportional to the data; it is taken when asked (`Store::checkpoint`).
+//! The catalog: the store's state as of one LSN (branches, their commit points, and the
+//! layer files that hold their page versions), in one file, so that `open` replays only
+//! the WAL after that LSN and the WAL segments before it can be removed. Written by every
+//! checkpoint, crash-safely; a layer file it does not list is debris from a crash.
 //!
 //! ```text
 //! offset size field (little-endian)
@@ -18,8 +16,8 @@
 //!               branch point u64], created time u64, created LSN u64, options
 //!               (as in WAL records), created-at-time answer (as in WAL records),
 //!               head u64, commit count u32 + (lsn u64, time u64) each,
-//!               page count u32 + per page: rel u32, block u32, version count u32 +
-//!               (lsn u64, update as in WAL records) each
+//!               layer count u32 + per layer, oldest first: file name (len u16 +
+//!               bytes), size u64, CRC32 of the whole file u32
 //!   last    4 CRC32 of every byte before it
 //! ```
 
@@ -30,17 +28,23 @@ use pagefork_wal::Lsn;
 
 use crate::branch::{BranchId, BranchOptions, LsnForTime};
 use crate::catalog::CommitPoint;
-use crate::codec::{Cursor, put_key, put_lsn_for_time, put_name, put_options, put_update};
+use crate::codec::{Cursor, put_lsn_for_time, put_name, put_options};
 use crate::error::{EngineError, Result};
-use crate::key::Key;
 use crate::time::Timestamp;
-use crate::update::Update;
 
-pub(crate) const CHECKPOINT_FILE_NAME: &str = "checkpoint";
+pub(crate) const CATALOG_FILE_NAME: &str = "catalog";
 const MAGIC: [u8; 8] = *b"PFCKPT\0\0";
 const FORMAT_VERSION: u32 = 1;
 
-/// One branch as the checkpoint holds it.
+/// A layer file as the catalog lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LayerEntry {
+    pub(crate) name: String,
+    pub(crate) size: u64,
+    pub(crate) checksum: u32,
+}
+
+/// One branch as the catalog holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct BranchImage {
     pub(crate) id: BranchId,
@@ -52,7 +56,8 @@ pub(crate) struct BranchImage {
     pub(crate) created_at_time: Option<LsnForTime>,
     pub(crate) head: Lsn,
     pub(crate) commits: Vec<CommitPoint>,
-    pub(crate) pages: Vec<(Key, Vec<(Lsn, Update)>)>,
+    /// Oldest first.
+    pub(crate) layers: Vec<LayerEntry>,
 }
 
 /// The store's state as of `covered`.
@@ -95,14 +100,11 @@ impl Checkpoint {
                 out.put_u64_le(commit.lsn.0);
                 out.put_u64_le(commit.time.0);
             }
-            out.put_u32_le(u32::try_from(branch.pages.len()).expect("page count fits u32"));
-            for (key, versions) in &branch.pages {
-                put_key(&mut out, *key);
-                out.put_u32_le(u32::try_from(versions.len()).expect("version count fits u32"));
-                for (lsn, update) in versions {
-                    out.put_u64_le(lsn.0);
-                    put_update(&mut out, update);
-                }
+            out.put_u32_le(u32::try_from(branch.layers.len()).expect("layer count fits u32"));
+            for layer in &branch.layers {
+                put_name(&mut out, &layer.name);
+                out.put_u64_le(layer.size);
+                out.put_u32_le(layer.checksum);
             }
         }
         let crc = crc32fast::hash(&out);
@@ -162,17 +164,17 @@ impl Checkpoint {
                     let time = Timestamp(cursor.u64("commit time")?);
                     commits.push(CommitPoint { lsn, time });
                 }
-                let page_count = cursor.u32("page count")?;
-                let mut pages = Vec::new();
-                for _ in 0..page_count {
-                    let key = cursor.key()?;
-                    let version_count = cursor.u32("version count")?;
-                    let mut versions = Vec::new();
-                    for _ in 0..version_count {
-                        let lsn = Lsn(cursor.u64("version LSN")?);
-                        versions.push((lsn, cursor.update(key)?));
-                    }
-                    pages.push((key, versions));
+                let layer_count = cursor.u32("layer count")?;
+                let mut layers = Vec::new();
+                for _ in 0..layer_count {
+                    let name = cursor.name()?;
+                    let size = cursor.u64("layer size")?;
+                    let checksum = cursor.u32("layer checksum")?;
+                    layers.push(LayerEntry {
+                        name,
+                        size,
+                        checksum,
+                    });
                 }
                 branches.push(BranchImage {
                     id,
@@ -184,7 +186,7 @@ impl Checkpoint {
                     created_at_time,
                     head,
                     commits,
-                    pages,
+                    layers,
                 });
             }
             Ok(Checkpoint {
@@ -224,19 +226,11 @@ mod tests {
                         lsn: Lsn(0x100),
                         time: Timestamp(5),
                     }],
-                    pages: vec![(
-                        Key::new(1, 2),
-                        vec![
-                            (Lsn(0x80), Update::Image(Bytes::from_static(b"abcd"))),
-                            (
-                                Lsn(0x100),
-                                Update::Patch {
-                                    offset: 1,
-                                    bytes: Bytes::from_static(b"z"),
-                                },
-                            ),
-                        ],
-                    )],
+                    layers: vec![LayerEntry {
+                        name: "0000000000000001-0000000000000080-0000000000000101.delta".to_owned(),
+                        size: 4096,
+                        checksum: 0xDEAD_BEEF,
+                    }],
                 },
                 BranchImage {
                     id: BranchId(3),
@@ -251,7 +245,7 @@ mod tests {
                     created_at_time: None,
                     head: Lsn(0x80),
                     commits: vec![],
-                    pages: vec![],
+                    layers: vec![],
                 },
             ],
         }

@@ -50,6 +50,8 @@ pub use error::{EngineError, Result};
 pub use fs::{FileSystem, StdFileSystem, publish_file};
 pub use key::Key;
 pub use pagefork_wal::{Lsn, SyncMode};
-pub use store::{Config, DEFAULT_PAGE_SIZE, DEFAULT_ROOT_BRANCH, Store, WalEntry};
+pub use store::{
+    Config, DEFAULT_CHECKPOINT_AFTER_BYTES, DEFAULT_PAGE_SIZE, DEFAULT_ROOT_BRANCH, Store, WalEntry,
+};
 pub use time::{Clock, ManualClock, ParseTimestampError, SystemClock, Timestamp};
 pub use update::Update;

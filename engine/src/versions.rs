@@ -33,6 +33,11 @@ impl PageVersions {
         versions.insert(lsn, update);
     }
 
+    /// Whether no version is held.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pages.is_empty()
+    }
+
     /// Every page and its versions, in key then LSN order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&Key, &BTreeMap<Lsn, Update>)> {
         self.pages.iter()

@@ -245,7 +245,7 @@ fn inspect_layer(file: &Path, json: bool) -> Result<()> {
             "{}",
             json!({
                 "file": file.display().to_string(), "kind": format!("{:?}", range.kind).to_lowercase(),
-                "branch": range.branch.0, "key_start": range.key_start.to_string(), "key_end": range.key_end.to_string(),
+                "branch": range.branch.0, "key_start": range.key_start.to_string(), "key_last": range.key_last.to_string(),
                 "lsn_start": range.lsn_start.to_string(), "lsn_end": range.lsn_end.to_string(),
                 "versions": layer.version_count(), "size": layer.size(), "crc32": format!("{:08x}", layer.checksum()),
                 "blocks_ok": checked.is_ok(), "status": status,
@@ -254,7 +254,7 @@ fn inspect_layer(file: &Path, json: bool) -> Result<()> {
     } else {
         println!("layer {}", file.display());
         println!("  kind       {:?} of branch {}", range.kind, range.branch);
-        println!("  keys       [{}, {})", range.key_start, range.key_end);
+        println!("  keys       [{}, {}]", range.key_start, range.key_last);
         println!("  LSNs       [{}, {})", range.lsn_start, range.lsn_end);
         println!("  versions   {}", layer.version_count());
         println!(

@@ -100,8 +100,9 @@ pub fn page_of(byte: u8) -> Bytes {
     Bytes::from(vec![byte; TEST_PAGE_SIZE])
 }
 
-/// An engine configuration for tests: 512-byte pages, 64 KiB WAL segments, a manual clock
-/// at a fixed start (returned so the test can move it), and the given sync mode.
+/// An engine configuration for tests: 512-byte pages, 64 KiB WAL segments, a checkpoint
+/// every 16 KiB of WAL, a manual clock at a fixed start (returned so the test can move
+/// it), and the given sync mode.
 pub fn engine_config(sync_mode: SyncMode) -> (Config, ManualClock) {
     let clock = ManualClock::new(Timestamp(1_775_000_000_000_000));
     let config = Config {
@@ -109,6 +110,8 @@ pub fn engine_config(sync_mode: SyncMode) -> (Config, ManualClock) {
         sync_mode,
         clock: std::sync::Arc::new(clock.clone()),
         wal_segment_size: 64 * 1024,
+        // Tiny, so every test that commits a little runs through layer files.
+        checkpoint_after_bytes: 16 * 1024,
         ..Config::default()
     };
     (config, clock)

@@ -14,7 +14,7 @@ fn delta_range(lsn_end: u64) -> LayerRange {
         kind: LayerKind::Delta,
         branch: BranchId(7),
         key_start: Key::new(0, 0),
-        key_end: Key::new(10, 0),
+        key_last: Key::new(10, 0),
         lsn_start: Lsn(0x28),
         lsn_end: Lsn(lsn_end),
     }
@@ -86,7 +86,7 @@ fn an_image_layer_proves_what_exists_in_its_range() {
         kind: LayerKind::Image,
         branch: BranchId(1),
         key_start: Key::new(1, 0),
-        key_end: Key::new(1, 100),
+        key_last: Key::new(1, 99),
         lsn_start: Lsn(0x500),
         lsn_end: Lsn(0x501),
     };
@@ -243,7 +243,7 @@ fn format_v1_layer_fixtures_read_back() {
         kind: LayerKind::Image,
         branch: BranchId(1),
         key_start: Key::new(1, 0),
-        key_end: Key::new(3, 0),
+        key_last: Key::new(2, u32::MAX),
         lsn_start: Lsn(0x60),
         lsn_end: Lsn(0x61),
     };

@@ -13,7 +13,7 @@
 //!  13  3 zero
 //!  16  8 branch id
 //!  24  8 key range start, inclusive (rel u32, block u32)
-//!  32  8 key range end, exclusive (rel u32, block u32)
+//!  32  8 key range last key, inclusive (rel u32, block u32)
 //!  40  8 LSN range start, inclusive (image: the image's LSN)
 //!  48  8 LSN range end, exclusive (image: its LSN + 1)
 //!  56  4 CRC32 of bytes 0..56
@@ -72,8 +72,8 @@ pub struct LayerRange {
     pub branch: BranchId,
     /// First key covered.
     pub key_start: Key,
-    /// First key past the range.
-    pub key_end: Key,
+    /// Last key covered (inclusive, so the range can include the largest key).
+    pub key_last: Key,
     /// First LSN covered.
     pub lsn_start: Lsn,
     /// First LSN past the range.
@@ -83,7 +83,7 @@ pub struct LayerRange {
 impl LayerRange {
     /// Whether `key` lies in the key range.
     pub fn covers_key(&self, key: Key) -> bool {
-        self.key_start <= key && key < self.key_end
+        self.key_start <= key && key <= self.key_last
     }
 }
 
@@ -115,7 +115,7 @@ pub(crate) fn encode(range: &LayerRange, versions: &[(Key, Lsn, Update)]) -> Vec
     out.put_slice(&[0; 3]);
     out.put_u64_le(range.branch.0);
     put_key(&mut out, range.key_start);
-    put_key(&mut out, range.key_end);
+    put_key(&mut out, range.key_last);
     out.put_u64_le(range.lsn_start.0);
     out.put_u64_le(range.lsn_end.0);
     let header_crc = crc32fast::hash(&out);
@@ -249,11 +249,11 @@ pub(crate) fn decode_layout(bytes: &[u8]) -> Result<(LayerRange, Vec<IndexEntry>
         kind,
         branch: BranchId(field(16)),
         key_start: read_key(header, 24).unwrap_or(Key::new(0, 0)),
-        key_end: read_key(header, 32).unwrap_or(Key::new(0, 0)),
+        key_last: read_key(header, 32).unwrap_or(Key::new(0, 0)),
         lsn_start: Lsn(field(40)),
         lsn_end: Lsn(field(48)),
     };
-    if range.key_start >= range.key_end || range.lsn_start >= range.lsn_end {
+    if range.key_start > range.key_last || range.lsn_start >= range.lsn_end {
         return Err(error(24, "empty key or LSN range"));
     }
 

@@ -19,6 +19,12 @@ impl Store {
     /// one page, a patch out of bounds or on a page that does not exist, an unknown branch,
     /// a commit larger than one WAL record.
     pub fn commit(&self, branch: &str, updates: Vec<(Key, Update)>) -> Result<Commit> {
+        let commit = self.commit_locked(branch, updates)?;
+        self.inner.checkpoint_if_due();
+        Ok(commit)
+    }
+
+    fn commit_locked(&self, branch: &str, updates: Vec<(Key, Update)>) -> Result<Commit> {
         let inner = &self.inner;
         let target = inner.branch(branch)?;
         let _commit = target.commit_lock.lock();

@@ -21,6 +21,7 @@ mod replay;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pagefork_wal::{DEFAULT_SEGMENT_SIZE, Lsn, SyncMode, Wal, WalConfig, WalError};
 use parking_lot::{Mutex, RwLock};
@@ -38,6 +39,8 @@ pub use inspect::WalEntry;
 
 /// Default page size: 8 KiB, as Postgres.
 pub const DEFAULT_PAGE_SIZE: usize = 8192;
+/// Default `Config::checkpoint_after_bytes`: 64 MiB.
+pub const DEFAULT_CHECKPOINT_AFTER_BYTES: u64 = 64 * 1024 * 1024;
 /// Default name of the root branch.
 pub const DEFAULT_ROOT_BRANCH: &str = "main";
 const WAL_DIR_NAME: &str = "wal";
@@ -59,6 +62,10 @@ pub struct Config {
     /// WAL segment size for a new store (a power of two from 4 KiB to 1 GiB); an existing
     /// store keeps the size its log was created with. One commit must fit in a segment.
     pub wal_segment_size: u64,
+    /// Take a checkpoint (flush page versions to layer files, publish the catalog, remove
+    /// covered WAL) once this many bytes of records were logged since the last one. This
+    /// bounds the memory held by unflushed versions and the WAL replayed on open.
+    pub checkpoint_after_bytes: u64,
 }
 
 impl Default for Config {
@@ -70,6 +77,7 @@ impl Default for Config {
             root_branch: DEFAULT_ROOT_BRANCH.to_owned(),
             fs: Arc::new(StdFileSystem),
             wal_segment_size: DEFAULT_SEGMENT_SIZE,
+            checkpoint_after_bytes: DEFAULT_CHECKPOINT_AFTER_BYTES,
         }
     }
 }
@@ -103,6 +111,11 @@ struct StoreInner {
     sequencer: Mutex<Timestamp>,
     /// Serializes branch creation and deletion.
     branch_ops: Mutex<()>,
+    /// Record bytes logged since the last checkpoint, and the threshold that triggers one.
+    bytes_since_checkpoint: AtomicU64,
+    checkpoint_after_bytes: u64,
+    /// Set while an automatic checkpoint runs, so only one runs at a time.
+    checkpoint_running: AtomicBool,
     catalog: RwLock<Catalog>,
 }
 
@@ -210,6 +223,9 @@ impl Store {
                 fs: Arc::clone(&config.fs),
                 sequencer: Mutex::new(Timestamp(0)),
                 branch_ops: Mutex::new(()),
+                bytes_since_checkpoint: AtomicU64::new(0),
+                checkpoint_after_bytes: config.checkpoint_after_bytes,
+                checkpoint_running: AtomicBool::new(false),
                 catalog: RwLock::new(Catalog::default()),
             }),
         }
@@ -286,7 +302,29 @@ impl StoreInner {
             (lsn, time)
         };
         self.log.flush_to(lsn)?;
+        self.bytes_since_checkpoint
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
         Ok((lsn, time))
+    }
+
+    /// Runs a checkpoint if enough has been logged since the last one. Called by writers
+    /// after they release their locks; a failure is logged and retried by a later writer
+    /// (the WAL still holds everything, so nothing is lost).
+    fn checkpoint_if_due(&self) {
+        if self.bytes_since_checkpoint.load(Ordering::Relaxed) < self.checkpoint_after_bytes {
+            return;
+        }
+        if self
+            .checkpoint_running
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        if let Err(error) = self.checkpoint() {
+            tracing::warn!(%error, "automatic checkpoint failed; the WAL still holds everything");
+        }
+        self.checkpoint_running.store(false, Ordering::Release);
     }
 
     /// Applies a logged record to the in-memory state: the one way state changes, live

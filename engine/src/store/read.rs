@@ -13,7 +13,7 @@ use crate::catalog::Branch;
 use crate::error::{EngineError, Result};
 use crate::key::Key;
 use crate::time::Timestamp;
-use crate::update::reconstruct;
+use crate::update::{Update, reconstruct};
 
 impl Store {
     /// The page `key` of `branch` as it was `at`: `None` if it was never written or was
@@ -24,6 +24,22 @@ impl Store {
         let lsn = inner.resolve(&target, at)?;
         inner.read_page(&target, key, lsn)
     }
+}
+
+/// Appends `branch`'s own versions of `key` at or below `lsn`, newest first: the open
+/// layer, then its layer files newest first. Returns whether an initializing version (or
+/// an image layer's proof) was found, so the walk can stop.
+fn collect_from_branch(branch: &Branch, key: Key, lsn: Lsn, out: &mut Vec<Update>) -> Result<bool> {
+    let state = branch.state.read();
+    if state.versions.collect_versions(key, lsn, out) {
+        return Ok(true);
+    }
+    for layer in state.layers.iter().rev() {
+        if layer.file.collect_versions(key, lsn, out)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 impl StoreInner {
@@ -68,12 +84,7 @@ impl StoreInner {
         let mut current = Arc::clone(branch);
         let mut lsn = lsn;
         loop {
-            if current
-                .state
-                .read()
-                .versions
-                .collect_versions(key, lsn, &mut versions)
-            {
+            if collect_from_branch(&current, key, lsn, &mut versions)? {
                 break;
             }
             match &current.parent {
