@@ -104,7 +104,8 @@ fn branch_at_timestamp(c: &mut Criterion) {
         probe = probe
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        first.saturating_add(Duration::from_micros(probe % (COMMITS * 1000)))
+        // Commit n is at `first` + n ms, n = 1..=COMMITS: probe that span, never before it.
+        first.saturating_add(Duration::from_micros(1000 + probe % ((COMMITS - 1) * 1000)))
     };
     group.bench_function("lsn_for_time", |b| {
         b.iter(|| black_box(store.lsn_for_time("main", next_time()).expect("lookup")))
