@@ -71,6 +71,14 @@ pub(crate) struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// The names of every layer file the catalog lists.
+    pub(crate) fn layer_names(&self) -> std::collections::BTreeSet<String> {
+        self.branches
+            .iter()
+            .flat_map(|branch| branch.layers.iter().map(|layer| layer.name.clone()))
+            .collect()
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         out.put_slice(&MAGIC);

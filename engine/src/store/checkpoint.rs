@@ -78,12 +78,7 @@ impl StoreInner {
         let path = dir.join(CATALOG_FILE_NAME);
         crate::fs::publish_file(self.fs.as_ref(), &path, &checkpoint.encode())
             .map_err(EngineError::io("publish catalog", &path))?;
-        let listed: BTreeSet<String> = checkpoint
-            .branches
-            .iter()
-            .flat_map(|branch| branch.layers.iter().map(|layer| layer.name.clone()))
-            .collect();
-        remove_unlisted_layers(&layers_dir, &listed)?;
+        remove_unlisted_layers(&layers_dir, &checkpoint.layer_names())?;
         self.bytes_since_checkpoint
             .store(0, std::sync::atomic::Ordering::Relaxed);
         let removed = wal.truncate_before(covered)?;
@@ -188,12 +183,7 @@ impl StoreInner {
             offset: 0,
             reason,
         };
-        let listed: BTreeSet<String> = checkpoint
-            .branches
-            .iter()
-            .flat_map(|branch| branch.layers.iter().map(|layer| layer.name.clone()))
-            .collect();
-        remove_unlisted_layers(&layers_dir, &listed)?;
+        remove_unlisted_layers(&layers_dir, &checkpoint.layer_names())?;
         let mut catalog = self.catalog.write();
         for image in checkpoint.branches {
             let parent = match image.parent {
