@@ -1,6 +1,6 @@
 //! Engine benchmarks: branch creation at 1 MiB, 64 MiB and 512 MiB of data (must be flat),
 //! branch at a timestamp over 10^6 commits, commit latency and throughput, and `get_page`
-//! through 0, 1, 10 and 100 ancestors.
+//! through 0, 1, 10 and 100 ancestors, with the page cache off and on.
 //!
 //! Run: `cargo bench -p pagefork-benches --bench engine` (`PAGEFORK_BENCH_DIR` picks the
 //! disk; default a temporary directory under `target/`).
@@ -172,8 +172,13 @@ fn commits(c: &mut Criterion) {
     group.finish();
 }
 
-fn reads_through_ancestors(c: &mut Criterion) {
-    let store = Store::in_memory(Config::default()).expect("store");
+/// A chain of 100 branches over 1024 pages of main, each level writing a page of its own.
+fn branch_chain(page_cache_bytes: u64) -> (Store, Vec<String>) {
+    let config = Config {
+        page_cache_bytes,
+        ..Config::default()
+    };
+    let store = Store::in_memory(config).expect("store");
     load(&store, "main", 1024);
     let mut tip = "main".to_owned();
     let mut chain = vec![tip.clone()];
@@ -182,7 +187,6 @@ fn reads_through_ancestors(c: &mut Criterion) {
         store
             .create_branch(&name, &tip, At::Latest, BranchOptions::default())
             .expect("branch");
-        // Each level writes a page of its own, so the chain has real history to pass.
         store
             .commit(
                 &name,
@@ -192,20 +196,27 @@ fn reads_through_ancestors(c: &mut Criterion) {
         chain.push(name.clone());
         tip = name;
     }
+    (store, chain)
+}
+
+fn reads_through_ancestors(c: &mut Criterion) {
     let mut group = c.benchmark_group("get_page_depth");
-    for depth in [0usize, 1, 10, 100] {
-        let branch = &chain[depth];
-        let mut block = 0u32;
-        group.bench_function(BenchmarkId::from_parameter(depth), |b| {
-            b.iter(|| {
-                block = (block + 1) % 1024;
-                black_box(
-                    store
-                        .get_page(branch, Key::new(1, block), At::Latest)
-                        .expect("read"),
-                )
-            })
-        });
+    for (label, cache_bytes) in [("uncached", 0), ("cached", 64 * 1024 * 1024)] {
+        let (store, chain) = branch_chain(cache_bytes);
+        for depth in [0usize, 1, 10, 100] {
+            let branch = &chain[depth];
+            let mut block = 0u32;
+            group.bench_function(BenchmarkId::new(label, depth), |b| {
+                b.iter(|| {
+                    block = (block + 1) % 1024;
+                    black_box(
+                        store
+                            .get_page(branch, Key::new(1, block), At::Latest)
+                            .expect("read"),
+                    )
+                })
+            });
+        }
     }
     group.finish();
 }

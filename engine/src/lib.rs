@@ -26,6 +26,7 @@
 #![cfg_attr(test, allow(clippy::indexing_slicing, clippy::unwrap_used))]
 
 mod branch;
+mod cache;
 mod catalog;
 mod checkpoint;
 mod codec;
@@ -51,7 +52,8 @@ pub use fs::{FileSystem, StdFileSystem, publish_file};
 pub use key::Key;
 pub use pagefork_wal::{Lsn, SyncMode};
 pub use store::{
-    Config, DEFAULT_CHECKPOINT_AFTER_BYTES, DEFAULT_PAGE_SIZE, DEFAULT_ROOT_BRANCH, Store, WalEntry,
+    Config, DEFAULT_CHECKPOINT_AFTER_BYTES, DEFAULT_PAGE_CACHE_BYTES, DEFAULT_PAGE_SIZE,
+    DEFAULT_ROOT_BRANCH, ReadTrace, Store, StoreStats, WalEntry,
 };
 pub use time::{Clock, ManualClock, ParseTimestampError, SystemClock, Timestamp};
 pub use update::Update;

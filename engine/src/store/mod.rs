@@ -27,6 +27,7 @@ use pagefork_wal::{DEFAULT_SEGMENT_SIZE, Lsn, SyncMode, Wal, WalConfig, WalError
 use parking_lot::{Mutex, RwLock};
 
 use crate::branch::validate_branch_name;
+use crate::cache::PageCache;
 use crate::catalog::{Branch, Catalog, CommitPoint};
 use crate::error::{EngineError, Result};
 use crate::fs::{FileSystem, StdFileSystem, publish_file};
@@ -36,11 +37,15 @@ use crate::record::{CreateBranch, Record, stamp_time};
 use crate::time::{Clock, SystemClock, Timestamp};
 
 pub use inspect::WalEntry;
+use read::ReadCounters;
+pub use read::{ReadTrace, StoreStats};
 
 /// Default page size: 8 KiB, as Postgres.
 pub const DEFAULT_PAGE_SIZE: usize = 8192;
 /// Default `Config::checkpoint_after_bytes`: 64 MiB.
 pub const DEFAULT_CHECKPOINT_AFTER_BYTES: u64 = 64 * 1024 * 1024;
+/// Default `Config::page_cache_bytes`: 64 MiB.
+pub const DEFAULT_PAGE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// Default name of the root branch.
 pub const DEFAULT_ROOT_BRANCH: &str = "main";
 const WAL_DIR_NAME: &str = "wal";
@@ -66,6 +71,8 @@ pub struct Config {
     /// covered WAL) once this many bytes of records were logged since the last one. This
     /// bounds the memory held by unflushed versions and the WAL replayed on open.
     pub checkpoint_after_bytes: u64,
+    /// Bytes of reconstructed pages the page cache may hold (0 turns it off).
+    pub page_cache_bytes: u64,
 }
 
 impl Default for Config {
@@ -78,6 +85,7 @@ impl Default for Config {
             fs: Arc::new(StdFileSystem),
             wal_segment_size: DEFAULT_SEGMENT_SIZE,
             checkpoint_after_bytes: DEFAULT_CHECKPOINT_AFTER_BYTES,
+            page_cache_bytes: DEFAULT_PAGE_CACHE_BYTES,
         }
     }
 }
@@ -117,6 +125,8 @@ struct StoreInner {
     /// Set while an automatic checkpoint runs, so only one runs at a time.
     checkpoint_running: AtomicBool,
     catalog: RwLock<Catalog>,
+    cache: PageCache,
+    read_counters: ReadCounters,
 }
 
 impl Store {
@@ -227,6 +237,8 @@ impl Store {
                 checkpoint_after_bytes: config.checkpoint_after_bytes,
                 checkpoint_running: AtomicBool::new(false),
                 catalog: RwLock::new(Catalog::default()),
+                cache: PageCache::new(config.page_cache_bytes),
+                read_counters: ReadCounters::default(),
             }),
         }
     }

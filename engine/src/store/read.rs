@@ -1,8 +1,11 @@
-//! The read path: resolve what `at` means on a branch, then rebuild the page from the
-//! branch's versions and, below its branch point, its ancestors' (Neon's read rule: a read
-//! at LSN L on B sees B's versions at or below L, then B's parent at min(L, branch point)).
+//! The read path: resolve what `at` means on a branch, then answer from the page cache or
+//! rebuild the page from the branch's versions and, below its branch point, its
+//! ancestors' (Neon's read rule: a read at LSN L on B sees B's versions at or below L,
+//! then B's parent at min(L, branch point)). Each read counts the layers it consulted and
+//! the ancestors it descended into.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use pagefork_wal::Lsn;
@@ -15,26 +18,98 @@ use crate::key::Key;
 use crate::time::Timestamp;
 use crate::update::{Update, reconstruct};
 
+/// How one read went: the LSN it resolved to, and what it took.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ReadTrace {
+    /// The LSN the read resolved to.
+    pub lsn: Lsn,
+    /// Whether the page cache answered.
+    pub cache_hit: bool,
+    /// Layers consulted (a branch's in-memory versions count as one, then each layer
+    /// file), 0 on a cache hit.
+    pub layers_visited: u32,
+    /// Ancestors the read descended into, 0 on a cache hit.
+    pub ancestors_descended: u32,
+}
+
+/// What the store has done since it was opened.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct StoreStats {
+    /// Page reads answered (by `get_page`, and by commits checking that a patched page
+    /// exists).
+    pub page_reads: u64,
+    /// Reads the page cache answered.
+    pub cache_hits: u64,
+    /// Reads it did not.
+    pub cache_misses: u64,
+    /// Bytes the page cache holds.
+    pub cache_bytes: u64,
+    /// Layers consulted by all reads (read amplification).
+    pub layers_visited: u64,
+    /// Ancestors descended into by all reads.
+    pub ancestors_descended: u64,
+}
+
+/// Totals behind `StoreStats`.
+#[derive(Debug, Default)]
+pub(super) struct ReadCounters {
+    reads: AtomicU64,
+    layers_visited: AtomicU64,
+    ancestors_descended: AtomicU64,
+}
+
 impl Store {
     /// The page `key` of `branch` as it was `at`: `None` if it was never written or was
     /// dropped. An LSN past the branch's head and a time before its history are errors.
     pub fn get_page(&self, branch: &str, key: Key, at: At) -> Result<Option<Bytes>> {
+        Ok(self.get_page_traced(branch, key, at)?.0)
+    }
+
+    /// `get_page`, also saying what the read took (read amplification).
+    pub fn get_page_traced(
+        &self,
+        branch: &str,
+        key: Key,
+        at: At,
+    ) -> Result<(Option<Bytes>, ReadTrace)> {
         let inner = &self.inner;
         let target = inner.branch(branch)?;
         let lsn = inner.resolve(&target, at)?;
-        inner.read_page(&target, key, lsn)
+        inner.read_page_cached(&target, key, lsn)
+    }
+
+    /// Counters since the store was opened.
+    pub fn stats(&self) -> StoreStats {
+        let inner = &self.inner;
+        let counters = &inner.read_counters;
+        StoreStats {
+            page_reads: counters.reads.load(Ordering::Relaxed),
+            cache_hits: inner.cache.hits(),
+            cache_misses: inner.cache.misses(),
+            cache_bytes: inner.cache.bytes(),
+            layers_visited: counters.layers_visited.load(Ordering::Relaxed),
+            ancestors_descended: counters.ancestors_descended.load(Ordering::Relaxed),
+        }
     }
 }
 
 /// Appends `branch`'s own versions of `key` at or below `lsn`, newest first: the open
 /// layer, then its layer files newest first. Returns whether an initializing version (or
 /// an image layer's proof) was found, so the walk can stop.
-fn collect_from_branch(branch: &Branch, key: Key, lsn: Lsn, out: &mut Vec<Update>) -> Result<bool> {
+fn collect_from_branch(
+    branch: &Branch,
+    key: Key,
+    lsn: Lsn,
+    out: &mut Vec<Update>,
+    layers_visited: &mut u32,
+) -> Result<bool> {
     let state = branch.state.read();
+    *layers_visited += 1;
     if state.versions.collect_versions(key, lsn, out) {
         return Ok(true);
     }
     for layer in state.layers.iter().rev() {
+        *layers_visited += 1;
         if layer.file.collect_versions(key, lsn, out)? {
             return Ok(true);
         }
@@ -73,38 +148,77 @@ impl StoreInner {
         }
     }
 
-    /// Rebuilds `key` as `branch` sees it at `lsn`.
-    pub(super) fn read_page(
+    /// `key` as `branch` sees it at `lsn` (at or below its head), from the cache or rebuilt.
+    pub(super) fn read_page_cached(
         &self,
         branch: &Arc<Branch>,
         key: Key,
         lsn: Lsn,
-    ) -> Result<Option<Bytes>> {
+    ) -> Result<(Option<Bytes>, ReadTrace)> {
+        self.read_counters.reads.fetch_add(1, Ordering::Relaxed);
+        if let Some(page) = self.cache.get(branch.id, key, lsn) {
+            let trace = ReadTrace {
+                lsn,
+                cache_hit: true,
+                layers_visited: 0,
+                ancestors_descended: 0,
+            };
+            return Ok((page, trace));
+        }
+        let (page, trace) = self.read_page(branch, key, lsn)?;
+        self.cache.insert(branch.id, key, lsn, page.clone());
+        let counters = &self.read_counters;
+        counters
+            .layers_visited
+            .fetch_add(u64::from(trace.layers_visited), Ordering::Relaxed);
+        counters
+            .ancestors_descended
+            .fetch_add(u64::from(trace.ancestors_descended), Ordering::Relaxed);
+        Ok((page, trace))
+    }
+
+    /// Rebuilds `key` as `branch` sees it at `lsn`.
+    fn read_page(
+        &self,
+        branch: &Arc<Branch>,
+        key: Key,
+        lsn: Lsn,
+    ) -> Result<(Option<Bytes>, ReadTrace)> {
+        let mut trace = ReadTrace {
+            lsn,
+            cache_hit: false,
+            layers_visited: 0,
+            ancestors_descended: 0,
+        };
         let mut versions = Vec::new();
         let mut current = Arc::clone(branch);
         let mut lsn = lsn;
         loop {
-            if collect_from_branch(&current, key, lsn, &mut versions)? {
+            if collect_from_branch(&current, key, lsn, &mut versions, &mut trace.layers_visited)? {
                 break;
             }
             match &current.parent {
                 Some((parent, branch_point)) => {
                     lsn = lsn.min(*branch_point);
                     current = Arc::clone(parent);
+                    trace.ancestors_descended += 1;
                 }
                 None => break,
             }
         }
-        reconstruct(key, &versions, self.page_size).map_err(|error| EngineError::CorruptRecord {
-            lsn,
-            reason: format!(
-                "cannot rebuild {} on branch {:?}: {}",
-                error.key, branch.name, error.reason
-            ),
-        })
+        let page = reconstruct(key, &versions, self.page_size).map_err(|error| {
+            EngineError::CorruptRecord {
+                lsn,
+                reason: format!(
+                    "cannot rebuild {} on branch {:?}: {}",
+                    error.key, branch.name, error.reason
+                ),
+            }
+        })?;
+        Ok((page, trace))
     }
 
     pub(super) fn page_exists(&self, branch: &Arc<Branch>, key: Key, lsn: Lsn) -> Result<bool> {
-        Ok(self.read_page(branch, key, lsn)?.is_some())
+        Ok(self.read_page_cached(branch, key, lsn)?.0.is_some())
     }
 }

@@ -1,0 +1,101 @@
+//! Reads: what each read takes (layers visited, ancestors descended), the page cache's hits
+//! and bound, and that a cached answer is the answer: the state at an LSN never changes.
+
+use pagefork_engine::{At, BranchOptions, Key, Store, SyncMode, Update};
+use pagefork_tests::{TEST_PAGE_SIZE, engine_config, page_of};
+
+const K: Key = Key::new(1, 1);
+
+#[test]
+fn a_read_reports_layers_and_ancestors_and_the_cache_answers_repeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut config, _clock) = engine_config(SyncMode::Always);
+    config.checkpoint_after_bytes = u64::MAX;
+    let store = Store::create(dir.path(), config).unwrap();
+    store
+        .commit("main", vec![(K, Update::Image(page_of(1)))])
+        .unwrap();
+    store.checkpoint().unwrap(); // main: one layer file, empty open versions
+    let mut parent = "main".to_owned();
+    for depth in 1..=3 {
+        let name = format!("depth-{depth}");
+        store
+            .create_branch(&name, &parent, At::Latest, BranchOptions::default())
+            .unwrap();
+        parent = name;
+    }
+    let (page, trace) = store.get_page_traced("depth-3", K, At::Latest).unwrap();
+    assert_eq!(page.unwrap()[0], 1);
+    assert!(!trace.cache_hit);
+    assert_eq!(trace.ancestors_descended, 3);
+    // Each branch's in-memory versions, plus main's one layer file.
+    assert_eq!(trace.layers_visited, 4 + 1);
+    let (again, trace) = store.get_page_traced("depth-3", K, At::Latest).unwrap();
+    assert_eq!(again.unwrap()[0], 1);
+    assert!(trace.cache_hit);
+    assert_eq!((trace.layers_visited, trace.ancestors_descended), (0, 0));
+    let stats = store.stats();
+    assert_eq!(
+        (stats.page_reads, stats.cache_hits, stats.cache_misses),
+        (2, 1, 1)
+    );
+    assert_eq!((stats.layers_visited, stats.ancestors_descended), (5, 3));
+    assert!(stats.cache_bytes >= TEST_PAGE_SIZE as u64);
+}
+
+#[test]
+fn a_cached_answer_stays_right_as_the_branch_moves_on() {
+    let (config, _clock) = engine_config(SyncMode::Never);
+    let store = Store::in_memory(config).unwrap();
+    let first = store
+        .commit("main", vec![(K, Update::Image(page_of(1)))])
+        .unwrap();
+    assert_eq!(
+        store.get_page("main", K, At::Latest).unwrap().unwrap()[0],
+        1
+    );
+    store
+        .commit("main", vec![(K, Update::Image(page_of(2)))])
+        .unwrap();
+    store.commit("main", vec![(K, Update::Drop)]).unwrap();
+    assert_eq!(
+        store.get_page("main", K, At::Latest).unwrap(),
+        None,
+        "latest moved on"
+    );
+    let (old, trace) = store
+        .get_page_traced("main", K, At::Lsn(first.lsn))
+        .unwrap();
+    assert!(trace.cache_hit, "the first read was at the same LSN");
+    assert_eq!(old.unwrap()[0], 1, "and the state there has not changed");
+}
+
+#[test]
+fn the_cache_stays_within_its_bound_and_can_be_off() {
+    let (mut config, _clock) = engine_config(SyncMode::Never);
+    config.page_cache_bytes = 4 * TEST_PAGE_SIZE as u64;
+    let store = Store::in_memory(config.clone()).unwrap();
+    let updates = (0..64)
+        .map(|block| (Key::new(2, block), Update::Image(page_of(block as u8))))
+        .collect();
+    store.commit("main", updates).unwrap();
+    for block in 0..64 {
+        let page = store
+            .get_page("main", Key::new(2, block), At::Latest)
+            .unwrap()
+            .unwrap();
+        assert_eq!(page[0], block as u8);
+    }
+    assert!(store.stats().cache_bytes <= 4 * TEST_PAGE_SIZE as u64);
+
+    config.page_cache_bytes = 0;
+    let store = Store::in_memory(config).unwrap();
+    store
+        .commit("main", vec![(K, Update::Image(page_of(1)))])
+        .unwrap();
+    for _ in 0..3 {
+        store.get_page("main", K, At::Latest).unwrap();
+    }
+    assert_eq!(store.stats().cache_hits, 0);
+    assert_eq!(store.stats().cache_bytes, 0);
+}
