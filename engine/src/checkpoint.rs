@@ -28,7 +28,7 @@ use pagefork_wal::Lsn;
 
 use crate::branch::{BranchId, BranchOptions, LsnForTime};
 use crate::catalog::CommitPoint;
-use crate::codec::{Cursor, put_lsn_for_time, put_name, put_options};
+use crate::codec::{Cursor, put_lsn_for_time, put_name, put_options, put_parent};
 use crate::error::{EngineError, Result};
 use crate::time::Timestamp;
 
@@ -90,14 +90,7 @@ impl Checkpoint {
         for branch in &self.branches {
             out.put_u64_le(branch.id.0);
             put_name(&mut out, &branch.name);
-            match branch.parent {
-                None => out.put_u8(0),
-                Some((parent, lsn)) => {
-                    out.put_u8(1);
-                    out.put_u64_le(parent.0);
-                    out.put_u64_le(lsn.0);
-                }
-            }
+            put_parent(&mut out, branch.parent);
             out.put_u64_le(branch.created.0);
             out.put_u64_le(branch.created_lsn.0);
             put_options(&mut out, branch.options);
@@ -152,14 +145,7 @@ impl Checkpoint {
             for _ in 0..branch_count {
                 let id = BranchId(cursor.u64("branch id")?);
                 let name = cursor.name()?;
-                let parent = if cursor.flag("has parent")? {
-                    Some((
-                        BranchId(cursor.u64("parent id")?),
-                        Lsn(cursor.u64("branch point")?),
-                    ))
-                } else {
-                    None
-                };
+                let parent = cursor.parent()?;
                 let created = Timestamp(cursor.u64("created time")?);
                 let created_lsn = Lsn(cursor.u64("created LSN")?);
                 let options = cursor.options()?;

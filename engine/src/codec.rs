@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes};
 use pagefork_wal::Lsn;
 
-use crate::branch::{BranchOptions, Expiry, LsnForTime, TimeKind};
+use crate::branch::{BranchId, BranchOptions, Expiry, LsnForTime, TimeKind};
 use crate::key::Key;
 use crate::time::Timestamp;
 use crate::update::Update;
@@ -20,6 +20,18 @@ pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 pub(crate) fn put_name(out: &mut Vec<u8>, name: &str) {
     out.put_u16_le(u16::try_from(name.len()).expect("names are at most 63 bytes"));
     out.put_slice(name.as_bytes());
+}
+
+/// has parent u8 (0/1) [+ parent branch id u64, branch point u64].
+pub(crate) fn put_parent(out: &mut Vec<u8>, parent: Option<(BranchId, Lsn)>) {
+    match parent {
+        None => out.put_u8(0),
+        Some((parent, branch_point)) => {
+            out.put_u8(1);
+            out.put_u64_le(parent.0);
+            out.put_u64_le(branch_point.0);
+        }
+    }
 }
 
 pub(crate) fn put_key(out: &mut Vec<u8>, key: Key) {
@@ -142,6 +154,16 @@ impl Cursor {
         let len = self.u16("name length")?;
         String::from_utf8(self.take(len as usize, "name")?.to_vec())
             .map_err(|_| "branch name is not UTF-8".to_owned())
+    }
+
+    pub(crate) fn parent(&mut self) -> Result<Option<(BranchId, Lsn)>, String> {
+        if !self.flag("has parent")? {
+            return Ok(None);
+        }
+        Ok(Some((
+            BranchId(self.u64("parent id")?),
+            Lsn(self.u64("branch point")?),
+        )))
     }
 
     pub(crate) fn key(&mut self) -> Result<Key, String> {

@@ -28,7 +28,9 @@ use bytes::{BufMut, Bytes};
 use pagefork_wal::Lsn;
 
 use crate::branch::{BranchId, BranchOptions, LsnForTime};
-use crate::codec::{Cursor, put_key, put_lsn_for_time, put_name, put_options, put_update};
+use crate::codec::{
+    Cursor, put_key, put_lsn_for_time, put_name, put_options, put_parent, put_update,
+};
 use crate::key::Key;
 use crate::time::Timestamp;
 use crate::update::Update;
@@ -90,14 +92,7 @@ impl Record {
             Record::CreateBranch(create) => {
                 out.put_u64_le(create.id.0);
                 put_name(&mut out, &create.name);
-                match create.parent {
-                    None => out.put_u8(0),
-                    Some((parent, lsn)) => {
-                        out.put_u8(1);
-                        out.put_u64_le(parent.0);
-                        out.put_u64_le(lsn.0);
-                    }
-                }
+                put_parent(&mut out, create.parent);
                 put_options(&mut out, create.options);
                 put_lsn_for_time(&mut out, create.created_at_time);
             }
@@ -128,14 +123,7 @@ impl Record {
             KIND_CREATE_BRANCH => {
                 let id = BranchId(cursor.u64("branch id")?);
                 let name = cursor.name()?;
-                let parent = match cursor.u8("parent flag")? {
-                    0 => None,
-                    1 => Some((
-                        BranchId(cursor.u64("parent id")?),
-                        Lsn(cursor.u64("branch point")?),
-                    )),
-                    flag => return Err(format!("bad parent flag {flag}")),
-                };
+                let parent = cursor.parent()?;
                 let options = cursor.options()?;
                 let created_at_time = cursor.lsn_for_time()?;
                 Record::CreateBranch(CreateBranch {
