@@ -290,7 +290,11 @@ pub(crate) fn decode_layout(bytes: &[u8]) -> Result<(LayerRange, Vec<IndexEntry>
         return Err(error(index_offset + crc_at, "index checksum mismatch"));
     }
     let count = read_u64(index, 0).unwrap_or_default();
-    if count != block_count || 8 + count as usize * INDEX_ENTRY_LEN != crc_at {
+    // Checked: the count comes off disk, and an absurd one must be an error, not an overflow.
+    let entries_len = usize::try_from(count)
+        .ok()
+        .and_then(|count| count.checked_mul(INDEX_ENTRY_LEN));
+    if count != block_count || entries_len.and_then(|len| len.checked_add(8)) != Some(crc_at) {
         return Err(error(
             index_offset,
             "index entry count disagrees with the footer or the index size",
@@ -362,5 +366,36 @@ pub(crate) fn decode_block(
         }),
         Some(3) if len == 0 => Ok(Update::Drop),
         other => Err(error(at + 16, format!("unknown update tag {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An index whose entry count would overflow the size computation, with every checksum
+    /// recomputed so only the count is wrong: an error naming the index, not a panic.
+    #[test]
+    fn an_absurd_index_count_is_an_error_not_an_overflow() {
+        let range = LayerRange {
+            kind: LayerKind::Delta,
+            branch: BranchId(1),
+            key_start: Key::new(0, 0),
+            key_last: Key::new(9, 0),
+            lsn_start: Lsn(8),
+            lsn_end: Lsn(100),
+        };
+        let mut bytes = encode(&range, &[(Key::new(1, 1), Lsn(16), Update::Drop)]);
+        let index_at = index_offset(&bytes);
+        let footer_at = bytes.len() - FOOTER_LEN;
+        let huge = u64::MAX / 2;
+        bytes[index_at..index_at + 8].copy_from_slice(&huge.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[index_at..footer_at - 4]);
+        bytes[footer_at - 4..footer_at].copy_from_slice(&crc.to_le_bytes());
+        bytes[footer_at + 16..footer_at + 24].copy_from_slice(&huge.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[footer_at..footer_at + 24]);
+        bytes[footer_at + 24..footer_at + 28].copy_from_slice(&crc.to_le_bytes());
+        let error = decode_layout(&bytes).unwrap_err();
+        assert_eq!(error.offset, index_at as u64, "{error:?}");
     }
 }
