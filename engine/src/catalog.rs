@@ -59,14 +59,22 @@ impl BranchState {
         self.commits.get(..end).unwrap_or_default()
     }
 
+    /// Whether `commit` can come next: above the head, and not earlier than the last
+    /// commit's time. (Callers restoring state from disk check this and report damage;
+    /// `record_commit` relies on it.)
+    pub(crate) fn follows(&self, commit: CommitPoint) -> bool {
+        commit.lsn > self.head
+            && self
+                .commits
+                .last()
+                .is_none_or(|last| commit.time >= last.time)
+    }
+
     pub(crate) fn record_commit(&mut self, commit: CommitPoint) {
-        assert!(commit.lsn > self.head, "a branch's head only moves forward");
-        if let Some(last) = self.commits.last() {
-            assert!(
-                commit.time >= last.time,
-                "commit times never decrease along a branch"
-            );
-        }
+        assert!(
+            self.follows(commit),
+            "a branch's head only moves forward and its commit times never decrease"
+        );
         self.commits.push(commit);
         self.head = commit.lsn;
     }

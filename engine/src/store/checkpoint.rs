@@ -215,6 +215,12 @@ impl StoreInner {
             {
                 let mut state = branch.state.write();
                 for commit in image.commits {
+                    if !state.follows(commit) {
+                        return Err(corrupt(format!(
+                            "branch {} lists commit {} out of order",
+                            image.id, commit.lsn
+                        )));
+                    }
                     state.record_commit(commit);
                 }
                 if state.head != image.head {

@@ -353,16 +353,17 @@ impl StoreInner {
                     .cloned()
                     .ok_or_else(|| corrupt(format!("commit on unknown branch {branch}")))?;
                 let mut state = target.state.write();
-                if lsn <= state.head {
+                let commit = CommitPoint { lsn, time };
+                if !state.follows(commit) {
                     return Err(corrupt(format!(
-                        "commit at or below the head {} of {branch}",
+                        "commit at or below the head {} of {branch}, or earlier than its last commit",
                         state.head
                     )));
                 }
                 for (key, update) in updates {
                     state.versions.insert(key, lsn, update);
                 }
-                state.record_commit(CommitPoint { lsn, time });
+                state.record_commit(commit);
             }
             Record::CreateBranch(create) => {
                 let mut catalog = self.catalog.write();
