@@ -14,7 +14,7 @@ use pagefork_wal::Lsn;
 use parking_lot::{Mutex, RwLock};
 
 use crate::branch::{BranchId, BranchInfo, BranchOptions, LsnForTime, ParentRef};
-use crate::layer::LayerFile;
+use crate::layer::LayerMap;
 use crate::time::Timestamp;
 use crate::versions::PageVersions;
 
@@ -25,26 +25,25 @@ pub(crate) struct CommitPoint {
     pub(crate) time: Timestamp,
 }
 
-/// A published layer file of a branch, as the catalog lists it.
-#[derive(Debug, Clone)]
-pub(crate) struct PersistedLayer {
-    pub(crate) file: Arc<LayerFile>,
-    /// File name inside the store's `layers` directory.
-    pub(crate) name: String,
-    pub(crate) size: u64,
-    pub(crate) checksum: u32,
-}
-
 /// What changes as a branch lives.
+///
+/// A branch's versions live in three places, newest first: the open layer (commits land
+/// there), at most one frozen layer (being written to a layer file by the housekeeper),
+/// and the published layer files. Every version in a newer place is newer than every
+/// version in an older one.
 #[derive(Debug)]
 pub(crate) struct BranchState {
     /// Last own commit, or the branch's start if it has none.
     pub(crate) head: Lsn,
-    /// The open layer: versions not yet written to a layer file.
-    pub(crate) versions: PageVersions,
-    /// Layer files holding the branch's older versions, oldest first; every version in
-    /// them is older than every version in `versions`.
-    pub(crate) layers: Vec<PersistedLayer>,
+    /// The open layer: versions not yet frozen.
+    pub(crate) open: PageVersions,
+    /// The frozen layer and the head when it was frozen.
+    pub(crate) frozen: Option<(Arc<PageVersions>, Lsn)>,
+    /// Published layer files holding the older versions.
+    pub(crate) layers: LayerMap,
+    /// Every own version at or below this LSN is in `layers` (the WAL before it is not
+    /// needed for this branch's pages).
+    pub(crate) flushed: Lsn,
     /// Own commits, in LSN order.
     pub(crate) commits: Vec<CommitPoint>,
     /// Set when the branch is deleted; an operation that found the branch before the delete
@@ -68,6 +67,11 @@ impl BranchState {
                 .commits
                 .last()
                 .is_none_or(|last| commit.time >= last.time)
+    }
+
+    /// Bytes of memory held by the open and frozen layers.
+    pub(crate) fn memory_bytes(&self) -> u64 {
+        self.open.bytes() + self.frozen.as_ref().map_or(0, |(frozen, _)| frozen.bytes())
     }
 
     pub(crate) fn record_commit(&mut self, commit: CommitPoint) {
@@ -118,8 +122,10 @@ impl Branch {
             commit_lock: Mutex::new(()),
             state: RwLock::new(BranchState {
                 head: start,
-                versions: PageVersions::default(),
-                layers: Vec::new(),
+                open: PageVersions::default(),
+                frozen: None,
+                layers: LayerMap::default(),
+                flushed: start,
                 commits: Vec::new(),
                 deleted: false,
             }),

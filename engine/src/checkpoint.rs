@@ -6,20 +6,26 @@
 //! ```text
 //! offset size field (little-endian)
 //!      0    8 magic "PFCKPT\0\0"
-//!      8    4 format version (1)
-//!     12    8 covered LSN: every record ending at or below it is in the checkpoint,
-//!               no record after it is
+//!      8    4 format version (2; version 1 is still read)
+//!     12    8 covered LSN: every branch operation and commit point ending at or below
+//!               it is in the catalog, none after it is
 //!     20    8 time of the last covered record (the sequencer's floor)
 //!     28    8 next branch id (ids of deleted branches are never reused)
 //!     36    4 branch count, then per branch, parents before children:
 //!               id u64, name (len u16 + bytes), has parent u8 [+ parent id u64,
 //!               branch point u64], created time u64, created LSN u64, options
 //!               (as in WAL records), created-at-time answer (as in WAL records),
-//!               head u64, commit count u32 + (lsn u64, time u64) each,
+//!               head u64, flushed u64 (v2: every own page version at or below it is
+//!               in the listed layers), commit count u32 + (lsn u64, time u64) each,
 //!               layer count u32 + per layer, oldest first: file name (len u16 +
-//!               bytes), size u64, CRC32 of the whole file u32
+//!               bytes), size u64, CRC32 of the whole file u32, level u8 (v2: 0 L0
+//!               delta, 1 L1 delta, 2 image)
 //!   last    4 CRC32 of every byte before it
 //! ```
+//!
+//! Open replays the WAL from the lowest `flushed` of any branch: records up to `covered`
+//! only put back page versions above their branch's `flushed`; records after it are
+//! applied whole. A version-1 catalog reads as `flushed` = `covered`, every layer L0.
 
 use std::path::Path;
 
@@ -30,11 +36,12 @@ use crate::branch::{BranchId, BranchOptions, LsnForTime};
 use crate::catalog::CommitPoint;
 use crate::codec::{Cursor, put_lsn_for_time, put_name, put_options, put_parent};
 use crate::error::{EngineError, Result};
+use crate::layer::Level;
 use crate::time::Timestamp;
 
 pub(crate) const CATALOG_FILE_NAME: &str = "catalog";
 const MAGIC: [u8; 8] = *b"PFCKPT\0\0";
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 
 /// A layer file as the catalog lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +49,7 @@ pub(crate) struct LayerEntry {
     pub(crate) name: String,
     pub(crate) size: u64,
     pub(crate) checksum: u32,
+    pub(crate) level: Level,
 }
 
 /// One branch as the catalog holds it.
@@ -55,6 +63,7 @@ pub(crate) struct BranchImage {
     pub(crate) options: BranchOptions,
     pub(crate) created_at_time: Option<LsnForTime>,
     pub(crate) head: Lsn,
+    pub(crate) flushed: Lsn,
     pub(crate) commits: Vec<CommitPoint>,
     /// Oldest first.
     pub(crate) layers: Vec<LayerEntry>,
@@ -96,6 +105,7 @@ impl Checkpoint {
             put_options(&mut out, branch.options);
             put_lsn_for_time(&mut out, branch.created_at_time);
             out.put_u64_le(branch.head.0);
+            out.put_u64_le(branch.flushed.0);
             out.put_u32_le(u32::try_from(branch.commits.len()).expect("commit count fits u32"));
             for commit in &branch.commits {
                 out.put_u64_le(commit.lsn.0);
@@ -106,6 +116,7 @@ impl Checkpoint {
                 put_name(&mut out, &layer.name);
                 out.put_u64_le(layer.size);
                 out.put_u32_le(layer.checksum);
+                out.put_u8(layer.level.code());
             }
         }
         let crc = crc32fast::hash(&out);
@@ -134,7 +145,7 @@ impl Checkpoint {
                 return Err("bad magic: not a pagefork checkpoint".to_owned());
             }
             let version = cursor.u32("format version")?;
-            if version != FORMAT_VERSION {
+            if version != FORMAT_VERSION && version != 1 {
                 return Err(format!("unsupported format version {version}"));
             }
             let covered = Lsn(cursor.u64("covered LSN")?);
@@ -151,6 +162,11 @@ impl Checkpoint {
                 let options = cursor.options()?;
                 let created_at_time = cursor.lsn_for_time()?;
                 let head = Lsn(cursor.u64("head")?);
+                let flushed = if version == 1 {
+                    covered
+                } else {
+                    Lsn(cursor.u64("flushed LSN")?)
+                };
                 let commit_count = cursor.u32("commit count")?;
                 let mut commits = Vec::new();
                 for _ in 0..commit_count {
@@ -164,10 +180,18 @@ impl Checkpoint {
                     let name = cursor.name()?;
                     let size = cursor.u64("layer size")?;
                     let checksum = cursor.u32("layer checksum")?;
+                    let level = if version == 1 {
+                        Level::L0
+                    } else {
+                        let code = cursor.u8("layer level")?;
+                        Level::from_code(code)
+                            .ok_or_else(|| format!("layer {name:?} has unknown level {code}"))?
+                    };
                     layers.push(LayerEntry {
                         name,
                         size,
                         checksum,
+                        level,
                     });
                 }
                 branches.push(BranchImage {
@@ -179,6 +203,7 @@ impl Checkpoint {
                     options,
                     created_at_time,
                     head,
+                    flushed,
                     commits,
                     layers,
                 });
@@ -216,6 +241,7 @@ mod tests {
                     options: BranchOptions::default(),
                     created_at_time: None,
                     head: Lsn(0x100),
+                    flushed: Lsn(0x100),
                     commits: vec![CommitPoint {
                         lsn: Lsn(0x100),
                         time: Timestamp(5),
@@ -224,6 +250,7 @@ mod tests {
                         name: "0000000000000001-0000000000000080-0000000000000101.delta".to_owned(),
                         size: 4096,
                         checksum: 0xDEAD_BEEF,
+                        level: Level::L1,
                     }],
                 },
                 BranchImage {
@@ -238,6 +265,7 @@ mod tests {
                     },
                     created_at_time: None,
                     head: Lsn(0x80),
+                    flushed: Lsn(0x80),
                     commits: vec![],
                     layers: vec![],
                 },

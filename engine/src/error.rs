@@ -179,6 +179,16 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// The housekeeper could not write unflushed versions to layer files, and the
+    /// memory budget is spent: writes wait for it and fail with this rather than grow
+    /// without bound.
+    #[error("memory budget of {budget} bytes is spent and the background flush fails: {reason}")]
+    FlushFailed {
+        /// The configured budget (`Config::memory_budget_bytes`).
+        budget: u64,
+        /// The flush's last error.
+        reason: String,
+    },
     /// The write-ahead log failed or refused.
     #[error(transparent)]
     Wal(#[from] WalError),

@@ -52,8 +52,10 @@ pub use fs::{FileSystem, StdFileSystem, publish_file};
 pub use key::Key;
 pub use pagefork_wal::{Lsn, SyncMode};
 pub use store::{
-    Config, DEFAULT_CHECKPOINT_AFTER_BYTES, DEFAULT_PAGE_CACHE_BYTES, DEFAULT_PAGE_SIZE,
-    DEFAULT_ROOT_BRANCH, ReadTrace, Store, StoreStats, WalEntry,
+    Config, DEFAULT_CHECKPOINT_AFTER_BYTES, DEFAULT_COMPACT_L0_LAYERS, DEFAULT_IMAGE_AFTER_DELTAS,
+    DEFAULT_L1_LAYER_BYTES, DEFAULT_LAYER_FLUSH_BYTES, DEFAULT_MEMORY_BUDGET_BYTES,
+    DEFAULT_PAGE_CACHE_BYTES, DEFAULT_PAGE_SIZE, DEFAULT_ROOT_BRANCH, ReadTrace, Store, StoreStats,
+    WalEntry,
 };
 pub use time::{Clock, ManualClock, ParseTimestampError, SystemClock, Timestamp};
 pub use update::Update;

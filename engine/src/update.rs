@@ -30,6 +30,14 @@ impl Update {
     pub fn is_initializing(&self) -> bool {
         matches!(self, Update::Image(_) | Update::Drop)
     }
+
+    /// Bytes of page data it carries.
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Update::Image(bytes) | Update::Patch { bytes, .. } => bytes.len(),
+            Update::Drop => 0,
+        }
+    }
 }
 
 /// Why a set of versions cannot be turned into a page.

@@ -1,8 +1,9 @@
 //! `PageVersions`: the page versions one branch wrote, keyed by (key, LSN).
 //!
-//! This is the boundary where the on-disk layers of the next issue slot in: the read path
-//! asks only "versions of key K at or below LSN L, newest first, down to the first
-//! initializing one". Today the versions live in memory and are rebuilt from the WAL.
+//! A branch's open layer (where commits land) and its frozen layer (waiting to be written
+//! to a layer file) are each one `PageVersions`. The read path asks it only "versions of
+//! key K at or below LSN L, newest first, down to the first initializing one". It counts
+//! the bytes it holds, so the store can bound the memory of unflushed versions.
 //!
 //! Invariant (immutability): a version, once inserted at (key, LSN), is never replaced;
 //! inserting at an LSN not above every existing version of that key is a bug and asserts.
@@ -18,6 +19,18 @@ use crate::update::Update;
 #[derive(Debug, Default)]
 pub(crate) struct PageVersions {
     pages: BTreeMap<Key, BTreeMap<Lsn, Update>>,
+    /// Approximate memory held: payload bytes plus a fixed cost per version.
+    bytes: u64,
+    /// The lowest LSN of any version held (`Lsn(0)` when empty).
+    first_lsn: Lsn,
+}
+
+/// Memory a version costs beside its payload (map nodes, key, LSN, `Bytes` header).
+const VERSION_OVERHEAD: u64 = 96;
+
+/// Memory `update` costs in a `PageVersions`.
+pub(crate) fn version_bytes(update: &Update) -> u64 {
+    VERSION_OVERHEAD + update.payload_len() as u64
 }
 
 impl PageVersions {
@@ -30,17 +43,51 @@ impl PageVersions {
                 "page versions are immutable: {key} already has a version at {last}, cannot add {lsn}"
             );
         }
+        self.bytes += version_bytes(&update);
+        if self.first_lsn == Lsn(0) || lsn < self.first_lsn {
+            self.first_lsn = lsn;
+        }
         versions.insert(lsn, update);
+    }
+
+    /// Approximate bytes of memory held.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The lowest and highest LSN of the versions held; `None` when empty.
+    pub(crate) fn lsn_bounds(&self) -> Option<(Lsn, Lsn)> {
+        let last = self
+            .pages
+            .values()
+            .filter_map(|versions| versions.last_key_value().map(|(lsn, _)| *lsn))
+            .max()?;
+        Some((self.first_lsn, last))
+    }
+
+    /// Keys in `first..=last` with a version at or below `lsn`.
+    pub(crate) fn keys_in(&self, first: Key, last: Key, lsn: Lsn) -> impl Iterator<Item = Key> {
+        self.pages
+            .range(first..=last)
+            .filter(move |(_, versions)| versions.range(..=lsn).next().is_some())
+            .map(|(key, _)| *key)
+    }
+
+    /// Every version as `(key, LSN, update)`, sorted by key then LSN (as layer files want).
+    pub(crate) fn to_sorted_vec(&self) -> Vec<(Key, Lsn, Update)> {
+        self.pages
+            .iter()
+            .flat_map(|(key, versions)| {
+                versions
+                    .iter()
+                    .map(|(lsn, update)| (*key, *lsn, update.clone()))
+            })
+            .collect()
     }
 
     /// Whether no version is held.
     pub(crate) fn is_empty(&self) -> bool {
         self.pages.is_empty()
-    }
-
-    /// Every page and its versions, in key then LSN order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Key, &BTreeMap<Lsn, Update>)> {
-        self.pages.iter()
     }
 
     /// Appends to `out` the versions of `key` at or below `lsn`, newest first, stopping

@@ -100,8 +100,9 @@ pub fn page_of(byte: u8) -> Bytes {
     Bytes::from(vec![byte; TEST_PAGE_SIZE])
 }
 
-/// An engine configuration for tests: 512-byte pages, 64 KiB WAL segments, a checkpoint
-/// every 16 KiB of WAL, a manual clock at a fixed start (returned so the test can move
+/// An engine configuration for tests: 512-byte pages, 64 KiB WAL segments, a catalog
+/// every 16 KiB of WAL, flushes every 4 KiB, compaction after 3 L0 layers, images after
+/// chains of 2, a manual clock at a fixed start (returned so the test can move
 /// it), and the given sync mode.
 pub fn engine_config(sync_mode: SyncMode) -> (Config, ManualClock) {
     let clock = ManualClock::new(Timestamp(1_775_000_000_000_000));
@@ -110,11 +111,30 @@ pub fn engine_config(sync_mode: SyncMode) -> (Config, ManualClock) {
         sync_mode,
         clock: std::sync::Arc::new(clock.clone()),
         wal_segment_size: 64 * 1024,
-        // Tiny, so every test that commits a little runs through layer files.
+        // Tiny, so every test that commits a little runs through flushes, L0 and L1
+        // layers, images and WAL removal.
         checkpoint_after_bytes: 16 * 1024,
+        layer_flush_bytes: 4 * 1024,
+        memory_budget_bytes: 256 * 1024,
+        compact_l0_layers: 3,
+        l1_layer_bytes: 8 * 1024,
+        image_after_deltas: 2,
         ..Config::default()
     };
     (config, clock)
+}
+
+/// `config` with every automatic flush, checkpoint and compaction turned off, so a test
+/// decides when layers are written (`Store::checkpoint`, `Store::compact`).
+pub fn manual_housekeeping(config: Config) -> Config {
+    Config {
+        checkpoint_after_bytes: u64::MAX,
+        layer_flush_bytes: u64::MAX,
+        memory_budget_bytes: u64::MAX,
+        compact_l0_layers: usize::MAX,
+        image_after_deltas: usize::MAX,
+        ..config
+    }
 }
 
 /// Runs a crash-test child: spawns `command` with piped stdout, waits for it to print

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use pagefork_engine::{At, BranchOptions, EngineError, Key, Store, SyncMode, Update};
-use pagefork_tests::{engine_config, page_of};
+use pagefork_tests::{engine_config, manual_housekeeping, page_of};
 
 fn layer_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("layers"))
@@ -19,9 +19,8 @@ fn layer_files(dir: &Path) -> Vec<PathBuf> {
 /// A store whose pages 0..8 of relation 1 on `main` live in layer files, plus one open
 /// version; automatic checkpoints are off so the test decides when layers are written.
 fn store_with_layers(dir: &Path) -> Store {
-    let (mut config, _clock) = engine_config(SyncMode::Always);
-    config.checkpoint_after_bytes = u64::MAX;
-    let store = Store::create(dir, config).unwrap();
+    let (config, _clock) = engine_config(SyncMode::Always);
+    let store = Store::create(dir, manual_housekeeping(config)).unwrap();
     for block in 0..8u32 {
         store
             .commit(
@@ -39,9 +38,8 @@ fn store_with_layers(dir: &Path) -> Store {
 }
 
 fn reopen(dir: &Path) -> Result<Store, EngineError> {
-    let (mut config, _clock) = engine_config(SyncMode::Always);
-    config.checkpoint_after_bytes = u64::MAX;
-    Store::open_with(dir, config)
+    let (config, _clock) = engine_config(SyncMode::Always);
+    Store::open_with(dir, manual_housekeeping(config))
 }
 
 #[test]
@@ -77,10 +75,9 @@ fn versions_live_in_layer_files_and_read_back_after_reopen() {
 fn an_unlisted_layer_file_is_debris_and_is_removed_on_open() {
     let dir = tempfile::tempdir().unwrap();
     drop(store_with_layers(dir.path()));
-    let debris = dir
-        .path()
-        .join("layers")
-        .join("00000000000000FF-0000000000000000-0000000000000001.delta");
+    let debris = dir.path().join("layers").join(
+        "00000000000000FF-0000000000000000-0000000000000000-0000000000000001-0000000000000002.l0",
+    );
     std::fs::write(&debris, b"half a layer from a checkpoint that crashed").unwrap();
     let store = reopen(dir.path()).unwrap();
     assert!(!debris.exists(), "debris removed");
@@ -124,7 +121,11 @@ fn a_missing_or_resized_listed_layer_is_an_error_naming_it() {
 fn a_damaged_block_is_an_error_naming_file_and_offset_never_wrong_data() {
     let dir = tempfile::tempdir().unwrap();
     drop(store_with_layers(dir.path()));
-    let layer = layer_files(dir.path()).remove(0);
+    // The first checkpoint's layer, with pages 0..8 (the largest file).
+    let layer = layer_files(dir.path())
+        .into_iter()
+        .max_by_key(|path| std::fs::metadata(path).unwrap().len())
+        .unwrap();
     let mut bytes = std::fs::read(&layer).unwrap();
     // Inside the second data block, page 1's only version: each block is a 28-byte block
     // header, the 512-byte page and a 4-byte CRC, after the 64-byte file header. (The first
@@ -192,14 +193,14 @@ fn a_catalog_with_commits_out_of_order_is_refused() {
     drop(store);
     let path = dir.path().join("catalog");
     let mut bytes = std::fs::read(&path).unwrap();
-    // Find main's commit list: its head LSN followed by the commit count (9), then swap
-    // the first two (lsn, time) pairs.
+    // Find main's commit list: its head and flushed LSNs (both the head: everything is
+    // flushed) followed by the commit count (9), then swap the first two (lsn, time) pairs.
     let head = main.head.0.to_le_bytes();
     let at = bytes
-        .windows(12)
-        .position(|w| w[..8] == head && w[8..] == 9u32.to_le_bytes())
+        .windows(20)
+        .position(|w| w[..8] == head && w[8..16] == head && w[16..] == 9u32.to_le_bytes())
         .unwrap()
-        + 12;
+        + 20;
     let first: Vec<u8> = bytes[at..at + 16].to_vec();
     let second: Vec<u8> = bytes[at + 16..at + 32].to_vec();
     bytes[at..at + 16].copy_from_slice(&second);

@@ -292,8 +292,8 @@ fn a_branch_created_at_a_time_says_what_it_snapped_to() {
 #[test]
 fn a_checkpoint_shortens_replay_and_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut config, clock) = engine_config(SyncMode::Always);
-    config.checkpoint_after_bytes = u64::MAX; // only the explicit checkpoint below
+    let (config, clock) = engine_config(SyncMode::Always);
+    let config = pagefork_tests::manual_housekeeping(config); // only the checkpoint below
     let store = Store::create(dir.path(), config.clone()).unwrap();
     // Enough commits to fill several 64 KiB WAL segments.
     let commits: Vec<_> = (0..200u8)

@@ -7,6 +7,7 @@
 //! present or absent, so a read stops there.
 
 mod format;
+mod map;
 mod mmap;
 
 use std::path::{Path, PathBuf};
@@ -15,6 +16,8 @@ use bytes::Bytes;
 use pagefork_wal::Lsn;
 
 pub use format::{LayerKind, LayerRange};
+pub use map::Level;
+pub(crate) use map::{LayerMap, PersistedLayer};
 
 use crate::error::{EngineError, Result};
 use crate::fs::{FileSystem, publish_file};
@@ -160,6 +163,22 @@ impl LayerFile {
             }
         }
         Ok(false)
+    }
+
+    /// Keys in `first..=last` with a version at or below `lsn`, in order.
+    pub(crate) fn keys_in(&self, first: Key, last: Key, lsn: Lsn) -> Vec<Key> {
+        let start = self.index.partition_point(|entry| entry.key < first);
+        let mut keys: Vec<Key> = self
+            .index
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|entry| entry.key <= last)
+            .filter(|entry| entry.lsn <= lsn)
+            .map(|entry| entry.key)
+            .collect();
+        keys.dedup();
+        keys
     }
 
     /// Every version, in (key, LSN) order, each block checked.

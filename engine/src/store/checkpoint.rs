@@ -1,156 +1,113 @@
-//! Checkpoints: flushing every branch's open layer into a delta layer file, publishing the
-//! catalog that lists the layers, and restoring from it on open.
+//! The catalog on disk: publishing it (the last step of every housekeeping cycle) and
+//! restoring from it on open.
 //!
-//! A checkpoint is an exact cut: it is taken holding `branch_ops` and every branch's
-//! `commit_lock`, so no operation is between logging its record and applying it, and the
-//! WAL is fsynced first, so the catalog never covers a record the log could lose. Order on
-//! disk: layer files are published first, then the catalog (which makes them live), then
-//! unlisted layer files are removed, then covered WAL segments. A crash anywhere leaves
-//! either the old catalog with the whole WAL after it, or the new one; layer files written
-//! for a catalog that never got published are debris, removed on open.
+//! A catalog is an exact cut: its branch table is taken holding `branch_ops` and every
+//! branch's `commit_lock`, so no operation is between logging its record and applying
+//! it, and the WAL is fsynced before the file is published, so the catalog never covers
+//! a record the log could lose. Order on disk: layer files are published first (by the
+//! cycle), then the catalog (which makes them live), then unlisted layer files are
+//! removed, then the WAL segments below every branch's `flushed` LSN. A crash anywhere
+//! leaves either the old catalog with the whole WAL after it, or the new one; layer files
+//! written for a catalog that never got published are debris, removed on open.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use pagefork_wal::{Lsn, Wal, layout};
 
-use super::{Store, StoreInner};
-use crate::catalog::{Branch, PersistedLayer};
+use super::StoreInner;
+use crate::catalog::Branch;
 use crate::checkpoint::{BranchImage, CATALOG_FILE_NAME, Checkpoint, LayerEntry};
 use crate::error::{EngineError, Result};
-use crate::layer::{LayerFile, LayerKind, LayerRange, write_layer};
-use crate::log::Log;
-use crate::versions::PageVersions;
+use crate::layer::{LayerFile, LayerMap, LayerRange, Level, PersistedLayer};
 
 /// Directory of the layer files inside a store.
 pub(super) const LAYERS_DIR_NAME: &str = "layers";
 
-impl Store {
-    /// Writes every branch's unflushed versions to layer files, publishes the catalog, and
-    /// removes the WAL segments it covers, so the next `open` replays only what came after.
-    /// Returns the LSN it covers. Blocks commits and branch operations while it runs (the
-    /// store also runs it by itself every `Config::checkpoint_after_bytes` of WAL). An
-    /// in-memory store has nothing to write and returns its current end.
-    pub fn checkpoint(&self) -> Result<Lsn> {
-        self.inner.checkpoint()
-    }
-}
-
-fn layer_file_name(branch: &Branch, lsn_start: Lsn, lsn_end: Lsn) -> String {
+/// The name of a layer file: branch, key range, LSN range, and level, all in hex.
+pub(super) fn layer_file_name(range: &LayerRange, level: Level) -> String {
+    let suffix = match level {
+        Level::L0 => "l0",
+        Level::L1 => "l1",
+        Level::Image => "image",
+    };
     format!(
-        "{:016X}-{:016X}-{:016X}.delta",
-        branch.id.0, lsn_start.0, lsn_end.0
+        "{:016X}-{:08X}{:08X}-{:08X}{:08X}-{:016X}-{:016X}.{suffix}",
+        range.branch.0,
+        range.key_start.rel,
+        range.key_start.block,
+        range.key_last.rel,
+        range.key_last.block,
+        range.lsn_start.0,
+        range.lsn_end.0,
     )
 }
 
+/// Where replay starts and what the catalog covers.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct CatalogCut {
+    /// Branch operations and commit points up to here are in the catalog.
+    pub(super) covered: Lsn,
+    /// The lowest `flushed` of any branch: page versions above it may be only in the WAL.
+    pub(super) replay_from: Lsn,
+}
+
 impl StoreInner {
-    pub(super) fn checkpoint(&self) -> Result<Lsn> {
-        let _ops = self.branch_ops.lock();
-        let mut branches: Vec<Arc<Branch>> = self.catalog.read().branches().cloned().collect();
-        branches.sort_by_key(|branch| branch.id);
-        let _commits: Vec<_> = branches
-            .iter()
-            .map(|branch| branch.commit_lock.lock())
-            .collect();
-        let (Log::Wal(wal), Some(dir)) = (&self.log, &self.dir) else {
-            return Ok(branches
+    /// The LSN the last published catalog covers.
+    pub(super) fn catalog_covered(&self) -> Lsn {
+        Lsn(self.catalog_covered.load(Ordering::Acquire))
+    }
+
+    /// Publishes the catalog (branches as of now, their layers), removes layer files it
+    /// does not list, and the WAL no branch needs. The caller holds `housekeeping`.
+    pub(super) fn publish_catalog(&self, wal: &Wal, dir: &Path, layers_dir: &Path) -> Result<Lsn> {
+        let checkpoint = {
+            let _ops = self.branch_ops.lock();
+            let mut branches: Vec<Arc<Branch>> = self.catalog.read().branches().cloned().collect();
+            branches.sort_by_key(|branch| branch.id);
+            let _commits: Vec<_> = branches
                 .iter()
-                .map(|branch| branch.head())
-                .max()
-                .unwrap_or_default());
+                .map(|branch| branch.commit_lock.lock())
+                .collect();
+            // Nothing is between logging and applying: everything written is applied.
+            let covered = wal.written_lsn();
+            self.bytes_since_checkpoint.store(0, Ordering::Relaxed);
+            Checkpoint {
+                covered,
+                last_time: *self.sequencer.lock(),
+                next_id: self.catalog.read().next_id(),
+                branches: branches.iter().map(|branch| branch_image(branch)).collect(),
+            }
         };
-        let covered = wal.sync()?;
-        let layers_dir = dir.join(LAYERS_DIR_NAME);
-        self.fs
-            .create_dir_all(&layers_dir)
-            .map_err(EngineError::io("create directory", &layers_dir))?;
-        for branch in &branches {
-            self.flush_open_layer(branch, &layers_dir)?;
-        }
-        let checkpoint = Checkpoint {
-            covered,
-            last_time: *self.sequencer.lock(),
-            next_id: self.catalog.read().next_id(),
-            branches: branches.iter().map(|branch| branch_image(branch)).collect(),
-        };
+        wal.sync()?;
         let path = dir.join(CATALOG_FILE_NAME);
         crate::fs::publish_file(self.fs.as_ref(), &path, &checkpoint.encode())
             .map_err(EngineError::io("publish catalog", &path))?;
-        remove_unlisted_layers(&layers_dir, &checkpoint.layer_names())?;
-        self.bytes_since_checkpoint
-            .store(0, std::sync::atomic::Ordering::Relaxed);
-        let removed = wal.truncate_before(covered)?;
-        tracing::info!(%covered, removed_segments = removed, "checkpoint written");
+        let covered = checkpoint.covered;
+        self.catalog_covered.store(covered.0, Ordering::Release);
+        self.housekeeping_counters
+            .catalogs_published
+            .fetch_add(1, Ordering::Relaxed);
+        remove_unlisted_layers(layers_dir, &checkpoint.layer_names())?;
+        let keep_from = checkpoint
+            .branches
+            .iter()
+            .map(|branch| branch.flushed)
+            .min()
+            .unwrap_or(covered)
+            .min(covered);
+        let removed = wal.truncate_before(keep_from)?;
+        tracing::debug!(%covered, %keep_from, removed_segments = removed, "catalog published");
         Ok(covered)
     }
 
-    /// Writes the branch's open layer to a delta layer file and swaps it for an empty one.
-    /// The caller holds the branch's commit lock.
-    fn flush_open_layer(&self, branch: &Branch, layers_dir: &Path) -> Result<()> {
-        let versions: Vec<_> = {
-            let state = branch.state.read();
-            if state.versions.is_empty() {
-                return Ok(());
-            }
-            state
-                .versions
-                .iter()
-                .flat_map(|(key, versions)| {
-                    versions
-                        .iter()
-                        .map(|(lsn, update)| (*key, *lsn, update.clone()))
-                })
-                .collect()
-        };
-        let lsn_start = versions
-            .iter()
-            .map(|(_, lsn, _)| *lsn)
-            .min()
-            .unwrap_or_default();
-        let lsn_last = versions
-            .iter()
-            .map(|(_, lsn, _)| *lsn)
-            .max()
-            .unwrap_or_default();
-        let range = LayerRange {
-            kind: LayerKind::Delta,
-            branch: branch.id,
-            key_start: versions
-                .first()
-                .map_or(crate::key::Key::new(0, 0), |(key, _, _)| *key),
-            key_last: versions
-                .last()
-                .map_or(crate::key::Key::new(0, 0), |(key, _, _)| *key),
-            lsn_start,
-            lsn_end: Lsn(lsn_last.0 + 1),
-        };
-        let name = layer_file_name(branch, range.lsn_start, range.lsn_end);
-        let path = layers_dir.join(&name);
-        let summary = write_layer(self.fs.as_ref(), &path, &range, &versions)?;
-        let file = Arc::new(LayerFile::open(&path, None)?);
-        let mut state = branch.state.write();
-        if let Some(newest) = state.layers.last() {
-            assert!(
-                newest.file.range().lsn_end <= range.lsn_start,
-                "a new layer holds only versions newer than the branch's existing layers"
-            );
-        }
-        state.layers.push(PersistedLayer {
-            file,
-            name,
-            size: summary.size,
-            checksum: summary.checksum,
-        });
-        state.versions = PageVersions::default();
-        Ok(())
-    }
-
-    /// Loads the catalog if there is one (branches and their layers) and returns the LSN it
-    /// covers. Removes layer files the catalog does not list; a listed layer that is
-    /// missing or of the wrong size is an error naming it.
-    pub(super) fn restore_checkpoint(&self, dir: &Path, wal: &Wal) -> Result<Option<Lsn>> {
+    /// Loads the catalog if there is one (branches and their layers) and returns where
+    /// replay starts. Removes layer files the catalog does not list; a listed layer that
+    /// is missing, of the wrong size, or overlapping another is an error naming it.
+    pub(super) fn restore_checkpoint(&self, dir: &Path, wal: &Wal) -> Result<Option<CatalogCut>> {
         let path = dir.join(CATALOG_FILE_NAME);
         let layers_dir = dir.join(LAYERS_DIR_NAME);
         if !self
@@ -166,14 +123,24 @@ impl StoreInner {
             .read(&path)
             .map_err(EngineError::io("read", &path))?;
         let checkpoint = Checkpoint::decode(Bytes::from(bytes), &path)?;
+        let cut = CatalogCut {
+            covered: checkpoint.covered,
+            replay_from: checkpoint
+                .branches
+                .iter()
+                .map(|branch| branch.flushed)
+                .min()
+                .unwrap_or(checkpoint.covered)
+                .min(checkpoint.covered),
+        };
         let oldest_segment_start = wal.oldest_lsn().0 - layout::SEGMENT_HEADER_LEN;
-        if oldest_segment_start > checkpoint.covered.0 {
+        if oldest_segment_start > cut.replay_from.0 {
             return Err(EngineError::CorruptFile {
                 path,
                 offset: 12,
                 reason: format!(
-                    "the catalog covers up to {} but the WAL starts at {}: records in between are missing",
-                    checkpoint.covered,
+                    "replay must start at {} but the WAL starts at {}: records in between are missing",
+                    cut.replay_from,
                     wal.oldest_lsn()
                 ),
             });
@@ -198,11 +165,23 @@ impl StoreInner {
                     Some((parent, branch_point))
                 }
             };
-            let layers = image
-                .layers
-                .iter()
-                .map(|entry| open_listed_layer(&layers_dir, entry))
-                .collect::<Result<Vec<_>>>()?;
+            if image.flushed > checkpoint.covered {
+                return Err(corrupt(format!(
+                    "branch {} says it flushed up to {}, past the catalog's {}",
+                    image.id, image.flushed, checkpoint.covered
+                )));
+            }
+            let mut layers = LayerMap::default();
+            for entry in &image.layers {
+                let layer = open_listed_layer(&layers_dir, entry)?;
+                if let Some(other) = layers.conflict_with(&layer) {
+                    return Err(corrupt(format!(
+                        "layers {} and {other} of branch {} overlap",
+                        entry.name, image.id
+                    )));
+                }
+                layers.insert(layer);
+            }
             let branch = Branch::new(
                 image.id,
                 image.name,
@@ -230,6 +209,7 @@ impl StoreInner {
                     )));
                 }
                 state.layers = layers;
+                state.flushed = image.flushed;
             }
             if catalog.by_name(&branch.name).is_some() || branch.id < catalog.next_id() {
                 return Err(corrupt(format!(
@@ -241,7 +221,9 @@ impl StoreInner {
         }
         catalog.reserve_ids_below(checkpoint.next_id);
         *self.sequencer.lock() = checkpoint.last_time;
-        Ok(Some(checkpoint.covered))
+        self.catalog_covered
+            .store(checkpoint.covered.0, Ordering::Release);
+        Ok(Some(cut))
     }
 }
 
@@ -259,6 +241,7 @@ fn branch_image(branch: &Branch) -> BranchImage {
         options: branch.options,
         created_at_time: branch.created_at_time,
         head: state.head,
+        flushed: state.flushed,
         commits: state.commits.clone(),
         layers: state
             .layers
@@ -267,6 +250,7 @@ fn branch_image(branch: &Branch) -> BranchImage {
                 name: layer.name.clone(),
                 size: layer.size,
                 checksum: layer.checksum,
+                level: layer.level,
             })
             .collect(),
     }
@@ -292,11 +276,23 @@ fn open_listed_layer(layers_dir: &Path, entry: &LayerEntry) -> Result<PersistedL
             reason: format!("{} bytes, the catalog says {}", file.size(), entry.size),
         });
     }
+    if (entry.level == Level::Image) != (file.range().kind == crate::layer::LayerKind::Image) {
+        return Err(EngineError::CorruptFile {
+            path,
+            offset: 12,
+            reason: format!(
+                "the catalog lists it as {:?}, the file is a {:?} layer",
+                entry.level,
+                file.range().kind
+            ),
+        });
+    }
     Ok(PersistedLayer {
         file: Arc::new(file),
         name: entry.name.clone(),
         size: entry.size,
         checksum: entry.checksum,
+        level: entry.level,
     })
 }
 

@@ -17,11 +17,11 @@ impl Store {
     /// Commits `updates` to `branch` as one atomic WAL record and returns its LSN and
     /// time. Refused, changing nothing: an empty commit, a key twice, an image that is not
     /// one page, a patch out of bounds or on a page that does not exist, an unknown branch,
-    /// a commit larger than one WAL record.
+    /// a commit larger than one WAL record. Waits first while unflushed versions fill the
+    /// memory budget (`Config::memory_budget_bytes`).
     pub fn commit(&self, branch: &str, updates: Vec<(Key, Update)>) -> Result<Commit> {
-        let commit = self.commit_locked(branch, updates)?;
-        self.inner.checkpoint_if_due();
-        Ok(commit)
+        self.inner.wait_for_memory()?;
+        self.commit_locked(branch, updates)
     }
 
     fn commit_locked(&self, branch: &str, updates: Vec<(Key, Update)>) -> Result<Commit> {

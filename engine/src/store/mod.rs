@@ -14,6 +14,8 @@
 mod branches;
 mod checkpoint;
 mod commit;
+mod compaction;
+mod housekeeping;
 mod inspect;
 mod pitr;
 mod read;
@@ -21,7 +23,7 @@ mod replay;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use pagefork_wal::{DEFAULT_SEGMENT_SIZE, Lsn, SyncMode, Wal, WalConfig, WalError};
 use parking_lot::{Mutex, RwLock};
@@ -36,6 +38,7 @@ use crate::meta::{META_FILE_NAME, StoreMeta};
 use crate::record::{CreateBranch, Record, stamp_time};
 use crate::time::{Clock, SystemClock, Timestamp};
 
+use housekeeping::{HousekeepingCounters, LayerSettings, WorkerGuard, WorkerSignals};
 pub use inspect::WalEntry;
 use read::ReadCounters;
 pub use read::{ReadTrace, StoreStats};
@@ -46,6 +49,16 @@ pub const DEFAULT_PAGE_SIZE: usize = 8192;
 pub const DEFAULT_CHECKPOINT_AFTER_BYTES: u64 = 64 * 1024 * 1024;
 /// Default `Config::page_cache_bytes`: 64 MiB.
 pub const DEFAULT_PAGE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// Default `Config::layer_flush_bytes`: 32 MiB.
+pub const DEFAULT_LAYER_FLUSH_BYTES: u64 = 32 * 1024 * 1024;
+/// Default `Config::memory_budget_bytes`: 256 MiB.
+pub const DEFAULT_MEMORY_BUDGET_BYTES: u64 = 256 * 1024 * 1024;
+/// Default `Config::compact_l0_layers`: 8.
+pub const DEFAULT_COMPACT_L0_LAYERS: usize = 8;
+/// Default `Config::l1_layer_bytes`: 32 MiB.
+pub const DEFAULT_L1_LAYER_BYTES: u64 = 32 * 1024 * 1024;
+/// Default `Config::image_after_deltas`: 4.
+pub const DEFAULT_IMAGE_AFTER_DELTAS: usize = 4;
 /// Default name of the root branch.
 pub const DEFAULT_ROOT_BRANCH: &str = "main";
 const WAL_DIR_NAME: &str = "wal";
@@ -67,12 +80,27 @@ pub struct Config {
     /// WAL segment size for a new store (a power of two from 4 KiB to 1 GiB); an existing
     /// store keeps the size its log was created with. One commit must fit in a segment.
     pub wal_segment_size: u64,
-    /// Take a checkpoint (flush page versions to layer files, publish the catalog, remove
-    /// covered WAL) once this many bytes of records were logged since the last one. This
-    /// bounds the memory held by unflushed versions and the WAL replayed on open.
+    /// Flush every open layer and publish the catalog (so WAL can be removed) once this
+    /// many bytes of records were logged since the last catalog. Bounds the WAL that
+    /// `open` replays.
     pub checkpoint_after_bytes: u64,
     /// Bytes of reconstructed pages the page cache may hold (0 turns it off).
     pub page_cache_bytes: u64,
+    /// A branch's open layer is frozen and flushed to an L0 delta file in the background
+    /// once it holds this many bytes.
+    pub layer_flush_bytes: u64,
+    /// Bytes that open and frozen layers of all branches may hold together. At half of
+    /// it every open layer is flushed; at all of it writers wait for the flush. (In
+    /// memory there is nowhere to flush to, and no bound.)
+    pub memory_budget_bytes: u64,
+    /// A branch's L0 delta layers are merged into L1 layers once it has this many.
+    pub compact_l0_layers: usize,
+    /// Target size of an L1 layer: a merge splits its output by key range at about this
+    /// many bytes.
+    pub l1_layer_bytes: u64,
+    /// After a merge, an image layer is written over each output's key range where a read
+    /// could visit this many delta layers above the newest image.
+    pub image_after_deltas: usize,
 }
 
 impl Default for Config {
@@ -86,6 +114,11 @@ impl Default for Config {
             wal_segment_size: DEFAULT_SEGMENT_SIZE,
             checkpoint_after_bytes: DEFAULT_CHECKPOINT_AFTER_BYTES,
             page_cache_bytes: DEFAULT_PAGE_CACHE_BYTES,
+            layer_flush_bytes: DEFAULT_LAYER_FLUSH_BYTES,
+            memory_budget_bytes: DEFAULT_MEMORY_BUDGET_BYTES,
+            compact_l0_layers: DEFAULT_COMPACT_L0_LAYERS,
+            l1_layer_bytes: DEFAULT_L1_LAYER_BYTES,
+            image_after_deltas: DEFAULT_IMAGE_AFTER_DELTAS,
         }
     }
 }
@@ -98,13 +131,33 @@ impl Config {
                 self.page_size
             )));
         }
+        if self.compact_l0_layers < 2 || self.image_after_deltas < 1 {
+            return Err(EngineError::InvalidConfig(format!(
+                "compact_l0_layers ({}) must be at least 2 and image_after_deltas ({}) at least 1",
+                self.compact_l0_layers, self.image_after_deltas
+            )));
+        }
         validate_branch_name(&self.root_branch)
+    }
+
+    fn layer_settings(&self) -> LayerSettings {
+        LayerSettings {
+            flush_bytes: self.layer_flush_bytes.max(1),
+            memory_budget: self.memory_budget_bytes.max(1),
+            checkpoint_after_bytes: self.checkpoint_after_bytes,
+            compact_l0_layers: self.compact_l0_layers,
+            l1_layer_bytes: self.l1_layer_bytes.max(1),
+            image_after_deltas: self.image_after_deltas,
+        }
     }
 }
 
 /// A branching page store. Cheap to clone (clones share the store), `Send + Sync`.
 #[derive(Clone, Debug)]
 pub struct Store {
+    /// The background housekeeping thread of an on-disk store (dropped first, so it
+    /// stops while the store is still whole).
+    worker: Option<Arc<WorkerGuard>>,
     inner: Arc<StoreInner>,
 }
 
@@ -119,11 +172,18 @@ struct StoreInner {
     sequencer: Mutex<Timestamp>,
     /// Serializes branch creation and deletion.
     branch_ops: Mutex<()>,
-    /// Record bytes logged since the last checkpoint, and the threshold that triggers one.
+    /// Record bytes logged since the last catalog was published.
     bytes_since_checkpoint: AtomicU64,
-    checkpoint_after_bytes: u64,
-    /// Set while an automatic checkpoint runs, so only one runs at a time.
-    checkpoint_running: AtomicBool,
+    /// Flush and compaction thresholds.
+    settings: LayerSettings,
+    /// Bytes held by every branch's open and frozen layers.
+    memory: AtomicU64,
+    /// One housekeeping cycle at a time.
+    housekeeping: Mutex<()>,
+    signals: WorkerSignals,
+    housekeeping_counters: HousekeepingCounters,
+    /// The LSN the last published catalog covers.
+    catalog_covered: AtomicU64,
     catalog: RwLock<Catalog>,
     cache: PageCache,
     read_counters: ReadCounters,
@@ -158,13 +218,14 @@ impl Store {
             ))?;
         }
         let wal = Wal::create(&wal_dir, wal_config(&config))?;
-        let store = Store::with_log(&config, Log::Wal(wal), Some(dir.to_owned()));
+        let mut store = Store::with_log(&config, Log::Wal(wal), Some(dir.to_owned()));
         store.create_root(&config.root_branch)?;
         let meta = StoreMeta {
             page_size: u32::try_from(config.page_size).expect("page size checked"),
         };
         publish_file(fs.as_ref(), &meta_path, &meta.encode())
             .map_err(EngineError::io("publish store metadata", &meta_path))?;
+        store.start_housekeeping();
         Ok(store)
     }
 
@@ -209,9 +270,11 @@ impl Store {
         if report.dropped_bytes > 0 {
             tracing::warn!(end = %report.end, dropped_bytes = report.dropped_bytes, "WAL had a torn tail");
         }
-        let store = Store::with_log(&config, Log::Wal(wal.clone()), Some(dir.to_owned()));
-        let covered = store.inner.restore_checkpoint(dir, &wal)?;
-        store.inner.replay(&wal, covered)?;
+        let mut store = Store::with_log(&config, Log::Wal(wal.clone()), Some(dir.to_owned()));
+        let cut = store.inner.restore_checkpoint(dir, &wal)?;
+        store.inner.replay(&wal, cut)?;
+        store.start_housekeeping();
+        store.inner.housekeeping_if_due(0);
         Ok(store)
     }
 
@@ -225,6 +288,7 @@ impl Store {
 
     fn with_log(config: &Config, log: Log, dir: Option<PathBuf>) -> Store {
         Store {
+            worker: None,
             inner: Arc::new(StoreInner {
                 page_size: config.page_size,
                 clock: Arc::clone(&config.clock),
@@ -234,13 +298,21 @@ impl Store {
                 sequencer: Mutex::new(Timestamp(0)),
                 branch_ops: Mutex::new(()),
                 bytes_since_checkpoint: AtomicU64::new(0),
-                checkpoint_after_bytes: config.checkpoint_after_bytes,
-                checkpoint_running: AtomicBool::new(false),
+                settings: config.layer_settings(),
+                memory: AtomicU64::new(0),
+                housekeeping: Mutex::new(()),
+                signals: WorkerSignals::default(),
+                housekeeping_counters: HousekeepingCounters::default(),
+                catalog_covered: AtomicU64::new(0),
                 catalog: RwLock::new(Catalog::default()),
                 cache: PageCache::new(config.page_cache_bytes),
                 read_counters: ReadCounters::default(),
             }),
         }
+    }
+
+    fn start_housekeeping(&mut self) {
+        self.worker = Some(Arc::new(housekeeping::start_worker(&self.inner)));
     }
 
     fn create_root(&self, name: &str) -> Result<()> {
@@ -319,26 +391,6 @@ impl StoreInner {
         Ok((lsn, time))
     }
 
-    /// Runs a checkpoint if enough has been logged since the last one. Called by writers
-    /// after they release their locks; a failure is logged and retried by a later writer
-    /// (the WAL still holds everything, so nothing is lost).
-    fn checkpoint_if_due(&self) {
-        if self.bytes_since_checkpoint.load(Ordering::Relaxed) < self.checkpoint_after_bytes {
-            return;
-        }
-        if self
-            .checkpoint_running
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return;
-        }
-        if let Err(error) = self.checkpoint() {
-            tracing::warn!(%error, "automatic checkpoint failed; the WAL still holds everything");
-        }
-        self.checkpoint_running.store(false, Ordering::Release);
-    }
-
     /// Applies a logged record to the in-memory state: the one way state changes, live
     /// or in replay. Fails only on records that contradict the history (replay of a
     /// damaged or foreign log), naming the LSN.
@@ -360,10 +412,11 @@ impl StoreInner {
                         state.head
                     )));
                 }
-                for (key, update) in updates {
-                    state.versions.insert(key, lsn, update);
-                }
+                self.insert_versions(&mut state, updates, lsn);
                 state.record_commit(commit);
+                let open_bytes = state.open.bytes();
+                drop(state);
+                self.housekeeping_if_due(open_bytes);
             }
             Record::CreateBranch(create) => {
                 let mut catalog = self.catalog.write();
@@ -402,9 +455,31 @@ impl StoreInner {
                 let branch = catalog
                     .remove(id)
                     .ok_or_else(|| corrupt(format!("delete of unknown branch {id}")))?;
-                branch.state.write().deleted = true;
+                let mut state = branch.state.write();
+                state.deleted = true;
+                // Its memory is as good as freed: no flush will take it off the gauge.
+                self.memory
+                    .fetch_sub(state.memory_bytes(), Ordering::Relaxed);
+                drop(state);
+                // The next catalog no longer lists its layers, which removes them.
+                self.request_housekeeping();
             }
         }
         Ok(())
+    }
+
+    /// Adds a commit's versions to the branch's open layer and the memory gauge.
+    fn insert_versions(
+        &self,
+        state: &mut crate::catalog::BranchState,
+        updates: Vec<(crate::key::Key, crate::update::Update)>,
+        lsn: Lsn,
+    ) {
+        let before = state.open.bytes();
+        for (key, update) in updates {
+            state.open.insert(key, lsn, update);
+        }
+        self.memory
+            .fetch_add(state.open.bytes() - before, Ordering::Relaxed);
     }
 }

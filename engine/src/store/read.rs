@@ -25,8 +25,8 @@ pub struct ReadTrace {
     pub lsn: Lsn,
     /// Whether the page cache answered.
     pub cache_hit: bool,
-    /// Layers consulted (a branch's in-memory versions count as one, then each layer
-    /// file), 0 on a cache hit.
+    /// Layers consulted (a branch's open layer counts as one, its frozen layer as one,
+    /// then each layer file that may hold the key), 0 on a cache hit.
     pub layers_visited: u32,
     /// Ancestors the read descended into, 0 on a cache hit.
     pub ancestors_descended: u32,
@@ -48,6 +48,26 @@ pub struct StoreStats {
     pub layers_visited: u64,
     /// Ancestors descended into by all reads.
     pub ancestors_descended: u64,
+    /// Bytes held now by open and frozen layers (unflushed versions).
+    pub memory_bytes: u64,
+    /// Layer files now live, by level: L0 deltas, L1 deltas, images.
+    pub layers_l0: u64,
+    /// See `layers_l0`.
+    pub layers_l1: u64,
+    /// See `layers_l0`.
+    pub layers_image: u64,
+    /// Frozen layers written to L0 files.
+    pub flushes: u64,
+    /// Bytes of L0 files written.
+    pub flushed_bytes: u64,
+    /// L0-to-L1 merges.
+    pub compactions: u64,
+    /// Bytes of L1 files written by merges.
+    pub compacted_bytes: u64,
+    /// Image layers written.
+    pub images_written: u64,
+    /// Catalogs published.
+    pub catalogs_published: u64,
 }
 
 /// Totals behind `StoreStats`.
@@ -82,7 +102,27 @@ impl Store {
     pub fn stats(&self) -> StoreStats {
         let inner = &self.inner;
         let counters = &inner.read_counters;
+        let housekeeping = &inner.housekeeping_counters;
+        let mut levels = [0u64; 3];
+        for branch in inner.catalog.read().branches() {
+            for layer in branch.state.read().layers.iter() {
+                if let Some(count) = levels.get_mut(usize::from(layer.level.code())) {
+                    *count += 1;
+                }
+            }
+        }
+        let [layers_l0, layers_l1, layers_image] = levels;
         StoreStats {
+            memory_bytes: inner.memory.load(Ordering::Relaxed),
+            layers_l0,
+            layers_l1,
+            layers_image,
+            flushes: housekeeping.flushes.load(Ordering::Relaxed),
+            flushed_bytes: housekeeping.flushed_bytes.load(Ordering::Relaxed),
+            compactions: housekeeping.compactions.load(Ordering::Relaxed),
+            compacted_bytes: housekeeping.compacted_bytes.load(Ordering::Relaxed),
+            images_written: housekeeping.images_written.load(Ordering::Relaxed),
+            catalogs_published: housekeeping.catalogs_published.load(Ordering::Relaxed),
             page_reads: counters.reads.load(Ordering::Relaxed),
             cache_hits: inner.cache.hits(),
             cache_misses: inner.cache.misses(),
@@ -94,7 +134,7 @@ impl Store {
 }
 
 /// Appends `branch`'s own versions of `key` at or below `lsn`, newest first: the open
-/// layer, then its layer files newest first. Returns whether an initializing version (or
+/// layer, the frozen one, then the layer files that may hold the key, newest first. Returns whether an initializing version (or
 /// an image layer's proof) was found, so the walk can stop.
 fn collect_from_branch(
     branch: &Branch,
@@ -105,10 +145,16 @@ fn collect_from_branch(
 ) -> Result<bool> {
     let state = branch.state.read();
     *layers_visited += 1;
-    if state.versions.collect_versions(key, lsn, out) {
+    if state.open.collect_versions(key, lsn, out) {
         return Ok(true);
     }
-    for layer in state.layers.iter().rev() {
+    if let Some((frozen, _)) = &state.frozen {
+        *layers_visited += 1;
+        if frozen.collect_versions(key, lsn, out) {
+            return Ok(true);
+        }
+    }
+    for layer in state.layers.search(key, lsn) {
         *layers_visited += 1;
         if layer.file.collect_versions(key, lsn, out)? {
             return Ok(true);
@@ -178,7 +224,7 @@ impl StoreInner {
     }
 
     /// Rebuilds `key` as `branch` sees it at `lsn`.
-    fn read_page(
+    pub(super) fn read_page(
         &self,
         branch: &Arc<Branch>,
         key: Key,

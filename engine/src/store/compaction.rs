@@ -1,0 +1,261 @@
+//! Compaction, run by housekeeping cycles: L0 deltas merged into key-range-partitioned L1
+//! deltas, and image layers written where a key range has a long delta chain.
+//!
+//! Invariants it keeps:
+//! - Compaction never drops a version: the L1 layers of a merge hold exactly the versions
+//!   of the L0 layers they replace, over the same LSN range, so every read at every LSN
+//!   answers as before (history is trimmed only by GC).
+//! - An image layer at LSN X over a key range holds every page a read at X on the branch
+//!   sees in that range (through its ancestors too), and X is the top of the branch's
+//!   published layers, so no delta covering the range holds a version above X that the
+//!   image could hide. Keys in the range without a page prove absence.
+//! - New files replace old ones in the layer map in one step under the branch's state
+//!   lock; the old files are removed only after a catalog without them is published.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use pagefork_wal::Lsn;
+
+use super::StoreInner;
+use super::checkpoint::layer_file_name;
+use crate::catalog::Branch;
+use crate::error::Result;
+use crate::key::Key;
+use crate::layer::{LayerFile, LayerKind, LayerRange, Level, PersistedLayer, write_layer};
+use crate::update::Update;
+
+/// Per-version cost in an L1 size estimate beside the payload (block header, CRC, index).
+const VERSION_FILE_OVERHEAD: u64 = 56;
+
+impl StoreInner {
+    /// Compacts `branch` if due (or `force`): merges its L0 deltas once there are
+    /// `compact_l0_layers` of them, then writes images over the key ranges whose delta
+    /// chain reached `image_after_deltas`. Returns whether it wrote anything.
+    pub(super) fn compact_branch(
+        &self,
+        branch: &Arc<Branch>,
+        layers_dir: &Path,
+        force: bool,
+    ) -> Result<bool> {
+        let level_zero = {
+            let state = branch.state.read();
+            if state.deleted {
+                return Ok(false);
+            }
+            state.layers.level_zero()
+        };
+        let mut candidates = Vec::new();
+        if level_zero.len() >= self.settings.compact_l0_layers || (force && !level_zero.is_empty())
+        {
+            candidates = self.merge_level_zero(branch, layers_dir, &level_zero)?;
+        } else if force {
+            candidates = newest_l1_ranges(branch);
+        }
+        let mut changed = !candidates.is_empty();
+        for (first, last) in candidates {
+            let chain = branch.state.read().layers.deltas_above_image(first, last);
+            if chain >= self.settings.image_after_deltas {
+                changed |= self.write_image(branch, layers_dir, first, last)?;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Merges `inputs` (all the branch's L0 layers) into L1 layers of about
+    /// `l1_layer_bytes` each, split at key boundaries. Returns their key ranges.
+    fn merge_level_zero(
+        &self,
+        branch: &Arc<Branch>,
+        layers_dir: &Path,
+        inputs: &[PersistedLayer],
+    ) -> Result<Vec<(Key, Key)>> {
+        let mut versions = Vec::new();
+        for layer in inputs {
+            versions.extend(layer.file.versions()?);
+        }
+        versions.sort_by_key(|(key, lsn, _)| (*key, *lsn));
+        let lsn_start = inputs
+            .iter()
+            .map(|layer| layer.file.range().lsn_start)
+            .min()
+            .unwrap_or_default();
+        let lsn_end = inputs
+            .iter()
+            .map(|layer| layer.file.range().lsn_end)
+            .max()
+            .unwrap_or_default();
+        let mut outputs = Vec::new();
+        let mut chunk_start = 0;
+        let mut chunk_bytes = 0u64;
+        for (index, (key, _, update)) in versions.iter().enumerate() {
+            chunk_bytes += VERSION_FILE_OVERHEAD + update.payload_len() as u64;
+            let next_key = versions.get(index + 1).map(|(next, _, _)| *next);
+            let ends_key = next_key != Some(*key);
+            if ends_key && (chunk_bytes >= self.settings.l1_layer_bytes || next_key.is_none()) {
+                let chunk = versions.get(chunk_start..=index).unwrap_or_default();
+                let (Some((first, _, _)), Some((last, _, _))) = (chunk.first(), chunk.last())
+                else {
+                    unreachable!("a chunk holds at least the version at `index`");
+                };
+                let range = LayerRange {
+                    kind: LayerKind::Delta,
+                    branch: branch.id,
+                    key_start: *first,
+                    key_last: *last,
+                    lsn_start,
+                    lsn_end,
+                };
+                outputs.push(self.write_layer_file(layers_dir, &range, Level::L1, chunk)?);
+                chunk_start = index + 1;
+                chunk_bytes = 0;
+            }
+        }
+        let ranges: Vec<(Key, Key)> = outputs
+            .iter()
+            .map(|layer| {
+                let range = layer.file.range();
+                (range.key_start, range.key_last)
+            })
+            .collect();
+        let written: u64 = outputs.iter().map(|layer| layer.size).sum();
+        let names: Vec<String> = inputs.iter().map(|layer| layer.name.clone()).collect();
+        {
+            let mut state = branch.state.write();
+            if state.deleted {
+                return Ok(Vec::new());
+            }
+            let removed = state.layers.remove(&names);
+            assert_eq!(
+                removed,
+                names.len(),
+                "only housekeeping changes a branch's layers, and it runs one cycle at a time"
+            );
+            for layer in outputs {
+                state.layers.insert(layer);
+            }
+        }
+        let counters = &self.housekeeping_counters;
+        counters.compactions.fetch_add(1, Ordering::Relaxed);
+        counters
+            .compacted_bytes
+            .fetch_add(written, Ordering::Relaxed);
+        Ok(ranges)
+    }
+
+    /// Writes an image layer of `first..=last` at the top of the branch's published
+    /// layers. Returns whether it did (not if the branch was deleted meanwhile).
+    fn write_image(
+        &self,
+        branch: &Arc<Branch>,
+        layers_dir: &Path,
+        first: Key,
+        last: Key,
+    ) -> Result<bool> {
+        let top = branch.state.read().layers.lsn_end();
+        let Some(lsn) = top.0.checked_sub(1).map(Lsn) else {
+            return Ok(false);
+        };
+        let mut pages = Vec::new();
+        for key in self.keys_seen(branch, first, last, lsn) {
+            if let Some(page) = self.read_page(branch, key, lsn)?.0 {
+                pages.push((key, lsn, Update::Image(page)));
+            }
+        }
+        let range = LayerRange {
+            kind: LayerKind::Image,
+            branch: branch.id,
+            key_start: first,
+            key_last: last,
+            lsn_start: lsn,
+            lsn_end: top,
+        };
+        let layer = self.write_layer_file(layers_dir, &range, Level::Image, &pages)?;
+        let mut state = branch.state.write();
+        if state.deleted {
+            return Ok(false);
+        }
+        assert_eq!(
+            state.layers.lsn_end(),
+            top,
+            "only housekeeping adds layers, one cycle at a time"
+        );
+        state.layers.insert(layer);
+        self.housekeeping_counters
+            .images_written
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Every key in `first..=last` that has some version a read at `lsn` on `branch`
+    /// could see: its own, and its ancestors' below each branch point. A superset of the
+    /// pages that exist; the caller reads each.
+    fn keys_seen(&self, branch: &Arc<Branch>, first: Key, last: Key, lsn: Lsn) -> BTreeSet<Key> {
+        let mut keys = BTreeSet::new();
+        let mut current = Arc::clone(branch);
+        let mut lsn = lsn;
+        loop {
+            {
+                let state = current.state.read();
+                keys.extend(state.open.keys_in(first, last, lsn));
+                if let Some((frozen, _)) = &state.frozen {
+                    keys.extend(frozen.keys_in(first, last, lsn));
+                }
+                for layer in state.layers.iter() {
+                    let range = layer.file.range();
+                    if range.key_start <= last && first <= range.key_last {
+                        keys.extend(layer.file.keys_in(first, last, lsn));
+                    }
+                }
+            }
+            let Some((parent, branch_point)) = current.parent.clone() else {
+                return keys;
+            };
+            lsn = lsn.min(branch_point);
+            current = parent;
+        }
+    }
+
+    /// Publishes one layer file and opens it.
+    pub(super) fn write_layer_file(
+        &self,
+        layers_dir: &Path,
+        range: &LayerRange,
+        level: Level,
+        versions: &[(Key, Lsn, Update)],
+    ) -> Result<PersistedLayer> {
+        let name = layer_file_name(range, level);
+        let path = layers_dir.join(&name);
+        let summary = write_layer(self.fs.as_ref(), &path, range, versions)?;
+        let file = Arc::new(LayerFile::open(&path, None)?);
+        Ok(PersistedLayer {
+            file,
+            name,
+            size: summary.size,
+            checksum: summary.checksum,
+            level,
+        })
+    }
+}
+
+/// Key ranges of the branch's newest L1 layers (one compaction's output).
+fn newest_l1_ranges(branch: &Branch) -> Vec<(Key, Key)> {
+    let state = branch.state.read();
+    let newest_end = state
+        .layers
+        .iter()
+        .filter(|layer| layer.level == Level::L1)
+        .map(|layer| layer.file.range().lsn_end)
+        .max();
+    state
+        .layers
+        .iter()
+        .filter(|layer| layer.level == Level::L1 && Some(layer.file.range().lsn_end) == newest_end)
+        .map(|layer| {
+            let range = layer.file.range();
+            (range.key_start, range.key_last)
+        })
+        .collect()
+}

@@ -1,0 +1,330 @@
+//! Housekeeping: freezing open layers, flushing them to L0 delta files, compacting, and
+//! publishing the catalog, in a background thread (and on demand via `checkpoint` and
+//! `compact`), while commits go on into fresh open layers.
+//!
+//! Invariants it keeps:
+//! - One housekeeping cycle at a time (`StoreInner::housekeeping`), so layer files are
+//!   created only by the cycle that will list them, and a catalog never lists a file
+//!   that is not fully published.
+//! - A frozen layer leaves memory only after its file is published and in the branch's
+//!   layer map, under the branch's state lock: a read sees each version in exactly one
+//!   place at every moment.
+//! - The memory held by open and frozen layers stays under `memory_budget_bytes`: past
+//!   it, writers wait (before logging anything) until a flush frees memory, and fail with
+//!   `FlushFailed` rather than wait forever if flushing keeps failing.
+//! - Order on disk per cycle: layer files, then the catalog (which makes them live), then
+//!   removal of files it no longer lists, then WAL segments below every branch's
+//!   `flushed` LSN. A crash anywhere leaves the previous catalog and a WAL that still
+//!   holds everything after it.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use pagefork_wal::Lsn;
+use parking_lot::{Condvar, Mutex};
+
+use super::checkpoint::LAYERS_DIR_NAME;
+use super::{Store, StoreInner};
+use crate::catalog::Branch;
+use crate::error::{EngineError, Result};
+use crate::layer::{LayerKind, LayerRange, Level};
+use crate::log::Log;
+
+/// Thresholds of flushing and compaction (see `Config`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct LayerSettings {
+    pub(super) flush_bytes: u64,
+    pub(super) memory_budget: u64,
+    pub(super) checkpoint_after_bytes: u64,
+    pub(super) compact_l0_layers: usize,
+    pub(super) l1_layer_bytes: u64,
+    pub(super) image_after_deltas: usize,
+}
+
+/// What a cycle must do beyond what is due.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Force {
+    /// Freeze and flush every non-empty open layer.
+    pub(super) flush_all: bool,
+    /// Compact every branch with L0 layers, and write images wherever a chain is long.
+    pub(super) compact: bool,
+}
+
+/// Counters of what housekeeping has done.
+#[derive(Debug, Default)]
+pub(super) struct HousekeepingCounters {
+    pub(super) flushes: std::sync::atomic::AtomicU64,
+    pub(super) flushed_bytes: std::sync::atomic::AtomicU64,
+    pub(super) compactions: std::sync::atomic::AtomicU64,
+    pub(super) compacted_bytes: std::sync::atomic::AtomicU64,
+    pub(super) images_written: std::sync::atomic::AtomicU64,
+    pub(super) catalogs_published: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct WorkerState {
+    requested: bool,
+    shutdown: bool,
+    /// The last cycle's error, cleared by a cycle that succeeds.
+    last_error: Option<String>,
+}
+
+/// How writers and the background thread talk.
+#[derive(Debug, Default)]
+pub(super) struct WorkerSignals {
+    state: Mutex<WorkerState>,
+    /// Wakes the background thread.
+    wake: Condvar,
+    /// Wakes writers waiting for memory after each cycle.
+    progress: Condvar,
+}
+
+/// Owns the background thread; stops and joins it when the last `Store` handle drops.
+#[derive(Debug)]
+pub(super) struct WorkerGuard {
+    inner: Weak<StoreInner>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.signals.state.lock().shutdown = true;
+            inner.signals.wake.notify_all();
+        }
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the housekeeping thread panicked");
+        }
+    }
+}
+
+/// Starts the background thread of an on-disk store.
+pub(super) fn start_worker(inner: &Arc<StoreInner>) -> WorkerGuard {
+    let weak = Arc::downgrade(inner);
+    let thread_weak = weak.clone();
+    let thread = std::thread::Builder::new()
+        .name("pagefork-housekeeping".to_owned())
+        .spawn(move || worker_loop(&thread_weak))
+        .expect("spawn the housekeeping thread");
+    WorkerGuard {
+        inner: weak,
+        thread: Some(thread),
+    }
+}
+
+fn worker_loop(weak: &Weak<StoreInner>) {
+    loop {
+        // The thread holds the store only while it works, so dropping the last handle
+        // ends it.
+        let Some(inner) = weak.upgrade() else { return };
+        let run = {
+            let mut state = inner.signals.state.lock();
+            if !state.requested && !state.shutdown {
+                inner
+                    .signals
+                    .wake
+                    .wait_for(&mut state, Duration::from_millis(200));
+            }
+            if state.shutdown {
+                return;
+            }
+            std::mem::take(&mut state.requested)
+        };
+        if !run {
+            continue;
+        }
+        let outcome = inner.run_cycle(Force::default());
+        let failed = outcome.is_err();
+        inner.signals.state.lock().last_error = outcome.err().map(|error| {
+            tracing::warn!(%error, "housekeeping failed; the WAL still holds everything");
+            error.to_string()
+        });
+        inner.signals.progress.notify_all();
+        drop(inner);
+        if failed {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Store {
+    /// Flushes every branch's unflushed versions to layer files, publishes the catalog,
+    /// and removes the WAL segments no branch needs any more, so the next `open` replays
+    /// only what came after. Returns the LSN the catalog covers. Commits go on while it
+    /// runs (the store also does this by itself in the background). An in-memory store
+    /// has nothing to write and returns its current end.
+    pub fn checkpoint(&self) -> Result<Lsn> {
+        self.inner.run_cycle(Force {
+            flush_all: true,
+            compact: false,
+        })
+    }
+
+    /// A checkpoint that also compacts now: every branch's L0 deltas are merged into L1
+    /// deltas, and image layers are written where a key range has a long delta chain
+    /// (`Config::image_after_deltas`). Returns the LSN the catalog covers.
+    pub fn compact(&self) -> Result<Lsn> {
+        self.inner.run_cycle(Force {
+            flush_all: true,
+            compact: true,
+        })
+    }
+}
+
+impl StoreInner {
+    /// Asks the background thread for a cycle (no-op in memory).
+    pub(super) fn request_housekeeping(&self) {
+        if self.dir.is_none() {
+            return;
+        }
+        self.signals.state.lock().requested = true;
+        self.signals.wake.notify_one();
+    }
+
+    /// Called after a change was applied: asks for a cycle if anything is due.
+    pub(super) fn housekeeping_if_due(&self, branch_open_bytes: u64) {
+        let settings = &self.settings;
+        let memory = self.memory.load(Ordering::Relaxed);
+        if branch_open_bytes >= settings.flush_bytes
+            || memory >= settings.memory_budget / 2
+            || self.bytes_since_checkpoint.load(Ordering::Relaxed)
+                >= settings.checkpoint_after_bytes
+        {
+            self.request_housekeeping();
+        }
+    }
+
+    /// Waits, before a write logs anything, until unflushed versions fit the memory
+    /// budget.
+    pub(super) fn wait_for_memory(&self) -> Result<()> {
+        if self.dir.is_none() {
+            return Ok(());
+        }
+        let budget = self.settings.memory_budget;
+        let mut state = self.signals.state.lock();
+        let mut failed_cycles = 0;
+        while self.memory.load(Ordering::Relaxed) >= budget {
+            state.requested = true;
+            self.signals.wake.notify_one();
+            let timed_out = self
+                .signals
+                .progress
+                .wait_for(&mut state, Duration::from_millis(500))
+                .timed_out();
+            if let Some(reason) = &state.last_error
+                && !timed_out
+            {
+                failed_cycles += 1;
+                if failed_cycles >= 3 {
+                    return Err(EngineError::FlushFailed {
+                        budget,
+                        reason: reason.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One housekeeping cycle: flush what is due (or everything), compact what is due (or
+    /// everything), publish the catalog, remove what it no longer needs. Returns the LSN
+    /// the catalog covers.
+    pub(super) fn run_cycle(&self, force: Force) -> Result<Lsn> {
+        let _cycle = self.housekeeping.lock();
+        let (Log::Wal(wal), Some(dir)) = (&self.log, &self.dir) else {
+            return Ok(self
+                .catalog
+                .read()
+                .branches()
+                .map(|branch| branch.head())
+                .max()
+                .unwrap_or_default());
+        };
+        let layers_dir = dir.join(LAYERS_DIR_NAME);
+        self.fs
+            .create_dir_all(&layers_dir)
+            .map_err(EngineError::io("create directory", &layers_dir))?;
+        let settings = self.settings;
+        let flush_all = force.flush_all
+            || self.memory.load(Ordering::Relaxed) >= settings.memory_budget / 2
+            || self.bytes_since_checkpoint.load(Ordering::Relaxed)
+                >= settings.checkpoint_after_bytes;
+        let mut branches: Vec<Arc<Branch>> = self.catalog.read().branches().cloned().collect();
+        branches.sort_by_key(|branch| branch.id);
+        let mut changed = force.flush_all;
+        for branch in &branches {
+            changed |= self.flush_branch(branch, &layers_dir, flush_all)?;
+            self.signals.progress.notify_all();
+        }
+        for branch in &branches {
+            changed |= self.compact_branch(branch, &layers_dir, force.compact)?;
+        }
+        if !changed && !flush_all {
+            return Ok(self.catalog_covered());
+        }
+        self.publish_catalog(wal, dir, &layers_dir)
+    }
+
+    /// Freezes the branch's open layer if it is due (or `all` and it is not empty) and
+    /// writes the frozen layer to an L0 delta file. Returns whether a file was written.
+    fn flush_branch(&self, branch: &Branch, layers_dir: &Path, all: bool) -> Result<bool> {
+        let (frozen, frozen_head) = {
+            let mut state = branch.state.write();
+            if state.deleted {
+                return Ok(false);
+            }
+            if state.frozen.is_none() {
+                let due = !state.open.is_empty()
+                    && (all || state.open.bytes() >= self.settings.flush_bytes);
+                if !due {
+                    if state.open.is_empty() {
+                        // Nothing unflushed: the branch needs no WAL below its head.
+                        state.flushed = state.head;
+                    }
+                    return Ok(false);
+                }
+                let open = std::mem::take(&mut state.open);
+                state.frozen = Some((Arc::new(open), state.head));
+            }
+            state.frozen.clone().expect("frozen above")
+        };
+        let versions = frozen.to_sorted_vec();
+        let (lsn_start, lsn_last) = frozen.lsn_bounds().expect("a frozen layer is not empty");
+        let (Some((key_start, _, _)), Some((key_last, _, _))) = (versions.first(), versions.last())
+        else {
+            unreachable!("a frozen layer is not empty");
+        };
+        let range = LayerRange {
+            kind: LayerKind::Delta,
+            branch: branch.id,
+            key_start: *key_start,
+            key_last: *key_last,
+            lsn_start,
+            lsn_end: Lsn(lsn_last.0 + 1),
+        };
+        let layer = self.write_layer_file(layers_dir, &range, Level::L0, &versions)?;
+        let size = layer.size;
+        let mut state = branch.state.write();
+        if state.deleted {
+            // The delete already took the frozen layer's bytes off the memory gauge; the
+            // file is debris the next catalog does not list.
+            return Ok(false);
+        }
+        state.layers.insert(layer);
+        state.frozen = None;
+        state.flushed = frozen_head;
+        if state.open.is_empty() {
+            state.flushed = state.head;
+        }
+        self.memory.fetch_sub(frozen.bytes(), Ordering::Relaxed);
+        let counters = &self.housekeeping_counters;
+        counters.flushes.fetch_add(1, Ordering::Relaxed);
+        counters.flushed_bytes.fetch_add(size, Ordering::Relaxed);
+        Ok(true)
+    }
+}
