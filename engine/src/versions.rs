@@ -25,13 +25,10 @@ pub(crate) struct PageVersions {
     first_lsn: Lsn,
 }
 
-/// Memory a version costs beside its payload (map nodes, key, LSN, `Bytes` header).
-const VERSION_OVERHEAD: u64 = 96;
-
-/// Memory `update` costs in a `PageVersions`.
-pub(crate) fn version_bytes(update: &Update) -> u64 {
-    VERSION_OVERHEAD + update.payload_len() as u64
-}
+/// Memory a version costs beside its payload (its slot in a map node: LSN, `Update`).
+const VERSION_OVERHEAD: u64 = 64;
+/// Memory a page's first version costs on top (a map node of its own, the outer entry).
+const PAGE_OVERHEAD: u64 = 576;
 
 impl PageVersions {
     /// Adds the version of `key` written at `lsn`.
@@ -43,7 +40,10 @@ impl PageVersions {
                 "page versions are immutable: {key} already has a version at {last}, cannot add {lsn}"
             );
         }
-        self.bytes += version_bytes(&update);
+        self.bytes += VERSION_OVERHEAD + update.payload_len() as u64;
+        if versions.is_empty() {
+            self.bytes += PAGE_OVERHEAD;
+        }
         if self.first_lsn == Lsn(0) || lsn < self.first_lsn {
             self.first_lsn = lsn;
         }

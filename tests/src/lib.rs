@@ -124,6 +124,24 @@ pub fn engine_config(sync_mode: SyncMode) -> (Config, ManualClock) {
     (config, clock)
 }
 
+/// The configuration of the engine crash test's child (and of the parent's reopen):
+/// `SyncMode::Always`, and flush and compaction thresholds so small that the background
+/// housekeeper is flushing, merging or writing an image most of the time, so kills land
+/// in the middle of them.
+pub fn crash_child_config() -> Config {
+    Config {
+        page_size: TEST_PAGE_SIZE,
+        sync_mode: SyncMode::Always,
+        wal_segment_size: 256 * 1024,
+        checkpoint_after_bytes: 64 * 1024,
+        layer_flush_bytes: 16 * 1024,
+        compact_l0_layers: 3,
+        l1_layer_bytes: 8 * 1024,
+        image_after_deltas: 1,
+        ..Config::default()
+    }
+}
+
 /// `config` with every automatic flush, checkpoint and compaction turned off, so a test
 /// decides when layers are written (`Store::checkpoint`, `Store::compact`).
 pub fn manual_housekeeping(config: Config) -> Config {

@@ -2,7 +2,9 @@
 //! a branch) with `SyncMode::Always`, printing each acknowledgement; we SIGKILL it at a
 //! random moment and reopen. Every acknowledged commit must be there, whole, at its LSN;
 //! every acknowledged branch must exist with its branch point; and no commit may be half
-//! visible: at the head all pages carry the same commit. Repeated on the same store.
+//! visible: at the head all pages carry the same commit. Repeated on the same store. The
+//! child's flush and compaction thresholds are tiny, so kills land in the middle of
+//! flushes, L0 merges, image writes, catalog publication and WAL removal.
 //!
 //! `PAGEFORK_CRASH_SEED` replays a run; `PAGEFORK_CRASH_KILLS` sets the kills (default 20).
 
@@ -10,9 +12,9 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use pagefork_engine::{At, Config, Key, Lsn, Store, SyncMode};
+use pagefork_engine::{At, Key, Lsn, Store};
 use pagefork_tests::{
-    TEST_PAGE_SIZE, TestRng, crash_kills, run_then_sigkill, seed_from_env, seq_of_payload,
+    TestRng, crash_child_config, crash_kills, run_then_sigkill, seed_from_env, seq_of_payload,
 };
 
 const PAGES_PER_COMMIT: u32 = 8;
@@ -63,12 +65,7 @@ fn acknowledged_commits_and_branches_survive_sigkill_whole() {
             }
         }
 
-        let config = Config {
-            page_size: TEST_PAGE_SIZE,
-            sync_mode: SyncMode::Always,
-            ..Config::default()
-        };
-        let store = Store::open_with(dir.path(), config)
+        let store = Store::open_with(dir.path(), crash_child_config())
             .unwrap_or_else(|error| panic!("kill {kill} (seed {seed}): reopen failed: {error}"));
         for (seq, lsn) in &commits {
             assert_eq!(
@@ -105,6 +102,16 @@ fn acknowledged_commits_and_branches_survive_sigkill_whole() {
         !commits.is_empty(),
         "the children acknowledged commits before being killed"
     );
+    let layers: Vec<String> = std::fs::read_dir(dir.path().join("layers"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for level in [".l1", ".image"] {
+        assert!(
+            layers.iter().any(|name| name.ends_with(level)),
+            "housekeeping wrote {level} layers while the children ran: {layers:?}"
+        );
+    }
     println!(
         "{kills} kills: {} acknowledged commits and {} branches, none lost",
         commits.len(),

@@ -4,8 +4,12 @@
 //!
 //! Operations: commits (images, patches, drops; some invalid on purpose), branch creation
 //! at latest / an LSN / a time, deletes, reads at LSNs around every boundary seen and at
-//! times, `lsn_for_time`, clock steps (sometimes backwards), checkpoints, clean reopen, and
-//! crash (the store dropped without any shutdown, then reopened).
+//! times, `lsn_for_time`, clock steps (sometimes backwards), checkpoints (flush), compaction,
+//! clean reopen, and crash (the store dropped without any shutdown, then reopened).
+//! Flush and compaction thresholds are tiny (a layer file every two versions, a merge
+//! every two L0 files, an image over every merge's output), so the background
+//! housekeeper runs all through every case; the suite checks that flushes, merges and
+//! images happened.
 //!
 //! Cases: 1,000 by default; `PAGEFORK_MODEL_CASES=N` runs N.
 
@@ -99,6 +103,7 @@ enum Op {
     Reopen,
     Crash,
     Checkpoint,
+    Compact,
 }
 
 fn update_choice() -> impl Strategy<Value = UpdateChoice> {
@@ -145,7 +150,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0u64..20, prop::bool::weighted(0.2)).prop_map(|(forward_secs, back)| Op::Clock { forward_secs, back }),
         1 => Just(Op::Reopen),
         1 => Just(Op::Crash),
-        1 => Just(Op::Checkpoint),
+        2 => Just(Op::Checkpoint),
+        2 => Just(Op::Compact),
     ]
 }
 
@@ -164,7 +170,10 @@ struct Harness {
 impl Harness {
     fn new() -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let (config, clock) = engine_config(SyncMode::Never);
+        let (mut config, clock) = engine_config(SyncMode::Never);
+        config.layer_flush_bytes = 1024;
+        config.compact_l0_layers = 2;
+        config.image_after_deltas = 1;
         let start = clock.now();
         let store = Store::create(dir.path(), config.clone()).unwrap();
         // Commits start 50 s after `start`, so requested times can fall before the history.
@@ -249,6 +258,7 @@ impl Harness {
     }
 
     fn reopen(&mut self) {
+        self.count_housekeeping();
         drop(self.store.take());
         self.store = Some(Store::open_with(self.dir.path(), self.config.clone()).unwrap());
     }
@@ -358,6 +368,9 @@ impl Harness {
                     "a checkpoint covers every head"
                 );
             }
+            Op::Compact => {
+                self.store().compact().unwrap();
+            }
             Op::Reopen | Op::Crash => {
                 // In this process a crash is the store dropped without shutdown: there is
                 // no shutdown step at all, so the two differ only in intent; the SIGKILL
@@ -393,6 +406,21 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// Adds what the open store's housekeeping did to the suite's totals.
+    fn count_housekeeping(&self) {
+        let stats = self.store().stats();
+        FLUSHES.fetch_add(stats.flushes as usize, Ordering::Relaxed);
+        MERGES.fetch_add(stats.compactions as usize, Ordering::Relaxed);
+        IMAGES.fetch_add(stats.images_written as usize, Ordering::Relaxed);
+    }
+}
+
+/// Flushes, L0 merges and image layers over all cases.
+static FLUSHES: AtomicUsize = AtomicUsize::new(0);
+static MERGES: AtomicUsize = AtomicUsize::new(0);
+static IMAGES: AtomicUsize = AtomicUsize::new(0);
+
 /// Accepted and attempted commits and branch creations over all cases, so the suite can
 /// check it is not testing refusals alone.
 static ACCEPTED: AtomicUsize = AtomicUsize::new(0);
@@ -411,6 +439,7 @@ fn run(ops: &[Op]) -> Result<usize, TestCaseError> {
     for op in ops {
         harness.step(op)?;
     }
+    harness.count_housekeeping();
     Ok(harness.accepted)
 }
 
@@ -500,5 +529,16 @@ fn the_store_agrees_with_the_model_and_most_operations_are_accepted() {
     assert!(
         accepted * 2 > attempted,
         "only {accepted} of {attempted} accepted: the generator tests refusals alone"
+    );
+    let (flushes, merges, images) = (
+        FLUSHES.load(Ordering::Relaxed),
+        MERGES.load(Ordering::Relaxed),
+        IMAGES.load(Ordering::Relaxed),
+    );
+    let cases = cases() as usize;
+    println!("{cases} cases: {flushes} flushes, {merges} L0 merges, {images} image layers");
+    assert!(
+        flushes >= cases && merges >= cases / 2 && images >= cases / 2,
+        "housekeeping too rare to test: {flushes} flushes, {merges} merges, {images} images in {cases} cases"
     );
 }

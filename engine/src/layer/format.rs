@@ -100,12 +100,23 @@ fn put_key(out: &mut Vec<u8>, key: Key) {
     out.put_u32_le(key.block);
 }
 
+/// The exact size of the file `encode` makes of `versions`.
+pub(crate) fn encoded_len(versions: &[(Key, Lsn, Update)]) -> usize {
+    let payloads: usize = versions
+        .iter()
+        .map(|(_, _, update)| update.payload_len())
+        .sum();
+    HEADER_LEN
+        + FOOTER_LEN
+        + 12
+        + payloads
+        + versions.len() * (BLOCK_HEADER_LEN + 4 + INDEX_ENTRY_LEN)
+}
+
 /// Encodes a layer. `versions` must be sorted by (key, LSN) with no duplicates, inside the
 /// range (checked: a violation is a bug in the caller and asserts).
 pub(crate) fn encode(range: &LayerRange, versions: &[(Key, Lsn, Update)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(
-        HEADER_LEN + FOOTER_LEN + versions.len() * (BLOCK_HEADER_LEN + 4 + INDEX_ENTRY_LEN),
-    );
+    let mut out = Vec::with_capacity(encoded_len(versions));
     out.put_slice(&MAGIC);
     out.put_u32_le(FORMAT_VERSION);
     out.put_u8(match range.kind {
@@ -185,6 +196,7 @@ pub(crate) fn encode(range: &LayerRange, versions: &[(Key, Lsn, Update)]) -> Vec
     let footer_crc = crc32fast::hash(out.get(footer_start..).unwrap_or_default());
     out.put_u32_le(footer_crc);
     out.put_slice(&FOOTER_MAGIC);
+    debug_assert_eq!(out.len(), encoded_len(versions));
     out
 }
 
@@ -340,34 +352,50 @@ pub(crate) fn decode_block(
     index_offset: usize,
 ) -> Result<Update, FormatError> {
     let at = entry.offset as usize;
-    let data = bytes.get(..index_offset).unwrap_or_default();
-    let len = read_u32(data, at + 24)
-        .ok_or_else(|| error(at, "data block header runs past the data"))? as usize;
-    let end = at + BLOCK_HEADER_LEN + len;
-    let Some(stored_crc) = read_u32(data, end) else {
-        return Err(error(at, "data block runs past the data"));
-    };
-    if crc32fast::hash(data.get(at..end).unwrap_or_default()) != stored_crc {
-        return Err(error(at, "data block checksum mismatch"));
+    let end = index_offset.min(bytes.len());
+    if at >= end {
+        return Err(error(at, "data block starts past the data"));
     }
-    if read_key(data, at) != Some(entry.key) || read_u64(data, at + 8) != Some(entry.lsn.0) {
+    decode_block_at(bytes.slice(at..end), entry)
+}
+
+/// Decodes and checks the data block of `entry` from `block`, which starts at the block
+/// (at file offset `entry.offset`) and may run on past its end.
+pub(crate) fn decode_block_at(block: Bytes, entry: &IndexEntry) -> Result<Update, FormatError> {
+    let base = entry.offset as usize;
+    let len = read_u32(&block, 24)
+        .ok_or_else(|| error(base, "data block header runs past the data"))? as usize;
+    let end = BLOCK_HEADER_LEN + len;
+    let Some(stored_crc) = read_u32(&block, end) else {
+        return Err(error(base, "data block runs past the data"));
+    };
+    if crc32fast::hash(block.get(..end).unwrap_or_default()) != stored_crc {
+        return Err(error(base, "data block checksum mismatch"));
+    }
+    if read_key(&block, 0) != Some(entry.key) || read_u64(&block, 8) != Some(entry.lsn.0) {
         return Err(error(
-            at,
+            base,
             "data block does not hold the version the index points to",
         ));
     }
-    let payload = bytes.slice(at + BLOCK_HEADER_LEN..end);
-    let patch_offset = read_u32(data, at + 20).unwrap_or_default();
-    match data.get(at + 16) {
+    let payload = block.slice(BLOCK_HEADER_LEN..end);
+    let patch_offset = read_u32(&block, 20).unwrap_or_default();
+    match block.get(16) {
         Some(1) => Ok(Update::Image(payload)),
         Some(2) => Ok(Update::Patch {
             offset: patch_offset,
             bytes: payload,
         }),
         Some(3) if len == 0 => Ok(Update::Drop),
-        other => Err(error(at + 16, format!("unknown update tag {other:?}"))),
+        other => Err(error(base + 16, format!("unknown update tag {other:?}"))),
     }
 }
+
+/// Bytes of a data block beside its payload: the block header before it, the CRC after.
+pub(crate) const BLOCK_FRAMING_LEN: usize = BLOCK_HEADER_LEN + 4;
+
+/// Where a block's payload length sits in its header.
+pub(crate) const BLOCK_LEN_OFFSET: usize = 24;
 
 #[cfg(test)]
 mod tests {

@@ -19,17 +19,64 @@
 #![allow(unsafe_code)]
 
 use std::fs::File;
+use std::sync::Arc;
 
 use bytes::Bytes;
+use memmap2::{Advice, Mmap, UncheckedAdvice};
 
-/// Maps a published layer file read-only.
-pub(crate) fn map_layer(file: &File) -> std::io::Result<Bytes> {
-    if file.metadata()?.len() == 0 {
-        // An empty file cannot be mapped; it is damaged anyway and the caller says so.
-        return Ok(Bytes::new());
+/// A published layer file mapped read-only.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerMapping {
+    map: Option<Arc<Mmap>>,
+}
+
+/// Lets `Bytes` share the mapping.
+struct SharedMap(Arc<Mmap>);
+
+impl AsRef<[u8]> for SharedMap {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
     }
-    // SAFETY: `file` is a published layer: see the module documentation for why its bytes
-    // do not change and it is not truncated while this mapping is alive.
-    let map = unsafe { memmap2::Mmap::map(file) }?;
-    Ok(Bytes::from_owner(map))
+}
+
+impl LayerMapping {
+    /// Maps a published layer file read-only.
+    pub(crate) fn new(file: &File) -> std::io::Result<LayerMapping> {
+        if file.metadata()?.len() == 0 {
+            // An empty file cannot be mapped; it is damaged anyway and the caller says so.
+            return Ok(LayerMapping { map: None });
+        }
+        // SAFETY: `file` is a published layer: see the module documentation for why its
+        // bytes do not change and it is not truncated while this mapping is alive.
+        let map = unsafe { Mmap::map(file) }?;
+        // Reads pick single pages out of a layer: without this hint the kernel maps whole
+        // read-ahead windows, which count in the process's RSS while the layer is mapped.
+        map.advise(Advice::Random)?;
+        Ok(LayerMapping {
+            map: Some(Arc::new(map)),
+        })
+    }
+
+    /// The whole file, as zero-copy `Bytes`.
+    pub(crate) fn bytes(&self) -> Bytes {
+        self.map.as_ref().map_or_else(Bytes::new, |map| {
+            Bytes::from_owner(SharedMap(Arc::clone(map)))
+        })
+    }
+
+    /// Drops the mapping's resident pages from the process (they stay in the kernel's page
+    /// cache, and the next read maps them again), so pages read once, such as the index
+    /// on open, do not count in the process's RSS for as long as the layer is open.
+    pub(crate) fn release_resident_pages(&self) {
+        if let Some(map) = &self.map {
+            // SAFETY: the mapping is shared and read-only, of a file nobody modifies (see
+            // the module documentation): after MADV_DONTNEED the next access faults the
+            // same bytes back in from the file, so every live slice keeps reading exactly
+            // what it read before. The hint's danger is for private or writable mappings,
+            // whose modified pages it would discard; this mapping has none.
+            if let Err(error) = unsafe { map.unchecked_advise(UncheckedAdvice::DontNeed) } {
+                tracing::debug!(%error, "madvise(DONTNEED) on a layer mapping failed");
+            }
+        }
+    }
 }

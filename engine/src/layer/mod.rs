@@ -10,11 +10,14 @@ mod format;
 mod map;
 mod mmap;
 
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use pagefork_wal::Lsn;
 
+pub(crate) use format::encoded_len;
 pub use format::{LayerKind, LayerRange};
 pub use map::Level;
 pub(crate) use map::{LayerMap, PersistedLayer};
@@ -69,7 +72,8 @@ impl LayerFile {
     /// (size and whole-file CRC32, as the catalog records them) the file must match it.
     pub fn open(path: &Path, expected: Option<(u64, u32)>) -> Result<LayerFile> {
         let file = std::fs::File::open(path).map_err(EngineError::io("open layer", path))?;
-        let bytes = mmap::map_layer(&file).map_err(EngineError::io("map layer", path))?;
+        let mapping = mmap::LayerMapping::new(&file).map_err(EngineError::io("map layer", path))?;
+        let bytes = mapping.bytes();
         let corrupt = |offset: u64, reason: String| EngineError::CorruptFile {
             path: path.to_owned(),
             offset,
@@ -92,6 +96,8 @@ impl LayerFile {
         let (range, index) =
             format::decode_layout(&bytes).map_err(|error| corrupt(error.offset, error.reason))?;
         let index_offset = format::index_offset(&bytes);
+        // The index is on the heap now; the pages read to check it need not stay mapped.
+        mapping.release_resident_pages();
         Ok(LayerFile {
             path: path.to_owned(),
             bytes,
@@ -181,6 +187,21 @@ impl LayerFile {
         keys
     }
 
+    /// Every version, in (key, LSN) order, each block checked, read through buffered file
+    /// reads rather than the mapping: compaction streams whole layers through this, and
+    /// pages read once should not stay resident in the process (they would count in its
+    /// RSS for as long as the layer stays mapped).
+    pub(crate) fn read_sequentially(self: &Arc<Self>) -> Result<SequentialVersions> {
+        let file =
+            std::fs::File::open(&self.path).map_err(EngineError::io("open layer", &self.path))?;
+        Ok(SequentialVersions {
+            layer: Arc::clone(self),
+            reader: std::io::BufReader::with_capacity(256 * 1024, file),
+            position: 0,
+            next: 0,
+        })
+    }
+
     /// Every version, in (key, LSN) order, each block checked.
     pub fn versions(&self) -> Result<Vec<(Key, Lsn, Update)>> {
         self.index
@@ -192,5 +213,72 @@ impl LayerFile {
     /// The CRC32 of the whole file.
     pub fn checksum(&self) -> u32 {
         crc32fast::hash(&self.bytes)
+    }
+}
+
+/// The versions of a layer in (key, LSN) order, read with buffered I/O (see
+/// `LayerFile::read_sequentially`).
+#[derive(Debug)]
+pub(crate) struct SequentialVersions {
+    layer: Arc<LayerFile>,
+    reader: std::io::BufReader<std::fs::File>,
+    /// File offset the reader is at (`0` before the first read).
+    position: u64,
+    /// Index of the next entry.
+    next: usize,
+}
+
+impl SequentialVersions {
+    fn read_entry(&mut self, entry: format::IndexEntry) -> Result<Update> {
+        let path = &self.layer.path;
+        let io = |error| EngineError::io("read layer", path)(error);
+        if self.position != entry.offset {
+            self.reader
+                .seek(SeekFrom::Start(entry.offset))
+                .map_err(io)?;
+        }
+        let mut header = [0u8; format::BLOCK_LEN_OFFSET + 4];
+        self.reader.read_exact(&mut header).map_err(io)?;
+        let mut len = [0u8; 4];
+        len.copy_from_slice(header.get(format::BLOCK_LEN_OFFSET..).unwrap_or_default());
+        let len = u32::from_le_bytes(len) as usize;
+        let data_end = self.layer.index_offset as u64;
+        let block_len = format::BLOCK_FRAMING_LEN + len;
+        if entry.offset + block_len as u64 > data_end {
+            return Err(EngineError::CorruptFile {
+                path: path.clone(),
+                offset: entry.offset,
+                reason: "data block runs past the data".to_owned(),
+            });
+        }
+        let mut block = vec![0u8; block_len];
+        block
+            .get_mut(..header.len())
+            .unwrap_or_default()
+            .copy_from_slice(&header);
+        self.reader
+            .read_exact(block.get_mut(header.len()..).unwrap_or_default())
+            .map_err(io)?;
+        self.position = entry.offset + block_len as u64;
+        format::decode_block_at(Bytes::from(block), &entry).map_err(|error| {
+            EngineError::CorruptFile {
+                path: path.clone(),
+                offset: error.offset,
+                reason: error.reason,
+            }
+        })
+    }
+}
+
+impl Iterator for SequentialVersions {
+    type Item = Result<(Key, Lsn, Update)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let entry = *self.layer.index.get(self.next)?;
+        self.next += 1;
+        Some(
+            self.read_entry(entry)
+                .map(|update| (entry.key, entry.lsn, update)),
+        )
     }
 }

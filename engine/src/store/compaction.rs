@@ -12,7 +12,8 @@
 //! - New files replace old ones in the layer map in one step under the branch's state
 //!   lock; the old files are removed only after a catalog without them is published.
 
-use std::collections::BTreeSet;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -21,10 +22,13 @@ use pagefork_wal::Lsn;
 
 use super::StoreInner;
 use super::checkpoint::layer_file_name;
+use super::housekeeping::Reservation;
 use crate::catalog::Branch;
 use crate::error::Result;
 use crate::key::Key;
-use crate::layer::{LayerFile, LayerKind, LayerRange, Level, PersistedLayer, write_layer};
+use crate::layer::{
+    LayerFile, LayerKind, LayerRange, Level, PersistedLayer, encoded_len, write_layer,
+};
 use crate::update::Update;
 
 /// Per-version cost in an L1 size estimate beside the payload (block header, CRC, index).
@@ -54,6 +58,8 @@ impl StoreInner {
         } else if force {
             candidates = newest_l1_ranges(branch);
         }
+        // Let go of the merged L0 files now, so their mappings end before images are read.
+        drop(level_zero);
         let mut changed = !candidates.is_empty();
         for (first, last) in candidates {
             let chain = branch.state.read().layers.deltas_above_image(first, last);
@@ -65,18 +71,15 @@ impl StoreInner {
     }
 
     /// Merges `inputs` (all the branch's L0 layers) into L1 layers of about
-    /// `l1_layer_bytes` each, split at key boundaries. Returns their key ranges.
+    /// `l1_layer_bytes` each, split at key boundaries. Returns their key ranges. Streams:
+    /// a k-way merge over buffered reads of the inputs, so it holds one output layer in
+    /// memory, not the inputs.
     fn merge_level_zero(
         &self,
         branch: &Arc<Branch>,
         layers_dir: &Path,
         inputs: &[PersistedLayer],
     ) -> Result<Vec<(Key, Key)>> {
-        let mut versions = Vec::new();
-        for layer in inputs {
-            versions.extend(layer.file.versions()?);
-        }
-        versions.sort_by_key(|(key, lsn, _)| (*key, *lsn));
         let lsn_start = inputs
             .iter()
             .map(|layer| layer.file.range().lsn_start)
@@ -87,32 +90,53 @@ impl StoreInner {
             .map(|layer| layer.file.range().lsn_end)
             .max()
             .unwrap_or_default();
-        let mut outputs = Vec::new();
-        let mut chunk_start = 0;
-        let mut chunk_bytes = 0u64;
-        for (index, (key, _, update)) in versions.iter().enumerate() {
-            chunk_bytes += VERSION_FILE_OVERHEAD + update.payload_len() as u64;
-            let next_key = versions.get(index + 1).map(|(next, _, _)| *next);
-            let ends_key = next_key != Some(*key);
-            if ends_key && (chunk_bytes >= self.settings.l1_layer_bytes || next_key.is_none()) {
-                let chunk = versions.get(chunk_start..=index).unwrap_or_default();
-                let (Some((first, _, _)), Some((last, _, _))) = (chunk.first(), chunk.last())
-                else {
-                    unreachable!("a chunk holds at least the version at `index`");
-                };
-                let range = LayerRange {
-                    kind: LayerKind::Delta,
-                    branch: branch.id,
-                    key_start: *first,
-                    key_last: *last,
-                    lsn_start,
-                    lsn_end,
-                };
-                outputs.push(self.write_layer_file(layers_dir, &range, Level::L1, chunk)?);
-                chunk_start = index + 1;
-                chunk_bytes = 0;
+        let mut readers = inputs
+            .iter()
+            .map(|layer| layer.file.read_sequentially())
+            .collect::<Result<Vec<_>>>()?;
+        // The next version of each input, smallest (key, LSN) first. Inputs have disjoint
+        // LSN ranges, so no two versions tie.
+        let mut heads = BinaryHeap::new();
+        for (input, reader) in readers.iter_mut().enumerate() {
+            if let Some(version) = reader.next() {
+                let (key, lsn, update) = version?;
+                heads.push(Reverse(MergeHead {
+                    key,
+                    lsn,
+                    input,
+                    update,
+                }));
             }
         }
+        let mut outputs = Vec::new();
+        let mut chunk: Vec<(Key, Lsn, Update)> = Vec::new();
+        let mut chunk_bytes = Reservation::new(&self.memory);
+        while let Some(Reverse(head)) = heads.pop() {
+            let full = chunk_bytes.bytes() >= self.settings.l1_layer_bytes;
+            if full && chunk.last().is_some_and(|(last, _, _)| *last != head.key) {
+                outputs.push(self.write_l1(branch, layers_dir, &chunk, lsn_start, lsn_end)?);
+                chunk.clear();
+                chunk_bytes.release();
+            }
+            chunk_bytes.grow(VERSION_FILE_OVERHEAD + head.update.payload_len() as u64);
+            if let Some(reader) = readers.get_mut(head.input)
+                && let Some(version) = reader.next()
+            {
+                let (key, lsn, update) = version?;
+                heads.push(Reverse(MergeHead {
+                    key,
+                    lsn,
+                    input: head.input,
+                    update,
+                }));
+            }
+            chunk.push((head.key, head.lsn, head.update));
+        }
+        if !chunk.is_empty() {
+            outputs.push(self.write_l1(branch, layers_dir, &chunk, lsn_start, lsn_end)?);
+        }
+        drop(chunk);
+        drop(chunk_bytes);
         let ranges: Vec<(Key, Key)> = outputs
             .iter()
             .map(|layer| {
@@ -143,6 +167,29 @@ impl StoreInner {
             .compacted_bytes
             .fetch_add(written, Ordering::Relaxed);
         Ok(ranges)
+    }
+
+    /// Writes `versions` (sorted, non-empty) as one L1 delta over `lsn_start..lsn_end`.
+    fn write_l1(
+        &self,
+        branch: &Branch,
+        layers_dir: &Path,
+        versions: &[(Key, Lsn, Update)],
+        lsn_start: Lsn,
+        lsn_end: Lsn,
+    ) -> Result<PersistedLayer> {
+        let (Some((first, _, _)), Some((last, _, _))) = (versions.first(), versions.last()) else {
+            unreachable!("an L1 layer is written only with versions in it");
+        };
+        let range = LayerRange {
+            kind: LayerKind::Delta,
+            branch: branch.id,
+            key_start: *first,
+            key_last: *last,
+            lsn_start,
+            lsn_end,
+        };
+        self.write_layer_file(layers_dir, &range, Level::L1, versions)
     }
 
     /// Writes an image layer of `first..=last` at the top of the branch's published
@@ -228,7 +275,10 @@ impl StoreInner {
     ) -> Result<PersistedLayer> {
         let name = layer_file_name(range, level);
         let path = layers_dir.join(&name);
+        let mut encoding = Reservation::new(&self.memory);
+        encoding.grow(encoded_len(versions) as u64);
         let summary = write_layer(self.fs.as_ref(), &path, range, versions)?;
+        drop(encoding);
         let file = Arc::new(LayerFile::open(&path, None)?);
         Ok(PersistedLayer {
             file,
@@ -258,4 +308,32 @@ fn newest_l1_ranges(branch: &Branch) -> Vec<(Key, Key)> {
             (range.key_start, range.key_last)
         })
         .collect()
+}
+
+/// The next version of one merge input, ordered by (key, LSN) alone.
+struct MergeHead {
+    key: Key,
+    lsn: Lsn,
+    input: usize,
+    update: Update,
+}
+
+impl PartialEq for MergeHead {
+    fn eq(&self, other: &Self) -> bool {
+        (self.key, self.lsn) == (other.key, other.lsn)
+    }
+}
+
+impl Eq for MergeHead {}
+
+impl PartialOrd for MergeHead {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for MergeHead {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.key, self.lsn).cmp(&(other.key, other.lsn))
+    }
 }

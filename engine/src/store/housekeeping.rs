@@ -9,16 +9,19 @@
 //! - A frozen layer leaves memory only after its file is published and in the branch's
 //!   layer map, under the branch's state lock: a read sees each version in exactly one
 //!   place at every moment.
-//! - The memory held by open and frozen layers stays under `memory_budget_bytes`: past
-//!   it, writers wait (before logging anything) until a flush frees memory, and fail with
-//!   `FlushFailed` rather than wait forever if flushing keeps failing.
+//! - The memory held by open and frozen layers and by housekeeping's buffers (counted
+//!   with `Reservation`) stays about `memory_budget_bytes`: writers wait (before logging
+//!   anything) while it is spent or open layers hold half of it, until a flush frees
+//!   memory, and fail with `FlushFailed` rather than wait forever if flushing keeps
+//!   failing. Open layers never hold more than half, so a frozen layer and its encoding
+//!   fit in the rest.
 //! - Order on disk per cycle: layer files, then the catalog (which makes them live), then
 //!   removal of files it no longer lists, then WAL segments below every branch's
 //!   `flushed` LSN. A crash anywhere leaves the previous catalog and a WAL that still
 //!   holds everything after it.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -189,9 +192,8 @@ impl StoreInner {
     /// Called after a change was applied: asks for a cycle if anything is due.
     pub(super) fn housekeeping_if_due(&self, branch_open_bytes: u64) {
         let settings = &self.settings;
-        let memory = self.memory.load(Ordering::Relaxed);
         if branch_open_bytes >= settings.flush_bytes
-            || memory >= settings.memory_budget / 2
+            || self.open_memory.load(Ordering::Relaxed) >= settings.memory_budget / 4
             || self.bytes_since_checkpoint.load(Ordering::Relaxed)
                 >= settings.checkpoint_after_bytes
         {
@@ -208,7 +210,9 @@ impl StoreInner {
         let budget = self.settings.memory_budget;
         let mut state = self.signals.state.lock();
         let mut failed_cycles = 0;
-        while self.memory.load(Ordering::Relaxed) >= budget {
+        while self.memory.load(Ordering::Relaxed) >= budget
+            || self.open_memory.load(Ordering::Relaxed) >= budget / 2
+        {
             state.requested = true;
             self.signals.wake.notify_one();
             let timed_out = self
@@ -251,7 +255,7 @@ impl StoreInner {
             .map_err(EngineError::io("create directory", &layers_dir))?;
         let settings = self.settings;
         let flush_all = force.flush_all
-            || self.memory.load(Ordering::Relaxed) >= settings.memory_budget / 2
+            || self.open_memory.load(Ordering::Relaxed) >= settings.memory_budget / 4
             || self.bytes_since_checkpoint.load(Ordering::Relaxed)
                 >= settings.checkpoint_after_bytes;
         let mut branches: Vec<Arc<Branch>> = self.catalog.read().branches().cloned().collect();
@@ -289,6 +293,7 @@ impl StoreInner {
                     return Ok(false);
                 }
                 let open = std::mem::take(&mut state.open);
+                self.open_memory.fetch_sub(open.bytes(), Ordering::Relaxed);
                 state.frozen = Some((Arc::new(open), state.head));
             }
             state.frozen.clone().expect("frozen above")
@@ -326,5 +331,38 @@ impl StoreInner {
         counters.flushes.fetch_add(1, Ordering::Relaxed);
         counters.flushed_bytes.fetch_add(size, Ordering::Relaxed);
         Ok(true)
+    }
+}
+
+/// Memory housekeeping holds for a while (a layer being encoded, a merge's output chunk),
+/// counted on the store's memory gauge so writers wait for it too; released on drop.
+pub(super) struct Reservation<'a> {
+    gauge: &'a AtomicU64,
+    bytes: u64,
+}
+
+impl<'a> Reservation<'a> {
+    pub(super) fn new(gauge: &'a AtomicU64) -> Reservation<'a> {
+        Reservation { gauge, bytes: 0 }
+    }
+
+    pub(super) fn grow(&mut self, bytes: u64) {
+        self.gauge.fetch_add(bytes, Ordering::Relaxed);
+        self.bytes += bytes;
+    }
+
+    pub(super) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub(super) fn release(&mut self) {
+        self.gauge.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.bytes = 0;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.release();
     }
 }

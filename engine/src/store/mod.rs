@@ -89,8 +89,9 @@ pub struct Config {
     /// A branch's open layer is frozen and flushed to an L0 delta file in the background
     /// once it holds this many bytes.
     pub layer_flush_bytes: u64,
-    /// Bytes that open and frozen layers of all branches may hold together. At half of
-    /// it every open layer is flushed; at all of it writers wait for the flush. (In
+    /// Bytes that open and frozen layers of all branches and housekeeping's buffers may
+    /// hold together. Once open layers hold a quarter of it, all of them are flushed;
+    /// writers wait while open layers hold half of it or everything holds all of it. (In
     /// memory there is nowhere to flush to, and no bound.)
     pub memory_budget_bytes: u64,
     /// A branch's L0 delta layers are merged into L1 layers once it has this many.
@@ -176,8 +177,10 @@ struct StoreInner {
     bytes_since_checkpoint: AtomicU64,
     /// Flush and compaction thresholds.
     settings: LayerSettings,
-    /// Bytes held by every branch's open and frozen layers.
+    /// Bytes held by every branch's open and frozen layers and housekeeping's buffers.
     memory: AtomicU64,
+    /// The part of `memory` held by open layers.
+    open_memory: AtomicU64,
     /// One housekeeping cycle at a time.
     housekeeping: Mutex<()>,
     signals: WorkerSignals,
@@ -300,6 +303,7 @@ impl Store {
                 bytes_since_checkpoint: AtomicU64::new(0),
                 settings: config.layer_settings(),
                 memory: AtomicU64::new(0),
+                open_memory: AtomicU64::new(0),
                 housekeeping: Mutex::new(()),
                 signals: WorkerSignals::default(),
                 housekeeping_counters: HousekeepingCounters::default(),
@@ -460,6 +464,8 @@ impl StoreInner {
                 // Its memory is as good as freed: no flush will take it off the gauge.
                 self.memory
                     .fetch_sub(state.memory_bytes(), Ordering::Relaxed);
+                self.open_memory
+                    .fetch_sub(state.open.bytes(), Ordering::Relaxed);
                 drop(state);
                 // The next catalog no longer lists its layers, which removes them.
                 self.request_housekeeping();
@@ -479,7 +485,8 @@ impl StoreInner {
         for (key, update) in updates {
             state.open.insert(key, lsn, update);
         }
-        self.memory
-            .fetch_add(state.open.bytes() - before, Ordering::Relaxed);
+        let added = state.open.bytes() - before;
+        self.memory.fetch_add(added, Ordering::Relaxed);
+        self.open_memory.fetch_add(added, Ordering::Relaxed);
     }
 }

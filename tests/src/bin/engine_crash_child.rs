@@ -5,13 +5,15 @@
 //! then loops: one commit writes `PAGES_PER_COMMIT` pages of relation 1, each filled by
 //! `payload_for(seq, ..)`, and prints `commit SEQ LSN` once acknowledged; every 16th commit
 //! is followed by a branch `snap-SEQ` at the head, printed as `branch NAME LSN` once
-//! acknowledged; every 64th by a checkpoint. The parent SIGKILLs it at a random moment.
+//! acknowledged; every 64th by a checkpoint and every 64th (offset 32) by a compaction.
+//! Flush and compaction thresholds are tiny (`crash_child_config`), so the background
+//! housekeeper is busy most of the time. The parent SIGKILLs it at a random moment.
 
 use std::io::Write;
 
 use bytes::Bytes;
-use pagefork_engine::{At, BranchOptions, Config, EngineError, Key, Store, SyncMode, Update};
-use pagefork_tests::{TEST_PAGE_SIZE, TestRng, payload_for, seq_of_payload};
+use pagefork_engine::{At, BranchOptions, EngineError, Key, Store, Update};
+use pagefork_tests::{TEST_PAGE_SIZE, TestRng, crash_child_config, payload_for, seq_of_payload};
 
 /// Pages every commit writes: a commit is visible whole or not at all.
 const PAGES_PER_COMMIT: u32 = 8;
@@ -23,12 +25,7 @@ fn main() -> Result<(), EngineError> {
         std::process::exit(2);
     };
     let mut rng = TestRng::new(seed.parse().expect("SEED is a number"));
-    let config = Config {
-        page_size: TEST_PAGE_SIZE,
-        sync_mode: SyncMode::Always,
-        wal_segment_size: 256 * 1024,
-        ..Config::default()
-    };
+    let config = crash_child_config();
     let store = match Store::open_with(dir, config.clone()) {
         Ok(store) => store,
         Err(EngineError::NotAStore { .. }) => Store::create(dir, config)?,
@@ -59,6 +56,9 @@ fn main() -> Result<(), EngineError> {
         if seq % 64 == 63 {
             // Kills also land in the middle of checkpoints and WAL truncation.
             store.checkpoint()?;
+        }
+        if seq % 64 == 31 {
+            store.compact()?;
         }
         seq += 1;
     }
