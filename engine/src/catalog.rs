@@ -9,11 +9,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use pagefork_wal::Lsn;
 use parking_lot::{Mutex, RwLock};
 
 use crate::branch::{BranchId, BranchInfo, BranchOptions, LsnForTime, ParentRef};
+use crate::key::Key;
 use crate::layer::LayerMap;
 use crate::time::Timestamp;
 use crate::versions::PageVersions;
@@ -84,6 +86,37 @@ impl BranchState {
     }
 }
 
+/// The smallest and largest key a branch holds versions of (empty: min > max).
+#[derive(Debug)]
+pub(crate) struct KeyBounds {
+    min: AtomicU64,
+    max: AtomicU64,
+}
+
+impl Default for KeyBounds {
+    fn default() -> KeyBounds {
+        KeyBounds {
+            min: AtomicU64::new(u64::MAX),
+            max: AtomicU64::new(0),
+        }
+    }
+}
+
+impl KeyBounds {
+    /// Widens the bounds to take in `first..=last`. Called before the versions become
+    /// visible, so a reader that sees a version also sees bounds covering it.
+    pub(crate) fn widen(&self, first: Key, last: Key) {
+        self.min.fetch_min(first.packed(), Ordering::AcqRel);
+        self.max.fetch_max(last.packed(), Ordering::AcqRel);
+    }
+
+    /// Whether the branch may hold versions of `key`.
+    pub(crate) fn may_hold(&self, key: Key) -> bool {
+        let key = key.packed();
+        self.min.load(Ordering::Acquire) <= key && key <= self.max.load(Ordering::Acquire)
+    }
+}
+
 /// A live (or just deleted) branch.
 #[derive(Debug)]
 pub(crate) struct Branch {
@@ -94,6 +127,10 @@ pub(crate) struct Branch {
     pub(crate) created_lsn: Lsn,
     pub(crate) options: BranchOptions,
     pub(crate) created_at_time: Option<LsnForTime>,
+    /// Bounds of every key the branch holds versions of (open, frozen or in layers), as
+    /// `Key::packed`: a read of a key outside them skips the branch without locking it.
+    /// Only ever widened.
+    pub(crate) key_bounds: KeyBounds,
     /// Held through a whole commit (check, log, apply), so commits on one branch apply in
     /// LSN order and a delete cannot slip between a commit's check and its record.
     pub(crate) commit_lock: Mutex<()>,
@@ -119,6 +156,7 @@ impl Branch {
             created_lsn,
             options,
             created_at_time,
+            key_bounds: KeyBounds::default(),
             commit_lock: Mutex::new(()),
             state: RwLock::new(BranchState {
                 head: start,

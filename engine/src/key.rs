@@ -16,6 +16,11 @@ impl Key {
     pub const fn new(rel: u32, block: u32) -> Key {
         Key { rel, block }
     }
+
+    /// The key as one number, in key order (relation, then block).
+    pub(crate) const fn packed(self) -> u64 {
+        ((self.rel as u64) << 32) | self.block as u64
+    }
 }
 
 impl fmt::Display for Key {

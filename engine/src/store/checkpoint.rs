@@ -182,6 +182,7 @@ impl StoreInner {
                 }
                 layers.insert(layer);
             }
+
             let branch = Branch::new(
                 image.id,
                 image.name,
@@ -191,6 +192,10 @@ impl StoreInner {
                 image.options,
                 image.created_at_time,
             );
+            for layer in layers.iter() {
+                let range = layer.file.range();
+                branch.key_bounds.widen(range.key_start, range.key_last);
+            }
             {
                 let mut state = branch.state.write();
                 for commit in image.commits {

@@ -416,7 +416,7 @@ impl StoreInner {
                         state.head
                     )));
                 }
-                self.insert_versions(&mut state, updates, lsn);
+                self.insert_versions(&target, &mut state, updates, lsn);
                 state.record_commit(commit);
                 let open_bytes = state.open.bytes();
                 drop(state);
@@ -477,11 +477,15 @@ impl StoreInner {
     /// Adds a commit's versions to the branch's open layer and the memory gauge.
     fn insert_versions(
         &self,
+        branch: &Branch,
         state: &mut crate::catalog::BranchState,
         updates: Vec<(crate::key::Key, crate::update::Update)>,
         lsn: Lsn,
     ) {
         let before = state.open.bytes();
+        for (key, _) in &updates {
+            branch.key_bounds.widen(*key, *key);
+        }
         for (key, update) in updates {
             state.open.insert(key, lsn, update);
         }

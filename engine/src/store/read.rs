@@ -133,7 +133,8 @@ impl Store {
     }
 }
 
-/// Appends `branch`'s own versions of `key` at or below `lsn`, newest first: the open
+/// Appends `branch`'s own versions of `key` at or below `lsn`, newest first (nothing, and
+/// no layer visited, when `key` is outside the keys the branch ever wrote): the open
 /// layer, the frozen one, then the layer files that may hold the key, newest first. Returns whether an initializing version (or
 /// an image layer's proof) was found, so the walk can stop.
 fn collect_from_branch(
@@ -143,6 +144,9 @@ fn collect_from_branch(
     out: &mut Vec<Update>,
     layers_visited: &mut u32,
 ) -> Result<bool> {
+    if !branch.key_bounds.may_hold(key) {
+        return Ok(false);
+    }
     let state = branch.state.read();
     *layers_visited += 1;
     if state.open.collect_versions(key, lsn, out) {
@@ -237,16 +241,17 @@ impl StoreInner {
             ancestors_descended: 0,
         };
         let mut versions = Vec::new();
-        let mut current = Arc::clone(branch);
+        // Each branch holds its parent, so borrowing down the chain is enough.
+        let mut current: &Branch = branch;
         let mut lsn = lsn;
         loop {
-            if collect_from_branch(&current, key, lsn, &mut versions, &mut trace.layers_visited)? {
+            if collect_from_branch(current, key, lsn, &mut versions, &mut trace.layers_visited)? {
                 break;
             }
             match &current.parent {
                 Some((parent, branch_point)) => {
                     lsn = lsn.min(*branch_point);
-                    current = Arc::clone(parent);
+                    current = parent;
                     trace.ancestors_descended += 1;
                 }
                 None => break,

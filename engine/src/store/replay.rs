@@ -97,7 +97,7 @@ impl StoreInner {
                 ),
             });
         }
-        self.insert_versions(&mut state, updates, lsn);
+        self.insert_versions(&target, &mut state, updates, lsn);
         Ok(())
     }
 }
