@@ -67,6 +67,11 @@ pub(crate) enum Command {
     },
     /// Write a checkpoint so the next open replays less WAL, and drop covered WAL segments.
     Checkpoint,
+    /// Checkpoint, then merge every branch's L0 delta layers into L1 layers and write image
+    /// layers over long delta chains.
+    Compact,
+    /// Layer files by level, unflushed memory, and what housekeeping did since opening.
+    Stats,
     /// Look inside the store's files.
     #[command(subcommand)]
     Inspect(InspectCommand),

@@ -200,6 +200,58 @@ pub(crate) fn checkpoint(dir: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
+pub(crate) fn compact(dir: &Path, json: bool) -> Result<()> {
+    let store = open(dir)?;
+    let covered = store.compact()?;
+    let stats = store.stats();
+    if json {
+        println!(
+            "{}",
+            json!({
+                "covered_lsn": covered.to_string(),
+                "merges": stats.compactions,
+                "images_written": stats.images_written,
+                "layers": {"l0": stats.layers_l0, "l1": stats.layers_l1, "image": stats.layers_image},
+            })
+        );
+    } else {
+        println!(
+            "compacted: {} L0 merges, {} image layers written; now {} L0, {} L1, {} image layers; catalog covers {covered}",
+            stats.compactions,
+            stats.images_written,
+            stats.layers_l0,
+            stats.layers_l1,
+            stats.layers_image
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn stats(dir: &Path, json: bool) -> Result<()> {
+    let store = open(dir)?;
+    let stats = store.stats();
+    if json {
+        println!(
+            "{}",
+            json!({
+                "layers": {"l0": stats.layers_l0, "l1": stats.layers_l1, "image": stats.layers_image},
+                "unflushed_bytes": stats.memory_bytes,
+                "flushes": stats.flushes,
+                "merges": stats.compactions,
+                "images_written": stats.images_written,
+                "page_reads": stats.page_reads,
+                "cache_hits": stats.cache_hits,
+            })
+        );
+    } else {
+        println!(
+            "layers: {} L0, {} L1, {} image\nunflushed: {} bytes (replayed from the WAL on open)",
+            stats.layers_l0, stats.layers_l1, stats.layers_image, stats.memory_bytes
+        );
+    }
+    Ok(())
+}
+
 pub(crate) fn inspect(dir: &Path, command: &InspectCommand, json: bool) -> Result<()> {
     match command {
         InspectCommand::Layer { file } => inspect_layer(file, json),

@@ -37,6 +37,8 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
             commands::lsn_for_time(dir, branch, *time, cli.json).map(|()| 0)
         }
         Command::Checkpoint => commands::checkpoint(dir, cli.json).map(|()| 0),
+        Command::Compact => commands::compact(dir, cli.json).map(|()| 0),
+        Command::Stats => commands::stats(dir, cli.json).map(|()| 0),
         Command::Inspect(command) => commands::inspect(dir, command, cli.json).map(|()| 0),
     }
 }

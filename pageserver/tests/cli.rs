@@ -207,6 +207,19 @@ fn a_tour_of_the_commands() {
         page,
         "after a checkpoint too"
     );
+    let compacted = ok_json(pagefork(&store, &["--json", "compact"]));
+    let stats = ok_json(pagefork(&store, &["--json", "stats"]));
+    assert_eq!(
+        stats["layers"], compacted["layers"],
+        "stats on a fresh open lists the layers compact left"
+    );
+    assert_eq!(stats["layers"]["l0"], 0, "compact merged every L0 layer");
+    assert!(stats["layers"]["l1"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(
+        pagefork(&store, &["page", "get", "dev", "1", "2"]).stdout,
+        page,
+        "after compaction too"
+    );
 }
 
 #[test]
