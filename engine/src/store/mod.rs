@@ -7,9 +7,11 @@
 //! function replay uses after a restart. So what a crash recovers is exactly what was
 //! acknowledged, by construction.
 //!
-//! Locks, in the order they may be taken: `branch_ops` (branch creation and deletion, one
-//! at a time) -> a branch's `commit_lock` -> `sequencer` -> `catalog` / a branch's `state`
-//! (both held only for in-memory steps). Readers take only `catalog` and `state` read locks.
+//! Locks, in the order they may be taken: `housekeeping` (one flush/compaction cycle at a
+//! time, see `housekeeping`) -> `branch_ops` (branch creation and deletion, one at a time)
+//! -> a branch's `commit_lock` -> `sequencer` -> `catalog` / a branch's `state` (both held
+//! only for in-memory steps). Readers take only `catalog` and `state` read locks. Writers
+//! wait for the memory budget before taking any of them.
 
 mod branches;
 mod checkpoint;
