@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pagefork_benches::bench_root;
+use pagefork_benches::{bench_root, branch_chain};
 use pagefork_engine::{
     At, BranchOptions, Config, Key, ManualClock, Store, SyncMode, Timestamp, Update,
 };
@@ -173,36 +173,21 @@ fn commits(c: &mut Criterion) {
 }
 
 /// A chain of 100 branches over 1024 pages of main, each level writing a page of its own.
-fn branch_chain(page_cache_bytes: u64) -> (Store, Vec<String>) {
+fn store_with_chain(page_cache_bytes: u64) -> (Store, Vec<String>) {
     let config = Config {
         page_cache_bytes,
         ..Config::default()
     };
     let store = Store::in_memory(config).expect("store");
     load(&store, "main", 1024);
-    let mut tip = "main".to_owned();
-    let mut chain = vec![tip.clone()];
-    for depth in 1..=100u32 {
-        let name = format!("depth-{depth}");
-        store
-            .create_branch(&name, &tip, At::Latest, BranchOptions::default())
-            .expect("branch");
-        store
-            .commit(
-                &name,
-                vec![(Key::new(2, depth), Update::Image(page(depth)))],
-            )
-            .expect("commit");
-        chain.push(name.clone());
-        tip = name;
-    }
+    let chain = branch_chain(&store, 100);
     (store, chain)
 }
 
 fn reads_through_ancestors(c: &mut Criterion) {
     let mut group = c.benchmark_group("get_page_depth");
     for (label, cache_bytes) in [("uncached", 0), ("cached", 64 * 1024 * 1024)] {
-        let (store, chain) = branch_chain(cache_bytes);
+        let (store, chain) = store_with_chain(cache_bytes);
         for depth in [0usize, 1, 10, 100] {
             let branch = &chain[depth];
             let mut block = 0u32;

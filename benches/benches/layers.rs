@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pagefork_benches::bench_root;
-use pagefork_engine::{At, BranchOptions, Config, Key, Store, SyncMode, Update};
+use pagefork_benches::{bench_root, branch_chain};
+use pagefork_engine::{At, Config, Key, Store, SyncMode, Update};
 
 const PAGE_SIZE: usize = 8192;
 /// Pages each chain benchmark reads from.
@@ -40,6 +40,14 @@ fn manual_store(dir: &std::path::Path) -> Store {
     Store::create(dir, config).expect("store")
 }
 
+/// Commits an image of each of the `PAGES` pages of relation 1 to `main`, in one commit.
+fn commit_images(store: &Store) {
+    let images = (0..PAGES)
+        .map(|block| (Key::new(1, block), Update::Image(page(block))))
+        .collect();
+    store.commit("main", images).expect("images");
+}
+
 fn read_all(store: &Store, branch: &str, rel: u32) -> impl FnMut() {
     let mut block = 0u32;
     move || {
@@ -58,10 +66,7 @@ fn delta_chains(c: &mut Criterion) {
     for chain in [1u32, 10, 100] {
         let dir = tempfile::tempdir_in(&root).expect("temp dir");
         let store = manual_store(dir.path());
-        let images = (0..PAGES)
-            .map(|block| (Key::new(1, block), Update::Image(page(block))))
-            .collect();
-        store.commit("main", images).expect("images");
+        commit_images(&store);
         store.checkpoint().expect("flush");
         for round in 1..chain {
             let patches = (0..PAGES)
@@ -93,22 +98,8 @@ fn depth_with_layers(c: &mut Criterion) {
     let root = bench_root(env!("CARGO_TARGET_TMPDIR"));
     let dir = tempfile::tempdir_in(&root).expect("temp dir");
     let store = manual_store(dir.path());
-    let images = (0..PAGES)
-        .map(|block| (Key::new(1, block), Update::Image(page(block))))
-        .collect();
-    store.commit("main", images).expect("images");
-    let mut tip = "main".to_owned();
-    let mut chain = vec![tip.clone()];
-    for depth in 1..=100u32 {
-        let name = format!("depth-{depth}");
-        store
-            .create_branch(&name, &tip, At::Latest, BranchOptions::default())
-            .expect("branch");
-        let own = vec![(Key::new(2, depth), Update::Image(page(depth)))];
-        store.commit(&name, own).expect("commit");
-        chain.push(name.clone());
-        tip = name;
-    }
+    commit_images(&store);
+    let chain = branch_chain(&store, 100);
     store
         .checkpoint()
         .expect("every branch's versions into layer files");

@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+use bytes::Bytes;
+use pagefork_engine::{At, BranchOptions, Key, Store, Update};
+
 /// Where benchmarks put their files: `PAGEFORK_BENCH_DIR` if set (to measure another
 /// disk), else `target_tmp`, the calling bench's `CARGO_TARGET_TMPDIR`. Created if missing.
 pub fn bench_root(target_tmp: &str) -> PathBuf {
@@ -10,4 +13,27 @@ pub fn bench_root(target_tmp: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(target_tmp));
     std::fs::create_dir_all(&root).expect("create bench directory");
     root
+}
+
+/// An 8 KiB page filled with the low byte of `fill`.
+pub fn page_8k(fill: u32) -> Bytes {
+    Bytes::from(vec![fill as u8; 8192])
+}
+
+/// Builds a chain of `depth` branches on top of `main` (`depth-1` a child of `main`,
+/// `depth-2` of `depth-1`, ...), each writing one 8 KiB page of relation 2 of its own.
+/// Returns the names from `main` down.
+pub fn branch_chain(store: &Store, depth: u32) -> Vec<String> {
+    let mut chain = vec!["main".to_owned()];
+    for level in 1..=depth {
+        let name = format!("depth-{level}");
+        let tip = chain.last().expect("main at least");
+        store
+            .create_branch(&name, tip, At::Latest, BranchOptions::default())
+            .expect("branch");
+        let own = vec![(Key::new(2, level), Update::Image(page_8k(level)))];
+        store.commit(&name, own).expect("commit");
+        chain.push(name);
+    }
+    chain
 }
