@@ -178,6 +178,18 @@ impl Branch {
             .map_or(self.created_lsn, |(_, branch_point)| *branch_point)
     }
 
+    /// The branches a read at `lsn` on this branch looks at, each with the LSN it sees
+    /// there: this branch at `lsn`, then its parent at `min(lsn, branch point)`, and so on
+    /// to the root (Neon's read rule).
+    pub(crate) fn lineage(&self, lsn: Lsn) -> impl Iterator<Item = (&Branch, Lsn)> {
+        std::iter::successors(Some((self, lsn)), |(branch, lsn)| {
+            branch
+                .parent
+                .as_ref()
+                .map(|(parent, branch_point)| (parent.as_ref(), (*lsn).min(*branch_point)))
+        })
+    }
+
     pub(crate) fn head(&self) -> Lsn {
         self.state.read().head
     }

@@ -21,8 +21,6 @@ pub(crate) struct PageVersions {
     pages: BTreeMap<Key, BTreeMap<Lsn, Update>>,
     /// Approximate memory held: payload bytes plus a fixed cost per version.
     bytes: u64,
-    /// The lowest LSN of any version held (`Lsn(0)` when empty).
-    first_lsn: Lsn,
 }
 
 /// Memory a version costs beside its payload (its slot in a map node: LSN, `Update`).
@@ -44,25 +42,12 @@ impl PageVersions {
         if versions.is_empty() {
             self.bytes += PAGE_OVERHEAD;
         }
-        if self.first_lsn == Lsn(0) || lsn < self.first_lsn {
-            self.first_lsn = lsn;
-        }
         versions.insert(lsn, update);
     }
 
     /// Approximate bytes of memory held.
     pub(crate) fn bytes(&self) -> u64 {
         self.bytes
-    }
-
-    /// The lowest and highest LSN of the versions held; `None` when empty.
-    pub(crate) fn lsn_bounds(&self) -> Option<(Lsn, Lsn)> {
-        let last = self
-            .pages
-            .values()
-            .filter_map(|versions| versions.last_key_value().map(|(lsn, _)| *lsn))
-            .max()?;
-        Some((self.first_lsn, last))
     }
 
     /// Keys in `first..=last` with a version at or below `lsn`.

@@ -239,30 +239,22 @@ impl StoreInner {
     /// Every key in `first..=last` that has some version a read at `lsn` on `branch`
     /// could see: its own, and its ancestors' below each branch point. A superset of the
     /// pages that exist; the caller reads each.
-    fn keys_seen(&self, branch: &Arc<Branch>, first: Key, last: Key, lsn: Lsn) -> BTreeSet<Key> {
+    fn keys_seen(&self, branch: &Branch, first: Key, last: Key, lsn: Lsn) -> BTreeSet<Key> {
         let mut keys = BTreeSet::new();
-        let mut current = Arc::clone(branch);
-        let mut lsn = lsn;
-        loop {
-            {
-                let state = current.state.read();
-                keys.extend(state.open.keys_in(first, last, lsn));
-                if let Some((frozen, _)) = &state.frozen {
-                    keys.extend(frozen.keys_in(first, last, lsn));
-                }
-                for layer in state.layers.iter() {
-                    let range = layer.file.range();
-                    if range.key_start <= last && first <= range.key_last {
-                        keys.extend(layer.file.keys_in(first, last, lsn));
-                    }
+        for (current, lsn) in branch.lineage(lsn) {
+            let state = current.state.read();
+            keys.extend(state.open.keys_in(first, last, lsn));
+            if let Some((frozen, _)) = &state.frozen {
+                keys.extend(frozen.keys_in(first, last, lsn));
+            }
+            for layer in state.layers.iter() {
+                let range = layer.file.range();
+                if range.key_start <= last && first <= range.key_last {
+                    keys.extend(layer.file.keys_in(first, last, lsn));
                 }
             }
-            let Some((parent, branch_point)) = current.parent.clone() else {
-                return keys;
-            };
-            lsn = lsn.min(branch_point);
-            current = parent;
         }
+        keys
     }
 
     /// Publishes one layer file and opens it.

@@ -59,12 +59,12 @@ pub(super) struct Force {
 /// Counters of what housekeeping has done.
 #[derive(Debug, Default)]
 pub(super) struct HousekeepingCounters {
-    pub(super) flushes: std::sync::atomic::AtomicU64,
-    pub(super) flushed_bytes: std::sync::atomic::AtomicU64,
-    pub(super) compactions: std::sync::atomic::AtomicU64,
-    pub(super) compacted_bytes: std::sync::atomic::AtomicU64,
-    pub(super) images_written: std::sync::atomic::AtomicU64,
-    pub(super) catalogs_published: std::sync::atomic::AtomicU64,
+    pub(super) flushes: AtomicU64,
+    pub(super) flushed_bytes: AtomicU64,
+    pub(super) compactions: AtomicU64,
+    pub(super) compacted_bytes: AtomicU64,
+    pub(super) images_written: AtomicU64,
+    pub(super) catalogs_published: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -191,14 +191,18 @@ impl StoreInner {
 
     /// Called after a change was applied: asks for a cycle if anything is due.
     pub(super) fn housekeeping_if_due(&self, branch_open_bytes: u64) {
-        let settings = &self.settings;
-        if branch_open_bytes >= settings.flush_bytes
-            || self.open_memory.load(Ordering::Relaxed) >= settings.memory_budget / 4
-            || self.bytes_since_checkpoint.load(Ordering::Relaxed)
-                >= settings.checkpoint_after_bytes
-        {
+        if branch_open_bytes >= self.settings.flush_bytes || self.flush_all_due() {
             self.request_housekeeping();
         }
+    }
+
+    /// Whether every open layer should be flushed: open layers hold a quarter of the
+    /// memory budget, or enough WAL was written since the last catalog.
+    fn flush_all_due(&self) -> bool {
+        let settings = &self.settings;
+        self.open_memory.load(Ordering::Relaxed) >= settings.memory_budget / 4
+            || self.bytes_since_checkpoint.load(Ordering::Relaxed)
+                >= settings.checkpoint_after_bytes
     }
 
     /// Waits, before a write logs anything, until unflushed versions fit the memory
@@ -253,14 +257,10 @@ impl StoreInner {
         self.fs
             .create_dir_all(&layers_dir)
             .map_err(EngineError::io("create directory", &layers_dir))?;
-        let settings = self.settings;
-        let flush_all = force.flush_all
-            || self.open_memory.load(Ordering::Relaxed) >= settings.memory_budget / 4
-            || self.bytes_since_checkpoint.load(Ordering::Relaxed)
-                >= settings.checkpoint_after_bytes;
+        let flush_all = force.flush_all || self.flush_all_due();
         let mut branches: Vec<Arc<Branch>> = self.catalog.read().branches().cloned().collect();
         branches.sort_by_key(|branch| branch.id);
-        let mut changed = force.flush_all;
+        let mut changed = false;
         for branch in &branches {
             changed |= self.flush_branch(branch, &layers_dir, flush_all)?;
             self.signals.progress.notify_all();
@@ -299,9 +299,13 @@ impl StoreInner {
             state.frozen.clone().expect("frozen above")
         };
         let versions = frozen.to_sorted_vec();
-        let (lsn_start, lsn_last) = frozen.lsn_bounds().expect("a frozen layer is not empty");
-        let (Some((key_start, _, _)), Some((key_last, _, _))) = (versions.first(), versions.last())
-        else {
+        let lsns = versions.iter().map(|(_, lsn, _)| *lsn);
+        let (Some((key_start, _, _)), Some((key_last, _, _)), Some(lsn_start), Some(lsn_last)) = (
+            versions.first(),
+            versions.last(),
+            lsns.clone().min(),
+            lsns.max(),
+        ) else {
             unreachable!("a frozen layer is not empty");
         };
         let range = LayerRange {

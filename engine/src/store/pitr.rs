@@ -4,8 +4,6 @@
 //! point, recursively. Along it, LSNs increase and commit times never decrease (the store
 //! assigns times in log order), so each ancestor's commits are binary-searched by time.
 
-use pagefork_wal::Lsn;
-
 use super::{Store, StoreInner};
 use crate::branch::{LsnForTime, TimeKind};
 use crate::catalog::{Branch, CommitPoint};
@@ -28,24 +26,16 @@ impl StoreInner {
         let mut later_commit_exists = false;
         let mut any_commit = false;
         let mut current = branch;
-        let mut upper = head;
-        loop {
-            {
-                let state = current.state.read();
-                let visible = state.commits_up_to(upper);
-                any_commit |= !visible.is_empty();
-                let at_or_before = visible.partition_point(|commit| commit.time <= time);
-                later_commit_exists |= at_or_before < visible.len();
-                if at_or_before > 0 {
-                    found = visible.get(at_or_before - 1).copied();
-                }
-            }
-            match (&found, &current.parent) {
-                (None, Some((parent, branch_point))) => {
-                    upper = upper.min(*branch_point);
-                    current = parent;
-                }
-                _ => break,
+        for (ancestor, upper) in branch.lineage(head) {
+            current = ancestor;
+            let state = current.state.read();
+            let visible = state.commits_up_to(upper);
+            any_commit |= !visible.is_empty();
+            let at_or_before = visible.partition_point(|commit| commit.time <= time);
+            later_commit_exists |= at_or_before < visible.len();
+            if at_or_before > 0 {
+                found = visible.get(at_or_before - 1).copied();
+                break;
             }
         }
         let (lsn, commit_time, kind) = match found {
@@ -67,20 +57,16 @@ impl StoreInner {
 
     /// The time of the first commit in `branch`'s visible history.
     pub(super) fn earliest_commit_time(&self, branch: &Branch) -> Option<Timestamp> {
-        let mut earliest = None;
-        let mut current = branch;
-        let mut upper: Lsn = branch.head();
-        loop {
-            if let Some(first) = current.state.read().commits_up_to(upper).first() {
-                earliest = Some(first.time);
-            }
-            match &current.parent {
-                Some((parent, branch_point)) => {
-                    upper = upper.min(*branch_point);
-                    current = parent;
-                }
-                None => return earliest,
-            }
-        }
+        branch
+            .lineage(branch.head())
+            .filter_map(|(current, upper)| {
+                current
+                    .state
+                    .read()
+                    .commits_up_to(upper)
+                    .first()
+                    .map(|first| first.time)
+            })
+            .last()
     }
 }

@@ -15,6 +15,7 @@ use crate::branch::{At, TimeKind};
 use crate::catalog::Branch;
 use crate::error::{EngineError, Result};
 use crate::key::Key;
+use crate::layer::Level;
 use crate::time::Timestamp;
 use crate::update::{Update, reconstruct};
 
@@ -103,15 +104,16 @@ impl Store {
         let inner = &self.inner;
         let counters = &inner.read_counters;
         let housekeeping = &inner.housekeeping_counters;
-        let mut levels = [0u64; 3];
+        let (mut layers_l0, mut layers_l1, mut layers_image) = (0, 0, 0);
         for branch in inner.catalog.read().branches() {
             for layer in branch.state.read().layers.iter() {
-                if let Some(count) = levels.get_mut(usize::from(layer.level.code())) {
-                    *count += 1;
-                }
+                *match layer.level {
+                    Level::L0 => &mut layers_l0,
+                    Level::L1 => &mut layers_l1,
+                    Level::Image => &mut layers_image,
+                } += 1;
             }
         }
-        let [layers_l0, layers_l1, layers_image] = levels;
         StoreStats {
             memory_bytes: inner.memory.load(Ordering::Relaxed),
             layers_l0,
@@ -135,8 +137,9 @@ impl Store {
 
 /// Appends `branch`'s own versions of `key` at or below `lsn`, newest first (nothing, and
 /// no layer visited, when `key` is outside the keys the branch ever wrote): the open
-/// layer, the frozen one, then the layer files that may hold the key, newest first. Returns whether an initializing version (or
-/// an image layer's proof) was found, so the walk can stop.
+/// layer, the frozen one, then the layer files that may hold the key, newest first.
+/// Returns whether an initializing version (or an image layer's proof) was found, so the
+/// walk can stop.
 fn collect_from_branch(
     branch: &Branch,
     key: Key,
@@ -241,20 +244,12 @@ impl StoreInner {
             ancestors_descended: 0,
         };
         let mut versions = Vec::new();
-        // Each branch holds its parent, so borrowing down the chain is enough.
-        let mut current: &Branch = branch;
         let mut lsn = lsn;
-        loop {
+        for (depth, (current, seen_at)) in branch.lineage(lsn).enumerate() {
+            lsn = seen_at;
+            trace.ancestors_descended = depth as u32;
             if collect_from_branch(current, key, lsn, &mut versions, &mut trace.layers_visited)? {
                 break;
-            }
-            match &current.parent {
-                Some((parent, branch_point)) => {
-                    lsn = lsn.min(*branch_point);
-                    current = parent;
-                    trace.ancestors_descended += 1;
-                }
-                None => break,
             }
         }
         let page = reconstruct(key, &versions, self.page_size).map_err(|error| {
