@@ -36,7 +36,8 @@ pub fn validate_branch_name(name: &str) -> Result<()> {
 }
 
 /// When a branch expires (Lakebase's spec: exactly one of `ttl`, `expire_time`, `no_expiry`).
-/// Stored and reported; enforced by the lifecycle work that follows.
+/// An expired branch is never readable nor writable; it is deleted by the expiry sweep
+/// unless an unexpired descendant still needs its history (see [`BranchInfo::kept_for`]).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub enum Expiry {
     /// Never expires.
@@ -64,8 +65,22 @@ impl Expiry {
 pub struct BranchOptions {
     /// When the branch expires.
     pub expiry: Expiry,
-    /// Protected branches cannot be deleted, reset or restored until unprotected.
+    /// Protected branches cannot be deleted, reset or restored until unprotected, and
+    /// cannot have an expiry.
     pub protected: bool,
+}
+
+/// What a restore does with the branch's previous state.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub enum Backup {
+    /// Keep it as branch `NAME_old_<time>` (Neon's behaviour), so the restore can be
+    /// undone by restoring from it.
+    #[default]
+    Default,
+    /// Keep it under this name.
+    Named(String),
+    /// Keep no backup: the old state stays, hidden, only while children need it.
+    Skip,
 }
 
 /// Which state of a branch an operation means.
@@ -129,8 +144,11 @@ pub struct Commit {
 pub struct ParentRef {
     /// The parent's id.
     pub id: BranchId,
-    /// The parent's name.
+    /// The parent's name (for a hidden parent, the name it had when it was replaced).
     pub name: String,
+    /// Whether the parent is an old state replaced by a reset or restore without a backup,
+    /// kept (unnamed) because this branch's history runs through it.
+    pub hidden: bool,
     /// The branch point: the branch sees the parent as it was at this LSN.
     pub lsn: Lsn,
 }
@@ -157,8 +175,11 @@ pub struct BranchInfo {
     pub expires_at: Option<Timestamp>,
     /// Whether it is protected.
     pub protected: bool,
-    /// For a branch created at a timestamp: how that time was resolved on the parent.
+    /// For a branch created (or restored) at a timestamp: how that time was resolved.
     pub created_at_time: Option<LsnForTime>,
+    /// For an expired branch still there: the unexpired descendants whose history runs
+    /// through it (it is deleted once they are gone). Empty otherwise.
+    pub kept_for: Vec<String>,
 }
 
 #[cfg(test)]

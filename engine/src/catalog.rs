@@ -5,9 +5,14 @@
 //!   while it has children, so the chain of ancestors is always complete.
 //! - A branch's head only moves forward; its commit points are in LSN order and their times
 //!   never decrease (the store assigns times in log order).
-//! - Names are unique among live branches; ids are never reused.
+//! - Names are unique among visible branches; ids are never reused. A branch replaced by a
+//!   reset or restore without a backup is *hidden*: it has no name in the catalog and is
+//!   kept only while it has children (their history runs through it); the record that
+//!   removes its last child removes it too.
+//! - Ids follow creation order, so a parent's id is below its children's (the catalog is
+//!   written parents first by sorting on id).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -117,16 +122,27 @@ impl KeyBounds {
     }
 }
 
+/// What a branch operation can change about a branch without touching its history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct BranchMeta {
+    /// Its name (for a hidden branch, the name it had when it was replaced).
+    pub(crate) name: String,
+    pub(crate) options: BranchOptions,
+    /// Replaced by a reset or a restore without a backup; kept while it has children.
+    pub(crate) hidden: bool,
+}
+
 /// A live (or just deleted) branch.
 #[derive(Debug)]
 pub(crate) struct Branch {
     pub(crate) id: BranchId,
-    pub(crate) name: String,
     pub(crate) parent: Option<(Arc<Branch>, Lsn)>,
     pub(crate) created: Timestamp,
     pub(crate) created_lsn: Lsn,
-    pub(crate) options: BranchOptions,
     pub(crate) created_at_time: Option<LsnForTime>,
+    /// Name, options, hidden flag. A leaf lock: held only to copy or change these fields,
+    /// never while taking another lock.
+    pub(crate) meta: RwLock<BranchMeta>,
     /// Bounds of every key the branch holds versions of (open, frozen or in layers), as
     /// `Key::packed`: a read of a key outside them skips the branch without locking it.
     /// Only ever widened.
@@ -150,12 +166,15 @@ impl Branch {
         let start = parent.as_ref().map_or(created_lsn, |(_, lsn)| *lsn);
         Branch {
             id,
-            name,
             parent,
             created,
             created_lsn,
-            options,
             created_at_time,
+            meta: RwLock::new(BranchMeta {
+                name,
+                options,
+                hidden: false,
+            }),
             key_bounds: KeyBounds::default(),
             commit_lock: Mutex::new(()),
             state: RwLock::new(BranchState {
@@ -194,31 +213,59 @@ impl Branch {
         self.state.read().head
     }
 
-    pub(crate) fn info(&self) -> BranchInfo {
+    /// Its current name.
+    pub(crate) fn name(&self) -> String {
+        self.meta.read().name.clone()
+    }
+
+    pub(crate) fn options(&self) -> BranchOptions {
+        self.meta.read().options
+    }
+
+    pub(crate) fn hidden(&self) -> bool {
+        self.meta.read().hidden
+    }
+
+    /// When it expires, if ever.
+    pub(crate) fn expires_at(&self) -> Option<Timestamp> {
+        self.options().expiry.expires_at(self.created)
+    }
+
+    /// Whether it has expired by `now`.
+    pub(crate) fn expired(&self, now: Timestamp) -> bool {
+        self.expires_at().is_some_and(|at| at <= now)
+    }
+
+    /// What the store says about it; `kept_for` names the live descendants an expired
+    /// branch is kept for.
+    pub(crate) fn info(&self, kept_for: Vec<String>) -> BranchInfo {
+        let meta = self.meta.read().clone();
         BranchInfo {
             id: self.id,
-            name: self.name.clone(),
+            name: meta.name,
             parent: self.parent.as_ref().map(|(parent, lsn)| ParentRef {
                 id: parent.id,
-                name: parent.name.clone(),
+                name: parent.name(),
+                hidden: parent.hidden(),
                 lsn: *lsn,
             }),
             head: self.head(),
             created: self.created,
             created_lsn: self.created_lsn,
-            expiry: self.options.expiry,
-            expires_at: self.options.expiry.expires_at(self.created),
-            protected: self.options.protected,
+            expiry: meta.options.expiry,
+            expires_at: meta.options.expiry.expires_at(self.created),
+            protected: meta.options.protected,
             created_at_time: self.created_at_time,
+            kept_for,
         }
     }
 }
 
-/// Live branches by name and id.
+/// Live branches: visible ones by name, all (hidden too) by id.
 #[derive(Debug, Default)]
 pub(crate) struct Catalog {
     by_name: BTreeMap<String, Arc<Branch>>,
-    by_id: HashMap<BranchId, Arc<Branch>>,
+    by_id: BTreeMap<BranchId, Arc<Branch>>,
     next_id: u64,
 }
 
@@ -235,13 +282,19 @@ impl Catalog {
         BranchId(self.next_id.max(1))
     }
 
+    /// Every live branch, hidden ones too, parents before children (by id).
     pub(crate) fn branches(&self) -> impl Iterator<Item = &Arc<Branch>> {
+        self.by_id.values()
+    }
+
+    /// The branches users see, by name.
+    pub(crate) fn visible(&self) -> impl Iterator<Item = &Arc<Branch>> {
         self.by_name.values()
     }
 
-    /// Names of the live children of `id`.
-    pub(crate) fn children_of(&self, id: BranchId) -> Vec<String> {
-        self.by_name
+    /// The live children of `id`, hidden ones too.
+    pub(crate) fn children_of(&self, id: BranchId) -> Vec<Arc<Branch>> {
+        self.by_id
             .values()
             .filter(|branch| {
                 branch
@@ -249,22 +302,81 @@ impl Catalog {
                     .as_ref()
                     .is_some_and(|(parent, _)| parent.id == id)
             })
-            .map(|branch| branch.name.clone())
+            .cloned()
             .collect()
     }
 
+    /// Names of the children of `id` for an error: hidden ones say so.
+    pub(crate) fn child_names(&self, id: BranchId) -> Vec<String> {
+        self.children_of(id)
+            .iter()
+            .map(|child| {
+                let meta = child.meta.read();
+                if meta.hidden {
+                    format!("{} (an old state kept for its own children)", meta.name)
+                } else {
+                    meta.name.clone()
+                }
+            })
+            .collect()
+    }
+
+    /// The visible, unexpired descendants an expired branch is kept for (hidden
+    /// descendants are looked through); empty if nothing needs it.
+    pub(crate) fn live_descendants(&self, id: BranchId, now: Timestamp) -> Vec<String> {
+        let mut live = Vec::new();
+        let mut pending = self.children_of(id);
+        while let Some(child) = pending.pop() {
+            let meta = child.meta.read().clone();
+            if !meta.hidden && !child.expired(now) {
+                live.push(meta.name);
+            } else {
+                pending.extend(self.children_of(child.id));
+            }
+        }
+        live.sort();
+        live
+    }
+
     pub(crate) fn insert(&mut self, branch: Arc<Branch>) {
+        let meta = branch.meta.read().clone();
         assert!(
-            !self.by_name.contains_key(&branch.name),
+            meta.hidden || !self.by_name.contains_key(&meta.name),
             "branch names are unique"
         );
         assert!(
             branch.id.0 >= self.next_id.max(1),
             "branch ids are never reused"
         );
+        if let Some((parent, _)) = &branch.parent {
+            assert!(parent.id < branch.id, "a parent is older than its children");
+        }
         self.next_id = branch.id.0 + 1;
         self.by_id.insert(branch.id, Arc::clone(&branch));
-        self.by_name.insert(branch.name.clone(), branch);
+        if !meta.hidden {
+            self.by_name.insert(meta.name, branch);
+        }
+    }
+
+    /// Gives visible branch `id` a new name.
+    pub(crate) fn rename(&mut self, id: BranchId, name: String) {
+        let branch = self.by_id.get(&id).expect("renamed branch exists").clone();
+        let mut meta = branch.meta.write();
+        assert!(!meta.hidden, "a hidden branch has no name to change");
+        assert!(!self.by_name.contains_key(&name), "branch names are unique");
+        self.by_name.remove(&meta.name);
+        meta.name.clone_from(&name);
+        drop(meta);
+        self.by_name.insert(name, branch);
+    }
+
+    /// Hides visible branch `id`: it loses its place among the names.
+    pub(crate) fn hide(&mut self, id: BranchId) {
+        let branch = self.by_id.get(&id).expect("hidden branch exists").clone();
+        let mut meta = branch.meta.write();
+        self.by_name.remove(&meta.name);
+        meta.hidden = true;
+        meta.options.protected = false;
     }
 
     /// Makes sure no id below `next` is handed out again (ids of deleted branches, known
@@ -275,7 +387,11 @@ impl Catalog {
 
     pub(crate) fn remove(&mut self, id: BranchId) -> Option<Arc<Branch>> {
         let branch = self.by_id.remove(&id)?;
-        self.by_name.remove(&branch.name);
+        let meta = branch.meta.read();
+        if !meta.hidden {
+            self.by_name.remove(&meta.name);
+        }
+        drop(meta);
         Some(branch)
     }
 }

@@ -6,7 +6,7 @@
 //! ```text
 //! offset size field (little-endian)
 //!      0    8 magic "PFCKPT\0\0"
-//!      8    4 format version (2; version 1 is still read)
+//!      8    4 format version (3; versions 1 and 2 are still read)
 //!     12    8 covered LSN: every branch operation and commit point ending at or below
 //!               it is in the catalog, none after it is
 //!     20    8 time of the last covered record (the sequencer's floor)
@@ -15,17 +15,22 @@
 //!               id u64, name (len u16 + bytes), has parent u8 [+ parent id u64,
 //!               branch point u64], created time u64, created LSN u64, options
 //!               (as in WAL records), created-at-time answer (as in WAL records),
-//!               head u64, flushed u64 (v2: every own page version at or below it is
+//!               hidden u8 (v3: an old state kept only for its children), head u64, flushed u64 (v2: every own page version at or below it is
 //!               in the listed layers), commit count u32 + (lsn u64, time u64) each,
 //!               layer count u32 + per layer, oldest first: file name (len u16 +
 //!               bytes), size u64, CRC32 of the whole file u32, level u8 (v2: 0 L0
 //!               delta, 1 L1 delta, 2 image)
+//!      .    4 (v3) history entry count, then per entry, oldest first: LSN u64, time
+//!               u64, operation u8, branch id u64, branch name (len u16 + bytes),
+//!               details (len u32 + bytes)
 //!   last    4 CRC32 of every byte before it
 //! ```
 //!
 //! Open replays the WAL from the lowest `flushed` of any branch: records up to `covered`
 //! only put back page versions above their branch's `flushed`; records after it are
-//! applied whole. A version-1 catalog reads as `flushed` = `covered`, every layer L0.
+//! applied whole. A version-1 catalog reads as `flushed` = `covered`, every layer L0; a
+//! version-1 or -2 catalog has no hidden branches and no history (the history then starts
+//! with the records after it).
 
 use std::path::Path;
 
@@ -34,14 +39,15 @@ use pagefork_wal::Lsn;
 
 use crate::branch::{BranchId, BranchOptions, LsnForTime};
 use crate::catalog::CommitPoint;
-use crate::codec::{Cursor, put_lsn_for_time, put_name, put_options, put_parent};
+use crate::codec::{Cursor, put_bytes, put_lsn_for_time, put_name, put_options, put_parent};
 use crate::error::{EngineError, Result};
+use crate::history::{HistoryEntry, HistoryOperation};
 use crate::layer::Level;
 use crate::time::Timestamp;
 
 pub(crate) const CATALOG_FILE_NAME: &str = "catalog";
 const MAGIC: [u8; 8] = *b"PFCKPT\0\0";
-const FORMAT_VERSION: u32 = 2;
+const FORMAT_VERSION: u32 = 3;
 
 /// A layer file as the catalog lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +68,7 @@ pub(crate) struct BranchImage {
     pub(crate) created_lsn: Lsn,
     pub(crate) options: BranchOptions,
     pub(crate) created_at_time: Option<LsnForTime>,
+    pub(crate) hidden: bool,
     pub(crate) head: Lsn,
     pub(crate) flushed: Lsn,
     pub(crate) commits: Vec<CommitPoint>,
@@ -77,6 +84,8 @@ pub(crate) struct Checkpoint {
     pub(crate) next_id: BranchId,
     /// Parents before children.
     pub(crate) branches: Vec<BranchImage>,
+    /// The branch-graph history up to `covered`.
+    pub(crate) history: Vec<HistoryEntry>,
 }
 
 impl Checkpoint {
@@ -104,6 +113,7 @@ impl Checkpoint {
             out.put_u64_le(branch.created_lsn.0);
             put_options(&mut out, branch.options);
             put_lsn_for_time(&mut out, branch.created_at_time);
+            out.put_u8(u8::from(branch.hidden));
             out.put_u64_le(branch.head.0);
             out.put_u64_le(branch.flushed.0);
             out.put_u32_le(u32::try_from(branch.commits.len()).expect("commit count fits u32"));
@@ -118,6 +128,15 @@ impl Checkpoint {
                 out.put_u32_le(layer.checksum);
                 out.put_u8(layer.level.code());
             }
+        }
+        out.put_u32_le(u32::try_from(self.history.len()).expect("history length fits u32"));
+        for entry in &self.history {
+            out.put_u64_le(entry.lsn.0);
+            out.put_u64_le(entry.time.0);
+            out.put_u8(entry.operation.code());
+            out.put_u64_le(entry.branch_id.0);
+            put_name(&mut out, &entry.branch);
+            put_bytes(&mut out, entry.details.as_bytes());
         }
         let crc = crc32fast::hash(&out);
         out.put_u32_le(crc);
@@ -145,7 +164,7 @@ impl Checkpoint {
                 return Err("bad magic: not a pagefork checkpoint".to_owned());
             }
             let version = cursor.u32("format version")?;
-            if version != FORMAT_VERSION && version != 1 {
+            if !(1..=FORMAT_VERSION).contains(&version) {
                 return Err(format!("unsupported format version {version}"));
             }
             let covered = Lsn(cursor.u64("covered LSN")?);
@@ -161,6 +180,7 @@ impl Checkpoint {
                 let created_lsn = Lsn(cursor.u64("created LSN")?);
                 let options = cursor.options()?;
                 let created_at_time = cursor.lsn_for_time()?;
+                let hidden = version >= 3 && cursor.flag("hidden")?;
                 let head = Lsn(cursor.u64("head")?);
                 let flushed = if version == 1 {
                     covered
@@ -202,10 +222,36 @@ impl Checkpoint {
                     created_lsn,
                     options,
                     created_at_time,
+                    hidden,
                     head,
                     flushed,
                     commits,
                     layers,
+                });
+            }
+            let mut history = Vec::new();
+            let entry_count = if version >= 3 {
+                cursor.u32("history entry count")?
+            } else {
+                0
+            };
+            for _ in 0..entry_count {
+                let lsn = Lsn(cursor.u64("history LSN")?);
+                let time = Timestamp(cursor.u64("history time")?);
+                let code = cursor.u8("history operation")?;
+                let operation = HistoryOperation::from_code(code)
+                    .ok_or_else(|| format!("unknown history operation {code} at {lsn}"))?;
+                let branch_id = BranchId(cursor.u64("history branch id")?);
+                let branch = cursor.name()?;
+                let details = String::from_utf8(cursor.bytes("history details")?.to_vec())
+                    .map_err(|_| format!("history details at {lsn} are not UTF-8"))?;
+                history.push(HistoryEntry {
+                    lsn,
+                    time,
+                    operation,
+                    branch_id,
+                    branch,
+                    details,
                 });
             }
             Ok(Checkpoint {
@@ -213,6 +259,7 @@ impl Checkpoint {
                 last_time,
                 next_id,
                 branches,
+                history,
             })
         };
         let checkpoint = parse(&mut cursor).map_err(|reason| corrupt(0, reason))?;
@@ -240,6 +287,7 @@ mod tests {
                     created_lsn: Lsn(0x40),
                     options: BranchOptions::default(),
                     created_at_time: None,
+                    hidden: false,
                     head: Lsn(0x100),
                     flushed: Lsn(0x100),
                     commits: vec![CommitPoint {
@@ -264,12 +312,21 @@ mod tests {
                         protected: true,
                     },
                     created_at_time: None,
+                    hidden: true,
                     head: Lsn(0x80),
                     flushed: Lsn(0x80),
                     commits: vec![],
                     layers: vec![],
                 },
             ],
+            history: vec![HistoryEntry {
+                lsn: Lsn(0x200),
+                time: Timestamp(9),
+                operation: HistoryOperation::Create,
+                branch_id: BranchId(3),
+                branch: "dev".to_owned(),
+                details: "from \"main\" at 0/80".to_owned(),
+            }],
         }
     }
 

@@ -55,15 +55,20 @@ pub(crate) fn put_update(out: &mut Vec<u8>, update: &Update) {
     }
 }
 
-/// expiry tag u8 (0 never, 1 ttl, 2 at) + u64 micros, protected u8.
-pub(crate) fn put_options(out: &mut Vec<u8>, options: BranchOptions) {
-    let (tag, value) = match options.expiry {
+/// expiry tag u8 (0 never, 1 ttl, 2 at) + u64 micros.
+pub(crate) fn put_expiry(out: &mut Vec<u8>, expiry: Expiry) {
+    let (tag, value) = match expiry {
         Expiry::Never => (0, 0),
         Expiry::Ttl(ttl) => (1, u64::try_from(ttl.as_micros()).unwrap_or(u64::MAX)),
         Expiry::At(time) => (2, time.0),
     };
     out.put_u8(tag);
     out.put_u64_le(value);
+}
+
+/// expiry (as `put_expiry`), protected u8.
+pub(crate) fn put_options(out: &mut Vec<u8>, options: BranchOptions) {
+    put_expiry(out, options.expiry);
     out.put_u8(u8::from(options.protected));
 }
 
@@ -185,17 +190,20 @@ impl Cursor {
         })
     }
 
-    pub(crate) fn options(&mut self) -> Result<BranchOptions, String> {
+    pub(crate) fn expiry(&mut self) -> Result<Expiry, String> {
         let tag = self.u8("expiry tag")?;
         let value = self.u64("expiry")?;
-        let expiry = match tag {
+        Ok(match tag {
             0 => Expiry::Never,
             1 => Expiry::Ttl(Duration::from_micros(value)),
             2 => Expiry::At(Timestamp(value)),
             tag => return Err(format!("unknown expiry tag {tag}")),
-        };
+        })
+    }
+
+    pub(crate) fn options(&mut self) -> Result<BranchOptions, String> {
         Ok(BranchOptions {
-            expiry,
+            expiry: self.expiry()?,
             protected: self.flag("protected")?,
         })
     }

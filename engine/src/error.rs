@@ -133,6 +133,47 @@ pub enum EngineError {
         /// Their names, comma-separated.
         children: String,
     },
+    /// The branch has expired: it is never read or written again, and is deleted once
+    /// no unexpired descendant needs its history.
+    #[error("branch {name:?} expired at {expired_at}")]
+    BranchExpired {
+        /// The branch.
+        name: String,
+        /// When it expired.
+        expired_at: Timestamp,
+    },
+    /// The branch is protected and the operation would delete or replace it.
+    #[error("branch {branch:?} is protected: unprotect it before {operation} it")]
+    Protected {
+        /// The branch.
+        branch: String,
+        /// What was refused ("deleting", "resetting", "restoring").
+        operation: &'static str,
+    },
+    /// A protected branch cannot expire.
+    #[error(
+        "branch {branch:?} cannot be both protected and expiring: remove the expiry or the protection first"
+    )]
+    ExpiryOnProtected {
+        /// The branch.
+        branch: String,
+    },
+    /// An expiry time that has already passed.
+    #[error("branch {branch:?} cannot expire at {expires_at}: that is not after now ({now})")]
+    ExpiryInPast {
+        /// The branch.
+        branch: String,
+        /// The expiry asked for.
+        expires_at: Timestamp,
+        /// The store clock's time.
+        now: Timestamp,
+    },
+    /// A reset of a branch without a parent.
+    #[error("branch {branch:?} has no parent to reset to")]
+    NoParent {
+        /// The branch.
+        branch: String,
+    },
     /// A configuration value out of range.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),

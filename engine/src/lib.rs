@@ -32,6 +32,7 @@ mod checkpoint;
 mod codec;
 mod error;
 mod fs;
+mod history;
 mod key;
 pub mod layer;
 mod log;
@@ -44,18 +45,19 @@ mod update;
 mod versions;
 
 pub use branch::{
-    At, BRANCH_NAME_RULE, BranchId, BranchInfo, BranchOptions, Commit, Expiry, LsnForTime,
+    At, BRANCH_NAME_RULE, Backup, BranchId, BranchInfo, BranchOptions, Commit, Expiry, LsnForTime,
     ParentRef, TimeKind, validate_branch_name,
 };
 pub use error::{EngineError, Result};
 pub use fs::{FileSystem, StdFileSystem, publish_file};
+pub use history::{HistoryEntry, HistoryOperation};
 pub use key::Key;
 pub use pagefork_wal::{Lsn, SyncMode};
 pub use store::{
     Config, DEFAULT_CHECKPOINT_AFTER_BYTES, DEFAULT_COMPACT_L0_LAYERS, DEFAULT_IMAGE_AFTER_DELTAS,
     DEFAULT_L1_LAYER_BYTES, DEFAULT_LAYER_FLUSH_BYTES, DEFAULT_MEMORY_BUDGET_BYTES,
-    DEFAULT_PAGE_CACHE_BYTES, DEFAULT_PAGE_SIZE, DEFAULT_ROOT_BRANCH, ReadTrace, Store, StoreStats,
-    WalEntry,
+    DEFAULT_PAGE_CACHE_BYTES, DEFAULT_PAGE_SIZE, DEFAULT_ROOT_BRANCH, PageDiff, ReadTrace,
+    RelationDiff, Restored, Store, StoreStats, WalEntry, default_backup_name,
 };
 pub use time::{Clock, ManualClock, ParseTimestampError, SystemClock, Timestamp};
 pub use update::Update;

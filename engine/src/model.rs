@@ -6,6 +6,12 @@
 //! cached or indexed. The model does not hand out LSNs or times: feed it the ones the store
 //! answered with, and compare what the store reads and refuses with what the model says.
 //!
+//! The lifecycle: a reset or restore gives the name to a new branch and keeps the old one
+//! under a backup name or hidden (while it has children). Expiry follows the time given
+//! to [`Model::set_now`] (keep it equal to the store clock's, and run the store's
+//! `sweep_expired` after moving its clock): an expired branch is refused everywhere, kept
+//! while an unexpired descendant needs it, and otherwise gone.
+//!
 //! ```
 //! use bytes::Bytes;
 //! use pagefork_engine::model::Model;
@@ -13,7 +19,7 @@
 //! # fn main() -> Result<(), pagefork_engine::EngineError> {
 //! let store = Store::in_memory(Config::default())?;
 //! let main = store.branch_info("main")?;
-//! let mut model = Model::new(store.page_size(), "main", main.created_lsn);
+//! let mut model = Model::new(store.page_size(), "main", main.created_lsn, main.created);
 //! let updates = vec![(Key::new(1, 0), Update::Image(Bytes::from(vec![9u8; 8192])))];
 //! assert_eq!(model.check_commit("main", &updates), Ok(()));
 //! let commit = store.commit("main", updates.clone())?;
@@ -27,14 +33,18 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use pagefork_wal::Lsn;
 
-use crate::branch::{At, LsnForTime, TimeKind, validate_branch_name};
+use crate::branch::{
+    At, Backup, BranchOptions, Expiry, LsnForTime, TimeKind, validate_branch_name,
+};
 use crate::error::EngineError;
 use crate::key::Key;
+use crate::store::default_backup_name;
 use crate::time::Timestamp;
 use crate::update::Update;
 
 /// The kind of refusal an operation must get. Compare with [`Refusal::of`] a store error.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
 pub enum Refusal {
     /// No live branch by that name.
     UnknownBranch,
@@ -60,6 +70,16 @@ pub enum Refusal {
     TimeBeforeHistory,
     /// A delete of a branch with children.
     HasChildren,
+    /// The branch has expired.
+    BranchExpired,
+    /// The branch is protected.
+    Protected,
+    /// An expiry on a protected branch.
+    ExpiryOnProtected,
+    /// An expiry time already past.
+    ExpiryInPast,
+    /// A reset of a root.
+    NoParent,
 }
 
 impl Refusal {
@@ -79,6 +99,11 @@ impl Refusal {
             EngineError::LsnBelowBranchStart { .. } => Refusal::LsnBelowBranchStart,
             EngineError::TimeBeforeHistory { .. } => Refusal::TimeBeforeHistory,
             EngineError::HasChildren { .. } => Refusal::HasChildren,
+            EngineError::BranchExpired { .. } => Refusal::BranchExpired,
+            EngineError::Protected { .. } => Refusal::Protected,
+            EngineError::ExpiryOnProtected { .. } => Refusal::ExpiryOnProtected,
+            EngineError::ExpiryInPast { .. } => Refusal::ExpiryInPast,
+            EngineError::NoParent { .. } => Refusal::NoParent,
             _ => return None,
         })
     }
@@ -93,71 +118,178 @@ struct ModelCommit {
 
 #[derive(Clone, Debug)]
 struct ModelBranch {
-    parent: Option<(String, Lsn)>,
+    name: String,
+    /// Replaced without a backup: no name, kept while it has children.
+    hidden: bool,
+    parent: Option<(usize, Lsn)>,
     created_lsn: Lsn,
+    expires_at: Option<Timestamp>,
+    protected: bool,
     commits: Vec<ModelCommit>,
+}
+
+/// Which pages differ between two states, as [`crate::PageDiff`] lists them.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct ModelDiff {
+    /// Pages only the second state has.
+    pub added: Vec<Key>,
+    /// Pages only the first state has.
+    pub removed: Vec<Key>,
+    /// Pages both have, with different bytes.
+    pub changed: Vec<Key>,
 }
 
 /// The naive model of a store (see the module docs).
 #[derive(Clone, Debug)]
 pub struct Model {
     page_size: usize,
-    branches: BTreeMap<String, ModelBranch>,
+    now: Timestamp,
+    /// Live branches (hidden ones too) by creation order.
+    branches: BTreeMap<usize, ModelBranch>,
+    next_id: usize,
 }
 
 impl Model {
-    /// A model of a new store whose root branch `root` was created at `root_created_lsn`.
-    pub fn new(page_size: usize, root: &str, root_created_lsn: Lsn) -> Model {
-        let mut branches = BTreeMap::new();
-        branches.insert(
-            root.to_owned(),
-            ModelBranch {
-                parent: None,
-                created_lsn: root_created_lsn,
-                commits: Vec::new(),
-            },
-        );
+    /// A model of a new store whose root branch `root` was created at `root_created_lsn`,
+    /// at time `now`.
+    pub fn new(page_size: usize, root: &str, root_created_lsn: Lsn, now: Timestamp) -> Model {
         Model {
             page_size,
-            branches,
+            now,
+            branches: BTreeMap::from([(
+                0,
+                ModelBranch {
+                    name: root.to_owned(),
+                    hidden: false,
+                    parent: None,
+                    created_lsn: root_created_lsn,
+                    expires_at: None,
+                    protected: false,
+                    commits: Vec::new(),
+                },
+            )]),
+            next_id: 1,
         }
     }
 
-    /// Names of the live branches, sorted.
-    pub fn branch_names(&self) -> Vec<String> {
-        self.branches.keys().cloned().collect()
+    /// Moves the model's clock (keep it equal to the store clock), and removes the
+    /// expired branches nothing needs, as the store's sweep does.
+    pub fn set_now(&mut self, now: Timestamp) {
+        self.now = now;
+        loop {
+            let gone = self.live_ids().find(|id| {
+                let branch = self.branch(*id);
+                self.expired_id(*id) && !branch.hidden && self.children(*id).is_empty()
+            });
+            match gone {
+                Some(id) => self.remove(id),
+                None => return,
+            }
+        }
     }
 
-    fn get(&self, branch: &str) -> Result<&ModelBranch, Refusal> {
-        self.branches.get(branch).ok_or(Refusal::UnknownBranch)
+    fn live_ids(&self) -> impl Iterator<Item = usize> + '_ {
+        self.branches.keys().copied()
+    }
+
+    fn branch(&self, id: usize) -> &ModelBranch {
+        self.branches.get(&id).expect("a live branch")
+    }
+
+    fn branch_mut(&mut self, id: usize) -> &mut ModelBranch {
+        self.branches.get_mut(&id).expect("a live branch")
+    }
+
+    fn add(&mut self, branch: ModelBranch) {
+        self.branches.insert(self.next_id, branch);
+        self.next_id += 1;
+    }
+
+    fn expired_id(&self, id: usize) -> bool {
+        let branch = self.branch(id);
+        !branch.hidden && branch.expires_at.is_some_and(|at| at <= self.now)
+    }
+
+    fn children(&self, id: usize) -> Vec<usize> {
+        self.live_ids()
+            .filter(|child| {
+                self.branch(*child)
+                    .parent
+                    .is_some_and(|(parent, _)| parent == id)
+            })
+            .collect()
+    }
+
+    /// Removes `id`, then its hidden ancestors left without children.
+    fn remove(&mut self, id: usize) {
+        let parent = self.branch(id).parent;
+        self.branches.remove(&id);
+        if let Some((parent, _)) = parent
+            && self.branch(parent).hidden
+            && self.children(parent).is_empty()
+        {
+            self.remove(parent);
+        }
+    }
+
+    /// Names of the branches listed (live, and expired ones kept for descendants), sorted.
+    pub fn branch_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .live_ids()
+            .filter(|id| !self.branch(*id).hidden)
+            .map(|id| self.branch(id).name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Whether listed branch `name` has expired (and is kept only for its descendants).
+    pub fn expired(&self, name: &str) -> bool {
+        self.find(name).is_ok_and(|id| self.expired_id(id))
+    }
+
+    /// The id of the listed branch named `name` (expired or not).
+    fn find(&self, name: &str) -> Result<usize, Refusal> {
+        self.live_ids()
+            .find(|id| !self.branch(*id).hidden && self.branch(*id).name == name)
+            .ok_or(Refusal::UnknownBranch)
+    }
+
+    /// The id of branch `name` if operations may use it: it exists and has not expired.
+    fn usable(&self, name: &str) -> Result<usize, Refusal> {
+        let id = self.find(name)?;
+        if self.expired_id(id) {
+            return Err(Refusal::BranchExpired);
+        }
+        Ok(id)
+    }
+
+    fn start_of(&self, id: usize) -> Lsn {
+        let branch = self.branch(id);
+        branch.parent.map_or(branch.created_lsn, |(_, lsn)| lsn)
+    }
+
+    fn head_of(&self, id: usize) -> Lsn {
+        self.branch(id)
+            .commits
+            .last()
+            .map_or(self.start_of(id), |commit| commit.lsn)
     }
 
     /// Where a branch's own history starts: its branch point, or its creation for a root.
     pub fn start(&self, branch: &str) -> Result<Lsn, Refusal> {
-        let model = self.get(branch)?;
-        Ok(model
-            .parent
-            .as_ref()
-            .map_or(model.created_lsn, |(_, lsn)| *lsn))
+        Ok(self.start_of(self.find(branch)?))
     }
 
     /// A branch's head: its last commit, or its start if it has none.
     pub fn head(&self, branch: &str) -> Result<Lsn, Refusal> {
-        let start = self.start(branch)?;
-        Ok(self
-            .get(branch)?
-            .commits
-            .last()
-            .map_or(start, |commit| commit.lsn))
+        Ok(self.head_of(self.find(branch)?))
     }
 
-    /// Every page of `branch` at `lsn`, rebuilt from scratch.
-    pub fn pages(&self, branch: &str, lsn: Lsn) -> BTreeMap<Key, Vec<u8>> {
-        let Ok(model) = self.get(branch) else {
-            return BTreeMap::new();
-        };
-        let mut pages = match &model.parent {
-            Some((parent, branch_point)) => self.pages(parent, lsn.min(*branch_point)),
+    fn pages_of(&self, id: usize, lsn: Lsn) -> BTreeMap<Key, Vec<u8>> {
+        let model = self.branch(id);
+        let mut pages = match model.parent {
+            Some((parent, branch_point)) => self.pages_of(parent, lsn.min(branch_point)),
             None => BTreeMap::new(),
         };
         for commit in model.commits.iter().filter(|commit| commit.lsn <= lsn) {
@@ -182,6 +314,13 @@ impl Model {
         pages
     }
 
+    /// Every page of `branch` at `lsn`, rebuilt from scratch.
+    pub fn pages(&self, branch: &str, lsn: Lsn) -> BTreeMap<Key, Vec<u8>> {
+        self.find(branch)
+            .map(|id| self.pages_of(id, lsn))
+            .unwrap_or_default()
+    }
+
     /// Page `key` of `branch` at `lsn`.
     pub fn page(&self, branch: &str, key: Key, lsn: Lsn) -> Option<Vec<u8>> {
         self.pages(branch, lsn).remove(&key)
@@ -189,11 +328,11 @@ impl Model {
 
     /// Whether the store must refuse this commit, and why.
     pub fn check_commit(&self, branch: &str, updates: &[(Key, Update)]) -> Result<(), Refusal> {
-        let head = self.head(branch)?;
+        let id = self.usable(branch)?;
         if updates.is_empty() {
             return Err(Refusal::EmptyCommit);
         }
-        let pages = self.pages(branch, head);
+        let pages = self.pages_of(id, self.head_of(id));
         let mut seen = BTreeSet::new();
         for (key, update) in updates {
             if !seen.insert(*key) {
@@ -224,14 +363,16 @@ impl Model {
             Ok(()),
             "the model would refuse this commit"
         );
-        let model = self.branches.get_mut(branch).expect("checked above");
-        model.commits.push(ModelCommit { lsn, time, updates });
+        let id = self.usable(branch).expect("checked above");
+        self.branch_mut(id)
+            .commits
+            .push(ModelCommit { lsn, time, updates });
     }
 
-    fn visible_commits(&self, branch: &str, upper: Lsn, out: &mut Vec<(Lsn, Timestamp)>) {
-        let Ok(model) = self.get(branch) else { return };
-        if let Some((parent, branch_point)) = &model.parent {
-            self.visible_commits(parent, upper.min(*branch_point), out);
+    fn visible_commits(&self, id: usize, upper: Lsn, out: &mut Vec<(Lsn, Timestamp)>) {
+        let model = self.branch(id);
+        if let Some((parent, branch_point)) = model.parent {
+            self.visible_commits(parent, upper.min(branch_point), out);
         }
         out.extend(
             model
@@ -242,18 +383,17 @@ impl Model {
         );
     }
 
-    fn root_start(&self, branch: &str) -> Result<Lsn, Refusal> {
-        match &self.get(branch)?.parent {
+    fn root_start(&self, id: usize) -> Lsn {
+        match self.branch(id).parent {
             Some((parent, _)) => self.root_start(parent),
-            None => self.start(branch),
+            None => self.start_of(id),
         }
     }
 
-    /// Which LSN shows `branch` as it was at `time` (see [`crate::Store::lsn_for_time`]).
-    pub fn lsn_for_time(&self, branch: &str, time: Timestamp) -> Result<LsnForTime, Refusal> {
-        let head = self.head(branch)?;
+    fn lsn_for_time_of(&self, id: usize, time: Timestamp) -> LsnForTime {
+        let head = self.head_of(id);
         let mut visible = Vec::new();
-        self.visible_commits(branch, head, &mut visible);
+        self.visible_commits(id, head, &mut visible);
         let last_at_or_before = visible
             .iter()
             .enumerate()
@@ -261,87 +401,305 @@ impl Model {
             .find(|(_, (_, commit_time))| *commit_time <= time);
         let (lsn, commit_time, kind) = match last_at_or_before {
             _ if visible.is_empty() => (head, None, TimeKind::NoData),
-            None => (self.root_start(branch)?, None, TimeKind::Past),
+            None => (self.root_start(id), None, TimeKind::Past),
             Some((index, (_, commit_time))) if index + 1 == visible.len() => {
                 (head, Some(*commit_time), TimeKind::Future)
             }
             Some((_, (lsn, commit_time))) => (*lsn, Some(*commit_time), TimeKind::Present),
         };
-        Ok(LsnForTime {
+        LsnForTime {
             requested: time,
             lsn,
             commit_time,
             kind,
-        })
+        }
     }
 
-    /// The LSN `at` means on `branch`, or the refusal.
-    pub fn resolve(&self, branch: &str, at: At) -> Result<Lsn, Refusal> {
-        let head = self.head(branch)?;
+    /// Which LSN shows `branch` as it was at `time` (see [`crate::Store::lsn_for_time`]).
+    pub fn lsn_for_time(&self, branch: &str, time: Timestamp) -> Result<LsnForTime, Refusal> {
+        Ok(self.lsn_for_time_of(self.usable(branch)?, time))
+    }
+
+    fn resolve_of(&self, id: usize, at: At) -> Result<Lsn, Refusal> {
+        let head = self.head_of(id);
         match at {
             At::Latest => Ok(head),
             At::Lsn(lsn) if lsn > head => Err(Refusal::LsnPastHead),
             At::Lsn(lsn) => Ok(lsn),
-            At::Time(time) => {
-                let answer = self.lsn_for_time(branch, time)?;
-                match answer.kind {
-                    TimeKind::Past => Err(Refusal::TimeBeforeHistory),
-                    _ => Ok(answer.lsn),
-                }
-            }
+            At::Time(time) => match self.lsn_for_time_of(id, time) {
+                answer if answer.kind == TimeKind::Past => Err(Refusal::TimeBeforeHistory),
+                answer => Ok(answer.lsn),
+            },
         }
     }
 
-    /// The branch point a new branch `name` from `parent` at `at` gets, or the refusal.
-    pub fn check_create_branch(&self, name: &str, parent: &str, at: At) -> Result<Lsn, Refusal> {
-        validate_branch_name(name).map_err(|_| Refusal::InvalidBranchName)?;
-        if self.branches.contains_key(name) {
-            return Err(Refusal::BranchExists);
-        }
-        let lsn = self.resolve(parent, at)?;
-        if lsn < self.start(parent)? {
+    /// The LSN `at` means on `branch`, or the refusal.
+    pub fn resolve(&self, branch: &str, at: At) -> Result<Lsn, Refusal> {
+        self.resolve_of(self.usable(branch)?, at)
+    }
+
+    /// The branch point `at` means on `parent` for a new branch, or the refusal.
+    fn branch_point(&self, parent: usize, at: At) -> Result<Lsn, Refusal> {
+        let lsn = self.resolve_of(parent, at)?;
+        if lsn < self.start_of(parent) {
             return Err(Refusal::LsnBelowBranchStart);
         }
         Ok(lsn)
     }
 
-    /// Records a branch the store created, with the branch point and creation LSN it
+    fn check_expiry(&self, options: BranchOptions) -> Result<(), Refusal> {
+        if options.protected && options.expiry != Expiry::Never {
+            return Err(Refusal::ExpiryOnProtected);
+        }
+        match options.expiry.expires_at(self.now) {
+            Some(at) if at <= self.now => Err(Refusal::ExpiryInPast),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_name_free(&self, name: &str) -> Result<(), Refusal> {
+        match self.find(name) {
+            Ok(_) => Err(Refusal::BranchExists),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// The branch point a new branch `name` from `parent` at `at` gets, or the refusal.
+    pub fn check_create_branch(
+        &self,
+        name: &str,
+        parent: &str,
+        at: At,
+        options: BranchOptions,
+    ) -> Result<Lsn, Refusal> {
+        validate_branch_name(name).map_err(|_| Refusal::InvalidBranchName)?;
+        self.check_expiry(options)?;
+        self.check_name_free(name)?;
+        self.branch_point(self.usable(parent)?, at)
+    }
+
+    /// Records a branch the store created, with the branch point, creation LSN and time it
     /// answered.
-    pub fn create_branch(&mut self, name: &str, parent: &str, branch_point: Lsn, created_lsn: Lsn) {
-        assert!(
-            self.branches.contains_key(parent),
-            "unknown parent {parent}"
-        );
-        assert!(!self.branches.contains_key(name), "branch {name} exists");
-        self.branches.insert(
-            name.to_owned(),
-            ModelBranch {
-                parent: Some((parent.to_owned(), branch_point)),
-                created_lsn,
-                commits: Vec::new(),
-            },
-        );
+    pub fn create_branch(
+        &mut self,
+        name: &str,
+        parent: &str,
+        branch_point: Lsn,
+        created_lsn: Lsn,
+        created: Timestamp,
+        options: BranchOptions,
+    ) {
+        let parent = self.usable(parent).expect("a usable parent");
+        assert_eq!(self.check_name_free(name), Ok(()), "branch {name} exists");
+        self.add(ModelBranch {
+            name: name.to_owned(),
+            hidden: false,
+            parent: Some((parent, branch_point)),
+            created_lsn,
+            expires_at: options.expiry.expires_at(created),
+            protected: options.protected,
+            commits: Vec::new(),
+        });
     }
 
     /// Whether the store must refuse deleting `branch`, and why.
     pub fn check_delete_branch(&self, branch: &str) -> Result<(), Refusal> {
-        self.get(branch)?;
-        let has_children = self.branches.values().any(|model| {
-            model
-                .parent
-                .as_ref()
-                .is_some_and(|(parent, _)| parent == branch)
-        });
-        if has_children {
-            Err(Refusal::HasChildren)
-        } else {
-            Ok(())
+        let id = self.usable(branch)?;
+        if self.branch(id).protected {
+            return Err(Refusal::Protected);
         }
+        if !self.children(id).is_empty() {
+            return Err(Refusal::HasChildren);
+        }
+        Ok(())
     }
 
     /// Records a delete the store accepted.
     pub fn delete_branch(&mut self, branch: &str) {
         assert_eq!(self.check_delete_branch(branch), Ok(()));
-        self.branches.remove(branch);
+        let id = self.usable(branch).expect("checked above");
+        self.remove(id);
+    }
+
+    /// Whether the store must refuse renaming `branch` to `new_name`.
+    pub fn check_rename(&self, branch: &str, new_name: &str) -> Result<(), Refusal> {
+        validate_branch_name(new_name).map_err(|_| Refusal::InvalidBranchName)?;
+        self.usable(branch)?;
+        self.check_name_free(new_name)
+    }
+
+    /// Records a rename the store accepted.
+    pub fn rename(&mut self, branch: &str, new_name: &str) {
+        assert_eq!(self.check_rename(branch, new_name), Ok(()));
+        let id = self.usable(branch).expect("checked above");
+        self.branch_mut(id).name = new_name.to_owned();
+    }
+
+    /// Whether the store must refuse protecting (or unprotecting) `branch`.
+    pub fn check_set_protected(&self, branch: &str, protected: bool) -> Result<(), Refusal> {
+        let id = self.usable(branch)?;
+        if protected && self.branch(id).expires_at.is_some() {
+            return Err(Refusal::ExpiryOnProtected);
+        }
+        Ok(())
+    }
+
+    /// Records a protection change the store accepted.
+    pub fn set_protected(&mut self, branch: &str, protected: bool) {
+        assert_eq!(self.check_set_protected(branch, protected), Ok(()));
+        let id = self.usable(branch).expect("checked above");
+        self.branch_mut(id).protected = protected;
+    }
+
+    /// When `branch` would expire with `expiry` set now, or the refusal.
+    pub fn check_set_expiry(
+        &self,
+        branch: &str,
+        expiry: Expiry,
+    ) -> Result<Option<Timestamp>, Refusal> {
+        let id = self.usable(branch)?;
+        self.check_expiry(BranchOptions {
+            expiry,
+            protected: self.branch(id).protected,
+        })?;
+        Ok(expiry.expires_at(self.now))
+    }
+
+    /// Records an expiry change the store accepted.
+    pub fn set_expiry(&mut self, branch: &str, expiry: Expiry) {
+        let expires_at = self
+            .check_set_expiry(branch, expiry)
+            .expect("an accepted change");
+        let id = self.usable(branch).expect("checked above");
+        self.branch_mut(id).expires_at = expires_at;
+    }
+
+    /// The branch point a reset of `branch` takes (its parent's head), or the refusal.
+    pub fn check_reset(&self, branch: &str) -> Result<Lsn, Refusal> {
+        let id = self.usable(branch)?;
+        if self.branch(id).protected {
+            return Err(Refusal::Protected);
+        }
+        let Some((parent, _)) = self.branch(id).parent else {
+            return Err(Refusal::NoParent);
+        };
+        if self.expired_id(parent) {
+            return Err(Refusal::BranchExpired);
+        }
+        Ok(self.head_of(parent))
+    }
+
+    /// Records a reset the store accepted, with the LSN of its record.
+    pub fn reset(&mut self, branch: &str, created_lsn: Lsn) {
+        let branch_point = self.check_reset(branch).expect("an accepted reset");
+        let id = self.usable(branch).expect("checked above");
+        let parent = self.branch(id).parent.map(|(parent, _)| parent);
+        self.replace(
+            id,
+            None,
+            parent.expect("checked above"),
+            branch_point,
+            created_lsn,
+        );
+    }
+
+    /// The branch point and backup name a restore of `branch` from `source` at `at` gets,
+    /// or the refusal.
+    pub fn check_restore(
+        &self,
+        branch: &str,
+        source: &str,
+        at: At,
+        backup: &Backup,
+    ) -> Result<(Lsn, Option<String>), Refusal> {
+        let id = self.usable(branch)?;
+        if self.branch(id).protected {
+            return Err(Refusal::Protected);
+        }
+        let branch_point = self.branch_point(self.usable(source)?, at)?;
+        let backup = match backup {
+            Backup::Skip => None,
+            Backup::Named(name) => {
+                validate_branch_name(name).map_err(|_| Refusal::InvalidBranchName)?;
+                self.check_name_free(name)?;
+                Some(name.clone())
+            }
+            Backup::Default => {
+                let name = default_backup_name(branch, self.now, |name| self.find(name).is_ok());
+                validate_branch_name(&name).map_err(|_| Refusal::InvalidBranchName)?;
+                Some(name)
+            }
+        };
+        Ok((branch_point, backup))
+    }
+
+    /// Records a restore the store accepted, with the LSN of its record.
+    pub fn restore(
+        &mut self,
+        branch: &str,
+        source: &str,
+        at: At,
+        backup: &Backup,
+        created_lsn: Lsn,
+    ) {
+        let (branch_point, backup) = self
+            .check_restore(branch, source, at, backup)
+            .expect("an accepted restore");
+        let id = self.usable(branch).expect("checked above");
+        let source = self.usable(source).expect("checked above");
+        self.replace(id, backup, source, branch_point, created_lsn);
+    }
+
+    /// The name of `old` moves to a new branch of `source` at `branch_point`; `old` takes
+    /// `backup` or is hidden (and removed if nothing branches from it).
+    fn replace(
+        &mut self,
+        old: usize,
+        backup: Option<String>,
+        source: usize,
+        branch_point: Lsn,
+        created_lsn: Lsn,
+    ) {
+        let old_branch = self.branch(old).clone();
+        self.add(ModelBranch {
+            name: old_branch.name.clone(),
+            hidden: false,
+            parent: Some((source, branch_point)),
+            created_lsn,
+            expires_at: old_branch.expires_at,
+            protected: false,
+            commits: Vec::new(),
+        });
+        let kept = self.branch_mut(old);
+        kept.protected = false;
+        match backup {
+            Some(name) => kept.name = name,
+            None => {
+                kept.hidden = true;
+                if self.children(old).is_empty() {
+                    self.remove(old);
+                }
+            }
+        }
+    }
+
+    /// The pages that differ between `from` at `from_lsn` and `to` at `to_lsn`.
+    pub fn diff(&self, from: &str, from_lsn: Lsn, to: &str, to_lsn: Lsn) -> ModelDiff {
+        let before = self.pages(from, from_lsn);
+        let after = self.pages(to, to_lsn);
+        let mut diff = ModelDiff::default();
+        for (key, page) in &after {
+            match before.get(key) {
+                None => diff.added.push(*key),
+                Some(old) if old != page => diff.changed.push(*key),
+                Some(_) => {}
+            }
+        }
+        diff.removed = before
+            .keys()
+            .filter(|key| !after.contains_key(key))
+            .copied()
+            .collect();
+        diff
     }
 }

@@ -22,14 +22,22 @@
 //!                       protected u8, created at a time u8 (0/1) [+ requested u64,
 //!                       lsn u64, has commit time u8 + commit time u64, kind u8]
 //! kind 3 delete branch  id u64
+//! kind 4 change branch  id u64, change tag u8: 1 rename (name len u16 + bytes),
+//!                       2 expiry (tag u8 + u64, as in create), 3 protected (u8 0/1)
+//! kind 5 replace branch old id u64, reason u8 (1 reset, 2 restore), has backup u8 (0/1)
+//!                       [+ backup name len u16 + bytes], then the new branch as kind 2
 //! ```
+//!
+//! A replace is a reset or restore in one record: the branch's name moves to a new branch
+//! (new id, the new parent and branch point), and the old one keeps the backup name or,
+//! without one, is hidden, and removed at once if nothing branches from it.
 
 use bytes::{BufMut, Bytes};
 use pagefork_wal::Lsn;
 
-use crate::branch::{BranchId, BranchOptions, LsnForTime};
+use crate::branch::{BranchId, BranchOptions, Expiry, LsnForTime};
 use crate::codec::{
-    Cursor, put_key, put_lsn_for_time, put_name, put_options, put_parent, put_update,
+    Cursor, put_expiry, put_key, put_lsn_for_time, put_name, put_options, put_parent, put_update,
 };
 use crate::key::Key;
 use crate::time::Timestamp;
@@ -38,6 +46,8 @@ use crate::update::Update;
 pub(crate) const KIND_COMMIT: u8 = 1;
 pub(crate) const KIND_CREATE_BRANCH: u8 = 2;
 pub(crate) const KIND_DELETE_BRANCH: u8 = 3;
+pub(crate) const KIND_CHANGE_BRANCH: u8 = 4;
+pub(crate) const KIND_REPLACE_BRANCH: u8 = 5;
 const RECORD_VERSION: u8 = 1;
 /// Where every payload keeps its time, so it can be stamped after encoding.
 pub(crate) const TIME_OFFSET: usize = 1;
@@ -52,6 +62,25 @@ pub(crate) struct CreateBranch {
     pub(crate) created_at_time: Option<LsnForTime>,
 }
 
+/// A change to a branch that leaves its history alone.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub(crate) enum BranchChange {
+    Rename(String),
+    /// Always `Expiry::Never` or `Expiry::At`: a TTL is turned into a time before logging,
+    /// so replay does not depend on when it runs.
+    Expiry(Expiry),
+    Protected(bool),
+}
+
+/// Why a branch was replaced.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum ReplaceReason {
+    /// Reset to its parent's latest state.
+    Reset,
+    /// Restored to a state of itself or another branch.
+    Restore,
+}
+
 /// One store change.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub(crate) enum Record {
@@ -63,6 +92,18 @@ pub(crate) enum Record {
     DeleteBranch {
         id: BranchId,
     },
+    ChangeBranch {
+        id: BranchId,
+        change: BranchChange,
+    },
+    ReplaceBranch {
+        old: BranchId,
+        reason: ReplaceReason,
+        /// The old branch's new name; `None` hides it.
+        backup: Option<String>,
+        /// The branch that takes the old one's name.
+        new: CreateBranch,
+    },
 }
 
 impl Record {
@@ -71,6 +112,8 @@ impl Record {
             Record::Commit { .. } => KIND_COMMIT,
             Record::CreateBranch(_) => KIND_CREATE_BRANCH,
             Record::DeleteBranch { .. } => KIND_DELETE_BRANCH,
+            Record::ChangeBranch { .. } => KIND_CHANGE_BRANCH,
+            Record::ReplaceBranch { .. } => KIND_REPLACE_BRANCH,
         }
     }
 
@@ -89,14 +132,45 @@ impl Record {
                     put_update(&mut out, update);
                 }
             }
-            Record::CreateBranch(create) => {
-                out.put_u64_le(create.id.0);
-                put_name(&mut out, &create.name);
-                put_parent(&mut out, create.parent);
-                put_options(&mut out, create.options);
-                put_lsn_for_time(&mut out, create.created_at_time);
-            }
+            Record::CreateBranch(create) => put_create(&mut out, create),
             Record::DeleteBranch { id } => out.put_u64_le(id.0),
+            Record::ChangeBranch { id, change } => {
+                out.put_u64_le(id.0);
+                match change {
+                    BranchChange::Rename(name) => {
+                        out.put_u8(1);
+                        put_name(&mut out, name);
+                    }
+                    BranchChange::Expiry(expiry) => {
+                        out.put_u8(2);
+                        put_expiry(&mut out, *expiry);
+                    }
+                    BranchChange::Protected(protected) => {
+                        out.put_u8(3);
+                        out.put_u8(u8::from(*protected));
+                    }
+                }
+            }
+            Record::ReplaceBranch {
+                old,
+                reason,
+                backup,
+                new,
+            } => {
+                out.put_u64_le(old.0);
+                out.put_u8(match reason {
+                    ReplaceReason::Reset => 1,
+                    ReplaceReason::Restore => 2,
+                });
+                match backup {
+                    None => out.put_u8(0),
+                    Some(name) => {
+                        out.put_u8(1);
+                        put_name(&mut out, name);
+                    }
+                }
+                put_create(&mut out, new);
+            }
         }
         out
     }
@@ -120,28 +194,63 @@ impl Record {
                 }
                 Record::Commit { branch, updates }
             }
-            KIND_CREATE_BRANCH => {
-                let id = BranchId(cursor.u64("branch id")?);
-                let name = cursor.name()?;
-                let parent = cursor.parent()?;
-                let options = cursor.options()?;
-                let created_at_time = cursor.lsn_for_time()?;
-                Record::CreateBranch(CreateBranch {
-                    id,
-                    name,
-                    parent,
-                    options,
-                    created_at_time,
-                })
-            }
+            KIND_CREATE_BRANCH => Record::CreateBranch(read_create(&mut cursor)?),
             KIND_DELETE_BRANCH => Record::DeleteBranch {
                 id: BranchId(cursor.u64("branch id")?),
             },
+            KIND_CHANGE_BRANCH => {
+                let id = BranchId(cursor.u64("branch id")?);
+                let change = match cursor.u8("change tag")? {
+                    1 => BranchChange::Rename(cursor.name()?),
+                    2 => BranchChange::Expiry(cursor.expiry()?),
+                    3 => BranchChange::Protected(cursor.flag("protected")?),
+                    tag => return Err(format!("unknown branch change tag {tag}")),
+                };
+                Record::ChangeBranch { id, change }
+            }
+            KIND_REPLACE_BRANCH => {
+                let old = BranchId(cursor.u64("replaced branch id")?);
+                let reason = match cursor.u8("replace reason")? {
+                    1 => ReplaceReason::Reset,
+                    2 => ReplaceReason::Restore,
+                    reason => return Err(format!("unknown replace reason {reason}")),
+                };
+                let backup = if cursor.flag("has backup")? {
+                    Some(cursor.name()?)
+                } else {
+                    None
+                };
+                let new = read_create(&mut cursor)?;
+                Record::ReplaceBranch {
+                    old,
+                    reason,
+                    backup,
+                    new,
+                }
+            }
             kind => return Err(format!("unknown record kind {kind}")),
         };
         cursor.finish()?;
         Ok((record, time))
     }
+}
+
+fn put_create(out: &mut Vec<u8>, create: &CreateBranch) {
+    out.put_u64_le(create.id.0);
+    put_name(out, &create.name);
+    put_parent(out, create.parent);
+    put_options(out, create.options);
+    put_lsn_for_time(out, create.created_at_time);
+}
+
+fn read_create(cursor: &mut Cursor) -> Result<CreateBranch, String> {
+    Ok(CreateBranch {
+        id: BranchId(cursor.u64("branch id")?),
+        name: cursor.name()?,
+        parent: cursor.parent()?,
+        options: cursor.options()?,
+        created_at_time: cursor.lsn_for_time()?,
+    })
 }
 
 /// Overwrites the time of an encoded record.
@@ -157,7 +266,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::branch::{Expiry, TimeKind};
+    use crate::branch::TimeKind;
 
     fn round_trip(record: Record) {
         let time = Timestamp(1_700_000_000_000_000);
@@ -217,6 +326,38 @@ mod tests {
             }),
         }));
         round_trip(Record::DeleteBranch { id: BranchId(2) });
+        for change in [
+            BranchChange::Rename("renamed".to_owned()),
+            BranchChange::Expiry(Expiry::At(Timestamp(12345))),
+            BranchChange::Expiry(Expiry::Never),
+            BranchChange::Protected(true),
+            BranchChange::Protected(false),
+        ] {
+            round_trip(Record::ChangeBranch {
+                id: BranchId(7),
+                change,
+            });
+        }
+        for (reason, backup) in [
+            (ReplaceReason::Reset, None),
+            (
+                ReplaceReason::Restore,
+                Some("main_old_20261122T101530Z".to_owned()),
+            ),
+        ] {
+            round_trip(Record::ReplaceBranch {
+                old: BranchId(1),
+                reason,
+                backup,
+                new: CreateBranch {
+                    id: BranchId(9),
+                    name: "main".to_owned(),
+                    parent: Some((BranchId(1), Lsn(0x88))),
+                    options: BranchOptions::default(),
+                    created_at_time: None,
+                },
+            });
+        }
     }
 
     #[test]

@@ -58,6 +58,16 @@ impl PageVersions {
             .map(|(key, _)| *key)
     }
 
+    /// Keys with a version above `after` and at or below `up_to`, in order.
+    pub(crate) fn keys_written(&self, after: Lsn, up_to: Lsn) -> impl Iterator<Item = Key> {
+        self.pages
+            .iter()
+            .filter(move |(_, versions)| {
+                after < up_to && versions.range(Lsn(after.0 + 1)..=up_to).next().is_some()
+            })
+            .map(|(key, _)| *key)
+    }
+
     /// Every version as `(key, LSN, update)`, sorted by key then LSN (as layer files want).
     pub(crate) fn to_sorted_vec(&self) -> Vec<(Key, Lsn, Update)> {
         self.pages

@@ -3,9 +3,11 @@
 //! branch, head, page, time answer and refusal.
 //!
 //! Operations: commits (images, patches, drops; some invalid on purpose), branch creation
-//! at latest / an LSN / a time, deletes, reads at LSNs around every boundary seen and at
-//! times, `lsn_for_time`, clock steps (sometimes backwards), checkpoints (flush), compaction,
-//! clean reopen, and crash (the store dropped without any shutdown, then reopened).
+//! at latest / an LSN / a time with or without an expiry or protection, deletes, renames,
+//! protection and expiry changes, resets, restores (default, named and skipped backups),
+//! diffs, reads at LSNs around every boundary seen and at times, `lsn_for_time`, clock steps
+//! (sometimes backwards; expired branches are swept), checkpoints (flush), compaction, clean
+//! reopen, and crash (the store dropped without any shutdown, then reopened).
 //! Flush and compaction thresholds are tiny (a layer file every two versions, a merge
 //! every two L0 files, an image over every merge's output), so the background
 //! housekeeper runs all through every case; the suite checks that flushes, merges and
@@ -19,7 +21,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use pagefork_engine::model::{Model, Refusal};
 use pagefork_engine::{
-    At, BranchOptions, Clock, Config, Key, Lsn, ManualClock, Store, SyncMode, Timestamp, Update,
+    At, Backup, BranchOptions, Clock, Config, Expiry, Key, Lsn, ManualClock, Store, SyncMode,
+    Timestamp, Update,
 };
 use pagefork_tests::{TEST_PAGE_SIZE, engine_config};
 use proptest::prelude::*;
@@ -74,6 +77,22 @@ enum AtChoice {
 }
 
 #[derive(Clone, Debug)]
+enum ExpiryChoice {
+    Never,
+    /// A TTL in seconds (0 is already past).
+    Ttl(u64),
+    /// Seconds after the test's start time.
+    At(u64),
+}
+
+#[derive(Clone, Debug)]
+enum BackupChoice {
+    Default,
+    Named(usize),
+    Skip,
+}
+
+#[derive(Clone, Debug)]
 enum Op {
     Commit {
         branch: BranchPick,
@@ -83,6 +102,35 @@ enum Op {
         name: usize,
         parent: BranchPick,
         at: AtChoice,
+        expiry: ExpiryChoice,
+        protected: bool,
+    },
+    Rename {
+        branch: BranchPick,
+        name: usize,
+    },
+    Protect {
+        branch: BranchPick,
+        protected: bool,
+    },
+    SetExpiry {
+        branch: BranchPick,
+        expiry: ExpiryChoice,
+    },
+    Reset {
+        branch: BranchPick,
+    },
+    Restore {
+        branch: BranchPick,
+        source: BranchPick,
+        at: AtChoice,
+        backup: BackupChoice,
+    },
+    Diff {
+        from: BranchPick,
+        from_at: AtChoice,
+        to: BranchPick,
+        to_at: AtChoice,
     },
     DeleteBranch {
         branch: BranchPick,
@@ -139,11 +187,35 @@ fn at_choice() -> impl Strategy<Value = AtChoice> {
     ]
 }
 
+fn expiry_choice() -> impl Strategy<Value = ExpiryChoice> {
+    prop_oneof![
+        6 => Just(ExpiryChoice::Never),
+        3 => (0u64..40).prop_map(ExpiryChoice::Ttl),
+        1 => (0u64..300).prop_map(ExpiryChoice::At),
+    ]
+}
+
+fn backup_choice() -> impl Strategy<Value = BackupChoice> {
+    prop_oneof![
+        2 => Just(BackupChoice::Default),
+        1 => (0..NAMES.len()).prop_map(BackupChoice::Named),
+        2 => Just(BackupChoice::Skip),
+    ]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         10 => (branch_pick(), updates_choice()).prop_map(|(branch, updates)| Op::Commit { branch, updates }),
-        3 => (0..NAMES.len(), branch_pick(), at_choice())
-            .prop_map(|(name, parent, at)| Op::CreateBranch { name, parent, at }),
+        3 => (0..NAMES.len(), branch_pick(), at_choice(), expiry_choice(), prop::bool::weighted(0.1))
+            .prop_map(|(name, parent, at, expiry, protected)| Op::CreateBranch { name, parent, at, expiry, protected }),
+        1 => (branch_pick(), 0..NAMES.len()).prop_map(|(branch, name)| Op::Rename { branch, name }),
+        1 => (branch_pick(), any::<bool>()).prop_map(|(branch, protected)| Op::Protect { branch, protected }),
+        1 => (branch_pick(), expiry_choice()).prop_map(|(branch, expiry)| Op::SetExpiry { branch, expiry }),
+        1 => branch_pick().prop_map(|branch| Op::Reset { branch }),
+        2 => (branch_pick(), branch_pick(), at_choice(), backup_choice())
+            .prop_map(|(branch, source, at, backup)| Op::Restore { branch, source, at, backup }),
+        1 => (branch_pick(), at_choice(), branch_pick(), at_choice())
+            .prop_map(|(from, from_at, to, to_at)| Op::Diff { from, from_at, to, to_at }),
         1 => branch_pick().prop_map(|branch| Op::DeleteBranch { branch }),
         4 => (branch_pick(), 0..KEYS, at_choice()).prop_map(|(branch, key, at)| Op::Read { branch, key, at }),
         2 => (branch_pick(), 0u64..200).prop_map(|(branch, secs)| Op::LsnForTime { branch, secs }),
@@ -179,7 +251,7 @@ impl Harness {
         // Commits start 50 s after `start`, so requested times can fall before the history.
         clock.advance(Duration::from_secs(50));
         let root = store.branch_info("main").unwrap();
-        let model = Model::new(TEST_PAGE_SIZE, "main", root.created_lsn);
+        let model = Model::new(TEST_PAGE_SIZE, "main", root.created_lsn, clock.now());
         Harness {
             dir,
             config,
@@ -223,6 +295,31 @@ impl Harness {
             }
             AtChoice::Time(secs) => At::Time(self.time(*secs)),
         }
+    }
+
+    fn expiry(&self, choice: &ExpiryChoice) -> Expiry {
+        match choice {
+            ExpiryChoice::Never => Expiry::Never,
+            ExpiryChoice::Ttl(secs) => Expiry::Ttl(Duration::from_secs(*secs)),
+            ExpiryChoice::At(secs) => Expiry::At(self.time(*secs)),
+        }
+    }
+
+    fn backup(&self, choice: &BackupChoice) -> Backup {
+        match choice {
+            BackupChoice::Default => Backup::Default,
+            BackupChoice::Named(index) => Backup::Named(NAMES[*index].to_owned()),
+            BackupChoice::Skip => Backup::Skip,
+        }
+    }
+
+    /// Moves the model's clock to the store's and sweeps expired branches on both, so
+    /// what is listed does not depend on when the background sweep runs.
+    fn sync_clock(&mut self) -> Result<(), TestCaseError> {
+        let swept = self.store().sweep_expired();
+        prop_assert!(swept.is_ok(), "sweep failed: {:?}", swept);
+        self.model.set_now(self.clock.now());
+        Ok(())
     }
 
     fn updates(&self, branch: &str, choices: &[(u32, UpdateChoice)]) -> Vec<(Key, Update)> {
@@ -283,13 +380,20 @@ impl Harness {
                     Err(error) => prop_assert_eq!(Refusal::of(&error), expected.err(), "{}", error),
                 }
             }
-            Op::CreateBranch { name, parent, at } => {
+            Op::CreateBranch {
+                name,
+                parent,
+                at,
+                expiry,
+                protected,
+            } => {
                 let (name, parent, at) = (NAMES[*name], &self.name(parent), self.at(at));
-                let expected = self.model.check_create_branch(name, parent, at);
-                match self
-                    .store()
-                    .create_branch(name, parent, at, BranchOptions::default())
-                {
+                let options = BranchOptions {
+                    expiry: self.expiry(expiry),
+                    protected: *protected,
+                };
+                let expected = self.model.check_create_branch(name, parent, at, options);
+                match self.store().create_branch(name, parent, at, options) {
                     Ok(info) => {
                         let branch_point = info.parent.as_ref().map(|parent| parent.lsn);
                         prop_assert_eq!(expected.map(Some), Ok(branch_point));
@@ -305,6 +409,8 @@ impl Harness {
                             parent,
                             info.parent.unwrap().lsn,
                             info.created_lsn,
+                            info.created,
+                            options,
                         );
                         self.seen_lsns.push(info.created_lsn);
                     }
@@ -324,6 +430,107 @@ impl Harness {
                         self.model.delete_branch(name);
                     }
                     Err(error) => prop_assert_eq!(Refusal::of(&error), expected.err(), "{}", error),
+                }
+            }
+            Op::Rename { branch, name } => {
+                let (branch, new_name) = (&self.name(branch), NAMES[*name]);
+                let expected = self.model.check_rename(branch, new_name);
+                match self.store().rename_branch(branch, new_name) {
+                    Ok(info) => {
+                        prop_assert_eq!(expected, Ok(()));
+                        prop_assert_eq!(&info.name, new_name);
+                        self.model.rename(branch, new_name);
+                    }
+                    Err(error) => prop_assert_eq!(Refusal::of(&error), expected.err(), "{}", error),
+                }
+            }
+            Op::Protect { branch, protected } => {
+                let name = &self.name(branch);
+                let expected = self.model.check_set_protected(name, *protected);
+                match self.store().set_protected(name, *protected) {
+                    Ok(info) => {
+                        prop_assert_eq!(expected, Ok(()));
+                        prop_assert_eq!(info.protected, *protected);
+                        self.model.set_protected(name, *protected);
+                    }
+                    Err(error) => prop_assert_eq!(Refusal::of(&error), expected.err(), "{}", error),
+                }
+            }
+            Op::SetExpiry { branch, expiry } => {
+                let (name, expiry) = (&self.name(branch), self.expiry(expiry));
+                let expected = self.model.check_set_expiry(name, expiry);
+                match self.store().set_expiry(name, expiry) {
+                    Ok(info) => {
+                        prop_assert_eq!(expected, Ok(info.expires_at));
+                        self.model.set_expiry(name, expiry);
+                    }
+                    Err(error) => prop_assert_eq!(Refusal::of(&error), expected.err(), "{}", error),
+                }
+            }
+            Op::Reset { branch } => {
+                let name = &self.name(branch);
+                let expected = self.model.check_reset(name);
+                match self.store().reset_branch(name) {
+                    Ok(info) => {
+                        prop_assert_eq!(expected, Ok(info.parent.as_ref().unwrap().lsn));
+                        self.accepted += 1;
+                        self.model.reset(name, info.created_lsn);
+                        self.seen_lsns.push(info.created_lsn);
+                    }
+                    Err(error) => prop_assert_eq!(Refusal::of(&error), expected.err(), "{}", error),
+                }
+            }
+            Op::Restore {
+                branch,
+                source,
+                at,
+                backup,
+            } => {
+                let (name, source, at) = (&self.name(branch), &self.name(source), self.at(at));
+                let backup = self.backup(backup);
+                let expected = self.model.check_restore(name, source, at, &backup);
+                match self
+                    .store()
+                    .restore_branch(name, source, at, backup.clone())
+                {
+                    Ok(restored) => {
+                        let branch_point = restored.branch.parent.as_ref().unwrap().lsn;
+                        prop_assert_eq!(expected, Ok((branch_point, restored.backup.clone())));
+                        if let At::Time(time) = at {
+                            prop_assert_eq!(
+                                restored.branch.created_at_time,
+                                self.model.lsn_for_time(source, time).ok()
+                            );
+                        }
+                        self.accepted += 1;
+                        let created_lsn = restored.branch.created_lsn;
+                        self.model.restore(name, source, at, &backup, created_lsn);
+                        self.seen_lsns.push(created_lsn);
+                    }
+                    Err(error) => prop_assert_eq!(Refusal::of(&error), expected.err(), "{}", error),
+                }
+            }
+            Op::Diff {
+                from,
+                from_at,
+                to,
+                to_at,
+            } => {
+                let (from, from_at) = (&self.name(from), self.at(from_at));
+                let (to, to_at) = (&self.name(to), self.at(to_at));
+                let lsns = self
+                    .model
+                    .resolve(from, from_at)
+                    .and_then(|from_lsn| Ok((from_lsn, self.model.resolve(to, to_at)?)));
+                match self.store().diff(from, from_at, to, to_at) {
+                    Ok(diff) => {
+                        prop_assert_eq!(lsns, Ok((diff.from_lsn, diff.to_lsn)));
+                        let expected = self.model.diff(from, diff.from_lsn, to, diff.to_lsn);
+                        prop_assert_eq!(&diff.added, &expected.added);
+                        prop_assert_eq!(&diff.removed, &expected.removed);
+                        prop_assert_eq!(&diff.changed, &expected.changed);
+                    }
+                    Err(error) => prop_assert_eq!(Refusal::of(&error), lsns.err(), "{}", error),
                 }
             }
             Op::Read { branch, key, at } => {
@@ -354,6 +561,7 @@ impl Harness {
                 } else {
                     self.clock.advance(Duration::from_secs(*forward_secs));
                 }
+                self.sync_clock()?;
             }
             Op::Checkpoint => {
                 let covered = self.store().checkpoint().unwrap();
@@ -364,7 +572,7 @@ impl Harness {
                     .map(|name| self.model.head(name).unwrap())
                     .max();
                 prop_assert!(
-                    heads.is_some_and(|head| covered >= head),
+                    heads.is_none_or(|head| covered >= head),
                     "a checkpoint covers every head"
                 );
             }
@@ -389,6 +597,25 @@ impl Harness {
         prop_assert_eq!(&names, &self.model.branch_names());
         for info in &infos {
             prop_assert_eq!(Ok(info.head), self.model.head(&info.name));
+            prop_assert_eq!(
+                !info.kept_for.is_empty(),
+                self.model.expired(&info.name),
+                "{} kept for {:?}",
+                info.name,
+                info.kept_for
+            );
+            if !info.kept_for.is_empty() {
+                // Expired, kept for its descendants: never readable.
+                let read = store.get_page(&info.name, Key::new(1, 0), At::Latest);
+                prop_assert!(
+                    read.as_ref()
+                        .is_err_and(|error| Refusal::of(error) == Some(Refusal::BranchExpired)),
+                    "read of expired {}: {:?}",
+                    info.name,
+                    read
+                );
+                continue;
+            }
             let pages = self.model.pages(&info.name, info.head);
             for block in 0..KEYS {
                 let key = Key::new(1, block);
@@ -449,7 +676,7 @@ proptest! {
     // Not a #[test] itself: the test below runs it and then checks the accept rate.
     fn store_agrees_with_model(ops in prop::collection::vec(op(), 1..40)) {
         let accepted = run(&ops)?;
-        let attempted = ops.iter().filter(|op| matches!(op, Op::Commit { .. } | Op::CreateBranch { .. })).count();
+        let attempted = ops.iter().filter(|op| matches!(op, Op::Commit { .. } | Op::CreateBranch { .. } | Op::Reset { .. } | Op::Restore { .. })).count();
         ACCEPTED.fetch_add(accepted, Ordering::Relaxed);
         ATTEMPTED.fetch_add(attempted, Ordering::Relaxed);
     }
@@ -483,6 +710,8 @@ fn model_harness_sees_refusals_and_successes() {
             name: 1,
             parent: BranchPick::Pool(0),
             at: AtChoice::Time(55),
+            expiry: ExpiryChoice::Never,
+            protected: false,
         },
         Op::Commit {
             branch: BranchPick::Pool(1),

@@ -187,6 +187,19 @@ impl LayerFile {
         keys
     }
 
+    /// Keys with a version above `after` and at or below `up_to`, in order (read off the
+    /// index alone).
+    pub(crate) fn keys_written(&self, after: Lsn, up_to: Lsn) -> Vec<Key> {
+        let mut keys: Vec<Key> = self
+            .index
+            .iter()
+            .filter(|entry| after < entry.lsn && entry.lsn <= up_to)
+            .map(|entry| entry.key)
+            .collect();
+        keys.dedup();
+        keys
+    }
+
     /// Every version, in (key, LSN) order, each block checked, read through buffered file
     /// reads rather than the mapping: compaction streams whole layers through this, and
     /// pages read once should not stay resident in the process (they would count in its

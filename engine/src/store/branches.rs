@@ -1,10 +1,19 @@
 //! Branch operations: create (O(1): a record and a pointer, no page is copied), delete,
-//! list, describe.
+//! list, describe; and how a name finds its branch, expiry included.
+//!
+//! Expiry is enforced where a name is looked up: an expired branch is never read, written
+//! or branched from, whether or not the sweep (`lifecycle`) has deleted it yet. One the
+//! sweep would delete (no unexpired descendant needs it) is not listed either, so what
+//! users see does not depend on when the sweep runs.
+
+use std::sync::Arc;
 
 use pagefork_wal::Lsn;
 
 use super::{Store, StoreInner};
-use crate::branch::{At, BranchInfo, BranchOptions, LsnForTime, TimeKind, validate_branch_name};
+use crate::branch::{
+    At, BranchInfo, BranchOptions, Expiry, LsnForTime, TimeKind, validate_branch_name,
+};
 use crate::catalog::Branch;
 use crate::error::{EngineError, Result};
 use crate::record::{CreateBranch, Record};
@@ -23,6 +32,9 @@ impl Store {
         let inner = &self.inner;
         validate_branch_name(name)?;
         let _ops = inner.branch_ops.lock();
+        inner.check_new_expiry(name, options)?;
+        // An expired branch that nothing needs gives up its name now.
+        inner.sweep_expired_locked()?;
         if inner.catalog.read().by_name(name).is_some() {
             return Err(EngineError::BranchExists {
                 name: name.to_owned(),
@@ -42,44 +54,141 @@ impl Store {
         self.branch_info(name)
     }
 
-    /// Deletes branch `name`. Refused while it has children.
+    /// Deletes branch `name`. Refused while it has children or is protected.
     pub fn delete_branch(&self, name: &str) -> Result<()> {
         let inner = &self.inner;
         let _ops = inner.branch_ops.lock();
+        inner.sweep_expired_locked()?;
         let branch = inner.branch(name)?;
-        let children = inner.catalog.read().children_of(branch.id);
-        if !children.is_empty() {
-            return Err(EngineError::HasChildren {
+        if branch.options().protected {
+            return Err(EngineError::Protected {
                 branch: name.to_owned(),
-                children: children.join(", "),
+                operation: "deleting",
             });
         }
-        // No commit on the branch may be between its checks and its record.
-        let _commit = branch.commit_lock.lock();
-        let record = Record::DeleteBranch { id: branch.id };
-        let (lsn, time) = inner.log_record(&record)?;
-        inner.apply(record, lsn, time)
+        inner.check_no_children(&branch)?;
+        inner.delete_locked(&branch)
     }
 
-    /// Every live branch, sorted by name.
+    /// Every branch, sorted by name: live ones, and expired ones still kept for their
+    /// descendants (with `kept_for` saying which).
     pub fn list_branches(&self) -> Vec<BranchInfo> {
-        self.inner
-            .catalog
-            .read()
-            .branches()
-            .map(|branch| branch.info())
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let catalog = inner.catalog.read();
+        catalog
+            .visible()
+            .filter_map(|branch| {
+                if !branch.expired(now) {
+                    return Some(branch.info(Vec::new()));
+                }
+                let kept_for = catalog.live_descendants(branch.id, now);
+                (!kept_for.is_empty()).then(|| branch.info(kept_for))
+            })
             .collect()
     }
 
-    /// What the store knows about branch `name`.
+    /// What the store knows about branch `name`; for an expired branch still kept, which
+    /// descendants keep it.
     pub fn branch_info(&self, name: &str) -> Result<BranchInfo> {
-        Ok(self.inner.branch(name)?.info())
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let catalog = inner.catalog.read();
+        let branch = catalog
+            .by_name(name)
+            .ok_or_else(|| EngineError::UnknownBranch {
+                name: name.to_owned(),
+            })?;
+        match branch.expires_at() {
+            Some(expired_at) if expired_at <= now => {
+                let kept_for = catalog.live_descendants(branch.id, now);
+                if kept_for.is_empty() {
+                    return Err(EngineError::BranchExpired {
+                        name: name.to_owned(),
+                        expired_at,
+                    });
+                }
+                Ok(branch.info(kept_for))
+            }
+            _ => Ok(branch.info(Vec::new())),
+        }
     }
 }
 
 impl StoreInner {
+    /// The live branch named `name`: refused if there is none or it has expired.
+    pub(super) fn branch(&self, name: &str) -> Result<Arc<Branch>> {
+        let branch = self.catalog.read().by_name(name).cloned().ok_or_else(|| {
+            EngineError::UnknownBranch {
+                name: name.to_owned(),
+            }
+        })?;
+        self.check_not_expired(&branch)?;
+        Ok(branch)
+    }
+
+    /// Refuses an expired branch (hidden ones never expire: they hold history only).
+    pub(super) fn check_not_expired(&self, branch: &Branch) -> Result<()> {
+        match branch.expires_at() {
+            Some(expired_at) if !branch.hidden() && expired_at <= self.clock.now() => {
+                Err(EngineError::BranchExpired {
+                    name: branch.name(),
+                    expired_at,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses options a new branch cannot have: an expiry on a protected branch, or an
+    /// expiry time already past.
+    pub(super) fn check_new_expiry(&self, name: &str, options: BranchOptions) -> Result<()> {
+        if options.protected && options.expiry != Expiry::Never {
+            return Err(EngineError::ExpiryOnProtected {
+                branch: name.to_owned(),
+            });
+        }
+        let now = self.clock.now();
+        if let Some(expires_at) = options.expiry.expires_at(now)
+            && expires_at <= now
+        {
+            return Err(EngineError::ExpiryInPast {
+                branch: name.to_owned(),
+                expires_at,
+                now,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses to remove `branch` while anything branches from it.
+    pub(super) fn check_no_children(&self, branch: &Branch) -> Result<()> {
+        let children = self.catalog.read().child_names(branch.id);
+        if children.is_empty() {
+            return Ok(());
+        }
+        Err(EngineError::HasChildren {
+            branch: branch.name(),
+            children: children.join(", "),
+        })
+    }
+
+    /// Logs and applies the delete of `branch`, checked by the caller, who holds
+    /// `branch_ops`.
+    pub(super) fn delete_locked(&self, branch: &Branch) -> Result<()> {
+        // No commit on the branch may be between its checks and its record.
+        let _commit = branch.commit_lock.lock();
+        let record = Record::DeleteBranch { id: branch.id };
+        let (lsn, time) = self.log_record(&record)?;
+        self.apply(record, lsn, time)
+    }
+
     /// The branch point `at` means on `parent`, and the time answer if `at` is a time.
-    fn resolve_branch_point(&self, parent: &Branch, at: At) -> Result<(Lsn, Option<LsnForTime>)> {
+    pub(super) fn resolve_branch_point(
+        &self,
+        parent: &Branch,
+        at: At,
+    ) -> Result<(Lsn, Option<LsnForTime>)> {
         let (lsn, answer) = match at {
             At::Time(time) => {
                 let answer = self.lsn_for_time_on(parent, time);
@@ -93,7 +202,7 @@ impl StoreInner {
         let start = parent.start();
         if lsn < start {
             return Err(EngineError::LsnBelowBranchStart {
-                parent: parent.name.clone(),
+                parent: parent.name(),
                 lsn,
                 start,
             });

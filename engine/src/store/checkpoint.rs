@@ -80,6 +80,7 @@ impl StoreInner {
                 last_time: *self.sequencer.lock(),
                 next_id: self.catalog.read().next_id(),
                 branches: branches.iter().map(|branch| branch_image(branch)).collect(),
+                history: self.history.lock().clone(),
             }
         };
         wal.sync()?;
@@ -192,6 +193,7 @@ impl StoreInner {
                 image.options,
                 image.created_at_time,
             );
+            branch.meta.write().hidden = image.hidden;
             for layer in layers.iter() {
                 let range = layer.file.range();
                 branch.key_bounds.widen(range.key_start, range.key_last);
@@ -216,15 +218,29 @@ impl StoreInner {
                 state.layers = layers;
                 state.flushed = image.flushed;
             }
-            if catalog.by_name(&branch.name).is_some() || branch.id < catalog.next_id() {
+            if (!branch.hidden() && catalog.by_name(&branch.name()).is_some())
+                || branch.id < catalog.next_id()
+            {
                 return Err(corrupt(format!(
                     "branch {} ({:?}) appears twice",
-                    branch.id, branch.name
+                    branch.id,
+                    branch.name()
                 )));
             }
             catalog.insert(Arc::new(branch));
         }
+        // A hidden branch is kept only for its children.
+        if let Some(orphan) = catalog
+            .branches()
+            .find(|branch| branch.hidden() && catalog.children_of(branch.id).is_empty())
+        {
+            return Err(corrupt(format!(
+                "branch {} is an old state kept for its children, but has none",
+                orphan.id
+            )));
+        }
         catalog.reserve_ids_below(checkpoint.next_id);
+        *self.history.lock() = checkpoint.history;
         *self.sequencer.lock() = checkpoint.last_time;
         self.catalog_covered
             .store(checkpoint.covered.0, Ordering::Release);
@@ -236,15 +252,16 @@ fn branch_image(branch: &Branch) -> BranchImage {
     let state = branch.state.read();
     BranchImage {
         id: branch.id,
-        name: branch.name.clone(),
+        name: branch.name(),
         parent: branch
             .parent
             .as_ref()
             .map(|(parent, lsn)| (parent.id, *lsn)),
         created: branch.created,
         created_lsn: branch.created_lsn,
-        options: branch.options,
+        options: branch.options(),
         created_at_time: branch.created_at_time,
+        hidden: branch.hidden(),
         head: state.head,
         flushed: state.flushed,
         commits: state.commits.clone(),

@@ -28,7 +28,9 @@ impl Store {
         let inner = &self.inner;
         let target = inner.branch(branch)?;
         let _commit = target.commit_lock.lock();
-        if target.state.read().deleted {
+        // A delete, rename, reset or restore may have taken the name from this branch
+        // between the lookup and the lock: the name must still lead here.
+        if inner.branch(branch)?.id != target.id {
             return Err(EngineError::UnknownBranch {
                 name: branch.to_owned(),
             });
@@ -55,7 +57,7 @@ impl Store {
 
 impl StoreInner {
     fn check_updates(&self, branch: &Arc<Branch>, updates: &[(Key, Update)]) -> Result<()> {
-        let name = || branch.name.clone();
+        let name = || branch.name();
         if updates.is_empty() {
             return Err(EngineError::EmptyCommit { branch: name() });
         }

@@ -125,6 +125,9 @@ fn worker_loop(weak: &Weak<StoreInner>) {
         // The thread holds the store only while it works, so dropping the last handle
         // ends it.
         let Some(inner) = weak.upgrade() else { return };
+        if let Err(error) = inner.sweep_expired_if_any() {
+            tracing::warn!(%error, "the expiry sweep failed; expired branches stay refused");
+        }
         let run = {
             let mut state = inner.signals.state.lock();
             if !state.requested && !state.shutdown {

@@ -5,7 +5,7 @@ use pagefork_wal::Lsn;
 use super::Store;
 use crate::error::{EngineError, Result};
 use crate::log::Log;
-use crate::record::Record;
+use crate::record::{BranchChange, Record};
 use crate::time::Timestamp;
 use crate::update::Update;
 
@@ -81,5 +81,37 @@ fn describe(record: &Record) -> (&'static str, String) {
             )
         }
         Record::DeleteBranch { id } => ("delete-branch", format!("branch {id}")),
+        Record::ChangeBranch { id, change } => (
+            "change-branch",
+            match change {
+                BranchChange::Rename(name) => format!("branch {id}: rename to {name:?}"),
+                BranchChange::Expiry(expiry) => format!("branch {id}: expiry {expiry:?}"),
+                BranchChange::Protected(protected) => {
+                    format!("branch {id}: protected {protected}")
+                }
+            },
+        ),
+        Record::ReplaceBranch {
+            old,
+            reason,
+            backup,
+            new,
+        } => {
+            let from = match new.parent {
+                Some((parent, lsn)) => format!("{parent} at {lsn}"),
+                None => "nothing".to_owned(),
+            };
+            let kept = match backup {
+                Some(name) => format!("kept as {name:?}"),
+                None => "hidden".to_owned(),
+            };
+            (
+                "replace-branch",
+                format!(
+                    "{reason:?} {:?}: {} from {from} takes the name; {old} {kept}",
+                    new.name, new.id
+                ),
+            )
+        }
     }
 }

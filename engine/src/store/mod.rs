@@ -13,12 +13,15 @@
 //! only for in-memory steps). Readers take only `catalog` and `state` read locks. Writers
 //! wait for the memory budget before taking any of them.
 
+mod apply;
 mod branches;
 mod checkpoint;
 mod commit;
 mod compaction;
+mod diff;
 mod housekeeping;
 mod inspect;
+mod lifecycle;
 mod pitr;
 mod read;
 mod replay;
@@ -32,16 +35,19 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::branch::validate_branch_name;
 use crate::cache::PageCache;
-use crate::catalog::{Branch, Catalog, CommitPoint};
+use crate::catalog::Catalog;
 use crate::error::{EngineError, Result};
 use crate::fs::{FileSystem, StdFileSystem, publish_file};
+use crate::history::HistoryEntry;
 use crate::log::Log;
 use crate::meta::{META_FILE_NAME, StoreMeta};
 use crate::record::{CreateBranch, Record, stamp_time};
 use crate::time::{Clock, SystemClock, Timestamp};
 
+pub use diff::{PageDiff, RelationDiff};
 use housekeeping::{HousekeepingCounters, LayerSettings, WorkerGuard, WorkerSignals};
 pub use inspect::WalEntry;
+pub use lifecycle::{Restored, default_backup_name};
 use read::ReadCounters;
 pub use read::{ReadTrace, StoreStats};
 
@@ -190,6 +196,8 @@ struct StoreInner {
     /// The LSN the last published catalog covers.
     catalog_covered: AtomicU64,
     catalog: RwLock<Catalog>,
+    /// The branch-graph history (see `history`), appended by `apply`.
+    history: Mutex<Vec<HistoryEntry>>,
     cache: PageCache,
     read_counters: ReadCounters,
 }
@@ -280,6 +288,7 @@ impl Store {
         store.inner.replay(&wal, cut)?;
         store.start_housekeeping();
         store.inner.housekeeping_if_due(0);
+        store.sweep_expired()?;
         Ok(store)
     }
 
@@ -311,6 +320,7 @@ impl Store {
                 housekeeping_counters: HousekeepingCounters::default(),
                 catalog_covered: AtomicU64::new(0),
                 catalog: RwLock::new(Catalog::default()),
+                history: Mutex::new(Vec::new()),
                 cache: PageCache::new(config.page_cache_bytes),
                 read_counters: ReadCounters::default(),
             }),
@@ -369,16 +379,6 @@ fn read_meta(fs: &dyn FileSystem, dir: &Path) -> Result<StoreMeta> {
 }
 
 impl StoreInner {
-    fn branch(&self, name: &str) -> Result<Arc<Branch>> {
-        self.catalog
-            .read()
-            .by_name(name)
-            .cloned()
-            .ok_or_else(|| EngineError::UnknownBranch {
-                name: name.to_owned(),
-            })
-    }
-
     /// Logs `record`: stamps its time and fixes its LSN under the sequencer lock, then
     /// waits (outside every store lock) until it is durable. Returns its LSN and time.
     fn log_record(&self, record: &Record) -> Result<(Lsn, Timestamp)> {
@@ -395,104 +395,5 @@ impl StoreInner {
         self.bytes_since_checkpoint
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
         Ok((lsn, time))
-    }
-
-    /// Applies a logged record to the in-memory state: the one way state changes, live
-    /// or in replay. Fails only on records that contradict the history (replay of a
-    /// damaged or foreign log), naming the LSN.
-    fn apply(&self, record: Record, lsn: Lsn, time: Timestamp) -> Result<()> {
-        let corrupt = |reason: String| EngineError::CorruptRecord { lsn, reason };
-        match record {
-            Record::Commit { branch, updates } => {
-                let target = self
-                    .catalog
-                    .read()
-                    .by_id(branch)
-                    .cloned()
-                    .ok_or_else(|| corrupt(format!("commit on unknown branch {branch}")))?;
-                let mut state = target.state.write();
-                let commit = CommitPoint { lsn, time };
-                if !state.follows(commit) {
-                    return Err(corrupt(format!(
-                        "commit at or below the head {} of {branch}, or earlier than its last commit",
-                        state.head
-                    )));
-                }
-                self.insert_versions(&target, &mut state, updates, lsn);
-                state.record_commit(commit);
-                let open_bytes = state.open.bytes();
-                drop(state);
-                self.housekeeping_if_due(open_bytes);
-            }
-            Record::CreateBranch(create) => {
-                let mut catalog = self.catalog.write();
-                if catalog.by_name(&create.name).is_some() {
-                    return Err(corrupt(format!("branch {:?} created twice", create.name)));
-                }
-                if create.id < catalog.next_id() {
-                    return Err(corrupt(format!("branch id {} reused", create.id)));
-                }
-                let parent = match create.parent {
-                    None => None,
-                    Some((parent_id, branch_point)) => {
-                        let parent = catalog
-                            .by_id(parent_id)
-                            .cloned()
-                            .ok_or_else(|| corrupt(format!("parent {parent_id} does not exist")))?;
-                        Some((parent, branch_point))
-                    }
-                };
-                let branch = Branch::new(
-                    create.id,
-                    create.name,
-                    parent,
-                    time,
-                    lsn,
-                    create.options,
-                    create.created_at_time,
-                );
-                catalog.insert(Arc::new(branch));
-            }
-            Record::DeleteBranch { id } => {
-                let mut catalog = self.catalog.write();
-                if !catalog.children_of(id).is_empty() {
-                    return Err(corrupt(format!("delete of {id}, which has children")));
-                }
-                let branch = catalog
-                    .remove(id)
-                    .ok_or_else(|| corrupt(format!("delete of unknown branch {id}")))?;
-                let mut state = branch.state.write();
-                state.deleted = true;
-                // Its memory is as good as freed: no flush will take it off the gauge.
-                self.memory
-                    .fetch_sub(state.memory_bytes(), Ordering::Relaxed);
-                self.open_memory
-                    .fetch_sub(state.open.bytes(), Ordering::Relaxed);
-                drop(state);
-                // The next catalog no longer lists its layers, which removes them.
-                self.request_housekeeping();
-            }
-        }
-        Ok(())
-    }
-
-    /// Adds a commit's versions to the branch's open layer and the memory gauge.
-    fn insert_versions(
-        &self,
-        branch: &Branch,
-        state: &mut crate::catalog::BranchState,
-        updates: Vec<(crate::key::Key, crate::update::Update)>,
-        lsn: Lsn,
-    ) {
-        let before = state.open.bytes();
-        for (key, _) in &updates {
-            branch.key_bounds.widen(*key, *key);
-        }
-        for (key, update) in updates {
-            state.open.insert(key, lsn, update);
-        }
-        let added = state.open.bytes() - before;
-        self.memory.fetch_add(added, Ordering::Relaxed);
-        self.open_memory.fetch_add(added, Ordering::Relaxed);
     }
 }

@@ -177,7 +177,7 @@ impl StoreInner {
         match at {
             At::Latest => Ok(head),
             At::Lsn(lsn) if lsn > head => Err(EngineError::LsnPastHead {
-                branch: branch.name.clone(),
+                branch: branch.name(),
                 lsn,
                 head,
             }),
@@ -195,7 +195,7 @@ impl StoreInner {
     /// The refusal of a read or branch at `time`, which is before `branch`'s history.
     pub(super) fn time_before_history(&self, branch: &Branch, time: Timestamp) -> EngineError {
         EngineError::TimeBeforeHistory {
-            branch: branch.name.clone(),
+            branch: branch.name(),
             requested: time,
             earliest: self.earliest_commit_time(branch).unwrap_or(time),
         }
@@ -257,7 +257,9 @@ impl StoreInner {
                 lsn,
                 reason: format!(
                     "cannot rebuild {} on branch {:?}: {}",
-                    error.key, branch.name, error.reason
+                    error.key,
+                    branch.name(),
+                    error.reason
                 ),
             }
         })?;
