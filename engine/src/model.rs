@@ -176,6 +176,12 @@ impl Model {
     /// expired branches nothing needs, as the store's sweep does.
     pub fn set_now(&mut self, now: Timestamp) {
         self.now = now;
+        self.sweep();
+    }
+
+    /// Removes expired branches that no unexpired descendant needs (the store sweeps
+    /// after a clock move, and before and after every delete, reset and restore).
+    fn sweep(&mut self) {
         loop {
             let gone = self.live_ids().find(|id| {
                 let branch = self.branch(*id);
@@ -519,6 +525,7 @@ impl Model {
         assert_eq!(self.check_delete_branch(branch), Ok(()));
         let id = self.usable(branch).expect("checked above");
         self.remove(id);
+        self.sweep();
     }
 
     /// Whether the store must refuse renaming `branch` to `new_name`.
@@ -601,6 +608,7 @@ impl Model {
             branch_point,
             created_lsn,
         );
+        self.sweep();
     }
 
     /// The branch point and backup name a restore of `branch` from `source` at `at` gets,
@@ -648,6 +656,7 @@ impl Model {
         let id = self.usable(branch).expect("checked above");
         let source = self.usable(source).expect("checked above");
         self.replace(id, backup, source, branch_point, created_lsn);
+        self.sweep();
     }
 
     /// The name of `old` moves to a new branch of `source` at `branch_point`; `old` takes

@@ -747,6 +747,54 @@ fn model_harness_sees_refusals_and_successes() {
     );
 }
 
+/// Found by the suite: restoring a branch away from an expired parent left the parent with
+/// no live descendant; the store stopped listing it while the model kept it until the
+/// next clock move (both now sweep after every delete, reset and restore).
+#[test]
+fn regression_restore_away_from_an_expired_parent_removes_the_parent() {
+    let ops = vec![
+        Op::CreateBranch {
+            name: 2,
+            parent: BranchPick::Live(0),
+            at: AtChoice::Time(0),
+            expiry: ExpiryChoice::Ttl(1),
+            protected: false,
+        },
+        Op::Commit {
+            branch: BranchPick::Live(4688286681963216158),
+            updates: vec![(0, UpdateChoice::Image(0))],
+        },
+        Op::Commit {
+            branch: BranchPick::Live(0),
+            updates: vec![(0, UpdateChoice::Image(0))],
+        },
+        Op::Restore {
+            branch: BranchPick::Live(522814619662281847),
+            source: BranchPick::Live(5935864049978218943),
+            at: AtChoice::Latest,
+            backup: BackupChoice::Default,
+        },
+        Op::CreateBranch {
+            name: 1,
+            parent: BranchPick::Live(15045174937072875999),
+            at: AtChoice::Latest,
+            expiry: ExpiryChoice::Never,
+            protected: false,
+        },
+        Op::Clock {
+            forward_secs: 1,
+            back: false,
+        },
+        Op::Restore {
+            branch: BranchPick::Pool(1),
+            source: BranchPick::Live(6408218030730803226),
+            at: AtChoice::Latest,
+            backup: BackupChoice::Skip,
+        },
+    ];
+    run(&ops).unwrap();
+}
+
 #[test]
 fn the_store_agrees_with_the_model_and_most_operations_are_accepted() {
     store_agrees_with_model();

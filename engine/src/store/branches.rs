@@ -67,7 +67,10 @@ impl Store {
             });
         }
         inner.check_no_children(&branch)?;
-        inner.delete_locked(&branch)
+        inner.delete_locked(&branch)?;
+        // Its parent may be an expired branch that was kept only for it.
+        inner.sweep_expired_locked()?;
+        Ok(())
     }
 
     /// Every branch, sorted by name: live ones, and expired ones still kept for their

@@ -74,6 +74,15 @@ impl StoreInner {
                 .collect();
             // Nothing is between logging and applying: everything written is applied.
             let covered = wal.written_lsn();
+            for branch in &branches {
+                let mut state = branch.state.write();
+                if state.open.is_empty() && state.frozen.is_none() {
+                    // Every own version is in layer files and none is in flight, so the
+                    // branch needs no WAL up to here: an idle branch must not hold the WAL
+                    // down at its branch point forever.
+                    state.flushed = state.flushed.max(covered);
+                }
+            }
             self.bytes_since_checkpoint.store(0, Ordering::Relaxed);
             Checkpoint {
                 covered,

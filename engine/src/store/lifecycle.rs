@@ -245,7 +245,7 @@ impl StoreInner {
         (source, branch_point, answer): (&Branch, pagefork_wal::Lsn, Option<LsnForTime>),
     ) -> Result<()> {
         // No commit on the branch may be between its checks and its record.
-        let _commit = branch.commit_lock.lock();
+        let commit = branch.commit_lock.lock();
         let expiry = match branch.expires_at() {
             Some(time) => Expiry::At(time),
             None => Expiry::Never,
@@ -266,7 +266,11 @@ impl StoreInner {
             },
         };
         let (lsn, time) = self.log_record(&record)?;
-        self.apply(record, lsn, time)
+        self.apply(record, lsn, time)?;
+        drop(commit);
+        // The old parent may be an expired branch that was kept only for this one.
+        self.sweep_expired_locked()?;
+        Ok(())
     }
 }
 
