@@ -1,7 +1,7 @@
 //! The command line: every subcommand, its arguments and its help text (clap).
 //!
 //! Only what the engine can do today is offered; commands for capabilities still to come
-//! (reset, restore, gc, compact, serve, ...) are added as those land, never as stubs.
+//! (gc, lease, detach, serve, bench, ...) are added as those land, never as stubs.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -72,6 +72,9 @@ pub(crate) enum Command {
     Compact,
     /// Layer files by level, unflushed memory, and what housekeeping did since opening.
     Stats,
+    /// The branch-graph history: every branch operation with its LSN and time.
+    #[command(after_help = "Example:\n  pagefork log\n  pagefork log --json")]
+    Log,
     /// Look inside the store's files.
     #[command(subcommand)]
     Inspect(InspectCommand),
@@ -104,11 +107,104 @@ pub(crate) enum BranchCommand {
         /// The branch.
         name: String,
     },
-    /// Delete a branch (refused while it has children).
+    /// Delete a branch (refused while it has children or is protected).
     Delete {
         /// The branch.
         name: String,
     },
+    /// Reset a branch to its parent's latest state, dropping its own changes (its children
+    /// keep theirs).
+    #[command(after_help = "Example:\n  pagefork branch reset dev")]
+    Reset {
+        /// The branch.
+        name: String,
+    },
+    /// Restore a branch in place to a state of itself or another branch; the previous
+    /// state is kept as NAME_old_<time> unless told otherwise.
+    #[command(
+        after_help = "Examples:\n  pagefork branch restore main --time 2026-04-08T10:15:30Z\n  pagefork branch restore main --from main_old_20260408T101800Z --no-backup"
+    )]
+    Restore {
+        /// The branch to restore.
+        name: String,
+        /// Where the state comes from (default: the branch itself).
+        #[arg(long)]
+        from: Option<String>,
+        #[command(flatten)]
+        at: AtArgs,
+        /// Name the backup of the previous state.
+        #[arg(long, conflicts_with = "no_backup")]
+        backup_name: Option<String>,
+        /// Keep no backup of the previous state.
+        #[arg(long)]
+        no_backup: bool,
+    },
+    /// Rename a branch (its id, pages and children stay).
+    #[command(after_help = "Example:\n  pagefork branch rename dev feature/login")]
+    Rename {
+        /// The branch.
+        name: String,
+        /// Its new name.
+        new_name: String,
+    },
+    /// Pages that differ between two branch states: added, removed, changed, per relation.
+    #[command(
+        after_help = "Examples:\n  pagefork branch diff main dev\n  pagefork branch diff main main --from-time 2026-04-08T10:15:30Z"
+    )]
+    Diff {
+        /// The first state's branch.
+        from: String,
+        /// The second state's branch.
+        to: String,
+        /// The first state at this LSN (default: latest).
+        #[arg(long, value_parser = parse_lsn, conflicts_with = "from_time")]
+        from_lsn: Option<Lsn>,
+        /// The first state at this time.
+        #[arg(long, value_parser = parse_time)]
+        from_time: Option<Timestamp>,
+        /// The second state at this LSN (default: latest).
+        #[arg(long, value_parser = parse_lsn, conflicts_with = "to_time")]
+        to_lsn: Option<Lsn>,
+        /// The second state at this time.
+        #[arg(long, value_parser = parse_time)]
+        to_time: Option<Timestamp>,
+    },
+    /// Protect a branch (no delete, reset or restore), or unprotect it with --off.
+    #[command(
+        after_help = "Example:\n  pagefork branch protect main\n  pagefork branch protect main --off"
+    )]
+    Protect {
+        /// The branch.
+        name: String,
+        /// Remove the protection instead.
+        #[arg(long)]
+        off: bool,
+    },
+    /// Change when a branch expires (a TTL counts from now).
+    #[command(
+        after_help = "Examples:\n  pagefork branch set-expiry dev --ttl 2h\n  pagefork branch set-expiry dev --no-expiry"
+    )]
+    SetExpiry {
+        /// The branch.
+        name: String,
+        #[command(flatten)]
+        expiry: RequiredExpiryArgs,
+    },
+}
+
+/// Exactly one of --ttl, --expire-time, --no-expiry.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct RequiredExpiryArgs {
+    /// Expire this long from now, like 3600s or 1h.
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) ttl: Option<Duration>,
+    /// Expire at this time (RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    pub(crate) expire_time: Option<Timestamp>,
+    /// Never expire.
+    #[arg(long)]
+    pub(crate) no_expiry: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -42,7 +42,7 @@ pub(crate) fn init(dir: &Path, page_size: usize, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn at(args: &AtArgs) -> At {
+pub(crate) fn at(args: &AtArgs) -> At {
     match (args.lsn, args.time) {
         (Some(lsn), _) => At::Lsn(lsn),
         (None, Some(time)) => At::Time(time),
@@ -106,6 +106,7 @@ pub(crate) fn branch(dir: &Path, command: &BranchCommand, json: bool) -> Result<
                 println!("deleted branch {name}");
             }
         }
+        lifecycle => crate::lifecycle::branch(&store, lifecycle, json)?,
     }
     Ok(())
 }
@@ -345,11 +346,12 @@ pub(crate) fn describe_time_answer(answer: &LsnForTime) -> String {
     }
 }
 
-fn branch_json(info: &BranchInfo) -> Value {
+pub(crate) fn branch_json(info: &BranchInfo) -> Value {
     json!({
         "id": info.id.0,
         "name": info.name,
         "parent": info.parent.as_ref().map(|parent| parent.name.clone()),
+        "parent_hidden": info.parent.as_ref().is_some_and(|parent| parent.hidden),
         "branch_point": info.parent.as_ref().map(|parent| parent.lsn.to_string()),
         "head": info.head.to_string(),
         "created": info.created.to_string(),
@@ -357,12 +359,17 @@ fn branch_json(info: &BranchInfo) -> Value {
         "expires_at": info.expires_at.map(|time| time.to_string()),
         "protected": info.protected,
         "created_at_time": info.created_at_time.as_ref().map(time_answer_json),
+        "kept_for": info.kept_for,
     })
 }
 
-fn print_branch(info: &BranchInfo) {
+pub(crate) fn print_branch(info: &BranchInfo) {
     println!("branch {} ({})", info.name, info.id);
     match &info.parent {
+        Some(parent) if parent.hidden => println!(
+            "  parent       an old state of {} ({}, replaced; kept for its children) at {}",
+            parent.name, parent.id, parent.lsn
+        ),
         Some(parent) => println!("  parent       {} at {}", parent.name, parent.lsn),
         None => println!("  parent       none (root)"),
     }
@@ -382,6 +389,21 @@ fn print_branch(info: &BranchInfo) {
     if let Some(answer) = &info.created_at_time {
         println!("  created at   {}", describe_time_answer(answer));
     }
+    if !info.kept_for.is_empty() {
+        println!(
+            "  status       expired; kept while {} need its history",
+            info.kept_for.join(", ")
+        );
+    }
+}
+
+/// The parent a branch is drawn under: none for a root, or for a branch whose parent is
+/// an old state (hidden), which is drawn at the top level.
+fn shown_parent(info: &BranchInfo) -> Option<&str> {
+    info.parent
+        .as_ref()
+        .filter(|parent| !parent.hidden)
+        .map(|parent| parent.name.as_str())
 }
 
 /// Draws the branches as a tree, children under their parent.
@@ -389,7 +411,7 @@ fn print_tree(branches: &[BranchInfo]) {
     fn draw(branches: &[BranchInfo], parent: Option<&str>, prefix: &str) {
         let children: Vec<&BranchInfo> = branches
             .iter()
-            .filter(|info| info.parent.as_ref().map(|p| p.name.as_str()) == parent)
+            .filter(|info| shown_parent(info) == parent)
             .collect();
         for (index, info) in children.iter().enumerate() {
             let last = index + 1 == children.len();
@@ -398,12 +420,20 @@ fn print_tree(branches: &[BranchInfo]) {
                 Some(_) if last => ("└── ", "    "),
                 Some(_) => ("├── ", "│   "),
             };
-            let at = info
-                .parent
-                .as_ref()
-                .map(|p| format!(" @ {}", p.lsn))
-                .unwrap_or_default();
-            println!("{prefix}{branch}{}{at}  (head {})", info.name, info.head);
+            let at = match &info.parent {
+                Some(p) if p.hidden => format!(" @ {} of an old state of {}", p.lsn, p.name),
+                Some(p) => format!(" @ {}", p.lsn),
+                None => String::new(),
+            };
+            let expired = if info.kept_for.is_empty() {
+                ""
+            } else {
+                " [expired, kept for its children]"
+            };
+            println!(
+                "{prefix}{branch}{}{at}  (head {}){expired}",
+                info.name, info.head
+            );
             draw(branches, Some(&info.name), &format!("{prefix}{next}"));
         }
     }

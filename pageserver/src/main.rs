@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 mod demo;
+mod lifecycle;
 
 use std::path::PathBuf;
 
@@ -39,6 +40,7 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
         Command::Checkpoint => commands::checkpoint(dir, cli.json).map(|()| 0),
         Command::Compact => commands::compact(dir, cli.json).map(|()| 0),
         Command::Stats => commands::stats(dir, cli.json).map(|()| 0),
+        Command::Log => lifecycle::log(dir, cli.json).map(|()| 0),
         Command::Inspect(command) => commands::inspect(dir, command, cli.json).map(|()| 0),
     }
 }

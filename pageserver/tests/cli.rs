@@ -235,7 +235,7 @@ fn errors_are_one_line_exit_non_zero_and_change_nothing() {
     ok_json(pagefork(&store, &["--json", "branch", "create", "dev"]));
     let before = state(&store);
 
-    let refused: [&[&str]; 12] = [
+    let refused: [&[&str]; 18] = [
         &["branch", "create", "bad name"],
         &["branch", "create", "dev"],
         &["branch", "create", "x", "--from", "ghost"],
@@ -256,6 +256,20 @@ fn errors_are_one_line_exit_non_zero_and_change_nothing() {
         &["lsn-for-time", "ghost", "2026-01-01T00:00:00Z"],
         &["init"],
         &["branch", "show", "ghost"],
+        &["branch", "reset", "main"],
+        &["branch", "restore", "ghost"],
+        &["branch", "rename", "dev", "main"],
+        &[
+            "branch",
+            "set-expiry",
+            "dev",
+            "--expire-time",
+            "2000-01-01T00:00:00Z",
+        ],
+        &["branch", "diff", "ghost", "main"],
+        &[
+            "branch", "restore", "dev", "--from", "main", "--lsn", "FFFF/0",
+        ],
     ];
     for args in refused {
         let output = pagefork(&store, args);
@@ -274,7 +288,16 @@ fn errors_are_one_line_exit_non_zero_and_change_nothing() {
     assert_eq!(state(&store), before);
 
     // Bad arguments are caught before the store is opened (clap's usage errors exit 2).
-    let usage: [&[&str]; 5] = [
+    let usage: [&[&str]; 7] = [
+        &["branch", "set-expiry", "dev"],
+        &[
+            "branch",
+            "restore",
+            "dev",
+            "--backup-name",
+            "b",
+            "--no-backup",
+        ],
         &["branch", "create", "x", "--lsn", "not-an-lsn"],
         &["branch", "create", "x", "--time", "yesterday"],
         &["branch", "create", "x", "--ttl", "forever"],
@@ -328,4 +351,123 @@ fn inspect_layer_reports_ranges_and_damage() {
         stderr.contains("damaged.layer") && stderr.contains("offset"),
         "{stderr}"
     );
+}
+
+#[test]
+fn the_branch_lifecycle_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    ok_json(pagefork(&store, &["--json", "init", "--page-size", "512"]));
+    let put = |branch: &str, block: &str, byte: u8| {
+        ok_json(pagefork_with_stdin(
+            &store,
+            &["--json", "page", "put", branch, "1", block],
+            &[byte; 512],
+        ))
+    };
+    let get = |branch: &str, block: &str| pagefork(&store, &["page", "get", branch, "1", block]);
+    put("main", "0", 1);
+    ok_json(pagefork(&store, &["--json", "branch", "create", "dev"]));
+    put("dev", "0", 2);
+    put("dev", "1", 3);
+
+    let diff = ok_json(pagefork(
+        &store,
+        &["--json", "branch", "diff", "main", "dev"],
+    ));
+    assert_eq!(diff["added"], serde_json::json!([{"rel": 1, "block": 1}]));
+    assert_eq!(diff["changed"], serde_json::json!([{"rel": 1, "block": 0}]));
+    assert_eq!(diff["by_relation"]["1"]["added"], 1);
+    let text =
+        String::from_utf8(pagefork(&store, &["branch", "diff", "main", "dev"]).stdout).unwrap();
+    assert!(text.contains("1 added, 0 removed, 1 changed"), "{text}");
+
+    let restored = ok_json(pagefork(
+        &store,
+        &["--json", "branch", "restore", "dev", "--from", "main"],
+    ));
+    let backup = restored["backup"].as_str().unwrap().to_owned();
+    assert!(backup.starts_with("dev_old_"), "{backup}");
+    assert_eq!(get("dev", "0").stdout, vec![1u8; 512]);
+    assert_eq!(get(&backup, "0").stdout, vec![2u8; 512]);
+    // Undo from the backup.
+    ok_json(pagefork(
+        &store,
+        &[
+            "--json",
+            "branch",
+            "restore",
+            "dev",
+            "--from",
+            &backup,
+            "--no-backup",
+        ],
+    ));
+    assert_eq!(get("dev", "0").stdout, vec![2u8; 512]);
+
+    ok_json(pagefork(
+        &store,
+        &["--json", "branch", "create", "child", "--from", "dev"],
+    ));
+    put("dev", "0", 4);
+    put("child", "1", 5);
+    // dev's parent is now the backup (the undo branched from it): reset takes its state.
+    ok_json(pagefork(&store, &["--json", "branch", "reset", "dev"]));
+    assert_eq!(get("dev", "0").stdout, vec![2u8; 512], "the parent's state");
+    assert_eq!(get("child", "1").stdout, vec![5u8; 512]);
+    assert_eq!(
+        get("child", "0").stdout,
+        vec![2u8; 512],
+        "the child keeps its state"
+    );
+    let tree = String::from_utf8(pagefork(&store, &["branch", "list"]).stdout).unwrap();
+    assert!(tree.contains("of an old state of dev"), "{tree}");
+
+    let renamed = ok_json(pagefork(
+        &store,
+        &["--json", "branch", "rename", "dev", "feature/x"],
+    ));
+    assert_eq!(renamed["name"], "feature/x");
+    ok_json(pagefork(
+        &store,
+        &["--json", "branch", "protect", "feature/x"],
+    ));
+    let refused = pagefork(&store, &["branch", "delete", "feature/x"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("is protected"));
+    ok_json(pagefork(
+        &store,
+        &["--json", "branch", "protect", "feature/x", "--off"],
+    ));
+    let expiring = ok_json(pagefork(
+        &store,
+        &["--json", "branch", "set-expiry", "feature/x", "--ttl", "1h"],
+    ));
+    assert!(expiring["expires_at"].is_string());
+
+    let log = ok_json(pagefork(&store, &["--json", "log"]));
+    let operations: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        operations,
+        [
+            "create",
+            "create",
+            "restore",
+            "restore",
+            "remove-old-state",
+            "create",
+            "reset",
+            "rename",
+            "protect",
+            "unprotect",
+            "set-expiry"
+        ]
+    );
+    let text = String::from_utf8(pagefork(&store, &["log"]).stdout).unwrap();
+    assert_eq!(text.lines().count(), operations.len(), "{text}");
 }

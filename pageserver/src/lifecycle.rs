@@ -1,0 +1,171 @@
+//! The branch lifecycle commands: reset, restore, rename, diff, protect, set-expiry, and
+//! `log` (the branch-graph history). Each is one engine call; refusals come back as the
+//! engine's error, one line, and change nothing.
+
+use std::path::Path;
+
+use anyhow::Result;
+use pagefork_engine::{At, Backup, Expiry, HistoryEntry, PageDiff, Store};
+use serde_json::{Value, json};
+
+use crate::cli::{BranchCommand, RequiredExpiryArgs};
+use crate::commands::{at, branch_json, open, print_branch};
+
+/// Runs a lifecycle subcommand of `branch` (create, list, show and delete are in
+/// `commands`).
+pub(crate) fn branch(store: &Store, command: &BranchCommand, json: bool) -> Result<()> {
+    match command {
+        BranchCommand::Reset { name } => show(&store.reset_branch(name)?, json),
+        BranchCommand::Restore {
+            name,
+            from,
+            at: at_args,
+            backup_name,
+            no_backup,
+        } => {
+            let backup = match (backup_name, no_backup) {
+                (Some(name), _) => Backup::Named(name.clone()),
+                (None, true) => Backup::Skip,
+                (None, false) => Backup::Default,
+            };
+            let source = from.as_deref().unwrap_or(name);
+            let restored = store.restore_branch(name, source, at(at_args), backup)?;
+            if json {
+                let mut value = branch_json(&restored.branch);
+                value["backup"] = json!(restored.backup);
+                println!("{value}");
+            } else {
+                print_branch(&restored.branch);
+                match &restored.backup {
+                    Some(backup) => println!("  backup       {backup} (the previous state)"),
+                    None => println!("  backup       none kept"),
+                }
+            }
+        }
+        BranchCommand::Rename { name, new_name } => {
+            show(&store.rename_branch(name, new_name)?, json)
+        }
+        BranchCommand::Protect { name, off } => show(&store.set_protected(name, !off)?, json),
+        BranchCommand::SetExpiry { name, expiry } => {
+            show(&store.set_expiry(name, required_expiry(expiry))?, json)
+        }
+        BranchCommand::Diff {
+            from,
+            to,
+            from_lsn,
+            from_time,
+            to_lsn,
+            to_time,
+        } => {
+            let side = |lsn: &Option<_>, time: &Option<_>| match (lsn, time) {
+                (Some(lsn), _) => At::Lsn(*lsn),
+                (None, Some(time)) => At::Time(*time),
+                (None, None) => At::Latest,
+            };
+            let diff = store.diff(from, side(from_lsn, from_time), to, side(to_lsn, to_time))?;
+            print_diff(from, to, &diff, json);
+        }
+        BranchCommand::Create { .. }
+        | BranchCommand::List
+        | BranchCommand::Show { .. }
+        | BranchCommand::Delete { .. } => unreachable!("handled by commands::branch"),
+    }
+    Ok(())
+}
+
+/// `pagefork log`: every branch operation, oldest first.
+pub(crate) fn log(dir: &Path, json: bool) -> Result<()> {
+    let store = open(dir)?;
+    let history = store.history();
+    if json {
+        let entries: Vec<Value> = history.iter().map(entry_json).collect();
+        println!("{}", Value::Array(entries));
+        return Ok(());
+    }
+    for entry in &history {
+        println!(
+            "{:<12} {:<30} {:<16} {} ({}) {}",
+            entry.lsn.to_string(),
+            entry.time.to_string(),
+            entry.operation.to_string(),
+            entry.branch,
+            entry.branch_id,
+            entry.details
+        );
+    }
+    Ok(())
+}
+
+fn entry_json(entry: &HistoryEntry) -> Value {
+    json!({
+        "lsn": entry.lsn.to_string(),
+        "time": entry.time.to_string(),
+        "operation": entry.operation.to_string(),
+        "branch": entry.branch,
+        "branch_id": entry.branch_id.0,
+        "details": entry.details,
+    })
+}
+
+fn show(info: &pagefork_engine::BranchInfo, json: bool) {
+    if json {
+        println!("{}", branch_json(info));
+    } else {
+        print_branch(info);
+    }
+}
+
+fn required_expiry(args: &RequiredExpiryArgs) -> Expiry {
+    match (args.ttl, args.expire_time) {
+        (Some(ttl), _) => Expiry::Ttl(ttl),
+        (None, Some(time)) => Expiry::At(time),
+        (None, None) => Expiry::Never,
+    }
+}
+
+fn print_diff(from: &str, to: &str, diff: &PageDiff, json: bool) {
+    let keys = |keys: &[pagefork_engine::Key]| -> Vec<Value> {
+        keys.iter()
+            .map(|key| json!({"rel": key.rel, "block": key.block}))
+            .collect()
+    };
+    if json {
+        let relations: Value = diff
+            .by_relation()
+            .iter()
+            .map(|(rel, counts)| {
+                (
+                    rel.to_string(),
+                    json!({"added": counts.added, "removed": counts.removed, "changed": counts.changed}),
+                )
+            })
+            .collect::<serde_json::Map<String, Value>>()
+            .into();
+        println!(
+            "{}",
+            json!({
+                "from": from, "from_lsn": diff.from_lsn.to_string(),
+                "to": to, "to_lsn": diff.to_lsn.to_string(),
+                "added": keys(&diff.added), "removed": keys(&diff.removed),
+                "changed": keys(&diff.changed), "by_relation": relations,
+                "keys_compared": diff.keys_compared,
+            })
+        );
+        return;
+    }
+    println!(
+        "{from} at {} -> {to} at {}: {} added, {} removed, {} changed ({} keys compared)",
+        diff.from_lsn,
+        diff.to_lsn,
+        diff.added.len(),
+        diff.removed.len(),
+        diff.changed.len(),
+        diff.keys_compared
+    );
+    for (rel, counts) in diff.by_relation() {
+        println!(
+            "  relation {rel:<10} +{} -{} ~{}",
+            counts.added, counts.removed, counts.changed
+        );
+    }
+}
