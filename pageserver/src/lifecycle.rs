@@ -32,7 +32,9 @@ pub(crate) fn branch(store: &Store, command: &BranchCommand, json: bool) -> Resu
             let restored = store.restore_branch(name, source, at(at_args), backup)?;
             if json {
                 let mut value = branch_json(&restored.branch);
-                value["backup"] = json!(restored.backup);
+                if let Some(object) = value.as_object_mut() {
+                    object.insert("backup".to_owned(), json!(restored.backup));
+                }
                 println!("{value}");
             } else {
                 print_branch(&restored.branch);
