@@ -180,6 +180,22 @@ pub struct BranchInfo {
     /// For an expired branch still there: the unexpired descendants whose history runs
     /// through it (it is deleted once they are gone). Empty otherwise.
     pub kept_for: Vec<String>,
+    /// Its own PITR window, if set; `None`: the store's default (`Config::pitr_window`).
+    pub pitr_window: Option<Duration>,
+    /// The oldest LSN it can be read, branched or leased at (besides active leases):
+    /// set by GC, only moves forward (see [`crate::Store::gc`]). 0 before any GC.
+    pub gc_cutoff: Lsn,
+}
+
+/// A lease: the state of a branch at one LSN, kept from GC until it expires.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Lease {
+    /// The branch.
+    pub branch: String,
+    /// The LSN whose state is kept.
+    pub lsn: Lsn,
+    /// When the lease ends.
+    pub expires_at: Timestamp,
 }
 
 #[cfg(test)]

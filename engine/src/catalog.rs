@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use pagefork_wal::Lsn;
 use parking_lot::{Mutex, RwLock};
@@ -130,6 +131,8 @@ pub(crate) struct BranchMeta {
     pub(crate) options: BranchOptions,
     /// Replaced by a reset or a restore without a backup; kept while it has children.
     pub(crate) hidden: bool,
+    /// Its own PITR window; `None`: the store's default.
+    pub(crate) pitr_window: Option<Duration>,
 }
 
 /// A live (or just deleted) branch.
@@ -147,6 +150,10 @@ pub(crate) struct Branch {
     /// `Key::packed`: a read of a key outside them skips the branch without locking it.
     /// Only ever widened.
     pub(crate) key_bounds: KeyBounds,
+    /// Its own GC cutoff (see `effective_cutoff`). Only moves forward; set by GC before
+    /// it removes anything below it, so a read that re-checks it after reading knows
+    /// whether what it read could have been collected under it.
+    gc_cutoff: AtomicU64,
     /// Held through a whole commit (check, log, apply), so commits on one branch apply in
     /// LSN order and a delete cannot slip between a commit's check and its record.
     pub(crate) commit_lock: Mutex<()>,
@@ -174,8 +181,10 @@ impl Branch {
                 name,
                 options,
                 hidden: false,
+                pitr_window: None,
             }),
             key_bounds: KeyBounds::default(),
+            gc_cutoff: AtomicU64::new(0),
             commit_lock: Mutex::new(()),
             state: RwLock::new(BranchState {
                 head: start,
@@ -211,6 +220,35 @@ impl Branch {
 
     pub(crate) fn head(&self) -> Lsn {
         self.state.read().head
+    }
+
+    /// Its own GC cutoff, as GC last set it (0 before any GC).
+    pub(crate) fn own_cutoff(&self) -> Lsn {
+        Lsn(self.gc_cutoff.load(Ordering::Acquire))
+    }
+
+    /// Moves its own cutoff up to `cutoff` (never down). Only GC and restoring a catalog
+    /// call this.
+    pub(crate) fn advance_cutoff(&self, cutoff: Lsn) {
+        self.gc_cutoff.fetch_max(cutoff.0, Ordering::AcqRel);
+    }
+
+    /// The oldest LSN the branch can be read at (leases aside): its own cutoff, and below
+    /// its branch point its parent's, recursively: `max(own, min(branch point,
+    /// parent's effective cutoff))`. A read at L >= branch point needs the parent only at
+    /// the branch point, which the parent keeps for it; one below needs the parent's
+    /// history at L.
+    pub(crate) fn effective_cutoff(&self) -> Lsn {
+        let own = self.own_cutoff();
+        match &self.parent {
+            None => own,
+            Some((parent, branch_point)) => own.max((*branch_point).min(parent.effective_cutoff())),
+        }
+    }
+
+    /// Its own PITR window, if it overrides the store's.
+    pub(crate) fn pitr_window(&self) -> Option<Duration> {
+        self.meta.read().pitr_window
     }
 
     /// Its current name.
@@ -257,6 +295,8 @@ impl Branch {
             protected: meta.options.protected,
             created_at_time: self.created_at_time,
             kept_for,
+            pitr_window: meta.pitr_window,
+            gc_cutoff: self.effective_cutoff(),
         }
     }
 }

@@ -6,7 +6,7 @@
 //! ```text
 //! offset size field (little-endian)
 //!      0    8 magic "PFCKPT\0\0"
-//!      8    4 format version (3; versions 1 and 2 are still read)
+//!      8    4 format version (4; versions 1 to 3 are still read)
 //!     12    8 covered LSN: every branch operation and commit point ending at or below
 //!               it is in the catalog, none after it is
 //!     20    8 time of the last covered record (the sequencer's floor)
@@ -15,7 +15,9 @@
 //!               id u64, name (len u16 + bytes), has parent u8 [+ parent id u64,
 //!               branch point u64], created time u64, created LSN u64, options
 //!               (as in WAL records), created-at-time answer (as in WAL records),
-//!               hidden u8 (v3: an old state kept only for its children), head u64, flushed u64 (v2: every own page version at or below it is
+//!               hidden u8 (v3: an old state kept only for its children), PITR
+//!               window (v4: has u8 + micros u64), GC cutoff u64 (v4: its own cutoff),
+//!               head u64, flushed u64 (v2: every own page version at or below it is
 //!               in the listed layers), commit count u32 + (lsn u64, time u64) each,
 //!               layer count u32 + per layer, oldest first: file name (len u16 +
 //!               bytes), size u64, CRC32 of the whole file u32, level u8 (v2: 0 L0
@@ -23,6 +25,7 @@
 //!      .    4 (v3) history entry count, then per entry, oldest first: LSN u64, time
 //!               u64, operation u8, branch id u64, branch name (len u16 + bytes),
 //!               details (len u32 + bytes)
+//!      .    4 (v4) lease count, then per lease: branch id u64, LSN u64, until u64
 //!   last    4 CRC32 of every byte before it
 //! ```
 //!
@@ -30,16 +33,20 @@
 //! only put back page versions above their branch's `flushed`; records after it are
 //! applied whole. A version-1 catalog reads as `flushed` = `covered`, every layer L0; a
 //! version-1 or -2 catalog has no hidden branches and no history (the history then starts
-//! with the records after it).
+//! with the records after it); before version 4 there were no PITR windows, cutoffs or
+//! leases (cutoffs read as 0: GC had never run).
 
 use std::path::Path;
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
 use pagefork_wal::Lsn;
 
 use crate::branch::{BranchId, BranchOptions, LsnForTime};
 use crate::catalog::CommitPoint;
-use crate::codec::{Cursor, put_bytes, put_lsn_for_time, put_name, put_options, put_parent};
+use crate::codec::{
+    Cursor, put_bytes, put_lsn_for_time, put_name, put_options, put_parent, put_window,
+};
 use crate::error::{EngineError, Result};
 use crate::history::{HistoryEntry, HistoryOperation};
 use crate::layer::Level;
@@ -47,7 +54,7 @@ use crate::time::Timestamp;
 
 pub(crate) const CATALOG_FILE_NAME: &str = "catalog";
 const MAGIC: [u8; 8] = *b"PFCKPT\0\0";
-const FORMAT_VERSION: u32 = 3;
+const FORMAT_VERSION: u32 = 4;
 
 /// A layer file as the catalog lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,6 +76,8 @@ pub(crate) struct BranchImage {
     pub(crate) options: BranchOptions,
     pub(crate) created_at_time: Option<LsnForTime>,
     pub(crate) hidden: bool,
+    pub(crate) pitr_window: Option<Duration>,
+    pub(crate) gc_cutoff: Lsn,
     pub(crate) head: Lsn,
     pub(crate) flushed: Lsn,
     pub(crate) commits: Vec<CommitPoint>,
@@ -86,6 +95,8 @@ pub(crate) struct Checkpoint {
     pub(crate) branches: Vec<BranchImage>,
     /// The branch-graph history up to `covered`.
     pub(crate) history: Vec<HistoryEntry>,
+    /// Leases: (branch, LSN, until).
+    pub(crate) leases: Vec<(BranchId, Lsn, Timestamp)>,
 }
 
 impl Checkpoint {
@@ -114,6 +125,8 @@ impl Checkpoint {
             put_options(&mut out, branch.options);
             put_lsn_for_time(&mut out, branch.created_at_time);
             out.put_u8(u8::from(branch.hidden));
+            put_window(&mut out, branch.pitr_window);
+            out.put_u64_le(branch.gc_cutoff.0);
             out.put_u64_le(branch.head.0);
             out.put_u64_le(branch.flushed.0);
             out.put_u32_le(u32::try_from(branch.commits.len()).expect("commit count fits u32"));
@@ -137,6 +150,12 @@ impl Checkpoint {
             out.put_u64_le(entry.branch_id.0);
             put_name(&mut out, &entry.branch);
             put_bytes(&mut out, entry.details.as_bytes());
+        }
+        out.put_u32_le(u32::try_from(self.leases.len()).expect("lease count fits u32"));
+        for (branch, lsn, until) in &self.leases {
+            out.put_u64_le(branch.0);
+            out.put_u64_le(lsn.0);
+            out.put_u64_le(until.0);
         }
         let crc = crc32fast::hash(&out);
         out.put_u32_le(crc);
@@ -181,6 +200,11 @@ impl Checkpoint {
                 let options = cursor.options()?;
                 let created_at_time = cursor.lsn_for_time()?;
                 let hidden = version >= 3 && cursor.flag("hidden")?;
+                let (pitr_window, gc_cutoff) = if version >= 4 {
+                    (cursor.window()?, Lsn(cursor.u64("GC cutoff")?))
+                } else {
+                    (None, Lsn(0))
+                };
                 let head = Lsn(cursor.u64("head")?);
                 let flushed = if version == 1 {
                     covered
@@ -223,6 +247,8 @@ impl Checkpoint {
                     options,
                     created_at_time,
                     hidden,
+                    pitr_window,
+                    gc_cutoff,
                     head,
                     flushed,
                     commits,
@@ -254,12 +280,25 @@ impl Checkpoint {
                     details,
                 });
             }
+            let mut leases = Vec::new();
+            let lease_count = if version >= 4 {
+                cursor.u32("lease count")?
+            } else {
+                0
+            };
+            for _ in 0..lease_count {
+                let branch = BranchId(cursor.u64("lease branch")?);
+                let lsn = Lsn(cursor.u64("lease LSN")?);
+                let until = Timestamp(cursor.u64("lease end")?);
+                leases.push((branch, lsn, until));
+            }
             Ok(Checkpoint {
                 covered,
                 last_time,
                 next_id,
                 branches,
                 history,
+                leases,
             })
         };
         let checkpoint = parse(&mut cursor).map_err(|reason| corrupt(0, reason))?;
@@ -288,6 +327,8 @@ mod tests {
                     options: BranchOptions::default(),
                     created_at_time: None,
                     hidden: false,
+                    pitr_window: Some(Duration::from_secs(60)),
+                    gc_cutoff: Lsn(0x90),
                     head: Lsn(0x100),
                     flushed: Lsn(0x100),
                     commits: vec![CommitPoint {
@@ -313,6 +354,8 @@ mod tests {
                     },
                     created_at_time: None,
                     hidden: true,
+                    pitr_window: None,
+                    gc_cutoff: Lsn(0),
                     head: Lsn(0x80),
                     flushed: Lsn(0x80),
                     commits: vec![],
@@ -327,6 +370,7 @@ mod tests {
                 branch: "dev".to_owned(),
                 details: "from \"main\" at 0/80".to_owned(),
             }],
+            leases: vec![(BranchId(1), Lsn(0x100), Timestamp(500))],
         }
     }
 

@@ -66,6 +66,14 @@ pub(crate) fn put_expiry(out: &mut Vec<u8>, expiry: Expiry) {
     out.put_u64_le(value);
 }
 
+/// has window u8 (0/1) + u64 micros (0 without).
+pub(crate) fn put_window(out: &mut Vec<u8>, window: Option<Duration>) {
+    out.put_u8(u8::from(window.is_some()));
+    out.put_u64_le(window.map_or(0, |window| {
+        u64::try_from(window.as_micros()).unwrap_or(u64::MAX)
+    }));
+}
+
 /// expiry (as `put_expiry`), protected u8.
 pub(crate) fn put_options(out: &mut Vec<u8>, options: BranchOptions) {
     put_expiry(out, options.expiry);
@@ -199,6 +207,12 @@ impl Cursor {
             2 => Expiry::At(Timestamp(value)),
             tag => return Err(format!("unknown expiry tag {tag}")),
         })
+    }
+
+    pub(crate) fn window(&mut self) -> Result<Option<Duration>, String> {
+        let present = self.flag("has PITR window")?;
+        let micros = self.u64("PITR window")?;
+        Ok(present.then(|| Duration::from_micros(micros)))
     }
 
     pub(crate) fn options(&mut self) -> Result<BranchOptions, String> {

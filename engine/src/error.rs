@@ -174,6 +174,28 @@ pub enum EngineError {
         /// The branch.
         branch: String,
     },
+    /// A read, time lookup, branch point or lease below the branch's GC cutoff: the
+    /// history there was (or may by now have been) garbage-collected.
+    #[error(
+        "branch {branch:?}: {} is below its GC cutoff {cutoff}; history before the cutoff is outside the PITR window and garbage-collected (a lease or a branch keeps a point)",
+        describe_requested(*lsn, *time)
+    )]
+    BelowGcCutoff {
+        /// The branch.
+        branch: String,
+        /// The LSN asked for (or the one a time resolved to).
+        lsn: Lsn,
+        /// The time asked for, if the request was a time.
+        time: Option<Timestamp>,
+        /// The branch's GC cutoff: the oldest LSN it can still be read at (besides leases).
+        cutoff: Lsn,
+    },
+    /// A lease of no length.
+    #[error("a lease on branch {branch:?} must last longer than zero")]
+    EmptyLease {
+        /// The branch.
+        branch: String,
+    },
     /// A configuration value out of range.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
@@ -251,3 +273,10 @@ impl EngineError {
 
 /// Result type of the store.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+fn describe_requested(lsn: Lsn, time: Option<Timestamp>) -> String {
+    match time {
+        Some(time) => format!("time {time} (LSN {lsn})"),
+        None => format!("LSN {lsn}"),
+    }
+}

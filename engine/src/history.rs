@@ -35,6 +35,10 @@ pub enum HistoryOperation {
     /// An old state of a branch, kept only for its children, was removed with its last
     /// child.
     RemoveOldState,
+    /// A branch's PITR window was set or cleared (the store's default applies).
+    SetPitrWindow,
+    /// A lease was taken on a branch's state at an LSN.
+    Lease,
 }
 
 impl HistoryOperation {
@@ -49,6 +53,8 @@ impl HistoryOperation {
             HistoryOperation::Reset => 7,
             HistoryOperation::Restore => 8,
             HistoryOperation::RemoveOldState => 9,
+            HistoryOperation::SetPitrWindow => 10,
+            HistoryOperation::Lease => 11,
         }
     }
 
@@ -63,6 +69,8 @@ impl HistoryOperation {
             7 => HistoryOperation::Reset,
             8 => HistoryOperation::Restore,
             9 => HistoryOperation::RemoveOldState,
+            10 => HistoryOperation::SetPitrWindow,
+            11 => HistoryOperation::Lease,
             _ => return None,
         })
     }
@@ -80,6 +88,8 @@ impl fmt::Display for HistoryOperation {
             HistoryOperation::Reset => "reset",
             HistoryOperation::Restore => "restore",
             HistoryOperation::RemoveOldState => "remove-old-state",
+            HistoryOperation::SetPitrWindow => "set-pitr-window",
+            HistoryOperation::Lease => "lease",
         })
     }
 }

@@ -45,8 +45,8 @@ mod update;
 mod versions;
 
 pub use branch::{
-    At, BRANCH_NAME_RULE, Backup, BranchId, BranchInfo, BranchOptions, Commit, Expiry, LsnForTime,
-    ParentRef, TimeKind, validate_branch_name,
+    At, BRANCH_NAME_RULE, Backup, BranchId, BranchInfo, BranchOptions, Commit, Expiry, Lease,
+    LsnForTime, ParentRef, TimeKind, validate_branch_name,
 };
 pub use error::{EngineError, Result};
 pub use fs::{FileSystem, StdFileSystem, publish_file};
@@ -54,10 +54,11 @@ pub use history::{HistoryEntry, HistoryOperation};
 pub use key::Key;
 pub use pagefork_wal::{Lsn, SyncMode};
 pub use store::{
-    Config, DEFAULT_CHECKPOINT_AFTER_BYTES, DEFAULT_COMPACT_L0_LAYERS, DEFAULT_IMAGE_AFTER_DELTAS,
-    DEFAULT_L1_LAYER_BYTES, DEFAULT_LAYER_FLUSH_BYTES, DEFAULT_MEMORY_BUDGET_BYTES,
-    DEFAULT_PAGE_CACHE_BYTES, DEFAULT_PAGE_SIZE, DEFAULT_ROOT_BRANCH, PageDiff, ReadTrace,
-    RelationDiff, Restored, Store, StoreStats, WalEntry, default_backup_name,
+    BranchGc, Config, DEFAULT_CHECKPOINT_AFTER_BYTES, DEFAULT_COMPACT_L0_LAYERS, DEFAULT_GC_PERIOD,
+    DEFAULT_IMAGE_AFTER_DELTAS, DEFAULT_L1_LAYER_BYTES, DEFAULT_LAYER_FLUSH_BYTES,
+    DEFAULT_MEMORY_BUDGET_BYTES, DEFAULT_PAGE_CACHE_BYTES, DEFAULT_PAGE_SIZE, DEFAULT_PITR_WINDOW,
+    DEFAULT_ROOT_BRANCH, GcReport, PageDiff, ReadTrace, RelationDiff, Restored, RetainPoint,
+    RetainReason, Store, StoreStats, WalEntry, default_backup_name,
 };
 pub use time::{Clock, ManualClock, ParseTimestampError, SystemClock, Timestamp};
 pub use update::Update;

@@ -12,6 +12,10 @@
 //! `sweep_expired` after moving its clock): an expired branch is refused everywhere, kept
 //! while an unexpired descendant needs it, and otherwise gone.
 //!
+//! GC: call [`Model::gc`] when the store's `gc` ran (with the same clock). The model keeps
+//! every commit, but refuses what the store must refuse: anything below a branch's
+//! cutoff that no lease holds (`Refusal::BelowGcCutoff`).
+//!
 //! ```
 //! use bytes::Bytes;
 //! use pagefork_engine::model::Model;
@@ -30,6 +34,7 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use pagefork_wal::Lsn;
 
@@ -38,7 +43,7 @@ use crate::branch::{
 };
 use crate::error::EngineError;
 use crate::key::Key;
-use crate::store::default_backup_name;
+use crate::store::{DEFAULT_PITR_WINDOW, default_backup_name};
 use crate::time::Timestamp;
 use crate::update::Update;
 
@@ -80,6 +85,10 @@ pub enum Refusal {
     ExpiryInPast,
     /// A reset of a root.
     NoParent,
+    /// An LSN (or the LSN a time resolves to) below the branch's GC cutoff, not leased.
+    BelowGcCutoff,
+    /// A lease of no length.
+    EmptyLease,
 }
 
 impl Refusal {
@@ -104,6 +113,8 @@ impl Refusal {
             EngineError::ExpiryOnProtected { .. } => Refusal::ExpiryOnProtected,
             EngineError::ExpiryInPast { .. } => Refusal::ExpiryInPast,
             EngineError::NoParent { .. } => Refusal::NoParent,
+            EngineError::BelowGcCutoff { .. } => Refusal::BelowGcCutoff,
+            EngineError::EmptyLease { .. } => Refusal::EmptyLease,
             _ => return None,
         })
     }
@@ -125,6 +136,10 @@ struct ModelBranch {
     created_lsn: Lsn,
     expires_at: Option<Timestamp>,
     protected: bool,
+    /// Its own PITR window, if set.
+    pitr_window: Option<Duration>,
+    /// Its own GC cutoff, as the last `gc` left it.
+    cutoff: Lsn,
     commits: Vec<ModelCommit>,
 }
 
@@ -147,6 +162,10 @@ pub struct Model {
     /// Live branches (hidden ones too) by creation order.
     branches: BTreeMap<usize, ModelBranch>,
     next_id: usize,
+    /// The store's default PITR window.
+    pitr_window: Duration,
+    /// (branch id, LSN) -> until.
+    leases: BTreeMap<(usize, Lsn), Timestamp>,
 }
 
 impl Model {
@@ -165,11 +184,21 @@ impl Model {
                     created_lsn: root_created_lsn,
                     expires_at: None,
                     protected: false,
+                    pitr_window: None,
+                    cutoff: Lsn(0),
                     commits: Vec::new(),
                 },
             )]),
             next_id: 1,
+            pitr_window: DEFAULT_PITR_WINDOW,
+            leases: BTreeMap::new(),
         }
+    }
+
+    /// The model of a store whose `Config::pitr_window` is `window`.
+    pub fn with_pitr_window(mut self, window: Duration) -> Model {
+        self.pitr_window = window;
+        self
     }
 
     /// Moves the model's clock (keep it equal to the store clock), and removes the
@@ -230,6 +259,7 @@ impl Model {
     fn remove(&mut self, id: usize) {
         let parent = self.branch(id).parent;
         self.branches.remove(&id);
+        self.leases.retain(|(branch, _), _| *branch != id);
         if let Some((parent, _)) = parent
             && self.branch(parent).hidden
             && self.children(parent).is_empty()
@@ -423,19 +453,119 @@ impl Model {
 
     /// Which LSN shows `branch` as it was at `time` (see [`crate::Store::lsn_for_time`]).
     pub fn lsn_for_time(&self, branch: &str, time: Timestamp) -> Result<LsnForTime, Refusal> {
-        Ok(self.lsn_for_time_of(self.usable(branch)?, time))
+        let id = self.usable(branch)?;
+        let answer = self.lsn_for_time_of(id, time);
+        self.check_available(id, answer.lsn)?;
+        Ok(answer)
     }
 
     fn resolve_of(&self, id: usize, at: At) -> Result<Lsn, Refusal> {
         let head = self.head_of(id);
-        match at {
-            At::Latest => Ok(head),
-            At::Lsn(lsn) if lsn > head => Err(Refusal::LsnPastHead),
-            At::Lsn(lsn) => Ok(lsn),
+        let lsn = match at {
+            At::Latest => head,
+            At::Lsn(lsn) if lsn > head => return Err(Refusal::LsnPastHead),
+            At::Lsn(lsn) => lsn,
             At::Time(time) => match self.lsn_for_time_of(id, time) {
-                answer if answer.kind == TimeKind::Past => Err(Refusal::TimeBeforeHistory),
-                answer => Ok(answer.lsn),
+                answer if answer.kind == TimeKind::Past => {
+                    return Err(Refusal::TimeBeforeHistory);
+                }
+                answer => answer.lsn,
             },
+        };
+        self.check_available(id, lsn)?;
+        Ok(lsn)
+    }
+
+    /// The oldest LSN branch `id` can be read at besides leases: its own cutoff, and
+    /// below its branch point its parent's (see `Store::gc`).
+    fn effective_cutoff(&self, id: usize) -> Lsn {
+        let branch = self.branch(id);
+        match branch.parent {
+            None => branch.cutoff,
+            Some((parent, point)) => branch.cutoff.max(point.min(self.effective_cutoff(parent))),
+        }
+    }
+
+    /// A branch's GC cutoff (effective: its ancestors' below its branch point count).
+    pub fn cutoff(&self, branch: &str) -> Result<Lsn, Refusal> {
+        Ok(self.effective_cutoff(self.find(branch)?))
+    }
+
+    fn check_available(&self, id: usize, lsn: Lsn) -> Result<(), Refusal> {
+        let leased = self
+            .leases
+            .get(&(id, lsn))
+            .is_some_and(|until| *until > self.now);
+        if lsn >= self.effective_cutoff(id) || leased {
+            Ok(())
+        } else {
+            Err(Refusal::BelowGcCutoff)
+        }
+    }
+
+    /// Whether the store must refuse setting `branch`'s PITR window.
+    pub fn check_set_pitr_window(&self, branch: &str) -> Result<(), Refusal> {
+        self.usable(branch).map(|_| ())
+    }
+
+    /// Records a PITR window change the store accepted.
+    pub fn set_pitr_window(&mut self, branch: &str, window: Option<Duration>) {
+        let id = self.usable(branch).expect("an accepted change");
+        self.branch_mut(id).pitr_window = window;
+    }
+
+    /// When a lease on `branch` at `lsn` for `duration` taken now would end, or the refusal.
+    pub fn check_lease(
+        &self,
+        branch: &str,
+        lsn: Lsn,
+        duration: Duration,
+    ) -> Result<Timestamp, Refusal> {
+        let id = self.usable(branch)?;
+        if duration.is_zero() {
+            return Err(Refusal::EmptyLease);
+        }
+        self.resolve_of(id, At::Lsn(lsn))?;
+        let until = self.now.saturating_add(duration);
+        Ok(self
+            .leases
+            .get(&(id, lsn))
+            .map_or(until, |old| (*old).max(until)))
+    }
+
+    /// Records a lease the store granted.
+    pub fn lease(&mut self, branch: &str, lsn: Lsn, duration: Duration) {
+        let until = self
+            .check_lease(branch, lsn, duration)
+            .expect("an accepted lease");
+        let id = self.usable(branch).expect("checked above");
+        self.leases.insert((id, lsn), until);
+    }
+
+    /// What a GC run does to what can be read: every branch's own cutoff moves up to the
+    /// last commit at or before `now - window` (its head if none is later; a hidden or
+    /// expired branch's to its head), never down. Expired leases are dropped.
+    pub fn gc(&mut self) {
+        // An expired lease is forgotten, even if the clock later steps back before its end.
+        let now = self.now;
+        self.leases.retain(|_, until| *until > now);
+        let ids: Vec<usize> = self.live_ids().collect();
+        for id in ids {
+            let head = self.head_of(id);
+            let branch = self.branch(id);
+            let target = if branch.hidden || self.expired_id(id) {
+                head
+            } else {
+                let window = branch.pitr_window.unwrap_or(self.pitr_window);
+                let answer = self.lsn_for_time_of(id, self.now.saturating_sub(window));
+                match answer.kind {
+                    TimeKind::Present => answer.lsn,
+                    TimeKind::Future | TimeKind::NoData => head,
+                    TimeKind::Past => Lsn(0),
+                }
+            };
+            let branch = self.branch_mut(id);
+            branch.cutoff = branch.cutoff.max(target.min(head));
         }
     }
 
@@ -504,6 +634,8 @@ impl Model {
             created_lsn,
             expires_at: options.expiry.expires_at(created),
             protected: options.protected,
+            pitr_window: None,
+            cutoff: Lsn(0),
             commits: Vec::new(),
         });
     }
@@ -677,6 +809,8 @@ impl Model {
             created_lsn,
             expires_at: old_branch.expires_at,
             protected: false,
+            pitr_window: None,
+            cutoff: Lsn(0),
             commits: Vec::new(),
         });
         let kept = self.branch_mut(old);

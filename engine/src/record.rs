@@ -23,14 +23,19 @@
 //!                       lsn u64, has commit time u8 + commit time u64, kind u8]
 //! kind 3 delete branch  id u64
 //! kind 4 change branch  id u64, change tag u8: 1 rename (name len u16 + bytes),
-//!                       2 expiry (tag u8 + u64, as in create), 3 protected (u8 0/1)
+//!                       2 expiry (tag u8 + u64, as in create), 3 protected (u8 0/1),
+//!                       4 PITR window (has window u8 + micros u64; without: the
+//!                       store's default)
 //! kind 5 replace branch old id u64, reason u8 (1 reset, 2 restore), has backup u8 (0/1)
 //!                       [+ backup name len u16 + bytes], then the new branch as kind 2
+//! kind 6 lease          branch id u64, LSN u64, expires at u64 (micros)
 //! ```
 //!
 //! A replace is a reset or restore in one record: the branch's name moves to a new branch
 //! (new id, the new parent and branch point), and the old one keeps the backup name or,
 //! without one, is hidden, and removed at once if nothing branches from it.
+
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
 use pagefork_wal::Lsn;
@@ -38,6 +43,7 @@ use pagefork_wal::Lsn;
 use crate::branch::{BranchId, BranchOptions, Expiry, LsnForTime};
 use crate::codec::{
     Cursor, put_expiry, put_key, put_lsn_for_time, put_name, put_options, put_parent, put_update,
+    put_window,
 };
 use crate::key::Key;
 use crate::time::Timestamp;
@@ -48,6 +54,7 @@ pub(crate) const KIND_CREATE_BRANCH: u8 = 2;
 pub(crate) const KIND_DELETE_BRANCH: u8 = 3;
 pub(crate) const KIND_CHANGE_BRANCH: u8 = 4;
 pub(crate) const KIND_REPLACE_BRANCH: u8 = 5;
+pub(crate) const KIND_LEASE: u8 = 6;
 const RECORD_VERSION: u8 = 1;
 /// Where every payload keeps its time, so it can be stamped after encoding.
 pub(crate) const TIME_OFFSET: usize = 1;
@@ -70,6 +77,8 @@ pub(crate) enum BranchChange {
     /// so replay does not depend on when it runs.
     Expiry(Expiry),
     Protected(bool),
+    /// The branch's own PITR window; `None`: the store's default.
+    PitrWindow(Option<Duration>),
 }
 
 /// Why a branch was replaced.
@@ -104,6 +113,12 @@ pub(crate) enum Record {
         /// The branch that takes the old one's name.
         new: CreateBranch,
     },
+    /// Keeps `branch`'s state at `lsn` from GC until `expires_at`.
+    Lease {
+        branch: BranchId,
+        lsn: Lsn,
+        expires_at: Timestamp,
+    },
 }
 
 impl Record {
@@ -114,6 +129,7 @@ impl Record {
             Record::DeleteBranch { .. } => KIND_DELETE_BRANCH,
             Record::ChangeBranch { .. } => KIND_CHANGE_BRANCH,
             Record::ReplaceBranch { .. } => KIND_REPLACE_BRANCH,
+            Record::Lease { .. } => KIND_LEASE,
         }
     }
 
@@ -149,6 +165,10 @@ impl Record {
                         out.put_u8(3);
                         out.put_u8(u8::from(*protected));
                     }
+                    BranchChange::PitrWindow(window) => {
+                        out.put_u8(4);
+                        put_window(&mut out, *window);
+                    }
                 }
             }
             Record::ReplaceBranch {
@@ -170,6 +190,15 @@ impl Record {
                     }
                 }
                 put_create(&mut out, new);
+            }
+            Record::Lease {
+                branch,
+                lsn,
+                expires_at,
+            } => {
+                out.put_u64_le(branch.0);
+                out.put_u64_le(lsn.0);
+                out.put_u64_le(expires_at.0);
             }
         }
         out
@@ -204,6 +233,7 @@ impl Record {
                     1 => BranchChange::Rename(cursor.name()?),
                     2 => BranchChange::Expiry(cursor.expiry()?),
                     3 => BranchChange::Protected(cursor.flag("protected")?),
+                    4 => BranchChange::PitrWindow(cursor.window()?),
                     tag => return Err(format!("unknown branch change tag {tag}")),
                 };
                 Record::ChangeBranch { id, change }
@@ -228,6 +258,11 @@ impl Record {
                     new,
                 }
             }
+            KIND_LEASE => Record::Lease {
+                branch: BranchId(cursor.u64("branch id")?),
+                lsn: Lsn(cursor.u64("lease LSN")?),
+                expires_at: Timestamp(cursor.u64("lease expiry")?),
+            },
             kind => return Err(format!("unknown record kind {kind}")),
         };
         cursor.finish()?;
@@ -332,6 +367,8 @@ mod tests {
             BranchChange::Expiry(Expiry::Never),
             BranchChange::Protected(true),
             BranchChange::Protected(false),
+            BranchChange::PitrWindow(Some(Duration::from_secs(3600))),
+            BranchChange::PitrWindow(None),
         ] {
             round_trip(Record::ChangeBranch {
                 id: BranchId(7),
@@ -358,6 +395,15 @@ mod tests {
                 },
             });
         }
+    }
+
+    #[test]
+    fn leases_round_trip() {
+        round_trip(Record::Lease {
+            branch: BranchId(4),
+            lsn: Lsn(0x4321),
+            expires_at: Timestamp(1_800_000_000_000_000),
+        });
     }
 
     #[test]

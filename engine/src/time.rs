@@ -40,6 +40,12 @@ impl Timestamp {
         Timestamp(self.0.saturating_add(micros))
     }
 
+    /// This time moved back by `duration`, saturating at the epoch.
+    pub fn saturating_sub(self, duration: Duration) -> Timestamp {
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        Timestamp(self.0.saturating_sub(micros))
+    }
+
     /// The time from `earlier` to `self`, or zero if `earlier` is later.
     pub fn saturating_duration_since(self, earlier: Timestamp) -> Duration {
         Duration::from_micros(self.0.saturating_sub(earlier.0))

@@ -5,8 +5,10 @@
 //! key K at or below LSN L, newest first, down to the first initializing one". It counts
 //! the bytes it holds, so the store can bound the memory of unflushed versions.
 //!
-//! Invariant (immutability): a version, once inserted at (key, LSN), is never replaced;
-//! inserting at an LSN not above every existing version of that key is a bug and asserts.
+//! Invariant (immutability): a version, once inserted at (key, LSN), is never replaced by
+//! another page: GC only removes versions no retained state needs, and materializes a
+//! patch into the whole page it produces; inserting at an LSN not above every existing
+//! version of that key is a bug and asserts.
 
 use std::collections::BTreeMap;
 
@@ -43,6 +45,56 @@ impl PageVersions {
             self.bytes += PAGE_OVERHEAD;
         }
         versions.insert(lsn, update);
+    }
+
+    /// Every key's versions at or below `up_to`: (LSN, whether it is initializing),
+    /// oldest first. GC plans from this.
+    pub(crate) fn history_up_to(&self, up_to: Lsn) -> Vec<(Key, Vec<(Lsn, bool)>)> {
+        self.pages
+            .iter()
+            .map(|(key, versions)| {
+                let history = versions
+                    .range(..=up_to)
+                    .map(|(lsn, update)| (*lsn, update.is_initializing()))
+                    .collect();
+                (*key, history)
+            })
+            .collect()
+    }
+
+    /// GC: removes the version of `key` at `lsn`. Returns the bytes freed.
+    pub(crate) fn remove_version(&mut self, key: Key, lsn: Lsn) -> u64 {
+        let Some(versions) = self.pages.get_mut(&key) else {
+            return 0;
+        };
+        let Some(update) = versions.remove(&lsn) else {
+            return 0;
+        };
+        let mut freed = VERSION_OVERHEAD + update.payload_len() as u64;
+        if versions.is_empty() {
+            self.pages.remove(&key);
+            freed += PAGE_OVERHEAD;
+        }
+        self.bytes -= freed;
+        freed
+    }
+
+    /// GC: replaces the version of `key` at `lsn` by `page`, the same page materialized
+    /// (an image or a drop), so older versions are no longer needed to rebuild it. The
+    /// only change ever made to a version: what it reads as stays the same.
+    pub(crate) fn materialize(&mut self, key: Key, lsn: Lsn, page: Update) {
+        assert!(
+            page.is_initializing(),
+            "a materialized version is a whole page"
+        );
+        if let Some(update) = self
+            .pages
+            .get_mut(&key)
+            .and_then(|versions| versions.get_mut(&lsn))
+        {
+            self.bytes = self.bytes - update.payload_len() as u64 + page.payload_len() as u64;
+            *update = page;
+        }
     }
 
     /// Approximate bytes of memory held.

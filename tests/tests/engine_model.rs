@@ -7,7 +7,10 @@
 //! protection and expiry changes, resets, restores (default, named and skipped backups),
 //! diffs, reads at LSNs around every boundary seen and at times, `lsn_for_time`, clock steps
 //! (sometimes backwards; expired branches are swept), checkpoints (flush), compaction, clean
-//! reopen, and crash (the store dropped without any shutdown, then reopened).
+//! reopen, crash (the store dropped without any shutdown, then reopened), GC (after which
+//! every read at every LSN seen is checked: the model's page, or its refusal, such as
+//! below the cutoff), leases and PITR window changes. The PITR window is 5 s and the
+//! clock moves up to 20 s a step, so cutoffs move within a case.
 //! Flush and compaction thresholds are tiny (a layer file every two versions, a merge
 //! every two L0 files, an image over every merge's output), so the background
 //! housekeeper runs all through every case; the suite checks that flushes, merges and
@@ -29,6 +32,8 @@ use proptest::prelude::*;
 
 const NAMES: [&str; 6] = ["main", "a", "b", "c", "a/b", "bad name"];
 const KEYS: u32 = 4;
+/// The store's PITR window: shorter than most clock steps, so cutoffs move.
+const PITR_WINDOW: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug)]
 enum UpdateChoice {
@@ -152,6 +157,17 @@ enum Op {
     Crash,
     Checkpoint,
     Compact,
+    /// GC now; then every read at every LSN seen must agree with the model.
+    Gc,
+    Lease {
+        branch: BranchPick,
+        at: AtChoice,
+        secs: u64,
+    },
+    SetPitrWindow {
+        branch: BranchPick,
+        secs: Option<u64>,
+    },
 }
 
 fn update_choice() -> impl Strategy<Value = UpdateChoice> {
@@ -224,6 +240,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Crash),
         2 => Just(Op::Checkpoint),
         2 => Just(Op::Compact),
+        3 => Just(Op::Gc),
+        1 => (branch_pick(), at_choice(), 0u64..60).prop_map(|(branch, at, secs)| Op::Lease { branch, at, secs }),
+        1 => (branch_pick(), prop::option::of(0u64..60)).prop_map(|(branch, secs)| Op::SetPitrWindow { branch, secs }),
     ]
 }
 
@@ -246,12 +265,16 @@ impl Harness {
         config.layer_flush_bytes = 1024;
         config.compact_l0_layers = 2;
         config.image_after_deltas = 1;
+        config.pitr_window = PITR_WINDOW;
+        // GC runs only when the suite says, so the model knows when cutoffs move.
+        config.gc_period = Duration::ZERO;
         let start = clock.now();
         let store = Store::create(dir.path(), config.clone()).unwrap();
         // Commits start 50 s after `start`, so requested times can fall before the history.
         clock.advance(Duration::from_secs(50));
         let root = store.branch_info("main").unwrap();
-        let model = Model::new(TEST_PAGE_SIZE, "main", root.created_lsn, clock.now());
+        let model = Model::new(TEST_PAGE_SIZE, "main", root.created_lsn, clock.now())
+            .with_pitr_window(PITR_WINDOW);
         Harness {
             dir,
             config,
@@ -579,6 +602,45 @@ impl Harness {
             Op::Compact => {
                 self.store().compact().unwrap();
             }
+            Op::Gc => {
+                let report = self.store().gc();
+                prop_assert!(report.is_ok(), "GC failed: {:?}", report);
+                if let Ok(report) = report {
+                    GC_VERSIONS_REMOVED
+                        .fetch_add(report.versions_removed as usize, Ordering::Relaxed);
+                }
+                self.model.gc();
+                self.check_every_read()?;
+            }
+            Op::Lease { branch, at, secs } => {
+                let name = &self.name(branch);
+                let lsn = match self.at(at) {
+                    At::Lsn(lsn) => lsn,
+                    At::Latest | At::Time(_) => self.model.head(name).unwrap_or_default(),
+                };
+                let duration = Duration::from_secs(*secs);
+                let expected = self.model.check_lease(name, lsn, duration);
+                match self.store().lease(name, lsn, duration) {
+                    Ok(lease) => {
+                        prop_assert_eq!(Ok(lease.expires_at), expected);
+                        self.model.lease(name, lsn, duration);
+                    }
+                    Err(error) => prop_assert_eq!(Refusal::of(&error), expected.err(), "{}", error),
+                }
+            }
+            Op::SetPitrWindow { branch, secs } => {
+                let name = &self.name(branch);
+                let window = secs.map(Duration::from_secs);
+                let expected = self.model.check_set_pitr_window(name);
+                match self.store().set_pitr_window(name, window) {
+                    Ok(info) => {
+                        prop_assert_eq!(expected, Ok(()));
+                        prop_assert_eq!(info.pitr_window, window);
+                        self.model.set_pitr_window(name, window);
+                    }
+                    Err(error) => prop_assert_eq!(Refusal::of(&error), expected.err(), "{}", error),
+                }
+            }
             Op::Reopen | Op::Crash => {
                 // In this process a crash is the store dropped without shutdown: there is
                 // no shutdown step at all, so the two differ only in intent; the SIGKILL
@@ -589,6 +651,49 @@ impl Harness {
         self.check_everything()
     }
 
+    /// Every read of every key on every listed branch at every LSN seen (and a time a
+    /// second after each start of a second): the page the model has, or the refusal it
+    /// says (below the GC cutoff, past the head, ...).
+    fn check_every_read(&self) -> Result<(), TestCaseError> {
+        let store = self.store();
+        for name in self.model.branch_names() {
+            let mut ats: Vec<At> = self.seen_lsns.iter().map(|lsn| At::Lsn(*lsn)).collect();
+            ats.extend((0..12).map(|step| At::Time(self.time(step * 10))));
+            for at in ats {
+                let expected_lsn = self.model.resolve(&name, at);
+                for block in 0..KEYS {
+                    let key = Key::new(1, block);
+                    let expected = expected_lsn.map(|lsn| self.model.page(&name, key, lsn));
+                    match store.get_page(&name, key, at) {
+                        Ok(page) => prop_assert_eq!(
+                            Ok(page.map(|page| page.to_vec())),
+                            expected,
+                            "{} {} at {:?}",
+                            name,
+                            key,
+                            at
+                        ),
+                        Err(error) => {
+                            if Refusal::of(&error) == Some(Refusal::BelowGcCutoff) {
+                                BELOW_CUTOFF_REFUSALS.fetch_add(1, Ordering::Relaxed);
+                            }
+                            prop_assert_eq!(
+                                Refusal::of(&error),
+                                expected.err(),
+                                "{} {} at {:?}: {}",
+                                name,
+                                key,
+                                at,
+                                error
+                            )
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Every live branch, head and page agrees with the model.
     fn check_everything(&self) -> Result<(), TestCaseError> {
         let store = self.store();
@@ -597,6 +702,12 @@ impl Harness {
         prop_assert_eq!(&names, &self.model.branch_names());
         for info in &infos {
             prop_assert_eq!(Ok(info.head), self.model.head(&info.name));
+            prop_assert_eq!(
+                Ok(info.gc_cutoff),
+                self.model.cutoff(&info.name),
+                "cutoff of {}",
+                info.name
+            );
             prop_assert_eq!(
                 !info.kept_for.is_empty(),
                 self.model.expired(&info.name),
@@ -642,6 +753,10 @@ impl Harness {
         IMAGES.fetch_add(stats.images_written as usize, Ordering::Relaxed);
     }
 }
+
+/// Page versions GC removed, and reads refused below a cutoff, over all cases.
+static GC_VERSIONS_REMOVED: AtomicUsize = AtomicUsize::new(0);
+static BELOW_CUTOFF_REFUSALS: AtomicUsize = AtomicUsize::new(0);
 
 /// Flushes, L0 merges and image layers over all cases.
 static FLUSHES: AtomicUsize = AtomicUsize::new(0);
@@ -818,4 +933,105 @@ fn the_store_agrees_with_the_model_and_most_operations_are_accepted() {
         flushes >= cases && merges >= cases / 2 && images >= cases / 2,
         "housekeeping too rare to test: {flushes} flushes, {merges} merges, {images} images in {cases} cases"
     );
+    let (removed, refused) = (
+        GC_VERSIONS_REMOVED.load(Ordering::Relaxed),
+        BELOW_CUTOFF_REFUSALS.load(Ordering::Relaxed),
+    );
+    println!("GC removed {removed} page versions; {refused} reads were refused below a cutoff");
+    assert!(
+        removed >= cases / 10 && refused >= cases / 10,
+        "GC too idle to test: {removed} versions removed, {refused} reads below a cutoff in {cases} cases"
+    );
+}
+
+/// Found by the suite: GC of a hidden old state (cutoff at its head) kept only its child's
+/// branch point and dropped the versions its head reads; here the child's own page
+/// history must stay readable at every LSN.
+#[test]
+fn regression_gc_keeps_what_a_restored_branch_reads_through_its_hidden_old_state() {
+    let patch = || UpdateChoice::Patch {
+        offset: 0,
+        len: 1,
+        byte: 0,
+    };
+    run(&[
+        Op::Commit {
+            branch: BranchPick::Live(0),
+            updates: vec![(0, patch())],
+        },
+        Op::Restore {
+            branch: BranchPick::Live(0),
+            source: BranchPick::Live(0),
+            at: AtChoice::Latest,
+            backup: BackupChoice::Skip,
+        },
+        Op::Commit {
+            branch: BranchPick::Live(0),
+            updates: vec![(0, patch())],
+        },
+        Op::Gc,
+    ])
+    .unwrap();
+}
+
+/// Found by the suite: GC forgets an expired lease; when the clock then steps back before
+/// the lease's end, the model must not count it active again (the history may be gone).
+#[test]
+fn regression_gc_forgets_an_expired_lease_even_if_the_clock_steps_back() {
+    run(&[
+        Op::Lease {
+            branch: BranchPick::Live(0),
+            at: AtChoice::Latest,
+            secs: 15,
+        },
+        Op::Commit {
+            branch: BranchPick::Live(0),
+            updates: vec![(0, UpdateChoice::Drop)],
+        },
+        Op::Clock {
+            forward_secs: 15,
+            back: false,
+        },
+        Op::Gc,
+        Op::Clock {
+            forward_secs: 0,
+            back: true,
+        },
+        Op::Gc,
+    ])
+    .unwrap();
+}
+
+/// Found by the suite: a reset to a hidden parent starts at the parent's head, so GC of
+/// an unreadable branch must keep its head's state, not only its children's branch points.
+#[test]
+fn regression_gc_keeps_the_head_of_a_hidden_parent_for_a_reset() {
+    run(&[
+        Op::Commit {
+            branch: BranchPick::Live(0),
+            updates: vec![(0, UpdateChoice::Image(0))],
+        },
+        Op::Commit {
+            branch: BranchPick::Live(0),
+            updates: vec![(
+                0,
+                UpdateChoice::Patch {
+                    offset: 0,
+                    len: 1,
+                    byte: 0,
+                },
+            )],
+        },
+        Op::Restore {
+            branch: BranchPick::Live(0),
+            source: BranchPick::Live(0),
+            at: AtChoice::Lsn { index: 1, delta: 0 },
+            backup: BackupChoice::Skip,
+        },
+        Op::Gc,
+        Op::Reset {
+            branch: BranchPick::Live(0),
+        },
+    ])
+    .unwrap();
 }

@@ -187,6 +187,11 @@ impl LayerFile {
         keys
     }
 
+    /// The (key, LSN) of every version, in order (read off the index alone).
+    pub(crate) fn version_index(&self) -> impl Iterator<Item = (Key, Lsn)> + '_ {
+        self.index.iter().map(|entry| (entry.key, entry.lsn))
+    }
+
     /// Keys with a version above `after` and at or below `up_to`, in order (read off the
     /// index alone).
     pub(crate) fn keys_written(&self, after: Lsn, up_to: Lsn) -> Vec<Key> {

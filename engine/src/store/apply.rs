@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use pagefork_wal::Lsn;
 
 use super::StoreInner;
-use crate::branch::Expiry;
+use crate::branch::{BranchId, Expiry};
 use crate::catalog::{Branch, BranchState, Catalog, CommitPoint};
 use crate::error::{EngineError, Result};
 use crate::history::{HistoryEntry, HistoryOperation};
@@ -73,10 +73,7 @@ impl StoreInner {
             }
             Record::DeleteBranch { id } => {
                 let mut catalog = self.catalog.write();
-                let branch = catalog
-                    .by_id(id)
-                    .cloned()
-                    .filter(|branch| !branch.hidden())
+                let branch = visible_by_id(&catalog, id)
                     .ok_or_else(|| corrupt(format!("delete of unknown branch {id}")))?;
                 if !catalog.children_of(id).is_empty() {
                     return Err(corrupt(format!("delete of {id}, which has children")));
@@ -87,10 +84,7 @@ impl StoreInner {
             }
             Record::ChangeBranch { id, change } => {
                 let mut catalog = self.catalog.write();
-                let branch = catalog
-                    .by_id(id)
-                    .cloned()
-                    .filter(|branch| !branch.hidden())
+                let branch = visible_by_id(&catalog, id)
                     .ok_or_else(|| corrupt(format!("change of unknown branch {id}")))?;
                 let (operation, details) = match change {
                     BranchChange::Rename(name) => {
@@ -117,6 +111,16 @@ impl StoreInner {
                         };
                         (operation, String::new())
                     }
+                    BranchChange::PitrWindow(window) => {
+                        branch.meta.write().pitr_window = window;
+                        let details = match window {
+                            Some(window) => {
+                                format!("keeps {}", humantime::format_duration(window))
+                            }
+                            None => "the store's default".to_owned(),
+                        };
+                        (HistoryOperation::SetPitrWindow, details)
+                    }
                 };
                 entries.push(history(operation, &branch, details));
             }
@@ -127,10 +131,7 @@ impl StoreInner {
                 new,
             } => {
                 let mut catalog = self.catalog.write();
-                let old = catalog
-                    .by_id(old)
-                    .cloned()
-                    .filter(|branch| !branch.hidden())
+                let old = visible_by_id(&catalog, old)
                     .ok_or_else(|| corrupt(format!("replace of unknown branch {old}")))?;
                 if new.name != old.name() {
                     return Err(corrupt(format!(
@@ -172,6 +173,28 @@ impl StoreInner {
                     self.remove_unneeded_old_states(&mut catalog, &old, &mut entries, lsn, time);
                 }
             }
+            Record::Lease {
+                branch,
+                lsn: leased,
+                expires_at,
+            } => {
+                let catalog = self.catalog.read();
+                let target = visible_by_id(&catalog, branch)
+                    .ok_or_else(|| corrupt(format!("lease on unknown branch {branch}")))?;
+                if leased > target.head() {
+                    return Err(corrupt(format!(
+                        "lease at {leased}, past the head of {branch}"
+                    )));
+                }
+                let mut leases = self.leases.lock();
+                let until = leases.entry((branch, leased)).or_insert(expires_at);
+                *until = (*until).max(expires_at);
+                entries.push(history(
+                    HistoryOperation::Lease,
+                    &target,
+                    format!("keeps {leased} until {}", *until),
+                ));
+            }
         }
         self.history.lock().extend(entries);
         Ok(())
@@ -181,6 +204,7 @@ impl StoreInner {
     /// no longer lists its layers, which removes them.
     fn remove_branch(&self, catalog: &mut Catalog, branch: &Branch) {
         catalog.remove(branch.id);
+        self.leases.lock().retain(|(id, _), _| *id != branch.id);
         let mut state = branch.state.write();
         state.deleted = true;
         self.memory
@@ -241,6 +265,11 @@ impl StoreInner {
         self.memory.fetch_add(added, Ordering::Relaxed);
         self.open_memory.fetch_add(added, Ordering::Relaxed);
     }
+}
+
+/// The visible branch with id `id`: a record naming a hidden or unknown one is damage.
+fn visible_by_id(catalog: &Catalog, id: BranchId) -> Option<Arc<Branch>> {
+    catalog.by_id(id).filter(|branch| !branch.hidden()).cloned()
 }
 
 /// The branch a create or replace record makes, checked against the catalog.

@@ -11,9 +11,7 @@ use std::sync::Arc;
 use pagefork_wal::Lsn;
 
 use super::{Store, StoreInner};
-use crate::branch::{
-    At, BranchInfo, BranchOptions, Expiry, LsnForTime, TimeKind, validate_branch_name,
-};
+use crate::branch::{At, BranchInfo, BranchOptions, Expiry, LsnForTime, validate_branch_name};
 use crate::catalog::Branch;
 use crate::error::{EngineError, Result};
 use crate::record::{CreateBranch, Record};
@@ -192,16 +190,7 @@ impl StoreInner {
         parent: &Branch,
         at: At,
     ) -> Result<(Lsn, Option<LsnForTime>)> {
-        let (lsn, answer) = match at {
-            At::Time(time) => {
-                let answer = self.lsn_for_time_on(parent, time);
-                if answer.kind == TimeKind::Past {
-                    return Err(self.time_before_history(parent, time));
-                }
-                (answer.lsn, Some(answer))
-            }
-            At::Latest | At::Lsn(_) => (self.resolve(parent, at)?, None),
-        };
+        let (lsn, answer) = self.resolve_at(parent, at)?;
         let start = parent.start();
         if lsn < start {
             return Err(EngineError::LsnBelowBranchStart {

@@ -90,6 +90,12 @@ impl StoreInner {
                 next_id: self.catalog.read().next_id(),
                 branches: branches.iter().map(|branch| branch_image(branch)).collect(),
                 history: self.history.lock().clone(),
+                leases: self
+                    .leases
+                    .lock()
+                    .iter()
+                    .map(|((branch, lsn), until)| (*branch, *lsn, *until))
+                    .collect(),
             }
         };
         wal.sync()?;
@@ -202,7 +208,18 @@ impl StoreInner {
                 image.options,
                 image.created_at_time,
             );
-            branch.meta.write().hidden = image.hidden;
+            {
+                let mut meta = branch.meta.write();
+                meta.hidden = image.hidden;
+                meta.pitr_window = image.pitr_window;
+            }
+            if image.gc_cutoff > image.head {
+                return Err(corrupt(format!(
+                    "branch {} has GC cutoff {} above its head {}",
+                    image.id, image.gc_cutoff, image.head
+                )));
+            }
+            branch.advance_cutoff(image.gc_cutoff);
             for layer in layers.iter() {
                 let range = layer.file.range();
                 branch.key_bounds.widen(range.key_start, range.key_last);
@@ -250,6 +267,12 @@ impl StoreInner {
         }
         catalog.reserve_ids_below(checkpoint.next_id);
         *self.history.lock() = checkpoint.history;
+        *self.leases.lock() = checkpoint
+            .leases
+            .into_iter()
+            .filter(|(branch, _, _)| catalog.by_id(*branch).is_some())
+            .map(|(branch, lsn, until)| ((branch, lsn), until))
+            .collect();
         *self.sequencer.lock() = checkpoint.last_time;
         self.catalog_covered
             .store(checkpoint.covered.0, Ordering::Release);
@@ -271,6 +294,8 @@ fn branch_image(branch: &Branch) -> BranchImage {
         options: branch.options(),
         created_at_time: branch.created_at_time,
         hidden: branch.hidden(),
+        pitr_window: branch.pitr_window(),
+        gc_cutoff: branch.own_cutoff(),
         head: state.head,
         flushed: state.flushed,
         commits: state.commits.clone(),

@@ -27,7 +27,8 @@ use crate::catalog::Branch;
 use crate::error::Result;
 use crate::key::Key;
 use crate::layer::{
-    LayerFile, LayerKind, LayerRange, Level, PersistedLayer, encoded_len, write_layer,
+    LayerFile, LayerKind, LayerRange, Level, PersistedLayer, SequentialVersions, encoded_len,
+    write_layer,
 };
 use crate::update::Update;
 
@@ -80,63 +81,12 @@ impl StoreInner {
         layers_dir: &Path,
         inputs: &[PersistedLayer],
     ) -> Result<Vec<(Key, Key)>> {
-        let lsn_start = inputs
-            .iter()
-            .map(|layer| layer.file.range().lsn_start)
-            .min()
-            .unwrap_or_default();
-        let lsn_end = inputs
-            .iter()
-            .map(|layer| layer.file.range().lsn_end)
-            .max()
-            .unwrap_or_default();
-        let mut readers = inputs
-            .iter()
-            .map(|layer| layer.file.read_sequentially())
-            .collect::<Result<Vec<_>>>()?;
-        // The next version of each input, smallest (key, LSN) first. Inputs have disjoint
-        // LSN ranges, so no two versions tie.
-        let mut heads = BinaryHeap::new();
-        for (input, reader) in readers.iter_mut().enumerate() {
-            if let Some(version) = reader.next() {
-                let (key, lsn, update) = version?;
-                heads.push(Reverse(MergeHead {
-                    key,
-                    lsn,
-                    input,
-                    update,
-                }));
-            }
+        let mut writer = L1Writer::new(self, branch, layers_dir, inputs);
+        for version in MergedVersions::new(inputs)? {
+            let (key, lsn, update) = version?;
+            writer.push(key, lsn, update)?;
         }
-        let mut outputs = Vec::new();
-        let mut chunk: Vec<(Key, Lsn, Update)> = Vec::new();
-        let mut chunk_bytes = Reservation::new(&self.memory);
-        while let Some(Reverse(head)) = heads.pop() {
-            let full = chunk_bytes.bytes() >= self.settings.l1_layer_bytes;
-            if full && chunk.last().is_some_and(|(last, _, _)| *last != head.key) {
-                outputs.push(self.write_l1(branch, layers_dir, &chunk, lsn_start, lsn_end)?);
-                chunk.clear();
-                chunk_bytes.release();
-            }
-            chunk_bytes.grow(VERSION_FILE_OVERHEAD + head.update.payload_len() as u64);
-            if let Some(reader) = readers.get_mut(head.input)
-                && let Some(version) = reader.next()
-            {
-                let (key, lsn, update) = version?;
-                heads.push(Reverse(MergeHead {
-                    key,
-                    lsn,
-                    input: head.input,
-                    update,
-                }));
-            }
-            chunk.push((head.key, head.lsn, head.update));
-        }
-        if !chunk.is_empty() {
-            outputs.push(self.write_l1(branch, layers_dir, &chunk, lsn_start, lsn_end)?);
-        }
-        drop(chunk);
-        drop(chunk_bytes);
+        let outputs = writer.finish()?;
         let ranges: Vec<(Key, Key)> = outputs
             .iter()
             .map(|layer| {
@@ -145,21 +95,8 @@ impl StoreInner {
             })
             .collect();
         let written: u64 = outputs.iter().map(|layer| layer.size).sum();
-        let names: Vec<String> = inputs.iter().map(|layer| layer.name.clone()).collect();
-        {
-            let mut state = branch.state.write();
-            if state.deleted {
-                return Ok(Vec::new());
-            }
-            let removed = state.layers.remove(&names);
-            assert_eq!(
-                removed,
-                names.len(),
-                "only housekeeping changes a branch's layers, and it runs one cycle at a time"
-            );
-            for layer in outputs {
-                state.layers.insert(layer);
-            }
+        if !self.replace_layers(branch, inputs, Vec::new(), outputs) {
+            return Ok(Vec::new());
         }
         let counters = &self.housekeeping_counters;
         counters.compactions.fetch_add(1, Ordering::Relaxed);
@@ -167,6 +104,34 @@ impl StoreInner {
             .compacted_bytes
             .fetch_add(written, Ordering::Relaxed);
         Ok(ranges)
+    }
+
+    /// Swaps `inputs` and `also_removed` for `outputs` in the branch's layer map, in one
+    /// step under its state lock. Returns false (changing nothing) if the branch was
+    /// deleted meanwhile.
+    pub(super) fn replace_layers(
+        &self,
+        branch: &Branch,
+        inputs: &[PersistedLayer],
+        also_removed: Vec<String>,
+        outputs: Vec<PersistedLayer>,
+    ) -> bool {
+        let mut names: Vec<String> = inputs.iter().map(|layer| layer.name.clone()).collect();
+        names.extend(also_removed);
+        let mut state = branch.state.write();
+        if state.deleted {
+            return false;
+        }
+        let removed = state.layers.remove(&names);
+        assert_eq!(
+            removed,
+            names.len(),
+            "only housekeeping changes a branch's layers, and it runs one cycle at a time"
+        );
+        for layer in outputs {
+            state.layers.insert(layer);
+        }
+        true
     }
 
     /// Writes `versions` (sorted, non-empty) as one L1 delta over `lsn_start..lsn_end`.
@@ -300,6 +265,131 @@ fn newest_l1_ranges(branch: &Branch) -> Vec<(Key, Key)> {
             (range.key_start, range.key_last)
         })
         .collect()
+}
+
+/// Every version of several delta layers with disjoint LSN ranges, in (key, LSN) order:
+/// a k-way merge over buffered sequential reads, holding one version per input.
+pub(super) struct MergedVersions {
+    readers: Vec<SequentialVersions>,
+    heads: BinaryHeap<Reverse<MergeHead>>,
+}
+
+impl MergedVersions {
+    pub(super) fn new(inputs: &[PersistedLayer]) -> Result<MergedVersions> {
+        let mut merged = MergedVersions {
+            readers: inputs
+                .iter()
+                .map(|layer| layer.file.read_sequentially())
+                .collect::<Result<Vec<_>>>()?,
+            heads: BinaryHeap::new(),
+        };
+        for input in 0..merged.readers.len() {
+            merged.refill(input)?;
+        }
+        Ok(merged)
+    }
+
+    /// Pushes the next version of input `input`, if any.
+    fn refill(&mut self, input: usize) -> Result<()> {
+        if let Some(reader) = self.readers.get_mut(input)
+            && let Some(version) = reader.next()
+        {
+            let (key, lsn, update) = version?;
+            self.heads.push(Reverse(MergeHead {
+                key,
+                lsn,
+                input,
+                update,
+            }));
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for MergedVersions {
+    type Item = Result<(Key, Lsn, Update)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let Reverse(head) = self.heads.pop()?;
+        if let Err(error) = self.refill(head.input) {
+            return Some(Err(error));
+        }
+        Some(Ok((head.key, head.lsn, head.update)))
+    }
+}
+
+/// Writes a sorted stream of versions as L1 delta layers over one LSN range, split at
+/// key boundaries once a layer reaches `l1_layer_bytes`; holds one output layer in memory
+/// (counted on the memory gauge).
+pub(super) struct L1Writer<'a> {
+    inner: &'a StoreInner,
+    branch: &'a Branch,
+    layers_dir: &'a Path,
+    lsn_start: Lsn,
+    lsn_end: Lsn,
+    chunk: Vec<(Key, Lsn, Update)>,
+    chunk_bytes: Reservation<'a>,
+    outputs: Vec<PersistedLayer>,
+}
+
+impl<'a> L1Writer<'a> {
+    /// A writer whose layers span the LSN range of all `inputs`.
+    pub(super) fn new(
+        inner: &'a StoreInner,
+        branch: &'a Branch,
+        layers_dir: &'a Path,
+        inputs: &[PersistedLayer],
+    ) -> L1Writer<'a> {
+        let ranges = inputs.iter().map(|layer| layer.file.range());
+        L1Writer {
+            inner,
+            branch,
+            layers_dir,
+            lsn_start: ranges
+                .clone()
+                .map(|range| range.lsn_start)
+                .min()
+                .unwrap_or_default(),
+            lsn_end: ranges.map(|range| range.lsn_end).max().unwrap_or_default(),
+            chunk: Vec::new(),
+            chunk_bytes: Reservation::new(&inner.memory),
+            outputs: Vec::new(),
+        }
+    }
+
+    /// Adds the next version (in (key, LSN) order).
+    pub(super) fn push(&mut self, key: Key, lsn: Lsn, update: Update) -> Result<()> {
+        let full = self.chunk_bytes.bytes() >= self.inner.settings.l1_layer_bytes;
+        if full && self.chunk.last().is_some_and(|(last, _, _)| *last != key) {
+            self.write_chunk()?;
+        }
+        self.chunk_bytes
+            .grow(VERSION_FILE_OVERHEAD + update.payload_len() as u64);
+        self.chunk.push((key, lsn, update));
+        Ok(())
+    }
+
+    fn write_chunk(&mut self) -> Result<()> {
+        let layer = self.inner.write_l1(
+            self.branch,
+            self.layers_dir,
+            &self.chunk,
+            self.lsn_start,
+            self.lsn_end,
+        )?;
+        self.outputs.push(layer);
+        self.chunk.clear();
+        self.chunk_bytes.release();
+        Ok(())
+    }
+
+    /// Writes what is left; returns every layer written.
+    pub(super) fn finish(mut self) -> Result<Vec<PersistedLayer>> {
+        if !self.chunk.is_empty() {
+            self.write_chunk()?;
+        }
+        Ok(std::mem::take(&mut self.outputs))
+    }
 }
 
 /// The next version of one merge input, ordered by (key, LSN) alone.

@@ -24,7 +24,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pagefork_wal::Lsn;
 use parking_lot::{Condvar, Mutex};
@@ -45,6 +45,7 @@ pub(super) struct LayerSettings {
     pub(super) compact_l0_layers: usize,
     pub(super) l1_layer_bytes: u64,
     pub(super) image_after_deltas: usize,
+    pub(super) gc_period: Duration,
 }
 
 /// What a cycle must do beyond what is due.
@@ -65,6 +66,8 @@ pub(super) struct HousekeepingCounters {
     pub(super) compacted_bytes: AtomicU64,
     pub(super) images_written: AtomicU64,
     pub(super) catalogs_published: AtomicU64,
+    pub(super) gc_runs: AtomicU64,
+    pub(super) gc_bytes_removed: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -121,12 +124,26 @@ pub(super) fn start_worker(inner: &Arc<StoreInner>) -> WorkerGuard {
 }
 
 fn worker_loop(weak: &Weak<StoreInner>) {
+    let mut last_gc = Instant::now();
     loop {
         // The thread holds the store only while it works, so dropping the last handle
         // ends it.
         let Some(inner) = weak.upgrade() else { return };
         if let Err(error) = inner.sweep_expired_if_any() {
             tracing::warn!(%error, "the expiry sweep failed; expired branches stay refused");
+        }
+        let period = inner.settings.gc_period;
+        if !period.is_zero() && last_gc.elapsed() >= period {
+            last_gc = Instant::now();
+            match inner.run_gc() {
+                Ok(report) => tracing::info!(
+                    layers_removed = report.layers_removed,
+                    bytes_removed = report.bytes_removed,
+                    versions_removed = report.versions_removed,
+                    "background GC"
+                ),
+                Err(error) => tracing::warn!(%error, "background GC failed; nothing was lost"),
+            }
         }
         let run = {
             let mut state = inner.signals.state.lock();
@@ -279,7 +296,12 @@ impl StoreInner {
 
     /// Freezes the branch's open layer if it is due (or `all` and it is not empty) and
     /// writes the frozen layer to an L0 delta file. Returns whether a file was written.
-    fn flush_branch(&self, branch: &Branch, layers_dir: &Path, all: bool) -> Result<bool> {
+    pub(super) fn flush_branch(
+        &self,
+        branch: &Branch,
+        layers_dir: &Path,
+        all: bool,
+    ) -> Result<bool> {
         let (frozen, frozen_head) = {
             let mut state = branch.state.write();
             if state.deleted {

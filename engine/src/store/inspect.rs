@@ -89,6 +89,7 @@ fn describe(record: &Record) -> (&'static str, String) {
                 BranchChange::Protected(protected) => {
                     format!("branch {id}: protected {protected}")
                 }
+                BranchChange::PitrWindow(window) => format!("branch {id}: PITR window {window:?}"),
             },
         ),
         Record::ReplaceBranch {
@@ -113,5 +114,13 @@ fn describe(record: &Record) -> (&'static str, String) {
                 ),
             )
         }
+        Record::Lease {
+            branch,
+            lsn,
+            expires_at,
+        } => (
+            "lease",
+            format!("branch {branch}: keeps {lsn} until {expires_at}"),
+        ),
     }
 }

@@ -19,21 +19,25 @@ mod checkpoint;
 mod commit;
 mod compaction;
 mod diff;
+mod gc;
 mod housekeeping;
 mod inspect;
 mod lifecycle;
 mod pitr;
 mod read;
 mod replay;
+mod retention;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use pagefork_wal::{DEFAULT_SEGMENT_SIZE, Lsn, SyncMode, Wal, WalConfig, WalError};
 use parking_lot::{Mutex, RwLock};
 
-use crate::branch::validate_branch_name;
+use crate::branch::{BranchId, validate_branch_name};
 use crate::cache::PageCache;
 use crate::catalog::Catalog;
 use crate::error::{EngineError, Result};
@@ -45,11 +49,13 @@ use crate::record::{CreateBranch, Record, stamp_time};
 use crate::time::{Clock, SystemClock, Timestamp};
 
 pub use diff::{PageDiff, RelationDiff};
+pub use gc::{BranchGc, GcReport};
 use housekeeping::{HousekeepingCounters, LayerSettings, WorkerGuard, WorkerSignals};
 pub use inspect::WalEntry;
 pub use lifecycle::{Restored, default_backup_name};
 use read::ReadCounters;
 pub use read::{ReadTrace, StoreStats};
+pub use retention::{RetainPoint, RetainReason};
 
 /// Default page size: 8 KiB, as Postgres.
 pub const DEFAULT_PAGE_SIZE: usize = 8192;
@@ -67,6 +73,10 @@ pub const DEFAULT_COMPACT_L0_LAYERS: usize = 8;
 pub const DEFAULT_L1_LAYER_BYTES: u64 = 32 * 1024 * 1024;
 /// Default `Config::image_after_deltas`: 4.
 pub const DEFAULT_IMAGE_AFTER_DELTAS: usize = 4;
+/// Default `Config::pitr_window`: 7 days (Neon's default `pitr_interval`).
+pub const DEFAULT_PITR_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Default `Config::gc_period`: 1 hour (Neon's default `gc_period`).
+pub const DEFAULT_GC_PERIOD: Duration = Duration::from_secs(3600);
 /// Default name of the root branch.
 pub const DEFAULT_ROOT_BRANCH: &str = "main";
 const WAL_DIR_NAME: &str = "wal";
@@ -110,6 +120,13 @@ pub struct Config {
     /// After a merge, an image layer is written over each output's key range where a read
     /// could visit this many delta layers above the newest image.
     pub image_after_deltas: usize,
+    /// How much history every branch keeps readable (point-in-time recovery), unless it
+    /// sets its own ([`Store::set_pitr_window`]). GC moves each branch's cutoff up to the
+    /// last commit at or before `now - window`.
+    pub pitr_window: Duration,
+    /// How often the background thread of a store on disk runs GC (`Duration::ZERO`:
+    /// never; [`Store::gc`] runs it on demand).
+    pub gc_period: Duration,
 }
 
 impl Default for Config {
@@ -128,6 +145,8 @@ impl Default for Config {
             compact_l0_layers: DEFAULT_COMPACT_L0_LAYERS,
             l1_layer_bytes: DEFAULT_L1_LAYER_BYTES,
             image_after_deltas: DEFAULT_IMAGE_AFTER_DELTAS,
+            pitr_window: DEFAULT_PITR_WINDOW,
+            gc_period: DEFAULT_GC_PERIOD,
         }
     }
 }
@@ -157,6 +176,7 @@ impl Config {
             compact_l0_layers: self.compact_l0_layers,
             l1_layer_bytes: self.l1_layer_bytes.max(1),
             image_after_deltas: self.image_after_deltas,
+            gc_period: self.gc_period,
         }
     }
 }
@@ -196,6 +216,10 @@ struct StoreInner {
     /// The LSN the last published catalog covers.
     catalog_covered: AtomicU64,
     catalog: RwLock<Catalog>,
+    /// Active leases (and expired ones not yet pruned by GC): (branch, LSN) -> until.
+    leases: Mutex<BTreeMap<(BranchId, Lsn), Timestamp>>,
+    /// The store's default PITR window.
+    pitr_window: Duration,
     /// The branch-graph history (see `history`), appended by `apply`.
     history: Mutex<Vec<HistoryEntry>>,
     cache: PageCache,
@@ -321,6 +345,8 @@ impl Store {
                 catalog_covered: AtomicU64::new(0),
                 catalog: RwLock::new(Catalog::default()),
                 history: Mutex::new(Vec::new()),
+                leases: Mutex::new(BTreeMap::new()),
+                pitr_window: config.pitr_window,
                 cache: PageCache::new(config.page_cache_bytes),
                 read_counters: ReadCounters::default(),
             }),

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use pagefork_wal::Lsn;
 
 use super::{Store, StoreInner};
-use crate::branch::{At, TimeKind};
+use crate::branch::{At, LsnForTime, TimeKind};
 use crate::catalog::Branch;
 use crate::error::{EngineError, Result};
 use crate::key::Key;
@@ -69,6 +69,10 @@ pub struct StoreStats {
     pub images_written: u64,
     /// Catalogs published.
     pub catalogs_published: u64,
+    /// GC runs.
+    pub gc_runs: u64,
+    /// Bytes of layer files GC removed.
+    pub gc_bytes_removed: u64,
 }
 
 /// Totals behind `StoreStats`.
@@ -96,7 +100,11 @@ impl Store {
         let inner = &self.inner;
         let target = inner.branch(branch)?;
         let lsn = inner.resolve(&target, at)?;
-        inner.read_page_cached(&target, key, lsn)
+        let read = inner.read_page_cached(&target, key, lsn)?;
+        // GC moves the cutoff before it removes anything below it: if it moved past `lsn`
+        // during the read, the read may have missed collected versions.
+        inner.check_available(&target, lsn, requested_time(at))?;
+        Ok(read)
     }
 
     /// Counters since the store was opened.
@@ -125,6 +133,8 @@ impl Store {
             compacted_bytes: housekeeping.compacted_bytes.load(Ordering::Relaxed),
             images_written: housekeeping.images_written.load(Ordering::Relaxed),
             catalogs_published: housekeeping.catalogs_published.load(Ordering::Relaxed),
+            gc_runs: housekeeping.gc_runs.load(Ordering::Relaxed),
+            gc_bytes_removed: housekeeping.gc_bytes_removed.load(Ordering::Relaxed),
             page_reads: counters.reads.load(Ordering::Relaxed),
             cache_hits: inner.cache.hits(),
             cache_misses: inner.cache.misses(),
@@ -171,25 +181,35 @@ fn collect_from_branch(
 }
 
 impl StoreInner {
-    /// The LSN that `at` means on `branch`.
+    /// The LSN that `at` means on `branch`: refused past the head, before the history or
+    /// below the GC cutoff.
     pub(super) fn resolve(&self, branch: &Branch, at: At) -> Result<Lsn> {
+        Ok(self.resolve_at(branch, at)?.0)
+    }
+
+    /// `resolve`, also giving the time answer when `at` is a time.
+    pub(super) fn resolve_at(&self, branch: &Branch, at: At) -> Result<(Lsn, Option<LsnForTime>)> {
         let head = branch.head();
-        match at {
-            At::Latest => Ok(head),
-            At::Lsn(lsn) if lsn > head => Err(EngineError::LsnPastHead {
-                branch: branch.name(),
-                lsn,
-                head,
-            }),
-            At::Lsn(lsn) => Ok(lsn),
+        let (lsn, answer) = match at {
+            At::Latest => (head, None),
+            At::Lsn(lsn) if lsn > head => {
+                return Err(EngineError::LsnPastHead {
+                    branch: branch.name(),
+                    lsn,
+                    head,
+                });
+            }
+            At::Lsn(lsn) => (lsn, None),
             At::Time(time) => {
                 let answer = self.lsn_for_time_on(branch, time);
-                match answer.kind {
-                    TimeKind::Past => Err(self.time_before_history(branch, time)),
-                    TimeKind::Present | TimeKind::Future | TimeKind::NoData => Ok(answer.lsn),
+                if answer.kind == TimeKind::Past {
+                    return Err(self.time_before_history(branch, time));
                 }
+                (answer.lsn, Some(answer))
             }
-        }
+        };
+        self.check_available(branch, lsn, requested_time(at))?;
+        Ok((lsn, answer))
     }
 
     /// The refusal of a read or branch at `time`, which is before `branch`'s history.
@@ -268,5 +288,13 @@ impl StoreInner {
 
     pub(super) fn page_exists(&self, branch: &Arc<Branch>, key: Key, lsn: Lsn) -> Result<bool> {
         Ok(self.read_page_cached(branch, key, lsn)?.0.is_some())
+    }
+}
+
+/// The time a request named, if it named one.
+fn requested_time(at: At) -> Option<Timestamp> {
+    match at {
+        At::Time(time) => Some(time),
+        At::Latest | At::Lsn(_) => None,
     }
 }

@@ -1,0 +1,246 @@
+//! Retention: which history each branch keeps readable, and what GC must keep besides.
+//!
+//! - Each branch has a PITR window (the store's `Config::pitr_window`, or its own). GC
+//!   moves the branch's own *cutoff* up to the last commit at or before `now - window`
+//!   (its head if nothing was committed since; never above the head, never down). A hidden
+//!   old state or an expired branch is never read, so its cutoff goes to its head.
+//! - The *effective* cutoff of a branch also takes its ancestors' below its branch point
+//!   (`Branch::effective_cutoff`). A branch is *available* at LSN L, for reads, time
+//!   lookups, branch points and leases, iff L is at or above its effective cutoff or an
+//!   active lease holds (branch, L). Anything else is refused with `BelowGcCutoff`,
+//!   naming the LSN (or time) and the cutoff.
+//! - Leases (`Store::lease`) are WAL records, kept in the catalog while they last.
+//!
+//! Invariant: cutoffs move only under `branch_ops`, and branch creation, restore, reset
+//! and leases resolve their LSN and log their record under it too, so no GC can move a
+//! cutoff between a branch point being checked and the branch existing (Neon documents
+//! its own version of this as racy).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pagefork_wal::Lsn;
+
+use super::{Store, StoreInner};
+use crate::branch::{At, BranchId, BranchInfo, Lease, LsnForTime, TimeKind};
+use crate::catalog::{Branch, Catalog};
+use crate::error::{EngineError, Result};
+use crate::record::{BranchChange, Record};
+use crate::time::Timestamp;
+
+/// Why GC keeps a branch's state at an LSN below its cutoff.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum RetainReason {
+    /// A child branches from this branch here (directly, or through descendants).
+    BranchPoint {
+        /// The child's name.
+        child: String,
+    },
+    /// A lease holds it.
+    Lease {
+        /// The leased branch (this one or a descendant that reads through it).
+        branch: String,
+        /// When the lease ends.
+        until: Timestamp,
+    },
+}
+
+/// An LSN below a branch's cutoff whose state GC keeps, and why.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RetainPoint {
+    /// The LSN.
+    pub lsn: Lsn,
+    /// Why.
+    pub reason: RetainReason,
+}
+
+impl Store {
+    /// Sets how much history branch `name` keeps readable (`None`: the store's default).
+    /// A longer window does not bring back what GC already collected: cutoffs never move
+    /// down.
+    pub fn set_pitr_window(&self, name: &str, window: Option<Duration>) -> Result<BranchInfo> {
+        let inner = &self.inner;
+        let _ops = inner.branch_ops.lock();
+        let branch = inner.branch(name)?;
+        let record = Record::ChangeBranch {
+            id: branch.id,
+            change: BranchChange::PitrWindow(window),
+        };
+        let (lsn, time) = inner.log_record(&record)?;
+        inner.apply(record, lsn, time)?;
+        self.branch_info(name)
+    }
+
+    /// Keeps branch `name`'s state at `lsn` from GC for `duration` (a second lease on the
+    /// same state extends it). The LSN must be available now: at most the head, at least
+    /// the GC cutoff (or already leased). Creating a branch there stays possible while the
+    /// lease lasts.
+    pub fn lease(&self, name: &str, lsn: Lsn, duration: Duration) -> Result<Lease> {
+        let inner = &self.inner;
+        let _ops = inner.branch_ops.lock();
+        let branch = inner.branch(name)?;
+        if duration.is_zero() {
+            return Err(EngineError::EmptyLease {
+                branch: name.to_owned(),
+            });
+        }
+        let lsn = inner.resolve(&branch, At::Lsn(lsn))?;
+        let record = Record::Lease {
+            branch: branch.id,
+            lsn,
+            expires_at: inner.clock.now().saturating_add(duration),
+        };
+        let (record_lsn, time) = inner.log_record(&record)?;
+        inner.apply(record, record_lsn, time)?;
+        let expires_at = inner
+            .leases
+            .lock()
+            .get(&(branch.id, lsn))
+            .copied()
+            .expect("the lease was just applied");
+        Ok(Lease {
+            branch: name.to_owned(),
+            lsn,
+            expires_at,
+        })
+    }
+
+    /// The active leases of visible branches, by branch name then LSN.
+    pub fn leases(&self) -> Vec<Lease> {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let catalog = inner.catalog.read();
+        let mut leases: Vec<Lease> = inner
+            .leases
+            .lock()
+            .iter()
+            .filter(|(_, until)| **until > now)
+            .filter_map(|((id, lsn), until)| {
+                let branch = catalog.by_id(*id).filter(|branch| !branch.hidden())?;
+                Some(Lease {
+                    branch: branch.name(),
+                    lsn: *lsn,
+                    expires_at: *until,
+                })
+            })
+            .collect();
+        leases.sort_by(|a, b| (&a.branch, a.lsn).cmp(&(&b.branch, b.lsn)));
+        leases
+    }
+}
+
+impl StoreInner {
+    /// Refuses `lsn` on `branch` if it is below the branch's effective cutoff and no active
+    /// lease holds it. `time` is the time the request named, if it named one.
+    pub(super) fn check_available(
+        &self,
+        branch: &Branch,
+        lsn: Lsn,
+        time: Option<Timestamp>,
+    ) -> Result<()> {
+        let cutoff = branch.effective_cutoff();
+        if lsn >= cutoff || self.leased(branch.id, lsn) {
+            return Ok(());
+        }
+        Err(EngineError::BelowGcCutoff {
+            branch: branch.name(),
+            lsn,
+            time,
+            cutoff,
+        })
+    }
+
+    fn leased(&self, branch: BranchId, lsn: Lsn) -> bool {
+        let now = self.clock.now();
+        self.leases
+            .lock()
+            .get(&(branch, lsn))
+            .is_some_and(|until| *until > now)
+    }
+
+    /// `lsn_for_time` with availability: an answer below the cutoff is refused.
+    pub(super) fn available_lsn_for_time(
+        &self,
+        branch: &Branch,
+        time: Timestamp,
+    ) -> Result<LsnForTime> {
+        let answer = self.lsn_for_time_on(branch, time);
+        self.check_available(branch, answer.lsn, Some(time))?;
+        Ok(answer)
+    }
+
+    /// Moves every branch's cutoff forward as of `now` (see the module docs). The caller
+    /// holds `branch_ops`.
+    pub(super) fn advance_cutoffs(&self, now: Timestamp) {
+        let branches: Vec<Arc<Branch>> = self.catalog.read().branches().cloned().collect();
+        for branch in branches {
+            branch.advance_cutoff(self.cutoff_target(&branch, now));
+        }
+    }
+
+    /// Where `branch`'s own cutoff should be at `now` (before taking the maximum with
+    /// where it is).
+    fn cutoff_target(&self, branch: &Branch, now: Timestamp) -> Lsn {
+        let head = branch.head();
+        if !keeps_window(branch, now) {
+            return head;
+        }
+        let window = branch.pitr_window().unwrap_or(self.pitr_window);
+        let answer = self.lsn_for_time_on(branch, now.saturating_sub(window));
+        let target = match answer.kind {
+            TimeKind::Present => answer.lsn,
+            TimeKind::Future | TimeKind::NoData => head,
+            TimeKind::Past => Lsn(0),
+        };
+        target.min(head)
+    }
+
+    /// Every branch's retain points: where its children branch from it, and where active
+    /// leases (on it, or on descendants reading through it) hold it, each propagated up
+    /// the ancestry as a read there would go. Prunes expired leases. The caller holds
+    /// `branch_ops`, so no branch or lease appears meanwhile.
+    pub(super) fn retain_points(
+        &self,
+        catalog: &Catalog,
+        now: Timestamp,
+    ) -> BTreeMap<BranchId, Vec<RetainPoint>> {
+        let mut points: BTreeMap<BranchId, Vec<RetainPoint>> = BTreeMap::new();
+        let mut add = |from: &Branch, lsn: Lsn, reason: RetainReason| {
+            for (ancestor, seen) in from.lineage(lsn) {
+                points.entry(ancestor.id).or_default().push(RetainPoint {
+                    lsn: seen,
+                    reason: reason.clone(),
+                });
+            }
+        };
+        for child in catalog.branches() {
+            if let Some((parent, branch_point)) = &child.parent {
+                let reason = RetainReason::BranchPoint {
+                    child: child.name(),
+                };
+                add(parent, *branch_point, reason);
+            }
+        }
+        let mut leases = self.leases.lock();
+        leases.retain(|(id, _), until| *until > now && catalog.by_id(*id).is_some());
+        for ((id, lsn), until) in leases.iter() {
+            if let Some(branch) = catalog.by_id(*id) {
+                let reason = RetainReason::Lease {
+                    branch: branch.name(),
+                    until: *until,
+                };
+                add(branch, *lsn, reason);
+            }
+        }
+        for list in points.values_mut() {
+            list.sort_by_key(|point| point.lsn);
+        }
+        points
+    }
+}
+
+/// Whether `branch` keeps a readable PITR window: not a hidden old state, not expired.
+pub(super) fn keeps_window(branch: &Branch, now: Timestamp) -> bool {
+    !branch.hidden() && !branch.expired(now)
+}
