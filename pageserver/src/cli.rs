@@ -75,6 +75,25 @@ pub(crate) enum Command {
     /// The branch-graph history: every branch operation with its LSN and time.
     #[command(after_help = "Example:\n  pagefork log\n  pagefork log --json")]
     Log,
+    /// Run GC now: move every branch's cutoff to the start of its PITR window and remove
+    /// the history below it that no branch point or lease needs; say what went and why
+    /// the rest stayed.
+    #[command(after_help = "Example:\n  pagefork gc\n  pagefork gc --json")]
+    Gc,
+    /// Keep a branch's state at an LSN from GC for a while (a branch can be created
+    /// there while the lease lasts). Without an LSN, list the active leases.
+    #[command(after_help = "Examples:\n  pagefork lease main 0/16B3748 --for 1h\n  pagefork lease")]
+    Lease {
+        /// The branch.
+        #[arg(requires = "lsn")]
+        branch: Option<String>,
+        /// The LSN to keep.
+        #[arg(value_parser = parse_lsn, requires = "branch")]
+        lsn: Option<Lsn>,
+        /// How long, e.g. 30m, 1h, 2d.
+        #[arg(long = "for", value_parser = parse_duration, default_value = "1h")]
+        duration: Duration,
+    },
     /// Look inside the store's files.
     #[command(subcommand)]
     Inspect(InspectCommand),
@@ -189,6 +208,21 @@ pub(crate) enum BranchCommand {
         name: String,
         #[command(flatten)]
         expiry: RequiredExpiryArgs,
+    },
+    /// Set how much history a branch keeps readable (its PITR window), or go back to the
+    /// store's default (7 days). GC never brings back what it already removed.
+    #[command(
+        after_help = "Examples:\n  pagefork branch set-pitr-window dev --window 1d\n  pagefork branch set-pitr-window dev --default"
+    )]
+    SetPitrWindow {
+        /// The branch.
+        name: String,
+        /// The window, e.g. 1h, 2d.
+        #[arg(long, value_parser = parse_duration, required_unless_present = "default", conflicts_with = "default")]
+        window: Option<Duration>,
+        /// Use the store's default window.
+        #[arg(long)]
+        default: bool,
     },
 }
 

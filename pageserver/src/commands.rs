@@ -358,6 +358,8 @@ pub(crate) fn branch_json(info: &BranchInfo) -> Value {
         "created_lsn": info.created_lsn.to_string(),
         "expires_at": info.expires_at.map(|time| time.to_string()),
         "protected": info.protected,
+        "pitr_window": info.pitr_window.map(|window| humantime::format_duration(window).to_string()),
+        "gc_cutoff": info.gc_cutoff.to_string(),
         "created_at_time": info.created_at_time.as_ref().map(time_answer_json),
         "kept_for": info.kept_for,
     })
@@ -386,6 +388,11 @@ pub(crate) fn print_branch(info: &BranchInfo) {
         "  protected    {}",
         if info.protected { "yes" } else { "no" }
     );
+    match info.pitr_window {
+        Some(window) => println!("  pitr window  {}", humantime::format_duration(window)),
+        None => println!("  pitr window  the store's default"),
+    }
+    println!("  gc cutoff    {}", info.gc_cutoff);
     if let Some(answer) = &info.created_at_time {
         println!("  created at   {}", describe_time_answer(answer));
     }

@@ -51,6 +51,9 @@ pub(crate) fn branch(store: &Store, command: &BranchCommand, json: bool) -> Resu
         BranchCommand::SetExpiry { name, expiry } => {
             show(&store.set_expiry(name, required_expiry(expiry))?, json)
         }
+        BranchCommand::SetPitrWindow { name, window, .. } => {
+            show(&store.set_pitr_window(name, *window)?, json)
+        }
         BranchCommand::Diff {
             from,
             to,

@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod demo;
 mod lifecycle;
+mod retention;
 
 use std::path::PathBuf;
 
@@ -41,6 +42,15 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
         Command::Compact => commands::compact(dir, cli.json).map(|()| 0),
         Command::Stats => commands::stats(dir, cli.json).map(|()| 0),
         Command::Log => lifecycle::log(dir, cli.json).map(|()| 0),
+        Command::Gc => retention::gc(dir, cli.json).map(|()| 0),
+        Command::Lease {
+            branch,
+            lsn,
+            duration,
+        } => {
+            let target = branch.as_deref().zip(*lsn);
+            retention::lease(dir, target, *duration, cli.json).map(|()| 0)
+        }
         Command::Inspect(command) => commands::inspect(dir, command, cli.json).map(|()| 0),
     }
 }

@@ -471,3 +471,89 @@ fn the_branch_lifecycle_commands() {
     let text = String::from_utf8(pagefork(&store, &["log"]).stdout).unwrap();
     assert_eq!(text.lines().count(), operations.len(), "{text}");
 }
+
+#[test]
+fn gc_lease_and_pitr_window_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    ok_json(pagefork(&store, &["--json", "init", "--page-size", "512"]));
+    let put = |byte: u8| {
+        ok_json(pagefork_with_stdin(
+            &store,
+            &["--json", "page", "put", "main", "1", "0"],
+            &[byte; 512],
+        ))
+    };
+    let head = || {
+        ok_json(pagefork(&store, &["--json", "branch", "show", "main"]))["head"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    put(1);
+    let leased = head();
+    put(2);
+    let middle = head();
+    let info = ok_json(pagefork(
+        &store,
+        &[
+            "--json",
+            "branch",
+            "set-pitr-window",
+            "main",
+            "--window",
+            "1s",
+        ],
+    ));
+    assert_eq!(info["pitr_window"], "1s");
+    let lease = ok_json(pagefork(
+        &store,
+        &["--json", "lease", "main", &leased, "--for", "1h"],
+    ));
+    assert_eq!(lease[0]["lsn"], leased.as_str());
+    let listed = ok_json(pagefork(&store, &["--json", "lease"]));
+    assert_eq!(listed, lease);
+    put(3);
+    // Let the one-second window pass (GC follows the system clock here).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let report = ok_json(pagefork(&store, &["--json", "gc"]));
+    assert!(
+        report["versions_removed"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    let main = &report["branches"][0];
+    assert_eq!(main["branch"], "main");
+    assert_eq!(main["retained"][0]["lsn"], leased.as_str());
+    assert!(
+        main["retained"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("lease")
+    );
+    let text = String::from_utf8(pagefork(&store, &["gc"]).stdout).unwrap();
+    assert!(text.contains("cutoff"), "{text}");
+    // The leased state reads; the one GC removed is refused, naming the cutoff.
+    let get = |lsn: &str| pagefork(&store, &["page", "get", "main", "1", "0", "--lsn", lsn]);
+    assert_eq!(get(&leased).stdout, vec![1u8; 512]);
+    let refused = get(&middle);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8(refused.stderr).unwrap();
+    assert!(
+        stderr.contains("GC cutoff") && stderr.contains(&middle),
+        "{stderr}"
+    );
+    // Usage errors: a branch without an LSN, both a window and --default.
+    assert_eq!(pagefork(&store, &["lease", "main"]).status.code(), Some(2));
+    let both = pagefork(
+        &store,
+        &[
+            "branch",
+            "set-pitr-window",
+            "main",
+            "--window",
+            "1h",
+            "--default",
+        ],
+    );
+    assert_eq!(both.status.code(), Some(2));
+}
