@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use pagefork_engine::{Lsn, Timestamp};
+use pagefork_engine::{Expiry, Lsn, Timestamp};
 
 /// pagefork: a local copy-on-write branching page store.
 ///
@@ -303,6 +303,27 @@ pub(crate) struct AtArgs {
     /// At this time (RFC 3339), snapped to the last commit at or before it.
     #[arg(long, value_parser = parse_time)]
     pub(crate) time: Option<Timestamp>,
+}
+
+/// The expiry the three flags mean (clap lets at most one be given).
+fn expiry_of(ttl: Option<Duration>, expire_time: Option<Timestamp>) -> Expiry {
+    match (ttl, expire_time) {
+        (Some(ttl), _) => Expiry::Ttl(ttl),
+        (None, Some(time)) => Expiry::At(time),
+        (None, None) => Expiry::Never,
+    }
+}
+
+impl RequiredExpiryArgs {
+    pub(crate) fn expiry(&self) -> Expiry {
+        expiry_of(self.ttl, self.expire_time)
+    }
+}
+
+impl ExpiryArgs {
+    pub(crate) fn expiry(&self) -> Expiry {
+        expiry_of(self.ttl, self.expire_time)
+    }
 }
 
 /// Expiry: at most one of --ttl, --expire-time, --no-expiry (the default).

@@ -7,12 +7,10 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use pagefork_engine::layer::LayerFile;
-use pagefork_engine::{
-    At, BranchInfo, BranchOptions, Config, Expiry, Key, LsnForTime, Store, Update,
-};
+use pagefork_engine::{At, BranchInfo, BranchOptions, Config, Key, LsnForTime, Store, Update};
 use serde_json::{Value, json};
 
-use crate::cli::{AtArgs, BranchCommand, ExpiryArgs, InspectCommand, PageCommand};
+use crate::cli::{AtArgs, BranchCommand, InspectCommand, PageCommand};
 
 /// Exit code of `page get` when the page does not exist.
 pub(crate) const EXIT_NO_PAGE: i32 = 3;
@@ -50,14 +48,6 @@ pub(crate) fn at(args: &AtArgs) -> At {
     }
 }
 
-fn expiry(args: &ExpiryArgs) -> Expiry {
-    match (args.ttl, args.expire_time) {
-        (Some(ttl), _) => Expiry::Ttl(ttl),
-        (None, Some(time)) => Expiry::At(time),
-        (None, None) => Expiry::Never,
-    }
-}
-
 pub(crate) fn branch(dir: &Path, command: &BranchCommand, json: bool) -> Result<()> {
     let store = open(dir)?;
     match command {
@@ -69,7 +59,7 @@ pub(crate) fn branch(dir: &Path, command: &BranchCommand, json: bool) -> Result<
             protected,
         } => {
             let options = BranchOptions {
-                expiry: expiry(expiry_args),
+                expiry: expiry_args.expiry(),
                 protected: *protected,
             };
             let info = store.create_branch(name, from, at(at_args), options)?;

@@ -5,10 +5,10 @@
 use std::path::Path;
 
 use anyhow::Result;
-use pagefork_engine::{At, Backup, Expiry, HistoryEntry, PageDiff, Store};
+use pagefork_engine::{At, Backup, HistoryEntry, PageDiff, Store};
 use serde_json::{Value, json};
 
-use crate::cli::{BranchCommand, RequiredExpiryArgs};
+use crate::cli::BranchCommand;
 use crate::commands::{at, branch_json, open, print_branch};
 
 /// Runs a lifecycle subcommand of `branch` (create, list, show and delete are in
@@ -49,7 +49,7 @@ pub(crate) fn branch(store: &Store, command: &BranchCommand, json: bool) -> Resu
         }
         BranchCommand::Protect { name, off } => show(&store.set_protected(name, !off)?, json),
         BranchCommand::SetExpiry { name, expiry } => {
-            show(&store.set_expiry(name, required_expiry(expiry))?, json)
+            show(&store.set_expiry(name, expiry.expiry())?, json)
         }
         BranchCommand::SetPitrWindow { name, window, .. } => {
             show(&store.set_pitr_window(name, *window)?, json)
@@ -117,14 +117,6 @@ fn show(info: &pagefork_engine::BranchInfo, json: bool) {
         println!("{}", branch_json(info));
     } else {
         print_branch(info);
-    }
-}
-
-fn required_expiry(args: &RequiredExpiryArgs) -> Expiry {
-    match (args.ttl, args.expire_time) {
-        (Some(ttl), _) => Expiry::Ttl(ttl),
-        (None, Some(time)) => Expiry::At(time),
-        (None, None) => Expiry::Never,
     }
 }
 

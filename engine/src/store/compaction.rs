@@ -306,6 +306,31 @@ impl MergedVersions {
     }
 }
 
+/// One key and its versions, oldest first.
+pub(super) type KeyVersions = (Key, Vec<(Lsn, Update)>);
+
+impl MergedVersions {
+    /// Every version of the next key, oldest first.
+    pub(super) fn next_key(&mut self) -> Option<Result<KeyVersions>> {
+        let (key, lsn, update) = match self.next()? {
+            Ok(version) => version,
+            Err(error) => return Some(Err(error)),
+        };
+        let mut versions = vec![(lsn, update)];
+        while self
+            .heads
+            .peek()
+            .is_some_and(|Reverse(head)| head.key == key)
+        {
+            match self.next()? {
+                Ok((_, lsn, update)) => versions.push((lsn, update)),
+                Err(error) => return Some(Err(error)),
+            }
+        }
+        Some(Ok((key, versions)))
+    }
+}
+
 impl Iterator for MergedVersions {
     type Item = Result<(Key, Lsn, Update)>;
 

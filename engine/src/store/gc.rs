@@ -109,13 +109,8 @@ pub(crate) enum VersionFate {
 /// at or below each point is needed; a needed patch is materialized unless every version
 /// back to its initializing one (or to the first, if none is) is kept too.
 pub(crate) fn version_fates(versions: &[(Lsn, bool)], points: &[Lsn]) -> Vec<VersionFate> {
-    let mut needed = vec![false; versions.len()];
-    for point in points {
-        let at_or_below = versions.partition_point(|(lsn, _)| lsn <= point);
-        if let Some(slot) = at_or_below.checked_sub(1).and_then(|i| needed.get_mut(i)) {
-            *slot = true;
-        }
-    }
+    let lsns: Vec<Lsn> = versions.iter().map(|(lsn, _)| *lsn).collect();
+    let needed = needed_versions(&lsns, points);
     let mut chain_whole = true;
     versions
         .iter()
@@ -134,6 +129,19 @@ pub(crate) fn version_fates(versions: &[(Lsn, bool)], points: &[Lsn]) -> Vec<Ver
             fate
         })
         .collect()
+}
+
+/// Which of one key's versions (`lsns`, ascending) some point needs: the newest at or
+/// below each of `points`.
+fn needed_versions(lsns: &[Lsn], points: &[Lsn]) -> Vec<bool> {
+    let mut needed = vec![false; lsns.len()];
+    for point in points {
+        let at_or_below = lsns.partition_point(|lsn| lsn <= point);
+        if let Some(slot) = at_or_below.checked_sub(1).and_then(|i| needed.get_mut(i)) {
+            *slot = true;
+        }
+    }
+    needed
 }
 
 impl Store {
@@ -334,12 +342,11 @@ impl StoreInner {
         for lsns in history.values_mut() {
             lsns.sort_unstable();
             entry.versions_examined += lsns.len() as u64;
-            let needed_count = needed
-                .iter()
-                .filter_map(|point| lsns.partition_point(|lsn| lsn <= point).checked_sub(1))
-                .collect::<std::collections::BTreeSet<usize>>()
-                .len();
-            removable += (lsns.len() - needed_count) as u64;
+            let unneeded = needed_versions(lsns, needed)
+                .into_iter()
+                .filter(|needed| !needed)
+                .count();
+            removable += unneeded as u64;
         }
         drop(history);
         if removable == 0 && images.is_empty() {
@@ -348,33 +355,11 @@ impl StoreInner {
         let mut outputs = Vec::new();
         if removable > 0 {
             let mut writer = L1Writer::new(self, branch, layers_dir, &inputs);
-            let mut group: Vec<(Lsn, Update)> = Vec::new();
-            let mut group_key = None;
-            for version in MergedVersions::new(&inputs)? {
-                let (key, lsn, update) = version?;
-                if group_key.is_some_and(|current| current != key) {
-                    self.write_kept(
-                        branch,
-                        &mut writer,
-                        group_key,
-                        &mut group,
-                        cutoff,
-                        needed,
-                        entry,
-                    )?;
-                }
-                group_key = Some(key);
-                group.push((lsn, update));
+            let mut merged = MergedVersions::new(&inputs)?;
+            while let Some(versions) = merged.next_key() {
+                let (key, versions) = versions?;
+                self.write_kept(branch, &mut writer, key, versions, cutoff, needed, entry)?;
             }
-            self.write_kept(
-                branch,
-                &mut writer,
-                group_key,
-                &mut group,
-                cutoff,
-                needed,
-                entry,
-            )?;
             outputs = writer.finish()?;
         }
         let rewritten = if removable > 0 { inputs } else { Vec::new() };
@@ -393,32 +378,29 @@ impl StoreInner {
         Ok(())
     }
 
-    /// Writes the versions of one key (`group`, oldest first) that GC keeps: all above
+    /// Writes the versions of one key (`versions`, oldest first) that GC keeps: all above
     /// the cutoff, and at or below it those `needed` keeps, materialized where their chain
     /// goes (the newest at or below the cutoff always stays, so the chains above it stay
-    /// whole); empties `group`.
+    /// whole).
     #[allow(clippy::too_many_arguments)]
     fn write_kept(
         &self,
         branch: &Arc<Branch>,
         writer: &mut L1Writer<'_>,
-        key: Option<Key>,
-        group: &mut Vec<(Lsn, Update)>,
+        key: Key,
+        versions: Vec<(Lsn, Update)>,
         cutoff: Lsn,
         needed: &[Lsn],
         entry: &mut BranchGc,
     ) -> Result<()> {
-        let Some(key) = key else {
-            return Ok(());
-        };
-        let shape: Vec<(Lsn, bool)> = group
+        let shape: Vec<(Lsn, bool)> = versions
             .iter()
             .take_while(|(lsn, _)| *lsn <= cutoff)
             .map(|(lsn, update)| (*lsn, update.is_initializing()))
             .collect();
         let mut fates = version_fates(&shape, needed);
-        fates.resize(group.len(), VersionFate::Keep);
-        for ((lsn, update), fate) in group.drain(..).zip(fates) {
+        fates.resize(versions.len(), VersionFate::Keep);
+        for ((lsn, update), fate) in versions.into_iter().zip(fates) {
             match fate {
                 VersionFate::Remove => entry.versions_removed += 1,
                 VersionFate::Keep => writer.push(key, lsn, update)?,

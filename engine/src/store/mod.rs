@@ -220,6 +220,9 @@ struct StoreInner {
     leases: Mutex<BTreeMap<(BranchId, Lsn), Timestamp>>,
     /// The store's default PITR window.
     pitr_window: Duration,
+    /// Bumped each time GC moves cutoffs (before it removes anything): a read re-checks
+    /// its LSN against the cutoff only if this changed while it read.
+    cutoff_epoch: AtomicU64,
     /// The branch-graph history (see `history`), appended by `apply`.
     history: Mutex<Vec<HistoryEntry>>,
     cache: PageCache,
@@ -347,6 +350,7 @@ impl Store {
                 history: Mutex::new(Vec::new()),
                 leases: Mutex::new(BTreeMap::new()),
                 pitr_window: config.pitr_window,
+                cutoff_epoch: AtomicU64::new(0),
                 cache: PageCache::new(config.page_cache_bytes),
                 read_counters: ReadCounters::default(),
             }),

@@ -98,12 +98,16 @@ impl Store {
         at: At,
     ) -> Result<(Option<Bytes>, ReadTrace)> {
         let inner = &self.inner;
+        let epoch = inner.cutoff_epoch.load(Ordering::Acquire);
         let target = inner.branch(branch)?;
         let lsn = inner.resolve(&target, at)?;
         let read = inner.read_page_cached(&target, key, lsn)?;
-        // GC moves the cutoff before it removes anything below it: if it moved past `lsn`
-        // during the read, the read may have missed collected versions.
-        inner.check_available(&target, lsn, requested_time(at))?;
+        // GC moves cutoffs (and bumps the epoch) before it removes anything below them: if
+        // they moved during the read and past `lsn`, the read may have missed collected
+        // versions. A read that saw a removal sees the bump.
+        if inner.cutoff_epoch.load(Ordering::Acquire) != epoch {
+            inner.check_available(&target, lsn, requested_time(at))?;
+        }
         Ok(read)
     }
 

@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use pagefork_wal::Lsn;
@@ -177,6 +178,7 @@ impl StoreInner {
         for branch in branches {
             branch.advance_cutoff(self.cutoff_target(&branch, now));
         }
+        self.cutoff_epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Where `branch`'s own cutoff should be at `now` (before taking the maximum with
