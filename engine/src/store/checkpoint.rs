@@ -267,12 +267,16 @@ impl StoreInner {
         }
         catalog.reserve_ids_below(checkpoint.next_id);
         *self.history.lock() = checkpoint.history;
-        *self.leases.lock() = checkpoint
-            .leases
-            .into_iter()
-            .filter(|(branch, _, _)| catalog.by_id(*branch).is_some())
-            .map(|(branch, lsn, until)| ((branch, lsn), until))
-            .collect();
+        let mut leases = self.leases.lock();
+        for (branch, lsn, until) in checkpoint.leases {
+            if catalog.by_id(branch).is_none() {
+                return Err(corrupt(format!(
+                    "a lease at {lsn} names branch {branch}, which the catalog does not list"
+                )));
+            }
+            leases.insert((branch, lsn), until);
+        }
+        drop(leases);
         *self.sequencer.lock() = checkpoint.last_time;
         self.catalog_covered
             .store(checkpoint.covered.0, Ordering::Release);
@@ -377,4 +381,38 @@ fn remove_unlisted_layers(layers_dir: &Path, listed: &BTreeSet<String>) -> Resul
         tracing::info!(?removed, "removed layer files the catalog does not list");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::branch::BranchId;
+    use crate::store::{Config, Store};
+
+    #[test]
+    fn a_catalog_lease_on_an_unlisted_branch_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            page_size: 512,
+            ..Config::default()
+        };
+        let store = Store::create(dir.path(), config.clone()).unwrap();
+        let head = store.branch_info("main").unwrap().head;
+        store.lease("main", head, Duration::from_secs(60)).unwrap();
+        store.checkpoint().unwrap();
+        drop(store);
+        let path = dir.path().join(CATALOG_FILE_NAME);
+        let mut checkpoint =
+            Checkpoint::decode(Bytes::from(std::fs::read(&path).unwrap()), &path).unwrap();
+        assert_eq!(checkpoint.leases.len(), 1);
+        checkpoint.leases[0].0 = BranchId(99);
+        std::fs::write(&path, checkpoint.encode()).unwrap();
+        let error = Store::open_with(dir.path(), config).unwrap_err();
+        assert!(
+            matches!(&error, EngineError::CorruptFile { reason, .. } if reason.contains("#99")),
+            "{error}"
+        );
+    }
 }
