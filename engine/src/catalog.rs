@@ -2,7 +2,8 @@
 //!
 //! Invariants it keeps:
 //! - A branch holds its parent by `Arc` with the branch point; a parent cannot be deleted
-//!   while it has children, so the chain of ancestors is always complete.
+//!   while it has children, so the chain of ancestors is always complete. The link is only
+//!   ever cut by a detach, after the branch holds copies of everything it read through it.
 //! - A branch's head only moves forward; its commit points are in LSN order and their times
 //!   never decrease (the store assigns times in log order).
 //! - Names are unique among visible branches; ids are never reused. A branch replaced by a
@@ -135,11 +136,34 @@ pub(crate) struct BranchMeta {
     pub(crate) pitr_window: Option<Duration>,
 }
 
+/// One branch of a lineage walk: the branch walked from, then its ancestors (held, so a
+/// detach during the walk cannot drop them).
+#[derive(Debug)]
+pub(crate) enum Lineage<'a> {
+    This(&'a Branch),
+    Ancestor(Arc<Branch>),
+}
+
+impl std::ops::Deref for Lineage<'_> {
+    type Target = Branch;
+
+    fn deref(&self) -> &Branch {
+        match self {
+            Lineage::This(branch) => branch,
+            Lineage::Ancestor(branch) => branch,
+        }
+    }
+}
+
 /// A live (or just deleted) branch.
 #[derive(Debug)]
 pub(crate) struct Branch {
     pub(crate) id: BranchId,
-    pub(crate) parent: Option<(Arc<Branch>, Lsn)>,
+    /// Parent and branch point; `None` for a root or a detached branch. Set at creation,
+    /// cleared only by a detach.
+    parent: RwLock<Option<(Arc<Branch>, Lsn)>>,
+    /// Where its own history starts (see `start`).
+    start: AtomicU64,
     pub(crate) created: Timestamp,
     pub(crate) created_lsn: Lsn,
     pub(crate) created_at_time: Option<LsnForTime>,
@@ -173,7 +197,8 @@ impl Branch {
         let start = parent.as_ref().map_or(created_lsn, |(_, lsn)| *lsn);
         Branch {
             id,
-            parent,
+            parent: RwLock::new(parent),
+            start: AtomicU64::new(start.0),
             created,
             created_lsn,
             created_at_time,
@@ -198,23 +223,50 @@ impl Branch {
         }
     }
 
-    /// Where the branch's own history starts: its branch point, or for a root the LSN of
-    /// its creation.
+    /// A branch restored from a catalog whose own history starts at `start` rather than at
+    /// its branch point or creation: a detached branch (it holds copies of what it read
+    /// through its old ancestors, down to their root's start).
+    pub(crate) fn with_start(self, start: Lsn) -> Branch {
+        self.start.store(start.0, Ordering::Release);
+        {
+            let mut state = self.state.write();
+            assert!(
+                state.commits.is_empty(),
+                "the start is set before any commit"
+            );
+            state.head = start;
+            state.flushed = start;
+        }
+        self
+    }
+
+    /// Where the branch's own history starts: its branch point, for a root the LSN of its
+    /// creation, for a detached branch its old root's start.
     pub(crate) fn start(&self) -> Lsn {
-        self.parent
-            .as_ref()
-            .map_or(self.created_lsn, |(_, branch_point)| *branch_point)
+        Lsn(self.start.load(Ordering::Acquire))
+    }
+
+    /// Its parent and branch point; `None` for a root or a detached branch.
+    pub(crate) fn parent(&self) -> Option<(Arc<Branch>, Lsn)> {
+        self.parent.read().clone()
+    }
+
+    /// Cuts the link to the parent: the branch now holds, as its own versions and commit
+    /// points, everything it read through it, and its history starts at `start`. Only
+    /// `apply` calls this, for a detach record.
+    pub(crate) fn cut_parent(&self, start: Lsn) {
+        self.start.store(start.0, Ordering::Release);
+        *self.parent.write() = None;
     }
 
     /// The branches a read at `lsn` on this branch looks at, each with the LSN it sees
     /// there: this branch at `lsn`, then its parent at `min(lsn, branch point)`, and so on
     /// to the root (Neon's read rule).
-    pub(crate) fn lineage(&self, lsn: Lsn) -> impl Iterator<Item = (&Branch, Lsn)> {
-        std::iter::successors(Some((self, lsn)), |(branch, lsn)| {
+    pub(crate) fn lineage(&self, lsn: Lsn) -> impl Iterator<Item = (Lineage<'_>, Lsn)> {
+        std::iter::successors(Some((Lineage::This(self), lsn)), |(branch, lsn)| {
             branch
-                .parent
-                .as_ref()
-                .map(|(parent, branch_point)| (parent.as_ref(), (*lsn).min(*branch_point)))
+                .parent()
+                .map(|(parent, branch_point)| (Lineage::Ancestor(parent), (*lsn).min(branch_point)))
         })
     }
 
@@ -240,9 +292,9 @@ impl Branch {
     /// history at L.
     pub(crate) fn effective_cutoff(&self) -> Lsn {
         let own = self.own_cutoff();
-        match &self.parent {
+        match self.parent() {
             None => own,
-            Some((parent, branch_point)) => own.max((*branch_point).min(parent.effective_cutoff())),
+            Some((parent, branch_point)) => own.max(branch_point.min(parent.effective_cutoff())),
         }
     }
 
@@ -281,11 +333,11 @@ impl Branch {
         BranchInfo {
             id: self.id,
             name: meta.name,
-            parent: self.parent.as_ref().map(|(parent, lsn)| ParentRef {
+            parent: self.parent().map(|(parent, lsn)| ParentRef {
                 id: parent.id,
                 name: parent.name(),
                 hidden: parent.hidden(),
-                lsn: *lsn,
+                lsn,
             }),
             head: self.head(),
             created: self.created,
@@ -339,6 +391,7 @@ impl Catalog {
             .filter(|branch| {
                 branch
                     .parent
+                    .read()
                     .as_ref()
                     .is_some_and(|(parent, _)| parent.id == id)
             })
@@ -388,7 +441,7 @@ impl Catalog {
             branch.id.0 >= self.next_id.max(1),
             "branch ids are never reused"
         );
-        if let Some((parent, _)) = &branch.parent {
+        if let Some((parent, _)) = branch.parent() {
             assert!(parent.id < branch.id, "a parent is older than its children");
         }
         self.next_id = branch.id.0 + 1;

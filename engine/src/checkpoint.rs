@@ -6,7 +6,7 @@
 //! ```text
 //! offset size field (little-endian)
 //!      0    8 magic "PFCKPT\0\0"
-//!      8    4 format version (4; versions 1 to 3 are still read)
+//!      8    4 format version (5; versions 1 to 4 are still read)
 //!     12    8 covered LSN: every branch operation and commit point ending at or below
 //!               it is in the catalog, none after it is
 //!     20    8 time of the last covered record (the sequencer's floor)
@@ -17,7 +17,8 @@
 //!               (as in WAL records), created-at-time answer (as in WAL records),
 //!               hidden u8 (v3: an old state kept only for its children), PITR
 //!               window (v4: has u8 + micros u64), GC cutoff u64 (v4: its own cutoff),
-//!               head u64, flushed u64 (v2: every own page version at or below it is
+//!               start u64 (v5: where its own history starts; a detached branch's is
+//!               its old root's), head u64, flushed u64 (v2: every own page version at or below it is
 //!               in the listed layers), commit count u32 + (lsn u64, time u64) each,
 //!               layer count u32 + per layer, oldest first: file name (len u16 +
 //!               bytes), size u64, CRC32 of the whole file u32, level u8 (v2: 0 L0
@@ -34,7 +35,8 @@
 //! applied whole. A version-1 catalog reads as `flushed` = `covered`, every layer L0; a
 //! version-1 or -2 catalog has no hidden branches and no history (the history then starts
 //! with the records after it); before version 4 there were no PITR windows, cutoffs or
-//! leases (cutoffs read as 0: GC had never run).
+//! leases (cutoffs read as 0: GC had never run); before version 5 no branch was detached
+//! (a start is the branch point, or a root's creation).
 
 use std::path::Path;
 use std::time::Duration;
@@ -54,7 +56,7 @@ use crate::time::Timestamp;
 
 pub(crate) const CATALOG_FILE_NAME: &str = "catalog";
 const MAGIC: [u8; 8] = *b"PFCKPT\0\0";
-const FORMAT_VERSION: u32 = 4;
+const FORMAT_VERSION: u32 = 5;
 
 /// A layer file as the catalog lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,6 +80,8 @@ pub(crate) struct BranchImage {
     pub(crate) hidden: bool,
     pub(crate) pitr_window: Option<Duration>,
     pub(crate) gc_cutoff: Lsn,
+    /// Where its own history starts (see `Branch::start`).
+    pub(crate) start: Lsn,
     pub(crate) head: Lsn,
     pub(crate) flushed: Lsn,
     pub(crate) commits: Vec<CommitPoint>,
@@ -127,6 +131,7 @@ impl Checkpoint {
             out.put_u8(u8::from(branch.hidden));
             put_window(&mut out, branch.pitr_window);
             out.put_u64_le(branch.gc_cutoff.0);
+            out.put_u64_le(branch.start.0);
             out.put_u64_le(branch.head.0);
             out.put_u64_le(branch.flushed.0);
             out.put_u32_le(u32::try_from(branch.commits.len()).expect("commit count fits u32"));
@@ -205,6 +210,11 @@ impl Checkpoint {
                 } else {
                     (None, Lsn(0))
                 };
+                let start = if version >= 5 {
+                    Lsn(cursor.u64("start LSN")?)
+                } else {
+                    parent.map_or(created_lsn, |(_, branch_point)| branch_point)
+                };
                 let head = Lsn(cursor.u64("head")?);
                 let flushed = if version == 1 {
                     covered
@@ -249,6 +259,7 @@ impl Checkpoint {
                     hidden,
                     pitr_window,
                     gc_cutoff,
+                    start,
                     head,
                     flushed,
                     commits,
@@ -329,6 +340,7 @@ mod tests {
                     hidden: false,
                     pitr_window: Some(Duration::from_secs(60)),
                     gc_cutoff: Lsn(0x90),
+                    start: Lsn(0x40),
                     head: Lsn(0x100),
                     flushed: Lsn(0x100),
                     commits: vec![CommitPoint {
@@ -356,6 +368,7 @@ mod tests {
                     hidden: true,
                     pitr_window: None,
                     gc_cutoff: Lsn(0),
+                    start: Lsn(0x80),
                     head: Lsn(0x80),
                     flushed: Lsn(0x80),
                     commits: vec![],

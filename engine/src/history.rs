@@ -39,6 +39,9 @@ pub enum HistoryOperation {
     SetPitrWindow,
     /// A lease was taken on a branch's state at an LSN.
     Lease,
+    /// A branch was given copies of what it read through its ancestors and cut from its
+    /// parent.
+    Detach,
 }
 
 impl HistoryOperation {
@@ -55,6 +58,7 @@ impl HistoryOperation {
             HistoryOperation::RemoveOldState => 9,
             HistoryOperation::SetPitrWindow => 10,
             HistoryOperation::Lease => 11,
+            HistoryOperation::Detach => 12,
         }
     }
 
@@ -71,6 +75,7 @@ impl HistoryOperation {
             9 => HistoryOperation::RemoveOldState,
             10 => HistoryOperation::SetPitrWindow,
             11 => HistoryOperation::Lease,
+            12 => HistoryOperation::Detach,
             _ => return None,
         })
     }
@@ -90,6 +95,7 @@ impl fmt::Display for HistoryOperation {
             HistoryOperation::RemoveOldState => "remove-old-state",
             HistoryOperation::SetPitrWindow => "set-pitr-window",
             HistoryOperation::Lease => "lease",
+            HistoryOperation::Detach => "detach",
         })
     }
 }

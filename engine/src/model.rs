@@ -140,6 +140,9 @@ struct ModelBranch {
     pitr_window: Option<Duration>,
     /// Its own GC cutoff, as the last `gc` left it.
     cutoff: Lsn,
+    /// Set by a detach: where its history starts (its old root's start) and its old
+    /// branch point (its head until it commits).
+    detached: Option<(Lsn, Lsn)>,
     commits: Vec<ModelCommit>,
 }
 
@@ -186,6 +189,7 @@ impl Model {
                     protected: false,
                     pitr_window: None,
                     cutoff: Lsn(0),
+                    detached: None,
                     commits: Vec::new(),
                 },
             )]),
@@ -302,14 +306,22 @@ impl Model {
 
     fn start_of(&self, id: usize) -> Lsn {
         let branch = self.branch(id);
-        branch.parent.map_or(branch.created_lsn, |(_, lsn)| lsn)
+        match (branch.parent, branch.detached) {
+            (Some((_, branch_point)), _) => branch_point,
+            (None, Some((start, _))) => start,
+            (None, None) => branch.created_lsn,
+        }
     }
 
     fn head_of(&self, id: usize) -> Lsn {
-        self.branch(id)
+        let branch = self.branch(id);
+        let floor = branch
+            .detached
+            .map_or(self.start_of(id), |(_, branch_point)| branch_point);
+        branch
             .commits
             .last()
-            .map_or(self.start_of(id), |commit| commit.lsn)
+            .map_or(floor, |commit| commit.lsn.max(floor))
     }
 
     /// Where a branch's own history starts: its branch point, or its creation for a root.
@@ -405,18 +417,13 @@ impl Model {
             .push(ModelCommit { lsn, time, updates });
     }
 
-    fn visible_commits(&self, id: usize, upper: Lsn, out: &mut Vec<(Lsn, Timestamp)>) {
+    /// Appends the commits branch `id` shows at or below `upper`, its ancestors' first.
+    fn visible_commits<'a>(&'a self, id: usize, upper: Lsn, out: &mut Vec<&'a ModelCommit>) {
         let model = self.branch(id);
         if let Some((parent, branch_point)) = model.parent {
             self.visible_commits(parent, upper.min(branch_point), out);
         }
-        out.extend(
-            model
-                .commits
-                .iter()
-                .filter(|commit| commit.lsn <= upper)
-                .map(|commit| (commit.lsn, commit.time)),
-        );
+        out.extend(model.commits.iter().filter(|commit| commit.lsn <= upper));
     }
 
     fn root_start(&self, id: usize) -> Lsn {
@@ -428,8 +435,12 @@ impl Model {
 
     fn lsn_for_time_of(&self, id: usize, time: Timestamp) -> LsnForTime {
         let head = self.head_of(id);
-        let mut visible = Vec::new();
-        self.visible_commits(id, head, &mut visible);
+        let mut commits = Vec::new();
+        self.visible_commits(id, head, &mut commits);
+        let visible: Vec<(Lsn, Timestamp)> = commits
+            .iter()
+            .map(|commit| (commit.lsn, commit.time))
+            .collect();
         let last_at_or_before = visible
             .iter()
             .enumerate()
@@ -636,6 +647,7 @@ impl Model {
             protected: options.protected,
             pitr_window: None,
             cutoff: Lsn(0),
+            detached: None,
             commits: Vec::new(),
         });
     }
@@ -791,6 +803,41 @@ impl Model {
         self.sweep();
     }
 
+    /// Whether the store must refuse detaching `branch`.
+    pub fn check_detach(&self, branch: &str) -> Result<(), Refusal> {
+        let id = self.usable(branch)?;
+        match self.branch(id).parent {
+            Some(_) => Ok(()),
+            None => Err(Refusal::NoParent),
+        }
+    }
+
+    /// Records a detach the store accepted: the branch takes copies of every commit it
+    /// saw through its ancestors, keeps its cutoff, and becomes a root; a hidden parent
+    /// left without children goes, and so do expired ones kept only for it.
+    pub fn detach(&mut self, branch: &str) {
+        self.check_detach(branch).expect("an accepted detach");
+        let id = self.usable(branch).expect("checked above");
+        let Some((parent, branch_point)) = self.branch(id).parent else {
+            unreachable!("checked above");
+        };
+        let cutoff = self.effective_cutoff(id);
+        let start = self.root_start(id);
+        let mut seen = Vec::new();
+        self.visible_commits(parent, branch_point, &mut seen);
+        let mut inherited: Vec<ModelCommit> = seen.into_iter().cloned().collect();
+        let detached = self.branch_mut(id);
+        inherited.append(&mut detached.commits);
+        detached.commits = inherited;
+        detached.parent = None;
+        detached.detached = Some((start, branch_point));
+        detached.cutoff = cutoff;
+        if self.branch(parent).hidden && self.children(parent).is_empty() {
+            self.remove(parent);
+        }
+        self.sweep();
+    }
+
     /// The name of `old` moves to a new branch of `source` at `branch_point`; `old` takes
     /// `backup` or is hidden (and removed if nothing branches from it).
     fn replace(
@@ -811,6 +858,7 @@ impl Model {
             protected: false,
             pitr_window: None,
             cutoff: Lsn(0),
+            detached: None,
             commits: Vec::new(),
         });
         let kept = self.branch_mut(old);

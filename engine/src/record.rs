@@ -29,6 +29,9 @@
 //! kind 5 replace branch old id u64, reason u8 (1 reset, 2 restore), has backup u8 (0/1)
 //!                       [+ backup name len u16 + bytes], then the new branch as kind 2
 //! kind 6 lease          branch id u64, LSN u64, expires at u64 (micros)
+//! kind 7 detach branch  id u64, point count u32 + LSN u64 each (ascending; the last is
+//!                       the base: the oldest state below the branch point it keeps
+//!                       whole)
 //! ```
 //!
 //! A replace is a reset or restore in one record: the branch's name moves to a new branch
@@ -55,6 +58,7 @@ pub(crate) const KIND_DELETE_BRANCH: u8 = 3;
 pub(crate) const KIND_CHANGE_BRANCH: u8 = 4;
 pub(crate) const KIND_REPLACE_BRANCH: u8 = 5;
 pub(crate) const KIND_LEASE: u8 = 6;
+pub(crate) const KIND_DETACH_BRANCH: u8 = 7;
 const RECORD_VERSION: u8 = 1;
 /// Where every payload keeps its time, so it can be stamped after encoding.
 pub(crate) const TIME_OFFSET: usize = 1;
@@ -119,6 +123,14 @@ pub(crate) enum Record {
         lsn: Lsn,
         expires_at: Timestamp,
     },
+    /// Gives branch `id` copies of what it reads through its ancestors, then cuts it from
+    /// its parent. It keeps every state from `points`' last (the base, at most the branch
+    /// point) up, and below it the states at the other points (retained for its children
+    /// and leases).
+    DetachBranch {
+        id: BranchId,
+        points: Vec<Lsn>,
+    },
 }
 
 impl Record {
@@ -130,6 +142,7 @@ impl Record {
             Record::ChangeBranch { .. } => KIND_CHANGE_BRANCH,
             Record::ReplaceBranch { .. } => KIND_REPLACE_BRANCH,
             Record::Lease { .. } => KIND_LEASE,
+            Record::DetachBranch { .. } => KIND_DETACH_BRANCH,
         }
     }
 
@@ -200,6 +213,13 @@ impl Record {
                 out.put_u64_le(lsn.0);
                 out.put_u64_le(expires_at.0);
             }
+            Record::DetachBranch { id, points } => {
+                out.put_u64_le(id.0);
+                out.put_u32_le(u32::try_from(points.len()).expect("point count fits u32"));
+                for point in points {
+                    out.put_u64_le(point.0);
+                }
+            }
         }
         out
     }
@@ -263,6 +283,18 @@ impl Record {
                 lsn: Lsn(cursor.u64("lease LSN")?),
                 expires_at: Timestamp(cursor.u64("lease expiry")?),
             },
+            KIND_DETACH_BRANCH => {
+                let id = BranchId(cursor.u64("branch id")?);
+                let count = cursor.u32("point count")?;
+                let mut points = Vec::with_capacity(count.min(1 << 10) as usize);
+                for _ in 0..count {
+                    points.push(Lsn(cursor.u64("point LSN")?));
+                }
+                if points.is_empty() || !points.is_sorted() {
+                    return Err("a detach's points are empty or out of order".to_owned());
+                }
+                Record::DetachBranch { id, points }
+            }
             kind => return Err(format!("unknown record kind {kind}")),
         };
         cursor.finish()?;
@@ -404,6 +436,23 @@ mod tests {
             lsn: Lsn(0x4321),
             expires_at: Timestamp(1_800_000_000_000_000),
         });
+    }
+
+    #[test]
+    fn detaches_round_trip_and_need_ordered_points() {
+        round_trip(Record::DetachBranch {
+            id: BranchId(9),
+            points: vec![Lsn(0x10), Lsn(0x80)],
+        });
+        for points in [vec![], vec![Lsn(0x80), Lsn(0x10)]] {
+            let encoded = Record::DetachBranch {
+                id: BranchId(9),
+                points,
+            }
+            .encode(Timestamp(0));
+            let error = Record::decode(KIND_DETACH_BRANCH, Bytes::from(encoded)).unwrap_err();
+            assert!(error.contains("out of order"), "{error}");
+        }
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! Invariant (immutability): a version, once inserted at (key, LSN), is never replaced by
 //! another page: GC only removes versions no retained state needs, and materializes a
 //! patch into the whole page it produces; inserting at an LSN not above every existing
-//! version of that key is a bug and asserts.
+//! version of that key is a bug and asserts (except a detach's inherited copies, which go
+//! below every existing one).
 
 use std::collections::BTreeMap;
 
@@ -38,6 +39,23 @@ impl PageVersions {
             assert!(
                 *last < lsn,
                 "page versions are immutable: {key} already has a version at {last}, cannot add {lsn}"
+            );
+        }
+        self.bytes += VERSION_OVERHEAD + update.payload_len() as u64;
+        if versions.is_empty() {
+            self.bytes += PAGE_OVERHEAD;
+        }
+        versions.insert(lsn, update);
+    }
+
+    /// Detach: adds a copy of a version the branch read through an ancestor, which is
+    /// older than every version the branch wrote itself (those are above its branch point).
+    pub(crate) fn insert_inherited(&mut self, key: Key, lsn: Lsn, update: Update) {
+        let versions = self.pages.entry(key).or_default();
+        if let Some((first, _)) = versions.first_key_value() {
+            assert!(
+                lsn < *first,
+                "an inherited version of {key} at {lsn} is not older than the branch's own at {first}"
             );
         }
         self.bytes += VERSION_OVERHEAD + update.payload_len() as u64;

@@ -138,6 +138,14 @@ pub(crate) enum BranchCommand {
         /// The branch.
         name: String,
     },
+    /// Detach a branch from its parent: it gets copies of the pages it reads through its
+    /// ancestors (and the history it can still read below its branch point), so the
+    /// parent can be deleted. Reads do not change.
+    #[command(after_help = "Example:\n  pagefork branch detach dev && pagefork branch delete main")]
+    Detach {
+        /// The branch.
+        name: String,
+    },
     /// Restore a branch in place to a state of itself or another branch; the previous
     /// state is kept as NAME_old_<time> unless told otherwise.
     #[command(

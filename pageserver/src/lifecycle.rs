@@ -1,4 +1,4 @@
-//! The branch lifecycle commands: reset, restore, rename, diff, protect, set-expiry, and
+//! The branch lifecycle commands: reset, detach, restore, rename, diff, protect, set-expiry, and
 //! `log` (the branch-graph history). Each is one engine call; refusals come back as the
 //! engine's error, one line, and change nothing.
 
@@ -16,6 +16,7 @@ use crate::commands::{at, branch_json, open, print_branch};
 pub(crate) fn branch(store: &Store, command: &BranchCommand, json: bool) -> Result<()> {
     match command {
         BranchCommand::Reset { name } => show(&store.reset_branch(name)?, json),
+        BranchCommand::Detach { name } => show(&store.detach_branch(name)?, json),
         BranchCommand::Restore {
             name,
             from,

@@ -235,7 +235,7 @@ fn errors_are_one_line_exit_non_zero_and_change_nothing() {
     ok_json(pagefork(&store, &["--json", "branch", "create", "dev"]));
     let before = state(&store);
 
-    let refused: [&[&str]; 18] = [
+    let refused: [&[&str]; 20] = [
         &["branch", "create", "bad name"],
         &["branch", "create", "dev"],
         &["branch", "create", "x", "--from", "ghost"],
@@ -257,6 +257,8 @@ fn errors_are_one_line_exit_non_zero_and_change_nothing() {
         &["init"],
         &["branch", "show", "ghost"],
         &["branch", "reset", "main"],
+        &["branch", "detach", "main"],
+        &["branch", "detach", "ghost"],
         &["branch", "restore", "ghost"],
         &["branch", "rename", "dev", "main"],
         &[
@@ -422,6 +424,13 @@ fn the_branch_lifecycle_commands() {
     );
     let tree = String::from_utf8(pagefork(&store, &["branch", "list"]).stdout).unwrap();
     assert!(tree.contains("of an old state of dev"), "{tree}");
+    // Detached, the child no longer needs the old state: it is gone, reads are the same.
+    let detached = ok_json(pagefork(&store, &["--json", "branch", "detach", "child"]));
+    assert_eq!(detached["parent"], serde_json::Value::Null, "{detached}");
+    assert_eq!(get("child", "0").stdout, vec![2u8; 512]);
+    assert_eq!(get("child", "1").stdout, vec![5u8; 512]);
+    let tree = String::from_utf8(pagefork(&store, &["branch", "list"]).stdout).unwrap();
+    assert!(!tree.contains("of an old state of dev"), "{tree}");
 
     let renamed = ok_json(pagefork(
         &store,
@@ -462,6 +471,8 @@ fn the_branch_lifecycle_commands() {
             "remove-old-state",
             "create",
             "reset",
+            "detach",
+            "remove-old-state",
             "rename",
             "protect",
             "unprotect",

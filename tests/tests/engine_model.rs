@@ -5,7 +5,7 @@
 //! Operations: commits (images, patches, drops; some invalid on purpose), branch creation
 //! at latest / an LSN / a time with or without an expiry or protection, deletes, renames,
 //! protection and expiry changes, resets, restores (default, named and skipped backups),
-//! diffs, reads at LSNs around every boundary seen and at times, `lsn_for_time`, clock steps
+//! detaches (after which every read at every LSN seen is checked), diffs, reads at LSNs around every boundary seen and at times, `lsn_for_time`, clock steps
 //! (sometimes backwards; expired branches are swept), checkpoints (flush), compaction, clean
 //! reopen, crash (the store dropped without any shutdown, then reopened), GC (after which
 //! every read at every LSN seen is checked: the model's page, or its refusal, such as
@@ -125,6 +125,9 @@ enum Op {
     Reset {
         branch: BranchPick,
     },
+    Detach {
+        branch: BranchPick,
+    },
     Restore {
         branch: BranchPick,
         source: BranchPick,
@@ -228,6 +231,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (branch_pick(), any::<bool>()).prop_map(|(branch, protected)| Op::Protect { branch, protected }),
         1 => (branch_pick(), expiry_choice()).prop_map(|(branch, expiry)| Op::SetExpiry { branch, expiry }),
         1 => branch_pick().prop_map(|branch| Op::Reset { branch }),
+        2 => branch_pick().prop_map(|branch| Op::Detach { branch }),
         2 => (branch_pick(), branch_pick(), at_choice(), backup_choice())
             .prop_map(|(branch, source, at, backup)| Op::Restore { branch, source, at, backup }),
         1 => (branch_pick(), at_choice(), branch_pick(), at_choice())
@@ -503,6 +507,22 @@ impl Harness {
                     Err(error) => prop_assert_eq!(Refusal::of(&error), expected.err(), "{}", error),
                 }
             }
+            Op::Detach { branch } => {
+                let name = &self.name(branch);
+                let expected = self.model.check_detach(name);
+                match self.store().detach_branch(name) {
+                    Ok(info) => {
+                        prop_assert_eq!(expected, Ok(()));
+                        prop_assert!(info.parent.is_none(), "{:?}", info);
+                        DETACHES.fetch_add(1, Ordering::Relaxed);
+                        self.model.detach(name);
+                        prop_assert_eq!(Ok(info.gc_cutoff), self.model.cutoff(name));
+                        prop_assert_eq!(Ok(info.head), self.model.head(name));
+                        self.check_every_read()?;
+                    }
+                    Err(error) => prop_assert_eq!(Refusal::of(&error), expected.err(), "{}", error),
+                }
+            }
             Op::Restore {
                 branch,
                 source,
@@ -757,6 +777,8 @@ impl Harness {
 /// Page versions GC removed, and reads refused below a cutoff, over all cases.
 static GC_VERSIONS_REMOVED: AtomicUsize = AtomicUsize::new(0);
 static BELOW_CUTOFF_REFUSALS: AtomicUsize = AtomicUsize::new(0);
+/// Detaches the store accepted, over all cases.
+static DETACHES: AtomicUsize = AtomicUsize::new(0);
 
 /// Flushes, L0 merges and image layers over all cases.
 static FLUSHES: AtomicUsize = AtomicUsize::new(0);
@@ -840,6 +862,12 @@ fn model_harness_sees_refusals_and_successes() {
         Op::LsnForTime {
             branch: BranchPick::Pool(1),
             secs: 3,
+        },
+        Op::Detach {
+            branch: BranchPick::Pool(0),
+        },
+        Op::Detach {
+            branch: BranchPick::Pool(1),
         },
         Op::Crash,
         Op::Checkpoint,
@@ -941,6 +969,12 @@ fn the_store_agrees_with_the_model_and_most_operations_are_accepted() {
     assert!(
         removed >= cases / 10 && refused >= cases / 10,
         "GC too idle to test: {removed} versions removed, {refused} reads below a cutoff in {cases} cases"
+    );
+    let detaches = DETACHES.load(Ordering::Relaxed);
+    println!("{detaches} branches detached");
+    assert!(
+        detaches >= cases / 10,
+        "detach too rare to test: {detaches} in {cases} cases"
     );
 }
 

@@ -1,5 +1,6 @@
 //! `apply`: the one way the in-memory state changes, for live operations and for replay
-//! alike. Each record kind has its effect here, and each branch operation leaves an entry
+//! alike (a detach's live path applies the copies it prepared before logging through the
+//! same `detach` code replay uses). Each record kind has its effect here, and each branch operation leaves an entry
 //! in the branch-graph history.
 //!
 //! Invariants it keeps:
@@ -195,9 +196,41 @@ impl StoreInner {
                     format!("keeps {leased} until {}", *until),
                 ));
             }
+            Record::DetachBranch { id, points } => {
+                let branch = visible_by_id(&self.catalog.read(), id)
+                    .ok_or_else(|| corrupt(format!("detach of unknown branch {id}")))?;
+                self.replay_detach(&branch, &points, lsn, time)?;
+            }
         }
         self.history.lock().extend(entries);
         Ok(())
+    }
+
+    /// After a detach cut `child` from `parent`: removes `parent` if it is a hidden old
+    /// state that nothing branches from any more, and its hidden ancestors likewise.
+    pub(super) fn remove_old_state_if_unneeded(
+        &self,
+        parent: &Arc<Branch>,
+        child: &Branch,
+        lsn: Lsn,
+        time: Timestamp,
+    ) {
+        let mut catalog = self.catalog.write();
+        if !parent.hidden() || !catalog.children_of(parent.id).is_empty() {
+            return;
+        }
+        let mut entries = vec![HistoryEntry {
+            lsn,
+            time,
+            operation: HistoryOperation::RemoveOldState,
+            branch_id: parent.id,
+            branch: parent.name(),
+            details: format!("its last child {} detached from it", child.id),
+        }];
+        self.remove_branch(&mut catalog, parent);
+        self.remove_unneeded_old_states(&mut catalog, parent, &mut entries, lsn, time);
+        drop(catalog);
+        self.history.lock().extend(entries);
     }
 
     /// Takes `branch` out of the catalog; its memory leaves the gauge and the next catalog
@@ -225,10 +258,7 @@ impl StoreInner {
         lsn: Lsn,
         time: Timestamp,
     ) {
-        let mut next = removed
-            .parent
-            .as_ref()
-            .map(|(parent, _)| Arc::clone(parent));
+        let mut next = removed.parent().map(|(parent, _)| parent);
         while let Some(parent) = next {
             if !parent.hidden() || !catalog.children_of(parent.id).is_empty() {
                 break;
@@ -242,7 +272,7 @@ impl StoreInner {
                 details: format!("its last child {} is gone", removed.id),
             });
             self.remove_branch(catalog, &parent);
-            next = parent.parent.as_ref().map(|(grand, _)| Arc::clone(grand));
+            next = parent.parent().map(|(grand, _)| grand);
         }
     }
 
@@ -307,7 +337,7 @@ fn new_branch(
 }
 
 fn describe_origin(branch: &Branch) -> String {
-    match &branch.parent {
+    match branch.parent() {
         None => format!("root {}", branch.id),
         Some((parent, branch_point)) => format!(
             "{} from {:?} ({}) at {branch_point}",

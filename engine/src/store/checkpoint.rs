@@ -208,6 +208,20 @@ impl StoreInner {
                 image.options,
                 image.created_at_time,
             );
+            // Only a detached branch (a root now) starts elsewhere: at its old root's start,
+            // below its creation.
+            let detached = image.start != branch.start();
+            if detached && (image.parent.is_some() || image.start > image.created_lsn) {
+                return Err(corrupt(format!(
+                    "branch {} starts at {}, which is neither its branch point nor an old root's start",
+                    image.id, image.start
+                )));
+            }
+            let branch = if detached {
+                branch.with_start(image.start)
+            } else {
+                branch
+            };
             {
                 let mut meta = branch.meta.write();
                 meta.hidden = image.hidden;
@@ -235,12 +249,15 @@ impl StoreInner {
                     }
                     state.record_commit(commit);
                 }
-                if state.head != image.head {
+                // A detached branch's head may be its old branch point, above the last
+                // commit it copied.
+                if image.head < state.head || (image.head > state.head && !detached) {
                     return Err(corrupt(format!(
                         "branch {} head {} disagrees with its commits",
                         image.id, image.head
                     )));
                 }
+                state.head = image.head;
                 state.layers = layers;
                 state.flushed = image.flushed;
             }
@@ -289,10 +306,7 @@ fn branch_image(branch: &Branch) -> BranchImage {
     BranchImage {
         id: branch.id,
         name: branch.name(),
-        parent: branch
-            .parent
-            .as_ref()
-            .map(|(parent, lsn)| (parent.id, *lsn)),
+        parent: branch.parent().map(|(parent, lsn)| (parent.id, lsn)),
         created: branch.created,
         created_lsn: branch.created_lsn,
         options: branch.options(),
@@ -300,6 +314,7 @@ fn branch_image(branch: &Branch) -> BranchImage {
         hidden: branch.hidden(),
         pitr_window: branch.pitr_window(),
         gc_cutoff: branch.own_cutoff(),
+        start: branch.start(),
         head: state.head,
         flushed: state.flushed,
         commits: state.commits.clone(),

@@ -366,16 +366,29 @@ impl<'a> L1Writer<'a> {
         inputs: &[PersistedLayer],
     ) -> L1Writer<'a> {
         let ranges = inputs.iter().map(|layer| layer.file.range());
+        let lsn_start = ranges
+            .clone()
+            .map(|range| range.lsn_start)
+            .min()
+            .unwrap_or_default();
+        let lsn_end = ranges.map(|range| range.lsn_end).max().unwrap_or_default();
+        L1Writer::spanning(inner, branch, layers_dir, lsn_start, lsn_end)
+    }
+
+    /// A writer whose layers span `lsn_start..lsn_end`.
+    pub(super) fn spanning(
+        inner: &'a StoreInner,
+        branch: &'a Branch,
+        layers_dir: &'a Path,
+        lsn_start: Lsn,
+        lsn_end: Lsn,
+    ) -> L1Writer<'a> {
         L1Writer {
             inner,
             branch,
             layers_dir,
-            lsn_start: ranges
-                .clone()
-                .map(|range| range.lsn_start)
-                .min()
-                .unwrap_or_default(),
-            lsn_end: ranges.map(|range| range.lsn_end).max().unwrap_or_default(),
+            lsn_start,
+            lsn_end,
             chunk: Vec::new(),
             chunk_bytes: Reservation::new(&inner.memory),
             outputs: Vec::new(),

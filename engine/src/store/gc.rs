@@ -413,7 +413,7 @@ impl StoreInner {
     }
 
     /// The page `key` of `branch` at `lsn` as one initializing version.
-    fn materialized(&self, branch: &Arc<Branch>, key: Key, lsn: Lsn) -> Result<Update> {
+    pub(super) fn materialized(&self, branch: &Arc<Branch>, key: Key, lsn: Lsn) -> Result<Update> {
         Ok(match self.read_page(branch, key, lsn)?.0 {
             Some(page) => Update::Image(page),
             None => Update::Drop,

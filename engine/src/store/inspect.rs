@@ -122,5 +122,13 @@ fn describe(record: &Record) -> (&'static str, String) {
             "lease",
             format!("branch {branch}: keeps {lsn} until {expires_at}"),
         ),
+        Record::DetachBranch { id, points } => (
+            "detach-branch",
+            format!(
+                "branch {id}: copies what it reads through its ancestors from {} up, keeps {} older states",
+                points.last().copied().unwrap_or_default(),
+                points.len().saturating_sub(1)
+            ),
+        ),
     }
 }

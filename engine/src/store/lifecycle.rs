@@ -86,18 +86,18 @@ impl Store {
         inner.sweep_expired_locked()?;
         let branch = inner.branch(name)?;
         inner.check_replaceable(&branch, "resetting")?;
-        let Some((parent, _)) = &branch.parent else {
+        let Some((parent, _)) = branch.parent() else {
             return Err(EngineError::NoParent {
                 branch: name.to_owned(),
             });
         };
-        inner.check_not_expired(parent)?;
+        inner.check_not_expired(&parent)?;
         let parent_head = parent.head();
         inner.replace_locked(
             &branch,
             ReplaceReason::Reset,
             None,
-            (parent, parent_head, None),
+            (&parent, parent_head, None),
         )?;
         self.branch_info(name)
     }

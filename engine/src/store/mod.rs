@@ -18,6 +18,7 @@ mod branches;
 mod checkpoint;
 mod commit;
 mod compaction;
+mod detach;
 mod diff;
 mod gc;
 mod housekeeping;

@@ -26,10 +26,10 @@ impl StoreInner {
         let mut found: Option<CommitPoint> = None;
         let mut later_commit_exists = false;
         let mut any_commit = false;
-        let mut current = branch;
+        let mut root_start = branch.start();
         for (ancestor, upper) in branch.lineage(head) {
-            current = ancestor;
-            let state = current.state.read();
+            root_start = ancestor.start();
+            let state = ancestor.state.read();
             let visible = state.commits_up_to(upper);
             any_commit |= !visible.is_empty();
             let at_or_before = visible.partition_point(|commit| commit.time <= time);
@@ -45,7 +45,7 @@ impl StoreInner {
             }
             Some(commit) => (head, Some(commit.time), TimeKind::Future),
             // Past: the walk went to the root; its start is where the history starts.
-            None if any_commit => (current.start(), None, TimeKind::Past),
+            None if any_commit => (root_start, None, TimeKind::Past),
             None => (head, None, TimeKind::NoData),
         };
         LsnForTime {

@@ -272,7 +272,7 @@ impl StoreInner {
         for (depth, (current, seen_at)) in branch.lineage(lsn).enumerate() {
             lsn = seen_at;
             trace.ancestors_descended = depth as u32;
-            if collect_from_branch(current, key, lsn, &mut versions, &mut trace.layers_visited)? {
+            if collect_from_branch(&current, key, lsn, &mut versions, &mut trace.layers_visited)? {
                 break;
             }
         }

@@ -217,11 +217,11 @@ impl StoreInner {
             }
         };
         for child in catalog.branches() {
-            if let Some((parent, branch_point)) = &child.parent {
+            if let Some((parent, branch_point)) = child.parent() {
                 let reason = RetainReason::BranchPoint {
                     child: child.name(),
                 };
-                add(parent, *branch_point, reason);
+                add(&parent, branch_point, reason);
             }
         }
         let mut leases = self.leases.lock();
