@@ -142,6 +142,24 @@ pub fn crash_child_config() -> Config {
     }
 }
 
+/// Pages every commit of the lifecycle crash test writes (a commit is visible whole or not
+/// at all).
+pub const LIFECYCLE_CRASH_PAGES: u32 = 4;
+
+/// Added to a round's number for the commit its branch makes of its own.
+pub const LIFECYCLE_CRASH_MARK: u64 = 1 << 40;
+
+/// The configuration of the lifecycle crash test's child (and of the parent's reopen): the
+/// engine crash child's, with a PITR window of 200 ms and background GC every 100 ms, so
+/// GC removes history all through the run and kills land in the middle of it.
+pub fn lifecycle_crash_config() -> Config {
+    Config {
+        pitr_window: Duration::from_millis(200),
+        gc_period: Duration::from_millis(100),
+        ..crash_child_config()
+    }
+}
+
 /// `config` with every automatic flush, checkpoint and compaction turned off, so a test
 /// decides when layers are written (`Store::checkpoint`, `Store::compact`).
 pub fn manual_housekeeping(config: Config) -> Config {

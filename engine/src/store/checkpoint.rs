@@ -27,15 +27,21 @@ use crate::layer::{LayerFile, LayerMap, LayerRange, Level, PersistedLayer};
 /// Directory of the layer files inside a store.
 pub(super) const LAYERS_DIR_NAME: &str = "layers";
 
-/// The name of a layer file: branch, key range, LSN range, and level, all in hex.
-pub(super) fn layer_file_name(range: &LayerRange, level: Level) -> String {
+/// The name of a layer file: branch, key range, LSN range, and level, all in hex, then
+/// `-N` for the `generation`-th file of that range (from 2: GC rewrites a range in place,
+/// and a file the catalog lists is never overwritten).
+pub(super) fn layer_file_name(range: &LayerRange, level: Level, generation: u32) -> String {
     let suffix = match level {
         Level::L0 => "l0",
         Level::L1 => "l1",
         Level::Image => "image",
     };
+    let generation = match generation {
+        0 | 1 => String::new(),
+        n => format!("-{n}"),
+    };
     format!(
-        "{:016X}-{:08X}{:08X}-{:08X}{:08X}-{:016X}-{:016X}.{suffix}",
+        "{:016X}-{:08X}{:08X}-{:08X}{:08X}-{:016X}-{:016X}{generation}.{suffix}",
         range.branch.0,
         range.key_start.rel,
         range.key_start.block,

@@ -24,7 +24,7 @@ use super::StoreInner;
 use super::checkpoint::layer_file_name;
 use super::housekeeping::Reservation;
 use crate::catalog::Branch;
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::key::Key;
 use crate::layer::{
     LayerFile, LayerKind, LayerRange, Level, PersistedLayer, SequentialVersions, encoded_len,
@@ -230,8 +230,21 @@ impl StoreInner {
         level: Level,
         versions: &[(Key, Lsn, Update)],
     ) -> Result<PersistedLayer> {
-        let name = layer_file_name(range, level);
-        let path = layers_dir.join(&name);
+        // A new file never takes the name of an existing one: a listed layer must stay as
+        // the catalog describes it until a catalog without it is published.
+        let mut generation = 1;
+        let (name, path) = loop {
+            let name = layer_file_name(range, level, generation);
+            let path = layers_dir.join(&name);
+            if !self
+                .fs
+                .exists(&path)
+                .map_err(EngineError::io("look for layer", &path))?
+            {
+                break (name, path);
+            }
+            generation += 1;
+        };
         let mut encoding = Reservation::new(&self.memory);
         encoding.grow(encoded_len(versions) as u64);
         let summary = write_layer(self.fs.as_ref(), &path, range, versions)?;
