@@ -3,7 +3,8 @@
 //! Invariants it keeps:
 //! - A branch holds its parent by `Arc` with the branch point; a parent cannot be deleted
 //!   while it has children, so the chain of ancestors is always complete. The link is only
-//!   ever cut by a detach, after the branch holds copies of everything it read through it.
+//!   ever cut by a detach, after the branch holds copies of everything it read through it
+//!   (the `Arc` stays; a deleted branch's state is emptied, so it holds no memory or file).
 //! - A branch's head only moves forward; its commit points are in LSN order and their times
 //!   never decrease (the store assigns times in log order).
 //! - Names are unique among visible branches; ids are never reused. A branch replaced by a
@@ -15,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use pagefork_wal::Lsn;
@@ -136,32 +137,15 @@ pub(crate) struct BranchMeta {
     pub(crate) pitr_window: Option<Duration>,
 }
 
-/// One branch of a lineage walk: the branch walked from, then its ancestors (held, so a
-/// detach during the walk cannot drop them).
-#[derive(Debug)]
-pub(crate) enum Lineage<'a> {
-    This(&'a Branch),
-    Ancestor(Arc<Branch>),
-}
-
-impl std::ops::Deref for Lineage<'_> {
-    type Target = Branch;
-
-    fn deref(&self) -> &Branch {
-        match self {
-            Lineage::This(branch) => branch,
-            Lineage::Ancestor(branch) => branch,
-        }
-    }
-}
-
 /// A live (or just deleted) branch.
 #[derive(Debug)]
 pub(crate) struct Branch {
     pub(crate) id: BranchId,
-    /// Parent and branch point; `None` for a root or a detached branch. Set at creation,
-    /// cleared only by a detach.
-    parent: RwLock<Option<(Arc<Branch>, Lsn)>>,
+    /// Parent and branch point; `None` for a root. Set at creation; a detach sets
+    /// `detached` instead of clearing it, so the read path follows it without a lock.
+    parent: Option<(Arc<Branch>, Lsn)>,
+    /// Cut from its parent by a detach: `parent` no longer counts. Only ever set.
+    detached: AtomicBool,
     /// Where its own history starts (see `start`).
     start: AtomicU64,
     pub(crate) created: Timestamp,
@@ -197,7 +181,8 @@ impl Branch {
         let start = parent.as_ref().map_or(created_lsn, |(_, lsn)| *lsn);
         Branch {
             id,
-            parent: RwLock::new(parent),
+            parent,
+            detached: AtomicBool::new(false),
             start: AtomicU64::new(start.0),
             created,
             created_lsn,
@@ -248,7 +233,17 @@ impl Branch {
 
     /// Its parent and branch point; `None` for a root or a detached branch.
     pub(crate) fn parent(&self) -> Option<(Arc<Branch>, Lsn)> {
-        self.parent.read().clone()
+        self.parent_ref()
+            .map(|(parent, branch_point)| (Arc::clone(parent), branch_point))
+    }
+
+    fn parent_ref(&self) -> Option<(&Arc<Branch>, Lsn)> {
+        if self.detached.load(Ordering::Acquire) {
+            return None;
+        }
+        self.parent
+            .as_ref()
+            .map(|(parent, branch_point)| (parent, *branch_point))
     }
 
     /// Cuts the link to the parent: the branch now holds, as its own versions and commit
@@ -256,17 +251,17 @@ impl Branch {
     /// `apply` calls this, for a detach record.
     pub(crate) fn cut_parent(&self, start: Lsn) {
         self.start.store(start.0, Ordering::Release);
-        *self.parent.write() = None;
+        self.detached.store(true, Ordering::Release);
     }
 
     /// The branches a read at `lsn` on this branch looks at, each with the LSN it sees
     /// there: this branch at `lsn`, then its parent at `min(lsn, branch point)`, and so on
     /// to the root (Neon's read rule).
-    pub(crate) fn lineage(&self, lsn: Lsn) -> impl Iterator<Item = (Lineage<'_>, Lsn)> {
-        std::iter::successors(Some((Lineage::This(self), lsn)), |(branch, lsn)| {
+    pub(crate) fn lineage(&self, lsn: Lsn) -> impl Iterator<Item = (&Branch, Lsn)> {
+        std::iter::successors(Some((self, lsn)), |(branch, lsn)| {
             branch
-                .parent()
-                .map(|(parent, branch_point)| (Lineage::Ancestor(parent), (*lsn).min(branch_point)))
+                .parent_ref()
+                .map(|(parent, branch_point)| (parent.as_ref(), (*lsn).min(branch_point)))
         })
     }
 
@@ -292,10 +287,22 @@ impl Branch {
     /// history at L.
     pub(crate) fn effective_cutoff(&self) -> Lsn {
         let own = self.own_cutoff();
-        match self.parent() {
+        match self.parent_ref() {
             None => own,
             Some((parent, branch_point)) => own.max(branch_point.min(parent.effective_cutoff())),
         }
+    }
+
+    /// Whether `lsn` is at or above `effective_cutoff()`, walking the ancestry only for an
+    /// LSN below the branch point (a read at the head costs two loads, whatever the depth).
+    pub(crate) fn at_or_above_cutoff(&self, lsn: Lsn) -> bool {
+        lsn >= self.own_cutoff()
+            && match self.parent_ref() {
+                None => true,
+                Some((parent, branch_point)) => {
+                    lsn >= branch_point || lsn >= parent.effective_cutoff()
+                }
+            }
     }
 
     /// Its own PITR window, if it overrides the store's.
@@ -359,6 +366,9 @@ pub(crate) struct Catalog {
     by_name: BTreeMap<String, Arc<Branch>>,
     by_id: BTreeMap<BranchId, Arc<Branch>>,
     next_id: u64,
+    /// No visible branch expires before this (a lower bound, so the expiry sweep can skip
+    /// its scan of every branch); `None`: no branch has an expiry.
+    earliest_expiry: Option<Timestamp>,
 }
 
 impl Catalog {
@@ -368,6 +378,28 @@ impl Catalog {
 
     pub(crate) fn by_id(&self, id: BranchId) -> Option<&Arc<Branch>> {
         self.by_id.get(&id)
+    }
+
+    /// Whether some visible branch may have expired by `now` (if not, the sweep has
+    /// nothing to do).
+    pub(crate) fn may_have_expired(&self, now: Timestamp) -> bool {
+        self.earliest_expiry.is_some_and(|earliest| earliest <= now)
+    }
+
+    /// Takes in a branch's new expiry time.
+    pub(crate) fn note_expiry(&mut self, expires_at: Option<Timestamp>) {
+        if let Some(at) = expires_at {
+            self.earliest_expiry = Some(self.earliest_expiry.map_or(at, |old| old.min(at)));
+        }
+    }
+
+    /// Recomputes the earliest expiry of the visible branches (after a sweep).
+    pub(crate) fn refresh_earliest_expiry(&mut self) {
+        self.earliest_expiry = self
+            .by_name
+            .values()
+            .filter_map(|branch| branch.expires_at())
+            .min();
     }
 
     pub(crate) fn next_id(&self) -> BranchId {
@@ -390,9 +422,7 @@ impl Catalog {
             .values()
             .filter(|branch| {
                 branch
-                    .parent
-                    .read()
-                    .as_ref()
+                    .parent_ref()
                     .is_some_and(|(parent, _)| parent.id == id)
             })
             .cloned()
@@ -445,6 +475,9 @@ impl Catalog {
             assert!(parent.id < branch.id, "a parent is older than its children");
         }
         self.next_id = branch.id.0 + 1;
+        if !meta.hidden {
+            self.note_expiry(branch.expires_at());
+        }
         self.by_id.insert(branch.id, Arc::clone(&branch));
         if !meta.hidden {
             self.by_name.insert(meta.name, branch);

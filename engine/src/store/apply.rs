@@ -21,9 +21,11 @@ use crate::catalog::{Branch, BranchState, Catalog, CommitPoint};
 use crate::error::{EngineError, Result};
 use crate::history::{HistoryEntry, HistoryOperation};
 use crate::key::Key;
+use crate::layer::LayerMap;
 use crate::record::{BranchChange, CreateBranch, Record, ReplaceReason};
 use crate::time::Timestamp;
 use crate::update::Update;
+use crate::versions::PageVersions;
 
 impl StoreInner {
     /// Applies a logged record to the in-memory state: the one way state changes, live
@@ -101,6 +103,7 @@ impl StoreInner {
                             return Err(corrupt("an expiry change holds a TTL".to_owned()));
                         }
                         branch.meta.write().options.expiry = expiry;
+                        catalog.note_expiry(branch.expires_at());
                         (HistoryOperation::SetExpiry, describe_expiry(expiry))
                     }
                     BranchChange::Protected(protected) => {
@@ -244,6 +247,11 @@ impl StoreInner {
             .fetch_sub(state.memory_bytes(), Ordering::Relaxed);
         self.open_memory
             .fetch_sub(state.open.bytes(), Ordering::Relaxed);
+        // Nothing reads it any more (a detached child, which still holds it, has copies
+        // of what it read through it): free its versions and its layer files' maps now.
+        state.open = PageVersions::default();
+        state.frozen = None;
+        state.layers = LayerMap::default();
         drop(state);
         self.request_housekeeping();
     }

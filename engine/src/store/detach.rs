@@ -164,7 +164,7 @@ impl StoreInner {
         let mut start = branch.start();
         for (ancestor, seen) in branch.lineage(branch_point).skip(1) {
             start = ancestor.start();
-            own_versions_up_to(&ancestor, seen, &mut versions)?;
+            own_versions_up_to(ancestor, seen, &mut versions)?;
             let state = ancestor.state.read();
             let mut older = state.commits_up_to(seen).to_vec();
             older.append(&mut commits);

@@ -14,7 +14,7 @@ use pagefork_wal::Lsn;
 
 use super::Store;
 use crate::branch::At;
-use crate::catalog::{Branch, Lineage};
+use crate::catalog::Branch;
 use crate::error::Result;
 use crate::key::Key;
 use crate::layer::LayerKind;
@@ -103,8 +103,8 @@ impl Store {
 
 /// Every key that may differ between the two states (see the module docs).
 fn candidate_keys(from: &Branch, from_lsn: Lsn, to: &Branch, to_lsn: Lsn) -> BTreeSet<Key> {
-    let from_line: Vec<(Lineage<'_>, Lsn)> = from.lineage(from_lsn).collect();
-    let to_line: Vec<(Lineage<'_>, Lsn)> = to.lineage(to_lsn).collect();
+    let from_line: Vec<(&Branch, Lsn)> = from.lineage(from_lsn).collect();
+    let to_line: Vec<(&Branch, Lsn)> = to.lineage(to_lsn).collect();
     let shared = from_line
         .iter()
         .enumerate()
@@ -114,7 +114,7 @@ fn candidate_keys(from: &Branch, from_lsn: Lsn, to: &Branch, to_lsn: Lsn) -> BTr
                 .position(|(other, _)| other.id == branch.id)
                 .zip(to_line.iter().find(|(other, _)| other.id == branch.id))
                 .map(|(to_depth, (_, seen_to))| {
-                    (from_depth, to_depth, &**branch, *seen_from, *seen_to)
+                    (from_depth, to_depth, *branch, *seen_from, *seen_to)
                 })
         });
     let mut keys = BTreeSet::new();
@@ -127,7 +127,7 @@ fn candidate_keys(from: &Branch, from_lsn: Lsn, to: &Branch, to_lsn: Lsn) -> BTr
                 if after == up_to {
                     break;
                 }
-                written_between(&level, after, up_to, &mut keys);
+                written_between(level, after, up_to, &mut keys);
             }
             (
                 from_line.get(..from_depth).unwrap_or_default(),

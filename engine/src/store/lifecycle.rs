@@ -162,13 +162,7 @@ impl Store {
 impl StoreInner {
     /// Sweeps if any branch has expired (the background thread's check).
     pub(super) fn sweep_expired_if_any(&self) -> Result<()> {
-        let now = self.clock.now();
-        if self
-            .catalog
-            .read()
-            .visible()
-            .any(|branch| branch.expired(now))
-        {
+        if self.catalog.read().may_have_expired(self.clock.now()) {
             let _ops = self.branch_ops.lock();
             self.sweep_expired_locked()?;
         }
@@ -182,12 +176,17 @@ impl StoreInner {
             let now = self.clock.now();
             let victim = {
                 let catalog = self.catalog.read();
+                if !catalog.may_have_expired(now) {
+                    return Ok(swept);
+                }
                 catalog
                     .visible()
                     .find(|branch| branch.expired(now) && catalog.children_of(branch.id).is_empty())
                     .cloned()
             };
             let Some(victim) = victim else {
+                // What is left expires later, or is kept for its descendants.
+                self.catalog.write().refresh_earliest_expiry();
                 return Ok(swept);
             };
             tracing::info!(branch = %victim.name(), expired_at = ?victim.expires_at(), "deleting an expired branch");

@@ -152,36 +152,49 @@ impl Store {
 /// Appends `branch`'s own versions of `key` at or below `lsn`, newest first (nothing, and
 /// no layer visited, when `key` is outside the keys the branch ever wrote): the open
 /// layer, the frozen one, then the layer files that may hold the key, newest first.
-/// Returns whether an initializing version (or an image layer's proof) was found, so the
-/// walk can stop.
+/// Says whether an initializing version (or an image layer's proof) was found, so the
+/// walk can stop, or that the branch was deleted (its versions are gone).
 fn collect_from_branch(
     branch: &Branch,
     key: Key,
     lsn: Lsn,
     out: &mut Vec<Update>,
     layers_visited: &mut u32,
-) -> Result<bool> {
+) -> Result<Walk> {
     if !branch.key_bounds.may_hold(key) {
-        return Ok(false);
+        return Ok(Walk::Continue);
     }
     let state = branch.state.read();
+    if state.deleted {
+        return Ok(Walk::Deleted);
+    }
     *layers_visited += 1;
     if state.open.collect_versions(key, lsn, out) {
-        return Ok(true);
+        return Ok(Walk::Done);
     }
     if let Some((frozen, _)) = &state.frozen {
         *layers_visited += 1;
         if frozen.collect_versions(key, lsn, out) {
-            return Ok(true);
+            return Ok(Walk::Done);
         }
     }
     for layer in state.layers.search(key, lsn) {
         *layers_visited += 1;
         if layer.file.collect_versions(key, lsn, out)? {
-            return Ok(true);
+            return Ok(Walk::Done);
         }
     }
-    Ok(false)
+    Ok(Walk::Continue)
+}
+
+/// How a read's walk goes on after one branch of the lineage.
+enum Walk {
+    /// The page is complete.
+    Done,
+    /// Older versions are needed: on to the parent.
+    Continue,
+    /// The branch was deleted while the read walked (its versions are freed).
+    Deleted,
 }
 
 impl StoreInner {
@@ -268,13 +281,34 @@ impl StoreInner {
             ancestors_descended: 0,
         };
         let mut versions = Vec::new();
+        let requested = lsn;
         let mut lsn = lsn;
-        for (depth, (current, seen_at)) in branch.lineage(lsn).enumerate() {
-            lsn = seen_at;
-            trace.ancestors_descended = depth as u32;
-            if collect_from_branch(&current, key, lsn, &mut versions, &mut trace.layers_visited)? {
-                break;
+        // An ancestor is deleted only after its last child was detached, which gave the
+        // child copies of everything it read there: a walk that meets one walks again.
+        'walk: loop {
+            versions.clear();
+            for (depth, (current, seen_at)) in branch.lineage(requested).enumerate() {
+                lsn = seen_at;
+                trace.ancestors_descended = depth as u32;
+                let walk = collect_from_branch(
+                    current,
+                    key,
+                    lsn,
+                    &mut versions,
+                    &mut trace.layers_visited,
+                )?;
+                match walk {
+                    Walk::Done => break 'walk,
+                    Walk::Continue => {}
+                    Walk::Deleted if depth == 0 => {
+                        return Err(EngineError::UnknownBranch {
+                            name: branch.name(),
+                        });
+                    }
+                    Walk::Deleted => continue 'walk,
+                }
             }
+            break;
         }
         let page = reconstruct(key, &versions, self.page_size).map_err(|error| {
             EngineError::CorruptRecord {

@@ -140,15 +140,14 @@ impl StoreInner {
         lsn: Lsn,
         time: Option<Timestamp>,
     ) -> Result<()> {
-        let cutoff = branch.effective_cutoff();
-        if lsn >= cutoff || self.leased(branch.id, lsn) {
+        if branch.at_or_above_cutoff(lsn) || self.leased(branch.id, lsn) {
             return Ok(());
         }
         Err(EngineError::BelowGcCutoff {
             branch: branch.name(),
             lsn,
             time,
-            cutoff,
+            cutoff: branch.effective_cutoff(),
         })
     }
 
