@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use pagefork_engine::{Config, ManualClock, Timestamp};
+use pagefork_engine::{Config, EngineError, ManualClock, Store, Timestamp};
 use pagefork_wal::{SyncMode, WalConfig};
 
 /// A log configuration for tests that reopen logs rather than cut power: segments of
@@ -139,6 +139,16 @@ pub fn crash_child_config() -> Config {
         l1_layer_bytes: 8 * 1024,
         image_after_deltas: 1,
         ..Config::default()
+    }
+}
+
+/// Opens the store in `dir` with `config`, or creates it there if there is none yet (a
+/// crash-test child's first run).
+pub fn open_or_create(dir: &str, config: Config) -> Result<Store, EngineError> {
+    match Store::open_with(dir, config.clone()) {
+        Ok(store) => Ok(store),
+        Err(EngineError::NotAStore { .. }) => Store::create(dir, config),
+        Err(error) => Err(error),
     }
 }
 

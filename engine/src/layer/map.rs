@@ -129,6 +129,19 @@ impl LayerMap {
         })
     }
 
+    /// The delta layers starting at or below `lsn` (what GC rewrites and a detach copies
+    /// from), oldest first.
+    pub(crate) fn deltas_starting_at_or_below(&self, lsn: Lsn) -> Vec<PersistedLayer> {
+        self.layers
+            .iter()
+            .filter(|layer| {
+                let range = layer.file.range();
+                range.kind == LayerKind::Delta && range.lsn_start <= lsn
+            })
+            .cloned()
+            .collect()
+    }
+
     /// The L0 deltas, oldest first.
     pub(crate) fn level_zero(&self) -> Vec<PersistedLayer> {
         self.layers

@@ -39,7 +39,7 @@ use crate::catalog::{Branch, CommitPoint};
 use crate::error::{EngineError, Result};
 use crate::history::{HistoryEntry, HistoryOperation};
 use crate::key::Key;
-use crate::layer::{LayerKind, PersistedLayer};
+use crate::layer::PersistedLayer;
 use crate::log::Log;
 use crate::record::Record;
 use crate::time::Timestamp;
@@ -313,16 +313,7 @@ fn own_versions_up_to(
         if let Some((frozen, _)) = &state.frozen {
             in_memory.extend(frozen.to_sorted_vec());
         }
-        let layers: Vec<PersistedLayer> = state
-            .layers
-            .iter()
-            .filter(|layer| {
-                let range = layer.file.range();
-                range.kind == LayerKind::Delta && range.lsn_start <= up_to
-            })
-            .cloned()
-            .collect();
-        (in_memory, layers)
+        (in_memory, state.layers.deltas_starting_at_or_below(up_to))
     };
     out.extend(in_memory.into_iter().filter(|(_, lsn, _)| *lsn <= up_to));
     for layer in layers {

@@ -299,15 +299,7 @@ impl StoreInner {
     ) -> Result<()> {
         let (inputs, images) = {
             let state = branch.state.read();
-            let inputs: Vec<PersistedLayer> = state
-                .layers
-                .iter()
-                .filter(|layer| {
-                    let range = layer.file.range();
-                    range.kind == LayerKind::Delta && range.lsn_start <= cutoff
-                })
-                .cloned()
-                .collect();
+            let inputs = state.layers.deltas_starting_at_or_below(cutoff);
             let inputs_end = inputs
                 .iter()
                 .map(|layer| layer.file.range().lsn_end)

@@ -12,8 +12,10 @@
 use std::io::Write;
 
 use bytes::Bytes;
-use pagefork_engine::{At, BranchOptions, EngineError, Key, Store, Update};
-use pagefork_tests::{TEST_PAGE_SIZE, TestRng, crash_child_config, payload_for, seq_of_payload};
+use pagefork_engine::{At, BranchOptions, EngineError, Key, Update};
+use pagefork_tests::{
+    TEST_PAGE_SIZE, TestRng, crash_child_config, open_or_create, payload_for, seq_of_payload,
+};
 
 /// Pages every commit writes: a commit is visible whole or not at all.
 const PAGES_PER_COMMIT: u32 = 8;
@@ -25,12 +27,7 @@ fn main() -> Result<(), EngineError> {
         std::process::exit(2);
     };
     let mut rng = TestRng::new(seed.parse().expect("SEED is a number"));
-    let config = crash_child_config();
-    let store = match Store::open_with(dir, config.clone()) {
-        Ok(store) => store,
-        Err(EngineError::NotAStore { .. }) => Store::create(dir, config)?,
-        Err(error) => return Err(error),
-    };
+    let store = open_or_create(dir, crash_child_config())?;
     let last = store.get_page("main", Key::new(1, 0), At::Latest)?;
     let mut seq = last.map_or(0, |page| seq_of_payload(&page).expect("a test page") + 1);
     let mut stdout = std::io::stdout().lock();

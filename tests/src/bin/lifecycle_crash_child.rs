@@ -25,7 +25,7 @@ use bytes::Bytes;
 use pagefork_engine::{At, Backup, BranchOptions, EngineError, Key, Lsn, Store, Update};
 use pagefork_tests::{
     LIFECYCLE_CRASH_MARK, LIFECYCLE_CRASH_PAGES, TEST_PAGE_SIZE, lifecycle_crash_config,
-    payload_for, seq_of_payload,
+    open_or_create, payload_for, seq_of_payload,
 };
 
 fn commit(store: &Store, branch: &str, seq: u64) -> Result<Lsn, EngineError> {
@@ -57,12 +57,7 @@ fn main() -> Result<(), EngineError> {
         eprintln!("usage: lifecycle-crash-child DIR SEED");
         std::process::exit(2);
     };
-    let config = lifecycle_crash_config();
-    let store = match Store::open_with(dir, config.clone()) {
-        Ok(store) => store,
-        Err(EngineError::NotAStore { .. }) => Store::create(dir, config)?,
-        Err(error) => return Err(error),
-    };
+    let store = open_or_create(dir, lifecycle_crash_config())?;
     let last = store.get_page("main", Key::new(1, 0), At::Latest)?;
     let mut seq = last.map_or(0, |page| seq_of_payload(&page).expect("a test page") + 1);
     let mut recent: BTreeMap<u64, Lsn> = BTreeMap::new();
