@@ -7,7 +7,8 @@
 //! answered with, and compare what the store reads and refuses with what the model says.
 //!
 //! The lifecycle: a reset or restore gives the name to a new branch and keeps the old one
-//! under a backup name or hidden (while it has children). Expiry follows the time given
+//! under a backup name or hidden (while it has children). A detach copies into the branch
+//! every commit it saw through its ancestors and makes it a root with the same cutoff. Expiry follows the time given
 //! to [`Model::set_now`] (keep it equal to the store clock's, and run the store's
 //! `sweep_expired` after moving its clock): an expired branch is refused everywhere, kept
 //! while an unexpired descendant needs it, and otherwise gone.
