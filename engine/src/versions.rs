@@ -18,6 +18,16 @@ use pagefork_wal::Lsn;
 use crate::key::Key;
 use crate::update::Update;
 
+/// The memory `update` adds to a page whose versions are `versions`.
+fn added_bytes(versions: &BTreeMap<Lsn, Update>, update: &Update) -> u64 {
+    let page = if versions.is_empty() {
+        PAGE_OVERHEAD
+    } else {
+        0
+    };
+    page + VERSION_OVERHEAD + update.payload_len() as u64
+}
+
 /// The versions of every page one branch has written.
 #[derive(Debug, Default)]
 pub(crate) struct PageVersions {
@@ -41,10 +51,7 @@ impl PageVersions {
                 "page versions are immutable: {key} already has a version at {last}, cannot add {lsn}"
             );
         }
-        self.bytes += VERSION_OVERHEAD + update.payload_len() as u64;
-        if versions.is_empty() {
-            self.bytes += PAGE_OVERHEAD;
-        }
+        self.bytes += added_bytes(versions, &update);
         versions.insert(lsn, update);
     }
 
@@ -58,10 +65,7 @@ impl PageVersions {
                 "an inherited version of {key} at {lsn} is not older than the branch's own at {first}"
             );
         }
-        self.bytes += VERSION_OVERHEAD + update.payload_len() as u64;
-        if versions.is_empty() {
-            self.bytes += PAGE_OVERHEAD;
-        }
+        self.bytes += added_bytes(versions, &update);
         versions.insert(lsn, update);
     }
 

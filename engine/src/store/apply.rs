@@ -1,7 +1,7 @@
 //! `apply`: the one way the in-memory state changes, for live operations and for replay
 //! alike (a detach's live path applies the copies it prepared before logging through the
-//! same `detach` code replay uses). Each record kind has its effect here, and each branch operation leaves an entry
-//! in the branch-graph history.
+//! same `detach` code replay uses). Each record kind has its effect here, and each branch
+//! operation leaves an entry in the branch-graph history.
 //!
 //! Invariants it keeps:
 //! - A record that contradicts the state (a commit on an unknown branch or below a head, a

@@ -32,7 +32,6 @@ use pagefork_wal::Lsn;
 use super::StoreInner;
 use super::checkpoint::LAYERS_DIR_NAME;
 use super::compaction::L1Writer;
-use super::gc::{VersionFate, version_fates};
 use crate::Store;
 use crate::branch::BranchInfo;
 use crate::catalog::{Branch, CommitPoint};
@@ -173,27 +172,18 @@ impl StoreInner {
         versions.sort_by_key(|(key, lsn, _)| (*key, *lsn));
         versions.dedup_by_key(|(key, lsn, _)| (*key, *lsn));
         let mut copies: Vec<(Key, Lsn, Update)> = Vec::new();
-        let mut rest = versions.as_slice();
-        while let Some((key, _, _)) = rest.first() {
-            let end = rest.partition_point(|(other, _, _)| other == key);
-            let (of_key, after) = rest.split_at(end);
-            rest = after;
-            let shape: Vec<(Lsn, bool)> = of_key
+        for of_key in versions.chunk_by(|(a, _, _), (b, _, _)| a == b) {
+            let Some((key, _, _)) = of_key.first() else {
+                continue;
+            };
+            let history = of_key
                 .iter()
-                .take_while(|(_, lsn, _)| *lsn <= base)
-                .map(|(_, lsn, update)| (*lsn, update.is_initializing()))
+                .map(|(_, lsn, update)| (*lsn, update.clone()))
                 .collect();
-            let mut fates = version_fates(&shape, points);
-            fates.resize(of_key.len(), VersionFate::Keep);
-            for ((key, lsn, update), fate) in of_key.iter().zip(fates) {
-                match fate {
-                    VersionFate::Remove => {}
-                    VersionFate::Keep => copies.push((*key, *lsn, update.clone())),
-                    VersionFate::Materialize => {
-                        copies.push((*key, *lsn, self.materialized(branch, *key, *lsn)?));
-                    }
-                }
-            }
+            self.keep_versions(branch, *key, history, (base, points), |lsn, update| {
+                copies.push((*key, lsn, update));
+                Ok(())
+            })?;
         }
         drop(versions);
         let keys = copies

@@ -350,7 +350,10 @@ impl StoreInner {
             let mut merged = MergedVersions::new(&inputs)?;
             while let Some(versions) = merged.next_key() {
                 let (key, versions) = versions?;
-                self.write_kept(branch, &mut writer, key, versions, cutoff, needed, entry)?;
+                entry.versions_removed +=
+                    self.keep_versions(branch, key, versions, (cutoff, needed), |lsn, update| {
+                        writer.push(key, lsn, update)
+                    })?;
             }
             outputs = writer.finish()?;
         }
@@ -370,21 +373,19 @@ impl StoreInner {
         Ok(())
     }
 
-    /// Writes the versions of one key (`versions`, oldest first) that GC keeps: all above
-    /// the cutoff, and at or below it those `needed` keeps, materialized where their chain
-    /// goes (the newest at or below the cutoff always stays, so the chains above it stay
-    /// whole).
-    #[allow(clippy::too_many_arguments)]
-    fn write_kept(
+    /// Passes to `keep`, oldest first, the versions of one key (`versions`, oldest first)
+    /// that the keep rule keeps: all above the cutoff, and at or below it those `needed`
+    /// keeps, materialized where their chain goes (the newest at or below the cutoff always
+    /// stays, so the chains above it stay whole). Returns how many it dropped. GC writes
+    /// what it keeps; a detach copies it.
+    pub(super) fn keep_versions(
         &self,
         branch: &Arc<Branch>,
-        writer: &mut L1Writer<'_>,
         key: Key,
         versions: Vec<(Lsn, Update)>,
-        cutoff: Lsn,
-        needed: &[Lsn],
-        entry: &mut BranchGc,
-    ) -> Result<()> {
+        (cutoff, needed): (Lsn, &[Lsn]),
+        mut keep: impl FnMut(Lsn, Update) -> Result<()>,
+    ) -> Result<u64> {
         let shape: Vec<(Lsn, bool)> = versions
             .iter()
             .take_while(|(lsn, _)| *lsn <= cutoff)
@@ -392,16 +393,15 @@ impl StoreInner {
             .collect();
         let mut fates = version_fates(&shape, needed);
         fates.resize(versions.len(), VersionFate::Keep);
+        let mut dropped = 0;
         for ((lsn, update), fate) in versions.into_iter().zip(fates) {
             match fate {
-                VersionFate::Remove => entry.versions_removed += 1,
-                VersionFate::Keep => writer.push(key, lsn, update)?,
-                VersionFate::Materialize => {
-                    writer.push(key, lsn, self.materialized(branch, key, lsn)?)?;
-                }
+                VersionFate::Remove => dropped += 1,
+                VersionFate::Keep => keep(lsn, update)?,
+                VersionFate::Materialize => keep(lsn, self.materialized(branch, key, lsn)?)?,
             }
         }
-        Ok(())
+        Ok(dropped)
     }
 
     /// The page `key` of `branch` at `lsn` as one initializing version.
