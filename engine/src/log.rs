@@ -55,6 +55,15 @@ impl Log {
         }
     }
 
+    /// The end of the last record given a position: every byte of log the store ever
+    /// wrote lies below it (an LSN is a byte position).
+    pub(crate) fn end(&self) -> Lsn {
+        match self {
+            Log::Wal(wal) => wal.written_lsn(),
+            Log::Memory(next) => *next.lock(),
+        }
+    }
+
     /// Returns once the record ending at `end` is as durable as the store promises.
     pub(crate) fn flush_to(&self, end: Lsn) -> Result<()> {
         match self {

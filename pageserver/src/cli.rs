@@ -94,6 +94,22 @@ pub(crate) enum Command {
         #[arg(long = "for", value_parser = parse_duration, default_value = "1h")]
         duration: Duration,
     },
+    /// Serve the HTTP API (JSON under /v1) for the projects in the data directory: each
+    /// project is a store in DATA_DIR/projects/<project>. Prints the address it listens
+    /// on, logs each request to standard error (PAGEFORK_LOG sets the filter), and on
+    /// SIGTERM or SIGINT finishes the requests in flight, checkpoints and closes.
+    #[command(
+        after_help = "Examples:\n  pagefork serve --listen 127.0.0.1:7070\n  pagefork serve --listen 127.0.0.1:0 --require-expiration\n  curl -X POST localhost:7070/v1/projects -d '{\"project_id\": \"demo\"}' -H 'content-type: application/json'"
+    )]
+    Serve {
+        /// Address and port to listen on (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: std::net::SocketAddr,
+        /// Refuse to create a branch without an expiry (ttl, expire_time or no_expiry),
+        /// as Lakebase does.
+        #[arg(long)]
+        require_expiration: bool,
+    },
     /// Look inside the store's files.
     #[command(subcommand)]
     Inspect(InspectCommand),

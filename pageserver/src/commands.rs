@@ -11,6 +11,7 @@ use pagefork_engine::{At, BranchInfo, BranchOptions, Config, Key, LsnForTime, St
 use serde_json::{Value, json};
 
 use crate::cli::{AtArgs, BranchCommand, InspectCommand, PageCommand};
+use crate::views::{branch_json, commit_json, stats_json, time_answer_json};
 
 /// Exit code of `page get` when the page does not exist.
 pub(crate) const EXIT_NO_PAGE: i32 = 3;
@@ -127,10 +128,7 @@ pub(crate) fn page(dir: &Path, command: &PageCommand, json: bool) -> Result<i32>
                 vec![(Key::new(*rel, *block), Update::Image(Bytes::from(bytes)))],
             )?;
             if json {
-                println!(
-                    "{}",
-                    json!({"lsn": commit.lsn.to_string(), "time": commit.time.to_string()})
-                );
+                println!("{}", commit_json(&commit));
             } else {
                 println!("committed at LSN {} ({})", commit.lsn, commit.time);
             }
@@ -222,18 +220,7 @@ pub(crate) fn stats(dir: &Path, json: bool) -> Result<()> {
     let store = open(dir)?;
     let stats = store.stats();
     if json {
-        println!(
-            "{}",
-            json!({
-                "layers": {"l0": stats.layers_l0, "l1": stats.layers_l1, "image": stats.layers_image},
-                "unflushed_bytes": stats.memory_bytes,
-                "flushes": stats.flushes,
-                "merges": stats.compactions,
-                "images_written": stats.images_written,
-                "page_reads": stats.page_reads,
-                "cache_hits": stats.cache_hits,
-            })
-        );
+        println!("{}", stats_json(&stats));
     } else {
         println!(
             "layers: {} L0, {} L1, {} image\nunflushed: {} bytes (replayed from the WAL on open)",
@@ -310,16 +297,6 @@ fn inspect_layer(file: &Path, json: bool) -> Result<()> {
     checked.map(drop).map_err(Into::into)
 }
 
-pub(crate) fn time_answer_json(answer: &LsnForTime) -> Value {
-    json!({
-        "requested": answer.requested.to_string(),
-        "lsn": answer.lsn.to_string(),
-        "commit_time": answer.commit_time.map(|time| time.to_string()),
-        "kind": format!("{:?}", answer.kind).to_lowercase(),
-        "snapped_back_us": answer.snapped_back().map(|back| back.as_micros() as u64),
-    })
-}
-
 pub(crate) fn describe_time_answer(answer: &LsnForTime) -> String {
     match (answer.commit_time, answer.snapped_back()) {
         (Some(commit_time), Some(back)) => format!(
@@ -334,25 +311,6 @@ pub(crate) fn describe_time_answer(answer: &LsnForTime) -> String {
             answer.requested, answer.lsn, answer.kind
         ),
     }
-}
-
-pub(crate) fn branch_json(info: &BranchInfo) -> Value {
-    json!({
-        "id": info.id.0,
-        "name": info.name,
-        "parent": info.parent.as_ref().map(|parent| parent.name.clone()),
-        "parent_hidden": info.parent.as_ref().is_some_and(|parent| parent.hidden),
-        "branch_point": info.parent.as_ref().map(|parent| parent.lsn.to_string()),
-        "head": info.head.to_string(),
-        "created": info.created.to_string(),
-        "created_lsn": info.created_lsn.to_string(),
-        "expires_at": info.expires_at.map(|time| time.to_string()),
-        "protected": info.protected,
-        "pitr_window": info.pitr_window.map(|window| humantime::format_duration(window).to_string()),
-        "gc_cutoff": info.gc_cutoff.to_string(),
-        "created_at_time": info.created_at_time.as_ref().map(time_answer_json),
-        "kept_for": info.kept_for,
-    })
 }
 
 pub(crate) fn print_branch(info: &BranchInfo) {

@@ -18,7 +18,8 @@ use pagefork_engine::{
 };
 use serde_json::json;
 
-use crate::commands::{describe_time_answer, time_answer_json};
+use crate::commands::describe_time_answer;
+use crate::views::time_answer_json;
 
 const PAGE_SIZE: usize = 8192;
 const ENTITY_REL: u32 = 1;

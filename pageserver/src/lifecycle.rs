@@ -5,11 +5,12 @@
 use std::path::Path;
 
 use anyhow::Result;
-use pagefork_engine::{At, Backup, HistoryEntry, PageDiff, Store};
+use pagefork_engine::{At, Backup, PageDiff, Store};
 use serde_json::{Value, json};
 
 use crate::cli::BranchCommand;
-use crate::commands::{at, branch_json, open, print_branch};
+use crate::commands::{at, open, print_branch};
+use crate::views::{branch_json, diff_json, entry_json};
 
 /// Runs a lifecycle subcommand of `branch` (create, list, show and delete are in
 /// `commands`).
@@ -102,17 +103,6 @@ pub(crate) fn log(dir: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn entry_json(entry: &HistoryEntry) -> Value {
-    json!({
-        "lsn": entry.lsn.to_string(),
-        "time": entry.time.to_string(),
-        "operation": entry.operation.to_string(),
-        "branch": entry.branch,
-        "branch_id": entry.branch_id.0,
-        "details": entry.details,
-    })
-}
-
 fn show(info: &pagefork_engine::BranchInfo, json: bool) {
     if json {
         println!("{}", branch_json(info));
@@ -122,33 +112,8 @@ fn show(info: &pagefork_engine::BranchInfo, json: bool) {
 }
 
 fn print_diff(from: &str, to: &str, diff: &PageDiff, json: bool) {
-    let keys = |keys: &[pagefork_engine::Key]| -> Vec<Value> {
-        keys.iter()
-            .map(|key| json!({"rel": key.rel, "block": key.block}))
-            .collect()
-    };
     if json {
-        let relations: Value = diff
-            .by_relation()
-            .iter()
-            .map(|(rel, counts)| {
-                (
-                    rel.to_string(),
-                    json!({"added": counts.added, "removed": counts.removed, "changed": counts.changed}),
-                )
-            })
-            .collect::<serde_json::Map<String, Value>>()
-            .into();
-        println!(
-            "{}",
-            json!({
-                "from": from, "from_lsn": diff.from_lsn.to_string(),
-                "to": to, "to_lsn": diff.to_lsn.to_string(),
-                "added": keys(&diff.added), "removed": keys(&diff.removed),
-                "changed": keys(&diff.changed), "by_relation": relations,
-                "keys_compared": diff.keys_compared,
-            })
-        );
+        println!("{}", diff_json(from, to, diff));
         return;
     }
     println!(

@@ -8,6 +8,8 @@ mod commands;
 mod demo;
 mod lifecycle;
 mod retention;
+mod serve;
+mod views;
 
 use std::path::PathBuf;
 
@@ -50,6 +52,15 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
         } => {
             let target = branch.as_deref().zip(*lsn);
             retention::lease(dir, target, *duration, cli.json).map(|()| 0)
+        }
+        Command::Serve {
+            listen,
+            require_expiration,
+        } => {
+            let options = serve::ServeOptions {
+                require_expiration: *require_expiration,
+            };
+            serve::run(dir, *listen, options).map(|()| 0)
         }
         Command::Inspect(command) => commands::inspect(dir, command, cli.json).map(|()| 0),
     }

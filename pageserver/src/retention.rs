@@ -7,17 +7,18 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
-use pagefork_engine::{GcReport, Lease, Lsn, RetainReason};
-use serde_json::{Value, json};
+use pagefork_engine::Lsn;
+use serde_json::Value;
 
 use crate::commands::open;
+use crate::views::{describe_retain_reason, gc_report_json, lease_json};
 
 /// `pagefork gc`.
 pub(crate) fn gc(dir: &Path, json: bool) -> Result<()> {
     let store = open(dir)?;
     let report = store.gc()?;
     if json {
-        println!("{}", report_json(&report));
+        println!("{}", gc_report_json(&report));
         return Ok(());
     }
     println!(
@@ -43,50 +44,14 @@ pub(crate) fn gc(dir: &Path, json: bool) -> Result<()> {
             branch.versions_examined
         );
         for point in &branch.retained {
-            println!("  keeps {} for {}", point.lsn, describe(&point.reason));
+            println!(
+                "  keeps {} for {}",
+                point.lsn,
+                describe_retain_reason(&point.reason)
+            );
         }
     }
     Ok(())
-}
-
-fn describe(reason: &RetainReason) -> String {
-    match reason {
-        RetainReason::BranchPoint { child } => format!("branch {child:?}"),
-        RetainReason::Lease { branch, until } => format!("a lease on {branch:?} until {until}"),
-    }
-}
-
-fn report_json(report: &GcReport) -> Value {
-    let branches: Vec<Value> = report
-        .branches
-        .iter()
-        .map(|branch| {
-            let retained: Vec<Value> = branch
-                .retained
-                .iter()
-                .map(|point| json!({"lsn": point.lsn.to_string(), "why": describe(&point.reason)}))
-                .collect();
-            json!({
-                "branch": branch.name,
-                "id": branch.id.0,
-                "unreadable": branch.unreadable,
-                "cutoff": branch.cutoff.to_string(),
-                "versions_examined": branch.versions_examined,
-                "versions_removed": branch.versions_removed,
-                "layers_removed": branch.layers_removed,
-                "bytes_removed": branch.bytes_removed,
-                "retained": retained,
-            })
-        })
-        .collect();
-    json!({
-        "versions_removed": report.versions_removed,
-        "layers_removed": report.layers_removed,
-        "bytes_removed": report.bytes_removed,
-        "layers_written": report.layers_written,
-        "bytes_written": report.bytes_written,
-        "branches": branches,
-    })
 }
 
 /// `pagefork lease [BRANCH LSN --for D]`.
@@ -113,12 +78,4 @@ pub(crate) fn lease(
         );
     }
     Ok(())
-}
-
-fn lease_json(lease: &Lease) -> Value {
-    json!({
-        "branch": lease.branch,
-        "lsn": lease.lsn.to_string(),
-        "expires_at": lease.expires_at.to_string(),
-    })
 }

@@ -4,6 +4,8 @@
 //! point, recursively. Along it, LSNs increase and commit times never decrease (the store
 //! assigns times in log order), so each ancestor's commits are binary-searched by time.
 
+use pagefork_wal::Lsn;
+
 use super::{Store, StoreInner};
 use crate::branch::{LsnForTime, TimeKind};
 use crate::catalog::{Branch, CommitPoint};
@@ -17,6 +19,17 @@ impl Store {
     pub fn lsn_for_time(&self, branch: &str, time: Timestamp) -> Result<LsnForTime> {
         let target = self.inner.branch(branch)?;
         self.inner.available_lsn_for_time(&target, time)
+    }
+
+    /// The time of the last commit at or below `lsn` in `branch`'s visible history: the
+    /// time of the state a read at `lsn` sees. `None` if there is none (or GC removed the
+    /// record of it).
+    pub fn commit_time_at(&self, branch: &str, lsn: Lsn) -> Result<Option<Timestamp>> {
+        let target = self.inner.branch(branch)?;
+        Ok(target.lineage(lsn).find_map(|(ancestor, upper)| {
+            let state = ancestor.state.read();
+            state.commits_up_to(upper).last().map(|commit| commit.time)
+        }))
     }
 }
 

@@ -71,6 +71,9 @@ pub struct StoreStats {
     pub catalogs_published: u64,
     /// GC runs.
     pub gc_runs: u64,
+    /// The end of the log: bytes of WAL written over the store's life (an LSN is a byte
+    /// position).
+    pub wal_end: Lsn,
     /// Bytes of layer files GC removed.
     pub gc_bytes_removed: u64,
 }
@@ -138,6 +141,7 @@ impl Store {
             images_written: housekeeping.images_written.load(Ordering::Relaxed),
             catalogs_published: housekeeping.catalogs_published.load(Ordering::Relaxed),
             gc_runs: housekeeping.gc_runs.load(Ordering::Relaxed),
+            wal_end: inner.log.end(),
             gc_bytes_removed: housekeeping.gc_bytes_removed.load(Ordering::Relaxed),
             page_reads: counters.reads.load(Ordering::Relaxed),
             cache_hits: inner.cache.hits(),

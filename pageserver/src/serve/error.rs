@@ -1,0 +1,122 @@
+//! `ApiError`: every answer the API gives instead of a result, as a status code and a JSON
+//! body `{"error": code, "message": text}` naming what was wrong. Refusals are 4xx and
+//! changed nothing; a 5xx is only ever a real fault of the store (I/O, damage).
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use pagefork_engine::EngineError;
+use pagefork_engine::model::Refusal;
+use serde_json::json;
+
+/// An error answer: status, a stable machine-readable code, and a message for people.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+}
+
+impl ApiError {
+    /// A request that is malformed or names impossible values (400).
+    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request",
+            message: message.into(),
+        }
+    }
+
+    /// Something the request names does not exist (404).
+    pub(crate) fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The request conflicts with what exists (409).
+    pub(crate) fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::CONFLICT,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A fault of the server, not of the request (500).
+    pub(crate) fn internal(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: message.into(),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> ApiError {
+        let message = error.to_string();
+        let (status, code) = match Refusal::of(&error) {
+            Some(Refusal::UnknownBranch) => (StatusCode::NOT_FOUND, "branch_not_found"),
+            Some(Refusal::BranchExists) => (StatusCode::CONFLICT, "branch_exists"),
+            Some(Refusal::HasChildren) => (StatusCode::CONFLICT, "has_children"),
+            Some(Refusal::Protected) => (StatusCode::CONFLICT, "protected"),
+            Some(Refusal::ExpiryOnProtected) => (StatusCode::CONFLICT, "protected"),
+            Some(Refusal::NoParent) => (StatusCode::CONFLICT, "no_parent"),
+            Some(Refusal::BranchExpired) => (StatusCode::GONE, "branch_expired"),
+            Some(Refusal::BelowGcCutoff) => (StatusCode::GONE, "below_gc_cutoff"),
+            Some(Refusal::ImageSize) => (StatusCode::BAD_REQUEST, "wrong_page_size"),
+            Some(Refusal::LsnPastHead | Refusal::LsnBelowBranchStart) => {
+                (StatusCode::BAD_REQUEST, "invalid_lsn")
+            }
+            Some(Refusal::TimeBeforeHistory | Refusal::ExpiryInPast) => {
+                (StatusCode::BAD_REQUEST, "invalid_time")
+            }
+            Some(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            None => match error {
+                EngineError::CommitTooLarge { .. } => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "commit_too_large")
+                }
+                EngineError::StoreExists { .. } => (StatusCode::CONFLICT, "project_exists"),
+                EngineError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            },
+        };
+        if status.is_server_error() {
+            tracing::error!(%message, "store fault");
+        }
+        ApiError {
+            status,
+            code,
+            message,
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> ApiError {
+        ApiError::bad_request(format!("malformed JSON body: {}", rejection.body_text()))
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> ApiError {
+        ApiError::bad_request(format!("bad path: {}", rejection.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> ApiError {
+        ApiError::bad_request(format!("bad query string: {}", rejection.body_text()))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": self.code, "message": self.message}));
+        (self.status, body).into_response()
+    }
+}

@@ -1,0 +1,205 @@
+//! `pagefork serve`: the HTTP API. JSON over HTTP/1.1 (axum on tokio), versioned under
+//! `/v1`, one store per project (see `projects`). Every store call runs on tokio's
+//! blocking pool (they fsync); handlers only parse, call and render.
+//!
+//! Invariants: a request that is malformed or names something that does not exist gets
+//! a 4xx before the store is asked to change anything (see `error`); the server prints
+//! the address it listens on as its first line of standard output (so a caller that
+//! asked for port 0 learns the port); SIGTERM or SIGINT stops accepting, lets requests in
+//! flight finish, then checkpoints and closes every store.
+
+mod admin;
+mod branches;
+mod error;
+mod metrics;
+mod pages;
+mod params;
+mod projects;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Uri};
+use axum::routing::{get, post, put};
+
+use self::error::ApiError;
+use self::metrics::Metrics;
+use self::projects::Projects;
+
+/// The largest request body accepted: a batch commit of many pages, base64-encoded.
+const MAX_BODY_BYTES: usize = 64 << 20;
+
+/// How the server behaves.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ServeOptions {
+    /// Refuse to create a branch without an expiry (`ttl`, `expire_time` or `no_expiry`),
+    /// as Lakebase does.
+    pub(crate) require_expiration: bool,
+}
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub(crate) struct AppState {
+    pub(crate) projects: Arc<Projects>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) options: ServeOptions,
+}
+
+/// Serves the projects under `root` on `listen` until SIGTERM or SIGINT.
+pub(crate) fn run(root: &Path, listen: SocketAddr, options: ServeOptions) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PAGEFORK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let projects = Projects::open(root)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let served = runtime.block_on(serve(Arc::clone(&projects), listen, options));
+    // Requests in flight have finished (or the server never started): close the stores.
+    projects.close();
+    served
+}
+
+async fn serve(
+    projects: Arc<Projects>,
+    listen: SocketAddr,
+    options: ServeOptions,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let address = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
+    let count = projects.list().len();
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(
+            stdout,
+            "pagefork listening on http://{address} ({count} projects)"
+        )
+        .and_then(|()| stdout.flush())
+        .context("cannot write standard output")?;
+    }
+    tracing::info!(%address, projects = count, "serving");
+    let metrics = Arc::new(Metrics::new(Arc::clone(&projects)));
+    let state = AppState {
+        projects,
+        metrics,
+        options,
+    };
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the server failed")?;
+    tracing::info!("shut down: no more requests in flight");
+    Ok(())
+}
+
+/// Every route, in the order of the API table in README.
+pub(crate) fn router(state: AppState) -> Router {
+    let branch = "/v1/projects/{project}/branches/{branch}";
+    let v1 = Router::new()
+        .route("/v1/openapi.json", get(admin::openapi))
+        .route(
+            "/v1/projects",
+            get(admin::list_projects).post(admin::create_project),
+        )
+        .route("/v1/projects/{project}", get(admin::get_project))
+        .route(
+            "/v1/projects/{project}/branches",
+            get(branches::list).post(branches::create),
+        )
+        .route(
+            branch,
+            get(branches::show)
+                .patch(branches::update)
+                .delete(branches::delete),
+        )
+        .route(&format!("{branch}/reset"), post(branches::reset))
+        .route(&format!("{branch}/restore"), post(branches::restore))
+        .route(&format!("{branch}/rename"), post(branches::rename))
+        .route(&format!("{branch}/detach"), post(branches::detach))
+        .route(&format!("{branch}/diff"), get(branches::diff))
+        .route(
+            &format!("{branch}/lsn_by_timestamp"),
+            get(pages::lsn_by_timestamp),
+        )
+        .route(&format!("{branch}/leases"), post(admin::lease))
+        .route(
+            &format!("{branch}/pages/{{rel}}/{{block}}"),
+            put(pages::put).get(pages::get),
+        )
+        .route(&format!("{branch}/commit"), post(pages::commit))
+        .route("/v1/projects/{project}/leases", get(admin::leases))
+        .route("/v1/projects/{project}/log", get(admin::log))
+        .route("/v1/projects/{project}/gc", post(admin::gc))
+        .route("/v1/projects/{project}/compact", post(admin::compact))
+        .route("/v1/projects/{project}/stats", get(admin::stats));
+    v1.route("/healthz", get(admin::healthz))
+        .route("/metrics", get(admin::metrics))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.metrics),
+            metrics::record_request,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found("no_route", format!("no route for {method} {uri}"))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError {
+        status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: format!("{method} is not allowed on {uri}"),
+    }
+}
+
+/// Runs a store call on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|error| ApiError::internal(format!("the request's task failed: {error}")))?
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT: shutting down"),
+        () = terminate => tracing::info!("SIGTERM: shutting down"),
+    }
+}

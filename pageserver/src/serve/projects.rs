@@ -1,0 +1,124 @@
+//! The projects a server serves: one store per project, each in its own data directory
+//! `<root>/projects/<project>`. Every store found there is opened at startup (a store
+//! that cannot be opened stops the server from starting, rather than being skipped), and
+//! projects created over the API are created and opened here.
+//!
+//! Invariant: a project's name maps to at most one open store, and its directory is only
+//! ever created by `create` under the registry's lock.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use pagefork_engine::{Config, Store};
+use parking_lot::{Mutex, RwLock};
+
+use super::error::ApiError;
+
+/// The directory under the server's data directory that holds one directory per project.
+const PROJECTS_DIR: &str = "projects";
+
+/// Open stores by project name.
+#[derive(Debug)]
+pub(crate) struct Projects {
+    root: PathBuf,
+    stores: RwLock<BTreeMap<String, Store>>,
+    /// Serializes project creation.
+    creating: Mutex<()>,
+}
+
+impl Projects {
+    /// Opens every project under `root/projects` (creating the directories if missing).
+    pub(crate) fn open(root: &Path) -> anyhow::Result<Arc<Projects>> {
+        let dir = root.join(PROJECTS_DIR);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut stores = BTreeMap::new();
+        let entries =
+            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if validate_project_name(&name).is_err() || !entry.path().is_dir() {
+                continue;
+            }
+            let store = Store::open(entry.path()).with_context(|| {
+                format!("cannot open project {name:?} in {}", entry.path().display())
+            })?;
+            stores.insert(name, store);
+        }
+        Ok(Arc::new(Projects {
+            root: dir,
+            stores: RwLock::new(stores),
+            creating: Mutex::new(()),
+        }))
+    }
+
+    /// The store of `project`.
+    pub(crate) fn get(&self, project: &str) -> Result<Store, ApiError> {
+        self.stores.read().get(project).cloned().ok_or_else(|| {
+            ApiError::not_found("project_not_found", format!("no project named {project:?}"))
+        })
+    }
+
+    /// Project names and their stores, in name order.
+    pub(crate) fn list(&self) -> Vec<(String, Store)> {
+        self.stores
+            .read()
+            .iter()
+            .map(|(name, store)| (name.clone(), store.clone()))
+            .collect()
+    }
+
+    /// Creates a project: a new store with `page_size`-byte pages. Blocking (fsyncs).
+    pub(crate) fn create(&self, project: &str, page_size: usize) -> Result<Store, ApiError> {
+        validate_project_name(project)?;
+        let _creating = self.creating.lock();
+        if self.stores.read().contains_key(project) {
+            return Err(ApiError::conflict(
+                "project_exists",
+                format!("a project named {project:?} already exists"),
+            ));
+        }
+        let config = Config {
+            page_size,
+            ..Config::default()
+        };
+        let store = Store::create(self.root.join(project), config)?;
+        self.stores
+            .write()
+            .insert(project.to_owned(), store.clone());
+        Ok(store)
+    }
+
+    /// Checkpoints every store (flushing what is in memory) and closes them.
+    pub(crate) fn close(&self) {
+        let stores = std::mem::take(&mut *self.stores.write());
+        for (name, store) in stores {
+            match store.checkpoint() {
+                Ok(lsn) => tracing::info!(project = %name, %lsn, "checkpointed and closed"),
+                Err(error) => {
+                    tracing::error!(project = %name, %error, "checkpoint on close failed")
+                }
+            }
+        }
+    }
+}
+
+/// A project name: 1-63 characters of `[A-Za-z0-9._-]`, not starting with a dot (it is a
+/// directory name).
+pub(crate) fn validate_project_name(name: &str) -> Result<(), ApiError> {
+    let valid = (1..=63).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid project name {name:?}: a name is 1-63 characters of [A-Za-z0-9._-], not starting with '.'"
+        )))
+    }
+}
