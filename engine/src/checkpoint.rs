@@ -56,7 +56,7 @@ use crate::time::Timestamp;
 
 pub(crate) const CATALOG_FILE_NAME: &str = "catalog";
 const MAGIC: [u8; 8] = *b"PFCKPT\0\0";
-const FORMAT_VERSION: u32 = 5;
+pub(crate) const FORMAT_VERSION: u32 = 5;
 
 /// A layer file as the catalog lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -168,8 +168,10 @@ pub enum EngineError {
         /// The store clock's time.
         now: Timestamp,
     },
-    /// A reset of a branch without a parent.
-    #[error("branch {branch:?} has no parent to reset to")]
+    /// A reset or detach of a branch without a parent.
+    #[error(
+        "branch {branch:?} has no parent (it is a root): there is nothing to reset it to or detach it from"
+    )]
     NoParent {
         /// The branch.
         branch: String,

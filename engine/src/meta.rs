@@ -17,7 +17,7 @@ use crate::error::{EngineError, Result};
 
 pub(crate) const META_FILE_NAME: &str = "pagefork.meta";
 const MAGIC: [u8; 8] = *b"PFSTORE\0";
-const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 const META_LEN: usize = 20;
 
 /// What the metadata file records.

@@ -306,6 +306,16 @@ pub(crate) enum InspectCommand {
         /// The layer file (read directly; the store is not opened).
         file: PathBuf,
     },
+    /// The whole store: formats, catalog, WAL segments, and each branch's layer files,
+    /// every one read and checked against its checksums (exit code 1 if any is damaged).
+    #[command(
+        after_help = "Example:\n  pagefork inspect store\n  pagefork inspect store --no-verify --json"
+    )]
+    Store {
+        /// Do not read the layer files to check them (fast on a large store).
+        #[arg(long)]
+        no_verify: bool,
+    },
     /// WAL records from an LSN (default: the oldest kept), like pg_waldump.
     Wal {
         /// Start at this record boundary, as X/Y.

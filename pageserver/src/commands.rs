@@ -6,11 +6,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use pagefork_engine::layer::LayerFile;
 use pagefork_engine::{At, BranchInfo, BranchOptions, Config, Key, LsnForTime, Store, Update};
 use serde_json::{Value, json};
 
-use crate::cli::{AtArgs, BranchCommand, InspectCommand, PageCommand};
+use crate::cli::{AtArgs, BranchCommand, PageCommand};
 use crate::views::{branch_json, commit_json, stats_json, time_answer_json};
 
 /// Exit code of `page get` when the page does not exist.
@@ -228,73 +227,6 @@ pub(crate) fn stats(dir: &Path, json: bool) -> Result<()> {
         );
     }
     Ok(())
-}
-
-pub(crate) fn inspect(dir: &Path, command: &InspectCommand, json: bool) -> Result<()> {
-    match command {
-        InspectCommand::Layer { file } => inspect_layer(file, json),
-        InspectCommand::Wal { from, limit } => {
-            let store = open(dir)?;
-            let entries = store.wal_entries(*from, *limit)?;
-            if json {
-                let entries: Vec<Value> = entries
-                    .iter()
-                    .map(|entry| {
-                        json!({"start": entry.start.to_string(), "lsn": entry.end.to_string(),
-                               "time": entry.time.to_string(), "kind": entry.kind, "description": entry.description})
-                    })
-                    .collect();
-                println!("{}", Value::Array(entries));
-            } else {
-                for entry in entries {
-                    println!(
-                        "{:>12} {:>12}  {}  {:<13} {}",
-                        entry.start.to_string(),
-                        entry.end.to_string(),
-                        entry.time,
-                        entry.kind,
-                        entry.description
-                    );
-                }
-            }
-            Ok(())
-        }
-    }
-}
-
-fn inspect_layer(file: &Path, json: bool) -> Result<()> {
-    let layer = LayerFile::open(file, None)?;
-    let range = *layer.range();
-    let checked = layer.versions();
-    let status = match &checked {
-        Ok(versions) => format!("ok: all {} blocks match their checksums", versions.len()),
-        Err(error) => format!("DAMAGED: {error}"),
-    };
-    if json {
-        println!(
-            "{}",
-            json!({
-                "file": file.display().to_string(), "kind": format!("{:?}", range.kind).to_lowercase(),
-                "branch": range.branch.0, "key_start": range.key_start.to_string(), "key_last": range.key_last.to_string(),
-                "lsn_start": range.lsn_start.to_string(), "lsn_end": range.lsn_end.to_string(),
-                "versions": layer.version_count(), "size": layer.size(), "crc32": format!("{:08x}", layer.checksum()),
-                "blocks_ok": checked.is_ok(), "status": status,
-            })
-        );
-    } else {
-        println!("layer {}", file.display());
-        println!("  kind       {:?} of branch {}", range.kind, range.branch);
-        println!("  keys       [{}, {}]", range.key_start, range.key_last);
-        println!("  LSNs       [{}, {})", range.lsn_start, range.lsn_end);
-        println!("  versions   {}", layer.version_count());
-        println!(
-            "  size       {} bytes, CRC32 {:08x}",
-            layer.size(),
-            layer.checksum()
-        );
-        println!("  blocks     {status}");
-    }
-    checked.map(drop).map_err(Into::into)
 }
 
 pub(crate) fn describe_time_answer(answer: &LsnForTime) -> String {

@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 mod demo;
+mod inspect;
 mod lifecycle;
 mod retention;
 mod serve;
@@ -62,7 +63,7 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
             };
             serve::run(dir, *listen, options).map(|()| 0)
         }
-        Command::Inspect(command) => commands::inspect(dir, command, cli.json).map(|()| 0),
+        Command::Inspect(command) => inspect::inspect(dir, command, cli.json).map(|()| 0),
     }
 }
 

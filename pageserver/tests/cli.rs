@@ -356,6 +356,79 @@ fn inspect_layer_reports_ranges_and_damage() {
 }
 
 #[test]
+fn inspect_store_lists_files_and_finds_a_damaged_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    ok_json(pagefork(&store, &["--json", "init", "--page-size", "512"]));
+    ok_json(pagefork_with_stdin(
+        &store,
+        &["--json", "page", "put", "main", "1", "0"],
+        &[3u8; 512],
+    ));
+    ok_json(pagefork(&store, &["--json", "branch", "create", "dev"]));
+    ok_json(pagefork_with_stdin(
+        &store,
+        &["--json", "page", "put", "dev", "1", "1"],
+        &[4u8; 512],
+    ));
+    assert!(pagefork(&store, &["checkpoint"]).status.success());
+
+    let report = ok_json(pagefork(&store, &["--json", "inspect", "store"]));
+    assert_eq!(report["page_size"], 512);
+    assert_eq!(report["formats"]["catalog"], 5);
+    assert_eq!(report["wal"]["segments"], 1);
+    let branches = report["branches"].as_array().unwrap();
+    let names: Vec<&str> = branches
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["main", "dev"]);
+    for branch in branches {
+        let layers = branch["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), 1, "{branch}");
+        assert_eq!(layers[0]["check"], "ok");
+        assert_eq!(layers[0]["versions"], 1);
+        assert_eq!(branch["unflushed_bytes"], 0);
+    }
+    let text = pagefork(&store, &["inspect", "store"]);
+    assert!(
+        String::from_utf8(text.stdout)
+            .unwrap()
+            .contains("branch dev (#2)")
+    );
+
+    // Damage dev's layer: the report names it and the command fails; --no-verify does
+    // not read it.
+    let layer = store
+        .join("layers")
+        .join(branches[1]["layers"][0]["name"].as_str().unwrap());
+    let mut bytes = std::fs::read(&layer).unwrap();
+    bytes[100] ^= 0xFF;
+    std::fs::write(&layer, bytes).unwrap();
+    let output = pagefork(&store, &["--json", "inspect", "store"]);
+    assert_eq!(output.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let check = report["branches"][1]["layers"][0]["check"]
+        .as_str()
+        .unwrap();
+    assert!(
+        check.starts_with("DAMAGED") && check.contains("offset"),
+        "{check}"
+    );
+    assert_eq!(report["branches"][0]["layers"][0]["check"], "ok");
+    assert!(
+        String::from_utf8(output.stderr)
+            .unwrap()
+            .contains("1 damaged layer files")
+    );
+    let unchecked = ok_json(pagefork(
+        &store,
+        &["--json", "inspect", "store", "--no-verify"],
+    ));
+    assert!(unchecked["branches"][1]["layers"][0]["check"].is_null());
+}
+
+#[test]
 fn the_branch_lifecycle_commands() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");

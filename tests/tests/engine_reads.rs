@@ -99,3 +99,48 @@ fn the_cache_stays_within_its_bound_and_can_be_off() {
     assert_eq!(store.stats().cache_hits, 0);
     assert_eq!(store.stats().cache_bytes, 0);
 }
+
+#[test]
+fn the_commit_time_of_a_state_and_the_end_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, clock) = engine_config(SyncMode::Always);
+    let store = Store::create(dir.path(), manual_housekeeping(config)).unwrap();
+    let created = store.branch_info("main").unwrap().head;
+    assert_eq!(store.commit_time_at("main", created).unwrap(), None);
+    let first = store
+        .commit("main", vec![(K, Update::Image(page_of(1)))])
+        .unwrap();
+    clock.advance(std::time::Duration::from_secs(5));
+    let second = store
+        .commit("main", vec![(K, Update::Image(page_of(2)))])
+        .unwrap();
+    assert!(second.time > first.time);
+    assert_eq!(store.stats().wal_end, second.lsn);
+    assert_eq!(
+        store.commit_time_at("main", first.lsn).unwrap(),
+        Some(first.time)
+    );
+    // Between the two commits the state is the first one's.
+    assert_eq!(
+        store
+            .commit_time_at("main", pagefork_engine::Lsn(second.lsn.0 - 1))
+            .unwrap(),
+        Some(first.time)
+    );
+    assert_eq!(
+        store.commit_time_at("main", second.lsn).unwrap(),
+        Some(second.time)
+    );
+    // A branch with no commits of its own sees its parent's, up to its branch point.
+    store
+        .create_branch("dev", "main", At::Lsn(first.lsn), BranchOptions::default())
+        .unwrap();
+    let dev_head = store.branch_info("dev").unwrap().head;
+    assert_eq!(
+        store.commit_time_at("dev", dev_head).unwrap(),
+        Some(first.time)
+    );
+    // The branch creation is a record too: the log's end moved past the last commit.
+    assert!(store.stats().wal_end > second.lsn);
+    assert!(store.commit_time_at("ghost", second.lsn).is_err());
+}

@@ -52,7 +52,7 @@ const BLOCK_HEADER_LEN: usize = 28;
 const INDEX_ENTRY_LEN: usize = 24;
 const MAGIC: [u8; 8] = *b"PFLAYER\0";
 const FOOTER_MAGIC: [u8; 4] = *b"PFLE";
-const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 
 /// Whether a layer holds versions over an LSN range or whole pages at one LSN.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use pagefork_wal::Lsn;
 
-pub(crate) use format::encoded_len;
+pub(crate) use format::{FORMAT_VERSION, encoded_len};
 pub use format::{LayerKind, LayerRange};
 pub use map::Level;
 pub(crate) use map::{LayerMap, PersistedLayer};

@@ -1,9 +1,17 @@
-//! Describing the store's WAL for people (`pagefork inspect wal`, like pg_waldump).
+//! Describing the store for people: its WAL records (`pagefork inspect wal`, like
+//! pg_waldump) and its files (`pagefork inspect store`). Read-only.
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use pagefork_wal::Lsn;
 
 use super::Store;
+use crate::branch::BranchId;
+use crate::catalog::Branch;
+use crate::checkpoint::CATALOG_FILE_NAME;
 use crate::error::{EngineError, Result};
+use crate::layer::{LayerRange, Level};
 use crate::log::Log;
 use crate::record::{BranchChange, Record};
 use crate::time::Timestamp;
@@ -130,5 +138,181 @@ fn describe(record: &Record) -> (&'static str, String) {
                 points.len().saturating_sub(1)
             ),
         ),
+    }
+}
+
+/// What a store's directory holds (`pagefork inspect store`): its formats, the catalog,
+/// the WAL, and each branch's layer files, each checked against its checksums if asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreFiles {
+    /// The directory (`None` in memory).
+    pub dir: Option<PathBuf>,
+    /// The page size.
+    pub page_size: usize,
+    /// Format versions this build writes: the store's meta file, its catalog, its layers.
+    pub formats: FormatVersions,
+    /// The LSN the published catalog covers: replay on open starts there.
+    pub catalog_covers: Lsn,
+    /// Size of the catalog file in bytes.
+    pub catalog_bytes: u64,
+    /// The WAL, for a store on disk.
+    pub wal: Option<WalFiles>,
+    /// Every branch, hidden old states too, in id order.
+    pub branches: Vec<BranchFiles>,
+}
+
+/// The on-disk format versions (each file also carries its own and is refused if it
+/// differs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FormatVersions {
+    /// `pagefork.meta`.
+    pub meta: u32,
+    /// `catalog`.
+    pub catalog: u32,
+    /// Layer files.
+    pub layer: u32,
+}
+
+/// The WAL's segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalFiles {
+    /// Segment size in bytes.
+    pub segment_size: u64,
+    /// Segment files kept.
+    pub segments: usize,
+    /// Bytes they take.
+    pub bytes: u64,
+    /// The oldest record kept starts here.
+    pub oldest: Lsn,
+    /// Every record ending at or below this is fsynced.
+    pub durable: Lsn,
+}
+
+/// One branch's files and memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BranchFiles {
+    /// Its id.
+    pub id: BranchId,
+    /// Its name (for a hidden old state, the name it had).
+    pub name: String,
+    /// A hidden old state, kept for its children.
+    pub hidden: bool,
+    /// Its head.
+    pub head: Lsn,
+    /// Every own version at or below this is in its layer files.
+    pub flushed: Lsn,
+    /// Bytes of versions in its open and frozen layers (replayed from the WAL on open).
+    pub unflushed_bytes: u64,
+    /// Its layer files.
+    pub layers: Vec<LayerFileSummary>,
+}
+
+/// One layer file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerFileSummary {
+    /// File name inside `layers/`.
+    pub name: String,
+    /// Its level.
+    pub level: Level,
+    /// Its key and LSN ranges.
+    pub range: LayerRange,
+    /// Page versions it holds.
+    pub versions: usize,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// `None` if not checked; `Some(Ok(()))` if every block matched its checksum;
+    /// `Some(Err(what))` naming the damage.
+    pub check: Option<Result<(), String>>,
+}
+
+impl Store {
+    /// What the store's files are, with every layer file read and checked against its
+    /// checksums if `verify` (that reads every layer in full).
+    pub fn files(&self, verify: bool) -> Result<StoreFiles> {
+        let inner = &self.inner;
+        let wal = match (&inner.log, &inner.dir) {
+            (Log::Wal(wal), Some(_)) => {
+                let (mut segments, mut bytes) = (0, 0);
+                let dir = wal.dir();
+                let entries = std::fs::read_dir(dir).map_err(EngineError::io("list", dir))?;
+                for entry in entries {
+                    let entry = entry.map_err(EngineError::io("list", dir))?;
+                    if entry.path().extension().is_some_and(|ext| ext == "wal") {
+                        segments += 1;
+                        bytes += entry
+                            .metadata()
+                            .map_err(EngineError::io("stat", entry.path()))?
+                            .len();
+                    }
+                }
+                Some(WalFiles {
+                    segment_size: wal.segment_size(),
+                    segments,
+                    bytes,
+                    oldest: wal.oldest_lsn(),
+                    durable: wal.durable_lsn(),
+                })
+            }
+            _ => None,
+        };
+        let catalog_bytes = match &inner.dir {
+            Some(dir) => {
+                let path = dir.join(CATALOG_FILE_NAME);
+                std::fs::metadata(&path)
+                    .map_err(EngineError::io("stat", &path))?
+                    .len()
+            }
+            None => 0,
+        };
+        let mut branches = Vec::new();
+        let mut listed: Vec<Arc<Branch>> = inner.catalog.read().branches().cloned().collect();
+        listed.sort_by_key(|branch| branch.id);
+        for branch in listed {
+            let state = branch.state.read();
+            let frozen = state
+                .frozen
+                .as_ref()
+                .map_or(0, |(frozen, _)| frozen.bytes());
+            let layers = state
+                .layers
+                .iter()
+                .map(|layer| LayerFileSummary {
+                    name: layer.name.clone(),
+                    level: layer.level,
+                    range: *layer.file.range(),
+                    versions: layer.file.version_count(),
+                    bytes: layer.size,
+                    check: verify.then(|| {
+                        layer
+                            .file
+                            .versions()
+                            .map(drop)
+                            .map_err(|error| error.to_string())
+                    }),
+                })
+                .collect();
+            branches.push(BranchFiles {
+                id: branch.id,
+                name: branch.name(),
+                hidden: branch.hidden(),
+                head: state.head,
+                flushed: state.flushed,
+                unflushed_bytes: state.open.bytes() + frozen,
+                layers,
+            });
+        }
+        Ok(StoreFiles {
+            dir: inner.dir.clone(),
+            page_size: inner.page_size,
+            formats: FormatVersions {
+                meta: crate::meta::FORMAT_VERSION,
+                catalog: crate::checkpoint::FORMAT_VERSION,
+                layer: crate::layer::FORMAT_VERSION,
+            },
+            catalog_covers: inner.catalog_covered(),
+            catalog_bytes,
+            wal,
+            branches,
+        })
     }
 }

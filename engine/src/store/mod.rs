@@ -52,7 +52,7 @@ use crate::time::{Clock, SystemClock, Timestamp};
 pub use diff::{PageDiff, RelationDiff};
 pub use gc::{BranchGc, GcReport};
 use housekeeping::{HousekeepingCounters, LayerSettings, WorkerGuard, WorkerSignals};
-pub use inspect::WalEntry;
+pub use inspect::{BranchFiles, FormatVersions, LayerFileSummary, StoreFiles, WalEntry, WalFiles};
 pub use lifecycle::{Restored, default_backup_name};
 use read::ReadCounters;
 pub use read::{ReadTrace, StoreStats};

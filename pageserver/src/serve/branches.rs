@@ -3,7 +3,8 @@
 //! then makes one store call; the engine's refusals come back as 4xx and change nothing.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use pagefork_engine::{At, Backup, BranchInfo, BranchOptions, Expiry};
@@ -14,6 +15,9 @@ use super::error::ApiError;
 use super::params;
 use super::{AppState, blocking};
 use crate::views::{branch_json, diff_json, time_answer_json};
+
+/// `{project}` from the path.
+type ProjectPath = Result<Path<String>, PathRejection>;
 
 /// `{project}` and `{branch}` from the path.
 type BranchPath = Result<Path<(String, String)>, PathRejection>;
@@ -55,9 +59,10 @@ struct CreateSpec {
 /// `POST /v1/projects/{project}/branches`.
 pub(crate) async fn create(
     State(state): State<AppState>,
-    Path(project): Path<String>,
+    project: ProjectPath,
     body: Result<Json<CreateBranch>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Path(project) = project?;
     let Json(body) = body?;
     let spec = &body.spec;
     let store = state.projects.get(&project)?;
@@ -102,8 +107,9 @@ pub(crate) async fn create(
 /// `GET /v1/projects/{project}/branches`.
 pub(crate) async fn list(
     State(state): State<AppState>,
-    Path(project): Path<String>,
+    project: ProjectPath,
 ) -> Result<Json<Value>, ApiError> {
+    let Path(project) = project?;
     let store = state.projects.get(&project)?;
     let branches: Vec<Value> = store
         .list_branches()
@@ -232,10 +238,17 @@ pub(crate) struct RestoreBranch {
 pub(crate) async fn restore(
     State(state): State<AppState>,
     path: BranchPath,
-    body: Result<Json<RestoreBranch>, JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path((project, branch)) = path?;
-    let Json(body) = body?;
+    let body = body?;
+    // No body at all means every default.
+    let body: RestoreBranch = if body.iter().all(u8::is_ascii_whitespace) {
+        RestoreBranch::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|error| ApiError::bad_request(format!("malformed JSON body: {error}")))?
+    };
     let store = state.projects.get(&project)?;
     let source = match &body.source_branch {
         Some(text) => params::branch_reference("source_branch", &project, text)?.to_owned(),

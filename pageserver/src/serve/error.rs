@@ -3,7 +3,7 @@
 //! changed nothing; a 5xx is only ever a real fault of the store (I/O, damage).
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use pagefork_engine::EngineError;
@@ -64,7 +64,7 @@ impl From<EngineError> for ApiError {
             Some(Refusal::BranchExists) => (StatusCode::CONFLICT, "branch_exists"),
             Some(Refusal::HasChildren) => (StatusCode::CONFLICT, "has_children"),
             Some(Refusal::Protected) => (StatusCode::CONFLICT, "protected"),
-            Some(Refusal::ExpiryOnProtected) => (StatusCode::CONFLICT, "protected"),
+            Some(Refusal::ExpiryOnProtected) => (StatusCode::CONFLICT, "expiry_on_protected"),
             Some(Refusal::NoParent) => (StatusCode::CONFLICT, "no_parent"),
             Some(Refusal::BranchExpired) => (StatusCode::GONE, "branch_expired"),
             Some(Refusal::BelowGcCutoff) => (StatusCode::GONE, "below_gc_cutoff"),
@@ -98,7 +98,35 @@ impl From<EngineError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> ApiError {
-        ApiError::bad_request(format!("malformed JSON body: {}", rejection.body_text()))
+        match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => body_too_large(&rejection.body_text()),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                code: "unsupported_media_type",
+                message: "send a JSON body with content-type: application/json".to_owned(),
+            },
+            _ => ApiError::bad_request(format!("malformed JSON body: {}", rejection.body_text())),
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> ApiError {
+        match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => body_too_large(&rejection.body_text()),
+            _ => ApiError::bad_request(format!("cannot read the body: {}", rejection.body_text())),
+        }
+    }
+}
+
+pub(crate) fn body_too_large(detail: &str) -> ApiError {
+    ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        code: "body_too_large",
+        message: format!(
+            "the request body is larger than {} bytes: {detail}",
+            super::MAX_BODY_BYTES
+        ),
     }
 }
 

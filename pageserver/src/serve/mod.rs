@@ -25,6 +25,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
+use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 
 use self::error::ApiError;
@@ -32,7 +33,7 @@ use self::metrics::Metrics;
 use self::projects::Projects;
 
 /// The largest request body accepted: a batch commit of many pages, base64-encoded.
-const MAX_BODY_BYTES: usize = 64 << 20;
+pub(crate) const MAX_BODY_BYTES: usize = 64 << 20;
 
 /// How the server behaves.
 #[derive(Clone, Copy, Debug)]
@@ -155,6 +156,7 @@ pub(crate) fn router(state: AppState) -> Router {
             Arc::clone(&state.metrics),
             metrics::record_request,
         ))
+        .layer(axum::middleware::from_fn(refuse_announced_oversize))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -168,6 +170,25 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
         status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
         code: "method_not_allowed",
         message: format!("{method} is not allowed on {uri}"),
+    }
+}
+
+/// Refuses a request whose announced length is over the limit before reading its body
+/// (a body without a length is cut off at the limit as it is read).
+async fn refuse_announced_oversize(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let announced = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse::<u64>().ok());
+    match announced {
+        Some(length) if length > MAX_BODY_BYTES as u64 => {
+            error::body_too_large(&format!("it announces {length} bytes")).into_response()
+        }
+        _ => next.run(request).await,
     }
 }
 

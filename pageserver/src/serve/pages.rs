@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -30,9 +30,10 @@ type PagePath = Result<Path<(String, String, u32, u32)>, PathRejection>;
 pub(crate) async fn put(
     State(state): State<AppState>,
     path: PagePath,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path((project, branch, rel, block)) = path?;
+    let body = body?;
     let store = state.projects.get(&project)?;
     let updates = vec![(Key::new(rel, block), Update::Image(body))];
     let commit = blocking(move || Ok(store.commit(&branch, updates)?)).await?;

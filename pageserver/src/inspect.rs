@@ -1,0 +1,203 @@
+//! `pagefork inspect`: look inside the store's files without changing them: WAL records
+//! (like pg_waldump), one layer file (read directly, the store not opened), and the whole
+//! store (formats, catalog, WAL, each branch's layers, every layer checked against its
+//! checksums). A damaged file makes the command exit non-zero.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use pagefork_engine::layer::LayerFile;
+use pagefork_engine::{LayerFileSummary, StoreFiles};
+use serde_json::{Value, json};
+
+use crate::cli::InspectCommand;
+use crate::commands::open;
+
+pub(crate) fn inspect(dir: &Path, command: &InspectCommand, json: bool) -> Result<()> {
+    match command {
+        InspectCommand::Layer { file } => inspect_layer(file, json),
+        InspectCommand::Store { no_verify } => inspect_store(dir, !no_verify, json),
+        InspectCommand::Wal { from, limit } => {
+            let store = open(dir)?;
+            let entries = store.wal_entries(*from, *limit)?;
+            if json {
+                let entries: Vec<Value> = entries
+                    .iter()
+                    .map(|entry| {
+                        json!({"start": entry.start.to_string(), "lsn": entry.end.to_string(),
+                               "time": entry.time.to_string(), "kind": entry.kind, "description": entry.description})
+                    })
+                    .collect();
+                println!("{}", Value::Array(entries));
+            } else {
+                for entry in entries {
+                    println!(
+                        "{:>12} {:>12}  {}  {:<13} {}",
+                        entry.start.to_string(),
+                        entry.end.to_string(),
+                        entry.time,
+                        entry.kind,
+                        entry.description
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn inspect_layer(file: &Path, json: bool) -> Result<()> {
+    let layer = LayerFile::open(file, None)?;
+    let range = *layer.range();
+    let checked = layer.versions();
+    let status = match &checked {
+        Ok(versions) => format!("ok: all {} blocks match their checksums", versions.len()),
+        Err(error) => format!("DAMAGED: {error}"),
+    };
+    if json {
+        println!(
+            "{}",
+            json!({
+                "file": file.display().to_string(), "kind": format!("{:?}", range.kind).to_lowercase(),
+                "branch": range.branch.0, "key_start": range.key_start.to_string(), "key_last": range.key_last.to_string(),
+                "lsn_start": range.lsn_start.to_string(), "lsn_end": range.lsn_end.to_string(),
+                "versions": layer.version_count(), "size": layer.size(), "crc32": format!("{:08x}", layer.checksum()),
+                "blocks_ok": checked.is_ok(), "status": status,
+            })
+        );
+    } else {
+        println!("layer {}", file.display());
+        println!("  kind       {:?} of branch {}", range.kind, range.branch);
+        println!("  keys       [{}, {}]", range.key_start, range.key_last);
+        println!("  LSNs       [{}, {})", range.lsn_start, range.lsn_end);
+        println!("  versions   {}", layer.version_count());
+        println!(
+            "  size       {} bytes, CRC32 {:08x}",
+            layer.size(),
+            layer.checksum()
+        );
+        println!("  blocks     {status}");
+    }
+    checked.map(drop).map_err(Into::into)
+}
+
+fn inspect_store(dir: &Path, verify: bool, json: bool) -> Result<()> {
+    let store = open(dir)?;
+    let files = store.files(verify)?;
+    let damaged: Vec<&LayerFileSummary> = files
+        .branches
+        .iter()
+        .flat_map(|branch| &branch.layers)
+        .filter(|layer| matches!(layer.check, Some(Err(_))))
+        .collect();
+    if json {
+        println!("{}", store_files_json(&files));
+    } else {
+        print_store_files(&files, verify);
+    }
+    if !damaged.is_empty() {
+        bail!("{} damaged layer files", damaged.len());
+    }
+    Ok(())
+}
+
+fn layer_json(layer: &LayerFileSummary) -> Value {
+    json!({
+        "name": layer.name,
+        "level": format!("{:?}", layer.level).to_lowercase(),
+        "key_start": layer.range.key_start.to_string(), "key_last": layer.range.key_last.to_string(),
+        "lsn_start": layer.range.lsn_start.to_string(), "lsn_end": layer.range.lsn_end.to_string(),
+        "versions": layer.versions,
+        "bytes": layer.bytes,
+        "check": match &layer.check {
+            None => json!(null),
+            Some(Ok(())) => json!("ok"),
+            Some(Err(error)) => json!(format!("DAMAGED: {error}")),
+        },
+    })
+}
+
+fn store_files_json(files: &StoreFiles) -> Value {
+    let branches: Vec<Value> = files
+        .branches
+        .iter()
+        .map(|branch| {
+            json!({
+                "id": branch.id.0, "name": branch.name, "hidden": branch.hidden,
+                "head": branch.head.to_string(), "flushed": branch.flushed.to_string(),
+                "unflushed_bytes": branch.unflushed_bytes,
+                "layers": branch.layers.iter().map(layer_json).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "dir": files.dir.as_ref().map(|dir| dir.display().to_string()),
+        "page_size": files.page_size,
+        "formats": {"meta": files.formats.meta, "catalog": files.formats.catalog, "layer": files.formats.layer},
+        "catalog": {"covers": files.catalog_covers.to_string(), "bytes": files.catalog_bytes},
+        "wal": files.wal.map(|wal| json!({
+            "segment_size": wal.segment_size, "segments": wal.segments, "bytes": wal.bytes,
+            "oldest": wal.oldest.to_string(), "durable": wal.durable.to_string(),
+        })),
+        "branches": branches,
+    })
+}
+
+fn print_store_files(files: &StoreFiles, verify: bool) {
+    if let Some(dir) = &files.dir {
+        println!("store {}", dir.display());
+    }
+    println!("  page size    {} bytes", files.page_size);
+    println!(
+        "  formats      meta v{}, catalog v{}, layers v{}",
+        files.formats.meta, files.formats.catalog, files.formats.layer
+    );
+    println!(
+        "  catalog      {} bytes, covers the WAL up to {}",
+        files.catalog_bytes, files.catalog_covers
+    );
+    if let Some(wal) = &files.wal {
+        println!(
+            "  wal          {} segments of {} bytes ({} bytes on disk), records from {}, durable to {}",
+            wal.segments, wal.segment_size, wal.bytes, wal.oldest, wal.durable
+        );
+    }
+    for branch in &files.branches {
+        let hidden = if branch.hidden {
+            " (old state, hidden)"
+        } else {
+            ""
+        };
+        let bytes: u64 = branch.layers.iter().map(|layer| layer.bytes).sum();
+        println!(
+            "branch {} ({}){hidden}: head {}, flushed to {}, {} unflushed bytes, {} layer files ({bytes} bytes)",
+            branch.name,
+            branch.id,
+            branch.head,
+            branch.flushed,
+            branch.unflushed_bytes,
+            branch.layers.len()
+        );
+        for layer in &branch.layers {
+            let check = match &layer.check {
+                None => String::new(),
+                Some(Ok(())) => "  ok".to_owned(),
+                Some(Err(error)) => format!("  DAMAGED: {error}"),
+            };
+            println!(
+                "  {:<6} keys [{}, {}] LSNs [{}, {}) {} versions {} bytes  {}{check}",
+                format!("{:?}", layer.level),
+                layer.range.key_start,
+                layer.range.key_last,
+                layer.range.lsn_start,
+                layer.range.lsn_end,
+                layer.versions,
+                layer.bytes,
+                layer.name
+            );
+        }
+    }
+    if !verify {
+        println!("(layer files not checked: --no-verify)");
+    }
+}

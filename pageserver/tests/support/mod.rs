@@ -1,0 +1,195 @@
+//! A `pagefork serve` child process on a free loopback port, and a small HTTP client for
+//! it (ureq: statuses are answers, not errors).
+
+// A test may panic: unwrapping and indexing its own fixtures is how it fails.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+use serde_json::Value;
+
+/// A running server; killed when dropped (stop it with `terminate` to test shutdown).
+pub(crate) struct Server {
+    child: Child,
+    pub(crate) base: String,
+    pub(crate) dir: PathBuf,
+    agent: ureq::Agent,
+}
+
+/// One answer: status, headers we look at, body.
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
+    pub(crate) lsn: Option<String>,
+    pub(crate) commit_time: Option<String>,
+}
+
+impl Answer {
+    pub(crate) fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
+            panic!(
+                "not JSON ({error}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// Asserts the status and returns the JSON body.
+    pub(crate) fn expect(&self, status: u16) -> Value {
+        assert_eq!(
+            self.status,
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        self.json()
+    }
+
+    /// Asserts an error answer: status and error code.
+    pub(crate) fn expect_error(&self, status: u16, code: &str) -> String {
+        let body = self.expect(status);
+        assert_eq!(body["error"], code, "{body}");
+        body["message"].as_str().unwrap().to_owned()
+    }
+}
+
+impl Server {
+    /// Starts `pagefork --data-dir DIR serve --listen 127.0.0.1:0 EXTRA...`.
+    pub(crate) fn start(dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pagefork"))
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env_remove("PAGEFORK_DATA_DIR")
+            .env("PAGEFORK_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start pagefork serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .split_whitespace()
+            .find(|word| word.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Server {
+            child,
+            base,
+            dir: dir.to_owned(),
+            agent,
+        }
+    }
+
+    fn answer(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
+        let mut response = response.expect("HTTP request");
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|value| value.to_str().unwrap().to_owned())
+        };
+        let (lsn, commit_time) = (header("pagefork-lsn"), header("pagefork-commit-time"));
+        Answer {
+            status: response.status().as_u16(),
+            body: response
+                .body_mut()
+                .with_config()
+                .limit(1 << 30)
+                .read_to_vec()
+                .unwrap(),
+            lsn,
+            commit_time,
+        }
+    }
+
+    pub(crate) fn get(&self, path: &str) -> Answer {
+        Self::answer(self.agent.get(format!("{}{path}", self.base)).call())
+    }
+
+    pub(crate) fn delete(&self, path: &str) -> Answer {
+        Self::answer(self.agent.delete(format!("{}{path}", self.base)).call())
+    }
+
+    /// A request with a body (`POST`, `PUT`, `PATCH`), sent as JSON.
+    pub(crate) fn send(&self, method: &str, path: &str, body: &str) -> Answer {
+        self.send_bytes(method, path, body.as_bytes(), "application/json")
+    }
+
+    pub(crate) fn send_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        content_type: &str,
+    ) -> Answer {
+        let url = format!("{}{path}", self.base);
+        let request = match method {
+            "POST" => self.agent.post(url),
+            "PUT" => self.agent.put(url),
+            "PATCH" => self.agent.patch(url),
+            other => panic!("no body for {other}"),
+        };
+        Self::answer(request.header("content-type", content_type).send(body))
+    }
+
+    pub(crate) fn post(&self, path: &str, body: &str) -> Answer {
+        self.send("POST", path, body)
+    }
+
+    /// Sends only the head of a request announcing a body of `length` bytes, and returns
+    /// the status and body of the answer (for a body too large to send: the server must
+    /// refuse it from the announced length, without reading it).
+    pub(crate) fn announce_body(&self, method: &str, path: &str, length: u64) -> (u16, Value) {
+        use std::io::{Read, Write};
+        let address = self.base.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/octet-stream\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer);
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {text:?}"));
+        let (_, body) = text.split_once("\r\n\r\n").unwrap();
+        (
+            status,
+            serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body:?}")),
+        )
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub(crate) fn terminate(mut self) -> ExitStatus {
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
