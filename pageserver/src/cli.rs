@@ -110,6 +110,26 @@ pub(crate) enum Command {
         #[arg(long)]
         require_expiration: bool,
     },
+    /// Measure branch creation, branch at a time, restore and reads at data sizes you
+    /// pick, beside a full copy of the same data made in the same run; print medians and
+    /// p99s. Runs in a temporary directory unless --data-dir is given.
+    #[command(
+        after_help = "Examples:\n  pagefork bench\n  pagefork bench --size 63MiB,1GiB --branches 200 --depth 10 --plot latency.svg\n  pagefork bench --size 16MiB --json"
+    )]
+    Bench {
+        /// Data sizes, comma-separated (like 63MiB,1GiB).
+        #[arg(long, value_delimiter = ',', value_parser = parse_size, default_value = "63MiB")]
+        size: Vec<u64>,
+        /// Samples of each branch operation.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        branches: u32,
+        /// Reads go through a chain of this many branches.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=1000))]
+        depth: u32,
+        /// Also draw median latency against size as an SVG file.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+    },
     /// Look inside the store's files.
     #[command(subcommand)]
     Inspect(InspectCommand),
@@ -383,6 +403,16 @@ fn parse_lsn(text: &str) -> Result<Lsn, String> {
 fn parse_time(text: &str) -> Result<Timestamp, String> {
     text.parse()
         .map_err(|error: pagefork_engine::ParseTimestampError| error.to_string())
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let size: bytesize::ByteSize = text.parse().map_err(|error| {
+        format!("invalid size {text:?} ({error}): use forms like 63MiB or 1GiB")
+    })?;
+    if size.as_u64() < 8192 {
+        return Err(format!("size {text:?} is smaller than one 8 KiB page"));
+    }
+    Ok(size.as_u64())
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

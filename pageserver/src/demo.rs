@@ -77,7 +77,8 @@ fn entities_match_originals(store: &Store, branch: &str) -> Result<bool> {
     Ok(true)
 }
 
-fn format_duration(duration: Duration) -> String {
+/// A duration with the unit that keeps it short: ns, µs, ms or s.
+pub(crate) fn format_duration(duration: Duration) -> String {
     let micros = duration.as_secs_f64() * 1e6;
     if micros < 1.0 {
         format!("{:.0} ns", micros * 1e3)

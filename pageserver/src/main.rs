@@ -3,6 +3,7 @@
 //! Errors print as one line and exit non-zero; argument errors are caught by clap before
 //! the store is opened, so bad arguments never touch it.
 
+mod bench;
 mod cli;
 mod commands;
 mod demo;
@@ -53,6 +54,22 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
         } => {
             let target = branch.as_deref().zip(*lsn);
             retention::lease(dir, target, *duration, cli.json).map(|()| 0)
+        }
+        Command::Bench {
+            size,
+            branches,
+            depth,
+            plot,
+        } => {
+            let options = bench::BenchOptions {
+                sizes: size.clone(),
+                branches: *branches as usize,
+                depth: *depth as usize,
+                dir: data_dir_given(cli, matches),
+                plot: plot.clone(),
+                json: cli.json,
+            };
+            bench::run(&options).map(|()| 0)
         }
         Command::Serve {
             listen,

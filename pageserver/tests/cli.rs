@@ -641,3 +641,63 @@ fn gc_lease_and_pitr_window_commands() {
     );
     assert_eq!(both.status.code(), Some(2));
 }
+
+#[test]
+fn bench_measures_each_operation_beside_a_full_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("bench");
+    let plot = dir.path().join("latency.svg");
+    let report = ok_json(pagefork(
+        &work,
+        &[
+            "--json",
+            "bench",
+            "--size",
+            "1MiB,2MiB",
+            "--branches",
+            "5",
+            "--depth",
+            "3",
+            "--plot",
+            plot.to_str().unwrap(),
+        ],
+    ));
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 10, "{report}");
+    for row in results {
+        assert!(row["median_ns"].as_u64().unwrap() > 0, "{row}");
+        assert!(row["p99_ns"].as_u64().unwrap() >= row["median_ns"].as_u64().unwrap());
+        let operation = row["operation"].as_str().unwrap();
+        let expected_samples = match operation {
+            "full copy (files + fsync)" => 3,
+            "get_page through the chain" => 50,
+            _ => 5,
+        };
+        assert_eq!(row["samples"], expected_samples, "{row}");
+        let replaces_a_copy = operation.starts_with("branch") || operation.starts_with("restore");
+        assert_eq!(
+            row["times_faster_than_full_copy"].is_f64(),
+            replaces_a_copy,
+            "{row}"
+        );
+    }
+    let sizes: Vec<u64> = results
+        .iter()
+        .map(|row| row["size_bytes"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes.iter().filter(|size| **size == 1 << 20).count(), 5);
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert_eq!(svg.matches("<polyline").count(), 4);
+    // The stores were removed after measuring.
+    assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0);
+
+    // Bad arguments are refused before anything runs.
+    for bad in [["--size", "lots"], ["--size", "100B"], ["--branches", "0"]] {
+        let output = pagefork(
+            &dir.path().join("never"),
+            &[&["bench"][..], &bad[..]].concat(),
+        );
+        assert_eq!(output.status.code(), Some(2), "{bad:?}");
+        assert!(!dir.path().join("never").exists());
+    }
+}
