@@ -195,7 +195,10 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<polyline").count(), SERIES.len());
         assert_eq!(svg.matches("<circle").count(), SERIES.len() * 2);
-        assert!(svg.contains(">1.0 GiB<") && svg.contains(">1.0 MiB<"), "{svg}");
+        assert!(
+            svg.contains(">1.0 GiB<") && svg.contains(">1.0 MiB<"),
+            "{svg}"
+        );
         for (name, _) in SERIES {
             assert!(svg.contains(name));
         }
