@@ -63,12 +63,7 @@ fn every_endpoint_over_http() {
     // Pages: put raw, get raw with the state's LSN and commit time in headers.
     let base = "/v1/projects/shop/branches";
     let put = server
-        .send_bytes(
-            "PUT",
-            &format!("{base}/main/pages/1/0"),
-            &page(1),
-            "application/octet-stream",
-        )
+        .put_page(&format!("{base}/main/pages/1/0"), &page(1))
         .expect(200);
     let first_lsn = put["lsn"].as_str().unwrap().to_owned();
     let first_time = put["time"].as_str().unwrap().to_owned();
@@ -173,12 +168,7 @@ fn every_endpoint_over_http() {
 
     // Reset, restore (at a time, with a backup), detach.
     server
-        .send_bytes(
-            "PUT",
-            &format!("{feature}/pages/2/0"),
-            &page(5),
-            "application/octet-stream",
-        )
+        .put_page(&format!("{feature}/pages/2/0"), &page(5))
         .expect(200);
     let reset = server.post(&format!("{feature}/reset"), "").expect(200);
     assert_eq!(
@@ -262,12 +252,7 @@ fn bad_requests_get_a_4xx_naming_the_problem_and_change_nothing() {
     new_project(&server, "p");
     let base = "/v1/projects/p/branches";
     let put = server
-        .send_bytes(
-            "PUT",
-            &format!("{base}/main/pages/1/0"),
-            &page(1),
-            "application/octet-stream",
-        )
+        .put_page(&format!("{base}/main/pages/1/0"), &page(1))
         .expect(200);
     server
         .post(base, r#"{"branch_id": "child", "spec": {}}"#)
@@ -433,12 +418,7 @@ fn sigterm_checkpoints_and_a_restart_serves_the_same_data() {
     let server = Server::start(dir.path(), &[]);
     new_project(&server, "p");
     let put = server
-        .send_bytes(
-            "PUT",
-            "/v1/projects/p/branches/main/pages/3/4",
-            &page(8),
-            "application/octet-stream",
-        )
+        .put_page("/v1/projects/p/branches/main/pages/3/4", &page(8))
         .expect(200);
     server
         .post("/v1/projects/p/branches", r#"{"branch_id": "dev"}"#)

@@ -44,12 +44,7 @@ fn client(server: &Server, client: u32) -> (Vec<Acked>, Vec<Created>) {
     for round in 0..ROUNDS {
         let fill = (client * ROUNDS + round) as u8;
         let answer = server
-            .send_bytes(
-                "PUT",
-                &page_path("main", client, round),
-                &[fill; PAGE],
-                "application/octet-stream",
-            )
+            .put_page(&page_path("main", client, round), &[fill; PAGE])
             .expect(200);
         acked.push(Acked {
             branch: "main".into(),
@@ -79,12 +74,7 @@ fn client(server: &Server, client: u32) -> (Vec<Acked>, Vec<Created>) {
             // Branch pages live in their own relation so they never shadow main's.
             let rel = 100 + client;
             let answer = server
-                .send_bytes(
-                    "PUT",
-                    &page_path(branch, rel, round),
-                    &[!fill; PAGE],
-                    "application/octet-stream",
-                )
+                .put_page(&page_path(branch, rel, round), &[!fill; PAGE])
                 .expect(200);
             acked.push(Acked {
                 branch: branch.clone(),

@@ -142,6 +142,11 @@ impl Server {
         Self::answer(request.header("content-type", content_type).send(body))
     }
 
+    /// `PUT` of a raw page.
+    pub(crate) fn put_page(&self, path: &str, page: &[u8]) -> Answer {
+        self.send_bytes("PUT", path, page, "application/octet-stream")
+    }
+
     pub(crate) fn post(&self, path: &str, body: &str) -> Answer {
         self.send("POST", path, body)
     }
