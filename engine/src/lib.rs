@@ -49,7 +49,7 @@ pub use branch::{
     LsnForTime, ParentRef, TimeKind, validate_branch_name,
 };
 pub use error::{EngineError, Result};
-pub use fs::{FileSystem, StdFileSystem, publish_file};
+pub use fs::{FileSystem, FsFile, FsLock, StdFileSystem, publish_file};
 pub use history::{HistoryEntry, HistoryOperation};
 pub use key::Key;
 pub use pagefork_wal::{Lsn, SyncMode};

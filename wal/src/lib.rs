@@ -34,9 +34,9 @@
 mod config;
 mod error;
 mod format;
+pub mod fs;
 mod log;
 mod lsn;
-mod mmap;
 mod reader;
 mod recovery;
 mod segment;

@@ -17,7 +17,6 @@
 //! Group commit (how appends become written and durable) lives in `group_commit`.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +32,7 @@ use crate::format::{
 use crate::lsn::Lsn;
 use crate::reader::WalReader;
 use crate::recovery::{RecoveryReport, recover};
+use crate::fs::{FileSystem, FsLock, StdFileSystem};
 use crate::segment::{Segment, list_segments, sync_dir};
 
 mod group_commit;
@@ -54,8 +54,10 @@ pub(crate) struct Inner {
     pub(crate) segment_size: u64,
     pub(crate) salt: u64,
     sync_mode: SyncMode,
+    /// The file system the log's files live on.
+    pub(crate) fs: Arc<dyn FileSystem>,
     /// Held for the log's lifetime: the exclusive lock on the directory.
-    _lock_file: File,
+    _lock: Box<dyn FsLock>,
     append: Mutex<AppendState>,
     /// Which pipeline stages have a leader at work; see the module docs.
     stages: Mutex<Stages>,
@@ -142,25 +144,13 @@ impl AppendState {
     }
 }
 
-fn lock_directory(dir: &Path) -> Result<File> {
+fn lock_directory(fs: &dyn FileSystem, dir: &Path) -> Result<Box<dyn FsLock>> {
     let path = dir.join(LOCK_FILE_NAME);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(WalError::io("open lock file", &path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(WalError::Locked {
+    fs.try_lock(&path)
+        .map_err(WalError::io("lock", &path))?
+        .ok_or_else(|| WalError::Locked {
             dir: dir.to_owned(),
-        }),
-        Err(std::fs::TryLockError::Error(source)) => Err(WalError::Io {
-            operation: "lock",
-            path,
-            source,
-        }),
-    }
+        })
 }
 
 /// A fresh random salt: `RandomState` is seeded from the operating system's randomness.
@@ -179,14 +169,24 @@ fn random_salt() -> u64 {
 impl Wal {
     /// Creates a new, empty log in `dir` (created if missing). Fails if a log exists there.
     pub fn create(dir: impl AsRef<Path>, config: WalConfig) -> Result<Wal> {
+        Wal::create_on(Arc::new(StdFileSystem), dir, config)
+    }
+
+    /// `create`, on the file system `fs` (for example a [`crate::sim::SimFileSystem`]).
+    pub fn create_on(
+        fs: Arc<dyn FileSystem>,
+        dir: impl AsRef<Path>,
+        config: WalConfig,
+    ) -> Result<Wal> {
         let dir = dir.as_ref();
         WalConfig::validate_segment_size(config.segment_size)?;
-        std::fs::create_dir_all(dir).map_err(WalError::io("create directory", dir))?;
+        fs.create_dir_all(dir)
+            .map_err(WalError::io("create directory", dir))?;
         if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-            sync_dir(parent)?;
+            sync_dir(fs.as_ref(), parent)?;
         }
-        let lock_file = lock_directory(dir)?;
-        if !list_segments(dir)?.is_empty() {
+        let lock_file = lock_directory(fs.as_ref(), dir)?;
+        if !list_segments(fs.as_ref(), dir)?.is_empty() {
             return Err(WalError::AlreadyExists {
                 dir: dir.to_owned(),
             });
@@ -196,9 +196,10 @@ impl Wal {
             start: Lsn(0),
             salt: random_salt(),
         };
-        let first = Segment::create(dir, header)?;
+        let first = Segment::create(fs.as_ref(), dir, header)?;
         let start = Lsn(SEGMENT_HEADER_LEN);
         Ok(Wal::from_parts(
+            fs,
             dir,
             config,
             header.salt,
@@ -211,14 +212,23 @@ impl Wal {
     /// Opens the log in `dir`, recovering it (see [`RecoveryReport`]). The segment size is
     /// the one recorded in the log; `config.segment_size` is ignored.
     pub fn open(dir: impl AsRef<Path>, config: WalConfig) -> Result<(Wal, RecoveryReport)> {
+        Wal::open_on(Arc::new(StdFileSystem), dir, config)
+    }
+
+    /// `open`, on the file system `fs`.
+    pub fn open_on(
+        fs: Arc<dyn FileSystem>,
+        dir: impl AsRef<Path>,
+        config: WalConfig,
+    ) -> Result<(Wal, RecoveryReport)> {
         let dir = dir.as_ref();
-        if !dir.is_dir() {
+        if !fs.is_dir(dir).map_err(WalError::io("stat", dir))? {
             return Err(WalError::NotFound {
                 dir: dir.to_owned(),
             });
         }
-        let lock_file = lock_directory(dir)?;
-        let recovered = recover(dir, config.recovery_mode)?;
+        let lock_file = lock_directory(fs.as_ref(), dir)?;
+        let recovered = recover(fs.as_ref(), dir, config.recovery_mode)?;
         let mut segments = recovered.segments;
         let next_frame = recovered.next_frame;
         let next = if segments.last().map(Segment::end) == Some(next_frame) {
@@ -228,7 +238,7 @@ impl Wal {
                 start: next_frame,
                 salt: recovered.salt,
             };
-            segments.push(Segment::create(dir, header)?);
+            segments.push(Segment::create(fs.as_ref(), dir, header)?);
             Lsn(next_frame.0 + SEGMENT_HEADER_LEN)
         } else {
             next_frame
@@ -237,15 +247,16 @@ impl Wal {
             segment_size: recovered.segment_size,
             ..config
         };
-        let wal = Wal::from_parts(dir, config, recovered.salt, lock_file, segments, next);
+        let wal = Wal::from_parts(fs, dir, config, recovered.salt, lock_file, segments, next);
         Ok((wal, recovered.report))
     }
 
     fn from_parts(
+        fs: Arc<dyn FileSystem>,
         dir: &Path,
         config: WalConfig,
         salt: u64,
-        lock_file: File,
+        lock: Box<dyn FsLock>,
         segments: Vec<Segment>,
         next: Lsn,
     ) -> Wal {
@@ -267,7 +278,8 @@ impl Wal {
             segment_size: config.segment_size,
             salt,
             sync_mode: config.sync_mode,
-            _lock_file: lock_file,
+            fs,
+            _lock: lock,
             append: Mutex::new(AppendState {
                 next,
                 active,
@@ -431,10 +443,12 @@ impl Wal {
             }
         }
         for segment in &doomed {
-            std::fs::remove_file(&segment.path)
+            inner
+                .fs
+                .remove_file(&segment.path)
                 .map_err(WalError::io("remove segment", &segment.path))?;
         }
-        sync_dir(&inner.dir)?;
+        sync_dir(inner.fs.as_ref(), &inner.dir)?;
         Ok(doomed.len())
     }
 
@@ -485,7 +499,7 @@ impl Inner {
             start: old_end,
             salt: self.salt,
         };
-        let segment = Arc::new(Segment::create(&self.dir, header).inspect_err(|error| {
+        let segment = Arc::new(Segment::create(self.fs.as_ref(), &self.dir, header).inspect_err(|error| {
             self.poison(error);
         })?);
         self.segments

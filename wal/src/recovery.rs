@@ -16,7 +16,6 @@
 //! Recovery reads the whole retained log once; the engine keeps the log short by truncating
 //! segments it has persisted.
 
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::{RecoveryMode, WalConfig};
@@ -26,6 +25,7 @@ use crate::format::{
     check_body, decode_header,
 };
 use crate::lsn::Lsn;
+use crate::fs::FileSystem;
 use crate::segment::{Segment, list_segments, sync_dir};
 
 /// What `open` found and did while recovering the log.
@@ -60,14 +60,14 @@ pub(crate) struct Recovered {
     pub(crate) next_frame: Lsn,
 }
 
-pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
-    let listed = list_segments(dir)?;
+pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
+    let listed = list_segments(fs, dir)?;
     if listed.is_empty() {
         return Err(WalError::NotFound {
             dir: dir.to_owned(),
         });
     }
-    let (segments, segment_size, salt) = open_and_check_headers(listed)?;
+    let (segments, segment_size, salt) = open_and_check_headers(fs, listed)?;
     let scan = scan_frames(&segments, segment_size, salt)?;
 
     let mut report = RecoveryReport {
@@ -101,7 +101,7 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
                 }
             }
             report.dropped_bytes =
-                drop_tail(&mut segments, &bad, dir, &mut report.removed_segments)?;
+                drop_tail(fs, &mut segments, &bad, dir, &mut report.removed_segments)?;
             bad.lsn
         }
     };
@@ -129,16 +129,16 @@ fn bad_segment(path: &Path, offset: u64, problem: impl Into<String>) -> WalError
 }
 
 /// Opens every segment and checks its header against its name and its neighbours.
-fn open_and_check_headers(listed: Vec<(Lsn, PathBuf)>) -> Result<(Vec<Segment>, u64, u64)> {
+fn open_and_check_headers(
+    fs: &dyn FileSystem,
+    listed: Vec<(Lsn, PathBuf)>,
+) -> Result<(Vec<Segment>, u64, u64)> {
     let mut segments: Vec<Segment> = Vec::with_capacity(listed.len());
     let mut log_shape: Option<(u64, u64)> = None;
     for (start, path) in listed {
         let mut header_bytes = [0u8; SEGMENT_HEADER_LEN as usize];
-        let file = std::fs::File::open(&path).map_err(WalError::io("open segment", &path))?;
-        let file_len = file
-            .metadata()
-            .map_err(WalError::io("stat segment", &path))?
-            .len();
+        let file = fs.open(&path).map_err(WalError::io("open segment", &path))?;
+        let file_len = file.size().map_err(WalError::io("stat segment", &path))?;
         if file_len < SEGMENT_HEADER_LEN {
             return Err(bad_segment(
                 &path,
@@ -196,7 +196,7 @@ fn open_and_check_headers(listed: Vec<(Lsn, PathBuf)>) -> Result<(Vec<Segment>, 
                 ),
             ));
         }
-        segments.push(Segment::open(start, path, segment_size)?);
+        segments.push(Segment::open(start, path, file, segment_size));
     }
     let (segment_size, salt) = log_shape.expect("at least one segment was listed");
     Ok((segments, segment_size, salt))
@@ -364,6 +364,7 @@ fn find_valid_frame_after(
 /// Zeroes the damaged segment from `bad` on, removes every later segment, and returns how
 /// many bytes of non-zero data that dropped.
 fn drop_tail(
+    fs: &dyn FileSystem,
     segments: &mut Vec<Segment>,
     bad: &BadFrame,
     dir: &Path,
@@ -395,11 +396,12 @@ fn drop_tail(
         if let Some(last_nonzero) = body.iter().rposition(|&b| b != 0) {
             dropped_bytes += last_nonzero as u64 + 1;
         }
-        std::fs::remove_file(&later.path).map_err(WalError::io("remove segment", &later.path))?;
+        fs.remove_file(&later.path)
+            .map_err(WalError::io("remove segment", &later.path))?;
         removed.push(later.path.clone());
     }
     if !removed.is_empty() {
-        sync_dir(dir)?;
+        sync_dir(fs, dir)?;
     }
     Ok(dropped_bytes)
 }

@@ -6,8 +6,6 @@
 //! a segment file that exists under its final name always has a complete header.
 //! Temporary files left by a crash are debris and are removed on open.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -15,8 +13,8 @@ use bytes::Bytes;
 
 use crate::error::{Result, WalError};
 use crate::format::SegmentHeader;
+use crate::fs::{FileSystem, FsFile};
 use crate::lsn::Lsn;
-use crate::mmap::map_read_only;
 
 const SEGMENT_SUFFIX: &str = ".wal";
 const TEMP_SUFFIX: &str = ".wal.tmp";
@@ -36,32 +34,32 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<Lsn> {
 }
 
 /// fsyncs a directory so that creations, renames and removals in it are durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|handle| handle.sync_all())
+pub(crate) fn sync_dir(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+    fs.sync_dir(dir)
         .map_err(WalError::io("fsync directory", dir))
 }
 
 /// Segment files in `dir`, sorted by start LSN. Removes temporary debris from a crash
 /// during segment creation (and fsyncs the directory if it removed any).
-pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(Lsn, PathBuf)>> {
+pub(crate) fn list_segments(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<(Lsn, PathBuf)>> {
     let mut segments = Vec::new();
     let mut removed_debris = false;
-    let entries = std::fs::read_dir(dir).map_err(WalError::io("read directory", dir))?;
-    for entry in entries {
-        let entry = entry.map_err(WalError::io("read directory", dir))?;
-        let name = entry.file_name();
+    let names = fs
+        .list_dir(dir)
+        .map_err(WalError::io("read directory", dir))?;
+    for name in names {
         let Some(name) = name.to_str() else { continue };
+        let path = dir.join(name);
         if name.ends_with(TEMP_SUFFIX) {
-            let path = entry.path();
-            std::fs::remove_file(&path).map_err(WalError::io("remove debris", &path))?;
+            fs.remove_file(&path)
+                .map_err(WalError::io("remove debris", &path))?;
             removed_debris = true;
         } else if let Some(start) = parse_segment_file_name(name) {
-            segments.push((start, entry.path()));
+            segments.push((start, path));
         }
     }
     if removed_debris {
-        sync_dir(dir)?;
+        sync_dir(fs, dir)?;
     }
     segments.sort();
     Ok(segments)
@@ -74,33 +72,33 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(Lsn, PathBuf)>> {
 pub(crate) struct Segment {
     pub(crate) start: Lsn,
     pub(crate) path: PathBuf,
-    pub(crate) file: File,
+    pub(crate) file: Box<dyn FsFile>,
     size: u64,
     sealed_map: OnceLock<Bytes>,
 }
 
 impl Segment {
     /// Creates the segment starting at `header.start` in `dir`, crash-safely (see module docs).
-    pub(crate) fn create(dir: &Path, header: SegmentHeader) -> Result<Segment> {
+    pub(crate) fn create(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        header: SegmentHeader,
+    ) -> Result<Segment> {
         let name = segment_file_name(header.start);
         let final_path = dir.join(&name);
         let temp_path = dir.join(format!("{name}.tmp"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp_path)
+        let file = fs
+            .create(&temp_path)
             .map_err(WalError::io("create segment", &temp_path))?;
         file.write_all_at(&header.encode(), 0)
             .map_err(WalError::io("write segment header", &temp_path))?;
         file.set_len(header.segment_size)
             .map_err(WalError::io("preallocate segment", &temp_path))?;
-        file.sync_all()
+        file.sync_data()
             .map_err(WalError::io("fsync segment", &temp_path))?;
-        std::fs::rename(&temp_path, &final_path)
+        fs.rename(&temp_path, &final_path)
             .map_err(WalError::io("rename segment into place", &final_path))?;
-        sync_dir(dir)?;
+        sync_dir(fs, dir)?;
         Ok(Segment::from_file(
             header.start,
             final_path,
@@ -110,16 +108,11 @@ impl Segment {
     }
 
     /// Opens an existing segment file for reading and writing.
-    pub(crate) fn open(start: Lsn, path: PathBuf, size: u64) -> Result<Segment> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(WalError::io("open segment", &path))?;
-        Ok(Segment::from_file(start, path, file, size))
+    pub(crate) fn open(start: Lsn, path: PathBuf, file: Box<dyn FsFile>, size: u64) -> Segment {
+        Segment::from_file(start, path, file, size)
     }
 
-    fn from_file(start: Lsn, path: PathBuf, file: File, size: u64) -> Segment {
+    fn from_file(start: Lsn, path: PathBuf, file: Box<dyn FsFile>, size: u64) -> Segment {
         Segment {
             start,
             path,
@@ -155,7 +148,11 @@ impl Segment {
         let map = match self.sealed_map.get() {
             Some(map) => map,
             None => {
-                let map = map_read_only(&self.file, &self.path)?;
+                // Sound: a sealed segment no longer changes (see `fs`).
+                let map = self
+                    .file
+                    .map_read_only()
+                    .map_err(WalError::io("mmap segment", &self.path))?;
                 self.sealed_map.get_or_init(|| map)
             }
         };

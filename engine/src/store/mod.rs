@@ -94,7 +94,7 @@ pub struct Config {
     pub clock: Arc<dyn Clock>,
     /// Name of the root branch a new store starts with.
     pub root_branch: String,
-    /// The engine's file I/O (not yet the WAL's; see [`FileSystem`]).
+    /// All file I/O of the store, its WAL included (see [`FileSystem`]).
     pub fs: Arc<dyn FileSystem>,
     /// WAL segment size for a new store (a power of two from 4 KiB to 1 GiB); an existing
     /// store keeps the size its log was created with. One commit must fit in a segment.
@@ -258,7 +258,7 @@ impl Store {
                 &wal_dir,
             ))?;
         }
-        let wal = Wal::create(&wal_dir, wal_config(&config))?;
+        let wal = Wal::create_on(Arc::clone(&config.fs), &wal_dir, wal_config(&config))?;
         let mut store = Store::with_log(&config, Log::Wal(wal), Some(dir.to_owned()));
         store.create_root(&config.root_branch)?;
         let meta = StoreMeta {
@@ -298,7 +298,7 @@ impl Store {
         }
         let wal_dir = dir.join(WAL_DIR_NAME);
         let (wal, report) =
-            Wal::open(&wal_dir, wal_config(&config)).map_err(|error| match error {
+            Wal::open_on(Arc::clone(&config.fs), &wal_dir, wal_config(&config)).map_err(|error| match error {
                 WalError::NotFound { .. } => EngineError::NotAStore {
                     dir: dir.to_owned(),
                     reason: format!(

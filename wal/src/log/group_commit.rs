@@ -18,7 +18,6 @@
 //! read before the fsync started; a failed write or fsync poisons the log and every waiter
 //! whose record it covered gets an error.
 
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 

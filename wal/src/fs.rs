@@ -1,0 +1,203 @@
+//! `FileSystem`: every file operation of the log and the engine, behind one small trait,
+//! so that a test (or a user's test) can substitute a file system that loses unsynced
+//! writes on a simulated power cut, tears a write, fails the Nth operation or flips bits
+//! (see [`crate::sim::SimFileSystem`]).
+//!
+//! Each method is one plain OS operation with no hidden fsync: what is durable is exactly
+//! what a `sync_*` made durable. [`StdFileSystem`] is the operating system's.
+//!
+//! The one `unsafe` of the crate is here: [`StdFile::map_read_only`] maps a file with
+//! memmap2. It is sound because callers only map files that no longer change: sealed WAL
+//! segments (every byte written; the writer only writes past them; recovery, the one other
+//! writer, runs before any map exists; segments are unlinked, never truncated) and
+//! published layer files (immutable, unlinked, never truncated), while the store's
+//! directory lock keeps other pagefork processes out. What no memory-mapped reader can
+//! defend against is another program editing the file; every byte read through a map is
+//! still checked against its checksum before use.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use bytes::Bytes;
+
+/// An open file: positioned reads and writes, length, fsync, and a read-only map.
+pub trait FsFile: Send + Sync + fmt::Debug {
+    /// Fills `buf` from `offset`; an error if the file ends first.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `bytes` at `offset` (not durable until a sync).
+    fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()>;
+    /// Sets the length: cuts the file, or extends it with zeros.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// The current length in bytes.
+    fn size(&self) -> io::Result<u64>;
+    /// Makes the content and length durable (fdatasync).
+    fn sync_data(&self) -> io::Result<()>;
+    /// The whole file as read-only bytes that stay valid while any slice of them lives.
+    /// Only for files that no longer change.
+    fn map_read_only(&self) -> io::Result<Bytes>;
+}
+
+/// A held lock on a path; released when dropped.
+pub trait FsLock: Send + Sync + fmt::Debug {}
+
+/// The file operations pagefork needs.
+pub trait FileSystem: Send + Sync + fmt::Debug {
+    /// Opens an existing file for reading and writing.
+    fn open(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
+    /// Creates `path` (truncating it if it exists) for reading and writing. The new
+    /// directory entry is durable only after `sync_dir` of its directory.
+    fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
+    /// The whole content of a file.
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Creates or truncates `path` and writes `bytes` to it, without fsync.
+    fn write(&self, path: &Path, bytes: &[u8]) -> io::Result<()>;
+    /// fsyncs a file by path.
+    fn sync_file(&self, path: &Path) -> io::Result<()>;
+    /// Renames a file, replacing `to` if it exists (durable after `sync_dir`).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file (durable after `sync_dir`).
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// fsyncs a directory, making creations, renames and removals in it durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Creates a directory and its missing parents.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Removes a directory and everything in it.
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// The names of the entries of a directory, in no particular order.
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<OsString>>;
+    /// Whether something exists at `path`.
+    fn exists(&self, path: &Path) -> io::Result<bool>;
+    /// Whether `path` is a directory.
+    fn is_dir(&self, path: &Path) -> io::Result<bool>;
+    /// Takes an exclusive lock on `path` (created if missing), or `None` if someone else
+    /// holds it.
+    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn FsLock>>>;
+}
+
+/// The operating system's file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StdFileSystem;
+
+/// A file of [`StdFileSystem`].
+#[derive(Debug)]
+pub struct StdFile(std::fs::File);
+
+#[derive(Debug)]
+struct StdLock(#[allow(dead_code)] std::fs::File);
+
+impl FsLock for StdLock {}
+
+impl FsFile for StdFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        FileExt::read_exact_at(&self.0, buf, offset)
+    }
+
+    fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        FileExt::write_all_at(&self.0, bytes, offset)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    #[allow(unsafe_code)]
+    fn map_read_only(&self) -> io::Result<Bytes> {
+        if self.size()? == 0 {
+            return Ok(Bytes::new());
+        }
+        // SAFETY: callers map only files that no longer change and are never truncated
+        // (see the module documentation).
+        let map = unsafe { memmap2::Mmap::map(&self.0) }?;
+        Ok(Bytes::from_owner(map))
+    }
+}
+
+impl FileSystem for StdFileSystem {
+    fn open(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
+        Ok(Box::new(StdFile(file)))
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        Ok(Box::new(StdFile(file)))
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+
+    fn write(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        std::fs::write(path, bytes)
+    }
+
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::File::open(path)?.sync_all()
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        std::fs::File::open(path)?.sync_all()
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_dir_all(path)
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<OsString>> {
+        std::fs::read_dir(path)?
+            .map(|entry| entry.map(|entry| entry.file_name()))
+            .collect()
+    }
+
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        path.try_exists()
+    }
+
+    fn is_dir(&self, path: &Path) -> io::Result<bool> {
+        Ok(path.is_dir())
+    }
+
+    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn FsLock>>> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Box::new(StdLock(file)))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(error)) => Err(error),
+        }
+    }
+}
