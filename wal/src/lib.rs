@@ -40,6 +40,7 @@ mod lsn;
 mod reader;
 mod recovery;
 mod segment;
+pub mod sim;
 
 pub use config::{DEFAULT_SEGMENT_SIZE, RecoveryMode, SyncMode, WalConfig};
 pub use error::{Result, WalError};

@@ -29,10 +29,10 @@ use crate::format::{
     FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader, body_crc, encode_record,
     encode_segment_end, frame_len, max_payload_len,
 };
+use crate::fs::{FileSystem, FsLock, StdFileSystem};
 use crate::lsn::Lsn;
 use crate::reader::WalReader;
 use crate::recovery::{RecoveryReport, recover};
-use crate::fs::{FileSystem, FsLock, StdFileSystem};
 use crate::segment::{Segment, list_segments, sync_dir};
 
 mod group_commit;
@@ -499,9 +499,11 @@ impl Inner {
             start: old_end,
             salt: self.salt,
         };
-        let segment = Arc::new(Segment::create(self.fs.as_ref(), &self.dir, header).inspect_err(|error| {
-            self.poison(error);
-        })?);
+        let segment = Arc::new(
+            Segment::create(self.fs.as_ref(), &self.dir, header).inspect_err(|error| {
+                self.poison(error);
+            })?,
+        );
         self.segments
             .write()
             .insert(segment.start, Arc::clone(&segment));

@@ -24,8 +24,8 @@ use crate::format::{
     FRAME_ALIGNMENT, FRAME_HEADER_LEN, FRAME_TYPE_OFFSET, Frame, SEGMENT_HEADER_LEN, SegmentHeader,
     check_body, decode_header,
 };
-use crate::lsn::Lsn;
 use crate::fs::FileSystem;
+use crate::lsn::Lsn;
 use crate::segment::{Segment, list_segments, sync_dir};
 
 /// What `open` found and did while recovering the log.
@@ -137,7 +137,9 @@ fn open_and_check_headers(
     let mut log_shape: Option<(u64, u64)> = None;
     for (start, path) in listed {
         let mut header_bytes = [0u8; SEGMENT_HEADER_LEN as usize];
-        let file = fs.open(&path).map_err(WalError::io("open segment", &path))?;
+        let file = fs
+            .open(&path)
+            .map_err(WalError::io("open segment", &path))?;
         let file_len = file.size().map_err(WalError::io("stat segment", &path))?;
         if file_len < SEGMENT_HEADER_LEN {
             return Err(bad_segment(

@@ -297,8 +297,8 @@ impl Store {
             )));
         }
         let wal_dir = dir.join(WAL_DIR_NAME);
-        let (wal, report) =
-            Wal::open_on(Arc::clone(&config.fs), &wal_dir, wal_config(&config)).map_err(|error| match error {
+        let (wal, report) = Wal::open_on(Arc::clone(&config.fs), &wal_dir, wal_config(&config))
+            .map_err(|error| match error {
                 WalError::NotFound { .. } => EngineError::NotAStore {
                     dir: dir.to_owned(),
                     reason: format!(

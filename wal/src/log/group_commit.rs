@@ -113,13 +113,29 @@ impl Inner {
             let mut state = self.append.lock();
             (std::mem::take(&mut state.pending), state.next)
         };
+        let mut previous: Option<&Arc<Segment>> = None;
         for write in &batch {
+            // A batch that crosses into a new segment makes the old segment's tail (its
+            // last records and the segment-end frame) durable before it writes a byte of
+            // the new one: otherwise a power cut could keep the new segment's records and
+            // lose the old one's tail, a log damaged in the middle that a strict open
+            // refuses.
+            if let Some(earlier) = previous.filter(|earlier| !Arc::ptr_eq(earlier, &write.segment))
+                && self.sync_mode != SyncMode::Never
+            {
+                earlier
+                    .file
+                    .sync_data()
+                    .map_err(WalError::io("fsync WAL segment", &earlier.path))?;
+                self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+            }
             let offset = write.segment.offset_of(write.start);
             write
                 .segment
                 .file
                 .write_all_at(&write.bytes, offset)
                 .map_err(WalError::io("write WAL", &write.segment.path))?;
+            previous = Some(&write.segment);
         }
         self.counters.write_batches.fetch_add(1, Ordering::Relaxed);
         let previous = self.written.fetch_max(batch_end.0, Ordering::AcqRel);
