@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-pub use pagefork_wal::fs::{FileSystem, FsFile, FsLock, StdFileSystem};
+pub use pagefork_wal::fs::{Access, FileSystem, FsFile, FsLock, MappedFile, StdFileSystem};
 
 /// Publishes `bytes` at `path` crash-safely: written under a temporary name, fsynced,
 /// renamed into place, and the directory fsynced. After a crash the file is either absent

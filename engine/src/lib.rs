@@ -49,9 +49,11 @@ pub use branch::{
     LsnForTime, ParentRef, TimeKind, validate_branch_name,
 };
 pub use error::{EngineError, Result};
-pub use fs::{FileSystem, FsFile, FsLock, StdFileSystem, publish_file};
+pub use fs::{Access, FileSystem, FsFile, FsLock, MappedFile, StdFileSystem, publish_file};
 pub use history::{HistoryEntry, HistoryOperation};
 pub use key::Key;
+/// The simulated, fault-injecting file system (see [`pagefork_wal::sim`]).
+pub use pagefork_wal::sim;
 pub use pagefork_wal::{Lsn, SyncMode};
 pub use store::{
     BranchFiles, BranchGc, Config, DEFAULT_CHECKPOINT_AFTER_BYTES, DEFAULT_COMPACT_L0_LAYERS,

@@ -20,6 +20,7 @@ use std::fmt;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -35,9 +36,74 @@ pub trait FsFile: Send + Sync + fmt::Debug {
     fn size(&self) -> io::Result<u64>;
     /// Makes the content and length durable (fdatasync).
     fn sync_data(&self) -> io::Result<()>;
-    /// The whole file as read-only bytes that stay valid while any slice of them lives.
-    /// Only for files that no longer change.
-    fn map_read_only(&self) -> io::Result<Bytes>;
+    /// The whole file as read-only bytes that stay valid while any slice of them lives,
+    /// read as `access` says. Only for files that no longer change.
+    fn map_read_only(&self, access: Access) -> io::Result<MappedFile>;
+}
+
+/// How a mapped file will be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Front to back (the kernel reads ahead).
+    Sequential,
+    /// Single pages here and there (no read-ahead).
+    Random,
+}
+
+/// A file mapped read-only, or, on a file system without maps, read into memory.
+#[derive(Clone, Debug)]
+pub struct MappedFile {
+    bytes: Bytes,
+    /// The map behind `bytes`, if it is one.
+    map: Option<Arc<memmap2::Mmap>>,
+}
+
+/// Lets `Bytes` slices share a map.
+#[derive(Debug)]
+struct SharedMap(Arc<memmap2::Mmap>);
+
+impl AsRef<[u8]> for SharedMap {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl MappedFile {
+    /// Bytes read into memory, standing in for a map.
+    pub fn from_bytes(bytes: Bytes) -> MappedFile {
+        MappedFile { bytes, map: None }
+    }
+
+    fn from_map(map: memmap2::Mmap) -> MappedFile {
+        let map = Arc::new(map);
+        MappedFile {
+            bytes: Bytes::from_owner(SharedMap(Arc::clone(&map))),
+            map: Some(map),
+        }
+    }
+
+    /// The whole file; slices of it share the mapping.
+    pub fn bytes(&self) -> Bytes {
+        self.bytes.clone()
+    }
+
+    /// Drops the mapping's resident pages from the process (they stay in the kernel's page
+    /// cache, and the next read maps them again), so pages read once do not count in the
+    /// process's RSS for as long as the file stays mapped. Nothing for bytes in memory.
+    #[allow(unsafe_code)]
+    pub fn release_resident_pages(&self) {
+        if let Some(map) = &self.map {
+            // SAFETY: the mapping is shared and read-only, of a file nobody modifies (see
+            // the module documentation): after MADV_DONTNEED the next access faults the
+            // same bytes back in from the file, so every live slice keeps reading exactly
+            // what it read before. The hint's danger is for private or writable mappings,
+            // whose modified pages it would discard; this mapping has none.
+            if let Err(error) = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) }
+            {
+                tracing::debug!(%error, "madvise(DONTNEED) on a mapping failed");
+            }
+        }
+    }
 }
 
 /// A held lock on a path; released when dropped.
@@ -112,14 +178,20 @@ impl FsFile for StdFile {
     }
 
     #[allow(unsafe_code)]
-    fn map_read_only(&self) -> io::Result<Bytes> {
+    fn map_read_only(&self, access: Access) -> io::Result<MappedFile> {
         if self.size()? == 0 {
-            return Ok(Bytes::new());
+            // An empty file cannot be mapped.
+            return Ok(MappedFile::from_bytes(Bytes::new()));
         }
         // SAFETY: callers map only files that no longer change and are never truncated
         // (see the module documentation).
         let map = unsafe { memmap2::Mmap::map(&self.0) }?;
-        Ok(Bytes::from_owner(map))
+        if access == Access::Random {
+            // Reads pick single pages: without this hint the kernel maps whole read-ahead
+            // windows, which count in the process's RSS while the file is mapped.
+            map.advise(memmap2::Advice::Random)?;
+        }
+        Ok(MappedFile::from_map(map))
     }
 }
 

@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use crate::error::{Result, WalError};
 use crate::format::SegmentHeader;
-use crate::fs::{FileSystem, FsFile};
+use crate::fs::{Access, FileSystem, FsFile};
 use crate::lsn::Lsn;
 
 const SEGMENT_SUFFIX: &str = ".wal";
@@ -151,8 +151,9 @@ impl Segment {
                 // Sound: a sealed segment no longer changes (see `fs`).
                 let map = self
                     .file
-                    .map_read_only()
-                    .map_err(WalError::io("mmap segment", &self.path))?;
+                    .map_read_only(Access::Sequential)
+                    .map_err(WalError::io("mmap segment", &self.path))?
+                    .bytes();
                 self.sealed_map.get_or_init(|| map)
             }
         };

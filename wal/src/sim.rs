@@ -27,7 +27,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use crate::fs::{FileSystem, FsFile, FsLock};
+use crate::fs::{Access, FileSystem, FsFile, FsLock, MappedFile};
 
 /// The kinds of operation a fault can target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -467,14 +467,14 @@ impl FsFile for SimFile {
         Ok(())
     }
 
-    fn map_read_only(&self) -> io::Result<Bytes> {
+    fn map_read_only(&self, _access: Access) -> io::Result<MappedFile> {
         let mut state = self.live()?;
         let flip = state.check(OpKind::Read, &self.path)?;
         let mut bytes = state.file(self.inode).current.clone();
         if flip {
             flip_one_bit(&mut state, &mut bytes);
         }
-        Ok(Bytes::from(bytes))
+        Ok(MappedFile::from_bytes(Bytes::from(bytes)))
     }
 }
 

@@ -8,9 +8,7 @@
 
 mod format;
 mod map;
-mod mmap;
 
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,7 +21,7 @@ pub use map::Level;
 pub(crate) use map::{LayerMap, PersistedLayer};
 
 use crate::error::{EngineError, Result};
-use crate::fs::{FileSystem, publish_file};
+use crate::fs::{Access, FileSystem, FsFile, StdFileSystem, publish_file};
 use crate::key::Key;
 use crate::update::Update;
 
@@ -60,6 +58,7 @@ pub fn write_layer(
 /// An open, memory-mapped layer file.
 #[derive(Debug)]
 pub struct LayerFile {
+    fs: Arc<dyn FileSystem>,
     path: PathBuf,
     bytes: Bytes,
     range: LayerRange,
@@ -71,8 +70,20 @@ impl LayerFile {
     /// Opens and maps a layer, checking its header, footer and index. With `expected`
     /// (size and whole-file CRC32, as the catalog records them) the file must match it.
     pub fn open(path: &Path, expected: Option<(u64, u32)>) -> Result<LayerFile> {
-        let file = std::fs::File::open(path).map_err(EngineError::io("open layer", path))?;
-        let mapping = mmap::LayerMapping::new(&file).map_err(EngineError::io("map layer", path))?;
+        LayerFile::open_on(Arc::new(StdFileSystem), path, expected)
+    }
+
+    /// `open`, on the file system `fs`.
+    pub fn open_on(
+        fs: Arc<dyn FileSystem>,
+        path: &Path,
+        expected: Option<(u64, u32)>,
+    ) -> Result<LayerFile> {
+        let file = fs.open(path).map_err(EngineError::io("open layer", path))?;
+        // Sound to map: a published layer never changes (see `pagefork_wal::fs`).
+        let mapping = file
+            .map_read_only(Access::Random)
+            .map_err(EngineError::io("map layer", path))?;
         let bytes = mapping.bytes();
         let corrupt = |offset: u64, reason: String| EngineError::CorruptFile {
             path: path.to_owned(),
@@ -99,6 +110,7 @@ impl LayerFile {
         // The index is on the heap now; the pages read to check it need not stay mapped.
         mapping.release_resident_pages();
         Ok(LayerFile {
+            fs,
             path: path.to_owned(),
             bytes,
             range,
@@ -210,12 +222,13 @@ impl LayerFile {
     /// pages read once should not stay resident in the process (they would count in its
     /// RSS for as long as the layer stays mapped).
     pub(crate) fn read_sequentially(self: &Arc<Self>) -> Result<SequentialVersions> {
-        let file =
-            std::fs::File::open(&self.path).map_err(EngineError::io("open layer", &self.path))?;
+        let file = self
+            .fs
+            .open(&self.path)
+            .map_err(EngineError::io("open layer", &self.path))?;
         Ok(SequentialVersions {
             layer: Arc::clone(self),
-            reader: std::io::BufReader::with_capacity(256 * 1024, file),
-            position: 0,
+            reader: ChunkReader::new(file, self.index_offset as u64),
             next: 0,
         })
     }
@@ -239,24 +252,68 @@ impl LayerFile {
 #[derive(Debug)]
 pub(crate) struct SequentialVersions {
     layer: Arc<LayerFile>,
-    reader: std::io::BufReader<std::fs::File>,
-    /// File offset the reader is at (`0` before the first read).
-    position: u64,
+    reader: ChunkReader,
     /// Index of the next entry.
     next: usize,
+}
+
+/// Reads a file's data section front to back in large positioned reads.
+#[derive(Debug)]
+struct ChunkReader {
+    file: Box<dyn FsFile>,
+    /// Where the readable part ends (the layer's index starts there).
+    end: u64,
+    buffer: Vec<u8>,
+    /// File offset of `buffer[0]`.
+    buffer_start: u64,
+}
+
+impl ChunkReader {
+    const CHUNK: u64 = 256 * 1024;
+
+    fn new(file: Box<dyn FsFile>, end: u64) -> ChunkReader {
+        ChunkReader {
+            file,
+            end,
+            buffer: Vec::new(),
+            buffer_start: 0,
+        }
+    }
+
+    /// Fills `out` with the bytes at `offset` (all before `end`).
+    fn read_exact_at(&mut self, out: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let wanted_end = offset + out.len() as u64;
+        let buffered_end = self.buffer_start + self.buffer.len() as u64;
+        if offset < self.buffer_start || wanted_end > buffered_end {
+            if wanted_end > self.end {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "read past the layer's data",
+                ));
+            }
+            let len = (self.end - offset).min(Self::CHUNK.max(out.len() as u64));
+            self.buffer.resize(len as usize, 0);
+            self.file.read_exact_at(&mut self.buffer, offset)?;
+            self.buffer_start = offset;
+        }
+        let start = (offset - self.buffer_start) as usize;
+        let source = self
+            .buffer
+            .get(start..start + out.len())
+            .ok_or_else(|| std::io::Error::other("layer read buffer out of range"))?;
+        out.copy_from_slice(source);
+        Ok(())
+    }
 }
 
 impl SequentialVersions {
     fn read_entry(&mut self, entry: format::IndexEntry) -> Result<Update> {
         let path = &self.layer.path;
         let io = |error| EngineError::io("read layer", path)(error);
-        if self.position != entry.offset {
-            self.reader
-                .seek(SeekFrom::Start(entry.offset))
-                .map_err(io)?;
-        }
         let mut header = [0u8; format::BLOCK_LEN_OFFSET + 4];
-        self.reader.read_exact(&mut header).map_err(io)?;
+        self.reader
+            .read_exact_at(&mut header, entry.offset)
+            .map_err(io)?;
         let mut len = [0u8; 4];
         len.copy_from_slice(header.get(format::BLOCK_LEN_OFFSET..).unwrap_or_default());
         let len = u32::from_le_bytes(len) as usize;
@@ -275,9 +332,11 @@ impl SequentialVersions {
             .unwrap_or_default()
             .copy_from_slice(&header);
         self.reader
-            .read_exact(block.get_mut(header.len()..).unwrap_or_default())
+            .read_exact_at(
+                block.get_mut(header.len()..).unwrap_or_default(),
+                entry.offset + header.len() as u64,
+            )
             .map_err(io)?;
-        self.position = entry.offset + block_len as u64;
         format::decode_block_at(Bytes::from(block), &entry).map_err(|error| {
             EngineError::CorruptFile {
                 path: path.clone(),

@@ -22,6 +22,7 @@ use super::StoreInner;
 use crate::catalog::Branch;
 use crate::checkpoint::{BranchImage, CATALOG_FILE_NAME, Checkpoint, LayerEntry};
 use crate::error::{EngineError, Result};
+use crate::fs::FileSystem;
 use crate::layer::{LayerFile, LayerMap, LayerRange, Level, PersistedLayer};
 
 /// Directory of the layer files inside a store.
@@ -113,7 +114,7 @@ impl StoreInner {
         self.housekeeping_counters
             .catalogs_published
             .fetch_add(1, Ordering::Relaxed);
-        remove_unlisted_layers(layers_dir, &checkpoint.layer_names())?;
+        remove_unlisted_layers(self.fs.as_ref(), layers_dir, &checkpoint.layer_names())?;
         let keep_from = checkpoint
             .branches
             .iter()
@@ -137,7 +138,7 @@ impl StoreInner {
             .exists(&path)
             .map_err(EngineError::io("stat", &path))?
         {
-            remove_unlisted_layers(&layers_dir, &BTreeSet::new())?;
+            remove_unlisted_layers(self.fs.as_ref(), &layers_dir, &BTreeSet::new())?;
             return Ok(None);
         }
         let bytes = self
@@ -172,7 +173,7 @@ impl StoreInner {
             offset: 0,
             reason,
         };
-        remove_unlisted_layers(&layers_dir, &checkpoint.layer_names())?;
+        remove_unlisted_layers(self.fs.as_ref(), &layers_dir, &checkpoint.layer_names())?;
         let mut catalog = self.catalog.write();
         for image in checkpoint.branches {
             let parent = match image.parent {
@@ -195,7 +196,7 @@ impl StoreInner {
             }
             let mut layers = LayerMap::default();
             for entry in &image.layers {
-                let layer = open_listed_layer(&layers_dir, entry)?;
+                let layer = open_listed_layer(&self.fs, &layers_dir, entry)?;
                 if let Some(other) = layers.conflict_with(&layer) {
                     return Err(corrupt(format!(
                         "layers {} and {other} of branch {} overlap",
@@ -340,16 +341,20 @@ fn branch_image(branch: &Branch) -> BranchImage {
 /// Opens a layer the catalog lists, refusing a missing one or one of another size by name.
 /// (Every block is checked against its CRC32 when read; the whole-file checksum is kept for
 /// `pagefork inspect` and is not recomputed on open, so opening stays fast.)
-fn open_listed_layer(layers_dir: &Path, entry: &LayerEntry) -> Result<PersistedLayer> {
+fn open_listed_layer(
+    fs: &Arc<dyn FileSystem>,
+    layers_dir: &Path,
+    entry: &LayerEntry,
+) -> Result<PersistedLayer> {
     let path = layers_dir.join(&entry.name);
-    if !path.exists() {
+    if !fs.exists(&path).map_err(EngineError::io("stat", &path))? {
         return Err(EngineError::CorruptFile {
             path,
             offset: 0,
             reason: "the catalog lists this layer file but it is missing".to_owned(),
         });
     }
-    let file = LayerFile::open(&path, None)?;
+    let file = LayerFile::open_on(Arc::clone(fs), &path, None)?;
     if file.size() != entry.size {
         return Err(EngineError::CorruptFile {
             path,
@@ -379,25 +384,28 @@ fn open_listed_layer(layers_dir: &Path, entry: &LayerEntry) -> Result<PersistedL
 
 /// Removes files in the layers directory that `listed` does not name: layers of deleted
 /// branches, and debris of checkpoints a crash interrupted.
-fn remove_unlisted_layers(layers_dir: &Path, listed: &BTreeSet<String>) -> Result<()> {
-    let entries = match std::fs::read_dir(layers_dir) {
-        Ok(entries) => entries,
+fn remove_unlisted_layers(
+    fs: &dyn FileSystem,
+    layers_dir: &Path,
+    listed: &BTreeSet<String>,
+) -> Result<()> {
+    let names = match fs.list_dir(layers_dir) {
+        Ok(names) => names,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(error) => return Err(EngineError::io("read directory", layers_dir)(error)),
     };
     let mut removed = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(EngineError::io("read directory", layers_dir))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for name in names {
+        let name = name.to_string_lossy().into_owned();
         if !listed.contains(&name) {
-            let path: PathBuf = entry.path();
-            std::fs::remove_file(&path).map_err(EngineError::io("remove unlisted layer", &path))?;
+            let path: PathBuf = layers_dir.join(&name);
+            fs.remove_file(&path)
+                .map_err(EngineError::io("remove unlisted layer", &path))?;
             removed.push(name);
         }
     }
     if !removed.is_empty() {
-        std::fs::File::open(layers_dir)
-            .and_then(|handle| handle.sync_all())
+        fs.sync_dir(layers_dir)
             .map_err(EngineError::io("fsync directory", layers_dir))?;
         tracing::info!(?removed, "removed layer files the catalog does not list");
     }

@@ -249,7 +249,7 @@ impl StoreInner {
         encoding.grow(encoded_len(versions) as u64);
         let summary = write_layer(self.fs.as_ref(), &path, range, versions)?;
         drop(encoding);
-        let file = Arc::new(LayerFile::open(&path, None)?);
+        let file = Arc::new(LayerFile::open_on(Arc::clone(&self.fs), &path, None)?);
         Ok(PersistedLayer {
             file,
             name,

@@ -1,7 +1,7 @@
 //! Describing the store for people: its WAL records (`pagefork inspect wal`, like
 //! pg_waldump) and its files (`pagefork inspect store`). Read-only.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use pagefork_wal::Lsn;
@@ -11,6 +11,7 @@ use crate::branch::BranchId;
 use crate::catalog::Branch;
 use crate::checkpoint::CATALOG_FILE_NAME;
 use crate::error::{EngineError, Result};
+use crate::fs::FileSystem;
 use crate::layer::{LayerRange, Level};
 use crate::log::Log;
 use crate::record::{BranchChange, Record};
@@ -234,15 +235,15 @@ impl Store {
             (Log::Wal(wal), Some(_)) => {
                 let (mut segments, mut bytes) = (0, 0);
                 let dir = wal.dir();
-                let entries = std::fs::read_dir(dir).map_err(EngineError::io("list", dir))?;
-                for entry in entries {
-                    let entry = entry.map_err(EngineError::io("list", dir))?;
-                    if entry.path().extension().is_some_and(|ext| ext == "wal") {
+                let names = inner
+                    .fs
+                    .list_dir(dir)
+                    .map_err(EngineError::io("list", dir))?;
+                for name in names {
+                    let path = dir.join(name);
+                    if path.extension().is_some_and(|ext| ext == "wal") {
                         segments += 1;
-                        bytes += entry
-                            .metadata()
-                            .map_err(EngineError::io("stat", entry.path()))?
-                            .len();
+                        bytes += file_size(inner.fs.as_ref(), &path)?;
                     }
                 }
                 Some(WalFiles {
@@ -258,9 +259,7 @@ impl Store {
         let catalog_bytes = match &inner.dir {
             Some(dir) => {
                 let path = dir.join(CATALOG_FILE_NAME);
-                std::fs::metadata(&path)
-                    .map_err(EngineError::io("stat", &path))?
-                    .len()
+                file_size(inner.fs.as_ref(), &path)?
             }
             None => 0,
         };
@@ -315,4 +314,10 @@ impl Store {
             branches,
         })
     }
+}
+
+fn file_size(fs: &dyn FileSystem, path: &Path) -> Result<u64> {
+    fs.open(path)
+        .and_then(|file| file.size())
+        .map_err(EngineError::io("stat", path))
 }

@@ -247,6 +247,11 @@ impl Store {
         }
         fs.create_dir_all(dir)
             .map_err(EngineError::io("create directory", dir))?;
+        // The store's directory must survive a power cut as well as what is in it.
+        if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            fs.sync_dir(parent)
+                .map_err(EngineError::io("fsync directory", parent))?;
+        }
         let wal_dir = dir.join(WAL_DIR_NAME);
         // Without the metadata file, a WAL directory is debris of a create that crashed.
         if fs
