@@ -254,6 +254,17 @@ pub enum EngineError {
         /// The flush's last error.
         reason: String,
     },
+    /// An earlier I/O error while writing the store's files (its log, layers or
+    /// catalog): the store refuses writes until it is reopened, because after a failed
+    /// write or fsync the operating system's view of those files cannot be trusted.
+    /// Reads go on; reopening recovers from what is durable.
+    #[error(
+        "the store refuses writes after an I/O error ({cause}); reopen it to recover (nothing acknowledged was lost)"
+    )]
+    Poisoned {
+        /// The first error.
+        cause: String,
+    },
     /// The write-ahead log failed or refused.
     #[error(transparent)]
     Wal(#[from] WalError),

@@ -141,6 +141,13 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     /// Takes an exclusive lock on `path` (created if missing), or `None` if someone else
     /// holds it.
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn FsLock>>>;
+
+    /// A random number from the file system's own seed, for a simulated file system whose
+    /// runs must replay bit for bit (a new log's salt comes from here then); `None` (the
+    /// default): use the operating system's randomness.
+    fn seeded_random(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The operating system's file system.

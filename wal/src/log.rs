@@ -194,7 +194,7 @@ impl Wal {
         let header = SegmentHeader {
             segment_size: config.segment_size,
             start: Lsn(0),
-            salt: random_salt(),
+            salt: fs.seeded_random().unwrap_or_else(random_salt),
         };
         let first = Segment::create(fs.as_ref(), dir, header)?;
         let start = Lsn(SEGMENT_HEADER_LEN);

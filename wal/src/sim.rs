@@ -118,6 +118,8 @@ struct State {
     rules: Vec<FaultRule>,
     torn: Option<(usize, TornFill)>,
     crashes: u64,
+    /// Operations left before the power goes off (every later one fails until `crash`).
+    power_left: Option<u64>,
 }
 
 impl State {
@@ -133,6 +135,15 @@ impl State {
     /// Counts an operation and applies the fault rules: `Err` for an injected failure,
     /// `Ok(true)` if the operation (a read) must flip a bit.
     fn check(&mut self, kind: OpKind, what: &Path) -> io::Result<bool> {
+        if let Some(left) = self.power_left {
+            if left == 0 {
+                return Err(io::Error::other(format!(
+                    "sim: the power is off ({kind:?} on {})",
+                    what.display()
+                )));
+            }
+            self.power_left = Some(left - 1);
+        }
         let count = {
             let slot = self
                 .counts
@@ -263,6 +274,7 @@ impl State {
         self.generation += 1;
         self.locks.clear();
         self.crashes += 1;
+        self.power_left = None;
     }
 
     /// What of a file's last unsynced write reaches the disk in a crash: whole blocks
@@ -339,6 +351,7 @@ impl SimFileSystem {
                 rules: Vec::new(),
                 torn: None,
                 crashes: 0,
+                power_left: None,
             })),
         }
     }
@@ -352,6 +365,14 @@ impl SimFileSystem {
     /// The power cut: only what was made durable survives (see the module docs).
     pub fn crash(&self) {
         self.state.lock().crash();
+    }
+
+    /// The power goes off after `operations` more operations (of any kind): every later
+    /// one fails, as the disk of a machine losing power stops taking writes, until
+    /// [`SimFileSystem::crash`] completes the power cut. For crashing in the middle of an
+    /// operation of the code under test.
+    pub fn cut_power_after(&self, operations: u64) {
+        self.state.lock().power_left = Some(operations);
     }
 
     /// Injects `fault` at the `nth` (counting from 1, over the file system's life)
@@ -644,6 +665,10 @@ impl FileSystem for SimFileSystem {
         Ok(self.state.lock().is_dir(path))
     }
 
+    fn seeded_random(&self) -> Option<u64> {
+        Some(self.state.lock().next_random())
+    }
+
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn FsLock>>> {
         let mut state = self.state.lock();
         if !state.exists(path) {
@@ -770,6 +795,20 @@ mod tests {
         let flipped = fs.read(Path::new("/d/f")).unwrap();
         assert_eq!((flipped[0] ^ b'3').count_ones(), 1);
         assert_eq!(fs.read(Path::new("/d/f")).unwrap(), b"3");
+    }
+
+    #[test]
+    fn after_the_power_goes_off_nothing_reaches_the_disk() {
+        let fs = fs_with_dir();
+        let file = fs.create(Path::new("/d/f")).unwrap();
+        fs.sync_dir(Path::new("/d")).unwrap();
+        fs.cut_power_after(2);
+        file.write_all_at(b"ab", 0).unwrap();
+        file.sync_data().unwrap();
+        assert!(file.write_all_at(b"cd", 2).is_err());
+        assert!(fs.sync_dir(Path::new("/d")).is_err());
+        fs.crash();
+        assert_eq!(fs.read(Path::new("/d/f")).unwrap(), b"ab");
     }
 
     #[test]

@@ -73,6 +73,12 @@ impl Store {
     /// of the parent's for it. Refused for a root. Costs a copy of the pages it sees at its
     /// branch point plus the history it can still read below it.
     pub fn detach_branch(&self, name: &str) -> Result<BranchInfo> {
+        self.inner.check_poisoned()?;
+        let detached = self.detach_branch_unguarded(name);
+        self.inner.poison_on_io_error(detached)
+    }
+
+    fn detach_branch_unguarded(&self, name: &str) -> Result<BranchInfo> {
         let inner = &self.inner;
         let _cycle = inner.housekeeping.lock();
         let ops = inner.branch_ops.lock();

@@ -155,7 +155,14 @@ impl Store {
 }
 
 impl StoreInner {
+    /// A GC run (refused once the store is poisoned; an I/O error in it poisons the
+    /// store).
     pub(super) fn run_gc(&self) -> Result<GcReport> {
+        self.check_poisoned()?;
+        self.poison_on_io_error(self.run_gc_unguarded())
+    }
+
+    fn run_gc_unguarded(&self) -> Result<GcReport> {
         let _cycle = self.housekeeping.lock();
         let now = self.clock.now();
         let (branches, mut points) = {

@@ -158,7 +158,8 @@ fn worker_loop(weak: &Weak<StoreInner>) {
             }
             std::mem::take(&mut state.requested)
         };
-        if !run {
+        if !run || inner.check_poisoned().is_err() {
+            // A poisoned store writes nothing more until it is reopened.
             continue;
         }
         let outcome = inner.run_cycle(Force::default());
@@ -262,7 +263,14 @@ impl StoreInner {
     /// One housekeeping cycle: flush what is due (or everything), compact what is due (or
     /// everything), publish the catalog, remove what it no longer needs. Returns the LSN
     /// the catalog covers.
+    /// One housekeeping cycle (refused once the store is poisoned; an I/O error in it
+    /// poisons the store).
     pub(super) fn run_cycle(&self, force: Force) -> Result<Lsn> {
+        self.check_poisoned()?;
+        self.poison_on_io_error(self.run_cycle_unguarded(force))
+    }
+
+    fn run_cycle_unguarded(&self, force: Force) -> Result<Lsn> {
         let _cycle = self.housekeeping.lock();
         let (Log::Wal(wal), Some(dir)) = (&self.log, &self.dir) else {
             return Ok(self

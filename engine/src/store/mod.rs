@@ -128,6 +128,13 @@ pub struct Config {
     /// How often the background thread of a store on disk runs GC (`Duration::ZERO`:
     /// never; [`Store::gc`] runs it on demand).
     pub gc_period: Duration,
+    /// Whether a store on disk runs its background housekeeping thread (flushes,
+    /// compaction and checkpoints when due, expiry sweeps, periodic GC). Off, that work
+    /// happens only when called for (`checkpoint`, `compact`, `gc`, `sweep_expired`, and
+    /// the sweeps branch operations and `open` do), and nothing in the store runs on its
+    /// own clock: what deterministic simulations need. Keep the memory budget unbounded
+    /// then, since nothing frees it in the background.
+    pub housekeeping_thread: bool,
 }
 
 impl Default for Config {
@@ -148,6 +155,7 @@ impl Default for Config {
             image_after_deltas: DEFAULT_IMAGE_AFTER_DELTAS,
             pitr_window: DEFAULT_PITR_WINDOW,
             gc_period: DEFAULT_GC_PERIOD,
+            housekeeping_thread: true,
         }
     }
 }
@@ -226,6 +234,9 @@ struct StoreInner {
     cutoff_epoch: AtomicU64,
     /// The branch-graph history (see `history`), appended by `apply`.
     history: Mutex<Vec<HistoryEntry>>,
+    /// Set by the first I/O error while writing the store's files: writes are refused
+    /// from then on (see `EngineError::Poisoned`).
+    poisoned: Mutex<Option<String>>,
     cache: PageCache,
     read_counters: ReadCounters,
 }
@@ -271,7 +282,7 @@ impl Store {
         };
         publish_file(fs.as_ref(), &meta_path, &meta.encode())
             .map_err(EngineError::io("publish store metadata", &meta_path))?;
-        store.start_housekeeping();
+        store.start_housekeeping(&config);
         Ok(store)
     }
 
@@ -319,7 +330,7 @@ impl Store {
         let mut store = Store::with_log(&config, Log::Wal(wal.clone()), Some(dir.to_owned()));
         let cut = store.inner.restore_checkpoint(dir, &wal)?;
         store.inner.replay(&wal, cut)?;
-        store.start_housekeeping();
+        store.start_housekeeping(&config);
         store.inner.housekeeping_if_due(0);
         store.sweep_expired()?;
         Ok(store)
@@ -354,6 +365,7 @@ impl Store {
                 catalog_covered: AtomicU64::new(0),
                 catalog: RwLock::new(Catalog::default()),
                 history: Mutex::new(Vec::new()),
+                poisoned: Mutex::new(None),
                 leases: Mutex::new(BTreeMap::new()),
                 pitr_window: config.pitr_window,
                 cutoff_epoch: AtomicU64::new(0),
@@ -363,8 +375,10 @@ impl Store {
         }
     }
 
-    fn start_housekeeping(&mut self) {
-        self.worker = Some(Arc::new(housekeeping::start_worker(&self.inner)));
+    fn start_housekeeping(&mut self, config: &Config) {
+        if config.housekeeping_thread {
+            self.worker = Some(Arc::new(housekeeping::start_worker(&self.inner)));
+        }
     }
 
     fn create_root(&self, name: &str) -> Result<()> {
@@ -418,6 +432,40 @@ impl StoreInner {
     /// Logs `record`: stamps its time and fixes its LSN under the sequencer lock, then
     /// waits (outside every store lock) until it is durable. Returns its LSN and time.
     fn log_record(&self, record: &Record) -> Result<(Lsn, Timestamp)> {
+        self.check_poisoned()?;
+        self.poison_on_io_error(self.log_record_unguarded(record))
+    }
+
+    /// Refuses a write once an I/O error poisoned the store.
+    pub(super) fn check_poisoned(&self) -> Result<()> {
+        match &*self.poisoned.lock() {
+            Some(cause) => Err(EngineError::Poisoned {
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Passes `result` on, poisoning the store if it is an I/O error (of the store's
+    /// files or its log).
+    pub(super) fn poison_on_io_error<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(error) = &result
+            && matches!(
+                error,
+                EngineError::Io { .. }
+                    | EngineError::Wal(WalError::Io { .. } | WalError::Poisoned { .. })
+            )
+        {
+            let mut poisoned = self.poisoned.lock();
+            if poisoned.is_none() {
+                tracing::error!(%error, "store poisoned: refusing writes until reopened");
+                *poisoned = Some(error.to_string());
+            }
+        }
+        result
+    }
+
+    fn log_record_unguarded(&self, record: &Record) -> Result<(Lsn, Timestamp)> {
         let mut payload = record.encode(Timestamp(0));
         let (lsn, time) = {
             let mut last_time = self.sequencer.lock();

@@ -81,6 +81,7 @@ impl From<EngineError> for ApiError {
                     (StatusCode::PAYLOAD_TOO_LARGE, "commit_too_large")
                 }
                 EngineError::StoreExists { .. } => (StatusCode::CONFLICT, "project_exists"),
+                EngineError::Poisoned { .. } => (StatusCode::SERVICE_UNAVAILABLE, "poisoned"),
                 EngineError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             },

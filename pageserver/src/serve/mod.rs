@@ -156,7 +156,7 @@ pub(crate) fn router(state: AppState) -> Router {
             Arc::clone(&state.metrics),
             metrics::record_request,
         ))
-        .layer(axum::middleware::from_fn(refuse_announced_oversize))
+        .layer(axum::middleware::from_fn(read_body_first))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -173,9 +173,12 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     }
 }
 
-/// Refuses a request whose announced length is over the limit before reading its body
-/// (a body without a length is cut off at the limit as it is read).
-async fn refuse_announced_oversize(
+/// Reads every request's body before its handler runs, so an answer given without the
+/// body (a wrong content type, an unknown route) never leaves unread bytes behind: closing
+/// a socket with unread data resets the connection, and the client could lose the answer.
+/// A request whose announced length is over the limit is refused without reading it; a
+/// body without a length is cut off at the limit.
+async fn read_body_first(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -184,11 +187,16 @@ async fn refuse_announced_oversize(
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|text| text.parse::<u64>().ok());
-    match announced {
-        Some(length) if length > MAX_BODY_BYTES as u64 => {
-            error::body_too_large(&format!("it announces {length} bytes")).into_response()
+    if let Some(length) = announced.filter(|length| *length > MAX_BODY_BYTES as u64) {
+        return error::body_too_large(&format!("it announces {length} bytes")).into_response();
+    }
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => {
+            let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+            next.run(request).await
         }
-        _ => next.run(request).await,
+        Err(error) => error::body_too_large(&error.to_string()).into_response(),
     }
 }
 
