@@ -1,8 +1,10 @@
 //! Seeded simulation runs: one seed drives a random workload (the model suite's
 //! operations: commits, branch operations, checkpoints (flushes), compactions, GC, leases,
 //! reads, clock steps) through a store on `SimFileSystem` with power cuts at random
-//! points, and checks the store against the reference model after every step and every
-//! recovery. Commits are durable when acknowledged (`SyncMode::Always`), so after a power
+//! points (between operations and part way through checkpoints and compactions) and I/O
+//! errors failing checkpoints and compactions (then a clean reopen or a power cut), and
+//! checks the store against the reference model after every step and every recovery;
+//! after an I/O error the store must refuse writes until it is reopened. Commits are durable when acknowledged (`SyncMode::Always`), so after a power
 //! cut the store must open and agree with the model exactly: no acknowledged commit or
 //! branch operation lost, nothing half there.
 //!
@@ -15,7 +17,7 @@
 mod model;
 
 use model::{Harness, Op, op};
-use pagefork_engine::sim::{SimFileSystem, TornFill};
+use pagefork_engine::sim::{Fault, OpKind, SimFileSystem, TornFill};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
@@ -39,6 +41,8 @@ struct Run {
     crashes: u64,
     /// Power cuts in the middle of a checkpoint or compaction.
     mid_operation: u64,
+    /// Checkpoints and compactions failed by an injected I/O error.
+    io_errors: u64,
     accepted: usize,
 }
 
@@ -62,26 +66,54 @@ fn run(seed: u64) -> Run {
     let mut harness = Harness::on_simulated_disk(fs.clone());
     let ops = operations(seed);
     let mut cuts = seed;
-    let mut mid_operation = 0;
+    let (mut mid_operation, mut io_errors) = (0, 0);
     for (step, op) in ops.iter().enumerate() {
-        // Half the checkpoints and compactions lose power part way: they change nothing
-        // the model sees, so after recovery the store must agree with it exactly.
+        // Most checkpoints and compactions are cut short, by a power cut part way or by an
+        // I/O error (then a clean reopen or a power cut): they change nothing the model
+        // sees, so after recovery the store must agree with it exactly.
         let housekeeping = matches!(op, Op::Checkpoint | Op::Compact);
-        if housekeeping && splitmix(&mut cuts).is_multiple_of(2) {
-            fs.cut_power_after(splitmix(&mut cuts) % 60);
+        let disruption = splitmix(&mut cuts) % 4;
+        if housekeeping && disruption < 3 {
+            let io_error = disruption == 2;
+            if io_error {
+                let kind = OpKind::ALL[(splitmix(&mut cuts) % 6) as usize];
+                fs.inject(
+                    kind,
+                    fs.op_count(kind) + 1 + splitmix(&mut cuts) % 8,
+                    Fault::FailOnce,
+                );
+            } else {
+                fs.cut_power_after(splitmix(&mut cuts) % 60);
+            }
             let outcome = match op {
                 Op::Checkpoint => harness.store().checkpoint(),
                 _ => harness.store().compact(),
             };
-            drop(outcome); // it may have finished or failed; either way the power is cut
-            fs.crash();
+            if io_error && outcome.is_err() {
+                // Poisoned: no write is taken until the store is reopened.
+                let refused = harness.store().create_branch(
+                    "after-error",
+                    "main",
+                    pagefork_engine::At::Latest,
+                    pagefork_engine::BranchOptions::default(),
+                );
+                assert!(
+                    refused.is_err(),
+                    "seed {seed}, step {step}: a write after an I/O error"
+                );
+                io_errors += 1;
+            }
+            fs.clear_faults();
+            if !io_error || splitmix(&mut cuts).is_multiple_of(2) {
+                fs.crash();
+                mid_operation += 1;
+            }
             harness.reopen();
-            mid_operation += 1;
             let checked = harness
                 .check_everything()
                 .and_then(|()| harness.check_every_read());
             if let Err(error) = checked {
-                panic!("seed {seed}, step {step} ({op:?} cut short by a power cut): {error}");
+                panic!("seed {seed}, step {step} ({op:?} cut short): {error}");
             }
             continue;
         }
@@ -93,6 +125,7 @@ fn run(seed: u64) -> Run {
         steps: ops.len(),
         crashes: fs.crashes(),
         mid_operation,
+        io_errors,
         accepted: harness.accepted,
     }
 }
@@ -111,7 +144,7 @@ fn seeded_runs_with_power_cuts_agree_with_the_model() {
         Some(seed) => vec![seed],
         None => (0..env_number("PAGEFORK_SIM_SEEDS").unwrap_or(500)).collect(),
     };
-    let (mut steps, mut crashes, mut mid_operation, mut accepted) = (0, 0, 0, 0);
+    let (mut steps, mut crashes, mut mid_operation, mut io_errors, mut accepted) = (0, 0, 0, 0, 0);
     for &seed in &seeds {
         let outcome = std::panic::catch_unwind(|| run(seed));
         let done = outcome.unwrap_or_else(|panic| {
@@ -121,12 +154,13 @@ fn seeded_runs_with_power_cuts_agree_with_the_model() {
         steps += done.steps;
         crashes += done.crashes;
         mid_operation += done.mid_operation;
+        io_errors += done.io_errors;
         accepted += done.accepted;
     }
     eprintln!(
         "{} seeds: {steps} operations, {accepted} commits and branch creations accepted, \
          {crashes} power cuts ({mid_operation} in the middle of a checkpoint or compaction), \
-         0 acknowledged lost",
+         {io_errors} checkpoints or compactions failed by an I/O error, 0 acknowledged lost",
         seeds.len()
     );
     if seeds.len() >= 50 {
@@ -137,6 +171,10 @@ fn seeded_runs_with_power_cuts_agree_with_the_model() {
         assert!(
             mid_operation >= seeds.len() as u64 / 4,
             "too few cut short: {mid_operation}"
+        );
+        assert!(
+            io_errors >= seeds.len() as u64 / 10,
+            "too few I/O errors: {io_errors}"
         );
         assert!(
             accepted >= steps / 10,
