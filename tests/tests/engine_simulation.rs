@@ -67,7 +67,11 @@ fn run(seed: u64) -> Run {
     let ops = operations(seed);
     let mut cuts = seed;
     let (mut mid_operation, mut io_errors) = (0, 0);
+    let trace = std::env::var_os("PAGEFORK_SIM_TRACE").is_some();
     for (step, op) in ops.iter().enumerate() {
+        if trace {
+            eprintln!("step {step}: {op:?}");
+        }
         // Most checkpoints and compactions are cut short, by a power cut part way or by an
         // I/O error (then a clean reopen or a power cut): they change nothing the model
         // sees, so after recovery the store must agree with it exactly.
@@ -200,4 +204,14 @@ fn a_seed_replays_the_same_run() {
         format!("{:?}", harness.store().list_branches())
     };
     assert_eq!(heads(17), heads(17));
+}
+
+/// Found by seed 1713 (of 5,000): a compaction's catalog publish failed at its directory
+/// fsync; the clean reopen read the new catalog (visible, not durable), removed the L0
+/// layer it no longer lists and made that removal durable; the next power cut brought the
+/// old catalog back, listing the removed layer, and the store no longer opened. `open`
+/// now makes the catalog it read durable (with its layers) before removing anything.
+#[test]
+fn regression_seed_1713_a_reopen_after_a_failed_publish_keeps_what_the_durable_catalog_lists() {
+    run(1713);
 }

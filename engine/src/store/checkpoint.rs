@@ -130,6 +130,28 @@ impl StoreInner {
     /// Loads the catalog if there is one (branches and their layers) and returns where
     /// replay starts. Removes layer files the catalog does not list; a listed layer that
     /// is missing, of the wrong size, or overlapping another is an error naming it.
+    /// Makes the catalog `open` found durable, with the layer files it lists, before
+    /// anything is removed on its word: after an I/O error (a failed directory fsync, say)
+    /// the catalog a reopen reads may be visible without being durable, and removing the
+    /// layers the durable one still lists would lose them at the next power cut.
+    fn make_catalog_durable(&self, dir: &Path, catalog: &Path, layers_dir: &Path) -> Result<()> {
+        if self
+            .fs
+            .is_dir(layers_dir)
+            .map_err(EngineError::io("stat", layers_dir))?
+        {
+            self.fs
+                .sync_dir(layers_dir)
+                .map_err(EngineError::io("fsync directory", layers_dir))?;
+        }
+        self.fs
+            .sync_file(catalog)
+            .map_err(EngineError::io("fsync", catalog))?;
+        self.fs
+            .sync_dir(dir)
+            .map_err(EngineError::io("fsync directory", dir))
+    }
+
     pub(super) fn restore_checkpoint(&self, dir: &Path, wal: &Wal) -> Result<Option<CatalogCut>> {
         let path = dir.join(CATALOG_FILE_NAME);
         let layers_dir = dir.join(LAYERS_DIR_NAME);
@@ -146,6 +168,7 @@ impl StoreInner {
             .read(&path)
             .map_err(EngineError::io("read", &path))?;
         let checkpoint = Checkpoint::decode(Bytes::from(bytes), &path)?;
+        self.make_catalog_durable(dir, &path, &layers_dir)?;
         let cut = CatalogCut {
             covered: checkpoint.covered,
             replay_from: checkpoint
