@@ -1,7 +1,8 @@
 //! Seeded simulation runs: one seed drives a random workload (the model suite's
 //! operations: commits, branch operations, checkpoints (flushes), compactions, GC, leases,
 //! reads, clock steps) through a store on `SimFileSystem` with power cuts at random
-//! points (between operations and part way through checkpoints and compactions) and I/O
+//! points (between operations and part way through checkpoints, compactions, GCs and
+//! detaches) and I/O
 //! errors failing checkpoints and compactions (then a clean reopen or a power cut), and
 //! checks the store against the reference model after every step and every recovery;
 //! after an I/O error the store must refuse writes until it is reopened. Commits are durable when acknowledged (`SyncMode::Always`), so after a power
@@ -39,7 +40,7 @@ fn operations(seed: u64) -> Vec<Op> {
 struct Run {
     steps: usize,
     crashes: u64,
-    /// Power cuts in the middle of a checkpoint or compaction.
+    /// Power cuts in the middle of a checkpoint, compaction, GC or detach.
     mid_operation: u64,
     /// Checkpoints and compactions failed by an injected I/O error.
     io_errors: u64,
@@ -66,6 +67,7 @@ fn run(seed: u64) -> Run {
     let mut harness = Harness::on_simulated_disk(fs.clone());
     let ops = operations(seed);
     let mut cuts = seed;
+    let mut others = seed ^ 0x5EED_0F6C_DE7A_C4B1;
     let (mut mid_operation, mut io_errors) = (0, 0);
     let trace = std::env::var_os("PAGEFORK_SIM_TRACE").is_some();
     for (step, op) in ops.iter().enumerate() {
@@ -121,6 +123,61 @@ fn run(seed: u64) -> Run {
             }
             continue;
         }
+        // Half the GCs and detaches lose power part way: afterwards the store must agree
+        // with the model as if the operation had not happened or as if it had. (Their own
+        // stream of choices, so the seeds above keep their runs.)
+        let either_way = match op {
+            Op::Gc => Some(None),
+            Op::Detach { branch } => Some(Some(harness.name(branch))),
+            _ => None,
+        };
+        if let Some(detached) = either_way
+            && splitmix(&mut others).is_multiple_of(2)
+        {
+            let before = harness.model.clone();
+            let mut after = before.clone();
+            match &detached {
+                None => after.gc(),
+                Some(name) if after.check_detach(name).is_ok() => after.detach(name),
+                Some(_) => {}
+            }
+            fs.cut_power_after(splitmix(&mut others) % 80);
+            let outcome = match &detached {
+                None => harness.store().gc().map(drop),
+                Some(name) => harness.store().detach_branch(name).map(drop),
+            };
+            drop(outcome); // finished or failed; either way the power is cut
+            fs.crash();
+            harness.reopen();
+            mid_operation += 1;
+            // A detach changes no read, so the store's own answer says whether it
+            // happened; GC moves cutoffs, which the checks compare exactly.
+            let detached_in_store = detached.as_ref().is_some_and(|name| {
+                harness
+                    .store()
+                    .branch_info(name)
+                    .is_ok_and(|info| info.parent.is_none())
+            });
+            let candidates = match &detached {
+                Some(_) if detached_in_store => vec![after],
+                Some(_) => vec![before],
+                None => vec![after, before],
+            };
+            let mut outcome = Ok(());
+            for model in candidates {
+                harness.model = model;
+                outcome = harness
+                    .check_everything()
+                    .and_then(|()| harness.check_every_read());
+                if outcome.is_ok() {
+                    break;
+                }
+            }
+            if let Err(error) = outcome {
+                panic!("seed {seed}, step {step} ({op:?} cut short): {error}");
+            }
+            continue;
+        }
         if let Err(error) = harness.step(op) {
             panic!("seed {seed}, step {step} ({op:?}): {error}");
         }
@@ -163,7 +220,7 @@ fn seeded_runs_with_power_cuts_agree_with_the_model() {
     }
     eprintln!(
         "{} seeds: {steps} operations, {accepted} commits and branch creations accepted, \
-         {crashes} power cuts ({mid_operation} in the middle of a checkpoint or compaction), \
+         {crashes} power cuts ({mid_operation} part way through a checkpoint, compaction, GC or detach), \
          {io_errors} checkpoints or compactions failed by an I/O error, 0 acknowledged lost",
         seeds.len()
     );

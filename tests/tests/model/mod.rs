@@ -262,7 +262,7 @@ pub(crate) struct Harness {
     clock: ManualClock,
     start: Timestamp,
     store: Option<Store>,
-    model: Model,
+    pub(crate) model: Model,
     seen_lsns: Vec<Lsn>,
     /// Commits and branch creations the store accepted.
     pub(crate) accepted: usize,
