@@ -221,3 +221,58 @@ pub fn crash_kills(default: u64) -> u64 {
         .and_then(|value| value.parse().ok())
         .unwrap_or(default)
 }
+
+/// A small seeded random number generator (splitmix64) for simulations: a seed fixes
+/// every choice of a run, so a failing seed replays the same run.
+#[derive(Clone, Debug)]
+pub struct SeededRng(u64);
+
+impl SeededRng {
+    /// The generator for `seed`.
+    pub fn new(seed: u64) -> SeededRng {
+        SeededRng(seed)
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `bound` (0 if `bound` is 0).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next_u64() % bound.max(1)
+    }
+}
+
+/// Runs a seeded simulation suite: `run` once per seed, the seed given by
+/// `PAGEFORK_SIM_SEED=S` (one run, to replay a failure) or `0..PAGEFORK_SIM_SEEDS`
+/// (`default_seeds` if unset). A failing run prints its seed before the failure goes on.
+/// Returns each run's result.
+pub fn run_seeds<T>(default_seeds: u64, run: impl Fn(u64) -> T) -> Vec<T> {
+    let number = |name: &str| {
+        std::env::var(name).ok().map(|value| {
+            value
+                .parse::<u64>()
+                .unwrap_or_else(|_| panic!("{name} must be a number, not {value:?}"))
+        })
+    };
+    let seeds: Vec<u64> = match number("PAGEFORK_SIM_SEED") {
+        Some(seed) => vec![seed],
+        None => (0..number("PAGEFORK_SIM_SEEDS").unwrap_or(default_seeds)).collect(),
+    };
+    seeds
+        .into_iter()
+        .map(|seed| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(seed))).unwrap_or_else(
+                |panic| {
+                    eprintln!("failing seed: PAGEFORK_SIM_SEED={seed}");
+                    std::panic::resume_unwind(panic)
+                },
+            )
+        })
+        .collect()
+}

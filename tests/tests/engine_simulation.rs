@@ -19,6 +19,7 @@ mod model;
 
 use model::{Harness, Op, op};
 use pagefork_engine::sim::{Fault, OpKind, SimFileSystem, TornFill};
+use pagefork_tests::{SeededRng, run_seeds};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
@@ -47,15 +48,6 @@ struct Run {
     accepted: usize,
 }
 
-/// splitmix64: the run's own choices (where power cuts land), from the seed.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 fn run(seed: u64) -> Run {
     let fs = SimFileSystem::new(seed);
     let fill = if seed.is_multiple_of(2) {
@@ -66,8 +58,8 @@ fn run(seed: u64) -> Run {
     fs.tear_writes([512, 4096][(seed / 2 % 2) as usize], fill);
     let mut harness = Harness::on_simulated_disk(fs.clone());
     let ops = operations(seed);
-    let mut cuts = seed;
-    let mut others = seed ^ 0x5EED_0F6C_DE7A_C4B1;
+    let mut cuts = SeededRng::new(seed);
+    let mut others = SeededRng::new(seed ^ 0x5EED_0F6C_DE7A_C4B1);
     let (mut mid_operation, mut io_errors) = (0, 0);
     let trace = std::env::var_os("PAGEFORK_SIM_TRACE").is_some();
     for (step, op) in ops.iter().enumerate() {
@@ -78,18 +70,18 @@ fn run(seed: u64) -> Run {
         // I/O error (then a clean reopen or a power cut): they change nothing the model
         // sees, so after recovery the store must agree with it exactly.
         let housekeeping = matches!(op, Op::Checkpoint | Op::Compact);
-        let disruption = splitmix(&mut cuts) % 4;
+        let disruption = cuts.next_u64() % 4;
         if housekeeping && disruption < 3 {
             let io_error = disruption == 2;
             if io_error {
-                let kind = OpKind::ALL[(splitmix(&mut cuts) % 6) as usize];
+                let kind = OpKind::ALL[(cuts.next_u64() % 6) as usize];
                 fs.inject(
                     kind,
-                    fs.op_count(kind) + 1 + splitmix(&mut cuts) % 8,
+                    fs.op_count(kind) + 1 + cuts.next_u64() % 8,
                     Fault::FailOnce,
                 );
             } else {
-                fs.cut_power_after(splitmix(&mut cuts) % 60);
+                fs.cut_power_after(cuts.next_u64() % 60);
             }
             let outcome = match op {
                 Op::Checkpoint => harness.store().checkpoint(),
@@ -110,7 +102,7 @@ fn run(seed: u64) -> Run {
                 io_errors += 1;
             }
             fs.clear_faults();
-            if !io_error || splitmix(&mut cuts).is_multiple_of(2) {
+            if !io_error || cuts.next_u64().is_multiple_of(2) {
                 fs.crash();
                 mid_operation += 1;
             }
@@ -132,7 +124,7 @@ fn run(seed: u64) -> Run {
             _ => None,
         };
         if let Some(detached) = either_way
-            && splitmix(&mut others).is_multiple_of(2)
+            && others.next_u64().is_multiple_of(2)
         {
             let before = harness.model.clone();
             let mut after = before.clone();
@@ -141,7 +133,7 @@ fn run(seed: u64) -> Run {
                 Some(name) if after.check_detach(name).is_ok() => after.detach(name),
                 Some(_) => {}
             }
-            fs.cut_power_after(splitmix(&mut others) % 80);
+            fs.cut_power_after(others.next_u64() % 80);
             let outcome = match &detached {
                 None => harness.store().gc().map(drop),
                 Some(name) => harness.store().detach_branch(name).map(drop),
@@ -191,27 +183,11 @@ fn run(seed: u64) -> Run {
     }
 }
 
-fn env_number(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|value| {
-        value
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be a number, not {value:?}"))
-    })
-}
-
 #[test]
 fn seeded_runs_with_power_cuts_agree_with_the_model() {
-    let seeds: Vec<u64> = match env_number("PAGEFORK_SIM_SEED") {
-        Some(seed) => vec![seed],
-        None => (0..env_number("PAGEFORK_SIM_SEEDS").unwrap_or(500)).collect(),
-    };
+    let runs = run_seeds(500, run);
     let (mut steps, mut crashes, mut mid_operation, mut io_errors, mut accepted) = (0, 0, 0, 0, 0);
-    for &seed in &seeds {
-        let outcome = std::panic::catch_unwind(|| run(seed));
-        let done = outcome.unwrap_or_else(|panic| {
-            eprintln!("failing seed: PAGEFORK_SIM_SEED={seed}");
-            std::panic::resume_unwind(panic)
-        });
+    for done in &runs {
         steps += done.steps;
         crashes += done.crashes;
         mid_operation += done.mid_operation;
@@ -222,19 +198,19 @@ fn seeded_runs_with_power_cuts_agree_with_the_model() {
         "{} seeds: {steps} operations, {accepted} commits and branch creations accepted, \
          {crashes} power cuts ({mid_operation} part way through a checkpoint, compaction, GC or detach), \
          {io_errors} checkpoints or compactions failed by an I/O error, 0 acknowledged lost",
-        seeds.len()
+        runs.len()
     );
-    if seeds.len() >= 50 {
+    if runs.len() >= 50 {
         assert!(
-            crashes >= seeds.len() as u64,
+            crashes >= runs.len() as u64,
             "too few power cuts: {crashes}"
         );
         assert!(
-            mid_operation >= seeds.len() as u64 / 4,
+            mid_operation >= runs.len() as u64 / 4,
             "too few cut short: {mid_operation}"
         );
         assert!(
-            io_errors >= seeds.len() as u64 / 10,
+            io_errors >= runs.len() as u64 / 10,
             "too few I/O errors: {io_errors}"
         );
         assert!(

@@ -13,27 +13,11 @@
 
 use std::sync::Arc;
 
+use pagefork_tests::{SeededRng, run_seeds};
 use pagefork_wal::sim::{Fault, OpKind, SimFileSystem, TornFill};
 use pagefork_wal::{Lsn, RecoveryMode, SyncMode, Wal, WalConfig, WalError};
 
 const DIR: &str = "/wal";
-
-/// splitmix64, so a seed fixes every choice of the run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound.max(1)
-    }
-}
 
 /// One record appended, and whether it was acknowledged durable.
 #[derive(Clone, Debug)]
@@ -45,13 +29,13 @@ struct Appended {
     acked: bool,
 }
 
-fn payload(rng: &mut Rng, max: u64) -> Vec<u8> {
+fn payload(rng: &mut SeededRng, max: u64) -> Vec<u8> {
     let len = match rng.below(4) {
         0 => rng.below(16),
         1 => rng.below(max / 8 + 1),
         _ => rng.below(max + 1),
     };
-    (0..len).map(|_| rng.next() as u8).collect()
+    (0..len).map(|_| rng.next_u64() as u8).collect()
 }
 
 /// Opens the log and checks it against what was appended: every acknowledged record is
@@ -150,7 +134,7 @@ struct RunStats {
 
 /// One seeded run: random appends, syncs, truncations, clean reopens and power cuts.
 fn seeded_run(seed: u64) -> RunStats {
-    let mut rng = Rng(seed);
+    let mut rng = SeededRng::new(seed);
     let fs = SimFileSystem::new(seed);
     let fill = if rng.below(2) == 0 {
         TornFill::Zeros
@@ -234,27 +218,11 @@ fn seeded_run(seed: u64) -> RunStats {
     stats
 }
 
-fn env_number(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|value| {
-        value
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be a number, not {value:?}"))
-    })
-}
-
 #[test]
 fn seeded_power_cuts_lose_no_acknowledged_record() {
-    let seeds: Vec<u64> = match env_number("PAGEFORK_SIM_SEED") {
-        Some(seed) => vec![seed],
-        None => (0..env_number("PAGEFORK_SIM_SEEDS").unwrap_or(300)).collect(),
-    };
+    let runs = run_seeds(300, seeded_run);
     let mut total = RunStats::default();
-    for &seed in &seeds {
-        let outcome = std::panic::catch_unwind(|| seeded_run(seed));
-        let stats = outcome.unwrap_or_else(|panic| {
-            eprintln!("failing seed: PAGEFORK_SIM_SEED={seed}");
-            std::panic::resume_unwind(panic)
-        });
+    for stats in &runs {
         total.appends += stats.appends;
         total.acked += stats.acked;
         total.crashes += stats.crashes;
@@ -262,14 +230,14 @@ fn seeded_power_cuts_lose_no_acknowledged_record() {
     }
     eprintln!(
         "{} seeds: {} appends, {} power cuts, {} unacknowledged records lost, 0 acknowledged lost",
-        seeds.len(),
+        runs.len(),
         total.appends,
         total.crashes,
         total.records_lost_unacked
     );
     // The runs must exercise what they claim to: crashes, and losses only of the unsynced.
-    assert!(total.crashes >= seeds.len() as u64, "{total:?}");
-    if seeds.len() > 50 {
+    assert!(total.crashes >= runs.len() as u64, "{total:?}");
+    if runs.len() > 50 {
         assert!(
             total.records_lost_unacked > 0,
             "no crash ever lost an unsynced record: {total:?}"
@@ -301,7 +269,7 @@ fn fixed_workload(fs: &SimFileSystem, config: WalConfig) -> WorkloadEnd {
             };
         }
     };
-    let mut rng = Rng(42);
+    let mut rng = SeededRng::new(42);
     for index in 0..40u64 {
         let payload = payload(&mut rng, 1500);
         match wal.append(index as u8, &payload) {
@@ -434,7 +402,7 @@ fn a_bit_flipped_on_read_is_an_error_never_wrong_data() {
             ..WalConfig::default()
         };
         let wal = Wal::create_on(Arc::new(fs.clone()), DIR, config).unwrap();
-        let mut rng = Rng(seed);
+        let mut rng = SeededRng::new(seed);
         let mut appended = Vec::new();
         for index in 0..12u8 {
             let payload = payload(&mut rng, 1000);
