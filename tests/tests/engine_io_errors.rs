@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use pagefork_engine::sim::{Fault, OpKind, SimFileSystem};
-use pagefork_engine::{At, BranchOptions, Config, Key, Store, SyncMode, Update};
+use pagefork_engine::{At, BranchOptions, Config, EngineError, Key, Store, SyncMode, Update};
 use pagefork_tests::{TEST_PAGE_SIZE, engine_config, manual_housekeeping};
 
 const DIR: &str = "/store";
@@ -147,8 +147,13 @@ fn an_io_error_at_every_operation_of_every_kind_loses_nothing_acknowledged() {
                 // After the I/O error the store refuses writes until it is reopened.
                 let refused = store.commit("main", vec![(Key::new(9, 9), Update::Image(page(9)))]);
                 assert!(
-                    refused.is_err(),
-                    "{context}: a write after an I/O error was accepted"
+                    matches!(refused, Err(EngineError::Poisoned { .. })),
+                    "{context}: a write after an I/O error: {refused:?}"
+                );
+                let refused = store.checkpoint();
+                assert!(
+                    matches!(refused, Err(EngineError::Poisoned { .. })),
+                    "{context}: a checkpoint after an I/O error: {refused:?}"
                 );
                 fs.clear_faults();
                 fs.crash();
@@ -192,10 +197,7 @@ fn an_fsync_error_while_publishing_poisons_the_store_until_it_is_reopened() {
     let refused = store
         .commit("main", vec![(key, Update::Image(page(2)))])
         .unwrap_err();
-    assert!(
-        matches!(refused, pagefork_engine::EngineError::Poisoned { .. }),
-        "{refused}"
-    );
+    assert!(matches!(refused, EngineError::Poisoned { .. }), "{refused}");
     assert!(refused.to_string().contains("injected"), "{refused}");
     assert!(
         store

@@ -89,15 +89,10 @@ fn run(seed: u64) -> Run {
             };
             if io_error && outcome.is_err() {
                 // Poisoned: no write is taken until the store is reopened.
-                let refused = harness.store().create_branch(
-                    "after-error",
-                    "main",
-                    pagefork_engine::At::Latest,
-                    pagefork_engine::BranchOptions::default(),
-                );
+                let refused = harness.store().checkpoint();
                 assert!(
-                    refused.is_err(),
-                    "seed {seed}, step {step}: a write after an I/O error"
+                    matches!(refused, Err(pagefork_engine::EngineError::Poisoned { .. })),
+                    "seed {seed}, step {step}: a write after an I/O error: {refused:?}"
                 );
                 io_errors += 1;
             }

@@ -291,6 +291,37 @@ fn fixed_workload(fs: &SimFileSystem, config: WalConfig) -> WorkloadEnd {
                 };
             }
         }
+        if index == 30 {
+            // Read everything back, so read faults are part of the loop too.
+            let read: Result<Vec<_>, _> = match wal.read_from(wal.oldest_lsn()) {
+                Ok(reader) => reader.collect(),
+                Err(error) => Err(error),
+            };
+            match read {
+                Ok(records) => {
+                    let kept: Vec<&Appended> = appended
+                        .iter()
+                        .filter(|record| record.start >= wal.oldest_lsn())
+                        .collect();
+                    assert_eq!(records.len(), kept.len());
+                    for (got, want) in records.iter().zip(kept) {
+                        assert_eq!(
+                            &got.payload[..],
+                            &want.payload[..],
+                            "a read returned wrong data"
+                        );
+                    }
+                }
+                Err(error) => {
+                    return WorkloadEnd {
+                        created: true,
+                        appended,
+                        failed: None,
+                        error: Some(error),
+                    };
+                }
+            }
+        }
         if index == 25 {
             let at = appended.get(10).map(|record| record.end).unwrap_or(Lsn(0));
             if let Err(error) = wal.truncate_before(at) {

@@ -6,8 +6,9 @@
 //! Each method is one plain OS operation with no hidden fsync: what is durable is exactly
 //! what a `sync_*` made durable. [`StdFileSystem`] is the operating system's.
 //!
-//! The one `unsafe` of the crate is here: [`StdFile::map_read_only`] maps a file with
-//! memmap2. It is sound because callers only map files that no longer change: sealed WAL
+//! The one `unsafe` of the crate is here: [`FsFile::map_read_only`] (an `unsafe fn`: the
+//! caller promises the file no longer changes) maps a file with memmap2. Its callers only
+//! map files that no longer change: sealed WAL
 //! segments (every byte written; the writer only writes past them; recovery, the one other
 //! writer, runs before any map exists; segments are unlinked, never truncated) and
 //! published layer files (immutable, unlinked, never truncated), while the store's
@@ -37,8 +38,15 @@ pub trait FsFile: Send + Sync + fmt::Debug {
     /// Makes the content and length durable (fdatasync).
     fn sync_data(&self) -> io::Result<()>;
     /// The whole file as read-only bytes that stay valid while any slice of them lives,
-    /// read as `access` says. Only for files that no longer change.
-    fn map_read_only(&self, access: Access) -> io::Result<MappedFile>;
+    /// read as `access` says.
+    ///
+    /// # Safety
+    ///
+    /// The file must not change or shrink while the mapping or any slice of it lives
+    /// (a memory-mapped file that changes under a `&[u8]` is undefined behaviour): only
+    /// for files that no longer change, such as sealed WAL segments and published layers.
+    #[allow(unsafe_code)]
+    unsafe fn map_read_only(&self, access: Access) -> io::Result<MappedFile>;
 }
 
 /// How a mapped file will be read.
@@ -113,6 +121,10 @@ pub trait FsLock: Send + Sync + fmt::Debug {}
 pub trait FileSystem: Send + Sync + fmt::Debug {
     /// Opens an existing file for reading and writing.
     fn open(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
+    /// Opens an existing file for reading only (writes through it fail).
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        self.open(path)
+    }
     /// Creates `path` (truncating it if it exists) for reading and writing. The new
     /// directory entry is durable only after `sync_dir` of its directory.
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
@@ -185,13 +197,13 @@ impl FsFile for StdFile {
     }
 
     #[allow(unsafe_code)]
-    fn map_read_only(&self, access: Access) -> io::Result<MappedFile> {
+    unsafe fn map_read_only(&self, access: Access) -> io::Result<MappedFile> {
         if self.size()? == 0 {
             // An empty file cannot be mapped.
             return Ok(MappedFile::from_bytes(Bytes::new()));
         }
-        // SAFETY: callers map only files that no longer change and are never truncated
-        // (see the module documentation).
+        // SAFETY: the caller promises the file no longer changes and is never truncated
+        // while the map lives (this method's contract; see the module documentation).
         let map = unsafe { memmap2::Mmap::map(&self.0) }?;
         if access == Access::Random {
             // Reads pick single pages: without this hint the kernel maps whole read-ahead
@@ -209,6 +221,10 @@ impl FileSystem for StdFileSystem {
             .write(true)
             .open(path)?;
         Ok(Box::new(StdFile(file)))
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        Ok(Box::new(StdFile(std::fs::File::open(path)?)))
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {

@@ -69,6 +69,8 @@ pub(crate) struct Inner {
     durable: AtomicU64,
     /// Set once, by the first failed write or fsync.
     poisoned: Mutex<Option<String>>,
+    /// The segment the last write stage wrote to last (see `write_pending`).
+    pub(crate) last_written_segment: Mutex<Option<Arc<Segment>>>,
     /// Live segments by start LSN, for readers and truncation.
     pub(crate) segments: RwLock<BTreeMap<Lsn, Arc<Segment>>>,
     /// Counters behind [`Wal::stats`].
@@ -290,6 +292,7 @@ impl Wal {
             written: AtomicU64::new(next.0),
             durable: AtomicU64::new(next.0),
             poisoned: Mutex::new(None),
+            last_written_segment: Mutex::new(None),
             segments: RwLock::new(segments),
             counters: Counters::default(),
             #[cfg(test)]

@@ -148,10 +148,13 @@ impl Segment {
         let map = match self.sealed_map.get() {
             Some(map) => map,
             None => {
-                // Sound: a sealed segment no longer changes (see `fs`).
-                let map = self
-                    .file
-                    .map_read_only(Access::Sequential)
+                // SAFETY: a sealed segment no longer changes and is never truncated: every
+                // byte is written, the writer only writes past it, recovery (the one other
+                // writer) runs before any map exists, and segments are unlinked, never
+                // truncated (see `fs`).
+                #[allow(unsafe_code)]
+                let mapped = unsafe { self.file.map_read_only(Access::Sequential) };
+                let map = mapped
                     .map_err(WalError::io("mmap segment", &self.path))?
                     .bytes();
                 self.sealed_map.get_or_init(|| map)

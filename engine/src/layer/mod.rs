@@ -79,11 +79,16 @@ impl LayerFile {
         path: &Path,
         expected: Option<(u64, u32)>,
     ) -> Result<LayerFile> {
-        let file = fs.open(path).map_err(EngineError::io("open layer", path))?;
-        // Sound to map: a published layer never changes (see `pagefork_wal::fs`).
-        let mapping = file
-            .map_read_only(Access::Random)
-            .map_err(EngineError::io("map layer", path))?;
+        let file = fs
+            .open_read(path)
+            .map_err(EngineError::io("open layer", path))?;
+        // SAFETY: a published layer is never written again and never truncated: it is
+        // written whole under a temporary name, fsynced and renamed into place; compaction
+        // and GC only add new files and unlink old ones (unlinking keeps a mapping valid);
+        // the store's directory lock keeps other pagefork processes out.
+        #[allow(unsafe_code)]
+        let mapped = unsafe { file.map_read_only(Access::Random) };
+        let mapping = mapped.map_err(EngineError::io("map layer", path))?;
         let bytes = mapping.bytes();
         let corrupt = |offset: u64, reason: String| EngineError::CorruptFile {
             path: path.to_owned(),
@@ -224,7 +229,7 @@ impl LayerFile {
     pub(crate) fn read_sequentially(self: &Arc<Self>) -> Result<SequentialVersions> {
         let file = self
             .fs
-            .open(&self.path)
+            .open_read(&self.path)
             .map_err(EngineError::io("open layer", &self.path))?;
         Ok(SequentialVersions {
             layer: Arc::clone(self),

@@ -238,6 +238,8 @@ impl StoreInner {
         while self.memory.load(Ordering::Relaxed) >= budget
             || self.open_memory.load(Ordering::Relaxed) >= budget / 2
         {
+            // A poisoned store flushes nothing more: waiting would never end.
+            self.check_poisoned()?;
             state.requested = true;
             self.signals.wake.notify_one();
             let timed_out = self

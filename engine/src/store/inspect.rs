@@ -259,7 +259,16 @@ impl Store {
         let catalog_bytes = match &inner.dir {
             Some(dir) => {
                 let path = dir.join(CATALOG_FILE_NAME);
-                file_size(inner.fs.as_ref(), &path)?
+                // A store never checkpointed has no catalog yet.
+                if inner
+                    .fs
+                    .exists(&path)
+                    .map_err(EngineError::io("stat", &path))?
+                {
+                    file_size(inner.fs.as_ref(), &path)?
+                } else {
+                    0
+                }
             }
             None => 0,
         };
@@ -317,7 +326,7 @@ impl Store {
 }
 
 fn file_size(fs: &dyn FileSystem, path: &Path) -> Result<u64> {
-    fs.open(path)
+    fs.open_read(path)
         .and_then(|file| file.size())
         .map_err(EngineError::io("stat", path))
 }

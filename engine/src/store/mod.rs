@@ -174,6 +174,12 @@ impl Config {
                 self.compact_l0_layers, self.image_after_deltas
             )));
         }
+        if !self.housekeeping_thread && self.memory_budget_bytes != u64::MAX {
+            return Err(EngineError::InvalidConfig(format!(
+                "without the housekeeping thread nothing frees the memory budget ({} bytes) and writers would wait forever: set memory_budget_bytes to u64::MAX",
+                self.memory_budget_bytes
+            )));
+        }
         validate_branch_name(&self.root_branch)
     }
 
@@ -256,10 +262,33 @@ impl Store {
                 dir: dir.to_owned(),
             });
         }
+        // The directories this creates must survive a power cut as well as what is in
+        // them: each new one's parent is fsynced.
+        let mut created = Vec::new();
+        for ancestor in dir.ancestors().filter(|path| !path.as_os_str().is_empty()) {
+            if fs
+                .exists(ancestor)
+                .map_err(EngineError::io("stat", ancestor))?
+            {
+                break;
+            }
+            created.push(ancestor);
+        }
         fs.create_dir_all(dir)
             .map_err(EngineError::io("create directory", dir))?;
-        // The store's directory must survive a power cut as well as what is in it.
-        if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        for new_dir in created.iter().rev() {
+            if let Some(parent) = new_dir
+                .parent()
+                .filter(|parent| !parent.as_os_str().is_empty())
+            {
+                fs.sync_dir(parent)
+                    .map_err(EngineError::io("fsync directory", parent))?;
+            }
+        }
+        if created.is_empty()
+            && let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty())
+        {
+            // An existing, empty directory may be new too (made by the caller).
             fs.sync_dir(parent)
                 .map_err(EngineError::io("fsync directory", parent))?;
         }

@@ -1,6 +1,8 @@
 //! `pagefork serve`: the HTTP API. JSON over HTTP/1.1 (axum on tokio), versioned under
-//! `/v1`, one store per project (see `projects`). Every store call runs on tokio's
-//! blocking pool (they fsync); handlers only parse, call and render.
+//! `/v1`, one store per project (see `projects`). Every store call that writes or may
+//! wait on I/O runs on tokio's blocking pool (they fsync); lookups answered from memory
+//! (show, list, stats, leases, log, metrics) run inline. Handlers only parse, call and
+//! render.
 //!
 //! Invariants: a request that is malformed or names something that does not exist gets
 //! a 4xx before the store is asked to change anything (see `error`); the server prints
@@ -196,7 +198,13 @@ async fn read_body_first(
             let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
             next.run(request).await
         }
-        Err(error) => error::body_too_large(&error.to_string()).into_response(),
+        // Cut off at the limit (no length was announced), or the client broke off.
+        Err(error) if announced.is_none() => {
+            error::body_too_large(&error.to_string()).into_response()
+        }
+        Err(error) => {
+            ApiError::bad_request(format!("cannot read the body: {error}")).into_response()
+        }
     }
 }
 

@@ -32,8 +32,16 @@ impl Projects {
     /// Opens every project under `root/projects` (creating the directories if missing).
     pub(crate) fn open(root: &Path) -> anyhow::Result<Arc<Projects>> {
         let dir = root.join(PROJECTS_DIR);
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            // The directory must survive a power cut, or so would not the projects in it.
+            for synced in [root, dir.as_path()] {
+                std::fs::File::open(synced)
+                    .and_then(|handle| handle.sync_all())
+                    .with_context(|| format!("cannot fsync {}", synced.display()))?;
+            }
+        }
         let mut stores = BTreeMap::new();
         let entries =
             std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
@@ -43,9 +51,20 @@ impl Projects {
             if validate_project_name(&name).is_err() || !entry.path().is_dir() {
                 continue;
             }
-            let store = Store::open(entry.path()).with_context(|| {
-                format!("cannot open project {name:?} in {}", entry.path().display())
-            })?;
+            let store = match Store::open(entry.path()) {
+                Ok(store) => store,
+                // A create cut short (no metadata yet) is not a project: nothing in it was
+                // ever acknowledged.
+                Err(pagefork_engine::EngineError::NotAStore { reason, .. }) => {
+                    tracing::warn!(project = %name, %reason, "skipping a directory that holds no store");
+                    continue;
+                }
+                Err(error) => {
+                    return Err(error).with_context(|| {
+                        format!("cannot open project {name:?} in {}", entry.path().display())
+                    });
+                }
+            };
             stores.insert(name, store);
         }
         Ok(Arc::new(Projects {

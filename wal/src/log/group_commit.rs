@@ -113,7 +113,9 @@ impl Inner {
             let mut state = self.append.lock();
             (std::mem::take(&mut state.pending), state.next)
         };
-        let mut previous: Option<&Arc<Segment>> = None;
+        // The segment the previous batch ended in: a batch may start in a new one.
+        let mut last_written = self.last_written_segment.lock();
+        let mut previous: Option<&Arc<Segment>> = last_written.as_ref();
         for write in &batch {
             // A batch that crosses into a new segment makes the old segment's tail (its
             // last records and the segment-end frame) durable before it writes a byte of
@@ -137,6 +139,10 @@ impl Inner {
                 .map_err(WalError::io("write WAL", &write.segment.path))?;
             previous = Some(&write.segment);
         }
+        if let Some(last) = batch.last() {
+            *last_written = Some(Arc::clone(&last.segment));
+        }
+        drop(last_written);
         self.counters.write_batches.fetch_add(1, Ordering::Relaxed);
         let previous = self.written.fetch_max(batch_end.0, Ordering::AcqRel);
         assert!(previous <= batch_end.0, "written LSN must not go back");
