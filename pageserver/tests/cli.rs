@@ -360,6 +360,10 @@ fn inspect_store_lists_files_and_finds_a_damaged_layer() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     ok_json(pagefork(&store, &["--json", "init", "--page-size", "512"]));
+    // Before any checkpoint there is no catalog yet: still a report, no layers.
+    let fresh = ok_json(pagefork(&store, &["--json", "inspect", "store"]));
+    assert_eq!(fresh["catalog"]["bytes"], 0);
+    assert_eq!(fresh["branches"][0]["layers"].as_array().unwrap().len(), 0);
     ok_json(pagefork_with_stdin(
         &store,
         &["--json", "page", "put", "main", "1", "0"],

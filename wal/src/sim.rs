@@ -89,10 +89,12 @@ struct FaultRule {
     fault: Fault,
 }
 
+/// A directory entry: a file (its inode) or a directory (an id fresh at each creation, so
+/// a directory removed and made again is a different one).
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Node {
     File(u64),
-    Dir,
+    Dir(u64),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -173,7 +175,7 @@ impl State {
     }
 
     fn is_dir(&self, path: &Path) -> bool {
-        is_root(path) || self.current.get(path) == Some(&Node::Dir)
+        is_root(path) || matches!(self.current.get(path), Some(Node::Dir(_)))
     }
 
     fn require_parent(&self, path: &Path) -> io::Result<()> {
@@ -191,7 +193,7 @@ impl State {
     fn inode(&self, path: &Path) -> io::Result<u64> {
         match self.current.get(path) {
             Some(Node::File(inode)) => Ok(*inode),
-            Some(Node::Dir) => Err(io::Error::other(format!(
+            Some(Node::Dir(_)) => Err(io::Error::other(format!(
                 "sim: {} is a directory",
                 path.display()
             ))),
@@ -312,7 +314,7 @@ fn ancestors_durable(durable: &BTreeMap<PathBuf, Node>, path: &Path) -> bool {
     path.ancestors()
         .skip(1)
         .filter(|ancestor| !ancestor.as_os_str().is_empty() && !is_root(ancestor))
-        .all(|ancestor| durable.get(ancestor) == Some(&Node::Dir))
+        .all(|ancestor| matches!(durable.get(ancestor), Some(Node::Dir(_))))
 }
 
 fn not_found(path: &Path) -> io::Error {
@@ -598,6 +600,15 @@ impl FileSystem for SimFileSystem {
                 .collect()
         };
         for gone in children(&state.durable) {
+            // A directory whose durable entry goes (removed, or removed and made again)
+            // takes its durable contents along: the old directory is gone.
+            if let Some(Node::Dir(id)) = state.durable.get(&gone).cloned()
+                && state.current.get(&gone) != Some(&Node::Dir(id))
+            {
+                state
+                    .durable
+                    .retain(|entry, _| !entry.starts_with(&gone) || *entry == gone);
+            }
             state.durable.remove(&gone);
         }
         for child in children(&state.current) {
@@ -618,13 +629,15 @@ impl FileSystem for SimFileSystem {
             .collect();
         missing.reverse();
         for dir in &missing {
-            if state.current.contains_key(dir) {
+            if !state.is_dir(&parent_of(dir)) {
                 return Err(io::Error::other(format!(
-                    "sim: {} is a file",
-                    dir.display()
+                    "sim: {} is not a directory",
+                    parent_of(dir).display()
                 )));
             }
-            state.current.insert(dir.clone(), Node::Dir);
+            let id = state.next_inode;
+            state.next_inode += 1;
+            state.current.insert(dir.clone(), Node::Dir(id));
         }
         if state.is_dir(path) {
             Ok(())
@@ -744,6 +757,25 @@ mod tests {
         fs.crash();
         assert!(!fs.exists(Path::new("/x")).unwrap());
         assert!(!fs.exists(Path::new("/x/y/f")).unwrap());
+    }
+
+    #[test]
+    fn a_directory_removed_and_made_again_is_empty_after_a_crash() {
+        let fs = fs_with_dir();
+        fs.create_dir_all(Path::new("/d/sub")).unwrap();
+        fs.write(Path::new("/d/sub/old"), b"old").unwrap();
+        fs.sync_file(Path::new("/d/sub/old")).unwrap();
+        fs.sync_dir(Path::new("/d/sub")).unwrap();
+        fs.sync_dir(Path::new("/d")).unwrap();
+        fs.remove_dir_all(Path::new("/d/sub")).unwrap();
+        fs.create_dir_all(Path::new("/d/sub")).unwrap();
+        fs.sync_dir(Path::new("/d")).unwrap();
+        fs.crash();
+        assert!(fs.is_dir(Path::new("/d/sub")).unwrap());
+        assert!(fs.list_dir(Path::new("/d/sub")).unwrap().is_empty());
+        // And a directory cannot be made under a file.
+        fs.write(Path::new("/d/file"), b"x").unwrap();
+        assert!(fs.create_dir_all(Path::new("/d/file/sub")).is_err());
     }
 
     #[test]
