@@ -66,6 +66,11 @@ impl TestRng {
     pub fn in_range(&mut self, range: std::ops::Range<u64>) -> u64 {
         range.start + self.next_u64() % (range.end - range.start)
     }
+
+    /// A number below `bound` (0 if `bound` is 0).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next_u64() % bound.max(1)
+    }
 }
 
 /// A seed from the environment variable `name` if set, else from the clock. Tests print
@@ -220,32 +225,6 @@ pub fn crash_kills(default: u64) -> u64 {
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(default)
-}
-
-/// A small seeded random number generator (splitmix64) for simulations: a seed fixes
-/// every choice of a run, so a failing seed replays the same run.
-#[derive(Clone, Debug)]
-pub struct SeededRng(u64);
-
-impl SeededRng {
-    /// The generator for `seed`.
-    pub fn new(seed: u64) -> SeededRng {
-        SeededRng(seed)
-    }
-
-    /// The next number.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number below `bound` (0 if `bound` is 0).
-    pub fn below(&mut self, bound: u64) -> u64 {
-        self.next_u64() % bound.max(1)
-    }
 }
 
 /// Runs a seeded simulation suite: `run` once per seed, the seed given by

@@ -19,7 +19,7 @@ mod model;
 
 use model::{Harness, Op, op};
 use pagefork_engine::sim::{Fault, OpKind, SimFileSystem, TornFill};
-use pagefork_tests::{SeededRng, run_seeds};
+use pagefork_tests::{TestRng as SeededRng, run_seeds};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use pagefork_tests::{SeededRng, run_seeds};
+use pagefork_tests::{TestRng, run_seeds};
 use pagefork_wal::sim::{Fault, OpKind, SimFileSystem, TornFill};
 use pagefork_wal::{Lsn, RecoveryMode, SyncMode, Wal, WalConfig, WalError};
 
@@ -29,7 +29,7 @@ struct Appended {
     acked: bool,
 }
 
-fn payload(rng: &mut SeededRng, max: u64) -> Vec<u8> {
+fn payload(rng: &mut TestRng, max: u64) -> Vec<u8> {
     let len = match rng.below(4) {
         0 => rng.below(16),
         1 => rng.below(max / 8 + 1),
@@ -134,7 +134,7 @@ struct RunStats {
 
 /// One seeded run: random appends, syncs, truncations, clean reopens and power cuts.
 fn seeded_run(seed: u64) -> RunStats {
-    let mut rng = SeededRng::new(seed);
+    let mut rng = TestRng::new(seed);
     let fs = SimFileSystem::new(seed);
     let fill = if rng.below(2) == 0 {
         TornFill::Zeros
@@ -269,7 +269,7 @@ fn fixed_workload(fs: &SimFileSystem, config: WalConfig) -> WorkloadEnd {
             };
         }
     };
-    let mut rng = SeededRng::new(42);
+    let mut rng = TestRng::new(42);
     for index in 0..40u64 {
         let payload = payload(&mut rng, 1500);
         match wal.append(index as u8, &payload) {
@@ -433,7 +433,7 @@ fn a_bit_flipped_on_read_is_an_error_never_wrong_data() {
             ..WalConfig::default()
         };
         let wal = Wal::create_on(Arc::new(fs.clone()), DIR, config).unwrap();
-        let mut rng = SeededRng::new(seed);
+        let mut rng = TestRng::new(seed);
         let mut appended = Vec::new();
         for index in 0..12u8 {
             let payload = payload(&mut rng, 1000);
