@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-pub use pagefork_wal::fs::{Access, FileSystem, FsFile, FsLock, MappedFile, StdFileSystem};
+pub use pagefork_wal::fs::{
+    Access, FileSystem, FsFile, FsLock, MappedFile, StdFileSystem, create_dir_all_durably,
+};
 
 /// Publishes `bytes` at `path` crash-safely: written under a temporary name, fsynced,
 /// renamed into place, and the directory fsynced. After a crash the file is either absent

@@ -49,7 +49,10 @@ pub use branch::{
     LsnForTime, ParentRef, TimeKind, validate_branch_name,
 };
 pub use error::{EngineError, Result};
-pub use fs::{Access, FileSystem, FsFile, FsLock, MappedFile, StdFileSystem, publish_file};
+pub use fs::{
+    Access, FileSystem, FsFile, FsLock, MappedFile, StdFileSystem, create_dir_all_durably,
+    publish_file,
+};
 pub use history::{HistoryEntry, HistoryOperation};
 pub use key::Key;
 /// The simulated, fault-injecting file system (see [`pagefork_wal::sim`]).

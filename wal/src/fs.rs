@@ -296,3 +296,31 @@ impl FileSystem for StdFileSystem {
         }
     }
 }
+
+/// Creates `dir` and its missing parents so that they survive a power cut: the parent of
+/// every directory it creates is fsynced, top down, and so is `dir`'s own parent (an
+/// existing, empty `dir` may be new too, made by the caller).
+pub fn create_dir_all_durably(fs: &dyn FileSystem, dir: &Path) -> io::Result<()> {
+    let parent_of = |path: &Path| {
+        path.parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+    };
+    let mut to_sync: Vec<std::path::PathBuf> = parent_of(dir).into_iter().collect();
+    for ancestor in dir
+        .ancestors()
+        .skip(1)
+        .filter(|path| !path.as_os_str().is_empty())
+    {
+        if fs.exists(ancestor)? {
+            break;
+        }
+        to_sync.extend(parent_of(ancestor));
+    }
+    fs.create_dir_all(dir)?;
+    // Top down: a directory's entry is durable before the entries inside it are.
+    for parent in to_sync.iter().rev() {
+        fs.sync_dir(parent)?;
+    }
+    Ok(())
+}

@@ -29,7 +29,7 @@ use crate::format::{
     FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader, body_crc, encode_record,
     encode_segment_end, frame_len, max_payload_len,
 };
-use crate::fs::{FileSystem, FsLock, StdFileSystem};
+use crate::fs::{FileSystem, FsLock, StdFileSystem, create_dir_all_durably};
 use crate::lsn::Lsn;
 use crate::reader::WalReader;
 use crate::recovery::{RecoveryReport, recover};
@@ -182,11 +182,7 @@ impl Wal {
     ) -> Result<Wal> {
         let dir = dir.as_ref();
         WalConfig::validate_segment_size(config.segment_size)?;
-        fs.create_dir_all(dir)
-            .map_err(WalError::io("create directory", dir))?;
-        if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-            sync_dir(fs.as_ref(), parent)?;
-        }
+        create_dir_all_durably(fs.as_ref(), dir).map_err(WalError::io("create directory", dir))?;
         let lock_file = lock_directory(fs.as_ref(), dir)?;
         if !list_segments(fs.as_ref(), dir)?.is_empty() {
             return Err(WalError::AlreadyExists {

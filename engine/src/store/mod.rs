@@ -42,7 +42,7 @@ use crate::branch::{BranchId, validate_branch_name};
 use crate::cache::PageCache;
 use crate::catalog::Catalog;
 use crate::error::{EngineError, Result};
-use crate::fs::{FileSystem, StdFileSystem, publish_file};
+use crate::fs::{FileSystem, StdFileSystem, create_dir_all_durably, publish_file};
 use crate::history::HistoryEntry;
 use crate::log::Log;
 use crate::meta::{META_FILE_NAME, StoreMeta};
@@ -262,36 +262,9 @@ impl Store {
                 dir: dir.to_owned(),
             });
         }
-        // The directories this creates must survive a power cut as well as what is in
-        // them: each new one's parent is fsynced.
-        let mut created = Vec::new();
-        for ancestor in dir.ancestors().filter(|path| !path.as_os_str().is_empty()) {
-            if fs
-                .exists(ancestor)
-                .map_err(EngineError::io("stat", ancestor))?
-            {
-                break;
-            }
-            created.push(ancestor);
-        }
-        fs.create_dir_all(dir)
+        // The store's directory must survive a power cut as well as what is in it.
+        create_dir_all_durably(fs.as_ref(), dir)
             .map_err(EngineError::io("create directory", dir))?;
-        for new_dir in created.iter().rev() {
-            if let Some(parent) = new_dir
-                .parent()
-                .filter(|parent| !parent.as_os_str().is_empty())
-            {
-                fs.sync_dir(parent)
-                    .map_err(EngineError::io("fsync directory", parent))?;
-            }
-        }
-        if created.is_empty()
-            && let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty())
-        {
-            // An existing, empty directory may be new too (made by the caller).
-            fs.sync_dir(parent)
-                .map_err(EngineError::io("fsync directory", parent))?;
-        }
         let wal_dir = dir.join(WAL_DIR_NAME);
         // Without the metadata file, a WAL directory is debris of a create that crashed.
         if fs

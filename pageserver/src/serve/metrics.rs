@@ -9,6 +9,7 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use pagefork_engine::StoreStats;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -104,74 +105,99 @@ struct StoreCollector {
     projects: Arc<Projects>,
 }
 
-impl StoreCollector {
-    fn encode_per_project(
-        &self,
-        encoder: &mut DescriptorEncoder<'_>,
-        name: &str,
-        help: &str,
-        counter: bool,
-        value: impl Fn(&pagefork_engine::Store) -> u64,
-    ) -> Result<(), std::fmt::Error> {
-        let projects = self.projects.list();
-        let metric_type = if counter {
-            ConstCounter::new(0u64).metric_type()
-        } else {
-            ConstGauge::new(0i64).metric_type()
+/// One project's figures, read once per scrape.
+struct ProjectSnapshot {
+    project: String,
+    branches: u64,
+    stats: StoreStats,
+}
+
+/// Encodes one metric with a value per project.
+fn encode_per_project(
+    encoder: &mut DescriptorEncoder<'_>,
+    snapshots: &[ProjectSnapshot],
+    (name, help, counter): (&str, &str, bool),
+    value: impl Fn(&ProjectSnapshot) -> u64,
+) -> Result<(), std::fmt::Error> {
+    let metric_type = if counter {
+        ConstCounter::new(0u64).metric_type()
+    } else {
+        ConstGauge::new(0i64).metric_type()
+    };
+    let mut metric = encoder.encode_descriptor(name, help, None, metric_type)?;
+    for snapshot in snapshots {
+        let labels = ProjectLabels {
+            project: snapshot.project.clone(),
         };
-        let mut metric = encoder.encode_descriptor(name, help, None, metric_type)?;
-        for (project, store) in &projects {
-            let labels = ProjectLabels {
-                project: project.clone(),
-            };
-            let family = metric.encode_family(&labels)?;
-            let value = value(store);
-            if counter {
-                ConstCounter::new(value).encode(family)?;
-            } else {
-                ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(family)?;
-            }
+        let family = metric.encode_family(&labels)?;
+        let value = value(snapshot);
+        if counter {
+            ConstCounter::new(value).encode(family)?;
+        } else {
+            ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(family)?;
         }
-        Ok(())
     }
+    Ok(())
 }
 
 impl Collector for StoreCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        self.encode_per_project(
-            &mut encoder,
-            "pagefork_branches",
-            "Live branches",
-            false,
-            |store| store.list_branches().len() as u64,
+        let snapshots: Vec<ProjectSnapshot> = self
+            .projects
+            .list()
+            .into_iter()
+            .map(|(project, store)| ProjectSnapshot {
+                project,
+                branches: store.list_branches().len() as u64,
+                stats: store.stats(),
+            })
+            .collect();
+        let encoder = &mut encoder;
+        encode_per_project(
+            encoder,
+            &snapshots,
+            ("pagefork_branches", "Live branches", false),
+            |snapshot| snapshot.branches,
         )?;
-        self.encode_per_project(
-            &mut encoder,
-            "pagefork_page_cache_hits",
-            "Page reads the page cache answered",
-            true,
-            |store| store.stats().cache_hits,
+        encode_per_project(
+            encoder,
+            &snapshots,
+            (
+                "pagefork_page_cache_hits",
+                "Page reads the page cache answered",
+                true,
+            ),
+            |snapshot| snapshot.stats.cache_hits,
         )?;
-        self.encode_per_project(
-            &mut encoder,
-            "pagefork_page_cache_misses",
-            "Page reads the page cache did not answer",
-            true,
-            |store| store.stats().cache_misses,
+        encode_per_project(
+            encoder,
+            &snapshots,
+            (
+                "pagefork_page_cache_misses",
+                "Page reads the page cache did not answer",
+                true,
+            ),
+            |snapshot| snapshot.stats.cache_misses,
         )?;
-        self.encode_per_project(
-            &mut encoder,
-            "pagefork_wal_bytes",
-            "Bytes of WAL written over the store's life (its end LSN)",
-            true,
-            |store| store.stats().wal_end.0,
+        encode_per_project(
+            encoder,
+            &snapshots,
+            (
+                "pagefork_wal_bytes",
+                "Bytes of WAL written over the store's life (its end LSN)",
+                true,
+            ),
+            |snapshot| snapshot.stats.wal_end.0,
         )?;
-        self.encode_per_project(
-            &mut encoder,
-            "pagefork_gc_reclaimed_bytes",
-            "Bytes of layer files GC removed since the server started",
-            true,
-            |store| store.stats().gc_bytes_removed,
+        encode_per_project(
+            encoder,
+            &snapshots,
+            (
+                "pagefork_gc_reclaimed_bytes",
+                "Bytes of layer files GC removed since the server started",
+                true,
+            ),
+            |snapshot| snapshot.stats.gc_bytes_removed,
         )
     }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use pagefork_engine::{Config, Store};
+use pagefork_engine::{Config, StdFileSystem, Store, create_dir_all_durably};
 use parking_lot::{Mutex, RwLock};
 
 use super::error::ApiError;
@@ -32,16 +32,9 @@ impl Projects {
     /// Opens every project under `root/projects` (creating the directories if missing).
     pub(crate) fn open(root: &Path) -> anyhow::Result<Arc<Projects>> {
         let dir = root.join(PROJECTS_DIR);
-        if !dir.is_dir() {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            // The directory must survive a power cut, or so would not the projects in it.
-            for synced in [root, dir.as_path()] {
-                std::fs::File::open(synced)
-                    .and_then(|handle| handle.sync_all())
-                    .with_context(|| format!("cannot fsync {}", synced.display()))?;
-            }
-        }
+        // The directory must survive a power cut, or so would not the projects in it.
+        create_dir_all_durably(&StdFileSystem, &dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         let mut stores = BTreeMap::new();
         let entries =
             std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
