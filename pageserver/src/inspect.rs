@@ -133,7 +133,7 @@ fn store_files_json(files: &StoreFiles) -> Value {
     json!({
         "dir": files.dir.as_ref().map(|dir| dir.display().to_string()),
         "page_size": files.page_size,
-        "formats": {"meta": files.formats.meta, "catalog": files.formats.catalog, "layer": files.formats.layer},
+        "formats": {"meta": files.formats.meta, "catalog": files.formats.catalog, "layer": files.formats.layer, "wal": files.formats.wal},
         "catalog": {"covers": files.catalog_covers.to_string(), "bytes": files.catalog_bytes},
         "wal": files.wal.map(|wal| json!({
             "segment_size": wal.segment_size, "segments": wal.segments, "bytes": wal.bytes,
@@ -149,8 +149,8 @@ fn print_store_files(files: &StoreFiles, verify: bool) {
     }
     println!("  page size    {} bytes", files.page_size);
     println!(
-        "  formats      meta v{}, catalog v{}, layers v{}",
-        files.formats.meta, files.formats.catalog, files.formats.layer
+        "  formats      meta v{}, catalog v{}, layers v{}, WAL v{}",
+        files.formats.meta, files.formats.catalog, files.formats.layer, files.formats.wal
     );
     println!(
         "  catalog      {} bytes, covers the WAL up to {}",

@@ -380,6 +380,7 @@ fn inspect_store_lists_files_and_finds_a_damaged_layer() {
     let report = ok_json(pagefork(&store, &["--json", "inspect", "store"]));
     assert_eq!(report["page_size"], 512);
     assert_eq!(report["formats"]["catalog"], 5);
+    assert_eq!(report["formats"]["wal"], 2);
     assert_eq!(report["wal"]["segments"], 1);
     let branches = report["branches"].as_array().unwrap();
     let names: Vec<&str> = branches

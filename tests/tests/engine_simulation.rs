@@ -5,13 +5,15 @@
 //! detaches) and I/O
 //! errors failing checkpoints and compactions (then a clean reopen or a power cut), and
 //! checks the store against the reference model after every step and every recovery;
-//! after an I/O error the store must refuse writes until it is reopened. Commits are durable when acknowledged (`SyncMode::Always`), so after a power
-//! cut the store must open and agree with the model exactly: no acknowledged commit or
-//! branch operation lost, nothing half there.
+//! after an I/O error the store must refuse writes until it is reopened. Commits are
+//! durable when acknowledged (`SyncMode::Always`), so after a power cut the store must
+//! open and agree with the model exactly: no acknowledged commit or branch operation lost,
+//! nothing half there. Half the seeds tear each file's last unsynced write; the other half
+//! let the disk keep any subset of the unsynced blocks (pages written back out of order).
 //!
 //! Everything comes from the seed: the operations (proptest's generator on a seeded RNG),
-//! the file system's choices (which blocks of a torn write land, garbage bytes, the WAL's
-//! salt), and time (a manual clock); no background thread runs. A failing run prints its
+//! the file system's choices (which blocks land, garbage bytes, the WAL's salt), and time
+//! (a manual clock); no background thread runs. A failing run prints its
 //! seed; `PAGEFORK_SIM_SEED=S` replays it bit for bit, `PAGEFORK_SIM_SEEDS=N` runs N seeds
 //! (default 500).
 
@@ -55,7 +57,12 @@ fn run(seed: u64) -> Run {
     } else {
         TornFill::Garbage
     };
-    fs.tear_writes([512, 4096][(seed / 2 % 2) as usize], fill);
+    let block = [512, 4096][(seed / 2 % 2) as usize];
+    if (seed / 4).is_multiple_of(2) {
+        fs.tear_writes(block, fill);
+    } else {
+        fs.reorder_writeback(block, fill);
+    }
     let mut harness = Harness::on_simulated_disk(fs.clone());
     let ops = operations(seed);
     let mut cuts = SeededRng::new(seed);

@@ -1,7 +1,9 @@
 //! Every single-bit flip in a small log is detected, exhaustively.
 //!
 //! The log spans two segments, so it has segment headers, records, a segment-end frame
-//! and unused space. For each bit of every file we flip it in a fresh copy and reopen:
+//! and unused space; it is fsynced after every record, so each record's frame says the
+//! ones before it were durable (which is what lets recovery call damage damage). For each
+//! bit of every file we flip it in a fresh copy and reopen:
 //! - in a segment header: open fails naming that segment file;
 //! - in any record but the last, or in the first segment's end frame or unused space:
 //!   open fails with corruption in the middle, naming the damaged record's LSN;
@@ -38,8 +40,14 @@ fn build() -> Pristine {
         .enumerate()
         .map(|(seq, len)| payload_for(seq as u64, *len))
         .collect();
-    let spans = payloads.iter().map(|p| wal.append(5, p).unwrap()).collect();
-    wal.sync().unwrap();
+    let spans = payloads
+        .iter()
+        .map(|p| {
+            let span = wal.append(5, p).unwrap();
+            wal.sync().unwrap();
+            span
+        })
+        .collect();
     drop(wal);
     let files: Vec<(PathBuf, Vec<u8>)> = segment_files(dir.path())
         .into_iter()
@@ -191,5 +199,28 @@ fn salvage_mode_keeps_the_records_before_the_damage_and_says_so() {
     assert_eq!(report.end, start);
     let damage = report.salvaged_corruption.expect("salvage is reported");
     assert!(damage.contains(&start.to_string()), "{damage}");
+    assert_eq!(wal.read_from(wal.oldest_lsn()).unwrap().count(), 1);
+}
+
+/// Without an fsync after them, the records after a damaged one carry no proof that it was
+/// ever durable: a power cut that kept later pages and lost an earlier one leaves exactly
+/// this, so recovery drops the tail from the damage on and counts what it dropped.
+#[test]
+fn damage_followed_only_by_records_never_fsynced_is_dropped_as_an_unsynced_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::create(dir.path(), config()).unwrap();
+    let (_, first_end) = wal.append(5, &payload_for(0, 300)).unwrap();
+    wal.sync().unwrap();
+    let (second_start, _) = wal.append(5, &payload_for(1, 300)).unwrap();
+    wal.append(5, &payload_for(2, 300)).unwrap();
+    wal.append(5, &payload_for(3, 300)).unwrap();
+    drop(wal);
+    let path = dir.path().join("0000000000000000.wal");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[second_start.0 as usize + 100] ^= 0x10;
+    std::fs::write(&path, bytes).unwrap();
+    let (wal, report) = Wal::open(dir.path(), config()).unwrap();
+    assert_eq!((report.records, report.end), (1, first_end));
+    assert_eq!(report.unsynced_records_dropped, 2);
     assert_eq!(wal.read_from(wal.oldest_lsn()).unwrap().count(), 1);
 }

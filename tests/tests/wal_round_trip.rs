@@ -26,7 +26,7 @@ fn records(max: u64) -> impl Strategy<Value = Vec<(u8, u64)>> {
 
 fn case() -> impl Strategy<Value = (u64, Vec<(u8, u64)>, prop::sample::Index)> {
     prop_oneof![Just(4096u64), Just(8192u64), Just(65536u64)].prop_flat_map(|segment_size| {
-        let max = segment_size - 56;
+        let max = segment_size - 64; // segment header 40, frame header 24
         (
             Just(segment_size),
             records(max),
@@ -57,7 +57,7 @@ proptest! {
     fn records_round_trip_through_reopen((segment_size, records, pick) in case()) {
         let dir = tempfile::tempdir().unwrap();
         let wal = Wal::create(dir.path(), config(segment_size)).unwrap();
-        prop_assert_eq!(wal.max_payload_len(), segment_size - 56);
+        prop_assert_eq!(wal.max_payload_len(), segment_size - 64);
         let mut expected = Vec::new();
         let mut last_end = Lsn::INVALID;
         for (seq, (kind, len)) in records.iter().enumerate() {
@@ -181,8 +181,8 @@ fn bad_configuration_and_missing_logs_are_typed_errors() {
 fn regression_record_ending_eight_bytes_before_segment_end() {
     let dir = tempfile::tempdir().unwrap();
     let wal = Wal::create(dir.path(), config(4096)).unwrap();
-    // 40-byte segment header + 16-byte frame header + 4032-byte payload = 4088 = 0/FF8.
-    let (_, end) = wal.append(1, &payload_for(0, 4032)).unwrap();
+    // 40-byte segment header + 24-byte frame header + 4024-byte payload = 4088 = 0/FF8.
+    let (_, end) = wal.append(1, &payload_for(0, 4024)).unwrap();
     assert_eq!(end, Lsn(0xFF8));
     drop(wal);
     let (wal, report) = Wal::open(dir.path(), config(4096)).unwrap();

@@ -5,6 +5,7 @@
 use std::os::unix::fs::FileExt;
 
 use pagefork_tests::{payload_for, segment_files, unsynced_config};
+use pagefork_wal::layout::FRAME_HEADER_LEN;
 use pagefork_wal::{Lsn, Wal, WalConfig};
 
 const SEGMENT_SIZE: u64 = 8192;
@@ -47,7 +48,7 @@ fn check_cut(fill: u8) {
 
         let (wal, report) = Wal::open(dir.path(), config()).unwrap();
         // With a zero fill, a cut inside the zero padding leaves the record whole.
-        let intact = cut == frame_len || (fill == 0 && cut >= 16 + last_payload_len);
+        let intact = cut == frame_len || (fill == 0 && cut >= FRAME_HEADER_LEN + last_payload_len);
         let survivors = if intact { lens.len() } else { lens.len() - 1 };
         let expected_end = if intact { last_end } else { last_start };
         assert_eq!(report.end, expected_end, "cut at {cut}, fill {fill:#x}");

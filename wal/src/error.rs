@@ -76,10 +76,12 @@ pub enum WalError {
         problem: String,
     },
 
-    /// A bad record is followed by valid records: the damage is not a torn tail.
+    /// A bad record is followed by a valid record written after the bad one had been
+    /// fsynced: the damage is not what a power cut leaves.
     #[error(
         "WAL corrupted in the middle: bad record at LSN {lsn} (segment {path}, offset {offset}), \
-         but a valid record follows at LSN {next_valid}"
+         but the valid record at LSN {next_valid} was written after the log was fsynced \
+         through {synced_through}"
     )]
     CorruptedInMiddle {
         /// Start LSN of the first bad record.
@@ -88,8 +90,10 @@ pub enum WalError {
         path: PathBuf,
         /// Byte offset of the bad record in that file.
         offset: u64,
-        /// Start LSN of a valid record found after it.
+        /// Start LSN of the valid record found after it.
         next_valid: Lsn,
+        /// What that record says was durable when it was written: past `lsn`.
+        synced_through: Lsn,
     },
 
     /// A record read back does not match its checksum.

@@ -27,7 +27,7 @@
 //! ```text
 //! offset size field
 //!      0    8 magic "PFWALSEG"
-//!      8    4 format version (1)
+//!      8    4 format version (2)
 //!     12    4 segment size in bytes
 //!     16    8 start LSN of this segment (must match the file name)
 //!     24    8 salt: random per log, chosen when the log is created
@@ -35,17 +35,18 @@
 //!     36    4 zero
 //! ```
 //!
-//! # Record frame (16-byte header, then the body padded to 8 bytes)
+//! # Record frame (24-byte header, then the body padded to 8 bytes)
 //!
 //! ```text
 //! offset size field
-//!      0    4 header CRC32: over salt (u64 LE) ++ frame start LSN (u64 LE) ++ header bytes 4..16
+//!      0    4 header CRC32: over salt (u64 LE) ++ frame start LSN (u64 LE) ++ header bytes 4..24
 //!      4    4 body CRC32: over the payload and its zero padding
 //!      8    4 payload length in bytes
 //!     12    1 frame type: 1 = record, 2 = segment end (0 never appears in a valid frame)
 //!     13    1 record kind (chosen by the caller; 0 for a segment end)
 //!     14    2 zero
-//!     16    n payload, then zeros up to the next multiple of 8
+//!     16    8 synced through: the log's durable LSN when the frame was encoded (<= its start)
+//!     24    n payload, then zeros up to the next multiple of 8
 //! ```
 //!
 //! The header CRC covers the body CRC, so the two together cover header and payload. Mixing
@@ -55,20 +56,27 @@
 //! has its own CRC, recovery can test any aligned position for "is a valid frame here"
 //! cheaply, which is how it tells a torn tail from corruption in the middle.
 //!
-//! A record's LSN is its end: `start + 16 + payload length rounded up to 8`. A segment-end
+//! "Synced through" is how recovery tells an unsynced tail from damage. A power cut may
+//! keep any subset of the pages written since the last fsync (the disk writes them back in
+//! any order), so a bad frame followed by valid ones is what a crash normally leaves when
+//! the lost page was never fsynced. A valid later frame whose "synced through" lies past
+//! the bad frame proves the bad frame had been fsynced before: that is damage, not a crash.
+//! Version 1 frames (16-byte headers, no such field) are not read by this build.
+//!
+//! A record's LSN is its end: `start + 24 + payload length rounded up to 8`. A segment-end
 //! frame has no payload; it says "the log continues at the next segment". When fewer than
-//! 16 bytes remain in a segment, no segment-end frame fits and the remaining bytes stay zero.
+//! 24 bytes remain in a segment, no segment-end frame fits and the remaining bytes stay zero.
 
 use crate::lsn::Lsn;
 
 /// Magic bytes at the start of every segment file.
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"PFWALSEG";
-/// Format version written in every segment header.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Format version written in every segment header (the only one this build reads).
+pub const FORMAT_VERSION: u32 = 2;
 /// Size of the segment header; the first frame of a segment starts right after it.
 pub const SEGMENT_HEADER_LEN: u64 = 40;
 /// Size of a frame header.
-pub const FRAME_HEADER_LEN: u64 = 16;
+pub const FRAME_HEADER_LEN: u64 = 24;
 /// Every frame starts and ends on a multiple of this.
 pub const FRAME_ALIGNMENT: u64 = 8;
 /// Smallest allowed segment size.
@@ -177,9 +185,10 @@ pub(crate) enum Frame {
         kind: u8,
         payload_len: u64,
         body_crc: u32,
+        synced_through: Lsn,
     },
     /// The log continues at the next segment.
-    SegmentEnd,
+    SegmentEnd { synced_through: Lsn },
 }
 
 impl Frame {
@@ -187,9 +196,28 @@ impl Frame {
     pub(crate) fn len(&self) -> u64 {
         match self {
             Frame::Record { payload_len, .. } => frame_len(*payload_len),
-            Frame::SegmentEnd => FRAME_HEADER_LEN,
+            Frame::SegmentEnd { .. } => FRAME_HEADER_LEN,
         }
     }
+
+    /// The log's durable LSN when this frame was encoded: every byte below it had been
+    /// fsynced before this frame was written.
+    pub(crate) fn synced_through(&self) -> Lsn {
+        match self {
+            Frame::Record { synced_through, .. } | Frame::SegmentEnd { synced_through } => {
+                *synced_through
+            }
+        }
+    }
+}
+
+/// The fields of a frame header that are not checksums.
+struct HeaderFields {
+    frame_type: u8,
+    kind: u8,
+    payload_len: u32,
+    body_crc: u32,
+    synced_through: Lsn,
 }
 
 fn header_crc(salt: u64, start: Lsn, header_tail: &[u8]) -> u32 {
@@ -213,35 +241,45 @@ pub(crate) fn body_crc(payload: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-fn encode_header(
-    salt: u64,
-    start: Lsn,
-    frame_type: u8,
-    kind: u8,
-    payload_len: u32,
-    body_crc: u32,
-) -> [u8; FRAME_HEADER_LEN as usize] {
+fn encode_header(salt: u64, start: Lsn, fields: HeaderFields) -> [u8; FRAME_HEADER_LEN as usize] {
+    assert!(
+        fields.synced_through <= start,
+        "a frame at {start} cannot know of a sync through {}",
+        fields.synced_through
+    );
     let mut header = [0u8; FRAME_HEADER_LEN as usize];
-    header[4..8].copy_from_slice(&body_crc.to_le_bytes());
-    header[8..12].copy_from_slice(&payload_len.to_le_bytes());
-    header[12] = frame_type;
-    header[13] = kind;
+    header[4..8].copy_from_slice(&fields.body_crc.to_le_bytes());
+    header[8..12].copy_from_slice(&fields.payload_len.to_le_bytes());
+    header[12] = fields.frame_type;
+    header[13] = fields.kind;
+    header[16..24].copy_from_slice(&fields.synced_through.0.to_le_bytes());
     let crc = header_crc(salt, start, &header[4..]);
     header[0..4].copy_from_slice(&crc.to_le_bytes());
     header
 }
 
+/// A record to encode: its kind, payload and the payload's [`body_crc`] (computed by the
+/// caller before it takes a lock).
+pub(crate) struct RecordToEncode<'a> {
+    pub(crate) kind: u8,
+    pub(crate) payload: &'a [u8],
+    pub(crate) payload_body_crc: u32,
+}
+
 /// Appends a record frame starting at `start` to `out`: header, payload, zero padding.
-/// `payload_body_crc` must be `body_crc(payload)`; it is passed in so callers can compute
-/// it before taking a lock.
+/// `synced_through` is the log's durable LSN now (at most `start`).
 pub(crate) fn encode_record(
     out: &mut Vec<u8>,
     salt: u64,
     start: Lsn,
-    kind: u8,
-    payload: &[u8],
-    payload_body_crc: u32,
+    synced_through: Lsn,
+    record: RecordToEncode<'_>,
 ) {
+    let RecordToEncode {
+        kind,
+        payload,
+        payload_body_crc,
+    } = record;
     debug_assert_eq!(payload_body_crc, body_crc(payload));
     assert!(
         start.is_aligned(FRAME_ALIGNMENT),
@@ -251,10 +289,13 @@ pub(crate) fn encode_record(
     out.extend_from_slice(&encode_header(
         salt,
         start,
-        FRAME_TYPE_RECORD,
-        kind,
-        payload_len,
-        payload_body_crc,
+        HeaderFields {
+            frame_type: FRAME_TYPE_RECORD,
+            kind,
+            payload_len,
+            body_crc: payload_body_crc,
+            synced_through,
+        },
     ));
     out.extend_from_slice(payload);
     let padding = align_up(payload.len() as u64) - payload.len() as u64;
@@ -262,8 +303,22 @@ pub(crate) fn encode_record(
 }
 
 /// Encodes the segment-end frame for position `start`.
-pub(crate) fn encode_segment_end(salt: u64, start: Lsn) -> [u8; FRAME_HEADER_LEN as usize] {
-    encode_header(salt, start, FRAME_TYPE_SEGMENT_END, 0, 0, body_crc(&[]))
+pub(crate) fn encode_segment_end(
+    salt: u64,
+    start: Lsn,
+    synced_through: Lsn,
+) -> [u8; FRAME_HEADER_LEN as usize] {
+    encode_header(
+        salt,
+        start,
+        HeaderFields {
+            frame_type: FRAME_TYPE_SEGMENT_END,
+            kind: 0,
+            payload_len: 0,
+            body_crc: body_crc(&[]),
+            synced_through,
+        },
+    )
 }
 
 /// Decodes and checks the frame header at `start`. `None` means there is no valid frame
@@ -284,14 +339,19 @@ pub(crate) fn decode_header(salt: u64, start: Lsn, bytes: &[u8]) -> Option<Frame
     let frame_type = *header.get(12)?;
     let kind = *header.get(13)?;
     let reserved_zero = header.get(14..16)? == [0, 0];
+    let synced_through = Lsn(read_u64(header, 16));
+    if !reserved_zero || synced_through > start {
+        return None;
+    }
     match frame_type {
-        FRAME_TYPE_RECORD if reserved_zero => Some(Frame::Record {
+        FRAME_TYPE_RECORD => Some(Frame::Record {
             kind,
             payload_len,
             body_crc,
+            synced_through,
         }),
-        FRAME_TYPE_SEGMENT_END if reserved_zero && payload_len == 0 && kind == 0 => {
-            Some(Frame::SegmentEnd)
+        FRAME_TYPE_SEGMENT_END if payload_len == 0 && kind == 0 => {
+            Some(Frame::SegmentEnd { synced_through })
         }
         _ => None,
     }
@@ -349,7 +409,7 @@ mod tests {
     fn record_frame_round_trips() {
         let mut out = Vec::new();
         let payload = b"hello, log";
-        encode_record(&mut out, 7, Lsn(40), 3, payload, body_crc(payload));
+        encode_record(&mut out, 7, Lsn(40), Lsn(32), record(3, payload));
         assert_eq!(out.len() as u64, frame_len(payload.len() as u64));
         assert_eq!(out.len() % 8, 0);
         let frame = decode_header(7, Lsn(40), &out).expect("valid frame");
@@ -357,33 +417,66 @@ mod tests {
             kind,
             payload_len,
             body_crc,
+            synced_through,
         } = frame
         else {
             panic!("expected a record, got {frame:?}");
         };
         assert_eq!((kind, payload_len), (3, payload.len() as u64));
-        assert!(check_body(&out[16..], payload_len, body_crc));
+        assert_eq!(synced_through, Lsn(32));
+        assert!(check_body(&out[24..], payload_len, body_crc));
+        for bit in 0..FRAME_HEADER_LEN as usize * 8 {
+            let mut flipped = out.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode_header(7, Lsn(40), &flipped).is_none(), "bit {bit}");
+        }
     }
 
     #[test]
     fn a_frame_is_bound_to_its_salt_and_position() {
         let mut out = Vec::new();
-        encode_record(&mut out, 7, Lsn(40), 3, b"x", body_crc(b"x"));
+        encode_record(&mut out, 7, Lsn(40), Lsn(40), record(3, b"x"));
         assert!(decode_header(8, Lsn(40), &out).is_none(), "other salt");
         assert!(decode_header(7, Lsn(48), &out).is_none(), "other position");
     }
 
     #[test]
     fn zeros_are_never_a_frame() {
-        assert!(decode_header(0, Lsn(0), &[0u8; 16]).is_none());
+        assert!(decode_header(0, Lsn(0), &[0u8; FRAME_HEADER_LEN as usize]).is_none());
     }
 
     #[test]
     fn segment_end_frame_decodes() {
-        let bytes = encode_segment_end(9, Lsn(4096 - 16));
+        let bytes = encode_segment_end(9, Lsn(4096 - 24), Lsn(1000));
         assert_eq!(
-            decode_header(9, Lsn(4096 - 16), &bytes),
-            Some(Frame::SegmentEnd)
+            decode_header(9, Lsn(4096 - 24), &bytes),
+            Some(Frame::SegmentEnd {
+                synced_through: Lsn(1000)
+            })
         );
+    }
+
+    #[test]
+    fn a_frame_claiming_a_sync_past_its_own_start_is_not_valid() {
+        // encode_header refuses to write one; a forged header with a correct CRC is read
+        // as "no frame here".
+        let mut header = [0u8; FRAME_HEADER_LEN as usize];
+        header[4..8].copy_from_slice(&body_crc(&[]).to_le_bytes());
+        header[12] = FRAME_TYPE_SEGMENT_END;
+        header[16..24].copy_from_slice(&48u64.to_le_bytes());
+        let crc = header_crc(9, Lsn(40), &header[4..]);
+        header[0..4].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_header(9, Lsn(40), &header), None);
+        let crc = header_crc(9, Lsn(48), &header[4..]);
+        header[0..4].copy_from_slice(&crc.to_le_bytes());
+        assert!(decode_header(9, Lsn(48), &header).is_some());
+    }
+
+    fn record(kind: u8, payload: &[u8]) -> RecordToEncode<'_> {
+        RecordToEncode {
+            kind,
+            payload,
+            payload_body_crc: body_crc(payload),
+        }
     }
 }

@@ -10,8 +10,10 @@
 //! - `append` returns strictly increasing LSNs to any number of concurrent threads.
 //! - With [`SyncMode::Always`] or [`SyncMode::Group`] an acknowledged record survives a
 //!   crash; concurrent appenders share fsyncs (group commit).
-//! - `open` recovers: a torn or zeroed tail is cut off and reported; a damaged record
-//!   followed by valid ones is corruption and `open` refuses, naming segment, offset and LSN.
+//! - `open` recovers: a torn or zeroed tail is cut off and reported, and so are records a
+//!   power cut kept after a lost, never-fsynced one (each frame records how far the log
+//!   was fsynced when it was written); a damaged record that a later frame proves was
+//!   fsynced is corruption and `open` refuses, naming segment, offset and LSN.
 //! - Every byte read back is checked against its CRC; damage is an error, never data.
 //! - After a failed write or fsync the log is poisoned and refuses appends until reopened.
 //!
@@ -51,7 +53,9 @@ pub use recovery::RecoveryReport;
 
 /// Byte layout constants, for tools and tests that inspect or damage log files on purpose.
 pub mod layout {
-    pub use crate::format::{FRAME_ALIGNMENT, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+    pub use crate::format::{
+        FORMAT_VERSION, FRAME_ALIGNMENT, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN,
+    };
 
     /// Bytes a record with a payload of `payload_len` bytes occupies in the log.
     pub fn record_len(payload_len: u64) -> u64 {

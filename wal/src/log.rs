@@ -26,7 +26,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::config::{SyncMode, WalConfig};
 use crate::error::{Result, WalError};
 use crate::format::{
-    FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader, body_crc, encode_record,
+    FRAME_HEADER_LEN, RecordToEncode, SEGMENT_HEADER_LEN, SegmentHeader, body_crc, encode_record,
     encode_segment_end, frame_len, max_payload_len,
 };
 use crate::fs::{FileSystem, FsLock, StdFileSystem, create_dir_all_durably};
@@ -299,7 +299,7 @@ impl Wal {
         }
     }
 
-    /// The largest payload this log accepts: segment size minus 56 bytes of headers.
+    /// The largest payload this log accepts: segment size minus 64 bytes of headers.
     pub fn max_payload_len(&self) -> u64 {
         max_payload_len(self.inner.segment_size)
     }
@@ -377,7 +377,19 @@ impl Wal {
             }
             let start = state.next;
             let end = Lsn(start.0 + frame);
-            encode_record(state.pending_bytes(), inner.salt, start, kind, payload, crc);
+            let record = RecordToEncode {
+                kind,
+                payload,
+                payload_body_crc: crc,
+            };
+            let synced_through = inner.synced_through();
+            encode_record(
+                state.pending_bytes(),
+                inner.salt,
+                start,
+                synced_through,
+                record,
+            );
             state.next = end;
             (start, end)
         };
@@ -468,6 +480,12 @@ impl Inner {
         Lsn(first.start.0 + SEGMENT_HEADER_LEN)
     }
 
+    /// What a frame encoded now records as "synced through": every byte below the durable
+    /// LSN has been fsynced (see the format docs for how recovery uses it).
+    fn synced_through(&self) -> Lsn {
+        Lsn(self.durable.load(Ordering::Acquire))
+    }
+
     fn check_poisoned(&self) -> Result<()> {
         match &*self.poisoned.lock() {
             Some(cause) => Err(WalError::Poisoned {
@@ -485,14 +503,10 @@ impl Inner {
         }
     }
 
-    /// Closes the active segment with a segment-end frame and opens the next one.
+    /// Closes the active segment with a segment-end frame and opens the next one. The
+    /// new segment is created first: if that fails, `state` is left as it was.
     fn roll_segment(&self, state: &mut AppendState) -> Result<()> {
         let old_end = state.active.end();
-        let remaining = old_end.0 - state.next.0;
-        if remaining >= FRAME_HEADER_LEN {
-            let marker = encode_segment_end(self.salt, state.next);
-            state.pending_bytes().extend_from_slice(&marker);
-        }
         let header = SegmentHeader {
             segment_size: self.segment_size,
             start: old_end,
@@ -503,6 +517,11 @@ impl Inner {
                 self.poison(error);
             })?,
         );
+        let remaining = old_end.0 - state.next.0;
+        if remaining >= FRAME_HEADER_LEN {
+            let marker = encode_segment_end(self.salt, state.next, self.synced_through());
+            state.pending_bytes().extend_from_slice(&marker);
+        }
         self.segments
             .write()
             .insert(segment.start, Arc::clone(&segment));
@@ -537,6 +556,45 @@ mod tests {
             wal.flush_to(beyond),
             Err(WalError::PastEnd { lsn, end }) if lsn == beyond && end == second
         ));
+    }
+
+    /// Found by the concurrent power-loss runs (`wal_power_loss`): a roll whose new
+    /// segment could not be created had already queued the old segment's end frame without
+    /// moving `next`, so an appender that had passed the poison check before tripped the
+    /// "pending bytes must be contiguous" assertion.
+    #[test]
+    fn regression_a_failed_segment_roll_leaves_the_append_state_as_it_was() {
+        use crate::sim::{Fault, OpKind, SimFileSystem};
+        let fs = SimFileSystem::new(1);
+        let config = WalConfig {
+            segment_size: 4096,
+            ..WalConfig::default()
+        };
+        let wal = Wal::create_on(Arc::new(fs.clone()), "/wal", config).unwrap();
+        fs.inject(
+            OpKind::Create,
+            fs.op_count(OpKind::Create) + 1,
+            Fault::FailOnce,
+        );
+        let mut failed = None;
+        for _ in 0..10 {
+            if let Err(error) = wal.append_deferred(1, &[7; 1000]) {
+                failed = Some(error);
+                break;
+            }
+        }
+        let failed = failed.expect("a roll must have been needed");
+        assert!(failed.to_string().contains("create segment"), "{failed}");
+        let state = wal.inner.append.lock();
+        let pending_end = state
+            .pending
+            .last()
+            .map(|write| write.start.0 + write.bytes.len() as u64);
+        assert_eq!(
+            pending_end,
+            Some(state.next.0),
+            "pending ends where next is"
+        );
     }
 
     #[test]

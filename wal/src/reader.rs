@@ -139,7 +139,7 @@ impl WalReader {
             let header = self.read(segment, position, FRAME_HEADER_LEN)?;
             match decode_header(self.inner.salt, position, &header) {
                 Some(frame @ Frame::Record { .. }) => position = Lsn(position.0 + frame.len()),
-                Some(Frame::SegmentEnd) => break,
+                Some(Frame::SegmentEnd { .. }) => break,
                 None => return Err(Self::checksum_error(segment, position)),
             }
         }
@@ -169,7 +169,7 @@ impl WalReader {
             let frame = decode_header(self.inner.salt, self.position, &header)
                 .ok_or_else(|| Self::checksum_error(&segment, self.position))?;
             let (kind, payload_len, body_crc) = match frame {
-                Frame::SegmentEnd => {
+                Frame::SegmentEnd { .. } => {
                     self.position = segment.end();
                     continue;
                 }
@@ -177,6 +177,7 @@ impl WalReader {
                     kind,
                     payload_len,
                     body_crc,
+                    ..
                 } => (kind, payload_len, body_crc),
             };
             let start = self.position;

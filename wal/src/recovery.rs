@@ -5,10 +5,15 @@
 //!   one segment size and one salt for the whole log, no gaps). A bad header is an error
 //!   naming the file: segments are published crash-safely, so a bad header is never a crash
 //!   artifact.
-//! - The first frame that fails its checks ends the log *only if no valid frame follows it*
-//!   anywhere in the log (a torn or zeroed tail). If a valid frame follows, the damage is in
-//!   the middle and `open` fails naming the segment, offset and LSN, unless the caller chose
+//! - The first frame that fails its checks ends the log *unless a valid frame after it
+//!   proves it had been fsynced*: every frame records the log's durable LSN when it was
+//!   written ("synced through", see `format`), and one past the bad frame's start means
+//!   the bad frame was durable before, so this is damage, not a crash. Then `open` fails
+//!   naming the segment, offset and LSN, unless the caller chose
 //!   [`RecoveryMode::SalvageToLastGood`], which truncates there and says so in the report.
+//!   Valid frames after a bad one without such proof are what a power cut leaves when the
+//!   disk wrote pages back out of order: they were never acknowledged as durable, and are
+//!   dropped with the tail (counted in the report).
 //! - A dropped tail is physically zeroed and fsynced, and segments after it are removed,
 //!   before the log accepts writes, so stale bytes can never be read as records later.
 //! - Every kept segment is fsynced, so the recovered end is durable.
@@ -41,6 +46,10 @@ pub struct RecoveryReport {
     /// Bytes dropped from the tail: from `end` to the last non-zero byte after it (a torn
     /// record, garbage in preallocated space, or, when salvaging, the discarded records).
     pub dropped_bytes: u64,
+    /// Valid records dropped with the tail because a record before them was lost: written
+    /// after the log's last fsync, so never acknowledged as durable, and kept by the disk
+    /// while an earlier unsynced page was not. (Salvaged records are not counted here.)
+    pub unsynced_records_dropped: u64,
     /// Segment files after the end that were removed because they held no valid record.
     pub removed_segments: Vec<PathBuf>,
     /// Set only in [`RecoveryMode::SalvageToLastGood`] when valid records after damage
@@ -75,6 +84,7 @@ pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, mode: RecoveryMode) -> Re
         end: scan.last_record_end,
         records: scan.records,
         dropped_bytes: 0,
+        unsynced_records_dropped: 0,
         removed_segments: Vec::new(),
         salvaged_corruption: None,
     };
@@ -82,7 +92,8 @@ pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, mode: RecoveryMode) -> Re
     let next_frame = match scan.first_bad {
         None => segments.last().map_or(Lsn::INVALID, Segment::end),
         Some(bad) => {
-            if let Some(next_valid) = find_valid_frame_after(&segments, &bad, segment_size, salt)? {
+            let later = valid_frames_after(&segments, &bad, segment_size, salt)?;
+            if let Some(proof) = later.proof_of_sync {
                 let damaged = segments
                     .get(bad.segment_index)
                     .expect("bad frame lies in a listed segment");
@@ -90,7 +101,8 @@ pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, mode: RecoveryMode) -> Re
                     lsn: bad.lsn,
                     path: damaged.path.clone(),
                     offset: damaged.offset_of(bad.lsn),
-                    next_valid,
+                    next_valid: proof.frame,
+                    synced_through: proof.synced_through,
                 };
                 match mode {
                     RecoveryMode::Strict => return Err(corruption),
@@ -99,6 +111,8 @@ pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, mode: RecoveryMode) -> Re
                         report.salvaged_corruption = Some(corruption.to_string());
                     }
                 }
+            } else {
+                report.unsynced_records_dropped = later.records;
             }
             report.dropped_bytes =
                 drop_tail(fs, &mut segments, &bad, dir, &mut report.removed_segments)?;
@@ -230,10 +244,9 @@ fn read_whole(segment: &Segment, segment_size: u64) -> Result<Vec<u8>> {
     Ok(data)
 }
 
-/// What is at `offset` of a segment's bytes, fully checked.
+/// What is at `offset` of a segment's bytes, fully checked (a record's body too).
 enum FrameCheck {
-    Record { len: u64 },
-    SegmentEnd,
+    Valid(Frame),
     Invalid,
 }
 
@@ -242,25 +255,20 @@ fn check_frame_at(data: &[u8], offset: u64, segment_start: Lsn, salt: u64) -> Fr
         return FrameCheck::Invalid;
     };
     match decode_header(salt, Lsn(segment_start.0 + offset), rest) {
-        Some(Frame::Record {
-            payload_len,
-            body_crc,
-            ..
-        }) => {
-            let frame = Frame::Record {
-                kind: 0,
+        Some(
+            frame @ Frame::Record {
                 payload_len,
                 body_crc,
-            };
+                ..
+            },
+        ) => {
             let body = rest.get(FRAME_HEADER_LEN as usize..frame.len() as usize);
             match body {
-                Some(body) if check_body(body, payload_len, body_crc) => {
-                    FrameCheck::Record { len: frame.len() }
-                }
+                Some(body) if check_body(body, payload_len, body_crc) => FrameCheck::Valid(frame),
                 _ => FrameCheck::Invalid,
             }
         }
-        Some(Frame::SegmentEnd) => FrameCheck::SegmentEnd,
+        Some(frame @ Frame::SegmentEnd { .. }) => FrameCheck::Valid(frame),
         None => FrameCheck::Invalid,
     }
 }
@@ -304,12 +312,12 @@ fn first_bad_offset(data: &[u8], segment: &Segment, salt: u64, scan: &mut Scan) 
             return (!all_zero(rest)).then_some(offset);
         }
         match check_frame_at(data, offset, segment.start, salt) {
-            FrameCheck::Record { len } => {
+            FrameCheck::Valid(frame @ Frame::Record { .. }) => {
                 scan.records += 1;
-                offset += len;
+                offset += frame.len();
                 scan.last_record_end = Lsn(segment.start.0 + offset);
             }
-            FrameCheck::SegmentEnd => {
+            FrameCheck::Valid(Frame::SegmentEnd { .. }) => {
                 let unused = rest.get(FRAME_HEADER_LEN as usize..).unwrap_or(&[]);
                 return (!all_zero(unused)).then_some(offset);
             }
@@ -318,14 +326,34 @@ fn first_bad_offset(data: &[u8], segment: &Segment, salt: u64, scan: &mut Scan) 
     }
 }
 
-/// Looks at every aligned position after `bad` for a frame that passes all checks. Such a
-/// frame means the damage at `bad` is not a torn tail.
-fn find_valid_frame_after(
+/// A valid frame after a bad one that proves the bad one had been fsynced.
+struct ProofOfSync {
+    /// Where the proving frame starts.
+    frame: Lsn,
+    /// What it records as synced through: past the bad frame's start.
+    synced_through: Lsn,
+}
+
+/// What lies after the first bad frame.
+struct LaterFrames {
+    /// Valid records after it.
+    records: u64,
+    /// The first valid frame whose "synced through" covers the bad frame, if any.
+    proof_of_sync: Option<ProofOfSync>,
+}
+
+/// Looks at every aligned position after `bad` for frames that pass all checks, counting
+/// the records and stopping at the first frame that proves `bad` was durable.
+fn valid_frames_after(
     segments: &[Segment],
     bad: &BadFrame,
     segment_size: u64,
     salt: u64,
-) -> Result<Option<Lsn>> {
+) -> Result<LaterFrames> {
+    let mut later = LaterFrames {
+        records: 0,
+        proof_of_sync: None,
+    };
     for (segment_index, segment) in segments.iter().enumerate().skip(bad.segment_index) {
         let later_segment_bytes;
         let (data, first) = if segment_index == bad.segment_index {
@@ -351,16 +379,26 @@ fn find_valid_frame_after(
             if offset + FRAME_HEADER_LEN > segment_size {
                 break;
             }
-            if !matches!(
-                check_frame_at(data, offset, segment.start, salt),
-                FrameCheck::Invalid
-            ) {
-                return Ok(Some(Lsn(segment.start.0 + offset)));
+            let start = Lsn(segment.start.0 + offset);
+            match check_frame_at(data, offset, segment.start, salt) {
+                FrameCheck::Invalid => offset += FRAME_ALIGNMENT,
+                FrameCheck::Valid(frame) => {
+                    if frame.synced_through() > bad.lsn {
+                        later.proof_of_sync = Some(ProofOfSync {
+                            frame: start,
+                            synced_through: frame.synced_through(),
+                        });
+                        return Ok(later);
+                    }
+                    if matches!(frame, Frame::Record { .. }) {
+                        later.records += 1;
+                    }
+                    offset += frame.len();
+                }
             }
-            offset += FRAME_ALIGNMENT;
         }
     }
-    Ok(None)
+    Ok(later)
 }
 
 /// Zeroes the damaged segment from `bad` on, removes every later segment, and returns how

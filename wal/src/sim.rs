@@ -6,9 +6,12 @@
 //! directory) whether it is durable (as of the last `sync_dir` of its directory) beside
 //! what exists now. [`SimFileSystem::crash`] is the power cut: every directory goes back
 //! to its durable entries (an entry whose directory itself was not durable goes with it),
-//! every file to its durable bytes, and, if asked, the last unsynced write of each file is
-//! torn: some whole blocks of it land, the next block holds zeros or garbage, the rest is
-//! lost. Handles opened before a crash fail afterwards, as a dead process's would.
+//! every file to its durable bytes, and, if asked, some unsynced bytes land too: either
+//! the last unsynced write of each file is torn ([`SimFileSystem::tear_writes`]: some whole
+//! blocks of it land, the next block holds zeros or garbage, the rest is lost), or any
+//! subset of each file's unsynced blocks lands, as a disk writing dirty pages back in any
+//! order leaves them ([`SimFileSystem::reorder_writeback`]). Handles opened before a crash
+//! fail afterwards, as a dead process's would.
 //!
 //! Faults: the Nth operation of a kind (write, sync, rename, read, create, remove) can
 //! fail once or from then on, and the Nth read can return one flipped bit. Every choice
@@ -82,6 +85,17 @@ pub enum TornFill {
     Garbage,
 }
 
+/// Which unsynced bytes a crash lets reach the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Writeback {
+    /// None.
+    Nothing,
+    /// Whole blocks of each file's last unsynced write from its start, then one torn block.
+    TornLastWrite { block: usize, fill: TornFill },
+    /// Each unsynced block of each file independently: whole, not at all, or torn.
+    AnyBlocks { block: usize, fill: TornFill },
+}
+
 #[derive(Clone, Copy, Debug)]
 struct FaultRule {
     kind: OpKind,
@@ -118,7 +132,7 @@ struct State {
     locks: BTreeMap<PathBuf, u64>,
     counts: [u64; OpKind::ALL.len()],
     rules: Vec<FaultRule>,
-    torn: Option<(usize, TornFill)>,
+    writeback: Writeback,
     crashes: u64,
     /// Operations left before the power goes off (every later one fails until `crash`).
     power_left: Option<u64>,
@@ -257,6 +271,14 @@ impl State {
         self.durable = self.current.clone();
         let inodes: Vec<u64> = self.files.keys().copied().collect();
         for inode in inodes {
+            if let Writeback::AnyBlocks { block, fill } = self.writeback {
+                let landed = self.any_unsynced_blocks(inode, block, fill);
+                let file = self.file(inode);
+                file.current = landed.clone();
+                file.durable = landed;
+                file.last_unsynced_write = None;
+                continue;
+            }
             let torn = self.torn_write(inode);
             let file = self.file(inode);
             file.current = file.durable.clone();
@@ -282,7 +304,9 @@ impl State {
     /// What of a file's last unsynced write reaches the disk in a crash: whole blocks
     /// from its start, then one torn block; `None` if tearing is off or nothing lands.
     fn torn_write(&mut self, inode: u64) -> Option<(u64, Vec<u8>)> {
-        let (block, fill) = self.torn?;
+        let Writeback::TornLastWrite { block, fill } = self.writeback else {
+            return None;
+        };
         let (offset, len) = self.files.get(&inode)?.last_unsynced_write?;
         let blocks = len.div_ceil(block.max(1));
         let landed = (self.next_random() % (blocks as u64 + 1)) as usize;
@@ -297,6 +321,61 @@ impl State {
             });
         }
         (!bytes.is_empty()).then_some((offset, bytes))
+    }
+
+    /// What a crash leaves of a file when the disk wrote its dirty blocks back in any
+    /// order: its length is the durable or the current one, and each block that differs
+    /// from the durable bytes lands whole, not at all, or torn (a prefix of the new bytes,
+    /// then `fill` in place of the other changed bytes), each choice independent. Bytes no
+    /// write changed since the last sync are never damaged, even in a torn block: the
+    /// "powersafe overwrite" property SQLite also assumes of disks.
+    fn any_unsynced_blocks(&mut self, inode: u64, block: usize, fill: TornFill) -> Vec<u8> {
+        let (durable, current) = match self.files.get(&inode) {
+            Some(file) => (file.durable.clone(), file.current.clone()),
+            None => return Vec::new(),
+        };
+        let len = if durable.len() == current.len() || self.next_random().is_multiple_of(2) {
+            current.len()
+        } else {
+            durable.len()
+        };
+        let mut landed = durable;
+        landed.resize(len, 0);
+        for start in (0..len).step_by(block) {
+            let end = (start + block).min(len);
+            let mut new_bytes = current
+                .get(start..end.min(current.len()))
+                .unwrap_or(&[])
+                .to_vec();
+            new_bytes.resize(end - start, 0);
+            let Some(target) = landed.get_mut(start..end) else {
+                continue;
+            };
+            if *target == new_bytes[..] {
+                continue;
+            }
+            match self.next_random() % 3 {
+                0 => {}
+                1 => target.copy_from_slice(&new_bytes),
+                _ => {
+                    let prefix = (self.next_random() % (end - start) as u64) as usize;
+                    for (at, new_byte) in new_bytes.iter().enumerate() {
+                        let Some(slot) = target.get_mut(at) else {
+                            continue;
+                        };
+                        if at < prefix {
+                            *slot = *new_byte;
+                        } else if *slot != *new_byte {
+                            *slot = match fill {
+                                TornFill::Zeros => 0,
+                                TornFill::Garbage => self.next_random() as u8,
+                            };
+                        }
+                    }
+                }
+            }
+        }
+        landed
     }
 }
 
@@ -351,7 +430,7 @@ impl SimFileSystem {
                 locks: BTreeMap::new(),
                 counts: [0; OpKind::ALL.len()],
                 rules: Vec::new(),
-                torn: None,
+                writeback: Writeback::Nothing,
                 crashes: 0,
                 power_left: None,
             })),
@@ -361,7 +440,21 @@ impl SimFileSystem {
     /// From now on a crash tears each file's last unsynced write at `block` bytes,
     /// filling the torn block with `fill`.
     pub fn tear_writes(&self, block: usize, fill: TornFill) {
-        self.state.lock().torn = Some((block.max(1), fill));
+        self.state.lock().writeback = Writeback::TornLastWrite {
+            block: block.max(1),
+            fill,
+        };
+    }
+
+    /// From now on a crash keeps any subset of each file's unsynced `block`-byte blocks:
+    /// each block written since the file's last sync independently reaches the disk whole,
+    /// not at all, or torn (a prefix, then `fill`), as a disk writing dirty pages back in
+    /// any order would leave it. Replaces [`SimFileSystem::tear_writes`].
+    pub fn reorder_writeback(&self, block: usize, fill: TornFill) {
+        self.state.lock().writeback = Writeback::AnyBlocks {
+            block: block.max(1),
+            fill,
+        };
     }
 
     /// The power cut: only what was made durable survives (see the module docs).
@@ -807,6 +900,50 @@ mod tests {
             }
             assert!(seen_lengths.len() >= 4, "{seen_lengths:?}");
         }
+    }
+
+    #[test]
+    fn reordered_writeback_keeps_any_subset_of_unsynced_blocks_and_every_synced_byte() {
+        let mut outcomes = std::collections::BTreeSet::new();
+        for seed in 0..400 {
+            let fs = fs_with_dir();
+            let file = fs.create(Path::new("/d/f")).unwrap();
+            file.write_all_at(&[1; 32], 0).unwrap();
+            file.sync_data().unwrap();
+            fs.sync_dir(Path::new("/d")).unwrap();
+            fs.state.lock().rng = seed;
+            fs.reorder_writeback(8, TornFill::Zeros);
+            // Two separate writes, the second one first in the file: any block of either
+            // may land, whatever the order they were written in.
+            file.write_all_at(&[3; 16], 16).unwrap();
+            file.write_all_at(&[2; 8], 0).unwrap();
+            fs.crash();
+            let after = fs.read(Path::new("/d/f")).unwrap();
+            assert_eq!(after.len(), 32);
+            // Block 1 was synced and never rewritten: always there.
+            assert_eq!(after[8..16], [1; 8]);
+            let block_state = |range: std::ops::Range<usize>, new: u8| {
+                let bytes = &after[range];
+                if bytes.iter().all(|&b| b == new) {
+                    'n'
+                } else if bytes.iter().all(|&b| b == 1) {
+                    'o'
+                } else {
+                    assert!(bytes.iter().all(|&b| b == new || b == 0), "{bytes:?}");
+                    't'
+                }
+            };
+            outcomes.insert([
+                block_state(0..8, 2),
+                block_state(16..24, 3),
+                block_state(24..32, 3),
+            ]);
+        }
+        // Later blocks land without earlier ones and the other way round.
+        assert!(outcomes.contains(&['o', 'n', 'n']), "{outcomes:?}");
+        assert!(outcomes.contains(&['n', 'o', 'o']), "{outcomes:?}");
+        assert!(outcomes.contains(&['o', 'o', 'n']), "{outcomes:?}");
+        assert_eq!(outcomes.len(), 27, "every combination: {outcomes:?}");
     }
 
     #[test]

@@ -172,6 +172,8 @@ pub struct FormatVersions {
     pub catalog: u32,
     /// Layer files.
     pub layer: u32,
+    /// WAL segments.
+    pub wal: u32,
 }
 
 /// The WAL's segments.
@@ -316,6 +318,7 @@ impl Store {
                 meta: crate::meta::FORMAT_VERSION,
                 catalog: crate::checkpoint::FORMAT_VERSION,
                 layer: crate::layer::FORMAT_VERSION,
+                wal: pagefork_wal::layout::FORMAT_VERSION,
             },
             catalog_covers: inner.catalog_covered(),
             catalog_bytes,
