@@ -430,16 +430,22 @@ fn drop_tail(
             .map_err(WalError::io("fsync segment", &damaged.path))?;
         tracing::info!(lsn = %bad.lsn, bytes = garbage_len, segment = %damaged.path.display(), "dropped torn WAL tail");
     }
-    for later in segments.drain(bad.segment_index + 1..) {
-        let data = read_whole(&later, segment_size)?;
+    let later: Vec<Segment> = segments.drain(bad.segment_index + 1..).collect();
+    for segment in &later {
+        let data = read_whole(segment, segment_size)?;
         let body = data.get(SEGMENT_HEADER_LEN as usize..).unwrap_or(&[]);
         if let Some(last_nonzero) = body.iter().rposition(|&b| b != 0) {
             dropped_bytes += last_nonzero as u64 + 1;
         }
-        fs.remove_file(&later.path)
-            .map_err(WalError::io("remove segment", &later.path))?;
-        removed.push(later.path.clone());
     }
+    // Newest first: if a removal fails part way, the segments left are still contiguous,
+    // so the next open sees a log with a longer tail to drop, not a gap it must refuse.
+    for segment in later.iter().rev() {
+        fs.remove_file(&segment.path)
+            .map_err(WalError::io("remove segment", &segment.path))?;
+        removed.push(segment.path.clone());
+    }
+    removed.reverse();
     if !removed.is_empty() {
         sync_dir(fs, dir)?;
     }
