@@ -39,6 +39,8 @@ mod log;
 mod meta;
 pub mod model;
 mod record;
+#[cfg(feature = "rocksdb")]
+mod rocks;
 mod store;
 mod time;
 mod update;
