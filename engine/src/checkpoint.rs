@@ -104,6 +104,11 @@ pub(crate) struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// The ids of every branch the catalog lists.
+    pub(crate) fn branch_ids(&self) -> std::collections::BTreeSet<BranchId> {
+        self.branches.iter().map(|branch| branch.id).collect()
+    }
+
     /// The names of every layer file the catalog lists.
     pub(crate) fn layer_names(&self) -> std::collections::BTreeSet<String> {
         self.branches

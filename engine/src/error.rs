@@ -215,6 +215,16 @@ pub enum EngineError {
         /// What is missing.
         reason: String,
     },
+    /// The store keeps its pages with a backend this build does not have.
+    #[error(
+        "the store in {dir} keeps its page versions in {backend}, and this build has no {backend} backend (build pagefork with the `{backend}` cargo feature)"
+    )]
+    BackendNotBuilt {
+        /// The store's directory.
+        dir: PathBuf,
+        /// The backend it was created with.
+        backend: crate::backend::Backend,
+    },
     /// A store file is damaged.
     #[error("store file {path} is damaged at offset {offset}: {reason}")]
     CorruptFile {

@@ -25,6 +25,7 @@
 
 #![cfg_attr(test, allow(clippy::indexing_slicing, clippy::unwrap_used))]
 
+mod backend;
 mod branch;
 mod cache;
 mod catalog;
@@ -46,6 +47,7 @@ mod time;
 mod update;
 mod versions;
 
+pub use backend::{Backend, ParseBackendError};
 pub use branch::{
     At, BRANCH_NAME_RULE, Backup, BranchId, BranchInfo, BranchOptions, Commit, Expiry, Lease,
     LsnForTime, ParentRef, TimeKind, validate_branch_name,

@@ -3,9 +3,11 @@
 //! ```text
 //! offset size field (little-endian)
 //!      0    8 magic "PFSTORE\0"
-//!      8    4 format version (1)
+//!      8    4 format version (2; version 1, 20 bytes without the backend, is still read
+//!             as a native store)
 //!     12    4 page size in bytes
-//!     16    4 CRC32 of bytes 0..16
+//!     16    4 backend: 0 native layer files, 1 RocksDB
+//!     20    4 CRC32 of bytes 0..20
 //! ```
 //!
 //! Written once, last, when a store is created (through `publish_file`), so a directory
@@ -13,17 +15,21 @@
 
 use std::path::Path;
 
+use crate::backend::Backend;
 use crate::error::{EngineError, Result};
 
 pub(crate) const META_FILE_NAME: &str = "pagefork.meta";
 const MAGIC: [u8; 8] = *b"PFSTORE\0";
-pub(crate) const FORMAT_VERSION: u32 = 1;
-const META_LEN: usize = 20;
+pub(crate) const FORMAT_VERSION: u32 = 2;
+const META_LEN: usize = 24;
+/// Length of a version 1 file, which had no backend field.
+const META_V1_LEN: usize = 20;
 
 /// What the metadata file records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StoreMeta {
     pub(crate) page_size: u32,
+    pub(crate) backend: Backend,
 }
 
 impl StoreMeta {
@@ -32,8 +38,9 @@ impl StoreMeta {
         bytes[0..8].copy_from_slice(&MAGIC);
         bytes[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         bytes[12..16].copy_from_slice(&self.page_size.to_le_bytes());
-        let crc = crc32fast::hash(&bytes[0..16]);
-        bytes[16..20].copy_from_slice(&crc.to_le_bytes());
+        bytes[16..20].copy_from_slice(&self.backend.code().to_le_bytes());
+        let crc = crc32fast::hash(&bytes[0..20]);
+        bytes[20..24].copy_from_slice(&crc.to_le_bytes());
         bytes
     }
 
@@ -50,24 +57,34 @@ impl StoreMeta {
             }
             u32::from_le_bytes(word)
         };
-        if bytes.len() != META_LEN {
+        let version = field(8..12);
+        let len = if version == 1 { META_V1_LEN } else { META_LEN };
+        if bytes.len() != len {
             return Err(corrupt(
                 0,
-                &format!("{} bytes, expected {META_LEN}", bytes.len()),
+                &format!("{} bytes, expected {len}", bytes.len()),
             ));
         }
         if bytes.get(0..8) != Some(&MAGIC[..]) {
             return Err(corrupt(0, "bad magic: not a pagefork store metadata file"));
         }
-        if crc32fast::hash(bytes.get(0..16).unwrap_or_default()) != field(16..20) {
-            return Err(corrupt(16, "checksum mismatch"));
+        let crc_at = len - 4;
+        if crc32fast::hash(bytes.get(0..crc_at).unwrap_or_default()) != field(crc_at..len) {
+            return Err(corrupt(crc_at as u64, "checksum mismatch"));
         }
-        let version = field(8..12);
-        if version != FORMAT_VERSION {
+        if version != 1 && version != FORMAT_VERSION {
             return Err(corrupt(8, &format!("unsupported format version {version}")));
         }
+        let backend = if version == 1 {
+            Backend::Native
+        } else {
+            let code = field(16..20);
+            Backend::from_code(code)
+                .ok_or_else(|| corrupt(16, &format!("unknown backend code {code}")))?
+        };
         Ok(StoreMeta {
             page_size: field(12..16),
+            backend,
         })
     }
 }
@@ -78,15 +95,38 @@ mod tests {
 
     #[test]
     fn meta_round_trips_and_every_bit_flip_is_refused() {
-        let meta = StoreMeta { page_size: 8192 };
-        let bytes = meta.encode();
-        let path = Path::new("pagefork.meta");
-        assert_eq!(StoreMeta::decode(&bytes, path).unwrap(), meta);
-        for bit in 0..META_LEN * 8 {
-            let mut flipped = bytes;
-            flipped[bit / 8] ^= 1 << (bit % 8);
-            assert!(StoreMeta::decode(&flipped, path).is_err(), "bit {bit}");
+        for backend in Backend::ALL {
+            let meta = StoreMeta {
+                page_size: 8192,
+                backend,
+            };
+            let bytes = meta.encode();
+            let path = Path::new("pagefork.meta");
+            assert_eq!(StoreMeta::decode(&bytes, path).unwrap(), meta);
+            for bit in 0..META_LEN * 8 {
+                let mut flipped = bytes;
+                flipped[bit / 8] ^= 1 << (bit % 8);
+                assert!(StoreMeta::decode(&flipped, path).is_err(), "bit {bit}");
+            }
+            assert!(StoreMeta::decode(&bytes[..10], path).is_err());
         }
-        assert!(StoreMeta::decode(&bytes[..10], path).is_err());
+    }
+
+    #[test]
+    fn a_version_1_file_is_read_as_a_native_store() {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&MAGIC);
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&4096u32.to_le_bytes());
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        let meta = StoreMeta::decode(&bytes, Path::new("pagefork.meta")).unwrap();
+        assert_eq!(
+            meta,
+            StoreMeta {
+                page_size: 4096,
+                backend: Backend::Native
+            }
+        );
     }
 }

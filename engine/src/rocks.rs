@@ -1,46 +1,45 @@
 //! `RocksVersions` (feature `rocksdb`): page versions of every branch in one RocksDB
-//! instance, the storage the RocksDB backend puts where the native backend has layer files.
+//! database, the storage the RocksDB backend puts where the native backend has layer files.
 //!
 //! What it owns: the key and value layout and every RocksDB call. What stays with the
 //! engine: the WAL, branches, timestamps, GC decisions and the catalog. It answers "the
 //! versions of key K on branch B at or below LSN L, newest first" with one seek.
 //!
 //! ```text
-//! key   (24 bytes, big-endian so byte order is (branch, key, newest first)):
-//!   0  8  branch id
-//!   8  4  relation
-//!  12  4  block
-//!  16  8  u64::MAX - LSN   (inverted: the newest version of a page sorts first)
-//! value:
-//!   0  1  value format version (1)
-//!   1  n  the update, encoded as in WAL records and checkpoints (`codec::put_update`)
-//! n+1  4  CRC32 of bytes 0..n+1
+//! column family "versions": the versions themselves
+//!   key   (24 bytes, big-endian, so bytes sort as (branch, page, newest first)):
+//!     0  8  branch id
+//!     8  4  relation
+//!    12  4  block
+//!    16  8  u64::MAX - LSN   (inverted: the newest version of a page sorts first)
+//!   value:
+//!     0  1  value format version (1)
+//!     1  n  the update, encoded as in WAL records and checkpoints (`codec::put_update`)
+//!   n+1  4  CRC32 of bytes 0..n+1
+//! column family "by_lsn": an index of the same versions by LSN, empty values
+//!   key   (24 bytes, big-endian): branch id, LSN, relation, block
 //! ```
 //!
 //! Invariants it keeps:
+//! - Both column families hold the same versions: every batch that adds or removes a
+//!   version does it in both, atomically.
 //! - One version per (branch, key, LSN): a write of the same version again (a flush
 //!   replayed after a crash) overwrites it with the same bytes.
 //! - Every value is checked against its CRC and format version before it is decoded; a bad
 //!   one is `EngineError::CorruptFile` naming the database, branch, key and LSN, never data.
 //! - Writes bypass RocksDB's own log (the engine's WAL is the log): nothing is durable until
 //!   [`RocksVersions::persist`] returns, which flushes the memtables to synced table files.
-//!   Versions written but not persisted can survive a crash too, so callers bound every
-//!   read by what their catalog says is persisted (`up_to` arguments), never by what the
-//!   database happens to hold.
-//! - Replacing the versions of a key (GC) and removing a branch are single atomic batches.
-//!
-//! Status: tested on its own; `Store` does not use it yet (the storage interface both
-//! backends implement comes next), hence the `dead_code` allowance outside tests.
-
-#![cfg_attr(not(test), allow(dead_code))]
+//!   Versions written after the last persist may survive a crash too (RocksDB flushes full
+//!   memtables on its own), so the store trims each branch back to what its catalog says is
+//!   persisted when it opens ([`RocksVersions::trim`], [`RocksVersions::branch_ids`]).
 
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use pagefork_wal::Lsn;
 use rocksdb::{
-    BlockBasedOptions, Cache, DB, DBRawIterator, FlushOptions, Options, ReadOptions,
-    SliceTransform, WriteBatch, WriteOptions,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBRawIterator,
+    FlushOptions, Options, ReadOptions, SliceTransform, WriteBatch, WriteOptions,
 };
 
 use crate::branch::BranchId;
@@ -51,12 +50,14 @@ use crate::update::Update;
 
 /// Bytes of a branch id plus a page key: the prefix bloom filters are built on.
 const PAGE_PREFIX_LEN: usize = 16;
-/// Bytes of a full key.
+/// Bytes of a full key, in either column family.
 const KEY_LEN: usize = 24;
 /// The value format this build writes and reads.
 const VALUE_FORMAT_VERSION: u8 = 1;
 /// Block cache shared by every read of the database.
 const BLOCK_CACHE_BYTES: usize = 64 * 1024 * 1024;
+const VERSIONS_CF: &str = "versions";
+const BY_LSN_CF: &str = "by_lsn";
 
 /// The page versions of every branch of a store, in one RocksDB database.
 pub(crate) struct RocksVersions {
@@ -88,26 +89,41 @@ fn version_key(branch: BranchId, key: Key, lsn: Lsn) -> [u8; KEY_LEN] {
     bytes
 }
 
+fn index_key(branch: BranchId, lsn: Lsn, key: Key) -> [u8; KEY_LEN] {
+    let mut bytes = [0u8; KEY_LEN];
+    bytes[0..8].copy_from_slice(&branch.0.to_be_bytes());
+    bytes[8..16].copy_from_slice(&lsn.0.to_be_bytes());
+    bytes[16..20].copy_from_slice(&key.rel.to_be_bytes());
+    bytes[20..24].copy_from_slice(&key.block.to_be_bytes());
+    bytes
+}
+
 /// An exclusive upper bound past every full key that starts with `prefix`.
 fn past_prefix(prefix: &[u8]) -> Vec<u8> {
     let mut bound = prefix.to_vec();
-    bound.extend_from_slice(&[0xFF; KEY_LEN + 1]);
-    bound.truncate(KEY_LEN + 1);
+    bound.resize(KEY_LEN + 1, 0xFF);
     bound
 }
 
-/// The (branch, key, LSN) a full key stands for, if it is one.
-fn split_key(bytes: &[u8]) -> Option<(BranchId, Key, Lsn)> {
-    let field = |range: std::ops::Range<usize>| bytes.get(range);
-    let branch = u64::from_be_bytes(field(0..8)?.try_into().ok()?);
-    let rel = u32::from_be_bytes(field(8..12)?.try_into().ok()?);
-    let block = u32::from_be_bytes(field(12..16)?.try_into().ok()?);
-    let inverted = u64::from_be_bytes(field(16..24)?.try_into().ok()?);
-    (bytes.len() == KEY_LEN).then_some((
-        BranchId(branch),
-        Key::new(rel, block),
-        Lsn(u64::MAX - inverted),
-    ))
+fn be_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+}
+
+fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// The (branch, key, LSN) a key of the versions column family stands for.
+fn split_version_key(bytes: &[u8]) -> Option<(BranchId, Key, Lsn)> {
+    let key = Key::new(be_u32(bytes, 8)?, be_u32(bytes, 12)?);
+    let lsn = Lsn(u64::MAX - be_u64(bytes, 16)?);
+    (bytes.len() == KEY_LEN).then_some((BranchId(be_u64(bytes, 0)?), key, lsn))
+}
+
+/// The (branch, LSN, key) a key of the by-LSN index stands for.
+fn split_index_key(bytes: &[u8]) -> Option<(BranchId, Lsn, Key)> {
+    let key = Key::new(be_u32(bytes, 16)?, be_u32(bytes, 20)?);
+    (bytes.len() == KEY_LEN).then_some((BranchId(be_u64(bytes, 0)?), Lsn(be_u64(bytes, 8)?), key))
 }
 
 fn encode_value(update: &Update) -> Vec<u8> {
@@ -127,18 +143,34 @@ impl RocksVersions {
         // ancestors) are answered by the filter without touching a data block.
         table.set_bloom_filter(10.0, false);
         table.set_whole_key_filtering(false);
+        let mut versions = Options::default();
+        versions.set_prefix_extractor(SliceTransform::create_fixed_prefix(PAGE_PREFIX_LEN));
+        versions.set_block_based_table_factory(&table);
         let mut options = Options::default();
         options.create_if_missing(true);
-        options.set_prefix_extractor(SliceTransform::create_fixed_prefix(PAGE_PREFIX_LEN));
-        options.set_block_based_table_factory(&table);
-        let db = DB::open(&options, path).map_err(rocks_error("open RocksDB", path))?;
+        options.create_missing_column_families(true);
+        let families = [
+            ColumnFamilyDescriptor::new(VERSIONS_CF, versions),
+            ColumnFamilyDescriptor::new(BY_LSN_CF, Options::default()),
+        ];
+        let db = DB::open_cf_descriptors(&options, path, families)
+            .map_err(rocks_error("open RocksDB", path))?;
         let mut write_options = WriteOptions::default();
         write_options.disable_wal(true);
-        Ok(RocksVersions {
+        let store = RocksVersions {
             db,
             path: path.to_owned(),
             write_options,
-        })
+        };
+        store.family(VERSIONS_CF)?;
+        store.family(BY_LSN_CF)?;
+        Ok(store)
+    }
+
+    fn family(&self, name: &str) -> Result<&ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| self.corrupt(format!("column family {name:?} is missing")))
     }
 
     /// Writes versions of `branch` (visible to reads at once, durable after `persist`).
@@ -147,9 +179,11 @@ impl RocksVersions {
         branch: BranchId,
         versions: &[(Key, Lsn, Update)],
     ) -> Result<()> {
+        let (data, index) = (self.family(VERSIONS_CF)?, self.family(BY_LSN_CF)?);
         let mut batch = WriteBatch::default();
         for (key, lsn, update) in versions {
-            batch.put(version_key(branch, *key, *lsn), encode_value(update));
+            batch.put_cf(data, version_key(branch, *key, *lsn), encode_value(update));
+            batch.put_cf(index, index_key(branch, *lsn, *key), []);
         }
         self.write(batch, "write page versions")
     }
@@ -158,8 +192,9 @@ impl RocksVersions {
     pub(crate) fn persist(&self) -> Result<()> {
         let mut options = FlushOptions::default();
         options.set_wait(true);
+        let families = [self.family(VERSIONS_CF)?, self.family(BY_LSN_CF)?];
         self.db
-            .flush_opt(&options)
+            .flush_cfs_opt(&families, &options)
             .map_err(rocks_error("flush RocksDB", &self.path))
     }
 
@@ -174,12 +209,10 @@ impl RocksVersions {
         out: &mut Vec<Update>,
     ) -> Result<bool> {
         let prefix = page_prefix(branch, key);
-        let mut iter = self.iter_prefix(&prefix, true);
+        let mut iter = self.iter_prefix(VERSIONS_CF, &prefix, true)?;
         iter.seek(version_key(branch, key, up_to));
         while let Some((bytes, value)) = iter.item() {
-            let Some((_, _, lsn)) = split_key(bytes) else {
-                return Err(self.corrupt(format!("key {bytes:02x?} is not a version key")));
-            };
+            let (_, _, lsn) = self.version_key_of(bytes)?;
             let update = self.decode_value(branch, key, lsn, value)?;
             let initializing = update.is_initializing();
             out.push(update);
@@ -201,13 +234,11 @@ impl RocksVersions {
         mut visit: impl FnMut(Key, Vec<(Lsn, Update)>) -> Result<()>,
     ) -> Result<()> {
         let prefix = branch.0.to_be_bytes();
-        let mut iter = self.iter_prefix(&prefix, false);
+        let mut iter = self.iter_prefix(VERSIONS_CF, &prefix, false)?;
         iter.seek(prefix);
         let mut current: Option<(Key, Vec<(Lsn, Update)>)> = None;
         while let Some((bytes, value)) = iter.item() {
-            let Some((_, key, lsn)) = split_key(bytes) else {
-                return Err(self.corrupt(format!("key {bytes:02x?} is not a version key")));
-            };
+            let (_, key, lsn) = self.version_key_of(bytes)?;
             if current.as_ref().is_some_and(|(held, _)| *held != key)
                 && let Some((done, mut versions)) = current.take()
             {
@@ -231,6 +262,34 @@ impl RocksVersions {
         Ok(())
     }
 
+    /// (LSN, key) of every version of `branch` in `(after, up_to]`, in LSN order.
+    fn versions_between(
+        &self,
+        branch: BranchId,
+        after: Lsn,
+        up_to: Lsn,
+    ) -> Result<Vec<(Lsn, Key)>> {
+        let prefix = branch.0.to_be_bytes();
+        let mut iter = self.iter_prefix(BY_LSN_CF, &prefix, false)?;
+        let Some(first) = after.0.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        iter.seek(index_key(branch, Lsn(first), Key::new(0, 0)));
+        let mut found = Vec::new();
+        while let Some((bytes, _)) = iter.item() {
+            let Some((_, lsn, key)) = split_index_key(bytes) else {
+                return Err(self.corrupt(format!("index key {bytes:02x?} is malformed")));
+            };
+            if lsn > up_to {
+                break;
+            }
+            found.push((lsn, key));
+            iter.next();
+        }
+        self.check_iter(&iter)?;
+        Ok(found)
+    }
+
     /// Keys of `branch` with a version in `(after, up_to]`, in key order.
     pub(crate) fn keys_written(
         &self,
@@ -238,59 +297,116 @@ impl RocksVersions {
         after: Lsn,
         up_to: Lsn,
     ) -> Result<Vec<Key>> {
-        let prefix = branch.0.to_be_bytes();
-        let mut iter = self.iter_prefix(&prefix, false);
-        iter.seek(prefix);
-        let mut keys: Vec<Key> = Vec::new();
-        while let Some((bytes, _)) = iter.item() {
-            let Some((_, key, lsn)) = split_key(bytes) else {
-                return Err(self.corrupt(format!("key {bytes:02x?} is not a version key")));
-            };
-            if after < lsn && lsn <= up_to && keys.last() != Some(&key) {
-                keys.push(key);
-            }
-            iter.next();
-        }
-        self.check_iter(&iter)?;
+        let mut keys: Vec<Key> = self
+            .versions_between(branch, after, up_to)?
+            .into_iter()
+            .map(|(_, key)| key)
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
         Ok(keys)
     }
 
     /// The first and last key of `branch` that have versions, if any.
     pub(crate) fn key_bounds(&self, branch: BranchId) -> Result<Option<(Key, Key)>> {
         let prefix = branch.0.to_be_bytes();
-        let mut iter = self.iter_prefix(&prefix, false);
+        let mut iter = self.iter_prefix(VERSIONS_CF, &prefix, false)?;
         iter.seek(prefix);
-        let first = iter.item().and_then(|(bytes, _)| split_key(bytes));
+        let first = iter.item().and_then(|(bytes, _)| split_version_key(bytes));
         iter.seek_for_prev(past_prefix(&prefix));
-        let last = iter.item().and_then(|(bytes, _)| split_key(bytes));
+        let last = iter.item().and_then(|(bytes, _)| split_version_key(bytes));
         self.check_iter(&iter)?;
         Ok(first
             .zip(last)
             .map(|((_, first, _), (_, last, _))| (first, last)))
     }
 
-    /// Replaces every version of `key` on `branch` with `keep` (GC), atomically.
+    /// Replaces the versions of `key` on `branch` at the LSNs `old` with `keep` (GC),
+    /// atomically.
     pub(crate) fn replace_versions(
         &self,
         branch: BranchId,
         key: Key,
+        old: &[Lsn],
         keep: &[(Lsn, Update)],
     ) -> Result<()> {
-        let prefix = page_prefix(branch, key);
+        let (data, index) = (self.family(VERSIONS_CF)?, self.family(BY_LSN_CF)?);
         let mut batch = WriteBatch::default();
-        batch.delete_range(prefix.to_vec(), past_prefix(&prefix));
+        for lsn in old {
+            batch.delete_cf(data, version_key(branch, key, *lsn));
+            batch.delete_cf(index, index_key(branch, *lsn, key));
+        }
         for (lsn, update) in keep {
-            batch.put(version_key(branch, key, *lsn), encode_value(update));
+            batch.put_cf(data, version_key(branch, key, *lsn), encode_value(update));
+            batch.put_cf(index, index_key(branch, *lsn, key), []);
         }
         self.write(batch, "replace page versions")
+    }
+
+    /// Removes every version of `branch` with an LSN past `ceiling` (written after the last
+    /// catalog, so never published) and, given a `floor`, at or below it (copies a detach
+    /// made whose record was lost). Returns how many it removed.
+    pub(crate) fn trim(&self, branch: BranchId, floor: Option<Lsn>, ceiling: Lsn) -> Result<usize> {
+        let mut doomed = self.versions_between(branch, ceiling, Lsn(u64::MAX))?;
+        if let Some(floor) = floor {
+            doomed.extend(self.versions_between(branch, Lsn(0), floor)?);
+        }
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let (data, index) = (self.family(VERSIONS_CF)?, self.family(BY_LSN_CF)?);
+        let mut batch = WriteBatch::default();
+        for (at, key) in &doomed {
+            batch.delete_cf(data, version_key(branch, *key, *at));
+            batch.delete_cf(index, index_key(branch, *at, *key));
+        }
+        self.write(batch, "trim unpublished page versions")?;
+        Ok(doomed.len())
+    }
+
+    /// Bytes of table files on disk (what a flush or compaction wrote), for stats.
+    pub(crate) fn disk_bytes(&self) -> u64 {
+        [VERSIONS_CF, BY_LSN_CF]
+            .into_iter()
+            .filter_map(|name| self.family(name).ok())
+            .filter_map(|family| {
+                self.db
+                    .property_int_value_cf(family, "rocksdb.total-sst-files-size")
+                    .ok()
+                    .flatten()
+            })
+            .sum()
     }
 
     /// Removes every version of `branch`, atomically.
     pub(crate) fn remove_branch(&self, branch: BranchId) -> Result<()> {
         let prefix = branch.0.to_be_bytes();
         let mut batch = WriteBatch::default();
-        batch.delete_range(prefix.to_vec(), past_prefix(&prefix));
+        for family in [VERSIONS_CF, BY_LSN_CF] {
+            batch.delete_range_cf(self.family(family)?, prefix.to_vec(), past_prefix(&prefix));
+        }
         self.write(batch, "remove a branch's versions")
+    }
+
+    /// Every branch id that has versions, in order.
+    pub(crate) fn branch_ids(&self) -> Result<Vec<BranchId>> {
+        let mut options = ReadOptions::default();
+        options.set_total_order_seek(true);
+        let mut iter = self
+            .db
+            .raw_iterator_cf_opt(self.family(BY_LSN_CF)?, options);
+        let mut ids = Vec::new();
+        iter.seek_to_first();
+        while let Some((bytes, _)) = iter.item() {
+            let Some(id) = be_u64(bytes, 0) else {
+                return Err(self.corrupt(format!("index key {bytes:02x?} is malformed")));
+            };
+            ids.push(BranchId(id));
+            let Some(next) = id.checked_add(1) else { break };
+            iter.seek(next.to_be_bytes());
+        }
+        self.check_iter(&iter)?;
+        Ok(ids)
     }
 
     fn write(&self, batch: WriteBatch, operation: &'static str) -> Result<()> {
@@ -299,9 +415,14 @@ impl RocksVersions {
             .map_err(rocks_error(operation, &self.path))
     }
 
-    /// An iterator bounded to keys starting with `prefix`; `same_page` when the prefix is a
-    /// whole (branch, key), so the prefix bloom filters apply.
-    fn iter_prefix(&self, prefix: &[u8], same_page: bool) -> DBRawIterator<'_> {
+    /// An iterator over `family` bounded to keys starting with `prefix`; `same_page` when
+    /// the prefix is a whole (branch, key), so the prefix bloom filters apply.
+    fn iter_prefix(
+        &self,
+        family: &str,
+        prefix: &[u8],
+        same_page: bool,
+    ) -> Result<DBRawIterator<'_>> {
         let mut options = ReadOptions::default();
         options.set_iterate_upper_bound(past_prefix(prefix));
         if same_page {
@@ -309,12 +430,17 @@ impl RocksVersions {
         } else {
             options.set_total_order_seek(true);
         }
-        self.db.raw_iterator_opt(options)
+        Ok(self.db.raw_iterator_cf_opt(self.family(family)?, options))
     }
 
     fn check_iter(&self, iter: &DBRawIterator<'_>) -> Result<()> {
         iter.status()
             .map_err(rocks_error("read RocksDB", &self.path))
+    }
+
+    fn version_key_of(&self, bytes: &[u8]) -> Result<(BranchId, Key, Lsn)> {
+        split_version_key(bytes)
+            .ok_or_else(|| self.corrupt(format!("version key {bytes:02x?} is malformed")))
     }
 
     fn decode_value(&self, branch: BranchId, key: Key, lsn: Lsn, value: &[u8]) -> Result<Update> {
@@ -485,8 +611,14 @@ mod tests {
         )
         .unwrap();
         db.put_versions(DEV, &[(a, Lsn(30), image(3))]).unwrap();
-        db.replace_versions(MAIN, a, &[(Lsn(20), image(9))])
+        db.replace_versions(MAIN, a, &[Lsn(10), Lsn(20)], &[(Lsn(20), image(9))])
             .unwrap();
+        assert_eq!(db.keys_written(MAIN, Lsn(0), Lsn(100)).unwrap(), vec![a, b]);
+        assert_eq!(
+            db.keys_written(MAIN, Lsn(0), Lsn(15)).unwrap(),
+            vec![b],
+            "the index follows"
+        );
         assert_eq!(collect(&db, MAIN, a, 100), (vec![image(9)], true));
         assert_eq!(collect(&db, MAIN, b, 100), (vec![image(7)], true));
         db.remove_branch(MAIN).unwrap();
@@ -502,7 +634,10 @@ mod tests {
         let key = Key::new(4, 2);
         let mut value = encode_value(&image(5));
         value[3] ^= 0x40;
-        db.db.put(version_key(MAIN, key, Lsn(12)), &value).unwrap();
+        let data = db.family(VERSIONS_CF).unwrap();
+        db.db
+            .put_cf(data, version_key(MAIN, key, Lsn(12)), &value)
+            .unwrap();
         let error = db
             .collect_versions(MAIN, key, Lsn(12), &mut Vec::new())
             .unwrap_err();
@@ -520,7 +655,9 @@ mod tests {
         let crc = crc32fast::hash(&newer[..newer.len() - 4]);
         let at = newer.len() - 4;
         newer[at..].copy_from_slice(&crc.to_le_bytes());
-        db.db.put(version_key(MAIN, key, Lsn(13)), &newer).unwrap();
+        db.db
+            .put_cf(data, version_key(MAIN, key, Lsn(13)), &newer)
+            .unwrap();
         let error = db
             .collect_versions(MAIN, key, Lsn(13), &mut Vec::new())
             .unwrap_err();
@@ -543,9 +680,45 @@ mod tests {
         ];
         assert!(keys.windows(2).all(|pair| pair[0] < pair[1]));
         for bytes in keys {
-            assert!(split_key(&bytes).is_some());
+            assert!(split_version_key(&bytes).is_some());
             assert!(past_prefix(&bytes[..8]).as_slice() > &bytes[..]);
         }
-        assert_eq!(split_key(&keys[0]), Some((MAIN, Key::new(1, 1), Lsn(30))));
+        assert_eq!(
+            split_version_key(&keys[0]),
+            Some((MAIN, Key::new(1, 1), Lsn(30)))
+        );
+        let index = index_key(DEV, Lsn(77), Key::new(5, 6));
+        assert_eq!(
+            split_index_key(&index),
+            Some((DEV, Lsn(77), Key::new(5, 6)))
+        );
+        assert!(index_key(MAIN, Lsn(9), Key::new(9, 9)) < index_key(MAIN, Lsn(10), Key::new(0, 0)));
+    }
+
+    #[test]
+    fn trimming_removes_exactly_the_versions_past_the_lsn_and_branch_ids_are_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = RocksVersions::open(dir.path()).unwrap();
+        let (a, b) = (Key::new(1, 1), Key::new(1, 2));
+        db.put_versions(
+            MAIN,
+            &[
+                (a, Lsn(10), image(1)),
+                (b, Lsn(20), image(2)),
+                (a, Lsn(30), patch(3)),
+            ],
+        )
+        .unwrap();
+        db.put_versions(BranchId(7), &[(a, Lsn(40), image(4))])
+            .unwrap();
+        assert_eq!(db.branch_ids().unwrap(), vec![MAIN, BranchId(7)]);
+        assert_eq!(db.trim(MAIN, None, Lsn(20)).unwrap(), 1);
+        assert_eq!(collect(&db, MAIN, a, 100), (vec![image(1)], true));
+        assert_eq!(db.keys_written(MAIN, Lsn(0), Lsn(100)).unwrap(), vec![a, b]);
+        assert_eq!(db.trim(MAIN, None, Lsn(20)).unwrap(), 0);
+        assert_eq!(db.trim(MAIN, Some(Lsn(10)), Lsn(20)).unwrap(), 1);
+        assert_eq!(db.keys_written(MAIN, Lsn(0), Lsn(100)).unwrap(), vec![b]);
+        db.remove_branch(BranchId(7)).unwrap();
+        assert_eq!(db.branch_ids().unwrap(), vec![MAIN]);
     }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
-use pagefork_engine::{At, Backup, BranchOptions, Config, Key, Store, Timestamp, Update};
+use pagefork_engine::{At, Backend, Backup, BranchOptions, Config, Key, Store, Timestamp, Update};
 use serde_json::{Value, json};
 
 use crate::demo::format_duration;
@@ -33,6 +33,8 @@ const COPIES: usize = 3;
 pub(crate) struct BenchOptions {
     /// Data sizes in bytes.
     pub(crate) sizes: Vec<u64>,
+    /// Backends to run the same work on, side by side.
+    pub(crate) backends: Vec<Backend>,
     /// Samples of each branch operation.
     pub(crate) branches: usize,
     /// Depth of the branch chain reads go through.
@@ -47,15 +49,22 @@ pub(crate) struct BenchOptions {
 /// One operation's samples at one size.
 #[derive(Clone, Debug)]
 pub(crate) struct Measured {
+    pub(crate) backend: Backend,
     pub(crate) size: u64,
     pub(crate) operation: &'static str,
     pub(crate) samples: Vec<Duration>,
 }
 
 impl Measured {
-    fn new(size: u64, operation: &'static str, mut samples: Vec<Duration>) -> Measured {
+    pub(crate) fn new(
+        backend: Backend,
+        size: u64,
+        operation: &'static str,
+        mut samples: Vec<Duration>,
+    ) -> Measured {
         samples.sort();
         Measured {
+            backend,
             size,
             operation,
             samples,
@@ -88,14 +97,23 @@ pub(crate) fn run(options: &BenchOptions) -> Result<()> {
         .unwrap_or_else(|| temp.path().to_owned());
     let mut results = Vec::new();
     for (index, &size) in options.sizes.iter().enumerate() {
-        let dir = root.join(format!("bench-{index}-{size}"));
-        results.extend(bench_size(&dir, size, options)?);
-        // Each size's store is removed before the next is loaded.
-        std::fs::remove_dir_all(&dir)
-            .with_context(|| format!("cannot remove {}", dir.display()))?;
+        for &backend in &options.backends {
+            let dir = root.join(format!("bench-{index}-{size}-{backend}"));
+            results.extend(bench_size(&dir, backend, size, options)?);
+            // Each store is removed before the next is loaded.
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("cannot remove {}", dir.display()))?;
+        }
     }
     if let Some(path) = &options.plot {
-        plot::write_svg(path, &results)?;
+        // The plot is latency against size for one backend: the first asked for.
+        let first = options.backends.first().copied().unwrap_or_default();
+        let plotted: Vec<Measured> = results
+            .iter()
+            .filter(|measured| measured.backend == first)
+            .cloned()
+            .collect();
+        plot::write_svg(path, &plotted)?;
     }
     if options.json {
         println!("{}", results_json(&results, options));
@@ -119,8 +137,12 @@ fn page(block: u64) -> Bytes {
 }
 
 /// Loads `size` bytes into a new store in `dir`; returns it with the commit times.
-fn load(dir: &Path, size: u64, quiet: bool) -> Result<(Store, Vec<Timestamp>)> {
-    let store = Store::create(dir, Config::default())
+fn load(dir: &Path, backend: Backend, size: u64, quiet: bool) -> Result<(Store, Vec<Timestamp>)> {
+    let config = Config {
+        backend,
+        ..Config::default()
+    };
+    let store = Store::create(dir, config)
         .with_context(|| format!("cannot create a store in {}", dir.display()))?;
     let pages = (size / PAGE_SIZE as u64).max(1);
     let progress = if quiet {
@@ -130,7 +152,7 @@ fn load(dir: &Path, size: u64, quiet: bool) -> Result<(Store, Vec<Timestamp>)> {
     };
     progress.set_style(
         ProgressStyle::with_template(&format!(
-            "  loading {} [{{bar:40}}] {{pos}}/{{len}} pages {{binary_bytes_per_sec}}",
+            "  loading {} ({backend}) [{{bar:40}}] {{pos}}/{{len}} pages {{binary_bytes_per_sec}}",
             bytesize::ByteSize::b(size).display().iec()
         ))
         .context("progress bar template")?
@@ -162,8 +184,13 @@ fn timed<T>(operation: impl FnOnce() -> Result<T>) -> Result<(T, Duration)> {
     Ok((value, started.elapsed()))
 }
 
-fn bench_size(dir: &Path, size: u64, options: &BenchOptions) -> Result<Vec<Measured>> {
-    let (store, times) = load(dir, size, options.json)?;
+fn bench_size(
+    dir: &Path,
+    backend: Backend,
+    size: u64,
+    options: &BenchOptions,
+) -> Result<Vec<Measured>> {
+    let (store, times) = load(dir, backend, size, options.json)?;
     let samples = options.branches.max(1);
     let pages = (size / PAGE_SIZE as u64).max(1);
 
@@ -232,11 +259,11 @@ fn bench_size(dir: &Path, size: u64, options: &BenchOptions) -> Result<Vec<Measu
         reads.push(took);
     }
     Ok(vec![
-        Measured::new(size, FULL_COPY, copies),
-        Measured::new(size, BRANCH, created),
-        Measured::new(size, BRANCH_AT_TIME, at_time),
-        Measured::new(size, RESTORE, restores),
-        Measured::new(size, READ, reads),
+        Measured::new(backend, size, FULL_COPY, copies),
+        Measured::new(backend, size, BRANCH, created),
+        Measured::new(backend, size, BRANCH_AT_TIME, at_time),
+        Measured::new(backend, size, RESTORE, restores),
+        Measured::new(backend, size, READ, reads),
     ])
 }
 
@@ -270,9 +297,11 @@ pub(crate) fn ratio_to_copy(results: &[Measured], measured: &Measured) -> Option
     if matches!(measured.operation, FULL_COPY | READ) {
         return None;
     }
-    let copy = results
-        .iter()
-        .find(|other| other.size == measured.size && other.operation == FULL_COPY)?;
+    let copy = results.iter().find(|other| {
+        other.backend == measured.backend
+            && other.size == measured.size
+            && other.operation == FULL_COPY
+    })?;
     let ours = measured.median().as_secs_f64();
     (ours > 0.0).then(|| copy.median().as_secs_f64() / ours)
 }
@@ -296,6 +325,7 @@ fn results_json(results: &[Measured], options: &BenchOptions) -> Value {
         .iter()
         .map(|measured| {
             json!({
+                "backend": measured.backend.name(),
                 "size_bytes": measured.size,
                 "operation": measured.operation,
                 "samples": measured.samples.len(),
@@ -305,12 +335,55 @@ fn results_json(results: &[Measured], options: &BenchOptions) -> Value {
             })
         })
         .collect();
+    let compared: Vec<Value> = side_by_side(results)
+        .into_iter()
+        .map(|row| {
+            json!({
+                "size_bytes": row.native.size,
+                "operation": row.native.operation,
+                "native_median_ns": row.native.median().as_nanos() as u64,
+                "rocksdb_median_ns": row.rocksdb.median().as_nanos() as u64,
+                "rocksdb_over_native": row.rocksdb_over_native(),
+            })
+        })
+        .collect();
     json!({
         "machine": machine(),
         "branches": options.branches,
         "depth": options.depth,
         "results": rows,
+        "native_vs_rocksdb": compared,
     })
+}
+
+/// One operation at one size on both backends.
+struct SideBySide<'a> {
+    native: &'a Measured,
+    rocksdb: &'a Measured,
+}
+
+impl SideBySide<'_> {
+    /// How many times RocksDB's median is native's: above 1, native is faster.
+    fn rocksdb_over_native(&self) -> Option<f64> {
+        let native = self.native.median().as_secs_f64();
+        (native > 0.0).then(|| self.rocksdb.median().as_secs_f64() / native)
+    }
+}
+
+/// The operations measured on both backends, paired, in the order they were run.
+fn side_by_side(results: &[Measured]) -> Vec<SideBySide<'_>> {
+    results
+        .iter()
+        .filter(|measured| measured.backend == Backend::Native && measured.operation != FULL_COPY)
+        .filter_map(|native| {
+            let rocksdb = results.iter().find(|other| {
+                other.backend == Backend::RocksDb
+                    && other.size == native.size
+                    && other.operation == native.operation
+            })?;
+            Some(SideBySide { native, rocksdb })
+        })
+        .collect()
 }
 
 fn print_table(results: &[Measured], options: &BenchOptions) {
@@ -321,14 +394,15 @@ fn print_table(results: &[Measured], options: &BenchOptions) {
         options.depth
     );
     println!(
-        "{:<10} {:<28} {:>12} {:>12} {:>22}",
-        "size", "operation", "median", "p99", "vs full copy (median)"
+        "{:<8} {:<10} {:<28} {:>12} {:>12} {:>22}",
+        "backend", "size", "operation", "median", "p99", "vs full copy (median)"
     );
     for measured in results {
         let ratio = ratio_to_copy(results, measured)
             .map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.0}x faster"));
         println!(
-            "{:<10} {:<28} {:>12} {:>12} {:>22}",
+            "{:<8} {:<10} {:<28} {:>12} {:>12} {:>22}",
+            measured.backend.name(),
             bytesize::ByteSize::b(measured.size)
                 .display()
                 .iec()
@@ -338,5 +412,29 @@ fn print_table(results: &[Measured], options: &BenchOptions) {
             format_duration(measured.percentile(99)),
             ratio
         );
+    }
+    let pairs = side_by_side(results);
+    if !pairs.is_empty() {
+        println!("\nnative layers against RocksDB, same work in the same run (medians)\n");
+        println!(
+            "{:<10} {:<28} {:>12} {:>12} {:>20}",
+            "size", "operation", "native", "rocksdb", "rocksdb / native"
+        );
+        for pair in pairs {
+            let ratio = pair
+                .rocksdb_over_native()
+                .map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.2}x"));
+            println!(
+                "{:<10} {:<28} {:>12} {:>12} {:>20}",
+                bytesize::ByteSize::b(pair.native.size)
+                    .display()
+                    .iec()
+                    .to_string(),
+                pair.native.operation,
+                format_duration(pair.native.median()),
+                format_duration(pair.rocksdb.median()),
+                ratio
+            );
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use pagefork_engine::{Expiry, Lsn, Timestamp};
+use pagefork_engine::{Backend, Expiry, Lsn, Timestamp};
 
 /// pagefork: a local copy-on-write branching page store.
 ///
@@ -49,6 +49,10 @@ pub(crate) enum Command {
         /// Page size in bytes: a power of two from 512 to 65536.
         #[arg(long, default_value_t = 8192)]
         page_size: usize,
+        /// Where flushed page versions live: `native` layer files, or `rocksdb` (in a build
+        /// with the `rocksdb` feature). Fixed for the store's life.
+        #[arg(long, default_value = "native")]
+        backend: Backend,
     },
     /// Create, list, show and delete branches.
     #[command(subcommand)]
@@ -126,9 +130,13 @@ pub(crate) enum Command {
         /// Reads go through a chain of this many branches.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=1000))]
         depth: u32,
-        /// Also draw median latency against size as an SVG file.
+        /// Also draw median latency against size as an SVG file (for the first backend).
         #[arg(long)]
         plot: Option<PathBuf>,
+        /// Backends to run the same work on, comma-separated (`native,rocksdb` prints them
+        /// side by side with the ratio; `rocksdb` needs a build with the feature).
+        #[arg(long, value_delimiter = ',', default_value = "native")]
+        backend: Vec<Backend>,
     },
     /// Look inside the store's files.
     #[command(subcommand)]

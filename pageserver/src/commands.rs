@@ -6,7 +6,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use pagefork_engine::{At, BranchInfo, BranchOptions, Config, Key, LsnForTime, Store, Update};
+use pagefork_engine::{
+    At, Backend, BranchInfo, BranchOptions, Config, Key, LsnForTime, Store, Update,
+};
 use serde_json::{Value, json};
 
 use crate::cli::{AtArgs, BranchCommand, PageCommand};
@@ -19,9 +21,10 @@ pub(crate) fn open(dir: &Path) -> Result<Store> {
     Store::open(dir).with_context(|| format!("cannot open the store in {}", dir.display()))
 }
 
-pub(crate) fn init(dir: &Path, page_size: usize, json: bool) -> Result<()> {
+pub(crate) fn init(dir: &Path, page_size: usize, backend: Backend, json: bool) -> Result<()> {
     let config = Config {
         page_size,
+        backend,
         ..Config::default()
     };
     let store = Store::create(dir, config)?;
@@ -29,11 +32,11 @@ pub(crate) fn init(dir: &Path, page_size: usize, json: bool) -> Result<()> {
     if json {
         println!(
             "{}",
-            json!({"data_dir": dir.display().to_string(), "page_size": page_size, "root": branch_json(&root)})
+            json!({"data_dir": dir.display().to_string(), "page_size": page_size, "backend": backend.name(), "root": branch_json(&root)})
         );
     } else {
         println!(
-            "created a store in {} ({page_size}-byte pages) with branch main",
+            "created a store in {} ({page_size}-byte pages, {backend} backend) with branch main",
             dir.display()
         );
     }
@@ -221,9 +224,16 @@ pub(crate) fn stats(dir: &Path, json: bool) -> Result<()> {
     if json {
         println!("{}", stats_json(&stats));
     } else {
+        match stats.backend {
+            Backend::Native => println!(
+                "layers: {} L0, {} L1, {} image",
+                stats.layers_l0, stats.layers_l1, stats.layers_image
+            ),
+            Backend::RocksDb => println!("RocksDB: {} bytes of table files", stats.rocksdb_bytes),
+        }
         println!(
-            "layers: {} L0, {} L1, {} image\nunflushed: {} bytes (replayed from the WAL on open)",
-            stats.layers_l0, stats.layers_l1, stats.layers_image, stats.memory_bytes
+            "unflushed: {} bytes (replayed from the WAL on open)",
+            stats.memory_bytes
         );
     }
     Ok(())

@@ -36,7 +36,9 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
     let dir = cli.data_dir.as_path();
     match &cli.command {
         Command::Demo => demo::run(data_dir_given(cli, matches), cli.json).map(|()| 0),
-        Command::Init { page_size } => commands::init(dir, *page_size, cli.json).map(|()| 0),
+        Command::Init { page_size, backend } => {
+            commands::init(dir, *page_size, *backend, cli.json).map(|()| 0)
+        }
         Command::Branch(command) => commands::branch(dir, command, cli.json).map(|()| 0),
         Command::Page(command) => commands::page(dir, command, cli.json),
         Command::LsnForTime { branch, time } => {
@@ -60,9 +62,11 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
             branches,
             depth,
             plot,
+            backend,
         } => {
             let options = bench::BenchOptions {
                 sizes: size.clone(),
+                backends: backend.clone(),
                 branches: *branches as usize,
                 depth: *depth as usize,
                 dir: data_dir_given(cli, matches),

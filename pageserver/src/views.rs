@@ -139,7 +139,9 @@ pub(crate) fn lease_json(lease: &Lease) -> Value {
 /// The store's counters since it was opened.
 pub(crate) fn stats_json(stats: &StoreStats) -> Value {
     json!({
+        "backend": stats.backend.name(),
         "layers": {"l0": stats.layers_l0, "l1": stats.layers_l1, "image": stats.layers_image},
+        "rocksdb_bytes": stats.rocksdb_bytes,
         "unflushed_bytes": stats.memory_bytes,
         "flushes": stats.flushes,
         "merges": stats.compactions,

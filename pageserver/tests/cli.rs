@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use pagefork_engine::Backend;
 use serde_json::Value;
 
 fn pagefork(dir: &Path, args: &[&str]) -> Output {
@@ -648,6 +649,52 @@ fn gc_lease_and_pitr_window_commands() {
 }
 
 #[test]
+fn the_backend_is_chosen_at_init_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    for backend in Backend::ALL {
+        let store = dir.path().join(backend.name());
+        let output = pagefork(
+            &store,
+            &[
+                "--json",
+                "init",
+                "--page-size",
+                "512",
+                "--backend",
+                backend.name(),
+            ],
+        );
+        if !backend.is_built() {
+            assert_eq!(output.status.code(), Some(1));
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                stderr.contains("backend rocksdb is not in this build")
+                    && stderr.contains("`rocksdb` cargo feature"),
+                "{stderr}"
+            );
+            assert!(!store.join("pagefork.meta").exists(), "nothing was created");
+            continue;
+        }
+        let init = ok_json(output);
+        assert_eq!(init["backend"], backend.name());
+        ok_json(pagefork_with_stdin(
+            &store,
+            &["--json", "page", "put", "main", "1", "2"],
+            &[9u8; 512],
+        ));
+        ok_json(pagefork(&store, &["--json", "checkpoint"]));
+        let stats = ok_json(pagefork(&store, &["--json", "stats"]));
+        assert_eq!(stats["backend"], backend.name(), "{stats}");
+        let page = pagefork(&store, &["page", "get", "main", "1", "2"]);
+        assert!(page.status.success());
+        assert_eq!(page.stdout, vec![9u8; 512]);
+    }
+    let output = pagefork(&dir.path().join("x"), &["init", "--backend", "leveldb"]);
+    assert_eq!(output.status.code(), Some(2), "a usage error");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown backend \"leveldb\""));
+}
+
+#[test]
 fn bench_measures_each_operation_beside_a_full_copy() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("bench");
@@ -696,8 +743,41 @@ fn bench_measures_each_operation_beside_a_full_copy() {
     // The stores were removed after measuring.
     assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0);
 
+    if Backend::RocksDb.is_built() {
+        let report = ok_json(pagefork(
+            &work,
+            &[
+                "--json",
+                "bench",
+                "--size",
+                "1MiB",
+                "--branches",
+                "3",
+                "--depth",
+                "2",
+                "--backend",
+                "native,rocksdb",
+            ],
+        ));
+        let results = report["results"].as_array().unwrap();
+        assert_eq!(results.len(), 10, "{report}");
+        let compared = report["native_vs_rocksdb"].as_array().unwrap();
+        assert_eq!(
+            compared.len(),
+            4,
+            "every operation but the copy, side by side"
+        );
+        for row in compared {
+            assert!(row["rocksdb_over_native"].as_f64().unwrap() > 0.0, "{row}");
+        }
+    }
     // Bad arguments are refused before anything runs.
-    for bad in [["--size", "lots"], ["--size", "100B"], ["--branches", "0"]] {
+    for bad in [
+        ["--size", "lots"],
+        ["--size", "100B"],
+        ["--branches", "0"],
+        ["--backend", "leveldb"],
+    ] {
         let output = pagefork(
             &dir.path().join("never"),
             &[&["bench"][..], &bad[..]].concat(),

@@ -10,8 +10,18 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use pagefork_engine::{Config, EngineError, ManualClock, Store, Timestamp};
+use pagefork_engine::{Backend, Config, EngineError, ManualClock, Store, Timestamp};
 use pagefork_wal::{SyncMode, WalConfig};
+
+/// The backends this build has, for suites that run one body against each: `native`, and
+/// `rocksdb` in a build with the `rocksdb` feature (`cargo test -p pagefork-tests
+/// --features rocksdb`).
+pub fn backends() -> Vec<Backend> {
+    Backend::ALL
+        .into_iter()
+        .filter(|backend| backend.is_built())
+        .collect()
+}
 
 /// A log configuration for tests that reopen logs rather than cut power: segments of
 /// `segment_size` bytes and `SyncMode::Never`, so tests spend no time in fsync.
@@ -132,9 +142,10 @@ pub fn engine_config(sync_mode: SyncMode) -> (Config, ManualClock) {
 /// The configuration of the engine crash test's child (and of the parent's reopen):
 /// `SyncMode::Always`, and flush and compaction thresholds so small that the background
 /// housekeeper is flushing, merging or writing an image most of the time, so kills land
-/// in the middle of them.
-pub fn crash_child_config() -> Config {
+/// in the middle of them. Flushed versions go to `backend`.
+pub fn crash_child_config(backend: Backend) -> Config {
     Config {
+        backend,
         page_size: TEST_PAGE_SIZE,
         sync_mode: SyncMode::Always,
         wal_segment_size: 256 * 1024,
@@ -167,11 +178,11 @@ pub const LIFECYCLE_CRASH_MARK: u64 = 1 << 40;
 /// The configuration of the lifecycle crash test's child (and of the parent's reopen): the
 /// engine crash child's, with a PITR window of 200 ms and background GC every 100 ms, so
 /// GC removes history all through the run and kills land in the middle of it.
-pub fn lifecycle_crash_config() -> Config {
+pub fn lifecycle_crash_config(backend: Backend) -> Config {
     Config {
         pitr_window: Duration::from_millis(200),
         gc_period: Duration::from_millis(100),
-        ..crash_child_config()
+        ..crash_child_config(backend)
     }
 }
 

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use pagefork_engine::model::Refusal;
 use pagefork_engine::{
-    At, Backup, BranchOptions, Clock, Config, EngineError, Expiry, HistoryOperation, Key,
+    At, Backend, Backup, BranchOptions, Clock, Config, EngineError, Expiry, HistoryOperation, Key,
     ManualClock, Store, SyncMode, TimeKind, Timestamp, Update,
 };
-use pagefork_tests::{engine_config, page_of};
+use pagefork_tests::{backends, engine_config, page_of};
 
 const K: Key = Key::new(1, 7);
 
@@ -467,6 +467,14 @@ fn the_history_survives_checkpoints_that_remove_the_wal_it_came_from() {
 
 #[test]
 fn seed_scenario_a_dropped_catalog_is_recovered_by_a_branch_at_the_noted_time() {
+    for backend in backends() {
+        seed_scenario(backend);
+    }
+}
+
+/// The seed scenario on a store with `backend`, checked again after a checkpoint and a
+/// reopen (so the answers come from flushed versions too).
+fn seed_scenario(backend: Backend) {
     // The Lakebase post: a 63 MB Backstage catalog, 32 entity pages in one relation.
     const PAGE: usize = 8192;
     const ENTITIES: u32 = 32;
@@ -477,9 +485,10 @@ fn seed_scenario_a_dropped_catalog_is_recovered_by_a_branch_at_the_noted_time() 
         page_size: PAGE,
         sync_mode: SyncMode::Never,
         clock: Arc::new(clock.clone()),
+        backend,
         ..Config::default()
     };
-    let store = Store::create(dir.path(), config).unwrap();
+    let store = Store::create(dir.path(), config.clone()).unwrap();
     let entity = |block: u32| Bytes::from(vec![block as u8 + 1; PAGE]);
     let entities: Vec<(Key, Update)> = (0..ENTITIES)
         .map(|block| (Key::new(16384, block), Update::Image(entity(block))))
@@ -519,23 +528,32 @@ fn seed_scenario_a_dropped_catalog_is_recovered_by_a_branch_at_the_noted_time() 
     assert_eq!(answer.kind, TimeKind::Present);
     assert_eq!(answer.lsn, last_load, "snapped to the last load commit");
     assert_eq!(answer.snapped_back(), Some(Duration::from_secs(12)));
-    for block in 0..ENTITIES {
-        let key = Key::new(16384, block);
+    let check = |store: &Store| {
+        for block in 0..ENTITIES {
+            let key = Key::new(16384, block);
+            assert_eq!(
+                store.get_page("recovered", key, At::Latest).unwrap(),
+                Some(entity(block)),
+                "{backend}"
+            );
+            assert_eq!(store.get_page("main", key, At::Latest).unwrap(), None);
+        }
+        let diff = store
+            .diff("main", At::Latest, "recovered", At::Latest)
+            .unwrap();
         assert_eq!(
-            store.get_page("recovered", key, At::Latest).unwrap(),
-            Some(entity(block))
+            diff.added.len(),
+            ENTITIES as usize,
+            "{backend}: the 32 entities, nothing else"
         );
-        assert_eq!(store.get_page("main", key, At::Latest).unwrap(), None);
-    }
-    let diff = store
-        .diff("main", At::Latest, "recovered", At::Latest)
-        .unwrap();
-    assert_eq!(
-        diff.added.len(),
-        ENTITIES as usize,
-        "the 32 entities, nothing else"
-    );
-    assert_eq!(diff.keys_compared, ENTITIES as usize);
+        assert_eq!(diff.keys_compared, ENTITIES as usize);
+    };
+    check(&store);
+    store.checkpoint().unwrap();
+    drop(store);
+    let store = Store::open_with(dir.path(), config).unwrap();
+    assert_eq!(store.backend(), backend);
+    check(&store);
 }
 
 #[test]

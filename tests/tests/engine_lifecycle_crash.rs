@@ -20,10 +20,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use pagefork_engine::model::Refusal;
-use pagefork_engine::{At, Key, Lsn, Store};
+use pagefork_engine::{At, Backend, Key, Lsn, Store};
 use pagefork_tests::{
-    LIFECYCLE_CRASH_PAGES, TestRng, crash_kills, lifecycle_crash_config, run_then_sigkill,
-    seed_from_env, seq_of_payload,
+    LIFECYCLE_CRASH_PAGES, TestRng, backends, crash_kills, lifecycle_crash_config,
+    run_then_sigkill, seed_from_env, seq_of_payload,
 };
 
 /// What the acknowledgements say of one branch `w-ROUND`.
@@ -199,28 +199,38 @@ fn check(store: &Store, acked: &mut Acknowledged, context: &str) {
 
 #[test]
 fn gc_resets_restores_and_detaches_survive_sigkill() {
+    for backend in backends() {
+        sigkill_runs(backend);
+    }
+}
+
+/// The kills, on a store with `backend`.
+fn sigkill_runs(backend: Backend) {
     let seed = seed_from_env("PAGEFORK_CRASH_SEED");
     let kills = crash_kills(20);
     println!(
-        "lifecycle crash test seed {seed} ({kills} kills): rerun with PAGEFORK_CRASH_SEED={seed}"
+        "lifecycle crash test ({backend}) seed {seed} ({kills} kills): rerun with PAGEFORK_CRASH_SEED={seed}"
     );
     let mut rng = TestRng::new(seed);
     let dir = tempfile::tempdir().unwrap();
     let mut acked = Acknowledged::default();
     for kill in 0..kills {
         let mut command = Command::new(env!("CARGO_BIN_EXE_lifecycle-crash-child"));
-        command.arg(dir.path()).arg(rng.next_u64().to_string());
+        command
+            .arg(dir.path())
+            .arg(rng.next_u64().to_string())
+            .arg(backend.name());
         let lines = run_then_sigkill(command, Duration::from_millis(rng.in_range(20..400)));
         for line in &lines {
             acked.take(line);
         }
         let context = format!("kill {kill} (seed {seed})");
-        let store = Store::open_with(dir.path(), lifecycle_crash_config())
+        let store = Store::open_with(dir.path(), lifecycle_crash_config(backend))
             .unwrap_or_else(|error| panic!("{context}: reopen failed: {error}"));
         check(&store, &mut acked, &context);
     }
     println!(
-        "{kills} kills: {} commits, operations {:?}, GC removed {} versions; nothing lost",
+        "{backend}: {kills} kills: {} commits, operations {:?}, GC removed {} versions; nothing lost",
         acked.commits.len(),
         acked.operations,
         acked.gc_removed

@@ -23,6 +23,7 @@ mod model;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use model::*;
+use pagefork_tests::backends;
 use proptest::prelude::*;
 
 /// Accepted and attempted commits and branch creations over all cases, so the suite can
@@ -37,14 +38,29 @@ fn cases() -> u32 {
         .unwrap_or(1000)
 }
 
-/// Runs the operations; returns how many commits and branch creations were accepted.
+/// Runs the operations against a store with each backend this build has (one body for
+/// both: `--features rocksdb` adds RocksDB); returns how many commits and branch
+/// creations were accepted, which must be the same for every backend.
 fn run(ops: &[Op]) -> Result<usize, TestCaseError> {
-    let mut harness = Harness::new();
-    for op in ops {
-        harness.step(op)?;
+    let mut accepted: Option<usize> = None;
+    for backend in backends() {
+        let mut harness = Harness::new(backend);
+        for op in ops {
+            harness
+                .step(op)
+                .map_err(|error| TestCaseError::fail(format!("{backend} backend: {error}")))?;
+        }
+        harness.count_housekeeping();
+        if let Some(other) = accepted {
+            prop_assert_eq!(
+                other,
+                harness.accepted,
+                "the backends accepted different operations"
+            );
+        }
+        accepted = Some(harness.accepted);
     }
-    harness.count_housekeeping();
-    Ok(harness.accepted)
+    Ok(accepted.unwrap_or_default())
 }
 
 proptest! {
@@ -201,6 +217,14 @@ fn the_store_agrees_with_the_model_and_most_operations_are_accepted() {
         flushes >= cases && merges >= cases / 2 && images >= cases / 2,
         "housekeeping too rare to test: {flushes} flushes, {merges} merges, {images} images in {cases} cases"
     );
+    if backends().contains(&pagefork_engine::Backend::RocksDb) {
+        let rocksdb_flushes = ROCKSDB_FLUSHES.load(Ordering::Relaxed);
+        println!("{cases} cases on RocksDB: {rocksdb_flushes} flushes");
+        assert!(
+            rocksdb_flushes >= cases,
+            "RocksDB flushes too rare: {rocksdb_flushes}"
+        );
+    }
     let (removed, refused) = (
         GC_VERSIONS_REMOVED.load(Ordering::Relaxed),
         BELOW_CUTOFF_REFUSALS.load(Ordering::Relaxed),

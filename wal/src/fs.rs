@@ -160,6 +160,12 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     fn seeded_random(&self) -> Option<u64> {
         None
     }
+
+    /// Whether this is the operating system's own file system, which code doing its own
+    /// file I/O (RocksDB) can share: `false` unless an implementation says so.
+    fn is_operating_system(&self) -> bool {
+        false
+    }
 }
 
 /// The operating system's file system.
@@ -294,6 +300,10 @@ impl FileSystem for StdFileSystem {
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
             Err(std::fs::TryLockError::Error(error)) => Err(error),
         }
+    }
+
+    fn is_operating_system(&self) -> bool {
+        true
     }
 }
 

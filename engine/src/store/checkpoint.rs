@@ -19,6 +19,7 @@ use bytes::Bytes;
 use pagefork_wal::{Lsn, Wal, layout};
 
 use super::StoreInner;
+use crate::branch::BranchId;
 use crate::catalog::Branch;
 use crate::checkpoint::{BranchImage, CATALOG_FILE_NAME, Checkpoint, LayerEntry};
 use crate::error::{EngineError, Result};
@@ -106,6 +107,11 @@ impl StoreInner {
             }
         };
         wal.sync()?;
+        if let Some(db) = &self.version_db {
+            // Every version at or below a branch's `flushed` was written before the
+            // snapshot above: durable before the catalog that says so.
+            db.persist()?;
+        }
         let path = dir.join(CATALOG_FILE_NAME);
         crate::fs::publish_file(self.fs.as_ref(), &path, &checkpoint.encode())
             .map_err(EngineError::io("publish catalog", &path))?;
@@ -115,6 +121,7 @@ impl StoreInner {
             .catalogs_published
             .fetch_add(1, Ordering::Relaxed);
         remove_unlisted_layers(self.fs.as_ref(), layers_dir, &checkpoint.layer_names())?;
+        self.remove_unlisted_versions(&checkpoint.branch_ids())?;
         let keep_from = checkpoint
             .branches
             .iter()
@@ -161,6 +168,7 @@ impl StoreInner {
             .map_err(EngineError::io("stat", &path))?
         {
             remove_unlisted_layers(self.fs.as_ref(), &layers_dir, &BTreeSet::new())?;
+            self.remove_unlisted_versions(&BTreeSet::new())?;
             return Ok(None);
         }
         let bytes = self
@@ -268,6 +276,24 @@ impl StoreInner {
                 let range = layer.file.range();
                 branch.key_bounds.widen(range.key_start, range.key_last);
             }
+            if let Some(db) = &self.version_db {
+                if !image.layers.is_empty() {
+                    return Err(corrupt(format!(
+                        "branch {} lists layer files in a store whose versions are in RocksDB",
+                        image.id
+                    )));
+                }
+                // What a flush or detach wrote after this catalog was never published:
+                // versions above `flushed`, and copies below an attached branch's point.
+                let floor = image.parent.map(|(_, branch_point)| branch_point);
+                let trimmed = db.trim(image.id, floor, image.flushed)?;
+                if trimmed > 0 {
+                    tracing::info!(branch = %image.id, versions = trimmed, "removed unpublished page versions from RocksDB");
+                }
+                if let Some((first, last)) = db.key_bounds(image.id)? {
+                    branch.key_bounds.widen(first, last);
+                }
+            }
             {
                 let mut state = branch.state.write();
                 for commit in image.commits {
@@ -312,6 +338,8 @@ impl StoreInner {
                 orphan.id
             )));
         }
+        let listed: BTreeSet<BranchId> = catalog.branches().map(|branch| branch.id).collect();
+        self.remove_unlisted_versions(&listed)?;
         catalog.reserve_ids_below(checkpoint.next_id);
         *self.history.lock() = checkpoint.history;
         let mut leases = self.leases.lock();
@@ -407,6 +435,25 @@ fn open_listed_layer(
 
 /// Removes files in the layers directory that `listed` does not name: layers of deleted
 /// branches, and debris of checkpoints a crash interrupted.
+impl StoreInner {
+    /// With the RocksDB backend, removes the versions of every branch `listed` does not
+    /// name (deleted, or created after the last catalog and replayed from the WAL anew).
+    /// The caller holds `housekeeping` or is opening the store: only a flush or a detach
+    /// writes versions, and both run under that lock, so a branch created since the
+    /// catalog's snapshot has none yet.
+    fn remove_unlisted_versions(&self, listed: &BTreeSet<BranchId>) -> Result<()> {
+        let Some(db) = &self.version_db else {
+            return Ok(());
+        };
+        for id in db.branch_ids()? {
+            if !listed.contains(&id) {
+                db.remove_branch(id)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn remove_unlisted_layers(
     fs: &dyn FileSystem,
     layers_dir: &Path,

@@ -33,6 +33,7 @@ use super::StoreInner;
 use super::checkpoint::LAYERS_DIR_NAME;
 use super::compaction::L1Writer;
 use crate::Store;
+use crate::backend::VersionDb;
 use crate::branch::BranchInfo;
 use crate::catalog::{Branch, CommitPoint};
 use crate::error::{EngineError, Result};
@@ -62,7 +63,8 @@ struct Inherited {
 
 enum InheritedVersions {
     Layers(Vec<PersistedLayer>),
-    Memory(Vec<(Key, Lsn, Update)>),
+    /// Copies for the open layer (in memory) or for RocksDB, written when applied.
+    Copies(Vec<(Key, Lsn, Update)>),
 }
 
 impl Store {
@@ -169,7 +171,7 @@ impl StoreInner {
         let mut start = branch.start();
         for (ancestor, seen) in branch.lineage(branch_point).skip(1) {
             start = ancestor.start();
-            own_versions_up_to(ancestor, seen, &mut versions)?;
+            own_versions_up_to(self.version_db.as_deref(), ancestor, seen, &mut versions)?;
             let state = ancestor.state.read();
             let mut older = state.commits_up_to(seen).to_vec();
             older.append(&mut commits);
@@ -198,6 +200,9 @@ impl StoreInner {
             .zip(copies.last().map(|(key, _, _)| *key));
         let copied = copies.len() as u64;
         let versions = match (&self.log, &self.dir) {
+            (Log::Wal(_), Some(_)) if self.version_db.is_some() => {
+                InheritedVersions::Copies(copies)
+            }
             (Log::Wal(_), Some(dir)) => {
                 let layers_dir = dir.join(LAYERS_DIR_NAME);
                 self.fs
@@ -211,7 +216,7 @@ impl StoreInner {
                 }
                 InheritedVersions::Layers(writer.finish()?)
             }
-            _ => InheritedVersions::Memory(copies),
+            _ => InheritedVersions::Copies(copies),
         };
         Ok(Inherited {
             versions,
@@ -245,7 +250,14 @@ impl StoreInner {
                         state.layers.insert(layer);
                     }
                 }
-                InheritedVersions::Memory(copies) => {
+                InheritedVersions::Copies(copies) if self.version_db.is_some() => {
+                    if let Some(db) = &self.version_db {
+                        // Below the branch point, so below `flushed`: readable at once,
+                        // durable with the next catalog (a replay copies them again).
+                        db.put_versions(branch.id, &copies)?;
+                    }
+                }
+                InheritedVersions::Copies(copies) => {
                     assert!(
                         state.layers.iter().next().is_none() && state.frozen.is_none(),
                         "an in-memory store keeps every version in the open layer"
@@ -297,21 +309,32 @@ impl StoreInner {
 }
 
 /// Appends `branch`'s own versions at or below `up_to` (open, frozen and delta layers;
-/// image layers only summarize them).
+/// image layers only summarize them; or its flushed versions in RocksDB).
 fn own_versions_up_to(
+    db: Option<&VersionDb>,
     branch: &Branch,
     up_to: Lsn,
     out: &mut Vec<(Key, Lsn, Update)>,
 ) -> Result<()> {
-    let (in_memory, layers) = {
+    let (in_memory, layers, flushed) = {
         let state = branch.state.read();
         let mut in_memory = state.open.to_sorted_vec();
         if let Some((frozen, _)) = &state.frozen {
             in_memory.extend(frozen.to_sorted_vec());
         }
-        (in_memory, state.layers.deltas_starting_at_or_below(up_to))
+        (
+            in_memory,
+            state.layers.deltas_starting_at_or_below(up_to),
+            state.flushed,
+        )
     };
     out.extend(in_memory.into_iter().filter(|(_, lsn, _)| *lsn <= up_to));
+    if let Some(db) = db {
+        db.for_each_key(branch.id, up_to.min(flushed), |key, versions| {
+            out.extend(versions.into_iter().map(|(lsn, update)| (key, lsn, update)));
+            Ok(())
+        })?;
+    }
     for layer in layers {
         for version in layer.file.read_sequentially()? {
             let version = version?;

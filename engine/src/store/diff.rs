@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use pagefork_wal::Lsn;
 
 use super::Store;
+use crate::backend::VersionDb;
 use crate::branch::At;
 use crate::catalog::Branch;
 use crate::error::Result;
@@ -78,7 +79,8 @@ impl Store {
         let from_lsn = inner.resolve(&from, from_at)?;
         let to = inner.branch(to)?;
         let to_lsn = inner.resolve(&to, to_at)?;
-        let candidates = candidate_keys(&from, from_lsn, &to, to_lsn);
+        let db = inner.version_db.as_deref();
+        let candidates = candidate_keys(db, &from, from_lsn, &to, to_lsn)?;
         let mut diff = PageDiff {
             from_lsn,
             to_lsn,
@@ -102,7 +104,13 @@ impl Store {
 }
 
 /// Every key that may differ between the two states (see the module docs).
-fn candidate_keys(from: &Branch, from_lsn: Lsn, to: &Branch, to_lsn: Lsn) -> BTreeSet<Key> {
+fn candidate_keys(
+    db: Option<&VersionDb>,
+    from: &Branch,
+    from_lsn: Lsn,
+    to: &Branch,
+    to_lsn: Lsn,
+) -> Result<BTreeSet<Key>> {
     let from_line: Vec<(&Branch, Lsn)> = from.lineage(from_lsn).collect();
     let to_line: Vec<(&Branch, Lsn)> = to.lineage(to_lsn).collect();
     let shared = from_line
@@ -127,7 +135,7 @@ fn candidate_keys(from: &Branch, from_lsn: Lsn, to: &Branch, to_lsn: Lsn) -> BTr
                 if after == up_to {
                     break;
                 }
-                written_between(level, after, up_to, &mut keys);
+                written_between(db, level, after, up_to, &mut keys)?;
             }
             (
                 from_line.get(..from_depth).unwrap_or_default(),
@@ -138,22 +146,31 @@ fn candidate_keys(from: &Branch, from_lsn: Lsn, to: &Branch, to_lsn: Lsn) -> BTr
         None => (&from_line[..], &to_line[..]),
     };
     for (branch, seen) in from_own.iter().chain(to_own) {
-        written_between(branch, Lsn(0), *seen, &mut keys);
+        written_between(db, branch, Lsn(0), *seen, &mut keys)?;
     }
-    keys
+    Ok(keys)
 }
 
 /// Adds the keys `branch` wrote above `after` and at or below `up_to`. Delta layers hold
 /// every version the branch wrote (image layers only summarize them), so they and the
-/// in-memory layers are enough.
-fn written_between(branch: &Branch, after: Lsn, up_to: Lsn, keys: &mut BTreeSet<Key>) {
+/// in-memory layers are enough; with the RocksDB backend, its index by LSN.
+fn written_between(
+    db: Option<&VersionDb>,
+    branch: &Branch,
+    after: Lsn,
+    up_to: Lsn,
+    keys: &mut BTreeSet<Key>,
+) -> Result<()> {
     if after >= up_to {
-        return;
+        return Ok(());
     }
     let state = branch.state.read();
     keys.extend(state.open.keys_written(after, up_to));
     if let Some((frozen, _)) = &state.frozen {
         keys.extend(frozen.keys_written(after, up_to));
+    }
+    if let Some(db) = db {
+        keys.extend(db.keys_written(branch.id, after, up_to.min(state.flushed))?);
     }
     for layer in state.layers.iter() {
         let range = layer.file.range();
@@ -161,4 +178,5 @@ fn written_between(branch: &Branch, after: Lsn, up_to: Lsn, keys: &mut BTreeSet<
             keys.extend(layer.file.keys_written(after, up_to));
         }
     }
+    Ok(())
 }

@@ -39,6 +39,7 @@ use super::checkpoint::LAYERS_DIR_NAME;
 use super::compaction::{L1Writer, MergedVersions};
 use super::retention::{RetainPoint, keeps_window};
 use super::{Store, StoreInner};
+use crate::backend::VersionDb;
 use crate::branch::BranchId;
 use crate::catalog::Branch;
 use crate::error::{EngineError, Result};
@@ -181,6 +182,14 @@ impl StoreInner {
                 .create_dir_all(layers_dir)
                 .map_err(EngineError::io("create directory", layers_dir))?;
         }
+        if let (Some(_), Some((wal, dir, layers_dir))) = (&self.version_db, &disk) {
+            // RocksDB removes versions in place: the new cutoffs must be durable first, or
+            // a power cut would bring back older cutoffs over versions already gone.
+            for branch in &branches {
+                self.flush_branch(branch, layers_dir, true)?;
+            }
+            self.publish_catalog(wal, dir, layers_dir)?;
+        }
         let mut report = GcReport::default();
         for branch in &branches {
             let cutoff = branch.effective_cutoff();
@@ -207,6 +216,9 @@ impl StoreInner {
                 bytes_written: 0,
             };
             match &disk {
+                Some(_) if let Some(db) = &self.version_db => {
+                    self.collect_in_db(db, branch, cutoff, &needed, &mut entry)?;
+                }
                 Some((_, _, layers_dir)) => {
                     self.flush_branch(branch, layers_dir, true)?;
                     self.collect_layers(branch, layers_dir, cutoff, &needed, &mut entry)?;
@@ -220,7 +232,9 @@ impl StoreInner {
             report.bytes_written += entry.bytes_written;
             report.branches.push(entry);
         }
-        if let Some((wal, dir, layers_dir)) = &disk {
+        if let Some((wal, dir, layers_dir)) = &disk
+            && self.version_db.is_none()
+        {
             self.publish_catalog(wal, dir, layers_dir)?;
         }
         let counters = &self.housekeeping_counters;
@@ -235,6 +249,39 @@ impl StoreInner {
             "GC ran"
         );
         Ok(report)
+    }
+
+    /// GC of a branch's versions in RocksDB: replaces each key's versions with those the
+    /// keep rule keeps (one atomic batch per key). The catalog with the new cutoffs is
+    /// already durable; the removals become durable with the next one.
+    fn collect_in_db(
+        &self,
+        db: &VersionDb,
+        branch: &Arc<Branch>,
+        cutoff: Lsn,
+        needed: &[Lsn],
+        entry: &mut BranchGc,
+    ) -> Result<()> {
+        let flushed = branch.state.read().flushed;
+        db.for_each_key(branch.id, flushed, |key, versions| {
+            entry.versions_examined += versions.len() as u64;
+            if versions.first().is_none_or(|(oldest, _)| *oldest > cutoff) {
+                return Ok(());
+            }
+            let old: Vec<Lsn> = versions.iter().map(|(lsn, _)| *lsn).collect();
+            let originals = versions.clone();
+            let mut kept = Vec::with_capacity(versions.len());
+            let dropped =
+                self.keep_versions(branch, key, versions, (cutoff, needed), |lsn, update| {
+                    kept.push((lsn, update));
+                    Ok(())
+                })?;
+            if kept != originals {
+                db.replace_versions(branch.id, key, &old, &kept)?;
+                entry.versions_removed += dropped;
+            }
+            Ok(())
+        })
     }
 
     /// GC of an in-memory branch: prunes its open layer.

@@ -33,8 +33,10 @@ use super::checkpoint::LAYERS_DIR_NAME;
 use super::{Store, StoreInner};
 use crate::catalog::Branch;
 use crate::error::{EngineError, Result};
-use crate::layer::{LayerKind, LayerRange, Level};
+use crate::key::Key;
+use crate::layer::{LayerKind, LayerRange, Level, PersistedLayer};
 use crate::log::Log;
+use crate::update::Update;
 
 /// Thresholds of flushing and compaction (see `Config`).
 #[derive(Clone, Copy, Debug)]
@@ -334,6 +336,45 @@ impl StoreInner {
             state.frozen.clone().expect("frozen above")
         };
         let versions = frozen.to_sorted_vec();
+        let (layer, size) = match &self.version_db {
+            Some(db) => {
+                db.put_versions(branch.id, &versions)?;
+                (None, frozen.bytes())
+            }
+            None => {
+                let layer = self.write_l0(branch, layers_dir, &versions)?;
+                let size = layer.size;
+                (Some(layer), size)
+            }
+        };
+        let mut state = branch.state.write();
+        if state.deleted {
+            // The delete already took the frozen layer's bytes off the memory gauge; the
+            // file (or the versions in RocksDB) is debris the next catalog does not list.
+            return Ok(false);
+        }
+        if let Some(layer) = layer {
+            state.layers.insert(layer);
+        }
+        state.frozen = None;
+        state.flushed = frozen_head;
+        if state.open.is_empty() {
+            state.flushed = state.head;
+        }
+        self.memory.fetch_sub(frozen.bytes(), Ordering::Relaxed);
+        let counters = &self.housekeeping_counters;
+        counters.flushes.fetch_add(1, Ordering::Relaxed);
+        counters.flushed_bytes.fetch_add(size, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Writes a frozen layer's versions (sorted, not empty) to an L0 delta file.
+    fn write_l0(
+        &self,
+        branch: &Branch,
+        layers_dir: &Path,
+        versions: &[(Key, Lsn, Update)],
+    ) -> Result<PersistedLayer> {
         let lsns = versions.iter().map(|(_, lsn, _)| *lsn);
         let (Some((key_start, _, _)), Some((key_last, _, _)), Some(lsn_start), Some(lsn_last)) = (
             versions.first(),
@@ -351,25 +392,7 @@ impl StoreInner {
             lsn_start,
             lsn_end: Lsn(lsn_last.0 + 1),
         };
-        let layer = self.write_layer_file(layers_dir, &range, Level::L0, &versions)?;
-        let size = layer.size;
-        let mut state = branch.state.write();
-        if state.deleted {
-            // The delete already took the frozen layer's bytes off the memory gauge; the
-            // file is debris the next catalog does not list.
-            return Ok(false);
-        }
-        state.layers.insert(layer);
-        state.frozen = None;
-        state.flushed = frozen_head;
-        if state.open.is_empty() {
-            state.flushed = state.head;
-        }
-        self.memory.fetch_sub(frozen.bytes(), Ordering::Relaxed);
-        let counters = &self.housekeeping_counters;
-        counters.flushes.fetch_add(1, Ordering::Relaxed);
-        counters.flushed_bytes.fetch_add(size, Ordering::Relaxed);
-        Ok(true)
+        self.write_layer_file(layers_dir, &range, Level::L0, versions)
     }
 }
 

@@ -28,6 +28,8 @@ mod pitr;
 mod read;
 mod replay;
 mod retention;
+#[cfg(all(test, feature = "rocksdb"))]
+mod rocks_tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,6 +40,7 @@ use std::time::Duration;
 use pagefork_wal::{DEFAULT_SEGMENT_SIZE, Lsn, SyncMode, Wal, WalConfig, WalError};
 use parking_lot::{Mutex, RwLock};
 
+use crate::backend::{Backend, VersionDb};
 use crate::branch::{BranchId, validate_branch_name};
 use crate::cache::PageCache;
 use crate::catalog::Catalog;
@@ -81,6 +84,8 @@ pub const DEFAULT_GC_PERIOD: Duration = Duration::from_secs(3600);
 /// Default name of the root branch.
 pub const DEFAULT_ROOT_BRANCH: &str = "main";
 const WAL_DIR_NAME: &str = "wal";
+/// The RocksDB database of a store with the RocksDB backend.
+pub(crate) const VERSIONS_DIR_NAME: &str = "versions";
 
 /// How to create or open a store.
 #[derive(Clone, Debug)]
@@ -135,6 +140,12 @@ pub struct Config {
     /// own clock: what deterministic simulations need. Keep the memory budget unbounded
     /// then, since nothing frees it in the background.
     pub housekeeping_thread: bool,
+    /// Where a store on disk keeps the page versions it flushes from memory: layer files
+    /// (`Native`) or RocksDB (`RocksDb`, in a build with the `rocksdb` feature, on the
+    /// operating system's file system). Fixed when the store is created; `Store::open`
+    /// uses the store's own, `Store::open_with` refuses another. An in-memory store has
+    /// only `Native`.
+    pub backend: Backend,
 }
 
 impl Default for Config {
@@ -156,6 +167,7 @@ impl Default for Config {
             pitr_window: DEFAULT_PITR_WINDOW,
             gc_period: DEFAULT_GC_PERIOD,
             housekeeping_thread: true,
+            backend: Backend::Native,
         }
     }
 }
@@ -179,6 +191,20 @@ impl Config {
                 "without the housekeeping thread nothing frees the memory budget ({} bytes) and writers would wait forever: set memory_budget_bytes to u64::MAX",
                 self.memory_budget_bytes
             )));
+        }
+        if self.backend != Backend::Native {
+            if !self.backend.is_built() {
+                return Err(EngineError::InvalidConfig(format!(
+                    "backend {} is not in this build (build pagefork with the `{}` cargo feature)",
+                    self.backend, self.backend
+                )));
+            }
+            if !self.fs.is_operating_system() {
+                return Err(EngineError::InvalidConfig(format!(
+                    "backend {} does its own file I/O: it needs the operating system's file system, not Config::fs",
+                    self.backend
+                )));
+            }
         }
         validate_branch_name(&self.root_branch)
     }
@@ -245,6 +271,9 @@ struct StoreInner {
     poisoned: Mutex<Option<String>>,
     cache: PageCache,
     read_counters: ReadCounters,
+    /// The RocksDB database of a store with the RocksDB backend (see `backend`); `None`
+    /// for layer files and in memory.
+    version_db: Option<Arc<VersionDb>>,
 }
 
 impl Store {
@@ -276,11 +305,26 @@ impl Store {
                 &wal_dir,
             ))?;
         }
+        let versions_dir = dir.join(VERSIONS_DIR_NAME);
+        if fs
+            .exists(&versions_dir)
+            .map_err(EngineError::io("stat", &versions_dir))?
+        {
+            fs.remove_dir_all(&versions_dir).map_err(EngineError::io(
+                "remove debris of an unfinished create",
+                &versions_dir,
+            ))?;
+        }
         let wal = Wal::create_on(Arc::clone(&config.fs), &wal_dir, wal_config(&config))?;
-        let mut store = Store::with_log(&config, Log::Wal(wal), Some(dir.to_owned()));
+        let version_db = open_version_db(config.backend, dir)?;
+        let mut store = Store::with_log(&config, Log::Wal(wal), Some(dir.to_owned()), version_db);
         store.create_root(&config.root_branch)?;
+        if let Some(db) = &store.inner.version_db {
+            db.persist()?;
+        }
         let meta = StoreMeta {
             page_size: u32::try_from(config.page_size).expect("page size checked"),
+            backend: config.backend,
         };
         publish_file(fs.as_ref(), &meta_path, &meta.encode())
             .map_err(EngineError::io("publish store metadata", &meta_path))?;
@@ -295,6 +339,7 @@ impl Store {
         let meta = read_meta(&StdFileSystem, dir)?;
         let config = Config {
             page_size: meta.page_size as usize,
+            backend: meta.backend,
             ..Config::default()
         };
         Store::open_with(dir, config)
@@ -304,8 +349,22 @@ impl Store {
     /// replaying its WAL.
     pub fn open_with(dir: impl AsRef<Path>, config: Config) -> Result<Store> {
         let dir = dir.as_ref();
-        config.validate()?;
         let meta = read_meta(config.fs.as_ref(), dir)?;
+        if !meta.backend.is_built() {
+            return Err(EngineError::BackendNotBuilt {
+                dir: dir.to_owned(),
+                backend: meta.backend,
+            });
+        }
+        config.validate()?;
+        if meta.backend != config.backend {
+            return Err(EngineError::InvalidConfig(format!(
+                "the store in {} keeps its page versions in {}, the configuration says {}",
+                dir.display(),
+                meta.backend,
+                config.backend
+            )));
+        }
         if meta.page_size as usize != config.page_size {
             return Err(EngineError::InvalidConfig(format!(
                 "the store in {} has {}-byte pages, the configuration says {}",
@@ -329,7 +388,13 @@ impl Store {
         if report.dropped_bytes > 0 {
             tracing::warn!(end = %report.end, dropped_bytes = report.dropped_bytes, "WAL had a torn tail");
         }
-        let mut store = Store::with_log(&config, Log::Wal(wal.clone()), Some(dir.to_owned()));
+        let version_db = open_version_db(config.backend, dir)?;
+        let mut store = Store::with_log(
+            &config,
+            Log::Wal(wal.clone()),
+            Some(dir.to_owned()),
+            version_db,
+        );
         let cut = store.inner.restore_checkpoint(dir, &wal)?;
         store.inner.replay(&wal, cut)?;
         store.start_housekeeping(&config);
@@ -340,13 +405,24 @@ impl Store {
 
     /// A store with no files: same semantics, for fast tests. Gone when dropped.
     pub fn in_memory(config: Config) -> Result<Store> {
+        if config.backend != Backend::Native {
+            return Err(EngineError::InvalidConfig(format!(
+                "an in-memory store keeps its versions in memory: backend {} needs a store on disk",
+                config.backend
+            )));
+        }
         config.validate()?;
-        let store = Store::with_log(&config, Log::memory(), None);
+        let store = Store::with_log(&config, Log::memory(), None, None);
         store.create_root(&config.root_branch)?;
         Ok(store)
     }
 
-    fn with_log(config: &Config, log: Log, dir: Option<PathBuf>) -> Store {
+    fn with_log(
+        config: &Config,
+        log: Log,
+        dir: Option<PathBuf>,
+        version_db: Option<Arc<VersionDb>>,
+    ) -> Store {
         Store {
             worker: None,
             inner: Arc::new(StoreInner {
@@ -373,6 +449,7 @@ impl Store {
                 cutoff_epoch: AtomicU64::new(0),
                 cache: PageCache::new(config.page_cache_bytes),
                 read_counters: ReadCounters::default(),
+                version_db,
             }),
         }
     }
@@ -395,6 +472,15 @@ impl Store {
         self.inner.apply(record, lsn, time)
     }
 
+    /// Where the store keeps the page versions it flushed from memory.
+    pub fn backend(&self) -> Backend {
+        if self.inner.version_db.is_some() {
+            Backend::RocksDb
+        } else {
+            Backend::Native
+        }
+    }
+
     /// The page size in bytes.
     pub fn page_size(&self) -> usize {
         self.inner.page_size
@@ -403,6 +489,22 @@ impl Store {
     /// The directory of a store on disk; `None` in memory.
     pub fn dir(&self) -> Option<&Path> {
         self.inner.dir.as_deref()
+    }
+}
+
+/// The RocksDB database of a store in `dir`, if its backend is RocksDB.
+fn open_version_db(backend: Backend, dir: &Path) -> Result<Option<Arc<VersionDb>>> {
+    match backend {
+        Backend::Native => Ok(None),
+        #[cfg(feature = "rocksdb")]
+        Backend::RocksDb => Ok(Some(Arc::new(VersionDb::open(
+            &dir.join(VERSIONS_DIR_NAME),
+        )?))),
+        #[cfg(not(feature = "rocksdb"))]
+        Backend::RocksDb => Err(EngineError::BackendNotBuilt {
+            dir: dir.to_owned(),
+            backend,
+        }),
     }
 }
 

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use pagefork_wal::Lsn;
 
 use super::{Store, StoreInner};
+use crate::backend::VersionDb;
 use crate::branch::{At, LsnForTime, TimeKind};
 use crate::catalog::Branch;
 use crate::error::{EngineError, Result};
@@ -76,6 +77,10 @@ pub struct StoreStats {
     pub wal_end: Lsn,
     /// Bytes of layer files GC removed.
     pub gc_bytes_removed: u64,
+    /// Where flushed versions live: layer files or RocksDB.
+    pub backend: crate::backend::Backend,
+    /// Bytes of RocksDB table files (0 with layer files).
+    pub rocksdb_bytes: u64,
 }
 
 /// Totals behind `StoreStats`.
@@ -130,6 +135,8 @@ impl Store {
             }
         }
         StoreStats {
+            backend: self.backend(),
+            rocksdb_bytes: inner.version_db.as_ref().map_or(0, |db| db.disk_bytes()),
             memory_bytes: inner.memory.load(Ordering::Relaxed),
             layers_l0,
             layers_l1,
@@ -155,11 +162,13 @@ impl Store {
 
 /// Appends `branch`'s own versions of `key` at or below `lsn`, newest first (nothing, and
 /// no layer visited, when `key` is outside the keys the branch ever wrote): the open
-/// layer, the frozen one, then the layer files that may hold the key, newest first.
+/// layer, the frozen one, then the layer files that may hold the key, newest first (or,
+/// with the RocksDB backend, its flushed versions there).
 /// Says whether an initializing version (or an image layer's proof) was found, so the
 /// walk can stop, or that the branch was deleted (its versions are gone).
 fn collect_from_branch(
     branch: &Branch,
+    version_db: Option<&VersionDb>,
     key: Key,
     lsn: Lsn,
     out: &mut Vec<Update>,
@@ -181,6 +190,13 @@ fn collect_from_branch(
         if frozen.collect_versions(key, lsn, out) {
             return Ok(Walk::Done);
         }
+    }
+    if let Some(db) = version_db {
+        // Versions above `flushed` are in memory; any in the database too (a flush under
+        // way, or one a crash cut short) must not be read twice.
+        *layers_visited += 1;
+        let complete = db.collect_versions(branch.id, key, lsn.min(state.flushed), out)?;
+        return Ok(if complete { Walk::Done } else { Walk::Continue });
     }
     for layer in state.layers.search(key, lsn) {
         *layers_visited += 1;
@@ -296,6 +312,7 @@ impl StoreInner {
                 trace.ancestors_descended = depth as u32;
                 let walk = collect_from_branch(
                     current,
+                    self.version_db.as_deref(),
                     key,
                     lsn,
                     &mut versions,

@@ -188,7 +188,12 @@ mod tests {
                     micros
                 };
                 let samples = vec![Duration::from_micros(micros); 3];
-                results.push(Measured::new(size, name, samples));
+                results.push(Measured::new(
+                    pagefork_engine::Backend::Native,
+                    size,
+                    name,
+                    samples,
+                ));
             }
         }
         let svg = render(&results);

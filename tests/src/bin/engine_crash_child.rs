@@ -22,12 +22,13 @@ const PAGES_PER_COMMIT: u32 = 8;
 
 fn main() -> Result<(), EngineError> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, dir, seed] = args.as_slice() else {
-        eprintln!("usage: engine-crash-child DIR SEED");
+    let [_, dir, seed, backend] = args.as_slice() else {
+        eprintln!("usage: engine-crash-child DIR SEED BACKEND");
         std::process::exit(2);
     };
     let mut rng = TestRng::new(seed.parse().expect("SEED is a number"));
-    let store = open_or_create(dir, crash_child_config())?;
+    let backend = backend.parse().expect("BACKEND is native or rocksdb");
+    let store = open_or_create(dir, crash_child_config(backend))?;
     let last = store.get_page("main", Key::new(1, 0), At::Latest)?;
     let mut seq = last.map_or(0, |page| seq_of_payload(&page).expect("a test page") + 1);
     let mut stdout = std::io::stdout().lock();

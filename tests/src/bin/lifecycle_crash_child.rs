@@ -53,11 +53,12 @@ fn expected_refusal(error: &EngineError) -> bool {
 
 fn main() -> Result<(), EngineError> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, dir, _seed] = args.as_slice() else {
-        eprintln!("usage: lifecycle-crash-child DIR SEED");
+    let [_, dir, _seed, backend] = args.as_slice() else {
+        eprintln!("usage: lifecycle-crash-child DIR SEED BACKEND");
         std::process::exit(2);
     };
-    let store = open_or_create(dir, lifecycle_crash_config())?;
+    let backend = backend.parse().expect("BACKEND is native or rocksdb");
+    let store = open_or_create(dir, lifecycle_crash_config(backend))?;
     let last = store.get_page("main", Key::new(1, 0), At::Latest)?;
     let mut seq = last.map_or(0, |page| seq_of_payload(&page).expect("a test page") + 1);
     let mut recent: BTreeMap<u64, Lsn> = BTreeMap::new();

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use pagefork_engine::model::{Model, Refusal};
 use pagefork_engine::sim::SimFileSystem;
 use pagefork_engine::{
-    At, Backup, BranchOptions, Clock, Config, Expiry, Key, Lsn, ManualClock, Store, SyncMode,
-    Timestamp, Update,
+    At, Backend, Backup, BranchOptions, Clock, Config, Expiry, Key, Lsn, ManualClock, Store,
+    SyncMode, Timestamp, Update,
 };
 use pagefork_tests::{TEST_PAGE_SIZE, engine_config, manual_housekeeping};
 use proptest::prelude::*;
@@ -269,10 +269,12 @@ pub(crate) struct Harness {
 }
 
 impl Harness {
-    /// A store on disk, in a temporary directory, with its background housekeeper.
-    pub(crate) fn new() -> Harness {
+    /// A store on disk, in a temporary directory, with its background housekeeper,
+    /// keeping flushed versions with `backend`.
+    pub(crate) fn new(backend: Backend) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let (mut config, clock) = engine_config(SyncMode::Never);
+        config.backend = backend;
         config.layer_flush_bytes = 1024;
         config.compact_l0_layers = 2;
         config.image_after_deltas = 1;
@@ -801,6 +803,10 @@ impl Harness {
     /// Adds what the open store's housekeeping did to the suite's totals.
     pub(crate) fn count_housekeeping(&self) {
         let stats = self.store().stats();
+        if stats.backend == Backend::RocksDb {
+            ROCKSDB_FLUSHES.fetch_add(stats.flushes as usize, Ordering::Relaxed);
+            return;
+        }
         FLUSHES.fetch_add(stats.flushes as usize, Ordering::Relaxed);
         MERGES.fetch_add(stats.compactions as usize, Ordering::Relaxed);
         IMAGES.fetch_add(stats.images_written as usize, Ordering::Relaxed);
@@ -813,7 +819,9 @@ pub(crate) static BELOW_CUTOFF_REFUSALS: AtomicUsize = AtomicUsize::new(0);
 /// Detaches the store accepted, over all cases.
 pub(crate) static DETACHES: AtomicUsize = AtomicUsize::new(0);
 
-/// Flushes, L0 merges and image layers over all cases.
+/// Flushes, L0 merges and image layers over all cases (native layer files), and flushes
+/// to RocksDB.
 pub(crate) static FLUSHES: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static ROCKSDB_FLUSHES: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static MERGES: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static IMAGES: AtomicUsize = AtomicUsize::new(0);

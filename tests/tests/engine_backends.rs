@@ -1,0 +1,208 @@
+//! The backend a store keeps flushed page versions in (`Config::backend`): recorded when
+//! the store is created, used by `Store::open`, and checked by `Store::open_with`; a
+//! backend this build lacks, an in-memory store or a simulated disk with RocksDB are clear
+//! refusals that change nothing. With `--features rocksdb`, a RocksDB store's versions
+//! live in `versions/` and none in `layers/`, and what a crash left in RocksDB past the
+//! catalog is trimmed when it opens.
+
+use std::sync::Arc;
+
+use pagefork_engine::sim::SimFileSystem;
+use pagefork_engine::{At, Backend, Config, EngineError, Key, Store, Update};
+use pagefork_tests::{TEST_PAGE_SIZE, backends, page_of};
+
+fn config(backend: Backend) -> Config {
+    Config {
+        page_size: TEST_PAGE_SIZE,
+        backend,
+        ..Config::default()
+    }
+}
+
+fn commit(store: &Store, byte: u8) -> pagefork_engine::Lsn {
+    store
+        .commit("main", vec![(Key::new(1, 0), Update::Image(page_of(byte)))])
+        .unwrap()
+        .lsn
+}
+
+#[test]
+fn a_store_keeps_its_backend_and_open_with_refuses_another() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path(), config(backend)).unwrap();
+        assert_eq!(store.backend(), backend);
+        let lsn = commit(&store, 3);
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.backend(), backend, "Store::open uses the store's own");
+        assert_eq!(
+            store
+                .get_page("main", Key::new(1, 0), At::Lsn(lsn))
+                .unwrap(),
+            Some(page_of(3))
+        );
+        drop(store);
+        for other in Backend::ALL.into_iter().filter(|other| *other != backend) {
+            let error = Store::open_with(dir.path(), config(other)).unwrap_err();
+            assert!(matches!(error, EngineError::InvalidConfig(_)), "{error}");
+            let message = error.to_string();
+            if other.is_built() {
+                assert!(
+                    message.contains(&format!(
+                        "keeps its page versions in {backend}, the configuration says {other}"
+                    )),
+                    "{message}"
+                );
+            } else {
+                assert!(message.contains("not in this build"), "{message}");
+            }
+        }
+        // The refusals changed nothing.
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.backend(), backend);
+        assert_eq!(
+            store.get_page("main", Key::new(1, 0), At::Latest).unwrap(),
+            Some(page_of(3))
+        );
+    }
+}
+
+#[test]
+fn rocksdb_is_refused_in_memory_and_on_a_simulated_disk() {
+    let error = Store::in_memory(config(Backend::RocksDb)).unwrap_err();
+    assert!(
+        error.to_string().contains("needs a store on disk"),
+        "{error}"
+    );
+    let sim = Config {
+        fs: Arc::new(SimFileSystem::new(1)),
+        housekeeping_thread: false,
+        memory_budget_bytes: u64::MAX,
+        ..config(Backend::RocksDb)
+    };
+    let error = Store::create("/store", sim).unwrap_err();
+    let message = error.to_string();
+    if Backend::RocksDb.is_built() {
+        assert!(
+            message.contains("needs the operating system's file system"),
+            "{message}"
+        );
+    } else {
+        assert!(message.contains("not in this build"), "{message}");
+    }
+}
+
+/// A store whose metadata says RocksDB, opened by a build without the feature: a clear
+/// error naming the directory and the feature, and the store untouched.
+#[cfg(not(feature = "rocksdb"))]
+#[test]
+fn a_rocksdb_store_in_a_build_without_the_feature_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::create(dir.path(), config(Backend::Native)).unwrap());
+    // The metadata file as a RocksDB store's: version 2, backend code 1.
+    let meta_path = dir.path().join("pagefork.meta");
+    let mut meta = std::fs::read(&meta_path).unwrap();
+    assert_eq!(meta.len(), 24);
+    meta[16..20].copy_from_slice(&1u32.to_le_bytes());
+    let crc = crc32(&meta[..20]);
+    meta[20..24].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&meta_path, &meta).unwrap();
+    let listing = |dir: &std::path::Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing(dir.path());
+    let error = Store::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            EngineError::BackendNotBuilt {
+                backend: Backend::RocksDb,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains(&dir.path().display().to_string())
+            && message.contains("the `rocksdb` cargo feature"),
+        "{message}"
+    );
+    assert_eq!(listing(dir.path()), before);
+    assert_eq!(std::fs::read(&meta_path).unwrap(), meta);
+}
+
+#[cfg(not(feature = "rocksdb"))]
+fn crc32(bytes: &[u8]) -> u32 {
+    // CRC-32 (IEEE), bitwise: the metadata file's checksum, without a dependency.
+    let mut crc = !0u32;
+    for byte in bytes {
+        crc ^= u32::from(*byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A RocksDB store keeps flushed versions in `versions/` (no layer files), and reads
+/// every commit back at its LSN after a reopen.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_keeps_versions_in_its_database_and_reopens_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), config(Backend::RocksDb)).unwrap();
+    let key = Key::new(1, 0);
+    let mut lsns = Vec::new();
+    for byte in 0..20u8 {
+        let update = if byte % 5 == 0 {
+            Update::Image(page_of(byte))
+        } else {
+            Update::Patch {
+                offset: u32::from(byte),
+                bytes: bytes::Bytes::from(vec![byte; 3]),
+            }
+        };
+        lsns.push(store.commit("main", vec![(key, update)]).unwrap().lsn);
+        if byte % 7 == 0 {
+            store.checkpoint().unwrap();
+        }
+    }
+    let expected: Vec<_> = lsns
+        .iter()
+        .map(|lsn| store.get_page("main", key, At::Lsn(*lsn)).unwrap())
+        .collect();
+    store.checkpoint().unwrap();
+    let stats = store.stats();
+    assert!(stats.flushes > 0 && stats.rocksdb_bytes > 0, "{stats:?}");
+    assert_eq!(
+        (stats.layers_l0, stats.layers_l1, stats.layers_image),
+        (0, 0, 0)
+    );
+    drop(store);
+    assert!(dir.path().join("versions").is_dir());
+    let layers = dir.path().join("layers");
+    assert!(
+        !layers.exists() || std::fs::read_dir(&layers).unwrap().next().is_none(),
+        "no layer files with RocksDB"
+    );
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.stats().memory_bytes, 0, "nothing to replay");
+    for (lsn, page) in lsns.iter().zip(&expected) {
+        assert_eq!(
+            &store.get_page("main", key, At::Lsn(*lsn)).unwrap(),
+            page,
+            "at {lsn}"
+        );
+    }
+}
