@@ -9,17 +9,15 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pagefork_benches::{bench_root, branch_chain, page_8k};
+use pagefork_benches::{bench_root, branch_chain, load, page_8k, unique_name};
 use pagefork_engine::{
     At, Backend, BranchOptions, Clock, Config, Key, ManualClock, Store, SyncMode, Timestamp, Update,
 };
 
 const PAGE_SIZE: usize = 8192;
-const PAGES_PER_COMMIT: u32 = 256;
 const MIB_64_PAGES: u32 = 64 * 1024 * 1024 / PAGE_SIZE as u32;
 
 fn backends() -> Vec<Backend> {
@@ -41,22 +39,6 @@ fn new_store(backend: Backend, config: Config) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir_in(bench_root(env!("CARGO_TARGET_TMPDIR"))).expect("temp dir");
     let store = Store::create(dir.path(), Config { backend, ..config }).expect("create store");
     (dir, store)
-}
-
-/// Commits `pages` distinct pages to `branch`, `PAGES_PER_COMMIT` per commit.
-fn load(store: &Store, branch: &str, pages: u32) {
-    for first in (0..pages).step_by(PAGES_PER_COMMIT as usize) {
-        let updates = (first..(first + PAGES_PER_COMMIT).min(pages))
-            .map(|block| (Key::new(1, block), Update::Image(page_8k(block))))
-            .collect();
-        store.commit(branch, updates).expect("load commit");
-    }
-}
-
-static NAMES: AtomicU64 = AtomicU64::new(0);
-
-fn unique_name(prefix: &str) -> String {
-    format!("{prefix}-{}", NAMES.fetch_add(1, Ordering::Relaxed))
 }
 
 fn branch_creation(c: &mut Criterion) {

@@ -7,37 +7,19 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pagefork_benches::{bench_root, branch_chain};
+use pagefork_benches::{bench_root, branch_chain, load, unique_name};
 use pagefork_engine::{
     At, BranchOptions, Config, Key, ManualClock, Store, SyncMode, Timestamp, Update,
 };
 
 const PAGE_SIZE: usize = 8192;
-const PAGES_PER_COMMIT: u32 = 256;
 
 fn page(fill: u32) -> Bytes {
     Bytes::from(vec![fill as u8; PAGE_SIZE])
-}
-
-/// Commits `pages` distinct pages to `branch`, `PAGES_PER_COMMIT` per commit.
-fn load(store: &Store, branch: &str, pages: u32) {
-    for first in (0..pages).step_by(PAGES_PER_COMMIT as usize) {
-        let updates = (first..(first + PAGES_PER_COMMIT).min(pages))
-            .map(|block| (Key::new(1, block), Update::Image(page(block))))
-            .collect();
-        store.commit(branch, updates).expect("load commit");
-    }
-}
-
-static NAMES: AtomicU64 = AtomicU64::new(0);
-
-fn unique_name(prefix: &str) -> String {
-    format!("{prefix}-{}", NAMES.fetch_add(1, Ordering::Relaxed))
 }
 
 fn branch_creation(c: &mut Criterion) {

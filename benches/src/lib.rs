@@ -1,6 +1,7 @@
 //! Shared setup for pagefork's criterion benchmarks (the benchmarks are in `benches/`).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use pagefork_engine::{At, BranchOptions, Key, Store, Update};
@@ -36,4 +37,25 @@ pub fn branch_chain(store: &Store, depth: u32) -> Vec<String> {
         chain.push(name);
     }
     chain
+}
+
+/// Pages per commit of [`load`].
+pub const PAGES_PER_COMMIT: u32 = 256;
+
+/// Commits `pages` distinct 8 KiB pages of relation 1 to `branch`, [`PAGES_PER_COMMIT`]
+/// per commit.
+pub fn load(store: &Store, branch: &str, pages: u32) {
+    for first in (0..pages).step_by(PAGES_PER_COMMIT as usize) {
+        let updates = (first..(first + PAGES_PER_COMMIT).min(pages))
+            .map(|block| (Key::new(1, block), Update::Image(page_8k(block))))
+            .collect();
+        store.commit(branch, updates).expect("load commit");
+    }
+}
+
+static NAMES: AtomicU64 = AtomicU64::new(0);
+
+/// A branch name no other call in this process returns.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}-{}", NAMES.fetch_add(1, Ordering::Relaxed))
 }
