@@ -3,12 +3,15 @@
 //! ```text
 //! offset size field (little-endian)
 //!      0    8 magic "PFSTORE\0"
-//!      8    4 format version (2; version 1, 20 bytes without the backend, is still read
-//!             as a native store)
+//!      8    4 format version (2)
 //!     12    4 page size in bytes
 //!     16    4 backend: 0 native layer files, 1 RocksDB
 //!     20    4 CRC32 of bytes 0..20
 //! ```
+//!
+//! A native store is written as format version 1, the same layout without the backend
+//! field (CRC32 of bytes 0..16 at 16), so builds from before the RocksDB backend still
+//! open it; both versions are read.
 //!
 //! Written once, last, when a store is created (through `publish_file`), so a directory
 //! with this file holds a complete store; checked on every open.
@@ -33,14 +36,20 @@ pub(crate) struct StoreMeta {
 }
 
 impl StoreMeta {
-    pub(crate) fn encode(&self) -> [u8; META_LEN] {
-        let mut bytes = [0u8; META_LEN];
-        bytes[0..8].copy_from_slice(&MAGIC);
-        bytes[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        bytes[12..16].copy_from_slice(&self.page_size.to_le_bytes());
-        bytes[16..20].copy_from_slice(&self.backend.code().to_le_bytes());
-        let crc = crc32fast::hash(&bytes[0..20]);
-        bytes[20..24].copy_from_slice(&crc.to_le_bytes());
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let version: u32 = match self.backend {
+            Backend::Native => 1,
+            Backend::RocksDb => FORMAT_VERSION,
+        };
+        let mut bytes = Vec::with_capacity(META_LEN);
+        bytes.extend_from_slice(&MAGIC);
+        bytes.extend_from_slice(&version.to_le_bytes());
+        bytes.extend_from_slice(&self.page_size.to_le_bytes());
+        if version == FORMAT_VERSION {
+            bytes.extend_from_slice(&self.backend.code().to_le_bytes());
+        }
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
         bytes
     }
 
@@ -103,13 +112,29 @@ mod tests {
             let bytes = meta.encode();
             let path = Path::new("pagefork.meta");
             assert_eq!(StoreMeta::decode(&bytes, path).unwrap(), meta);
-            for bit in 0..META_LEN * 8 {
-                let mut flipped = bytes;
+            let expected_len = match backend {
+                Backend::Native => META_V1_LEN,
+                Backend::RocksDb => META_LEN,
+            };
+            assert_eq!(bytes.len(), expected_len);
+            for bit in 0..bytes.len() * 8 {
+                let mut flipped = bytes.clone();
                 flipped[bit / 8] ^= 1 << (bit % 8);
                 assert!(StoreMeta::decode(&flipped, path).is_err(), "bit {bit}");
             }
             assert!(StoreMeta::decode(&bytes[..10], path).is_err());
         }
+    }
+
+    #[test]
+    fn a_native_store_is_written_as_version_1_as_older_builds_read_it() {
+        let meta = StoreMeta {
+            page_size: 4096,
+            backend: Backend::Native,
+        };
+        let bytes = meta.encode();
+        assert_eq!(&bytes[8..12], &1u32.to_le_bytes());
+        assert_eq!(&bytes[16..20], &crc32fast::hash(&bytes[..16]).to_le_bytes());
     }
 
     #[test]

@@ -22,7 +22,8 @@
 //!
 //! Invariants it keeps:
 //! - Both column families hold the same versions: every batch that adds or removes a
-//!   version does it in both, atomically.
+//!   version does it in both, atomically, and they are flushed together (atomic flush), so
+//!   a crash keeps them in step too.
 //! - One version per (branch, key, LSN): a write of the same version again (a flush
 //!   replayed after a crash) overwrites it with the same bytes.
 //! - Every value is checked against its CRC and format version before it is decoded; a bad
@@ -135,8 +136,9 @@ fn encode_value(update: &Update) -> Vec<u8> {
 }
 
 impl RocksVersions {
-    /// Opens (creating it if missing) the database in `path`.
-    pub(crate) fn open(path: &Path) -> Result<RocksVersions> {
+    /// Opens the database in `path`; `create` makes a new one (a new store), otherwise a
+    /// missing database or column family is an error, never an empty store.
+    pub(crate) fn open(path: &Path, create: bool) -> Result<RocksVersions> {
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&Cache::new_lru_cache(BLOCK_CACHE_BYTES));
         // Reads that find no version of a page on a branch (most of a walk up the
@@ -147,8 +149,11 @@ impl RocksVersions {
         versions.set_prefix_extractor(SliceTransform::create_fixed_prefix(PAGE_PREFIX_LEN));
         versions.set_block_based_table_factory(&table);
         let mut options = Options::default();
-        options.create_if_missing(true);
-        options.create_missing_column_families(true);
+        options.create_if_missing(create);
+        options.create_missing_column_families(create);
+        // With RocksDB's log off, a column family's memtable survives a crash only once it
+        // is flushed; flushing both together keeps the index and the versions in step.
+        options.set_atomic_flush(true);
         let families = [
             ColumnFamilyDescriptor::new(VERSIONS_CF, versions),
             ColumnFamilyDescriptor::new(BY_LSN_CF, Options::default()),
@@ -478,10 +483,17 @@ impl RocksVersions {
 
 fn rocks_error(operation: &'static str, path: &Path) -> impl FnOnce(rocksdb::Error) -> EngineError {
     let path = path.to_owned();
-    move |error| EngineError::Io {
-        operation,
-        path,
-        source: std::io::Error::other(error.into_string()),
+    move |error| match error.kind() {
+        rocksdb::ErrorKind::Corruption => EngineError::CorruptFile {
+            path,
+            offset: 0,
+            reason: format!("{operation}: {}", error.into_string()),
+        },
+        _ => EngineError::Io {
+            operation,
+            path,
+            source: std::io::Error::other(error.into_string()),
+        },
     }
 }
 
@@ -514,7 +526,7 @@ mod tests {
     #[test]
     fn reads_see_the_newest_versions_at_or_below_the_lsn_until_an_initializing_one() {
         let dir = tempfile::tempdir().unwrap();
-        let db = RocksVersions::open(dir.path()).unwrap();
+        let db = RocksVersions::open(dir.path(), true).unwrap();
         let key = Key::new(1, 7);
         db.put_versions(
             MAIN,
@@ -552,18 +564,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = Key::new(3, 3);
         {
-            let db = RocksVersions::open(dir.path()).unwrap();
+            let db = RocksVersions::open(dir.path(), true).unwrap();
             db.put_versions(MAIN, &[(key, Lsn(8), image(8))]).unwrap();
             db.persist().unwrap();
         }
-        let db = RocksVersions::open(dir.path()).unwrap();
+        let db = RocksVersions::open(dir.path(), false).unwrap();
         assert_eq!(collect(&db, MAIN, key, 8), (vec![image(8)], true));
+        drop(db);
+        let missing = dir.path().join("missing");
+        let error = RocksVersions::open(&missing, false).unwrap_err();
+        assert!(error.to_string().contains("does not exist"), "{error}");
+        assert!(!missing.exists(), "a failed open creates nothing");
     }
 
     #[test]
     fn scans_group_versions_by_key_oldest_first_and_bound_them_by_lsn() {
         let dir = tempfile::tempdir().unwrap();
-        let db = RocksVersions::open(dir.path()).unwrap();
+        let db = RocksVersions::open(dir.path(), true).unwrap();
         let (a, b, c) = (Key::new(1, 1), Key::new(1, 2), Key::new(2, 0));
         db.put_versions(
             MAIN,
@@ -599,7 +616,7 @@ mod tests {
     #[test]
     fn replacing_a_keys_versions_and_removing_a_branch_touch_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
-        let db = RocksVersions::open(dir.path()).unwrap();
+        let db = RocksVersions::open(dir.path(), true).unwrap();
         let (a, b) = (Key::new(1, 1), Key::new(1, 2));
         db.put_versions(
             MAIN,
@@ -630,7 +647,7 @@ mod tests {
     #[test]
     fn a_damaged_value_is_an_error_naming_the_version_never_data() {
         let dir = tempfile::tempdir().unwrap();
-        let db = RocksVersions::open(dir.path()).unwrap();
+        let db = RocksVersions::open(dir.path(), true).unwrap();
         let key = Key::new(4, 2);
         let mut value = encode_value(&image(5));
         value[3] ^= 0x40;
@@ -698,7 +715,7 @@ mod tests {
     #[test]
     fn trimming_removes_exactly_the_versions_past_the_lsn_and_branch_ids_are_listed() {
         let dir = tempfile::tempdir().unwrap();
-        let db = RocksVersions::open(dir.path()).unwrap();
+        let db = RocksVersions::open(dir.path(), true).unwrap();
         let (a, b) = (Key::new(1, 1), Key::new(1, 2));
         db.put_versions(
             MAIN,

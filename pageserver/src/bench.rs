@@ -90,6 +90,18 @@ const READ: &str = "get_page through the chain";
 
 /// Runs the benchmark and prints its table (or JSON), and the plot if asked.
 pub(crate) fn run(options: &BenchOptions) -> Result<()> {
+    for backend in &options.backends {
+        anyhow::ensure!(
+            backend.is_built(),
+            "backend {backend} is not in this build (build pagefork with the `{backend}` cargo feature)"
+        );
+    }
+    let mut backends: Vec<Backend> = Vec::new();
+    for backend in &options.backends {
+        if !backends.contains(backend) {
+            backends.push(*backend);
+        }
+    }
     let temp = tempfile::tempdir().context("cannot create a temporary directory")?;
     let root = options
         .dir
@@ -97,7 +109,7 @@ pub(crate) fn run(options: &BenchOptions) -> Result<()> {
         .unwrap_or_else(|| temp.path().to_owned());
     let mut results = Vec::new();
     for (index, &size) in options.sizes.iter().enumerate() {
-        for &backend in &options.backends {
+        for &backend in &backends {
             let dir = root.join(format!("bench-{index}-{size}-{backend}"));
             results.extend(bench_size(&dir, backend, size, options)?);
             // Each store is removed before the next is loaded.

@@ -743,7 +743,19 @@ fn bench_measures_each_operation_beside_a_full_copy() {
     // The stores were removed after measuring.
     assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0);
 
-    if Backend::RocksDb.is_built() {
+    if !Backend::RocksDb.is_built() {
+        let output = pagefork(
+            &work,
+            &["bench", "--size", "1MiB", "--backend", "native,rocksdb"],
+        );
+        assert_eq!(output.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&output.stderr).contains("not in this build"));
+        assert_eq!(
+            std::fs::read_dir(&work).unwrap().count(),
+            0,
+            "refused before loading"
+        );
+    } else {
         let report = ok_json(pagefork(
             &work,
             &[

@@ -100,13 +100,14 @@ fn rocksdb_is_refused_in_memory_and_on_a_simulated_disk() {
 fn a_rocksdb_store_in_a_build_without_the_feature_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     drop(Store::create(dir.path(), config(Backend::Native)).unwrap());
-    // The metadata file as a RocksDB store's: version 2, backend code 1.
+    // The metadata file as a RocksDB store's: version 2, the page size, backend code 1.
     let meta_path = dir.path().join("pagefork.meta");
-    let mut meta = std::fs::read(&meta_path).unwrap();
-    assert_eq!(meta.len(), 24);
-    meta[16..20].copy_from_slice(&1u32.to_le_bytes());
-    let crc = crc32(&meta[..20]);
-    meta[20..24].copy_from_slice(&crc.to_le_bytes());
+    let mut meta = b"PFSTORE\0".to_vec();
+    meta.extend_from_slice(&2u32.to_le_bytes());
+    meta.extend_from_slice(&(TEST_PAGE_SIZE as u32).to_le_bytes());
+    meta.extend_from_slice(&1u32.to_le_bytes());
+    let crc = crc32(&meta);
+    meta.extend_from_slice(&crc.to_le_bytes());
     std::fs::write(&meta_path, &meta).unwrap();
     let listing = |dir: &std::path::Path| {
         let mut names: Vec<String> = std::fs::read_dir(dir)

@@ -234,6 +234,14 @@ fn the_store_agrees_with_the_model_and_most_operations_are_accepted() {
         removed >= cases / 10 && refused >= cases / 10,
         "GC too idle to test: {removed} versions removed, {refused} reads below a cutoff in {cases} cases"
     );
+    if backends().contains(&pagefork_engine::Backend::RocksDb) {
+        let removed = ROCKSDB_GC_VERSIONS_REMOVED.load(Ordering::Relaxed);
+        println!("GC removed {removed} page versions from RocksDB");
+        assert!(
+            removed >= cases / 10,
+            "RocksDB GC too idle to test: {removed}"
+        );
+    }
     let detaches = DETACHES.load(Ordering::Relaxed);
     println!("{detaches} branches detached");
     assert!(

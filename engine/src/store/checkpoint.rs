@@ -206,6 +206,7 @@ impl StoreInner {
         };
         remove_unlisted_layers(self.fs.as_ref(), &layers_dir, &checkpoint.layer_names())?;
         let mut catalog = self.catalog.write();
+        let mut unpublished: Vec<(BranchId, Option<Lsn>, Lsn)> = Vec::new();
         for image in checkpoint.branches {
             let parent = match image.parent {
                 None => None,
@@ -276,7 +277,7 @@ impl StoreInner {
                 let range = layer.file.range();
                 branch.key_bounds.widen(range.key_start, range.key_last);
             }
-            if let Some(db) = &self.version_db {
+            if self.version_db.is_some() {
                 if !image.layers.is_empty() {
                     return Err(corrupt(format!(
                         "branch {} lists layer files in a store whose versions are in RocksDB",
@@ -285,14 +286,9 @@ impl StoreInner {
                 }
                 // What a flush or detach wrote after this catalog was never published:
                 // versions above `flushed`, and copies below an attached branch's point.
+                // Trimmed once the whole catalog is accepted.
                 let floor = image.parent.map(|(_, branch_point)| branch_point);
-                let trimmed = db.trim(image.id, floor, image.flushed)?;
-                if trimmed > 0 {
-                    tracing::info!(branch = %image.id, versions = trimmed, "removed unpublished page versions from RocksDB");
-                }
-                if let Some((first, last)) = db.key_bounds(image.id)? {
-                    branch.key_bounds.widen(first, last);
-                }
+                unpublished.push((image.id, floor, image.flushed));
             }
             {
                 let mut state = branch.state.write();
@@ -338,8 +334,6 @@ impl StoreInner {
                 orphan.id
             )));
         }
-        let listed: BTreeSet<BranchId> = catalog.branches().map(|branch| branch.id).collect();
-        self.remove_unlisted_versions(&listed)?;
         catalog.reserve_ids_below(checkpoint.next_id);
         *self.history.lock() = checkpoint.history;
         let mut leases = self.leases.lock();
@@ -352,6 +346,20 @@ impl StoreInner {
             leases.insert((branch, lsn), until);
         }
         drop(leases);
+        if let Some(db) = &self.version_db {
+            for (id, floor, flushed) in unpublished {
+                let trimmed = db.trim(id, floor, flushed)?;
+                if trimmed > 0 {
+                    tracing::info!(branch = %id, versions = trimmed, "removed unpublished page versions from RocksDB");
+                }
+                if let (Some(branch), Some((first, last))) = (catalog.by_id(id), db.key_bounds(id)?)
+                {
+                    branch.key_bounds.widen(first, last);
+                }
+            }
+        }
+        let listed: BTreeSet<BranchId> = catalog.branches().map(|branch| branch.id).collect();
+        self.remove_unlisted_versions(&listed)?;
         *self.sequencer.lock() = checkpoint.last_time;
         self.catalog_covered
             .store(checkpoint.covered.0, Ordering::Release);

@@ -264,7 +264,8 @@ impl StoreInner {
     ) -> Result<()> {
         let flushed = branch.state.read().flushed;
         db.for_each_key(branch.id, flushed, |key, versions| {
-            entry.versions_examined += versions.len() as u64;
+            entry.versions_examined +=
+                versions.iter().filter(|(lsn, _)| *lsn <= cutoff).count() as u64;
             if versions.first().is_none_or(|(oldest, _)| *oldest > cutoff) {
                 return Ok(());
             }

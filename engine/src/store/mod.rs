@@ -316,7 +316,7 @@ impl Store {
             ))?;
         }
         let wal = Wal::create_on(Arc::clone(&config.fs), &wal_dir, wal_config(&config))?;
-        let version_db = open_version_db(config.backend, dir)?;
+        let version_db = open_version_db(config.backend, dir, true)?;
         let mut store = Store::with_log(&config, Log::Wal(wal), Some(dir.to_owned()), version_db);
         store.create_root(&config.root_branch)?;
         if let Some(db) = &store.inner.version_db {
@@ -388,7 +388,7 @@ impl Store {
         if report.dropped_bytes > 0 {
             tracing::warn!(end = %report.end, dropped_bytes = report.dropped_bytes, "WAL had a torn tail");
         }
-        let version_db = open_version_db(config.backend, dir)?;
+        let version_db = open_version_db(config.backend, dir, false)?;
         let mut store = Store::with_log(
             &config,
             Log::Wal(wal.clone()),
@@ -492,19 +492,24 @@ impl Store {
     }
 }
 
-/// The RocksDB database of a store in `dir`, if its backend is RocksDB.
-fn open_version_db(backend: Backend, dir: &Path) -> Result<Option<Arc<VersionDb>>> {
+/// The RocksDB database of a store in `dir`, if its backend is RocksDB (a new one when
+/// `create`).
+fn open_version_db(backend: Backend, dir: &Path, create: bool) -> Result<Option<Arc<VersionDb>>> {
     match backend {
         Backend::Native => Ok(None),
         #[cfg(feature = "rocksdb")]
-        Backend::RocksDb => Ok(Some(Arc::new(VersionDb::open(
-            &dir.join(VERSIONS_DIR_NAME),
-        )?))),
+        Backend::RocksDb => {
+            let path = dir.join(VERSIONS_DIR_NAME);
+            Ok(Some(Arc::new(VersionDb::open(&path, create)?)))
+        }
         #[cfg(not(feature = "rocksdb"))]
-        Backend::RocksDb => Err(EngineError::BackendNotBuilt {
-            dir: dir.to_owned(),
-            backend,
-        }),
+        Backend::RocksDb => {
+            let _ = create;
+            Err(EngineError::BackendNotBuilt {
+                dir: dir.to_owned(),
+                backend,
+            })
+        }
     }
 }
 

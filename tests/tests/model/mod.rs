@@ -656,8 +656,11 @@ impl Harness {
                 let report = self.store().gc();
                 prop_assert!(report.is_ok(), "GC failed: {:?}", report);
                 if let Ok(report) = report {
-                    GC_VERSIONS_REMOVED
-                        .fetch_add(report.versions_removed as usize, Ordering::Relaxed);
+                    let counter = match self.config.backend {
+                        Backend::Native => &GC_VERSIONS_REMOVED,
+                        Backend::RocksDb => &ROCKSDB_GC_VERSIONS_REMOVED,
+                    };
+                    counter.fetch_add(report.versions_removed as usize, Ordering::Relaxed);
                 }
                 self.model.gc();
                 self.check_every_read()?;
@@ -813,8 +816,10 @@ impl Harness {
     }
 }
 
-/// Page versions GC removed, and reads refused below a cutoff, over all cases.
+/// Page versions GC removed (native layer files, RocksDB), and reads refused below a
+/// cutoff, over all cases.
 pub(crate) static GC_VERSIONS_REMOVED: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static ROCKSDB_GC_VERSIONS_REMOVED: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static BELOW_CUTOFF_REFUSALS: AtomicUsize = AtomicUsize::new(0);
 /// Detaches the store accepted, over all cases.
 pub(crate) static DETACHES: AtomicUsize = AtomicUsize::new(0);
