@@ -139,6 +139,14 @@ impl RocksVersions {
     /// Opens the database in `path`; `create` makes a new one (a new store), otherwise a
     /// missing database or column family is an error, never an empty store.
     pub(crate) fn open(path: &Path, create: bool) -> Result<RocksVersions> {
+        // RocksDB makes the directory before it finds no database in it: look first.
+        if !create && !path.join("CURRENT").is_file() {
+            return Err(EngineError::CorruptFile {
+                path: path.to_owned(),
+                offset: 0,
+                reason: "the store's RocksDB database is missing".to_owned(),
+            });
+        }
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&Cache::new_lru_cache(BLOCK_CACHE_BYTES));
         // Reads that find no version of a page on a branch (most of a walk up the
@@ -573,7 +581,7 @@ mod tests {
         drop(db);
         let missing = dir.path().join("missing");
         let error = RocksVersions::open(&missing, false).unwrap_err();
-        assert!(error.to_string().contains("does not exist"), "{error}");
+        assert!(error.to_string().contains("database is missing"), "{error}");
         assert!(!missing.exists(), "a failed open creates nothing");
     }
 
