@@ -106,7 +106,7 @@ fn a_rocksdb_store_in_a_build_without_the_feature_is_refused_by_name() {
     meta.extend_from_slice(&2u32.to_le_bytes());
     meta.extend_from_slice(&(TEST_PAGE_SIZE as u32).to_le_bytes());
     meta.extend_from_slice(&1u32.to_le_bytes());
-    let crc = crc32(&meta);
+    let crc = crc32fast::hash(&meta);
     meta.extend_from_slice(&crc.to_le_bytes());
     std::fs::write(&meta_path, &meta).unwrap();
     let listing = |dir: &std::path::Path| {
@@ -137,23 +137,6 @@ fn a_rocksdb_store_in_a_build_without_the_feature_is_refused_by_name() {
     );
     assert_eq!(listing(dir.path()), before);
     assert_eq!(std::fs::read(&meta_path).unwrap(), meta);
-}
-
-#[cfg(not(feature = "rocksdb"))]
-fn crc32(bytes: &[u8]) -> u32 {
-    // CRC-32 (IEEE), bitwise: the metadata file's checksum, without a dependency.
-    let mut crc = !0u32;
-    for byte in bytes {
-        crc ^= u32::from(*byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 /// A RocksDB store keeps flushed versions in `versions/` (no layer files), and reads

@@ -244,20 +244,18 @@ impl StoreInner {
             if let Some((first, last)) = inherited.keys {
                 branch.key_bounds.widen(first, last);
             }
-            match inherited.versions {
-                InheritedVersions::Layers(layers) => {
+            match (inherited.versions, &self.version_db) {
+                (InheritedVersions::Layers(layers), _) => {
                     for layer in layers {
                         state.layers.insert(layer);
                     }
                 }
-                InheritedVersions::Copies(copies) if self.version_db.is_some() => {
-                    if let Some(db) = &self.version_db {
-                        // Below the branch point, so below `flushed`: readable at once,
-                        // durable with the next catalog (a replay copies them again).
-                        db.put_versions(branch.id, &copies)?;
-                    }
+                (InheritedVersions::Copies(copies), Some(db)) => {
+                    // Below the branch point, so below `flushed`: readable at once,
+                    // durable with the next catalog (a replay copies them again).
+                    db.put_versions(branch.id, &copies)?;
                 }
-                InheritedVersions::Copies(copies) => {
+                (InheritedVersions::Copies(copies), None) => {
                     assert!(
                         state.layers.iter().next().is_none() && state.frozen.is_none(),
                         "an in-memory store keeps every version in the open layer"
