@@ -4,8 +4,15 @@
 //! commits of 256 pages, then a checkpoint that flushes it). Each benchmark id is
 //! `backend/parameter`, so criterion's report puts the two side by side.
 //!
+//! `get_page` is measured twice: through ancestors whose own pages lie outside the read
+//! key's range (a branch's key bounds rule them out, so only the page's owner is searched:
+//! the common case), and through ancestors whose flushed pages span the read key (every
+//! ancestor is searched and misses: the worst case for a deep chain).
+//!
 //! Run: `cargo bench -p pagefork-benches --features rocksdb --bench backends` (without the
-//! feature it measures the native backend alone). `PAGEFORK_BENCH_DIR` picks the disk.
+//! feature it measures the native backend alone; `--profile release` reuses a release
+//! build's RocksDB, the bench profile has the same settings). `PAGEFORK_BENCH_DIR` picks
+//! the disk.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -130,6 +137,52 @@ fn reads_through_ancestors(c: &mut Criterion) {
     group.finish();
 }
 
+/// A chain of `depth` branches on `main`, each flushing two pages of its own that bracket
+/// every key of relation 1 (block 0 of relation 0 and the last block of relation 1), so no
+/// ancestor can be ruled out by its key bounds and a read of relation 1 searches them all.
+fn spanning_chain(store: &Store, depth: u32) -> Vec<String> {
+    let mut chain = vec!["main".to_owned()];
+    for level in 1..=depth {
+        let name = format!("span-{level}");
+        let tip = chain.last().expect("main at least");
+        store
+            .create_branch(&name, tip, At::Latest, BranchOptions::default())
+            .expect("branch");
+        let own = vec![
+            (Key::new(0, level), Update::Image(page_8k(level))),
+            (Key::new(1, u32::MAX - level), Update::Image(page_8k(level))),
+        ];
+        store.commit(&name, own).expect("commit");
+        chain.push(name);
+    }
+    chain
+}
+
+fn reads_through_searched_ancestors(c: &mut Criterion) {
+    let mut group = c.benchmark_group("backend_get_page_depth_every_ancestor_searched");
+    for backend in backends() {
+        let (_dir, store) = new_store(backend, config(backend));
+        load(&store, "main", 1024);
+        let chain = spanning_chain(&store, 100);
+        store.checkpoint().expect("checkpoint");
+        for depth in [0usize, 10, 100] {
+            let branch = &chain[depth];
+            let mut block = 0u32;
+            group.bench_function(BenchmarkId::new(backend.name(), depth), |b| {
+                b.iter(|| {
+                    block = (block + 1) % 1024;
+                    let page = store
+                        .get_page(branch, Key::new(1, block), At::Latest)
+                        .expect("read");
+                    assert!(page.is_some(), "block {block} missing on {branch}");
+                    black_box(page)
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 fn ingest(c: &mut Criterion) {
     let mut group = c.benchmark_group("backend_ingest_64MiB");
     group.sample_size(10);
@@ -165,6 +218,7 @@ criterion_group!(
     branch_creation,
     branch_at_timestamp,
     reads_through_ancestors,
+    reads_through_searched_ancestors,
     ingest
 );
 criterion_main!(benches);
