@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pagefork_benches::{bench_root, branch_chain, load, page_8k, unique_name};
+use pagefork_benches::{
+    bench_root, branch_chain, branch_chain_writing, load, page_8k, unique_name,
+};
 use pagefork_engine::{
     At, Backend, BranchOptions, Clock, Config, Key, ManualClock, Store, SyncMode, Timestamp, Update,
 };
@@ -111,59 +113,14 @@ fn branch_at_timestamp(c: &mut Criterion) {
     group.finish();
 }
 
-fn reads_through_ancestors(c: &mut Criterion) {
-    let mut group = c.benchmark_group("backend_get_page_depth_uncached");
+/// `get_page` of relation 1 through 0, 10 and 100 ancestors built by `chain` on a store
+/// of 1,024 pages, with everything flushed: reads go to layer files or RocksDB, not memory.
+fn reads_through(c: &mut Criterion, group: &str, chain: fn(&Store) -> Vec<String>) {
+    let mut group = c.benchmark_group(group);
     for backend in backends() {
         let (_dir, store) = new_store(backend, config(backend));
         load(&store, "main", 1024);
-        let chain = branch_chain(&store, 100);
-        // Everything flushed: reads go to layer files or RocksDB, not memory.
-        store.checkpoint().expect("checkpoint");
-        for depth in [0usize, 10, 100] {
-            let branch = &chain[depth];
-            let mut block = 0u32;
-            group.bench_function(BenchmarkId::new(backend.name(), depth), |b| {
-                b.iter(|| {
-                    block = (block + 1) % 1024;
-                    black_box(
-                        store
-                            .get_page(branch, Key::new(1, block), At::Latest)
-                            .expect("read"),
-                    )
-                })
-            });
-        }
-    }
-    group.finish();
-}
-
-/// A chain of `depth` branches on `main`, each flushing two pages of its own that bracket
-/// every key of relation 1 (block 0 of relation 0 and the last block of relation 1), so no
-/// ancestor can be ruled out by its key bounds and a read of relation 1 searches them all.
-fn spanning_chain(store: &Store, depth: u32) -> Vec<String> {
-    let mut chain = vec!["main".to_owned()];
-    for level in 1..=depth {
-        let name = format!("span-{level}");
-        let tip = chain.last().expect("main at least");
-        store
-            .create_branch(&name, tip, At::Latest, BranchOptions::default())
-            .expect("branch");
-        let own = vec![
-            (Key::new(0, level), Update::Image(page_8k(level))),
-            (Key::new(1, u32::MAX - level), Update::Image(page_8k(level))),
-        ];
-        store.commit(&name, own).expect("commit");
-        chain.push(name);
-    }
-    chain
-}
-
-fn reads_through_searched_ancestors(c: &mut Criterion) {
-    let mut group = c.benchmark_group("backend_get_page_depth_every_ancestor_searched");
-    for backend in backends() {
-        let (_dir, store) = new_store(backend, config(backend));
-        load(&store, "main", 1024);
-        let chain = spanning_chain(&store, 100);
+        let chain = chain(&store);
         store.checkpoint().expect("checkpoint");
         for depth in [0usize, 10, 100] {
             let branch = &chain[depth];
@@ -181,6 +138,31 @@ fn reads_through_searched_ancestors(c: &mut Criterion) {
         }
     }
     group.finish();
+}
+
+/// Ancestors that each wrote a page of relation 2: their key bounds rule them out.
+fn reads_through_ancestors(c: &mut Criterion) {
+    reads_through(c, "backend_get_page_depth_uncached", |store| {
+        branch_chain(store, 100)
+    });
+}
+
+/// Ancestors that each flushed two pages bracketing every key of relation 1 (block N of
+/// relation 0 and block `u32::MAX - N` of relation 1): none can be ruled out by its key
+/// bounds, so a read searches them all.
+fn reads_through_searched_ancestors(c: &mut Criterion) {
+    reads_through(
+        c,
+        "backend_get_page_depth_every_ancestor_searched",
+        |store| {
+            branch_chain_writing(store, 100, |level| {
+                vec![
+                    (Key::new(0, level), Update::Image(page_8k(level))),
+                    (Key::new(1, u32::MAX - level), Update::Image(page_8k(level))),
+                ]
+            })
+        },
+    );
 }
 
 fn ingest(c: &mut Criterion) {

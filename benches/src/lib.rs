@@ -25,6 +25,17 @@ pub fn page_8k(fill: u32) -> Bytes {
 /// `depth-2` of `depth-1`, ...), each writing one 8 KiB page of relation 2 of its own.
 /// Returns the names from `main` down.
 pub fn branch_chain(store: &Store, depth: u32) -> Vec<String> {
+    branch_chain_writing(store, depth, |level| {
+        vec![(Key::new(2, level), Update::Image(page_8k(level)))]
+    })
+}
+
+/// [`branch_chain`], with branch `depth-N` committing `own(N)` as its own pages.
+pub fn branch_chain_writing(
+    store: &Store,
+    depth: u32,
+    own: impl Fn(u32) -> Vec<(Key, Update)>,
+) -> Vec<String> {
     let mut chain = vec!["main".to_owned()];
     for level in 1..=depth {
         let name = format!("depth-{level}");
@@ -32,8 +43,7 @@ pub fn branch_chain(store: &Store, depth: u32) -> Vec<String> {
         store
             .create_branch(&name, tip, At::Latest, BranchOptions::default())
             .expect("branch");
-        let own = vec![(Key::new(2, level), Update::Image(page_8k(level)))];
-        store.commit(&name, own).expect("commit");
+        store.commit(&name, own(level)).expect("commit");
         chain.push(name);
     }
     chain
