@@ -35,12 +35,18 @@ pub(crate) struct StoreMeta {
     pub(crate) backend: Backend,
 }
 
+/// The format version a store with `backend` has its metadata file written in: 1 for a
+/// native store (older builds open it), [`FORMAT_VERSION`] for RocksDB.
+pub(crate) fn format_version(backend: Backend) -> u32 {
+    match backend {
+        Backend::Native => 1,
+        Backend::RocksDb => FORMAT_VERSION,
+    }
+}
+
 impl StoreMeta {
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let version: u32 = match self.backend {
-            Backend::Native => 1,
-            Backend::RocksDb => FORMAT_VERSION,
-        };
+        let version = format_version(self.backend);
         let mut bytes = Vec::with_capacity(META_LEN);
         bytes.extend_from_slice(&MAGIC);
         bytes.extend_from_slice(&version.to_le_bytes());

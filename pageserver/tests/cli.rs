@@ -380,6 +380,7 @@ fn inspect_store_lists_files_and_finds_a_damaged_layer() {
 
     let report = ok_json(pagefork(&store, &["--json", "inspect", "store"]));
     assert_eq!(report["page_size"], 512);
+    assert_eq!(report["formats"]["meta"], 1, "a native store's meta is written as 1");
     assert_eq!(report["formats"]["catalog"], 5);
     assert_eq!(report["formats"]["wal"], 2);
     assert_eq!(report["wal"]["segments"], 1);
@@ -685,6 +686,11 @@ fn the_backend_is_chosen_at_init_and_kept() {
         ok_json(pagefork(&store, &["--json", "checkpoint"]));
         let stats = ok_json(pagefork(&store, &["--json", "stats"]));
         assert_eq!(stats["backend"], backend.name(), "{stats}");
+        // `inspect store` reports the version the metadata file is written in.
+        let meta = std::fs::read(store.join("pagefork.meta")).unwrap();
+        let written = u32::from_le_bytes(meta[8..12].try_into().unwrap());
+        let report = ok_json(pagefork(&store, &["--json", "inspect", "store"]));
+        assert_eq!(report["formats"]["meta"], written, "{report}");
         let page = pagefork(&store, &["page", "get", "main", "1", "2"]);
         assert!(page.status.success());
         assert_eq!(page.stdout, vec![9u8; 512]);

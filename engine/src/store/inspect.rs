@@ -166,7 +166,7 @@ pub struct StoreFiles {
 /// differs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FormatVersions {
-    /// `pagefork.meta`.
+    /// `pagefork.meta` (1 for a native store, 2 for RocksDB: the version it is written in).
     pub meta: u32,
     /// `catalog`.
     pub catalog: u32,
@@ -315,7 +315,7 @@ impl Store {
             dir: inner.dir.clone(),
             page_size: inner.page_size,
             formats: FormatVersions {
-                meta: crate::meta::FORMAT_VERSION,
+                meta: crate::meta::format_version(self.backend()),
                 catalog: crate::checkpoint::FORMAT_VERSION,
                 layer: crate::layer::FORMAT_VERSION,
                 wal: pagefork_wal::layout::FORMAT_VERSION,
