@@ -380,7 +380,10 @@ fn inspect_store_lists_files_and_finds_a_damaged_layer() {
 
     let report = ok_json(pagefork(&store, &["--json", "inspect", "store"]));
     assert_eq!(report["page_size"], 512);
-    assert_eq!(report["formats"]["meta"], 1, "a native store's meta is written as 1");
+    assert_eq!(
+        report["formats"]["meta"], 1,
+        "a native store's meta is written as 1"
+    );
     assert_eq!(report["formats"]["catalog"], 5);
     assert_eq!(report["formats"]["wal"], 2);
     assert_eq!(report["wal"]["segments"], 1);
