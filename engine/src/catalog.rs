@@ -52,7 +52,10 @@ pub(crate) struct BranchState {
     /// Published layer files holding the older versions.
     pub(crate) layers: LayerMap,
     /// Every own version at or below this LSN is in `layers` (the WAL before it is not
-    /// needed for this branch's pages).
+    /// needed for this branch's pages). Starts at the branch's creation record (it has no
+    /// own version below it) and only moves forward (`advance_flushed`): the catalog's
+    /// replay start is the lowest `flushed`, and the WAL below the last published one may
+    /// be gone, so lowering it could publish a catalog that cannot be opened.
     pub(crate) flushed: Lsn,
     /// Own commits, in LSN order.
     pub(crate) commits: Vec<CommitPoint>,
@@ -82,6 +85,11 @@ impl BranchState {
     /// Bytes of memory held by the open and frozen layers.
     pub(crate) fn memory_bytes(&self) -> u64 {
         self.open.bytes() + self.frozen.as_ref().map_or(0, |(frozen, _)| frozen.bytes())
+    }
+
+    /// Moves `flushed` up to `lsn` (never down; see `flushed`).
+    pub(crate) fn advance_flushed(&mut self, lsn: Lsn) {
+        self.flushed = self.flushed.max(lsn);
     }
 
     pub(crate) fn record_commit(&mut self, commit: CommitPoint) {
@@ -201,7 +209,9 @@ impl Branch {
                 open: PageVersions::default(),
                 frozen: None,
                 layers: LayerMap::default(),
-                flushed: start,
+                // No own version is older than the record that created the branch. Not its
+                // start: a branch point can lie below the WAL that is still kept.
+                flushed: created_lsn,
                 commits: Vec::new(),
                 deleted: false,
             }),
@@ -220,7 +230,6 @@ impl Branch {
                 "the start is set before any commit"
             );
             state.head = start;
-            state.flushed = start;
         }
         self
     }

@@ -30,6 +30,10 @@
 //!   last    4 CRC32 of every byte before it
 //! ```
 //!
+//! A branch's `flushed` is never below its created LSN (it has no own version older than
+//! its creation record); a catalog that says otherwise was written before that rule and
+//! reads as its created LSN (capped at `covered`).
+//!
 //! Open replays the WAL from the lowest `flushed` of any branch: records up to `covered`
 //! only put back page versions above their branch's `flushed`; records after it are
 //! applied whole. A version-1 catalog reads as `flushed` = `covered`, every layer L0; a
@@ -104,6 +108,16 @@ pub(crate) struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// Where replay of the WAL must start for this catalog: the lowest `flushed` of any
+    /// branch (page versions above it may be only in the WAL), at most `covered`; with the
+    /// branch that holds it there, if any.
+    pub(crate) fn replay_from(&self) -> (Lsn, Option<&BranchImage>) {
+        match self.branches.iter().min_by_key(|branch| branch.flushed) {
+            Some(branch) if branch.flushed < self.covered => (branch.flushed, Some(branch)),
+            _ => (self.covered, None),
+        }
+    }
+
     /// The ids of every branch the catalog lists.
     pub(crate) fn branch_ids(&self) -> std::collections::BTreeSet<BranchId> {
         self.branches.iter().map(|branch| branch.id).collect()
@@ -226,6 +240,10 @@ impl Checkpoint {
                 } else {
                     Lsn(cursor.u64("flushed LSN")?)
                 };
+                // Catalogs written before `flushed` started at a branch's creation may hold
+                // its branch point, which can lie below the retained WAL. No own version of
+                // a branch is older than its creation record, so that is where it starts.
+                let flushed = flushed.max(created_lsn.min(covered));
                 let commit_count = cursor.u32("commit count")?;
                 let mut commits = Vec::new();
                 for _ in 0..commit_count {
@@ -375,7 +393,7 @@ mod tests {
                     gc_cutoff: Lsn(0),
                     start: Lsn(0x80),
                     head: Lsn(0x80),
-                    flushed: Lsn(0x80),
+                    flushed: Lsn(0x200),
                     commits: vec![],
                     layers: vec![],
                 },
@@ -390,6 +408,22 @@ mod tests {
             }],
             leases: vec![(BranchId(1), Lsn(0x100), Timestamp(500))],
         }
+    }
+
+    /// Catalogs written before `flushed` started at a branch's creation could hold a
+    /// branch point below the retained WAL (issue 18); they read as the created LSN, which
+    /// no own version of the branch is older than.
+    #[test]
+    fn a_flushed_lsn_below_the_branch_creation_reads_as_the_creation() {
+        let mut checkpoint = sample();
+        checkpoint.branches[1].flushed = Lsn(0x80);
+        let decoded =
+            Checkpoint::decode(Bytes::from(checkpoint.encode()), Path::new("catalog")).unwrap();
+        assert_eq!(decoded.branches[1].flushed, Lsn(0x200));
+        assert_eq!(
+            decoded.replay_from(),
+            (Lsn(0x100), Some(&decoded.branches[0]))
+        );
     }
 
     #[test]

@@ -235,6 +235,34 @@ pub enum EngineError {
         /// What is wrong.
         reason: String,
     },
+    /// The catalog needs WAL records the log no longer holds: replay must start below the
+    /// oldest retained segment.
+    #[error(
+        "the catalog {catalog} needs the WAL from {replay_from} ({held_by}), but the oldest segment kept in {wal_dir} starts at {wal_start}: the records in between are missing"
+    )]
+    WalGap {
+        /// The catalog file.
+        catalog: PathBuf,
+        /// The WAL directory.
+        wal_dir: PathBuf,
+        /// Where replay must start.
+        replay_from: Lsn,
+        /// What holds replay there: the branch whose `flushed` LSN it is, or the cut.
+        held_by: String,
+        /// The first LSN the log still holds.
+        wal_start: Lsn,
+    },
+    /// The store caught itself about to break one of its own invariants and refused the
+    /// step; nothing was published or removed. This is a bug: the message says which rule.
+    #[error("refused to {action}: {rule} ({detail}); nothing was changed on disk")]
+    InvariantViolated {
+        /// What was refused.
+        action: &'static str,
+        /// The invariant it would have broken.
+        rule: &'static str,
+        /// The values that break it.
+        detail: String,
+    },
     /// A WAL record passed its checksum but does not decode, or contradicts the history.
     #[error("WAL record at LSN {lsn} is invalid: {reason}")]
     CorruptRecord {

@@ -7,45 +7,13 @@
 // A test may panic: unwrapping and indexing its own fixtures is how it fails.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
 use pagefork_engine::Backend;
 use serde_json::Value;
-
-fn pagefork(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pagefork"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("PAGEFORK_DATA_DIR")
-        .output()
-        .expect("run pagefork")
-}
-
-fn pagefork_with_stdin(dir: &Path, args: &[&str], stdin: &[u8]) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pagefork"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run pagefork");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn ok_json(output: Output) -> Value {
-    assert!(
-        output.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("JSON output")
-}
+use support::cli::{ok_json, pagefork, pagefork_with_stdin};
 
 /// Everything observable through the CLI: branches and the WAL's records.
 fn state(dir: &Path) -> (Value, Value) {

@@ -63,6 +63,49 @@ pub(super) struct CatalogCut {
     pub(super) replay_from: Lsn,
 }
 
+impl CatalogCut {
+    /// The cut of `checkpoint` (the catalog file at `path`), refused with
+    /// `EngineError::WalGap` if replay would have to start below the oldest record `wal`
+    /// still holds (invariant 7: every published catalog can be opened).
+    fn of(checkpoint: &Checkpoint, path: &Path, wal: &Wal) -> Result<CatalogCut> {
+        let (replay_from, held_by) = checkpoint.replay_from();
+        let wal_start = wal.oldest_lsn();
+        // Replay starts after the record ending at `replay_from`; the oldest segment's
+        // first record may end right there or later, so its header start is what counts.
+        if wal_start.0 - layout::SEGMENT_HEADER_LEN > replay_from.0 {
+            return Err(EngineError::WalGap {
+                catalog: path.to_owned(),
+                wal_dir: wal.dir().to_owned(),
+                replay_from,
+                held_by: match held_by {
+                    Some(branch) => {
+                        format!("the flushed LSN of branch {} {:?}", branch.id, branch.name)
+                    }
+                    None => "the catalog's cut".to_owned(),
+                },
+                wal_start,
+            });
+        }
+        Ok(CatalogCut {
+            covered: checkpoint.covered,
+            replay_from,
+        })
+    }
+}
+
+/// Removes the WAL segments the catalog just published (whose cut is `published`) no
+/// longer needs: those wholly below its replay start, never more. Asserts afterwards that
+/// the log still starts at or below that replay start.
+fn remove_wal_before(wal: &Wal, published: &CatalogCut) -> Result<usize> {
+    let removed = wal.truncate_before(published.replay_from)?;
+    assert!(
+        wal.oldest_lsn().0 - layout::SEGMENT_HEADER_LEN <= published.replay_from.0,
+        "WAL removal went past the published catalog's replay start {}",
+        published.replay_from
+    );
+    Ok(removed)
+}
+
 impl StoreInner {
     /// The LSN the last published catalog covers.
     pub(super) fn catalog_covered(&self) -> Lsn {
@@ -88,7 +131,7 @@ impl StoreInner {
                     // Every own version is in layer files and none is in flight, so the
                     // branch needs no WAL up to here: an idle branch must not hold the WAL
                     // down at its branch point forever.
-                    state.flushed = state.flushed.max(covered);
+                    state.advance_flushed(covered);
                 }
             }
             self.bytes_since_checkpoint.store(0, Ordering::Relaxed);
@@ -106,13 +149,22 @@ impl StoreInner {
                     .collect(),
             }
         };
+        // Invariant 7, checked before publishing: the catalog can be opened, because the
+        // WAL its replay needs is all still there.
+        let path = dir.join(CATALOG_FILE_NAME);
+        let cut = CatalogCut::of(&checkpoint, &path, wal).map_err(|gap| {
+            EngineError::InvariantViolated {
+                action: "publish the catalog",
+                rule: "every published catalog can be opened (DESIGN.md invariant 7)",
+                detail: gap.to_string(),
+            }
+        })?;
         wal.sync()?;
         if let Some(db) = &self.version_db {
             // Every version at or below a branch's `flushed` was written before the
             // snapshot above: durable before the catalog that says so.
             db.persist()?;
         }
-        let path = dir.join(CATALOG_FILE_NAME);
         crate::fs::publish_file(self.fs.as_ref(), &path, &checkpoint.encode())
             .map_err(EngineError::io("publish catalog", &path))?;
         let covered = checkpoint.covered;
@@ -122,15 +174,8 @@ impl StoreInner {
             .fetch_add(1, Ordering::Relaxed);
         remove_unlisted_layers(self.fs.as_ref(), layers_dir, &checkpoint.layer_names())?;
         self.remove_unlisted_versions(&checkpoint.branch_ids())?;
-        let keep_from = checkpoint
-            .branches
-            .iter()
-            .map(|branch| branch.flushed)
-            .min()
-            .unwrap_or(covered)
-            .min(covered);
-        let removed = wal.truncate_before(keep_from)?;
-        tracing::debug!(%covered, %keep_from, removed_segments = removed, "catalog published");
+        let removed = remove_wal_before(wal, &cut)?;
+        tracing::debug!(%covered, replay_from = %cut.replay_from, removed_segments = removed, "catalog published");
         Ok(covered)
     }
 
@@ -177,28 +222,7 @@ impl StoreInner {
             .map_err(EngineError::io("read", &path))?;
         let checkpoint = Checkpoint::decode(Bytes::from(bytes), &path)?;
         self.make_catalog_durable(dir, &path, &layers_dir)?;
-        let cut = CatalogCut {
-            covered: checkpoint.covered,
-            replay_from: checkpoint
-                .branches
-                .iter()
-                .map(|branch| branch.flushed)
-                .min()
-                .unwrap_or(checkpoint.covered)
-                .min(checkpoint.covered),
-        };
-        let oldest_segment_start = wal.oldest_lsn().0 - layout::SEGMENT_HEADER_LEN;
-        if oldest_segment_start > cut.replay_from.0 {
-            return Err(EngineError::CorruptFile {
-                path,
-                offset: 12,
-                reason: format!(
-                    "replay must start at {} but the WAL starts at {}: records in between are missing",
-                    cut.replay_from,
-                    wal.oldest_lsn()
-                ),
-            });
-        }
+        let cut = CatalogCut::of(&checkpoint, &path, wal)?;
         let corrupt = |reason: String| EngineError::CorruptFile {
             path: path.clone(),
             offset: 0,

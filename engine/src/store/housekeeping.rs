@@ -325,7 +325,8 @@ impl StoreInner {
                 if !due {
                     if state.open.is_empty() {
                         // Nothing unflushed: the branch needs no WAL below its head.
-                        state.flushed = state.head;
+                        let head = state.head;
+                        state.advance_flushed(head);
                     }
                     return Ok(false);
                 }
@@ -357,9 +358,10 @@ impl StoreInner {
             state.layers.insert(layer);
         }
         state.frozen = None;
-        state.flushed = frozen_head;
+        state.advance_flushed(frozen_head);
         if state.open.is_empty() {
-            state.flushed = state.head;
+            let head = state.head;
+            state.advance_flushed(head);
         }
         self.memory.fetch_sub(frozen.bytes(), Ordering::Relaxed);
         let counters = &self.housekeeping_counters;
@@ -426,5 +428,64 @@ impl<'a> Reservation<'a> {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::At;
+    use crate::branch::BranchOptions;
+    use crate::key::Key;
+    use crate::store::{Config, Store};
+    use crate::update::Update;
+
+    /// Issue 18's second cause: flushing a branch with nothing unflushed set `flushed` to
+    /// its head, which for a branch with no commits yet is its branch point, below the WAL
+    /// the last catalog kept. `flushed` only moves forward.
+    #[test]
+    fn flushing_an_idle_branch_never_lowers_its_flushed_lsn() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            page_size: 512,
+            housekeeping_thread: false,
+            wal_segment_size: 4096,
+            memory_budget_bytes: u64::MAX,
+            ..Config::default()
+        };
+        let store = Store::create(dir.path(), config).unwrap();
+        let early = store
+            .commit(
+                "main",
+                vec![(Key::new(1, 0), Update::Image(vec![1; 512].into()))],
+            )
+            .unwrap()
+            .lsn;
+        for block in 0..40 {
+            store
+                .commit(
+                    "main",
+                    vec![(Key::new(1, block), Update::Image(vec![2; 512].into()))],
+                )
+                .unwrap();
+        }
+        store.checkpoint().unwrap();
+        store
+            .create_branch("idle", "main", At::Lsn(early), BranchOptions::default())
+            .unwrap();
+        let branch = store.inner.branch("idle").unwrap();
+        let before = branch.state.read().flushed;
+        assert!(
+            before > early,
+            "a new branch's flushed LSN starts at its creation"
+        );
+        let layers_dir = dir.path().join(LAYERS_DIR_NAME);
+        assert!(
+            !store
+                .inner
+                .flush_branch(&branch, &layers_dir, false)
+                .unwrap()
+        );
+        assert_eq!(branch.state.read().flushed, before);
     }
 }

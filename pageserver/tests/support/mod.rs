@@ -4,6 +4,8 @@
 // A test may panic: unwrapping and indexing its own fixtures is how it fails.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, dead_code)]
 
+pub(crate) mod cli;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -1,0 +1,44 @@
+//! Running the `pagefork` binary as a child process on a data directory.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+/// `pagefork --data-dir DIR ARGS...`, run to completion.
+pub(crate) fn pagefork(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pagefork"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("PAGEFORK_DATA_DIR")
+        .output()
+        .expect("run pagefork")
+}
+
+/// `pagefork --data-dir DIR ARGS...` with `stdin` as its standard input.
+pub(crate) fn pagefork_with_stdin(dir: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pagefork"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("PAGEFORK_DATA_DIR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pagefork");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The JSON a successful command printed (fails the test, with its stderr, otherwise).
+pub(crate) fn ok_json(output: Output) -> Value {
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON output")
+}
