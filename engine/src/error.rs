@@ -252,6 +252,35 @@ pub enum EngineError {
         /// The first LSN the log still holds.
         wal_start: Lsn,
     },
+    /// The catalog covers records the WAL no longer holds at its end (the log lost records
+    /// the catalog was written after, or was cut by a salvage): new records would reuse
+    /// LSNs the catalog already knows.
+    #[error(
+        "the catalog {catalog} covers the WAL up to {covered}, but the log in {wal_dir} ends at {wal_end}: records the catalog relies on are missing"
+    )]
+    WalBehindCatalog {
+        /// The catalog file.
+        catalog: PathBuf,
+        /// The WAL directory.
+        wal_dir: PathBuf,
+        /// What the catalog covers.
+        covered: Lsn,
+        /// Where the log ends.
+        wal_end: Lsn,
+    },
+    /// The catalog is missing and the WAL no longer starts at the store's first record, so
+    /// the history before the WAL (and the layer files holding it) cannot be found.
+    #[error(
+        "the catalog {catalog} is missing, but the WAL starts at {wal_start}, not at the store's first record: the history before it is known only to the catalog ({layer_files} layer files are waiting for it). Restore the catalog from a backup; nothing was changed"
+    )]
+    CatalogMissing {
+        /// Where the catalog should be.
+        catalog: PathBuf,
+        /// The first LSN the log holds.
+        wal_start: Lsn,
+        /// Layer files found beside it.
+        layer_files: usize,
+    },
     /// The store caught itself about to break one of its own invariants and refused the
     /// step; nothing was published or removed. This is a bug: the message says which rule.
     #[error("refused to {action}: {rule} ({detail}); nothing was changed on disk")]

@@ -61,7 +61,7 @@ pub use history::{HistoryEntry, HistoryOperation};
 pub use key::Key;
 /// The simulated, fault-injecting file system (see [`pagefork_wal::sim`]).
 pub use pagefork_wal::sim;
-pub use pagefork_wal::{Lsn, SyncMode};
+pub use pagefork_wal::{DroppedTail, Lsn, RecoveryMode, RecoveryReport, SyncMode, WalError};
 pub use store::{
     BranchFiles, BranchGc, Config, DEFAULT_CHECKPOINT_AFTER_BYTES, DEFAULT_COMPACT_L0_LAYERS,
     DEFAULT_GC_PERIOD, DEFAULT_IMAGE_AFTER_DELTAS, DEFAULT_L1_LAYER_BYTES,

@@ -71,6 +71,15 @@ pub(crate) enum Command {
     },
     /// Write a checkpoint so the next open replays less WAL, and drop covered WAL segments.
     Checkpoint,
+    /// Check whether the store opens and, if it does not, say exactly what is damaged and
+    /// what `--salvage` would discard. Changes nothing unless `--salvage` is given; exits 1
+    /// when the store is damaged.
+    Recover {
+        /// Cut the WAL at its last good record, discarding everything after the damage,
+        /// and report what was discarded (like RocksDB's point-in-time recovery).
+        #[arg(long)]
+        salvage: bool,
+    },
     /// Checkpoint, then merge every branch's L0 delta layers into L1 layers and write image
     /// layers over long delta chains.
     Compact,

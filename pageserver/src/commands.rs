@@ -17,8 +17,12 @@ use crate::views::{branch_json, commit_json, stats_json, time_answer_json};
 /// Exit code of `page get` when the page does not exist.
 pub(crate) const EXIT_NO_PAGE: i32 = 3;
 
-pub(crate) fn open(dir: &Path) -> Result<Store> {
-    Store::open(dir).with_context(|| format!("cannot open the store in {}", dir.display()))
+/// Opens the store in `dir`, telling the user on stderr what recovery dropped, if anything.
+pub(crate) fn open(dir: &Path, json: bool) -> Result<Store> {
+    let store =
+        Store::open(dir).with_context(|| format!("cannot open the store in {}", dir.display()))?;
+    crate::recover::report_open(&store, json);
+    Ok(store)
 }
 
 pub(crate) fn init(dir: &Path, page_size: usize, backend: Backend, json: bool) -> Result<()> {
@@ -52,7 +56,7 @@ pub(crate) fn at(args: &AtArgs) -> At {
 }
 
 pub(crate) fn branch(dir: &Path, command: &BranchCommand, json: bool) -> Result<()> {
-    let store = open(dir)?;
+    let store = open(dir, json)?;
     match command {
         BranchCommand::Create {
             name,
@@ -105,7 +109,7 @@ pub(crate) fn branch(dir: &Path, command: &BranchCommand, json: bool) -> Result<
 }
 
 pub(crate) fn page(dir: &Path, command: &PageCommand, json: bool) -> Result<i32> {
-    let store = open(dir)?;
+    let store = open(dir, json)?;
     match command {
         PageCommand::Put {
             branch,
@@ -170,7 +174,7 @@ pub(crate) fn lsn_for_time(
     time: pagefork_engine::Timestamp,
     json: bool,
 ) -> Result<()> {
-    let store = open(dir)?;
+    let store = open(dir, json)?;
     let answer = store.lsn_for_time(branch, time)?;
     if json {
         println!("{}", time_answer_json(&answer));
@@ -181,7 +185,7 @@ pub(crate) fn lsn_for_time(
 }
 
 pub(crate) fn checkpoint(dir: &Path, json: bool) -> Result<()> {
-    let store = open(dir)?;
+    let store = open(dir, json)?;
     let covered = store.checkpoint()?;
     if json {
         println!("{}", json!({"covered_lsn": covered.to_string()}));
@@ -192,7 +196,7 @@ pub(crate) fn checkpoint(dir: &Path, json: bool) -> Result<()> {
 }
 
 pub(crate) fn compact(dir: &Path, json: bool) -> Result<()> {
-    let store = open(dir)?;
+    let store = open(dir, json)?;
     let covered = store.compact()?;
     let stats = store.stats();
     if json {
@@ -219,7 +223,7 @@ pub(crate) fn compact(dir: &Path, json: bool) -> Result<()> {
 }
 
 pub(crate) fn stats(dir: &Path, json: bool) -> Result<()> {
-    let store = open(dir)?;
+    let store = open(dir, json)?;
     let stats = store.stats();
     if json {
         println!("{}", stats_json(&stats));

@@ -18,7 +18,7 @@ pub(crate) fn inspect(dir: &Path, command: &InspectCommand, json: bool) -> Resul
         InspectCommand::Layer { file } => inspect_layer(file, json),
         InspectCommand::Store { no_verify } => inspect_store(dir, !no_verify, json),
         InspectCommand::Wal { from, limit } => {
-            let store = open(dir)?;
+            let store = open(dir, json)?;
             let entries = store.wal_entries(*from, *limit)?;
             if json {
                 let entries: Vec<Value> = entries
@@ -82,7 +82,7 @@ fn inspect_layer(file: &Path, json: bool) -> Result<()> {
 }
 
 fn inspect_store(dir: &Path, verify: bool, json: bool) -> Result<()> {
-    let store = open(dir)?;
+    let store = open(dir, json)?;
     let files = store.files(verify)?;
     let damaged: Vec<&LayerFileSummary> = files
         .branches

@@ -82,7 +82,7 @@ pub(crate) fn branch(store: &Store, command: &BranchCommand, json: bool) -> Resu
 
 /// `pagefork log`: every branch operation, oldest first.
 pub(crate) fn log(dir: &Path, json: bool) -> Result<()> {
-    let store = open(dir)?;
+    let store = open(dir, json)?;
     let history = store.history();
     if json {
         let entries: Vec<Value> = history.iter().map(entry_json).collect();

@@ -9,6 +9,7 @@ mod commands;
 mod demo;
 mod inspect;
 mod lifecycle;
+mod recover;
 mod retention;
 mod serve;
 mod views;
@@ -45,6 +46,7 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
             commands::lsn_for_time(dir, branch, *time, cli.json).map(|()| 0)
         }
         Command::Checkpoint => commands::checkpoint(dir, cli.json).map(|()| 0),
+        Command::Recover { salvage } => recover::run(dir, *salvage, cli.json),
         Command::Compact => commands::compact(dir, cli.json).map(|()| 0),
         Command::Stats => commands::stats(dir, cli.json).map(|()| 0),
         Command::Log => lifecycle::log(dir, cli.json).map(|()| 0),

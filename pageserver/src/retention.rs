@@ -15,7 +15,7 @@ use crate::views::{describe_retain_reason, gc_report_json, lease_json};
 
 /// `pagefork gc`.
 pub(crate) fn gc(dir: &Path, json: bool) -> Result<()> {
-    let store = open(dir)?;
+    let store = open(dir, json)?;
     let report = store.gc()?;
     if json {
         println!("{}", gc_report_json(&report));
@@ -61,7 +61,7 @@ pub(crate) fn lease(
     duration: Duration,
     json: bool,
 ) -> Result<()> {
-    let store = open(dir)?;
+    let store = open(dir, json)?;
     let leases = match target {
         Some((branch, lsn)) => vec![store.lease(branch, lsn, duration)?],
         None => store.leases(),

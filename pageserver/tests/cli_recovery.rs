@@ -9,6 +9,9 @@ mod support;
 
 use std::path::Path;
 
+use pagefork_engine::{Config, Key, Store, SyncMode, Update};
+use pagefork_tests::tree_snapshot;
+use serde_json::Value;
 use support::cli::{ok_json, pagefork, pagefork_with_stdin};
 
 const PAGE_SIZE: usize = 65536;
@@ -74,4 +77,171 @@ fn a_branch_at_an_old_lsn_then_written_then_a_detach_leaves_a_store_that_opens()
         page(5),
         "old shows main as it was at the 6th commit"
     );
+}
+
+fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "wal"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A store of 8 KiB pages at the default segment size whose WAL spans two segments, the
+/// second holding the last commits; built through the library (thousands of `page put`
+/// processes would take minutes), used through the binary.
+fn store_over_two_segments(dir: &Path) {
+    let config = Config {
+        sync_mode: SyncMode::Never,
+        ..Config::default()
+    };
+    let store = Store::create(dir, config).unwrap();
+    let mut block = 0u32;
+    while segments(dir).len() < 2 || !block.is_multiple_of(100) {
+        let page = u64::from(block).to_le_bytes().repeat(8192 / 8);
+        store
+            .commit(
+                "main",
+                vec![(Key::new(1, block), Update::Image(page.into()))],
+            )
+            .unwrap();
+        block += 1;
+    }
+    drop(store);
+}
+
+/// `recover` on a store whose last segment was cut mid-record (a bad copy, a full disk):
+/// without `--salvage` it says what is damaged and what salvage would discard, and
+/// changes nothing; with it, the log is cut at the last good record and the store opens.
+#[test]
+fn recover_explains_a_cut_segment_and_salvage_makes_the_store_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    store_over_two_segments(&dir);
+    let last = segments(&dir).pop().unwrap();
+    let bytes = std::fs::read(&last).unwrap();
+    let used = bytes.iter().rposition(|&b| b != 0).unwrap();
+    std::fs::write(&last, &bytes[..used / 2]).unwrap();
+
+    let refused = pagefork(&dir, &["branch", "list"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("the segment size is 16777216"),
+        "{message}"
+    );
+
+    let before = tree_snapshot(&dir);
+    let check = pagefork(&dir, &["--json", "recover"]);
+    assert_eq!(check.status.code(), Some(1), "damage exits 1");
+    let answer: Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(answer["status"], "damaged", "{answer}");
+    assert!(answer["damage"].as_str().unwrap().contains("16777216"));
+    let would_end = answer["wal"]["end"].as_str().unwrap().to_owned();
+    assert!(answer["wal"]["salvaged_corruption"].is_string(), "{answer}");
+    assert_eq!(
+        before,
+        tree_snapshot(&dir),
+        "recover without --salvage changed nothing"
+    );
+
+    let salvaged = ok_json(pagefork(&dir, &["--json", "recover", "--salvage"]));
+    assert_eq!(salvaged["status"], "salvaged", "{salvaged}");
+    assert_eq!(
+        salvaged["wal"]["end"],
+        would_end.as_str(),
+        "salvage did what the check said"
+    );
+    let branches = ok_json(pagefork(&dir, &["--json", "branch", "list"]));
+    assert_eq!(branches.as_array().unwrap().len(), 1);
+    let clean = ok_json(pagefork(&dir, &["--json", "recover"]));
+    assert_eq!(clean["status"], "clean");
+    // What the first segment held is all there.
+    let read = pagefork(&dir, &["page", "get", "main", "1", "5"]);
+    assert_eq!(read.stdout, 5u64.to_le_bytes().repeat(8192 / 8));
+}
+
+/// A deleted last segment: its predecessor's segment-end frame promises it, so opening
+/// is refused naming it; salvage accepts the loss, explicitly.
+#[test]
+fn a_deleted_last_segment_is_refused_and_salvage_says_what_is_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    store_over_two_segments(&dir);
+    let last = segments(&dir).pop().unwrap();
+    std::fs::remove_file(&last).unwrap();
+    let refused = pagefork(&dir, &["branch", "list"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains(&format!("WAL segment {} is missing", last.display())),
+        "{message}"
+    );
+    let check = pagefork(&dir, &["recover"]);
+    assert_eq!(check.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        text.contains("is missing") && text.contains("--salvage"),
+        "{text}"
+    );
+    let salvaged = ok_json(pagefork(&dir, &["--json", "recover", "--salvage"]));
+    assert_eq!(salvaged["status"], "salvaged");
+    ok_json(pagefork(&dir, &["--json", "branch", "list"]));
+}
+
+/// A torn record after the log's end (a crash mid-write): every command opens the store
+/// and says on stderr, in one line, what it dropped; with `--json`, as JSON.
+#[test]
+fn a_torn_tail_is_reported_on_stderr_by_the_command_that_drops_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    ok_json(pagefork(&dir, &["--json", "init"]));
+    let lsn = put_page(&dir);
+    let last = segments(&dir).pop().unwrap();
+    let mut bytes = std::fs::read(&last).unwrap();
+    // The first segment starts at LSN 0, so the last record's LSN is its end's offset.
+    let end =
+        usize::try_from(u64::from_str_radix(lsn.trim_start_matches("0/"), 16).unwrap()).unwrap();
+    bytes[end..end + 100].fill(0x5A);
+    std::fs::write(&last, &bytes).unwrap();
+    let mut damaged = bytes.clone();
+    let json = pagefork(&dir, &["--json", "branch", "list"]);
+    assert!(json.status.success());
+    let line: Value = serde_json::from_slice(&json.stderr).unwrap();
+    assert_eq!(line["recovery"]["dropped_tail"]["bytes"], 100, "{line}");
+    assert_eq!(
+        line["recovery"]["dropped_tail"]["segment"],
+        last.display().to_string()
+    );
+    // Again in text: one line naming the segment, the LSN range, bytes and records.
+    damaged[end..end + 100].fill(0x5A);
+    std::fs::write(&last, &damaged).unwrap();
+    let text = pagefork(&dir, &["branch", "list"]);
+    let stderr = String::from_utf8_lossy(&text.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&last.display().to_string())
+            && stderr.contains("100 bytes")
+            && stderr.contains("0 whole records"),
+        "{stderr}"
+    );
+    // Dropped once: the next open says nothing.
+    let quiet = pagefork(&dir, &["branch", "list"]);
+    assert!(
+        quiet.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+}
+
+/// Commits one page on main; returns its LSN.
+fn put_page(dir: &Path) -> String {
+    let out = ok_json(pagefork_with_stdin(
+        dir,
+        &["--json", "page", "put", "main", "1", "0"],
+        &[0xEE; 8192],
+    ));
+    out["lsn"].as_str().unwrap().to_owned()
 }

@@ -266,3 +266,60 @@ pub fn run_seeds<T>(default_seeds: u64, run: impl Fn(u64) -> T) -> Vec<T> {
         })
         .collect()
 }
+
+/// Every file under `dir` (recursively) with its bytes, and every directory (as `None`):
+/// what "nothing changed on disk" is compared by.
+pub fn tree_snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Option<Vec<u8>>> {
+    let mut tree = std::collections::BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).expect("read directory") {
+            let path = entry.expect("directory entry").path();
+            let relative = path.strip_prefix(dir).expect("under dir").to_path_buf();
+            if path.is_dir() {
+                tree.insert(relative, None);
+                pending.push(path);
+            } else {
+                tree.insert(relative, Some(std::fs::read(&path).expect("read file")));
+            }
+        }
+    }
+    tree
+}
+
+/// Runs `open`, which must fail, and asserts it changed nothing under `dir`, byte for
+/// byte (DESIGN.md invariant 8). Returns the error.
+pub fn open_fails_changing_nothing<T, E: std::fmt::Debug>(
+    dir: &Path,
+    open: impl FnOnce() -> Result<T, E>,
+) -> E {
+    let before = tree_snapshot(dir);
+    let Err(error) = open() else {
+        panic!("the damaged store in {} opened", dir.display());
+    };
+    let after = tree_snapshot(dir);
+    let changed: Vec<&PathBuf> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|path| before.get(*path) != after.get(*path))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "a failed open ({error:?}) changed {changed:?}"
+    );
+    error
+}
+
+/// Copies the tree under `from` into `to` (created).
+pub fn copy_tree(from: &Path, to: &Path) {
+    for (relative, contents) in tree_snapshot(from) {
+        let path = to.join(relative);
+        match contents {
+            None => std::fs::create_dir_all(&path).expect("create directory"),
+            Some(bytes) => {
+                std::fs::create_dir_all(path.parent().expect("a parent")).expect("create parent");
+                std::fs::write(&path, bytes).expect("write file");
+            }
+        }
+    }
+}

@@ -36,16 +36,29 @@ fn loading_far_more_than_the_budget_keeps_peak_rss_bounded() {
         .collect();
     let peak_mib = report["peak_rss_kib"] / 1024;
     println!(
-        "{total_mib} MiB loaded with a {BUDGET_MIB} MiB budget: peak RSS {peak_mib} MiB, {} flushes, {} compactions",
-        report["flushes"], report["compactions"]
+        "{total_mib} MiB loaded with a {BUDGET_MIB} MiB budget: peak RSS {peak_mib} MiB, {} flushes (largest frozen layer {} MiB), {} compactions",
+        report["flushes"],
+        report["largest_frozen_bytes"] >> 20,
+        report["compactions"]
     );
     assert!(
         peak_mib < PEAK_LIMIT_MIB,
         "peak RSS {peak_mib} MiB over {PEAK_LIMIT_MIB} MiB"
     );
+    // Flushed all along, whatever the build's ingest speed: writers wait while open
+    // layers hold half the budget, so no layer frozen for a flush is larger than that plus
+    // the commit that crossed it (16 pages and their in-memory keys), and everything but
+    // what the budget may hold at the end was flushed.
+    let one_commit = 16 * (8192 + 1024);
     assert!(
-        report["flushes"] * 64 >= total_mib,
-        "open layers were flushed all along"
+        report["largest_frozen_bytes"] <= (BUDGET_MIB << 20) / 2 + one_commit,
+        "a frozen layer of {} bytes: open layers grew past half the budget",
+        report["largest_frozen_bytes"]
+    );
+    assert!(
+        report["flushed_bytes"] + (BUDGET_MIB << 20) >= total_mib << 20,
+        "only {} bytes of {total_mib} MiB were flushed",
+        report["flushed_bytes"]
     );
     if total_mib >= 1024 {
         assert!(report["compactions"] > 0, "L0 layers were merged");

@@ -65,6 +65,33 @@ pub enum WalError {
     #[error("invalid WAL configuration: {0}")]
     InvalidConfig(String),
 
+    /// The last segment ends with a segment-end frame, which is written only after the next
+    /// segment was created, but the next segment is missing: records from `lost_from` on
+    /// are gone (how many cannot be known).
+    #[error(
+        "WAL segment {path} is missing: {after} ends with a segment-end frame that promises it; records from {lost_from} on are lost (the log kept up to {kept_end})"
+    )]
+    MissingSegment {
+        /// The missing segment's file.
+        path: PathBuf,
+        /// The segment that promises it.
+        after: PathBuf,
+        /// The first LSN the missing segment would hold.
+        lost_from: Lsn,
+        /// The end of the last record the log still holds.
+        kept_end: Lsn,
+    },
+
+    /// An append to a log opened with `Wal::open_for_recovery_on` before
+    /// `Wal::complete_recovery`.
+    #[error(
+        "the write-ahead log in {dir} is still being recovered: complete the recovery before appending"
+    )]
+    RecoveryPending {
+        /// The log's directory.
+        dir: PathBuf,
+    },
+
     /// A segment file's header is damaged or does not belong to this log.
     #[error("WAL segment {path} is damaged at offset {offset}: {problem}")]
     BadSegment {

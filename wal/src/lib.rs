@@ -49,7 +49,7 @@ pub use error::{Result, WalError};
 pub use log::{Wal, WalStats};
 pub use lsn::{Lsn, ParseLsnError};
 pub use reader::{WalReader, WalRecord};
-pub use recovery::RecoveryReport;
+pub use recovery::{DroppedTail, RecoveryReport};
 
 /// Byte layout constants, for tools and tests that inspect or damage log files on purpose.
 pub mod layout {

@@ -32,7 +32,7 @@ use crate::format::{
 use crate::fs::{FileSystem, FsLock, StdFileSystem, create_dir_all_durably};
 use crate::lsn::Lsn;
 use crate::reader::WalReader;
-use crate::recovery::{RecoveryReport, recover};
+use crate::recovery::{RecoveryReport, Repair, recover};
 use crate::segment::{Segment, list_segments, sync_dir};
 
 mod group_commit;
@@ -69,6 +69,9 @@ pub(crate) struct Inner {
     durable: AtomicU64,
     /// Set once, by the first failed write or fsync.
     poisoned: Mutex<Option<String>>,
+    /// What recovery will change on disk; appends are refused while it is pending (see
+    /// `Wal::open_for_recovery_on`).
+    pending_repair: Mutex<Option<Repair>>,
     /// The segment the last write stage wrote to last (see `write_pending`).
     pub(crate) last_written_segment: Mutex<Option<Arc<Segment>>>,
     /// Live segments by start LSN, for readers and truncation.
@@ -184,7 +187,7 @@ impl Wal {
         WalConfig::validate_segment_size(config.segment_size)?;
         create_dir_all_durably(fs.as_ref(), dir).map_err(WalError::io("create directory", dir))?;
         let lock_file = lock_directory(fs.as_ref(), dir)?;
-        if !list_segments(fs.as_ref(), dir)?.is_empty() {
+        if !list_segments(fs.as_ref(), dir)?.segments.is_empty() {
             return Err(WalError::AlreadyExists {
                 dir: dir.to_owned(),
             });
@@ -219,6 +222,21 @@ impl Wal {
         dir: impl AsRef<Path>,
         config: WalConfig,
     ) -> Result<(Wal, RecoveryReport)> {
+        let (wal, report) = Wal::open_for_recovery_on(fs, dir, config)?;
+        wal.complete_recovery()?;
+        Ok((wal, report))
+    }
+
+    /// Opens the log in `dir` without changing anything on disk: recovery reads every
+    /// segment and decides what it would drop (the report says what), the log can be read
+    /// up to its recovered end, and appends are refused until [`Wal::complete_recovery`]
+    /// makes those changes. For a caller that must accept more than the log before
+    /// anything changes: dropping the log unfinished leaves every file as it was.
+    pub fn open_for_recovery_on(
+        fs: Arc<dyn FileSystem>,
+        dir: impl AsRef<Path>,
+        config: WalConfig,
+    ) -> Result<(Wal, RecoveryReport)> {
         let dir = dir.as_ref();
         if !fs.is_dir(dir).map_err(WalError::io("stat", dir))? {
             return Err(WalError::NotFound {
@@ -227,26 +245,57 @@ impl Wal {
         }
         let lock_file = lock_directory(fs.as_ref(), dir)?;
         let recovered = recover(fs.as_ref(), dir, config.recovery_mode)?;
-        let mut segments = recovered.segments;
-        let next_frame = recovered.next_frame;
-        let next = if segments.last().map(Segment::end) == Some(next_frame) {
-            // Every segment ended cleanly: the log continues in a new segment.
-            let header = SegmentHeader {
-                segment_size: recovered.segment_size,
-                start: next_frame,
-                salt: recovered.salt,
-            };
-            segments.push(Segment::create(fs.as_ref(), dir, header)?);
-            Lsn(next_frame.0 + SEGMENT_HEADER_LEN)
-        } else {
-            next_frame
-        };
         let config = WalConfig {
             segment_size: recovered.segment_size,
             ..config
         };
-        let wal = Wal::from_parts(fs, dir, config, recovered.salt, lock_file, segments, next);
+        let wal = Wal::from_parts(
+            fs,
+            dir,
+            config,
+            recovered.salt,
+            lock_file,
+            recovered.segments,
+            recovered.next_frame,
+        );
+        *wal.inner.pending_repair.lock() = Some(recovered.repair);
         Ok((wal, recovered.report))
+    }
+
+    /// Makes the changes recovery decided on (zeroes a dropped tail, removes the segments
+    /// after it, fsyncs the kept ones, starts a new segment if every one ended cleanly),
+    /// after which the log accepts appends. Does nothing the second time.
+    pub fn complete_recovery(&self) -> Result<()> {
+        let inner = &self.inner;
+        let mut pending = inner.pending_repair.lock();
+        let Some(repair) = pending.take() else {
+            return Ok(());
+        };
+        {
+            let segments = inner.segments.read();
+            let kept: Vec<&Segment> = segments.values().map(AsRef::as_ref).collect();
+            repair.apply(inner.fs.as_ref(), &inner.dir, &kept)?;
+        }
+        let mut state = inner.append.lock();
+        if state.next == state.active.end() {
+            // Every segment ended cleanly: the log continues in a new segment.
+            let header = SegmentHeader {
+                segment_size: inner.segment_size,
+                start: state.next,
+                salt: inner.salt,
+            };
+            let segment = Arc::new(Segment::create(inner.fs.as_ref(), &inner.dir, header)?);
+            inner
+                .segments
+                .write()
+                .insert(segment.start, Arc::clone(&segment));
+            let next = Lsn(segment.start.0 + SEGMENT_HEADER_LEN);
+            state.active = segment;
+            state.next = next;
+            inner.written.store(next.0, Ordering::Release);
+            inner.durable.store(next.0, Ordering::Release);
+        }
+        Ok(())
     }
 
     fn from_parts(
@@ -288,6 +337,7 @@ impl Wal {
             written: AtomicU64::new(next.0),
             durable: AtomicU64::new(next.0),
             poisoned: Mutex::new(None),
+            pending_repair: Mutex::new(None),
             last_written_segment: Mutex::new(None),
             segments: RwLock::new(segments),
             counters: Counters::default(),
@@ -359,6 +409,11 @@ impl Wal {
     pub fn append_deferred(&self, kind: u8, payload: &[u8]) -> Result<(Lsn, Lsn)> {
         let inner = &self.inner;
         inner.check_poisoned()?;
+        if inner.pending_repair.lock().is_some() {
+            return Err(WalError::RecoveryPending {
+                dir: inner.dir.clone(),
+            });
+        }
         let len = payload.len() as u64;
         let max = max_payload_len(inner.segment_size);
         if len > max {

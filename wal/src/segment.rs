@@ -39,11 +39,10 @@ pub(crate) fn sync_dir(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
         .map_err(WalError::io("fsync directory", dir))
 }
 
-/// Segment files in `dir`, sorted by start LSN. Removes temporary debris from a crash
-/// during segment creation (and fsyncs the directory if it removed any).
-pub(crate) fn list_segments(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<(Lsn, PathBuf)>> {
-    let mut segments = Vec::new();
-    let mut removed_debris = false;
+/// Segment files in `dir`, sorted by start LSN, and the temporary debris of segment
+/// creations a crash interrupted (for recovery to remove). Reads only.
+pub(crate) fn list_segments(fs: &dyn FileSystem, dir: &Path) -> Result<SegmentListing> {
+    let mut listing = SegmentListing::default();
     let names = fs
         .list_dir(dir)
         .map_err(WalError::io("read directory", dir))?;
@@ -51,18 +50,22 @@ pub(crate) fn list_segments(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<(Lsn,
         let Some(name) = name.to_str() else { continue };
         let path = dir.join(name);
         if name.ends_with(TEMP_SUFFIX) {
-            fs.remove_file(&path)
-                .map_err(WalError::io("remove debris", &path))?;
-            removed_debris = true;
+            listing.debris.push(path);
         } else if let Some(start) = parse_segment_file_name(name) {
-            segments.push((start, path));
+            listing.segments.push((start, path));
         }
     }
-    if removed_debris {
-        sync_dir(fs, dir)?;
-    }
-    segments.sort();
-    Ok(segments)
+    listing.segments.sort();
+    Ok(listing)
+}
+
+/// What `list_segments` found.
+#[derive(Debug, Default)]
+pub(crate) struct SegmentListing {
+    /// Segment files by start LSN.
+    pub(crate) segments: Vec<(Lsn, PathBuf)>,
+    /// Temporary files of segment creations that never finished.
+    pub(crate) debris: Vec<PathBuf>,
 }
 
 /// An open segment file. Writes go through the log's flush leader; reads may come from

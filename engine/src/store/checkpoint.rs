@@ -69,6 +69,15 @@ impl CatalogCut {
     /// still holds (invariant 7: every published catalog can be opened).
     fn of(checkpoint: &Checkpoint, path: &Path, wal: &Wal) -> Result<CatalogCut> {
         let (replay_from, held_by) = checkpoint.replay_from();
+        let wal_end = wal.written_lsn();
+        if checkpoint.covered > wal_end {
+            return Err(EngineError::WalBehindCatalog {
+                catalog: path.to_owned(),
+                wal_dir: wal.dir().to_owned(),
+                covered: checkpoint.covered,
+                wal_end,
+            });
+        }
         let wal_start = wal.oldest_lsn();
         // Replay starts after the record ending at `replay_from`; the oldest segment's
         // first record may end right there or later, so its header start is what counts.
@@ -180,8 +189,11 @@ impl StoreInner {
     }
 
     /// Loads the catalog if there is one (branches and their layers) and returns where
-    /// replay starts. Removes layer files the catalog does not list; a listed layer that
-    /// is missing, of the wrong size, or overlapping another is an error naming it.
+    /// replay starts; a listed layer that is missing, of the wrong size, or overlapping
+    /// another is an error naming it. Removes nothing: layer files no branch lists are
+    /// removed once the whole store was accepted (`remove_layer_debris`). (With RocksDB,
+    /// versions the catalog never published are trimmed once the catalog is accepted:
+    /// they are debris by definition, and replay must not read them.)
     /// Makes the catalog `open` found durable, with the layer files it lists, before
     /// anything is removed on its word: after an I/O error (a failed directory fsync, say)
     /// the catalog a reopen reads may be visible without being durable, and removing the
@@ -204,7 +216,11 @@ impl StoreInner {
             .map_err(EngineError::io("fsync directory", dir))
     }
 
-    pub(super) fn restore_checkpoint(&self, dir: &Path, wal: &Wal) -> Result<Option<CatalogCut>> {
+    pub(super) fn restore_checkpoint(
+        &self,
+        dir: &Path,
+        wal: &Wal,
+    ) -> Result<Option<(CatalogCut, BTreeSet<String>)>> {
         let path = dir.join(CATALOG_FILE_NAME);
         let layers_dir = dir.join(LAYERS_DIR_NAME);
         if !self
@@ -212,8 +228,21 @@ impl StoreInner {
             .exists(&path)
             .map_err(EngineError::io("stat", &path))?
         {
-            remove_unlisted_layers(self.fs.as_ref(), &layers_dir, &BTreeSet::new())?;
-            self.remove_unlisted_versions(&BTreeSet::new())?;
+            // Without a catalog, replay starts at the store's first record: the log must
+            // still begin at LSN 0. Otherwise the catalog was lost, and with it the only
+            // account of the history before the log and of the layers holding it.
+            if wal.oldest_lsn() != Lsn(layout::SEGMENT_HEADER_LEN) {
+                return Err(EngineError::CatalogMissing {
+                    catalog: path,
+                    wal_start: wal.oldest_lsn(),
+                    layer_files: store_layer_files(self.fs.as_ref(), &layers_dir)?.len(),
+                });
+            }
+            if self.version_db.is_some() {
+                // Versions flushed before any catalog was published: never listed, and
+                // replay writes them again.
+                self.remove_unlisted_versions(&BTreeSet::new())?;
+            }
             return Ok(None);
         }
         let bytes = self
@@ -223,12 +252,12 @@ impl StoreInner {
         let checkpoint = Checkpoint::decode(Bytes::from(bytes), &path)?;
         self.make_catalog_durable(dir, &path, &layers_dir)?;
         let cut = CatalogCut::of(&checkpoint, &path, wal)?;
+        let checkpoint_layers = checkpoint.layer_names();
         let corrupt = |reason: String| EngineError::CorruptFile {
             path: path.clone(),
             offset: 0,
             reason,
         };
-        remove_unlisted_layers(self.fs.as_ref(), &layers_dir, &checkpoint.layer_names())?;
         let mut catalog = self.catalog.write();
         let mut unpublished: Vec<(BranchId, Option<Lsn>, Lsn)> = Vec::new();
         for image in checkpoint.branches {
@@ -387,7 +416,7 @@ impl StoreInner {
         *self.sequencer.lock() = checkpoint.last_time;
         self.catalog_covered
             .store(checkpoint.covered.0, Ordering::Release);
-        Ok(Some(cut))
+        Ok(Some((cut, checkpoint_layers)))
     }
 }
 
@@ -465,8 +494,6 @@ fn open_listed_layer(
     })
 }
 
-/// Removes files in the layers directory that `listed` does not name: layers of deleted
-/// branches, and debris of checkpoints a crash interrupted.
 impl StoreInner {
     /// With the RocksDB backend, removes the versions of every branch `listed` does not
     /// name (deleted, or created after the last catalog and replayed from the WAL anew).
@@ -484,21 +511,85 @@ impl StoreInner {
         }
         Ok(())
     }
+
+    /// The last step of a successful open: removes the layer files neither the catalog on
+    /// disk (`catalog_layers`) lists nor a branch holds now (debris of flushes,
+    /// compactions and detaches whose catalog was never published). A layer the catalog
+    /// lists stays even if replay dropped it: until the next catalog is published, the one
+    /// on disk must still open.
+    pub(super) fn remove_layer_debris(
+        &self,
+        dir: &Path,
+        catalog_layers: BTreeSet<String>,
+    ) -> Result<()> {
+        let mut keep: BTreeSet<String> = self
+            .catalog
+            .read()
+            .branches()
+            .flat_map(|branch| {
+                let state = branch.state.read();
+                state
+                    .layers
+                    .iter()
+                    .map(|layer| layer.name.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        keep.extend(catalog_layers);
+        remove_unlisted_layers(self.fs.as_ref(), &dir.join(LAYERS_DIR_NAME), &keep)
+    }
 }
 
+/// Whether `name` is one the store gives its layer files (see `layer_file_name`), or
+/// their temporary name while being published. Other files are left alone.
+fn is_store_layer_file_name(name: &str) -> bool {
+    let name = name.strip_suffix(".tmp").unwrap_or(name);
+    let Some((stem, suffix)) = name.rsplit_once('.') else {
+        return false;
+    };
+    if !matches!(suffix, "l0" | "l1" | "image") {
+        return false;
+    }
+    let mut parts = stem.split('-');
+    let hex_widths = [16, 16, 16, 16, 16];
+    let fields_ok = hex_widths.iter().all(|&width| {
+        parts
+            .next()
+            .is_some_and(|part| part.len() == width && part.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    let generation_ok = match parts.next() {
+        None => true,
+        Some(generation) => {
+            !generation.is_empty() && generation.bytes().all(|b| b.is_ascii_digit())
+        }
+    };
+    fields_ok && generation_ok && parts.next().is_none()
+}
+
+/// The files in `layers_dir` named like the store's layer files (none if it is missing).
+fn store_layer_files(fs: &dyn FileSystem, layers_dir: &Path) -> Result<Vec<String>> {
+    let names = match fs.list_dir(layers_dir) {
+        Ok(names) => names,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(EngineError::io("read directory", layers_dir)(error)),
+    };
+    Ok(names
+        .into_iter()
+        .filter_map(|name| name.to_str().map(str::to_owned))
+        .filter(|name| is_store_layer_file_name(name))
+        .collect())
+}
+
+/// Removes the layer files in `layers_dir` that `listed` does not name: layers of deleted
+/// branches, and debris of cycles a crash interrupted. Files not named like the store's
+/// layer files are left alone.
 fn remove_unlisted_layers(
     fs: &dyn FileSystem,
     layers_dir: &Path,
     listed: &BTreeSet<String>,
 ) -> Result<()> {
-    let names = match fs.list_dir(layers_dir) {
-        Ok(names) => names,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(error) => return Err(EngineError::io("read directory", layers_dir)(error)),
-    };
     let mut removed = Vec::new();
-    for name in names {
-        let name = name.to_string_lossy().into_owned();
+    for name in store_layer_files(fs, layers_dir)? {
         if !listed.contains(&name) {
             let path: PathBuf = layers_dir.join(&name);
             fs.remove_file(&path)

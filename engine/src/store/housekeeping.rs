@@ -64,6 +64,7 @@ pub(super) struct Force {
 pub(super) struct HousekeepingCounters {
     pub(super) flushes: AtomicU64,
     pub(super) flushed_bytes: AtomicU64,
+    pub(super) largest_frozen_bytes: AtomicU64,
     pub(super) compactions: AtomicU64,
     pub(super) compacted_bytes: AtomicU64,
     pub(super) images_written: AtomicU64,
@@ -367,6 +368,9 @@ impl StoreInner {
         let counters = &self.housekeeping_counters;
         counters.flushes.fetch_add(1, Ordering::Relaxed);
         counters.flushed_bytes.fetch_add(size, Ordering::Relaxed);
+        counters
+            .largest_frozen_bytes
+            .fetch_max(frozen.bytes(), Ordering::Relaxed);
         Ok(true)
     }
 

@@ -31,13 +31,15 @@ mod retention;
 #[cfg(all(test, feature = "rocksdb"))]
 mod rocks_tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use pagefork_wal::{DEFAULT_SEGMENT_SIZE, Lsn, SyncMode, Wal, WalConfig, WalError};
+use pagefork_wal::{
+    DEFAULT_SEGMENT_SIZE, Lsn, RecoveryMode, RecoveryReport, SyncMode, Wal, WalConfig, WalError,
+};
 use parking_lot::{Mutex, RwLock};
 
 use crate::backend::{Backend, VersionDb};
@@ -146,6 +148,11 @@ pub struct Config {
     /// uses the store's own, `Store::open_with` refuses another. An in-memory store has
     /// only `Native`.
     pub backend: Backend,
+    /// What opening does with a WAL damaged in a way no crash explains (a bad record that
+    /// a later one proves was durable, a missing or short segment): refuse, naming it
+    /// (`Strict`, the default), or cut the log at the last good record and say what was
+    /// discarded (`SalvageToLastGood`, what `pagefork recover --salvage` uses).
+    pub wal_recovery: RecoveryMode,
 }
 
 impl Default for Config {
@@ -168,11 +175,23 @@ impl Default for Config {
             gc_period: DEFAULT_GC_PERIOD,
             housekeeping_thread: true,
             backend: Backend::Native,
+            wal_recovery: RecoveryMode::Strict,
         }
     }
 }
 
 impl Config {
+    /// The default configuration with the page size and backend of the store in `dir`
+    /// (read from its metadata file): what `Store::open` uses.
+    pub fn of_store(dir: &Path) -> Result<Config> {
+        let meta = read_meta(&StdFileSystem, dir)?;
+        Ok(Config {
+            page_size: meta.page_size as usize,
+            backend: meta.backend,
+            ..Config::default()
+        })
+    }
+
     fn validate(&self) -> Result<()> {
         if !self.page_size.is_power_of_two() || !(512..=65536).contains(&self.page_size) {
             return Err(EngineError::InvalidConfig(format!(
@@ -229,6 +248,8 @@ pub struct Store {
     /// stops while the store is still whole).
     worker: Option<Arc<WorkerGuard>>,
     inner: Arc<StoreInner>,
+    /// What the WAL's recovery found when this store was opened (`None` when created).
+    recovery: Option<RecoveryReport>,
 }
 
 #[derive(Debug)]
@@ -336,19 +357,46 @@ impl Store {
     /// `SyncMode::Always`, the system clock), replaying its WAL.
     pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
         let dir = dir.as_ref();
-        let meta = read_meta(&StdFileSystem, dir)?;
-        let config = Config {
-            page_size: meta.page_size as usize,
-            backend: meta.backend,
-            ..Config::default()
-        };
-        Store::open_with(dir, config)
+        Store::open_with(dir, Config::of_store(dir)?)
     }
 
     /// Opens the store in `dir` with `config` (whose page size must be the store's),
-    /// replaying its WAL.
+    /// replaying its WAL. Nothing on disk changes unless the whole store (metadata,
+    /// catalog, every listed layer, the WAL) was read and accepted.
     pub fn open_with(dir: impl AsRef<Path>, config: Config) -> Result<Store> {
         let dir = dir.as_ref();
+        let (mut store, wal, report, catalog_layers) = Store::read_and_accept(dir, &config)?;
+        // Accepted: now recovery may change files.
+        wal.complete_recovery()?;
+        if let Some(tail) = &report.dropped_tail {
+            tracing::warn!(segment = %tail.segment.display(), from = %tail.from, to = %tail.to, bytes = tail.bytes, records = tail.records, "dropped the WAL's torn tail");
+        }
+        if let Some(damage) = &report.salvaged_corruption {
+            tracing::warn!(%damage, end = %report.end, "salvaged the WAL: the log now ends at its last good record");
+        }
+        store.inner.remove_layer_debris(dir, catalog_layers)?;
+        store.recovery = Some(report);
+        store.start_housekeeping(&config);
+        store.inner.housekeeping_if_due(0);
+        store.sweep_expired()?;
+        Ok(store)
+    }
+
+    /// Reads the store in `dir` as `open_with` does and says what opening it would find
+    /// and do to its WAL, changing nothing on disk (no torn tail is dropped, no debris
+    /// removed). An error is the one `open_with` would give.
+    pub fn check_open(dir: impl AsRef<Path>, config: Config) -> Result<RecoveryReport> {
+        let (_store, _wal, report, _) = Store::read_and_accept(dir.as_ref(), &config)?;
+        Ok(report)
+    }
+
+    /// Everything `open_with` does before it changes anything: reads the metadata, the
+    /// WAL (recovery only planned), the catalog and its layers, and replays. Returns the
+    /// store, its log, what recovery found, and the layer files the catalog lists.
+    fn read_and_accept(
+        dir: &Path,
+        config: &Config,
+    ) -> Result<(Store, Wal, RecoveryReport, BTreeSet<String>)> {
         let meta = read_meta(config.fs.as_ref(), dir)?;
         if !meta.backend.is_built() {
             return Err(EngineError::BackendNotBuilt {
@@ -374,33 +422,35 @@ impl Store {
             )));
         }
         let wal_dir = dir.join(WAL_DIR_NAME);
-        let (wal, report) = Wal::open_on(Arc::clone(&config.fs), &wal_dir, wal_config(&config))
-            .map_err(|error| match error {
-                WalError::NotFound { .. } => EngineError::NotAStore {
-                    dir: dir.to_owned(),
-                    reason: format!(
-                        "its WAL directory {} is missing or empty",
-                        wal_dir.display()
-                    ),
-                },
-                other => EngineError::Wal(other),
-            })?;
-        if report.dropped_bytes > 0 {
-            tracing::warn!(end = %report.end, dropped_bytes = report.dropped_bytes, "WAL had a torn tail");
-        }
+        // Nothing on disk changes until the whole store was read and accepted: the log's
+        // recovery only reads until `complete_recovery`, the catalog's layers are checked
+        // before any is removed, and replay runs in memory.
+        let (wal, report) =
+            Wal::open_for_recovery_on(Arc::clone(&config.fs), &wal_dir, wal_config(config))
+                .map_err(|error| match error {
+                    WalError::NotFound { .. } => EngineError::NotAStore {
+                        dir: dir.to_owned(),
+                        reason: format!(
+                            "its WAL directory {} is missing or empty",
+                            wal_dir.display()
+                        ),
+                    },
+                    other => EngineError::Wal(other),
+                })?;
         let version_db = open_version_db(config.backend, dir, false)?;
-        let mut store = Store::with_log(
-            &config,
+        let store = Store::with_log(
+            config,
             Log::Wal(wal.clone()),
             Some(dir.to_owned()),
             version_db,
         );
-        let cut = store.inner.restore_checkpoint(dir, &wal)?;
+        let restored = store.inner.restore_checkpoint(dir, &wal)?;
+        let (cut, catalog_layers) = match restored {
+            Some((cut, layers)) => (Some(cut), layers),
+            None => (None, BTreeSet::new()),
+        };
         store.inner.replay(&wal, cut)?;
-        store.start_housekeeping(&config);
-        store.inner.housekeeping_if_due(0);
-        store.sweep_expired()?;
-        Ok(store)
+        Ok((store, wal, report, catalog_layers))
     }
 
     /// A store with no files: same semantics, for fast tests. Gone when dropped.
@@ -424,6 +474,7 @@ impl Store {
         version_db: Option<Arc<VersionDb>>,
     ) -> Store {
         Store {
+            recovery: None,
             worker: None,
             inner: Arc::new(StoreInner {
                 page_size: config.page_size,
@@ -481,6 +532,12 @@ impl Store {
         }
     }
 
+    /// What recovery found and did to the WAL when this store was opened: where the log
+    /// ends, and any torn tail it dropped. `None` for a store created or in memory.
+    pub fn recovery(&self) -> Option<&RecoveryReport> {
+        self.recovery.as_ref()
+    }
+
     /// The page size in bytes.
     pub fn page_size(&self) -> usize {
         self.inner.page_size
@@ -517,7 +574,7 @@ fn wal_config(config: &Config) -> WalConfig {
     WalConfig {
         segment_size: config.wal_segment_size,
         sync_mode: config.sync_mode,
-        ..WalConfig::default()
+        recovery_mode: config.wal_recovery,
     }
 }
 

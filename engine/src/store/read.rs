@@ -62,6 +62,10 @@ pub struct StoreStats {
     pub flushes: u64,
     /// Bytes of L0 files written.
     pub flushed_bytes: u64,
+    /// Memory held by the largest layer frozen and flushed so far: writers wait while
+    /// open layers hold half the memory budget, so this stays near that bound however fast
+    /// they write.
+    pub largest_frozen_bytes: u64,
     /// L0-to-L1 merges.
     pub compactions: u64,
     /// Bytes of L1 files written by merges.
@@ -143,6 +147,7 @@ impl Store {
             layers_image,
             flushes: housekeeping.flushes.load(Ordering::Relaxed),
             flushed_bytes: housekeeping.flushed_bytes.load(Ordering::Relaxed),
+            largest_frozen_bytes: housekeeping.largest_frozen_bytes.load(Ordering::Relaxed),
             compactions: housekeeping.compactions.load(Ordering::Relaxed),
             compacted_bytes: housekeeping.compacted_bytes.load(Ordering::Relaxed),
             images_written: housekeeping.images_written.load(Ordering::Relaxed),

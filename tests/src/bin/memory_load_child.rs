@@ -4,8 +4,9 @@
 //! Usage: `memory-load-child DIR TOTAL_MIB BUDGET_MIB`. Creates a store in DIR with 8 KiB
 //! pages, `SyncMode::Never` and a memory budget of BUDGET_MIB, commits TOTAL_MIB of new
 //! pages (16 per commit, each filled by `payload_for`), notes its peak RSS, reads a sample
-//! back (which maps layer pages), and prints `peak_rss_kib N` (the load's), `flushes N`, `compactions N` and `memory_bytes N` (what open and
-//! frozen layers hold at the end).
+//! back (which maps layer pages), and prints `peak_rss_kib N` (the load's), `flushes N`,
+//! `flushed_bytes N`, `largest_frozen_bytes N`, `compactions N` and `memory_bytes N` (what
+//! open and frozen layers hold at the end).
 
 use bytes::Bytes;
 use pagefork_engine::{At, Config, EngineError, Key, Store, SyncMode, Update};
@@ -54,6 +55,8 @@ fn main() -> Result<(), EngineError> {
     let stats = store.stats();
     println!("peak_rss_kib {peak_rss_kib}");
     println!("flushes {}", stats.flushes);
+    println!("flushed_bytes {}", stats.flushed_bytes);
+    println!("largest_frozen_bytes {}", stats.largest_frozen_bytes);
     println!("compactions {}", stats.compactions);
     println!("memory_bytes {}", stats.memory_bytes);
     Ok(())

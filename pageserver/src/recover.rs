@@ -1,0 +1,169 @@
+//! `pagefork recover [--salvage]`, and the line every command prints when opening a store
+//! dropped a torn WAL tail.
+//!
+//! Without `--salvage` nothing changes on disk: the store is read as an open would read it
+//! (`Store::check_open`), strictly, and if that fails, once more as a salvage would, so the
+//! answer says what is damaged and exactly what salvage would discard. With `--salvage` the
+//! log is cut at its last good record and the store opened: never silently, the report
+//! names the damage, the LSN the log now ends at, and what went.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use pagefork_engine::{Config, RecoveryMode, RecoveryReport, Store};
+use serde_json::{Value, json};
+
+/// Exit code of `recover` when the store is damaged (and `--salvage` was not given).
+const EXIT_DAMAGED: i32 = 1;
+
+pub(crate) fn run(dir: &Path, salvage: bool, json: bool) -> Result<i32> {
+    let strict = Config::of_store(dir)
+        .with_context(|| format!("cannot read the store in {}", dir.display()))?;
+    let salvaging = Config {
+        wal_recovery: RecoveryMode::SalvageToLastGood,
+        ..strict.clone()
+    };
+    let damage = match Store::check_open(dir, strict) {
+        Ok(report) => {
+            print_answer(
+                json,
+                "clean",
+                None,
+                &report,
+                "the store opens; nothing to salvage",
+            );
+            return Ok(0);
+        }
+        Err(damage) => damage.to_string(),
+    };
+    if !salvage {
+        let (status, summary) = match Store::check_open(dir, salvaging) {
+            Ok(report) => {
+                print_answer(
+                    json,
+                    "damaged",
+                    Some(&damage),
+                    &report,
+                    "`pagefork recover --salvage` would discard what is listed above and the store would open",
+                );
+                return Ok(EXIT_DAMAGED);
+            }
+            Err(error) => ("unsalvageable", format!("salvage cannot help: {error}")),
+        };
+        if json {
+            println!(
+                "{}",
+                json!({"status": status, "damage": damage, "salvage": summary})
+            );
+        } else {
+            println!("damaged: {damage}\n{summary}");
+        }
+        return Ok(EXIT_DAMAGED);
+    }
+    let store = Store::open_with(dir, salvaging).with_context(|| {
+        format!(
+            "salvage cannot open the store in {} ({damage})",
+            dir.display()
+        )
+    })?;
+    let report = store
+        .recovery()
+        .cloned()
+        .context("an opened store has a recovery report")?;
+    print_answer(
+        json,
+        "salvaged",
+        Some(&damage),
+        &report,
+        "salvaged: the store opens; what is listed above was discarded",
+    );
+    Ok(0)
+}
+
+fn print_answer(
+    json: bool,
+    status: &str,
+    damage: Option<&str>,
+    report: &RecoveryReport,
+    summary: &str,
+) {
+    if json {
+        println!(
+            "{}",
+            json!({"status": status, "damage": damage, "wal": recovery_json(report), "summary": summary})
+        );
+        return;
+    }
+    if let Some(damage) = damage {
+        println!("damaged: {damage}");
+    }
+    println!(
+        "WAL: {} records from {} to {}",
+        report.records, report.oldest, report.end
+    );
+    for line in discarded_lines(report) {
+        println!("{line}");
+    }
+    println!("{summary}");
+}
+
+/// What recovery discarded (or would), one line each; none when nothing.
+fn discarded_lines(report: &RecoveryReport) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(damage) = &report.salvaged_corruption {
+        lines.push(format!("salvage cuts the log at {}: {damage}", report.end));
+    }
+    if let Some(tail) = &report.dropped_tail {
+        lines.push(format!(
+            "dropped from {}: {}..{}, {} bytes, {} whole records",
+            tail.segment.display(),
+            tail.from,
+            tail.to,
+            tail.bytes,
+            tail.records
+        ));
+    }
+    for segment in &report.removed_segments {
+        lines.push(format!("removed segment {}", segment.display()));
+    }
+    lines
+}
+
+fn recovery_json(report: &RecoveryReport) -> Value {
+    json!({
+        "oldest": report.oldest.to_string(),
+        "end": report.end.to_string(),
+        "records": report.records,
+        "dropped_bytes": report.dropped_bytes,
+        "dropped_tail": report.dropped_tail.as_ref().map(|tail| json!({
+            "segment": tail.segment.display().to_string(),
+            "from": tail.from.to_string(),
+            "to": tail.to.to_string(),
+            "bytes": tail.bytes,
+            "records": tail.records,
+        })),
+        "unsynced_records_dropped": report.unsynced_records_dropped,
+        "removed_segments": report.removed_segments.iter().map(|path| path.display().to_string()).collect::<Vec<_>>(),
+        "salvaged_corruption": report.salvaged_corruption,
+    })
+}
+
+/// Tells a CLI user what opening the store dropped from the WAL's tail (a torn record a
+/// crash left, never acknowledged as durable): one line on stderr, JSON with `--json`.
+pub(crate) fn report_open(store: &Store, json: bool) {
+    let Some(report) = store.recovery() else {
+        return;
+    };
+    if report.dropped_tail.is_none() && report.removed_segments.is_empty() {
+        return;
+    }
+    if json {
+        eprintln!("{}", json!({"recovery": recovery_json(report)}));
+    } else {
+        eprintln!(
+            "pagefork: recovery: {} (the log now ends at {})",
+            discarded_lines(report).join("; "),
+            report.end
+        );
+    }
+}
