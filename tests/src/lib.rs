@@ -148,7 +148,9 @@ pub fn crash_child_config(backend: Backend) -> Config {
         backend,
         page_size: TEST_PAGE_SIZE,
         sync_mode: SyncMode::Always,
-        wal_segment_size: 256 * 1024,
+        // Small, so catalogs remove WAL segments all through a run and old branch points
+        // fall below the oldest WAL kept.
+        wal_segment_size: 32 * 1024,
         checkpoint_after_bytes: 64 * 1024,
         layer_flush_bytes: 16 * 1024,
         compact_l0_layers: 3,

@@ -11,10 +11,17 @@
 //! every read at every LSN seen is checked: the model's page, or its refusal, such as
 //! below the cutoff), leases and PITR window changes. The PITR window is 5 s and the
 //! clock moves up to 20 s a step, so cutoffs move within a case.
-//! Flush and compaction thresholds are tiny (a layer file every two versions, a merge
+//! Flush and compaction thresholds are tiny (a layer file every few versions, a merge
 //! every two L0 files, an image over every merge's output), so the background
 //! housekeeper runs all through every case; the suite checks that flushes, merges and
-//! images happened.
+//! images happened. WAL segments are 4 KiB and bursts of commits write several, so
+//! catalogs remove WAL in most cases; quiet branches (one commit, then left alone) are
+//! created mostly at the oldest points still readable, below the oldest WAL kept, while
+//! housekeep steps (the background cycle, run at a chosen point) and the background thread
+//! publish catalogs around them, and crashes follow such publishes (issue 18: a catalog
+//! that did not open again). The suite checks that those states were reached, and fails
+//! on any error that is not the refusal the model expects, and on any background
+//! housekeeping failure.
 //!
 //! Cases: 1,000 by default; `PAGEFORK_MODEL_CASES=N` runs N.
 
@@ -69,7 +76,15 @@ proptest! {
     // Not a #[test] itself: the test below runs it and then checks the accept rate.
     fn store_agrees_with_model(ops in prop::collection::vec(op(), 1..40)) {
         let accepted = run(&ops)?;
-        let attempted = ops.iter().filter(|op| matches!(op, Op::Commit { .. } | Op::CreateBranch { .. } | Op::Reset { .. } | Op::Restore { .. })).count();
+        let attempted: usize = ops
+            .iter()
+            .map(|op| match op {
+                Op::Commit { .. } | Op::CreateBranch { .. } | Op::Reset { .. } | Op::Restore { .. } => 1,
+                Op::QuietBranch { .. } => 2,
+                Op::Burst { commits, .. } => usize::from(*commits),
+                _ => 0,
+            })
+            .sum();
         ACCEPTED.fetch_add(accepted, Ordering::Relaxed);
         ATTEMPTED.fetch_add(attempted, Ordering::Relaxed);
     }
@@ -242,6 +257,7 @@ fn the_store_agrees_with_the_model_and_most_operations_are_accepted() {
             "RocksDB GC too idle to test: {removed}"
         );
     }
+    check_coverage([50, 25, 30, 4, 1]);
     let detaches = DETACHES.load(Ordering::Relaxed);
     println!("{detaches} branches detached");
     assert!(
@@ -340,4 +356,22 @@ fn regression_gc_keeps_the_head_of_a_hidden_parent_for_a_reset() {
         },
     ])
     .unwrap();
+}
+
+/// Issue 18's first cause, as the suite found it once it wrote enough WAL to remove some:
+/// a branch created at a point below the oldest WAL kept, with one commit left unflushed
+/// while `main`'s flush publishes a catalog. That catalog must still open (a new
+/// branch's `flushed` starts at its creation record, not its branch point).
+#[test]
+fn regression_issue_18_a_quiet_branch_below_the_oldest_wal_survives_a_background_publish() {
+    run(&issue_18_quiet_branch_below_the_wal()).unwrap();
+}
+
+/// Issue 18's second cause: an idle branch whose last commit lies below the oldest WAL
+/// kept goes through a housekeeping cycle with nothing due (which must not lower its
+/// `flushed` to its head), then gets one commit that stays unflushed while `main`'s flush
+/// publishes a catalog; the store must open what was published.
+#[test]
+fn regression_issue_18_an_idle_branch_written_again_survives_a_background_publish() {
+    run(&issue_18_idle_branch_written_again()).unwrap();
 }

@@ -1,6 +1,7 @@
 //! Seeded simulation runs: one seed drives a random workload (the model suite's
-//! operations: commits, branch operations, checkpoints (flushes), compactions, GC, leases,
-//! reads, clock steps) through a store on `SimFileSystem` with power cuts at random
+//! operations: commits, branch operations, quiet branches at old points, bursts of
+//! commits, housekeep steps (the background cycle), checkpoints (flushes), compactions,
+//! GC, leases, reads, clock steps; 4 KiB WAL segments, so catalogs remove WAL) through a store on `SimFileSystem` with power cuts at random
 //! points (between operations and part way through checkpoints, compactions, GCs and
 //! detaches) and I/O
 //! errors failing checkpoints and compactions (then a clean reopen or a power cut), and
@@ -19,21 +20,42 @@
 
 mod model;
 
-use model::{Harness, Op, op};
+use model::{
+    Harness, Op, check_coverage, issue_18_idle_branch_written_again,
+    issue_18_quiet_branch_below_the_wal, op, op_v1,
+};
 use pagefork_engine::sim::{Fault, OpKind, SimFileSystem, TornFill};
 use pagefork_tests::{TestRng as SeededRng, run_seeds};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
 
+/// Which generator and store configuration a run uses.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mix {
+    /// The model suite's mix (quiet branches at old points, bursts, housekeep steps) on a
+    /// store with 4 KiB WAL segments and small flush thresholds.
+    Current,
+    /// Before issue 18: the old mix, 64 KiB segments, layers only from checkpoint and
+    /// compact. Only for regression seeds found with it.
+    V1,
+}
+
 /// The operations of one seed: the model suite's mix with about one power cut in eight.
-fn operations(seed: u64) -> Vec<Op> {
+fn operations(seed: u64, mix: Mix) -> Vec<Op> {
     let mut key = [0u8; 32];
     key[..8].copy_from_slice(&seed.to_le_bytes());
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &key);
     let mut runner = TestRunner::new_with_rng(ProptestConfig::default(), rng);
-    let with_crashes = prop_oneof![7 => op(), 1 => Just(Op::Crash)];
-    prop::collection::vec(with_crashes, 10..50)
+    let ops = match mix {
+        Mix::Current => prop_oneof![7 => op().boxed(), 1 => Just(Op::Crash).boxed()].boxed(),
+        Mix::V1 => prop_oneof![7 => op_v1().boxed(), 1 => Just(Op::Crash).boxed()].boxed(),
+    };
+    let len = match mix {
+        Mix::Current => 10..60,
+        Mix::V1 => 10..50,
+    };
+    prop::collection::vec(ops, len)
         .new_tree(&mut runner)
         .expect("a strategy for operations")
         .current()
@@ -51,6 +73,10 @@ struct Run {
 }
 
 fn run(seed: u64) -> Run {
+    run_with(seed, Mix::Current)
+}
+
+fn run_with(seed: u64, mix: Mix) -> Run {
     let fs = SimFileSystem::new(seed);
     let fill = if seed.is_multiple_of(2) {
         TornFill::Zeros
@@ -63,8 +89,11 @@ fn run(seed: u64) -> Run {
     } else {
         fs.reorder_writeback(block, fill);
     }
-    let mut harness = Harness::on_simulated_disk(fs.clone());
-    let ops = operations(seed);
+    let mut harness = match mix {
+        Mix::Current => Harness::on_simulated_disk(fs.clone()),
+        Mix::V1 => Harness::on_simulated_disk_v1(fs.clone()),
+    };
+    let ops = operations(seed, mix);
     let mut cuts = SeededRng::new(seed);
     let mut others = SeededRng::new(seed ^ 0x5EED_0F6C_DE7A_C4B1);
     let (mut mid_operation, mut io_errors) = (0, 0);
@@ -78,6 +107,15 @@ fn run(seed: u64) -> Run {
         // sees, so after recovery the store must agree with it exactly.
         let housekeeping = matches!(op, Op::Checkpoint | Op::Compact);
         let disruption = cuts.next_u64() % 4;
+        // A quarter of the housekeep steps (background cycles) are cut short the same way;
+        // the rest run whole, so what they publish is opened by later reopens and power
+        // cuts. (Their own stream of choices, so the seeds above keep their runs.)
+        let housekeep_cut = matches!(op, Op::Housekeep) && others.next_u64().is_multiple_of(4);
+        let (housekeeping, disruption) = if housekeep_cut {
+            (true, others.next_u64() % 3)
+        } else {
+            (housekeeping, disruption)
+        };
         if housekeeping && disruption < 3 {
             let io_error = disruption == 2;
             if io_error {
@@ -92,6 +130,7 @@ fn run(seed: u64) -> Run {
             }
             let outcome = match op {
                 Op::Checkpoint => harness.store().checkpoint(),
+                Op::Housekeep => harness.store().housekeep(),
                 _ => harness.store().compact(),
             };
             if io_error && outcome.is_err() {
@@ -188,6 +227,7 @@ fn run(seed: u64) -> Run {
 #[test]
 fn seeded_runs_with_power_cuts_agree_with_the_model() {
     let runs = run_seeds(500, run);
+    check_coverage([50, 25, 30, 4, 1]);
     let (mut steps, mut crashes, mut mid_operation, mut io_errors, mut accepted) = (0, 0, 0, 0, 0);
     for done in &runs {
         steps += done.steps;
@@ -224,16 +264,19 @@ fn seeded_runs_with_power_cuts_agree_with_the_model() {
 
 #[test]
 fn a_seed_replays_the_same_run() {
-    let first = operations(17);
-    let second = operations(17);
+    let first = operations(17, Mix::Current);
+    let second = operations(17, Mix::Current);
     assert_eq!(format!("{first:?}"), format!("{second:?}"));
-    assert_ne!(format!("{first:?}"), format!("{:?}", operations(18)));
+    assert_ne!(
+        format!("{first:?}"),
+        format!("{:?}", operations(18, Mix::Current))
+    );
     // The same seed gives the same store: same heads and LSNs after the same run.
     let heads = |seed: u64| {
         let fs = SimFileSystem::new(seed);
         fs.tear_writes(512, TornFill::Garbage);
         let mut harness = Harness::on_simulated_disk(fs);
-        for op in operations(seed) {
+        for op in operations(seed, Mix::Current) {
             harness.step(&op).unwrap();
         }
         format!("{:?}", harness.store().list_branches())
@@ -248,5 +291,31 @@ fn a_seed_replays_the_same_run() {
 /// now makes the catalog it read durable (with its layers) before removing anything.
 #[test]
 fn regression_seed_1713_a_reopen_after_a_failed_publish_keeps_what_the_durable_catalog_lists() {
-    run(1713);
+    run_with(1713, Mix::V1);
+}
+
+/// Runs `ops` on a simulated disk (no power cut but the crashes the operations ask for).
+fn run_ops(ops: &[Op]) {
+    let mut harness = Harness::on_simulated_disk(SimFileSystem::new(0));
+    for (step, op) in ops.iter().enumerate() {
+        if let Err(error) = harness.step(op) {
+            panic!("step {step} ({op:?}): {error}");
+        }
+    }
+}
+
+/// Issue 18's first cause (found by seeds 0 and 24 with it planted back): a catalog
+/// published while a branch created below the oldest WAL kept held an unflushed commit
+/// must open after the power cut that follows.
+#[test]
+fn regression_issue_18_a_quiet_branch_below_the_oldest_wal_survives_a_power_cut() {
+    run_ops(&issue_18_quiet_branch_below_the_wal());
+}
+
+/// Issue 18's second cause (found by seeds 285 and 305 with it planted back): a cycle
+/// with nothing due must not lower an idle branch's `flushed` below the oldest WAL kept,
+/// where the next publish, with the branch written again, would record it.
+#[test]
+fn regression_issue_18_an_idle_branch_written_again_survives_a_power_cut() {
+    run_ops(&issue_18_idle_branch_written_again());
 }

@@ -71,6 +71,8 @@ pub(super) struct HousekeepingCounters {
     pub(super) catalogs_published: AtomicU64,
     pub(super) gc_runs: AtomicU64,
     pub(super) gc_bytes_removed: AtomicU64,
+    /// Background cycles and GC runs that failed (each is logged).
+    pub(super) background_failures: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -145,7 +147,13 @@ fn worker_loop(weak: &Weak<StoreInner>) {
                     versions_removed = report.versions_removed,
                     "background GC"
                 ),
-                Err(error) => tracing::warn!(%error, "background GC failed; nothing was lost"),
+                Err(error) => {
+                    inner
+                        .housekeeping_counters
+                        .background_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, "background GC failed; nothing was lost");
+                }
             }
         }
         let run = {
@@ -167,6 +175,12 @@ fn worker_loop(weak: &Weak<StoreInner>) {
         }
         let outcome = inner.run_cycle(Force::default());
         let failed = outcome.is_err();
+        if failed {
+            inner
+                .housekeeping_counters
+                .background_failures
+                .fetch_add(1, Ordering::Relaxed);
+        }
         inner.signals.state.lock().last_error = outcome.err().map(|error| {
             tracing::warn!(%error, "housekeeping failed; the WAL still holds everything");
             error.to_string()
@@ -190,6 +204,23 @@ impl Store {
             flush_all: true,
             compact: false,
         })
+    }
+
+    /// Runs one housekeeping cycle now, as the background thread does when a write asks
+    /// for one: flushes the open layers that are due (all of them if enough WAL was
+    /// written since the last catalog), compacts what is due, and publishes the catalog if
+    /// anything changed. Branches with unflushed versions below the thresholds keep them.
+    /// For a store without the background thread (`Config::housekeeping_thread`) and for
+    /// tests that want the background's steps at chosen points. Returns the LSN the
+    /// published catalog covers.
+    pub fn housekeep(&self) -> Result<Lsn> {
+        self.inner.run_cycle(Force::default())
+    }
+
+    /// The error of the background thread's last housekeeping cycle, if it failed (a cycle
+    /// that succeeds clears it); `StoreStats::housekeeping_failures` counts them all.
+    pub fn housekeeping_error(&self) -> Option<String> {
+        self.inner.signals.state.lock().last_error.clone()
     }
 
     /// A checkpoint that also compacts now: every branch's L0 deltas are merged into L1

@@ -76,6 +76,9 @@ pub struct StoreStats {
     pub catalogs_published: u64,
     /// GC runs.
     pub gc_runs: u64,
+    /// Background housekeeping cycles and background GC runs that failed (each is
+    /// logged; the WAL still holds everything). Nonzero on a healthy disk is a bug.
+    pub housekeeping_failures: u64,
     /// The end of the log: bytes of WAL written over the store's life (an LSN is a byte
     /// position).
     pub wal_end: Lsn,
@@ -153,6 +156,7 @@ impl Store {
             images_written: housekeeping.images_written.load(Ordering::Relaxed),
             catalogs_published: housekeeping.catalogs_published.load(Ordering::Relaxed),
             gc_runs: housekeeping.gc_runs.load(Ordering::Relaxed),
+            housekeeping_failures: housekeeping.background_failures.load(Ordering::Relaxed),
             wal_end: inner.log.end(),
             gc_bytes_removed: housekeeping.gc_bytes_removed.load(Ordering::Relaxed),
             page_reads: counters.reads.load(Ordering::Relaxed),

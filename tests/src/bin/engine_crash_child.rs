@@ -6,8 +6,15 @@
 //! `payload_for(seq, ..)`, and prints `commit SEQ LSN` once acknowledged; every 16th commit
 //! is followed by a branch `snap-SEQ` at the head, printed as `branch NAME LSN` once
 //! acknowledged; every 64th by a checkpoint and every 64th (offset 32) by a compaction.
-//! Flush and compaction thresholds are tiny (`crash_child_config`), so the background
-//! housekeeper is busy most of the time. The parent SIGKILLs it at a random moment.
+//! Every 16th commit not followed by a snapshot is followed, once there is a snapshot, by
+//! a quiet branch `old-SEQ` at the oldest snapshot's branch point (below the oldest WAL
+//! kept once catalogs removed some) with one commit of its own (commit SEQ's pages),
+//! printed as `branch NAME LSN` once that commit is acknowledged; it is never written
+//! again, so its commit stays unflushed while `main`'s flushes publish catalogs, until
+//! the next flush of everything. Flush and compaction thresholds are tiny
+//! (`crash_child_config`), so the background housekeeper is busy most of the time; if a
+//! background cycle fails, the child prints `failed` and the error. The parent SIGKILLs
+//! it at a random moment.
 
 use std::io::Write;
 
@@ -19,6 +26,16 @@ use pagefork_tests::{
 
 /// Pages every commit writes: a commit is visible whole or not at all.
 const PAGES_PER_COMMIT: u32 = 8;
+
+/// Commit `seq`'s pages.
+fn updates_of(seq: u64) -> Vec<(Key, Update)> {
+    (0..PAGES_PER_COMMIT)
+        .map(|block| {
+            let page = Bytes::from(payload_for(seq, TEST_PAGE_SIZE));
+            (Key::new(1, block), Update::Image(page))
+        })
+        .collect()
+}
 
 fn main() -> Result<(), EngineError> {
     let args: Vec<String> = std::env::args().collect();
@@ -35,13 +52,7 @@ fn main() -> Result<(), EngineError> {
     writeln!(stdout, "ready").expect("write stdout");
     stdout.flush().expect("flush stdout");
     loop {
-        let updates = (0..PAGES_PER_COMMIT)
-            .map(|block| {
-                let page = Bytes::from(payload_for(seq, TEST_PAGE_SIZE));
-                (Key::new(1, block), Update::Image(page))
-            })
-            .collect();
-        let commit = store.commit("main", updates)?;
+        let commit = store.commit("main", updates_of(seq))?;
         writeln!(stdout, "commit {seq} {}", commit.lsn).expect("write stdout");
         stdout.flush().expect("flush stdout");
         if seq % 16 == 0 && rng.in_range(0..2) == 0 {
@@ -49,6 +60,30 @@ fn main() -> Result<(), EngineError> {
             let info = store.create_branch(&name, "main", At::Latest, BranchOptions::default())?;
             let branch_point = info.parent.expect("a branch of main").lsn;
             writeln!(stdout, "branch {name} {branch_point}").expect("write stdout");
+            stdout.flush().expect("flush stdout");
+        } else if seq % 16 == 0 {
+            let oldest = store
+                .list_branches()
+                .into_iter()
+                .filter(|info| info.name.starts_with("snap-"))
+                .filter_map(|info| info.parent.map(|parent| parent.lsn))
+                .min();
+            if let Some(branch_point) = oldest {
+                let name = format!("old-{seq}");
+                store.create_branch(
+                    &name,
+                    "main",
+                    At::Lsn(branch_point),
+                    BranchOptions::default(),
+                )?;
+                store.commit(&name, updates_of(seq))?;
+                writeln!(stdout, "branch {name} {branch_point}").expect("write stdout");
+                stdout.flush().expect("flush stdout");
+            }
+        }
+        if store.stats().housekeeping_failures > 0 {
+            let error = store.housekeeping_error();
+            writeln!(stdout, "failed {error:?}").expect("write stdout");
             stdout.flush().expect("flush stdout");
         }
         if seq % 64 == 63 {

@@ -12,19 +12,44 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use pagefork_engine::StoreFiles;
 use pagefork_engine::model::{Model, Refusal};
 use pagefork_engine::sim::SimFileSystem;
 use pagefork_engine::{
-    At, Backend, Backup, BranchOptions, Clock, Config, Expiry, Key, Lsn, ManualClock, Store,
-    SyncMode, Timestamp, Update,
+    At, Backend, Backup, BranchOptions, Clock, Config, EngineError, Expiry, Key, Lsn, ManualClock,
+    Store, SyncMode, Timestamp, Update,
 };
 use pagefork_tests::{TEST_PAGE_SIZE, engine_config, manual_housekeeping};
+use pagefork_wal::layout::SEGMENT_HEADER_LEN;
 use proptest::prelude::*;
 
 pub(crate) const NAMES: [&str; 6] = ["main", "a", "b", "c", "a/b", "bad name"];
 pub(crate) const KEYS: u32 = 4;
 /// The store's PITR window: shorter than most clock steps, so cutoffs move.
 pub(crate) const PITR_WINDOW: Duration = Duration::from_secs(5);
+/// The WAL's segment size in both harnesses: the smallest the log takes, so a case writes
+/// several segments and catalogs remove the older ones (branch points and times then fall
+/// below the oldest WAL kept).
+pub(crate) const WAL_SEGMENT_SIZE: u64 = 4096;
+/// A branch's open layer is due for a flush at this size (a layer file every few page
+/// versions: one image version takes about 1 KiB), so a branch with a commit or two keeps
+/// them unflushed while busier branches flush.
+pub(crate) const LAYER_FLUSH_BYTES: u64 = 4096;
+
+/// An error where the model expects `expected` (`None`: success): it must be that refusal.
+/// Any other error (an I/O error, a broken invariant, ...) fails the case, also where the
+/// model expected success.
+pub(crate) fn refused(error: &EngineError, expected: Option<Refusal>) -> Result<(), TestCaseError> {
+    let refusal = Refusal::of(error);
+    prop_assert!(
+        refusal.is_some(),
+        "a failure, not a refusal (the model expects {:?}): {}",
+        expected,
+        error
+    );
+    prop_assert_eq!(refusal, expected, "{}", error);
+    Ok(())
+}
 
 #[derive(Clone, Debug)]
 pub(crate) enum UpdateChoice {
@@ -70,6 +95,19 @@ pub(crate) enum AtChoice {
     },
     /// Seconds after the test's start time.
     Time(u64),
+    /// The `n`-th oldest LSN seen (counting from 0, wrapping) at which the branch it is
+    /// taken on can still be read (at or above its GC cutoff, not past its head): once
+    /// catalogs removed WAL, below the oldest WAL kept. Elsewhere the oldest LSN seen.
+    Oldest(u8),
+}
+
+/// What follows a burst of commits.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum AfterBurst {
+    Nothing,
+    Housekeep,
+    /// A housekeep step, then a crash: the store must open what it published.
+    HousekeepAndCrash,
 }
 
 #[derive(Clone, Debug)]
@@ -147,10 +185,34 @@ pub(crate) enum Op {
         forward_secs: u64,
         back: bool,
     },
+    /// A branch created (as `CreateBranch`) that then gets one commit of one update and is
+    /// left quiet: its commit stays unflushed while other branches flush and catalogs are
+    /// published (a background cycle flushes only what is due; a detach flushes nothing).
+    QuietBranch {
+        name: usize,
+        parent: BranchPick,
+        at: AtChoice,
+        update: (u32, UpdateChoice),
+    },
+    /// `commits` commits of whole pages (`pages` each) on one branch: its open layer is
+    /// due for a flush, and the WAL moves on by a segment or more. Then, as `then` says, a
+    /// background cycle, as the background thread would run once the branch is due (it
+    /// flushes the branches that are due and publishes, while quiet branches keep their
+    /// versions), and a crash right after it.
+    Burst {
+        branch: BranchPick,
+        commits: u8,
+        pages: u32,
+        byte: u8,
+        then: AfterBurst,
+    },
     Reopen,
     Crash,
     Checkpoint,
     Compact,
+    /// One background housekeeping cycle now (`Store::housekeep`): flushes what is due,
+    /// publishes the catalog if anything changed; with nothing due it publishes nothing.
+    Housekeep,
     /// GC now; then every read at every LSN seen must agree with the model.
     Gc,
     Lease {
@@ -213,7 +275,64 @@ pub(crate) fn backup_choice() -> impl Strategy<Value = BackupChoice> {
     ]
 }
 
+pub(crate) fn after_burst() -> impl Strategy<Value = AfterBurst> {
+    prop_oneof![
+        1 => Just(AfterBurst::Nothing),
+        2 => Just(AfterBurst::Housekeep),
+        1 => Just(AfterBurst::HousekeepAndCrash),
+    ]
+}
+
+/// A point in the history, most often among the oldest LSNs seen (below the oldest WAL
+/// kept once catalogs removed some), else any LSN seen or a time.
+pub(crate) fn old_at_choice() -> impl Strategy<Value = AtChoice> {
+    prop_oneof![
+        3 => (0u8..3).prop_map(AtChoice::Oldest),
+        1 => (0usize..3).prop_map(|index| AtChoice::Lsn { index, delta: 0 }),
+        1 => (any::<usize>(), -1i8..=1).prop_map(|(index, delta)| AtChoice::Lsn { index, delta }),
+        1 => (0u64..200).prop_map(AtChoice::Time),
+    ]
+}
+
+/// The operation mix: every operation, with quiet branches (often at the oldest points
+/// seen), bursts that move the WAL on by a segment or more, housekeep steps, and reopens
+/// often enough to open what the last publish wrote.
 pub(crate) fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        10 => (branch_pick(), updates_choice()).prop_map(|(branch, updates)| Op::Commit { branch, updates }),
+        3 => (0..NAMES.len(), branch_pick(), at_choice(), expiry_choice(), prop::bool::weighted(0.1))
+            .prop_map(|(name, parent, at, expiry, protected)| Op::CreateBranch { name, parent, at, expiry, protected }),
+        1 => (branch_pick(), 0..NAMES.len()).prop_map(|(branch, name)| Op::Rename { branch, name }),
+        1 => (branch_pick(), any::<bool>()).prop_map(|(branch, protected)| Op::Protect { branch, protected }),
+        1 => (branch_pick(), expiry_choice()).prop_map(|(branch, expiry)| Op::SetExpiry { branch, expiry }),
+        1 => branch_pick().prop_map(|branch| Op::Reset { branch }),
+        2 => branch_pick().prop_map(|branch| Op::Detach { branch }),
+        2 => (branch_pick(), branch_pick(), at_choice(), backup_choice())
+            .prop_map(|(branch, source, at, backup)| Op::Restore { branch, source, at, backup }),
+        1 => (branch_pick(), at_choice(), branch_pick(), at_choice())
+            .prop_map(|(from, from_at, to, to_at)| Op::Diff { from, from_at, to, to_at }),
+        1 => branch_pick().prop_map(|branch| Op::DeleteBranch { branch }),
+        4 => (branch_pick(), 0..KEYS, at_choice()).prop_map(|(branch, key, at)| Op::Read { branch, key, at }),
+        2 => (branch_pick(), 0u64..200).prop_map(|(branch, secs)| Op::LsnForTime { branch, secs }),
+        3 => (0u64..20, prop::bool::weighted(0.2)).prop_map(|(forward_secs, back)| Op::Clock { forward_secs, back }),
+        5 => (0..NAMES.len() - 1, branch_pick(), old_at_choice(), 0..KEYS, update_choice())
+            .prop_map(|(name, parent, at, key, update)| Op::QuietBranch { name, parent, at, update: (key, update) }),
+        4 => (any::<usize>().prop_map(BranchPick::Live), 3u8..8, 2..KEYS, any::<u8>(), after_burst())
+            .prop_map(|(branch, commits, pages, byte, then)| Op::Burst { branch, commits, pages, byte, then }),
+        3 => Just(Op::Housekeep),
+        2 => Just(Op::Reopen),
+        2 => Just(Op::Crash),
+        2 => Just(Op::Checkpoint),
+        2 => Just(Op::Compact),
+        3 => Just(Op::Gc),
+        1 => (branch_pick(), at_choice(), 0u64..60).prop_map(|(branch, at, secs)| Op::Lease { branch, at, secs }),
+        1 => (branch_pick(), prop::option::of(0u64..60)).prop_map(|(branch, secs)| Op::SetPitrWindow { branch, secs }),
+    ]
+}
+
+/// The operation mix before issue 18 (no quiet branches, bursts or housekeep steps), kept
+/// so the simulation's regression seeds replay the runs they were found in.
+pub(crate) fn op_v1() -> impl Strategy<Value = Op> {
     prop_oneof![
         10 => (branch_pick(), updates_choice()).prop_map(|(branch, updates)| Op::Commit { branch, updates }),
         3 => (0..NAMES.len(), branch_pick(), at_choice(), expiry_choice(), prop::bool::weighted(0.1))
@@ -266,6 +385,94 @@ pub(crate) struct Harness {
     seen_lsns: Vec<Lsn>,
     /// Commits and branch creations the store accepted.
     pub(crate) accepted: usize,
+    /// Where the WAL started when the store was created.
+    first_wal_lsn: Lsn,
+    /// Times the store was opened again.
+    opened: u64,
+    /// The last catalog published was published while a branch created below the oldest
+    /// WAL kept held unflushed versions.
+    risky_catalog: bool,
+    coverage: Coverage,
+}
+
+/// What one case reached (added to the suite's totals when its harness is dropped).
+#[derive(Default)]
+struct Coverage {
+    wal_removed: bool,
+    branch_below_wal: bool,
+    quiet_publish: bool,
+    quiet_publish_below_wal: bool,
+    reopen_after_risky_publish: bool,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let coverage = &self.coverage;
+        for (reached, total) in [
+            (true, &CASES),
+            (coverage.wal_removed, &CASES_WAL_REMOVED),
+            (coverage.branch_below_wal, &CASES_BRANCH_BELOW_WAL),
+            (coverage.quiet_publish, &CASES_QUIET_PUBLISH),
+            (
+                coverage.quiet_publish_below_wal,
+                &CASES_QUIET_PUBLISH_BELOW_WAL,
+            ),
+            (
+                coverage.reopen_after_risky_publish,
+                &CASES_REOPEN_AFTER_RISKY_PUBLISH,
+            ),
+        ] {
+            if reached {
+                total.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Cases run, and how many of them removed WAL, created a branch (after the removal) at a
+/// point below the oldest WAL kept, published a catalog while a branch held unflushed
+/// versions, did so while that branch was one created below the oldest WAL kept, and
+/// reopened the store after such a publish (with no other publish in between).
+pub(crate) static CASES: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static CASES_WAL_REMOVED: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static CASES_BRANCH_BELOW_WAL: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static CASES_QUIET_PUBLISH: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static CASES_QUIET_PUBLISH_BELOW_WAL: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static CASES_REOPEN_AFTER_RISKY_PUBLISH: AtomicUsize = AtomicUsize::new(0);
+
+/// The coverage totals so far, as a line for the suite's output; asserts each is reached
+/// in at least the given share of the cases (in percent), so a generator that drifts away
+/// from the states issue 18 needed fails loudly.
+pub(crate) fn check_coverage(min_percent: [usize; 5]) {
+    let cases = CASES.load(Ordering::Relaxed);
+    let totals = [
+        ("removed WAL", &CASES_WAL_REMOVED),
+        (
+            "created a branch below the oldest WAL kept",
+            &CASES_BRANCH_BELOW_WAL,
+        ),
+        (
+            "published while a branch held unflushed versions",
+            &CASES_QUIET_PUBLISH,
+        ),
+        (
+            "did so for a branch created below the oldest WAL kept",
+            &CASES_QUIET_PUBLISH_BELOW_WAL,
+        ),
+        ("reopened after that", &CASES_REOPEN_AFTER_RISKY_PUBLISH),
+    ];
+    let line: Vec<String> = totals
+        .iter()
+        .map(|(what, total)| format!("{} {what}", total.load(Ordering::Relaxed)))
+        .collect();
+    println!("of {cases} cases: {}", line.join(", "));
+    for ((what, total), percent) in totals.iter().zip(min_percent) {
+        let reached = total.load(Ordering::Relaxed);
+        assert!(
+            reached * 100 >= cases * percent,
+            "too few cases {what}: {reached} of {cases} (want {percent}%)"
+        );
+    }
 }
 
 impl Harness {
@@ -275,7 +482,8 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let (mut config, clock) = engine_config(SyncMode::Never);
         config.backend = backend;
-        config.layer_flush_bytes = 1024;
+        config.wal_segment_size = WAL_SEGMENT_SIZE;
+        config.layer_flush_bytes = LAYER_FLUSH_BYTES;
         config.compact_l0_layers = 2;
         config.image_after_deltas = 1;
         Harness::with_backing(Backing::Disk(dir), config, clock)
@@ -283,9 +491,25 @@ impl Harness {
 
     /// A store on a simulated disk (`SimFileSystem`): commits are durable when
     /// acknowledged (`SyncMode::Always`), a crash is a power cut, and nothing runs in the
-    /// background (layers are written by the checkpoint and compact operations), so a run
-    /// is the same every time.
+    /// background: layers are written by the checkpoint, compact, GC and housekeep
+    /// operations (the last runs the background's cycle: with thresholds as small as the
+    /// disk harness's, it flushes and compacts what is due and leaves the rest unflushed),
+    /// so a run is the same every time.
     pub(crate) fn on_simulated_disk(fs: SimFileSystem) -> Harness {
+        let (config, clock) = engine_config(SyncMode::Always);
+        let mut config = manual_housekeeping(config);
+        config.fs = std::sync::Arc::new(fs.clone());
+        config.housekeeping_thread = false;
+        config.wal_segment_size = WAL_SEGMENT_SIZE;
+        config.layer_flush_bytes = LAYER_FLUSH_BYTES;
+        config.compact_l0_layers = 2;
+        config.image_after_deltas = 1;
+        Harness::with_backing(Backing::Simulated(fs), config, clock)
+    }
+
+    /// The simulated-disk store as it was before issue 18 (64 KiB segments, nothing
+    /// flushed but by checkpoint and compact), for the regression seeds found with it.
+    pub(crate) fn on_simulated_disk_v1(fs: SimFileSystem) -> Harness {
         let (config, clock) = engine_config(SyncMode::Always);
         let mut config = manual_housekeeping(config);
         config.fs = std::sync::Arc::new(fs.clone());
@@ -304,6 +528,11 @@ impl Harness {
         let root = store.branch_info("main").unwrap();
         let model = Model::new(TEST_PAGE_SIZE, "main", root.created_lsn, clock.now())
             .with_pitr_window(PITR_WINDOW);
+        let first_wal_lsn = store
+            .files(false)
+            .ok()
+            .and_then(|files| files.wal)
+            .map_or(Lsn(0), |wal| wal.oldest);
         Harness {
             backing,
             config,
@@ -313,6 +542,10 @@ impl Harness {
             model,
             seen_lsns: vec![root.created_lsn],
             accepted: 0,
+            first_wal_lsn,
+            opened: 0,
+            risky_catalog: false,
+            coverage: Coverage::default(),
         }
     }
 
@@ -346,6 +579,26 @@ impl Harness {
                 At::Lsn(Lsn(base.0.saturating_add_signed(i64::from(*delta) * 8)))
             }
             AtChoice::Time(secs) => At::Time(self.time(*secs)),
+            AtChoice::Oldest(_) => At::Lsn(self.seen_lsns[0]),
+        }
+    }
+
+    /// `choice` for an operation on `branch` (`AtChoice::Oldest` looks at its history).
+    pub(crate) fn at_on(&self, branch: &str, choice: &AtChoice) -> At {
+        let AtChoice::Oldest(n) = choice else {
+            return self.at(choice);
+        };
+        let mut readable: Vec<Lsn> = self
+            .seen_lsns
+            .iter()
+            .copied()
+            .filter(|lsn| self.model.resolve(branch, At::Lsn(*lsn)).is_ok())
+            .collect();
+        readable.sort();
+        readable.dedup();
+        match readable.len() {
+            0 => self.at(choice),
+            len => At::Lsn(readable[usize::from(*n) % len]),
         }
     }
 
@@ -412,12 +665,32 @@ impl Harness {
 
     pub(crate) fn reopen(&mut self) {
         self.count_housekeeping();
+        let store = self.store();
+        let failures = store.stats().housekeeping_failures;
+        assert_eq!(
+            failures,
+            0,
+            "background housekeeping failed: {:?}",
+            store.housekeeping_error()
+        );
+        self.coverage.reopen_after_risky_publish |= self.risky_catalog;
+        self.risky_catalog = false;
+        self.opened += 1;
         drop(self.store.take());
         let store = Store::open_with(self.backing.dir(), self.config.clone());
         self.store = Some(store.unwrap_or_else(|error| panic!("the store does not open: {error}")));
     }
 
+    /// Runs `op` against the store and the model, then checks they agree.
     pub(crate) fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        let published = self.store().stats().catalogs_published;
+        let opened = self.opened;
+        self.apply(op)?;
+        self.observe(published, opened);
+        self.check_everything()
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
         match op {
             Op::Commit { branch, updates } => {
                 let name = &self.name(branch);
@@ -434,7 +707,7 @@ impl Harness {
                         self.model.commit(name, updates, commit.lsn, commit.time);
                         self.seen_lsns.push(commit.lsn);
                     }
-                    Err(error) => prop_assert_eq!(Refusal::of(&error), expected.err(), "{}", error),
+                    Err(error) => refused(&error, expected.err())?,
                 }
             }
             Op::CreateBranch {
@@ -444,7 +717,8 @@ impl Harness {
                 expiry,
                 protected,
             } => {
-                let (name, parent, at) = (NAMES[*name], &self.name(parent), self.at(at));
+                let (name, parent) = (NAMES[*name], &self.name(parent));
+                let at = self.at_on(parent, at);
                 let options = BranchOptions {
                     expiry: self.expiry(expiry),
                     protected: *protected,
@@ -471,14 +745,14 @@ impl Harness {
                         );
                         self.seen_lsns.push(info.created_lsn);
                     }
-                    Err(error) => prop_assert_eq!(Refusal::of(&error), expected.err(), "{}", error),
+                    Err(error) => refused(&error, expected.err())?,
                 }
             }
             Op::DeleteBranch { branch } => {
                 let name = &self.name(branch);
                 if self.model.branch_names() == [name.clone()] {
                     // Deleting the last branch would leave every later step a refusal.
-                    return self.check_everything();
+                    return Ok(());
                 }
                 let expected = self.model.check_delete_branch(name);
                 match self.store().delete_branch(name) {
@@ -486,7 +760,7 @@ impl Harness {
                         prop_assert_eq!(expected, Ok(()));
                         self.model.delete_branch(name);
                     }
-                    Err(error) => prop_assert_eq!(Refusal::of(&error), expected.err(), "{}", error),
+                    Err(error) => refused(&error, expected.err())?,
                 }
             }
             Op::Rename { branch, name } => {
@@ -498,7 +772,7 @@ impl Harness {
                         prop_assert_eq!(&info.name, new_name);
                         self.model.rename(branch, new_name);
                     }
-                    Err(error) => prop_assert_eq!(Refusal::of(&error), expected.err(), "{}", error),
+                    Err(error) => refused(&error, expected.err())?,
                 }
             }
             Op::Protect { branch, protected } => {
@@ -510,7 +784,7 @@ impl Harness {
                         prop_assert_eq!(info.protected, *protected);
                         self.model.set_protected(name, *protected);
                     }
-                    Err(error) => prop_assert_eq!(Refusal::of(&error), expected.err(), "{}", error),
+                    Err(error) => refused(&error, expected.err())?,
                 }
             }
             Op::SetExpiry { branch, expiry } => {
@@ -521,7 +795,7 @@ impl Harness {
                         prop_assert_eq!(expected, Ok(info.expires_at));
                         self.model.set_expiry(name, expiry);
                     }
-                    Err(error) => prop_assert_eq!(Refusal::of(&error), expected.err(), "{}", error),
+                    Err(error) => refused(&error, expected.err())?,
                 }
             }
             Op::Reset { branch } => {
@@ -534,7 +808,7 @@ impl Harness {
                         self.model.reset(name, info.created_lsn);
                         self.seen_lsns.push(info.created_lsn);
                     }
-                    Err(error) => prop_assert_eq!(Refusal::of(&error), expected.err(), "{}", error),
+                    Err(error) => refused(&error, expected.err())?,
                 }
             }
             Op::Detach { branch } => {
@@ -550,7 +824,7 @@ impl Harness {
                         prop_assert_eq!(Ok(info.head), self.model.head(name));
                         self.check_every_read()?;
                     }
-                    Err(error) => prop_assert_eq!(Refusal::of(&error), expected.err(), "{}", error),
+                    Err(error) => refused(&error, expected.err())?,
                 }
             }
             Op::Restore {
@@ -559,7 +833,8 @@ impl Harness {
                 at,
                 backup,
             } => {
-                let (name, source, at) = (&self.name(branch), &self.name(source), self.at(at));
+                let (name, source) = (&self.name(branch), &self.name(source));
+                let at = self.at_on(source, at);
                 let backup = self.backup(backup);
                 let expected = self.model.check_restore(name, source, at, &backup);
                 match self
@@ -580,7 +855,7 @@ impl Harness {
                         self.model.restore(name, source, at, &backup, created_lsn);
                         self.seen_lsns.push(created_lsn);
                     }
-                    Err(error) => prop_assert_eq!(Refusal::of(&error), expected.err(), "{}", error),
+                    Err(error) => refused(&error, expected.err())?,
                 }
             }
             Op::Diff {
@@ -603,7 +878,7 @@ impl Harness {
                         prop_assert_eq!(&diff.removed, &expected.removed);
                         prop_assert_eq!(&diff.changed, &expected.changed);
                     }
-                    Err(error) => prop_assert_eq!(Refusal::of(&error), lsns.err(), "{}", error),
+                    Err(error) => refused(&error, lsns.err())?,
                 }
             }
             Op::Read { branch, key, at } => {
@@ -615,7 +890,7 @@ impl Harness {
                 let got = self.store().get_page(name, key, at);
                 match got {
                     Ok(page) => prop_assert_eq!(Ok(page.map(|page| page.to_vec())), expected),
-                    Err(error) => prop_assert_eq!(Refusal::of(&error), expected.err(), "{}", error),
+                    Err(error) => refused(&error, expected.err())?,
                 }
             }
             Op::LsnForTime { branch, secs } => {
@@ -623,7 +898,7 @@ impl Harness {
                 let expected = self.model.lsn_for_time(name, time);
                 match self.store().lsn_for_time(name, time) {
                     Ok(answer) => prop_assert_eq!(Ok(answer), expected),
-                    Err(error) => prop_assert_eq!(Refusal::of(&error), expected.err(), "{}", error),
+                    Err(error) => refused(&error, expected.err())?,
                 }
             }
             Op::Clock { forward_secs, back } => {
@@ -678,7 +953,7 @@ impl Harness {
                         prop_assert_eq!(Ok(lease.expires_at), expected);
                         self.model.lease(name, lsn, duration);
                     }
-                    Err(error) => prop_assert_eq!(Refusal::of(&error), expected.err(), "{}", error),
+                    Err(error) => refused(&error, expected.err())?,
                 }
             }
             Op::SetPitrWindow { branch, secs } => {
@@ -691,8 +966,57 @@ impl Harness {
                         prop_assert_eq!(info.pitr_window, window);
                         self.model.set_pitr_window(name, window);
                     }
-                    Err(error) => prop_assert_eq!(Refusal::of(&error), expected.err(), "{}", error),
+                    Err(error) => refused(&error, expected.err())?,
                 }
+            }
+            Op::QuietBranch {
+                name,
+                parent,
+                at,
+                update,
+            } => {
+                self.apply(&Op::CreateBranch {
+                    name: *name,
+                    parent: parent.clone(),
+                    at: at.clone(),
+                    expiry: ExpiryChoice::Never,
+                    protected: false,
+                })?;
+                self.apply(&Op::Commit {
+                    branch: BranchPick::Pool(*name),
+                    updates: vec![update.clone()],
+                })?;
+            }
+            Op::Burst {
+                branch,
+                commits,
+                pages,
+                byte,
+                then,
+            } => {
+                for commit in 0..*commits {
+                    let byte = byte.wrapping_add(commit);
+                    self.apply(&Op::Commit {
+                        branch: branch.clone(),
+                        updates: (0..*pages)
+                            .map(|key| (key, UpdateChoice::Image(byte)))
+                            .collect(),
+                    })?;
+                }
+                if !matches!(then, AfterBurst::Nothing) {
+                    let (published, opened) =
+                        (self.store().stats().catalogs_published, self.opened);
+                    self.apply(&Op::Housekeep)?;
+                    // Notes what the cycle published, which the crash below opens.
+                    self.observe(published, opened);
+                }
+                if matches!(then, AfterBurst::HousekeepAndCrash) {
+                    self.apply(&Op::Crash)?;
+                }
+            }
+            Op::Housekeep => {
+                let covered = self.store().housekeep();
+                prop_assert!(covered.is_ok(), "housekeeping failed: {:?}", covered);
             }
             Op::Reopen => self.reopen(),
             Op::Crash => {
@@ -706,7 +1030,44 @@ impl Harness {
                 self.reopen();
             }
         }
-        self.check_everything()
+        Ok(())
+    }
+
+    /// Notes what the step just run reached, for the suites' coverage totals: the WAL's
+    /// first segment removed, a branch created at a point below the oldest WAL kept, a
+    /// catalog published while a branch held unflushed versions (and one whose branch
+    /// point is below the oldest WAL kept).
+    fn observe(&mut self, published_before: u64, opened_before: u64) {
+        let Some(store) = &self.store else { return };
+        let Ok(StoreFiles {
+            wal: Some(wal),
+            branches,
+            ..
+        }) = store.files(false)
+        else {
+            return;
+        };
+        let wal_start = Lsn(wal.oldest.0 - SEGMENT_HEADER_LEN);
+        let coverage = &mut self.coverage;
+        coverage.wal_removed |= wal.oldest > self.first_wal_lsn;
+        let infos = store.list_branches();
+        let below_wal = |id| {
+            infos.iter().any(|info| {
+                info.id == id
+                    && info.created_lsn >= wal_start
+                    && info
+                        .parent
+                        .as_ref()
+                        .is_some_and(|parent| parent.lsn < wal_start)
+            })
+        };
+        coverage.branch_below_wal |= branches.iter().any(|branch| below_wal(branch.id));
+        if self.opened == opened_before && store.stats().catalogs_published > published_before {
+            let quiet = branches.iter().filter(|branch| branch.unflushed_bytes > 0);
+            coverage.quiet_publish |= quiet.clone().next().is_some();
+            self.risky_catalog = quiet.clone().any(|branch| below_wal(branch.id));
+            coverage.quiet_publish_below_wal |= self.risky_catalog;
+        }
     }
 
     /// Every read of every key on every listed branch at every LSN seen (and a time a
@@ -735,6 +1096,14 @@ impl Harness {
                             if Refusal::of(&error) == Some(Refusal::BelowGcCutoff) {
                                 BELOW_CUTOFF_REFUSALS.fetch_add(1, Ordering::Relaxed);
                             }
+                            prop_assert!(
+                                Refusal::of(&error).is_some(),
+                                "{} {} at {:?}: a failure, not a refusal: {}",
+                                name,
+                                key,
+                                at,
+                                error
+                            );
                             prop_assert_eq!(
                                 Refusal::of(&error),
                                 expected.err(),
@@ -752,9 +1121,16 @@ impl Harness {
         Ok(())
     }
 
-    /// Every live branch, head and page agrees with the model.
+    /// Every live branch, head and page agrees with the model, and no background
+    /// housekeeping failed.
     pub(crate) fn check_everything(&self) -> Result<(), TestCaseError> {
         let store = self.store();
+        prop_assert_eq!(
+            store.stats().housekeeping_failures,
+            0,
+            "background housekeeping failed: {:?}",
+            store.housekeeping_error()
+        );
         let infos = store.list_branches();
         let names: Vec<String> = infos.iter().map(|info| info.name.clone()).collect();
         prop_assert_eq!(&names, &self.model.branch_names());
@@ -830,3 +1206,57 @@ pub(crate) static FLUSHES: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static ROCKSDB_FLUSHES: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static MERGES: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static IMAGES: AtomicUsize = AtomicUsize::new(0);
+
+/// Issue 18's first cause: `main` writes a few WAL segments and a background cycle
+/// publishes (removing the oldest), a quiet branch is created at the oldest point still
+/// readable (below the oldest WAL kept) and gets one commit, then `main` writes more and a
+/// background cycle publishes while that commit is unflushed; then a crash.
+pub(crate) fn issue_18_quiet_branch_below_the_wal() -> Vec<Op> {
+    let burst = |commits, then| Op::Burst {
+        branch: BranchPick::Pool(0),
+        commits,
+        pages: 3,
+        byte: 0,
+        then,
+    };
+    vec![
+        burst(4, AfterBurst::Housekeep),
+        Op::QuietBranch {
+            name: 1,
+            parent: BranchPick::Pool(0),
+            at: AtChoice::Oldest(0),
+            update: (0, UpdateChoice::Image(1)),
+        },
+        burst(7, AfterBurst::HousekeepAndCrash),
+    ]
+}
+
+/// Issue 18's second cause: a branch gets a commit, a checkpoint flushes it, `main` writes
+/// past the WAL segment holding that commit and a background cycle publishes (removing
+/// it), a cycle with nothing due runs, the branch gets one more commit, and `main`'s next
+/// background publish happens while that commit is unflushed; then a crash.
+pub(crate) fn issue_18_idle_branch_written_again() -> Vec<Op> {
+    let burst = |commits, then| Op::Burst {
+        branch: BranchPick::Pool(0),
+        commits,
+        pages: 3,
+        byte: 0,
+        then,
+    };
+    vec![
+        Op::QuietBranch {
+            name: 1,
+            parent: BranchPick::Pool(0),
+            at: AtChoice::Latest,
+            update: (0, UpdateChoice::Image(1)),
+        },
+        Op::Checkpoint,
+        burst(7, AfterBurst::Housekeep),
+        Op::Housekeep,
+        Op::Commit {
+            branch: BranchPick::Pool(1),
+            updates: vec![(1, UpdateChoice::Image(2))],
+        },
+        burst(7, AfterBurst::HousekeepAndCrash),
+    ]
+}
