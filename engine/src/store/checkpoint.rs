@@ -8,7 +8,12 @@
 //! cycle), then the catalog (which makes them live), then unlisted layer files are
 //! removed, then the WAL segments below every branch's `flushed` LSN. A crash anywhere
 //! leaves either the old catalog with the whole WAL after it, or the new one; layer files
-//! written for a catalog that never got published are debris, removed on open.
+//! written for a catalog that never got published are debris, removed once an open has
+//! accepted the whole store (never before: a failed open changes nothing).
+//!
+//! Every catalog published can be opened (DESIGN.md invariant 7): its replay start, the
+//! lowest `flushed` of any branch, is checked against the oldest WAL record kept before
+//! the file is written (`CatalogCut::of`), and WAL removal stops at that start.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -188,12 +193,6 @@ impl StoreInner {
         Ok(covered)
     }
 
-    /// Loads the catalog if there is one (branches and their layers) and returns where
-    /// replay starts; a listed layer that is missing, of the wrong size, or overlapping
-    /// another is an error naming it. Removes nothing: layer files no branch lists are
-    /// removed once the whole store was accepted (`remove_layer_debris`). (With RocksDB,
-    /// versions the catalog never published are trimmed once the catalog is accepted:
-    /// they are debris by definition, and replay must not read them.)
     /// Makes the catalog `open` found durable, with the layer files it lists, before
     /// anything is removed on its word: after an I/O error (a failed directory fsync, say)
     /// the catalog a reopen reads may be visible without being durable, and removing the
@@ -216,6 +215,12 @@ impl StoreInner {
             .map_err(EngineError::io("fsync directory", dir))
     }
 
+    /// Loads the catalog if there is one (branches and their layers) and returns where
+    /// replay starts and the layer files it lists; a listed layer that is missing, of the wrong size, or overlapping
+    /// another is an error naming it. Removes nothing: layer files no branch lists are
+    /// removed once the whole store was accepted (`remove_layer_debris`). (With RocksDB,
+    /// versions the catalog never published are trimmed once the catalog is accepted:
+    /// they are debris by definition, and replay must not read them.)
     pub(super) fn restore_checkpoint(
         &self,
         dir: &Path,
