@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use pagefork_engine::{At, BranchOptions, EngineError, Key, Store, SyncMode, Update};
-use pagefork_tests::{engine_config, manual_housekeeping, page_of};
+use pagefork_tests::{engine_config, manual_housekeeping, open_fails_changing_nothing, page_of};
 
 fn layer_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("layers"))
@@ -99,7 +99,7 @@ fn a_missing_or_resized_listed_layer_is_an_error_naming_it() {
     let bytes = std::fs::read(&layer).unwrap();
 
     std::fs::remove_file(&layer).unwrap();
-    let error = reopen(dir.path()).unwrap_err();
+    let error = open_fails_changing_nothing(dir.path(), || reopen(dir.path()));
     assert!(
         matches!(&error, EngineError::CorruptFile { path, .. } if path == &layer)
             && error.to_string().contains("missing"),
@@ -107,7 +107,7 @@ fn a_missing_or_resized_listed_layer_is_an_error_naming_it() {
     );
 
     std::fs::write(&layer, &bytes[..bytes.len() - 1]).unwrap();
-    let error = reopen(dir.path()).unwrap_err();
+    let error = open_fails_changing_nothing(dir.path(), || reopen(dir.path()));
     assert!(
         matches!(&error, EngineError::CorruptFile { path, .. } if path == &layer),
         "{error}"
@@ -209,7 +209,7 @@ fn a_catalog_with_commits_out_of_order_is_refused() {
     let crc = crc32fast::hash(&bytes[..body]);
     bytes[body..].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
-    let error = reopen(dir.path()).unwrap_err();
+    let error = open_fails_changing_nothing(dir.path(), || reopen(dir.path()));
     assert!(
         matches!(&error, EngineError::CorruptFile { path: named, .. } if named == &path)
             && error.to_string().contains("out of order"),

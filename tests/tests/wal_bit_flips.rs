@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pagefork_tests::{payload_for, segment_files, unsynced_config};
+use pagefork_tests::{payload_for, segment_files, tree_snapshot, unsynced_config};
 use pagefork_wal::{Lsn, RecoveryMode, Wal, WalConfig, WalError};
 
 const SEGMENT_SIZE: u64 = 4096;
@@ -127,7 +127,19 @@ fn every_single_bit_flip_is_detected() {
             std::fs::create_dir(&dir).unwrap();
             write_copy(&dir, &pristine, Some((file, bit)));
             let expect = expectation(&pristine, file, (bit / 8) as u64);
+            let refused = matches!(expect, Expect::BadSegment(_) | Expect::Middle(_));
+            let before = refused.then(|| tree_snapshot(&dir));
             let outcome = Wal::open(&dir, config());
+            if let Some(before) = before {
+                // A refused open changes nothing (DESIGN.md invariant 8) but the empty lock
+                // file it takes, made if the copy had none (a store always has one).
+                let mut after = tree_snapshot(&dir);
+                assert_eq!(after.remove(Path::new("LOCK")), Some(Some(Vec::new())));
+                assert!(
+                    before == after,
+                    "file {file} bit {bit}: a refused open changed the log"
+                );
+            }
             match (&expect, outcome) {
                 (Expect::BadSegment(index), Err(WalError::BadSegment { path, .. })) => {
                     assert_eq!(index, &file);
