@@ -81,6 +81,21 @@ impl TestRng {
     pub fn below(&mut self, bound: u64) -> u64 {
         self.next_u64() % bound.max(1)
     }
+
+    /// A number from `low` to `high`, both included (`low <= high`).
+    pub fn between(&mut self, low: u64, high: u64) -> u64 {
+        low + self.below(high - low + 1)
+    }
+
+    /// True `per_mille` times in a thousand.
+    pub fn chance(&mut self, per_mille: u64) -> bool {
+        self.below(1000) < per_mille
+    }
+
+    /// One of `items`, or `None` if there are none.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
+        items.get(usize::try_from(self.below(items.len() as u64)).ok()?)
+    }
 }
 
 /// A seed from the environment variable `name` if set, else from the clock. Tests print

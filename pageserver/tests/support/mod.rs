@@ -1,5 +1,7 @@
 //! A `pagefork serve` child process on a free loopback port, and a small HTTP client for
-//! it (ureq: statuses are answers, not errors).
+//! it (ureq: statuses are answers, not errors). `Server::start_logged`, `Server::kill` and
+//! `Http` are for crash tests: a server that cannot start is an error carrying its stderr,
+//! and a request the server never answered (it was killed) is an error, not a panic.
 
 // A test may panic: unwrapping and indexing its own fixtures is how it fails.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, dead_code)]
@@ -9,6 +11,7 @@ pub(crate) mod cli;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -93,25 +96,7 @@ impl Server {
     }
 
     fn answer(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
-        let mut response = response.expect("HTTP request");
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .map(|value| value.to_str().unwrap().to_owned())
-        };
-        let (lsn, commit_time) = (header("pagefork-lsn"), header("pagefork-commit-time"));
-        Answer {
-            status: response.status().as_u16(),
-            body: response
-                .body_mut()
-                .with_config()
-                .limit(1 << 30)
-                .read_to_vec()
-                .unwrap(),
-            lsn,
-            commit_time,
-        }
+        read_answer(response).expect("HTTP request")
     }
 
     pub(crate) fn get(&self, path: &str) -> Answer {
@@ -192,6 +177,211 @@ impl Server {
         assert!(killed.success());
         self.child.wait().unwrap()
     }
+}
+
+impl Server {
+    /// Starts `pagefork --data-dir DIR serve --listen 127.0.0.1:0 EXTRA...` with its stderr
+    /// appended to `log`. A server that exits or prints no address within `limit` is an
+    /// error saying how it ended, with its stderr.
+    pub(crate) fn start_logged(
+        dir: &Path,
+        extra: &[&str],
+        log: &Path,
+        limit: Duration,
+    ) -> Result<Server, String> {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pagefork"))
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env_remove("PAGEFORK_DATA_DIR")
+            .env("PAGEFORK_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start pagefork serve");
+        let stdout = child.stdout.take().unwrap();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let read = BufReader::new(stdout).read_line(&mut line).map(|_| line);
+            let _ = sender.send(read);
+        });
+        let line = receiver.recv_timeout(limit);
+        let base = line
+            .as_ref()
+            .ok()
+            .and_then(|read| read.as_ref().ok())
+            .and_then(|line| {
+                line.split_whitespace()
+                    .find(|word| word.starts_with("http://"))
+            })
+            .map(str::to_owned);
+        let Some(base) = base else {
+            // Standard output ended (or said something else): it is exiting; give it a
+            // moment. No line within the limit: it hangs.
+            let grace = if line.is_ok() {
+                Duration::from_secs(10)
+            } else {
+                Duration::ZERO
+            };
+            let how = match wait_within(&mut child, grace) {
+                Some(status) => format!("exited with {status}"),
+                None => format!("printed no address within {limit:?} (killed)"),
+            };
+            let stderr = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(format!(
+                "pagefork serve {how} before it listened; its stderr:\n{stderr}"
+            ));
+        };
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Ok(Server {
+            child,
+            base,
+            dir: dir.to_owned(),
+            agent,
+        })
+    }
+
+    /// Sends SIGKILL and waits for the process to end: nothing of it runs after this.
+    pub(crate) fn kill(&mut self) -> ExitStatus {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap()
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for the process to exit (it finishes the
+    /// requests in flight and checkpoints first); `None` if it did not (it is then killed).
+    pub(crate) fn terminate_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let signalled = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(signalled.success());
+        wait_within(&mut self.child, limit)
+    }
+
+    /// A client of this server for other threads, whose requests give up after `timeout`.
+    pub(crate) fn http(&self, timeout: Duration) -> Http {
+        Http {
+            base: self.base.clone(),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(timeout))
+                .build()
+                .into(),
+        }
+    }
+}
+
+/// Waits up to `limit` for `child` to exit; kills it (and says `None`) if it does not.
+fn wait_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if started.elapsed() >= limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Why a request got no answer.
+#[derive(Debug)]
+pub(crate) struct NoAnswer {
+    /// The connection was refused: the request never reached the server.
+    pub(crate) refused: bool,
+    pub(crate) message: String,
+}
+
+/// A server's address and an HTTP client for it, to share with threads: a request the
+/// server did not answer (connection refused, reset, or cut mid-answer) is an `Err`.
+#[derive(Clone)]
+pub(crate) struct Http {
+    pub(crate) base: String,
+    agent: ureq::Agent,
+}
+
+impl Http {
+    pub(crate) fn get(&self, path: &str) -> Result<Answer, NoAnswer> {
+        read_answer(self.agent.get(format!("{}{path}", self.base)).call()).map_err(no_answer)
+    }
+
+    pub(crate) fn delete(&self, path: &str) -> Result<Answer, NoAnswer> {
+        read_answer(self.agent.delete(format!("{}{path}", self.base)).call()).map_err(no_answer)
+    }
+
+    /// A request with a body (`POST`, `PUT`, `PATCH`).
+    pub(crate) fn send_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        content_type: &str,
+    ) -> Result<Answer, NoAnswer> {
+        let url = format!("{}{path}", self.base);
+        let request = match method {
+            "POST" => self.agent.post(url),
+            "PUT" => self.agent.put(url),
+            "PATCH" => self.agent.patch(url),
+            other => panic!("no body for {other}"),
+        };
+        read_answer(request.header("content-type", content_type).send(body)).map_err(no_answer)
+    }
+
+    /// `POST` of a JSON body.
+    pub(crate) fn post(&self, path: &str, body: &str) -> Result<Answer, NoAnswer> {
+        self.send_bytes("POST", path, body.as_bytes(), "application/json")
+    }
+
+    /// `PUT` of a raw page.
+    pub(crate) fn put_page(&self, path: &str, page: &[u8]) -> Result<Answer, NoAnswer> {
+        self.send_bytes("PUT", path, page, "application/octet-stream")
+    }
+}
+
+fn no_answer(error: ureq::Error) -> NoAnswer {
+    let refused =
+        matches!(&error, ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused);
+    NoAnswer {
+        refused,
+        message: error.to_string(),
+    }
+}
+
+/// Reads a whole answer: status, the headers we look at, body.
+fn read_answer(
+    response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<Answer, ureq::Error> {
+    let mut response = response?;
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|value| value.to_str().unwrap().to_owned())
+    };
+    let (lsn, commit_time) = (header("pagefork-lsn"), header("pagefork-commit-time"));
+    Ok(Answer {
+        status: response.status().as_u16(),
+        body: response
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()?,
+        lsn,
+        commit_time,
+    })
 }
 
 impl Drop for Server {
