@@ -60,17 +60,25 @@ impl Answer {
     }
 }
 
+/// `pagefork --data-dir DIR serve --listen 127.0.0.1:0 EXTRA...`, its stdout piped (the
+/// first line says where it listens).
+fn serve_command(dir: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pagefork"));
+    command
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env_remove("PAGEFORK_DATA_DIR")
+        .env("PAGEFORK_LOG", "warn")
+        .stdout(Stdio::piped());
+    command
+}
+
 impl Server {
     /// Starts `pagefork --data-dir DIR serve --listen 127.0.0.1:0 EXTRA...`.
     pub(crate) fn start(dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pagefork"))
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env_remove("PAGEFORK_DATA_DIR")
-            .env("PAGEFORK_LOG", "warn")
-            .stdout(Stdio::piped())
+        let mut child = serve_command(dir, extra)
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start pagefork serve");
@@ -194,14 +202,7 @@ impl Server {
             .append(true)
             .open(log)
             .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pagefork"))
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env_remove("PAGEFORK_DATA_DIR")
-            .env("PAGEFORK_LOG", "warn")
-            .stdout(Stdio::piped())
+        let mut child = serve_command(dir, extra)
             .stderr(stderr)
             .spawn()
             .expect("start pagefork serve");
