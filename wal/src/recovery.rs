@@ -220,14 +220,15 @@ pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, mode: RecoveryMode) -> Re
         }
         Some(bad) => {
             let later = valid_frames_after(&segments, &bad, segment_size, salt)?;
+            let damaged = segments
+                .get(bad.segment_index)
+                .expect("bad frame lies in a listed segment");
+            let (damaged, offset) = (damaged.path.clone(), damaged.offset_of(bad.lsn));
             if let Some(proof) = later.proof_of_sync {
-                let damaged = segments
-                    .get(bad.segment_index)
-                    .expect("bad frame lies in a listed segment");
                 let corruption = WalError::CorruptedInMiddle {
                     lsn: bad.lsn,
-                    path: damaged.path.clone(),
-                    offset: damaged.offset_of(bad.lsn),
+                    path: damaged.clone(),
+                    offset,
                     next_valid: proof.frame,
                     synced_through: proof.synced_through,
                 };
@@ -243,18 +244,12 @@ pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, mode: RecoveryMode) -> Re
             } else {
                 report.unsynced_records_dropped = later.records;
             }
-            let damaged = segments
-                .get(bad.segment_index)
-                .expect("bad frame lies in a listed segment")
-                .path
-                .clone();
             let (bytes, to) = plan_tail_drop(&mut segments, &bad, segment_size, &mut repair)?;
             report.dropped_bytes = bytes;
-            report
-                .removed_segments
-                .extend(repair.remove.iter().cloned());
-            report.removed_segments.sort();
-            report.removed_segments.dedup();
+            // Segments cut at damaged headers (salvage) come after the ones drained here:
+            // in LSN order (names are hex start LSNs), `apply` removes newest first.
+            repair.remove.sort();
+            report.removed_segments = repair.remove.clone();
             if bytes > 0 {
                 report.dropped_tail = Some(DroppedTail {
                     segment: damaged,

@@ -91,6 +91,12 @@ impl Server {
             .find(|word| word.starts_with("http://"))
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .to_owned();
+        Server::listening(child, base, dir)
+    }
+
+    /// The server `child` that said it listens at `base`, with a client that takes any
+    /// status as an answer.
+    fn listening(child: Child, base: String, dir: &Path) -> Server {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
@@ -127,13 +133,7 @@ impl Server {
         body: &[u8],
         content_type: &str,
     ) -> Answer {
-        let url = format!("{}{path}", self.base);
-        let request = match method {
-            "POST" => self.agent.post(url),
-            "PUT" => self.agent.put(url),
-            "PATCH" => self.agent.patch(url),
-            other => panic!("no body for {other}"),
-        };
+        let request = with_body(&self.agent, method, format!("{}{path}", self.base));
         Self::answer(request.header("content-type", content_type).send(body))
     }
 
@@ -240,16 +240,7 @@ impl Server {
                 "pagefork serve {how} before it listened; its stderr:\n{stderr}"
             ));
         };
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        Ok(Server {
-            child,
-            base,
-            dir: dir.to_owned(),
-            agent,
-        })
+        Ok(Server::listening(child, base, dir))
     }
 
     /// Sends SIGKILL and waits for the process to end: nothing of it runs after this.
@@ -331,13 +322,7 @@ impl Http {
         body: &[u8],
         content_type: &str,
     ) -> Result<Answer, NoAnswer> {
-        let url = format!("{}{path}", self.base);
-        let request = match method {
-            "POST" => self.agent.post(url),
-            "PUT" => self.agent.put(url),
-            "PATCH" => self.agent.patch(url),
-            other => panic!("no body for {other}"),
-        };
+        let request = with_body(&self.agent, method, format!("{}{path}", self.base));
         read_answer(request.header("content-type", content_type).send(body)).map_err(no_answer)
     }
 
@@ -349,6 +334,20 @@ impl Http {
     /// `PUT` of a raw page.
     pub(crate) fn put_page(&self, path: &str, page: &[u8]) -> Result<Answer, NoAnswer> {
         self.send_bytes("PUT", path, page, "application/octet-stream")
+    }
+}
+
+/// A `POST`, `PUT` or `PATCH` request to `url`.
+fn with_body(
+    agent: &ureq::Agent,
+    method: &str,
+    url: String,
+) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
+    match method {
+        "POST" => agent.post(url),
+        "PUT" => agent.put(url),
+        "PATCH" => agent.patch(url),
+        other => panic!("no body for {other}"),
     }
 }
 
