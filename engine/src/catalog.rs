@@ -240,6 +240,15 @@ impl Branch {
         Lsn(self.start.load(Ordering::Acquire))
     }
 
+    /// Where the history it can read starts: its root's start (a read below its branch
+    /// point sees its ancestors' history; nothing is below the root's start).
+    pub(crate) fn history_start(&self) -> Lsn {
+        match self.parent_ref() {
+            Some((parent, _)) => parent.history_start(),
+            None => self.start(),
+        }
+    }
+
     /// Its parent and branch point; `None` for a root or a detached branch.
     pub(crate) fn parent(&self) -> Option<(Arc<Branch>, Lsn)> {
         self.parent_ref()
@@ -423,6 +432,16 @@ impl Catalog {
     /// The branches users see, by name.
     pub(crate) fn visible(&self) -> impl Iterator<Item = &Arc<Branch>> {
         self.by_name.values()
+    }
+
+    /// Visible branches in name order, from `start` on.
+    pub(crate) fn visible_from(
+        &self,
+        start: std::ops::Bound<&str>,
+    ) -> impl Iterator<Item = &Arc<Branch>> {
+        self.by_name
+            .range::<str, _>((start, std::ops::Bound::Unbounded))
+            .map(|(_, branch)| branch)
     }
 
     /// The live children of `id`, hidden ones too.

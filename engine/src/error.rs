@@ -13,19 +13,19 @@ use crate::time::Timestamp;
 #[non_exhaustive]
 pub enum EngineError {
     /// No live branch has this name.
-    #[error("no branch named {name:?}")]
+    #[error("no branch named {}", quoted(.name))]
     UnknownBranch {
         /// The name asked for.
         name: String,
     },
     /// A live branch already has this name.
-    #[error("a branch named {name:?} already exists")]
+    #[error("a branch named {} already exists", quoted(.name))]
     BranchExists {
         /// The name.
         name: String,
     },
     /// The name breaks the naming rule.
-    #[error("invalid branch name {name:?}: a name is {rule}")]
+    #[error("invalid branch name {}: a name is {rule}", quoted(.name))]
     InvalidBranchName {
         /// The name given.
         name: String,
@@ -100,17 +100,20 @@ pub enum EngineError {
         /// The branch's head.
         head: Lsn,
     },
-    /// A branch point below where the parent's own history starts.
+    /// An LSN below where a branch's usable history starts: a branch point or lease below
+    /// its own start (its branch point, or its creation for a root), or a read below its
+    /// root's start (LSN 0 is below every start).
     #[error(
-        "cannot branch from {parent:?} at LSN {lsn}: that is below its start {start} \
-         (its branch point, or its creation for a root); branch from its ancestor instead"
+        "branch {branch:?} cannot be used at LSN {lsn}: that is below {start}, where its usable \
+         history starts (its branch point for branching and leases, its root's creation for \
+         reads); use an ancestor for older states"
     )]
     LsnBelowBranchStart {
-        /// The parent branch.
-        parent: String,
+        /// The branch the LSN was asked of (the parent, for a branch point).
+        branch: String,
         /// The LSN asked for.
         lsn: Lsn,
-        /// Where the parent's own history starts.
+        /// Where the usable history starts.
         start: Lsn,
     },
     /// A time before the first commit the branch can see.
@@ -167,6 +170,16 @@ pub enum EngineError {
         expires_at: Timestamp,
         /// The store clock's time.
         now: Timestamp,
+    },
+    /// An expiry (of a branch or a lease) later than the latest time a store can hold.
+    #[error(
+        "the expiry asked for on branch {branch:?} is later than {latest}, the latest time a store can hold: give a shorter ttl or an earlier time"
+    )]
+    ExpiryTooLate {
+        /// The branch (or the branch a lease is on).
+        branch: String,
+        /// The latest expiry accepted ([`Timestamp::MAX`]).
+        latest: Timestamp,
     },
     /// A reset or detach of a branch without a parent.
     #[error(
@@ -347,6 +360,21 @@ impl EngineError {
             operation,
             path,
             source,
+        }
+    }
+}
+
+/// The longest value an error quotes whole.
+const QUOTED_PREFIX_CHARS: usize = 64;
+
+/// `value` (a name or other text a user gave) quoted for an error message: whole if
+/// short, else a prefix and its length, so no error echoes a huge input back.
+pub fn quoted(value: &str) -> String {
+    match value.char_indices().nth(QUOTED_PREFIX_CHARS) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => {
+            let prefix = value.get(..cut).unwrap_or_default();
+            format!("{prefix:?}... ({} bytes in all)", value.len())
         }
     }
 }

@@ -84,6 +84,8 @@ pub enum Refusal {
     ExpiryOnProtected,
     /// An expiry time already past.
     ExpiryInPast,
+    /// An expiry (of a branch or a lease) past the latest time a store can hold.
+    ExpiryTooLate,
     /// A reset of a root.
     NoParent,
     /// An LSN (or the LSN a time resolves to) below the branch's GC cutoff, not leased.
@@ -113,6 +115,7 @@ impl Refusal {
             EngineError::Protected { .. } => Refusal::Protected,
             EngineError::ExpiryOnProtected { .. } => Refusal::ExpiryOnProtected,
             EngineError::ExpiryInPast { .. } => Refusal::ExpiryInPast,
+            EngineError::ExpiryTooLate { .. } => Refusal::ExpiryTooLate,
             EngineError::NoParent { .. } => Refusal::NoParent,
             EngineError::BelowGcCutoff { .. } => Refusal::BelowGcCutoff,
             EngineError::EmptyLease { .. } => Refusal::EmptyLease,
@@ -314,6 +317,14 @@ impl Model {
         }
     }
 
+    /// Where the history a read of branch `id` can reach starts: its root's start.
+    fn history_start_of(&self, id: usize) -> Lsn {
+        match self.branch(id).parent {
+            Some((parent, _)) => self.history_start_of(parent),
+            None => self.start_of(id),
+        }
+    }
+
     fn head_of(&self, id: usize) -> Lsn {
         let branch = self.branch(id);
         let floor = branch
@@ -476,6 +487,9 @@ impl Model {
         let lsn = match at {
             At::Latest => head,
             At::Lsn(lsn) if lsn > head => return Err(Refusal::LsnPastHead),
+            At::Lsn(lsn) if lsn < self.history_start_of(id) => {
+                return Err(Refusal::LsnBelowBranchStart);
+            }
             At::Lsn(lsn) => lsn,
             At::Time(time) => match self.lsn_for_time_of(id, time) {
                 answer if answer.kind == TimeKind::Past => {
@@ -538,7 +552,13 @@ impl Model {
             return Err(Refusal::EmptyLease);
         }
         self.resolve_of(id, At::Lsn(lsn))?;
+        if lsn < self.start_of(id) {
+            return Err(Refusal::LsnBelowBranchStart);
+        }
         let until = self.now.saturating_add(duration);
+        if until > Timestamp::MAX {
+            return Err(Refusal::ExpiryTooLate);
+        }
         Ok(self
             .leases
             .get(&(id, lsn))
@@ -601,6 +621,7 @@ impl Model {
         }
         match options.expiry.expires_at(self.now) {
             Some(at) if at <= self.now => Err(Refusal::ExpiryInPast),
+            Some(at) if at > Timestamp::MAX => Err(Refusal::ExpiryTooLate),
             _ => Ok(()),
         }
     }

@@ -12,10 +12,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A point in time: microseconds since the Unix epoch, UTC. Displays and parses as
 /// RFC 3339 (`2026-11-21T10:00:00.000000Z`).
+///
+/// RFC 3339 writes years with four digits, so the latest time it can name is
+/// [`Timestamp::MAX`]; the store refuses to record a later expiry. A later value (a
+/// library caller's, or one written by a build without that check) still displays, as
+/// microseconds after the epoch, so no value can make a view fail.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp(pub u64);
 
 impl Timestamp {
+    /// The latest time RFC 3339 can write: 9999-12-31T23:59:59.999999Z.
+    pub const MAX: Timestamp = Timestamp(253_402_300_799_999_999);
+
     /// The timestamp of a `SystemTime` (times before 1970 become the epoch).
     pub fn from_system_time(time: SystemTime) -> Timestamp {
         let micros = time
@@ -54,6 +62,9 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self > Timestamp::MAX {
+            return write!(f, "{}us after the epoch (past year 9999)", self.0);
+        }
         write!(
             f,
             "{}",
@@ -152,6 +163,22 @@ mod tests {
         assert_eq!(time.to_string().parse::<Timestamp>(), Ok(time));
         let error = "yesterday".parse::<Timestamp>().unwrap_err();
         assert!(error.to_string().contains("yesterday"));
+    }
+
+    #[test]
+    fn every_timestamp_displays() {
+        assert_eq!(Timestamp::MAX.to_string(), "9999-12-31T23:59:59.999999Z");
+        assert_eq!(
+            Timestamp::MAX.to_string().parse::<Timestamp>(),
+            Ok(Timestamp::MAX)
+        );
+        let past = Timestamp(Timestamp::MAX.0 + 1);
+        assert_eq!(
+            past.to_string(),
+            "253402300800000000us after the epoch (past year 9999)"
+        );
+        assert!(Timestamp(u64::MAX).to_string().contains("past year 9999"));
+        assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000000Z");
     }
 
     #[test]

@@ -22,6 +22,7 @@ use pagefork_engine::{At, Backend, Backup, BranchOptions, Config, Key, Store, Ti
 use serde_json::{Value, json};
 
 use crate::demo::format_duration;
+use crate::output::out;
 
 const PAGE_SIZE: usize = 8192;
 const DATA_REL: u32 = 1;
@@ -128,9 +129,9 @@ pub(crate) fn run(options: &BenchOptions) -> Result<()> {
         plot::write_svg(path, &plotted)?;
     }
     if options.json {
-        println!("{}", results_json(&results, options));
+        out!("{}", results_json(&results, options));
     } else {
-        print_table(&results, options);
+        print_table(&results, options)?;
     }
     Ok(())
 }
@@ -398,21 +399,26 @@ fn side_by_side(results: &[Measured]) -> Vec<SideBySide<'_>> {
         .collect()
 }
 
-fn print_table(results: &[Measured], options: &BenchOptions) {
-    println!(
+fn print_table(results: &[Measured], options: &BenchOptions) -> anyhow::Result<()> {
+    out!(
         "pagefork bench on {} ({} samples per branch operation, reads through {} branches; durable: every operation fsynced)\n",
         machine(),
         options.branches,
         options.depth
     );
-    println!(
+    out!(
         "{:<8} {:<10} {:<28} {:>12} {:>12} {:>22}",
-        "backend", "size", "operation", "median", "p99", "vs full copy (median)"
+        "backend",
+        "size",
+        "operation",
+        "median",
+        "p99",
+        "vs full copy (median)"
     );
     for measured in results {
         let ratio = ratio_to_copy(results, measured)
             .map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.0}x faster"));
-        println!(
+        out!(
             "{:<8} {:<10} {:<28} {:>12} {:>12} {:>22}",
             measured.backend.name(),
             bytesize::ByteSize::b(measured.size)
@@ -427,16 +433,20 @@ fn print_table(results: &[Measured], options: &BenchOptions) {
     }
     let pairs = side_by_side(results);
     if !pairs.is_empty() {
-        println!("\nnative layers against RocksDB, same work in the same run (medians)\n");
-        println!(
+        out!("\nnative layers against RocksDB, same work in the same run (medians)\n");
+        out!(
             "{:<10} {:<28} {:>12} {:>12} {:>20}",
-            "size", "operation", "native", "rocksdb", "rocksdb / native"
+            "size",
+            "operation",
+            "native",
+            "rocksdb",
+            "rocksdb / native"
         );
         for pair in pairs {
             let ratio = pair
                 .rocksdb_over_native()
                 .map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.2}x"));
-            println!(
+            out!(
                 "{:<10} {:<28} {:>12} {:>12} {:>20}",
                 bytesize::ByteSize::b(pair.native.size)
                     .display()
@@ -449,4 +459,5 @@ fn print_table(results: &[Measured], options: &BenchOptions) {
             );
         }
     }
+    Ok(())
 }

@@ -122,7 +122,32 @@ pub(crate) enum Command {
         /// as Lakebase does.
         #[arg(long)]
         require_expiration: bool,
+        /// Also answer requests whose Host header is NAME (repeatable). IP addresses and
+        /// localhost are always answered; other names are refused, against DNS rebinding.
+        #[arg(long = "allow-host", value_name = "NAME")]
+        allow_hosts: Vec<String>,
+        /// How long a client gets to send a request's header.
+        #[arg(long, value_parser = parse_duration, default_value = "10s")]
+        header_timeout: Duration,
+        /// How long a client gets to send a request's body, once the header is in.
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
+        body_timeout: Duration,
+        /// On SIGTERM or SIGINT, how long requests in flight get to finish before their
+        /// connections are dropped and the stores checkpointed and closed.
+        #[arg(long, value_parser = parse_duration, default_value = "10s")]
+        shutdown_grace: Duration,
+        /// Require `Authorization: Bearer <token>` on every request but /healthz and
+        /// /v1/openapi.json (tokens from `pagefork token create`; the key is kept in
+        /// DATA_DIR/auth).
+        #[arg(long)]
+        auth: bool,
+        /// Serve without --auth on an address that is not loopback (refused otherwise).
+        #[arg(long)]
+        insecure_no_auth: bool,
     },
+    /// Short-lived tokens for `pagefork serve --auth`.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Measure branch creation, branch at a time, restore and reads at data sizes you
     /// pick, beside a full copy of the same data made in the same run; print medians and
     /// p99s. Runs in a temporary directory unless --data-dir is given.
@@ -172,8 +197,15 @@ pub(crate) enum BranchCommand {
         #[arg(long)]
         protected: bool,
     },
-    /// List branches as a tree.
-    List,
+    /// List branches: as a tree, or with a filter as a list in name order.
+    List {
+        /// Only branches whose name starts with this.
+        #[arg(long)]
+        name_prefix: Option<String>,
+        /// Only children of this branch.
+        #[arg(long)]
+        parent: Option<String>,
+    },
     /// Everything known about a branch.
     Show {
         /// The branch.
@@ -436,4 +468,22 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|error| {
         format!("invalid duration {text:?} ({error}): use forms like 3600s, 90m or 1h")
     })
+}
+
+/// `pagefork token`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Print a token (an EdDSA JWT) for the server on this data directory: for one project,
+    /// or for the whole server. Creates the server's key in DATA_DIR/auth if there is none.
+    #[command(
+        after_help = "Examples:\n  pagefork token create --ttl 1h\n  pagefork token create --ttl 15m --project shop\n  curl -H \"Authorization: Bearer $(pagefork token create --ttl 5m)\" localhost:7070/v1/projects"
+    )]
+    Create {
+        /// How long the token lives (at most 30 days).
+        #[arg(long, value_parser = parse_duration, default_value = "1h")]
+        ttl: Duration,
+        /// Only this project's routes; without it, the whole server.
+        #[arg(long)]
+        project: Option<String>,
+    },
 }

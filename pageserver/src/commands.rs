@@ -2,16 +2,18 @@
 //! text or JSON. Arguments are parsed and checked by clap before the store is touched.
 
 use std::io::{Read, Write};
+use std::num::NonZeroUsize;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use pagefork_engine::{
-    At, Backend, BranchInfo, BranchOptions, Config, Key, LsnForTime, Store, Update,
+    At, Backend, BranchFilter, BranchInfo, BranchOptions, Config, Key, LsnForTime, Store, Update,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::cli::{AtArgs, BranchCommand, PageCommand};
+use crate::output::out;
 use crate::views::{branch_json, commit_json, stats_json, time_answer_json};
 
 /// Exit code of `page get` when the page does not exist.
@@ -34,12 +36,12 @@ pub(crate) fn init(dir: &Path, page_size: usize, backend: Backend, json: bool) -
     let store = Store::create(dir, config)?;
     let root = store.branch_info("main")?;
     if json {
-        println!(
+        out!(
             "{}",
             json!({"data_dir": dir.display().to_string(), "page_size": page_size, "backend": backend.name(), "root": branch_json(&root)})
         );
     } else {
-        println!(
+        out!(
             "created a store in {} ({page_size}-byte pages, {backend} backend) with branch main",
             dir.display()
         );
@@ -71,36 +73,39 @@ pub(crate) fn branch(dir: &Path, command: &BranchCommand, json: bool) -> Result<
             };
             let info = store.create_branch(name, from, at(at_args), options)?;
             if json {
-                println!("{}", branch_json(&info));
+                out!("{}", branch_json(&info));
             } else {
-                print_branch(&info);
+                print_branch(&info)?;
             }
         }
-        BranchCommand::List => {
-            let branches = store.list_branches();
-            if json {
-                println!(
-                    "{}",
-                    Value::Array(branches.iter().map(branch_json).collect())
-                );
+        BranchCommand::List {
+            name_prefix,
+            parent,
+        } => {
+            let filter = BranchFilter {
+                name_prefix: name_prefix.clone(),
+                parent: parent.clone(),
+            };
+            if !json && filter == BranchFilter::default() {
+                print_tree(&store.list_branches())?;
             } else {
-                print_tree(&branches);
+                list_branches(&store, &filter, json)?;
             }
         }
         BranchCommand::Show { name } => {
             let info = store.branch_info(name)?;
             if json {
-                println!("{}", branch_json(&info));
+                out!("{}", branch_json(&info));
             } else {
-                print_branch(&info);
+                print_branch(&info)?;
             }
         }
         BranchCommand::Delete { name } => {
             store.delete_branch(name)?;
             if json {
-                println!("{}", json!({"deleted": name}));
+                out!("{}", json!({"deleted": name}));
             } else {
-                println!("deleted branch {name}");
+                out!("deleted branch {name}");
             }
         }
         lifecycle => crate::lifecycle::branch(&store, lifecycle, json)?,
@@ -134,9 +139,9 @@ pub(crate) fn page(dir: &Path, command: &PageCommand, json: bool) -> Result<i32>
                 vec![(Key::new(*rel, *block), Update::Image(Bytes::from(bytes)))],
             )?;
             if json {
-                println!("{}", commit_json(&commit));
+                out!("{}", commit_json(&commit));
             } else {
-                println!("committed at LSN {} ({})", commit.lsn, commit.time);
+                out!("committed at LSN {} ({})", commit.lsn, commit.time);
             }
             Ok(0)
         }
@@ -156,7 +161,7 @@ pub(crate) fn page(dir: &Path, command: &PageCommand, json: bool) -> Result<i32>
             }
             None => {
                 if json {
-                    println!("{}", json!({"exists": false}));
+                    out!("{}", json!({"exists": false}));
                 } else {
                     eprintln!(
                         "pagefork: rel {rel} block {block} does not exist on {branch} at that point"
@@ -177,9 +182,9 @@ pub(crate) fn lsn_for_time(
     let store = open(dir, json)?;
     let answer = store.lsn_for_time(branch, time)?;
     if json {
-        println!("{}", time_answer_json(&answer));
+        out!("{}", time_answer_json(&answer));
     } else {
-        println!("{}", describe_time_answer(&answer));
+        out!("{}", describe_time_answer(&answer));
     }
     Ok(())
 }
@@ -188,9 +193,9 @@ pub(crate) fn checkpoint(dir: &Path, json: bool) -> Result<()> {
     let store = open(dir, json)?;
     let covered = store.checkpoint()?;
     if json {
-        println!("{}", json!({"covered_lsn": covered.to_string()}));
+        out!("{}", json!({"covered_lsn": covered.to_string()}));
     } else {
-        println!("checkpoint covers the WAL up to {covered}");
+        out!("checkpoint covers the WAL up to {covered}");
     }
     Ok(())
 }
@@ -200,7 +205,7 @@ pub(crate) fn compact(dir: &Path, json: bool) -> Result<()> {
     let covered = store.compact()?;
     let stats = store.stats();
     if json {
-        println!(
+        out!(
             "{}",
             json!({
                 "covered_lsn": covered.to_string(),
@@ -210,7 +215,7 @@ pub(crate) fn compact(dir: &Path, json: bool) -> Result<()> {
             })
         );
     } else {
-        println!(
+        out!(
             "compacted: {} L0 merges, {} image layers written; now {} L0, {} L1, {} image layers; catalog covers {covered}",
             stats.compactions,
             stats.images_written,
@@ -226,16 +231,18 @@ pub(crate) fn stats(dir: &Path, json: bool) -> Result<()> {
     let store = open(dir, json)?;
     let stats = store.stats();
     if json {
-        println!("{}", stats_json(&stats));
+        out!("{}", stats_json(&stats));
     } else {
         match stats.backend {
-            Backend::Native => println!(
+            Backend::Native => out!(
                 "layers: {} L0, {} L1, {} image",
-                stats.layers_l0, stats.layers_l1, stats.layers_image
+                stats.layers_l0,
+                stats.layers_l1,
+                stats.layers_image
             ),
-            Backend::RocksDb => println!("RocksDB: {} bytes of table files", stats.rocksdb_bytes),
+            Backend::RocksDb => out!("RocksDB: {} bytes of table files", stats.rocksdb_bytes),
         }
-        println!(
+        out!(
             "unflushed: {} bytes (replayed from the WAL on open)",
             stats.memory_bytes
         );
@@ -259,43 +266,47 @@ pub(crate) fn describe_time_answer(answer: &LsnForTime) -> String {
     }
 }
 
-pub(crate) fn print_branch(info: &BranchInfo) {
-    println!("branch {} ({})", info.name, info.id);
+pub(crate) fn print_branch(info: &BranchInfo) -> anyhow::Result<()> {
+    out!("branch {} ({})", info.name, info.id);
     match &info.parent {
-        Some(parent) if parent.hidden => println!(
+        Some(parent) if parent.hidden => out!(
             "  parent       an old state of {} ({}, replaced; kept for its children) at {}",
-            parent.name, parent.id, parent.lsn
+            parent.name,
+            parent.id,
+            parent.lsn
         ),
-        Some(parent) => println!("  parent       {} at {}", parent.name, parent.lsn),
-        None => println!("  parent       none (root)"),
+        Some(parent) => out!("  parent       {} at {}", parent.name, parent.lsn),
+        None => out!("  parent       none (root)"),
     }
-    println!("  head         {}", info.head);
-    println!(
+    out!("  head         {}", info.head);
+    out!(
         "  created      {} at LSN {}",
-        info.created, info.created_lsn
+        info.created,
+        info.created_lsn
     );
     match info.expires_at {
-        Some(time) => println!("  expires      {time}"),
-        None => println!("  expires      never"),
+        Some(time) => out!("  expires      {time}"),
+        None => out!("  expires      never"),
     }
-    println!(
+    out!(
         "  protected    {}",
         if info.protected { "yes" } else { "no" }
     );
     match info.pitr_window {
-        Some(window) => println!("  pitr window  {}", humantime::format_duration(window)),
-        None => println!("  pitr window  the store's default"),
+        Some(window) => out!("  pitr window  {}", humantime::format_duration(window)),
+        None => out!("  pitr window  the store's default"),
     }
-    println!("  gc cutoff    {}", info.gc_cutoff);
+    out!("  gc cutoff    {}", info.gc_cutoff);
     if let Some(answer) = &info.created_at_time {
-        println!("  created at   {}", describe_time_answer(answer));
+        out!("  created at   {}", describe_time_answer(answer));
     }
     if !info.kept_for.is_empty() {
-        println!(
+        out!(
             "  status       expired; kept while {} need its history",
             info.kept_for.join(", ")
         );
     }
+    Ok(())
 }
 
 /// The parent a branch is drawn under: none for a root, or for a branch whose parent is
@@ -307,9 +318,43 @@ fn shown_parent(info: &BranchInfo) -> Option<&str> {
         .map(|parent| parent.name.as_str())
 }
 
+/// Branches in name order a page at a time, printed as they come: a JSON array (one
+/// branch a line) or one line each.
+fn list_branches(store: &Store, filter: &BranchFilter, json: bool) -> anyhow::Result<()> {
+    const PAGE: NonZeroUsize = NonZeroUsize::new(1000).expect("not zero");
+    let mut after: Option<String> = None;
+    let mut first = true;
+    if json {
+        out!("[");
+    }
+    loop {
+        let page = store.list_branches_page(filter, after.as_deref(), PAGE);
+        for info in &page.branches {
+            if json {
+                let separator = if first { "" } else { "," };
+                out!("{separator}{}", branch_json(info));
+            } else {
+                let parent = info.parent.as_ref().map_or_else(String::new, |parent| {
+                    format!("  from {} @ {}", parent.name, parent.lsn)
+                });
+                out!("{}{parent}  (head {})", info.name, info.head);
+            }
+            first = false;
+        }
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    if json {
+        out!("]");
+    }
+    Ok(())
+}
+
 /// Draws the branches as a tree, children under their parent.
-fn print_tree(branches: &[BranchInfo]) {
-    fn draw(branches: &[BranchInfo], parent: Option<&str>, prefix: &str) {
+fn print_tree(branches: &[BranchInfo]) -> anyhow::Result<()> {
+    fn draw(branches: &[BranchInfo], parent: Option<&str>, prefix: &str) -> anyhow::Result<()> {
         let children: Vec<&BranchInfo> = branches
             .iter()
             .filter(|info| shown_parent(info) == parent)
@@ -331,12 +376,14 @@ fn print_tree(branches: &[BranchInfo]) {
             } else {
                 " [expired, kept for its children]"
             };
-            println!(
+            out!(
                 "{prefix}{branch}{}{at}  (head {}){expired}",
-                info.name, info.head
+                info.name,
+                info.head
             );
-            draw(branches, Some(&info.name), &format!("{prefix}{next}"));
+            draw(branches, Some(&info.name), &format!("{prefix}{next}"))?;
         }
+        Ok(())
     }
-    draw(branches, None, "");
+    draw(branches, None, "")
 }

@@ -19,6 +19,7 @@ use pagefork_engine::{
 use serde_json::json;
 
 use crate::commands::describe_time_answer;
+use crate::output::out;
 use crate::views::time_answer_json;
 
 const PAGE_SIZE: usize = 8192;
@@ -95,18 +96,19 @@ pub(crate) fn format_duration(duration: Duration) -> String {
 pub(crate) fn run(data_dir: Option<PathBuf>, json: bool) -> Result<()> {
     let temp = tempfile::tempdir().context("cannot create a temporary directory")?;
     let dir = data_dir.unwrap_or_else(|| temp.path().join("store"));
-    let say = |line: String| {
+    let say = |line: String| -> Result<()> {
         if !json {
-            println!("{line}");
+            out!("{line}");
         }
+        Ok(())
     };
     let store = Store::create(&dir, Config::default())
         .with_context(|| format!("cannot create a store in {}", dir.display()))?;
     say(format!(
         "pagefork demo: the Lakebase branching and PITR experiment, on this disk ({})",
         dir.display()
-    ));
-    say("every commit and branch below is fsynced before it is acknowledged\n".to_owned());
+    ))?;
+    say("every commit and branch below is fsynced before it is acknowledged\n".to_owned())?;
 
     // 1. Load the catalog.
     let total_pages = (CATALOG_BYTES / PAGE_SIZE as u64) as u32;
@@ -145,7 +147,7 @@ pub(crate) fn run(data_dir: Option<PathBuf>, json: bool) -> Result<()> {
         "1. loaded a {:.1} MB catalog: {ENTITY_PAGES} entity pages + {bulk_pages} bulk pages of 8 KiB, in {}",
         (u64::from(total_pages) * PAGE_SIZE as u64) as f64 / 1e6,
         format_duration(load)
-    ));
+    ))?;
 
     // 2. Branch it with a one-hour TTL.
     let today = Timestamp::from_system_time(SystemTime::now())
@@ -167,7 +169,7 @@ pub(crate) fn run(data_dir: Option<PathBuf>, json: bool) -> Result<()> {
             .expires_at
             .map_or("never".to_owned(), |time| time.to_string()),
         format_duration(branch_time)
-    ));
+    ))?;
 
     // 3. A migration on the branch; main must not see it.
     let started = Instant::now();
@@ -193,7 +195,7 @@ pub(crate) fn run(data_dir: Option<PathBuf>, json: bool) -> Result<()> {
     say(format!(
         "3. migrated the {ENTITY_PAGES} entity pages on the branch in {}; main is untouched (checked page by page)",
         format_duration(migration_time)
-    ));
+    ))?;
 
     // 4. Note a time; 5. wipe the entity pages on main.
     let noted = Timestamp::from_system_time(SystemTime::now());
@@ -206,11 +208,11 @@ pub(crate) fn run(data_dir: Option<PathBuf>, json: bool) -> Result<()> {
     if left_on_main != 0 {
         bail!("demo check failed: {left_on_main} entity pages survived the wipe on main");
     }
-    say(format!("4. noted the time {noted}"));
+    say(format!("4. noted the time {noted}"))?;
     say(format!(
         "5. wiped the entity pages on main at LSN {}: main now has {left_on_main} of {ENTITY_PAGES}",
         wiped.lsn
-    ));
+    ))?;
 
     // 6. Recover with a branch at the noted time.
     let recovery_branch = format!("recovered-{today}");
@@ -237,11 +239,11 @@ pub(crate) fn run(data_dir: Option<PathBuf>, json: bool) -> Result<()> {
     say(format!(
         "6. created {recovery_branch} at the noted time in {}",
         format_duration(restore_time)
-    ));
-    say(format!("   snapped: {}", describe_time_answer(&answer)));
+    ))?;
+    say(format!("   snapped: {}", describe_time_answer(&answer)))?;
     say(format!(
         "7. checked: {recovery_branch} has all {recovered_count} entity pages, byte for byte; main has 0\n"
-    ));
+    ))?;
 
     // 8. Reads on the recovered branch (through its parent).
     let mut latencies = Vec::with_capacity(READS);
@@ -269,7 +271,7 @@ pub(crate) fn run(data_dir: Option<PathBuf>, json: bool) -> Result<()> {
 
     let snapped_back = answer.snapped_back().unwrap_or_default();
     if json {
-        println!(
+        out!(
             "{}",
             json!({
                 "data_dir": dir.display().to_string(),
@@ -322,11 +324,11 @@ pub(crate) fn run(data_dir: Option<PathBuf>, json: bool) -> Result<()> {
         "pagefork (measured now, this machine)",
         "Lakebase (published)",
     );
-    println!("{:<38} {ours:<42} {theirs}", "");
+    out!("{:<38} {ours:<42} {theirs}", "");
     for (what, ours, theirs) in rows {
-        println!("{what:<38} {ours:<42} {theirs}");
+        out!("{what:<38} {ours:<42} {theirs}");
     }
-    println!(
+    out!(
         "\nThe snap went to the last commit at or before the noted time (the end of the catalog \
          load); the migration ran on its own branch and the wipe came after. Lakebase's figures \
          are from its blog post and include a control plane and network; these are local and \

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::cli::InspectCommand;
 use crate::commands::open;
+use crate::output::out;
 
 pub(crate) fn inspect(dir: &Path, command: &InspectCommand, json: bool) -> Result<()> {
     match command {
@@ -28,10 +29,10 @@ pub(crate) fn inspect(dir: &Path, command: &InspectCommand, json: bool) -> Resul
                                "time": entry.time.to_string(), "kind": entry.kind, "description": entry.description})
                     })
                     .collect();
-                println!("{}", Value::Array(entries));
+                out!("{}", Value::Array(entries));
             } else {
                 for entry in entries {
-                    println!(
+                    out!(
                         "{:>12} {:>12}  {}  {:<13} {}",
                         entry.start.to_string(),
                         entry.end.to_string(),
@@ -55,7 +56,7 @@ fn inspect_layer(file: &Path, json: bool) -> Result<()> {
         Err(error) => format!("DAMAGED: {error}"),
     };
     if json {
-        println!(
+        out!(
             "{}",
             json!({
                 "file": file.display().to_string(), "kind": format!("{:?}", range.kind).to_lowercase(),
@@ -66,17 +67,17 @@ fn inspect_layer(file: &Path, json: bool) -> Result<()> {
             })
         );
     } else {
-        println!("layer {}", file.display());
-        println!("  kind       {:?} of branch {}", range.kind, range.branch);
-        println!("  keys       [{}, {}]", range.key_start, range.key_last);
-        println!("  LSNs       [{}, {})", range.lsn_start, range.lsn_end);
-        println!("  versions   {}", layer.version_count());
-        println!(
+        out!("layer {}", file.display());
+        out!("  kind       {:?} of branch {}", range.kind, range.branch);
+        out!("  keys       [{}, {}]", range.key_start, range.key_last);
+        out!("  LSNs       [{}, {})", range.lsn_start, range.lsn_end);
+        out!("  versions   {}", layer.version_count());
+        out!(
             "  size       {} bytes, CRC32 {:08x}",
             layer.size(),
             layer.checksum()
         );
-        println!("  blocks     {status}");
+        out!("  blocks     {status}");
     }
     checked.map(drop).map_err(Into::into)
 }
@@ -91,9 +92,9 @@ fn inspect_store(dir: &Path, verify: bool, json: bool) -> Result<()> {
         .filter(|layer| matches!(layer.check, Some(Err(_))))
         .collect();
     if json {
-        println!("{}", store_files_json(&files));
+        out!("{}", store_files_json(&files));
     } else {
-        print_store_files(&files, verify);
+        print_store_files(&files, verify)?;
     }
     if !damaged.is_empty() {
         bail!("{} damaged layer files", damaged.len());
@@ -143,23 +144,31 @@ fn store_files_json(files: &StoreFiles) -> Value {
     })
 }
 
-fn print_store_files(files: &StoreFiles, verify: bool) {
+fn print_store_files(files: &StoreFiles, verify: bool) -> anyhow::Result<()> {
     if let Some(dir) = &files.dir {
-        println!("store {}", dir.display());
+        out!("store {}", dir.display());
     }
-    println!("  page size    {} bytes", files.page_size);
-    println!(
+    out!("  page size    {} bytes", files.page_size);
+    out!(
         "  formats      meta v{}, catalog v{}, layers v{}, WAL v{}",
-        files.formats.meta, files.formats.catalog, files.formats.layer, files.formats.wal
+        files.formats.meta,
+        files.formats.catalog,
+        files.formats.layer,
+        files.formats.wal
     );
-    println!(
+    out!(
         "  catalog      {} bytes, covers the WAL up to {}",
-        files.catalog_bytes, files.catalog_covers
+        files.catalog_bytes,
+        files.catalog_covers
     );
     if let Some(wal) = &files.wal {
-        println!(
+        out!(
             "  wal          {} segments of {} bytes ({} bytes on disk), records from {}, durable to {}",
-            wal.segments, wal.segment_size, wal.bytes, wal.oldest, wal.durable
+            wal.segments,
+            wal.segment_size,
+            wal.bytes,
+            wal.oldest,
+            wal.durable
         );
     }
     for branch in &files.branches {
@@ -169,7 +178,7 @@ fn print_store_files(files: &StoreFiles, verify: bool) {
             ""
         };
         let bytes: u64 = branch.layers.iter().map(|layer| layer.bytes).sum();
-        println!(
+        out!(
             "branch {} ({}){hidden}: head {}, flushed to {}, {} unflushed bytes, {} layer files ({bytes} bytes)",
             branch.name,
             branch.id,
@@ -184,7 +193,7 @@ fn print_store_files(files: &StoreFiles, verify: bool) {
                 Some(Ok(())) => "  ok".to_owned(),
                 Some(Err(error)) => format!("  DAMAGED: {error}"),
             };
-            println!(
+            out!(
                 "  {:<6} keys [{}, {}] LSNs [{}, {}) {} versions {} bytes  {}{check}",
                 format!("{:?}", layer.level),
                 layer.range.key_start,
@@ -198,6 +207,7 @@ fn print_store_files(files: &StoreFiles, verify: bool) {
         }
     }
     if !verify {
-        println!("(layer files not checked: --no-verify)");
+        out!("(layer files not checked: --no-verify)");
     }
+    Ok(())
 }

@@ -10,14 +10,15 @@ use serde_json::{Value, json};
 
 use crate::cli::BranchCommand;
 use crate::commands::{at, open, print_branch};
+use crate::output::out;
 use crate::views::{branch_json, diff_json, entry_json};
 
 /// Runs a lifecycle subcommand of `branch` (create, list, show and delete are in
 /// `commands`).
 pub(crate) fn branch(store: &Store, command: &BranchCommand, json: bool) -> Result<()> {
     match command {
-        BranchCommand::Reset { name } => show(&store.reset_branch(name)?, json),
-        BranchCommand::Detach { name } => show(&store.detach_branch(name)?, json),
+        BranchCommand::Reset { name } => show(&store.reset_branch(name)?, json)?,
+        BranchCommand::Detach { name } => show(&store.detach_branch(name)?, json)?,
         BranchCommand::Restore {
             name,
             from,
@@ -37,24 +38,24 @@ pub(crate) fn branch(store: &Store, command: &BranchCommand, json: bool) -> Resu
                 if let Some(object) = value.as_object_mut() {
                     object.insert("backup".to_owned(), json!(restored.backup));
                 }
-                println!("{value}");
+                out!("{value}");
             } else {
-                print_branch(&restored.branch);
+                print_branch(&restored.branch)?;
                 match &restored.backup {
-                    Some(backup) => println!("  backup       {backup} (the previous state)"),
-                    None => println!("  backup       none kept"),
+                    Some(backup) => out!("  backup       {backup} (the previous state)"),
+                    None => out!("  backup       none kept"),
                 }
             }
         }
         BranchCommand::Rename { name, new_name } => {
-            show(&store.rename_branch(name, new_name)?, json)
+            show(&store.rename_branch(name, new_name)?, json)?;
         }
-        BranchCommand::Protect { name, off } => show(&store.set_protected(name, !off)?, json),
+        BranchCommand::Protect { name, off } => show(&store.set_protected(name, !off)?, json)?,
         BranchCommand::SetExpiry { name, expiry } => {
-            show(&store.set_expiry(name, expiry.expiry())?, json)
+            show(&store.set_expiry(name, expiry.expiry())?, json)?;
         }
         BranchCommand::SetPitrWindow { name, window, .. } => {
-            show(&store.set_pitr_window(name, *window)?, json)
+            show(&store.set_pitr_window(name, *window)?, json)?;
         }
         BranchCommand::Diff {
             from,
@@ -70,10 +71,10 @@ pub(crate) fn branch(store: &Store, command: &BranchCommand, json: bool) -> Resu
                 (None, None) => At::Latest,
             };
             let diff = store.diff(from, side(from_lsn, from_time), to, side(to_lsn, to_time))?;
-            print_diff(from, to, &diff, json);
+            print_diff(from, to, &diff, json)?;
         }
         BranchCommand::Create { .. }
-        | BranchCommand::List
+        | BranchCommand::List { .. }
         | BranchCommand::Show { .. }
         | BranchCommand::Delete { .. } => unreachable!("handled by commands::branch"),
     }
@@ -86,11 +87,11 @@ pub(crate) fn log(dir: &Path, json: bool) -> Result<()> {
     let history = store.history();
     if json {
         let entries: Vec<Value> = history.iter().map(entry_json).collect();
-        println!("{}", Value::Array(entries));
+        out!("{}", Value::Array(entries));
         return Ok(());
     }
     for entry in &history {
-        println!(
+        out!(
             "{:<12} {:<30} {:<16} {} ({}) {}",
             entry.lsn.to_string(),
             entry.time.to_string(),
@@ -103,20 +104,21 @@ pub(crate) fn log(dir: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn show(info: &pagefork_engine::BranchInfo, json: bool) {
+fn show(info: &pagefork_engine::BranchInfo, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", branch_json(info));
+        out!("{}", branch_json(info));
     } else {
-        print_branch(info);
+        print_branch(info)?;
     }
+    Ok(())
 }
 
-fn print_diff(from: &str, to: &str, diff: &PageDiff, json: bool) {
+fn print_diff(from: &str, to: &str, diff: &PageDiff, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", diff_json(from, to, diff));
-        return;
+        out!("{}", diff_json(from, to, diff));
+        return Ok(());
     }
-    println!(
+    out!(
         "{from} at {} -> {to} at {}: {} added, {} removed, {} changed ({} keys compared)",
         diff.from_lsn,
         diff.to_lsn,
@@ -126,9 +128,12 @@ fn print_diff(from: &str, to: &str, diff: &PageDiff, json: bool) {
         diff.keys_compared
     );
     for (rel, counts) in diff.by_relation() {
-        println!(
+        out!(
             "  relation {rel:<10} +{} -{} ~{}",
-            counts.added, counts.removed, counts.changed
+            counts.added,
+            counts.removed,
+            counts.changed
         );
     }
+    Ok(())
 }

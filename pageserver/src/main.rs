@@ -3,12 +3,14 @@
 //! Errors print as one line and exit non-zero; argument errors are caught by clap before
 //! the store is opened, so bad arguments never touch it.
 
+mod auth;
 mod bench;
 mod cli;
 mod commands;
 mod demo;
 mod inspect;
 mod lifecycle;
+mod output;
 mod recover;
 mod retention;
 mod serve;
@@ -26,8 +28,10 @@ fn main() {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     match run(&cli, &matches) {
         Ok(code) => std::process::exit(code),
+        // The reader of standard output went away: the command's work is done.
+        Err(error) if output::is_closed_pipe(&error) => std::process::exit(0),
         Err(error) => {
-            eprintln!("pagefork: error: {error:#}");
+            eprintln!("pagefork: error: {}", output::one_line(&error));
             std::process::exit(1);
         }
     }
@@ -80,14 +84,69 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
         Command::Serve {
             listen,
             require_expiration,
+            allow_hosts,
+            header_timeout,
+            body_timeout,
+            shutdown_grace,
+            auth,
+            insecure_no_auth,
         } => {
+            if !listen.ip().is_loopback() && !auth && !insecure_no_auth {
+                anyhow::bail!(
+                    "refusing to listen on {listen} without --auth: anyone who can reach it could read and change every branch; add --auth (clients then need a token from pagefork token create), or --insecure-no-auth to serve it open anyway"
+                );
+            }
+            let keys = if *auth {
+                Some(std::sync::Arc::new(auth::Keys::load_or_create(dir)?))
+            } else {
+                None
+            };
             let options = serve::ServeOptions {
                 require_expiration: *require_expiration,
+                allowed_hosts: serve::AllowedHosts::new(allow_hosts),
+                timeouts: serve::Timeouts {
+                    header: *header_timeout,
+                    body: *body_timeout,
+                    shutdown_grace: *shutdown_grace,
+                },
+                auth: keys,
             };
             serve::run(dir, *listen, options).map(|()| 0)
         }
         Command::Inspect(command) => inspect::inspect(dir, command, cli.json).map(|()| 0),
+        Command::Token(cli::TokenCommand::Create { ttl, project }) => {
+            token_create(dir, *ttl, project.as_deref(), cli.json).map(|()| 0)
+        }
     }
+}
+
+/// `pagefork token create`: prints a token for the server whose data directory is `dir`.
+fn token_create(
+    dir: &std::path::Path,
+    ttl: std::time::Duration,
+    project: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let scope = match project {
+        Some(project) => {
+            serve::validate_project_name(project)
+                .map_err(|error| anyhow::anyhow!(error.message))?;
+            auth::Scope::Project(project.to_owned())
+        }
+        None => auth::Scope::Server,
+    };
+    let keys = auth::Keys::load_or_create(dir)?;
+    let (token, expires) = keys.mint(&scope, ttl, std::time::SystemTime::now())?;
+    if json {
+        let expires_at = pagefork_engine::Timestamp(expires.saturating_mul(1_000_000));
+        output::out!(
+            "{}",
+            serde_json::json!({"token": token, "project": project, "expires_at": expires_at.to_string()})
+        );
+    } else {
+        output::out!("{token}");
+    }
+    Ok(())
 }
 
 /// The data directory, only if the user gave one (flag or environment): the demo uses a

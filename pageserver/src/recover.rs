@@ -9,6 +9,7 @@
 
 use std::path::Path;
 
+use crate::output::out;
 use anyhow::{Context, Result};
 use pagefork_engine::{Config, RecoveryMode, RecoveryReport, Store};
 use serde_json::{Value, json};
@@ -31,7 +32,7 @@ pub(crate) fn run(dir: &Path, salvage: bool, json: bool) -> Result<i32> {
                 None,
                 &report,
                 "the store opens; nothing to salvage",
-            );
+            )?;
             return Ok(0);
         }
         Err(damage) => damage.to_string(),
@@ -45,18 +46,18 @@ pub(crate) fn run(dir: &Path, salvage: bool, json: bool) -> Result<i32> {
                     Some(&damage),
                     &report,
                     "`pagefork recover --salvage` would discard what is listed above and the store would open",
-                );
+                )?;
                 return Ok(EXIT_DAMAGED);
             }
             Err(error) => ("unsalvageable", format!("salvage cannot help: {error}")),
         };
         if json {
-            println!(
+            out!(
                 "{}",
                 json!({"status": status, "damage": damage, "salvage": summary})
             );
         } else {
-            println!("damaged: {damage}\n{summary}");
+            out!("damaged: {damage}\n{summary}");
         }
         return Ok(EXIT_DAMAGED);
     }
@@ -76,7 +77,7 @@ pub(crate) fn run(dir: &Path, salvage: bool, json: bool) -> Result<i32> {
         Some(&damage),
         &report,
         "salvaged: the store opens; what is listed above was discarded",
-    );
+    )?;
     Ok(0)
 }
 
@@ -86,25 +87,28 @@ fn print_answer(
     damage: Option<&str>,
     report: &RecoveryReport,
     summary: &str,
-) {
+) -> anyhow::Result<()> {
     if json {
-        println!(
+        out!(
             "{}",
             json!({"status": status, "damage": damage, "wal": recovery_json(report), "summary": summary})
         );
-        return;
+        return Ok(());
     }
     if let Some(damage) = damage {
-        println!("damaged: {damage}");
+        out!("damaged: {damage}");
     }
-    println!(
+    out!(
         "WAL: {} records from {} to {}",
-        report.records, report.oldest, report.end
+        report.records,
+        report.oldest,
+        report.end
     );
     for line in discarded_lines(report) {
-        println!("{line}");
+        out!("{line}");
     }
-    println!("{summary}");
+    out!("{summary}");
+    Ok(())
 }
 
 /// What recovery discarded (or would), one line each; none when nothing.

@@ -11,6 +11,7 @@ use pagefork_engine::Lsn;
 use serde_json::Value;
 
 use crate::commands::open;
+use crate::output::out;
 use crate::views::{describe_retain_reason, gc_report_json, lease_json};
 
 /// `pagefork gc`.
@@ -18,10 +19,10 @@ pub(crate) fn gc(dir: &Path, json: bool) -> Result<()> {
     let store = open(dir, json)?;
     let report = store.gc()?;
     if json {
-        println!("{}", gc_report_json(&report));
+        out!("{}", gc_report_json(&report));
         return Ok(());
     }
-    println!(
+    out!(
         "removed {} page versions, {} layer files ({} bytes); wrote {} layer files ({} bytes)",
         report.versions_removed,
         report.layers_removed,
@@ -35,7 +36,7 @@ pub(crate) fn gc(dir: &Path, json: bool) -> Result<()> {
         } else {
             ""
         };
-        println!(
+        out!(
             "{} ({}){kind}: cutoff {}, {} of {} versions at or below it removed",
             branch.name,
             branch.id,
@@ -44,7 +45,7 @@ pub(crate) fn gc(dir: &Path, json: bool) -> Result<()> {
             branch.versions_examined
         );
         for point in &branch.retained {
-            println!(
+            out!(
                 "  keeps {} for {}",
                 point.lsn,
                 describe_retain_reason(&point.reason)
@@ -68,13 +69,15 @@ pub(crate) fn lease(
     };
     if json {
         let values: Vec<Value> = leases.iter().map(lease_json).collect();
-        println!("{}", Value::Array(values));
+        out!("{}", Value::Array(values));
         return Ok(());
     }
     for lease in &leases {
-        println!(
+        out!(
             "{} at {} kept until {}",
-            lease.branch, lease.lsn, lease.expires_at
+            lease.branch,
+            lease.lsn,
+            lease.expires_at
         );
     }
     Ok(())

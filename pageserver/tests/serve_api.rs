@@ -170,7 +170,7 @@ fn every_endpoint_over_http() {
     server
         .put_page(&format!("{feature}/pages/2/0"), &page(5))
         .expect(200);
-    let reset = server.post(&format!("{feature}/reset"), "").expect(200);
+    let reset = server.post(&format!("{feature}/reset"), "{}").expect(200);
     assert_eq!(
         reset["head"],
         server.get(&format!("{base}/main")).expect(200)["head"]
@@ -185,7 +185,7 @@ fn every_endpoint_over_http() {
     assert_eq!(restored["backup"], "main_before");
     assert_eq!(server.get(&format!("{base}/main/pages/1/0")).body, page(1));
     let detached = server
-        .post(&format!("{base}/recovered/detach"), "")
+        .post(&format!("{base}/recovered/detach"), "{}")
         .expect(200);
     assert!(detached["parent"].is_null());
     assert_eq!(
@@ -217,9 +217,9 @@ fn every_endpoint_over_http() {
             "{operation} in {operations:?}"
         );
     }
-    let gc = server.post("/v1/projects/shop/gc", "").expect(200);
+    let gc = server.post("/v1/projects/shop/gc", "{}").expect(200);
     assert!(gc["branches"].as_array().unwrap().len() >= 3, "{gc}");
-    let compact = server.post("/v1/projects/shop/compact", "").expect(200);
+    let compact = server.post("/v1/projects/shop/compact", "{}").expect(200);
     assert!(compact["covered_lsn"].is_string());
     let stats = server.get("/v1/projects/shop/stats").expect(200);
     assert!(stats["page_reads"].as_u64().unwrap() > 5, "{stats}");
@@ -293,18 +293,18 @@ fn bad_requests_get_a_4xx_naming_the_problem_and_change_nothing() {
         ("GET", format!("{base}/main/pages/1/0?timestamp=noon"), String::new(), 400, "invalid_request", "noon"),
         ("GET", format!("{base}/main/pages/1/0?when=now"), String::new(), 400, "invalid_request", "when"),
         ("GET", format!("{base}/main/lsn_by_timestamp"), String::new(), 400, "invalid_request", "timestamp"),
-        ("GET", format!("{base}/main/diff?to=ghost"), String::new(), 404, "branch_not_found", "ghost"),
+        ("GET", format!("{base}/main/diff?to=ghost"), "{}".into(), 404, "branch_not_found", "ghost"),
         ("POST", format!("{base}/main/commit"), r#"{"updates": []}"#.into(), 400, "invalid_request", "empty commit"),
         ("POST", format!("{base}/main/commit"), r#"{"updates": [{"rel": 1, "block": 0, "image": "!!"}]}"#.into(), 400, "invalid_request", "base64"),
         ("POST", format!("{base}/main/commit"), r#"{"updates": [{"rel": 1, "block": 0}]}"#.into(), 400, "invalid_request", "exactly one"),
         ("POST", format!("{base}/main/commit"), r#"{"updates": [{"rel": 1, "block": 0, "patch": {"offset": 510, "bytes": "AAAA"}}]}"#.into(), 400, "invalid_request", "offset 510"),
         ("POST", format!("{base}/main/commit"), r#"{"updates": [{"rel": 7, "block": 0, "patch": {"offset": 0, "bytes": "AAAA"}}]}"#.into(), 400, "invalid_request", "does not exist"),
-        ("DELETE", format!("{base}/main"), String::new(), 409, "has_children", "child"),
-        ("DELETE", format!("{base}/safe"), String::new(), 409, "protected", "safe"),
-        ("DELETE", format!("{base}/ghost"), String::new(), 404, "branch_not_found", "ghost"),
-        ("POST", format!("{base}/main/reset"), String::new(), 409, "no_parent", "main"),
-        ("POST", format!("{base}/main/detach"), String::new(), 409, "no_parent", "detach"),
-        ("POST", format!("{base}/safe/restore"), String::new(), 409, "protected", "safe"),
+        ("DELETE", format!("{base}/main"), "{}".into(), 409, "has_children", "child"),
+        ("DELETE", format!("{base}/safe"), "{}".into(), 409, "protected", "safe"),
+        ("DELETE", format!("{base}/ghost"), "{}".into(), 404, "branch_not_found", "ghost"),
+        ("POST", format!("{base}/main/reset"), "{}".into(), 409, "no_parent", "main"),
+        ("POST", format!("{base}/main/detach"), "{}".into(), 409, "no_parent", "detach"),
+        ("POST", format!("{base}/safe/restore"), "{}".into(), 409, "protected", "safe"),
         ("POST", format!("{base}/child/rename"), r#"{"new_branch_id": "safe"}"#.into(), 409, "branch_exists", "safe"),
         ("PATCH", format!("{base}/child"), r#"{"spec": {"ttl": "1h", "is_protected": true}}"#.into(), 400, "invalid_request", "exactly one"),
         ("PATCH", format!("{base}/safe"), r#"{"spec": {"ttl": "1h"}}"#.into(), 409, "expiry_on_protected", "safe"),
@@ -314,9 +314,9 @@ fn bad_requests_get_a_4xx_naming_the_problem_and_change_nothing() {
         ("POST", "/v1/projects".into(), r#"{"project_id": "p"}"#.into(), 409, "project_exists", "p"),
         ("POST", "/v1/projects".into(), r#"{"project_id": "../etc"}"#.into(), 400, "invalid_request", "../etc"),
         ("POST", "/v1/projects".into(), r#"{"project_id": "q", "page_size": 1000}"#.into(), 400, "invalid_request", "1000"),
-        ("GET", "/v1/projects/ghost/stats".into(), String::new(), 404, "project_not_found", "ghost"),
-        ("GET", "/v1/nothing".into(), String::new(), 404, "no_route", "/v1/nothing"),
-        ("DELETE", "/v1/projects".into(), String::new(), 405, "method_not_allowed", "DELETE"),
+        ("GET", "/v1/projects/ghost/stats".into(), "{}".into(), 404, "project_not_found", "ghost"),
+        ("GET", "/v1/nothing".into(), "{}".into(), 404, "no_route", "/v1/nothing"),
+        ("DELETE", "/v1/projects".into(), "{}".into(), 405, "method_not_allowed", "DELETE"),
     ];
     for (method, path, body, status, code, word) in cases {
         let answer = match method {

@@ -853,7 +853,7 @@ impl Client {
         };
         let name = self.gens[old].name.clone();
         let after = self.last_lsn;
-        let answer = match sent(http.post(&format!("{BRANCHES}/{name}/reset"), "")) {
+        let answer = match sent(http.post(&format!("{BRANCHES}/{name}/reset"), "{}")) {
             Sent::Answered(answer) => answer,
             other => {
                 let in_doubt = InDoubt::Replace {
@@ -991,7 +991,7 @@ impl Client {
             "gc"
         };
         let started = Instant::now();
-        let result = http.post(&format!("/v1/projects/{PROJECT}/{what}"), "");
+        let result = http.post(&format!("/v1/projects/{PROJECT}/{what}"), "{}");
         admin_busy.store(false, Ordering::SeqCst);
         let answer = match sent(result) {
             Sent::Answered(answer) => answer,

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pagefork_engine::{
-    At, BRANCH_NAME_RULE, BranchInfo, BranchOptions, EngineError, Key, Lsn, Store, SyncMode, Update,
+    At, BRANCH_NAME_RULE, BranchInfo, BranchOptions, EngineError, Expiry, Key, Lsn, Store,
+    SyncMode, Timestamp, Update,
 };
 use pagefork_tests::{TEST_PAGE_SIZE, engine_config, page_of};
 
@@ -283,10 +284,122 @@ fn branch_point_below_the_parents_start_names_both_lsns() {
                 .map(drop)
         },
         move |e| {
-            matches!(e, EngineError::LsnBelowBranchStart { lsn, start, parent } if *lsn == below && *start == first && parent == "child")
+            matches!(e, EngineError::LsnBelowBranchStart { lsn, start, branch } if *lsn == below && *start == first && branch == "child")
                 && e.to_string().contains(&below.to_string())
                 && e.to_string().contains(&first.to_string())
         },
+    );
+}
+
+/// Issue 19: a lease at 0/0, 0/1 or below a branch's start was accepted and logged.
+#[test]
+fn lease_below_the_branchs_start_or_at_lsn_zero() {
+    for lsn in [Lsn(0), Lsn(1)] {
+        assert_refused(
+            fixture(),
+            move |store| store.lease("main", lsn, Duration::from_secs(60)).map(drop),
+            move |e| matches!(e, EngineError::LsnBelowBranchStart { lsn: asked, .. } if *asked == lsn),
+        );
+    }
+    // `child` branches from main at `first`: a lease below that is main's business.
+    let fixture = fixture();
+    let below = Lsn(fixture.first.0 - 8);
+    let first = fixture.first;
+    assert_refused(
+        fixture,
+        move |store| {
+            store
+                .lease("child", below, Duration::from_secs(60))
+                .map(drop)
+        },
+        move |e| matches!(e, EngineError::LsnBelowBranchStart { lsn, start, branch } if *lsn == below && *start == first && branch == "child"),
+    );
+}
+
+/// Issue 19: a read at LSN 0/0 answered "no such page" instead of a refusal. A read may
+/// reach below a branch point into its ancestors' history, but not below the root's start.
+#[test]
+fn read_at_lsn_zero_is_refused_but_below_a_branch_point_reads_the_ancestor() {
+    let fixture = fixture();
+    let first = fixture.first;
+    let below = Lsn(first.0 - 8);
+    let inherited = fixture.store.get_page("child", K, At::Lsn(first)).unwrap();
+    assert_eq!(inherited, Some(page_of(1)));
+    let root_start = fixture.store.branch_info("main").unwrap().created_lsn;
+    for lsn in [Lsn(0), Lsn(1), Lsn(root_start.0 - 1)] {
+        let error = fixture
+            .store
+            .get_page("child", K, At::Lsn(lsn))
+            .unwrap_err();
+        assert!(
+            matches!(&error, EngineError::LsnBelowBranchStart { lsn: asked, start, .. } if *asked == lsn && *start == root_start),
+            "{error:?}"
+        );
+    }
+    assert!(below >= root_start);
+    assert_eq!(
+        fixture.store.get_page("child", K, At::Lsn(below)).unwrap(),
+        None
+    );
+}
+
+/// Issue 19: an 8,000-year TTL was stored, and every view of the branch then failed.
+#[test]
+fn expiries_past_year_9999_are_refused_naming_the_limit() {
+    let eight_thousand_years = Duration::from_secs(8_000 * 365 * 24 * 3600);
+    let too_late = |e: &EngineError| {
+        matches!(e, EngineError::ExpiryTooLate { latest, .. } if *latest == Timestamp::MAX)
+            && e.to_string().contains("9999-12-31T23:59:59.999999Z")
+    };
+    let far = BranchOptions {
+        expiry: Expiry::Ttl(eight_thousand_years),
+        protected: false,
+    };
+    assert_refused(
+        fixture(),
+        move |store| {
+            store
+                .create_branch("far", "main", At::Latest, far)
+                .map(drop)
+        },
+        too_late,
+    );
+    assert_refused(
+        fixture(),
+        move |store| {
+            store
+                .set_expiry("child", Expiry::Ttl(eight_thousand_years))
+                .map(drop)
+        },
+        too_late,
+    );
+    assert_refused(
+        fixture(),
+        move |store| {
+            store
+                .set_expiry("child", Expiry::At(Timestamp(u64::MAX)))
+                .map(drop)
+        },
+        too_late,
+    );
+    assert_refused(
+        fixture(),
+        move |store| {
+            let head = store.branch_info("main")?.head;
+            store.lease("main", head, eight_thousand_years).map(drop)
+        },
+        too_late,
+    );
+    // The limit itself is a time a store can hold, and shows.
+    let fixture = fixture();
+    let info = fixture
+        .store
+        .set_expiry("child", Expiry::At(Timestamp::MAX))
+        .unwrap();
+    assert_eq!(info.expires_at, Some(Timestamp::MAX));
+    assert_eq!(
+        info.expires_at.unwrap().to_string(),
+        "9999-12-31T23:59:59.999999Z"
     );
 }
 

@@ -6,6 +6,7 @@
 //! sweep would delete (no unexpired descendant needs it) is not listed either, so what
 //! users see does not depend on when the sweep runs.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use pagefork_wal::Lsn;
@@ -15,6 +16,7 @@ use crate::branch::{At, BranchInfo, BranchOptions, Expiry, LsnForTime, validate_
 use crate::catalog::Branch;
 use crate::error::{EngineError, Result};
 use crate::record::{CreateBranch, Record};
+use crate::time::Timestamp;
 
 impl Store {
     /// Creates branch `name` from `parent` as it is `at`. Copies nothing, whatever the
@@ -74,19 +76,63 @@ impl Store {
     /// Every branch, sorted by name: live ones, and expired ones still kept for their
     /// descendants (with `kept_for` saying which).
     pub fn list_branches(&self) -> Vec<BranchInfo> {
+        self.list_branches_page(&BranchFilter::default(), None, NonZeroUsize::MAX)
+            .branches
+    }
+
+    /// One page of [`Store::list_branches`]: at most `limit` branches that `filter`
+    /// keeps, in name order, after the name `after` (exclusive). Costs what the page
+    /// holds, not what the store holds (but a `parent` filter reads every name).
+    pub fn list_branches_page(
+        &self,
+        filter: &BranchFilter,
+        after: Option<&str>,
+        limit: NonZeroUsize,
+    ) -> BranchPage {
+        use std::ops::Bound;
         let inner = &self.inner;
         let now = inner.clock.now();
         let catalog = inner.catalog.read();
-        catalog
-            .visible()
-            .filter_map(|branch| {
-                if !branch.expired(now) {
-                    return Some(branch.info(Vec::new()));
-                }
+        let prefix = filter.name_prefix.as_deref().unwrap_or_default();
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        let mut branches = Vec::new();
+        let mut more = false;
+        for branch in catalog.visible_from(start) {
+            let name = branch.name();
+            if !name.starts_with(prefix) {
+                break;
+            }
+            let info = if branch.expired(now) {
                 let kept_for = catalog.live_descendants(branch.id, now);
-                (!kept_for.is_empty()).then(|| branch.info(kept_for))
-            })
-            .collect()
+                if kept_for.is_empty() {
+                    continue;
+                }
+                branch.info(kept_for)
+            } else {
+                branch.info(Vec::new())
+            };
+            let parent = info.parent.as_ref().map(|parent| parent.name.as_str());
+            if filter.parent.is_some() && filter.parent.as_deref() != parent {
+                continue;
+            }
+            if branches.len() == limit.get() {
+                more = true;
+                break;
+            }
+            branches.push(info);
+        }
+        let next_after = if more {
+            branches.last().map(|info| info.name.clone())
+        } else {
+            None
+        };
+        BranchPage {
+            branches,
+            next_after,
+        }
     }
 
     /// What the store knows about branch `name`; for an expired branch still kept, which
@@ -141,8 +187,8 @@ impl StoreInner {
         }
     }
 
-    /// Refuses options a new branch cannot have: an expiry on a protected branch, or an
-    /// expiry time already past.
+    /// Refuses options a new branch cannot have: an expiry on a protected branch, an
+    /// expiry time already past, or one later than a store can hold.
     pub(super) fn check_new_expiry(&self, name: &str, options: BranchOptions) -> Result<()> {
         if options.protected && options.expiry != Expiry::Never {
             return Err(EngineError::ExpiryOnProtected {
@@ -159,7 +205,7 @@ impl StoreInner {
                 now,
             });
         }
-        Ok(())
+        check_expiry_representable(name, options.expiry.expires_at(now))
     }
 
     /// Refuses to remove `branch` while anything branches from it.
@@ -194,11 +240,41 @@ impl StoreInner {
         let start = parent.start();
         if lsn < start {
             return Err(EngineError::LsnBelowBranchStart {
-                parent: parent.name(),
+                branch: parent.name(),
                 lsn,
                 start,
             });
         }
         Ok((lsn, answer))
     }
+}
+
+/// Refuses an expiry of branch `name` (or of a lease on it) later than a store can hold:
+/// past [`Timestamp::MAX`], no time could display or parse it.
+pub(super) fn check_expiry_representable(name: &str, expires_at: Option<Timestamp>) -> Result<()> {
+    match expires_at {
+        Some(time) if time > Timestamp::MAX => Err(EngineError::ExpiryTooLate {
+            branch: name.to_owned(),
+            latest: Timestamp::MAX,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Which branches a listing shows (see [`Store::list_branches_page`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BranchFilter {
+    /// Only names that start with this.
+    pub name_prefix: Option<String>,
+    /// Only children of the branch with this name.
+    pub parent: Option<String>,
+}
+
+/// A page of a branch listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BranchPage {
+    /// The branches, in name order.
+    pub branches: Vec<BranchInfo>,
+    /// The name to list after for the next page; `None` if this is the last one.
+    pub next_after: Option<String>,
 }

@@ -54,6 +54,7 @@ use crate::meta::{META_FILE_NAME, StoreMeta};
 use crate::record::{CreateBranch, Record, stamp_time};
 use crate::time::{Clock, SystemClock, Timestamp};
 
+pub use branches::{BranchFilter, BranchPage};
 pub use diff::{PageDiff, RelationDiff};
 pub use gc::{BranchGc, GcReport};
 use housekeeping::{HousekeepingCounters, LayerSettings, WorkerGuard, WorkerSignals};

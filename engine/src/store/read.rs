@@ -227,7 +227,8 @@ enum Walk {
 }
 
 impl StoreInner {
-    /// The LSN that `at` means on `branch`: refused past the head, before the history or
+    /// The LSN that `at` means on `branch`: refused past the head, below the start of
+    /// the history it reads (an LSN: its root's start), before that history (a time) or
     /// below the GC cutoff.
     pub(super) fn resolve(&self, branch: &Branch, at: At) -> Result<Lsn> {
         Ok(self.resolve_at(branch, at)?.0)
@@ -243,6 +244,13 @@ impl StoreInner {
                     branch: branch.name(),
                     lsn,
                     head,
+                });
+            }
+            At::Lsn(lsn) if lsn < branch.history_start() => {
+                return Err(EngineError::LsnBelowBranchStart {
+                    branch: branch.name(),
+                    lsn,
+                    start: branch.history_start(),
                 });
             }
             At::Lsn(lsn) => (lsn, None),

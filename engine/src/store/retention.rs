@@ -75,7 +75,8 @@ impl Store {
 
     /// Keeps branch `name`'s state at `lsn` from GC for `duration` (a second lease on the
     /// same state extends it). The LSN must be available now: at most the head, at least
-    /// the GC cutoff (or already leased). Creating a branch there stays possible while the
+    /// the GC cutoff (or already leased), and at least the branch's start, as a branch
+    /// point must be. Creating a branch there stays possible while the
     /// lease lasts.
     pub fn lease(&self, name: &str, lsn: Lsn, duration: Duration) -> Result<Lease> {
         let inner = &self.inner;
@@ -87,10 +88,20 @@ impl Store {
             });
         }
         let lsn = inner.resolve(&branch, At::Lsn(lsn))?;
+        // A lease keeps a point to branch from: the same floor as a branch point.
+        if lsn < branch.start() {
+            return Err(EngineError::LsnBelowBranchStart {
+                branch: name.to_owned(),
+                lsn,
+                start: branch.start(),
+            });
+        }
+        let expires_at = inner.clock.now().saturating_add(duration);
+        super::branches::check_expiry_representable(name, Some(expires_at))?;
         let record = Record::Lease {
             branch: branch.id,
             lsn,
-            expires_at: inner.clock.now().saturating_add(duration),
+            expires_at,
         };
         let (record_lsn, time) = inner.log_record(&record)?;
         inner.apply(record, record_lsn, time)?;

@@ -150,8 +150,10 @@ pub(crate) async fn log(
 pub(crate) async fn gc(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    body: Result<Json<params::NoParameters>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path(project) = path?;
+    let Json(params::NoParameters {}) = body?;
     let store = state.projects.get(&project)?;
     let report = blocking(move || Ok(store.gc()?)).await?;
     Ok(Json(gc_report_json(&report)))
@@ -161,8 +163,10 @@ pub(crate) async fn gc(
 pub(crate) async fn compact(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    body: Result<Json<params::NoParameters>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path(project) = path?;
+    let Json(params::NoParameters {}) = body?;
     let store = state.projects.get(&project)?;
     let (covered, stats) = blocking(move || {
         let covered = store.compact()?;

@@ -3,15 +3,16 @@
 //! then makes one store call; the engine's refusals come back as 4xx and change nothing.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use pagefork_engine::{At, Backup, BranchInfo, BranchOptions, Expiry};
+use std::num::NonZeroUsize;
+
+use pagefork_engine::{At, Backup, BranchFilter, BranchInfo, BranchOptions, Expiry};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::error::ApiError;
+use super::error::{ApiError, quoted};
 use super::params;
 use super::{AppState, blocking};
 use crate::views::{branch_json, diff_json, time_answer_json};
@@ -104,19 +105,58 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(value)))
 }
 
-/// `GET /v1/projects/{project}/branches`.
+/// The largest page a listing gives.
+pub(crate) const MAX_LIST_LIMIT: usize = 10_000;
+
+/// The query of a listing: a page (`limit`, and `cursor` from the previous page's
+/// `next_cursor`) and filters. Without `limit`, every branch that passes the filters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+    parent: Option<String>,
+    name_prefix: Option<String>,
+}
+
+/// `GET /v1/projects/{project}/branches[?limit=N&cursor=C&parent=P&name_prefix=X]`.
 pub(crate) async fn list(
     State(state): State<AppState>,
     project: ProjectPath,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path(project) = project?;
+    let Query(query) = query?;
+    let limit = match query.limit.as_deref() {
+        None => NonZeroUsize::MAX,
+        Some(text) => text
+            .parse::<NonZeroUsize>()
+            .ok()
+            .filter(|limit| limit.get() <= MAX_LIST_LIMIT)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "limit: {} is not a whole number from 1 to {MAX_LIST_LIMIT}",
+                    quoted(text)
+                ))
+            })?,
+    };
     let store = state.projects.get(&project)?;
-    let branches: Vec<Value> = store
-        .list_branches()
+    let filter = BranchFilter {
+        name_prefix: query.name_prefix,
+        parent: query
+            .parent
+            .map(|text| params::branch_reference("parent", &project, &text).map(str::to_owned))
+            .transpose()?,
+    };
+    let page = store.list_branches_page(&filter, query.cursor.as_deref(), limit);
+    let branches: Vec<Value> = page
+        .branches
         .iter()
         .map(|info| branch_resource(&project, info))
         .collect();
-    Ok(Json(json!({"branches": branches})))
+    Ok(Json(
+        json!({"branches": branches, "next_cursor": page.next_after}),
+    ))
 }
 
 /// `GET /v1/projects/{project}/branches/{branch}`.
@@ -191,8 +231,10 @@ pub(crate) async fn update(
 pub(crate) async fn delete(
     State(state): State<AppState>,
     path: BranchPath,
+    body: Result<Json<params::NoParameters>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path((project, branch)) = path?;
+    let Json(params::NoParameters {}) = body?;
     let store = state.projects.get(&project)?;
     let deleted = branch.clone();
     blocking(move || Ok(store.delete_branch(&branch)?)).await?;
@@ -203,8 +245,10 @@ pub(crate) async fn delete(
 pub(crate) async fn reset(
     State(state): State<AppState>,
     path: BranchPath,
+    body: Result<Json<params::NoParameters>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path((project, branch)) = path?;
+    let Json(params::NoParameters {}) = body?;
     let store = state.projects.get(&project)?;
     let info = blocking(move || Ok(store.reset_branch(&branch)?)).await?;
     Ok(Json(branch_resource(&project, &info)))
@@ -214,15 +258,17 @@ pub(crate) async fn reset(
 pub(crate) async fn detach(
     State(state): State<AppState>,
     path: BranchPath,
+    body: Result<Json<params::NoParameters>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path((project, branch)) = path?;
+    let Json(params::NoParameters {}) = body?;
     let store = state.projects.get(&project)?;
     let info = blocking(move || Ok(store.detach_branch(&branch)?)).await?;
     Ok(Json(branch_resource(&project, &info)))
 }
 
-/// The body of a restore; all optional (default: the branch itself, latest state,
-/// a backup under the default name).
+/// The body of a restore; all optional (`{}`: the branch itself, latest state, a backup
+/// under the default name).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RestoreBranch {
@@ -238,17 +284,10 @@ pub(crate) struct RestoreBranch {
 pub(crate) async fn restore(
     State(state): State<AppState>,
     path: BranchPath,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<Json<RestoreBranch>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path((project, branch)) = path?;
-    let body = body?;
-    // No body at all means every default.
-    let body: RestoreBranch = if body.iter().all(u8::is_ascii_whitespace) {
-        RestoreBranch::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|error| ApiError::bad_request(format!("malformed JSON body: {error}")))?
-    };
+    let Json(body) = body?;
     let store = state.projects.get(&project)?;
     let source = match &body.source_branch {
         Some(text) => params::branch_reference("source_branch", &project, text)?.to_owned(),

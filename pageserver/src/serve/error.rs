@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use pagefork_engine::EngineError;
 use pagefork_engine::model::Refusal;
+pub(crate) use pagefork_engine::quoted;
 use serde_json::json;
 
 /// An error answer: status, a stable machine-readable code, and a message for people.
@@ -72,10 +73,13 @@ impl From<EngineError> for ApiError {
             Some(Refusal::LsnPastHead | Refusal::LsnBelowBranchStart) => {
                 (StatusCode::BAD_REQUEST, "invalid_lsn")
             }
-            Some(Refusal::TimeBeforeHistory | Refusal::ExpiryInPast) => {
+            Some(Refusal::TimeBeforeHistory | Refusal::ExpiryInPast | Refusal::ExpiryTooLate) => {
                 (StatusCode::BAD_REQUEST, "invalid_time")
             }
             Some(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            None if storage_full(&error) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+            }
             None => match error {
                 EngineError::CommitTooLarge { .. } => {
                     (StatusCode::PAYLOAD_TOO_LARGE, "commit_too_large")
@@ -95,6 +99,44 @@ impl From<EngineError> for ApiError {
             message,
         }
     }
+}
+
+/// Whether `error` comes from a full disk (or quota): the request may succeed once space
+/// is freed, so it is a 507 naming the file, not an internal fault.
+fn storage_full(error: &EngineError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        if let Some(io) = current.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        {
+            return true;
+        }
+        cause = current.source();
+    }
+    // A store poisoned by a failed write keeps only the first error's text.
+    matches!(error, EngineError::Poisoned { cause } if cause.contains("No space left on device"))
+}
+
+/// The longest message an error answer carries (a safety net under [`quoted`], which
+/// every message uses for the values it names).
+const MAX_MESSAGE_BYTES: usize = 2048;
+
+/// `message` cut to at most [`MAX_MESSAGE_BYTES`] on a character boundary.
+fn bounded(mut message: String) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message;
+    }
+    let total = message.len();
+    let mut cut = MAX_MESSAGE_BYTES;
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    message.truncate(cut);
+    message.push_str(&format!("... (message cut: {total} bytes in all)"));
+    message
 }
 
 impl From<JsonRejection> for ApiError {
@@ -145,7 +187,47 @@ impl From<QueryRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": self.code, "message": self.message}));
+        let message = bounded(self.message);
+        let body = Json(json!({"error": self.code, "message": message}));
         (self.status, body).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_values_are_quoted_by_a_prefix() {
+        assert_eq!(quoted("main"), "\"main\"");
+        let long = "é".repeat(10_000);
+        let text = quoted(&long);
+        assert!(text.ends_with("... (20000 bytes in all)"), "{text}");
+        assert!(text.len() < 200, "{text}");
+    }
+
+    #[test]
+    fn messages_are_bounded_on_a_char_boundary() {
+        let message = bounded("ü".repeat(5_000));
+        assert!(message.len() < MAX_MESSAGE_BYTES + 64);
+        assert!(message.ends_with("(message cut: 10000 bytes in all)"));
+        assert_eq!(bounded("short".to_owned()), "short");
+    }
+
+    #[test]
+    fn a_full_disk_is_insufficient_storage() {
+        let error = EngineError::Io {
+            operation: "write",
+            path: "/data/wal/000".into(),
+            source: std::io::Error::from_raw_os_error(28),
+        };
+        let answer = ApiError::from(error);
+        assert_eq!(answer.status, StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(answer.code, "insufficient_storage");
+        assert!(
+            answer.message.contains("/data/wal/000"),
+            "{}",
+            answer.message
+        );
     }
 }

@@ -5,14 +5,18 @@
 //! render.
 //!
 //! Invariants: a request that is malformed or names something that does not exist gets
-//! a 4xx before the store is asked to change anything (see `error`); the server prints
-//! the address it listens on as its first line of standard output (so a caller that
-//! asked for port 0 learns the port); SIGTERM or SIGINT stops accepting, lets requests in
-//! flight finish, then checkpoints and closes every store.
+//! a 4xx before the store is asked to change anything (see `error`); a request with a
+//! foreign Host or from another origin never reaches a handler (see `guard`); the server
+//! prints the address it listens on as its first line of standard output (so a caller
+//! that asked for port 0 learns the port); SIGTERM or SIGINT stops accepting, lets
+//! requests in flight finish within the grace period, then checkpoints and closes every
+//! store, whatever clients do (see `connections`).
 
 mod admin;
 mod branches;
+mod connections;
 mod error;
+mod guard;
 mod metrics;
 mod pages;
 mod params;
@@ -33,16 +37,27 @@ use axum::routing::{get, post, put};
 use self::error::ApiError;
 use self::metrics::Metrics;
 use self::projects::Projects;
+use crate::auth::{Keys, Scope, TokenError};
 
 /// The largest request body accepted: a batch commit of many pages, base64-encoded.
 pub(crate) const MAX_BODY_BYTES: usize = 64 << 20;
 
+pub(crate) use self::connections::Timeouts;
+pub(crate) use self::guard::AllowedHosts;
+pub(crate) use self::projects::validate_project_name;
+
 /// How the server behaves.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct ServeOptions {
     /// Refuse to create a branch without an expiry (`ttl`, `expire_time` or `no_expiry`),
     /// as Lakebase does.
     pub(crate) require_expiration: bool,
+    /// The Host names answered besides IP literals and `localhost`.
+    pub(crate) allowed_hosts: AllowedHosts,
+    /// How long clients get to send a request, and to finish at shutdown.
+    pub(crate) timeouts: Timeouts,
+    /// Require a token signed with these keys (`--auth`); `None`: no tokens.
+    pub(crate) auth: Option<Arc<Keys>>,
 }
 
 /// What every handler can reach.
@@ -97,16 +112,13 @@ async fn serve(
     }
     tracing::info!(%address, projects = count, "serving");
     let metrics = Arc::new(Metrics::new(Arc::clone(&projects)));
+    let timeouts = options.timeouts;
     let state = AppState {
         projects,
         metrics,
         options,
     };
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("the server failed")?;
-    tracing::info!("shut down: no more requests in flight");
+    connections::serve(listener, router(state), timeouts, shutdown_signal()).await;
     Ok(())
 }
 
@@ -154,11 +166,24 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/metrics", get(admin::metrics))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        // Innermost first: a request passes the body limit, is read whole, is counted,
+        // then must pass the Host and Origin checks and (under --auth) show a token.
+        .layer(axum::middleware::from_fn_with_state(
+            state.options.auth.clone(),
+            require_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(state.options.allowed_hosts.clone()),
+            guard::check_host_and_origin,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state.metrics),
             metrics::record_request,
         ))
-        .layer(axum::middleware::from_fn(read_body_first))
+        .layer(axum::middleware::from_fn_with_state(
+            state.options.timeouts.body,
+            read_body_first,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -179,8 +204,10 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 /// body (a wrong content type, an unknown route) never leaves unread bytes behind: closing
 /// a socket with unread data resets the connection, and the client could lose the answer.
 /// A request whose announced length is over the limit is refused without reading it; a
-/// body without a length is cut off at the limit.
+/// body without a length is cut off at the limit; a body that has not all arrived within
+/// `timeout` is answered 408 and the connection closed.
 async fn read_body_first(
+    axum::extract::State(timeout): axum::extract::State<std::time::Duration>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -193,7 +220,24 @@ async fn read_body_first(
         return error::body_too_large(&format!("it announces {length} bytes")).into_response();
     }
     let (parts, body) = request.into_parts();
-    match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+    let Ok(read) = tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES)).await
+    else {
+        let mut response = ApiError {
+            status: axum::http::StatusCode::REQUEST_TIMEOUT,
+            code: "request_timeout",
+            message: format!(
+                "the request body did not arrive within {}",
+                humantime::format_duration(timeout)
+            ),
+        }
+        .into_response();
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        return response;
+    };
+    match read {
         Ok(bytes) => {
             let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
             next.run(request).await
@@ -206,6 +250,51 @@ async fn read_body_first(
             ApiError::bad_request(format!("cannot read the body: {error}")).into_response()
         }
     }
+}
+
+/// The routes anyone may call under `--auth`: liveness and the API's description.
+const OPEN_ROUTES: [&str; 2] = ["/healthz", "/v1/openapi.json"];
+
+/// Under `--auth`, refuses a request without a valid token for its path (401, with a code
+/// saying what was wrong with the token).
+async fn require_token(
+    axum::extract::State(keys): axum::extract::State<Option<Arc<Keys>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let Some(keys) = keys else {
+        return next.run(request).await;
+    };
+    let path = request.uri().path();
+    if OPEN_ROUTES.contains(&path) {
+        return next.run(request).await;
+    }
+    let header = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|value| value.to_str().unwrap_or_default());
+    let refusal = match keys.check(header) {
+        Ok(scope) if scope.allows(path) => return next.run(request).await,
+        Ok(scope) => TokenError::WrongScope {
+            scope: match scope {
+                Scope::Server => "the whole server".to_owned(),
+                Scope::Project(project) => format!("project {}", error::quoted(&project)),
+            },
+            path: error::quoted(path),
+        },
+        Err(error) => error,
+    };
+    let mut response = ApiError {
+        status: axum::http::StatusCode::UNAUTHORIZED,
+        code: refusal.code(),
+        message: refusal.to_string(),
+    }
+    .into_response();
+    response.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
 /// Runs a store call on the blocking pool.

@@ -6,28 +6,52 @@ use std::time::Duration;
 
 use pagefork_engine::{At, Expiry, Lsn, Timestamp};
 
-use super::error::ApiError;
+use super::error::{ApiError, quoted};
+
+/// The body of a request that changes something but takes no parameters: `{}`, sent as
+/// `application/json` like every other body, so that no browser can send it cross-origin
+/// without a preflight (see `guard`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NoParameters {}
 
 /// `text`, the value of `field`, as an LSN.
+/// LSN 0 is refused: no state has it (every branch starts above it).
 pub(crate) fn lsn(field: &str, text: &str) -> Result<Lsn, ApiError> {
-    text.parse().map_err(|error: pagefork_wal::ParseLsnError| {
-        ApiError::bad_request(format!("{field}: {error}"))
-    })
+    let lsn: Lsn = text.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "{field}: invalid LSN {}: expected X/Y in hexadecimal, like 0/16B3748",
+            quoted(text)
+        ))
+    })?;
+    if lsn == Lsn(0) {
+        return Err(ApiError {
+            code: "invalid_lsn",
+            ..ApiError::bad_request(format!(
+                "{field}: LSN 0/0 names no state: every branch starts above it"
+            ))
+        });
+    }
+    Ok(lsn)
 }
 
 /// `text`, the value of `field`, as a time.
 pub(crate) fn time(field: &str, text: &str) -> Result<Timestamp, ApiError> {
-    text.parse()
-        .map_err(|error: pagefork_engine::ParseTimestampError| {
-            ApiError::bad_request(format!("{field}: {error}"))
-        })
+    text.parse().map_err(|error: pagefork_engine::ParseTimestampError| {
+        ApiError::bad_request(format!(
+            "{field}: invalid time {}: expected RFC 3339 in UTC, like 2026-11-21T10:00:00Z ({})",
+            quoted(text),
+            error.reason
+        ))
+    })
 }
 
 /// `text`, the value of `field`, as a duration.
 pub(crate) fn duration(field: &str, text: &str) -> Result<Duration, ApiError> {
     humantime::parse_duration(text).map_err(|error| {
         ApiError::bad_request(format!(
-            "{field}: invalid duration {text:?} ({error}): use forms like 3600s, 90m or 1h"
+            "{field}: invalid duration {} ({error}): use forms like 3600s, 90m or 1h",
+            quoted(text)
         ))
     })
 }
@@ -62,10 +86,14 @@ pub(crate) fn branch_reference<'a>(
     match rest.split_once("/branches/") {
         Some((named, branch)) if named == project => Ok(branch),
         Some((named, _)) => Err(ApiError::bad_request(format!(
-            "{field}: {text:?} names project {named:?}, but this request is for project {project:?}"
+            "{field}: {} names project {}, but this request is for project {}",
+            quoted(text),
+            quoted(named),
+            quoted(project)
         ))),
         None => Err(ApiError::bad_request(format!(
-            "{field}: {text:?} is neither a branch name nor projects/P/branches/B"
+            "{field}: {} is neither a branch name nor projects/P/branches/B",
+            quoted(text)
         ))),
     }
 }

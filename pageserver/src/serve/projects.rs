@@ -14,7 +14,7 @@ use anyhow::Context;
 use pagefork_engine::{Config, StdFileSystem, Store, create_dir_all_durably};
 use parking_lot::{Mutex, RwLock};
 
-use super::error::ApiError;
+use super::error::{ApiError, quoted};
 
 /// The directory under the server's data directory that holds one directory per project.
 const PROJECTS_DIR: &str = "projects";
@@ -70,7 +70,10 @@ impl Projects {
     /// The store of `project`.
     pub(crate) fn get(&self, project: &str) -> Result<Store, ApiError> {
         self.stores.read().get(project).cloned().ok_or_else(|| {
-            ApiError::not_found("project_not_found", format!("no project named {project:?}"))
+            ApiError::not_found(
+                "project_not_found",
+                format!("no project named {}", quoted(project)),
+            )
         })
     }
 
@@ -130,7 +133,8 @@ pub(crate) fn validate_project_name(name: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!(
-            "invalid project name {name:?}: a name is 1-63 characters of [A-Za-z0-9._-], not starting with '.'"
+            "invalid project name {}: a name is 1-63 characters of [A-Za-z0-9._-], not starting with '.'",
+            quoted(name)
         )))
     }
 }

@@ -21,6 +21,8 @@ pub(crate) struct Server {
     pub(crate) base: String,
     pub(crate) dir: PathBuf,
     agent: ureq::Agent,
+    /// Sent as `Authorization: Bearer` with every request, if set.
+    pub(crate) token: Option<String>,
 }
 
 /// One answer: status, headers we look at, body.
@@ -106,6 +108,7 @@ impl Server {
             base,
             dir: dir.to_owned(),
             agent,
+            token: None,
         }
     }
 
@@ -113,12 +116,37 @@ impl Server {
         read_answer(response).expect("HTTP request")
     }
 
-    pub(crate) fn get(&self, path: &str) -> Answer {
-        Self::answer(self.agent.get(format!("{}{path}", self.base)).call())
+    /// `request` with the token, if the server has one.
+    fn authorized<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(token) => request.header("authorization", format!("Bearer {token}")),
+            None => request,
+        }
     }
 
+    pub(crate) fn get(&self, path: &str) -> Answer {
+        Self::answer(
+            self.authorized(self.agent.get(format!("{}{path}", self.base)))
+                .call(),
+        )
+    }
+
+    /// `DELETE` with the `{}` JSON body every mutating route takes.
     pub(crate) fn delete(&self, path: &str) -> Answer {
-        Self::answer(self.agent.delete(format!("{}{path}", self.base)).call())
+        self.send("DELETE", path, "{}")
+    }
+
+    /// A request without a body (a `DELETE` or `POST` as a careless client sends it).
+    pub(crate) fn send_bare(&self, method: &str, path: &str) -> Answer {
+        let url = format!("{}{path}", self.base);
+        let request = match method {
+            "DELETE" => self.authorized(self.agent.delete(url)).call(),
+            "GET" => self.authorized(self.agent.get(url)).call(),
+            _ => self
+                .authorized(with_body(&self.agent, method, url))
+                .send_empty(),
+        };
+        Self::answer(request)
     }
 
     /// A request with a body (`POST`, `PUT`, `PATCH`), sent as JSON.
@@ -133,7 +161,11 @@ impl Server {
         body: &[u8],
         content_type: &str,
     ) -> Answer {
-        let request = with_body(&self.agent, method, format!("{}{path}", self.base));
+        let request = self.authorized(with_body(
+            &self.agent,
+            method,
+            format!("{}{path}", self.base),
+        ));
         Self::answer(request.header("content-type", content_type).send(body))
     }
 
@@ -174,6 +206,40 @@ impl Server {
             status,
             serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body:?}")),
         )
+    }
+
+    /// `host:port` the server listens on.
+    pub(crate) fn address(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
+    /// Sends `head` (the request line and headers, one per line, without `Content-Length`
+    /// or the blank line) and `body` exactly as given on a new connection, and returns the
+    /// status and body of the answer.
+    pub(crate) fn raw(&self, head: &str, body: &[u8]) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.address()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let head = head.trim_end().replace('\n', "\r\n");
+        let length = body.len();
+        write!(
+            stream,
+            "{head}\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        stream.write_all(body).unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {text:?}"));
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        (status, body.to_owned())
     }
 
     /// Sends SIGTERM and waits for the process to exit.
@@ -310,8 +376,9 @@ impl Http {
         read_answer(self.agent.get(format!("{}{path}", self.base)).call()).map_err(no_answer)
     }
 
+    /// `DELETE` with the `{}` JSON body every mutating route takes.
     pub(crate) fn delete(&self, path: &str) -> Result<Answer, NoAnswer> {
-        read_answer(self.agent.delete(format!("{}{path}", self.base)).call()).map_err(no_answer)
+        self.send_bytes("DELETE", path, b"{}", "application/json")
     }
 
     /// A request with a body (`POST`, `PUT`, `PATCH`).
@@ -347,6 +414,7 @@ fn with_body(
         "POST" => agent.post(url),
         "PUT" => agent.put(url),
         "PATCH" => agent.patch(url),
+        "DELETE" => agent.delete(url).force_send_body(),
         other => panic!("no body for {other}"),
     }
 }
@@ -388,5 +456,54 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A small file system of its own (a tmpfs of a few MiB) mounted on a new temporary
+/// directory, to fill up for real; unmounted when dropped. Needs root, as CI runs.
+pub(crate) struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `mib` MiB; fails the test, saying what is missing, if it cannot.
+    pub(crate) fn mount(mib: u32) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .unwrap_or_else(|error| panic!("this test needs the mount command: {error}"));
+        assert!(
+            output.status.success(),
+            "this test fills a small disk and needs to mount a tmpfs (run it as root, as CI does): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a file until the disk is full.
+    pub(crate) fn fill(&self) {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(self.path().join("filler")).unwrap();
+        let chunk = vec![0x5a; 4096];
+        while filler
+            .write_all(&chunk)
+            .and_then(|()| filler.sync_all())
+            .is_ok()
+        {}
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }

@@ -17,8 +17,8 @@ use pagefork_engine::StoreFiles;
 use pagefork_engine::model::{Model, Refusal};
 use pagefork_engine::sim::SimFileSystem;
 use pagefork_engine::{
-    At, Backend, Backup, BranchOptions, Clock, Config, Expiry, Key, Lsn, ManualClock, Store,
-    SyncMode, Timestamp, Update,
+    At, Backend, Backup, BranchFilter, BranchInfo, BranchOptions, Clock, Config, Expiry, Key, Lsn,
+    ManualClock, Store, SyncMode, Timestamp, Update,
 };
 use pagefork_tests::{TEST_PAGE_SIZE, engine_config, manual_housekeeping};
 use pagefork_wal::layout::SEGMENT_HEADER_LEN;
@@ -247,6 +247,7 @@ impl Harness {
                 At::Lsn(Lsn(base.0.saturating_add_signed(i64::from(*delta) * 8)))
             }
             AtChoice::Time(secs) => At::Time(self.time(*secs)),
+            AtChoice::Raw(lsn) => At::Lsn(Lsn(*lsn)),
             AtChoice::Oldest(_) => At::Lsn(self.seen_lsns[0]),
         }
     }
@@ -275,6 +276,9 @@ impl Harness {
             ExpiryChoice::Never => Expiry::Never,
             ExpiryChoice::Ttl(secs) => Expiry::Ttl(Duration::from_secs(*secs)),
             ExpiryChoice::At(secs) => Expiry::At(self.time(*secs)),
+            ExpiryChoice::FarTtlYears(years) => {
+                Expiry::Ttl(Duration::from_secs(years.saturating_mul(365 * 24 * 3600)))
+            }
         }
     }
 
@@ -802,6 +806,19 @@ impl Harness {
         let infos = store.list_branches();
         let names: Vec<String> = infos.iter().map(|info| info.name.clone()).collect();
         prop_assert_eq!(&names, &self.model.branch_names());
+        prop_assert_eq!(&listed_in_pages(store), &infos);
+        // Every time a store holds can be written (an expiry past year 9999 was stored
+        // once and broke every view of its branch).
+        let expiries = infos.iter().filter_map(|info| info.expires_at);
+        let lease_ends = store.leases().into_iter().map(|lease| lease.expires_at);
+        for time in expiries.chain(lease_ends) {
+            prop_assert!(
+                time <= Timestamp::MAX,
+                "a stored expiry past year 9999: {:?}",
+                time
+            );
+            prop_assert!(!time.to_string().is_empty());
+        }
         for info in &infos {
             prop_assert_eq!(Ok(info.head), self.model.head(&info.name));
             prop_assert_eq!(
@@ -927,4 +944,19 @@ pub(crate) fn issue_18_idle_branch_written_again() -> Vec<Op> {
         },
         burst(7, AfterBurst::HousekeepAndCrash),
     ]
+}
+
+/// Every branch, read two at a time through `Store::list_branches_page`.
+fn listed_in_pages(store: &Store) -> Vec<BranchInfo> {
+    let two = std::num::NonZeroUsize::new(2).expect("not zero");
+    let mut listed = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.list_branches_page(&BranchFilter::default(), after.as_deref(), two);
+        listed.extend(page.branches);
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => return listed,
+        }
+    }
 }

@@ -81,6 +81,9 @@ pub(crate) enum AtChoice {
     },
     /// Seconds after the test's start time.
     Time(u64),
+    /// An LSN given as a number, whatever was seen: small ones (0/0, 0/1, ...) are below
+    /// every branch's start and must be refused by name, never read as empty.
+    Raw(u64),
     /// The `n`-th oldest LSN seen (counting from 0, wrapping) at which the branch it is
     /// taken on can still be read (at or above its GC cutoff, not past its head): once
     /// catalogs removed WAL, below the oldest WAL kept. Elsewhere the oldest LSN seen.
@@ -103,6 +106,9 @@ pub(crate) enum ExpiryChoice {
     Ttl(u64),
     /// Seconds after the test's start time.
     At(u64),
+    /// A TTL of this many years: past year 9999 it is more than a store can hold and
+    /// must be refused, not stored (a stored one broke every view of the branch).
+    FarTtlYears(u64),
 }
 
 #[derive(Clone, Debug)]
@@ -245,6 +251,31 @@ pub(crate) fn at_choice() -> impl Strategy<Value = AtChoice> {
     ]
 }
 
+/// `at_choice`, and now and then an LSN given as a small number (0/0 among them).
+pub(crate) fn any_at_choice() -> impl Strategy<Value = AtChoice> {
+    prop_oneof![
+        8 => at_choice(),
+        1 => (0u64..16).prop_map(AtChoice::Raw),
+    ]
+}
+
+/// `expiry_choice`, and now and then a TTL of thousands of years or more.
+pub(crate) fn any_expiry_choice() -> impl Strategy<Value = ExpiryChoice> {
+    prop_oneof![
+        9 => expiry_choice(),
+        1 => prop_oneof![Just(7_000u64), Just(7_974), Just(8_000), Just(600_000)]
+            .prop_map(ExpiryChoice::FarTtlYears),
+    ]
+}
+
+/// A lease's length in seconds: mostly short, now and then 8,000 years.
+pub(crate) fn lease_secs() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        9 => 0u64..60,
+        1 => Just(8_000 * 365 * 24 * 3600),
+    ]
+}
+
 pub(crate) fn expiry_choice() -> impl Strategy<Value = ExpiryChoice> {
     prop_oneof![
         6 => Just(ExpiryChoice::Never),
@@ -286,19 +317,19 @@ pub(crate) fn old_at_choice() -> impl Strategy<Value = AtChoice> {
 pub(crate) fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         10 => (branch_pick(), updates_choice()).prop_map(|(branch, updates)| Op::Commit { branch, updates }),
-        3 => (0..NAMES.len(), branch_pick(), at_choice(), expiry_choice(), prop::bool::weighted(0.1))
+        3 => (0..NAMES.len(), branch_pick(), any_at_choice(), any_expiry_choice(), prop::bool::weighted(0.1))
             .prop_map(|(name, parent, at, expiry, protected)| Op::CreateBranch { name, parent, at, expiry, protected }),
         1 => (branch_pick(), 0..NAMES.len()).prop_map(|(branch, name)| Op::Rename { branch, name }),
         1 => (branch_pick(), any::<bool>()).prop_map(|(branch, protected)| Op::Protect { branch, protected }),
-        1 => (branch_pick(), expiry_choice()).prop_map(|(branch, expiry)| Op::SetExpiry { branch, expiry }),
+        1 => (branch_pick(), any_expiry_choice()).prop_map(|(branch, expiry)| Op::SetExpiry { branch, expiry }),
         1 => branch_pick().prop_map(|branch| Op::Reset { branch }),
         2 => branch_pick().prop_map(|branch| Op::Detach { branch }),
-        2 => (branch_pick(), branch_pick(), at_choice(), backup_choice())
+        2 => (branch_pick(), branch_pick(), any_at_choice(), backup_choice())
             .prop_map(|(branch, source, at, backup)| Op::Restore { branch, source, at, backup }),
-        1 => (branch_pick(), at_choice(), branch_pick(), at_choice())
+        1 => (branch_pick(), any_at_choice(), branch_pick(), any_at_choice())
             .prop_map(|(from, from_at, to, to_at)| Op::Diff { from, from_at, to, to_at }),
         1 => branch_pick().prop_map(|branch| Op::DeleteBranch { branch }),
-        4 => (branch_pick(), 0..KEYS, at_choice()).prop_map(|(branch, key, at)| Op::Read { branch, key, at }),
+        4 => (branch_pick(), 0..KEYS, any_at_choice()).prop_map(|(branch, key, at)| Op::Read { branch, key, at }),
         2 => (branch_pick(), 0u64..200).prop_map(|(branch, secs)| Op::LsnForTime { branch, secs }),
         3 => (0u64..20, prop::bool::weighted(0.2)).prop_map(|(forward_secs, back)| Op::Clock { forward_secs, back }),
         5 => (0..NAMES.len() - 1, branch_pick(), old_at_choice(), 0..KEYS, update_choice())
@@ -311,7 +342,7 @@ pub(crate) fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Checkpoint),
         2 => Just(Op::Compact),
         3 => Just(Op::Gc),
-        1 => (branch_pick(), at_choice(), 0u64..60).prop_map(|(branch, at, secs)| Op::Lease { branch, at, secs }),
+        1 => (branch_pick(), any_at_choice(), lease_secs()).prop_map(|(branch, at, secs)| Op::Lease { branch, at, secs }),
         1 => (branch_pick(), prop::option::of(0u64..60)).prop_map(|(branch, secs)| Op::SetPitrWindow { branch, secs }),
     ]
 }

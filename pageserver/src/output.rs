@@ -1,0 +1,84 @@
+//! Standard output for every command: `out!` writes a line as `println!` does, but hands
+//! the error back instead of panicking, so a reader that goes away (`pagefork branch list
+//! | head`) ends the command quietly instead of crashing it. `main` treats a closed pipe
+//! as a normal end (exit 0), and prints any other error as one line (see
+//! [`one_line`]).
+
+use std::fmt;
+use std::io::{ErrorKind, Write};
+
+use anyhow::Context;
+
+/// Writes one line (and flushes it, so lines reach a pipe as they are made).
+pub(crate) fn line(text: fmt::Arguments<'_>) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_fmt(text)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush())
+        .context("cannot write standard output")
+}
+
+/// Prints a line on standard output and returns early with the error if it cannot be
+/// written (use it where `?` works).
+macro_rules! out {
+    () => {
+        $crate::output::line(format_args!(""))?
+    };
+    ($($arg:tt)*) => {
+        $crate::output::line(format_args!($($arg)*))?
+    };
+}
+pub(crate) use out;
+
+/// Whether `error` is standard output closed by its reader.
+pub(crate) fn is_closed_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == ErrorKind::BrokenPipe)
+    })
+}
+
+/// `error` and its causes on one line, each cause once: a cause whose text the line
+/// already ends with (an I/O error that its wrapper quotes) is not repeated.
+pub(crate) fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quoted_cause_is_printed_once() {
+        let os = std::io::Error::from_raw_os_error(28);
+        let text = os.to_string();
+        let error = anyhow::Error::new(os).context(format!("write /d/wal/0: {text}"));
+        let error = error.context("cannot commit");
+        assert_eq!(
+            one_line(&error),
+            format!("cannot commit: write /d/wal/0: {text}")
+        );
+        assert_eq!(one_line(&error).matches("os error 28").count(), 1);
+    }
+
+    #[test]
+    fn a_broken_pipe_is_recognised_through_context() {
+        let error = anyhow::Error::new(std::io::Error::from(ErrorKind::BrokenPipe))
+            .context("cannot write standard output");
+        assert!(is_closed_pipe(&error));
+        assert!(!is_closed_pipe(&anyhow::anyhow!("other")));
+    }
+}

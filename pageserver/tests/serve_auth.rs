@@ -1,0 +1,243 @@
+//! `pagefork serve --auth` (issue 19): only a valid EdDSA token for the route's scope
+//! gets through; a missing, malformed, tampered, foreign-key, expired, not-yet-valid or
+//! wrongly scoped one is a 401 saying which, and changes nothing. Tokens come from
+//! `pagefork token create`, as users get them; the odd ones are signed here with the
+//! server's own key, as an attacker who stole it (or a clock that is off) would.
+
+// A test may panic: unwrapping and indexing its own fixtures is how it fails.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use support::Server;
+use support::cli::pagefork;
+
+const B: &str = "/v1/projects/p/branches";
+
+/// `pagefork token create ARGS...` on the server's data directory.
+fn token(dir: &Path, args: &[&str]) -> String {
+    let mut all = vec!["token", "create"];
+    all.extend_from_slice(args);
+    let output = pagefork(dir, &all);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// A token with these claims, signed with the server's key (or `key`).
+fn signed(key_file: &Path, claims: &Value) -> String {
+    let pem = std::fs::read(key_file).unwrap();
+    let key = EncodingKey::from_ed_pem(&pem).unwrap();
+    jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), claims, &key).unwrap()
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Project `p` with a page on main and a branch `victim`, made with a server token.
+fn server(dir: &Path) -> Server {
+    let mut server = Server::start(dir, &["--auth"]);
+    server.token = Some(token(dir, &["--ttl", "10m"]));
+    server
+        .post("/v1/projects", r#"{"project_id": "p"}"#)
+        .expect(201);
+    server
+        .put_page(&format!("{B}/main/pages/1/0"), &[1; 8192])
+        .expect(200);
+    server.post(B, r#"{"branch_id": "victim"}"#).expect(201);
+    server
+}
+
+fn observable(server: &Server) -> Vec<Value> {
+    vec![
+        server.get(B).expect(200),
+        server.get("/v1/projects/p/leases").expect(200),
+        server.get("/v1/projects/p/log").expect(200),
+        server.get("/v1/projects").expect(200),
+    ]
+}
+
+/// Every route that changes something, with a valid body.
+fn mutating_routes() -> Vec<(&'static str, String, String)> {
+    vec![
+        (
+            "POST",
+            "/v1/projects".into(),
+            r#"{"project_id": "q"}"#.into(),
+        ),
+        ("POST", B.into(), r#"{"branch_id": "new"}"#.into()),
+        (
+            "PATCH",
+            format!("{B}/victim"),
+            r#"{"spec": {"ttl": "1h"}}"#.into(),
+        ),
+        ("DELETE", format!("{B}/victim"), "{}".into()),
+        ("POST", format!("{B}/victim/reset"), "{}".into()),
+        ("POST", format!("{B}/victim/restore"), "{}".into()),
+        (
+            "POST",
+            format!("{B}/victim/rename"),
+            r#"{"new_branch_id": "v2"}"#.into(),
+        ),
+        ("POST", format!("{B}/victim/detach"), "{}".into()),
+        (
+            "POST",
+            format!("{B}/victim/commit"),
+            r#"{"updates": [{"rel": 1, "block": 1, "drop": true}]}"#.into(),
+        ),
+        ("POST", "/v1/projects/p/gc".into(), "{}".into()),
+        ("POST", "/v1/projects/p/compact".into(), "{}".into()),
+    ]
+}
+
+#[test]
+fn every_route_needs_a_valid_token_for_its_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = server(dir.path());
+    let good = server.token.clone().unwrap();
+    let key_file = dir.path().join("auth/private_key.pem");
+    let other_dir = tempfile::tempdir().unwrap();
+    let foreign = token(other_dir.path(), &["--ttl", "10m"]);
+    let expired = signed(
+        &key_file,
+        &json!({"scope": "server", "iat": now() - 120, "nbf": now() - 120, "exp": now() - 60}),
+    );
+    let future = signed(
+        &key_file,
+        &json!({"scope": "server", "iat": now() + 600, "nbf": now() + 600, "exp": now() + 1200}),
+    );
+    let tampered = {
+        let project = token(dir.path(), &["--ttl", "10m", "--project", "q"]);
+        let mut parts: Vec<&str> = project.split('.').collect();
+        let server_claims = good.split('.').nth(1).unwrap().to_owned();
+        parts[1] = &server_claims;
+        // A project token's signature over a server token's claims.
+        parts.join(".")
+    };
+    let wrong_project = token(dir.path(), &["--ttl", "10m", "--project", "q"]);
+    let cases: Vec<(Option<String>, &str)> = vec![
+        (None, "token_missing"),
+        (Some("garbage".into()), "token_malformed"),
+        (Some(foreign), "token_invalid"),
+        (Some(tampered), "token_invalid"),
+        (Some(expired), "token_expired"),
+        (Some(future), "token_not_yet_valid"),
+        (Some(wrong_project), "token_wrong_scope"),
+    ];
+    let before = observable(&server);
+    for (token, code) in &cases {
+        server.token = token.clone();
+        for (method, path, body) in mutating_routes() {
+            let answer = server.send(method, &path, &body);
+            let message = answer.expect_error(401, code);
+            assert!(!message.is_empty());
+        }
+        server.get(B).expect_error(401, code);
+        server.get("/metrics").expect_error(401, code);
+        server.token = Some(good.clone());
+        assert_eq!(
+            observable(&server),
+            before,
+            "a refused request ({code}) changed something"
+        );
+    }
+    // Open routes need no token.
+    server.token = None;
+    server.get("/healthz");
+    assert_eq!(server.get("/healthz").status, 200);
+    server.get("/v1/openapi.json").expect(200);
+    // A project token reaches its project only.
+    server.token = Some(token(dir.path(), &["--ttl", "10m", "--project", "p"]));
+    server.get(B).expect(200);
+    server.post(B, r#"{"branch_id": "mine"}"#).expect(201);
+    server
+        .get("/v1/projects")
+        .expect_error(401, "token_wrong_scope");
+    server
+        .post("/v1/projects", r#"{"project_id": "r"}"#)
+        .expect_error(401, "token_wrong_scope");
+    server
+        .get("/metrics")
+        .expect_error(401, "token_wrong_scope");
+    // A token that expires while in use is refused from then on.
+    server.token = Some(token(dir.path(), &["--ttl", "1s"]));
+    std::thread::sleep(Duration::from_millis(2100));
+    let message = server.get(B).expect_error(401, "token_expired");
+    assert!(message.contains("expired at"), "{message}");
+}
+
+#[test]
+fn token_create_bounds_lifetimes_and_names() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["token", "create", "--ttl", "31d"],
+        vec!["token", "create", "--ttl", "0s"],
+        vec!["token", "create", "--project", "../etc"],
+    ] {
+        let output = pagefork(dir.path(), &args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert!(!output.stderr.is_empty());
+    }
+    let output = pagefork(
+        dir.path(),
+        &[
+            "--json",
+            "token",
+            "create",
+            "--ttl",
+            "15m",
+            "--project",
+            "shop",
+        ],
+    );
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["project"], "shop");
+    assert!(answer["token"].as_str().unwrap().split('.').count() == 3);
+    assert!(answer["expires_at"].as_str().unwrap().ends_with('Z'));
+}
+
+#[test]
+fn an_open_server_refuses_to_listen_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = pagefork(dir.path(), &["serve", "--listen", "0.0.0.0:0"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--auth") && stderr.contains("0.0.0.0"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("projects").exists(),
+        "a refused command changed the disk"
+    );
+    // Told explicitly, it serves there.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pagefork"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--listen", "0.0.0.0:0", "--insecure-no-auth"])
+        .env("PAGEFORK_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(line.contains("listening on http://0.0.0.0:"), "{line}");
+}

@@ -1,0 +1,575 @@
+//! `pagefork serve` against hostile and careless clients (issue 19): expiries past what a
+//! store can hold, LSNs no state has, cross-origin and DNS-rebinding requests, bodies
+//! that are not JSON, clients that stall, huge values echoed in errors, and listings of
+//! many branches a page at a time. Every refusal is checked to have changed nothing.
+
+// A test may panic: unwrapping and indexing its own fixtures is how it fails.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::Server;
+
+const P: &str = "/v1/projects/p";
+const B: &str = "/v1/projects/p/branches";
+
+/// A server with project `p`: main holds page 1/0, and `victim` (from main) its own
+/// commit of page 1/1.
+fn server_with_victim(dir: &std::path::Path, extra: &[&str]) -> Server {
+    let server = Server::start(dir, extra);
+    server
+        .post("/v1/projects", r#"{"project_id": "p"}"#)
+        .expect(201);
+    server
+        .put_page(&format!("{B}/main/pages/1/0"), &[1; 8192])
+        .expect(200);
+    server.post(B, r#"{"branch_id": "victim"}"#).expect(201);
+    server
+        .put_page(&format!("{B}/victim/pages/1/1"), &[2; 8192])
+        .expect(200);
+    server
+}
+
+/// Everything a refused request could have changed: branches, leases, the branch log and
+/// the victim's pages.
+fn observable(server: &Server) -> Vec<Value> {
+    let mut state = vec![
+        server.get(B).expect(200),
+        server.get(&format!("{P}/leases")).expect(200),
+        server.get(&format!("{P}/log")).expect(200),
+    ];
+    for block in 0..2 {
+        let page = server.get(&format!("{B}/victim/pages/1/{block}"));
+        state.push(json!([page.status, page.body.len(), page.lsn]));
+    }
+    state
+}
+
+/// Every route that changes something, with a valid body.
+fn mutating_routes() -> Vec<(&'static str, String, String)> {
+    vec![
+        (
+            "POST",
+            "/v1/projects".into(),
+            r#"{"project_id": "q"}"#.into(),
+        ),
+        ("POST", B.into(), r#"{"branch_id": "new"}"#.into()),
+        (
+            "PATCH",
+            format!("{B}/victim"),
+            r#"{"spec": {"ttl": "1h"}}"#.into(),
+        ),
+        ("DELETE", format!("{B}/victim"), "{}".into()),
+        ("POST", format!("{B}/victim/reset"), "{}".into()),
+        ("POST", format!("{B}/victim/restore"), "{}".into()),
+        (
+            "POST",
+            format!("{B}/victim/rename"),
+            r#"{"new_branch_id": "v2"}"#.into(),
+        ),
+        ("POST", format!("{B}/victim/detach"), "{}".into()),
+        (
+            "POST",
+            format!("{B}/victim/leases"),
+            r#"{"lsn": "0/1000000", "ttl": "1h"}"#.into(),
+        ),
+        (
+            "POST",
+            format!("{B}/victim/commit"),
+            r#"{"updates": [{"rel": 1, "block": 1, "drop": true}]}"#.into(),
+        ),
+        ("POST", format!("{P}/gc"), "{}".into()),
+        ("POST", format!("{P}/compact"), "{}".into()),
+    ]
+}
+
+fn error_code(body: &str) -> String {
+    let value: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+    value["error"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn cross_origin_foreign_host_and_non_json_requests_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_victim(dir.path(), &[]);
+    let before = observable(&server);
+    let host = server.address().to_owned();
+    for (method, path, body) in mutating_routes() {
+        // A page on another site, posting as a browser does without a preflight.
+        let head = format!(
+            "{method} {path} HTTP/1.1\nHost: {host}\nOrigin: http://evil.example\nContent-Type: text/plain"
+        );
+        let (status, answer) = server.raw(&head, body.as_bytes());
+        assert_eq!(
+            (status, error_code(&answer)),
+            (403, "cross_origin".into()),
+            "{method} {path}: {answer}"
+        );
+        // The same with a JSON content type (a preflight would have been needed).
+        let head = format!(
+            "{method} {path} HTTP/1.1\nHost: {host}\nOrigin: http://evil.example\nContent-Type: application/json"
+        );
+        let (status, answer) = server.raw(&head, body.as_bytes());
+        assert_eq!(
+            (status, error_code(&answer)),
+            (403, "cross_origin".into()),
+            "{method} {path}: {answer}"
+        );
+        // A DNS-rebinding page: same origin as far as the browser knows, foreign Host.
+        let head = format!(
+            "{method} {path} HTTP/1.1\nHost: evil.example:7070\nContent-Type: application/json"
+        );
+        let (status, answer) = server.raw(&head, body.as_bytes());
+        assert_eq!(
+            (status, error_code(&answer)),
+            (403, "host_not_allowed".into()),
+            "{method} {path}: {answer}"
+        );
+        // No Origin, but not JSON: a form or a careless script.
+        let head = format!("{method} {path} HTTP/1.1\nHost: {host}\nContent-Type: text/plain");
+        let (status, answer) = server.raw(&head, body.as_bytes());
+        assert_eq!(
+            (status, error_code(&answer)),
+            (415, "unsupported_media_type".into()),
+            "{method} {path}: {answer}"
+        );
+        // No body at all.
+        let answer = server.send_bare(method, &path);
+        assert!(
+            matches!(answer.status, 400 | 415),
+            "{method} {path} without a body: {} {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
+        );
+        assert_eq!(
+            observable(&server),
+            before,
+            "{method} {path} changed something"
+        );
+    }
+    // Reads through a rebound name are refused too; same-origin requests pass.
+    let (status, answer) = server.raw(
+        &format!("GET {B}/victim/pages/1/1 HTTP/1.1\nHost: evil.example"),
+        b"",
+    );
+    assert_eq!(
+        (status, error_code(&answer)),
+        (403, "host_not_allowed".into())
+    );
+    let (status, _) = server.raw(
+        &format!("GET {B} HTTP/1.1\nHost: {host}\nOrigin: http://{host}"),
+        b"",
+    );
+    assert_eq!(status, 200);
+    let (status, _) = server.raw(
+        &format!("POST {B}/victim/reset HTTP/1.1\nHost: localhost:1\nOrigin: http://localhost:1\nContent-Type: application/json"),
+        b"{}",
+    );
+    assert_eq!(status, 200, "a same-origin JSON request is answered");
+}
+
+#[test]
+fn allow_host_adds_names_the_server_answers_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--allow-host", "pagefork.test"]);
+    let (status, _) = server.raw("GET /v1/projects HTTP/1.1\nHost: pagefork.test:7070", b"");
+    assert_eq!(status, 200);
+    let (status, answer) = server.raw("GET /v1/projects HTTP/1.1\nHost: other.test", b"");
+    assert_eq!(
+        (status, error_code(&answer)),
+        (403, "host_not_allowed".into())
+    );
+}
+
+#[test]
+fn expiries_past_year_9999_are_refused_and_every_view_still_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_victim(dir.path(), &[]);
+    let head = server.get(&format!("{B}/main")).expect(200)["head"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = observable(&server);
+    let refusals = [
+        (
+            "POST",
+            B.to_owned(),
+            r#"{"branch_id": "far", "spec": {"ttl": "8000y"}}"#.to_owned(),
+        ),
+        (
+            "POST",
+            B.to_owned(),
+            r#"{"branch_id": "far", "spec": {"ttl": "600000y"}}"#.to_owned(),
+        ),
+        (
+            "PATCH",
+            format!("{B}/victim"),
+            r#"{"spec": {"ttl": "8000y"}}"#.to_owned(),
+        ),
+        (
+            "POST",
+            format!("{B}/main/leases"),
+            format!(r#"{{"lsn": "{head}", "ttl": "8000y"}}"#),
+        ),
+    ];
+    for (method, path, body) in refusals {
+        let message = server
+            .send(method, &path, &body)
+            .expect_error(400, "invalid_time");
+        assert!(message.contains("9999-12-31T23:59:59.999999Z"), "{message}");
+        assert_eq!(observable(&server), before, "{method} {path} {body}");
+    }
+    // Year 10000 does not parse as a time at all.
+    let message = server
+        .post(
+            B,
+            r#"{"branch_id": "far", "spec": {"expire_time": "10000-01-01T00:00:00Z"}}"#,
+        )
+        .expect_error(400, "invalid_request");
+    assert!(message.contains("10000-01-01"), "{message}");
+    // The limit itself is held and shown.
+    let created = server
+        .post(
+            B,
+            r#"{"branch_id": "last", "spec": {"expire_time": "9999-12-31T23:59:59Z"}}"#,
+        )
+        .expect(201);
+    assert_eq!(created["expires_at"], "9999-12-31T23:59:59.000000Z");
+    let listed = server.get(B).expect(200);
+    assert!(listed.to_string().contains("9999-12-31T23:59:59.000000Z"));
+    server
+        .send(
+            "PATCH",
+            &format!("{B}/victim"),
+            r#"{"spec": {"expire_time": "9999-12-31T23:59:59.999999Z"}}"#,
+        )
+        .expect(200);
+    server.get(&format!("{B}/victim")).expect(200);
+}
+
+#[test]
+fn lsns_no_state_has_are_refused_as_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_victim(dir.path(), &[]);
+    let victim = server.get(&format!("{B}/victim")).expect(200);
+    let branch_point = victim["branch_point"].as_str().unwrap().to_owned();
+    let main_created = server.get(&format!("{B}/main")).expect(200)["created_lsn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = observable(&server);
+    let lease = |branch: &str, lsn: &str| {
+        (
+            "POST",
+            format!("{B}/{branch}/leases"),
+            format!(r#"{{"lsn": "{lsn}", "ttl": "1h"}}"#),
+        )
+    };
+    let mut refusals = vec![
+        lease("main", "0/0"),
+        lease("main", "0/1"),
+        lease("victim", "0/1"),
+        (
+            "POST",
+            B.to_owned(),
+            r#"{"branch_id": "x", "spec": {"source_branch_lsn": "0/0"}}"#.to_owned(),
+        ),
+        (
+            "POST",
+            format!("{B}/main/restore"),
+            r#"{"source_branch_lsn": "0/0"}"#.to_owned(),
+        ),
+    ];
+    // Below the victim's branch point: a lease there is main's business.
+    let below: pagefork_engine::Lsn = branch_point.parse().unwrap();
+    let below = pagefork_engine::Lsn(below.0 - 8).to_string();
+    refusals.push(lease("victim", &below));
+    for (method, path, body) in refusals {
+        let message = server
+            .send(method, &path, &body)
+            .expect_error(400, "invalid_lsn");
+        assert!(message.contains("LSN"), "{message}");
+        assert_eq!(observable(&server), before, "{method} {path} {body}");
+    }
+    for query in [
+        "pages/1/0?lsn=0/0".to_owned(),
+        "pages/1/0?lsn=0/1".to_owned(),
+        "diff?from_lsn=0/0".to_owned(),
+        format!(
+            "pages/1/0?lsn={}",
+            pagefork_engine::Lsn(main_created.parse::<pagefork_engine::Lsn>().unwrap().0 - 1)
+        ),
+    ] {
+        server
+            .get(&format!("{B}/victim/{query}"))
+            .expect_error(400, "invalid_lsn");
+    }
+    // Below a branch point, a read sees the ancestor's history: main's page 1/0.
+    let read = server.get(&format!("{B}/victim/pages/1/0?lsn={below}"));
+    assert!(matches!(read.status, 200 | 404), "{}", read.status);
+}
+
+#[test]
+fn errors_quote_only_a_short_prefix_of_what_they_were_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_victim(dir.path(), &[]);
+    let huge = "x".repeat(60 << 20);
+    let body = json!({"project_id": huge}).to_string();
+    let answer = server.post("/v1/projects", &body);
+    let message = answer.expect_error(400, "invalid_request");
+    assert!(message.len() < 1024, "{} bytes", message.len());
+    assert!(
+        message.contains(&format!("{} bytes in all", huge.len())),
+        "{message}"
+    );
+    let long = "y".repeat(100_000);
+    for (method, path, body) in [
+        ("POST", B.to_owned(), json!({"branch_id": long}).to_string()),
+        (
+            "POST",
+            B.to_owned(),
+            json!({"branch_id": "x", "spec": {"ttl": long}}).to_string(),
+        ),
+        (
+            "POST",
+            B.to_owned(),
+            json!({"branch_id": "x", "spec": {"source_branch": long}}).to_string(),
+        ),
+        (
+            "POST",
+            format!("{B}/main/leases"),
+            json!({"lsn": long}).to_string(),
+        ),
+    ] {
+        let answer = server.send(method, &path, &body);
+        assert!((400..500).contains(&answer.status), "{}", answer.status);
+        let message = answer.json()["message"].as_str().unwrap().to_owned();
+        assert!(message.len() < 1024, "{path}: {} bytes", message.len());
+    }
+    let answer = server.get(&format!("/v1/projects/{}", "z".repeat(20_000)));
+    assert!(answer.body.len() < 1024, "{} bytes", answer.body.len());
+}
+
+#[test]
+fn a_listing_pages_through_many_branches_and_filters_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_victim(dir.path(), &[]);
+    for index in 0..120 {
+        let parent = if index % 3 == 0 { "victim" } else { "main" };
+        let prefix = if index % 2 == 0 { "feature" } else { "fix" };
+        let body =
+            json!({"branch_id": format!("{prefix}-{index:03}"), "spec": {"source_branch": parent}});
+        server.post(B, &body.to_string()).expect(201);
+    }
+    let everything = server.get(B).expect(200);
+    assert_eq!(everything["next_cursor"], Value::Null);
+    let all: Vec<String> = names(&everything);
+    assert_eq!(all.len(), 122);
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(all, sorted, "in name order");
+    // A page at a time, with the cursor each page gives.
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let query = match &cursor {
+            Some(cursor) => format!("{B}?limit=50&cursor={cursor}"),
+            None => format!("{B}?limit=50"),
+        };
+        let page = server.get(&query).expect(200);
+        assert!(names(&page).len() <= 50);
+        paged.extend(names(&page));
+        pages += 1;
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!((paged, pages), (all.clone(), 3));
+    // Filters, alone, together, and with paging.
+    let fixes = names(&server.get(&format!("{B}?name_prefix=fix-")).expect(200));
+    assert_eq!(fixes.len(), 60);
+    assert!(fixes.iter().all(|name| name.starts_with("fix-")));
+    let children = names(&server.get(&format!("{B}?parent=victim")).expect(200));
+    assert_eq!(children.len(), 40);
+    let both = names(
+        &server
+            .get(&format!("{B}?parent=victim&name_prefix=feature-"))
+            .expect(200),
+    );
+    assert_eq!(both.len(), 20);
+    let first = server
+        .get(&format!("{B}?parent=main&name_prefix=fix-&limit=7"))
+        .expect(200);
+    assert_eq!(names(&first).len(), 7);
+    let rest = server
+        .get(&format!(
+            "{B}?parent=main&name_prefix=fix-&cursor={}",
+            first["next_cursor"].as_str().unwrap()
+        ))
+        .expect(200);
+    assert_eq!(names(&first).len() + names(&rest).len(), 40);
+    for bad in [
+        "limit=0",
+        "limit=10001",
+        "limit=ten",
+        "limit=-1",
+        "sort=name",
+    ] {
+        server
+            .get(&format!("{B}?{bad}"))
+            .expect_error(400, "invalid_request");
+    }
+}
+
+fn names(listing: &Value) -> Vec<String> {
+    listing["branches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|branch| branch["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Opens a connection to `server` and sends `text`, leaving the connection open.
+fn stall(server: &Server, text: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(server.address()).unwrap();
+    stream.write_all(text.as_bytes()).unwrap();
+    stream
+}
+
+#[test]
+fn stalled_clients_cannot_hold_shutdown_past_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let mut server = Server::start_logged(
+        dir.path(),
+        // Long read timeouts: only the grace period can end these connections.
+        &[
+            "--header-timeout",
+            "10m",
+            "--body-timeout",
+            "10m",
+            "--shutdown-grace",
+            "2s",
+        ],
+        &log,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    server
+        .post("/v1/projects", r#"{"project_id": "p"}"#)
+        .expect(201);
+    let committed = server
+        .put_page(&format!("{B}/main/pages/1/0"), &[7; 8192])
+        .expect(200);
+    let address = server.address().to_owned();
+    // A body that never ends, a header that never ends, and an idle connection.
+    let mut body = stall(
+        &server,
+        &format!(
+            "PUT {B}/main/pages/1/1 HTTP/1.1\r\nHost: {address}\r\nContent-Length: 8192\r\n\r\n"
+        ),
+    );
+    body.write_all(&[9; 100]).unwrap();
+    let _header = stall(&server, &format!("GET {B} HTTP/1.1\r\nHost: 127.0"));
+    let _idle = TcpStream::connect(&address).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let status = server
+        .terminate_within(Duration::from_secs(60))
+        .expect("pagefork serve still runs 60 s after SIGTERM with stalled clients");
+    assert!(status.success(), "{status}");
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(stderr.contains("grace period over"), "{stderr}");
+    assert!(!stderr.contains("checkpoint on close failed"), "{stderr}");
+    // The store was closed: the CLI opens it, and the acknowledged page is there; the
+    // stalled PUT never was.
+    let store = dir.path().join("projects/p");
+    let output = support::cli::pagefork(&store, &["page", "get", "main", "1", "0"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.stdout, vec![7; 8192]);
+    let missing = support::cli::pagefork(&store, &["page", "get", "main", "1", "1"]);
+    assert_eq!(missing.status.code(), Some(3));
+    assert!(committed["lsn"].is_string());
+}
+
+#[test]
+fn slow_headers_and_bodies_time_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--header-timeout", "1s", "--body-timeout", "1s"],
+    );
+    server
+        .post("/v1/projects", r#"{"project_id": "p"}"#)
+        .expect(201);
+    let address = server.address().to_owned();
+    let mut body = stall(
+        &server,
+        &format!(
+            "PUT {B}/main/pages/1/1 HTTP/1.1\r\nHost: {address}\r\nContent-Length: 8192\r\n\r\n"
+        ),
+    );
+    body.write_all(&[9; 100]).unwrap();
+    body.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut answer = String::new();
+    body.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    let mut header = stall(&server, &format!("GET {B} HTTP/1.1\r\nHost: {address}"));
+    header
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut rest = Vec::new();
+    // The server closes the connection (answering 408 or nothing at all).
+    header.read_to_end(&mut rest).unwrap();
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    // Nothing was committed, and the server goes on answering.
+    server
+        .get(&format!("{B}/main/pages/1/1"))
+        .expect_error(404, "page_not_found");
+}
+
+#[test]
+fn a_full_disk_is_insufficient_storage_naming_the_file() {
+    let disk = support::SmallDisk::mount(8);
+    let server = Server::start(disk.path(), &[]);
+    server
+        .post("/v1/projects", r#"{"project_id": "p"}"#)
+        .expect(201);
+    let mut full = None;
+    for block in 0..10_000u32 {
+        let page: Vec<u8> = (0..8192u32)
+            .map(|i| (i.wrapping_mul(block + 7) >> 3) as u8)
+            .collect();
+        let answer = server.put_page(&format!("{B}/main/pages/1/{block}"), &page);
+        if answer.status != 200 {
+            full = Some(answer);
+            break;
+        }
+    }
+    let answer = full.expect("8 MiB filled without a refusal");
+    let message = answer.expect_error(507, "insufficient_storage");
+    let os_error = std::io::Error::from_raw_os_error(28).to_string();
+    assert_eq!(message.matches(&os_error).count(), 1, "{message}");
+    assert!(
+        message.contains(&disk.path().display().to_string()),
+        "names the file: {message}"
+    );
+    server.terminate();
+}
