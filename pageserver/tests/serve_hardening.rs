@@ -220,7 +220,7 @@ fn expiries_past_year_9999_are_refused_and_every_view_still_answers() {
     for (method, path, body) in refusals {
         let message = server
             .send(method, &path, &body)
-            .expect_error(400, "invalid_time");
+            .expect_error(422, "invalid_time");
         assert!(message.contains("9999-12-31T23:59:59.999999Z"), "{message}");
         assert_eq!(observable(&server), before, "{method} {path} {body}");
     }
@@ -292,7 +292,7 @@ fn lsns_no_state_has_are_refused_as_invalid() {
     for (method, path, body) in refusals {
         let message = server
             .send(method, &path, &body)
-            .expect_error(400, "invalid_lsn");
+            .expect_error(422, "invalid_lsn");
         assert!(message.contains("LSN"), "{message}");
         assert_eq!(observable(&server), before, "{method} {path} {body}");
     }
@@ -307,7 +307,7 @@ fn lsns_no_state_has_are_refused_as_invalid() {
     ] {
         server
             .get(&format!("{B}/victim/{query}"))
-            .expect_error(400, "invalid_lsn");
+            .expect_error(422, "invalid_lsn");
     }
     // Below a branch point, a read sees the ancestor's history: main's page 1/0.
     let read = server.get(&format!("{B}/victim/pages/1/0?lsn={below}"));

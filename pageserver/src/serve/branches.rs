@@ -1,21 +1,26 @@
 //! Branch endpoints: create (Lakebase's body), list, get, update (expiry, protection or
 //! PITR window), delete, reset, restore, rename, detach and diff. Each checks its input,
 //! then makes one store call; the engine's refusals come back as 4xx and change nothing.
+//! The request and answer types here are the ones the OpenAPI document is made of.
+
+use std::num::NonZeroUsize;
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use std::num::NonZeroUsize;
-
 use pagefork_engine::{At, Backup, BranchFilter, BranchInfo, BranchOptions, Expiry};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::error::{ApiError, quoted};
-use super::params;
+use super::error::{ApiError, ErrorBody, quoted};
+use super::params::{self, NoParameters, present};
+use super::schema::{
+    BranchNameText, BranchReferenceText, DurationText, LsnText, PitrWindowText, ProjectNameText,
+    TimeText, TrueOnly,
+};
 use super::{AppState, blocking};
-use crate::views::{branch_json, diff_json, time_answer_json};
+use crate::views::{BranchView, DiffView, TimeAnswerView};
 
 /// `{project}` from the path.
 type ProjectPath = Result<Path<String>, PathRejection>;
@@ -23,46 +28,104 @@ type ProjectPath = Result<Path<String>, PathRejection>;
 /// `{project}` and `{branch}` from the path.
 type BranchPath = Result<Path<(String, String)>, PathRejection>;
 
+/// A project in a path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct ProjectParam {
+    #[param(value_type = ProjectNameText)]
+    project: String,
+}
+
+/// A project and a branch in a path (a `/` in a branch name is sent as `%2F`).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct BranchParams {
+    #[param(value_type = ProjectNameText)]
+    project: String,
+    #[param(value_type = BranchNameText)]
+    branch: String,
+}
+
 /// A branch as the API shows it: the CLI's view, plus its resource name.
-pub(crate) fn branch_resource(project: &str, info: &BranchInfo) -> Value {
-    let mut value = branch_json(info);
-    if let Some(object) = value.as_object_mut() {
-        object.insert(
-            "resource".to_owned(),
-            json!(format!("projects/{project}/branches/{}", info.name)),
-        );
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct BranchResource {
+    #[serde(flatten)]
+    branch: BranchView,
+    /// `projects/P/branches/B`.
+    resource: String,
+}
+
+impl BranchResource {
+    pub(crate) fn of(project: &str, info: &BranchInfo) -> BranchResource {
+        BranchResource {
+            branch: BranchView::of(info),
+            resource: format!("projects/{project}/branches/{}", info.name),
+        }
     }
-    value
 }
 
 /// The body of a branch create, as Lakebase users write it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateBranch {
+    #[schema(value_type = BranchNameText)]
     branch_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "params::object")]
     spec: CreateSpec,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Where the branch starts and when it expires: at most one of `source_branch_lsn` and
+/// `source_branch_time`, at most one of `ttl`, `expire_time` and `no_expiry`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateSpec {
+pub(crate) struct CreateSpec {
+    /// Default `main`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = BranchReferenceText)]
     source_branch: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = LsnText)]
     source_branch_lsn: Option<String>,
+    /// Snapped to the last commit at or before it (the answer's `snap` says which).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = TimeText)]
     source_branch_time: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = DurationText)]
     ttl: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = TimeText)]
     expire_time: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = bool)]
     no_expiry: Option<bool>,
     #[serde(default)]
     is_protected: bool,
 }
 
+/// A new branch, with the LSN its start resolved to and, for a time, what it snapped to.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CreatedBranch {
+    #[serde(flatten)]
+    branch: BranchResource,
+    resolved_lsn: Option<String>,
+    snap: Option<TimeAnswerView>,
+}
+
 /// `POST /v1/projects/{project}/branches`.
+#[utoipa::path(post, path = "/v1/projects/{project}/branches", tag = "branches",
+    params(ProjectParam), request_body = CreateBranch,
+    responses((status = 201, description = "Created", body = CreatedBranch),
+        (status = "4XX", description = "Refused; nothing changed", body = ErrorBody),
+        (status = "5XX", description = "A fault of the store", body = ErrorBody)),
+    security((), ("token" = [])))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     project: ProjectPath,
     body: Result<Json<CreateBranch>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<CreatedBranch>), ApiError> {
     let Path(project) = project?;
     let Json(body) = body?;
     let spec = &body.spec;
@@ -95,14 +158,12 @@ pub(crate) async fn create(
     };
     let name = body.branch_id;
     let info = blocking(move || Ok(store.create_branch(&name, &source, at, options)?)).await?;
-    let mut value = branch_resource(&project, &info);
-    if let Some(object) = value.as_object_mut() {
-        let resolved = info.parent.as_ref().map(|parent| parent.lsn.to_string());
-        object.insert("resolved_lsn".to_owned(), json!(resolved));
-        let snap = info.created_at_time.as_ref().map(time_answer_json);
-        object.insert("snap".to_owned(), json!(snap));
-    }
-    Ok((StatusCode::CREATED, Json(value)))
+    let created = CreatedBranch {
+        branch: BranchResource::of(&project, &info),
+        resolved_lsn: info.parent.as_ref().map(|parent| parent.lsn.to_string()),
+        snap: info.created_at_time.as_ref().map(TimeAnswerView::of),
+    };
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// The largest page a listing gives.
@@ -110,21 +171,44 @@ pub(crate) const MAX_LIST_LIMIT: usize = 10_000;
 
 /// The query of a listing: a page (`limit`, and `cursor` from the previous page's
 /// `next_cursor`) and filters. Without `limit`, every branch that passes the filters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// At most this many branches (1 to 10000); without it, all of them.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     limit: Option<String>,
+    /// List after this name: the previous page's `next_cursor`.
+    #[param(value_type = Option<String>)]
     cursor: Option<String>,
+    /// Only children of this branch.
+    #[param(value_type = Option<BranchReferenceText>)]
     parent: Option<String>,
+    /// Only names that start with this.
+    #[param(value_type = Option<String>)]
     name_prefix: Option<String>,
 }
 
+/// A page of branches, in name order.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct BranchList {
+    branches: Vec<BranchResource>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    next_cursor: Option<String>,
+}
+
 /// `GET /v1/projects/{project}/branches[?limit=N&cursor=C&parent=P&name_prefix=X]`.
+#[utoipa::path(get, path = "/v1/projects/{project}/branches", tag = "branches",
+    params(ProjectParam, ListQuery),
+    responses((status = 200, description = "The branches", body = BranchList),
+        (status = "4XX", description = "Refused", body = ErrorBody),
+        (status = "5XX", description = "A fault of the store", body = ErrorBody)),
+    security((), ("token" = [])))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     project: ProjectPath,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BranchList>, ApiError> {
     let Path(project) = project?;
     let Query(query) = query?;
     let limit = match query.limit.as_deref() {
@@ -132,7 +216,9 @@ pub(crate) async fn list(
         Some(text) => text
             .parse::<NonZeroUsize>()
             .ok()
-            .filter(|limit| limit.get() <= MAX_LIST_LIMIT)
+            .filter(|limit| {
+                limit.get() <= MAX_LIST_LIMIT && text.bytes().all(|b| b.is_ascii_digit())
+            })
             .ok_or_else(|| {
                 ApiError::bad_request(format!(
                     "limit: {} is not a whole number from 1 to {MAX_LIST_LIMIT}",
@@ -149,59 +235,86 @@ pub(crate) async fn list(
             .transpose()?,
     };
     let page = store.list_branches_page(&filter, query.cursor.as_deref(), limit);
-    let branches: Vec<Value> = page
+    let branches = page
         .branches
         .iter()
-        .map(|info| branch_resource(&project, info))
+        .map(|info| BranchResource::of(&project, info))
         .collect();
-    Ok(Json(
-        json!({"branches": branches, "next_cursor": page.next_after}),
-    ))
+    Ok(Json(BranchList {
+        branches,
+        next_cursor: page.next_after,
+    }))
 }
 
 /// `GET /v1/projects/{project}/branches/{branch}`.
+#[utoipa::path(get, path = "/v1/projects/{project}/branches/{branch}", tag = "branches",
+    params(BranchParams),
+    responses((status = 200, description = "The branch", body = BranchResource),
+        (status = "4XX", description = "Refused", body = ErrorBody),
+        (status = "5XX", description = "A fault of the store", body = ErrorBody)),
+    security((), ("token" = [])))]
 pub(crate) async fn show(
     State(state): State<AppState>,
     path: BranchPath,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BranchResource>, ApiError> {
     let Path((project, branch)) = path?;
     let store = state.projects.get(&project)?;
     let info = store.branch_info(&branch)?;
-    Ok(Json(branch_resource(&project, &info)))
+    Ok(Json(BranchResource::of(&project, &info)))
 }
 
 /// The body of a branch update: one kind of change per request, so a refusal never
 /// leaves half of it applied.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdateBranch {
+    #[serde(deserialize_with = "params::object")]
     spec: UpdateSpec,
 }
 
-#[derive(Debug, Deserialize)]
+/// Exactly one of: an expiry (`ttl`, `expire_time` or `no_expiry: true`),
+/// `is_protected`, or `pitr_window`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UpdateSpec {
+pub(crate) struct UpdateSpec {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = DurationText)]
     ttl: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = TimeText)]
     expire_time: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = TrueOnly)]
     no_expiry: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = bool)]
     is_protected: Option<bool>,
     /// A duration, or `"default"` for the store's.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = PitrWindowText)]
     pitr_window: Option<String>,
 }
 
 /// `PATCH /v1/projects/{project}/branches/{branch}`.
+#[utoipa::path(patch, path = "/v1/projects/{project}/branches/{branch}", tag = "branches",
+    params(BranchParams), request_body = UpdateBranch,
+    responses((status = 200, description = "The branch as changed", body = BranchResource),
+        (status = "4XX", description = "Refused; nothing changed", body = ErrorBody),
+        (status = "5XX", description = "A fault of the store", body = ErrorBody)),
+    security((), ("token" = [])))]
 pub(crate) async fn update(
     State(state): State<AppState>,
     path: BranchPath,
     body: Result<Json<UpdateBranch>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BranchResource>, ApiError> {
     let Path((project, branch)) = path?;
     let Json(UpdateBranch { spec }) = body?;
     let store = state.projects.get(&project)?;
+    let no_expiry = params::only_true("spec.no_expiry", spec.no_expiry)?;
     let expiry = params::expiry(
         spec.ttl.as_deref(),
         spec.expire_time.as_deref(),
-        spec.no_expiry,
+        no_expiry.then_some(true),
     )?;
     let window = match spec.pitr_window.as_deref() {
         Some("default") => Some(None),
@@ -224,68 +337,116 @@ pub(crate) async fn update(
             ));
         }
     };
-    Ok(Json(branch_resource(&project, &info)))
+    Ok(Json(BranchResource::of(&project, &info)))
+}
+
+/// What a delete removed.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Deleted {
+    deleted: String,
 }
 
 /// `DELETE /v1/projects/{project}/branches/{branch}`.
+#[utoipa::path(delete, path = "/v1/projects/{project}/branches/{branch}", tag = "branches",
+    params(BranchParams), request_body = NoParameters,
+    responses((status = 200, description = "Deleted", body = Deleted),
+        (status = "4XX", description = "Refused; nothing changed", body = ErrorBody),
+        (status = "5XX", description = "A fault of the store", body = ErrorBody)),
+    security((), ("token" = [])))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     path: BranchPath,
-    body: Result<Json<params::NoParameters>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+    body: Result<Json<NoParameters>, JsonRejection>,
+) -> Result<Json<Deleted>, ApiError> {
     let Path((project, branch)) = path?;
-    let Json(params::NoParameters {}) = body?;
+    let Json(NoParameters {}) = body?;
     let store = state.projects.get(&project)?;
     let deleted = branch.clone();
     blocking(move || Ok(store.delete_branch(&branch)?)).await?;
-    Ok(Json(json!({"deleted": deleted})))
+    Ok(Json(Deleted { deleted }))
 }
 
 /// `POST .../reset`: the branch takes its parent's latest state.
+#[utoipa::path(post, path = "/v1/projects/{project}/branches/{branch}/reset", tag = "branches",
+    params(BranchParams), request_body = NoParameters,
+    responses((status = 200, description = "The branch, now at its parent's latest state", body = BranchResource),
+        (status = "4XX", description = "Refused; nothing changed", body = ErrorBody),
+        (status = "5XX", description = "A fault of the store", body = ErrorBody)),
+    security((), ("token" = [])))]
 pub(crate) async fn reset(
     State(state): State<AppState>,
     path: BranchPath,
-    body: Result<Json<params::NoParameters>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+    body: Result<Json<NoParameters>, JsonRejection>,
+) -> Result<Json<BranchResource>, ApiError> {
     let Path((project, branch)) = path?;
-    let Json(params::NoParameters {}) = body?;
+    let Json(NoParameters {}) = body?;
     let store = state.projects.get(&project)?;
     let info = blocking(move || Ok(store.reset_branch(&branch)?)).await?;
-    Ok(Json(branch_resource(&project, &info)))
+    Ok(Json(BranchResource::of(&project, &info)))
 }
 
 /// `POST .../detach`.
+#[utoipa::path(post, path = "/v1/projects/{project}/branches/{branch}/detach", tag = "branches",
+    params(BranchParams), request_body = NoParameters,
+    responses((status = 200, description = "The branch, now a root", body = BranchResource),
+        (status = "4XX", description = "Refused; nothing changed", body = ErrorBody),
+        (status = "5XX", description = "A fault of the store", body = ErrorBody)),
+    security((), ("token" = [])))]
 pub(crate) async fn detach(
     State(state): State<AppState>,
     path: BranchPath,
-    body: Result<Json<params::NoParameters>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+    body: Result<Json<NoParameters>, JsonRejection>,
+) -> Result<Json<BranchResource>, ApiError> {
     let Path((project, branch)) = path?;
-    let Json(params::NoParameters {}) = body?;
+    let Json(NoParameters {}) = body?;
     let store = state.projects.get(&project)?;
     let info = blocking(move || Ok(store.detach_branch(&branch)?)).await?;
-    Ok(Json(branch_resource(&project, &info)))
+    Ok(Json(BranchResource::of(&project, &info)))
 }
 
 /// The body of a restore; all optional (`{}`: the branch itself, latest state, a backup
-/// under the default name).
-#[derive(Debug, Default, Deserialize)]
+/// under the default name). At most one of `source_branch_lsn` and `source_branch_time`,
+/// at most one of `backup_name` and `no_backup`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RestoreBranch {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = BranchReferenceText)]
     source_branch: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = LsnText)]
     source_branch_lsn: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = TimeText)]
     source_branch_time: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = BranchNameText)]
     backup_name: Option<String>,
-    #[serde(default)]
-    no_backup: bool,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = TrueOnly)]
+    no_backup: Option<bool>,
+}
+
+/// A restored branch, and the name its previous state was kept under.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RestoredBranch {
+    #[serde(flatten)]
+    branch: BranchResource,
+    backup: Option<String>,
 }
 
 /// `POST .../restore`.
+#[utoipa::path(post, path = "/v1/projects/{project}/branches/{branch}/restore", tag = "branches",
+    params(BranchParams), request_body = RestoreBranch,
+    responses((status = 200, description = "The branch, restored", body = RestoredBranch),
+        (status = "4XX", description = "Refused; nothing changed", body = ErrorBody),
+        (status = "5XX", description = "A fault of the store", body = ErrorBody)),
+    security((), ("token" = [])))]
 pub(crate) async fn restore(
     State(state): State<AppState>,
     path: BranchPath,
     body: Result<Json<RestoreBranch>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RestoredBranch>, ApiError> {
     let Path((project, branch)) = path?;
     let Json(body) = body?;
     let store = state.projects.get(&project)?;
@@ -299,7 +460,8 @@ pub(crate) async fn restore(
         "source_branch_time",
         body.source_branch_time.as_deref(),
     )?;
-    let backup = match (body.backup_name, body.no_backup) {
+    let no_backup = params::only_true("no_backup", body.no_backup)?;
+    let backup = match (body.backup_name, no_backup) {
         (Some(_), true) => {
             return Err(ApiError::bad_request(
                 "give at most one of backup_name and no_backup",
@@ -311,51 +473,71 @@ pub(crate) async fn restore(
     };
     let restored =
         blocking(move || Ok(store.restore_branch(&branch, &source, at, backup)?)).await?;
-    let mut value = branch_resource(&project, &restored.branch);
-    if let Some(object) = value.as_object_mut() {
-        object.insert("backup".to_owned(), json!(restored.backup));
-    }
-    Ok(Json(value))
+    Ok(Json(RestoredBranch {
+        branch: BranchResource::of(&project, &restored.branch),
+        backup: restored.backup,
+    }))
 }
 
 /// The body of a rename.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RenameBranch {
+    #[schema(value_type = BranchNameText)]
     new_branch_id: String,
 }
 
 /// `POST .../rename`.
+#[utoipa::path(post, path = "/v1/projects/{project}/branches/{branch}/rename", tag = "branches",
+    params(BranchParams), request_body = RenameBranch,
+    responses((status = 200, description = "The branch, renamed", body = BranchResource),
+        (status = "4XX", description = "Refused; nothing changed", body = ErrorBody),
+        (status = "5XX", description = "A fault of the store", body = ErrorBody)),
+    security((), ("token" = [])))]
 pub(crate) async fn rename(
     State(state): State<AppState>,
     path: BranchPath,
     body: Result<Json<RenameBranch>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BranchResource>, ApiError> {
     let Path((project, branch)) = path?;
     let Json(body) = body?;
     let store = state.projects.get(&project)?;
     let info = blocking(move || Ok(store.rename_branch(&branch, &body.new_branch_id)?)).await?;
-    Ok(Json(branch_resource(&project, &info)))
+    Ok(Json(BranchResource::of(&project, &info)))
 }
 
-/// The query of a diff: the other branch and which states of each.
-#[derive(Debug, Deserialize)]
+/// The query of a diff: the other branch and which states of each (at most one of
+/// `from_lsn` and `from_timestamp`, and of `to_lsn` and `to_timestamp`).
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct DiffQuery {
+    /// The other branch (default: this one).
+    #[param(value_type = Option<BranchReferenceText>)]
     to: Option<String>,
+    #[param(value_type = Option<LsnText>)]
     from_lsn: Option<String>,
+    #[param(value_type = Option<TimeText>)]
     from_timestamp: Option<String>,
+    #[param(value_type = Option<LsnText>)]
     to_lsn: Option<String>,
+    #[param(value_type = Option<TimeText>)]
     to_timestamp: Option<String>,
 }
 
 /// `GET .../diff?to=B`: pages that differ from this branch's state to `to`'s (default:
 /// this branch, so `from_*`/`to_*` compare two of its states).
+#[utoipa::path(get, path = "/v1/projects/{project}/branches/{branch}/diff", tag = "branches",
+    params(BranchParams, DiffQuery),
+    responses((status = 200, description = "The pages that differ", body = DiffView),
+        (status = "4XX", description = "Refused", body = ErrorBody),
+        (status = "5XX", description = "A fault of the store", body = ErrorBody)),
+    security((), ("token" = [])))]
 pub(crate) async fn diff(
     State(state): State<AppState>,
     path: BranchPath,
     query: Result<Query<DiffQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DiffView>, ApiError> {
     let Path((project, from)) = path?;
     let Query(query) = query?;
     let store = state.projects.get(&project)?;
@@ -363,13 +545,13 @@ pub(crate) async fn diff(
         Some(text) => params::branch_reference("to", &project, text)?.to_owned(),
         None => from.clone(),
     };
-    let from_at = params::at(
+    let from_at = params::at_in_query(
         "from_lsn",
         query.from_lsn.as_deref(),
         "from_timestamp",
         query.from_timestamp.as_deref(),
     )?;
-    let to_at: At = params::at(
+    let to_at: At = params::at_in_query(
         "to_lsn",
         query.to_lsn.as_deref(),
         "to_timestamp",
@@ -377,5 +559,5 @@ pub(crate) async fn diff(
     )?;
     let (from_name, to_name) = (from.clone(), to.clone());
     let diff = blocking(move || Ok(store.diff(&from, from_at, &to, to_at)?)).await?;
-    Ok(Json(diff_json(&from_name, &to_name, &diff)))
+    Ok(Json(DiffView::of(&from_name, &to_name, &diff)))
 }

@@ -1,6 +1,8 @@
 //! `ApiError`: every answer the API gives instead of a result, as a status code and a JSON
 //! body `{"error": code, "message": text}` naming what was wrong. Refusals are 4xx and
-//! changed nothing; a 5xx is only ever a real fault of the store (I/O, damage).
+//! changed nothing: 400 for a request the OpenAPI document does not allow, 422 for one it
+//! allows that the store refuses for what it means; a 5xx is only ever a real fault of
+//! the store (I/O, damage, a full disk).
 
 use axum::Json;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
@@ -9,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use pagefork_engine::EngineError;
 use pagefork_engine::model::Refusal;
 pub(crate) use pagefork_engine::quoted;
-use serde_json::json;
 
 /// An error answer: status, a stable machine-readable code, and a message for people.
 #[derive(Debug)]
@@ -25,6 +26,16 @@ impl ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             code: "invalid_request",
+            message: message.into(),
+        }
+    }
+
+    /// A well-formed request refused for what it means: an LSN past the head, a time
+    /// before the history, an expiry past what a store can hold (422).
+    pub(crate) fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code,
             message: message.into(),
         }
     }
@@ -69,14 +80,19 @@ impl From<EngineError> for ApiError {
             Some(Refusal::NoParent) => (StatusCode::CONFLICT, "no_parent"),
             Some(Refusal::BranchExpired) => (StatusCode::GONE, "branch_expired"),
             Some(Refusal::BelowGcCutoff) => (StatusCode::GONE, "below_gc_cutoff"),
-            Some(Refusal::ImageSize) => (StatusCode::BAD_REQUEST, "wrong_page_size"),
+            // The document states these rules: breaking them is a malformed request.
+            Some(Refusal::InvalidBranchName | Refusal::EmptyCommit) => {
+                (StatusCode::BAD_REQUEST, "invalid_request")
+            }
+            // Well-formed, refused for what it means given the store's state and time.
+            Some(Refusal::ImageSize) => (StatusCode::UNPROCESSABLE_ENTITY, "wrong_page_size"),
             Some(Refusal::LsnPastHead | Refusal::LsnBelowBranchStart) => {
-                (StatusCode::BAD_REQUEST, "invalid_lsn")
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_lsn")
             }
             Some(Refusal::TimeBeforeHistory | Refusal::ExpiryInPast | Refusal::ExpiryTooLate) => {
-                (StatusCode::BAD_REQUEST, "invalid_time")
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_time")
             }
-            Some(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Some(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
             None if storage_full(&error) => {
                 (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
             }
@@ -185,10 +201,21 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
+/// The body of every error answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    /// A stable code naming the kind of error, like `invalid_lsn` or `branch_not_found`.
+    error: String,
+    /// What was wrong, for people: names the branch, LSN, time, field or value.
+    message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let message = bounded(self.message);
-        let body = Json(json!({"error": self.code, "message": message}));
+        let body = Json(ErrorBody {
+            error: self.code.to_owned(),
+            message: bounded(self.message),
+        });
         (self.status, body).into_response()
     }
 }

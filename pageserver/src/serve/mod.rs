@@ -21,6 +21,7 @@ mod metrics;
 mod pages;
 mod params;
 mod projects;
+mod schema;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -238,6 +239,10 @@ async fn read_body_first(
         return response;
     };
     match read {
+        Ok(bytes) if is_json(&parts.headers) && !is_object(&bytes) => ApiError::bad_request(
+            "the body must be a JSON object ({} for an operation without parameters)",
+        )
+        .into_response(),
         Ok(bytes) => {
             let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
             next.run(request).await
@@ -249,6 +254,27 @@ async fn read_body_first(
         Err(error) => {
             ApiError::bad_request(format!("cannot read the body: {error}")).into_response()
         }
+    }
+}
+
+/// Whether a request says its body is JSON.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value
+                .split(';')
+                .next()
+                .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("application/json"))
+        })
+}
+
+/// Whether a JSON body is an object (or empty, which the extractor refuses itself).
+fn is_object(body: &[u8]) -> bool {
+    match body.iter().find(|byte| !byte.is_ascii_whitespace()) {
+        None | Some(b'{') => true,
+        Some(_) => false,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Page endpoints: put one page (raw body), get one page (raw body; the LSN read at and
 //! that state's commit time in headers), a batch commit of several updates (JSON, page
-//! bytes in base64), and which LSN a time means.
+//! bytes in base64), and which LSN a time means. The request and answer types here are
+//! the ones the OpenAPI document is made of.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -9,15 +10,16 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::engine::{GeneralPurpose, GeneralPurposeConfig};
 use pagefork_engine::{Key, Update};
 use serde::Deserialize;
-use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
-use super::error::ApiError;
-use super::params;
+use super::error::{ApiError, ErrorBody};
+use super::params::{self, present};
+use super::schema::{Base64Text, BranchNameText, LsnText, ProjectNameText, TimeText, TrueOnly};
 use super::{AppState, blocking};
-use crate::views::{commit_json, time_answer_json};
+use crate::views::{CommitView, TimeAnswerView};
 
 /// The LSN of the state a page read saw.
 pub(crate) const LSN_HEADER: HeaderName = HeaderName::from_static("pagefork-lsn");
@@ -26,30 +28,77 @@ pub(crate) const COMMIT_TIME_HEADER: HeaderName = HeaderName::from_static("pagef
 
 type PagePath = Result<Path<(String, String, u32, u32)>, PathRejection>;
 
+/// A page's place in a path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct PageParams {
+    #[param(value_type = ProjectNameText)]
+    project: String,
+    #[param(value_type = BranchNameText)]
+    branch: String,
+    /// The relation.
+    #[param(value_type = u64, maximum = 4294967295_u64)]
+    rel: u32,
+    /// The block in it.
+    #[param(value_type = u64, maximum = 4294967295_u64)]
+    block: u32,
+}
+
+/// A project and a branch in a path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct OnBranch {
+    #[param(value_type = ProjectNameText)]
+    project: String,
+    #[param(value_type = BranchNameText)]
+    branch: String,
+}
+
 /// `PUT .../pages/{rel}/{block}`: the body is the page image, exactly one page.
+#[utoipa::path(put, path = "/v1/projects/{project}/branches/{branch}/pages/{rel}/{block}", tag = "pages",
+    params(PageParams),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The page image: exactly the project's page size"),
+    responses((status = 200, description = "Committed", body = CommitView),
+        (status = "4XX", description = "Refused; nothing changed", body = ErrorBody),
+        (status = "5XX", description = "A fault of the store", body = ErrorBody)),
+    security((), ("token" = [])))]
 pub(crate) async fn put(
     State(state): State<AppState>,
     path: PagePath,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CommitView>, ApiError> {
     let Path((project, branch, rel, block)) = path?;
     let body = body?;
     let store = state.projects.get(&project)?;
     let updates = vec![(Key::new(rel, block), Update::Image(body))];
     let commit = blocking(move || Ok(store.commit(&branch, updates)?)).await?;
-    Ok(Json(commit_json(&commit)))
+    Ok(Json(CommitView::of(&commit)))
 }
 
-/// Which state a page read or a time lookup means.
-#[derive(Debug, Deserialize)]
+/// Which state a page read means: at most one of `lsn` and `timestamp` (default: the
+/// latest).
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AtQuery {
+    #[param(value_type = Option<LsnText>)]
     lsn: Option<String>,
+    #[param(value_type = Option<TimeText>)]
     timestamp: Option<String>,
 }
 
 /// `GET .../pages/{rel}/{block}[?lsn=X/Y|?timestamp=T]`: the page's bytes, or 404 with
 /// `page_not_found` if it does not exist in that state.
+#[utoipa::path(get, path = "/v1/projects/{project}/branches/{branch}/pages/{rel}/{block}", tag = "pages",
+    params(PageParams, AtQuery),
+    responses((status = 200, description = "The page's bytes", content_type = "application/octet-stream", body = Vec<u8>,
+            headers(("pagefork-lsn" = String, description = "The LSN read at"),
+                ("pagefork-commit-time" = String, description = "The time of the last commit at or before it, if any"))),
+        (status = "4XX", description = "Refused, or no such page (404 page_not_found)", body = ErrorBody),
+        (status = "5XX", description = "A fault of the store", body = ErrorBody)),
+    security((), ("token" = [])))]
 pub(crate) async fn get(
     State(state): State<AppState>,
     path: PagePath,
@@ -57,7 +106,7 @@ pub(crate) async fn get(
 ) -> Result<Response, ApiError> {
     let Path((project, branch, rel, block)) = path?;
     let Query(query) = query?;
-    let at = params::at(
+    let at = params::at_in_query(
         "lsn",
         query.lsn.as_deref(),
         "timestamp",
@@ -94,31 +143,57 @@ pub(crate) async fn get(
 }
 
 /// A batch commit: several page updates, applied together as one commit or not at all.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CommitBody {
-    updates: Vec<UpdateSpec>,
+    /// At least one, each page at most once.
+    #[serde(deserialize_with = "params::objects")]
+    #[schema(min_items = 1)]
+    updates: Vec<PageUpdate>,
 }
 
-/// One update: exactly one of `image` (base64 page), `patch` or `drop: true`.
-#[derive(Debug, Deserialize)]
+/// One update: exactly one of `image` (a whole page), `patch` or `drop: true`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UpdateSpec {
+pub(crate) struct PageUpdate {
+    #[serde(deserialize_with = "params::whole_u32")]
+    #[schema(value_type = u64, maximum = 4294967295_u64)]
     rel: u32,
+    #[serde(deserialize_with = "params::whole_u32")]
+    #[schema(value_type = u64, maximum = 4294967295_u64)]
     block: u32,
+    /// The whole page, base64.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Base64Text)]
     image: Option<String>,
+    #[serde(default, deserialize_with = "params::present_object")]
+    #[schema(value_type = PatchSpec)]
     patch: Option<PatchSpec>,
-    #[serde(default)]
-    drop: bool,
+    /// The page no longer exists.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = TrueOnly)]
+    drop: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Bytes written over an existing page at an offset.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PatchSpec {
+pub(crate) struct PatchSpec {
+    /// Where in the page the bytes go; they must fit in it.
+    #[serde(deserialize_with = "params::whole_u32")]
+    #[schema(value_type = u64, maximum = 4294967295_u64)]
     offset: u32,
-    /// Base64.
+    /// The bytes, base64.
+    #[schema(value_type = Base64Text)]
     bytes: String,
 }
+
+/// Standard base64 with padding, as the document's pattern says; the unused low bits of
+/// the last character may be anything (the pattern does not constrain them either).
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+);
 
 fn decode(field: &str, text: &str) -> Result<Bytes, ApiError> {
     BASE64
@@ -127,10 +202,11 @@ fn decode(field: &str, text: &str) -> Result<Bytes, ApiError> {
         .map_err(|error| ApiError::bad_request(format!("{field}: not base64 ({error})")))
 }
 
-impl UpdateSpec {
+impl PageUpdate {
     fn update(self, index: usize) -> Result<(Key, Update), ApiError> {
         let key = Key::new(self.rel, self.block);
-        let update = match (self.image, self.patch, self.drop) {
+        let drop = params::only_true(&format!("updates[{index}].drop"), self.drop)?;
+        let update = match (self.image, self.patch, drop) {
             (Some(image), None, false) => {
                 Update::Image(decode(&format!("updates[{index}].image"), &image)?)
             }
@@ -150,11 +226,17 @@ impl UpdateSpec {
 }
 
 /// `POST .../commit`.
+#[utoipa::path(post, path = "/v1/projects/{project}/branches/{branch}/commit", tag = "pages",
+    params(OnBranch), request_body = CommitBody,
+    responses((status = 200, description = "Committed, all or nothing", body = CommitView),
+        (status = "4XX", description = "Refused; nothing changed", body = ErrorBody),
+        (status = "5XX", description = "A fault of the store", body = ErrorBody)),
+    security((), ("token" = [])))]
 pub(crate) async fn commit(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Json<CommitBody>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CommitView>, ApiError> {
     let Path((project, branch)) = path?;
     let Json(body) = body?;
     let store = state.projects.get(&project)?;
@@ -165,27 +247,34 @@ pub(crate) async fn commit(
         .map(|(index, spec)| spec.update(index))
         .collect::<Result<Vec<_>, _>>()?;
     let commit = blocking(move || Ok(store.commit(&branch, updates)?)).await?;
-    Ok(Json(commit_json(&commit)))
+    Ok(Json(CommitView::of(&commit)))
+}
+
+/// The time a lookup asks about.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct TimeQuery {
+    #[param(value_type = TimeText)]
+    timestamp: String,
 }
 
 /// `GET .../lsn_by_timestamp?timestamp=T`: the LSN a time means, and how it snapped.
+#[utoipa::path(get, path = "/v1/projects/{project}/branches/{branch}/lsn_by_timestamp", tag = "pages",
+    params(OnBranch, TimeQuery),
+    responses((status = 200, description = "The LSN, and the commit the time snapped to", body = TimeAnswerView),
+        (status = "4XX", description = "Refused", body = ErrorBody),
+        (status = "5XX", description = "A fault of the store", body = ErrorBody)),
+    security((), ("token" = [])))]
 pub(crate) async fn lsn_by_timestamp(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
-    query: Result<Query<AtQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+    query: Result<Query<TimeQuery>, QueryRejection>,
+) -> Result<Json<TimeAnswerView>, ApiError> {
     let Path((project, branch)) = path?;
     let Query(query) = query?;
-    let Some(text) = query.timestamp.as_deref() else {
-        return Err(ApiError::bad_request("give the time as ?timestamp=RFC3339"));
-    };
-    if query.lsn.is_some() {
-        return Err(ApiError::bad_request(
-            "lsn_by_timestamp takes a timestamp, not an lsn",
-        ));
-    }
-    let time = params::time("timestamp", text)?;
+    let time = params::time("timestamp", &query.timestamp)?;
     let store = state.projects.get(&project)?;
     let answer = blocking(move || Ok(store.lsn_for_time(&branch, time)?)).await?;
-    Ok(Json(time_answer_json(&answer)))
+    Ok(Json(TimeAnswerView::of(&answer)))
 }

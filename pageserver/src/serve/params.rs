@@ -1,17 +1,78 @@
 //! Parsing what requests carry: LSNs (`X/Y`), times (RFC 3339), durations (`3600s`,
 //! `1h`), branch references (a name or `projects/P/branches/B`) and which state of a
 //! branch a request means. Each failure is a 400 naming the field and the value.
+//!
+//! Invariant: what these accept is exactly what the patterns below (stated in the
+//! OpenAPI document) match, so the document is the contract: a value it allows is never
+//! refused as malformed (400), and one it forbids never gets through. A well-formed value
+//! can still be refused for what it means (an LSN past the head, a time before the
+//! history): that is a 422.
 
 use std::time::Duration;
+
+use serde::Deserialize as _;
 
 use pagefork_engine::{At, Expiry, Lsn, Timestamp};
 
 use super::error::{ApiError, quoted};
 
+/// An LSN: two hexadecimal halves of 1-8 digits, like `0/16B3748`.
+pub(crate) const LSN_PATTERN: &str = "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$";
+
+/// A time: RFC 3339 in UTC (`Z` or `+00:00`), 1970 to 9999, real calendar dates
+/// (February 29 in leap years only), seconds up to 60, up to nine fraction digits.
+pub(crate) const TIME_PATTERN: &str = concat!(
+    "^(",
+    "(19[7-9][0-9]|[2-9][0-9]{3})-(",
+    "(0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])",
+    "|(0[469]|11)-(0[1-9]|[12][0-9]|30)",
+    "|02-(0[1-9]|1[0-9]|2[0-8])",
+    ")",
+    "|(19(7[26]|8[048]|9[26])|[2-9][0-9](0[48]|[2468][048]|[13579][26])|([2468][048]|[3579][26])00)-02-29",
+    ")T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\\.[0-9]{1,9})?(Z|\\+00:00)$"
+);
+
+/// A duration: one to four amounts with a unit (`ms`, `s`, `m`, `h`, `d`, `w`, `y`),
+/// optionally one space apart: `3600s`, `1h 30m`, `2d`.
+pub(crate) const DURATION_PATTERN: &str =
+    "^[0-9]{1,9}(ms|s|m|h|d|w|y)( ?[0-9]{1,9}(ms|s|m|h|d|w|y)){0,3}$";
+
+/// `pattern`, compiled once.
+fn compiled(pattern: &'static str) -> regex::Regex {
+    regex::Regex::new(pattern).expect("the documented patterns are valid (the tests compile each)")
+}
+
+static TIME: std::sync::LazyLock<regex::Regex> =
+    std::sync::LazyLock::new(|| compiled(TIME_PATTERN));
+static DURATION: std::sync::LazyLock<regex::Regex> =
+    std::sync::LazyLock::new(|| compiled(DURATION_PATTERN));
+
+/// Deserializes an optional field that, when present, must hold a value: `null` is
+/// refused, as the document says (it marks these fields not nullable).
+pub(crate) fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+/// A flag that only takes `true` (see `schema::TrueOnly`): absent is `false`, an explicit
+/// `false` is refused rather than silently meaning nothing.
+pub(crate) fn only_true(field: &str, value: Option<bool>) -> Result<bool, ApiError> {
+    match value {
+        None => Ok(false),
+        Some(true) => Ok(true),
+        Some(false) => Err(ApiError::bad_request(format!(
+            "{field}: give true or leave it out"
+        ))),
+    }
+}
+
 /// The body of a request that changes something but takes no parameters: `{}`, sent as
 /// `application/json` like every other body, so that no browser can send it cross-origin
 /// without a preflight (see `guard`).
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NoParameters {}
 
@@ -25,18 +86,23 @@ pub(crate) fn lsn(field: &str, text: &str) -> Result<Lsn, ApiError> {
         ))
     })?;
     if lsn == Lsn(0) {
-        return Err(ApiError {
-            code: "invalid_lsn",
-            ..ApiError::bad_request(format!(
-                "{field}: LSN 0/0 names no state: every branch starts above it"
-            ))
-        });
+        return Err(ApiError::unprocessable(
+            "invalid_lsn",
+            format!("{field}: LSN 0/0 names no state: every branch starts above it"),
+        ));
     }
     Ok(lsn)
 }
 
-/// `text`, the value of `field`, as a time.
+/// `text`, the value of `field`, as a time ([`TIME_PATTERN`], which is what the parser
+/// accepts).
 pub(crate) fn time(field: &str, text: &str) -> Result<Timestamp, ApiError> {
+    if !TIME.is_match(text) {
+        return Err(ApiError::bad_request(format!(
+            "{field}: invalid time {}: expected RFC 3339 in UTC from 1970 to 9999, like 2026-11-21T10:00:00Z",
+            quoted(text)
+        )));
+    }
     text.parse().map_err(|error: pagefork_engine::ParseTimestampError| {
         ApiError::bad_request(format!(
             "{field}: invalid time {}: expected RFC 3339 in UTC, like 2026-11-21T10:00:00Z ({})",
@@ -46,14 +112,18 @@ pub(crate) fn time(field: &str, text: &str) -> Result<Timestamp, ApiError> {
     })
 }
 
-/// `text`, the value of `field`, as a duration.
+/// `text`, the value of `field`, as a duration ([`DURATION_PATTERN`]).
 pub(crate) fn duration(field: &str, text: &str) -> Result<Duration, ApiError> {
-    humantime::parse_duration(text).map_err(|error| {
+    let refused = |reason: String| {
         ApiError::bad_request(format!(
-            "{field}: invalid duration {} ({error}): use forms like 3600s, 90m or 1h",
+            "{field}: invalid duration {} ({reason}): use amounts with units ms, s, m, h, d, w or y, like 3600s, 90m or 1h 30m",
             quoted(text)
         ))
-    })
+    };
+    if !DURATION.is_match(text) {
+        return Err(refused("not of the form 90m".to_owned()));
+    }
+    humantime::parse_duration(text).map_err(|error| refused(error.to_string()))
 }
 
 /// The state `lsn` or `time` (at most one) names, as `field_lsn` / `field_time`.
@@ -73,29 +143,120 @@ pub(crate) fn at(
     }
 }
 
-/// A branch named in a body: a plain name, or `projects/P/branches/B` with `P` the
-/// project the request is for.
+/// A branch named in a body or query: a plain name, or `projects/P/branches/B` with `P`
+/// the project the request is for. Malformed is a 400; another project's branch is a
+/// well-formed reference this request cannot use (422).
 pub(crate) fn branch_reference<'a>(
     field: &str,
     project: &str,
     text: &'a str,
 ) -> Result<&'a str, ApiError> {
-    let Some(rest) = text.strip_prefix("projects/") else {
-        return Ok(text);
-    };
-    match rest.split_once("/branches/") {
+    let resource = text
+        .strip_prefix("projects/")
+        .and_then(|rest| rest.split_once("/branches/"))
+        .filter(|(named, branch)| {
+            super::projects::validate_project_name(named).is_ok()
+                && pagefork_engine::validate_branch_name(branch).is_ok()
+        });
+    match resource {
         Some((named, branch)) if named == project => Ok(branch),
-        Some((named, _)) => Err(ApiError::bad_request(format!(
-            "{field}: {} names project {}, but this request is for project {}",
-            quoted(text),
-            quoted(named),
-            quoted(project)
-        ))),
+        Some((named, _)) => Err(ApiError::unprocessable(
+            "invalid_request",
+            format!(
+                "{field}: {} names project {}, but this request is for project {}",
+                quoted(text),
+                quoted(named),
+                quoted(project)
+            ),
+        )),
+        None if pagefork_engine::validate_branch_name(text).is_ok() => Ok(text),
         None => Err(ApiError::bad_request(format!(
-            "{field}: {} is neither a branch name nor projects/P/branches/B",
-            quoted(text)
+            "{field}: {} is neither a branch name ({}) nor projects/P/branches/B",
+            quoted(text),
+            pagefork_engine::BRANCH_NAME_RULE
         ))),
     }
+}
+
+/// `at`, for a query string: a query cannot state "at most one of" in the document, so
+/// giving both is a well-formed request refused for what it means (422).
+pub(crate) fn at_in_query(
+    lsn_field: &str,
+    lsn_text: Option<&str>,
+    time_field: &str,
+    time_text: Option<&str>,
+) -> Result<At, ApiError> {
+    if lsn_text.is_some() && time_text.is_some() {
+        return Err(ApiError::unprocessable(
+            "invalid_request",
+            format!("give at most one of {lsn_field} and {time_field}"),
+        ));
+    }
+    at(lsn_field, lsn_text, time_field, time_text)
+}
+
+/// A JSON object as `T`. Serde would also build a struct from an array of its fields in
+/// order (`["x"]` for `{"name": "x"}`); the document says object, so only an object is.
+pub(crate) fn object<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let map = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+    T::deserialize(serde_json::Value::Object(map)).map_err(serde::de::Error::custom)
+}
+
+/// `object` for an optional field that must not be `null`.
+pub(crate) fn present_object<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    object(deserializer).map(Some)
+}
+
+/// `object` for each element of an array.
+pub(crate) fn objects<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let maps = Vec::<serde_json::Map<String, serde_json::Value>>::deserialize(deserializer)?;
+    maps.into_iter()
+        .map(|map| T::deserialize(serde_json::Value::Object(map)).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+/// A whole number up to `u32::MAX`, written as JSON writes it: `7` or `7.0` (JSON Schema
+/// counts both as integers).
+pub(crate) fn whole_u32<'de, D>(deserializer: D) -> Result<u32, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let number = serde_json::Number::deserialize(deserializer)?;
+    let whole = match (number.as_u64(), number.as_f64()) {
+        (Some(value), _) => u32::try_from(value).ok(),
+        (None, Some(value))
+            if value.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&value) =>
+        {
+            Some(value as u32)
+        }
+        _ => None,
+    };
+    whole.ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "{number} is not a whole number from 0 to {}",
+            u32::MAX
+        ))
+    })
+}
+
+/// `whole_u32` for an optional field that must not be `null`.
+pub(crate) fn present_whole_u32<'de, D>(deserializer: D) -> Result<Option<u32>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    whole_u32(deserializer).map(Some)
 }
 
 /// The expiry a body gives with Lakebase's fields (at most one of them): `None` if it
@@ -119,4 +280,145 @@ pub(crate) fn expiry(
         (_, _, Some(true)) => Some(Expiry::Never),
         _ => None,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn matches(pattern: &str, text: &str) -> bool {
+        regex::Regex::new(pattern).unwrap().is_match(text)
+    }
+
+    /// A pattern's strings, for proptest (which reads it without the anchors).
+    fn from(pattern: &str) -> proptest::string::RegexGeneratorStrategy<String> {
+        let inner = pattern.trim_start_matches('^').trim_end_matches('$');
+        proptest::string::string_regex(inner).unwrap()
+    }
+
+    /// Strings near the pattern's: one of its strings with a character changed, cut or
+    /// doubled, where the parser and the pattern are most likely to disagree.
+    fn near(pattern: &str) -> impl Strategy<Value = String> {
+        (
+            from(pattern),
+            any::<prop::sample::Index>(),
+            any::<char>(),
+            0..3u8,
+        )
+            .prop_map(|(text, index, replacement, how)| {
+                let mut chars: Vec<char> = text.chars().collect();
+                if chars.is_empty() {
+                    return replacement.to_string();
+                }
+                let at = index.index(chars.len());
+                match how {
+                    0 => chars[at] = replacement,
+                    1 => chars.truncate(at),
+                    _ => chars.insert(at, chars[at]),
+                }
+                chars.into_iter().collect()
+            })
+    }
+
+    /// Found by the property tests below: the pattern once called 1998 a leap year, and
+    /// the time parser alone accepts a doubled `Z`.
+    #[test]
+    fn regressions_between_the_time_pattern_and_the_parser() {
+        for refused in [
+            "1998-02-29T00:00:00Z",
+            "1970-03-01T00:00:00ZZ",
+            "1900-02-29T00:00:00Z",
+        ] {
+            assert!(!matches(TIME_PATTERN, refused), "{refused}");
+            assert!(time("t", refused).is_err(), "{refused}");
+        }
+        for accepted in [
+            "1996-02-29T00:00:00Z",
+            "2000-02-29T23:59:60.123456789+00:00",
+        ] {
+            assert!(matches(TIME_PATTERN, accepted), "{accepted}");
+            assert!(time("t", accepted).is_ok(), "{accepted}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn branch_and_project_names_follow_their_documented_patterns(
+            branch in near(super::super::schema::BRANCH_NAME_PATTERN),
+            project in near(super::super::schema::PROJECT_NAME_PATTERN),
+        ) {
+            prop_assert_eq!(
+                pagefork_engine::validate_branch_name(&branch).is_ok(),
+                matches(super::super::schema::BRANCH_NAME_PATTERN, &branch),
+                "{}", branch
+            );
+            prop_assert_eq!(
+                super::super::projects::validate_project_name(&project).is_ok(),
+                matches(super::super::schema::PROJECT_NAME_PATTERN, &project),
+                "{}", project
+            );
+        }
+
+        #[test]
+        fn the_time_parser_accepts_exactly_the_documented_pattern(
+            valid in from(TIME_PATTERN),
+            other in near(TIME_PATTERN),
+        ) {
+            prop_assert!(time("t", &valid).is_ok(), "{} is documented but refused", valid);
+            prop_assert_eq!(time("t", &other).is_ok(), matches(TIME_PATTERN, &other), "{}", other);
+        }
+
+        #[test]
+        fn the_duration_parser_accepts_exactly_the_documented_pattern(
+            valid in from(DURATION_PATTERN),
+            other in near(DURATION_PATTERN),
+        ) {
+            prop_assert!(duration("d", &valid).is_ok(), "{} is documented but refused", valid);
+            prop_assert_eq!(duration("d", &other).is_ok(), matches(DURATION_PATTERN, &other), "{}", other);
+        }
+
+        #[test]
+        fn the_lsn_parser_accepts_exactly_the_documented_pattern(
+            valid in from(LSN_PATTERN),
+            other in near(LSN_PATTERN),
+        ) {
+            prop_assert!(valid.parse::<Lsn>().is_ok(), "{} is documented but refused", valid);
+            prop_assert_eq!(other.parse::<Lsn>().is_ok(), matches(LSN_PATTERN, &other), "{}", other);
+        }
+    }
+
+    #[test]
+    fn durations_follow_the_documented_pattern() {
+        for good in [
+            "3600s",
+            "1h",
+            "1h 30m",
+            "1h30m",
+            "500ms",
+            "2d 3h 4m 5s",
+            "8000y",
+            "0s",
+        ] {
+            assert!(duration("ttl", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "abc",
+            "1",
+            "h",
+            "1 h",
+            "1h  30m",
+            "1h 2m 3s 4ms 5d",
+            "1234567890s",
+            "-1s",
+            "1.5h",
+            " 1h",
+            "1h ",
+            "1hour",
+        ] {
+            assert!(duration("ttl", bad).is_err(), "{bad}");
+        }
+    }
 }
