@@ -110,7 +110,8 @@ pub(crate) enum Command {
     /// Serve the HTTP API (JSON under /v1) for the projects in the data directory: each
     /// project is a store in DATA_DIR/projects/<project>. Prints the address it listens
     /// on, logs each request to standard error (PAGEFORK_LOG sets the filter), and on
-    /// SIGTERM or SIGINT finishes the requests in flight, checkpoints and closes.
+    /// SIGTERM or SIGINT lets the requests in flight finish (within --shutdown-grace),
+    /// then checkpoints and closes.
     #[command(
         after_help = "Examples:\n  pagefork serve --listen 127.0.0.1:7070\n  pagefork serve --listen 127.0.0.1:0 --require-expiration\n  curl -X POST localhost:7070/v1/projects -d '{\"project_id\": \"demo\"}' -H 'content-type: application/json'"
     )]

@@ -117,8 +117,9 @@ impl From<EngineError> for ApiError {
     }
 }
 
-/// Whether `error` comes from a full disk (or quota): the request may succeed once space
-/// is freed, so it is a 507 naming the file, not an internal fault.
+/// Whether `error` comes from a full disk (or quota): a 507 naming the file, not an
+/// internal fault. (The store refuses further writes until it is opened again, once
+/// space is freed: a failed write poisons it.)
 fn storage_full(error: &EngineError) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = cause {

@@ -13,8 +13,8 @@
 //!   a browser will not send cross-origin without a CORS preflight this server never
 //!   grants), no page the user visits can change a branch.
 //!
-//! Both refusals are 403 and happen before the request's body is read or any store is
-//! asked anything.
+//! Both refusals are 403 and happen before any store is asked anything (the body has
+//! been read by then, so that the answer is never lost to a reset connection).
 
 use std::net::IpAddr;
 use std::sync::Arc;
