@@ -69,39 +69,6 @@ fn observable(server: &Server) -> Vec<Value> {
     ]
 }
 
-/// Every route that changes something, with a valid body.
-fn mutating_routes() -> Vec<(&'static str, String, String)> {
-    vec![
-        (
-            "POST",
-            "/v1/projects".into(),
-            r#"{"project_id": "q"}"#.into(),
-        ),
-        ("POST", B.into(), r#"{"branch_id": "new"}"#.into()),
-        (
-            "PATCH",
-            format!("{B}/victim"),
-            r#"{"spec": {"ttl": "1h"}}"#.into(),
-        ),
-        ("DELETE", format!("{B}/victim"), "{}".into()),
-        ("POST", format!("{B}/victim/reset"), "{}".into()),
-        ("POST", format!("{B}/victim/restore"), "{}".into()),
-        (
-            "POST",
-            format!("{B}/victim/rename"),
-            r#"{"new_branch_id": "v2"}"#.into(),
-        ),
-        ("POST", format!("{B}/victim/detach"), "{}".into()),
-        (
-            "POST",
-            format!("{B}/victim/commit"),
-            r#"{"updates": [{"rel": 1, "block": 1, "drop": true}]}"#.into(),
-        ),
-        ("POST", "/v1/projects/p/gc".into(), "{}".into()),
-        ("POST", "/v1/projects/p/compact".into(), "{}".into()),
-    ]
-}
-
 #[test]
 fn every_route_needs_a_valid_token_for_its_scope() {
     let dir = tempfile::tempdir().unwrap();
@@ -139,7 +106,7 @@ fn every_route_needs_a_valid_token_for_its_scope() {
     let before = observable(&server);
     for (token, code) in &cases {
         server.token = token.clone();
-        for (method, path, body) in mutating_routes() {
+        for (method, path, body) in support::mutating_routes() {
             let answer = server.send(method, &path, &body);
             let message = answer.expect_error(401, code);
             assert!(!message.is_empty());

@@ -50,44 +50,6 @@ fn observable(server: &Server) -> Vec<Value> {
     state
 }
 
-/// Every route that changes something, with a valid body.
-fn mutating_routes() -> Vec<(&'static str, String, String)> {
-    vec![
-        (
-            "POST",
-            "/v1/projects".into(),
-            r#"{"project_id": "q"}"#.into(),
-        ),
-        ("POST", B.into(), r#"{"branch_id": "new"}"#.into()),
-        (
-            "PATCH",
-            format!("{B}/victim"),
-            r#"{"spec": {"ttl": "1h"}}"#.into(),
-        ),
-        ("DELETE", format!("{B}/victim"), "{}".into()),
-        ("POST", format!("{B}/victim/reset"), "{}".into()),
-        ("POST", format!("{B}/victim/restore"), "{}".into()),
-        (
-            "POST",
-            format!("{B}/victim/rename"),
-            r#"{"new_branch_id": "v2"}"#.into(),
-        ),
-        ("POST", format!("{B}/victim/detach"), "{}".into()),
-        (
-            "POST",
-            format!("{B}/victim/leases"),
-            r#"{"lsn": "0/1000000", "ttl": "1h"}"#.into(),
-        ),
-        (
-            "POST",
-            format!("{B}/victim/commit"),
-            r#"{"updates": [{"rel": 1, "block": 1, "drop": true}]}"#.into(),
-        ),
-        ("POST", format!("{P}/gc"), "{}".into()),
-        ("POST", format!("{P}/compact"), "{}".into()),
-    ]
-}
-
 fn error_code(body: &str) -> String {
     let value: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
     value["error"].as_str().unwrap().to_owned()
@@ -99,45 +61,45 @@ fn cross_origin_foreign_host_and_non_json_requests_change_nothing() {
     let server = server_with_victim(dir.path(), &[]);
     let before = observable(&server);
     let host = server.address().to_owned();
-    for (method, path, body) in mutating_routes() {
-        // A page on another site, posting as a browser does without a preflight.
-        let head = format!(
-            "{method} {path} HTTP/1.1\nHost: {host}\nOrigin: http://evil.example\nContent-Type: text/plain"
-        );
-        let (status, answer) = server.raw(&head, body.as_bytes());
-        assert_eq!(
-            (status, error_code(&answer)),
-            (403, "cross_origin".into()),
-            "{method} {path}: {answer}"
-        );
-        // The same with a JSON content type (a preflight would have been needed).
-        let head = format!(
-            "{method} {path} HTTP/1.1\nHost: {host}\nOrigin: http://evil.example\nContent-Type: application/json"
-        );
-        let (status, answer) = server.raw(&head, body.as_bytes());
-        assert_eq!(
-            (status, error_code(&answer)),
-            (403, "cross_origin".into()),
-            "{method} {path}: {answer}"
-        );
-        // A DNS-rebinding page: same origin as far as the browser knows, foreign Host.
-        let head = format!(
-            "{method} {path} HTTP/1.1\nHost: evil.example:7070\nContent-Type: application/json"
-        );
-        let (status, answer) = server.raw(&head, body.as_bytes());
-        assert_eq!(
-            (status, error_code(&answer)),
-            (403, "host_not_allowed".into()),
-            "{method} {path}: {answer}"
-        );
-        // No Origin, but not JSON: a form or a careless script.
-        let head = format!("{method} {path} HTTP/1.1\nHost: {host}\nContent-Type: text/plain");
-        let (status, answer) = server.raw(&head, body.as_bytes());
-        assert_eq!(
-            (status, error_code(&answer)),
-            (415, "unsupported_media_type".into()),
-            "{method} {path}: {answer}"
-        );
+    for (method, path, body) in support::mutating_routes() {
+        // (headers after the request line, the status and code it must get)
+        let attempts = [
+            // A page on another site, posting as a browser does without a preflight.
+            (
+                format!("Host: {host}\nOrigin: http://evil.example\nContent-Type: text/plain"),
+                403,
+                "cross_origin",
+            ),
+            // The same with a JSON content type (a preflight would have been needed).
+            (
+                format!(
+                    "Host: {host}\nOrigin: http://evil.example\nContent-Type: application/json"
+                ),
+                403,
+                "cross_origin",
+            ),
+            // A DNS-rebinding page: same origin as far as the browser knows, foreign Host.
+            (
+                "Host: evil.example:7070\nContent-Type: application/json".to_owned(),
+                403,
+                "host_not_allowed",
+            ),
+            // No Origin, but not JSON: a form or a careless script.
+            (
+                format!("Host: {host}\nContent-Type: text/plain"),
+                415,
+                "unsupported_media_type",
+            ),
+        ];
+        for (headers, status, code) in attempts {
+            let head = format!("{method} {path} HTTP/1.1\n{headers}");
+            let (answered, answer) = server.raw(&head, body.as_bytes());
+            assert_eq!(
+                (answered, error_code(&answer)),
+                (status, code.to_owned()),
+                "{method} {path} with {headers:?}: {answer}"
+            );
+        }
         // No body at all.
         let answer = server.send_bare(method, &path);
         assert!(

@@ -9,33 +9,13 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use pagefork_engine::Store;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::params::{self, NoParameters, present};
-use super::schema::{BranchNameText, DurationText, LsnText, PageSizeValue, ProjectNameText};
+use super::params::{self, BranchParams, NoParameters, ProjectParam, present};
+use super::schema::{DurationText, LsnText, PageSizeValue, ProjectNameText};
 use super::{AppState, blocking};
 use crate::views::{GcReportView, HistoryEntryView, LeaseView, StatsView};
-
-/// A project in a path.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Path)]
-#[allow(dead_code)]
-pub(crate) struct ProjectParam {
-    #[param(value_type = ProjectNameText)]
-    project: String,
-}
-
-/// A project and a branch in a path.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Path)]
-#[allow(dead_code)]
-pub(crate) struct BranchParams {
-    #[param(value_type = ProjectNameText)]
-    project: String,
-    #[param(value_type = BranchNameText)]
-    branch: String,
-}
 
 /// `GET /healthz`.
 #[utoipa::path(get, path = "/healthz", tag = "server",

@@ -14,10 +14,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody, quoted};
-use super::params::{self, NoParameters, present};
+use super::params::{self, BranchParams, NoParameters, ProjectParam, present};
 use super::schema::{
-    BranchNameText, BranchReferenceText, DurationText, LsnText, PitrWindowText, ProjectNameText,
-    TimeText, TrueOnly,
+    BranchNameText, BranchReferenceText, DurationText, LsnText, PitrWindowText, TimeText, TrueOnly,
 };
 use super::{AppState, blocking};
 use crate::views::{BranchView, DiffView, TimeAnswerView};
@@ -27,26 +26,6 @@ type ProjectPath = Result<Path<String>, PathRejection>;
 
 /// `{project}` and `{branch}` from the path.
 type BranchPath = Result<Path<(String, String)>, PathRejection>;
-
-/// A project in a path.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Path)]
-#[allow(dead_code)]
-pub(crate) struct ProjectParam {
-    #[param(value_type = ProjectNameText)]
-    project: String,
-}
-
-/// A project and a branch in a path (a `/` in a branch name is sent as `%2F`).
-#[derive(IntoParams)]
-#[into_params(parameter_in = Path)]
-#[allow(dead_code)]
-pub(crate) struct BranchParams {
-    #[param(value_type = ProjectNameText)]
-    project: String,
-    #[param(value_type = BranchNameText)]
-    branch: String,
-}
 
 /// A branch as the API shows it: the CLI's view, plus its resource name.
 #[derive(Debug, Serialize, ToSchema)]

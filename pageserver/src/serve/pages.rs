@@ -16,7 +16,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
-use super::params::{self, present};
+use super::params::{self, BranchParams, present};
 use super::schema::{Base64Text, BranchNameText, LsnText, ProjectNameText, TimeText, TrueOnly};
 use super::{AppState, blocking};
 use crate::views::{CommitView, TimeAnswerView};
@@ -43,17 +43,6 @@ pub(crate) struct PageParams {
     /// The block in it.
     #[param(value_type = u64, maximum = 4294967295_u64)]
     block: u32,
-}
-
-/// A project and a branch in a path.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Path)]
-#[allow(dead_code)]
-pub(crate) struct OnBranch {
-    #[param(value_type = ProjectNameText)]
-    project: String,
-    #[param(value_type = BranchNameText)]
-    branch: String,
 }
 
 /// `PUT .../pages/{rel}/{block}`: the body is the page image, exactly one page.
@@ -227,7 +216,7 @@ impl PageUpdate {
 
 /// `POST .../commit`.
 #[utoipa::path(post, path = "/v1/projects/{project}/branches/{branch}/commit", tag = "pages",
-    params(OnBranch), request_body = CommitBody,
+    params(BranchParams), request_body = CommitBody,
     responses((status = 200, description = "Committed, all or nothing", body = CommitView),
         (status = "4XX", description = "Refused; nothing changed", body = ErrorBody),
         (status = "5XX", description = "A fault of the store", body = ErrorBody)),
@@ -261,7 +250,7 @@ pub(crate) struct TimeQuery {
 
 /// `GET .../lsn_by_timestamp?timestamp=T`: the LSN a time means, and how it snapped.
 #[utoipa::path(get, path = "/v1/projects/{project}/branches/{branch}/lsn_by_timestamp", tag = "pages",
-    params(OnBranch, TimeQuery),
+    params(BranchParams, TimeQuery),
     responses((status = 200, description = "The LSN, and the commit the time snapped to", body = TimeAnswerView),
         (status = "4XX", description = "Refused", body = ErrorBody),
         (status = "5XX", description = "A fault of the store", body = ErrorBody)),

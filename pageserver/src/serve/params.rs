@@ -16,6 +16,26 @@ use pagefork_engine::{At, Expiry, Lsn, Timestamp};
 
 use super::error::{ApiError, quoted};
 
+/// A project in a path (for the document; the handlers take `Path<String>`).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct ProjectParam {
+    #[param(value_type = super::schema::ProjectNameText)]
+    project: String,
+}
+
+/// A project and a branch in a path (a `/` in a branch name is sent as `%2F`).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct BranchParams {
+    #[param(value_type = super::schema::ProjectNameText)]
+    project: String,
+    #[param(value_type = super::schema::BranchNameText)]
+    branch: String,
+}
+
 /// An LSN: two hexadecimal halves of 1-8 digits, like `0/16B3748`.
 pub(crate) const LSN_PATTERN: &str = "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$";
 

@@ -507,3 +507,43 @@ impl Drop for SmallDisk {
             .status();
     }
 }
+
+/// Every route that changes something, with a valid body, for project `p` and its branch
+/// `victim` (refusal tests send each and check nothing changed).
+pub(crate) fn mutating_routes() -> Vec<(&'static str, String, String)> {
+    const B: &str = "/v1/projects/p/branches";
+    vec![
+        (
+            "POST",
+            "/v1/projects".into(),
+            r#"{"project_id": "q"}"#.into(),
+        ),
+        ("POST", B.into(), r#"{"branch_id": "new"}"#.into()),
+        (
+            "PATCH",
+            format!("{B}/victim"),
+            r#"{"spec": {"ttl": "1h"}}"#.into(),
+        ),
+        ("DELETE", format!("{B}/victim"), "{}".into()),
+        ("POST", format!("{B}/victim/reset"), "{}".into()),
+        ("POST", format!("{B}/victim/restore"), "{}".into()),
+        (
+            "POST",
+            format!("{B}/victim/rename"),
+            r#"{"new_branch_id": "v2"}"#.into(),
+        ),
+        ("POST", format!("{B}/victim/detach"), "{}".into()),
+        (
+            "POST",
+            format!("{B}/victim/leases"),
+            r#"{"lsn": "0/1000000", "ttl": "1h"}"#.into(),
+        ),
+        (
+            "POST",
+            format!("{B}/victim/commit"),
+            r#"{"updates": [{"rel": 1, "block": 1, "drop": true}]}"#.into(),
+        ),
+        ("POST", "/v1/projects/p/gc".into(), "{}".into()),
+        ("POST", "/v1/projects/p/compact".into(), "{}".into()),
+    ]
+}
