@@ -50,13 +50,7 @@ fn now() -> u64 {
 fn server(dir: &Path) -> Server {
     let mut server = Server::start(dir, &["--auth"]);
     server.token = Some(token(dir, &["--ttl", "10m"]));
-    server
-        .post("/v1/projects", r#"{"project_id": "p"}"#)
-        .expect(201);
-    server
-        .put_page(&format!("{B}/main/pages/1/0"), &[1; 8192])
-        .expect(200);
-    server.post(B, r#"{"branch_id": "victim"}"#).expect(201);
+    support::seed_victim(&server);
     server
 }
 

@@ -22,16 +22,7 @@ const B: &str = "/v1/projects/p/branches";
 /// commit of page 1/1.
 fn server_with_victim(dir: &std::path::Path, extra: &[&str]) -> Server {
     let server = Server::start(dir, extra);
-    server
-        .post("/v1/projects", r#"{"project_id": "p"}"#)
-        .expect(201);
-    server
-        .put_page(&format!("{B}/main/pages/1/0"), &[1; 8192])
-        .expect(200);
-    server.post(B, r#"{"branch_id": "victim"}"#).expect(201);
-    server
-        .put_page(&format!("{B}/victim/pages/1/1"), &[2; 8192])
-        .expect(200);
+    support::seed_victim(&server);
     server
 }
 

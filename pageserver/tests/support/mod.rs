@@ -508,6 +508,22 @@ impl Drop for SmallDisk {
     }
 }
 
+/// Makes project `p` on `server`: main holds page 1/0 (all 1s), and `victim` (from main)
+/// its own commit of page 1/1 (all 2s); the routes of `mutating_routes` act on these.
+pub(crate) fn seed_victim(server: &Server) {
+    const B: &str = "/v1/projects/p/branches";
+    server
+        .post("/v1/projects", r#"{"project_id": "p"}"#)
+        .expect(201);
+    server
+        .put_page(&format!("{B}/main/pages/1/0"), &[1; 8192])
+        .expect(200);
+    server.post(B, r#"{"branch_id": "victim"}"#).expect(201);
+    server
+        .put_page(&format!("{B}/victim/pages/1/1"), &[2; 8192])
+        .expect(200);
+}
+
 /// Every route that changes something, with a valid body, for project `p` and its branch
 /// `victim` (refusal tests send each and check nothing changed).
 pub(crate) fn mutating_routes() -> Vec<(&'static str, String, String)> {
