@@ -64,6 +64,14 @@ impl Log {
         }
     }
 
+    /// What the WAL did since it was opened (nothing, in memory).
+    pub(crate) fn stats(&self) -> pagefork_wal::WalStats {
+        match self {
+            Log::Wal(wal) => wal.stats(),
+            Log::Memory(_) => pagefork_wal::WalStats::default(),
+        }
+    }
+
     /// Returns once the record ending at `end` is as durable as the store promises.
     pub(crate) fn flush_to(&self, end: Lsn) -> Result<()> {
         match self {

@@ -364,6 +364,12 @@ impl Wal {
         &self.inner.dir
     }
 
+    /// The end of the last record appended: every record given a position, written to the
+    /// operating system or still queued ([`Wal::append_deferred`]).
+    pub fn appended_lsn(&self) -> Lsn {
+        self.inner.append.lock().next
+    }
+
     /// Every record ending at or below this LSN has been written to the operating system
     /// and can be read.
     pub fn written_lsn(&self) -> Lsn {
@@ -604,7 +610,11 @@ mod tests {
             wal.durable_lsn() < first,
             "nothing waited for durability yet"
         );
+        // Appended (given a position) is ahead of written until a flush.
+        assert_eq!(wal.appended_lsn(), second);
+        assert!(wal.written_lsn() < second);
         wal.flush_to(second).unwrap();
+        assert_eq!(wal.written_lsn(), wal.appended_lsn());
         assert!(wal.durable_lsn() >= second);
         let beyond = Lsn(second.0 + 8);
         assert!(matches!(

@@ -137,8 +137,10 @@ impl StoreInner {
                 .iter()
                 .map(|branch| branch.commit_lock.lock())
                 .collect();
-            // Nothing is between logging and applying: everything written is applied.
-            let covered = wal.written_lsn();
+            // Nothing is between logging and applying: everything appended is applied
+            // (commits apply before they are durable; the log is synced below, before the
+            // catalog is written).
+            let covered = wal.appended_lsn();
             for branch in &branches {
                 let mut state = branch.state.write();
                 if state.open.is_empty() && state.frozen.is_none() {
@@ -163,6 +165,8 @@ impl StoreInner {
                     .collect(),
             }
         };
+        // Everything the catalog covers is durable before it says so.
+        wal.sync()?;
         // Invariant 7, checked before publishing: the catalog can be opened, because the
         // WAL its replay needs is all still there.
         let path = dir.join(CATALOG_FILE_NAME);
@@ -173,7 +177,6 @@ impl StoreInner {
                 detail: gap.to_string(),
             }
         })?;
-        wal.sync()?;
         if let Some(db) = &self.version_db {
             // Every version at or below a branch's `flushed` was written before the
             // snapshot above: durable before the catalog that says so.

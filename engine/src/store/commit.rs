@@ -1,4 +1,12 @@
-//! Commits: check every update against the branch's current state, log one record, apply.
+//! Commits: check every update against the branch's current state, log one record, apply,
+//! then (for `commit`) wait until the record is durable.
+//!
+//! Invariants: a branch's commits are logged and applied in one order (under its commit
+//! lock), so its versions appear in LSN order; the lock is not held while waiting for
+//! durability, so concurrent commits to one branch share fsyncs; a commit is visible to
+//! readers once applied, and acknowledged by `commit` only once durable. A catalog never
+//! covers a record that is not durable (`publish_catalog` syncs the log first), and the
+//! log is a prefix after a crash, so a commit that survives brings every earlier one.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -20,8 +28,24 @@ impl Store {
     /// a commit larger than one WAL record. Waits first while unflushed versions fill the
     /// memory budget (`Config::memory_budget_bytes`).
     pub fn commit(&self, branch: &str, updates: Vec<(Key, Update)>) -> Result<Commit> {
+        let commit = self.commit_deferred(branch, updates)?;
+        self.wait_durable(commit.lsn)?;
+        Ok(commit)
+    }
+
+    /// [`Store::commit`] without waiting for durability: the commit is logged and applied
+    /// (every reader sees it) when this returns, and durable once [`Store::wait_durable`]
+    /// with its LSN (or a later one) returns. After a crash before that, it may be lost,
+    /// but only with every commit logged after it: never out of order, never torn.
+    pub fn commit_deferred(&self, branch: &str, updates: Vec<(Key, Update)>) -> Result<Commit> {
         self.inner.wait_for_memory()?;
         self.commit_locked(branch, updates)
+    }
+
+    /// Returns once every commit and branch operation logged up to `lsn` is durable. An
+    /// I/O error poisons the store: no later wait succeeds after a failed one.
+    pub fn wait_durable(&self, lsn: pagefork_wal::Lsn) -> Result<()> {
+        self.inner.wait_logged(lsn)
     }
 
     fn commit_locked(&self, branch: &str, updates: Vec<(Key, Update)>) -> Result<Commit> {
@@ -40,16 +64,18 @@ impl Store {
             branch: target.id,
             updates,
         };
-        let (lsn, time) = inner.log_record(&record).map_err(|error| match error {
-            EngineError::Wal(WalError::RecordTooLarge { len, max, .. }) => {
-                EngineError::CommitTooLarge {
-                    branch: branch.to_owned(),
-                    len,
-                    max,
+        let (lsn, time) = inner
+            .log_record_deferred(&record)
+            .map_err(|error| match error {
+                EngineError::Wal(WalError::RecordTooLarge { len, max, .. }) => {
+                    EngineError::CommitTooLarge {
+                        branch: branch.to_owned(),
+                        len,
+                        max,
+                    }
                 }
-            }
-            other => other,
-        })?;
+                other => other,
+            })?;
         inner.apply(record, lsn, time)?;
         Ok(Commit { lsn, time })
     }

@@ -599,8 +599,24 @@ impl StoreInner {
     /// Logs `record`: stamps its time and fixes its LSN under the sequencer lock, then
     /// waits (outside every store lock) until it is durable. Returns its LSN and time.
     fn log_record(&self, record: &Record) -> Result<(Lsn, Timestamp)> {
+        let (lsn, time) = self.log_record_deferred(record)?;
+        self.wait_logged(lsn)?;
+        Ok((lsn, time))
+    }
+
+    /// Logs `record` without waiting for it to be durable: its place in the log (and so
+    /// its order against every other record) is fixed when this returns; `wait_logged`
+    /// with its LSN makes it durable.
+    pub(super) fn log_record_deferred(&self, record: &Record) -> Result<(Lsn, Timestamp)> {
         self.check_poisoned()?;
-        self.poison_on_io_error(self.log_record_unguarded(record))
+        self.poison_on_io_error(self.append_record(record))
+    }
+
+    /// Returns once every record up to `lsn` is durable; an I/O error poisons the store
+    /// (no later wait may succeed after a failed one).
+    pub(super) fn wait_logged(&self, lsn: Lsn) -> Result<()> {
+        self.check_poisoned()?;
+        self.poison_on_io_error(self.log.flush_to(lsn))
     }
 
     /// Refuses a write once an I/O error poisoned the store.
@@ -632,7 +648,7 @@ impl StoreInner {
         result
     }
 
-    fn log_record_unguarded(&self, record: &Record) -> Result<(Lsn, Timestamp)> {
+    fn append_record(&self, record: &Record) -> Result<(Lsn, Timestamp)> {
         let mut payload = record.encode(Timestamp(0));
         let (lsn, time) = {
             let mut last_time = self.sequencer.lock();
@@ -642,7 +658,6 @@ impl StoreInner {
             *last_time = time;
             (lsn, time)
         };
-        self.log.flush_to(lsn)?;
         self.bytes_since_checkpoint
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
         Ok((lsn, time))

@@ -84,6 +84,11 @@ pub struct StoreStats {
     pub wal_end: Lsn,
     /// Bytes of layer files GC removed.
     pub gc_bytes_removed: u64,
+    /// WAL records appended since the store was opened (0 in memory).
+    pub wal_records: u64,
+    /// WAL fsyncs since the store was opened: concurrent commits share them, so
+    /// `wal_records / wal_fsyncs` is the mean group (0 in memory).
+    pub wal_fsyncs: u64,
     /// Where flushed versions live: layer files or RocksDB.
     pub backend: crate::backend::Backend,
     /// Bytes of RocksDB table files (0 with layer files).
@@ -158,6 +163,8 @@ impl Store {
             gc_runs: housekeeping.gc_runs.load(Ordering::Relaxed),
             housekeeping_failures: housekeeping.background_failures.load(Ordering::Relaxed),
             wal_end: inner.log.end(),
+            wal_records: inner.log.stats().records,
+            wal_fsyncs: inner.log.stats().fsyncs,
             gc_bytes_removed: housekeeping.gc_bytes_removed.load(Ordering::Relaxed),
             page_reads: counters.reads.load(Ordering::Relaxed),
             cache_hits: inner.cache.hits(),
