@@ -390,6 +390,19 @@ fn names(listing: &Value) -> Vec<String> {
         .collect()
 }
 
+/// A page PUT that announces 8192 bytes and sends 100, leaving the connection open.
+fn stall_body(server: &Server) -> TcpStream {
+    let address = server.address();
+    let mut stream = stall(
+        server,
+        &format!(
+            "PUT {B}/main/pages/1/1 HTTP/1.1\r\nHost: {address}\r\nContent-Length: 8192\r\n\r\n"
+        ),
+    );
+    stream.write_all(&[9; 100]).unwrap();
+    stream
+}
+
 /// Opens a connection to `server` and sends `text`, leaving the connection open.
 fn stall(server: &Server, text: &str) -> TcpStream {
     let mut stream = TcpStream::connect(server.address()).unwrap();
@@ -424,13 +437,7 @@ fn stalled_clients_cannot_hold_shutdown_past_the_grace_period() {
         .expect(200);
     let address = server.address().to_owned();
     // A body that never ends, a header that never ends, and an idle connection.
-    let mut body = stall(
-        &server,
-        &format!(
-            "PUT {B}/main/pages/1/1 HTTP/1.1\r\nHost: {address}\r\nContent-Length: 8192\r\n\r\n"
-        ),
-    );
-    body.write_all(&[9; 100]).unwrap();
+    let _body = stall_body(&server);
     let _header = stall(&server, &format!("GET {B} HTTP/1.1\r\nHost: 127.0"));
     let _idle = TcpStream::connect(&address).unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -467,13 +474,7 @@ fn slow_headers_and_bodies_time_out() {
         .post("/v1/projects", r#"{"project_id": "p"}"#)
         .expect(201);
     let address = server.address().to_owned();
-    let mut body = stall(
-        &server,
-        &format!(
-            "PUT {B}/main/pages/1/1 HTTP/1.1\r\nHost: {address}\r\nContent-Length: 8192\r\n\r\n"
-        ),
-    );
-    body.write_all(&[9; 100]).unwrap();
+    let mut body = stall_body(&server);
     body.set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
     let mut answer = String::new();
