@@ -344,6 +344,9 @@ pub enum EngineError {
     Poisoned {
         /// The first error.
         cause: String,
+        /// Its kind, when it was an operating-system error (`StorageFull` for a full
+        /// disk).
+        kind: Option<std::io::ErrorKind>,
     },
     /// The write-ahead log failed or refused.
     #[error(transparent)]

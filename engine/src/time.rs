@@ -94,14 +94,49 @@ pub struct ParseTimestampError {
 impl FromStr for Timestamp {
     type Err = ParseTimestampError;
 
+    /// Exactly `YYYY-MM-DDTHH:MM:SS[.F]Z` (or `+00:00`), a real date from 1970 on, up to
+    /// nine fraction digits, seconds up to 60. Nothing may follow.
     fn from_str(input: &str) -> Result<Timestamp, ParseTimestampError> {
+        let refused = |reason: String| ParseTimestampError {
+            input: input.to_owned(),
+            reason,
+        };
+        if !is_rfc3339_utc_shape(input) {
+            return Err(refused("timestamp format is invalid".to_owned()));
+        }
         humantime::parse_rfc3339(input)
             .map(Timestamp::from_system_time)
-            .map_err(|error| ParseTimestampError {
-                input: input.to_owned(),
-                reason: error.to_string(),
-            })
+            .map_err(|error| refused(error.to_string()))
     }
+}
+
+/// Whether `input` has the shape of an RFC 3339 UTC time as the store writes and reads
+/// them (the calendar is humantime's to check): humantime alone accepts text after it.
+fn is_rfc3339_utc_shape(input: &str) -> bool {
+    let body = input
+        .strip_suffix('Z')
+        .or_else(|| input.strip_suffix("+00:00"));
+    let Some(body) = body else {
+        return false;
+    };
+    let (seconds, fraction) = match body.split_once('.') {
+        Some((seconds, fraction)) => (seconds, Some(fraction)),
+        None => (body, None),
+    };
+    let shape_ok = seconds.len() == 19
+        && seconds
+            .bytes()
+            .enumerate()
+            .all(|(index, byte)| match index {
+                4 | 7 => byte == b'-',
+                10 => byte == b'T',
+                13 | 16 => byte == b':',
+                _ => byte.is_ascii_digit(),
+            });
+    let fraction_ok = fraction.is_none_or(|digits| {
+        (1..=9).contains(&digits.len()) && digits.bytes().all(|byte| byte.is_ascii_digit())
+    });
+    shape_ok && fraction_ok
 }
 
 /// Where the store gets the time of each commit and branch operation.
@@ -163,6 +198,30 @@ mod tests {
         assert_eq!(time.to_string().parse::<Timestamp>(), Ok(time));
         let error = "yesterday".parse::<Timestamp>().unwrap_err();
         assert!(error.to_string().contains("yesterday"));
+    }
+
+    #[test]
+    fn only_the_exact_shape_parses() {
+        for good in [
+            "2026-04-08T10:15:30Z",
+            "2026-04-08T10:15:30.123456789Z",
+            "2024-02-29T00:00:00+00:00",
+        ] {
+            assert!(good.parse::<Timestamp>().is_ok(), "{good}");
+        }
+        for bad in [
+            "2026-04-08T10:15:30ZZ",
+            "2026-04-08t10:15:30z",
+            "2026-04-08 10:15:30Z",
+            "2026-04-08T10:15:30+01:00",
+            "2026-04-08T10:15:30.Z",
+            "2026-04-08T10:15:30.1234567890Z",
+            "2023-02-29T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "2026-4-08T10:15:30Z",
+        ] {
+            assert!(bad.parse::<Timestamp>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -466,9 +466,7 @@ fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|error| {
-        format!("invalid duration {text:?} ({error}): use forms like 3600s, 90m or 1h")
-    })
+    crate::serve::parse_duration(text)
 }
 
 /// `pagefork token`.

@@ -80,6 +80,18 @@ impl Store {
             .branches
     }
 
+    /// How many branches [`Store::list_branches`] lists, without building their infos.
+    pub fn branch_count(&self) -> usize {
+        let now = self.inner.clock.now();
+        let catalog = self.inner.catalog.read();
+        catalog
+            .visible()
+            .filter(|branch| {
+                !branch.expired(now) || !catalog.live_descendants(branch.id, now).is_empty()
+            })
+            .count()
+    }
+
     /// One page of [`Store::list_branches`]: at most `limit` branches that `filter`
     /// keeps, in name order, after the name `after` (exclusive). Costs what the page
     /// holds, not what the store holds (but a `parent` filter reads every name).

@@ -27,6 +27,11 @@ impl Store {
     /// one page, a patch out of bounds or on a page that does not exist, an unknown branch,
     /// a commit larger than one WAL record. Waits first while unflushed versions fill the
     /// memory budget (`Config::memory_budget_bytes`).
+    ///
+    /// Readers may see the commit before it is durable (it is applied, then waited for).
+    /// If the wait fails with an I/O error, the store is poisoned and this returns the
+    /// error: the commit stays readable until the store is reopened and may then be gone,
+    /// and nothing logged later is ever acknowledged.
     pub fn commit(&self, branch: &str, updates: Vec<(Key, Update)>) -> Result<Commit> {
         let commit = self.commit_deferred(branch, updates)?;
         self.wait_durable(commit.lsn)?;

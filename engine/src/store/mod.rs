@@ -290,7 +290,7 @@ struct StoreInner {
     history: Mutex<Vec<HistoryEntry>>,
     /// Set by the first I/O error while writing the store's files: writes are refused
     /// from then on (see `EngineError::Poisoned`).
-    poisoned: Mutex<Option<String>>,
+    poisoned: Mutex<Option<(String, Option<std::io::ErrorKind>)>>,
     cache: PageCache,
     read_counters: ReadCounters,
     /// The RocksDB database of a store with the RocksDB backend (see `backend`); `None`
@@ -622,8 +622,9 @@ impl StoreInner {
     /// Refuses a write once an I/O error poisoned the store.
     pub(super) fn check_poisoned(&self) -> Result<()> {
         match &*self.poisoned.lock() {
-            Some(cause) => Err(EngineError::Poisoned {
+            Some((cause, kind)) => Err(EngineError::Poisoned {
                 cause: cause.clone(),
+                kind: *kind,
             }),
             None => Ok(()),
         }
@@ -642,7 +643,7 @@ impl StoreInner {
             let mut poisoned = self.poisoned.lock();
             if poisoned.is_none() {
                 tracing::error!(%error, "store poisoned: refusing writes until reopened");
-                *poisoned = Some(error.to_string());
+                *poisoned = Some((error.to_string(), io_error_kind(error)));
             }
         }
         result
@@ -662,4 +663,16 @@ impl StoreInner {
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
         Ok((lsn, time))
     }
+}
+
+/// The kind of the operating-system error behind `error`, if there is one.
+fn io_error_kind(error: &EngineError) -> Option<std::io::ErrorKind> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        cause = current.source();
+    }
+    None
 }

@@ -146,6 +146,7 @@ impl Store {
                 } += 1;
             }
         }
+        let wal = inner.log.stats();
         StoreStats {
             backend: self.backend(),
             rocksdb_bytes: inner.version_db.as_ref().map_or(0, |db| db.disk_bytes()),
@@ -163,8 +164,8 @@ impl Store {
             gc_runs: housekeeping.gc_runs.load(Ordering::Relaxed),
             housekeeping_failures: housekeeping.background_failures.load(Ordering::Relaxed),
             wal_end: inner.log.end(),
-            wal_records: inner.log.stats().records,
-            wal_fsyncs: inner.log.stats().fsyncs,
+            wal_records: wal.records,
+            wal_fsyncs: wal.fsyncs,
             gc_bytes_removed: housekeeping.gc_bytes_removed.load(Ordering::Relaxed),
             page_reads: counters.reads.load(Ordering::Relaxed),
             cache_hits: inner.cache.hits(),
@@ -253,14 +254,17 @@ impl StoreInner {
                     head,
                 });
             }
-            At::Lsn(lsn) if lsn < branch.history_start() => {
-                return Err(EngineError::LsnBelowBranchStart {
-                    branch: branch.name(),
-                    lsn,
-                    start: branch.history_start(),
-                });
+            At::Lsn(lsn) => {
+                let start = branch.history_start();
+                if lsn < start {
+                    return Err(EngineError::LsnBelowBranchStart {
+                        branch: branch.name(),
+                        lsn,
+                        start,
+                    });
+                }
+                (lsn, None)
             }
-            At::Lsn(lsn) => (lsn, None),
             At::Time(time) => {
                 let answer = self.lsn_for_time_on(branch, time);
                 if answer.kind == TimeKind::Past {

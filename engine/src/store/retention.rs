@@ -87,15 +87,8 @@ impl Store {
                 branch: name.to_owned(),
             });
         }
-        let lsn = inner.resolve(&branch, At::Lsn(lsn))?;
-        // A lease keeps a point to branch from: the same floor as a branch point.
-        if lsn < branch.start() {
-            return Err(EngineError::LsnBelowBranchStart {
-                branch: name.to_owned(),
-                lsn,
-                start: branch.start(),
-            });
-        }
+        // A lease keeps a point to branch from: resolved and refused as a branch point is.
+        let (lsn, _) = inner.resolve_branch_point(&branch, At::Lsn(lsn))?;
         let expires_at = inner.clock.now().saturating_add(duration);
         super::branches::check_expiry_representable(name, Some(expires_at))?;
         let record = Record::Lease {

@@ -48,7 +48,13 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<impl IntoRe
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "server",
     responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json", body = Object)))]
 pub(crate) async fn openapi() -> impl IntoResponse {
-    Json(super::schema::document())
+    /// The document never changes while the server runs: made once.
+    static DOCUMENT: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| super::schema::document().to_string());
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        DOCUMENT.as_str(),
+    )
 }
 
 /// A project.
@@ -69,7 +75,7 @@ impl ProjectView {
             project_id: name.to_owned(),
             resource: format!("projects/{name}"),
             page_size: store.page_size() as u64,
-            branches: store.list_branches().len() as u64,
+            branches: store.branch_count() as u64,
         }
     }
 }

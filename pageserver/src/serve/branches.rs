@@ -213,7 +213,9 @@ pub(crate) async fn list(
             .map(|text| params::branch_reference("parent", &project, &text).map(str::to_owned))
             .transpose()?,
     };
-    let page = store.list_branches_page(&filter, query.cursor.as_deref(), limit);
+    let cursor = query.cursor;
+    let page =
+        blocking(move || Ok(store.list_branches_page(&filter, cursor.as_deref(), limit))).await?;
     let branches = page
         .branches
         .iter()

@@ -50,7 +50,10 @@ pub(crate) async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.header);
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        // Reap the connections that ended, so the set holds only open ones.
+        while connections.try_join_next().is_some() {}
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -64,7 +67,7 @@ pub(crate) async fn serve(
                 };
                 let service = TowerToHyperService::new(router.clone());
                 let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     if let Err(error) = connection.await {
                         tracing::debug!(%peer, %error, "connection ended with an error");
                     }
@@ -78,7 +81,13 @@ pub(crate) async fn serve(
         Ok(()) => tracing::info!("shut down: no more requests in flight"),
         Err(_) => tracing::warn!(
             grace = ?timeouts.shutdown_grace,
+            open = connections.len(),
             "shutdown grace period over: dropping the connections still open"
         ),
     }
+    // Dropped now, not left to run on while the stores are closed: a request whose body
+    // arrives later is never served. (A store call already on the blocking pool finishes;
+    // the stores are thread-safe and its commit is in the log.)
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
 }

@@ -121,20 +121,28 @@ impl From<EngineError> for ApiError {
 /// internal fault. (The store refuses further writes until it is opened again, once
 /// space is freed: a failed write poisons it.)
 fn storage_full(error: &EngineError) -> bool {
+    let full = |kind: std::io::ErrorKind| {
+        matches!(
+            kind,
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        )
+    };
+    if let EngineError::Poisoned {
+        kind: Some(kind), ..
+    } = error
+    {
+        return full(*kind);
+    }
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = cause {
         if let Some(io) = current.downcast_ref::<std::io::Error>()
-            && matches!(
-                io.kind(),
-                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-            )
+            && full(io.kind())
         {
             return true;
         }
         cause = current.source();
     }
-    // A store poisoned by a failed write keeps only the first error's text.
-    matches!(error, EngineError::Poisoned { cause } if cause.contains("No space left on device"))
+    false
 }
 
 /// The longest message an error answer carries (a safety net under [`quoted`], which

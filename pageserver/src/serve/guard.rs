@@ -13,8 +13,8 @@
 //!   a browser will not send cross-origin without a CORS preflight this server never
 //!   grants), no page the user visits can change a branch.
 //!
-//! Both refusals are 403 and happen before any store is asked anything (the body has
-//! been read by then, so that the answer is never lost to a reset connection).
+//! Both refusals are 403 and happen before the request's body is read (at most a small
+//! prefix, see `refuse_unread`) or any store is asked anything.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::error::{ApiError, quoted};
 
@@ -68,7 +68,7 @@ pub(crate) async fn check_host_and_origin(
     next: Next,
 ) -> Response {
     match refusal(&allowed, request.headers()) {
-        Some(error) => error.into_response(),
+        Some(error) => super::refuse_unread(request, error).await,
         None => next.run(request).await,
     }
 }

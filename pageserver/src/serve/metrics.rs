@@ -148,7 +148,7 @@ impl Collector for StoreCollector {
             .into_iter()
             .map(|(project, store)| ProjectSnapshot {
                 project,
-                branches: store.list_branches().len() as u64,
+                branches: store.branch_count() as u64,
                 stats: store.stats(),
             })
             .collect();

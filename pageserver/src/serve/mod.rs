@@ -23,7 +23,6 @@ mod params;
 mod projects;
 mod schema;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -45,6 +44,7 @@ pub(crate) const MAX_BODY_BYTES: usize = 64 << 20;
 
 pub(crate) use self::connections::Timeouts;
 pub(crate) use self::guard::AllowedHosts;
+pub(crate) use self::params::parse_duration;
 pub(crate) use self::projects::validate_project_name;
 
 /// How the server behaves.
@@ -102,15 +102,9 @@ async fn serve(
         .local_addr()
         .context("cannot read the listening address")?;
     let count = projects.list().len();
-    {
-        let mut stdout = std::io::stdout().lock();
-        writeln!(
-            stdout,
-            "pagefork listening on http://{address} ({count} projects)"
-        )
-        .and_then(|()| stdout.flush())
-        .context("cannot write standard output")?;
-    }
+    crate::output::line(format_args!(
+        "pagefork listening on http://{address} ({count} projects)"
+    ))?;
     tracing::info!(%address, projects = count, "serving");
     let metrics = Arc::new(Metrics::new(Arc::clone(&projects)));
     let timeouts = options.timeouts;
@@ -167,8 +161,13 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/metrics", get(admin::metrics))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        // Innermost first: a request passes the body limit, is read whole, is counted,
-        // then must pass the Host and Origin checks and (under --auth) show a token.
+        // Innermost first, so a request meets them in the opposite order: it is counted,
+        // must pass the Host and Origin checks and (under --auth) show a token, and only
+        // then is its body read (up to the limit, within the body timeout).
+        .layer(axum::middleware::from_fn_with_state(
+            state.options.timeouts.body,
+            read_body_first,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.options.auth.clone(),
             require_token,
@@ -180,10 +179,6 @@ pub(crate) fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state.metrics),
             metrics::record_request,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.options.timeouts.body,
-            read_body_first,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -310,15 +305,41 @@ async fn require_token(
         },
         Err(error) => error,
     };
-    let mut response = ApiError {
+    let error = ApiError {
         status: axum::http::StatusCode::UNAUTHORIZED,
         code: refusal.code(),
         message: refusal.to_string(),
-    }
-    .into_response();
+    };
+    let mut response = refuse_unread(request, error).await;
     response.headers_mut().insert(
         axum::http::header::WWW_AUTHENTICATE,
         axum::http::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+/// The most of a refused request's body read before answering, and how long for.
+const REFUSED_BODY_BYTES: usize = 64 << 10;
+const REFUSED_BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Answers `error` to a request refused before its body was read (a foreign Host, another
+/// origin, no token): reads at most a small prefix of the body, briefly, so the answer is
+/// not lost to a reset connection in the common case, without letting whoever sent it
+/// make the server buffer a large body; then closes the connection.
+pub(crate) async fn refuse_unread(
+    request: axum::extract::Request,
+    error: ApiError,
+) -> axum::response::Response {
+    let body = request.into_body();
+    let _ = tokio::time::timeout(
+        REFUSED_BODY_WAIT,
+        axum::body::to_bytes(body, REFUSED_BODY_BYTES),
+    )
+    .await;
+    let mut response = error.into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
     );
     response
 }

@@ -57,15 +57,10 @@ pub(crate) const TIME_PATTERN: &str = concat!(
 pub(crate) const DURATION_PATTERN: &str =
     "^[0-9]{1,9}(ms|s|m|h|d|w|y)( ?[0-9]{1,9}(ms|s|m|h|d|w|y)){0,3}$";
 
-/// `pattern`, compiled once.
-fn compiled(pattern: &'static str) -> regex::Regex {
-    regex::Regex::new(pattern).expect("the documented patterns are valid (the tests compile each)")
-}
-
-static TIME: std::sync::LazyLock<regex::Regex> =
-    std::sync::LazyLock::new(|| compiled(TIME_PATTERN));
-static DURATION: std::sync::LazyLock<regex::Regex> =
-    std::sync::LazyLock::new(|| compiled(DURATION_PATTERN));
+/// [`DURATION_PATTERN`], compiled once (humantime alone accepts more, like `1hour`).
+static DURATION: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(DURATION_PATTERN).expect("a valid pattern (the tests compile it)")
+});
 
 /// Deserializes an optional field that, when present, must hold a value: `null` is
 /// refused, as the document says (it marks these fields not nullable).
@@ -96,33 +91,20 @@ pub(crate) fn only_true(field: &str, value: Option<bool>) -> Result<bool, ApiErr
 #[serde(deny_unknown_fields)]
 pub(crate) struct NoParameters {}
 
-/// `text`, the value of `field`, as an LSN.
-/// LSN 0 is refused: no state has it (every branch starts above it).
+/// `text`, the value of `field`, as an LSN (0/0 parses; the store refuses it, as every LSN
+/// below a branch's start).
 pub(crate) fn lsn(field: &str, text: &str) -> Result<Lsn, ApiError> {
-    let lsn: Lsn = text.parse().map_err(|_| {
+    text.parse().map_err(|_| {
         ApiError::bad_request(format!(
             "{field}: invalid LSN {}: expected X/Y in hexadecimal, like 0/16B3748",
             quoted(text)
         ))
-    })?;
-    if lsn == Lsn(0) {
-        return Err(ApiError::unprocessable(
-            "invalid_lsn",
-            format!("{field}: LSN 0/0 names no state: every branch starts above it"),
-        ));
-    }
-    Ok(lsn)
+    })
 }
 
-/// `text`, the value of `field`, as a time ([`TIME_PATTERN`], which is what the parser
-/// accepts).
+/// `text`, the value of `field`, as a time (the parser accepts exactly [`TIME_PATTERN`]:
+/// the tests below check it).
 pub(crate) fn time(field: &str, text: &str) -> Result<Timestamp, ApiError> {
-    if !TIME.is_match(text) {
-        return Err(ApiError::bad_request(format!(
-            "{field}: invalid time {}: expected RFC 3339 in UTC from 1970 to 9999, like 2026-11-21T10:00:00Z",
-            quoted(text)
-        )));
-    }
     text.parse().map_err(|error: pagefork_engine::ParseTimestampError| {
         ApiError::bad_request(format!(
             "{field}: invalid time {}: expected RFC 3339 in UTC, like 2026-11-21T10:00:00Z ({})",
@@ -132,18 +114,24 @@ pub(crate) fn time(field: &str, text: &str) -> Result<Timestamp, ApiError> {
     })
 }
 
-/// `text`, the value of `field`, as a duration ([`DURATION_PATTERN`]).
-pub(crate) fn duration(field: &str, text: &str) -> Result<Duration, ApiError> {
+/// `text` as a duration ([`DURATION_PATTERN`], the one grammar the CLI and the API
+/// accept), or why not.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let refused = |reason: String| {
-        ApiError::bad_request(format!(
-            "{field}: invalid duration {} ({reason}): use amounts with units ms, s, m, h, d, w or y, like 3600s, 90m or 1h 30m",
+        format!(
+            "invalid duration {} ({reason}): use amounts with units ms, s, m, h, d, w or y, like 3600s, 90m or 1h 30m",
             quoted(text)
-        ))
+        )
     };
     if !DURATION.is_match(text) {
         return Err(refused("not of the form 90m".to_owned()));
     }
     humantime::parse_duration(text).map_err(|error| refused(error.to_string()))
+}
+
+/// `text`, the value of `field`, as a duration.
+pub(crate) fn duration(field: &str, text: &str) -> Result<Duration, ApiError> {
+    parse_duration(text).map_err(|reason| ApiError::bad_request(format!("{field}: {reason}")))
 }
 
 /// The state `lsn` or `time` (at most one) names, as `field_lsn` / `field_time`.
