@@ -361,6 +361,10 @@ pub(crate) struct StatsView {
     gc_runs: u64,
     gc_bytes_removed: u64,
     wal_end: String,
+    /// WAL records appended since the store was opened.
+    wal_records: u64,
+    /// WAL fsyncs since then: concurrent commits share them.
+    wal_fsyncs: u64,
 }
 
 impl StatsView {
@@ -383,6 +387,8 @@ impl StatsView {
             gc_runs: stats.gc_runs,
             gc_bytes_removed: stats.gc_bytes_removed,
             wal_end: stats.wal_end.to_string(),
+            wal_records: stats.wal_records,
+            wal_fsyncs: stats.wal_fsyncs,
         }
     }
 }

@@ -94,7 +94,8 @@ impl Store {
 
     /// One page of [`Store::list_branches`]: at most `limit` branches that `filter`
     /// keeps, in name order, after the name `after` (exclusive). Costs what the page
-    /// holds, not what the store holds (but a `parent` filter reads every name).
+    /// holds, not what the store holds (but a `parent` filter looks at every branch's
+    /// parent).
     pub fn list_branches_page(
         &self,
         filter: &BranchFilter,
@@ -113,9 +114,16 @@ impl Store {
         let mut branches = Vec::new();
         let mut more = false;
         for branch in catalog.visible_from(start) {
-            let name = branch.name();
-            if !name.starts_with(prefix) {
+            if !branch.name().starts_with(prefix) {
                 break;
+            }
+            // The parent filter first: it needs no info built.
+            if let Some(wanted) = filter.parent.as_deref()
+                && branch
+                    .parent()
+                    .is_none_or(|(parent, _)| parent.name() != wanted)
+            {
+                continue;
             }
             let info = if branch.expired(now) {
                 let kept_for = catalog.live_descendants(branch.id, now);
@@ -126,10 +134,6 @@ impl Store {
             } else {
                 branch.info(Vec::new())
             };
-            let parent = info.parent.as_ref().map(|parent| parent.name.as_str());
-            if filter.parent.is_some() && filter.parent.as_deref() != parent {
-                continue;
-            }
             if branches.len() == limit.get() {
                 more = true;
                 break;
