@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -146,14 +146,13 @@ impl Keys {
                 path.display()
             )
         })?;
-        let public = signing
-            .verifying_key()
-            .to_public_key_pem(LineEnding::LF)
-            .context("cannot encode the public key")?;
-        let encoding = EncodingKey::from_ed_pem(pem.as_bytes())
-            .with_context(|| format!("{}: not a signing key", path.display()))?;
-        let decoding =
-            DecodingKey::from_ed_pem(public.as_bytes()).context("cannot use the public key")?;
+        // The key parsed once: jsonwebtoken takes the PKCS#8 DER to sign and the raw
+        // public key to verify.
+        let der = signing
+            .to_pkcs8_der()
+            .context("cannot encode the signing key")?;
+        let encoding = EncodingKey::from_ed_der(der.as_bytes());
+        let decoding = DecodingKey::from_ed_der(signing.verifying_key().as_bytes());
         Ok(Keys {
             encoding,
             decoding,
