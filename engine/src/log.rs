@@ -23,7 +23,7 @@ impl Log {
 
     /// The largest record payload accepted (the in-memory log refuses what a default WAL
     /// would).
-    fn max_payload_len(&self) -> u64 {
+    pub(crate) fn max_payload_len(&self) -> u64 {
         match self {
             Log::Wal(wal) => wal.max_payload_len(),
             Log::Memory(_) => {

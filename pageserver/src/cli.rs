@@ -93,6 +93,25 @@ pub(crate) enum Command {
     /// the rest stayed.
     #[command(after_help = "Example:\n  pagefork gc\n  pagefork gc --json")]
     Gc,
+    /// Show a branch as a directory (FUSE) that any program can use: files, directories
+    /// and their metadata are pages of the branch, so branching, PITR and diff cover the
+    /// whole tree. Runs in the foreground; SIGTERM, SIGINT or `umount DIR` unmount it,
+    /// after which everything written is durable. Needs root (or fusermount3) and
+    /// /dev/fuse. With --lsn or --time the mount is read-only and shows exactly that state.
+    #[command(
+        after_help = "Examples:\n  pagefork mount main /mnt/main\n  pagefork mount main /mnt/then --time 2026-12-03T10:15:00Z"
+    )]
+    Mount {
+        /// The branch.
+        branch: String,
+        /// The mount point: an existing, empty directory.
+        dir: PathBuf,
+        /// Refuse writes (implied by --lsn and --time).
+        #[arg(long)]
+        read_only: bool,
+        #[command(flatten)]
+        at: AtArgs,
+    },
     /// Keep a branch's state at an LSN from GC for a while (a branch can be created
     /// there while the lease lasts). Without an LSN, list the active leases.
     #[command(after_help = "Examples:\n  pagefork lease main 0/16B3748 --for 1h\n  pagefork lease")]

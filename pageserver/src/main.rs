@@ -10,6 +10,7 @@ mod commands;
 mod demo;
 mod inspect;
 mod lifecycle;
+mod mount;
 mod output;
 mod recover;
 mod retention;
@@ -55,6 +56,20 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
         Command::Stats => commands::stats(dir, cli.json).map(|()| 0),
         Command::Log => lifecycle::log(dir, cli.json).map(|()| 0),
         Command::Gc => retention::gc(dir, cli.json).map(|()| 0),
+        Command::Mount {
+            branch,
+            dir: mount_point,
+            read_only,
+            at,
+        } => {
+            let spec = mount::MountSpec {
+                branch: branch.clone(),
+                dir: mount_point.clone(),
+                read_only: *read_only,
+                at: commands::at(at),
+            };
+            mount::run_foreground(dir, &spec, cli.json).map(|()| 0)
+        }
         Command::Lease {
             branch,
             lsn,

@@ -4,6 +4,8 @@
 //! tiny seeded random generator (tests must replay from a printed seed), and access to a
 //! log's segment files for tests that damage them on purpose.
 
+pub mod files_model;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -53,6 +53,13 @@ impl Store {
         self.inner.wait_logged(lsn)
     }
 
+    /// The most bytes one commit's log record may take: the page data plus about 10 bytes
+    /// per update and a few dozen for the record (set by the WAL segment size). Larger
+    /// commits are refused with `CommitTooLarge`.
+    pub fn max_commit_bytes(&self) -> u64 {
+        self.inner.log.max_payload_len()
+    }
+
     fn commit_locked(&self, branch: &str, updates: Vec<(Key, Update)>) -> Result<Commit> {
         let inner = &self.inner;
         let target = inner.branch(branch)?;

@@ -1,0 +1,238 @@
+//! File data: reads, writes and attribute changes (truncation among them).
+//!
+//! Invariants: a file's bytes at or beyond its size read as zeros, whatever its pages
+//! held (a truncation zeroes the rest of its last page and drops the pages after it in
+//! the same commit); a hole (a page never written) reads as zeros; a write changes the
+//! pages it covers and the file's size and times in one commit.
+
+use bytes::{Bytes, BytesMut};
+use pagefork_engine::{Key, Update};
+
+use super::FileTree;
+use super::names::check_mode;
+use super::state::{Txn, ino32};
+use crate::error::{FsError, FsResult};
+use crate::inode::{Attributes, FileKind, Inode, SetAttributes};
+
+impl FileTree {
+    /// Up to `len` bytes of file `ino` from `offset` (fewer at the end of the file).
+    pub fn read(&self, ino: u64, offset: u64, len: u32) -> FsResult<Vec<u8>> {
+        let (ino, inode) = {
+            let state = self.lock()?;
+            let ino = ino32(ino)?;
+            (ino, state.inode(ino)?)
+        };
+        match inode.kind {
+            FileKind::File => self.read_bytes(&inode, offset, u64::from(len)),
+            FileKind::Directory => Err(FsError::IsDirectory {
+                ino: u64::from(ino),
+            }),
+            FileKind::Symlink => Err(FsError::InvalidArgument {
+                what: format!("inode {ino} is a symlink: read its target"),
+            }),
+        }
+    }
+
+    /// Bytes `offset..offset + len` of `inode`'s data, cut at its size.
+    pub(crate) fn read_bytes(&self, inode: &Inode, offset: u64, len: u64) -> FsResult<Vec<u8>> {
+        let end = offset.saturating_add(len).min(inode.size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let page_size = self.page_size as u64;
+        let mut out = Vec::with_capacity(usize::try_from(end - offset).unwrap_or(0));
+        let mut at = offset;
+        while at < end {
+            let block = at / page_size;
+            let in_page = (at % page_size) as usize;
+            let take = (page_size - at % page_size).min(end - at) as usize;
+            let page = match u32::try_from(block) {
+                Ok(block) if block < inode.extent_blocks => self.read_page(inode.rel, block)?,
+                _ => None,
+            };
+            match page {
+                Some(page) => {
+                    let bytes =
+                        page.get(in_page..in_page + take)
+                            .ok_or_else(|| FsError::Corrupt {
+                                what: format!("page {block} of relation {}", inode.rel),
+                                detail: format!("{} bytes", page.len()),
+                            })?;
+                    out.extend_from_slice(bytes);
+                }
+                None => out.resize(out.len() + take, 0),
+            }
+            at += take as u64;
+        }
+        Ok(out)
+    }
+
+    /// Writes `data` at `offset` of file `ino`, extending it (with a hole, if `offset` is
+    /// past its end) as needed. Returns the bytes written: all of them.
+    pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let mut state = self.lock_writable()?;
+        let ino = ino32(ino)?;
+        let mut inode = state.inode(ino)?;
+        check_file(ino, &inode)?;
+        let written = u32::try_from(data.len())
+            .ok()
+            .filter(|&len| len <= self.max_write)
+            .ok_or_else(|| FsError::InvalidArgument {
+                what: format!(
+                    "a write of {} bytes (one write takes at most {} bytes, one commit)",
+                    data.len(),
+                    self.max_write
+                ),
+            })?;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|&end| end <= self.max_file_size())
+            .ok_or(FsError::FileTooLarge {
+                size: offset.saturating_add(data.len() as u64),
+                max: self.max_file_size(),
+            })?;
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let page_size = self.page_size as u64;
+        let mut txn = Txn::default();
+        let mut at = offset;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let block = u32::try_from(at / page_size).expect("checked against the largest file");
+            let in_page = (at % page_size) as usize;
+            let take = (self.page_size - in_page).min(rest.len());
+            let (chunk, after) = rest.split_at(take);
+            let update = if take == self.page_size {
+                Update::Image(Bytes::copy_from_slice(chunk))
+            } else if block < inode.extent_blocks && self.read_page(inode.rel, block)?.is_some() {
+                Update::Patch {
+                    offset: u32::try_from(in_page).expect("within a page"),
+                    bytes: Bytes::copy_from_slice(chunk),
+                }
+            } else {
+                let mut page = BytesMut::zeroed(self.page_size);
+                page.get_mut(in_page..in_page + take)
+                    .expect("the chunk is within the page")
+                    .copy_from_slice(chunk);
+                Update::Image(page.freeze())
+            };
+            txn.pages.insert(Key::new(inode.rel, block), update);
+            inode.extent_blocks = inode.extent_blocks.max(block + 1);
+            at += take as u64;
+            rest = after;
+        }
+        let now = self.now();
+        inode.size = inode.size.max(end);
+        inode.mtime = now;
+        inode.ctime = now;
+        state.put_inode(&mut txn, ino, Some(&inode));
+        self.commit(&mut state, txn)?;
+        Ok(written)
+    }
+
+    /// Changes an inode's attributes in one commit (its ctime becomes now). A new size
+    /// truncates or extends a file with zeros; a truncation that drops more pages than
+    /// one commit holds (65,536 with the default WAL segments) to a size above zero is made of several commits, each a smaller whole file.
+    pub fn set_attributes(&self, ino: u64, changes: SetAttributes) -> FsResult<Attributes> {
+        if let Some(mode) = changes.mode {
+            check_mode(mode)?;
+        }
+        let mut state = self.lock_writable()?;
+        let ino = ino32(ino)?;
+        let mut inode = state.inode(ino)?;
+        if let Some(size) = changes.size {
+            check_file(ino, &inode)?;
+            if size > self.max_file_size() {
+                return Err(FsError::FileTooLarge {
+                    size,
+                    max: self.max_file_size(),
+                });
+            }
+        }
+        let now = self.now();
+        let mut txn = Txn::default();
+        let mut later = None;
+        if let Some(size) = changes.size {
+            later = self.resize(&mut state, &mut txn, ino, &mut inode, size)?;
+            inode.mtime = now;
+        }
+        inode.mode = changes.mode.unwrap_or(inode.mode);
+        inode.uid = changes.uid.unwrap_or(inode.uid);
+        inode.gid = changes.gid.unwrap_or(inode.gid);
+        inode.atime = changes.atime.unwrap_or(inode.atime);
+        inode.mtime = changes.mtime.unwrap_or(inode.mtime);
+        inode.ctime = now;
+        state.put_inode(&mut txn, ino, Some(&inode));
+        self.commit(&mut state, txn)?;
+        if let Some((rel, range)) = later {
+            self.drop_pages_later(&mut state, rel, range)?;
+        }
+        Ok(inode.attributes(ino, self.page_size))
+    }
+
+    /// Sets `inode`'s size to `size`, adding what it takes to `txn`. Returns pages of a
+    /// relation the file no longer uses, to drop after the commit.
+    fn resize(
+        &self,
+        state: &mut super::state::State,
+        txn: &mut Txn,
+        ino: u32,
+        inode: &mut Inode,
+        size: u64,
+    ) -> FsResult<Option<(u32, (u32, u32))>> {
+        if size >= inode.size {
+            inode.size = size;
+            return Ok(None);
+        }
+        let page_size = self.page_size as u64;
+        let keep_blocks = u32::try_from(size.div_ceil(page_size)).expect("checked size");
+        if size == 0 && inode.extent_blocks > self.drops_per_commit {
+            // Too many pages for one commit: the file moves to a fresh relation at once
+            // and the old one's pages go afterwards (nothing can read them meanwhile).
+            let later = Some((inode.rel, (0, inode.extent_blocks)));
+            state.check_room()?;
+            inode.rel = state.allocate_rel(txn);
+            inode.extent_blocks = 0;
+            inode.size = 0;
+            return Ok(later);
+        }
+        while inode.extent_blocks.saturating_sub(keep_blocks) > self.drops_per_commit {
+            // One step of a big truncation: a whole, smaller file per commit.
+            let step_blocks = inode.extent_blocks - self.drops_per_commit;
+            let mut step = Txn::default();
+            self.drop_pages(&mut step, inode.rel, step_blocks, inode.extent_blocks);
+            inode.extent_blocks = step_blocks;
+            inode.size = inode.size.min(u64::from(step_blocks) * page_size);
+            state.put_inode(&mut step, ino, Some(inode));
+            self.commit(state, step)?;
+        }
+        self.drop_pages(txn, inode.rel, keep_blocks, inode.extent_blocks);
+        let tail = (size % page_size) as usize;
+        let last = keep_blocks.wrapping_sub(1);
+        if tail != 0 && last < inode.extent_blocks && self.read_page(inode.rel, last)?.is_some() {
+            txn.pages.insert(
+                Key::new(inode.rel, last),
+                Update::Patch {
+                    offset: u32::try_from(tail).expect("within a page"),
+                    bytes: Bytes::from(vec![0u8; self.page_size - tail]),
+                },
+            );
+        }
+        inode.extent_blocks = inode.extent_blocks.min(keep_blocks);
+        inode.size = size;
+        Ok(None)
+    }
+}
+
+fn check_file(ino: u32, inode: &Inode) -> FsResult<()> {
+    match inode.kind {
+        FileKind::File => Ok(()),
+        FileKind::Directory => Err(FsError::IsDirectory {
+            ino: u64::from(ino),
+        }),
+        FileKind::Symlink => Err(FsError::InvalidArgument {
+            what: format!("inode {ino} is a symlink"),
+        }),
+    }
+}

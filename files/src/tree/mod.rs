@@ -1,0 +1,259 @@
+//! `FileTree`: a directory tree on one branch, operated by inode number as FUSE does.
+//!
+//! Every operation that changes the tree builds all of its page updates (inode slots,
+//! directory pages, file data, the superblock) and logs them as one commit, so a crash or
+//! a branch point between two operations shows the first whole and the second not at all.
+//! Commits are logged without waiting for their fsync; `sync` waits for everything the
+//! tree logged. A tree open for writing must be its branch's only writer: it caches the
+//! inode table and directories in memory (one lock guards them, and commits are logged
+//! under it, so memory and log agree on the order of operations). After a commit fails
+//! the tree refuses every operation (`FsError::Failed`) until it is opened again.
+
+mod data;
+mod names;
+mod state;
+
+use std::sync::Arc;
+
+use pagefork_engine::{At, Clock, Lsn, LsnForTime, Store, SystemClock};
+use parking_lot::Mutex;
+
+use crate::error::{FsError, FsResult};
+use crate::format::ROOT_INO;
+use crate::inode::{Attributes, FileTime};
+use state::State;
+
+pub use names::{DirListing, Owner};
+
+/// How to open a tree.
+#[derive(Clone, Debug)]
+pub struct TreeOptions {
+    /// Refuse every change (implied by `at` other than `At::Latest`).
+    pub read_only: bool,
+    /// Which state to show: the head (writable, or read-only as of opening), an LSN or a
+    /// time (snapped to the last commit at or before it), read-only.
+    pub at: At,
+    /// Where "now" comes from for file times.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for TreeOptions {
+    fn default() -> TreeOptions {
+        TreeOptions {
+            read_only: false,
+            at: At::Latest,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Which state of the branch an open tree shows.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum TreeView {
+    /// The head, changed by this tree.
+    Writable,
+    /// The branch as of `lsn`, read-only; `time` says how a requested time snapped.
+    ReadOnly {
+        /// The LSN every read uses.
+        lsn: Lsn,
+        /// The time asked for and what it resolved to, if one was asked for.
+        time: Option<LsnForTime>,
+    },
+}
+
+/// Counts for `statfs`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct TreeStats {
+    /// Inodes in use (linked or held open).
+    pub inodes: u64,
+    /// The page size: the tree's block size.
+    pub page_size: u32,
+}
+
+/// A file tree on a branch. `Send + Sync`: operations may come from many threads.
+#[derive(Debug)]
+pub struct FileTree {
+    store: Store,
+    branch: String,
+    view: TreeView,
+    page_size: usize,
+    /// The largest `write`: what one commit holds with its metadata.
+    max_write: u32,
+    /// How many pages one commit drops at most.
+    drops_per_commit: u32,
+    clock: Arc<dyn Clock>,
+    state: Mutex<State>,
+}
+
+impl FileTree {
+    /// Opens the tree on `branch`. A writable open of a branch that holds no tree yet
+    /// creates an empty one (root directory 0o755, owned by root) in one durable commit;
+    /// a read-only open of such a branch is refused (`NotATree`).
+    pub fn open(store: Store, branch: &str, options: TreeOptions) -> FsResult<FileTree> {
+        let info = store.branch_info(branch)?;
+        let view = match options.at {
+            At::Latest if !options.read_only => TreeView::Writable,
+            At::Latest => TreeView::ReadOnly {
+                lsn: info.head,
+                time: None,
+            },
+            At::Lsn(lsn) => {
+                // Checks the LSN against the branch (refusals name it) before anything else.
+                store.get_page(branch, crate::format::superblock_key(), At::Lsn(lsn))?;
+                TreeView::ReadOnly { lsn, time: None }
+            }
+            At::Time(time) => {
+                let resolved = store.lsn_for_time(branch, time)?;
+                TreeView::ReadOnly {
+                    lsn: resolved.lsn,
+                    time: Some(resolved),
+                }
+            }
+        };
+        let page_size = store.page_size();
+        let read_at = match &view {
+            TreeView::Writable => At::Latest,
+            TreeView::ReadOnly { lsn, .. } => At::Lsn(*lsn),
+        };
+        let now = FileTime::from_timestamp(options.clock.now());
+        let state = State::load(&store, branch, read_at, page_size, now)?;
+        let max_commit_bytes = store.max_commit_bytes();
+        let tree = FileTree {
+            max_write: state::max_write_bytes(max_commit_bytes, page_size),
+            drops_per_commit: state::drops_per_commit(max_commit_bytes),
+            store,
+            branch: branch.to_owned(),
+            view,
+            page_size,
+            clock: options.clock,
+            state: Mutex::new(state),
+        };
+        if tree.view == TreeView::Writable {
+            tree.free_orphans()?;
+        }
+        Ok(tree)
+    }
+
+    /// The branch the tree is on.
+    pub fn branch(&self) -> &str {
+        &self.branch
+    }
+
+    /// The store the tree is in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Which state of the branch it shows.
+    pub fn view(&self) -> &TreeView {
+        &self.view
+    }
+
+    /// The page size: every file's block size.
+    pub fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    /// The largest `write` (at most 1 MiB): what one commit holds with its metadata, so
+    /// that no write is ever torn by a crash.
+    pub fn max_write(&self) -> u32 {
+        self.max_write
+    }
+
+    /// The LSN of the newest change this tree made (`None` before its first).
+    pub fn last_lsn(&self) -> Option<Lsn> {
+        self.state.lock().last_lsn
+    }
+
+    /// The root directory's inode number.
+    pub fn root(&self) -> u64 {
+        u64::from(ROOT_INO)
+    }
+
+    /// The largest file size: a data relation holds `u32::MAX` pages.
+    pub fn max_file_size(&self) -> u64 {
+        u64::from(u32::MAX) * self.page_size as u64
+    }
+
+    /// An inode's attributes.
+    pub fn attributes(&self, ino: u64) -> FsResult<Attributes> {
+        let state = self.lock()?;
+        let ino = state::ino32(ino)?;
+        let inode = state.inode(ino)?;
+        Ok(inode.attributes(ino, self.page_size))
+    }
+
+    /// Counts for `statfs`.
+    pub fn stats(&self) -> FsResult<TreeStats> {
+        let state = self.lock()?;
+        Ok(TreeStats {
+            inodes: state.inodes_in_use(),
+            page_size: u32::try_from(self.page_size).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// Returns once every change this tree has made is durable. A failure poisons the
+    /// store: no later `sync` succeeds after a failed one.
+    pub fn sync(&self) -> FsResult<()> {
+        let lsn = self.lock()?.last_lsn;
+        let Some(lsn) = lsn else { return Ok(()) };
+        self.store.wait_durable(lsn).map_err(|error| {
+            self.state.lock().fail(&error);
+            FsError::Store(error)
+        })
+    }
+
+    /// Takes `count` references to `ino` back (the kernel's lookup count, which every
+    /// `lookup`, `create`, `make_directory` and `symlink` answer adds one to). An unlinked
+    /// inode is removed when its last reference goes.
+    pub fn forget(&self, ino: u64, count: u64) -> FsResult<()> {
+        let mut state = self.lock()?;
+        let Ok(ino) = state::ino32(ino) else {
+            return Ok(());
+        };
+        if !state.release(ino, count) || self.view != TreeView::Writable {
+            return Ok(());
+        }
+        match state.inode(ino) {
+            Ok(inode) if inode.nlink == 0 => self.free_inode(&mut state, ino),
+            _ => Ok(()),
+        }
+    }
+
+    fn lock(&self) -> FsResult<parking_lot::MutexGuard<'_, State>> {
+        let state = self.state.lock();
+        if let Some(cause) = &state.failed {
+            return Err(FsError::Failed {
+                cause: cause.clone(),
+            });
+        }
+        Ok(state)
+    }
+
+    fn lock_writable(&self) -> FsResult<parking_lot::MutexGuard<'_, State>> {
+        if self.view != TreeView::Writable {
+            return Err(FsError::ReadOnly);
+        }
+        self.lock()
+    }
+
+    fn read_at(&self) -> At {
+        match &self.view {
+            TreeView::Writable => At::Latest,
+            TreeView::ReadOnly { lsn, .. } => At::Lsn(*lsn),
+        }
+    }
+
+    fn now(&self) -> FileTime {
+        FileTime::from_timestamp(self.clock.now())
+    }
+
+    /// Frees inodes left unlinked but open by a crash or an unclean unmount.
+    fn free_orphans(&self) -> FsResult<()> {
+        let mut state = self.lock()?;
+        for ino in state.orphans.split_off(&0) {
+            self.free_inode(&mut state, ino)?;
+        }
+        Ok(())
+    }
+}

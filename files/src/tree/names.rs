@@ -1,0 +1,511 @@
+//! Names: lookups, listings, and every operation that adds, removes or moves a name
+//! (create, mkdir, symlink, unlink, rmdir, rename), each one commit.
+//!
+//! Invariants: a directory lists each name once; an inode is linked from at most one
+//! entry (no hard links), a directory from its `parent`; a directory never moves into its
+//! own subtree; an inode whose last name goes is freed in the same commit unless it is
+//! still referenced (open), and then when its last reference goes.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use pagefork_engine::{Key, Update};
+
+use super::FileTree;
+use super::state::{State, Txn, ino32};
+use crate::error::{FsError, FsResult};
+use crate::format::{DIR_PAGE_HEADER, ROOT_INO, check_name, dir_entry_len};
+use crate::inode::{Attributes, FileKind, FileTime, Inode};
+
+/// One entry of a directory listing (without `.` and `..`).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct DirListing {
+    /// The name.
+    pub name: Vec<u8>,
+    /// Its inode number.
+    pub ino: u64,
+    /// What it is.
+    pub kind: FileKind,
+}
+
+/// Who owns a new inode and its permission bits.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Owner {
+    /// Permission bits, at most 0o7777.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
+/// The longest symlink target.
+const SYMLINK_MAX: usize = 4095;
+
+/// The inodes one operation changes, written back together.
+struct Changed<'a> {
+    state: &'a mut State,
+    inodes: BTreeMap<u32, Inode>,
+}
+
+impl<'a> Changed<'a> {
+    fn new(state: &'a mut State) -> Changed<'a> {
+        Changed {
+            state,
+            inodes: BTreeMap::new(),
+        }
+    }
+
+    fn get(&mut self, ino: u32) -> FsResult<&mut Inode> {
+        if !self.inodes.contains_key(&ino) {
+            let inode = self.state.inode(ino)?;
+            self.inodes.insert(ino, inode);
+        }
+        Ok(self.inodes.get_mut(&ino).expect("inserted above"))
+    }
+
+    fn write(self, txn: &mut Txn) -> &'a mut State {
+        for (ino, inode) in &self.inodes {
+            self.state.put_inode(txn, *ino, Some(inode));
+        }
+        self.state
+    }
+}
+
+impl FileTree {
+    /// Looks `name` up in directory `parent`, taking a reference to what it finds.
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Attributes> {
+        let mut state = self.lock()?;
+        let parent = ino32(parent)?;
+        let (ino, _, _) =
+            *state
+                .dir(self, parent)?
+                .entries
+                .get(name)
+                .ok_or_else(|| FsError::NotFound {
+                    parent: u64::from(parent),
+                    name: String::from_utf8_lossy(name).into_owned(),
+                })?;
+        let inode = state.inode(ino)?;
+        state.retain(ino);
+        Ok(inode.attributes(ino, self.page_size))
+    }
+
+    /// Directory `ino`'s entries in name order (without `.` and `..`).
+    pub fn read_dir(&self, ino: u64) -> FsResult<Vec<DirListing>> {
+        let mut state = self.lock()?;
+        let dir = state.dir(self, ino32(ino)?)?;
+        Ok(dir
+            .entries
+            .iter()
+            .map(|(name, &(ino, kind, _))| DirListing {
+                name: name.clone(),
+                ino: u64::from(ino),
+                kind,
+            })
+            .collect())
+    }
+
+    /// The directory holding directory `ino` (the root's is the root).
+    pub fn parent_of(&self, ino: u64) -> FsResult<u64> {
+        let state = self.lock()?;
+        Ok(u64::from(state.dir_inode(ino32(ino)?)?.parent))
+    }
+
+    /// Creates an empty regular file.
+    pub fn create_file(&self, parent: u64, name: &[u8], owner: Owner) -> FsResult<Attributes> {
+        self.create(parent, name, owner, FileKind::File, &[])
+    }
+
+    /// Creates an empty directory.
+    pub fn make_directory(&self, parent: u64, name: &[u8], owner: Owner) -> FsResult<Attributes> {
+        self.create(parent, name, owner, FileKind::Directory, &[])
+    }
+
+    /// Creates a symbolic link to `target` (1 to 4095 bytes), mode 0o777.
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<Attributes> {
+        if target.is_empty() || target.len() > SYMLINK_MAX || target.contains(&0) {
+            return Err(FsError::InvalidArgument {
+                what: format!("a symlink target of {} bytes", target.len()),
+            });
+        }
+        let owner = Owner {
+            mode: 0o777,
+            uid,
+            gid,
+        };
+        self.create(parent, name, owner, FileKind::Symlink, target)
+    }
+
+    /// A symbolic link's target.
+    pub fn read_link(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let (ino, inode) = {
+            let state = self.lock()?;
+            let ino = ino32(ino)?;
+            (ino, state.inode(ino)?)
+        };
+        if inode.kind != FileKind::Symlink {
+            return Err(FsError::NotSymlink {
+                ino: u64::from(ino),
+            });
+        }
+        self.read_bytes(&inode, 0, inode.size)
+    }
+
+    fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        owner: Owner,
+        kind: FileKind,
+        data: &[u8],
+    ) -> FsResult<Attributes> {
+        check_name(name)?;
+        check_mode(owner.mode)?;
+        let mut state = self.lock_writable()?;
+        let parent = ino32(parent)?;
+        if state.dir(self, parent)?.entries.contains_key(name) {
+            return Err(exists(parent, name));
+        }
+        if state.inode(parent)?.nlink == 0 {
+            return Err(FsError::NotFound {
+                parent: u64::from(parent),
+                name: "(directory removed)".to_owned(),
+            });
+        }
+        state.check_room()?;
+        let now = self.now();
+        let mut txn = Txn::default();
+        let ino = state.allocate_ino(&mut txn)?;
+        let rel = state.allocate_rel(&mut txn);
+        let page_size = self.page_size;
+        let pages = data.len().div_ceil(page_size);
+        for (block, chunk) in data.chunks(page_size).enumerate() {
+            let mut page = vec![0u8; page_size];
+            page.get_mut(..chunk.len())
+                .expect("a chunk is at most a page")
+                .copy_from_slice(chunk);
+            let block = u32::try_from(block).expect("a symlink has few pages");
+            txn.pages
+                .insert(Key::new(rel, block), Update::Image(Bytes::from(page)));
+        }
+        let inode = Inode {
+            kind,
+            mode: owner.mode,
+            uid: owner.uid,
+            gid: owner.gid,
+            nlink: if kind == FileKind::Directory { 2 } else { 1 },
+            rel,
+            size: data.len() as u64,
+            extent_blocks: u32::try_from(pages).expect("a symlink has few pages"),
+            parent: if kind == FileKind::Directory {
+                parent
+            } else {
+                0
+            },
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+        };
+        let mut changed = Changed::new(&mut state);
+        changed.inodes.insert(ino, inode);
+        let parent_inode = changed.get(parent)?;
+        touch(parent_inode, now);
+        if kind == FileKind::Directory {
+            parent_inode.nlink += 1;
+        }
+        let state = changed.write(&mut txn);
+        self.insert_entry(state, &mut txn, parent, name, ino, kind)?;
+        self.commit(state, txn)?;
+        state.retain(ino);
+        Ok(inode.attributes(ino, page_size))
+    }
+
+    /// Removes the name of a file or symlink.
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+        self.remove(parent, name, false)
+    }
+
+    /// Removes an empty directory.
+    pub fn remove_directory(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+        self.remove(parent, name, true)
+    }
+
+    fn remove(&self, parent: u64, name: &[u8], directory: bool) -> FsResult<()> {
+        let mut state = self.lock_writable()?;
+        let parent = ino32(parent)?;
+        let (ino, kind) = entry(&mut state, self, parent, name)?;
+        match (directory, kind == FileKind::Directory) {
+            (false, true) => {
+                return Err(FsError::IsDirectory {
+                    ino: u64::from(ino),
+                });
+            }
+            (true, false) => {
+                return Err(FsError::NotDirectory {
+                    ino: u64::from(ino),
+                });
+            }
+            (true, true) if !state.dir(self, ino)?.entries.is_empty() => {
+                return Err(FsError::NotEmpty {
+                    ino: u64::from(ino),
+                });
+            }
+            _ => {}
+        }
+        let now = self.now();
+        let mut txn = Txn::default();
+        let mut changed = Changed::new(&mut state);
+        touch(changed.get(parent)?, now);
+        let removed = *changed.get(ino)?;
+        unlink_inode(&mut changed, parent, ino, now)?;
+        let state = changed.write(&mut txn);
+        self.remove_entry(state, &mut txn, parent, name)?;
+        self.finish_unlink(state, txn, ino, removed)
+    }
+
+    /// Moves `name` in `parent` to `new_name` in `new_parent`, replacing what is there
+    /// (unless `no_replace`): a file replaces a file or symlink, a directory an empty
+    /// directory. Renaming a name onto itself, or onto another name of the same inode,
+    /// does nothing.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+        no_replace: bool,
+    ) -> FsResult<()> {
+        check_name(new_name)?;
+        let mut state = self.lock_writable()?;
+        let (parent, new_parent) = (ino32(parent)?, ino32(new_parent)?);
+        let (ino, kind) = entry(&mut state, self, parent, name)?;
+        state.dir_inode(new_parent)?;
+        let target = state.dir(self, new_parent)?.entries.get(new_name).copied();
+        if let Some((target, target_kind, _)) = target {
+            if target == ino {
+                return Ok(());
+            }
+            if no_replace {
+                return Err(exists(new_parent, new_name));
+            }
+            match (
+                kind == FileKind::Directory,
+                target_kind == FileKind::Directory,
+            ) {
+                (true, false) => {
+                    return Err(FsError::NotDirectory {
+                        ino: u64::from(target),
+                    });
+                }
+                (false, true) => {
+                    return Err(FsError::IsDirectory {
+                        ino: u64::from(target),
+                    });
+                }
+                (true, true) if !state.dir(self, target)?.entries.is_empty() => {
+                    return Err(FsError::NotEmpty {
+                        ino: u64::from(target),
+                    });
+                }
+                _ => {}
+            }
+        }
+        if kind == FileKind::Directory {
+            let mut above = new_parent;
+            loop {
+                if above == ino {
+                    return Err(FsError::IntoOwnSubtree {
+                        ino: u64::from(ino),
+                    });
+                }
+                if above == ROOT_INO {
+                    break;
+                }
+                above = state.dir_inode(above)?.parent;
+            }
+        }
+        let now = self.now();
+        let mut txn = Txn::default();
+        let mut changed = Changed::new(&mut state);
+        touch(changed.get(parent)?, now);
+        touch(changed.get(new_parent)?, now);
+        let replaced = match target {
+            Some((target, _, _)) => {
+                let removed = *changed.get(target)?;
+                unlink_inode(&mut changed, new_parent, target, now)?;
+                Some((target, removed))
+            }
+            None => None,
+        };
+        let moved = changed.get(ino)?;
+        moved.ctime = now;
+        if kind == FileKind::Directory && parent != new_parent {
+            moved.parent = new_parent;
+            changed.get(parent)?.nlink -= 1;
+            changed.get(new_parent)?.nlink += 1;
+        }
+        let state = changed.write(&mut txn);
+        if replaced.is_some() {
+            self.remove_entry(state, &mut txn, new_parent, new_name)?;
+        }
+        self.remove_entry(state, &mut txn, parent, name)?;
+        self.insert_entry(state, &mut txn, new_parent, new_name, ino, kind)?;
+        match replaced {
+            Some((target, removed)) => self.finish_unlink(state, txn, target, removed),
+            None => self.commit(state, txn),
+        }
+    }
+
+    /// Commits an operation that took inode `ino`'s last name, freeing the inode in the
+    /// same commit when nothing references it.
+    fn finish_unlink(
+        &self,
+        state: &mut State,
+        mut txn: Txn,
+        ino: u32,
+        removed: Inode,
+    ) -> FsResult<()> {
+        if state.is_referenced(ino) {
+            return self.commit(state, txn);
+        }
+        state.put_inode(&mut txn, ino, None);
+        let later = self.drop_pages(&mut txn, removed.rel, 0, removed.extent_blocks);
+        self.commit(state, txn)?;
+        state.mark_free(ino);
+        self.drop_pages_later(state, removed.rel, later)
+    }
+
+    fn insert_entry(
+        &self,
+        state: &mut State,
+        txn: &mut Txn,
+        dir_ino: u32,
+        name: &[u8],
+        ino: u32,
+        kind: FileKind,
+    ) -> FsResult<()> {
+        let page_size = self.page_size;
+        let len = dir_entry_len(name);
+        let dir = state.dir(self, dir_ino)?;
+        let room = dir
+            .pages
+            .iter()
+            .position(|(_, used)| used + len <= page_size);
+        let page = match room {
+            Some(page) => page,
+            None => {
+                dir.pages.push((Default::default(), DIR_PAGE_HEADER));
+                dir.pages.len() - 1
+            }
+        };
+        let grew = room.is_none();
+        let (names, used) = dir.pages.get_mut(page).expect("chosen or pushed above");
+        names.insert(name.to_vec());
+        *used += len;
+        let page = u32::try_from(page).map_err(|_| FsError::NoSpace {
+            what: "directory pages",
+        })?;
+        dir.entries.insert(name.to_vec(), (ino, kind, page));
+        if grew {
+            let mut inode = state.inode(dir_ino)?;
+            inode.size += page_size as u64;
+            inode.extent_blocks = page + 1;
+            state.put_inode(txn, dir_ino, Some(&inode));
+        }
+        self.stage_dir_page(state, txn, dir_ino, page)
+    }
+
+    fn remove_entry(
+        &self,
+        state: &mut State,
+        txn: &mut Txn,
+        dir_ino: u32,
+        name: &[u8],
+    ) -> FsResult<()> {
+        let dir = state.dir(self, dir_ino)?;
+        let (_, _, page) = dir.entries.remove(name).ok_or_else(|| FsError::Corrupt {
+            what: format!("directory {dir_ino}"),
+            detail: "an entry vanished during an operation".to_owned(),
+        })?;
+        if let Some((names, used)) = dir.pages.get_mut(page as usize) {
+            names.remove(name);
+            *used -= dir_entry_len(name);
+        }
+        self.stage_dir_page(state, txn, dir_ino, page)
+    }
+
+    fn stage_dir_page(
+        &self,
+        state: &mut State,
+        txn: &mut Txn,
+        dir_ino: u32,
+        page: u32,
+    ) -> FsResult<()> {
+        let rel = state.inode(dir_ino)?.rel;
+        let dir = state.dir(self, dir_ino)?;
+        let entries = super::state::page_entries(dir, page);
+        let image = crate::format::encode_dir_page(entries.iter(), self.page_size);
+        txn.pages.insert(Key::new(rel, page), Update::Image(image));
+        Ok(())
+    }
+}
+
+/// Takes `ino`'s name away in directory `parent` (both already in `changed`).
+fn unlink_inode(changed: &mut Changed<'_>, parent: u32, ino: u32, now: FileTime) -> FsResult<()> {
+    let inode = changed.get(ino)?;
+    inode.ctime = now;
+    inode.nlink = 0;
+    if inode.kind == FileKind::Directory {
+        let parent = changed.get(parent)?;
+        parent.nlink = parent.nlink.saturating_sub(1);
+    }
+    Ok(())
+}
+
+fn entry(
+    state: &mut State,
+    tree: &FileTree,
+    parent: u32,
+    name: &[u8],
+) -> FsResult<(u32, FileKind)> {
+    let (ino, kind, _) =
+        *state
+            .dir(tree, parent)?
+            .entries
+            .get(name)
+            .ok_or_else(|| FsError::NotFound {
+                parent: u64::from(parent),
+                name: String::from_utf8_lossy(name).into_owned(),
+            })?;
+    Ok((ino, kind))
+}
+
+fn exists(parent: u32, name: &[u8]) -> FsError {
+    FsError::Exists {
+        parent: u64::from(parent),
+        name: String::from_utf8_lossy(name).into_owned(),
+    }
+}
+
+fn touch(inode: &mut Inode, now: FileTime) {
+    inode.mtime = now;
+    inode.ctime = now;
+}
+
+pub(crate) fn check_mode(mode: u32) -> FsResult<()> {
+    if mode > 0o7777 {
+        return Err(FsError::InvalidArgument {
+            what: format!("mode {mode:#o} (permission bits are at most 0o7777)"),
+        });
+    }
+    Ok(())
+}

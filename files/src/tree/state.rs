@@ -1,0 +1,489 @@
+//! The tree's memory: the superblock, the inode table's pages and the directories read so
+//! far, and `Txn`, which gathers one operation's page updates into one commit.
+//!
+//! Invariants: the cached pages are exactly what the branch holds at the tree's view, plus
+//! the changes of the operation in progress (an operation checks everything it can refuse
+//! before it changes memory, and a failed commit fails the whole tree, so memory never
+//! runs ahead of the log in a tree that still answers).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use bytes::{Bytes, BytesMut};
+use pagefork_engine::{At, EngineError, Key, Lsn, Store, Update};
+
+use super::FileTree;
+use crate::error::{FsError, FsResult};
+use crate::format::{
+    self, DirEntry, FIRST_DATA_REL, INODE_BYTES, ROOT_INO, Superblock, TABLE_REL, decode_inode,
+    encode_inode, inode_slot, inodes_per_page,
+};
+use crate::inode::{FileKind, FileTime, Inode};
+
+/// How many pages one commit drops at most (about 600 KB of log, less if the store's
+/// commits are smaller); a bigger drop goes in several commits.
+const MAX_DROPS_PER_COMMIT: u32 = 1 << 16;
+/// Log bytes one update of a commit takes besides its data (key, tag, lengths).
+const UPDATE_OVERHEAD_BYTES: u64 = 16;
+/// Log bytes an operation's inode, directory and superblock updates may take besides
+/// its data: a rename touches up to four inodes and three directory pages.
+const METADATA_ALLOWANCE_PAGES: u64 = 8;
+
+/// How many pages one commit can drop in a store whose commits take `max_commit_bytes`.
+pub(crate) fn drops_per_commit(max_commit_bytes: u64) -> u32 {
+    let fit = max_commit_bytes / (2 * UPDATE_OVERHEAD_BYTES);
+    u32::try_from(fit)
+        .unwrap_or(u32::MAX)
+        .clamp(1, MAX_DROPS_PER_COMMIT)
+}
+
+/// The largest write that fits in one commit with its metadata, in whole pages, at most
+/// 1 MiB.
+pub(crate) fn max_write_bytes(max_commit_bytes: u64, page_size: usize) -> u32 {
+    let page = page_size as u64 + UPDATE_OVERHEAD_BYTES;
+    let pages = (max_commit_bytes / page).saturating_sub(METADATA_ALLOWANCE_PAGES + 1);
+    let bytes = (pages * page_size as u64).min(1 << 20);
+    u32::try_from(bytes).unwrap_or(1 << 20)
+}
+
+/// A directory's entries and which page holds each.
+#[derive(Debug, Default)]
+pub(crate) struct Dir {
+    pub(crate) entries: BTreeMap<Vec<u8>, (u32, FileKind, u32)>,
+    /// Per page: the names it holds and the bytes they take.
+    pub(crate) pages: Vec<(BTreeSet<Vec<u8>>, usize)>,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) superblock: Superblock,
+    table: HashMap<u32, BytesMut>,
+    pub(crate) dirs: HashMap<u32, Dir>,
+    free_inos: BTreeSet<u32>,
+    /// Linked nowhere, found when the tree was opened (freed then, if writable).
+    pub(crate) orphans: BTreeSet<u32>,
+    lookups: HashMap<u32, u64>,
+    /// The newest commit this tree logged.
+    pub(crate) last_lsn: Option<Lsn>,
+    pub(crate) failed: Option<String>,
+    page_size: usize,
+}
+
+/// A 64-bit inode number as the tree's 32-bit one.
+pub(crate) fn ino32(ino: u64) -> FsResult<u32> {
+    u32::try_from(ino)
+        .ok()
+        .filter(|&ino| ino >= ROOT_INO)
+        .ok_or(FsError::NoInode { ino })
+}
+
+impl State {
+    /// Reads the superblock and the whole inode table, creating an empty tree on a
+    /// writable branch that has none.
+    pub(crate) fn load(
+        store: &Store,
+        branch: &str,
+        at: At,
+        page_size: usize,
+        now: FileTime,
+    ) -> FsResult<State> {
+        let superblock = match store.get_page(branch, format::superblock_key(), at)? {
+            Some(page) => Superblock::decode(&page)?,
+            None if at == At::Latest => format_tree(store, branch, page_size, now)?,
+            None => {
+                return Err(FsError::NotATree {
+                    branch: branch.to_owned(),
+                });
+            }
+        };
+        if superblock.page_size as usize != page_size {
+            return Err(FsError::Corrupt {
+                what: "superblock".to_owned(),
+                detail: format!(
+                    "page size {}, the store's is {page_size}",
+                    superblock.page_size
+                ),
+            });
+        }
+        let mut state = State {
+            superblock,
+            table: HashMap::new(),
+            dirs: HashMap::new(),
+            free_inos: BTreeSet::new(),
+            orphans: BTreeSet::new(),
+            lookups: HashMap::new(),
+            last_lsn: None,
+            failed: None,
+            page_size,
+        };
+        let per_page = inodes_per_page(page_size);
+        let last_block = (superblock.inode_high_water - 1) / per_page + 1;
+        for block in 1..=last_block {
+            let page = match store.get_page(branch, Key::new(TABLE_REL, block), at)? {
+                Some(page) => BytesMut::from(&page[..]),
+                None => BytesMut::zeroed(page_size),
+            };
+            let first = ((block - 1) * per_page).max(ROOT_INO);
+            let end = (block * per_page).min(superblock.inode_high_water);
+            for ino in first..end {
+                let (_, offset) = inode_slot(ino, page_size);
+                match decode_inode(ino, page.get(offset..offset + INODE_BYTES).unwrap_or(&[]))? {
+                    None => {
+                        state.free_inos.insert(ino);
+                    }
+                    Some(inode) if inode.nlink == 0 => {
+                        state.orphans.insert(ino);
+                    }
+                    Some(_) => {}
+                }
+            }
+            state.table.insert(block, page);
+        }
+        let root = state.inode(ROOT_INO)?;
+        if root.kind != FileKind::Directory {
+            return Err(FsError::Corrupt {
+                what: format!("inode {ROOT_INO}"),
+                detail: "the root is not a directory".to_owned(),
+            });
+        }
+        Ok(state)
+    }
+
+    pub(crate) fn inodes_in_use(&self) -> u64 {
+        u64::from(self.superblock.inode_high_water - ROOT_INO) - self.free_inos.len() as u64
+    }
+
+    /// Inode `ino`, which must be in use.
+    pub(crate) fn inode(&self, ino: u32) -> FsResult<Inode> {
+        let missing = FsError::NoInode {
+            ino: u64::from(ino),
+        };
+        if ino < ROOT_INO || ino >= self.superblock.inode_high_water {
+            return Err(missing);
+        }
+        let (block, offset) = inode_slot(ino, self.page_size);
+        let page = self.table.get(&block).ok_or(FsError::NoInode {
+            ino: u64::from(ino),
+        })?;
+        decode_inode(ino, page.get(offset..offset + INODE_BYTES).unwrap_or(&[]))?.ok_or(missing)
+    }
+
+    /// A directory's inode, refusing other kinds.
+    pub(crate) fn dir_inode(&self, ino: u32) -> FsResult<Inode> {
+        let inode = self.inode(ino)?;
+        if inode.kind != FileKind::Directory {
+            return Err(FsError::NotDirectory {
+                ino: u64::from(ino),
+            });
+        }
+        Ok(inode)
+    }
+
+    /// Directory `ino`'s entries, read from its pages the first time.
+    pub(crate) fn dir(&mut self, tree: &FileTree, ino: u32) -> FsResult<&mut Dir> {
+        if !self.dirs.contains_key(&ino) {
+            let inode = self.dir_inode(ino)?;
+            let pages = u32::try_from(inode.size / self.page_size as u64).map_err(|_| {
+                FsError::Corrupt {
+                    what: format!("inode {ino}"),
+                    detail: format!("a directory of {} bytes", inode.size),
+                }
+            })?;
+            let mut dir = Dir::default();
+            for block in 0..pages {
+                let entries = match tree.read_page(inode.rel, block)? {
+                    Some(page) => format::decode_dir_page(ino, block, &page)?,
+                    None => Vec::new(),
+                };
+                let mut names = BTreeSet::new();
+                let mut used = format::DIR_PAGE_HEADER;
+                for entry in entries {
+                    used += format::dir_entry_len(&entry.name);
+                    names.insert(entry.name.clone());
+                    let previous = dir
+                        .entries
+                        .insert(entry.name, (entry.ino, entry.kind, block));
+                    if previous.is_some() {
+                        return Err(FsError::Corrupt {
+                            what: format!("directory {ino} page {block}"),
+                            detail: "a name listed twice".to_owned(),
+                        });
+                    }
+                }
+                dir.pages.push((names, used));
+            }
+            self.dirs.insert(ino, dir);
+        }
+        Ok(self.dirs.get_mut(&ino).expect("inserted above"))
+    }
+
+    /// Writes `inode` into its slot (memory only; `txn` remembers to log it).
+    pub(crate) fn put_inode(&mut self, txn: &mut Txn, ino: u32, inode: Option<&Inode>) {
+        let (block, offset) = inode_slot(ino, self.page_size);
+        let page_size = self.page_size;
+        let page = self
+            .table
+            .entry(block)
+            .or_insert_with(|| BytesMut::zeroed(page_size));
+        let slot = inode.map_or([0u8; INODE_BYTES], encode_inode);
+        page.get_mut(offset..offset + INODE_BYTES)
+            .expect("a slot is within its page")
+            .copy_from_slice(&slot);
+        let range = txn
+            .table
+            .entry(block)
+            .or_insert((offset, offset + INODE_BYTES));
+        range.0 = range.0.min(offset);
+        range.1 = range.1.max(offset + INODE_BYTES);
+    }
+
+    /// A free inode number (not yet marked used: `put_inode` does that).
+    pub(crate) fn allocate_ino(&mut self, txn: &mut Txn) -> FsResult<u32> {
+        if let Some(ino) = self.free_inos.pop_first() {
+            return Ok(ino);
+        }
+        let ino = self.superblock.inode_high_water;
+        if ino >= u32::MAX / 2 {
+            return Err(FsError::NoSpace {
+                what: "inode numbers",
+            });
+        }
+        let (block, _) = inode_slot(ino, self.page_size);
+        if !self.table.contains_key(&block) {
+            txn.new_table_pages.insert(block);
+        }
+        self.superblock.inode_high_water = ino + 1;
+        txn.superblock = true;
+        Ok(ino)
+    }
+
+    /// Checks that a data relation and an inode number can be handed out.
+    pub(crate) fn check_room(&self) -> FsResult<()> {
+        if self.superblock.next_rel == u32::MAX {
+            return Err(FsError::NoSpace {
+                what: "data relations",
+            });
+        }
+        if self.free_inos.is_empty() && self.superblock.inode_high_water >= u32::MAX / 2 {
+            return Err(FsError::NoSpace {
+                what: "inode numbers",
+            });
+        }
+        Ok(())
+    }
+
+    /// A data relation never used on this branch (after `check_room`).
+    pub(crate) fn allocate_rel(&mut self, txn: &mut Txn) -> u32 {
+        let rel = self.superblock.next_rel;
+        assert!(
+            (FIRST_DATA_REL..u32::MAX).contains(&rel),
+            "checked by check_room"
+        );
+        self.superblock.next_rel = rel + 1;
+        txn.superblock = true;
+        rel
+    }
+
+    pub(crate) fn retain(&mut self, ino: u32) {
+        *self.lookups.entry(ino).or_default() += 1;
+    }
+
+    /// Takes references back; true when none are left.
+    pub(crate) fn release(&mut self, ino: u32, count: u64) -> bool {
+        let Some(held) = self.lookups.get_mut(&ino) else {
+            return true;
+        };
+        *held = held.saturating_sub(count);
+        if *held == 0 {
+            self.lookups.remove(&ino);
+            return true;
+        }
+        false
+    }
+
+    pub(crate) fn is_referenced(&self, ino: u32) -> bool {
+        self.lookups.contains_key(&ino)
+    }
+
+    pub(crate) fn mark_free(&mut self, ino: u32) {
+        self.free_inos.insert(ino);
+        self.dirs.remove(&ino);
+    }
+
+    pub(crate) fn fail(&mut self, error: &EngineError) {
+        if self.failed.is_none() {
+            self.failed = Some(error.to_string());
+        }
+    }
+
+    fn table_update(&self, txn: &Txn, block: u32, range: (usize, usize)) -> Update {
+        let page = self
+            .table
+            .get(&block)
+            .expect("a changed table page is cached");
+        if txn.new_table_pages.contains(&block) {
+            Update::Image(Bytes::copy_from_slice(page))
+        } else {
+            Update::Patch {
+                offset: u32::try_from(range.0).expect("within a page"),
+                bytes: Bytes::copy_from_slice(
+                    page.get(range.0..range.1)
+                        .expect("a changed range is within its page"),
+                ),
+            }
+        }
+    }
+}
+
+/// One operation's changes, logged by `FileTree::commit` as one record.
+#[derive(Debug, Default)]
+pub(crate) struct Txn {
+    /// Data and directory pages (and drops).
+    pub(crate) pages: BTreeMap<Key, Update>,
+    /// Changed byte ranges of inode table pages.
+    table: BTreeMap<u32, (usize, usize)>,
+    new_table_pages: BTreeSet<u32>,
+    superblock: bool,
+}
+
+impl FileTree {
+    /// Logs `txn` as one commit (not waiting for durability). A failure fails the tree.
+    pub(crate) fn commit(&self, state: &mut State, mut txn: Txn) -> FsResult<()> {
+        let mut updates: Vec<(Key, Update)> = std::mem::take(&mut txn.pages).into_iter().collect();
+        for (&block, &range) in &txn.table {
+            let key = Key::new(TABLE_REL, block);
+            let update = state.table_update(&txn, block, range);
+            updates.push((key, update));
+        }
+        if txn.superblock {
+            let page = state.superblock.encode(self.page_size);
+            let bytes = page.slice(..format::SUPERBLOCK_BYTES);
+            updates.push((format::superblock_key(), Update::Patch { offset: 0, bytes }));
+        }
+        if updates.is_empty() {
+            return Ok(());
+        }
+        match self.store.commit_deferred(&self.branch, updates) {
+            Ok(commit) => {
+                state.last_lsn = Some(commit.lsn);
+                Ok(())
+            }
+            Err(error) => {
+                state.fail(&error);
+                Err(FsError::Store(error))
+            }
+        }
+    }
+
+    /// Page `block` of data relation `rel` at the tree's view.
+    pub(crate) fn read_page(&self, rel: u32, block: u32) -> FsResult<Option<Bytes>> {
+        Ok(self
+            .store
+            .get_page(&self.branch, Key::new(rel, block), self.read_at())?)
+    }
+
+    /// Removes inode `ino` and its data, now or, for a big file, over several commits
+    /// after the one that frees the inode (the pages are unreachable from then on: a data
+    /// relation is never handed out twice).
+    pub(crate) fn free_inode(&self, state: &mut State, ino: u32) -> FsResult<()> {
+        let inode = state.inode(ino)?;
+        let mut txn = Txn::default();
+        state.put_inode(&mut txn, ino, None);
+        let later = self.drop_pages(&mut txn, inode.rel, 0, inode.extent_blocks);
+        self.commit(state, txn)?;
+        state.mark_free(ino);
+        self.drop_pages_later(state, inode.rel, later)
+    }
+
+    /// Adds drops of `rel`'s pages `from..to` to `txn`, up to the limit of one commit;
+    /// returns the range left over.
+    pub(crate) fn drop_pages(&self, txn: &mut Txn, rel: u32, from: u32, to: u32) -> (u32, u32) {
+        let end = to.min(from.saturating_add(self.drops_per_commit));
+        for block in from..end {
+            txn.pages.insert(Key::new(rel, block), Update::Drop);
+        }
+        (end, to)
+    }
+
+    /// Drops pages nothing can see any more, in commits of their own.
+    pub(crate) fn drop_pages_later(
+        &self,
+        state: &mut State,
+        rel: u32,
+        (mut from, to): (u32, u32),
+    ) -> FsResult<()> {
+        while from < to {
+            let mut txn = Txn::default();
+            (from, _) = self.drop_pages(&mut txn, rel, from, to);
+            self.commit(state, txn)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes an empty tree (the superblock and a root directory) in one durable commit.
+fn format_tree(
+    store: &Store,
+    branch: &str,
+    page_size: usize,
+    now: FileTime,
+) -> FsResult<Superblock> {
+    if page_size < 512 {
+        return Err(FsError::InvalidArgument {
+            what: format!("a page size of {page_size} bytes (a tree needs 512 or more)"),
+        });
+    }
+    let superblock = Superblock {
+        page_size: u32::try_from(page_size).expect("page sizes fit u32"),
+        next_rel: FIRST_DATA_REL + 1,
+        inode_high_water: ROOT_INO + 1,
+    };
+    let root = Inode {
+        kind: FileKind::Directory,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        nlink: 2,
+        rel: FIRST_DATA_REL,
+        size: 0,
+        extent_blocks: 0,
+        parent: ROOT_INO,
+        atime: now,
+        mtime: now,
+        ctime: now,
+        crtime: now,
+    };
+    let (block, offset) = inode_slot(ROOT_INO, page_size);
+    let mut table = BytesMut::zeroed(page_size);
+    table
+        .get_mut(offset..offset + INODE_BYTES)
+        .expect("a slot is within its page")
+        .copy_from_slice(&encode_inode(&root));
+    store.commit(
+        branch,
+        vec![
+            (
+                format::superblock_key(),
+                Update::Image(superblock.encode(page_size)),
+            ),
+            (Key::new(TABLE_REL, block), Update::Image(table.freeze())),
+        ],
+    )?;
+    Ok(superblock)
+}
+
+/// Directory entries in the order a page holds them.
+pub(crate) fn page_entries(dir: &Dir, page: u32) -> Vec<DirEntry> {
+    let Some((names, _)) = dir.pages.get(page as usize) else {
+        return Vec::new();
+    };
+    names
+        .iter()
+        .filter_map(|name| {
+            dir.entries.get(name).map(|&(ino, kind, _)| DirEntry {
+                name: name.clone(),
+                ino,
+                kind,
+            })
+        })
+        .collect()
+}

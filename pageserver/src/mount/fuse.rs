@@ -1,0 +1,553 @@
+//! The FUSE adapter: the kernel's requests translated to `FileTree` calls, nothing more.
+//!
+//! Every answer comes from the tree (the kernel is told so with attribute and entry
+//! lifetimes; a mount is its branch's only writer, so what the kernel caches stays true).
+//! `fsync` and `fsyncdir` wait until everything the tree logged is durable: never ENOSYS,
+//! which the kernel would turn into a silent success. A failed commit fails the tree, and
+//! every later request answers EIO until the branch is mounted again.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
+};
+use pagefork_files::{
+    Attributes, DirListing, FileKind, FileTime, FileTree, FsError, Owner, SetAttributes,
+};
+use parking_lot::Mutex;
+
+/// How long the kernel may trust an answer: the tree changes only through this mount.
+const TTL: Duration = Duration::from_secs(60);
+const SET_GROUP_ID: u32 = 0o2000;
+
+/// A directory's entries as `opendir` saw them: inode, type, name.
+type Listing = Arc<Vec<(u64, FileType, Vec<u8>)>>;
+
+/// A `FileTree` as a FUSE file system.
+pub(crate) struct FuseAdapter {
+    tree: Arc<FileTree>,
+    /// Open directories: the listing taken at `opendir`, so `readdir` offsets stay valid
+    /// while names come and go (each unchanged name is listed exactly once).
+    listings: Mutex<HashMap<u64, Listing>>,
+    next_handle: AtomicU64,
+    /// Where the store lives: `statfs` reports that disk's space.
+    store_dir: Option<std::path::PathBuf>,
+}
+
+impl FuseAdapter {
+    pub(crate) fn new(tree: Arc<FileTree>) -> FuseAdapter {
+        let store_dir = tree.store().dir().map(std::path::Path::to_path_buf);
+        FuseAdapter {
+            tree,
+            listings: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            store_dir,
+        }
+    }
+
+    fn attr(&self, attributes: &Attributes) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(attributes.ino),
+            size: attributes.size,
+            blocks: attributes.blocks,
+            atime: attributes.atime.to_system_time(),
+            mtime: attributes.mtime.to_system_time(),
+            ctime: attributes.ctime.to_system_time(),
+            crtime: attributes.crtime.to_system_time(),
+            kind: file_type(attributes.kind),
+            perm: u16::try_from(attributes.mode).unwrap_or(0),
+            nlink: attributes.nlink,
+            uid: attributes.uid,
+            gid: attributes.gid,
+            rdev: 0,
+            blksize: u32::try_from(self.tree.page_size()).unwrap_or(8192),
+            flags: 0,
+        }
+    }
+
+    fn entry(&self, result: Result<Attributes, FsError>, reply: ReplyEntry) {
+        match result {
+            Ok(attributes) => reply.entry(&TTL, &self.attr(&attributes), Generation(0)),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    /// The owner of a new inode in `parent`: the caller, with the directory's group if it
+    /// is set-group-ID (and a new directory inherits the bit).
+    fn owner(&self, request: &Request, parent: INodeNo, mode: u32, umask: u32, dir: bool) -> Owner {
+        let mut owner = Owner {
+            mode: mode & !umask & 0o7777,
+            uid: request.uid(),
+            gid: request.gid(),
+        };
+        if let Ok(parent) = self.tree.attributes(parent.0)
+            && parent.mode & SET_GROUP_ID != 0
+        {
+            owner.gid = parent.gid;
+            if dir {
+                owner.mode |= SET_GROUP_ID;
+            }
+        }
+        owner
+    }
+}
+
+fn file_type(kind: FileKind) -> FileType {
+    match kind {
+        FileKind::File => FileType::RegularFile,
+        FileKind::Directory => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+    }
+}
+
+/// The errno a refusal or failure answers.
+pub(crate) fn errno(error: &FsError) -> Errno {
+    match error {
+        FsError::NoInode { .. } | FsError::NotFound { .. } => Errno::ENOENT,
+        FsError::Exists { .. } => Errno::EEXIST,
+        FsError::NotDirectory { .. } => Errno::ENOTDIR,
+        FsError::IsDirectory { .. } => Errno::EISDIR,
+        FsError::NotEmpty { .. } => Errno::ENOTEMPTY,
+        FsError::NameTooLong { .. } => Errno::ENAMETOOLONG,
+        FsError::NotSymlink { .. }
+        | FsError::InvalidName { .. }
+        | FsError::IntoOwnSubtree { .. }
+        | FsError::InvalidArgument { .. } => Errno::EINVAL,
+        FsError::FileTooLarge { .. } => Errno::EFBIG,
+        FsError::NoSpace { .. } => Errno::ENOSPC,
+        FsError::ReadOnly => Errno::EROFS,
+        FsError::NotSupported { .. } => Errno::EOPNOTSUPP,
+        other => {
+            tracing::error!("{other}");
+            Errno::EIO
+        }
+    }
+}
+
+fn file_time(time: TimeOrNow) -> FileTime {
+    match time {
+        TimeOrNow::SpecificTime(time) => FileTime::from_system_time(time),
+        TimeOrNow::Now => FileTime::from_system_time(SystemTime::now()),
+    }
+}
+
+impl Filesystem for FuseAdapter {
+    fn init(&mut self, _request: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Directory operations in parallel (the tree orders them under its own lock).
+        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        let _ = config.set_max_write(self.tree.max_write());
+        Ok(())
+    }
+
+    fn lookup(&self, _request: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.entry(self.tree.lookup(parent.0, name.as_bytes()), reply);
+    }
+
+    fn forget(&self, _request: &Request, ino: INodeNo, lookups: u64) {
+        if let Err(error) = self.tree.forget(ino.0, lookups) {
+            tracing::error!("forgetting inode {}: {error}", ino.0);
+        }
+    }
+
+    fn getattr(&self, _request: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.tree.attributes(ino.0) {
+            Ok(attributes) => reply.attr(&TTL, &self.attr(&attributes)),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _request: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let changes = SetAttributes {
+            mode: mode.map(|mode| mode & 0o7777),
+            uid,
+            gid,
+            size,
+            atime: atime.map(file_time),
+            mtime: mtime.map(file_time),
+        };
+        match self.tree.set_attributes(ino.0, changes) {
+            Ok(attributes) => reply.attr(&TTL, &self.attr(&attributes)),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn readlink(&self, _request: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.tree.read_link(ino.0) {
+            Ok(target) => reply.data(&target),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        request: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        // Only regular files: devices, FIFOs and sockets are not stored.
+        const FILE_TYPE_MASK: u32 = 0o170_000;
+        const REGULAR: u32 = 0o100_000;
+        if mode & FILE_TYPE_MASK != REGULAR && mode & FILE_TYPE_MASK != 0 {
+            return reply.error(Errno::EPERM);
+        }
+        let owner = self.owner(request, parent, mode, umask, false);
+        self.entry(
+            self.tree.create_file(parent.0, name.as_bytes(), owner),
+            reply,
+        );
+    }
+
+    fn mkdir(
+        &self,
+        request: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let owner = self.owner(request, parent, mode, umask, true);
+        self.entry(
+            self.tree.make_directory(parent.0, name.as_bytes(), owner),
+            reply,
+        );
+    }
+
+    fn unlink(&self, _request: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.tree.unlink(parent.0, name.as_bytes()) {
+            Ok(()) => reply.ok(),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn rmdir(&self, _request: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.tree.remove_directory(parent.0, name.as_bytes()) {
+            Ok(()) => reply.ok(),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn symlink(
+        &self,
+        request: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        let owner = self.owner(request, parent, 0o777, 0, false);
+        let made = self.tree.symlink(
+            parent.0,
+            link_name.as_bytes(),
+            target.as_os_str().as_bytes(),
+            owner.uid,
+            owner.gid,
+        );
+        self.entry(made, reply);
+    }
+
+    fn rename(
+        &self,
+        _request: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        new_parent: INodeNo,
+        new_name: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        if !(flags - RenameFlags::RENAME_NOREPLACE).is_empty() {
+            // RENAME_EXCHANGE and RENAME_WHITEOUT are not offered.
+            return reply.error(Errno::EINVAL);
+        }
+        let renamed = self.tree.rename(
+            parent.0,
+            name.as_bytes(),
+            new_parent.0,
+            new_name.as_bytes(),
+            no_replace,
+        );
+        match renamed {
+            Ok(()) => reply.ok(),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn link(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        _new_parent: INodeNo,
+        _new_name: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        // No hard links: a file has one name.
+        reply.error(Errno::EPERM);
+    }
+
+    fn open(&self, _request: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.tree.attributes(ino.0) {
+            Ok(attributes) if attributes.kind == FileKind::Directory => reply.error(Errno::EISDIR),
+            // The kernel may keep a file's cached pages across opens: only this mount
+            // writes the branch.
+            Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn read(
+        &self,
+        _request: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.tree.read(ino.0, offset, size) {
+            Ok(bytes) => reply.data(&bytes),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn write(
+        &self,
+        _request: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.tree.write(ino.0, offset, data) {
+            Ok(written) => reply.written(written),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // Writes are applied when they arrive; `close` has nothing to add.
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.tree.sync() {
+            Ok(()) => reply.ok(),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn opendir(&self, _request: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let listing = self.tree.read_dir(ino.0).and_then(|entries| {
+            let parent = self.tree.parent_of(ino.0)?;
+            let mut listing = vec![
+                (ino.0, FileType::Directory, b".".to_vec()),
+                (parent, FileType::Directory, b"..".to_vec()),
+            ];
+            listing.extend(
+                entries
+                    .into_iter()
+                    .map(|DirListing { name, ino, kind }| (ino, file_type(kind), name)),
+            );
+            Ok(listing)
+        });
+        match listing {
+            Ok(listing) => {
+                let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
+                self.listings.lock().insert(handle, Arc::new(listing));
+                reply.opened(FileHandle(handle), FopenFlags::empty());
+            }
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(listing) = self.listings.lock().get(&fh.0).cloned() else {
+            return reply.error(Errno::EBADF);
+        };
+        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (index, (ino, kind, name)) in listing.iter().enumerate().skip(skip) {
+            if reply.add(
+                INodeNo(*ino),
+                index as u64 + 1,
+                *kind,
+                OsStr::from_bytes(name),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.listings.lock().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.tree.sync() {
+            Ok(()) => reply.ok(),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn statfs(&self, _request: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let page_size = self.tree.page_size() as u64;
+        let inodes = self.tree.stats().map(|stats| stats.inodes).unwrap_or(0);
+        let (total, free) = self
+            .store_dir
+            .as_deref()
+            .and_then(|dir| super::disk_space(dir).ok())
+            .unwrap_or((1 << 40, 1 << 40));
+        let files = u64::from(u32::MAX / 2);
+        reply.statfs(
+            total / page_size,
+            free / page_size,
+            free / page_size,
+            files,
+            files.saturating_sub(inodes),
+            u32::try_from(page_size).unwrap_or(8192),
+            255,
+            u32::try_from(page_size).unwrap_or(8192),
+        );
+    }
+
+    fn setxattr(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EOPNOTSUPP);
+    }
+
+    fn getxattr(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(Errno::EOPNOTSUPP);
+    }
+
+    fn listxattr(&self, _request: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::EOPNOTSUPP);
+    }
+
+    fn removexattr(&self, _request: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EOPNOTSUPP);
+    }
+
+    fn create(
+        &self,
+        request: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let owner = self.owner(request, parent, mode, umask, false);
+        match self.tree.create_file(parent.0, name.as_bytes(), owner) {
+            Ok(attributes) => reply.created(
+                &TTL,
+                &self.attr(&attributes),
+                Generation(0),
+                FileHandle(0),
+                FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        // Pages are allocated when written; the C library writes zeros instead.
+        reply.error(Errno::EOPNOTSUPP);
+    }
+}

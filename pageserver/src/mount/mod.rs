@@ -1,0 +1,213 @@
+//! Mounts: a branch's file tree (`pagefork_files`) shown as a directory through FUSE.
+//!
+//! Owns the checks before a mount (the branch exists, the mount point is an empty
+//! directory, `/dev/fuse` is there, and the process may mount), the FUSE session and its
+//! worker threads, and a clean unmount: the kernel lets go of the directory, then
+//! everything the tree logged is made durable. A mount is its branch's only writer;
+//! `pagefork serve` keeps a registry of its mounts (see `registry`) so that operations
+//! that would change a mounted branch under its writer are refused.
+
+mod command;
+mod fuse;
+
+pub(crate) use command::run_foreground;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result, bail};
+use fuser::{Config as FuseConfig, MountOption, SessionACL, SessionUnmounter};
+use pagefork_engine::{At, Store};
+use pagefork_files::{FileTree, TreeOptions, TreeView};
+
+/// What to mount and how.
+#[derive(Clone, Debug)]
+pub(crate) struct MountSpec {
+    /// The branch.
+    pub(crate) branch: String,
+    /// The mount point: an existing, empty directory.
+    pub(crate) dir: PathBuf,
+    /// Refuse writes (implied by `at` other than `Latest`).
+    pub(crate) read_only: bool,
+    /// The state to show.
+    pub(crate) at: At,
+}
+
+/// FUSE worker threads: enough that a request waiting for an fsync does not hold up the
+/// others.
+const WORKER_THREADS: usize = 4;
+
+/// A live mount.
+pub(crate) struct Mounted {
+    tree: Arc<FileTree>,
+    dir: PathBuf,
+    unmounter: Arc<Unmounter>,
+    session: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl std::fmt::Debug for Mounted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mounted")
+            .field("branch", &self.tree.branch())
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks that FUSE can be used here: `/dev/fuse` exists and the process is root (which
+/// mounts with mount(2)) or has `fusermount3`.
+pub(crate) fn check_fuse_available() -> Result<()> {
+    if !Path::new("/dev/fuse").exists() {
+        bail!(
+            "/dev/fuse is missing: load the fuse module (modprobe fuse) or, in a container, \
+             pass the device in (--device /dev/fuse)"
+        );
+    }
+    if !nix::unistd::geteuid().is_root() && find_in_path("fusermount3").is_none() {
+        bail!(
+            "not running as root and fusermount3 is not installed: run as root, or install \
+             the fuse3 package"
+        );
+    }
+    Ok(())
+}
+
+fn find_in_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Checks that `dir` is an existing, empty directory.
+pub(crate) fn check_mount_point(dir: &Path) -> Result<()> {
+    let metadata = std::fs::metadata(dir)
+        .with_context(|| format!("mount point {} does not exist", dir.display()))?;
+    if !metadata.is_dir() {
+        bail!("mount point {} is not a directory", dir.display());
+    }
+    let mut entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list mount point {}", dir.display()))?;
+    if entries.next().is_some() {
+        bail!("mount point {} is not empty", dir.display());
+    }
+    Ok(())
+}
+
+/// Bytes in total and free on the file system holding `dir`.
+pub(crate) fn disk_space(dir: &Path) -> nix::Result<(u64, u64)> {
+    let stats = nix::sys::statvfs::statvfs(dir)?;
+    let fragment = stats.fragment_size();
+    Ok((
+        stats.blocks() * fragment,
+        stats.blocks_available() * fragment,
+    ))
+}
+
+/// Opens the branch's tree and mounts it at `spec.dir`, serving requests on worker
+/// threads until `unmount` (or an external `umount`).
+pub(crate) fn mount(store: Store, spec: &MountSpec) -> Result<Mounted> {
+    check_fuse_available()?;
+    store.branch_info(&spec.branch)?;
+    check_mount_point(&spec.dir)?;
+    let options = TreeOptions {
+        read_only: spec.read_only,
+        at: spec.at,
+        ..TreeOptions::default()
+    };
+    let tree = Arc::new(
+        FileTree::open(store, &spec.branch, options)
+            .with_context(|| format!("cannot open the file tree of branch {:?}", spec.branch))?,
+    );
+    let mut mount_options = vec![
+        MountOption::FSName(format!("pagefork:{}", spec.branch)),
+        MountOption::Subtype("pagefork".to_owned()),
+        // Permissions are checked by the kernel against the modes the tree stores, so
+        // other users (Postgres runs as `postgres`) get exactly what the modes allow.
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+        MountOption::Dev,
+        MountOption::Suid,
+    ];
+    if *tree.view() != TreeView::Writable {
+        mount_options.push(MountOption::RO);
+    }
+    let mut config = FuseConfig::default();
+    config.mount_options = mount_options;
+    config.acl = SessionACL::All;
+    config.n_threads = Some(WORKER_THREADS);
+    config.clone_fd = true;
+    let adapter = fuse::FuseAdapter::new(Arc::clone(&tree));
+    let mut session = fuser::Session::new(adapter, &spec.dir, &config).with_context(|| {
+        format!(
+            "cannot mount branch {:?} at {}",
+            spec.branch,
+            spec.dir.display()
+        )
+    })?;
+    let unmounter = Arc::new(Unmounter {
+        inner: parking_lot::Mutex::new(session.unmount_callable()),
+        dir: spec.dir.clone(),
+    });
+    let thread = std::thread::Builder::new()
+        .name(format!("mount {}", spec.branch))
+        .spawn(move || session.run())
+        .context("cannot start the mount's thread")?;
+    Ok(Mounted {
+        tree,
+        dir: spec.dir.clone(),
+        unmounter,
+        session: Some(thread),
+    })
+}
+
+impl Mounted {
+    /// The mounted tree.
+    pub(crate) fn tree(&self) -> &Arc<FileTree> {
+        &self.tree
+    }
+
+    /// A handle that unmounts from another thread (a signal handler's).
+    pub(crate) fn unmounter(&self) -> Arc<Unmounter> {
+        Arc::clone(&self.unmounter)
+    }
+
+    /// Waits until the mount ends (an `unmount` or an external `umount`), then makes
+    /// everything the tree logged durable.
+    pub(crate) fn wait(mut self) -> Result<()> {
+        if let Some(session) = self.session.take() {
+            match session.join() {
+                Ok(result) => result.context("the FUSE session failed")?,
+                Err(_) => bail!("the FUSE session panicked"),
+            }
+        }
+        self.tree
+            .sync()
+            .with_context(|| format!("cannot make branch {:?} durable", self.tree.branch()))
+    }
+
+}
+
+/// Unmounts a mount from any thread.
+pub(crate) struct Unmounter {
+    inner: parking_lot::Mutex<SessionUnmounter>,
+    dir: PathBuf,
+}
+
+impl Unmounter {
+    /// Unmounts; if the mount is busy (files open in it), detaches it lazily: the kernel
+    /// then ends the session once the last file is closed.
+    pub(crate) fn unmount(&self) -> Result<()> {
+        match self.inner.lock().unmount() {
+            Ok(()) => Ok(()),
+            Err(error) if error.raw_os_error() == Some(nix::libc::EBUSY) => {
+                nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH)
+                    .with_context(|| format!("cannot detach {}", self.dir.display()))
+            }
+            Err(error) => {
+                Err(error).with_context(|| format!("cannot unmount {}", self.dir.display()))
+            }
+        }
+    }
+}

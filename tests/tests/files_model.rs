@@ -1,0 +1,409 @@
+//! The file tree (`pagefork_files::FileTree`) against a plain model, on the simulated disk:
+//! random creates, writes at odd offsets and lengths (holes, past 4 GiB), truncations up
+//! and down, chmods, unlinks, rmdirs and renames (with the refusals each must give), with
+//! reopens, files held open while unlinked, read-only views at earlier LSNs and times,
+//! branches at earlier LSNs written to, and power cuts. After a cut the tree must be
+//! exactly the model as of some operation no earlier than the last `sync`: every
+//! operation whole or absent, in order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pagefork_engine::sim::{SimFileSystem, TornFill};
+use pagefork_engine::{
+    At, BranchOptions, Clock, Config, Lsn, ManualClock, Store, SyncMode, Timestamp,
+};
+use pagefork_files::{FileKind, FileTree, FsError, Owner, SetAttributes, TreeOptions};
+use pagefork_tests::files_model::{FileOp, Model, Node, OpLimits, Outcome, SparseFile, random_op};
+use pagefork_tests::{TestRng, run_seeds};
+
+const PAGE_SIZE: usize = 8192;
+
+fn config(fs: &SimFileSystem, clock: &ManualClock) -> Config {
+    Config {
+        page_size: PAGE_SIZE,
+        sync_mode: SyncMode::Always,
+        clock: Arc::new(clock.clone()),
+        fs: Arc::new(fs.clone()),
+        housekeeping_thread: false,
+        // Small thresholds, so runs go through flushes, compaction, images and WAL
+        // removal; 1 MiB segments hold a 1 MiB write's commit... less its metadata.
+        wal_segment_size: 2 << 20,
+        checkpoint_after_bytes: 1 << 20,
+        layer_flush_bytes: 256 << 10,
+        memory_budget_bytes: u64::MAX,
+        compact_l0_layers: 3,
+        l1_layer_bytes: 512 << 10,
+        image_after_deltas: 3,
+        ..Config::default()
+    }
+}
+
+fn options(clock: &ManualClock, at: At) -> TreeOptions {
+    TreeOptions {
+        read_only: at != At::Latest,
+        at,
+        clock: Arc::new(clock.clone()),
+    }
+}
+
+/// The name `FileOp` outcomes use for a refusal.
+fn refusal(error: &FsError) -> &'static str {
+    match error {
+        FsError::NotFound { .. } | FsError::NoInode { .. } => "NotFound",
+        FsError::Exists { .. } => "Exists",
+        FsError::NotDirectory { .. } => "NotDirectory",
+        FsError::IsDirectory { .. } => "IsDirectory",
+        FsError::NotEmpty { .. } => "NotEmpty",
+        FsError::NameTooLong { .. } => "NameTooLong",
+        FsError::InvalidName { .. } => "InvalidName",
+        FsError::IntoOwnSubtree { .. } => "IntoOwnSubtree",
+        other => panic!("unexpected failure: {other}"),
+    }
+}
+
+fn resolve(tree: &FileTree, path: &[Vec<u8>]) -> Result<u64, FsError> {
+    let mut ino = tree.root();
+    for name in path {
+        let found = tree.lookup(ino, name)?;
+        tree.forget(found.ino, 1)?;
+        ino = found.ino;
+    }
+    Ok(ino)
+}
+
+fn split(path: &[Vec<u8>]) -> (&[Vec<u8>], &[u8]) {
+    let (name, dir) = path.split_last().expect("operations name a path");
+    (dir, name)
+}
+
+/// Runs `op` on the tree, as the model names outcomes.
+fn run(tree: &FileTree, op: &FileOp) -> Outcome {
+    let owner = |mode| Owner {
+        mode,
+        uid: 0,
+        gid: 0,
+    };
+    let result: Result<(), FsError> = (|| match op {
+        FileOp::Create(dir, name, mode) => {
+            let made = tree.create_file(resolve(tree, dir)?, name, owner(*mode))?;
+            tree.forget(made.ino, 1)
+        }
+        FileOp::Mkdir(dir, name, mode) => {
+            let made = tree.make_directory(resolve(tree, dir)?, name, owner(*mode))?;
+            tree.forget(made.ino, 1)
+        }
+        FileOp::Symlink(dir, name, target) => {
+            let made = tree.symlink(resolve(tree, dir)?, name, target, 0, 0)?;
+            tree.forget(made.ino, 1)
+        }
+        FileOp::Write(path, offset, data) => {
+            let written = tree.write(resolve(tree, path)?, *offset, data)?;
+            assert_eq!(written as usize, data.len());
+            Ok(())
+        }
+        FileOp::Truncate(path, size) => {
+            let changes = SetAttributes {
+                size: Some(*size),
+                ..SetAttributes::default()
+            };
+            tree.set_attributes(resolve(tree, path)?, changes).map(drop)
+        }
+        FileOp::Chmod(path, mode) => {
+            let changes = SetAttributes {
+                mode: Some(*mode),
+                ..SetAttributes::default()
+            };
+            tree.set_attributes(resolve(tree, path)?, changes).map(drop)
+        }
+        FileOp::Unlink(path) => {
+            let (dir, name) = split(path);
+            tree.unlink(resolve(tree, dir)?, name)
+        }
+        FileOp::Rmdir(path) => {
+            let (dir, name) = split(path);
+            tree.remove_directory(resolve(tree, dir)?, name)
+        }
+        FileOp::Rename(from, to_dir, to_name) => {
+            let (dir, name) = split(from);
+            let (from_dir, to_dir) = (resolve(tree, dir)?, resolve(tree, to_dir)?);
+            tree.rename(from_dir, name, to_dir, to_name, false)
+        }
+    })();
+    result.map_err(|error| refusal(&error))
+}
+
+/// Asserts that the tree is exactly `model`: names, kinds, modes, link counts, sizes,
+/// and the bytes around everything written (whole files up to 1 MiB).
+fn check(tree: &FileTree, model: &Model, context: &str) {
+    check_node(tree, tree.root(), &model.root, &format!("{context}: /"));
+}
+
+fn check_node(tree: &FileTree, ino: u64, node: &Node, path: &str) {
+    let attributes = tree
+        .attributes(ino)
+        .unwrap_or_else(|error| panic!("{path}: {error}"));
+    match node {
+        Node::Dir(entries, mode) => {
+            assert_eq!(attributes.kind, FileKind::Directory, "{path}");
+            if ino != tree.root() {
+                assert_eq!(attributes.mode, *mode, "{path}: mode");
+            }
+            let listed = tree.read_dir(ino).unwrap();
+            let names: Vec<&Vec<u8>> = listed.iter().map(|entry| &entry.name).collect();
+            let expected: Vec<&Vec<u8>> = entries.keys().collect();
+            assert_eq!(names, expected, "{path}: entries");
+            let subdirs = entries
+                .values()
+                .filter(|node| matches!(node, Node::Dir(..)))
+                .count();
+            assert_eq!(attributes.nlink as usize, 2 + subdirs, "{path}: link count");
+            for entry in listed {
+                let child = &entries[&entry.name];
+                let name = String::from_utf8_lossy(&entry.name);
+                check_node(tree, entry.ino, child, &format!("{path}{name}/"));
+            }
+        }
+        Node::File(file, mode) => {
+            assert_eq!(attributes.kind, FileKind::File, "{path}");
+            assert_eq!(attributes.mode, *mode, "{path}: mode");
+            assert_eq!(attributes.nlink, 1, "{path}: link count");
+            assert_eq!(attributes.size, file.size, "{path}: size");
+            check_bytes(tree, ino, file, path);
+        }
+        Node::Link(target) => {
+            assert_eq!(attributes.kind, FileKind::Symlink, "{path}");
+            assert_eq!(&tree.read_link(ino).unwrap(), target, "{path}: target");
+        }
+    }
+}
+
+fn check_bytes(tree: &FileTree, ino: u64, file: &SparseFile, path: &str) {
+    if file.size <= 1 << 20 {
+        let whole = tree.read(ino, 0, 2 << 20).unwrap();
+        assert!(whole == file.read(0, 2 << 20), "{path}: bytes differ");
+    }
+    for (offset, len) in file.probes() {
+        let read = tree.read(ino, offset, len as u32).unwrap();
+        assert!(
+            read == file.read(offset, len),
+            "{path}: bytes at {offset} (+{len}) differ"
+        );
+    }
+}
+
+/// One operation's place in history: the head before it, the head after it, the model
+/// after it and its time. Its first commit is the first after `before`.
+#[derive(Clone)]
+struct Step {
+    before: Lsn,
+    after: Lsn,
+    time: Timestamp,
+    model: Model,
+}
+
+fn head(store: &Store, branch: &str) -> Lsn {
+    store.branch_info(branch).unwrap().head
+}
+
+#[test]
+fn the_tree_matches_the_model_through_reopens_views_branches_and_power_cuts() {
+    let counts = run_seeds(12, |seed| {
+        let mut rng = TestRng::new(seed);
+        let fs = SimFileSystem::new(seed);
+        if seed % 3 == 1 {
+            fs.tear_writes(512, TornFill::Garbage);
+        } else if seed % 3 == 2 {
+            fs.reorder_writeback(4096, TornFill::Zeros);
+        }
+        let clock = ManualClock::new(Timestamp(1_790_000_000_000_000));
+        let dir = std::path::Path::new("/store");
+        let mut store = Store::create(dir, config(&fs, &clock)).unwrap();
+        let mut tree = FileTree::open(store.clone(), "main", options(&clock, At::Latest)).unwrap();
+        let limits = OpLimits {
+            max_write: u64::from(tree.max_write()).min(3 * PAGE_SIZE as u64),
+            page_size: PAGE_SIZE as u64,
+            far_per_mille: 15,
+        };
+        let mut model = Model::default();
+        let start = head(&store, "main");
+        let mut history = vec![Step {
+            before: start,
+            after: start,
+            time: clock.now(),
+            model: model.clone(),
+        }];
+        let mut synced = start;
+        let mut held: Vec<(u64, SparseFile)> = Vec::new();
+        let (mut cuts, mut views, mut branches, mut refusals) = (0, 0, 0, 0);
+        for step in 0..160 {
+            clock.advance(Duration::from_secs(1));
+            let context = format!("seed {seed} step {step}");
+            match rng.below(100) {
+                0..=2 => {
+                    held.clear();
+                    drop(tree);
+                    tree =
+                        FileTree::open(store.clone(), "main", options(&clock, At::Latest)).unwrap();
+                    check(&tree, &model, &format!("{context} after reopening"));
+                }
+                3..=5 => {
+                    let past = rng.pick(&history).unwrap().clone();
+                    let at = if rng.chance(500) {
+                        At::Lsn(past.after)
+                    } else {
+                        At::Time(past.time)
+                    };
+                    let view = FileTree::open(store.clone(), "main", options(&clock, at)).unwrap();
+                    check(
+                        &view,
+                        &past.model,
+                        &format!("{context} read-only at {at:?}"),
+                    );
+                    assert!(matches!(
+                        view.write(view.root(), 0, b"x"),
+                        Err(FsError::ReadOnly)
+                    ));
+                    views += 1;
+                }
+                6 => {
+                    let past = rng.pick(&history).unwrap().clone();
+                    let name = format!("b{step}");
+                    store
+                        .create_branch(&name, "main", At::Lsn(past.after), BranchOptions::default())
+                        .unwrap();
+                    let branch =
+                        FileTree::open(store.clone(), &name, options(&clock, At::Latest)).unwrap();
+                    check(
+                        &branch,
+                        &past.model,
+                        &format!("{context} branch at {}", past.after),
+                    );
+                    let mut branch_model = past.model.clone();
+                    let op = random_op(&mut rng, &branch_model, limits);
+                    assert_eq!(
+                        run(&branch, &op),
+                        branch_model.apply(&op),
+                        "{context} on the branch: {op:?}"
+                    );
+                    check(
+                        &branch,
+                        &branch_model,
+                        &format!("{context} branch after {op:?}"),
+                    );
+                    check(
+                        &tree,
+                        &model,
+                        &format!("{context} main after a branch's write"),
+                    );
+                    branches += 1;
+                }
+                7..=10 => {
+                    tree.sync().unwrap();
+                    synced = head(&store, "main");
+                }
+                11 if seed % 3 != 0 || seed % 2 == 0 => {
+                    held.clear();
+                    fs.crash();
+                    drop(tree);
+                    drop(store);
+                    store = Store::open_with(dir, config(&fs, &clock)).unwrap();
+                    let survived = head(&store, "main");
+                    assert!(
+                        survived >= synced,
+                        "{context}: a synced operation was lost ({survived} < {synced})"
+                    );
+                    let mut index = 0;
+                    history.retain(|past| {
+                        index += 1;
+                        index == 1 || past.before < survived
+                    });
+                    let last = history.last_mut().unwrap();
+                    last.after = last.after.min(survived);
+                    model = last.model.clone();
+                    tree =
+                        FileTree::open(store.clone(), "main", options(&clock, At::Latest)).unwrap();
+                    check(
+                        &tree,
+                        &model,
+                        &format!("{context} after a power cut at {survived}"),
+                    );
+                    synced = head(&store, "main");
+                    cuts += 1;
+                }
+                18..=20 => {
+                    // Flushes, compaction, images, WAL removal, checkpoints: what the
+                    // housekeeping thread does, at chosen moments.
+                    store.housekeep().unwrap();
+                }
+                12..=14 if !held.is_empty() => {
+                    let (ino, file) = held.swap_remove(rng.below(held.len() as u64) as usize);
+                    check_bytes(&tree, ino, &file, &format!("{context} held inode {ino}"));
+                    tree.forget(ino, 1).unwrap();
+                    assert!(
+                        tree.attributes(ino).is_err(),
+                        "{context}: inode {ino} outlived its last reference"
+                    );
+                }
+                15..=17 => {
+                    // A file held open while its name goes: still readable, freed later.
+                    let files: Vec<_> = model
+                        .paths()
+                        .into_iter()
+                        .filter_map(|(path, node)| match node {
+                            Node::File(file, _) => Some((path, file.clone())),
+                            _ => None,
+                        })
+                        .collect();
+                    if let Some((path, file)) = rng.pick(&files).cloned() {
+                        let before = head(&store, "main");
+                        let (dir, name) = split(&path);
+                        let found = tree.lookup(resolve(&tree, dir).unwrap(), name).unwrap();
+                        assert_eq!(
+                            run(&tree, &FileOp::Unlink(path.clone())),
+                            model.apply(&FileOp::Unlink(path))
+                        );
+                        held.push((found.ino, file));
+                        history.push(Step {
+                            before,
+                            after: head(&store, "main"),
+                            time: clock.now(),
+                            model: model.clone(),
+                        });
+                    }
+                }
+                _ => {
+                    let op = random_op(&mut rng, &model, limits);
+                    let before = head(&store, "main");
+                    let expected = model.apply(&op);
+                    let got = run(&tree, &op);
+                    assert_eq!(got, expected, "{context}: {op:?}");
+                    refusals += usize::from(got.is_err());
+                    history.push(Step {
+                        before,
+                        after: head(&store, "main"),
+                        time: clock.now(),
+                        model: model.clone(),
+                    });
+                    if step % 4 == 0 {
+                        check(&tree, &model, &format!("{context} after {op:?}"));
+                    }
+                }
+            }
+        }
+        check(&tree, &model, &format!("seed {seed} at the end"));
+        (cuts, views, branches, refusals)
+    });
+    let total = |pick: fn(&(i32, i32, i32, usize)) -> usize| counts.iter().map(pick).sum::<usize>();
+    let (cuts, views, branches, refusals) = (
+        total(|count| count.0 as usize),
+        total(|count| count.1 as usize),
+        total(|count| count.2 as usize),
+        total(|count| count.3),
+    );
+    eprintln!("power cuts {cuts}, past views {views}, branches {branches}, refusals {refusals}");
+    assert!(
+        cuts > 0 && views > 0 && branches > 0 && refusals > 0,
+        "the generator missed a kind of step"
+    );
+}
