@@ -186,7 +186,6 @@ impl Mounted {
             .sync()
             .with_context(|| format!("cannot make branch {:?} durable", self.tree.branch()))
     }
-
 }
 
 /// Unmounts a mount from any thread.
@@ -203,7 +202,13 @@ impl Unmounter {
             Ok(()) => Ok(()),
             Err(error) if error.raw_os_error() == Some(nix::libc::EBUSY) => {
                 nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH)
-                    .with_context(|| format!("cannot detach {}", self.dir.display()))
+                    .with_context(|| format!("cannot detach {}", self.dir.display()))?;
+                eprintln!(
+                    "pagefork: files are still open under {}: detached it; the mount ends \
+                     when the last of them is closed",
+                    self.dir.display()
+                );
+                Ok(())
             }
             Err(error) => {
                 Err(error).with_context(|| format!("cannot unmount {}", self.dir.display()))

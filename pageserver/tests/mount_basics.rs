@@ -1,0 +1,267 @@
+//! `pagefork mount` as users run it: the real binary mounting a branch with FUSE, files
+//! written with ordinary system calls, SIGTERM and `umount` to stop it, read-only mounts
+//! at an LSN and at a time, branches of the tree, SIGKILL, and the refusals that must
+//! leave the store as it was. Needs root and /dev/fuse (CI has both).
+
+mod support;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::Path;
+
+use pagefork_tests::tree_snapshot;
+use support::cli::{ok_json, pagefork};
+use support::mount::{Mount, is_mounted, require_fuse};
+
+fn init(data: &Path) {
+    ok_json(pagefork(data, &["init", "--json"]));
+}
+
+fn head(data: &Path, branch: &str) -> String {
+    ok_json(pagefork(data, &["branch", "show", branch, "--json"]))["head"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Bytes that differ everywhere and are not page-aligned in length.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|index| (index as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn files_written_through_a_mount_survive_unmount_and_remount() {
+    let root = tempfile::tempdir().unwrap();
+    let (data, dir) = (root.path().join("data"), root.path().join("mnt"));
+    init(&data);
+    let mount = Mount::start(&data, "main", &dir, &[]);
+    assert!(mount.announced.contains("writable"), "{}", mount.announced);
+    let big = pattern(20 << 20, 7);
+    fs::write(mount.path("big"), &big).unwrap();
+    fs::create_dir_all(mount.path("a/b/c")).unwrap();
+    fs::write(mount.path("a/b/c/small"), b"hello").unwrap();
+    std::os::unix::fs::symlink("../big", mount.path("a/link")).unwrap();
+    fs::rename(mount.path("a/b/c/small"), mount.path("a/moved")).unwrap();
+    fs::set_permissions(mount.path("a/moved"), fs::Permissions::from_mode(0o640)).unwrap();
+    // A sparse file past 4 GiB, written at odd offsets.
+    let sparse = fs::File::create(mount.path("sparse")).unwrap();
+    sparse.write_all_at(b"far", (5 << 30) + 3).unwrap();
+    sparse.write_all_at(b"near", 8191).unwrap();
+    sparse.sync_all().unwrap();
+    drop(sparse);
+    // Truncated down into a page, then up again: the cut bytes read as zeros.
+    let mut cut = fs::File::create(mount.path("cut")).unwrap();
+    cut.write_all(&pattern(30_000, 1)).unwrap();
+    cut.set_len(10_001).unwrap();
+    cut.set_len(20_000).unwrap();
+    drop(cut);
+    assert_eq!(
+        fs::read_link(mount.path("a/link")).unwrap(),
+        Path::new("../big")
+    );
+    assert!(
+        matches!(fs::hard_link(mount.path("big"), mount.path("hard")), Err(error) if error.raw_os_error() == Some(1))
+    );
+    let status = mount.terminate();
+    assert!(status.success(), "{status}");
+    assert!(!is_mounted(&dir));
+    assert_eq!(
+        fs::read_dir(&dir).unwrap().count(),
+        0,
+        "the mount point is empty again"
+    );
+
+    let mount = Mount::start(&data, "main", &dir, &[]);
+    assert!(
+        fs::read(mount.path("big")).unwrap() == big,
+        "big file differs after remount"
+    );
+    assert_eq!(fs::read(mount.path("a/moved")).unwrap(), b"hello");
+    let mode = fs::metadata(mount.path("a/moved"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o640);
+    assert!(!mount.path("a/b/c/small").exists());
+    let sparse = fs::File::open(mount.path("sparse")).unwrap();
+    assert_eq!(sparse.metadata().unwrap().len(), (5 << 30) + 6);
+    let mut buffer = [1u8; 16];
+    sparse.read_exact_at(&mut buffer, (5 << 30) - 10).unwrap();
+    assert_eq!(&buffer[..13], &[0; 13]);
+    assert_eq!(&buffer[13..], b"far");
+    sparse.read_exact_at(&mut buffer[..6], 8190).unwrap();
+    assert_eq!(&buffer[..6], b"\0near\0");
+    drop(sparse);
+    let cut = fs::read(mount.path("cut")).unwrap();
+    assert_eq!(cut.len(), 20_000);
+    assert_eq!(cut[..10_001], pattern(30_000, 1)[..10_001]);
+    assert!(
+        cut[10_001..].iter().all(|&byte| byte == 0),
+        "bytes cut off came back"
+    );
+    let status = mount.unmount_externally();
+    assert!(
+        status.success(),
+        "umount must end the command cleanly: {status}"
+    );
+}
+
+#[test]
+fn read_only_mounts_show_the_state_at_an_lsn_or_a_time() {
+    let root = tempfile::tempdir().unwrap();
+    let (data, dir) = (root.path().join("data"), root.path().join("mnt"));
+    init(&data);
+    let mount = Mount::start(&data, "main", &dir, &[]);
+    fs::write(mount.path("state"), b"first").unwrap();
+    fs::File::open(mount.path("state"))
+        .unwrap()
+        .sync_all()
+        .unwrap();
+    assert!(mount.terminate().success());
+    let first_lsn = head(&data, "main");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let between = pagefork_engine::Timestamp::from_system_time(std::time::SystemTime::now());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mount = Mount::start(&data, "main", &dir, &[]);
+    fs::write(mount.path("state"), b"second").unwrap();
+    fs::write(mount.path("later"), b"x").unwrap();
+    assert!(mount.terminate().success());
+
+    let at_lsn = Mount::start(&data, "main", &dir, &["--lsn", &first_lsn]);
+    assert!(
+        at_lsn
+            .announced
+            .contains(&format!("read-only at {first_lsn}")),
+        "{}",
+        at_lsn.announced
+    );
+    assert_eq!(fs::read(at_lsn.path("state")).unwrap(), b"first");
+    assert!(!at_lsn.path("later").exists());
+    let refused = fs::write(at_lsn.path("new"), b"x").unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ReadOnlyFilesystem);
+    assert!(at_lsn.terminate().success());
+
+    let at_time = Mount::start(&data, "main", &dir, &["--time", &between.to_string()]);
+    assert!(
+        at_time
+            .announced
+            .contains(&format!("{between} -> LSN {first_lsn}")),
+        "says what the time snapped to: {}",
+        at_time.announced
+    );
+    assert_eq!(fs::read(at_time.path("state")).unwrap(), b"first");
+    assert!(at_time.terminate().success());
+
+    let latest = Mount::start(&data, "main", &dir, &["--read-only"]);
+    assert_eq!(fs::read(latest.path("state")).unwrap(), b"second");
+    assert!(fs::remove_file(latest.path("later")).is_err());
+    assert!(latest.terminate().success());
+}
+
+#[test]
+fn a_branch_of_a_tree_is_the_tree_and_diverges_from_it() {
+    let root = tempfile::tempdir().unwrap();
+    let (data, dir) = (root.path().join("data"), root.path().join("mnt"));
+    init(&data);
+    let mount = Mount::start(&data, "main", &dir, &[]);
+    fs::create_dir(mount.path("db")).unwrap();
+    fs::write(mount.path("db/table"), pattern(100_000, 3)).unwrap();
+    assert!(mount.terminate().success());
+    ok_json(pagefork(&data, &["branch", "create", "test", "--json"]));
+
+    let branch = Mount::start(&data, "test", &dir, &[]);
+    assert!(fs::read(branch.path("db/table")).unwrap() == pattern(100_000, 3));
+    let mut table = fs::OpenOptions::new()
+        .write(true)
+        .open(branch.path("db/table"))
+        .unwrap();
+    table.write_all(b"migrated").unwrap();
+    drop(table);
+    fs::remove_dir_all(branch.path("db")).ok();
+    fs::write(branch.path("only-on-test"), b"t").unwrap();
+    assert!(branch.terminate().success());
+
+    let main = Mount::start(&data, "main", &dir, &["--read-only"]);
+    assert!(
+        fs::read(main.path("db/table")).unwrap() == pattern(100_000, 3),
+        "main changed"
+    );
+    assert!(!main.path("only-on-test").exists());
+    assert!(main.terminate().success());
+}
+
+#[test]
+fn what_was_synced_survives_sigkill_and_the_tree_mounts_again() {
+    let root = tempfile::tempdir().unwrap();
+    let (data, dir) = (root.path().join("data"), root.path().join("mnt"));
+    init(&data);
+    let mount = Mount::start(&data, "main", &dir, &[]);
+    let mut synced = fs::File::create(mount.path("synced")).unwrap();
+    synced.write_all(&pattern(1 << 20, 9)).unwrap();
+    synced.sync_all().unwrap();
+    fs::create_dir(mount.path("dir")).unwrap();
+    fs::File::open(mount.path(".")).unwrap().sync_all().unwrap();
+    // Unsynced work in flight when the process dies.
+    let mut open = fs::File::create(mount.path("dir/unsynced")).unwrap();
+    open.write_all(b"maybe").unwrap();
+    mount.kill();
+    let mut buffer = Vec::new();
+    let _ = open.read_to_end(&mut buffer);
+    drop(open);
+
+    let mount = Mount::start(&data, "main", &dir, &[]);
+    assert!(fs::read(mount.path("synced")).unwrap() == pattern(1 << 20, 9));
+    assert!(mount.path("dir").is_dir());
+    let unsynced = fs::read(mount.path("dir/unsynced")).unwrap_or_default();
+    assert!(
+        unsynced.is_empty() || unsynced == b"maybe",
+        "a write came back torn: {unsynced:?}"
+    );
+    assert!(mount.terminate().success());
+}
+
+#[test]
+fn refused_mounts_say_why_and_change_nothing() {
+    require_fuse();
+    let root = tempfile::tempdir().unwrap();
+    let (data, dir) = (root.path().join("data"), root.path().join("mnt"));
+    init(&data);
+    fs::create_dir(&dir).unwrap();
+    let before = tree_snapshot(&data);
+    let refuse = |args: &[&str], says: &str| {
+        let output = pagefork(&data, args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(says),
+            "{args:?} should say {says:?}: {stderr}"
+        );
+        assert!(!is_mounted(&dir));
+        assert_eq!(tree_snapshot(&data), before, "{args:?} changed the store");
+    };
+    let dir_text = dir.to_str().unwrap();
+    let missing = root.path().join("missing");
+    refuse(
+        &["mount", "main", missing.to_str().unwrap()],
+        "does not exist",
+    );
+    refuse(&["mount", "nope", dir_text], "nope");
+    fs::write(dir.join("occupied"), b"x").unwrap();
+    refuse(&["mount", "main", dir_text], "not empty");
+    fs::remove_file(dir.join("occupied")).unwrap();
+    let file = root.path().join("file");
+    fs::write(&file, b"x").unwrap();
+    refuse(
+        &["mount", "main", file.to_str().unwrap()],
+        "not a directory",
+    );
+    // A read-only mount of a branch with no tree on it yet.
+    refuse(
+        &["mount", "main", dir_text, "--read-only"],
+        "holds no file tree",
+    );
+    refuse(&["mount", "main", dir_text, "--lsn", "0/1"], "0/1");
+}
