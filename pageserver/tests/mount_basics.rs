@@ -207,7 +207,7 @@ fn what_was_synced_survives_sigkill_and_the_tree_mounts_again() {
     // Unsynced work in flight when the process dies.
     let mut open = fs::File::create(mount.path("dir/unsynced")).unwrap();
     open.write_all(b"maybe").unwrap();
-    mount.kill();
+    drop(mount.kill());
     let mut buffer = Vec::new();
     let _ = open.read_to_end(&mut buffer);
     drop(open);

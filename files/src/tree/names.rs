@@ -5,6 +5,11 @@
 //! entry (no hard links), a directory from its `parent`; a directory never moves into its
 //! own subtree; an inode whose last name goes is freed in the same commit unless it is
 //! still referenced (open), and then when its last reference goes.
+//!
+//! A change of names is durable when it returns (as with a local file system mounted
+//! `dirsync`): programs commit by creating, renaming or deleting a file (SQLite deletes
+//! its rollback journal without syncing the directory), so a crash must not bring a
+//! removed name back after the call said it was gone.
 
 use std::collections::BTreeMap;
 
@@ -117,6 +122,13 @@ impl FileTree {
         self.create(parent, name, owner, FileKind::File, &[])
     }
 
+    /// Waits until a change of names is durable (see the module's comment).
+    fn durable<T>(&self, result: FsResult<T>) -> FsResult<T> {
+        let value = result?;
+        self.sync()?;
+        Ok(value)
+    }
+
     /// Creates an empty directory.
     pub fn make_directory(&self, parent: u64, name: &[u8], owner: Owner) -> FsResult<Attributes> {
         self.create(parent, name, owner, FileKind::Directory, &[])
@@ -160,6 +172,17 @@ impl FileTree {
     }
 
     fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        owner: Owner,
+        kind: FileKind,
+        data: &[u8],
+    ) -> FsResult<Attributes> {
+        self.durable(self.create_logged(parent, name, owner, kind, data))
+    }
+
+    fn create_logged(
         &self,
         parent: u64,
         name: &[u8],
@@ -231,12 +254,12 @@ impl FileTree {
 
     /// Removes the name of a file or symlink.
     pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
-        self.remove(parent, name, false)
+        self.durable(self.remove(parent, name, false))
     }
 
     /// Removes an empty directory.
     pub fn remove_directory(&self, parent: u64, name: &[u8]) -> FsResult<()> {
-        self.remove(parent, name, true)
+        self.durable(self.remove(parent, name, true))
     }
 
     fn remove(&self, parent: u64, name: &[u8], directory: bool) -> FsResult<()> {
@@ -277,6 +300,17 @@ impl FileTree {
     /// directory. Renaming a name onto itself, or onto another name of the same inode,
     /// does nothing.
     pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+        no_replace: bool,
+    ) -> FsResult<()> {
+        self.durable(self.rename_logged(parent, name, new_parent, new_name, no_replace))
+    }
+
+    fn rename_logged(
         &self,
         parent: u64,
         name: &[u8],

@@ -89,8 +89,12 @@ pub(crate) fn check_mount_point(dir: &Path) -> Result<()> {
     }
     let mut entries = std::fs::read_dir(dir)
         .with_context(|| format!("cannot list mount point {}", dir.display()))?;
-    if entries.next().is_some() {
-        bail!("mount point {} is not empty", dir.display());
+    if let Some(entry) = entries.next() {
+        let first = entry.map(|entry| entry.file_name()).unwrap_or_default();
+        bail!(
+            "mount point {} is not empty (it holds {first:?}, among others perhaps)",
+            dir.display()
+        );
     }
     Ok(())
 }

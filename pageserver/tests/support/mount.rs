@@ -28,6 +28,8 @@ pub(crate) struct Mount {
     pub(crate) dir: PathBuf,
     /// The line the command printed once mounted.
     pub(crate) announced: String,
+    /// Whether dropping this detaches the mount (not once `kill` hands that on).
+    detach_on_drop: bool,
 }
 
 /// Whether the kernel lists `dir` as a mount point.
@@ -95,6 +97,7 @@ impl Mount {
             child,
             dir: dir.to_path_buf(),
             announced: announced.trim().to_owned(),
+            detach_on_drop: true,
         })
     }
 
@@ -118,10 +121,25 @@ impl Mount {
         wait_within(&mut self.child, Duration::from_secs(60))
     }
 
-    /// SIGKILL: the mount is left dead (ENOTCONN) until detached, which this does.
-    pub(crate) fn kill(mut self) {
+    /// SIGKILL: the mount is left dead (every call in it fails with ENOTCONN) until the
+    /// returned `DeadMount` is detached or dropped.
+    pub(crate) fn kill(mut self) -> DeadMount {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.detach_on_drop = false;
+        DeadMount {
+            dir: self.dir.clone(),
+        }
+    }
+}
+
+/// A mount whose process was killed; detached (`umount -l`) when dropped.
+pub(crate) struct DeadMount {
+    dir: PathBuf,
+}
+
+impl Drop for DeadMount {
+    fn drop(&mut self) {
         detach(&self.dir);
     }
 }
@@ -168,6 +186,8 @@ impl Drop for Mount {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        detach(&self.dir);
+        if self.detach_on_drop {
+            detach(&self.dir);
+        }
     }
 }
