@@ -133,7 +133,7 @@ fn expiries_and_lsns_no_store_can_hold_are_refused_by_name() {
 
 #[test]
 fn a_full_disk_is_reported_once_naming_the_file() {
-    let disk = support::SmallDisk::mount(4);
+    let disk = support::SmallDisk::mount(40);
     let store = disk.path().join("store");
     let output = pagefork(&store, &["init"]);
     assert!(

@@ -4,6 +4,9 @@
 //! committed must be there, with no gap before it. Runs in rollback-journal and WAL mode.
 //! `PAGEFORK_CRASH_KILLS` sets the number of kills (20 by default, as CI runs).
 
+// A test may panic: unwrapping and indexing its own fixtures is how it fails.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
 mod support;
 
 use std::path::{Path, PathBuf};

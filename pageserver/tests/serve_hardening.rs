@@ -501,7 +501,7 @@ fn slow_headers_and_bodies_time_out() {
 
 #[test]
 fn a_full_disk_is_insufficient_storage_naming_the_file() {
-    let disk = support::SmallDisk::mount(8);
+    let disk = support::SmallDisk::mount(40);
     let server = Server::start(disk.path(), &[]);
     server
         .post("/v1/projects", r#"{"project_id": "p"}"#)

@@ -264,10 +264,17 @@ impl Model {
         let (name, from_dir) = from.split_last().ok_or("NotFound")?;
         let source = self.dir_mut(from_dir)?.get(name).ok_or("NotFound")?.clone();
         let target = self.dir_mut(to_dir)?.get(to_name).cloned();
+        if matches!(source, Node::Dir(..)) && to_dir.starts_with(from) {
+            return Err("IntoOwnSubtree");
+        }
         let mut to: Path = to_dir.to_vec();
         to.push(to_name.to_vec());
         if to == from {
             return Ok(());
+        }
+        if matches!(target, Some(Node::Dir(..))) && from.starts_with(&to) {
+            // The target holds the source (Linux checks this first).
+            return Err("NotEmpty");
         }
         if let Some(target) = &target {
             match (&source, target) {
@@ -278,9 +285,6 @@ impl Model {
                 }
                 _ => {}
             }
-        }
-        if matches!(source, Node::Dir(..)) && to_dir.starts_with(from) {
-            return Err("IntoOwnSubtree");
         }
         self.dir_mut(from_dir)?.remove(name);
         self.dir_mut(to_dir)?.insert(to_name.to_vec(), source);
@@ -297,6 +301,9 @@ pub struct OpLimits {
     pub page_size: u64,
     /// Per mille of writes and truncations that reach past 4 GiB.
     pub far_per_mille: u64,
+    /// Only names a path can carry (no `/`, not `..`): for operations made through the
+    /// kernel, which resolves those itself.
+    pub path_names_only: bool,
 }
 
 /// A random operation: mostly valid ones, with a share of refusals (taken names,
@@ -318,7 +325,7 @@ pub fn random_op(rng: &mut TestRng, model: &Model, limits: OpLimits) -> FileOp {
         .collect();
     let any: Vec<Path> = paths.iter().map(|(path, _)| path.clone()).collect();
     let dir = rng.pick(&dirs).cloned().unwrap_or_default();
-    let name = random_name(rng);
+    let name = random_name(rng, limits.path_names_only);
     let offset = |rng: &mut TestRng, size: u64| {
         if rng.chance(limits.far_per_mille) {
             (4 << 30) + rng.below(3 * limits.page_size)
@@ -386,13 +393,13 @@ pub fn random_op(rng: &mut TestRng, model: &Model, limits: OpLimits) -> FileOp {
 }
 
 /// A short name from a small alphabet (so names collide), now and then a long or an
-/// invalid one.
-pub fn random_name(rng: &mut TestRng) -> Vec<u8> {
+/// invalid one (with `path_names_only`, only too long).
+pub fn random_name(rng: &mut TestRng, path_names_only: bool) -> Vec<u8> {
     match rng.below(100) {
         0 => vec![b'n'; 255],
         1 => vec![b'n'; 256],
-        2 => b"a/b".to_vec(),
-        3 => b"..".to_vec(),
+        2 if !path_names_only => b"a/b".to_vec(),
+        3 if !path_names_only => b"..".to_vec(),
         _ => vec![b'a' + rng.below(6) as u8],
     }
 }

@@ -224,6 +224,7 @@ fn the_tree_matches_the_model_through_reopens_views_branches_and_power_cuts() {
             max_write: u64::from(tree.max_write()).min(3 * PAGE_SIZE as u64),
             page_size: PAGE_SIZE as u64,
             far_per_mille: 15,
+            path_names_only: false,
         };
         let mut model = Model::default();
         let start = head(&store, "main");

@@ -323,10 +323,21 @@ impl FileTree {
         let (parent, new_parent) = (ino32(parent)?, ino32(new_parent)?);
         let (ino, kind) = entry(&mut state, self, parent, name)?;
         state.dir_inode(new_parent)?;
+        if kind == FileKind::Directory && is_within(&state, new_parent, ino)? {
+            return Err(FsError::IntoOwnSubtree {
+                ino: u64::from(ino),
+            });
+        }
         let target = state.dir(self, new_parent)?.entries.get(new_name).copied();
         if let Some((target, target_kind, _)) = target {
             if target == ino {
                 return Ok(());
+            }
+            if target_kind == FileKind::Directory && is_within(&state, parent, target)? {
+                // The target holds the source, so it is not empty (Linux says so first).
+                return Err(FsError::NotEmpty {
+                    ino: u64::from(target),
+                });
             }
             if no_replace {
                 return Err(exists(new_parent, new_name));
@@ -351,20 +362,6 @@ impl FileTree {
                     });
                 }
                 _ => {}
-            }
-        }
-        if kind == FileKind::Directory {
-            let mut above = new_parent;
-            loop {
-                if above == ino {
-                    return Err(FsError::IntoOwnSubtree {
-                        ino: u64::from(ino),
-                    });
-                }
-                if above == ROOT_INO {
-                    break;
-                }
-                above = state.dir_inode(above)?.parent;
             }
         }
         let now = self.now();
@@ -521,6 +518,19 @@ fn entry(
                 name: String::from_utf8_lossy(name).into_owned(),
             })?;
     Ok((ino, kind))
+}
+
+/// Whether directory `dir` is `ancestor` or lies below it.
+fn is_within(state: &State, mut dir: u32, ancestor: u32) -> FsResult<bool> {
+    loop {
+        if dir == ancestor {
+            return Ok(true);
+        }
+        if dir == ROOT_INO {
+            return Ok(false);
+        }
+        dir = state.dir_inode(dir)?.parent;
+    }
 }
 
 fn exists(parent: u32, name: &[u8]) -> FsError {
