@@ -25,11 +25,13 @@
 
 #![cfg_attr(test, allow(clippy::indexing_slicing, clippy::unwrap_used))]
 
+mod diff;
 mod error;
 mod format;
 mod inode;
 mod tree;
 
+pub use diff::{FileChange, TreeDiff, diff_trees};
 pub use error::{FsError, FsResult};
 pub use format::{FIRST_DATA_REL, NAME_MAX, ROOT_INO, TABLE_REL};
 pub use inode::{Attributes, FileKind, FileTime, SetAttributes};

@@ -156,6 +156,10 @@ pub(crate) enum Command {
         /// connections are dropped and the stores checkpointed and closed.
         #[arg(long, value_parser = parse_duration, default_value = "10s")]
         shutdown_grace: Duration,
+        /// Branches are mounted (POST .../mount) only at directories inside this one
+        /// (default: DATA_DIR/mounts).
+        #[arg(long, value_name = "DIR")]
+        mount_root: Option<PathBuf>,
         /// Require `Authorization: Bearer <token>` on every request but /healthz and
         /// /v1/openapi.json (tokens from `pagefork token create`; the key is kept in
         /// DATA_DIR/auth).
@@ -300,6 +304,10 @@ pub(crate) enum BranchCommand {
         /// The second state at this time.
         #[arg(long, value_parser = parse_time)]
         to_time: Option<Timestamp>,
+        /// Tell the difference as files (of trees made by `pagefork mount`): paths added,
+        /// removed and changed, with their sizes.
+        #[arg(long)]
+        files: bool,
     },
     /// Protect a branch (no delete, reset or restore), or unprotect it with --off.
     #[command(

@@ -64,6 +64,7 @@ pub(crate) fn branch(store: &Store, command: &BranchCommand, json: bool) -> Resu
             from_time,
             to_lsn,
             to_time,
+            files,
         } => {
             let side = |lsn: &Option<_>, time: &Option<_>| match (lsn, time) {
                 (Some(lsn), _) => At::Lsn(*lsn),
@@ -71,7 +72,12 @@ pub(crate) fn branch(store: &Store, command: &BranchCommand, json: bool) -> Resu
                 (None, None) => At::Latest,
             };
             let diff = store.diff(from, side(from_lsn, from_time), to, side(to_lsn, to_time))?;
-            print_diff(from, to, &diff, json)?;
+            if *files {
+                let tree_diff = pagefork_files::diff_trees(store, from, to, &diff)?;
+                print_file_diff(from, to, &diff, &tree_diff, json)?;
+            } else {
+                print_diff(from, to, &diff, json)?;
+            }
         }
         BranchCommand::Create { .. }
         | BranchCommand::List { .. }
@@ -109,6 +115,72 @@ fn show(info: &pagefork_engine::BranchInfo, json: bool) -> anyhow::Result<()> {
         out!("{}", branch_json(info));
     } else {
         print_branch(info)?;
+    }
+    Ok(())
+}
+
+fn print_file_diff(
+    from: &str,
+    to: &str,
+    pages: &PageDiff,
+    files: &pagefork_files::TreeDiff,
+    json: bool,
+) -> anyhow::Result<()> {
+    let kind = |change: &pagefork_files::FileChange| match change.kind {
+        pagefork_files::FileKind::File => "file",
+        pagefork_files::FileKind::Directory => "directory",
+        pagefork_files::FileKind::Symlink => "symlink",
+    };
+    if json {
+        let list = |changes: &[pagefork_files::FileChange]| -> Value {
+            changes
+                .iter()
+                .map(|change| {
+                    serde_json::json!({"path": change.path, "kind": kind(change),
+                        "bytes": change.bytes, "previous_bytes": change.previous_bytes})
+                })
+                .collect()
+        };
+        out!(
+            "{}",
+            serde_json::json!({"from": from, "to": to, "from_lsn": pages.from_lsn.to_string(),
+                "to_lsn": pages.to_lsn.to_string(), "added": list(&files.added),
+                "removed": list(&files.removed), "changed": list(&files.changed)})
+        );
+        return Ok(());
+    }
+    out!(
+        "{from} at {} -> {to} at {}: {} added, {} removed, {} changed",
+        pages.from_lsn,
+        pages.to_lsn,
+        files.added.len(),
+        files.removed.len(),
+        files.changed.len()
+    );
+    for change in &files.added {
+        out!(
+            "  + {} ({}, {} bytes)",
+            change.path,
+            kind(change),
+            change.bytes
+        );
+    }
+    for change in &files.removed {
+        out!(
+            "  - {} ({}, {} bytes)",
+            change.path,
+            kind(change),
+            change.bytes
+        );
+    }
+    for change in &files.changed {
+        let before = change.previous_bytes.unwrap_or(change.bytes);
+        out!(
+            "  ~ {} ({}, {before} -> {} bytes)",
+            change.path,
+            kind(change),
+            change.bytes
+        );
     }
     Ok(())
 }

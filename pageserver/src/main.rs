@@ -105,6 +105,7 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
             shutdown_grace,
             auth,
             insecure_no_auth,
+            mount_root,
         } => {
             if !listen.ip().is_loopback() && !auth && !insecure_no_auth {
                 anyhow::bail!(
@@ -125,6 +126,7 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
                     shutdown_grace: *shutdown_grace,
                 },
                 auth: keys,
+                mount_root: mount_root.clone().unwrap_or_else(|| dir.join("mounts")),
             };
             serve::run(dir, *listen, options).map(|()| 0)
         }

@@ -172,6 +172,8 @@ fn a_branch_of_a_tree_is_the_tree_and_diverges_from_it() {
     let mount = Mount::start(&data, "main", &dir, &[]);
     fs::create_dir(mount.path("db")).unwrap();
     fs::write(mount.path("db/table"), pattern(100_000, 3)).unwrap();
+    fs::write(mount.path("db/gone"), b"soon gone").unwrap();
+    fs::write(mount.path("same"), b"untouched").unwrap();
     assert!(mount.terminate().success());
     ok_json(pagefork(&data, &["branch", "create", "test", "--json"]));
 
@@ -183,9 +185,30 @@ fn a_branch_of_a_tree_is_the_tree_and_diverges_from_it() {
         .unwrap();
     table.write_all(b"migrated").unwrap();
     drop(table);
-    fs::remove_dir_all(branch.path("db")).ok();
+    fs::remove_file(branch.path("db/gone")).unwrap();
     fs::write(branch.path("only-on-test"), b"t").unwrap();
     assert!(branch.terminate().success());
+
+    // The diff, told as files.
+    let diff = ok_json(pagefork(
+        &data,
+        &["branch", "diff", "main", "test", "--files", "--json"],
+    ));
+    let paths = |side: &str| -> Vec<String> {
+        diff[side]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|change| change["path"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(paths("added"), ["/only-on-test"], "{diff}");
+    assert_eq!(paths("removed"), ["/db/gone"], "{diff}");
+    assert_eq!(paths("changed"), ["/db/table"], "{diff}");
+    assert_eq!(diff["changed"][0]["bytes"], 100_000);
+    let text = pagefork(&data, &["branch", "diff", "main", "test", "--files"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("1 added, 1 removed, 1 changed"), "{text}");
 
     let main = Mount::start(&data, "main", &dir, &["--read-only"]);
     assert!(

@@ -183,6 +183,13 @@ impl FileTree {
         Ok(inode.attributes(ino, self.page_size))
     }
 
+    /// An inode's size and data relation (for diffs).
+    pub(crate) fn size_and_relation(&self, ino: u64) -> FsResult<(u64, u32)> {
+        let state = self.lock()?;
+        let inode = state.inode(state::ino32(ino)?)?;
+        Ok((inode.size, inode.rel))
+    }
+
     /// Counts for `statfs`.
     pub fn stats(&self) -> FsResult<TreeStats> {
         let state = self.lock()?;

@@ -9,15 +9,17 @@
 
 mod command;
 mod fuse;
+mod registry;
 
 pub(crate) use command::run_foreground;
+pub(crate) use registry::{MountError, MountInfo, Mounts};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::{Context, Result, bail};
-use fuser::{Config as FuseConfig, MountOption, SessionACL, SessionUnmounter};
+use fuser::{Config as FuseConfig, MountOption, SessionACL};
 use pagefork_engine::{At, Store};
 use pagefork_files::{FileTree, TreeOptions, TreeView};
 
@@ -143,7 +145,7 @@ pub(crate) fn mount(store: Store, spec: &MountSpec) -> Result<Mounted> {
     config.n_threads = Some(WORKER_THREADS);
     config.clone_fd = true;
     let adapter = fuse::FuseAdapter::new(Arc::clone(&tree));
-    let mut session = fuser::Session::new(adapter, &spec.dir, &config).with_context(|| {
+    let session = fuser::Session::new(adapter, &spec.dir, &config).with_context(|| {
         format!(
             "cannot mount branch {:?} at {}",
             spec.branch,
@@ -151,7 +153,6 @@ pub(crate) fn mount(store: Store, spec: &MountSpec) -> Result<Mounted> {
         )
     })?;
     let unmounter = Arc::new(Unmounter {
-        inner: parking_lot::Mutex::new(session.unmount_callable()),
         dir: spec.dir.clone(),
     });
     let thread = std::thread::Builder::new()
@@ -192,9 +193,10 @@ impl Mounted {
     }
 }
 
-/// Unmounts a mount from any thread.
+/// Unmounts a mount from any thread, with umount(2) itself (fuser's own unmounter forgets
+/// its mount when an unmount fails, so a second try after EBUSY would do nothing); as a
+/// user who may not call it, with `fusermount3 -u`.
 pub(crate) struct Unmounter {
-    inner: parking_lot::Mutex<SessionUnmounter>,
     dir: PathBuf,
 }
 
@@ -202,17 +204,41 @@ impl Unmounter {
     /// Unmounts; if the mount is busy (files open in it), detaches it lazily: the kernel
     /// then ends the session once the last file is closed.
     pub(crate) fn unmount(&self) -> Result<()> {
-        match self.inner.lock().unmount() {
-            Ok(()) => Ok(()),
-            Err(error) if error.raw_os_error() == Some(nix::libc::EBUSY) => {
-                nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH)
-                    .with_context(|| format!("cannot detach {}", self.dir.display()))?;
-                eprintln!(
-                    "pagefork: files are still open under {}: detached it; the mount ends \
-                     when the last of them is closed",
-                    self.dir.display()
-                );
-                Ok(())
+        if self.try_unmount(false)? {
+            return Ok(());
+        }
+        self.try_unmount(true)?;
+        eprintln!(
+            "pagefork: files are still open under {}: detached it; the mount ends when the \
+             last of them is closed",
+            self.dir.display()
+        );
+        Ok(())
+    }
+
+    /// Unmounts, unless files are open under the mount: then nothing changes and this
+    /// answers false.
+    pub(crate) fn unmount_strict(&self) -> Result<bool> {
+        self.try_unmount(false)
+    }
+
+    /// One unmount (lazy: a detach); false when the mount is busy.
+    fn try_unmount(&self, lazy: bool) -> Result<bool> {
+        let flags = if lazy {
+            nix::mount::MntFlags::MNT_DETACH
+        } else {
+            nix::mount::MntFlags::empty()
+        };
+        match nix::mount::umount2(&self.dir, flags) {
+            Ok(()) => Ok(true),
+            Err(nix::errno::Errno::EBUSY) => Ok(false),
+            Err(nix::errno::Errno::EPERM) => {
+                let status = std::process::Command::new("fusermount3")
+                    .arg(if lazy { "-uz" } else { "-u" })
+                    .arg(&self.dir)
+                    .status()
+                    .with_context(|| format!("cannot run fusermount3 -u {}", self.dir.display()))?;
+                Ok(status.success())
             }
             Err(error) => {
                 Err(error).with_context(|| format!("cannot unmount {}", self.dir.display()))

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody, quoted};
+use super::mounts::refuse_if_mounted;
 use super::params::{self, BranchParams, NoParameters, ProjectParam, present};
 use super::schema::{
     BranchNameText, BranchReferenceText, DurationText, LsnText, PitrWindowText, TimeText, TrueOnly,
@@ -343,7 +344,12 @@ pub(crate) async fn delete(
     let Json(NoParameters {}) = body?;
     let store = state.projects.get(&project)?;
     let deleted = branch.clone();
-    blocking(move || Ok(store.delete_branch(&branch)?)).await?;
+    blocking(move || {
+        refuse_if_mounted(&state, &project, &branch, || {
+            Ok(store.delete_branch(&branch)?)
+        })
+    })
+    .await?;
     Ok(Json(Deleted { deleted }))
 }
 
@@ -362,7 +368,13 @@ pub(crate) async fn reset(
     let Path((project, branch)) = path?;
     let Json(NoParameters {}) = body?;
     let store = state.projects.get(&project)?;
-    let info = blocking(move || Ok(store.reset_branch(&branch)?)).await?;
+    let target = (state.clone(), project.clone());
+    let info = blocking(move || {
+        refuse_if_mounted(&target.0, &target.1, &branch, || {
+            Ok(store.reset_branch(&branch)?)
+        })
+    })
+    .await?;
     Ok(Json(BranchResource::of(&project, &info)))
 }
 
@@ -381,7 +393,13 @@ pub(crate) async fn detach(
     let Path((project, branch)) = path?;
     let Json(NoParameters {}) = body?;
     let store = state.projects.get(&project)?;
-    let info = blocking(move || Ok(store.detach_branch(&branch)?)).await?;
+    let target = (state.clone(), project.clone());
+    let info = blocking(move || {
+        refuse_if_mounted(&target.0, &target.1, &branch, || {
+            Ok(store.detach_branch(&branch)?)
+        })
+    })
+    .await?;
     Ok(Json(BranchResource::of(&project, &info)))
 }
 
@@ -452,8 +470,13 @@ pub(crate) async fn restore(
         (None, true) => Backup::Skip,
         (None, false) => Backup::Default,
     };
-    let restored =
-        blocking(move || Ok(store.restore_branch(&branch, &source, at, backup)?)).await?;
+    let target = (state.clone(), project.clone());
+    let restored = blocking(move || {
+        refuse_if_mounted(&target.0, &target.1, &branch, || {
+            Ok(store.restore_branch(&branch, &source, at, backup)?)
+        })
+    })
+    .await?;
     Ok(Json(RestoredBranch {
         branch: BranchResource::of(&project, &restored.branch),
         backup: restored.backup,
@@ -483,7 +506,13 @@ pub(crate) async fn rename(
     let Path((project, branch)) = path?;
     let Json(body) = body?;
     let store = state.projects.get(&project)?;
-    let info = blocking(move || Ok(store.rename_branch(&branch, &body.new_branch_id)?)).await?;
+    let target = (state.clone(), project.clone());
+    let info = blocking(move || {
+        refuse_if_mounted(&target.0, &target.1, &branch, || {
+            Ok(store.rename_branch(&branch, &body.new_branch_id)?)
+        })
+    })
+    .await?;
     Ok(Json(BranchResource::of(&project, &info)))
 }
 

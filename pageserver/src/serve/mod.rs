@@ -18,6 +18,7 @@ mod connections;
 mod error;
 mod guard;
 mod metrics;
+mod mounts;
 mod pages;
 mod params;
 mod projects;
@@ -38,6 +39,7 @@ use self::error::ApiError;
 use self::metrics::Metrics;
 use self::projects::Projects;
 use crate::auth::{Keys, Scope, TokenError};
+use crate::mount::Mounts;
 
 /// The largest request body accepted: a batch commit of many pages, base64-encoded.
 pub(crate) const MAX_BODY_BYTES: usize = 64 << 20;
@@ -59,12 +61,15 @@ pub(crate) struct ServeOptions {
     pub(crate) timeouts: Timeouts,
     /// Require a token signed with these keys (`--auth`); `None`: no tokens.
     pub(crate) auth: Option<Arc<Keys>>,
+    /// Mount points must lie inside this directory (`--mount-root`).
+    pub(crate) mount_root: std::path::PathBuf,
 }
 
 /// What every handler can reach.
 #[derive(Clone, Debug)]
 pub(crate) struct AppState {
     pub(crate) projects: Arc<Projects>,
+    pub(crate) mounts: Arc<Mounts>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) options: ServeOptions,
 }
@@ -74,24 +79,33 @@ pub(crate) fn run(root: &Path, listen: SocketAddr, options: ServeOptions) -> any
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PAGEFORK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fuser=error")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let projects = Projects::open(root)?;
+    let mounts = Arc::new(Mounts::new(&options.mount_root)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let served = runtime.block_on(serve(Arc::clone(&projects), listen, options));
-    // Requests in flight have finished (or the server never started): close the stores.
+    let served = runtime.block_on(serve(
+        Arc::clone(&projects),
+        Arc::clone(&mounts),
+        listen,
+        options,
+    ));
+    // Requests in flight have finished (or the server never started): unmount what is
+    // mounted (everything written through it made durable), then close the stores.
+    mounts.unmount_all();
     projects.close();
     served
 }
 
 async fn serve(
     projects: Arc<Projects>,
+    mounts: Arc<Mounts>,
     listen: SocketAddr,
     options: ServeOptions,
 ) -> anyhow::Result<()> {
@@ -110,6 +124,7 @@ async fn serve(
     let timeouts = options.timeouts;
     let state = AppState {
         projects,
+        mounts,
         metrics,
         options,
     };
@@ -152,6 +167,11 @@ pub(crate) fn router(state: AppState) -> Router {
             put(pages::put).get(pages::get),
         )
         .route(&format!("{branch}/commit"), post(pages::commit))
+        .route(
+            &format!("{branch}/mount"),
+            post(mounts::mount).delete(mounts::unmount),
+        )
+        .route("/v1/projects/{project}/mounts", get(mounts::list))
         .route("/v1/projects/{project}/leases", get(admin::leases))
         .route("/v1/projects/{project}/log", get(admin::log))
         .route("/v1/projects/{project}/gc", post(admin::gc))

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
+use super::mounts::refuse_if_mounted;
 use super::params::{self, BranchParams, present};
 use super::schema::{Base64Text, BranchNameText, LsnText, ProjectNameText, TimeText, TrueOnly};
 use super::{AppState, blocking};
@@ -62,7 +63,12 @@ pub(crate) async fn put(
     let body = body?;
     let store = state.projects.get(&project)?;
     let updates = vec![(Key::new(rel, block), Update::Image(body))];
-    let commit = blocking(move || Ok(store.commit(&branch, updates)?)).await?;
+    let commit = blocking(move || {
+        refuse_if_mounted(&state, &project, &branch, || {
+            Ok(store.commit(&branch, updates)?)
+        })
+    })
+    .await?;
     Ok(Json(CommitView::of(&commit)))
 }
 
@@ -235,7 +241,12 @@ pub(crate) async fn commit(
         .enumerate()
         .map(|(index, spec)| spec.update(index))
         .collect::<Result<Vec<_>, _>>()?;
-    let commit = blocking(move || Ok(store.commit(&branch, updates)?)).await?;
+    let commit = blocking(move || {
+        refuse_if_mounted(&state, &project, &branch, || {
+            Ok(store.commit(&branch, updates)?)
+        })
+    })
+    .await?;
     Ok(Json(CommitView::of(&commit)))
 }
 

@@ -13,7 +13,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::params::{DURATION_PATTERN, LSN_PATTERN, TIME_PATTERN};
-use super::{admin, branches, pages};
+use super::{admin, branches, mounts, pages};
 
 /// A string schema with a pattern, a description and an example.
 fn text(pattern: &str, description: &str, example: &str) -> RefOr<Schema> {
@@ -156,6 +156,9 @@ impl ToSchema for PageSizeValue {}
         pages::put,
         pages::get,
         pages::commit,
+        mounts::mount,
+        mounts::unmount,
+        mounts::list,
         admin::leases,
         admin::log,
         admin::gc,

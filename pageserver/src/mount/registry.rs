@@ -1,0 +1,197 @@
+//! The mounts `pagefork serve` keeps: which branch of which project is mounted where.
+//!
+//! Invariants: a branch is mounted at most once; a mount point lies strictly inside the
+//! server's mount root (an HTTP client cannot mount over a system directory); while a
+//! branch is mounted, nothing else changes it: the operations that would (delete, reset,
+//! restore in place, rename, detach, page writes) run under this registry's lock and are
+//! refused while the branch is mounted, and no mount can start while one of them runs.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::Context;
+use pagefork_engine::Store;
+use pagefork_files::TreeView;
+use parking_lot::Mutex;
+
+use super::{MountSpec, Mounted, mount};
+
+/// What a mount is, for listings and answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MountInfo {
+    pub(crate) branch: String,
+    pub(crate) path: PathBuf,
+    pub(crate) read_only: bool,
+    /// The LSN a read-only mount shows.
+    pub(crate) lsn: Option<pagefork_engine::Lsn>,
+}
+
+/// Why a mount request was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MountError {
+    #[error("branch {branch:?} is mounted at {}: unmount it first", path.display())]
+    Mounted { branch: String, path: PathBuf },
+    #[error("branch {branch:?} is not mounted")]
+    NotMounted { branch: String },
+    #[error("files are open under {}: close them and unmount again", path.display())]
+    Busy { path: PathBuf },
+    #[error("mount point {}: {reason}", path.display())]
+    BadMountPoint { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+/// The server's mounts.
+#[derive(Debug)]
+pub(crate) struct Mounts {
+    root: PathBuf,
+    mounts: Mutex<BTreeMap<(String, String), Mounted>>,
+}
+
+impl Mounts {
+    /// A registry whose mount points must lie inside `root` (created if missing).
+    pub(crate) fn new(root: &Path) -> anyhow::Result<Mounts> {
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("cannot create the mount root {}", root.display()))?;
+        let root = root
+            .canonicalize()
+            .with_context(|| format!("cannot resolve the mount root {}", root.display()))?;
+        Ok(Mounts {
+            root,
+            mounts: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// `path` (absolute, or relative to the root) as a mount point strictly inside the
+    /// root, without `..`.
+    fn mount_point(&self, path: &str) -> Result<PathBuf, MountError> {
+        let bad = |reason: &str| MountError::BadMountPoint {
+            path: PathBuf::from(path),
+            reason: reason.to_owned(),
+        };
+        let given = Path::new(path);
+        if path.is_empty() || given.components().any(|part| part == Component::ParentDir) {
+            return Err(bad(
+                "give a directory inside the mount root, without \"..\"",
+            ));
+        }
+        let joined = self.root.join(given);
+        let resolved = joined
+            .canonicalize()
+            .map_err(|error| bad(&format!("does not exist ({error})")))?;
+        if resolved == self.root || !resolved.starts_with(&self.root) {
+            return Err(bad(&format!(
+                "must lie inside the mount root {}",
+                self.root.display()
+            )));
+        }
+        Ok(resolved)
+    }
+
+    /// Mounts `spec.branch` of `project` at `path` (inside the root).
+    pub(crate) fn mount(
+        &self,
+        project: &str,
+        store: Store,
+        path: &str,
+        mut spec: MountSpec,
+    ) -> Result<MountInfo, MountError> {
+        let mut mounts = self.mounts.lock();
+        let key = (project.to_owned(), spec.branch.clone());
+        if let Some(existing) = mounts.get(&key) {
+            return Err(MountError::Mounted {
+                branch: spec.branch,
+                path: existing.dir.clone(),
+            });
+        }
+        spec.dir = self.mount_point(path)?;
+        super::check_mount_point(&spec.dir).map_err(|error| MountError::BadMountPoint {
+            path: spec.dir.clone(),
+            reason: format!("{error:#}"),
+        })?;
+        if mounts.values().any(|mounted| mounted.dir == spec.dir) {
+            return Err(MountError::BadMountPoint {
+                path: spec.dir,
+                reason: "another branch is mounted there".to_owned(),
+            });
+        }
+        let mounted = mount(store, &spec)?;
+        let info = info_of(&mounted);
+        mounts.insert(key, mounted);
+        Ok(info)
+    }
+
+    /// Unmounts `branch` of `project` (refused while files are open under it) and makes
+    /// everything written through it durable.
+    pub(crate) fn unmount(&self, project: &str, branch: &str) -> Result<MountInfo, MountError> {
+        let mut mounts = self.mounts.lock();
+        let key = (project.to_owned(), branch.to_owned());
+        let Some(mounted) = mounts.get(&key) else {
+            return Err(MountError::NotMounted {
+                branch: branch.to_owned(),
+            });
+        };
+        let info = info_of(mounted);
+        if mounted.unmounter().unmount_strict()? {
+            let mounted = mounts.remove(&key).expect("looked up above");
+            mounted.wait()?;
+            Ok(info)
+        } else {
+            Err(MountError::Busy { path: info.path })
+        }
+    }
+
+    /// The mounts of `project`, by branch.
+    pub(crate) fn list(&self, project: &str) -> Vec<MountInfo> {
+        self.mounts
+            .lock()
+            .iter()
+            .filter(|((owner, _), _)| owner == project)
+            .map(|(_, mounted)| info_of(mounted))
+            .collect()
+    }
+
+    /// Runs `operation` unless `branch` of `project` is mounted, holding the registry so
+    /// that no mount starts meanwhile.
+    pub(crate) fn unless_mounted<T>(
+        &self,
+        project: &str,
+        branch: &str,
+        operation: impl FnOnce() -> T,
+    ) -> Result<T, MountError> {
+        let mounts = self.mounts.lock();
+        if let Some(mounted) = mounts.get(&(project.to_owned(), branch.to_owned())) {
+            return Err(MountError::Mounted {
+                branch: branch.to_owned(),
+                path: mounted.dir.clone(),
+            });
+        }
+        Ok(operation())
+    }
+
+    /// Unmounts everything (detaching lazily what is busy) and makes it durable: for a
+    /// server's shutdown.
+    pub(crate) fn unmount_all(&self) {
+        let mounts = std::mem::take(&mut *self.mounts.lock());
+        for ((project, branch), mounted) in mounts {
+            let result = mounted.unmounter().unmount().and_then(|()| mounted.wait());
+            match result {
+                Ok(()) => tracing::info!(%project, %branch, "unmounted"),
+                Err(error) => tracing::error!(%project, %branch, "unmount failed: {error:#}"),
+            }
+        }
+    }
+}
+
+fn info_of(mounted: &Mounted) -> MountInfo {
+    let (read_only, lsn) = match mounted.tree().view() {
+        TreeView::Writable => (false, None),
+        TreeView::ReadOnly { lsn, .. } => (true, Some(*lsn)),
+    };
+    MountInfo {
+        branch: mounted.tree().branch().to_owned(),
+        path: mounted.dir.clone(),
+        read_only,
+        lsn,
+    }
+}

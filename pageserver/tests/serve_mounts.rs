@@ -1,0 +1,231 @@
+//! Mounts through `pagefork serve`: `POST`/`DELETE .../branches/B/mount` and `GET
+//! .../mounts`, so a branch can be branched while a program writes to it. Checked: files
+//! written through a served mount; a branch of the mounted branch taken while SQLite
+//! commits opens and passes `integrity_check`; every operation that would change a mounted
+//! branch under its writer is refused naming the mount, and works again once unmounted;
+//! mount points outside the mount root, missing, occupied or already used are refused and
+//! change nothing; an unmount with files open is refused; SIGTERM unmounts and what was
+//! written is there after a restart. Needs root and /dev/fuse, and `sqlite3`.
+
+// A test may panic: unwrapping and indexing its own fixtures is how it fails.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use support::Server;
+use support::mount::{is_mounted, require_fuse};
+
+const B: &str = "/v1/projects/p/branches";
+
+fn sqlite(db: &Path, sql: &str) -> Result<String, String> {
+    let output = Command::new("sqlite3")
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("this test needs Debian's sqlite3");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+fn start(data: &Path) -> Server {
+    require_fuse();
+    Server::start(data, &[])
+}
+
+#[test]
+fn a_served_mount_is_branched_while_sqlite_writes_and_guards_its_branch() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let server = start(&data);
+    server
+        .post("/v1/projects", r#"{"project_id": "p"}"#)
+        .expect(201);
+    let mounts = data.join("mounts");
+    std::fs::create_dir_all(mounts.join("main")).unwrap();
+    std::fs::create_dir_all(mounts.join("copy")).unwrap();
+    let mounted = server
+        .post(&format!("{B}/main/mount"), r#"{"path": "main"}"#)
+        .expect(201);
+    let dir = Path::new(mounted["path"].as_str().unwrap()).to_path_buf();
+    assert!(is_mounted(&dir));
+    assert_eq!(mounted["read_only"], false);
+    let listed = server.get("/v1/projects/p/mounts").expect(200);
+    assert_eq!(listed["mounts"][0]["branch"], "main", "{listed}");
+
+    // SQLite commits on main while a branch of it is taken.
+    let db = dir.join("app.db");
+    sqlite(
+        &db,
+        "CREATE TABLE t(n INTEGER PRIMARY KEY, v BLOB); PRAGMA journal_mode=wal;",
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let committed = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (db, stop, committed) = (db.clone(), Arc::clone(&stop), Arc::clone(&committed));
+        std::thread::spawn(move || {
+            let mut n = 1;
+            while !stop.load(Ordering::SeqCst) {
+                sqlite(
+                    &db,
+                    &format!("INSERT INTO t VALUES ({n}, randomblob(5000));"),
+                )
+                .unwrap();
+                committed.store(n, Ordering::SeqCst);
+                n += 1;
+            }
+        })
+    };
+    while committed.load(Ordering::SeqCst) < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let before = committed.load(Ordering::SeqCst);
+    server
+        .post(
+            B,
+            r#"{"branch_id": "copy", "spec": {"source_branch": "main", "no_expiry": true}}"#,
+        )
+        .expect(201);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    let copy = server
+        .post(&format!("{B}/copy/mount"), r#"{"path": "copy"}"#)
+        .expect(201);
+    let copy_db = Path::new(copy["path"].as_str().unwrap()).join("app.db");
+    assert_eq!(sqlite(&copy_db, "PRAGMA integrity_check;").unwrap(), "ok");
+    let rows: u64 = sqlite(&copy_db, "SELECT count(*) FROM t;")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        rows >= before,
+        "the branch lost acknowledged rows: {rows} < {before}"
+    );
+    let all: u64 = sqlite(&db, "SELECT count(*) FROM t;")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rows <= all);
+    // The branch diverges: main keeps its rows.
+    sqlite(&copy_db, "DELETE FROM t;").unwrap();
+    assert_eq!(
+        sqlite(&db, "SELECT count(*) FROM t;").unwrap(),
+        all.to_string()
+    );
+
+    // What would change main under its writer is refused, naming the mount.
+    let refusals: [(&str, String, &str); 6] = [
+        ("DELETE", format!("{B}/main"), "{}"),
+        ("POST", format!("{B}/main/reset"), "{}"),
+        ("POST", format!("{B}/main/restore"), "{}"),
+        (
+            "POST",
+            format!("{B}/main/rename"),
+            r#"{"new_branch_id": "other"}"#,
+        ),
+        ("POST", format!("{B}/main/detach"), "{}"),
+        (
+            "POST",
+            format!("{B}/main/commit"),
+            r#"{"updates": [{"rel": 1, "block": 0, "drop": true}]}"#,
+        ),
+    ];
+    for (method, path, body) in &refusals {
+        let message = server
+            .send(method, path, body)
+            .expect_error(409, "branch_mounted");
+        assert!(
+            message.contains(dir.to_str().unwrap()),
+            "{method} {path}: {message}"
+        );
+    }
+    let message = server
+        .put_page(&format!("{B}/main/pages/1/0"), &[1; 8192])
+        .expect_error(409, "branch_mounted");
+    assert!(message.contains("mounted"), "{message}");
+    assert!(sqlite(&db, "PRAGMA integrity_check;").unwrap() == "ok");
+
+    // Mount refusals.
+    server
+        .post(&format!("{B}/main/mount"), r#"{"path": "copy"}"#)
+        .expect_error(409, "branch_mounted");
+    std::fs::create_dir_all(mounts.join("third")).unwrap();
+    server
+        .post(&format!("{B}/nope/mount"), r#"{"path": "third"}"#)
+        .expect_error(404, "branch_not_found");
+    for path in ["/tmp", "../data", "missing", "", "."] {
+        let body = serde_json::json!({ "path": path }).to_string();
+        server.post(&format!("{B}/copy/mount"), &body).expect(409);
+        let body = serde_json::json!({ "path": path }).to_string();
+        let answer = server.post(&format!("{B}/trial/mount"), &body);
+        assert!(
+            matches!(answer.status, 404 | 422),
+            "{path:?}: {}",
+            answer.status
+        );
+    }
+    std::fs::write(mounts.join("third/occupied"), b"x").unwrap();
+    server
+        .post(B, r#"{"branch_id": "trial", "spec": {"no_expiry": true}}"#)
+        .expect(201);
+    server
+        .post(&format!("{B}/trial/mount"), r#"{"path": "third"}"#)
+        .expect_error(422, "invalid_mount_point");
+    server
+        .delete(&format!("{B}/trial/mount"))
+        .expect_error(404, "not_mounted");
+
+    // An unmount with a file open is refused; closed, it goes through.
+    let open = std::fs::File::open(&db).unwrap();
+    server
+        .delete(&format!("{B}/main/mount"))
+        .expect_error(409, "mount_busy");
+    assert!(is_mounted(&dir));
+    drop(open);
+    server.delete(&format!("{B}/main/mount")).expect(200);
+    assert!(!is_mounted(&dir));
+    server
+        .post(
+            &format!("{B}/main/rename"),
+            r#"{"new_branch_id": "renamed"}"#,
+        )
+        .expect(200);
+    assert_eq!(
+        server.get("/v1/projects/p/mounts").expect(200)["mounts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // SIGTERM unmounts the rest; what was written is there after a restart.
+    let copy_dir = Path::new(copy["path"].as_str().unwrap()).to_path_buf();
+    std::fs::write(copy_dir.join("note"), b"written before SIGTERM").unwrap();
+    assert!(server.terminate().success());
+    assert!(!is_mounted(&copy_dir));
+    let server = start(&data);
+    server
+        .post(
+            &format!("{B}/copy/mount"),
+            r#"{"path": "copy", "read_only": true}"#,
+        )
+        .expect(201);
+    assert_eq!(
+        std::fs::read(copy_dir.join("note")).unwrap(),
+        b"written before SIGTERM"
+    );
+    assert!(
+        std::fs::write(copy_dir.join("more"), b"x").is_err(),
+        "a read-only mount took a write"
+    );
+    server.delete(&format!("{B}/copy/mount")).expect(200);
+}
