@@ -266,24 +266,7 @@ impl FileTree {
         let mut state = self.lock_writable()?;
         let parent = ino32(parent)?;
         let (ino, kind) = entry(&mut state, self, parent, name)?;
-        match (directory, kind == FileKind::Directory) {
-            (false, true) => {
-                return Err(FsError::IsDirectory {
-                    ino: u64::from(ino),
-                });
-            }
-            (true, false) => {
-                return Err(FsError::NotDirectory {
-                    ino: u64::from(ino),
-                });
-            }
-            (true, true) if !state.dir(self, ino)?.entries.is_empty() => {
-                return Err(FsError::NotEmpty {
-                    ino: u64::from(ino),
-                });
-            }
-            _ => {}
-        }
+        self.check_removable(&mut state, directory, ino, kind)?;
         let now = self.now();
         let mut txn = Txn::default();
         let mut changed = Changed::new(&mut state);
@@ -342,27 +325,7 @@ impl FileTree {
             if no_replace {
                 return Err(exists(new_parent, new_name));
             }
-            match (
-                kind == FileKind::Directory,
-                target_kind == FileKind::Directory,
-            ) {
-                (true, false) => {
-                    return Err(FsError::NotDirectory {
-                        ino: u64::from(target),
-                    });
-                }
-                (false, true) => {
-                    return Err(FsError::IsDirectory {
-                        ino: u64::from(target),
-                    });
-                }
-                (true, true) if !state.dir(self, target)?.entries.is_empty() => {
-                    return Err(FsError::NotEmpty {
-                        ino: u64::from(target),
-                    });
-                }
-                _ => {}
-            }
+            self.check_removable(&mut state, kind == FileKind::Directory, target, target_kind)?;
         }
         let now = self.now();
         let mut txn = Txn::default();
@@ -393,6 +356,26 @@ impl FileTree {
         match replaced {
             Some((target, removed)) => self.finish_unlink(state, txn, target, removed),
             None => self.commit(state, txn),
+        }
+    }
+
+    /// Refuses to remove (or replace) inode `ino` of `kind` where a directory is
+    /// `wanted` (or not): the wrong kind, or a directory that is not empty.
+    fn check_removable(
+        &self,
+        state: &mut State,
+        wanted_directory: bool,
+        ino: u32,
+        kind: FileKind,
+    ) -> FsResult<()> {
+        let ino64 = u64::from(ino);
+        match (wanted_directory, kind == FileKind::Directory) {
+            (false, true) => Err(FsError::IsDirectory { ino: ino64 }),
+            (true, false) => Err(FsError::NotDirectory { ino: ino64 }),
+            (true, true) if !state.dir(self, ino)?.entries.is_empty() => {
+                Err(FsError::NotEmpty { ino: ino64 })
+            }
+            _ => Ok(()),
         }
     }
 

@@ -27,6 +27,10 @@ use parking_lot::Mutex;
 /// How long the kernel may trust an answer: the tree changes only through this mount.
 const TTL: Duration = Duration::from_secs(60);
 const SET_GROUP_ID: u32 = 0o2000;
+/// The answer to every extended-attribute request. ENOSYS, not EOPNOTSUPP: on ENOSYS the
+/// kernel stops sending them and answers EOPNOTSUPP to programs itself; on EOPNOTSUPP it
+/// would ask again before every write (for `security.capability`), a round trip each.
+const NO_XATTRS: Errno = Errno::ENOSYS;
 
 /// A directory's entries as `opendir` saw them: inode, type, name.
 type Listing = Arc<Vec<(u64, FileType, Vec<u8>)>>;
@@ -132,6 +136,14 @@ pub(crate) fn errno(error: &FsError) -> Errno {
     }
 }
 
+/// Answers an operation that returns nothing.
+fn answer(result: Result<(), FsError>, reply: ReplyEmpty) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(error) => reply.error(errno(&error)),
+    }
+}
+
 fn file_time(time: TimeOrNow) -> FileTime {
     match time {
         TimeOrNow::SpecificTime(time) => FileTime::from_system_time(time),
@@ -141,9 +153,12 @@ fn file_time(time: TimeOrNow) -> FileTime {
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _request: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // Directory operations in parallel (the tree orders them under its own lock).
+        // Directory operations in parallel (the tree orders them under its own lock), and
+        // requests of up to one commit's worth (1 MiB) instead of the kernel's 128 KiB.
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        let _ = config.add_capabilities(InitFlags::FUSE_BIG_WRITES | InitFlags::FUSE_MAX_PAGES);
         let _ = config.set_max_write(self.tree.max_write());
+        let _ = config.set_max_readahead(self.tree.max_write());
         Ok(())
     }
 
@@ -243,17 +258,11 @@ impl Filesystem for FuseAdapter {
     }
 
     fn unlink(&self, _request: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.tree.unlink(parent.0, name.as_bytes()) {
-            Ok(()) => reply.ok(),
-            Err(error) => reply.error(errno(&error)),
-        }
+        answer(self.tree.unlink(parent.0, name.as_bytes()), reply)
     }
 
     fn rmdir(&self, _request: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.tree.remove_directory(parent.0, name.as_bytes()) {
-            Ok(()) => reply.ok(),
-            Err(error) => reply.error(errno(&error)),
-        }
+        answer(self.tree.remove_directory(parent.0, name.as_bytes()), reply)
     }
 
     fn symlink(
@@ -297,10 +306,7 @@ impl Filesystem for FuseAdapter {
             new_name.as_bytes(),
             no_replace,
         );
-        match renamed {
-            Ok(()) => reply.ok(),
-            Err(error) => reply.error(errno(&error)),
-        }
+        answer(renamed, reply);
     }
 
     fn link(
@@ -380,10 +386,7 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.tree.sync() {
-            Ok(()) => reply.ok(),
-            Err(error) => reply.error(errno(&error)),
-        }
+        answer(self.tree.sync(), reply)
     }
 
     fn opendir(&self, _request: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -455,10 +458,7 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.tree.sync() {
-            Ok(()) => reply.ok(),
-            Err(error) => reply.error(errno(&error)),
-        }
+        answer(self.tree.sync(), reply)
     }
 
     fn statfs(&self, _request: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -492,7 +492,7 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EOPNOTSUPP);
+        reply.error(NO_XATTRS);
     }
 
     fn getxattr(
@@ -503,15 +503,15 @@ impl Filesystem for FuseAdapter {
         _size: u32,
         reply: ReplyXattr,
     ) {
-        reply.error(Errno::EOPNOTSUPP);
+        reply.error(NO_XATTRS);
     }
 
     fn listxattr(&self, _request: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::EOPNOTSUPP);
+        reply.error(NO_XATTRS);
     }
 
     fn removexattr(&self, _request: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EOPNOTSUPP);
+        reply.error(NO_XATTRS);
     }
 
     fn create(
