@@ -174,7 +174,7 @@ pub(crate) struct ApiDoc;
 /// The document, as served: utoipa's, with the rules derives cannot state.
 pub(crate) fn document() -> serde_json::Value {
     let mut document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
-    let at_most_one: [(&str, &[&str]); 4] = [
+    let at_most_one: [(&str, &[&str]); 5] = [
         ("CreateSpec", &["ttl", "expire_time", "no_expiry"]),
         ("CreateSpec", &["source_branch_lsn", "source_branch_time"]),
         (
@@ -182,6 +182,7 @@ pub(crate) fn document() -> serde_json::Value {
             &["source_branch_lsn", "source_branch_time"],
         ),
         ("RestoreBranch", &["backup_name", "no_backup"]),
+        ("MountRequest", &["lsn", "timestamp"]),
     ];
     for (name, fields) in at_most_one {
         constrain(&mut document, name, at_most_one_of(fields));
