@@ -103,15 +103,19 @@ impl FileTree {
             let in_page = (at % page_size) as usize;
             let take = (self.page_size - in_page).min(rest.len());
             let (chunk, after) = rest.split_at(take);
+            // Always a whole page: a part of one is merged into what the page holds (read
+            // anyway to know whether it exists), so reads never replay chains of patches.
             let update = if take == self.page_size {
                 Update::Image(Bytes::copy_from_slice(chunk))
-            } else if block < inode.extent_blocks && self.read_page(inode.rel, block)?.is_some() {
-                Update::Patch {
-                    offset: u32::try_from(in_page).expect("within a page"),
-                    bytes: Bytes::copy_from_slice(chunk),
-                }
             } else {
-                let mut page = BytesMut::zeroed(self.page_size);
+                let existing = match block < inode.extent_blocks {
+                    true => self.read_page(inode.rel, block)?,
+                    false => None,
+                };
+                let mut page = match existing {
+                    Some(page) if page.len() == self.page_size => BytesMut::from(&page[..]),
+                    _ => BytesMut::zeroed(self.page_size),
+                };
                 page.get_mut(in_page..in_page + take)
                     .expect("the chunk is within the page")
                     .copy_from_slice(chunk);

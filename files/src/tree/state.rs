@@ -22,6 +22,8 @@ use crate::inode::{FileKind, FileTime, Inode};
 /// How many pages one commit drops at most (about 600 KB of log, less if the store's
 /// commits are smaller); a bigger drop goes in several commits.
 const MAX_DROPS_PER_COMMIT: u32 = 1 << 16;
+/// Patches an inode table page takes before it is logged whole again.
+const TABLE_PATCHES_PER_IMAGE: u32 = 32;
 /// Log bytes one update of a commit takes besides its data (key, tag, lengths).
 const UPDATE_OVERHEAD_BYTES: u64 = 16;
 /// Log bytes an operation's inode, directory and superblock updates may take besides
@@ -62,6 +64,8 @@ pub(crate) struct State {
     /// Linked nowhere, found when the tree was opened (freed then, if writable).
     pub(crate) orphans: BTreeSet<u32>,
     lookups: HashMap<u32, u64>,
+    /// Patches logged per inode table page since its last whole image.
+    table_patches: HashMap<u32, u32>,
     /// The newest commit this tree logged.
     pub(crate) last_lsn: Option<Lsn>,
     pub(crate) failed: Option<String>,
@@ -111,6 +115,7 @@ impl State {
             free_inos: BTreeSet::new(),
             orphans: BTreeSet::new(),
             lookups: HashMap::new(),
+            table_patches: HashMap::new(),
             last_lsn: None,
             failed: None,
             page_size,
@@ -315,12 +320,18 @@ impl State {
         }
     }
 
-    fn table_update(&self, txn: &Txn, block: u32, range: (usize, usize)) -> Update {
+    /// How inode table page `block` is logged: a patch of the changed range, or, for a
+    /// new page and after every `TABLE_PATCHES_PER_IMAGE` patches, the whole page, so no
+    /// read of it (the engine reads a page to accept a patch on it) replays a long chain.
+    fn table_update(&mut self, txn: &Txn, block: u32, range: (usize, usize)) -> Update {
+        let patches = self.table_patches.entry(block).or_default();
+        let whole = txn.new_table_pages.contains(&block) || *patches >= TABLE_PATCHES_PER_IMAGE;
+        *patches = if whole { 0 } else { *patches + 1 };
         let page = self
             .table
             .get(&block)
             .expect("a changed table page is cached");
-        if txn.new_table_pages.contains(&block) {
+        if whole {
             Update::Image(Bytes::copy_from_slice(page))
         } else {
             Update::Patch {
@@ -355,9 +366,9 @@ impl FileTree {
             updates.push((key, update));
         }
         if txn.superblock {
+            // Whole, so the page never carries a chain of patches (one per create).
             let page = state.superblock.encode(self.page_size);
-            let bytes = page.slice(..format::SUPERBLOCK_BYTES);
-            updates.push((format::superblock_key(), Update::Patch { offset: 0, bytes }));
+            updates.push((format::superblock_key(), Update::Image(page)));
         }
         if updates.is_empty() {
             return Ok(());
