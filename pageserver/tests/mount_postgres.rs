@@ -229,25 +229,35 @@ fn postgres_runs_on_a_mount_restarts_after_sigkill_and_branches() {
     // gone); its postmaster is then stopped and the cluster started on a remount.
     let mut bench = cluster.spawn_pgbench(&["-n", "-T", "30", "-c", "2", "-j", "2"]);
     std::thread::sleep(Duration::from_secs(3));
+    // The postmaster's PID, while its files can still be read: only this cluster is
+    // stopped below, not any other Postgres on the machine.
+    let postmaster = std::fs::read_to_string(cluster.data.join("postmaster.pid")).unwrap();
+    let postmaster = postmaster.lines().next().unwrap().trim().to_owned();
     let dead = mount.kill();
     let _ = bench.kill();
     let _ = bench.wait();
-    // The postmaster cannot read its files any more; stop it the hard way.
+    // The postmaster cannot read its files any more; stop it and its children the hard way.
     let _ = Command::new("pkill")
-        .args(["-KILL", "-u", "postgres", "-x", "postgres"])
+        .args(["-KILL", "-P", &postmaster])
         .status();
+    let _ = Command::new("kill").args(["-KILL", &postmaster]).status();
+    let alive = |args: &[&str]| {
+        Command::new("pgrep")
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while Command::new("pgrep")
-        .args(["-u", "postgres", "-x", "postgres"])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap()
-        .success()
-    {
+    while alive(&["-P", &postmaster]) || Path::new(&format!("/proc/{postmaster}")).exists() {
         assert!(
             std::time::Instant::now() < deadline,
             "Postgres did not die with its mount"
         );
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-P", &postmaster])
+            .status();
         std::thread::sleep(Duration::from_millis(100));
     }
     drop(dead);
