@@ -5,8 +5,9 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::indexing_slicing)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::Child;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -42,23 +43,7 @@ fn serve_many_branches() -> Served {
     }
     store.checkpoint().unwrap();
     drop(store);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pagefork"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("PAGEFORK_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .split_whitespace()
-        .find(|word| word.starts_with("http://"))
-        .unwrap()
-        .to_owned();
+    let (child, base) = support::start_serve(dir.path());
     Served {
         child,
         base,

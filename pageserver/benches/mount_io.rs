@@ -8,11 +8,13 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::indexing_slicing)]
 
+mod support;
+
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 struct Served {
@@ -32,23 +34,7 @@ impl Drop for Served {
 
 impl Served {
     fn start(data: &Path) -> Served {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pagefork"))
-            .arg("--data-dir")
-            .arg(data)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("PAGEFORK_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .split_whitespace()
-            .find(|word| word.starts_with("http://"))
-            .unwrap()
-            .to_owned();
+        let (child, base) = support::start_serve(data);
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()

@@ -82,15 +82,7 @@ impl FileTree {
     pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Attributes> {
         let mut state = self.lock()?;
         let parent = ino32(parent)?;
-        let (ino, _, _) =
-            *state
-                .dir(self, parent)?
-                .entries
-                .get(name)
-                .ok_or_else(|| FsError::NotFound {
-                    parent: u64::from(parent),
-                    name: String::from_utf8_lossy(name).into_owned(),
-                })?;
+        let (ino, _) = entry(&mut state, self, parent, name)?;
         let inode = state.inode(ino)?;
         state.retain(ino);
         Ok(inode.attributes(ino, self.page_size))

@@ -166,9 +166,9 @@ impl State {
             return Err(missing);
         }
         let (block, offset) = inode_slot(ino, self.page_size);
-        let page = self.table.get(&block).ok_or(FsError::NoInode {
-            ino: u64::from(ino),
-        })?;
+        let Some(page) = self.table.get(&block) else {
+            return Err(missing);
+        };
         decode_inode(ino, page.get(offset..offset + INODE_BYTES).unwrap_or(&[]))?.ok_or(missing)
     }
 

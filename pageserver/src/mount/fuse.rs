@@ -77,6 +77,13 @@ impl FuseAdapter {
         }
     }
 
+    fn answer_attr(&self, result: Result<Attributes, FsError>, reply: ReplyAttr) {
+        match result {
+            Ok(attributes) => reply.attr(&TTL, &self.attr(&attributes)),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
     fn entry(&self, result: Result<Attributes, FsError>, reply: ReplyEntry) {
         match result {
             Ok(attributes) => reply.entry(&TTL, &self.attr(&attributes), Generation(0)),
@@ -136,6 +143,14 @@ pub(crate) fn errno(error: &FsError) -> Errno {
     }
 }
 
+/// Answers an operation that returns bytes.
+fn answer_data(result: Result<Vec<u8>, FsError>, reply: ReplyData) {
+    match result {
+        Ok(bytes) => reply.data(&bytes),
+        Err(error) => reply.error(errno(&error)),
+    }
+}
+
 /// Answers an operation that returns nothing.
 fn answer(result: Result<(), FsError>, reply: ReplyEmpty) {
     match result {
@@ -173,10 +188,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getattr(&self, _request: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.tree.attributes(ino.0) {
-            Ok(attributes) => reply.attr(&TTL, &self.attr(&attributes)),
-            Err(error) => reply.error(errno(&error)),
-        }
+        self.answer_attr(self.tree.attributes(ino.0), reply);
     }
 
     fn setattr(
@@ -205,17 +217,11 @@ impl Filesystem for FuseAdapter {
             atime: atime.map(file_time),
             mtime: mtime.map(file_time),
         };
-        match self.tree.set_attributes(ino.0, changes) {
-            Ok(attributes) => reply.attr(&TTL, &self.attr(&attributes)),
-            Err(error) => reply.error(errno(&error)),
-        }
+        self.answer_attr(self.tree.set_attributes(ino.0, changes), reply);
     }
 
     fn readlink(&self, _request: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.tree.read_link(ino.0) {
-            Ok(target) => reply.data(&target),
-            Err(error) => reply.error(errno(&error)),
-        }
+        answer_data(self.tree.read_link(ino.0), reply);
     }
 
     fn mknod(
@@ -342,10 +348,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.tree.read(ino.0, offset, size) {
-            Ok(bytes) => reply.data(&bytes),
-            Err(error) => reply.error(errno(&error)),
-        }
+        answer_data(self.tree.read(ino.0, offset, size), reply);
     }
 
     fn write(

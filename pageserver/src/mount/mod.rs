@@ -112,11 +112,11 @@ pub(crate) fn disk_space(dir: &Path) -> nix::Result<(u64, u64)> {
 }
 
 /// Opens the branch's tree and mounts it at `spec.dir`, serving requests on worker
-/// threads until `unmount` (or an external `umount`).
+/// threads until `unmount` (or an external `umount`). Callers check first, before
+/// anything can change (`check_fuse_available`, `check_mount_point`), each answering
+/// refusals its own way.
 pub(crate) fn mount(store: Store, spec: &MountSpec) -> Result<Mounted> {
-    check_fuse_available()?;
     store.branch_info(&spec.branch)?;
-    check_mount_point(&spec.dir)?;
     let options = TreeOptions {
         read_only: spec.read_only,
         at: spec.at,

@@ -105,6 +105,7 @@ impl Mounts {
             });
         }
         spec.dir = self.mount_point(path)?;
+        super::check_fuse_available()?;
         super::check_mount_point(&spec.dir).map_err(|error| MountError::BadMountPoint {
             path: spec.dir.clone(),
             reason: format!("{error:#}"),

@@ -26,7 +26,7 @@ use crate::views::{BranchView, DiffView, TimeAnswerView};
 type ProjectPath = Result<Path<String>, PathRejection>;
 
 /// `{project}` and `{branch}` from the path.
-type BranchPath = Result<Path<(String, String)>, PathRejection>;
+pub(crate) type BranchPath = Result<Path<(String, String)>, PathRejection>;
 
 /// A branch as the API shows it: the CLI's view, plus its resource name.
 #[derive(Debug, Serialize, ToSchema)]

@@ -14,6 +14,7 @@ use pagefork_files::FsError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::branches::BranchPath;
 use super::error::{ApiError, ErrorBody};
 use super::params::{self, BranchParams, NoParameters, ProjectParam, present};
 use super::schema::{LsnText, TimeText, TrueOnly};
@@ -107,8 +108,6 @@ pub(crate) fn refuse_if_mounted<T>(
         .unless_mounted(project, branch, operation)
         .map_err(mount_error)?
 }
-
-type BranchPath = Result<Path<(String, String)>, PathRejection>;
 
 /// `POST .../mount`.
 #[utoipa::path(post, path = "/v1/projects/{project}/branches/{branch}/mount", tag = "mounts",
