@@ -2,7 +2,7 @@
 //!
 //! A file tree owns the upper half of a branch's key space: relation `TABLE_REL` holds the
 //! superblock (block 0) and the inode table (blocks 1 and up, `INODE_BYTES` per inode);
-//! every file, directory and symlink has a data relation of its own above it, handed out
+//! every inode (file, directory, symlink, special file) has a data relation of its own above it, handed out
 //! by a counter in the superblock and never handed out twice on a branch, so a page left
 //! behind by a deleted file can never show through in a new one. docs/formats.md draws
 //! the layouts; this module checks them: every structure carries a format version and a
@@ -129,6 +129,7 @@ pub(crate) fn encode_inode(inode: &Inode) -> [u8; INODE_BYTES] {
         out.put_i64_le(time.secs);
         out.put_u32_le(time.nanos);
     }
+    out.put_u32_le(inode.rdev);
     let crc = crc32fast::hash(&slot[..INODE_BYTES - 4]);
     slot[INODE_BYTES - 4..].copy_from_slice(&crc.to_le_bytes());
     slot
@@ -177,8 +178,10 @@ pub(crate) fn decode_inode(ino: u32, slot: &[u8]) -> FsResult<Option<Inode>> {
         mtime: time(52),
         ctime: time(64),
         crtime: time(76),
+        rdev: le_u32(slot, 88),
     };
-    if inode.rel < FIRST_DATA_REL || inode.mode > 0o7777 {
+    let device = matches!(kind, FileKind::CharDevice | FileKind::BlockDevice);
+    if inode.rel < FIRST_DATA_REL || inode.mode > 0o7777 || (inode.rdev != 0 && !device) {
         return Err(corrupt(format!("impossible fields {inode:?}")));
     }
     Ok(Some(inode))
@@ -345,6 +348,7 @@ mod tests {
                 nanos: 0,
             },
             crtime: FileTime { secs: 0, nanos: 5 },
+            rdev: 0,
         }
     }
 
@@ -362,6 +366,20 @@ mod tests {
         let slot = encode_inode(&inode());
         assert_eq!(decode_inode(4, &slot).unwrap(), Some(inode()));
         assert_eq!(decode_inode(4, &[0u8; INODE_BYTES]).unwrap(), None);
+        let device = Inode {
+            kind: FileKind::BlockDevice,
+            rdev: 0x0801,
+            ..inode()
+        };
+        assert_eq!(
+            decode_inode(4, &encode_inode(&device)).unwrap(),
+            Some(device)
+        );
+        let not_a_device = Inode {
+            kind: FileKind::Fifo,
+            ..device
+        };
+        assert!(decode_inode(4, &encode_inode(&not_a_device)).is_err());
         let entries = vec![
             DirEntry {
                 name: b"a".to_vec(),

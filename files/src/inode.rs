@@ -1,10 +1,10 @@
-//! Inodes: what the tree keeps about each file, directory and symlink, and the public
-//! `Attributes` view of it.
+//! Inodes: what the tree keeps about each file, directory, symlink and special file
+//! (FIFO, socket, device), and the public `Attributes` view of it.
 //!
 //! Invariants kept by the tree (checked where they are relied on): a file's bytes at and
 //! beyond `size` read as zeros, and no page of its data relation lies at or beyond
 //! `extent_blocks`; a directory's `size` is its page count times the page size; `nlink`
-//! is 1 for a linked file or symlink, 2 plus its subdirectories for a directory, and 0
+//! is 1 for a linked file, symlink or special file, 2 plus its subdirectories for a directory, and 0
 //! only for an unlinked inode something still holds open.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,6 +20,14 @@ pub enum FileKind {
     Directory,
     /// A symbolic link; its target is its data.
     Symlink,
+    /// A named pipe (its data never reaches the tree: the kernel keeps it).
+    Fifo,
+    /// A Unix domain socket's name.
+    Socket,
+    /// A character device node (`rdev` says which device).
+    CharDevice,
+    /// A block device node (`rdev` says which device).
+    BlockDevice,
 }
 
 impl FileKind {
@@ -28,6 +36,10 @@ impl FileKind {
             FileKind::File => 1,
             FileKind::Directory => 2,
             FileKind::Symlink => 3,
+            FileKind::Fifo => 4,
+            FileKind::Socket => 5,
+            FileKind::CharDevice => 6,
+            FileKind::BlockDevice => 7,
         }
     }
 
@@ -36,6 +48,10 @@ impl FileKind {
             1 => Some(FileKind::File),
             2 => Some(FileKind::Directory),
             3 => Some(FileKind::Symlink),
+            4 => Some(FileKind::Fifo),
+            5 => Some(FileKind::Socket),
+            6 => Some(FileKind::CharDevice),
+            7 => Some(FileKind::BlockDevice),
             _ => None,
         }
     }
@@ -115,6 +131,8 @@ pub(crate) struct Inode {
     pub(crate) extent_blocks: u32,
     /// A directory's parent directory (the root's is itself); 0 for other kinds.
     pub(crate) parent: u32,
+    /// A device node's device number (0 for other kinds).
+    pub(crate) rdev: u32,
     pub(crate) atime: FileTime,
     pub(crate) mtime: FileTime,
     pub(crate) ctime: FileTime,
@@ -140,6 +158,8 @@ pub struct Attributes {
     pub size: u64,
     /// 512-byte blocks its data may take (pages at or below its size).
     pub blocks: u64,
+    /// The device a device node stands for (0 for other kinds).
+    pub rdev: u32,
     /// Last access (set only when asked: the tree does not track reads).
     pub atime: FileTime,
     /// Last change of the data.
@@ -166,6 +186,7 @@ impl Inode {
             nlink: self.nlink,
             size: self.size,
             blocks: pages * (page_size / 512),
+            rdev: self.rdev,
             atime: self.atime,
             mtime: self.mtime,
             ctime: self.ctime,

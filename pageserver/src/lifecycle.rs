@@ -130,6 +130,10 @@ fn print_file_diff(
         pagefork_files::FileKind::File => "file",
         pagefork_files::FileKind::Directory => "directory",
         pagefork_files::FileKind::Symlink => "symlink",
+        pagefork_files::FileKind::Fifo => "fifo",
+        pagefork_files::FileKind::Socket => "socket",
+        pagefork_files::FileKind::CharDevice => "character device",
+        pagefork_files::FileKind::BlockDevice => "block device",
     };
     if json {
         let list = |changes: &[pagefork_files::FileChange]| -> Value {

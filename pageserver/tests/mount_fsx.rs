@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 
 use pagefork_engine::Timestamp;
 use pagefork_tests::TestRng;
-use pagefork_tests::files_model::{FileOp, Model, Node, OpLimits, Outcome, SparseFile, random_op};
+use pagefork_tests::files_model::{
+    FileOp, Model, Node, OpLimits, Outcome, SparseFile, Special, random_op,
+};
 use support::cli::{ok_json, pagefork};
 use support::mount::Mount;
 
@@ -57,6 +59,19 @@ fn run(root: &Path, op: &FileOp) -> Outcome {
         }),
         FileOp::Symlink(dir, name, target) => {
             std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), joined(dir, name))
+        }
+        FileOp::Mknod(dir, name, special, mode) => {
+            let (kind, rdev) = special_kind(*special);
+            nix::sys::stat::mknod(
+                &joined(dir, name),
+                kind,
+                nix::sys::stat::Mode::from_bits_truncate(0),
+                u64::from(rdev),
+            )
+            .map_err(std::io::Error::from)
+            .and_then(|()| {
+                fs::set_permissions(joined(dir, name), fs::Permissions::from_mode(*mode))
+            })
         }
         FileOp::Write(path, offset, data) => fs::OpenOptions::new()
             .write(true)
@@ -134,6 +149,23 @@ fn check_node(path: &Path, node: &Node, is_root: bool, context: &str) {
                 "{where_}"
             );
         }
+        Node::Special(special, mode) => {
+            let (kind, rdev) = special_kind(*special);
+            let format = nix::sys::stat::SFlag::S_IFMT.bits();
+            assert_eq!(metadata.mode() & format, kind.bits(), "{where_}: kind");
+            assert_eq!(metadata.rdev(), u64::from(rdev), "{where_}: device");
+            assert_eq!(metadata.mode() & 0o7777, *mode, "{where_}: mode");
+        }
+    }
+}
+
+fn special_kind(special: Special) -> (nix::sys::stat::SFlag, u32) {
+    use nix::sys::stat::SFlag;
+    match special {
+        Special::Fifo => (SFlag::S_IFIFO, 0),
+        Special::Socket => (SFlag::S_IFSOCK, 0),
+        Special::CharDevice(rdev) => (SFlag::S_IFCHR, rdev),
+        Special::BlockDevice(rdev) => (SFlag::S_IFBLK, rdev),
     }
 }
 

@@ -1,4 +1,5 @@
-//! A plain model of a file tree (paths to sparse files, directories and symlinks) and the
+//! A plain model of a file tree (paths to sparse files, directories, symlinks and
+//! special files) and the
 //! random operations the file suites run against both it and the real tree: through
 //! `pagefork_files::FileTree` directly, and through a FUSE mount.
 //!
@@ -89,6 +90,21 @@ pub enum Node {
     Dir(BTreeMap<Vec<u8>, Node>, u32),
     /// A symlink's target.
     Link(Vec<u8>),
+    /// A FIFO, socket or device node and its permission bits.
+    Special(Special, u32),
+}
+
+/// What a special file is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Special {
+    /// A named pipe.
+    Fifo,
+    /// A Unix domain socket's name.
+    Socket,
+    /// A character device with this device number.
+    CharDevice(u32),
+    /// A block device with this device number.
+    BlockDevice(u32),
 }
 
 /// A path from the root, one name per level.
@@ -107,6 +123,8 @@ pub enum FileOp {
     Mkdir(Path, Vec<u8>, u32),
     /// Create a symlink.
     Symlink(Path, Vec<u8>, Vec<u8>),
+    /// Create a special file (`mknod`).
+    Mknod(Path, Vec<u8>, Special, u32),
     /// Write bytes at an offset.
     Write(Path, u64, Vec<u8>),
     /// Set a file's size.
@@ -209,6 +227,9 @@ impl Model {
             FileOp::Symlink(dir, name, target) => {
                 self.insert(dir, name, Node::Link(target.clone()))
             }
+            FileOp::Mknod(dir, name, special, mode) => {
+                self.insert(dir, name, Node::Special(*special, *mode))
+            }
             FileOp::Write(path, offset, data) => match self.get_mut(path) {
                 Some(Node::File(file, _)) => {
                     file.write(*offset, data);
@@ -224,7 +245,7 @@ impl Model {
                 _ => Err("NotFound"),
             },
             FileOp::Chmod(path, new_mode) => match self.get_mut(path) {
-                Some(Node::File(_, mode) | Node::Dir(_, mode)) => {
+                Some(Node::File(_, mode) | Node::Dir(_, mode) | Node::Special(_, mode)) => {
                     *mode = *new_mode;
                     Ok(())
                 }
@@ -251,8 +272,9 @@ impl Model {
         let entries = self.dir_mut(dir)?;
         match (entries.get(name).ok_or("NotFound")?, directory) {
             (Node::Dir(..), false) => return Err("IsDirectory"),
-            (Node::File(..) | Node::Link(_), true) => return Err("NotDirectory"),
             (Node::Dir(children, _), true) if !children.is_empty() => return Err("NotEmpty"),
+            (Node::Dir(..), true) => {}
+            (_, true) => return Err("NotDirectory"),
             _ => {}
         }
         entries.remove(name);
@@ -278,11 +300,12 @@ impl Model {
         }
         if let Some(target) = &target {
             match (&source, target) {
-                (Node::Dir(..), Node::File(..) | Node::Link(_)) => return Err("NotDirectory"),
-                (Node::File(..) | Node::Link(_), Node::Dir(..)) => return Err("IsDirectory"),
                 (Node::Dir(..), Node::Dir(children, _)) if !children.is_empty() => {
                     return Err("NotEmpty");
                 }
+                (Node::Dir(..), Node::Dir(..)) => {}
+                (Node::Dir(..), _) => return Err("NotDirectory"),
+                (_, Node::Dir(..)) => return Err("IsDirectory"),
                 _ => {}
             }
         }
@@ -344,7 +367,17 @@ pub fn random_op(rng: &mut TestRng, model: &Model, limits: OpLimits) -> FileOp {
         _ => 0,
     };
     match rng.below(100) {
-        0..=14 => FileOp::Create(dir, name, 0o600 + rng.below(0o200) as u32),
+        0..=12 => FileOp::Create(dir, name, 0o600 + rng.below(0o200) as u32),
+        13..=14 => {
+            let device = rng.below(1 << 20) as u32;
+            let special = match rng.below(4) {
+                0 => Special::Fifo,
+                1 => Special::Socket,
+                2 => Special::CharDevice(device),
+                _ => Special::BlockDevice(device),
+            };
+            FileOp::Mknod(dir, name, special, 0o600 + rng.below(0o200) as u32)
+        }
         15..=21 => FileOp::Mkdir(dir, name, 0o700 + rng.below(0o100) as u32),
         22..=24 => {
             let target = (0..rng.between(1, 300))

@@ -14,7 +14,9 @@ use pagefork_engine::{
     At, BranchOptions, Clock, Config, Lsn, ManualClock, Store, SyncMode, Timestamp,
 };
 use pagefork_files::{FileKind, FileTree, FsError, Owner, SetAttributes, TreeOptions};
-use pagefork_tests::files_model::{FileOp, Model, Node, OpLimits, Outcome, SparseFile, random_op};
+use pagefork_tests::files_model::{
+    FileOp, Model, Node, OpLimits, Outcome, SparseFile, Special, random_op,
+};
 use pagefork_tests::{TestRng, run_seeds};
 
 const PAGE_SIZE: usize = 8192;
@@ -97,6 +99,11 @@ fn run(tree: &FileTree, op: &FileOp) -> Outcome {
             let made = tree.symlink(resolve(tree, dir)?, name, target, 0, 0)?;
             tree.forget(made.ino, 1)
         }
+        FileOp::Mknod(dir, name, special, mode) => {
+            let (kind, rdev) = special_kind(*special);
+            let made = tree.make_node(resolve(tree, dir)?, name, kind, owner(*mode), rdev)?;
+            tree.forget(made.ino, 1)
+        }
         FileOp::Write(path, offset, data) => {
             let written = tree.write(resolve(tree, path)?, *offset, data)?;
             assert_eq!(written as usize, data.len());
@@ -175,6 +182,21 @@ fn check_node(tree: &FileTree, ino: u64, node: &Node, path: &str) {
             assert_eq!(attributes.kind, FileKind::Symlink, "{path}");
             assert_eq!(&tree.read_link(ino).unwrap(), target, "{path}: target");
         }
+        Node::Special(special, mode) => {
+            let (kind, rdev) = special_kind(*special);
+            assert_eq!((attributes.kind, attributes.rdev), (kind, rdev), "{path}");
+            assert_eq!(attributes.mode, *mode, "{path}: mode");
+            assert_eq!(attributes.nlink, 1, "{path}: link count");
+        }
+    }
+}
+
+fn special_kind(special: Special) -> (FileKind, u32) {
+    match special {
+        Special::Fifo => (FileKind::Fifo, 0),
+        Special::Socket => (FileKind::Socket, 0),
+        Special::CharDevice(rdev) => (FileKind::CharDevice, rdev),
+        Special::BlockDevice(rdev) => (FileKind::BlockDevice, rdev),
     }
 }
 

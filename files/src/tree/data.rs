@@ -30,6 +30,9 @@ impl FileTree {
             FileKind::Symlink => Err(FsError::InvalidArgument {
                 what: format!("inode {ino} is a symlink: read its target"),
             }),
+            special => Err(FsError::InvalidArgument {
+                what: format!("inode {ino} is a {special:?}: the kernel serves its data"),
+            }),
         }
     }
 
@@ -235,8 +238,8 @@ fn check_file(ino: u32, inode: &Inode) -> FsResult<()> {
         FileKind::Directory => Err(FsError::IsDirectory {
             ino: u64::from(ino),
         }),
-        FileKind::Symlink => Err(FsError::InvalidArgument {
-            what: format!("inode {ino} is a symlink"),
+        other => Err(FsError::InvalidArgument {
+            what: format!("inode {ino} is a {other:?}, not a regular file"),
         }),
     }
 }

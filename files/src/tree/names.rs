@@ -1,5 +1,5 @@
 //! Names: lookups, listings, and every operation that adds, removes or moves a name
-//! (create, mkdir, symlink, unlink, rmdir, rename), each one commit.
+//! (create, mkdir, symlink, mknod, unlink, rmdir, rename), each one commit.
 //!
 //! Invariants: a directory lists each name once; an inode is linked from at most one
 //! entry (no hard links), a directory from its `parent`; a directory never moves into its
@@ -148,6 +148,27 @@ impl FileTree {
         self.create(parent, name, owner, FileKind::Symlink, target)
     }
 
+    /// Creates a special file: a FIFO, a socket, or a device node standing for device
+    /// `rdev` (0 for the others). A regular file, directory or symlink is refused: they
+    /// have calls of their own.
+    pub fn make_node(
+        &self,
+        parent: u64,
+        name: &[u8],
+        kind: FileKind,
+        owner: Owner,
+        rdev: u32,
+    ) -> FsResult<Attributes> {
+        let device = matches!(kind, FileKind::CharDevice | FileKind::BlockDevice);
+        if !matches!(kind, FileKind::Fifo | FileKind::Socket) && !device {
+            return Err(FsError::InvalidArgument {
+                what: format!("make_node of a {kind:?} (it is made by its own call)"),
+            });
+        }
+        let rdev = if device { rdev } else { 0 };
+        self.durable(self.create_logged(parent, name, owner, (kind, rdev), &[]))
+    }
+
     /// A symbolic link's target.
     pub fn read_link(&self, ino: u64) -> FsResult<Vec<u8>> {
         let (ino, inode) = {
@@ -171,15 +192,16 @@ impl FileTree {
         kind: FileKind,
         data: &[u8],
     ) -> FsResult<Attributes> {
-        self.durable(self.create_logged(parent, name, owner, kind, data))
+        self.durable(self.create_logged(parent, name, owner, (kind, 0), data))
     }
 
+    /// Creates inode `kind` (with its device number) named `name`, holding `data`.
     fn create_logged(
         &self,
         parent: u64,
         name: &[u8],
         owner: Owner,
-        kind: FileKind,
+        (kind, rdev): (FileKind, u32),
         data: &[u8],
     ) -> FsResult<Attributes> {
         check_name(name)?;
@@ -225,6 +247,7 @@ impl FileTree {
             } else {
                 0
             },
+            rdev,
             atime: now,
             mtime: now,
             ctime: now,
@@ -244,7 +267,7 @@ impl FileTree {
         Ok(inode.attributes(ino, page_size))
     }
 
-    /// Removes the name of a file or symlink.
+    /// Removes the name of a file, symlink or special file.
     pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
         self.durable(self.remove(parent, name, false))
     }
@@ -483,6 +506,10 @@ fn entry(
     parent: u32,
     name: &[u8],
 ) -> FsResult<(u32, FileKind)> {
+    if name.len() > crate::format::NAME_MAX {
+        // No entry can hold it: say so, as Linux file systems do, rather than "not found".
+        check_name(name)?;
+    }
     let (ino, kind, _) =
         *state
             .dir(tree, parent)?

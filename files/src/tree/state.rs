@@ -458,6 +458,7 @@ fn format_tree(
         size: 0,
         extent_blocks: 0,
         parent: ROOT_INO,
+        rdev: 0,
         atime: now,
         mtime: now,
         ctime: now,

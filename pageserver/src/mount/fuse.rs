@@ -71,7 +71,7 @@ impl FuseAdapter {
             nlink: attributes.nlink,
             uid: attributes.uid,
             gid: attributes.gid,
-            rdev: 0,
+            rdev: attributes.rdev,
             blksize: u32::try_from(self.tree.page_size()).unwrap_or(8192),
             flags: 0,
         }
@@ -116,6 +116,10 @@ fn file_type(kind: FileKind) -> FileType {
         FileKind::File => FileType::RegularFile,
         FileKind::Directory => FileType::Directory,
         FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
     }
 }
 
@@ -231,20 +235,25 @@ impl Filesystem for FuseAdapter {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
-        // Only regular files: devices, FIFOs and sockets are not stored.
         const FILE_TYPE_MASK: u32 = 0o170_000;
-        const REGULAR: u32 = 0o100_000;
-        if mode & FILE_TYPE_MASK != REGULAR && mode & FILE_TYPE_MASK != 0 {
-            return reply.error(Errno::EPERM);
-        }
+        let kind = match mode & FILE_TYPE_MASK {
+            0 | 0o100_000 => None,
+            0o010_000 => Some(FileKind::Fifo),
+            0o140_000 => Some(FileKind::Socket),
+            0o020_000 => Some(FileKind::CharDevice),
+            0o060_000 => Some(FileKind::BlockDevice),
+            _ => return reply.error(Errno::EINVAL),
+        };
         let owner = self.owner(request, parent, mode, umask, false);
-        self.entry(
-            self.tree.create_file(parent.0, name.as_bytes(), owner),
-            reply,
-        );
+        let name = name.as_bytes();
+        let made = match kind {
+            None => self.tree.create_file(parent.0, name, owner),
+            Some(kind) => self.tree.make_node(parent.0, name, kind, owner, rdev),
+        };
+        self.entry(made, reply);
     }
 
     fn mkdir(
