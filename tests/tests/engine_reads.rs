@@ -144,3 +144,49 @@ fn the_commit_time_of_a_state_and_the_end_of_the_log() {
     assert!(store.stats().wal_end > second.lsn);
     assert!(store.commit_time_at("ghost", second.lsn).is_err());
 }
+
+#[test]
+fn a_prefetch_is_only_a_hint_and_refuses_what_a_read_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _clock) = engine_config(SyncMode::Always);
+    let store = Store::create(dir.path(), manual_housekeeping(config)).unwrap();
+    let pages = |byte: u8| {
+        (0..64)
+            .map(|block| (Key::new(7, block), Update::Image(page_of(byte))))
+            .collect::<Vec<_>>()
+    };
+    let first = store.commit("main", pages(1)).unwrap();
+    store.checkpoint().unwrap();
+    store
+        .create_branch("child", "main", At::Latest, BranchOptions::default())
+        .unwrap();
+    store.commit("child", pages(2)).unwrap();
+    store.checkpoint().unwrap();
+    let reads = store.stats().page_reads;
+    let (from, to) = (Key::new(7, 0), Key::new(7, 63));
+    for at in [At::Latest, At::Lsn(first.lsn)] {
+        store.prefetch("main", from, to, at).unwrap();
+    }
+    store.prefetch("child", from, to, At::Latest).unwrap();
+    assert_eq!(store.stats().page_reads, reads, "a prefetch reads no page");
+    for block in [0, 31, 63] {
+        let key = Key::new(7, block);
+        assert_eq!(
+            store.get_page("child", key, At::Latest).unwrap().unwrap()[0],
+            2
+        );
+        assert_eq!(
+            store.get_page("main", key, At::Latest).unwrap().unwrap()[0],
+            1
+        );
+    }
+    assert!(matches!(
+        store.prefetch("nobody", from, to, At::Latest),
+        Err(pagefork_engine::EngineError::UnknownBranch { .. })
+    ));
+    let past = pagefork_engine::Lsn(store.branch_info("main").unwrap().head.0 + 1);
+    assert!(matches!(
+        store.prefetch("main", from, to, At::Lsn(past)),
+        Err(pagefork_engine::EngineError::LsnPastHead { .. })
+    ));
+}

@@ -444,13 +444,9 @@ impl Wal {
                 payload_body_crc: crc,
             };
             let synced_through = inner.synced_through();
-            encode_record(
-                state.pending_bytes(),
-                inner.salt,
-                start,
-                synced_through,
-                record,
-            );
+            let pending = state.pending_bytes();
+            pending.reserve(usize::try_from(frame).unwrap_or(0));
+            encode_record(pending, inner.salt, start, synced_through, record);
             state.next = end;
             (start, end)
         };

@@ -21,7 +21,7 @@ pub use map::Level;
 pub(crate) use map::{LayerMap, PersistedLayer};
 
 use crate::error::{EngineError, Result};
-use crate::fs::{Access, FileSystem, FsFile, StdFileSystem, publish_file};
+use crate::fs::{Access, FileSystem, FsFile, MappedFile, StdFileSystem, publish_file};
 use crate::key::Key;
 use crate::update::Update;
 
@@ -61,6 +61,8 @@ pub struct LayerFile {
     fs: Arc<dyn FileSystem>,
     path: PathBuf,
     bytes: Bytes,
+    /// The mapping `bytes` is a view of, for read-ahead hints.
+    mapping: MappedFile,
     range: LayerRange,
     index: Vec<format::IndexEntry>,
     index_offset: usize,
@@ -118,6 +120,7 @@ impl LayerFile {
             fs,
             path: path.to_owned(),
             bytes,
+            mapping,
             range,
             index,
             index_offset,
@@ -186,6 +189,28 @@ impl LayerFile {
             }
         }
         Ok(false)
+    }
+
+    /// Starts reading the blocks of keys `first..=last` into the page cache (a hint,
+    /// nothing if the layer holds none or lies above `lsn`): the blocks of neighbouring
+    /// keys are neighbours in the file, so a range read becomes one large read.
+    pub(crate) fn prefetch(&self, first: Key, last: Key, lsn: Lsn) {
+        if lsn < self.range.lsn_start || last < self.range.key_start || first > self.range.key_last
+        {
+            return;
+        }
+        let start = self.index.partition_point(|entry| entry.key < first);
+        let end = self.index.partition_point(|entry| entry.key <= last);
+        let Some(from) = self.index.get(start) else {
+            return;
+        };
+        let to = self
+            .index
+            .get(end)
+            .map_or(self.index_offset as u64, |entry| entry.offset);
+        if let (Ok(from), Ok(to)) = (usize::try_from(from.offset), usize::try_from(to)) {
+            self.mapping.will_need(from..to);
+        }
     }
 
     /// Keys in `first..=last` with a version at or below `lsn`, in order.

@@ -131,6 +131,27 @@ impl Store {
         Ok(read)
     }
 
+    /// Tells the store that pages `first..=last` of `branch` are about to be read `at`,
+    /// so it starts reading their layer file blocks from disk now, all at once (a file
+    /// read of a megabyte is then one large read, not a fault per page). Only a hint:
+    /// it returns at once and never changes what a read answers; an unknown branch or an
+    /// `at` a read would refuse is the same error `get_page` gives.
+    pub fn prefetch(&self, branch: &str, first: Key, last: Key, at: At) -> Result<()> {
+        let inner = &self.inner;
+        let target = inner.branch(branch)?;
+        let lsn = inner.resolve(&target, at)?;
+        for (current, seen_at) in target.lineage(lsn) {
+            let state = current.state.read();
+            if state.deleted {
+                break;
+            }
+            for layer in state.layers.iter() {
+                layer.file.prefetch(first, last, seen_at);
+            }
+        }
+        Ok(())
+    }
+
     /// Counters since the store was opened.
     pub fn stats(&self) -> StoreStats {
         let inner = &self.inner;

@@ -14,6 +14,11 @@ use super::state::{Txn, ino32};
 use crate::error::{FsError, FsResult};
 use crate::inode::{Attributes, FileKind, Inode, SetAttributes};
 
+/// Reads at least this large are taken for a sequential reader's.
+const SEQUENTIAL_READ_BYTES: u64 = 256 << 10;
+/// How far past such a read the engine is asked to start reading from disk.
+const READ_AHEAD_BYTES: u64 = 4 << 20;
+
 impl FileTree {
     /// Up to `len` bytes of file `ino` from `offset` (fewer at the end of the file).
     pub fn read(&self, ino: u64, offset: u64, len: u32) -> FsResult<Vec<u8>> {
@@ -43,6 +48,24 @@ impl FileTree {
             return Ok(Vec::new());
         }
         let page_size = self.page_size as u64;
+        let (first, last) = (offset / page_size, (end - 1) / page_size);
+        // A large read is the kernel's read-ahead of a sequential reader: read ahead of
+        // it too, so the disk is busy while the pages asked for are decoded and sent.
+        let ahead = match end - offset >= SEQUENTIAL_READ_BYTES {
+            true => READ_AHEAD_BYTES / page_size,
+            false => 0,
+        };
+        let stored_end = u64::from(inode.extent_blocks).min(last + 1 + ahead);
+        if stored_end > first + 1 {
+            // Several pages: have the engine start reading them all from disk at once.
+            let block = |block: u64| u32::try_from(block).expect("below the extent, a u32");
+            let (from, to) = (
+                Key::new(inode.rel, block(first)),
+                Key::new(inode.rel, block(stored_end - 1)),
+            );
+            self.store
+                .prefetch(&self.branch, from, to, self.read_at())?;
+        }
         let mut out = Vec::with_capacity(usize::try_from(end - offset).unwrap_or(0));
         let mut at = offset;
         while at < end {

@@ -244,7 +244,7 @@ impl FileTree {
         self.lock()
     }
 
-    fn read_at(&self) -> At {
+    pub(crate) fn read_at(&self) -> At {
         match &self.view {
             TreeView::Writable => At::Latest,
             TreeView::ReadOnly { lsn, .. } => At::Lsn(*lsn),

@@ -11,7 +11,9 @@ pub(crate) fn start_serve(dir: &Path) -> (Child, String) {
         .arg("--data-dir")
         .arg(dir)
         .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("PAGEFORK_LOG", "warn")
+        // Warnings, but not fuser's note of each reply to a request the kernel dropped
+        // (pg_test_fsync's alarms interrupt its writes).
+        .env("PAGEFORK_LOG", "warn,fuser::reply=off,fuser::session=off")
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

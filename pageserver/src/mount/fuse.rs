@@ -20,9 +20,11 @@ use fuser::{
     Request, TimeOrNow, WriteFlags,
 };
 use pagefork_files::{
-    Attributes, DirListing, FileKind, FileTime, FileTree, FsError, Owner, SetAttributes,
+    Attributes, DirListing, FileKind, FileTime, FileTree, FsError, Owner, SetAttributes, TreeView,
 };
 use parking_lot::Mutex;
+
+use super::writeback::OpenWriters;
 
 /// How long the kernel may trust an answer: the tree changes only through this mount.
 const TTL: Duration = Duration::from_secs(60);
@@ -44,13 +46,16 @@ pub(crate) struct FuseAdapter {
     next_handle: AtomicU64,
     /// Where the store lives: `statfs` reports that disk's space.
     store_dir: Option<std::path::PathBuf>,
+    /// Files open for writing (see `writeback`).
+    writers: Arc<OpenWriters>,
 }
 
 impl FuseAdapter {
-    pub(crate) fn new(tree: Arc<FileTree>) -> FuseAdapter {
+    pub(crate) fn new(tree: Arc<FileTree>, writers: Arc<OpenWriters>) -> FuseAdapter {
         let store_dir = tree.store().dir().map(std::path::Path::to_path_buf);
         FuseAdapter {
             tree,
+            writers,
             listings: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             store_dir,
@@ -178,6 +183,13 @@ impl Filesystem for FuseAdapter {
         let _ = config.add_capabilities(InitFlags::FUSE_BIG_WRITES | InitFlags::FUSE_MAX_PAGES);
         let _ = config.set_max_write(self.tree.max_write());
         let _ = config.set_max_readahead(self.tree.max_write());
+        if *self.tree.view() == TreeView::Writable {
+            // The kernel gathers writes in its page cache and sends them in runs (on
+            // fsync, close, syncfs, or after its dirty expiry), keeping sizes and times of
+            // files meanwhile: safe because the mount is its branch's only writer.
+            // docs/mounts.md says what a branch taken meanwhile sees.
+            let _ = config.add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE);
+        }
         Ok(())
     }
 
@@ -336,14 +348,31 @@ impl Filesystem for FuseAdapter {
         reply.error(Errno::EPERM);
     }
 
-    fn open(&self, _request: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, _request: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.tree.attributes(ino.0) {
             Ok(attributes) if attributes.kind == FileKind::Directory => reply.error(Errno::EISDIR),
             // The kernel may keep a file's cached pages across opens: only this mount
             // writes the branch.
-            Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(_) => reply.opened(
+                FileHandle(self.writers.opened(ino.0, flags)),
+                FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Err(error) => reply.error(errno(&error)),
         }
+    }
+
+    fn release(
+        &self,
+        _request: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.writers.released(ino.0, fh.0);
+        reply.ok();
     }
 
     fn read(
@@ -533,7 +562,7 @@ impl Filesystem for FuseAdapter {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
         let owner = self.owner(request, parent, mode, umask, false);
@@ -542,7 +571,7 @@ impl Filesystem for FuseAdapter {
                 &TTL,
                 &self.attr(&attributes),
                 Generation(0),
-                FileHandle(0),
+                FileHandle(self.writers.opened(attributes.ino, OpenFlags(flags))),
                 FopenFlags::FOPEN_KEEP_CACHE,
             ),
             Err(error) => reply.error(errno(&error)),

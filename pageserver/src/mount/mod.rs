@@ -10,6 +10,7 @@
 mod command;
 mod fuse;
 mod registry;
+mod writeback;
 
 pub(crate) use command::run_foreground;
 pub(crate) use registry::{MountError, MountInfo, Mounts};
@@ -46,6 +47,8 @@ pub(crate) struct Mounted {
     dir: PathBuf,
     unmounter: Arc<Unmounter>,
     session: Option<JoinHandle<std::io::Result<()>>>,
+    writers: Arc<writeback::OpenWriters>,
+    notifier: fuser::Notifier,
 }
 
 impl std::fmt::Debug for Mounted {
@@ -144,7 +147,8 @@ pub(crate) fn mount(store: Store, spec: &MountSpec) -> Result<Mounted> {
     config.acl = SessionACL::All;
     config.n_threads = Some(WORKER_THREADS);
     config.clone_fd = true;
-    let adapter = fuse::FuseAdapter::new(Arc::clone(&tree));
+    let writers = Arc::new(writeback::OpenWriters::default());
+    let adapter = fuse::FuseAdapter::new(Arc::clone(&tree), Arc::clone(&writers));
     let session = fuser::Session::new(adapter, &spec.dir, &config).with_context(|| {
         format!(
             "cannot mount branch {:?} at {}",
@@ -155,6 +159,7 @@ pub(crate) fn mount(store: Store, spec: &MountSpec) -> Result<Mounted> {
     let unmounter = Arc::new(Unmounter {
         dir: spec.dir.clone(),
     });
+    let notifier = session.notifier();
     let thread = std::thread::Builder::new()
         .name(format!("mount {}", spec.branch))
         .spawn(move || session.run())
@@ -164,6 +169,8 @@ pub(crate) fn mount(store: Store, spec: &MountSpec) -> Result<Mounted> {
         dir: spec.dir.clone(),
         unmounter,
         session: Some(thread),
+        writers,
+        notifier,
     })
 }
 
@@ -176,6 +183,13 @@ impl Mounted {
     /// A handle that unmounts from another thread (a signal handler's).
     pub(crate) fn unmounter(&self) -> Arc<Unmounter> {
         Arc::clone(&self.unmounter)
+    }
+
+    /// Hands everything written through the mount so far to the tree (see `writeback`):
+    /// a branch taken after this returns holds every write that finished before it.
+    pub(crate) fn write_back(&self) -> Result<()> {
+        writeback::write_back(&self.writers, &self.notifier)
+            .with_context(|| format!("cannot write back the mount at {}", self.dir.display()))
     }
 
     /// Waits until the mount ends (an `unmount` or an external `umount`), then makes

@@ -142,6 +142,22 @@ impl Mounts {
         }
     }
 
+    /// Hands everything written through the writable mount of `branch` (if it has one)
+    /// to its branch (`Mounted::write_back`), so a branch taken at latest next holds it.
+    /// The registry stays held: the mount cannot go meanwhile.
+    pub(crate) fn write_back(&self, project: &str, branch: &str) -> Result<(), MountError> {
+        match self
+            .mounts
+            .lock()
+            .get(&(project.to_owned(), branch.to_owned()))
+        {
+            Some(mounted) if *mounted.tree().view() == TreeView::Writable => {
+                Ok(mounted.write_back()?)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The mounts of `project`, by branch.
     pub(crate) fn list(&self, project: &str) -> Vec<MountInfo> {
         self.mounts

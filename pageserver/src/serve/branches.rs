@@ -137,9 +137,20 @@ pub(crate) async fn create(
         protected: spec.is_protected,
     };
     let name = body.branch_id;
-    let info = blocking(move || Ok(store.create_branch(&name, &source, at, options)?)).await?;
+    let project_name = project.clone();
+    let mounts = std::sync::Arc::clone(&state.mounts);
+    let info = blocking(move || {
+        if at == At::Latest {
+            // A branch of a mounted branch at latest holds every write made before it.
+            mounts
+                .write_back(&project, &source)
+                .map_err(super::mounts::mount_error)?;
+        }
+        Ok(store.create_branch(&name, &source, at, options)?)
+    })
+    .await?;
     let created = CreatedBranch {
-        branch: BranchResource::of(&project, &info),
+        branch: BranchResource::of(&project_name, &info),
         resolved_lsn: info.parent.as_ref().map(|parent| parent.lsn.to_string()),
         snap: info.created_at_time.as_ref().map(TimeAnswerView::of),
     };

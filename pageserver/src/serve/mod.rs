@@ -74,12 +74,18 @@ pub(crate) struct AppState {
     pub(crate) options: ServeOptions,
 }
 
+/// What the server logs unless `PAGEFORK_LOG` says otherwise: its own requests, and
+/// fuser's errors except for replies to requests the kernel has dropped (a program
+/// interrupted by a signal: `pg_test_fsync`'s alarms do it all the time) and its second
+/// try at an unmount the registry already made.
+const DEFAULT_LOG_FILTER: &str = "info,fuser=error,fuser::reply=off,fuser::session=off";
+
 /// Serves the projects under `root` on `listen` until SIGTERM or SIGINT.
 pub(crate) fn run(root: &Path, listen: SocketAddr, options: ServeOptions) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PAGEFORK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fuser=error")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
