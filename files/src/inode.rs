@@ -31,6 +31,20 @@ pub enum FileKind {
 }
 
 impl FileKind {
+    /// What it is, in words: "file", "directory", "symlink", "fifo", "socket",
+    /// "character device", "block device".
+    pub fn name(self) -> &'static str {
+        match self {
+            FileKind::File => "file",
+            FileKind::Directory => "directory",
+            FileKind::Symlink => "symlink",
+            FileKind::Fifo => "fifo",
+            FileKind::Socket => "socket",
+            FileKind::CharDevice => "character device",
+            FileKind::BlockDevice => "block device",
+        }
+    }
+
     pub(crate) fn code(self) -> u8 {
         match self {
             FileKind::File => 1,

@@ -160,6 +160,10 @@ pub(crate) enum Command {
         /// (default: DATA_DIR/mounts).
         #[arg(long, value_name = "DIR")]
         mount_root: Option<PathBuf>,
+        /// Where endpoints find Postgres' programs (default: PAGEFORK_PG_BIN, the newest
+        /// /usr/lib/postgresql/N/bin, then PATH).
+        #[arg(long, value_name = "DIR")]
+        pg_bin: Option<PathBuf>,
         /// Require `Authorization: Bearer <token>` on every request but /healthz and
         /// /v1/openapi.json (tokens from `pagefork token create`; the key is kept in
         /// DATA_DIR/auth).
@@ -172,6 +176,9 @@ pub(crate) enum Command {
     /// Short-lived tokens for `pagefork serve --auth`.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Postgres on a branch (an endpoint): the branch mounted, `postgres` started on it.
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
     /// Measure branch creation, branch at a time, restore and reads at data sizes you
     /// pick, beside a full copy of the same data made in the same run; print medians and
     /// p99s. Runs in a temporary directory unless --data-dir is given.
@@ -494,6 +501,52 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     crate::serve::parse_duration(text)
+}
+
+/// `pagefork endpoint`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum EndpointCommand {
+    /// Mount BRANCH and start Postgres on it, listening on 127.0.0.1 (initdb first if the
+    /// branch is empty); print the connection string once it accepts connections, and run
+    /// until SIGTERM or SIGINT: then a fast shutdown, an unmount, a checkpoint. Postgres
+    /// runs as the `postgres` user when pagefork runs as root. To run endpoints on several
+    /// branches at once, use `pagefork serve` (POST .../branches/B/endpoint).
+    #[command(
+        after_help = "Examples:\n  pagefork endpoint start main\n  pagefork endpoint start trial --port 55432 -c shared_buffers=256MB\n  psql postgresql://postgres@127.0.0.1:55432/postgres"
+    )]
+    Start {
+        /// The branch.
+        branch: String,
+        /// The port on 127.0.0.1 (default: a free one).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Where Postgres' programs are (default: PAGEFORK_PG_BIN, the newest
+        /// /usr/lib/postgresql/N/bin, then PATH).
+        #[arg(long, value_name = "DIR")]
+        pg_bin: Option<PathBuf>,
+        /// A server setting, name=value (repeatable), after the endpoint's own.
+        #[arg(short = 'c', value_name = "NAME=VALUE", value_parser = parse_setting)]
+        settings: Vec<(String, String)>,
+        /// Mount the branch here (an existing, empty directory; default: a new temporary
+        /// one). The server's log goes beside it.
+        #[arg(long, value_name = "DIR")]
+        mount: Option<PathBuf>,
+    },
+}
+
+/// `name=value`, as `postgres -c` takes it.
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not name=value"))?;
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    if !valid {
+        return Err(format!("{name:?} is not a setting name"));
+    }
+    Ok((name.to_owned(), value.to_owned()))
 }
 
 /// `pagefork token`.

@@ -126,30 +126,10 @@ fn print_file_diff(
     files: &pagefork_files::TreeDiff,
     json: bool,
 ) -> anyhow::Result<()> {
-    let kind = |change: &pagefork_files::FileChange| match change.kind {
-        pagefork_files::FileKind::File => "file",
-        pagefork_files::FileKind::Directory => "directory",
-        pagefork_files::FileKind::Symlink => "symlink",
-        pagefork_files::FileKind::Fifo => "fifo",
-        pagefork_files::FileKind::Socket => "socket",
-        pagefork_files::FileKind::CharDevice => "character device",
-        pagefork_files::FileKind::BlockDevice => "block device",
-    };
     if json {
-        let list = |changes: &[pagefork_files::FileChange]| -> Value {
-            changes
-                .iter()
-                .map(|change| {
-                    serde_json::json!({"path": change.path, "kind": kind(change),
-                        "bytes": change.bytes, "previous_bytes": change.previous_bytes})
-                })
-                .collect()
-        };
         out!(
             "{}",
-            serde_json::json!({"from": from, "to": to, "from_lsn": pages.from_lsn.to_string(),
-                "to_lsn": pages.to_lsn.to_string(), "added": list(&files.added),
-                "removed": list(&files.removed), "changed": list(&files.changed)})
+            crate::views::to_json(&crate::views::FileDiffView::of(from, to, pages, files))
         );
         return Ok(());
     }
@@ -165,7 +145,7 @@ fn print_file_diff(
         out!(
             "  + {} ({}, {} bytes)",
             change.path,
-            kind(change),
+            change.kind.name(),
             change.bytes
         );
     }
@@ -173,7 +153,7 @@ fn print_file_diff(
         out!(
             "  - {} ({}, {} bytes)",
             change.path,
-            kind(change),
+            change.kind.name(),
             change.bytes
         );
     }
@@ -182,7 +162,7 @@ fn print_file_diff(
         out!(
             "  ~ {} ({}, {before} -> {} bytes)",
             change.path,
-            kind(change),
+            change.kind.name(),
             change.bytes
         );
     }

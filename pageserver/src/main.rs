@@ -8,6 +8,7 @@ mod bench;
 mod cli;
 mod commands;
 mod demo;
+mod endpoint;
 mod inspect;
 mod lifecycle;
 mod mount;
@@ -56,6 +57,21 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
         Command::Stats => commands::stats(dir, cli.json).map(|()| 0),
         Command::Log => lifecycle::log(dir, cli.json).map(|()| 0),
         Command::Gc => retention::gc(dir, cli.json).map(|()| 0),
+        Command::Endpoint(cli::EndpointCommand::Start {
+            branch,
+            port,
+            pg_bin,
+            settings,
+            mount,
+        }) => {
+            let spec = endpoint::EndpointSpec {
+                port: *port,
+                pg_bin: pg_bin.clone(),
+                settings: settings.clone(),
+            };
+            endpoint::command::run_foreground(dir, branch, mount.as_deref(), &spec, cli.json)
+                .map(|()| 0)
+        }
         Command::Mount {
             branch,
             dir: mount_point,
@@ -106,6 +122,7 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
             auth,
             insecure_no_auth,
             mount_root,
+            pg_bin,
         } => {
             if !listen.ip().is_loopback() && !auth && !insecure_no_auth {
                 anyhow::bail!(
@@ -127,6 +144,7 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
                 },
                 auth: keys,
                 mount_root: mount_root.clone().unwrap_or_else(|| dir.join("mounts")),
+                pg_bin: pg_bin.clone(),
             };
             serve::run(dir, *listen, options).map(|()| 0)
         }

@@ -10,6 +10,7 @@ use pagefork_engine::{
     BranchInfo, Commit, GcReport, HistoryEntry, Key, Lease, LsnForTime, PageDiff, RetainReason,
     StoreStats,
 };
+use pagefork_files::{FileChange, TreeDiff};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -225,6 +226,58 @@ impl DiffView {
                 })
                 .collect(),
             keys_compared: diff.keys_compared as u64,
+        }
+    }
+}
+
+/// A diff told as files: paths added, removed and changed between two states of file
+/// trees (`pagefork mount`), each in path order.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct FileDiffView {
+    from: String,
+    from_lsn: String,
+    to: String,
+    to_lsn: String,
+    added: Vec<FileChangeView>,
+    removed: Vec<FileChangeView>,
+    changed: Vec<FileChangeView>,
+}
+
+/// One path that differs.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct FileChangeView {
+    /// From the tree's root, `/`-separated.
+    path: String,
+    /// "file", "directory", "symlink", "fifo", "socket", "character device" or "block
+    /// device" (in the second state; the first for a removed path).
+    kind: &'static str,
+    /// Its size in the second state (the first, for a removed path).
+    bytes: u64,
+    /// Its size in the first state, for a changed path.
+    previous_bytes: Option<u64>,
+}
+
+impl FileDiffView {
+    pub(crate) fn of(from: &str, to: &str, pages: &PageDiff, files: &TreeDiff) -> FileDiffView {
+        let list = |changes: &[FileChange]| {
+            changes
+                .iter()
+                .map(|change| FileChangeView {
+                    path: change.path.clone(),
+                    kind: change.kind.name(),
+                    bytes: change.bytes,
+                    previous_bytes: change.previous_bytes,
+                })
+                .collect()
+        };
+        FileDiffView {
+            from: from.to_owned(),
+            from_lsn: pages.from_lsn.to_string(),
+            to: to.to_owned(),
+            to_lsn: pages.to_lsn.to_string(),
+            added: list(&files.added),
+            removed: list(&files.removed),
+            changed: list(&files.changed),
         }
     }
 }

@@ -148,6 +148,25 @@ fn a_served_mount_is_branched_while_sqlite_writes_and_guards_its_branch() {
         "a branch at latest missed writes still in the kernel's cache: {} bytes, first difference at {differs:?}",
         seen.len()
     );
+    // Diffs over HTTP tell files too, and see writes still in the kernel's cache.
+    std::io::Write::write_all(&mut unsynced, b"12345").unwrap();
+    let files = server
+        .get(&format!("{B}/later/diff/files?to=main"))
+        .expect(200);
+    let changed = files["changed"].as_array().unwrap();
+    assert!(
+        changed.iter().any(|change| change["path"] == "/unsynced"
+            && change["kind"] == "file"
+            && change["bytes"] == (3 << 20) + 5
+            && change["previous_bytes"] == 3 << 20),
+        "{files}"
+    );
+    assert_eq!(files["from"], "later");
+    let pages = server.get(&format!("{B}/later/diff?to=main")).expect(200);
+    assert!(!pages["changed"].as_array().unwrap().is_empty(), "{pages}");
+    server
+        .get(&format!("{B}/nobody/diff/files"))
+        .expect_error(404, "branch_not_found");
     drop(unsynced);
     server.delete(&format!("{B}/later/mount")).expect(200);
 

@@ -96,6 +96,25 @@ impl Mounts {
         path: &str,
         mut spec: MountSpec,
     ) -> Result<MountInfo, MountError> {
+        let key = (project.to_owned(), spec.branch.clone());
+        if let Some(existing) = self.mounts.lock().get(&key) {
+            return Err(MountError::Mounted {
+                branch: spec.branch,
+                path: existing.dir.clone(),
+            });
+        }
+        spec.dir = self.mount_point(path)?;
+        self.mount_at(project, store, spec)
+    }
+
+    /// Mounts `spec.branch` of `project` at `spec.dir`, a directory the server chose
+    /// itself (an endpoint's), which need not lie inside the root.
+    pub(crate) fn mount_at(
+        &self,
+        project: &str,
+        store: Store,
+        spec: MountSpec,
+    ) -> Result<MountInfo, MountError> {
         let mut mounts = self.mounts.lock();
         let key = (project.to_owned(), spec.branch.clone());
         if let Some(existing) = mounts.get(&key) {
@@ -104,7 +123,6 @@ impl Mounts {
                 path: existing.dir.clone(),
             });
         }
-        spec.dir = self.mount_point(path)?;
         super::check_fuse_available()?;
         super::check_mount_point(&spec.dir).map_err(|error| MountError::BadMountPoint {
             path: spec.dir.clone(),
@@ -156,6 +174,19 @@ impl Mounts {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Where `branch` of `project` is mounted, and whether writable.
+    pub(crate) fn mounted_at(&self, project: &str, branch: &str) -> Option<(PathBuf, bool)> {
+        self.mounts
+            .lock()
+            .get(&(project.to_owned(), branch.to_owned()))
+            .map(|mounted| {
+                (
+                    mounted.dir.clone(),
+                    *mounted.tree().view() == TreeView::Writable,
+                )
+            })
     }
 
     /// The mounts of `project`, by branch.

@@ -1,5 +1,5 @@
 //! Branch endpoints: create (Lakebase's body), list, get, update (expiry, protection or
-//! PITR window), delete, reset, restore, rename, detach and diff. Each checks its input,
+//! PITR window), delete, reset, restore, rename and detach (diffs are in `diff`). Each checks its input,
 //! then makes one store call; the engine's refusals come back as 4xx and change nothing.
 //! The request and answer types here are the ones the OpenAPI document is made of.
 
@@ -20,7 +20,7 @@ use super::schema::{
     BranchNameText, BranchReferenceText, DurationText, LsnText, PitrWindowText, TimeText, TrueOnly,
 };
 use super::{AppState, blocking};
-use crate::views::{BranchView, DiffView, TimeAnswerView};
+use crate::views::{BranchView, TimeAnswerView};
 
 /// `{project}` from the path.
 type ProjectPath = Result<Path<String>, PathRejection>;
@@ -525,60 +525,4 @@ pub(crate) async fn rename(
     })
     .await?;
     Ok(Json(BranchResource::of(&project, &info)))
-}
-
-/// The query of a diff: the other branch and which states of each (at most one of
-/// `from_lsn` and `from_timestamp`, and of `to_lsn` and `to_timestamp`).
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct DiffQuery {
-    /// The other branch (default: this one).
-    #[param(value_type = Option<BranchReferenceText>)]
-    to: Option<String>,
-    #[param(value_type = Option<LsnText>)]
-    from_lsn: Option<String>,
-    #[param(value_type = Option<TimeText>)]
-    from_timestamp: Option<String>,
-    #[param(value_type = Option<LsnText>)]
-    to_lsn: Option<String>,
-    #[param(value_type = Option<TimeText>)]
-    to_timestamp: Option<String>,
-}
-
-/// `GET .../diff?to=B`: pages that differ from this branch's state to `to`'s (default:
-/// this branch, so `from_*`/`to_*` compare two of its states).
-#[utoipa::path(get, path = "/v1/projects/{project}/branches/{branch}/diff", tag = "branches",
-    params(BranchParams, DiffQuery),
-    responses((status = 200, description = "The pages that differ", body = DiffView),
-        (status = "4XX", description = "Refused", body = ErrorBody),
-        (status = "5XX", description = "A fault of the store", body = ErrorBody)),
-    security((), ("token" = [])))]
-pub(crate) async fn diff(
-    State(state): State<AppState>,
-    path: BranchPath,
-    query: Result<Query<DiffQuery>, QueryRejection>,
-) -> Result<Json<DiffView>, ApiError> {
-    let Path((project, from)) = path?;
-    let Query(query) = query?;
-    let store = state.projects.get(&project)?;
-    let to = match &query.to {
-        Some(text) => params::branch_reference("to", &project, text)?.to_owned(),
-        None => from.clone(),
-    };
-    let from_at = params::at_in_query(
-        "from_lsn",
-        query.from_lsn.as_deref(),
-        "from_timestamp",
-        query.from_timestamp.as_deref(),
-    )?;
-    let to_at: At = params::at_in_query(
-        "to_lsn",
-        query.to_lsn.as_deref(),
-        "to_timestamp",
-        query.to_timestamp.as_deref(),
-    )?;
-    let (from_name, to_name) = (from.clone(), to.clone());
-    let diff = blocking(move || Ok(store.diff(&from, from_at, &to, to_at)?)).await?;
-    Ok(Json(DiffView::of(&from_name, &to_name, &diff)))
 }

@@ -15,6 +15,8 @@
 mod admin;
 mod branches;
 mod connections;
+mod diff;
+mod endpoints;
 mod error;
 mod guard;
 mod metrics;
@@ -39,6 +41,7 @@ use self::error::ApiError;
 use self::metrics::Metrics;
 use self::projects::Projects;
 use crate::auth::{Keys, Scope, TokenError};
+use crate::endpoint::registry::Endpoints;
 use crate::mount::Mounts;
 
 /// The largest request body accepted: a batch commit of many pages, base64-encoded.
@@ -63,6 +66,8 @@ pub(crate) struct ServeOptions {
     pub(crate) auth: Option<Arc<Keys>>,
     /// Mount points must lie inside this directory (`--mount-root`).
     pub(crate) mount_root: std::path::PathBuf,
+    /// Where endpoints find Postgres' programs (`--pg-bin`; found if `None`).
+    pub(crate) pg_bin: Option<std::path::PathBuf>,
 }
 
 /// What every handler can reach.
@@ -70,6 +75,7 @@ pub(crate) struct ServeOptions {
 pub(crate) struct AppState {
     pub(crate) projects: Arc<Projects>,
     pub(crate) mounts: Arc<Mounts>,
+    pub(crate) endpoints: Arc<Endpoints>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) options: ServeOptions,
 }
@@ -92,48 +98,43 @@ pub(crate) fn run(root: &Path, listen: SocketAddr, options: ServeOptions) -> any
         .init();
     let projects = Projects::open(root)?;
     let mounts = Arc::new(Mounts::new(&options.mount_root)?);
+    let endpoints = Arc::new(Endpoints::default());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     let served = runtime.block_on(serve(
-        Arc::clone(&projects),
-        Arc::clone(&mounts),
+        AppState {
+            projects: Arc::clone(&projects),
+            mounts: Arc::clone(&mounts),
+            endpoints: Arc::clone(&endpoints),
+            metrics: Arc::new(Metrics::new(Arc::clone(&projects))),
+            options,
+        },
         listen,
-        options,
     ));
-    // Requests in flight have finished (or the server never started): unmount what is
-    // mounted (everything written through it made durable), then close the stores.
+    // Requests in flight have finished (or the server never started): stop the endpoints
+    // (fast shutdown), unmount what is mounted (everything written through it made
+    // durable), then close the stores.
+    endpoints.stop_all(&mounts);
     mounts.unmount_all();
     projects.close();
     served
 }
 
-async fn serve(
-    projects: Arc<Projects>,
-    mounts: Arc<Mounts>,
-    listen: SocketAddr,
-    options: ServeOptions,
-) -> anyhow::Result<()> {
+async fn serve(state: AppState, listen: SocketAddr) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener
         .local_addr()
         .context("cannot read the listening address")?;
-    let count = projects.list().len();
+    let count = state.projects.list().len();
     crate::output::line(format_args!(
         "pagefork listening on http://{address} ({count} projects)"
     ))?;
     tracing::info!(%address, projects = count, "serving");
-    let metrics = Arc::new(Metrics::new(Arc::clone(&projects)));
-    let timeouts = options.timeouts;
-    let state = AppState {
-        projects,
-        mounts,
-        metrics,
-        options,
-    };
+    let timeouts = state.options.timeouts;
     connections::serve(listener, router(state), timeouts, shutdown_signal()).await;
     Ok(())
 }
@@ -162,7 +163,13 @@ pub(crate) fn router(state: AppState) -> Router {
         .route(&format!("{branch}/restore"), post(branches::restore))
         .route(&format!("{branch}/rename"), post(branches::rename))
         .route(&format!("{branch}/detach"), post(branches::detach))
-        .route(&format!("{branch}/diff"), get(branches::diff))
+        .route(&format!("{branch}/diff"), get(diff::diff))
+        .route(&format!("{branch}/diff/files"), get(diff::diff_files))
+        .route(
+            &format!("{branch}/endpoint"),
+            post(endpoints::start).delete(endpoints::stop),
+        )
+        .route("/v1/projects/{project}/endpoints", get(endpoints::list))
         .route(
             &format!("{branch}/lsn_by_timestamp"),
             get(pages::lsn_by_timestamp),

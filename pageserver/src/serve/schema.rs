@@ -13,7 +13,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::params::{DURATION_PATTERN, LSN_PATTERN, TIME_PATTERN};
-use super::{admin, branches, mounts, pages};
+use super::{admin, branches, diff, endpoints, mounts, pages};
 
 /// A string schema with a pattern, a description and an example.
 fn text(pattern: &str, description: &str, example: &str) -> RefOr<Schema> {
@@ -150,7 +150,8 @@ impl ToSchema for PageSizeValue {}
         branches::restore,
         branches::rename,
         branches::detach,
-        branches::diff,
+        diff::diff,
+        diff::diff_files,
         pages::lsn_by_timestamp,
         admin::lease,
         pages::put,
@@ -159,6 +160,9 @@ impl ToSchema for PageSizeValue {}
         mounts::mount,
         mounts::unmount,
         mounts::list,
+        endpoints::start,
+        endpoints::stop,
+        endpoints::list,
         admin::leases,
         admin::log,
         admin::gc,

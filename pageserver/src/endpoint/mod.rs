@@ -1,0 +1,488 @@
+//! Endpoints: an unmodified Postgres server running on a mounted branch (Neon calls them
+//! computes), listening on 127.0.0.1.
+//!
+//! Owns the Postgres side of an endpoint: the data directory inside the branch's tree
+//! (`pgdata/` at its root, made by `initdb` on the first start of an empty branch), the
+//! server process, waiting until it accepts connections, and a fast shutdown. A branch
+//! taken from a running endpoint holds the parent's `postmaster.pid` (its server was
+//! running) and `postgresql.conf`: nothing can run on a branch's mount but its own
+//! endpoint, so the file is stale and is removed, and everything an endpoint must differ
+//! in (port, address, socket, commit timestamps) is given on the command line, which
+//! overrides both configuration files. Postgres then recovers the image as after a crash.
+//!
+//! Invariants: one server per mount (the callers' registries keep one endpoint per
+//! branch); a server that did not come up is stopped and the reason returned with the end
+//! of its log; connections are by TCP on 127.0.0.1 with `trust` authentication (local
+//! development and CI, not a network service), and no Unix socket is made in the tree.
+
+pub(crate) mod command;
+mod postgres;
+pub(crate) mod registry;
+pub(crate) mod view;
+
+use std::io::{BufRead, Seek};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+pub(crate) use postgres::PgBin;
+
+/// The data directory inside a branch's tree.
+pub(crate) const PGDATA: &str = "pgdata";
+/// How long a server may take to accept connections (crash recovery of a branch taken
+/// under heavy writes replays everything since the last checkpoint).
+const READY_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a fast shutdown may take before the server is stopped immediately.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Lines of the server's log an error shows.
+const LOG_TAIL_LINES: usize = 20;
+
+/// Why an endpoint could not start or stop.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EndpointError {
+    #[error(
+        "no Postgres programs found (postgres and initdb): looked in {}; install Debian's \
+         postgresql-15 (apt-get install postgresql-15) or name the directory with --pg-bin",
+        looked.iter().map(|dir| dir.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    NoPostgres { looked: Vec<PathBuf> },
+    #[error(
+        "running as root, endpoints run Postgres as the `postgres` user, and there is none \
+         (Debian's postgresql package creates it)"
+    )]
+    NoPostgresUser,
+    #[error(
+        "Postgres' user cannot reach {}: {} is not searchable by it (chmod o+x, or mount \
+         elsewhere)",
+        dir.display(), blocked.display()
+    )]
+    Unreachable { dir: PathBuf, blocked: PathBuf },
+    #[error("port {port} on 127.0.0.1 is in use")]
+    PortInUse { port: u16 },
+    #[error("Postgres refuses the settings: {message}")]
+    InvalidSetting { message: String },
+    #[error(
+        "branch {branch:?} is not a Postgres data directory: its tree holds {found} but no \
+         {PGDATA}/PG_VERSION (an endpoint runs on an empty branch or on one an endpoint \
+         initialized)"
+    )]
+    NotADataDirectory { branch: String, found: String },
+    #[error("Postgres on branch {branch:?} failed to start ({why}); the end of its log:\n{log}")]
+    StartFailed {
+        branch: String,
+        why: String,
+        log: String,
+    },
+    #[error("branch {branch:?} has an endpoint already, on port {port}")]
+    AlreadyRunning { branch: String, port: u16 },
+    #[error("branch {branch:?} has no endpoint")]
+    NotRunning { branch: String },
+    #[error(transparent)]
+    Mount(#[from] crate::mount::MountError),
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+/// Where an endpoint's branch is mounted and its server logs.
+///
+/// A directory made for the endpoint is removed when the `Place` goes, never recursively:
+/// while the branch is mounted there, a recursive removal would delete the branch's files
+/// through the mount. Only the log, then the empty mount point, then the directory are
+/// removed; a mount point still in use stays (and so does everything under it).
+#[derive(Debug)]
+pub(crate) struct Place {
+    pub(crate) mount_dir: PathBuf,
+    pub(crate) log: PathBuf,
+    /// The directory made for this endpoint, if it was.
+    made: Option<PathBuf>,
+}
+
+impl Place {
+    /// A new directory under the system's temporary one, open to Postgres' user, with
+    /// the mount point (`branch`) and the log (`postgres.log`) in it.
+    pub(crate) fn temporary() -> Result<Place, EndpointError> {
+        let failed = |what: &str, error: std::io::Error| {
+            EndpointError::Failed(anyhow::anyhow!("cannot {what}: {error}"))
+        };
+        let made = tempfile::Builder::new()
+            .prefix("pagefork-endpoint-")
+            .tempdir()
+            .map_err(|error| failed("make a directory to mount the branch at", error))?
+            .keep();
+        let place = Place {
+            mount_dir: made.join("branch"),
+            log: made.join("postgres.log"),
+            made: Some(made.clone()),
+        };
+        std::fs::set_permissions(&made, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .map_err(|error| failed("open the mount directory to Postgres' user", error))?;
+        std::fs::create_dir(&place.mount_dir)
+            .map_err(|error| failed("make the mount point", error))?;
+        Ok(place)
+    }
+
+    /// The mount point `dir`, given by the user, with the log beside it.
+    pub(crate) fn given(dir: &Path) -> Place {
+        Place {
+            mount_dir: dir.to_path_buf(),
+            log: Place::log_beside(dir),
+            made: None,
+        }
+    }
+
+    /// The log of an endpoint on the mount at `dir`: `DIR.postgres.log`.
+    pub(crate) fn log_beside(dir: &Path) -> PathBuf {
+        let mut name = dir.file_name().unwrap_or_default().to_os_string();
+        name.push(".postgres.log");
+        dir.with_file_name(name)
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Some(made) = &self.made {
+            // Each removal refuses what is not empty (a mount still in place included).
+            let _ = std::fs::remove_file(&self.log);
+            let _ = std::fs::remove_dir(&self.mount_dir);
+            let _ = std::fs::remove_dir(made);
+        }
+    }
+}
+
+/// How to start an endpoint.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct EndpointSpec {
+    /// The port on 127.0.0.1 (a free one if not given).
+    pub(crate) port: Option<u16>,
+    /// Where Postgres' programs are (found if not given).
+    pub(crate) pg_bin: Option<PathBuf>,
+    /// Server settings (`-c name=value`), after the endpoint's own.
+    pub(crate) settings: Vec<(String, String)>,
+}
+
+/// A running server.
+#[derive(Debug)]
+pub(crate) struct Running {
+    branch: String,
+    port: u16,
+    server: Child,
+    pg: PgBin,
+    data: PathBuf,
+    log: PathBuf,
+    /// Whether this start ran `initdb`.
+    initialized: bool,
+    /// From starting the process to accepting connections.
+    ready_after: Duration,
+}
+
+/// What an endpoint is, for answers and listings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct EndpointInfo {
+    pub(crate) branch: String,
+    pub(crate) port: u16,
+    pub(crate) pid: u32,
+    pub(crate) data_directory: PathBuf,
+    pub(crate) log: PathBuf,
+    pub(crate) initialized: bool,
+    pub(crate) ready_after: Duration,
+}
+
+impl EndpointInfo {
+    /// How a client connects.
+    pub(crate) fn connection_string(&self) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+/// Starts Postgres on the tree mounted at `mount_dir` (branch `branch`), logging to
+/// `log`, and waits until it accepts connections.
+pub(crate) fn start(
+    branch: &str,
+    mount_dir: &Path,
+    log: &Path,
+    spec: &EndpointSpec,
+) -> Result<Running, EndpointError> {
+    let pg = PgBin::find(spec.pg_bin.as_deref())?;
+    pg.check_reachable(mount_dir)?;
+    let data = mount_dir.join(PGDATA);
+    let initialized = prepare_data_directory(branch, mount_dir, &data, &pg)?;
+    check_settings(&pg, &data, &spec.settings)?;
+    let port = choose_port(spec.port)?;
+    let log_file = std::fs::File::create(log)
+        .map_err(|error| anyhow::anyhow!("cannot create the log {}: {error}", log.display()))?;
+    let mut command = pg.command("postgres");
+    command.arg("-D").arg(&data);
+    let own = [
+        ("port", port.to_string()),
+        ("listen_addresses", "127.0.0.1".to_owned()),
+        ("unix_socket_directories", String::new()),
+        ("track_commit_timestamp", "on".to_owned()),
+    ];
+    let own = own.iter().map(|(name, value)| (*name, value.as_str()));
+    let given = spec
+        .settings
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()));
+    for (name, value) in own.chain(given) {
+        command.arg("-c").arg(format!("{name}={value}"));
+    }
+    let started = Instant::now();
+    let server = command
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().map_err(anyhow::Error::from)?)
+        .stderr(log_file)
+        .spawn()
+        .map_err(|error| EndpointError::StartFailed {
+            branch: branch.to_owned(),
+            why: format!(
+                "cannot run {}: {error}",
+                pg.dir().join("postgres").display()
+            ),
+            log: String::new(),
+        })?;
+    let mut running = Running {
+        branch: branch.to_owned(),
+        port,
+        server,
+        pg,
+        data,
+        log: log.to_path_buf(),
+        initialized,
+        ready_after: Duration::ZERO,
+    };
+    match running.wait_ready(started) {
+        Ok(()) => {
+            running.ready_after = started.elapsed();
+            Ok(running)
+        }
+        Err(why) => {
+            running.kill();
+            Err(EndpointError::StartFailed {
+                branch: branch.to_owned(),
+                why,
+                log: log_tail(log),
+            })
+        }
+    }
+}
+
+/// Makes sure `data` is a data directory Postgres can start on: `initdb` if the tree is
+/// empty (returns true), a stale `postmaster.pid` removed. Refuses a tree that holds
+/// something else.
+fn prepare_data_directory(
+    branch: &str,
+    mount_dir: &Path,
+    data: &Path,
+    pg: &PgBin,
+) -> Result<bool, EndpointError> {
+    let failed = |what: String| anyhow::anyhow!(what);
+    if data.join("PG_VERSION").is_file() {
+        match std::fs::remove_file(data.join("postmaster.pid")) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(
+                    failed(format!("cannot remove the stale postmaster.pid: {error}")).into(),
+                );
+            }
+        }
+        return Ok(false);
+    }
+    let entries: Vec<String> = std::fs::read_dir(mount_dir)
+        .map_err(|error| failed(format!("cannot list {}: {error}", mount_dir.display())))?
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    if !entries.is_empty() {
+        let mut found = entries;
+        found.sort();
+        found.truncate(5);
+        return Err(EndpointError::NotADataDirectory {
+            branch: branch.to_owned(),
+            found: found.join(", "),
+        });
+    }
+    std::fs::create_dir(data)
+        .and_then(|()| {
+            std::fs::set_permissions(data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        })
+        .and_then(|()| pg.give(data))
+        .map_err(|error| failed(format!("cannot create {}: {error}", data.display())))?;
+    let output = pg
+        .command("initdb")
+        .arg("-D")
+        .arg(data)
+        .args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-instructions",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|error| failed(format!("cannot run initdb: {error}")))?;
+    if !output.status.success() {
+        return Err(EndpointError::StartFailed {
+            branch: branch.to_owned(),
+            why: format!("initdb failed with {}", output.status),
+            log: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    Ok(true)
+}
+
+/// Has Postgres check `settings` (`postgres -C`, which reads the configuration and
+/// exits): an unknown name or a value it cannot take is refused before the server starts.
+fn check_settings(
+    pg: &PgBin,
+    data: &Path,
+    settings: &[(String, String)],
+) -> Result<(), EndpointError> {
+    let Some((first, _)) = settings.first() else {
+        return Ok(());
+    };
+    let mut command = pg.command("postgres");
+    command.arg("-D").arg(data).arg("-C").arg(first);
+    for (name, value) in settings {
+        command.arg("-c").arg(format!("{name}={value}"));
+    }
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|error| anyhow::anyhow!("cannot run postgres -C: {error}"))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(EndpointError::InvalidSetting {
+        message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+    })
+}
+
+/// `wanted` if it is free on 127.0.0.1, else a free port.
+fn choose_port(wanted: Option<u16>) -> Result<u16, EndpointError> {
+    match wanted {
+        Some(port) => match TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+            Ok(_) => Ok(port),
+            Err(_) => Err(EndpointError::PortInUse { port }),
+        },
+        None => {
+            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .map_err(|error| anyhow::anyhow!("cannot find a free port: {error}"))?;
+            let port = listener
+                .local_addr()
+                .map_err(|error| anyhow::anyhow!("cannot find a free port: {error}"))?
+                .port();
+            Ok(port)
+        }
+    }
+}
+
+/// The last lines of the log at `path`.
+fn log_tail(path: &Path) -> String {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    // The tail is in the last few kilobytes.
+    let size = file.metadata().map(|metadata| metadata.len()).unwrap_or(0);
+    let _ = file.seek(std::io::SeekFrom::Start(size.saturating_sub(16 << 10)));
+    let lines: Vec<String> = std::io::BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    let tail = lines.get(lines.len().saturating_sub(LOG_TAIL_LINES)..);
+    tail.unwrap_or_default().join("\n")
+}
+
+impl Running {
+    /// Waits until the server says it accepts connections (`ready` in its
+    /// `postmaster.pid`), or says why not.
+    fn wait_ready(&mut self, started: Instant) -> Result<(), String> {
+        let pid_file = self.data.join("postmaster.pid");
+        loop {
+            if let Some(status) = self.server.try_wait().map_err(|error| error.to_string())? {
+                return Err(format!("it exited with {status}"));
+            }
+            if let Ok(text) = std::fs::read_to_string(&pid_file) {
+                let ours = text.lines().next() == Some(&self.server.id().to_string());
+                if ours && text.lines().nth(7).map(str::trim) == Some("ready") {
+                    return Ok(());
+                }
+            }
+            if started.elapsed() > READY_TIMEOUT {
+                return Err(format!(
+                    "it did not accept connections within {} s",
+                    READY_TIMEOUT.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// What it is.
+    pub(crate) fn info(&self) -> EndpointInfo {
+        EndpointInfo {
+            branch: self.branch.clone(),
+            port: self.port,
+            pid: self.server.id(),
+            data_directory: self.data.clone(),
+            log: self.log.clone(),
+            initialized: self.initialized,
+            ready_after: self.ready_after,
+        }
+    }
+
+    /// The commit time of the last transaction the server sees, as Postgres prints it
+    /// (`pg_last_committed_xact()`; endpoints track commit timestamps): `None` when no
+    /// transaction since timestamps were on, or when the query fails.
+    pub(crate) fn last_commit_time(&self) -> Option<String> {
+        let output = self
+            .pg
+            .command("psql")
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-c", "SELECT timestamp FROM pg_last_committed_xact()"])
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        (output.status.success() && !text.is_empty()).then_some(text)
+    }
+
+    /// Fast shutdown (SIGINT: clients disconnected, a checkpoint written), or, if that
+    /// takes too long, an immediate one; then waits for the server to exit.
+    pub(crate) fn stop(mut self) -> Result<(), EndpointError> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.server.id()).unwrap_or(0));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let asked = Instant::now();
+        while asked.elapsed() < STOP_TIMEOUT {
+            if let Ok(Some(_)) = self.server.try_wait() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGQUIT);
+        self.server
+            .wait()
+            .map(drop)
+            .map_err(|error| anyhow::anyhow!("cannot wait for Postgres to stop: {error}").into())
+    }
+
+    fn kill(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}

@@ -1,0 +1,141 @@
+//! The Postgres an endpoint runs: where its programs are, which user runs them, and the
+//! commands themselves (`initdb`, `postgres`, `psql`).
+//!
+//! Postgres refuses to run as root, so when pagefork runs as root every Postgres program
+//! runs as the `postgres` user (Debian's packages create it); otherwise as pagefork's own
+//! user.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::EndpointError;
+
+/// Where Debian's packages put each major version's programs.
+const DEBIAN_ROOT: &str = "/usr/lib/postgresql";
+
+/// A directory of Postgres programs (`postgres`, `initdb`, `psql`).
+#[derive(Clone, Debug)]
+pub(crate) struct PgBin {
+    dir: PathBuf,
+    user: Option<RunAs>,
+}
+
+/// The user Postgres runs as, when it is not pagefork's own.
+#[derive(Clone, Debug)]
+struct RunAs {
+    uid: u32,
+    gid: u32,
+}
+
+impl PgBin {
+    /// `explicit` (`--pg-bin`) if given, else `PAGEFORK_PG_BIN`, else the newest
+    /// `/usr/lib/postgresql/N/bin`, else the directory of `postgres` on `PATH`. Refused,
+    /// naming every place it looked: none holds `postgres` and `initdb`.
+    pub(crate) fn find(explicit: Option<&Path>) -> Result<PgBin, EndpointError> {
+        let mut looked = Vec::new();
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        match explicit {
+            Some(dir) => candidates.push(dir.to_path_buf()),
+            None => {
+                if let Some(dir) = std::env::var_os("PAGEFORK_PG_BIN") {
+                    candidates.push(PathBuf::from(dir));
+                }
+                candidates.extend(debian_versions());
+                if let Some(path) = std::env::var_os("PATH") {
+                    candidates.extend(std::env::split_paths(&path));
+                }
+            }
+        }
+        for dir in candidates {
+            if dir.join("postgres").is_file() && dir.join("initdb").is_file() {
+                return Ok(PgBin {
+                    dir,
+                    user: run_as()?,
+                });
+            }
+            looked.push(dir);
+        }
+        if explicit.is_none() && looked.iter().all(|dir| !dir.starts_with(DEBIAN_ROOT)) {
+            looked.insert(0, PathBuf::from(format!("{DEBIAN_ROOT}/*/bin")));
+        }
+        Err(EndpointError::NoPostgres { looked })
+    }
+
+    /// The directory the programs are in.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `program` of this directory, set to run as Postgres' user, from `/`.
+    pub(crate) fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(self.dir.join(program));
+        command.current_dir("/");
+        if let Some(user) = &self.user {
+            use std::os::unix::process::CommandExt;
+            command.uid(user.uid).gid(user.gid);
+        }
+        command
+    }
+
+    /// Refuses a mount point Postgres' user cannot reach: one of its parents is not
+    /// searchable by that user.
+    pub(crate) fn check_reachable(&self, dir: &Path) -> Result<(), EndpointError> {
+        use std::os::unix::fs::MetadataExt;
+        let Some(user) = &self.user else {
+            return Ok(());
+        };
+        for parent in dir.ancestors().skip(1) {
+            let Ok(metadata) = std::fs::metadata(parent) else {
+                continue;
+            };
+            let mode = metadata.mode();
+            let searchable = mode & 0o001 != 0
+                || (metadata.uid() == user.uid && mode & 0o100 != 0)
+                || (metadata.gid() == user.gid && mode & 0o010 != 0);
+            if !searchable {
+                return Err(EndpointError::Unreachable {
+                    dir: dir.to_path_buf(),
+                    blocked: parent.to_path_buf(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives `path` to Postgres' user (a data directory it creates).
+    pub(crate) fn give(&self, path: &Path) -> std::io::Result<()> {
+        match &self.user {
+            Some(user) => std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `/usr/lib/postgresql/N/bin`, newest major version first.
+fn debian_versions() -> Vec<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(DEBIAN_ROOT)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .collect();
+    versions.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
+    versions.into_iter().map(|(_, dir)| dir).collect()
+}
+
+/// Postgres' user when pagefork runs as root; nobody else to switch to otherwise.
+fn run_as() -> Result<Option<RunAs>, EndpointError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    match nix::unistd::User::from_name("postgres") {
+        Ok(Some(user)) => Ok(Some(RunAs {
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        })),
+        _ => Err(EndpointError::NoPostgresUser),
+    }
+}

@@ -1,0 +1,165 @@
+//! The endpoints `pagefork serve` runs: at most one per branch of a project.
+//!
+//! An endpoint uses the branch's writable mount if it has one (a program may already be
+//! working in the directory), and otherwise mounts it itself in a directory of its own
+//! under the system's temporary directory (`pagefork-endpoint-*/branch`, open to
+//! Postgres' user, whatever the data directory's permissions), with the server's log
+//! beside it; stopping the endpoint unmounts only a mount it made, and removes its
+//! directory. While an endpoint runs its branch is
+//! mounted, so the mount registry refuses what would change the branch under it.
+//!
+//! Invariant: a branch's entry exists exactly while its server runs (a start that fails
+//! leaves no server and no mount of its own behind).
+
+use std::collections::BTreeMap;
+
+use pagefork_engine::{At, Store};
+use parking_lot::Mutex;
+
+use super::{EndpointError, EndpointInfo, EndpointSpec, Running};
+use crate::mount::{MountError, MountSpec, Mounts};
+
+/// The server's endpoints.
+#[derive(Debug, Default)]
+pub(crate) struct Endpoints {
+    running: Mutex<BTreeMap<(String, String), Endpoint>>,
+}
+
+#[derive(Debug)]
+struct Endpoint {
+    server: Running,
+    /// Whether the endpoint mounted its branch (and unmounts it when it stops).
+    mounted_here: bool,
+    /// The directory the endpoint made for its mount and log, removed when it goes.
+    _place: Option<super::Place>,
+}
+
+/// A started endpoint, and the commit time of the last transaction its server sees.
+#[derive(Debug)]
+pub(crate) struct Started {
+    pub(crate) info: EndpointInfo,
+    pub(crate) last_commit_time: Option<String>,
+}
+
+impl Endpoints {
+    /// Starts an endpoint on `branch` of `project` (mounting it if needed) and waits until
+    /// it accepts connections.
+    pub(crate) fn start(
+        &self,
+        project: &str,
+        store: Store,
+        mounts: &Mounts,
+        branch: &str,
+        spec: &EndpointSpec,
+    ) -> Result<Started, EndpointError> {
+        let mut running = self.running.lock();
+        let key = (project.to_owned(), branch.to_owned());
+        if let Some(existing) = running.get(&key) {
+            return Err(EndpointError::AlreadyRunning {
+                branch: branch.to_owned(),
+                port: existing.server.port,
+            });
+        }
+        store.branch_info(branch).map_err(anyhow::Error::from)?;
+        let (dir, log, place) = match mounts.mounted_at(project, branch) {
+            Some((dir, true)) => {
+                let log = super::Place::log_beside(&dir);
+                (dir, log, None)
+            }
+            Some((dir, false)) => {
+                return Err(MountError::Mounted {
+                    branch: branch.to_owned(),
+                    path: dir,
+                }
+                .into());
+            }
+            None => {
+                let place = super::Place::temporary()?;
+                let spec = MountSpec {
+                    branch: branch.to_owned(),
+                    dir: place.mount_dir.clone(),
+                    read_only: false,
+                    at: At::Latest,
+                };
+                mounts.mount_at(project, store, spec)?;
+                (place.mount_dir.clone(), place.log.clone(), Some(place))
+            }
+        };
+        let mounted_here = place.is_some();
+        match super::start(branch, &dir, &log, spec) {
+            Ok(server) => {
+                let started = Started {
+                    info: server.info(),
+                    last_commit_time: server.last_commit_time(),
+                };
+                running.insert(
+                    key,
+                    Endpoint {
+                        server,
+                        mounted_here,
+                        _place: place,
+                    },
+                );
+                Ok(started)
+            }
+            Err(error) => {
+                if mounted_here && let Err(unmount) = mounts.unmount(project, branch) {
+                    tracing::error!(%project, %branch, "unmount after a failed start: {unmount}");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Stops `branch`'s endpoint (fast shutdown) and unmounts the branch if the endpoint
+    /// mounted it.
+    pub(crate) fn stop(
+        &self,
+        project: &str,
+        branch: &str,
+        mounts: &Mounts,
+    ) -> Result<EndpointInfo, EndpointError> {
+        let endpoint = self
+            .running
+            .lock()
+            .remove(&(project.to_owned(), branch.to_owned()))
+            .ok_or_else(|| EndpointError::NotRunning {
+                branch: branch.to_owned(),
+            })?;
+        let info = endpoint.server.info();
+        endpoint.server.stop()?;
+        if endpoint.mounted_here {
+            mounts.unmount(project, branch)?;
+        }
+        Ok(info)
+    }
+
+    /// The endpoints of `project`, by branch.
+    pub(crate) fn list(&self, project: &str) -> Vec<EndpointInfo> {
+        self.running
+            .lock()
+            .iter()
+            .filter(|((owner, _), _)| owner == project)
+            .map(|(_, endpoint)| endpoint.server.info())
+            .collect()
+    }
+
+    /// Stops every endpoint and unmounts what they mounted: for a server's shutdown.
+    pub(crate) fn stop_all(&self, mounts: &Mounts) {
+        let running = std::mem::take(&mut *self.running.lock());
+        for ((project, branch), endpoint) in running {
+            let stopped = endpoint.server.stop().map_err(|error| error.to_string());
+            let unmounted = match endpoint.mounted_here {
+                true => mounts
+                    .unmount(&project, &branch)
+                    .map(drop)
+                    .map_err(|error| error.to_string()),
+                false => Ok(()),
+            };
+            match stopped.and(unmounted) {
+                Ok(()) => tracing::info!(%project, %branch, "endpoint stopped"),
+                Err(error) => tracing::error!(%project, %branch, "endpoint stop failed: {error}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! What an endpoint answers, the same for `pagefork endpoint start --json` and the HTTP
+//! API (whose OpenAPI document is made from these types).
+
+use pagefork_engine::LsnForTime;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::EndpointInfo;
+use super::registry::Started;
+use crate::views::TimeAnswerView;
+
+/// A running endpoint.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct EndpointView {
+    branch: String,
+    /// How to connect: `postgresql://postgres@127.0.0.1:PORT/postgres` (trust
+    /// authentication, loopback only).
+    connection_string: String,
+    port: u16,
+    /// The postmaster's process id.
+    pid: u32,
+    /// The data directory (inside the branch's mount).
+    data_directory: String,
+    /// The server's log.
+    log: String,
+    /// Whether this start ran `initdb` (the branch was empty).
+    initialized: bool,
+    /// Milliseconds from starting the server to its accepting connections (crash
+    /// recovery included).
+    ready_ms: u64,
+}
+
+impl EndpointView {
+    pub(crate) fn of(info: &EndpointInfo) -> EndpointView {
+        EndpointView {
+            branch: info.branch.clone(),
+            connection_string: info.connection_string(),
+            port: info.port,
+            pid: info.pid,
+            data_directory: info.data_directory.display().to_string(),
+            log: info.log.display().to_string(),
+            initialized: info.initialized,
+            ready_ms: u64::try_from(info.ready_after.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// A started endpoint and what its branch shows.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct StartedEndpoint {
+    endpoint: EndpointView,
+    /// For a branch created at a time: the time asked for and the commit it snapped to.
+    branch_created_at: Option<TimeAnswerView>,
+    /// The commit time of the last transaction the server sees (Postgres'
+    /// `pg_last_committed_xact()`; endpoints track commit timestamps), `null` if none
+    /// committed since timestamps were tracked.
+    last_committed_transaction: Option<String>,
+}
+
+impl StartedEndpoint {
+    /// The answer for `started`, on a branch created at `created_at` (if at a time).
+    pub(crate) fn of(started: &Started, created_at: Option<&LsnForTime>) -> StartedEndpoint {
+        StartedEndpoint {
+            endpoint: EndpointView::of(&started.info),
+            branch_created_at: created_at.map(TimeAnswerView::of),
+            last_committed_transaction: started.last_commit_time.clone(),
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Endpoints over HTTP: `POST`/`DELETE /v1/projects/P/branches/B/endpoint` start and stop
+//! a Postgres server on the branch (`crate::endpoint`), `GET /v1/projects/P/endpoints`
+//! lists them. A start answers once the server accepts connections, with its connection
+//! string and, for a branch made at a time, what the time snapped to beside the commit
+//! time of the last transaction the server sees.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use pagefork_engine::EngineError;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::branches::BranchPath;
+use super::error::quoted;
+use super::error::{ApiError, ErrorBody};
+use super::mounts::mount_error;
+use super::params::{self, BranchParams, NoParameters, ProjectParam, present};
+use super::{AppState, blocking};
+use crate::endpoint::registry::Started;
+use crate::endpoint::view::{EndpointView, StartedEndpoint};
+use crate::endpoint::{EndpointError, EndpointSpec};
+
+/// The body of an endpoint start (`{}` for the defaults).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EndpointRequest {
+    /// The port on 127.0.0.1, unprivileged (a free one if not given).
+    #[serde(default, deserialize_with = "params::present_whole_u32")]
+    #[schema(value_type = u16, minimum = 1024, maximum = 65535)]
+    port: Option<u32>,
+    /// Server settings, as `postgres -c name=value` takes them (after the endpoint's own:
+    /// port, listen_addresses, unix_socket_directories, track_commit_timestamp). A name or
+    /// value Postgres refuses is 422 `invalid_setting`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = BTreeMap<String, String>)]
+    settings: Option<BTreeMap<String, String>>,
+}
+
+/// A project's endpoints.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct EndpointList {
+    endpoints: Vec<EndpointView>,
+}
+
+/// The answer for a refused or failed endpoint request.
+fn endpoint_error(error: EndpointError) -> ApiError {
+    let message = error.to_string();
+    match error {
+        EndpointError::AlreadyRunning { .. } => ApiError::conflict("endpoint_running", message),
+        EndpointError::PortInUse { .. } => ApiError::conflict("port_in_use", message),
+        EndpointError::InvalidSetting { .. } => ApiError::unprocessable("invalid_setting", message),
+        EndpointError::NotRunning { .. } => ApiError::not_found("no_endpoint", message),
+        EndpointError::NotADataDirectory { .. } => {
+            ApiError::unprocessable("not_a_data_directory", message)
+        }
+        EndpointError::Unreachable { .. } => ApiError::unprocessable("unreachable_mount", message),
+        EndpointError::Mount(error) => mount_error(error),
+        EndpointError::Failed(error) => match error.downcast::<EngineError>() {
+            Ok(engine) => ApiError::from(engine),
+            Err(error) => ApiError::internal(format!("{error:#}")),
+        },
+        EndpointError::NoPostgres { .. }
+        | EndpointError::NoPostgresUser
+        | EndpointError::StartFailed { .. } => ApiError::internal(message),
+    }
+}
+
+/// `POST .../endpoint`.
+#[utoipa::path(post, path = "/v1/projects/{project}/branches/{branch}/endpoint",
+    tag = "endpoints", params(BranchParams), request_body = EndpointRequest,
+    responses((status = 201, description = "Started: the server accepts connections",
+            body = StartedEndpoint),
+        (status = "4XX", description = "Refused; nothing changed", body = ErrorBody),
+        (status = "5XX", description = "Postgres or the store failed", body = ErrorBody)),
+    security((), ("token" = [])))]
+pub(crate) async fn start(
+    State(state): State<AppState>,
+    path: BranchPath,
+    body: Result<Json<EndpointRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<StartedEndpoint>), ApiError> {
+    let Path((project, branch)) = path?;
+    let Json(body) = body?;
+    let store = state.projects.get(&project)?;
+    let port = match body.port {
+        Some(port @ 1024..=65535) => u16::try_from(port).ok(),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "port must be between 1024 and 65535 (Postgres runs unprivileged)",
+            ));
+        }
+        None => None,
+    };
+    let settings = body.settings.unwrap_or_default();
+    for (name, value) in &settings {
+        let valid_name = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        if !valid_name || value.contains('\0') {
+            return Err(ApiError::unprocessable(
+                "invalid_setting",
+                format!(
+                    "settings: {} is not a setting name (letters, digits, _ and .) with a value \
+                     without NUL",
+                    quoted(name)
+                ),
+            ));
+        }
+    }
+    let spec = EndpointSpec {
+        port,
+        pg_bin: state.options.pg_bin.clone(),
+        settings: settings.into_iter().collect(),
+    };
+    let (endpoints, mounts) = (Arc::clone(&state.endpoints), Arc::clone(&state.mounts));
+    let (started, created_at) = blocking(move || {
+        let created_at = store.branch_info(&branch)?.created_at_time;
+        let started: Started = endpoints
+            .start(&project, store, &mounts, &branch, &spec)
+            .map_err(endpoint_error)?;
+        Ok((started, created_at))
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(StartedEndpoint::of(&started, created_at.as_ref())),
+    ))
+}
+
+/// `DELETE .../endpoint`: a fast shutdown (a checkpoint, clients disconnected), then the
+/// branch is unmounted if the endpoint mounted it.
+#[utoipa::path(delete, path = "/v1/projects/{project}/branches/{branch}/endpoint",
+    tag = "endpoints", params(BranchParams), request_body = NoParameters,
+    responses((status = 200, description = "Stopped", body = EndpointView),
+        (status = "4XX", description = "Refused", body = ErrorBody),
+        (status = "5XX", description = "Postgres or the store failed", body = ErrorBody)),
+    security((), ("token" = [])))]
+pub(crate) async fn stop(
+    State(state): State<AppState>,
+    path: BranchPath,
+    body: Result<Json<NoParameters>, JsonRejection>,
+) -> Result<Json<EndpointView>, ApiError> {
+    let Path((project, branch)) = path?;
+    let Json(NoParameters {}) = body?;
+    state.projects.get(&project)?;
+    let (endpoints, mounts) = (Arc::clone(&state.endpoints), Arc::clone(&state.mounts));
+    let info = blocking(move || {
+        endpoints
+            .stop(&project, &branch, &mounts)
+            .map_err(endpoint_error)
+    })
+    .await?;
+    Ok(Json(EndpointView::of(&info)))
+}
+
+/// `GET /v1/projects/{project}/endpoints`.
+#[utoipa::path(get, path = "/v1/projects/{project}/endpoints", tag = "endpoints",
+    params(ProjectParam),
+    responses((status = 200, description = "The project's endpoints, by branch",
+            body = EndpointList),
+        (status = "4XX", description = "Refused", body = ErrorBody)),
+    security((), ("token" = [])))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<EndpointList>, ApiError> {
+    let Path(project) = path?;
+    state.projects.get(&project)?;
+    let endpoints = state
+        .endpoints
+        .list(&project)
+        .iter()
+        .map(EndpointView::of)
+        .collect();
+    Ok(Json(EndpointList { endpoints }))
+}

@@ -1,0 +1,245 @@
+//! Endpoints through `pagefork serve`: Postgres 15 (Debian's, unmodified, as `postgres`)
+//! started on branches over the API. Checked: the first start of an empty branch runs
+//! initdb and answers a connection string that works; a branch of a running endpoint
+//! starts (its stale postmaster.pid handled, its image recovered) and each endpoint sees
+//! only its own writes; a branch at a time between two transactions has the first and not
+//! the second, and the answer names the time asked, the commit it snapped to and the last
+//! visible transaction's commit time; refusals (a second start, a port in use, a branch
+//! holding other files, no endpoint to stop); SIGTERM stops the endpoints and what they
+//! committed is there after a restart. Needs root, /dev/fuse and postgresql-15.
+
+// A test may panic: unwrapping and indexing its own fixtures is how it fails.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::Server;
+use support::mount::require_fuse;
+
+const B: &str = "/v1/projects/p/branches";
+const PSQL: &str = "/usr/lib/postgresql/15/bin/psql";
+
+fn require_postgres() {
+    assert!(
+        Path::new(PSQL).exists(),
+        "this test runs Postgres 15 endpoints and needs Debian's postgresql-15 (apt-get install postgresql-15)"
+    );
+}
+
+/// Runs `sql` through the endpoint `started` answered, returning psql's unaligned output.
+fn sql(started: &Value, sql: &str) -> String {
+    let url = started["endpoint"]["connection_string"].as_str().unwrap();
+    let output = Command::new(PSQL)
+        .args([url, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn start_endpoint(server: &Server, branch: &str) -> Value {
+    server
+        .post(&format!("{B}/{branch}/endpoint"), "{}")
+        .expect(201)
+}
+
+#[test]
+fn endpoints_start_on_branches_each_with_its_own_writes_and_a_pitr_answer() {
+    require_fuse();
+    require_postgres();
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let mut server = Server::start(&data, &[]);
+    server
+        .post("/v1/projects", r#"{"project_id": "p"}"#)
+        .expect(201);
+
+    // The first start of an empty branch runs initdb.
+    let main = start_endpoint(&server, "main");
+    assert_eq!(main["endpoint"]["initialized"], true, "{main}");
+    assert_eq!(main["branch_created_at"], Value::Null);
+    sql(&main, "CREATE TABLE t(x int); INSERT INTO t VALUES (1);");
+    let listed = server.get("/v1/projects/p/endpoints").expect(200);
+    assert_eq!(listed["endpoints"][0]["branch"], "main", "{listed}");
+    server
+        .post(&format!("{B}/main/endpoint"), "{}")
+        .expect_error(409, "endpoint_running");
+    // The mount under it is the endpoint's: what would change main is refused.
+    server
+        .post(&format!("{B}/main/reset"), "{}")
+        .expect_error(409, "branch_mounted");
+
+    // A branch of the running endpoint starts by crash recovery, and diverges.
+    server
+        .post(
+            B,
+            r#"{"branch_id": "dev", "spec": {"source_branch": "main", "no_expiry": true}}"#,
+        )
+        .expect(201);
+    let dev = start_endpoint(&server, "dev");
+    assert_eq!(dev["endpoint"]["initialized"], false, "{dev}");
+    assert_ne!(dev["endpoint"]["port"], main["endpoint"]["port"]);
+    sql(&dev, "INSERT INTO t VALUES (2);");
+    sql(&main, "INSERT INTO t VALUES (10);");
+    assert_eq!(sql(&main, "SELECT sum(x) FROM t"), "11");
+    assert_eq!(sql(&dev, "SELECT sum(x) FROM t"), "3");
+
+    // PITR to a time between two transactions has exactly the first.
+    sql(&main, "INSERT INTO t VALUES (100);");
+    std::thread::sleep(Duration::from_millis(300));
+    let between = pagefork_engine::Timestamp::from_system_time(std::time::SystemTime::now());
+    std::thread::sleep(Duration::from_millis(300));
+    sql(&main, "INSERT INTO t VALUES (200);");
+    let body = format!(
+        r#"{{"branch_id": "then", "spec": {{"source_branch": "main", "source_branch_time": "{between}", "no_expiry": true}}}}"#
+    );
+    server.post(B, &body).expect(201);
+    let then = start_endpoint(&server, "then");
+    assert_eq!(sql(&then, "SELECT sum(x) FROM t"), "111");
+    let created = &then["branch_created_at"];
+    assert_eq!(created["requested"], between.to_string(), "{then}");
+    let last = then["last_committed_transaction"].as_str().unwrap();
+    let visible = sql(
+        &then,
+        &format!("SELECT '{last}'::timestamptz <= '{between}'::timestamptz"),
+    );
+    assert_eq!(
+        visible, "t",
+        "the last visible commit {last} is after {between}"
+    );
+
+    // Refusals.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    server
+        .post(B, r#"{"branch_id": "spare", "spec": {"no_expiry": true}}"#)
+        .expect(201);
+    server
+        .post(
+            &format!("{B}/spare/endpoint"),
+            &format!(r#"{{"port": {port}}}"#),
+        )
+        .expect_error(409, "port_in_use");
+    server
+        .delete(&format!("{B}/spare/endpoint"))
+        .expect_error(404, "no_endpoint");
+    server
+        .post(
+            &format!("{B}/spare/endpoint"),
+            r#"{"settings": {"bad name": "1"}}"#,
+        )
+        .expect_error(422, "invalid_setting");
+    let refused = server
+        .post(
+            &format!("{B}/spare/endpoint"),
+            r#"{"settings": {"shared_buffers": "lots"}}"#,
+        )
+        .expect_error(422, "invalid_setting");
+    assert!(refused.contains("shared_buffers"), "{refused}");
+    server
+        .post(&format!("{B}/spare/endpoint"), r#"{"port": 80}"#)
+        .expect_error(400, "invalid_request");
+    // An endpoint on a branch already mounted uses that mount, and leaves it mounted.
+    std::fs::create_dir_all(data.join("mounts/spare")).unwrap();
+    let mounted = server
+        .post(&format!("{B}/spare/mount"), r#"{"path": "spare"}"#)
+        .expect(201);
+    let spare_dir = Path::new(mounted["path"].as_str().unwrap()).to_path_buf();
+    let spare = start_endpoint(&server, "spare");
+    assert_eq!(
+        spare["endpoint"]["data_directory"],
+        spare_dir.join("pgdata").display().to_string()
+    );
+    assert_eq!(sql(&spare, "SELECT sum(x) FROM t"), "311");
+    server.delete(&format!("{B}/spare/endpoint")).expect(200);
+    assert!(spare_dir.join("pgdata/PG_VERSION").exists());
+    server.delete(&format!("{B}/spare/mount")).expect(200);
+
+    // A branch whose tree holds other files is not a data directory.
+    server
+        .post("/v1/projects", r#"{"project_id": "q"}"#)
+        .expect(201);
+    std::fs::create_dir_all(data.join("mounts/files")).unwrap();
+    let files = server
+        .post("/v1/projects/q/branches/main/mount", r#"{"path": "files"}"#)
+        .expect(201);
+    std::fs::write(
+        Path::new(files["path"].as_str().unwrap()).join("notes.txt"),
+        "not a database",
+    )
+    .unwrap();
+    server
+        .delete("/v1/projects/q/branches/main/mount")
+        .expect(200);
+    let refused = server
+        .post("/v1/projects/q/branches/main/endpoint", "{}")
+        .expect_error(422, "not_a_data_directory");
+    assert!(refused.contains("notes.txt"), "{refused}");
+    assert!(
+        server.get("/v1/projects/q/mounts").expect(200)["mounts"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "a refused start left its mount behind"
+    );
+
+    // Stopped over the API, the branch is unmounted and can be changed again.
+    let stopped = server.delete(&format!("{B}/dev/endpoint")).expect(200);
+    assert_eq!(stopped["branch"], "dev");
+    server
+        .post(&format!("{B}/dev/rename"), r#"{"new_branch_id": "dev2"}"#)
+        .expect(200);
+
+    // SIGTERM stops the endpoints; what they committed is there after a restart.
+    assert!(server.terminate().success());
+    server = Server::start(&data, &[]);
+    let main = start_endpoint(&server, "main");
+    assert_eq!(sql(&main, "SELECT sum(x) FROM t"), "311");
+    let dev = start_endpoint(&server, "dev2");
+    assert_eq!(sql(&dev, "SELECT sum(x) FROM t"), "3");
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn an_endpoint_runs_from_a_private_data_directory_but_refuses_a_mount_postgres_cannot_reach() {
+    require_fuse();
+    require_postgres();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        root.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let data = root.path().join("data");
+    let server = Server::start(&data, &[]);
+    server
+        .post("/v1/projects", r#"{"project_id": "p"}"#)
+        .expect(201);
+    std::fs::create_dir_all(data.join("mounts/main")).unwrap();
+    server
+        .post(&format!("{B}/main/mount"), r#"{"path": "main"}"#)
+        .expect(201);
+    let refused = server
+        .post(&format!("{B}/main/endpoint"), "{}")
+        .expect_error(422, "unreachable_mount");
+    assert!(
+        refused.contains(&root.path().display().to_string()),
+        "{refused}"
+    );
+    server.delete(&format!("{B}/main/mount")).expect(200);
+    // Mounted by the endpoint itself, in a directory Postgres' user can reach.
+    let main = start_endpoint(&server, "main");
+    assert_eq!(sql(&main, "SELECT 1"), "1");
+    server.delete(&format!("{B}/main/endpoint")).expect(200);
+    assert!(server.terminate().success());
+}
