@@ -2,7 +2,8 @@
 //! once Postgres accepts connections, stopped by SIGTERM (fast shutdown, unmount,
 //! checkpoint); started again, the data is there. Refusals before anything starts: no
 //! Postgres programs where it was told to look, a mount point that is not empty, an
-//! unknown branch; none of them changes the store. Needs root, /dev/fuse and
+//! unknown branch; none of them changes the store. Postgres ending on its own ends the
+//! command with an error. Needs root, /dev/fuse and
 //! postgresql-15.
 
 // A test may panic: unwrapping and indexing its own fixtures is how it fails.
@@ -10,55 +11,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
-use serde_json::Value;
 use support::cli::{ok_json, pagefork};
+use support::endpoint::{Endpoint, psql, require_postgres};
 use support::mount::require_fuse;
-
-const PSQL: &str = "/usr/lib/postgresql/15/bin/psql";
-
-fn start(data: &Path, extra: &[&str]) -> (Child, Value) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pagefork"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--json", "endpoint", "start", "main"])
-        .args(extra)
-        .env_remove("PAGEFORK_DATA_DIR")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let answer: Value =
-        serde_json::from_str(&line).unwrap_or_else(|error| panic!("not JSON ({error}): {line:?}"));
-    (child, answer)
-}
-
-fn stop(mut child: Child) {
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    assert!(child.wait().unwrap().success());
-}
-
-fn sql(answer: &Value, sql: &str) -> String {
-    let url = answer["endpoint"]["connection_string"].as_str().unwrap();
-    let output = Command::new(PSQL)
-        .args([url, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
 
 /// Every file of the store directory with its bytes.
 fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -88,10 +45,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn an_endpoint_runs_in_the_foreground_and_keeps_its_data() {
     require_fuse();
-    assert!(
-        Path::new(PSQL).exists(),
-        "this test needs Debian's postgresql-15 (apt-get install postgresql-15)"
-    );
+    require_postgres();
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
     ok_json(pagefork(&data, &["init", "--json"]));
@@ -131,17 +85,35 @@ fn an_endpoint_runs_in_the_foreground_and_keeps_its_data() {
     assert!(!unknown.status.success());
     assert_eq!(snapshot(&data), before, "a refused start changed the store");
 
-    let (child, answer) = start(&data, &["-c", "shared_buffers=16MB"]);
-    assert_eq!(answer["endpoint"]["initialized"], true, "{answer}");
-    assert_eq!(sql(&answer, "SHOW shared_buffers"), "16MB");
-    sql(
-        &answer,
-        "CREATE TABLE kept(n int); INSERT INTO kept VALUES (42);",
+    let endpoint = Endpoint::start(&data, "main", None, &["-c", "shared_buffers=16MB"]);
+    assert_eq!(
+        endpoint.answer["endpoint"]["initialized"], true,
+        "{}",
+        endpoint.answer
     );
-    stop(child);
+    let url = endpoint.url();
+    assert_eq!(psql(&url, "SHOW shared_buffers").unwrap(), "16MB");
+    psql(
+        &url,
+        "CREATE TABLE kept(n int); INSERT INTO kept VALUES (42);",
+    )
+    .unwrap();
+    assert!(endpoint.stop().success());
 
-    let (child, answer) = start(&data, &[]);
-    assert_eq!(answer["endpoint"]["initialized"], false, "{answer}");
-    assert_eq!(sql(&answer, "SELECT n FROM kept"), "42");
-    stop(child);
+    let endpoint = Endpoint::start(&data, "main", None, &[]);
+    assert_eq!(
+        endpoint.answer["endpoint"]["initialized"], false,
+        "{}",
+        endpoint.answer
+    );
+    assert_eq!(psql(&endpoint.url(), "SELECT n FROM kept").unwrap(), "42");
+
+    // Postgres ending on its own ends the command, saying so, with the branch unmounted.
+    let postgres = nix::unistd::Pid::from_raw(i32::try_from(endpoint.postgres_pid()).unwrap());
+    nix::sys::signal::kill(postgres, nix::sys::signal::Signal::SIGQUIT).unwrap();
+    let status = endpoint.wait();
+    assert!(!status.success());
+    let endpoint = Endpoint::start(&data, "main", None, &[]);
+    assert_eq!(psql(&endpoint.url(), "SELECT n FROM kept").unwrap(), "42");
+    assert!(endpoint.stop().success());
 }

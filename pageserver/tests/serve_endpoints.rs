@@ -6,7 +6,9 @@
 //! the second, and the answer names the time asked, the commit it snapped to and the last
 //! visible transaction's commit time; refusals (a second start, a port in use, a branch
 //! holding other files, no endpoint to stop); SIGTERM stops the endpoints and what they
-//! committed is there after a restart. Needs root, /dev/fuse and postgresql-15.
+//! committed is there after a restart; a branch taken while pgbench writes starts, its
+//! balances add up to its own history and pg_amcheck finds nothing wrong. Needs root,
+//! /dev/fuse and postgresql-15 (and postgresql-client-15's pg_amcheck).
 
 // A test may panic: unwrapping and indexing its own fixtures is how it fails.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
@@ -19,17 +21,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::Server;
+use support::endpoint::require_postgres;
 use support::mount::require_fuse;
 
 const B: &str = "/v1/projects/p/branches";
 const PSQL: &str = "/usr/lib/postgresql/15/bin/psql";
-
-fn require_postgres() {
-    assert!(
-        Path::new(PSQL).exists(),
-        "this test runs Postgres 15 endpoints and needs Debian's postgresql-15 (apt-get install postgresql-15)"
-    );
-}
 
 /// Runs `sql` through the endpoint `started` answered, returning psql's unaligned output.
 fn sql(started: &Value, sql: &str) -> String {
@@ -241,5 +237,96 @@ fn an_endpoint_runs_from_a_private_data_directory_but_refuses_a_mount_postgres_c
     let main = start_endpoint(&server, "main");
     assert_eq!(sql(&main, "SELECT 1"), "1");
     server.delete(&format!("{B}/main/endpoint")).expect(200);
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn a_branch_taken_while_pgbench_writes_starts_and_passes_pg_amcheck() {
+    require_fuse();
+    require_postgres();
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let server = Server::start(&data, &[]);
+    server
+        .post("/v1/projects", r#"{"project_id": "p"}"#)
+        .expect(201);
+    let main = start_endpoint(&server, "main");
+    let port = main["endpoint"]["port"].as_u64().unwrap().to_string();
+    let pgbench = |args: &[&str]| {
+        Command::new("/usr/lib/postgresql/15/bin/pgbench")
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
+            .args(args)
+            .arg("postgres")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let loaded = pgbench(&["-i", "-s", "2", "-q"]);
+    assert!(
+        loaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    let running = {
+        let port = port.clone();
+        std::thread::spawn(move || {
+            Command::new("/usr/lib/postgresql/15/bin/pgbench")
+                .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
+                .args(["-n", "-c", "4", "-j", "2", "-T", "4", "postgres"])
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    server
+        .post(
+            B,
+            r#"{"branch_id": "snap", "spec": {"source_branch": "main", "no_expiry": true}}"#,
+        )
+        .expect(201);
+    let ran = running.join().unwrap();
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let snap = start_endpoint(&server, "snap");
+    assert_eq!(
+        sql(&snap, "SELECT count(*) FROM pgbench_accounts"),
+        "200000"
+    );
+    let snap_history: u64 = sql(&snap, "SELECT count(*) FROM pgbench_history")
+        .parse()
+        .unwrap();
+    let main_history: u64 = sql(&main, "SELECT count(*) FROM pgbench_history")
+        .parse()
+        .unwrap();
+    assert!(
+        snap_history > 0 && snap_history <= main_history,
+        "{snap_history} of {main_history}"
+    );
+    // The branch's balances add up to its own history (every transaction whole).
+    assert_eq!(
+        sql(&snap, "SELECT sum(abalance) FROM pgbench_accounts"),
+        sql(&snap, "SELECT coalesce(sum(delta), 0) FROM pgbench_history")
+    );
+    let snap_port = snap["endpoint"]["port"].as_u64().unwrap().to_string();
+    let check = Command::new("/usr/lib/postgresql/15/bin/pg_amcheck")
+        .args(["-h", "127.0.0.1", "-p", &snap_port, "-U", "postgres"])
+        .args([
+            "--install-missing",
+            "--heapallindexed",
+            "--rootdescend",
+            "postgres",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "pg_amcheck: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
     assert!(server.terminate().success());
 }

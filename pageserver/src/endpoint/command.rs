@@ -91,12 +91,31 @@ pub(crate) fn run_foreground(
             );
         }
     }
-    runtime.block_on(async {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
+    let mut server = server;
+    let exited = runtime.block_on(async {
+        let mut poll = tokio::time::interval(std::time::Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => return None,
+                _ = terminate.recv() => return None,
+                _ = poll.tick() => {
+                    if let Some(status) = server.exited() {
+                        return Some(status);
+                    }
+                }
+            }
         }
     });
+    if let Some(status) = exited {
+        // Postgres ended on its own: say so, and leave the branch unmounted and durable.
+        let log = server.log_tail();
+        mounted.unmounter().unmount()?;
+        mounted.wait()?;
+        store.checkpoint()?;
+        anyhow::bail!(
+            "Postgres on branch {branch} exited by itself ({status}); the end of its log:\n{log}"
+        );
+    }
     let stopped = server.stop();
     mounted.unmounter().unmount()?;
     mounted.wait()?;

@@ -18,6 +18,7 @@
 pub(crate) mod command;
 mod postgres;
 pub(crate) mod registry;
+mod spawner;
 pub(crate) mod view;
 
 use std::io::{BufRead, Seek};
@@ -228,19 +229,18 @@ pub(crate) fn start(
         command.arg("-c").arg(format!("{name}={value}"));
     }
     let started = Instant::now();
-    let server = command
+    command
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().map_err(anyhow::Error::from)?)
-        .stderr(log_file)
-        .spawn()
-        .map_err(|error| EndpointError::StartFailed {
-            branch: branch.to_owned(),
-            why: format!(
-                "cannot run {}: {error}",
-                pg.dir().join("postgres").display()
-            ),
-            log: String::new(),
-        })?;
+        .stderr(log_file);
+    let server = spawner::spawn(command).map_err(|error| EndpointError::StartFailed {
+        branch: branch.to_owned(),
+        why: format!(
+            "cannot run {}: {error}",
+            pg.dir().join("postgres").display()
+        ),
+        log: String::new(),
+    })?;
     let mut running = Running {
         branch: branch.to_owned(),
         port,
@@ -460,6 +460,16 @@ impl Running {
             .ok()?;
         let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
         (output.status.success() && !text.is_empty()).then_some(text)
+    }
+
+    /// How the server ended, if it has (a crash, or a shutdown nobody asked for).
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.server.try_wait().ok().flatten()
+    }
+
+    /// The last lines of the server's log.
+    pub(crate) fn log_tail(&self) -> String {
+        log_tail(&self.log)
     }
 
     /// Fast shutdown (SIGINT: clients disconnected, a checkpoint written), or, if that

@@ -54,11 +54,24 @@ impl Endpoints {
     ) -> Result<Started, EndpointError> {
         let mut running = self.running.lock();
         let key = (project.to_owned(), branch.to_owned());
-        if let Some(existing) = running.get(&key) {
-            return Err(EndpointError::AlreadyRunning {
-                branch: branch.to_owned(),
-                port: existing.server.port,
-            });
+        if let Some(existing) = running.get_mut(&key) {
+            match existing.server.exited() {
+                None => {
+                    return Err(EndpointError::AlreadyRunning {
+                        branch: branch.to_owned(),
+                        port: existing.server.port,
+                    });
+                }
+                // Its server ended on its own: forget it, and start again.
+                Some(status) => {
+                    tracing::warn!(%project, %branch, %status, "an endpoint's server had exited");
+                    if let Some(ended) = running.remove(&key)
+                        && ended.mounted_here
+                    {
+                        mounts.unmount(project, branch)?;
+                    }
+                }
+            }
         }
         store.branch_info(branch).map_err(anyhow::Error::from)?;
         let (dir, log, place) = match mounts.mounted_at(project, branch) {

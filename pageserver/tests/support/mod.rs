@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, dead_code)]
 
 pub(crate) mod cli;
+pub(crate) mod endpoint;
 pub(crate) mod mount;
 
 use std::io::{BufRead, BufReader};
