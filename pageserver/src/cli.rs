@@ -39,10 +39,20 @@ pub(crate) enum Command {
     /// branch, wipes the 32 entity pages on main, recovers them with a branch at a noted
     /// time, checks everything, and prints what it measured beside Lakebase's figures.
     /// Uses a temporary directory unless --data-dir is given explicitly.
+    ///
+    /// With --postgres, the same scenario in SQL on a real Postgres (endpoints on
+    /// mounted branches): a catalog table of 32 rows and ~63 MB of refresh state, a branch
+    /// and a migration on it with a schema diff, a DELETE on main, a branch at the noted
+    /// time counting 32 rows, main restored in place. Needs root, /dev/fuse and Debian's
+    /// postgresql-15.
     #[command(
-        after_help = "Example:\n  pagefork demo\n  pagefork demo --data-dir /tmp/demo-store --json"
+        after_help = "Example:\n  pagefork demo\n  pagefork demo --data-dir /tmp/demo-store --json\n  pagefork demo --postgres"
     )]
-    Demo,
+    Demo {
+        /// Run the scenario on a real Postgres.
+        #[arg(long)]
+        postgres: bool,
+    },
     /// Create a new store in the data directory with its root branch `main`.
     #[command(after_help = "Example:\n  pagefork --data-dir ./data init --page-size 8192")]
     Init {
@@ -531,6 +541,21 @@ pub(crate) enum EndpointCommand {
         /// one). The server's log goes beside it.
         #[arg(long, value_name = "DIR")]
         mount: Option<PathBuf>,
+    },
+    /// Compare two branches' database schemas: start an endpoint on each (as `start`
+    /// would, crash recovery included), `pg_dump --schema-only` both, stop them, and
+    /// print the unified diff (`--json`: from, to, identical, diff).
+    #[command(
+        after_help = "Examples:\n  pagefork endpoint schema-diff main migration-test\n  pagefork --json endpoint schema-diff main dev"
+    )]
+    SchemaDiff {
+        /// The first branch.
+        from: String,
+        /// The second branch.
+        to: String,
+        /// Where Postgres' programs are (as for `start`).
+        #[arg(long, value_name = "DIR")]
+        pg_bin: Option<PathBuf>,
     },
 }
 

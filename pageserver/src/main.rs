@@ -42,7 +42,12 @@ fn main() {
 fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
     let dir = cli.data_dir.as_path();
     match &cli.command {
-        Command::Demo => demo::run(data_dir_given(cli, matches), cli.json).map(|()| 0),
+        Command::Demo { postgres: false } => {
+            demo::run(data_dir_given(cli, matches), cli.json).map(|()| 0)
+        }
+        Command::Demo { postgres: true } => {
+            endpoint::demo::run(data_dir_given(cli, matches), cli.json).map(|()| 0)
+        }
         Command::Init { page_size, backend } => {
             commands::init(dir, *page_size, *backend, cli.json).map(|()| 0)
         }
@@ -71,6 +76,13 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
             };
             endpoint::command::run_foreground(dir, branch, mount.as_deref(), &spec, cli.json)
                 .map(|()| 0)
+        }
+        Command::Endpoint(cli::EndpointCommand::SchemaDiff { from, to, pg_bin }) => {
+            let spec = endpoint::EndpointSpec {
+                pg_bin: pg_bin.clone(),
+                ..endpoint::EndpointSpec::default()
+            };
+            endpoint::command::schema_diff(dir, from, to, &spec, cli.json).map(|()| 0)
         }
         Command::Mount {
             branch,

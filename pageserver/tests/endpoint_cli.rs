@@ -116,4 +116,63 @@ fn an_endpoint_runs_in_the_foreground_and_keeps_its_data() {
     let endpoint = Endpoint::start(&data, "main", None, &[]);
     assert_eq!(psql(&endpoint.url(), "SELECT n FROM kept").unwrap(), "42");
     assert!(endpoint.stop().success());
+
+    // Schema diffs start an endpoint on each branch, compare, and stop them.
+    ok_json(pagefork(&data, &["--json", "branch", "create", "dev"]));
+    let same = ok_json(pagefork(
+        &data,
+        &["--json", "endpoint", "schema-diff", "main", "dev"],
+    ));
+    assert_eq!(same["identical"], true, "{same}");
+    let dev = Endpoint::start(&data, "dev", None, &[]);
+    psql(&dev.url(), "ALTER TABLE kept ADD COLUMN why text").unwrap();
+    assert!(dev.stop().success());
+    let changed = pagefork(&data, &["endpoint", "schema-diff", "main", "dev"]);
+    assert!(changed.status.success());
+    let text = String::from_utf8_lossy(&changed.stdout);
+    assert!(
+        text.contains("--- main (schema)") && text.contains("+    why text"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_postgres_demo_runs_the_seed_scenario_and_reports_what_it_recovered_to() {
+    require_fuse();
+    require_postgres();
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("demo");
+    let report = ok_json(pagefork(&data, &["--json", "demo", "--postgres"]));
+    let bytes = report["catalog_bytes"].as_u64().unwrap();
+    assert!((55_000_000..80_000_000).contains(&bytes), "{report}");
+    for figure in [
+        "branch_seconds",
+        "branch_endpoint_ready_seconds",
+        "branch_first_query_seconds",
+        "pitr_first_query_seconds",
+        "restore_first_query_seconds",
+    ] {
+        assert!(report[figure].as_f64().unwrap() > 0.0, "{figure}: {report}");
+    }
+    // The last visible transaction committed before the noted time.
+    let noted: pagefork_engine::Timestamp = report["noted"].as_str().unwrap().parse().unwrap();
+    let last = report["pitr_last_commit"]
+        .as_str()
+        .unwrap()
+        .replace(' ', "T");
+    let last = format!("{}Z", last.trim_end_matches("+00"));
+    let last: pagefork_engine::Timestamp = last.parse().unwrap();
+    assert!(last <= noted, "{report}");
+    // The demo's store is there to look at, with the backup of the restore.
+    let branches = ok_json(pagefork(&data, &["--json", "branch", "list"]));
+    let names: Vec<&str> = branches
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|branch| branch["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"recovered") && names.contains(&"migration-test"),
+        "{names:?}"
+    );
 }

@@ -90,6 +90,35 @@ fn endpoints_start_on_branches_each_with_its_own_writes_and_a_pitr_answer() {
     assert_eq!(sql(&main, "SELECT sum(x) FROM t"), "11");
     assert_eq!(sql(&dev, "SELECT sum(x) FROM t"), "3");
 
+    // A migration tried on dev: main's schema is untouched, and the schema diff says so.
+    let same = server
+        .get(&format!("{B}/main/schema-diff?to=dev"))
+        .expect(200);
+    assert_eq!(same["identical"], true, "{same}");
+    sql(
+        &dev,
+        "ALTER TABLE t ADD COLUMN note text; CREATE INDEX t_by_note ON t(note);",
+    );
+    let changed = server
+        .get(&format!("{B}/main/schema-diff?to=dev"))
+        .expect(200);
+    assert_eq!(changed["identical"], false, "{changed}");
+    let diff = changed["diff"].as_str().unwrap();
+    assert!(
+        diff.contains("+    note text") && diff.contains("+CREATE INDEX t_by_note"),
+        "{diff}"
+    );
+    assert_eq!(
+        sql(
+            &main,
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 't'"
+        ),
+        "1"
+    );
+    server
+        .get(&format!("{B}/main/schema-diff?to=nobody"))
+        .expect_error(404, "no_endpoint");
+
     // PITR to a time between two transactions has exactly the first.
     sql(&main, "INSERT INTO t VALUES (100);");
     std::thread::sleep(Duration::from_millis(300));

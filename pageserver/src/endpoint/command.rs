@@ -1,21 +1,98 @@
-//! `pagefork endpoint start`: the foreground command. Mounts the branch (at `--mount` or
-//! a fresh directory), starts Postgres on it, prints how to connect once it accepts
-//! connections, and on SIGTERM or SIGINT stops it (fast shutdown), unmounts and
-//! checkpoints. Nothing is started before everything it can check was checked (FUSE,
-//! the mount point, Postgres' programs and user, the port).
+//! The command line's endpoints, run by the command itself (one process holds a store):
+//!
+//! - `pagefork endpoint start`, in the foreground: mounts the branch (at `--mount` or a
+//!   fresh directory), starts Postgres on it, prints how to connect once it accepts
+//!   connections, and on SIGTERM or SIGINT stops it (fast shutdown), unmounts and
+//!   checkpoints; if Postgres ends by itself, the command ends with an error.
+//! - `pagefork endpoint schema-diff A B`: starts an endpoint on each branch, compares
+//!   their `pg_dump --schema-only`, stops both.
+//!
+//! Nothing is started before everything that can be checked was (FUSE, the mount point,
+//! Postgres' programs and user).
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use pagefork_engine::At;
+use pagefork_engine::{At, Store};
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::registry::Started;
+use super::schema::{SchemaDiff, dump_schema};
 use super::view::StartedEndpoint;
-use super::{EndpointSpec, PgBin, Place};
-use crate::mount::{MountSpec, check_fuse_available, check_mount_point, mount};
+use super::{EndpointSpec, PgBin, Place, Running};
+use crate::mount::{MountSpec, Mounted, check_fuse_available, check_mount_point, mount};
 use crate::output::out;
 use crate::views::to_json;
+
+/// An endpoint this process runs: the branch mounted at its place, Postgres on it.
+pub(crate) struct Local {
+    server: Running,
+    mounted: Mounted,
+    _place: Place,
+}
+
+impl Local {
+    /// Mounts `branch` at `place` and starts Postgres on it.
+    pub(crate) fn start(
+        store: &Store,
+        branch: &str,
+        place: Place,
+        spec: &EndpointSpec,
+    ) -> Result<Local> {
+        let mount_spec = MountSpec {
+            branch: branch.to_owned(),
+            dir: place.mount_dir.clone(),
+            read_only: false,
+            at: At::Latest,
+        };
+        let mounted = mount(store.clone(), &mount_spec)?;
+        match super::start(branch, &place.mount_dir, &place.log, spec) {
+            Ok(server) => Ok(Local {
+                server,
+                mounted,
+                _place: place,
+            }),
+            Err(error) => {
+                mounted.unmounter().unmount()?;
+                mounted.wait()?;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// How to connect.
+    pub(crate) fn url(&self) -> String {
+        self.server.info().connection_string()
+    }
+
+    /// The server's port.
+    pub(crate) fn port(&self) -> u16 {
+        self.server.info().port
+    }
+
+    /// See `Running::last_commit_time`.
+    pub(crate) fn last_commit_time(&self) -> Option<String> {
+        self.server.last_commit_time()
+    }
+
+    /// Stops Postgres (unless it ended already), then unmounts, everything durable.
+    pub(crate) fn stop(mut self) -> Result<()> {
+        let stopped = match self.server.exited() {
+            Some(_) => Ok(()),
+            None => self.server.stop(),
+        };
+        self.mounted.unmounter().unmount()?;
+        self.mounted.wait()?;
+        Ok(stopped?)
+    }
+}
+
+/// Checks what can be checked before anything starts.
+fn check_first(spec: &EndpointSpec) -> Result<()> {
+    check_fuse_available()?;
+    PgBin::find(spec.pg_bin.as_deref())?;
+    Ok(())
+}
 
 pub(crate) fn run_foreground(
     data_dir: &Path,
@@ -24,8 +101,7 @@ pub(crate) fn run_foreground(
     spec: &EndpointSpec,
     json: bool,
 ) -> Result<()> {
-    check_fuse_available()?;
-    PgBin::find(spec.pg_bin.as_deref())?;
+    check_first(spec)?;
     let place = match mount_at {
         Some(dir) => {
             check_mount_point(dir)?;
@@ -46,28 +122,16 @@ pub(crate) fn run_foreground(
     };
     let store = crate::commands::open(data_dir, json)?;
     let created_at = store.branch_info(branch)?.created_at_time;
-    let mount_spec = MountSpec {
-        branch: branch.to_owned(),
-        dir: place.mount_dir.clone(),
-        read_only: false,
-        at: At::Latest,
-    };
-    let mounted = mount(store.clone(), &mount_spec)?;
-    let server = match super::start(branch, &place.mount_dir, &place.log, spec) {
-        Ok(server) => server,
-        Err(error) => {
-            mounted.unmounter().unmount()?;
-            mounted.wait()?;
-            return Err(error.into());
-        }
-    };
+    let mut local = Local::start(&store, branch, place, spec)?;
     let started = Started {
-        info: server.info(),
-        last_commit_time: server.last_commit_time(),
+        info: local.server.info(),
+        last_commit_time: local.server.last_commit_time(),
     };
-    let view = StartedEndpoint::of(&started, created_at.as_ref());
     if json {
-        out!("{}", to_json(&view));
+        out!(
+            "{}",
+            to_json(&StartedEndpoint::of(&started, created_at.as_ref()))
+        );
     } else {
         out!(
             "endpoint on branch {branch} accepts connections: {} (ready in {} ms{}; log {})",
@@ -91,7 +155,6 @@ pub(crate) fn run_foreground(
             );
         }
     }
-    let mut server = server;
     let exited = runtime.block_on(async {
         let mut poll = tokio::time::interval(std::time::Duration::from_millis(200));
         loop {
@@ -99,30 +162,54 @@ pub(crate) fn run_foreground(
                 _ = interrupt.recv() => return None,
                 _ = terminate.recv() => return None,
                 _ = poll.tick() => {
-                    if let Some(status) = server.exited() {
+                    if let Some(status) = local.server.exited() {
                         return Some(status);
                     }
                 }
             }
         }
     });
+    let log = local.server.log_tail();
+    local.stop()?;
+    let covered = store.checkpoint()?;
     if let Some(status) = exited {
-        // Postgres ended on its own: say so, and leave the branch unmounted and durable.
-        let log = server.log_tail();
-        mounted.unmounter().unmount()?;
-        mounted.wait()?;
-        store.checkpoint()?;
+        // Postgres ended on its own: the branch is unmounted and durable all the same.
         anyhow::bail!(
             "Postgres on branch {branch} exited by itself ({status}); the end of its log:\n{log}"
         );
     }
-    let stopped = server.stop();
-    mounted.unmounter().unmount()?;
-    mounted.wait()?;
-    stopped?;
-    let covered = store.checkpoint()?;
     if !json {
         out!("endpoint stopped; branch {branch} unmounted and durable (checkpoint at {covered})");
+    }
+    Ok(())
+}
+
+/// `pagefork endpoint schema-diff FROM TO`.
+pub(crate) fn schema_diff(
+    data_dir: &Path,
+    from: &str,
+    to: &str,
+    spec: &EndpointSpec,
+    json: bool,
+) -> Result<()> {
+    check_first(spec)?;
+    let pg = PgBin::find(spec.pg_bin.as_deref())?;
+    let store = crate::commands::open(data_dir, json)?;
+    store.branch_info(from)?;
+    store.branch_info(to)?;
+    let dump = |branch: &str| -> Result<String> {
+        let local = Local::start(&store, branch, Place::temporary()?, spec)?;
+        let dumped = dump_schema(&pg, branch, local.port());
+        local.stop()?;
+        Ok(dumped?)
+    };
+    let (before, after) = (dump(from)?, dump(to)?);
+    store.checkpoint()?;
+    let diff = SchemaDiff::of(from, &before, to, &after);
+    if json {
+        out!("{}", to_json(&diff));
+    } else {
+        out!("{}", diff.text().trim_end());
     }
     Ok(())
 }

@@ -16,8 +16,10 @@
 //! development and CI, not a network service), and no Unix socket is made in the tree.
 
 pub(crate) mod command;
+pub(crate) mod demo;
 mod postgres;
 pub(crate) mod registry;
+pub(crate) mod schema;
 mod spawner;
 pub(crate) mod view;
 
@@ -434,10 +436,18 @@ impl Running {
         }
     }
 
-    /// The commit time of the last transaction the server sees, as Postgres prints it
-    /// (`pg_last_committed_xact()`; endpoints track commit timestamps): `None` when no
-    /// transaction since timestamps were on, or when the query fails.
+    /// The commit time of the last transaction the server sees, as Postgres prints it:
+    /// `pg_last_committed_xact()` (endpoints track commit timestamps), or when recovery
+    /// replayed no commit (it started past the last one), the latest commit timestamp of
+    /// the 1,000 transactions before the next one. `None` when none has one, or when the
+    /// query fails.
     pub(crate) fn last_commit_time(&self) -> Option<String> {
+        const LAST_COMMIT_SQL: &str = "SELECT coalesce(\
+            (SELECT timestamp FROM pg_last_committed_xact()), \
+            (SELECT max(pg_xact_commit_timestamp((n % 4294967296)::text::xid)) \
+             FROM generate_series(\
+                 greatest(3, pg_snapshot_xmax(pg_current_snapshot())::text::bigint - 1000), \
+                 pg_snapshot_xmax(pg_current_snapshot())::text::bigint - 1) AS n))";
         let output = self
             .pg
             .command("psql")
@@ -454,7 +464,7 @@ impl Running {
             ])
             .arg("-p")
             .arg(self.port.to_string())
-            .args(["-c", "SELECT timestamp FROM pg_last_committed_xact()"])
+            .args(["-c", LAST_COMMIT_SQL])
             .stdin(Stdio::null())
             .output()
             .ok()?;

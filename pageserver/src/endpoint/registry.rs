@@ -147,6 +147,36 @@ impl Endpoints {
         Ok(info)
     }
 
+    /// The schema of `from`'s endpoint against `to`'s, as a unified diff of their
+    /// `pg_dump --schema-only` (both must be running).
+    pub(crate) fn schema_diff(
+        &self,
+        project: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<super::schema::SchemaDiff, EndpointError> {
+        let (pg, from_port, to_port) = {
+            let mut running = self.running.lock();
+            let mut find = |branch: &str| {
+                running
+                    .get_mut(&(project.to_owned(), branch.to_owned()))
+                    .and_then(|endpoint| match endpoint.server.exited() {
+                        None => Some((endpoint.server.pg.clone(), endpoint.server.port)),
+                        Some(_) => None,
+                    })
+                    .ok_or_else(|| EndpointError::NotRunning {
+                        branch: branch.to_owned(),
+                    })
+            };
+            let (pg, from_port) = find(from)?;
+            let (_, to_port) = find(to)?;
+            (pg, from_port, to_port)
+        };
+        let before = super::schema::dump_schema(&pg, from, from_port)?;
+        let after = super::schema::dump_schema(&pg, to, to_port)?;
+        Ok(super::schema::SchemaDiff::of(from, &before, to, &after))
+    }
+
     /// The endpoints of `project`, by branch.
     pub(crate) fn list(&self, project: &str) -> Vec<EndpointInfo> {
         self.running

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use pagefork_engine::EngineError;
 use serde::{Deserialize, Serialize};
@@ -20,8 +20,10 @@ use super::error::quoted;
 use super::error::{ApiError, ErrorBody};
 use super::mounts::mount_error;
 use super::params::{self, BranchParams, NoParameters, ProjectParam, present};
+use super::schema::BranchReferenceText;
 use super::{AppState, blocking};
 use crate::endpoint::registry::Started;
+use crate::endpoint::schema::SchemaDiff;
 use crate::endpoint::view::{EndpointView, StartedEndpoint};
 use crate::endpoint::{EndpointError, EndpointSpec};
 
@@ -156,6 +158,43 @@ pub(crate) async fn stop(
     })
     .await?;
     Ok(Json(EndpointView::of(&info)))
+}
+
+/// The query of a schema diff: the other branch.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct SchemaDiffQuery {
+    /// The branch to compare with (its endpoint must be running, as this branch's).
+    #[param(value_type = BranchReferenceText)]
+    to: String,
+}
+
+/// `GET .../schema-diff?to=B`: `pg_dump --schema-only` of this branch's endpoint against
+/// `to`'s, as a unified diff.
+#[utoipa::path(get, path = "/v1/projects/{project}/branches/{branch}/schema-diff",
+    tag = "endpoints", params(BranchParams, SchemaDiffQuery),
+    responses((status = 200, description = "The schemas compared", body = SchemaDiff),
+        (status = "4XX", description = "Refused", body = ErrorBody),
+        (status = "5XX", description = "pg_dump failed", body = ErrorBody)),
+    security((), ("token" = [])))]
+pub(crate) async fn schema_diff(
+    State(state): State<AppState>,
+    path: BranchPath,
+    query: Result<Query<SchemaDiffQuery>, QueryRejection>,
+) -> Result<Json<SchemaDiff>, ApiError> {
+    let Path((project, from)) = path?;
+    let Query(query) = query?;
+    state.projects.get(&project)?;
+    let to = params::branch_reference("to", &project, &query.to)?.to_owned();
+    let endpoints = Arc::clone(&state.endpoints);
+    let diff = blocking(move || {
+        endpoints
+            .schema_diff(&project, &from, &to)
+            .map_err(endpoint_error)
+    })
+    .await?;
+    Ok(Json(diff))
 }
 
 /// `GET /v1/projects/{project}/endpoints`.

@@ -171,6 +171,10 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/v1/projects/{project}/endpoints", get(endpoints::list))
         .route(
+            &format!("{branch}/schema-diff"),
+            get(endpoints::schema_diff),
+        )
+        .route(
             &format!("{branch}/lsn_by_timestamp"),
             get(pages::lsn_by_timestamp),
         )

@@ -163,6 +163,7 @@ impl ToSchema for PageSizeValue {}
         endpoints::start,
         endpoints::stop,
         endpoints::list,
+        endpoints::schema_diff,
         admin::leases,
         admin::log,
         admin::gc,
