@@ -14,45 +14,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-struct Served {
-    child: Child,
-    base: String,
-    agent: ureq::Agent,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Served {
-    fn start(data: &Path) -> Served {
-        let (child, base) = support::start_serve(data);
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        Served { child, base, agent }
-    }
-
-    fn post(&self, path: &str, body: &str) -> (u16, String) {
-        let mut response = self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .send(body)
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.body_mut().read_to_string().unwrap())
-    }
-}
 
 fn drop_caches() {
     let _ = Command::new("sync").status();
@@ -216,7 +179,7 @@ fn main() {
     let data = root.path().join("data");
     let host = root.path().join("host");
     fs::create_dir_all(&host).unwrap();
-    let served = Served::start(&data);
+    let served = support::Served::start(&data);
     assert_eq!(served.post("/v1/projects", r#"{"project_id": "p"}"#).0, 201);
     let mount_dir: PathBuf = data.join("mounts/main");
     fs::create_dir_all(&mount_dir).unwrap();

@@ -13,14 +13,13 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use pagefork_tests::{TestRng, crash_kills};
 use support::cli::{ok_json, pagefork};
-use support::endpoint::{Endpoint, PG_BIN, psql, require_postgres};
+use support::endpoint::{Endpoint, pg_amcheck, psql, require_postgres};
 use support::mount::require_fuse;
 
 /// Commits `INSERT n` one after another until `stop`; `acknowledged` is the highest `n`
@@ -123,21 +122,6 @@ fn every_acknowledged_commit_survives_sigkills_of_the_endpoint() {
         .and_then(|rest| rest.split('/').next())
         .unwrap()
         .to_owned();
-    let check = Command::new(Path::new(PG_BIN).join("pg_amcheck"))
-        .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
-        .args([
-            "--install-missing",
-            "--heapallindexed",
-            "--rootdescend",
-            "postgres",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "pg_amcheck: {}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    pg_amcheck(&port);
     assert!(endpoint.stop().success());
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::Server;
-use support::endpoint::require_postgres;
+use support::endpoint::{pg_amcheck, require_postgres};
 use support::mount::require_fuse;
 
 const B: &str = "/v1/projects/p/branches";
@@ -341,21 +341,6 @@ fn a_branch_taken_while_pgbench_writes_starts_and_passes_pg_amcheck() {
         sql(&snap, "SELECT coalesce(sum(delta), 0) FROM pgbench_history")
     );
     let snap_port = snap["endpoint"]["port"].as_u64().unwrap().to_string();
-    let check = Command::new("/usr/lib/postgresql/15/bin/pg_amcheck")
-        .args(["-h", "127.0.0.1", "-p", &snap_port, "-U", "postgres"])
-        .args([
-            "--install-missing",
-            "--heapallindexed",
-            "--rootdescend",
-            "postgres",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "pg_amcheck: {}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    pg_amcheck(&snap_port);
     assert!(server.terminate().success());
 }

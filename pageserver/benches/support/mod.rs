@@ -1,4 +1,7 @@
-//! What the HTTP benchmarks share: the real `pagefork serve` on a free loopback port.
+//! What the HTTP benchmarks share: the real `pagefork serve` on a free loopback port, and
+//! a client for its JSON routes.
+
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -27,4 +30,52 @@ pub(crate) fn start_serve(dir: &Path) -> (Child, String) {
         .unwrap()
         .to_owned();
     (child, base)
+}
+
+/// A running `pagefork serve`, stopped (SIGTERM) when dropped.
+pub(crate) struct Served {
+    child: Child,
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Served {
+    /// `pagefork serve` on `data`.
+    pub(crate) fn start(data: &Path) -> Served {
+        let (child, base) = start_serve(data);
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(3600)))
+            .build()
+            .into();
+        Served { child, base, agent }
+    }
+
+    /// `POST path` with a JSON body: the status and the body.
+    pub(crate) fn post(&self, path: &str, body: &str) -> (u16, String) {
+        let mut response = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .send(body)
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    }
+
+    /// `POST path`, which must answer `expected`; its body as JSON.
+    pub(crate) fn post_ok(&self, path: &str, body: &str, expected: u16) -> serde_json::Value {
+        let (status, text) = self.post(path, body);
+        assert_eq!(status, expected, "POST {path}: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
 }

@@ -12,15 +12,16 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use pagefork_engine::{At, Store};
-use tokio::signal::unix::{SignalKind, signal};
 
 use super::registry::Started;
 use super::schema::{SchemaDiff, dump_schema};
 use super::view::StartedEndpoint;
 use super::{EndpointSpec, PgBin, Place, Running};
-use crate::mount::{MountSpec, Mounted, check_fuse_available, check_mount_point, mount};
+use crate::mount::{
+    MountSpec, Mounted, check_fuse_available, check_mount_point, mount, stop_signals,
+};
 use crate::output::out;
 use crate::views::to_json;
 
@@ -109,17 +110,7 @@ pub(crate) fn run_foreground(
         }
         None => Place::temporary()?,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the signal handler")?;
-    let (mut interrupt, mut terminate) = {
-        let _context = runtime.enter();
-        (
-            signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
-            signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
-        )
-    };
+    let (runtime, mut interrupt, mut terminate) = stop_signals()?;
     let store = crate::commands::open(data_dir, json)?;
     let created_at = store.branch_info(branch)?.created_at_time;
     let mut local = Local::start(&store, branch, place, spec)?;

@@ -8,29 +8,36 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use pagefork_files::TreeView;
 use serde_json::json;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::{MountSpec, check_fuse_available, check_mount_point, mount};
 use crate::commands::describe_time_answer;
 use crate::output::out;
 use crate::views::time_answer_json;
 
-pub(crate) fn run_foreground(data_dir: &Path, spec: &MountSpec, json: bool) -> Result<()> {
-    check_fuse_available()?;
-    check_mount_point(&spec.dir)?;
-    // The handlers are in place before the mount exists, so a signal that comes at any
-    // moment after it unmounts instead of killing the process with the mount in place.
+/// A runtime to wait on, and SIGINT and SIGTERM caught from now on (a foreground
+/// command's way to end cleanly).
+pub(crate) fn stop_signals() -> Result<(tokio::runtime::Runtime, Signal, Signal)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the signal handler")?;
-    let (mut interrupt, mut terminate) = {
+    let (interrupt, terminate) = {
         let _context = runtime.enter();
         (
             signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
             signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
         )
     };
+    Ok((runtime, interrupt, terminate))
+}
+
+pub(crate) fn run_foreground(data_dir: &Path, spec: &MountSpec, json: bool) -> Result<()> {
+    check_fuse_available()?;
+    check_mount_point(&spec.dir)?;
+    // The handlers are in place before the mount exists, so a signal that comes at any
+    // moment after it unmounts instead of killing the process with the mount in place.
+    let (runtime, mut interrupt, mut terminate) = stop_signals()?;
     let store = crate::commands::open(data_dir, json)?;
     let mounted = mount(store.clone(), spec)?;
     let dir = spec.dir.display();

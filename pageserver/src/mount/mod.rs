@@ -12,7 +12,7 @@ mod fuse;
 mod registry;
 mod writeback;
 
-pub(crate) use command::run_foreground;
+pub(crate) use command::{run_foreground, stop_signals};
 pub(crate) use registry::{MountError, MountInfo, Mounts};
 
 use std::path::{Path, PathBuf};

@@ -136,3 +136,24 @@ pub(crate) fn psql(url: &str, sql: &str) -> Result<String, String> {
         Err(String::from_utf8_lossy(&output.stderr).into_owned())
     }
 }
+
+/// Runs `pg_amcheck` (heap, every index, from the root) on database `postgres` of the
+/// server on `port`, failing the test with its report unless it finds nothing.
+pub(crate) fn pg_amcheck(port: &str) {
+    let check = Command::new(Path::new(PG_BIN).join("pg_amcheck"))
+        .args(["-h", "127.0.0.1", "-p", port, "-U", "postgres"])
+        .args([
+            "--install-missing",
+            "--heapallindexed",
+            "--rootdescend",
+            "postgres",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "pg_amcheck: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
