@@ -145,6 +145,13 @@ pub(crate) fn errno(error: &FsError) -> Errno {
         FsError::NoSpace { .. } => Errno::ENOSPC,
         FsError::ReadOnly => Errno::EROFS,
         FsError::NotSupported { .. } => Errno::EOPNOTSUPP,
+        FsError::Failed { .. } => {
+            // The failure itself was logged when it happened; every request after it
+            // answers EIO until the branch is mounted again, and would flood the log
+            // with the same line (thousands a second under a database).
+            tracing::debug!("{error}");
+            Errno::EIO
+        }
         other => {
             tracing::error!("{other}");
             Errno::EIO
