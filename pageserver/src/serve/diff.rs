@@ -80,8 +80,11 @@ impl Sides {
         project: &str,
         store: &Store,
     ) -> Result<pagefork_engine::PageDiff, ApiError> {
-        for (branch, at) in [(&self.from, self.from_at), (&self.to, self.to_at)] {
-            if at == At::Latest {
+        let sides = [(&self.from, self.from_at), (&self.to, self.to_at)];
+        // A branch compared with itself (the default `to`) is written back once.
+        let to_is_from = self.to == self.from;
+        for (index, (branch, at)) in sides.into_iter().enumerate() {
+            if at == At::Latest && !(index == 1 && to_is_from) {
                 state
                     .mounts
                     .write_back(project, branch)
