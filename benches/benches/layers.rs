@@ -35,6 +35,7 @@ fn manual_store(dir: &std::path::Path) -> Store {
         memory_budget_bytes: u64::MAX,
         compact_l0_layers: usize::MAX,
         image_after_deltas: 1,
+        image_after_changed_percent: 0,
         ..Config::default()
     };
     Store::create(dir, config).expect("store")

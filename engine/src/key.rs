@@ -21,6 +21,14 @@ impl Key {
     pub(crate) const fn packed(self) -> u64 {
         ((self.rel as u64) << 32) | self.block as u64
     }
+
+    /// The key `packed` names (the inverse of `packed`).
+    pub(crate) const fn from_packed(packed: u64) -> Key {
+        Key {
+            rel: (packed >> 32) as u32,
+            block: packed as u32,
+        }
+    }
 }
 
 impl fmt::Display for Key {

@@ -29,6 +29,7 @@ fn threads_writing_their_own_files_read_back_exactly_what_they_wrote() {
         compact_l0_layers: 2,
         l1_layer_bytes: 512 << 10,
         image_after_deltas: 2,
+        image_after_changed_percent: 0,
         ..Config::default()
     };
     let store = Store::create(dir.path(), config).unwrap();

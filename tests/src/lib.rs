@@ -173,6 +173,7 @@ pub fn crash_child_config(backend: Backend) -> Config {
         compact_l0_layers: 3,
         l1_layer_bytes: 8 * 1024,
         image_after_deltas: 1,
+        image_after_changed_percent: 0,
         ..Config::default()
     }
 }

@@ -159,29 +159,4 @@ impl LayerMap {
             .max()
             .unwrap_or_default()
     }
-
-    /// How many delta layers a read of some key in `first..=last` may have to visit above
-    /// the newest image covering that whole range: the chain an image there would cut.
-    pub(crate) fn deltas_above_image(&self, first: Key, last: Key) -> usize {
-        let image_end = self
-            .layers
-            .iter()
-            .map(|layer| layer.file.range())
-            .filter(|range| {
-                range.kind == LayerKind::Image && range.key_start <= first && last <= range.key_last
-            })
-            .map(|range| range.lsn_end)
-            .max()
-            .unwrap_or_default();
-        self.layers
-            .iter()
-            .map(|layer| layer.file.range())
-            .filter(|range| {
-                range.kind == LayerKind::Delta
-                    && range.key_start <= last
-                    && first <= range.key_last
-                    && range.lsn_end > image_end
-            })
-            .count()
-    }
 }

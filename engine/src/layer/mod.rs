@@ -229,6 +229,13 @@ impl LayerFile {
         keys
     }
 
+    /// How many versions of keys in `first..=last` the layer holds (off the index alone).
+    pub(crate) fn versions_in(&self, first: Key, last: Key) -> usize {
+        let start = self.index.partition_point(|entry| entry.key < first);
+        let end = self.index.partition_point(|entry| entry.key <= last);
+        end.saturating_sub(start)
+    }
+
     /// The (key, LSN) of every version, in order (read off the index alone).
     pub(crate) fn version_index(&self) -> impl Iterator<Item = (Key, Lsn)> + '_ {
         self.index.iter().map(|entry| (entry.key, entry.lsn))

@@ -1,19 +1,15 @@
 //! Compaction, run by housekeeping cycles: L0 deltas merged into key-range-partitioned L1
-//! deltas, and image layers written where a key range has a long delta chain.
+//! deltas, then image layers written over those ranges where they are due (`images`).
 //!
 //! Invariants it keeps:
 //! - Compaction never drops a version: the L1 layers of a merge hold exactly the versions
 //!   of the L0 layers they replace, over the same LSN range, so every read at every LSN
 //!   answers as before (history is trimmed only by GC).
-//! - An image layer at LSN X over a key range holds every page a read at X on the branch
-//!   sees in that range (through its ancestors too), and X is the top of the branch's
-//!   published layers, so no delta covering the range holds a version above X that the
-//!   image could hide. Keys in the range without a page prove absence.
 //! - New files replace old ones in the layer map in one step under the branch's state
 //!   lock; the old files are removed only after a catalog without them is published.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::BinaryHeap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -37,8 +33,8 @@ const VERSION_FILE_OVERHEAD: u64 = 56;
 
 impl StoreInner {
     /// Compacts `branch` if due (or `force`): merges its L0 deltas once there are
-    /// `compact_l0_layers` of them, then writes images over the key ranges whose delta
-    /// chain reached `image_after_deltas`. Returns whether it wrote anything.
+    /// `compact_l0_layers` of them, then writes images over the merged key ranges where
+    /// they are due. Returns whether it wrote anything.
     pub(super) fn compact_branch(
         &self,
         branch: &Arc<Branch>,
@@ -63,10 +59,7 @@ impl StoreInner {
         drop(level_zero);
         let mut changed = !candidates.is_empty();
         for (first, last) in candidates {
-            let chain = branch.state.read().layers.deltas_above_image(first, last);
-            if chain >= self.settings.image_after_deltas {
-                changed |= self.write_image(branch, layers_dir, first, last)?;
-            }
+            changed |= self.write_image_if_due(branch, layers_dir, first, last)?;
         }
         Ok(changed)
     }
@@ -155,71 +148,6 @@ impl StoreInner {
             lsn_end,
         };
         self.write_layer_file(layers_dir, &range, Level::L1, versions)
-    }
-
-    /// Writes an image layer of `first..=last` at the top of the branch's published
-    /// layers. Returns whether it did (not if the branch was deleted meanwhile).
-    fn write_image(
-        &self,
-        branch: &Arc<Branch>,
-        layers_dir: &Path,
-        first: Key,
-        last: Key,
-    ) -> Result<bool> {
-        let top = branch.state.read().layers.lsn_end();
-        let Some(lsn) = top.0.checked_sub(1).map(Lsn) else {
-            return Ok(false);
-        };
-        let mut pages = Vec::new();
-        for key in self.keys_seen(branch, first, last, lsn) {
-            if let Some(page) = self.read_page(branch, key, lsn)?.0 {
-                pages.push((key, lsn, Update::Image(page)));
-            }
-        }
-        let range = LayerRange {
-            kind: LayerKind::Image,
-            branch: branch.id,
-            key_start: first,
-            key_last: last,
-            lsn_start: lsn,
-            lsn_end: top,
-        };
-        let layer = self.write_layer_file(layers_dir, &range, Level::Image, &pages)?;
-        let mut state = branch.state.write();
-        if state.deleted {
-            return Ok(false);
-        }
-        assert_eq!(
-            state.layers.lsn_end(),
-            top,
-            "only housekeeping adds layers, one cycle at a time"
-        );
-        state.layers.insert(layer);
-        self.housekeeping_counters
-            .images_written
-            .fetch_add(1, Ordering::Relaxed);
-        Ok(true)
-    }
-
-    /// Every key in `first..=last` that has some version a read at `lsn` on `branch`
-    /// could see: its own, and its ancestors' below each branch point. A superset of the
-    /// pages that exist; the caller reads each.
-    fn keys_seen(&self, branch: &Branch, first: Key, last: Key, lsn: Lsn) -> BTreeSet<Key> {
-        let mut keys = BTreeSet::new();
-        for (current, lsn) in branch.lineage(lsn) {
-            let state = current.state.read();
-            keys.extend(state.open.keys_in(first, last, lsn));
-            if let Some((frozen, _)) = &state.frozen {
-                keys.extend(frozen.keys_in(first, last, lsn));
-            }
-            for layer in state.layers.iter() {
-                let range = layer.file.range();
-                if range.key_start <= last && first <= range.key_last {
-                    keys.extend(layer.file.keys_in(first, last, lsn));
-                }
-            }
-        }
-        keys
     }
 
     /// Publishes one layer file and opens it.

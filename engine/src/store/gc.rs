@@ -14,6 +14,8 @@
 //! delta), and the image layers below the cutoff in that range (summaries, never needed)
 //! are dropped; the catalog then lists the new set and the old files are removed after
 //! it is published.
+//! Image layers that neither the head nor any retain point would read (newer images cover
+//! them for every one) are dropped too, wherever they are (`images`).
 //! In memory, the open layer is pruned in place. So a parent with a long-lived child
 //! keeps, below its cutoff, one version per key for the child's branch point, not its
 //! whole history below it (Neon's GC keeps every layer that starts below a branch point).
@@ -37,6 +39,7 @@ use pagefork_wal::Lsn;
 
 use super::checkpoint::LAYERS_DIR_NAME;
 use super::compaction::{L1Writer, MergedVersions};
+use super::images::superseded_images;
 use super::retention::{RetainPoint, keeps_window};
 use super::{Store, StoreInner};
 use crate::backend::VersionDb;
@@ -195,6 +198,7 @@ impl StoreInner {
             let cutoff = branch.effective_cutoff();
             let unreadable = !keeps_window(branch, now);
             let mut retained = points.remove(&branch.id).unwrap_or_default();
+            let read_points: Vec<Lsn> = retained.iter().map(|point| point.lsn).collect();
             // Every state from the cutoff up stays (for an unreadable branch, whose cutoff
             // is its head, that is its head: a reset of its child starts there); below
             // it, only the retain points.
@@ -222,6 +226,7 @@ impl StoreInner {
                 Some((_, _, layers_dir)) => {
                     self.flush_branch(branch, layers_dir, true)?;
                     self.collect_layers(branch, layers_dir, cutoff, &needed, &mut entry)?;
+                    self.drop_superseded_images(branch, &read_points, &mut entry);
                 }
                 None => self.prune_open_layer(branch, cutoff, &needed, &mut entry)?,
             }
@@ -426,6 +431,22 @@ impl StoreInner {
             entry.bytes_written += written_bytes;
         }
         Ok(())
+    }
+
+    /// Drops the branch's image layers that neither its head nor any of its retain points
+    /// (`read_points`) would read (see `images`).
+    fn drop_superseded_images(&self, branch: &Branch, read_points: &[Lsn], entry: &mut BranchGc) {
+        let superseded = superseded_images(&branch.state.read().layers, read_points);
+        if superseded.is_empty() {
+            return;
+        }
+        let bytes: u64 = superseded.iter().map(|layer| layer.size).sum();
+        let count = superseded.len();
+        let names = superseded.into_iter().map(|layer| layer.name).collect();
+        if self.replace_layers(branch, &[], names, Vec::new()) {
+            entry.layers_removed += count;
+            entry.bytes_removed += bytes;
+        }
     }
 
     /// Passes to `keep`, oldest first, the versions of one key (`versions`, oldest first)

@@ -47,6 +47,7 @@ pub(super) struct LayerSettings {
     pub(super) compact_l0_layers: usize,
     pub(super) l1_layer_bytes: u64,
     pub(super) image_after_deltas: usize,
+    pub(super) image_after_changed_percent: u32,
     pub(super) gc_period: Duration,
 }
 

@@ -22,6 +22,7 @@ mod detach;
 mod diff;
 mod gc;
 mod housekeeping;
+mod images;
 mod inspect;
 mod lifecycle;
 mod pitr;
@@ -80,6 +81,9 @@ pub const DEFAULT_COMPACT_L0_LAYERS: usize = 8;
 pub const DEFAULT_L1_LAYER_BYTES: u64 = 32 * 1024 * 1024;
 /// Default `Config::image_after_deltas`: 4.
 pub const DEFAULT_IMAGE_AFTER_DELTAS: usize = 4;
+/// Default `Config::image_after_changed_percent`: 50 (images take at most about twice the
+/// bytes of the deltas they summarize).
+pub const DEFAULT_IMAGE_AFTER_CHANGED_PERCENT: u32 = 50;
 /// Default `Config::pitr_window`: 7 days (Neon's default `pitr_interval`).
 pub const DEFAULT_PITR_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default `Config::gc_period`: 1 hour (Neon's default `gc_period`).
@@ -129,6 +133,10 @@ pub struct Config {
     /// After a merge, an image layer is written over each output's key range where a read
     /// could visit this many delta layers above the newest image.
     pub image_after_deltas: usize,
+    /// ... and only once those deltas hold at least this many page versions per hundred
+    /// pages of the range, so the bytes images take stay proportional to the bytes written
+    /// (0: whenever the chain is long).
+    pub image_after_changed_percent: u32,
     /// How much history every branch keeps readable (point-in-time recovery), unless it
     /// sets its own ([`Store::set_pitr_window`]). GC moves each branch's cutoff up to the
     /// last commit at or before `now - window`.
@@ -172,6 +180,7 @@ impl Default for Config {
             compact_l0_layers: DEFAULT_COMPACT_L0_LAYERS,
             l1_layer_bytes: DEFAULT_L1_LAYER_BYTES,
             image_after_deltas: DEFAULT_IMAGE_AFTER_DELTAS,
+            image_after_changed_percent: DEFAULT_IMAGE_AFTER_CHANGED_PERCENT,
             pitr_window: DEFAULT_PITR_WINDOW,
             gc_period: DEFAULT_GC_PERIOD,
             housekeeping_thread: true,
@@ -237,6 +246,7 @@ impl Config {
             compact_l0_layers: self.compact_l0_layers,
             l1_layer_bytes: self.l1_layer_bytes.max(1),
             image_after_deltas: self.image_after_deltas,
+            image_after_changed_percent: self.image_after_changed_percent,
             gc_period: self.gc_period,
         }
     }

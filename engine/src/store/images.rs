@@ -1,0 +1,313 @@
+//! Image layers: when compaction writes one, how it writes it, and which ones GC drops.
+//!
+//! An image layer holds every page of a key range at one LSN; a read that reaches it stops
+//! there instead of walking the delta chain below. Images are summaries: no read ever
+//! needs one to be correct (GC keeps the deltas every retained state needs), so the rules
+//! here trade read speed against the bytes images cost.
+//!
+//! - **When**: over a key range whose chain above its newest image reached
+//!   `Config::image_after_deltas`, and only once those deltas hold at least
+//!   `Config::image_after_changed_percent` versions per hundred pages of the range: the
+//!   bytes images take stay proportional to the bytes written, whatever the branch's size
+//!   (a few scattered writes into a large branch do not rewrite all of it).
+//! - **How**: streamed, one key at a time, into image layers of about
+//!   `Config::l1_layer_bytes` each (bounded memory, counted on the memory gauge). The
+//!   layers of one image cover the range between them without gaps, all at one LSN, and
+//!   are published into the layer map in one step.
+//! - **Which GC drops**: an image no read the branch keeps serving would stop at. The reads
+//!   that matter are at the head and at the branch's retain points (child branch points,
+//!   leases); an image is dropped once newer images cover its whole range for each of them.
+//!   A read at another old LSN inside the PITR window stays correct and walks further.
+//!
+//! Invariants it keeps:
+//! - An image layer at LSN X over a key range holds every page a read at X on the branch
+//!   sees in that range (through its ancestors too), and X is the top of the branch's
+//!   published layers, so no delta covering the range holds a version above X that the
+//!   image could hide. Keys in the range without a page prove absence.
+//! - The image layers written for one range together cover exactly that range.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use pagefork_wal::Lsn;
+
+use super::StoreInner;
+use super::housekeeping::Reservation;
+use crate::catalog::Branch;
+use crate::error::Result;
+use crate::key::Key;
+use crate::layer::{LayerKind, LayerMap, LayerRange, Level, PersistedLayer};
+use crate::update::Update;
+
+/// Per-page cost in an image size estimate beside the page (block header, CRC, index).
+const PAGE_FILE_OVERHEAD: u64 = 56;
+
+/// What a read of a key range may walk above the newest image covering it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct ChainAboveImage {
+    /// Delta layers overlapping the range above the image.
+    pub(crate) deltas: usize,
+    /// Versions of keys in the range those deltas hold.
+    pub(crate) versions: u64,
+}
+
+impl LayerMap {
+    /// The delta chain above the newest image over `first..=last`: what an image there
+    /// would cut, and how much of the range it changed.
+    pub(crate) fn chain_above_image(&self, first: Key, last: Key) -> ChainAboveImage {
+        let image_end = newest_covering_image_end(self, first, last, Lsn(u64::MAX));
+        let mut chain = ChainAboveImage {
+            deltas: 0,
+            versions: 0,
+        };
+        for layer in self.iter() {
+            let range = layer.file.range();
+            if range.kind == LayerKind::Delta
+                && range.key_start <= last
+                && first <= range.key_last
+                && range.lsn_end > image_end
+            {
+                chain.deltas += 1;
+                chain.versions += layer.file.versions_in(first, last) as u64;
+            }
+        }
+        chain
+    }
+}
+
+/// The largest LSN end E such that image layers ending at E or later, and starting at or
+/// below `read_at`, cover all of `first..=last` (`Lsn(0)` if none do): a read at
+/// `read_at` of any key in the range stops at an image at least that new.
+fn newest_covering_image_end(layers: &LayerMap, first: Key, last: Key, read_at: Lsn) -> Lsn {
+    let images: Vec<&LayerRange> = layers
+        .iter()
+        .map(|layer| layer.file.range())
+        .filter(|range| {
+            range.kind == LayerKind::Image
+                && range.lsn_start <= read_at
+                && range.key_start <= last
+                && first <= range.key_last
+        })
+        .collect();
+    let mut ends: Vec<Lsn> = images.iter().map(|range| range.lsn_end).collect();
+    ends.sort_unstable_by(|a, b| b.cmp(a));
+    ends.dedup();
+    for end in ends {
+        let mut spans: Vec<(u64, u64)> = images
+            .iter()
+            .filter(|range| range.lsn_end >= end)
+            .map(|range| (range.key_start.packed(), range.key_last.packed()))
+            .collect();
+        if spans_cover(&mut spans, first.packed(), last.packed()) {
+            return end;
+        }
+    }
+    Lsn(0)
+}
+
+/// Whether the inclusive `spans` together cover `first..=last`.
+fn spans_cover(spans: &mut [(u64, u64)], first: u64, last: u64) -> bool {
+    spans.sort_unstable();
+    let mut uncovered = first;
+    for (start, end) in spans.iter() {
+        if *start > uncovered {
+            return false;
+        }
+        if *end >= last {
+            return true;
+        }
+        // `end < last <= u64::MAX`: no overflow.
+        uncovered = uncovered.max(end + 1);
+    }
+    false
+}
+
+/// The image layers of a branch that no read it serves would stop at: for the head and for
+/// each of `points` (its retain points), newer images starting at or below the read cover
+/// the image's whole range, or the image starts above the read.
+pub(crate) fn superseded_images(layers: &LayerMap, points: &[Lsn]) -> Vec<PersistedLayer> {
+    let reads: Vec<Lsn> = points
+        .iter()
+        .copied()
+        .chain(std::iter::once(Lsn(u64::MAX)))
+        .collect();
+    layers
+        .iter()
+        .filter(|layer| {
+            let image = layer.file.range();
+            image.kind == LayerKind::Image
+                && reads.iter().all(|read_at| {
+                    *read_at < image.lsn_start
+                        || newest_covering_image_end(
+                            layers,
+                            image.key_start,
+                            image.key_last,
+                            *read_at,
+                        ) > image.lsn_end
+                })
+        })
+        .cloned()
+        .collect()
+}
+
+impl StoreInner {
+    /// Writes an image of `first..=last` at the top of the branch's published layers if it
+    /// is due (see the module docs). Returns whether it wrote one (not if the branch was
+    /// deleted meanwhile).
+    pub(super) fn write_image_if_due(
+        &self,
+        branch: &Arc<Branch>,
+        layers_dir: &Path,
+        first: Key,
+        last: Key,
+    ) -> Result<bool> {
+        let (top, chain) = {
+            let state = branch.state.read();
+            (
+                state.layers.lsn_end(),
+                state.layers.chain_above_image(first, last),
+            )
+        };
+        if chain.deltas < self.settings.image_after_deltas {
+            return Ok(false);
+        }
+        let Some(lsn) = top.0.checked_sub(1).map(Lsn) else {
+            return Ok(false);
+        };
+        let keys = self.keys_seen(branch, first, last, lsn);
+        let percent = u64::from(self.settings.image_after_changed_percent);
+        if chain.versions.saturating_mul(100) < (keys.len() as u64).saturating_mul(percent) {
+            return Ok(false);
+        }
+        let mut writer = ImageWriter {
+            inner: self,
+            branch: branch.id,
+            layers_dir,
+            lsn,
+            top,
+            start: first,
+            chunk: Vec::new(),
+            chunk_bytes: Reservation::new(&self.memory),
+            outputs: Vec::new(),
+        };
+        for key in keys {
+            if let Some(page) = self.read_page(branch, key, lsn)?.0 {
+                writer.push(key, page)?;
+            }
+        }
+        let outputs = writer.finish(last)?;
+        let mut state = branch.state.write();
+        if state.deleted {
+            return Ok(false);
+        }
+        assert_eq!(
+            state.layers.lsn_end(),
+            top,
+            "only housekeeping adds layers, one cycle at a time"
+        );
+        for layer in outputs {
+            state.layers.insert(layer);
+        }
+        self.housekeeping_counters
+            .images_written
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Every key in `first..=last` that has some version a read at `lsn` on `branch`
+    /// could see: its own, and its ancestors' below each branch point. A superset of the
+    /// pages that exist; the caller reads each.
+    fn keys_seen(&self, branch: &Branch, first: Key, last: Key, lsn: Lsn) -> BTreeSet<Key> {
+        let mut keys = BTreeSet::new();
+        for (current, lsn) in branch.lineage(lsn) {
+            let state = current.state.read();
+            keys.extend(state.open.keys_in(first, last, lsn));
+            if let Some((frozen, _)) = &state.frozen {
+                keys.extend(frozen.keys_in(first, last, lsn));
+            }
+            for layer in state.layers.iter() {
+                let range = layer.file.range();
+                if range.key_start <= last && first <= range.key_last {
+                    keys.extend(layer.file.keys_in(first, last, lsn));
+                }
+            }
+        }
+        keys
+    }
+}
+
+/// Writes the pages of one image (in key order) as image layers of about
+/// `l1_layer_bytes` each, covering the image's range between them.
+struct ImageWriter<'a> {
+    inner: &'a StoreInner,
+    branch: crate::branch::BranchId,
+    layers_dir: &'a Path,
+    /// The image's LSN, and the end of its LSN range (`lsn + 1`).
+    lsn: Lsn,
+    top: Lsn,
+    /// The first key the next layer covers.
+    start: Key,
+    chunk: Vec<(Key, Lsn, Update)>,
+    chunk_bytes: Reservation<'a>,
+    outputs: Vec<PersistedLayer>,
+}
+
+impl ImageWriter<'_> {
+    /// Adds the page of `key` (keys ascending); writes a layer covering everything below
+    /// `key` first once the current one is full.
+    fn push(&mut self, key: Key, page: bytes::Bytes) -> Result<()> {
+        if self.chunk_bytes.bytes() >= self.inner.settings.l1_layer_bytes
+            && let Some(before) = key.packed().checked_sub(1)
+            && before >= self.start.packed()
+        {
+            self.write_chunk(Key::from_packed(before))?;
+            self.start = key;
+        }
+        self.chunk_bytes
+            .grow(PAGE_FILE_OVERHEAD + page.len() as u64);
+        self.chunk.push((key, self.lsn, Update::Image(page)));
+        Ok(())
+    }
+
+    fn write_chunk(&mut self, last: Key) -> Result<()> {
+        let range = LayerRange {
+            kind: LayerKind::Image,
+            branch: self.branch,
+            key_start: self.start,
+            key_last: last,
+            lsn_start: self.lsn,
+            lsn_end: self.top,
+        };
+        let layer =
+            self.inner
+                .write_layer_file(self.layers_dir, &range, Level::Image, &self.chunk)?;
+        self.outputs.push(layer);
+        self.chunk.clear();
+        self.chunk_bytes.release();
+        Ok(())
+    }
+
+    /// Writes the last layer, up to `last`; returns every layer written.
+    fn finish(mut self, last: Key) -> Result<Vec<PersistedLayer>> {
+        self.write_chunk(last)?;
+        Ok(std::mem::take(&mut self.outputs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spans_cover;
+
+    #[test]
+    fn spans_cover_a_range_only_without_gaps() {
+        assert!(spans_cover(&mut [(0, 4), (5, 9)], 0, 9));
+        assert!(spans_cover(&mut [(5, 9), (0, 6)], 1, 8));
+        assert!(!spans_cover(&mut [(0, 4), (6, 9)], 0, 9));
+        assert!(!spans_cover(&mut [(1, 9)], 0, 9));
+        assert!(!spans_cover(&mut [(0, 8)], 0, 9));
+        assert!(spans_cover(&mut [(0, u64::MAX)], 3, u64::MAX));
+        assert!(!spans_cover(&mut [], 0, 0));
+    }
+}
