@@ -54,7 +54,9 @@ pub(crate) enum Command {
         postgres: bool,
     },
     /// Create a new store in the data directory with its root branch `main`.
-    #[command(after_help = "Example:\n  pagefork --data-dir ./data init --page-size 8192")]
+    #[command(
+        after_help = "Examples:\n  pagefork --data-dir ./data init --page-size 8192\n  pagefork --data-dir ./pg init --postgres"
+    )]
     Init {
         /// Page size in bytes: a power of two from 512 to 65536.
         #[arg(long, default_value_t = 8192)]
@@ -63,6 +65,15 @@ pub(crate) enum Command {
         /// with the `rocksdb` feature). Fixed for the store's life.
         #[arg(long, default_value = "native")]
         backend: Backend,
+        /// Also make `main` a Postgres data directory: mount it, run `initdb` into it and
+        /// start and stop Postgres once (an endpoint's first start on an empty branch does
+        /// the same). Needs root, /dev/fuse and Debian's postgresql-15; checked first, and
+        /// if anything fails no store is left behind.
+        #[arg(long)]
+        postgres: bool,
+        /// Where Postgres' programs are (as for `endpoint start`).
+        #[arg(long, value_name = "DIR", requires = "postgres")]
+        pg_bin: Option<PathBuf>,
     },
     /// Create, list, show and delete branches.
     #[command(subcommand)]
@@ -542,6 +553,18 @@ pub(crate) enum EndpointCommand {
         #[arg(long, value_name = "DIR")]
         mount: Option<PathBuf>,
     },
+    /// Stop the endpoint a `pagefork endpoint start` command runs on BRANCH of this store
+    /// (as SIGTERM to that command would: a fast shutdown, an unmount, a checkpoint) and
+    /// wait until it has.
+    #[command(after_help = "Example:\n  pagefork endpoint stop trial")]
+    Stop {
+        /// The branch.
+        branch: String,
+    },
+    /// List the endpoints `pagefork endpoint start` commands run on this store (those of
+    /// `pagefork serve`: GET /v1/projects/P/endpoints).
+    #[command(after_help = "Example:\n  pagefork endpoint list\n  pagefork --json endpoint list")]
+    List,
     /// Compare two branches' database schemas: start an endpoint on each (as `start`
     /// would, crash recovery included), `pg_dump --schema-only` both, stop them, and
     /// print the unified diff (`--json`: from, to, identical, diff).

@@ -1,6 +1,8 @@
 //! The store commands: each opens the store, does one thing, and prints the result as
 //! text or JSON. Arguments are parsed and checked by clap before the store is touched.
 
+use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::num::NonZeroUsize;
 use std::path::Path;
@@ -13,6 +15,7 @@ use pagefork_engine::{
 use serde_json::json;
 
 use crate::cli::{AtArgs, BranchCommand, PageCommand};
+use crate::endpoint::EndpointSpec;
 use crate::output::out;
 use crate::views::{branch_json, commit_json, stats_json, time_answer_json};
 
@@ -27,24 +30,86 @@ pub(crate) fn open(dir: &Path, json: bool) -> Result<Store> {
     Ok(store)
 }
 
-pub(crate) fn init(dir: &Path, page_size: usize, backend: Backend, json: bool) -> Result<()> {
+/// `pagefork init`; with `postgres`, `main` also becomes a Postgres data directory (and
+/// on any failure no store is left behind).
+pub(crate) fn init(
+    dir: &Path,
+    page_size: usize,
+    backend: Backend,
+    postgres: Option<&EndpointSpec>,
+    json: bool,
+) -> Result<()> {
+    if let Some(spec) = postgres {
+        crate::endpoint::command::check_first(spec)?;
+    }
+    let existed = entries_of(dir)?;
     let config = Config {
         page_size,
         backend,
         ..Config::default()
     };
     let store = Store::create(dir, config)?;
+    let initialized = match postgres {
+        Some(spec) => match crate::endpoint::command::init_postgres(&store, spec) {
+            Ok(initialized) => Some(initialized),
+            Err(error) => {
+                drop(store);
+                remove_new_store(dir, existed)?;
+                return Err(error.context("the store was removed again"));
+            }
+        },
+        None => None,
+    };
     let root = store.branch_info("main")?;
     if json {
         out!(
             "{}",
-            json!({"data_dir": dir.display().to_string(), "page_size": page_size, "backend": backend.name(), "root": branch_json(&root)})
+            json!({"data_dir": dir.display().to_string(), "page_size": page_size, "backend": backend.name(), "root": branch_json(&root), "postgres": initialized})
         );
     } else {
         out!(
             "created a store in {} ({page_size}-byte pages, {backend} backend) with branch main",
             dir.display()
         );
+        if let Some(initialized) = initialized {
+            out!("{initialized}");
+        }
+    }
+    Ok(())
+}
+
+/// The names in `dir`, `None` if there is no such directory.
+fn entries_of(dir: &Path) -> Result<Option<BTreeSet<OsString>>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => Ok(Some(
+            entries
+                .map(|entry| entry.map(|entry| entry.file_name()))
+                .collect::<std::io::Result<_>>()
+                .with_context(|| format!("list {}", dir.display()))?,
+        )),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error).with_context(|| format!("list {}", dir.display())),
+    }
+}
+
+/// Removes a store `init` just created in `dir`: the directory, unless it existed, else
+/// every entry that was not in it before (`existed`).
+fn remove_new_store(dir: &Path, existed: Option<BTreeSet<OsString>>) -> Result<()> {
+    let Some(existed) = existed else {
+        return std::fs::remove_dir_all(dir).with_context(|| format!("remove {}", dir.display()));
+    };
+    for entry in std::fs::read_dir(dir).with_context(|| format!("list {}", dir.display()))? {
+        let entry = entry?;
+        if existed.contains(&entry.file_name()) {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.with_context(|| format!("remove {}", path.display()))?;
     }
     Ok(())
 }

@@ -48,8 +48,17 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
         Command::Demo { postgres: true } => {
             endpoint::demo::run(data_dir_given(cli, matches), cli.json).map(|()| 0)
         }
-        Command::Init { page_size, backend } => {
-            commands::init(dir, *page_size, *backend, cli.json).map(|()| 0)
+        Command::Init {
+            page_size,
+            backend,
+            postgres,
+            pg_bin,
+        } => {
+            let postgres = postgres.then(|| endpoint::EndpointSpec {
+                pg_bin: pg_bin.clone(),
+                ..endpoint::EndpointSpec::default()
+            });
+            commands::init(dir, *page_size, *backend, postgres.as_ref(), cli.json).map(|()| 0)
         }
         Command::Branch(command) => commands::branch(dir, command, cli.json).map(|()| 0),
         Command::Page(command) => commands::page(dir, command, cli.json),
@@ -76,6 +85,12 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
             };
             endpoint::command::run_foreground(dir, branch, mount.as_deref(), &spec, cli.json)
                 .map(|()| 0)
+        }
+        Command::Endpoint(cli::EndpointCommand::Stop { branch }) => {
+            endpoint::command::stop(dir, branch, cli.json).map(|()| 0)
+        }
+        Command::Endpoint(cli::EndpointCommand::List) => {
+            endpoint::command::list(dir, cli.json).map(|()| 0)
         }
         Command::Endpoint(cli::EndpointCommand::SchemaDiff { from, to, pg_bin }) => {
             let spec = endpoint::EndpointSpec {

@@ -1,6 +1,7 @@
 //! `pagefork endpoint start` as users run it: in the foreground, printing how to connect
 //! once Postgres accepts connections, stopped by SIGTERM (fast shutdown, unmount,
-//! checkpoint); started again, the data is there. Refusals before anything starts: no
+//! checkpoint); started again, the data is there; listed and stopped by other commands
+//! (`endpoint list`, `endpoint stop`). Refusals before anything starts: no
 //! Postgres programs where it was told to look, a mount point that is not empty, an
 //! unknown branch; none of them changes the store. Postgres ending on its own ends the
 //! command with an error. Needs root, /dev/fuse and
@@ -108,6 +109,30 @@ fn an_endpoint_runs_in_the_foreground_and_keeps_its_data() {
     );
     assert_eq!(psql(&endpoint.url(), "SELECT n FROM kept").unwrap(), "42");
 
+    // Another command lists it and stops it (as SIGTERM would), waiting until it has.
+    let listed = ok_json(pagefork(&data, &["--json", "endpoint", "list"]));
+    assert_eq!(listed[0]["branch"], "main", "{listed}");
+    assert_eq!(listed[0]["connection_string"], endpoint.url().as_str());
+    let stopped = ok_json(pagefork(&data, &["--json", "endpoint", "stop", "main"]));
+    assert_eq!(stopped["port"], endpoint.answer["endpoint"]["port"]);
+    assert!(
+        endpoint.wait().success(),
+        "the command ends as after SIGTERM"
+    );
+    assert_eq!(
+        ok_json(pagefork(&data, &["--json", "endpoint", "list"])),
+        serde_json::json!([])
+    );
+    let again = pagefork(&data, &["endpoint", "stop", "main"]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("has no endpoint"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let endpoint = Endpoint::start(&data, "main", None, &[]);
+    assert_eq!(psql(&endpoint.url(), "SELECT n FROM kept").unwrap(), "42");
+
     // Postgres ending on its own ends the command, saying so, with the branch unmounted.
     let postgres = nix::unistd::Pid::from_raw(i32::try_from(endpoint.postgres_pid()).unwrap());
     nix::sys::signal::kill(postgres, nix::sys::signal::Signal::SIGQUIT).unwrap();
@@ -175,4 +200,35 @@ fn the_postgres_demo_runs_the_seed_scenario_and_reports_what_it_recovered_to() {
         names.contains(&"recovered") && names.contains(&"migration-test"),
         "{names:?}"
     );
+}
+
+#[test]
+fn init_postgres_makes_main_a_data_directory_or_leaves_no_store() {
+    require_fuse();
+    require_postgres();
+    let root = tempfile::tempdir().unwrap();
+
+    // Refused before anything is created.
+    let refused_dir = root.path().join("refused");
+    let refused = pagefork(
+        &refused_dir,
+        &["init", "--postgres", "--pg-bin", "/nowhere"],
+    );
+    assert!(!refused.status.success());
+    assert!(!refused_dir.exists(), "a refused init left a store behind");
+
+    let data = root.path().join("pg");
+    let created = ok_json(pagefork(&data, &["--json", "init", "--postgres"]));
+    assert!(
+        created["postgres"].as_str().unwrap().contains("initdb"),
+        "{created}"
+    );
+    let endpoint = Endpoint::start(&data, "main", None, &[]);
+    assert_eq!(
+        endpoint.answer["endpoint"]["initialized"], false,
+        "initdb ran at init: {}",
+        endpoint.answer
+    );
+    assert_eq!(psql(&endpoint.url(), "SELECT 1").unwrap(), "1");
+    assert!(endpoint.stop().success());
 }

@@ -2,7 +2,8 @@
 //! started on branches over the API. Checked: the first start of an empty branch runs
 //! initdb and answers a connection string that works; a branch of a running endpoint
 //! starts (its stale postmaster.pid handled, its image recovered) and each endpoint sees
-//! only its own writes; a branch at a time between two transactions has the first and not
+//! only its own writes; a branch can have its source's endpoint checkpoint first (and a
+//! refused one asks nothing of Postgres); a branch at a time between two transactions has the first and not
 //! the second, and the answer names the time asked, the commit it snapped to and the last
 //! visible transaction's commit time; refusals (a second start, a port in use, a branch
 //! holding other files, no endpoint to stop); SIGTERM stops the endpoints and what they
@@ -89,6 +90,45 @@ fn endpoints_start_on_branches_each_with_its_own_writes_and_a_pitr_answer() {
     sql(&main, "INSERT INTO t VALUES (10);");
     assert_eq!(sql(&main, "SELECT sum(x) FROM t"), "11");
     assert_eq!(sql(&dev, "SELECT sum(x) FROM t"), "3");
+
+    // A branch can ask for a CHECKPOINT on its source's endpoint first (at latest only;
+    // refusals ask nothing of Postgres and create nothing).
+    let checkpoints = || sql(&main, "SELECT checkpoints_req FROM pg_stat_bgwriter");
+    let before = checkpoints();
+    let spec = |name: &str, source: &str, extra: &str| {
+        format!(
+            r#"{{"branch_id": "{name}", "spec": {{"source_branch": "{source}", "no_expiry": true, "checkpoint_endpoint": true{extra}}}}}"#
+        )
+    };
+    server
+        .post(B, &spec("ck", "main", r#", "source_branch_lsn": "0/1""#))
+        .expect_error(400, "invalid_request");
+    server
+        .post(B, &spec("dev", "main", ""))
+        .expect_error(409, "branch_exists");
+    server
+        .post(B, r#"{"branch_id": "quiet", "spec": {"no_expiry": true}}"#)
+        .expect(201);
+    server
+        .post(B, &spec("ck", "quiet", ""))
+        .expect_error(404, "no_endpoint");
+    server
+        .get(&format!("{B}/ck"))
+        .expect_error(404, "branch_not_found");
+    assert_eq!(
+        checkpoints(),
+        before,
+        "a refused create asked for a checkpoint"
+    );
+    let created = server.post(B, &spec("ck", "main", "")).expect(201);
+    assert!(created["endpoint_checkpoint_ms"].is_u64(), "{created}");
+    assert_eq!(
+        checkpoints().parse::<u64>().unwrap(),
+        before.parse::<u64>().unwrap() + 1
+    );
+    let ck = start_endpoint(&server, "ck");
+    assert_eq!(sql(&ck, "SELECT sum(x) FROM t"), "11");
+    server.delete(&format!("{B}/ck/endpoint")).expect(200);
 
     // A migration tried on dev: main's schema is untouched, and the schema diff says so.
     let same = server

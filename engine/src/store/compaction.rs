@@ -58,9 +58,14 @@ impl StoreInner {
         // Let go of the merged L0 files now, so their mappings end before images are read.
         drop(level_zero);
         let mut changed = !candidates.is_empty();
+        let mut imaged = false;
         for (first, last) in candidates {
-            changed |= self.write_image_if_due(branch, layers_dir, first, last)?;
+            imaged |= self.write_image_if_due(branch, layers_dir, first, last)?;
         }
+        if imaged {
+            self.drop_images_superseded_now(branch);
+        }
+        changed |= imaged;
         Ok(changed)
     }
 

@@ -39,7 +39,6 @@ use pagefork_wal::Lsn;
 
 use super::checkpoint::LAYERS_DIR_NAME;
 use super::compaction::{L1Writer, MergedVersions};
-use super::images::superseded_images;
 use super::retention::{RetainPoint, keeps_window};
 use super::{Store, StoreInner};
 use crate::backend::VersionDb;
@@ -219,16 +218,28 @@ impl StoreInner {
                 layers_written: 0,
                 bytes_written: 0,
             };
-            match &disk {
+            let collected = match &disk {
                 Some(_) if let Some(db) = &self.version_db => {
-                    self.collect_in_db(db, branch, cutoff, &needed, &mut entry)?;
+                    self.collect_in_db(db, branch, cutoff, &needed, &mut entry)
                 }
-                Some((_, _, layers_dir)) => {
-                    self.flush_branch(branch, layers_dir, true)?;
-                    self.collect_layers(branch, layers_dir, cutoff, &needed, &mut entry)?;
-                    self.drop_superseded_images(branch, &read_points, &mut entry);
-                }
-                None => self.prune_open_layer(branch, cutoff, &needed, &mut entry)?,
+                Some((_, _, layers_dir)) => self
+                    .flush_branch(branch, layers_dir, true)
+                    .and_then(|_| {
+                        self.collect_layers(branch, layers_dir, cutoff, &needed, &mut entry)
+                    })
+                    .map(|()| {
+                        let (count, bytes) = self.drop_superseded_images(branch, &read_points);
+                        entry.layers_removed += count;
+                        entry.bytes_removed += bytes;
+                    }),
+                None => self.prune_open_layer(branch, cutoff, &needed, &mut entry),
+            };
+            match collected {
+                Ok(()) => {}
+                // Deleted while GC read it (a materialized page's read says so): nothing of
+                // it needs collecting; its files go with the next catalog.
+                Err(EngineError::UnknownBranch { .. }) if branch.state.read().deleted => continue,
+                Err(error) => return Err(error),
             }
             report.versions_removed += entry.versions_removed;
             report.layers_removed += entry.layers_removed;
@@ -431,22 +442,6 @@ impl StoreInner {
             entry.bytes_written += written_bytes;
         }
         Ok(())
-    }
-
-    /// Drops the branch's image layers that neither its head nor any of its retain points
-    /// (`read_points`) would read (see `images`).
-    fn drop_superseded_images(&self, branch: &Branch, read_points: &[Lsn], entry: &mut BranchGc) {
-        let superseded = superseded_images(&branch.state.read().layers, read_points);
-        if superseded.is_empty() {
-            return;
-        }
-        let bytes: u64 = superseded.iter().map(|layer| layer.size).sum();
-        let count = superseded.len();
-        let names = superseded.into_iter().map(|layer| layer.name).collect();
-        if self.replace_layers(branch, &[], names, Vec::new()) {
-            entry.layers_removed += count;
-            entry.bytes_removed += bytes;
-        }
     }
 
     /// Passes to `keep`, oldest first, the versions of one key (`versions`, oldest first)

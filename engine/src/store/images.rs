@@ -14,10 +14,11 @@
 //!   `Config::l1_layer_bytes` each (bounded memory, counted on the memory gauge). The
 //!   layers of one image cover the range between them without gaps, all at one LSN, and
 //!   are published into the layer map in one step.
-//! - **Which GC drops**: an image no read the branch keeps serving would stop at. The reads
-//!   that matter are at the head and at the branch's retain points (child branch points,
-//!   leases); an image is dropped once newer images cover its whole range for each of them.
-//!   A read at another old LSN inside the PITR window stays correct and walks further.
+//! - **Which are dropped** (by compaction right after it wrote images, and by GC): an image
+//!   no read the branch keeps serving would stop at. The reads that matter are at the head
+//!   and at the branch's retain points (child branch points, leases); an image is dropped
+//!   once newer images cover its whole range for each of them. A read at another old LSN
+//!   inside the PITR window stays correct and walks further.
 //!
 //! Invariants it keeps:
 //! - An image layer at LSN X over a key range holds every page a read at X on the branch
@@ -36,7 +37,7 @@ use pagefork_wal::Lsn;
 use super::StoreInner;
 use super::housekeeping::Reservation;
 use crate::catalog::Branch;
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::key::Key;
 use crate::layer::{LayerKind, LayerMap, LayerRange, Level, PersistedLayer};
 use crate::update::Update;
@@ -193,8 +194,15 @@ impl StoreInner {
             outputs: Vec::new(),
         };
         for key in keys {
-            if let Some(page) = self.read_page(branch, key, lsn)?.0 {
-                writer.push(key, page)?;
+            match self.read_page(branch, key, lsn) {
+                Ok((Some(page), _)) => writer.push(key, page)?,
+                Ok((None, _)) => {}
+                // Deleted meanwhile (a detach or restore replaced it): nothing to image;
+                // the layers written so far are debris the next catalog removes.
+                Err(EngineError::UnknownBranch { .. }) if branch.state.read().deleted => {
+                    return Ok(false);
+                }
+                Err(error) => return Err(error),
             }
         }
         let outputs = writer.finish(last)?;
@@ -214,6 +222,45 @@ impl StoreInner {
             .images_written
             .fetch_add(1, Ordering::Relaxed);
         Ok(true)
+    }
+
+    /// Drops the branch's image layers that neither its head nor any of `read_points` (its
+    /// retain points) would stop at. Returns how many layers and bytes went (their files
+    /// go once a catalog without them is published).
+    pub(super) fn drop_superseded_images(
+        &self,
+        branch: &Branch,
+        read_points: &[Lsn],
+    ) -> (usize, u64) {
+        let superseded = superseded_images(&branch.state.read().layers, read_points);
+        if superseded.is_empty() {
+            return (0, 0);
+        }
+        let bytes: u64 = superseded.iter().map(|layer| layer.size).sum();
+        let count = superseded.len();
+        let names = superseded.into_iter().map(|layer| layer.name).collect();
+        if self.replace_layers(branch, &[], names, Vec::new()) {
+            (count, bytes)
+        } else {
+            (0, 0)
+        }
+    }
+
+    /// After compaction wrote images on `branch`: drops the images they superseded, for
+    /// the retain points as of now (a branch created at an old point meanwhile reads
+    /// correctly all the same, through more deltas).
+    pub(super) fn drop_images_superseded_now(&self, branch: &Branch) {
+        let read_points: Vec<Lsn> = {
+            let catalog = self.catalog.read();
+            let mut points = self.retain_points(&catalog, self.clock.now());
+            points
+                .remove(&branch.id)
+                .unwrap_or_default()
+                .iter()
+                .map(|point| point.lsn)
+                .collect()
+        };
+        self.drop_superseded_images(branch, &read_points);
     }
 
     /// Every key in `first..=last` that has some version a read at `lsn` on `branch`

@@ -4,6 +4,8 @@
 //!   fresh directory), starts Postgres on it, prints how to connect once it accepts
 //!   connections, and on SIGTERM or SIGINT stops it (fast shutdown), unmounts and
 //!   checkpoints; if Postgres ends by itself, the command ends with an error.
+//! - `pagefork endpoint list` and `endpoint stop BRANCH`: find those commands by their run
+//!   files (`runfile`); stop has one end as SIGTERM would, and waits.
 //! - `pagefork endpoint schema-diff A B`: starts an endpoint on each branch, compares
 //!   their `pg_dump --schema-only`, stops both.
 //!
@@ -17,7 +19,7 @@ use pagefork_engine::{At, Store};
 
 use super::registry::Started;
 use super::schema::{SchemaDiff, dump_schema};
-use super::view::StartedEndpoint;
+use super::view::{EndpointView, StartedEndpoint};
 use super::{EndpointSpec, PgBin, Place, Running};
 use crate::mount::{
     MountSpec, Mounted, check_fuse_available, check_mount_point, mount, stop_signals,
@@ -89,7 +91,7 @@ impl Local {
 }
 
 /// Checks what can be checked before anything starts.
-fn check_first(spec: &EndpointSpec) -> Result<()> {
+pub(crate) fn check_first(spec: &EndpointSpec) -> Result<()> {
     check_fuse_available()?;
     PgBin::find(spec.pg_bin.as_deref())?;
     Ok(())
@@ -146,6 +148,7 @@ pub(crate) fn run_foreground(
             );
         }
     }
+    let _run_file = super::runfile::publish(data_dir, EndpointView::of(&started.info))?;
     let exited = runtime.block_on(async {
         let mut poll = tokio::time::interval(std::time::Duration::from_millis(200));
         loop {
@@ -171,6 +174,60 @@ pub(crate) fn run_foreground(
     }
     if !json {
         out!("endpoint stopped; branch {branch} unmounted and durable (checkpoint at {covered})");
+    }
+    Ok(())
+}
+
+/// `pagefork init --postgres`: runs `initdb` into the new store's `main` (through a first
+/// start of an endpoint, stopped again) and checkpoints. Returns what it did, in words.
+pub(crate) fn init_postgres(store: &Store, spec: &EndpointSpec) -> Result<String> {
+    let local = Local::start(store, "main", Place::temporary()?, spec)?;
+    let ready = local.server.info().ready_after;
+    local.stop()?;
+    store.checkpoint()?;
+    Ok(format!(
+        "branch main is a Postgres data directory (initdb, then a first start in {} ms): `pagefork endpoint start main` serves it",
+        ready.as_millis()
+    ))
+}
+
+/// `pagefork endpoint list`: the endpoints foreground commands run on this store.
+pub(crate) fn list(data_dir: &Path, json: bool) -> Result<()> {
+    let running = super::runfile::list(data_dir)?;
+    if json {
+        let views: Vec<&EndpointView> = running.iter().map(|record| &record.endpoint).collect();
+        out!("{}", to_json(&views));
+        return Ok(());
+    }
+    if running.is_empty() {
+        out!(
+            "no endpoints run on this store (endpoints `pagefork serve` runs: GET /v1/projects/P/endpoints)"
+        );
+    }
+    for record in &running {
+        let endpoint = &record.endpoint;
+        out!(
+            "{}  {}  (command pid {}, postmaster pid {}, log {})",
+            endpoint.branch(),
+            endpoint.connection_string(),
+            record.pid,
+            endpoint.pid(),
+            endpoint.log()
+        );
+    }
+    Ok(())
+}
+
+/// `pagefork endpoint stop BRANCH`: has the command running it stop and waits.
+pub(crate) fn stop(data_dir: &Path, branch: &str, json: bool) -> Result<()> {
+    let record = super::runfile::stop(data_dir, branch)?;
+    if json {
+        out!("{}", to_json(&record.endpoint));
+    } else {
+        out!(
+            "endpoint on branch {branch} stopped (port {}); the branch is unmounted and durable",
+            record.endpoint.port()
+        );
     }
     Ok(())
 }

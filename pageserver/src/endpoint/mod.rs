@@ -19,6 +19,7 @@ pub(crate) mod command;
 pub(crate) mod demo;
 mod postgres;
 pub(crate) mod registry;
+pub(crate) mod runfile;
 pub(crate) mod schema;
 mod spawner;
 pub(crate) mod view;
@@ -177,6 +178,32 @@ pub(crate) struct Running {
     initialized: bool,
     /// From starting the process to accepting connections.
     ready_after: Duration,
+}
+
+/// Runs `sql` with `psql` as `postgres` against the server on `port`.
+fn psql(pg: &PgBin, port: u16, sql: &str) -> std::io::Result<std::process::Output> {
+    pg.command("psql")
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+        .args(["-U", "postgres", "-d", "postgres", "-p"])
+        .arg(port.to_string())
+        .args(["-c", sql])
+        .stdin(Stdio::null())
+        .output()
+}
+
+/// Runs `CHECKPOINT` on the server on `port` (of `branch`): everything it wrote is in its
+/// data files, so a copy of them starts without replaying WAL. Returns how long it took.
+pub(crate) fn checkpoint(pg: &PgBin, port: u16, branch: &str) -> Result<Duration, EndpointError> {
+    let started = std::time::Instant::now();
+    let output = psql(pg, port, "CHECKPOINT")
+        .map_err(|error| EndpointError::Failed(anyhow::anyhow!("cannot run psql: {error}")))?;
+    if !output.status.success() {
+        return Err(EndpointError::Failed(anyhow::anyhow!(
+            "CHECKPOINT on branch {branch}'s endpoint failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(started.elapsed())
 }
 
 /// What an endpoint is, for answers and listings.
@@ -448,28 +475,14 @@ impl Running {
              FROM generate_series(\
                  greatest(3, pg_snapshot_xmax(pg_current_snapshot())::text::bigint - 1000), \
                  pg_snapshot_xmax(pg_current_snapshot())::text::bigint - 1) AS n))";
-        let output = self
-            .pg
-            .command("psql")
-            .args([
-                "-X",
-                "-A",
-                "-t",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-            ])
-            .arg("-p")
-            .arg(self.port.to_string())
-            .args(["-c", LAST_COMMIT_SQL])
-            .stdin(Stdio::null())
-            .output()
-            .ok()?;
+        let output = psql(&self.pg, self.port, LAST_COMMIT_SQL).ok()?;
         let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
         (output.status.success() && !text.is_empty()).then_some(text)
+    }
+
+    /// How to reach the server: its programs and port.
+    pub(crate) fn address(&self) -> (PgBin, u16) {
+        (self.pg.clone(), self.port)
     }
 
     /// How the server ended, if it has (a crash, or a shutdown nobody asked for).

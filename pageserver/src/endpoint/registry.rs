@@ -177,6 +177,27 @@ impl Endpoints {
         Ok(super::schema::SchemaDiff::of(from, &before, to, &after))
     }
 
+    /// Runs `CHECKPOINT` on `branch`'s endpoint (see `endpoint::checkpoint`); returns how
+    /// long it took.
+    pub(crate) fn checkpoint(
+        &self,
+        project: &str,
+        branch: &str,
+    ) -> Result<std::time::Duration, EndpointError> {
+        let (pg, port) = self
+            .running
+            .lock()
+            .get_mut(&(project.to_owned(), branch.to_owned()))
+            .and_then(|endpoint| match endpoint.server.exited() {
+                None => Some(endpoint.server.address()),
+                Some(_) => None,
+            })
+            .ok_or_else(|| EndpointError::NotRunning {
+                branch: branch.to_owned(),
+            })?;
+        super::checkpoint(&pg, port, branch)
+    }
+
     /// The endpoints of `project`, by branch.
     pub(crate) fn list(&self, project: &str) -> Vec<EndpointInfo> {
         self.running

@@ -2,7 +2,7 @@
 //! API (whose OpenAPI document is made from these types).
 
 use pagefork_engine::LsnForTime;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::EndpointInfo;
@@ -10,7 +10,7 @@ use super::registry::Started;
 use crate::views::TimeAnswerView;
 
 /// A running endpoint.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct EndpointView {
     branch: String,
     /// How to connect: `postgresql://postgres@127.0.0.1:PORT/postgres` (trust
@@ -31,6 +31,31 @@ pub(crate) struct EndpointView {
 }
 
 impl EndpointView {
+    /// The branch it runs on.
+    pub(crate) fn branch(&self) -> &str {
+        &self.branch
+    }
+
+    /// How to connect.
+    pub(crate) fn connection_string(&self) -> &str {
+        &self.connection_string
+    }
+
+    /// Its port.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The postmaster's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The server's log.
+    pub(crate) fn log(&self) -> &str {
+        &self.log
+    }
+
     pub(crate) fn of(info: &EndpointInfo) -> EndpointView {
         EndpointView {
             branch: info.branch.clone(),

@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use pagefork_engine::{At, Backup, BranchFilter, BranchInfo, BranchOptions, Expiry};
+use pagefork_engine::{At, Backup, BranchFilter, BranchInfo, BranchOptions, EngineError, Expiry};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -83,6 +83,12 @@ pub(crate) struct CreateSpec {
     no_expiry: Option<bool>,
     #[serde(default)]
     is_protected: bool,
+    /// Before branching (at latest only), run `CHECKPOINT` on the source branch's
+    /// endpoint, which must be running: an endpoint on the new branch then starts without
+    /// replaying the WAL written since Postgres' last checkpoint (seconds after heavy
+    /// writes).
+    #[serde(default)]
+    checkpoint_endpoint: bool,
 }
 
 /// A new branch, with the LSN its start resolved to and, for a time, what it snapped to.
@@ -92,6 +98,8 @@ pub(crate) struct CreatedBranch {
     branch: BranchResource,
     resolved_lsn: Option<String>,
     snap: Option<TimeAnswerView>,
+    /// With `spec.checkpoint_endpoint`: milliseconds the source's `CHECKPOINT` took.
+    endpoint_checkpoint_ms: Option<u64>,
 }
 
 /// `POST /v1/projects/{project}/branches`.
@@ -136,23 +144,50 @@ pub(crate) async fn create(
         expiry,
         protected: spec.is_protected,
     };
+    let checkpoint_endpoint = spec.checkpoint_endpoint;
+    if checkpoint_endpoint && at != At::Latest {
+        return Err(ApiError::bad_request(
+            "spec.checkpoint_endpoint applies to a branch at latest: leave out source_branch_lsn and source_branch_time",
+        ));
+    }
     let name = body.branch_id;
     let project_name = project.clone();
     let mounts = std::sync::Arc::clone(&state.mounts);
-    let info = blocking(move || {
+    let endpoints = std::sync::Arc::clone(&state.endpoints);
+    let (info, checkpoint) = blocking(move || {
+        let checkpoint = match checkpoint_endpoint {
+            true => Some({
+                // What the branch create would refuse, refused before Postgres is asked.
+                pagefork_engine::validate_branch_name(&name)?;
+                store.branch_info(&source)?;
+                if store.branch_info(&name).is_ok() {
+                    return Err(EngineError::BranchExists { name: name.clone() }.into());
+                }
+
+                endpoints
+                    .checkpoint(&project, &source)
+                    .map_err(super::endpoints::endpoint_error)?
+            }),
+            false => None,
+        };
         if at == At::Latest {
             // A branch of a mounted branch at latest holds every write made before it.
             mounts
                 .write_back(&project, &source)
                 .map_err(super::mounts::mount_error)?;
         }
-        Ok(store.create_branch(&name, &source, at, options)?)
+        Ok((
+            store.create_branch(&name, &source, at, options)?,
+            checkpoint,
+        ))
     })
     .await?;
     let created = CreatedBranch {
         branch: BranchResource::of(&project_name, &info),
         resolved_lsn: info.parent.as_ref().map(|parent| parent.lsn.to_string()),
         snap: info.created_at_time.as_ref().map(TimeAnswerView::of),
+        endpoint_checkpoint_ms: checkpoint
+            .map(|took| u64::try_from(took.as_millis()).unwrap_or(u64::MAX)),
     };
     Ok((StatusCode::CREATED, Json(created)))
 }

@@ -50,7 +50,7 @@ pub(crate) struct EndpointList {
 }
 
 /// The answer for a refused or failed endpoint request.
-fn endpoint_error(error: EndpointError) -> ApiError {
+pub(super) fn endpoint_error(error: EndpointError) -> ApiError {
     let message = error.to_string();
     match error {
         EndpointError::AlreadyRunning { .. } => ApiError::conflict("endpoint_running", message),

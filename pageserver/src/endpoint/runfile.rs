@@ -1,0 +1,188 @@
+//! Run files: how `pagefork endpoint list` and `endpoint stop` find the endpoints that
+//! foreground `pagefork endpoint start` commands run on a store (the store is open in that
+//! command, so the others cannot open it to ask).
+//!
+//! A start publishes `DATA_DIR/run/endpoint-<branch>` once its endpoint accepts
+//! connections and removes it when it ends. The file is one JSON line (format version,
+//! the command's process id and start time, the endpoint as `--json` shows it) and a second
+//! line with the first's CRC32. A file whose process is gone (killed) is stale: `list`
+//! skips it, and the next start on that branch replaces it.
+//!
+//! Invariants: a run file is published crash-safely, so a reader sees a whole one or
+//! none; a damaged one is an error naming it, never a guess; a process is told to stop
+//! only if its id and start time both match the file's, so a reused process id is never
+//! signalled.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use super::view::EndpointView;
+
+/// The directory under the data directory that holds run files.
+const RUN_DIR: &str = "run";
+/// The format version of a run file.
+const RUN_FILE_VERSION: u32 = 1;
+/// How long `endpoint stop` waits for the command to stop Postgres, unmount and checkpoint.
+const STOP_WAIT: Duration = Duration::from_secs(120);
+
+/// What a run file says.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct RunRecord {
+    version: u32,
+    /// The `pagefork endpoint start` command's process id.
+    pub(crate) pid: u32,
+    /// Its start time, in clock ticks after boot (`/proc/PID/stat`, field 22).
+    started: u64,
+    pub(crate) endpoint: EndpointView,
+}
+
+/// A published run file, removed when dropped.
+pub(crate) struct RunFile {
+    path: PathBuf,
+}
+
+impl Drop for RunFile {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_file(&self.path) {
+            tracing::warn!(path = %self.path.display(), %error, "could not remove a run file");
+        }
+    }
+}
+
+fn run_file_path(data_dir: &Path, branch: &str) -> PathBuf {
+    // Branch names hold letters, digits and `._/-`: '/' is the only one a file name cannot.
+    data_dir
+        .join(RUN_DIR)
+        .join(format!("endpoint-{}", branch.replace('/', "%2F")))
+}
+
+/// Publishes this process's run file for `endpoint`, replacing a stale one.
+pub(crate) fn publish(data_dir: &Path, endpoint: EndpointView) -> Result<RunFile> {
+    let pid = std::process::id();
+    let record = RunRecord {
+        version: RUN_FILE_VERSION,
+        pid,
+        started: process_start(pid)
+            .with_context(|| format!("read this process's start time (pid {pid})"))?,
+        endpoint,
+    };
+    let line = serde_json::to_string(&record)?;
+    let text = format!("{line}\n{:08x}\n", crc32fast::hash(line.as_bytes()));
+    let dir = data_dir.join(RUN_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let path = run_file_path(data_dir, record.endpoint.branch());
+    pagefork_engine::publish_file(&pagefork_engine::StdFileSystem, &path, text.as_bytes())
+        .with_context(|| format!("publish {}", path.display()))?;
+    Ok(RunFile { path })
+}
+
+/// Reads one run file.
+fn read(path: &Path) -> Result<RunRecord> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let mut lines = text.lines();
+    let (Some(line), Some(crc)) = (lines.next(), lines.next()) else {
+        bail!(
+            "run file {} is damaged: it is not two lines",
+            path.display()
+        );
+    };
+    let expected = u32::from_str_radix(crc.trim(), 16).ok();
+    if expected != Some(crc32fast::hash(line.as_bytes())) {
+        bail!(
+            "run file {} is damaged: its first line (offset 0, {} bytes) does not match its CRC32",
+            path.display(),
+            line.len()
+        );
+    }
+    let record: RunRecord = serde_json::from_str(line)
+        .with_context(|| format!("run file {} is not a run record", path.display()))?;
+    if record.version != RUN_FILE_VERSION {
+        bail!(
+            "run file {} has format version {}; this build reads {RUN_FILE_VERSION}",
+            path.display(),
+            record.version
+        );
+    }
+    Ok(record)
+}
+
+/// The start time of process `pid` (clock ticks after boot), if it runs (a zombie does
+/// not).
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 2 is the command in parentheses and may hold spaces: count after its end.
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    // Field 3, the state: a zombie has ended (its parent has not reaped it yet).
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+fn is_running(record: &RunRecord) -> bool {
+    process_start(record.pid) == Some(record.started)
+}
+
+/// The endpoints foreground commands run on the store in `data_dir`, by branch.
+pub(crate) fn list(data_dir: &Path) -> Result<Vec<RunRecord>> {
+    let dir = data_dir.join(RUN_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(error).with_context(|| format!("list {}", dir.display())),
+    };
+    let mut running = Vec::new();
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("list {}", dir.display()))?
+            .path();
+        let is_run_file = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.starts_with("endpoint-") && !name.contains(".tmp"));
+        if is_run_file {
+            let record = read(&path)?;
+            if is_running(&record) {
+                running.push(record);
+            }
+        }
+    }
+    running.sort_by(|a, b| a.endpoint.branch().cmp(b.endpoint.branch()));
+    Ok(running)
+}
+
+/// Tells the command running the endpoint on `branch` to stop (SIGTERM: a fast shutdown,
+/// an unmount, a checkpoint) and waits until it has. Returns what it stopped.
+pub(crate) fn stop(data_dir: &Path, branch: &str) -> Result<RunRecord> {
+    let path = run_file_path(data_dir, branch);
+    let record = match read(&path) {
+        Ok(record) if is_running(&record) => record,
+        Ok(_) => bail!(super::EndpointError::NotRunning {
+            branch: branch.to_owned()
+        }),
+        Err(_) if !path.exists() => bail!(super::EndpointError::NotRunning {
+            branch: branch.to_owned()
+        }),
+        Err(error) => return Err(error),
+    };
+    let pid = Pid::from_raw(i32::try_from(record.pid).context("process id out of range")?);
+    kill(pid, Signal::SIGTERM)
+        .with_context(|| format!("signal the endpoint command (pid {})", record.pid))?;
+    let deadline = Instant::now() + STOP_WAIT;
+    while is_running(&record) {
+        if Instant::now() > deadline {
+            bail!(
+                "the endpoint command on branch {branch} (pid {}) did not stop within {} s",
+                record.pid,
+                STOP_WAIT.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(record)
+}
