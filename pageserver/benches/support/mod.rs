@@ -72,6 +72,20 @@ impl Served {
         (status, response.body_mut().read_to_string().unwrap())
     }
 
+    /// `DELETE path`, which must answer 200.
+    pub(crate) fn delete_ok(&self, path: &str) {
+        let mut response = self
+            .agent
+            .delete(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .force_send_body()
+            .send("{}")
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        assert_eq!(status, 200, "DELETE {path}: {text}");
+    }
+
     /// `POST path`, which must answer `expected`; its body as JSON.
     pub(crate) fn post_ok(&self, path: &str, body: &str, expected: u16) -> serde_json::Value {
         let (status, text) = self.post(path, body);

@@ -248,6 +248,10 @@ pub(crate) fn start(
         ("listen_addresses", "127.0.0.1".to_owned()),
         ("unix_socket_directories", String::new()),
         ("track_commit_timestamp", "on".to_owned()),
+        // Crash recovery starts by making every file of the data directory durable, by
+        // default one fsync per file (through FUSE: 130 ms for an empty cluster). On a
+        // fresh mount nothing is only in the kernel's cache: one syncfs does it.
+        ("recovery_init_sync_method", "syncfs".to_owned()),
     ];
     let own = own.iter().map(|(name, value)| (*name, value.as_str()));
     let given = spec
