@@ -186,3 +186,79 @@ pub(crate) fn stop(data_dir: &Path, branch: &str) -> Result<RunRecord> {
     }
     Ok(record)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use super::{list, publish, run_file_path, stop};
+    use crate::endpoint::EndpointInfo;
+    use crate::endpoint::view::EndpointView;
+
+    fn view(branch: &str) -> EndpointView {
+        EndpointView::of(&EndpointInfo {
+            branch: branch.to_owned(),
+            port: 5999,
+            pid: 1,
+            data_directory: PathBuf::from("/nowhere/pgdata"),
+            log: PathBuf::from("/nowhere/postgres.log"),
+            initialized: false,
+            ready_after: Duration::from_millis(5),
+        })
+    }
+
+    #[test]
+    fn a_run_file_lists_its_endpoint_until_dropped_and_damage_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(list(dir.path()).unwrap().is_empty(), "no run directory yet");
+        let file = publish(dir.path(), view("team/dev")).unwrap();
+        let listed = list(dir.path()).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].endpoint.branch(), "team/dev");
+        assert_eq!(listed[0].pid, std::process::id());
+        let path = run_file_path(dir.path(), "team/dev");
+        assert!(path.ends_with("run/endpoint-team%2Fdev"));
+
+        // One byte changed: an error naming the file, never a guess.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[20] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let error = format!("{:#}", list(dir.path()).unwrap_err());
+        assert!(
+            error.contains("endpoint-team%2Fdev") && error.contains("CRC32"),
+            "{error}"
+        );
+        drop(file);
+        assert!(!path.exists(), "dropping the run file removes it");
+        let error = stop(dir.path(), "team/dev").unwrap_err().to_string();
+        assert!(error.contains("has no endpoint"), "{error}");
+    }
+
+    #[test]
+    fn a_run_file_whose_process_is_gone_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = publish(dir.path(), view("main")).unwrap();
+        // Rewrite it as another process's: one that exited (a reaped child).
+        let path = run_file_path(dir.path(), "main");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line = text.lines().next().unwrap();
+        let mut record: serde_json::Value = serde_json::from_str(line).unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        record["pid"] = gone.into();
+        let line = record.to_string();
+        let text = format!("{line}\n{:08x}\n", crc32fast::hash(line.as_bytes()));
+        std::fs::write(&path, text).unwrap();
+        assert!(
+            list(dir.path()).unwrap().is_empty(),
+            "a stale file is skipped"
+        );
+        let error = stop(dir.path(), "main").unwrap_err().to_string();
+        assert!(error.contains("has no endpoint"), "{error}");
+        drop(file);
+    }
+}
