@@ -189,7 +189,7 @@ pub(crate) fn stop(data_dir: &Path, branch: &str) -> Result<RunRecord> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
     use std::path::PathBuf;
     use std::time::Duration;
