@@ -5,8 +5,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-const WIDTH: f64 = 860.0;
-const LABEL: f64 = 360.0;
+const WIDTH: f64 = 940.0;
+const LABEL: f64 = 440.0;
 const BAR_HEIGHT: f64 = 18.0;
 const GAP: f64 = 6.0;
 const TOP: f64 = 46.0;

@@ -233,11 +233,21 @@ pub(crate) fn start(
     log: &Path,
     spec: &EndpointSpec,
 ) -> Result<Running, EndpointError> {
+    let asked = Instant::now();
     let pg = PgBin::find(spec.pg_bin.as_deref())?;
     pg.check_reachable(mount_dir)?;
+    let found = asked.elapsed();
     let data = mount_dir.join(PGDATA);
     let initialized = prepare_data_directory(branch, mount_dir, &data, &pg)?;
+    let prepared = asked.elapsed();
     check_settings(&pg, &data, &spec.settings)?;
+    tracing::debug!(
+        branch,
+        found_us = found.as_micros(),
+        prepared_us = prepared.as_micros(),
+        checked_us = asked.elapsed().as_micros(),
+        "endpoint start: programs found, data directory prepared, settings checked"
+    );
     let port = choose_port(spec.port)?;
     let log_file = std::fs::File::create(log)
         .map_err(|error| anyhow::anyhow!("cannot create the log {}: {error}", log.display()))?;
@@ -266,6 +276,7 @@ pub(crate) fn start(
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().map_err(anyhow::Error::from)?)
         .stderr(log_file);
+    tracing::debug!(branch, "endpoint start: spawning postgres");
     let server = spawner::spawn(command).map_err(|error| EndpointError::StartFailed {
         branch: branch.to_owned(),
         why: format!(
@@ -284,6 +295,11 @@ pub(crate) fn start(
         initialized,
         ready_after: Duration::ZERO,
     };
+    tracing::debug!(
+        branch,
+        spawned_us = started.elapsed().as_micros(),
+        "endpoint start: postgres spawned"
+    );
     match running.wait_ready(started) {
         Ok(()) => {
             running.ready_after = started.elapsed();

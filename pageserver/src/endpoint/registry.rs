@@ -74,6 +74,7 @@ impl Endpoints {
             }
         }
         store.branch_info(branch).map_err(anyhow::Error::from)?;
+        let asked = std::time::Instant::now();
         let (dir, log, place) = match mounts.mounted_at(project, branch) {
             Some((dir, true)) => {
                 let log = super::Place::log_beside(&dir);
@@ -99,12 +100,22 @@ impl Endpoints {
             }
         };
         let mounted_here = place.is_some();
+        let mounted = asked.elapsed();
         match super::start(branch, &dir, &log, spec) {
             Ok(server) => {
+                let ready = asked.elapsed();
                 let started = Started {
                     info: server.info(),
                     last_commit_time: server.last_commit_time(),
                 };
+                tracing::info!(
+                    %project, %branch, port = started.info.port,
+                    mount_ms = mounted.as_millis(),
+                    postgres_ready_ms = started.info.ready_after.as_millis(),
+                    ready_ms = ready.as_millis(),
+                    answered_ms = asked.elapsed().as_millis(),
+                    "endpoint started"
+                );
                 running.insert(
                     key,
                     Endpoint {
