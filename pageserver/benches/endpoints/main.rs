@@ -2,7 +2,7 @@
 //! time T", and "run my workload on it", on endpoints against Postgres on the host's file
 //! systems, in the same run (issue 21's comparisons). Rows, at each size
 //! (`PAGEFORK_BENCH_SIZES`, MiB, default `64,1024`), each until a query by primary key on
-//! the copy answers:
+//! the copy answers, the median of three rounds (the rows right after heavy writes: one):
 //!
 //! - `CREATE DATABASE ... TEMPLATE` with `STRATEGY FILE_COPY` and `WAL_LOG` on a host
 //!   cluster;
@@ -38,6 +38,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use host::{HostCluster, PROBE, bytes_under, load, pgbench, psql, write_more};
 use plot::Bar;
+
+/// Rounds of each copy and recovery row: the tables give the median.
+const ROUNDS: usize = 3;
+
+/// The median of `ROUNDS` runs of `run` (given the round's number).
+fn median(mut run: impl FnMut(usize) -> Duration) -> Duration {
+    let mut runs: Vec<Duration> = (0..ROUNDS).map(&mut run).collect();
+    runs.sort();
+    runs[ROUNDS / 2]
+}
 
 fn seconds(duration: Duration) -> String {
     format!("{:.3} s", duration.as_secs_f64())
@@ -75,8 +85,8 @@ fn template_rows(dir: &Path, mib: u64) -> (Duration, Duration) {
         started.elapsed()
     };
     (
-        template("FILE_COPY", "copy_file"),
-        template("WAL_LOG", "copy_wal"),
+        median(|round| template("FILE_COPY", &format!("copy_file_{round}"))),
+        median(|round| template("WAL_LOG", &format!("copy_wal_{round}"))),
     )
 }
 
@@ -98,7 +108,7 @@ fn btrfs_rows(dir: &Path, mib: u64) -> (Duration, Duration) {
         psql(&second.url("src"), PROBE);
         started.elapsed()
     };
-    let after_checkpoint = copy("copy");
+    let after_checkpoint = median(|round| copy(&format!("copy{round}")));
     write_more(&host.url("src"), mib, mib / 4, 1);
     (after_checkpoint, copy("hot"))
 }
@@ -149,7 +159,14 @@ fn pagefork_rows(dir: &Path, mib: u64) -> PageforkRows {
         served.delete_ok(&format!("/v1/projects/p/branches/{name}/endpoint"));
         (branched, answered, created, probed)
     };
-    let (branched, copy, _, _) = branch("copy", "");
+    let mut branch_alone = Vec::new();
+    let copy = median(|round| {
+        let (branched, answered, _, _) = branch(&format!("copy{round}"), "");
+        branch_alone.push(branched);
+        answered
+    });
+    branch_alone.sort();
+    let branched = branch_alone[ROUNDS / 2];
     write_more(&url_of("src"), mib, mib / 4, 1);
     let (_, after_writes, _, _) = branch("hot", "");
     write_more(&url_of("src"), mib, mib / 4, 2);
@@ -159,11 +176,14 @@ fn pagefork_rows(dir: &Path, mib: u64) -> PageforkRows {
     let noted = note_time();
     psql(&url_of("src"), DELETE_PROBED);
     let at_time = format!(r#", "source_branch_time": "{noted}""#);
-    let (_, pitr, _, probed) = branch("recovered", &at_time);
-    assert_eq!(
-        probed, PROBED_LENGTH,
-        "the branch at {noted} has the deleted row"
-    );
+    let pitr = median(|round| {
+        let (_, pitr, _, probed) = branch(&format!("recovered{round}"), &at_time);
+        assert_eq!(
+            probed, PROBED_LENGTH,
+            "the branch at {noted} has the deleted row"
+        );
+        pitr
+    });
     let store_bytes = bytes_under(&data.join("projects"));
     PageforkRows {
         branched,
@@ -186,16 +206,19 @@ fn postgres_pitr_row(dir: &Path, mib: u64) -> Duration {
     let noted = note_time();
     psql(&archiving.url("src"), DELETE_PROBED);
     archiving.archive_all_and_stop();
-    let started = Instant::now();
-    let recovered = archiving.recover_to(&noted, "recovered");
-    let probed = psql(&recovered.url("src"), PROBE);
-    let elapsed = started.elapsed();
-    assert_eq!(
-        probed, PROBED_LENGTH,
-        "Postgres recovered to {noted} has the deleted row"
-    );
-    elapsed
+    median(|round| {
+        let started = Instant::now();
+        let recovered = archiving.recover_to(&noted, &format!("recovered{round}"));
+        let probed = psql(&recovered.url("src"), PROBE);
+        let elapsed = started.elapsed();
+        assert_eq!(
+            probed, PROBED_LENGTH,
+            "Postgres recovered to {noted} has the deleted row"
+        );
+        elapsed
+    })
 }
+
 fn main() {
     if std::env::args().any(|arg| arg == "--list") {
         return;
