@@ -37,6 +37,9 @@ pub(crate) const PGDATA: &str = "pgdata";
 /// How long a server may take to accept connections (crash recovery of a branch taken
 /// under heavy writes replays everything since the last checkpoint).
 const READY_TIMEOUT: Duration = Duration::from_secs(600);
+/// How often the wait for it looks at `postmaster.pid` (a read through the mount, tens of
+/// microseconds): a start takes 50-150 ms, and each poll's delay adds to it.
+const READY_POLL: Duration = Duration::from_millis(2);
 /// How long a fast shutdown may take before the server is stopped immediately.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Lines of the server's log an error shows.
@@ -466,7 +469,7 @@ impl Running {
                     READY_TIMEOUT.as_secs()
                 ));
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(READY_POLL);
         }
     }
 
