@@ -15,6 +15,7 @@
 //! of its log; connections are by TCP on 127.0.0.1 with `trust` authentication (local
 //! development and CI, not a network service), and no Unix socket is made in the tree.
 
+mod client;
 pub(crate) mod command;
 pub(crate) mod demo;
 mod postgres;
@@ -183,29 +184,15 @@ pub(crate) struct Running {
     ready_after: Duration,
 }
 
-/// Runs `sql` with `psql` as `postgres` against the server on `port`.
-fn psql(pg: &PgBin, port: u16, sql: &str) -> std::io::Result<std::process::Output> {
-    pg.command("psql")
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-        .args(["-U", "postgres", "-d", "postgres", "-p"])
-        .arg(port.to_string())
-        .args(["-c", sql])
-        .stdin(Stdio::null())
-        .output()
-}
-
 /// Runs `CHECKPOINT` on the server on `port` (of `branch`): everything it wrote is in its
 /// data files, so a copy of them starts without replaying WAL. Returns how long it took.
-pub(crate) fn checkpoint(pg: &PgBin, port: u16, branch: &str) -> Result<Duration, EndpointError> {
+pub(crate) fn checkpoint(port: u16, branch: &str) -> Result<Duration, EndpointError> {
     let started = std::time::Instant::now();
-    let output = psql(pg, port, "CHECKPOINT")
-        .map_err(|error| EndpointError::Failed(anyhow::anyhow!("cannot run psql: {error}")))?;
-    if !output.status.success() {
-        return Err(EndpointError::Failed(anyhow::anyhow!(
-            "CHECKPOINT on branch {branch}'s endpoint failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
-    }
+    client::first_value(port, "CHECKPOINT").map_err(|error| {
+        EndpointError::Failed(anyhow::anyhow!(
+            "CHECKPOINT on branch {branch}'s endpoint failed: {error}"
+        ))
+    })?;
     Ok(started.elapsed())
 }
 
@@ -498,14 +485,18 @@ impl Running {
              FROM generate_series(\
                  greatest(3, pg_snapshot_xmax(pg_current_snapshot())::text::bigint - 1000), \
                  pg_snapshot_xmax(pg_current_snapshot())::text::bigint - 1) AS n))";
-        let output = psql(&self.pg, self.port, LAST_COMMIT_SQL).ok()?;
-        let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-        (output.status.success() && !text.is_empty()).then_some(text)
+        match client::first_value(self.port, LAST_COMMIT_SQL) {
+            Ok(value) => value.filter(|text| !text.is_empty()),
+            Err(error) => {
+                tracing::warn!(branch = %self.branch, %error, "could not ask the endpoint for its last commit time");
+                None
+            }
+        }
     }
 
-    /// How to reach the server: its programs and port.
-    pub(crate) fn address(&self) -> (PgBin, u16) {
-        (self.pg.clone(), self.port)
+    /// The port it listens on (127.0.0.1).
+    pub(crate) fn port(&self) -> u16 {
+        self.port
     }
 
     /// How the server ended, if it has (a crash, or a shutdown nobody asked for).

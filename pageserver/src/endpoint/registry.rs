@@ -195,18 +195,18 @@ impl Endpoints {
         project: &str,
         branch: &str,
     ) -> Result<std::time::Duration, EndpointError> {
-        let (pg, port) = self
+        let port = self
             .running
             .lock()
             .get_mut(&(project.to_owned(), branch.to_owned()))
             .and_then(|endpoint| match endpoint.server.exited() {
-                None => Some(endpoint.server.address()),
+                None => Some(endpoint.server.port()),
                 Some(_) => None,
             })
             .ok_or_else(|| EndpointError::NotRunning {
                 branch: branch.to_owned(),
             })?;
-        super::checkpoint(&pg, port, branch)
+        super::checkpoint(port, branch)
     }
 
     /// The endpoints of `project`, by branch.
