@@ -266,7 +266,6 @@ pub(crate) fn start(
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().map_err(anyhow::Error::from)?)
         .stderr(log_file);
-    tracing::debug!(branch, "endpoint start: spawning postgres");
     let server = spawner::spawn(command).map_err(|error| EndpointError::StartFailed {
         branch: branch.to_owned(),
         why: format!(
@@ -285,11 +284,6 @@ pub(crate) fn start(
         initialized,
         ready_after: Duration::ZERO,
     };
-    tracing::debug!(
-        branch,
-        spawned_us = started.elapsed().as_micros(),
-        "endpoint start: postgres spawned"
-    );
     match running.wait_ready(started) {
         Ok(()) => {
             running.ready_after = started.elapsed();
