@@ -488,11 +488,6 @@ impl Running {
         }
     }
 
-    /// The port it listens on (127.0.0.1).
-    pub(crate) fn port(&self) -> u16 {
-        self.port
-    }
-
     /// How the server ended, if it has (a crash, or a shutdown nobody asked for).
     pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.server.try_wait().ok().flatten()

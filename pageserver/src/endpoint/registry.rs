@@ -166,23 +166,8 @@ impl Endpoints {
         from: &str,
         to: &str,
     ) -> Result<super::schema::SchemaDiff, EndpointError> {
-        let (pg, from_port, to_port) = {
-            let mut running = self.running.lock();
-            let mut find = |branch: &str| {
-                running
-                    .get_mut(&(project.to_owned(), branch.to_owned()))
-                    .and_then(|endpoint| match endpoint.server.exited() {
-                        None => Some((endpoint.server.pg.clone(), endpoint.server.port)),
-                        Some(_) => None,
-                    })
-                    .ok_or_else(|| EndpointError::NotRunning {
-                        branch: branch.to_owned(),
-                    })
-            };
-            let (pg, from_port) = find(from)?;
-            let (_, to_port) = find(to)?;
-            (pg, from_port, to_port)
-        };
+        let (pg, from_port) = self.live_server(project, from)?;
+        let (_, to_port) = self.live_server(project, to)?;
         let before = super::schema::dump_schema(&pg, from, from_port)?;
         let after = super::schema::dump_schema(&pg, to, to_port)?;
         Ok(super::schema::SchemaDiff::of(from, &before, to, &after))
@@ -195,18 +180,26 @@ impl Endpoints {
         project: &str,
         branch: &str,
     ) -> Result<std::time::Duration, EndpointError> {
-        let port = self
-            .running
+        let (_, port) = self.live_server(project, branch)?;
+        super::checkpoint(port, branch)
+    }
+
+    /// How to reach `branch`'s server (its programs and port), if it is running.
+    fn live_server(
+        &self,
+        project: &str,
+        branch: &str,
+    ) -> Result<(super::PgBin, u16), EndpointError> {
+        self.running
             .lock()
             .get_mut(&(project.to_owned(), branch.to_owned()))
             .and_then(|endpoint| match endpoint.server.exited() {
-                None => Some(endpoint.server.port()),
+                None => Some((endpoint.server.pg.clone(), endpoint.server.port)),
                 Some(_) => None,
             })
             .ok_or_else(|| EndpointError::NotRunning {
                 branch: branch.to_owned(),
-            })?;
-        super::checkpoint(port, branch)
+            })
     }
 
     /// The endpoints of `project`, by branch.
