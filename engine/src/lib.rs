@@ -61,15 +61,17 @@ pub use history::{HistoryEntry, HistoryOperation};
 pub use key::Key;
 /// The simulated, fault-injecting file system (see [`pagefork_wal::sim`]).
 pub use pagefork_wal::sim;
-pub use pagefork_wal::{DroppedTail, Lsn, RecoveryMode, RecoveryReport, SyncMode, WalError};
+pub use pagefork_wal::{
+    DroppedTail, Lsn, RecoveryMode, RecoveryReport, SegmentFile, SyncMode, WalError,
+};
 pub use store::{
     BranchFiles, BranchFilter, BranchGc, BranchPage, Config, DEFAULT_CHECKPOINT_AFTER_BYTES,
     DEFAULT_COMPACT_L0_LAYERS, DEFAULT_GC_PERIOD, DEFAULT_IMAGE_AFTER_CHANGED_PERCENT,
     DEFAULT_IMAGE_AFTER_DELTAS, DEFAULT_L1_LAYER_BYTES, DEFAULT_LAYER_FLUSH_BYTES,
     DEFAULT_MEMORY_BUDGET_BYTES, DEFAULT_PAGE_CACHE_BYTES, DEFAULT_PAGE_SIZE, DEFAULT_PITR_WINDOW,
-    DEFAULT_ROOT_BRANCH, FormatVersions, GcReport, LayerFileSummary, PageDiff, ReadTrace,
-    RelationDiff, Restored, RetainPoint, RetainReason, Store, StoreFiles, StoreStats, WalEntry,
-    WalFiles, default_backup_name,
+    DEFAULT_ROOT_BRANCH, FormatVersions, GcReport, LayerFileSummary, PageDiff, PublishedFiles,
+    PublishedLayer, ReadTrace, RelationDiff, Restored, RetainPoint, RetainReason, Store,
+    StoreFiles, StorePaths, StoreStats, WalEntry, WalFiles, default_backup_name,
 };
 pub use time::{Clock, ManualClock, ParseTimestampError, SystemClock, Timestamp};
 pub use update::Update;

@@ -46,7 +46,7 @@ pub mod sim;
 
 pub use config::{DEFAULT_SEGMENT_SIZE, RecoveryMode, SyncMode, WalConfig};
 pub use error::{Result, WalError};
-pub use log::{Wal, WalStats};
+pub use log::{SegmentFile, Wal, WalStats};
 pub use lsn::{Lsn, ParseLsnError};
 pub use reader::{WalReader, WalRecord};
 pub use recovery::{DroppedTail, RecoveryReport};
@@ -56,6 +56,11 @@ pub mod layout {
     pub use crate::format::{
         FORMAT_VERSION, FRAME_ALIGNMENT, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN,
     };
+
+    /// The file name of the segment starting at `start`.
+    pub fn segment_file_name(start: crate::Lsn) -> String {
+        crate::segment::segment_file_name(start)
+    }
 
     /// Bytes a record with a payload of `payload_len` bytes occupies in the log.
     pub fn record_len(payload_len: u64) -> u64 {

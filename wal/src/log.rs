@@ -41,6 +41,15 @@ use group_commit::Stages;
 
 const LOCK_FILE_NAME: &str = "LOCK";
 
+/// One segment file of a log (see [`Wal::segment_files_from`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentFile {
+    /// The LSN its header starts at (its name says the same).
+    pub start: Lsn,
+    /// Where it is.
+    pub path: PathBuf,
+}
+
 /// A segmented, CRC-framed write-ahead log. Cheap to clone; clones share one log.
 /// `Send + Sync`: any number of threads may append and read at once.
 #[derive(Clone, Debug)]
@@ -384,6 +393,29 @@ impl Wal {
     /// The oldest LSN a reader can start from (the first record of the oldest segment).
     pub fn oldest_lsn(&self) -> Lsn {
         self.inner.oldest_lsn()
+    }
+
+    /// The log's identity: the random salt written in every segment header when the log
+    /// was created. Two logs never share it; a copy of a log (a store attached from remote
+    /// storage) keeps it.
+    pub fn log_id(&self) -> u64 {
+        self.inner.salt
+    }
+
+    /// The segment files that hold records ending after `from`, oldest first: the files a
+    /// copy of the log needs to be read from `from` on. Segments are never rewritten once a
+    /// record in them is durable, only removed ([`Wal::truncate_before`]) or appended to.
+    pub fn segment_files_from(&self, from: Lsn) -> Vec<SegmentFile> {
+        self.inner
+            .segments
+            .read()
+            .values()
+            .filter(|segment| segment.end() > from)
+            .map(|segment| SegmentFile {
+                start: segment.start,
+                path: segment.path.clone(),
+            })
+            .collect()
     }
 
     /// What this log has done since it was opened.

@@ -189,9 +189,24 @@ impl StoreInner {
         self.housekeeping_counters
             .catalogs_published
             .fetch_add(1, Ordering::Relaxed);
-        remove_unlisted_layers(self.fs.as_ref(), layers_dir, &checkpoint.layer_names())?;
+        // The files of the state last handed out for copying stay until the copy moves on
+        // (see `published`): its layers are kept as if listed, and the WAL from its replay
+        // start.
+        let (kept, removable_wal) = {
+            let pin = self.pin.lock();
+            let mut kept = checkpoint.layer_names();
+            kept.extend(pin.layers.iter().cloned());
+            let removable = CatalogCut {
+                replay_from: pin
+                    .wal_from
+                    .map_or(cut.replay_from, |from| from.min(cut.replay_from)),
+                ..cut
+            };
+            (kept, removable)
+        };
+        remove_unlisted_layers(self.fs.as_ref(), layers_dir, &kept)?;
         self.remove_unlisted_versions(&checkpoint.branch_ids())?;
-        let removed = remove_wal_before(wal, &cut)?;
+        let removed = remove_wal_before(wal, &removable_wal)?;
         tracing::debug!(%covered, replay_from = %cut.replay_from, removed_segments = removed, "catalog published");
         Ok(covered)
     }

@@ -26,6 +26,7 @@ mod images;
 mod inspect;
 mod lifecycle;
 mod pitr;
+mod published;
 mod read;
 mod replay;
 mod retention;
@@ -61,6 +62,7 @@ pub use gc::{BranchGc, GcReport};
 use housekeeping::{HousekeepingCounters, LayerSettings, WorkerGuard, WorkerSignals};
 pub use inspect::{BranchFiles, FormatVersions, LayerFileSummary, StoreFiles, WalEntry, WalFiles};
 pub use lifecycle::{Restored, default_backup_name};
+pub use published::{PublishedFiles, PublishedLayer, StorePaths};
 use read::ReadCounters;
 pub use read::{ReadTrace, StoreStats};
 pub use retention::{RetainPoint, RetainReason};
@@ -284,6 +286,8 @@ struct StoreInner {
     open_memory: AtomicU64,
     /// One housekeeping cycle at a time.
     housekeeping: Mutex<()>,
+    /// The files of the published state last handed out for copying, kept until the next.
+    pin: Mutex<published::Pin>,
     signals: WorkerSignals,
     housekeeping_counters: HousekeepingCounters,
     /// The LSN the last published catalog covers.
@@ -500,6 +504,7 @@ impl Store {
                 memory: AtomicU64::new(0),
                 open_memory: AtomicU64::new(0),
                 housekeeping: Mutex::new(()),
+                pin: Mutex::new(published::Pin::default()),
                 signals: WorkerSignals::default(),
                 housekeeping_counters: HousekeepingCounters::default(),
                 catalog_covered: AtomicU64::new(0),
