@@ -114,6 +114,35 @@ pub(crate) enum Command {
     /// the rest stayed.
     #[command(after_help = "Example:\n  pagefork gc\n  pagefork gc --json")]
     Gc,
+    /// Copy the store's layer files, catalog and WAL to S3-compatible object storage, then
+    /// publish an index of them; prints the recovery point (every commit at or below it is
+    /// in the bucket). Credentials and region come from the `AWS_*` environment variables.
+    #[command(
+        after_help = "Example:\n  pagefork sync --remote s3://backups/shop --s3-endpoint http://127.0.0.1:9000"
+    )]
+    Sync {
+        /// Where: `s3://BUCKET/PREFIX` (one store per prefix).
+        #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+        remote: String,
+        /// An S3-compatible server's URL (path-style requests; plain http allowed).
+        #[arg(long, value_name = "URL")]
+        s3_endpoint: Option<String>,
+    },
+    /// Rebuild a store from object storage in an empty `--data-dir` (another machine, or
+    /// after losing the disk): every branch and its history up to the recovery point. The
+    /// new copy takes a new generation there, so the process it replaces can no longer
+    /// publish.
+    #[command(
+        after_help = "Example:\n  pagefork --data-dir /srv/shop attach --remote s3://backups/shop --s3-endpoint http://127.0.0.1:9000"
+    )]
+    Attach {
+        /// Where: `s3://BUCKET/PREFIX`.
+        #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+        remote: String,
+        /// An S3-compatible server's URL (path-style requests; plain http allowed).
+        #[arg(long, value_name = "URL")]
+        s3_endpoint: Option<String>,
+    },
     /// Show a branch as a directory (FUSE) that any program can use: files, directories
     /// and their metadata are pages of the branch, so branching, PITR and diff cover the
     /// whole tree. Runs in the foreground; SIGTERM, SIGINT or `umount DIR` unmount it,
@@ -193,6 +222,17 @@ pub(crate) enum Command {
         /// Serve without --auth on an address that is not loopback (refused otherwise).
         #[arg(long)]
         insecure_no_auth: bool,
+        /// Keep every project's store in S3-compatible object storage at
+        /// `s3://BUCKET/PREFIX/<project>` (layer files, WAL and an index, synced in the
+        /// background); credentials from the `AWS_*` environment variables.
+        #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+        remote: Option<String>,
+        /// An S3-compatible server's URL for --remote (path-style; plain http allowed).
+        #[arg(long, value_name = "URL", requires = "remote")]
+        s3_endpoint: Option<String>,
+        /// Time between background syncs to --remote.
+        #[arg(long, value_parser = parse_duration, default_value = "10s", requires = "remote")]
+        remote_interval: Duration,
     },
     /// Short-lived tokens for `pagefork serve --auth`.
     #[command(subcommand)]
@@ -200,6 +240,9 @@ pub(crate) enum Command {
     /// Postgres on a branch (an endpoint): the branch mounted, `postgres` started on it.
     #[command(subcommand)]
     Endpoint(EndpointCommand),
+    /// Maintenance of a store's copy in object storage.
+    #[command(subcommand)]
+    Remote(RemoteCommand),
     /// Measure branch creation, branch at a time, restore and reads at data sizes you
     /// pick, beside a full copy of the same data made in the same run; print medians and
     /// p99s. Runs in a temporary directory unless --data-dir is given.
@@ -388,6 +431,30 @@ pub(crate) struct RequiredExpiryArgs {
     /// Never expire.
     #[arg(long)]
     pub(crate) no_expiry: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RemoteCommand {
+    /// List and remove the objects no index lists (left by a crash between an upload and
+    /// its index, or a deletion cut short). Never removes a listed object, an object of a
+    /// generation newer than the newest index's, or one younger than `--min-age`.
+    #[command(
+        after_help = "Example:\n  pagefork remote scrub --remote s3://backups/shop --s3-endpoint http://127.0.0.1:9000 --dry-run"
+    )]
+    Scrub {
+        /// Where: `s3://BUCKET/PREFIX`.
+        #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+        remote: String,
+        /// An S3-compatible server's URL (path-style requests; plain http allowed).
+        #[arg(long, value_name = "URL")]
+        s3_endpoint: Option<String>,
+        /// Keep unlisted objects younger than this (an upload in flight is not listed yet).
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        min_age: Duration,
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

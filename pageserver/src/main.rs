@@ -14,6 +14,8 @@ mod lifecycle;
 mod mount;
 mod output;
 mod recover;
+mod remote;
+mod replication;
 mod retention;
 mod serve;
 mod views;
@@ -71,6 +73,20 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
         Command::Stats => commands::stats(dir, cli.json).map(|()| 0),
         Command::Log => lifecycle::log(dir, cli.json).map(|()| 0),
         Command::Gc => retention::gc(dir, cli.json).map(|()| 0),
+        Command::Sync {
+            remote: url,
+            s3_endpoint,
+        } => remote::sync(dir, url, s3_endpoint.as_deref(), cli.json).map(|()| 0),
+        Command::Attach {
+            remote: url,
+            s3_endpoint,
+        } => remote::attach(dir, url, s3_endpoint.as_deref(), cli.json).map(|()| 0),
+        Command::Remote(cli::RemoteCommand::Scrub {
+            remote: url,
+            s3_endpoint,
+            min_age,
+            dry_run,
+        }) => remote::scrub(url, s3_endpoint.as_deref(), *min_age, *dry_run, cli.json).map(|()| 0),
         Command::Endpoint(cli::EndpointCommand::Start {
             branch,
             port,
@@ -150,7 +166,17 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
             insecure_no_auth,
             mount_root,
             pg_bin,
+            remote,
+            s3_endpoint,
+            remote_interval,
         } => {
+            let remote = match remote {
+                Some(url) => Some(replication::RemoteOptions {
+                    location: pagefork_remote::RemoteLocation::parse(url, s3_endpoint.as_deref())?,
+                    interval: *remote_interval,
+                }),
+                None => None,
+            };
             if !listen.ip().is_loopback() && !auth && !insecure_no_auth {
                 anyhow::bail!(
                     "refusing to listen on {listen} without --auth: anyone who can reach it could read and change every branch; add --auth (clients then need a token from pagefork token create), or --insecure-no-auth to serve it open anyway"
@@ -172,6 +198,7 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
                 auth: keys,
                 mount_root: mount_root.clone().unwrap_or_else(|| dir.join("mounts")),
                 pg_bin: pg_bin.clone(),
+                remote,
             };
             serve::run(dir, *listen, options).map(|()| 0)
         }

@@ -5,6 +5,7 @@
 //! log's segment files for tests that damage them on purpose.
 
 pub mod files_model;
+pub mod s3;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -135,8 +135,14 @@ pub(crate) async fn create_project(
     };
     let projects = state.projects.clone();
     let name = body.project_id;
+    let replication = std::sync::Arc::clone(&state.replication);
     let (name, store) = blocking(move || {
         let store = projects.create(&name, page_size)?;
+        replication.add(&name, &store).map_err(|error| {
+            ApiError::internal(format!(
+                "project {name:?} was created but its replication did not start: {error:#}"
+            ))
+        })?;
         Ok((name, store))
     })
     .await?;

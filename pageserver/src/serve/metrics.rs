@@ -1,7 +1,9 @@
 //! Prometheus metrics (`GET /metrics`): request latency histograms by method, route and
 //! status, recorded by a middleware around every request; and, read from each project's
 //! store at scrape time, branch count, page cache hits and misses, WAL bytes written and
-//! bytes GC reclaimed, labelled by project.
+//! bytes GC reclaimed, labelled by project; with `--remote`, each project's replication:
+//! its recovery point's lag, bytes and objects uploaded, failed syncs, and whether it was
+//! fenced.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,6 +21,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::projects::Projects;
+use crate::replication::Replication;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -42,7 +45,7 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn new(projects: Arc<Projects>) -> Metrics {
+    pub(crate) fn new(projects: Arc<Projects>, replication: Arc<Replication>) -> Metrics {
         let mut registry = Registry::default();
         // 10 µs to about 42 s, doubling.
         let requests = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
@@ -53,7 +56,10 @@ impl Metrics {
             "Time to answer an HTTP request, by method, route and status",
             requests.clone(),
         );
-        registry.register_collector(Box::new(StoreCollector { projects }));
+        registry.register_collector(Box::new(StoreCollector {
+            projects,
+            replication,
+        }));
         Metrics { registry, requests }
     }
 
@@ -103,6 +109,7 @@ pub(crate) async fn record_request(
 #[derive(Debug)]
 struct StoreCollector {
     projects: Arc<Projects>,
+    replication: Arc<Replication>,
 }
 
 /// One project's figures, read once per scrape.
@@ -110,14 +117,16 @@ struct ProjectSnapshot {
     project: String,
     branches: u64,
     stats: StoreStats,
+    /// Its replication, with `--remote`.
+    remote: Option<pagefork_remote::ReplicaStatus>,
 }
 
-/// Encodes one metric with a value per project.
+/// Encodes one metric with a value per project (projects without one are left out).
 fn encode_per_project(
     encoder: &mut DescriptorEncoder<'_>,
     snapshots: &[ProjectSnapshot],
     (name, help, counter): (&str, &str, bool),
-    value: impl Fn(&ProjectSnapshot) -> u64,
+    value: impl Fn(&ProjectSnapshot) -> Option<u64>,
 ) -> Result<(), std::fmt::Error> {
     let metric_type = if counter {
         ConstCounter::new(0u64).metric_type()
@@ -126,11 +135,13 @@ fn encode_per_project(
     };
     let mut metric = encoder.encode_descriptor(name, help, None, metric_type)?;
     for snapshot in snapshots {
+        let Some(value) = value(snapshot) else {
+            continue;
+        };
         let labels = ProjectLabels {
             project: snapshot.project.clone(),
         };
         let family = metric.encode_family(&labels)?;
-        let value = value(snapshot);
         if counter {
             ConstCounter::new(value).encode(family)?;
         } else {
@@ -147,6 +158,10 @@ impl Collector for StoreCollector {
             .list()
             .into_iter()
             .map(|(project, store)| ProjectSnapshot {
+                remote: self
+                    .replication
+                    .get(&project)
+                    .map(|replicator| replicator.status()),
                 project,
                 branches: store.branch_count() as u64,
                 stats: store.stats(),
@@ -157,7 +172,7 @@ impl Collector for StoreCollector {
             encoder,
             &snapshots,
             ("pagefork_branches", "Live branches", false),
-            |snapshot| snapshot.branches,
+            |snapshot| Some(snapshot.branches),
         )?;
         encode_per_project(
             encoder,
@@ -167,7 +182,7 @@ impl Collector for StoreCollector {
                 "Page reads the page cache answered",
                 true,
             ),
-            |snapshot| snapshot.stats.cache_hits,
+            |snapshot| Some(snapshot.stats.cache_hits),
         )?;
         encode_per_project(
             encoder,
@@ -177,7 +192,7 @@ impl Collector for StoreCollector {
                 "Page reads the page cache did not answer",
                 true,
             ),
-            |snapshot| snapshot.stats.cache_misses,
+            |snapshot| Some(snapshot.stats.cache_misses),
         )?;
         encode_per_project(
             encoder,
@@ -187,7 +202,7 @@ impl Collector for StoreCollector {
                 "Bytes of WAL written over the store's life (its end LSN)",
                 true,
             ),
-            |snapshot| snapshot.stats.wal_end.0,
+            |snapshot| Some(snapshot.stats.wal_end.0),
         )?;
         encode_per_project(
             encoder,
@@ -197,7 +212,71 @@ impl Collector for StoreCollector {
                 "Bytes of layer files GC removed since the server started",
                 true,
             ),
-            |snapshot| snapshot.stats.gc_bytes_removed,
+            |snapshot| Some(snapshot.stats.gc_bytes_removed),
+        )?;
+        encode_per_project(
+            encoder,
+            &snapshots,
+            (
+                "pagefork_remote_lag_bytes",
+                "Bytes of WAL written since the recovery point in object storage (what losing the disk would lose)",
+                false,
+            ),
+            |snapshot| {
+                let remote = snapshot.remote.as_ref()?;
+                let synced = remote.recovery_point.map_or(0, |lsn| lsn.0);
+                Some(snapshot.stats.wal_end.0.saturating_sub(synced))
+            },
+        )?;
+        encode_per_project(
+            encoder,
+            &snapshots,
+            (
+                "pagefork_remote_uploaded_bytes",
+                "Bytes uploaded to object storage since the server started",
+                true,
+            ),
+            |snapshot| snapshot.remote.as_ref().map(|remote| remote.uploaded_bytes),
+        )?;
+        encode_per_project(
+            encoder,
+            &snapshots,
+            (
+                "pagefork_remote_uploaded_objects",
+                "Objects uploaded to object storage since the server started",
+                true,
+            ),
+            |snapshot| {
+                snapshot
+                    .remote
+                    .as_ref()
+                    .map(|remote| remote.uploaded_objects)
+            },
+        )?;
+        encode_per_project(
+            encoder,
+            &snapshots,
+            (
+                "pagefork_remote_sync_failures",
+                "Syncs to object storage that failed since the server started",
+                true,
+            ),
+            |snapshot| snapshot.remote.as_ref().map(|remote| remote.failures),
+        )?;
+        encode_per_project(
+            encoder,
+            &snapshots,
+            (
+                "pagefork_remote_fenced",
+                "1 once a newer process attached to the project's location (this server publishes nothing more there)",
+                false,
+            ),
+            |snapshot| {
+                snapshot
+                    .remote
+                    .as_ref()
+                    .map(|remote| u64::from(remote.fenced_by.is_some()))
+            },
         )
     }
 }

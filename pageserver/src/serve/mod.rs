@@ -24,6 +24,7 @@ mod mounts;
 mod pages;
 mod params;
 mod projects;
+mod remote;
 mod schema;
 
 use std::net::SocketAddr;
@@ -43,6 +44,7 @@ use self::projects::Projects;
 use crate::auth::{Keys, Scope, TokenError};
 use crate::endpoint::registry::Endpoints;
 use crate::mount::Mounts;
+use crate::replication::Replication;
 
 /// The largest request body accepted: a batch commit of many pages, base64-encoded.
 pub(crate) const MAX_BODY_BYTES: usize = 64 << 20;
@@ -68,6 +70,8 @@ pub(crate) struct ServeOptions {
     pub(crate) mount_root: std::path::PathBuf,
     /// Where endpoints find Postgres' programs (`--pg-bin`; found if `None`).
     pub(crate) pg_bin: Option<std::path::PathBuf>,
+    /// Keep every project's copy in object storage (`--remote`); `None`: no copy.
+    pub(crate) remote: Option<crate::replication::RemoteOptions>,
 }
 
 /// What every handler can reach.
@@ -76,6 +80,7 @@ pub(crate) struct AppState {
     pub(crate) projects: Arc<Projects>,
     pub(crate) mounts: Arc<Mounts>,
     pub(crate) endpoints: Arc<Endpoints>,
+    pub(crate) replication: Arc<Replication>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) options: ServeOptions,
 }
@@ -99,6 +104,7 @@ pub(crate) fn run(root: &Path, listen: SocketAddr, options: ServeOptions) -> any
     let projects = Projects::open(root)?;
     let mounts = Arc::new(Mounts::new(&options.mount_root)?);
     let endpoints = Arc::new(Endpoints::default());
+    let replication = Replication::start(options.remote.clone(), &projects.list())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -108,16 +114,21 @@ pub(crate) fn run(root: &Path, listen: SocketAddr, options: ServeOptions) -> any
             projects: Arc::clone(&projects),
             mounts: Arc::clone(&mounts),
             endpoints: Arc::clone(&endpoints),
-            metrics: Arc::new(Metrics::new(Arc::clone(&projects))),
+            replication: Arc::clone(&replication),
+            metrics: Arc::new(Metrics::new(
+                Arc::clone(&projects),
+                Arc::clone(&replication),
+            )),
             options,
         },
         listen,
     ));
     // Requests in flight have finished (or the server never started): stop the endpoints
     // (fast shutdown), unmount what is mounted (everything written through it made
-    // durable), then close the stores.
+    // durable), stop replicating (after the syncs in progress), then close the stores.
     endpoints.stop_all(&mounts);
     mounts.unmount_all();
+    replication.stop_all();
     projects.close();
     served
 }
@@ -193,7 +204,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/projects/{project}/log", get(admin::log))
         .route("/v1/projects/{project}/gc", post(admin::gc))
         .route("/v1/projects/{project}/compact", post(admin::compact))
-        .route("/v1/projects/{project}/stats", get(admin::stats));
+        .route("/v1/projects/{project}/stats", get(admin::stats))
+        .route("/v1/projects/{project}/remote", get(remote::status))
+        .route("/v1/projects/{project}/remote/sync", post(remote::sync));
     v1.route("/healthz", get(admin::healthz))
         .route("/metrics", get(admin::metrics))
         .fallback(no_route)

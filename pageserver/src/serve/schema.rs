@@ -13,7 +13,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::params::{DURATION_PATTERN, LSN_PATTERN, TIME_PATTERN};
-use super::{admin, branches, diff, endpoints, mounts, pages};
+use super::{admin, branches, diff, endpoints, mounts, pages, remote};
 
 /// A string schema with a pattern, a description and an example.
 fn text(pattern: &str, description: &str, example: &str) -> RefOr<Schema> {
@@ -169,6 +169,8 @@ impl ToSchema for PageSizeValue {}
         admin::gc,
         admin::compact,
         admin::stats,
+        remote::status,
+        remote::sync,
         admin::healthz,
         admin::metrics,
     ),

@@ -82,7 +82,13 @@ fn serve_command(dir: &Path, extra: &[&str]) -> Command {
 impl Server {
     /// Starts `pagefork --data-dir DIR serve --listen 127.0.0.1:0 EXTRA...`.
     pub(crate) fn start(dir: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(dir, extra, &[])
+    }
+
+    /// [`Server::start`] with `env` added to its environment (credentials, say).
+    pub(crate) fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = serve_command(dir, extra)
+            .envs(env.iter().copied())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start pagefork serve");

@@ -1,0 +1,78 @@
+//! `pagefork serve --remote s3://BUCKET/PREFIX`: every project's store kept current in
+//! object storage at `PREFIX/<project>` by a background replicator (`pagefork-remote`'s
+//! `Replicator`: a sync at once, then every `--remote-interval`, and on request). Started
+//! for every project when the server starts and for each project created; stopped after
+//! the sync in progress, before the stores close.
+//!
+//! Invariant: a project has at most one replicator, so at most one generation of this
+//! process writes under its prefix.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pagefork_engine::Store;
+use pagefork_remote::{RemoteLocation, Replicator};
+use parking_lot::Mutex;
+
+/// Where and how often (`--remote`, `--s3-endpoint`, `--remote-interval`).
+#[derive(Clone, Debug)]
+pub(crate) struct RemoteOptions {
+    /// The projects' parent location.
+    pub(crate) location: RemoteLocation,
+    /// Time between background syncs.
+    pub(crate) interval: Duration,
+}
+
+/// The replicators of a server's projects (none without `--remote`).
+#[derive(Debug, Default)]
+pub(crate) struct Replication {
+    options: Option<RemoteOptions>,
+    replicators: Mutex<BTreeMap<String, Arc<Replicator>>>,
+}
+
+impl Replication {
+    /// Replication for `projects` per `options` (nothing without them).
+    pub(crate) fn start(
+        options: Option<RemoteOptions>,
+        projects: &[(String, Store)],
+    ) -> anyhow::Result<Arc<Replication>> {
+        let replication = Arc::new(Replication {
+            options,
+            replicators: Mutex::new(BTreeMap::new()),
+        });
+        for (project, store) in projects {
+            replication.add(project, store)?;
+        }
+        Ok(replication)
+    }
+
+    /// Starts replicating `project` (a no-op without `--remote`, or if it already is).
+    pub(crate) fn add(&self, project: &str, store: &Store) -> anyhow::Result<()> {
+        let Some(options) = &self.options else {
+            return Ok(());
+        };
+        let mut replicators = self.replicators.lock();
+        if replicators.contains_key(project) {
+            return Ok(());
+        }
+        let replicator = Replicator::start(
+            &options.location.child(project),
+            store.clone(),
+            options.interval,
+        )?;
+        replicators.insert(project.to_owned(), Arc::new(replicator));
+        Ok(())
+    }
+
+    /// The replicator of `project`; `None` without `--remote` (or for no such project).
+    pub(crate) fn get(&self, project: &str) -> Option<Arc<Replicator>> {
+        self.replicators.lock().get(project).cloned()
+    }
+
+    /// Stops every replicator (each after its sync in progress).
+    pub(crate) fn stop_all(&self) {
+        let stopped = std::mem::take(&mut *self.replicators.lock());
+        drop(stopped);
+    }
+}

@@ -1,0 +1,165 @@
+//! The remote storage routes of `pagefork serve --remote`: a project's replication status
+//! (`GET .../remote`) and a sync on request that answers once it is done
+//! (`POST .../remote/sync`). Without `--remote` both answer 409 `remote_not_configured`.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use pagefork_remote::{RemoteError, ReplicaStatus, Replicator, SyncReport};
+use serde::Serialize;
+use std::sync::Arc;
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use super::params::{NoParameters, ProjectParam};
+use super::schema::LsnText;
+use super::{AppState, blocking};
+
+/// A project's copy in object storage.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RemoteStatusView {
+    /// `s3://bucket/prefix`.
+    location: String,
+    /// This server's generation there (0 until it connected).
+    generation: u32,
+    /// Every commit at or below it is in the bucket (`null` before the first sync).
+    #[schema(value_type = Option<LsnText>)]
+    recovery_point: Option<String>,
+    /// Bytes of WAL written since the recovery point (what a lost disk would lose).
+    lag_bytes: u64,
+    /// When the last sync completed (Unix milliseconds).
+    last_sync_ms: Option<u64>,
+    /// Completed and failed syncs.
+    syncs: u64,
+    /// See `syncs`.
+    failures: u64,
+    /// The last failure, until a sync succeeds.
+    last_error: Option<String>,
+    /// Totals of every sync.
+    uploaded_objects: u64,
+    /// See `uploaded_objects`.
+    uploaded_bytes: u64,
+    /// See `uploaded_objects`.
+    deleted_objects: u64,
+    /// The generation that fenced this server (another process attached): it publishes
+    /// nothing more there.
+    fenced_by: Option<u32>,
+    /// A sync is running now.
+    syncing: bool,
+}
+
+impl RemoteStatusView {
+    pub(crate) fn of(status: &ReplicaStatus, wal_end: pagefork_engine::Lsn) -> RemoteStatusView {
+        let synced = status.recovery_point.map_or(0, |lsn| lsn.0);
+        RemoteStatusView {
+            location: status.location.clone(),
+            generation: status.generation,
+            recovery_point: status.recovery_point.map(|lsn| lsn.to_string()),
+            lag_bytes: wal_end.0.saturating_sub(synced),
+            last_sync_ms: status.last_sync_ms,
+            syncs: status.syncs,
+            failures: status.failures,
+            last_error: status.last_error.clone(),
+            uploaded_objects: status.uploaded_objects,
+            uploaded_bytes: status.uploaded_bytes,
+            deleted_objects: status.deleted_objects,
+            fenced_by: status.fenced_by,
+            syncing: status.syncing,
+        }
+    }
+}
+
+/// What one sync did.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SyncView {
+    location: String,
+    generation: u32,
+    /// Every commit at or below it is in the bucket.
+    #[schema(value_type = LsnText)]
+    recovery_point: String,
+    uploaded_objects: u64,
+    uploaded_bytes: u64,
+    deleted_objects: u64,
+    /// Layer files and WAL segments the published index lists.
+    layers: usize,
+    /// See `layers`.
+    wal_segments: usize,
+    elapsed_ms: u64,
+}
+
+impl SyncView {
+    fn of(report: &SyncReport) -> SyncView {
+        SyncView {
+            location: report.location.clone(),
+            generation: report.generation,
+            recovery_point: report.recovery_point.to_string(),
+            uploaded_objects: report.uploaded_objects,
+            uploaded_bytes: report.uploaded_bytes,
+            deleted_objects: report.deleted_objects,
+            layers: report.layers,
+            wal_segments: report.wal_segments,
+            elapsed_ms: report.elapsed.as_millis() as u64,
+        }
+    }
+}
+
+/// The project's replicator: 404 for no project, 409 without `--remote`.
+fn replicator(state: &AppState, project: &str) -> Result<Arc<Replicator>, ApiError> {
+    state.projects.get(project)?;
+    state.replication.get(project).ok_or_else(|| {
+        ApiError::conflict(
+            "remote_not_configured",
+            "this server keeps no copy in object storage: start it with --remote s3://BUCKET/PREFIX",
+        )
+    })
+}
+
+/// `GET /v1/projects/{project}/remote`.
+#[utoipa::path(get, path = "/v1/projects/{project}/remote", tag = "remote", params(ProjectParam),
+    responses((status = 200, description = "The project's replication status", body = RemoteStatusView),
+        (status = "4XX", description = "Refused: no such project, or no --remote", body = ErrorBody)),
+    security((), ("token" = [])))]
+pub(crate) async fn status(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<RemoteStatusView>, ApiError> {
+    let Path(project) = path?;
+    let replicator = replicator(&state, &project)?;
+    let store = state.projects.get(&project)?;
+    Ok(Json(RemoteStatusView::of(
+        &replicator.status(),
+        store.stats().wal_end,
+    )))
+}
+
+/// `POST /v1/projects/{project}/remote/sync`: a sync that starts after the request, and
+/// its answer once it is done.
+#[utoipa::path(post, path = "/v1/projects/{project}/remote/sync", tag = "remote", params(ProjectParam),
+    request_body(content = NoParameters, description = "An empty object"),
+    responses((status = 200, description = "Synced: the recovery point now covers every commit acknowledged before the request", body = SyncView),
+        (status = 409, description = "No --remote, or this server was fenced by a newer process", body = ErrorBody),
+        (status = 503, description = "The sync failed (the object storage is unreachable, say); the store goes on locally", body = ErrorBody),
+        (status = "4XX", description = "Refused", body = ErrorBody)),
+    security((), ("token" = [])))]
+pub(crate) async fn sync(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Json<NoParameters>, JsonRejection>,
+) -> Result<Json<SyncView>, ApiError> {
+    let Path(project) = path?;
+    let Json(NoParameters {}) = body?;
+    let replicator = replicator(&state, &project)?;
+    let report = blocking(move || {
+        replicator.sync_now().map_err(|error| match error {
+            RemoteError::Fenced { .. } => ApiError::conflict("fenced", error.to_string()),
+            error => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "remote_unavailable",
+                message: error.to_string(),
+            },
+        })
+    })
+    .await?;
+    Ok(Json(SyncView::of(&report)))
+}

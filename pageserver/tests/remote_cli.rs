@@ -1,0 +1,209 @@
+//! `pagefork sync --remote` and `pagefork attach`, the real binary against a real S3
+//! server (`s3s-fs`, credentials from the `AWS_*` variables as users give them): a store
+//! synced from one data directory attaches in another with the same branches, history and
+//! pages; refusals change nothing.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use pagefork_tests::s3::{ACCESS_KEY, BUCKET, S3Server, SECRET_KEY};
+use serde_json::Value;
+use support::cli::{ok_json, pagefork, pagefork_with_stdin};
+
+/// `pagefork --data-dir DIR ARGS...` with the test server's credentials in the environment.
+fn with_credentials(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pagefork"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("PAGEFORK_DATA_DIR")
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .expect("run pagefork")
+}
+
+/// Branches, the WAL's records, and the pages written, as the CLI shows them.
+fn state(dir: &Path) -> (Value, Value, Vec<Vec<u8>>) {
+    let pages = (0..4)
+        .map(|block| {
+            let output = pagefork(dir, &["page", "get", "feature", "7", &block.to_string()]);
+            assert!(output.status.success());
+            output.stdout
+        })
+        .collect();
+    (
+        ok_json(pagefork(dir, &["--json", "branch", "list"])),
+        ok_json(pagefork(
+            dir,
+            &["--json", "inspect", "wal", "--limit", "100000"],
+        )),
+        pages,
+    )
+}
+
+#[test]
+fn sync_then_attach_in_another_data_directory() {
+    let server = S3Server::start();
+    let url = format!("s3://{BUCKET}/cli/shop");
+    let endpoint = server.endpoint();
+    let root = tempfile::tempdir().unwrap();
+    let first = root.path().join("first");
+    // The demo's 63 MB catalog (three branches, a PITR branch), then pages of our own.
+    ok_json(pagefork(&first, &["--json", "demo"]));
+    ok_json(pagefork(
+        &first,
+        &["--json", "branch", "create", "feature", "--from", "main"],
+    ));
+    for block in 0..4u8 {
+        let page = vec![block ^ 0x5A; 8192];
+        let output = pagefork_with_stdin(
+            &first,
+            &["page", "put", "feature", "7", &block.to_string()],
+            &page,
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    let synced = ok_json(with_credentials(
+        &first,
+        &[
+            "--json",
+            "sync",
+            "--remote",
+            &url,
+            "--s3-endpoint",
+            &endpoint,
+        ],
+    ));
+    assert_eq!(synced["generation"], 1);
+    assert!(
+        synced["uploaded_bytes"].as_u64().unwrap() > 60_000_000,
+        "{synced}"
+    );
+
+    let second = root.path().join("second");
+    let attached = ok_json(with_credentials(
+        &second,
+        &[
+            "--json",
+            "attach",
+            "--remote",
+            &url,
+            "--s3-endpoint",
+            &endpoint,
+        ],
+    ));
+    assert_eq!(attached["generation"], 2);
+    assert_eq!(attached["recovery_point"], synced["recovery_point"]);
+    assert_eq!(attached["branches"], 4);
+    assert_eq!(state(&second), state(&first));
+
+    // A second sync from the attached copy uploads only what is new: the index.
+    let again = ok_json(with_credentials(
+        &second,
+        &[
+            "--json",
+            "sync",
+            "--remote",
+            &url,
+            "--s3-endpoint",
+            &endpoint,
+        ],
+    ));
+    assert_eq!(again["generation"], 2);
+    // The first data directory's generation is superseded: it is fenced, says so, and
+    // publishes nothing.
+    let fenced = with_credentials(
+        &first,
+        &["sync", "--remote", &url, "--s3-endpoint", &endpoint],
+    );
+    assert!(!fenced.status.success());
+    let message = String::from_utf8_lossy(&fenced.stderr);
+    assert!(message.contains("superseded by generation 2"), "{message}");
+    assert!(
+        server
+            .object_keys("cli/shop/index")
+            .iter()
+            .all(|key| !key.ends_with("00000003.json")),
+        "a fenced process published an index"
+    );
+}
+
+#[test]
+fn refusals_name_the_problem_and_change_nothing() {
+    let server = S3Server::start();
+    let endpoint = server.endpoint();
+    let root = tempfile::tempdir().unwrap();
+    let store = root.path().join("store");
+    ok_json(pagefork(&store, &["--json", "init"]));
+    let before = pagefork_tests::tree_snapshot(&store);
+    let cases: [(&[&str], &str); 4] = [
+        (&["sync", "--remote", "bucket/x"], "must start with s3://"),
+        (&["sync", "--remote", "s3://B"], "bucket name"),
+        (
+            &[
+                "sync",
+                "--remote",
+                "s3://pagefork-test/x",
+                "--s3-endpoint",
+                "127.0.0.1:1",
+            ],
+            "http:// or https://",
+        ),
+        (
+            &[
+                "attach",
+                "--remote",
+                "s3://pagefork-test/x",
+                "--s3-endpoint",
+                &endpoint,
+            ],
+            "not empty",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = with_credentials(&store, args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && stderr.contains(expected),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_eq!(
+        pagefork_tests::tree_snapshot(&store),
+        before,
+        "a refused command changed the store"
+    );
+    // Nothing synced there: attach says so and leaves no directory behind.
+    let missing = root.path().join("never");
+    let output = with_credentials(
+        &missing,
+        &[
+            "attach",
+            "--remote",
+            "s3://pagefork-test/empty",
+            "--s3-endpoint",
+            &endpoint,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("holds no index"),
+        "{stderr}"
+    );
+    assert!(!missing.exists());
+    assert!(
+        server.object_keys("empty").is_empty(),
+        "a failed attach claimed a generation: {:?}",
+        server.object_keys("empty")
+    );
+}

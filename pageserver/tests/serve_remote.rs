@@ -1,0 +1,123 @@
+//! `pagefork serve --remote`: each project kept in a real S3 server (`s3s-fs`) by a
+//! background replicator; `POST .../remote/sync` answers once everything acknowledged
+//! before it is in the bucket, `GET .../remote` and `/metrics` say how far behind the
+//! bucket is, and the bucket attaches elsewhere with the same pages.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+mod support;
+
+use pagefork_tests::s3::{ACCESS_KEY, BUCKET, S3Server, SECRET_KEY};
+use support::Server;
+use support::cli::{ok_json, pagefork};
+
+const CREDENTIALS: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+    ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+    ("AWS_REGION", "us-east-1"),
+];
+
+#[test]
+fn a_served_project_syncs_on_request_and_attaches_elsewhere() {
+    let s3 = S3Server::start();
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("server");
+    let url = format!("s3://{BUCKET}/served");
+    let endpoint = s3.endpoint();
+    let server = Server::start_with_env(
+        &data,
+        &[
+            "--remote",
+            &url,
+            "--s3-endpoint",
+            &endpoint,
+            "--remote-interval",
+            "1h",
+        ],
+        &CREDENTIALS,
+    );
+    server
+        .post("/v1/projects", r#"{"project_id": "shop"}"#)
+        .expect(201);
+    for block in 0..64u8 {
+        server
+            .put_page(
+                &format!("/v1/projects/shop/branches/main/pages/1/{block}"),
+                &[block; 8192],
+            )
+            .expect(200);
+    }
+    server
+        .post(
+            "/v1/projects/shop/branches",
+            r#"{"branch_id": "dev", "spec": {"no_expiry": true}}"#,
+        )
+        .expect(201);
+    server
+        .put_page("/v1/projects/shop/branches/dev/pages/1/0", &[0xEE; 8192])
+        .expect(200);
+
+    let synced = server
+        .post("/v1/projects/shop/remote/sync", "{}")
+        .expect(200);
+    assert_eq!(synced["location"], format!("{url}/shop"));
+    assert_eq!(synced["generation"], 1);
+    let status = server.get("/v1/projects/shop/remote").expect(200);
+    assert_eq!(status["recovery_point"], synced["recovery_point"]);
+    assert_eq!(status["lag_bytes"], 0, "{status}");
+    assert_eq!(status["fenced_by"], serde_json::Value::Null);
+    let metrics = String::from_utf8(server.get("/metrics").body).unwrap();
+    assert!(
+        metrics.contains("pagefork_remote_lag_bytes{project=\"shop\"} 0"),
+        "{metrics}"
+    );
+    // Refusals: an unknown project, a body that is not the empty object.
+    server
+        .post("/v1/projects/nope/remote/sync", "{}")
+        .expect_error(404, "project_not_found");
+    server
+        .post("/v1/projects/shop/remote/sync", r#"{"x": 1}"#)
+        .expect_error(400, "invalid_request");
+    drop(server);
+
+    let copy = root.path().join("copy");
+    let attached = ok_json(
+        std::process::Command::new(env!("CARGO_BIN_EXE_pagefork"))
+            .arg("--data-dir")
+            .arg(&copy)
+            .args([
+                "--json",
+                "attach",
+                "--remote",
+                &format!("{url}/shop"),
+                "--s3-endpoint",
+                &endpoint,
+            ])
+            .envs(CREDENTIALS)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(attached["recovery_point"], synced["recovery_point"]);
+    let original = data.join("projects/shop");
+    for (branch, block) in [("main", "0"), ("main", "63"), ("dev", "0"), ("dev", "1")] {
+        let expected = pagefork(&original, &["page", "get", branch, "1", block]);
+        let got = pagefork(&copy, &["page", "get", branch, "1", block]);
+        assert!(expected.status.success() && got.status.success());
+        assert_eq!(got.stdout, expected.stdout, "{branch} block {block}");
+    }
+}
+
+#[test]
+fn without_remote_the_routes_say_so() {
+    let root = tempfile::tempdir().unwrap();
+    let server = Server::start(root.path(), &[]);
+    server
+        .post("/v1/projects", r#"{"project_id": "shop"}"#)
+        .expect(201);
+    let message = server
+        .get("/v1/projects/shop/remote")
+        .expect_error(409, "remote_not_configured");
+    assert!(message.contains("--remote"), "{message}");
+    server
+        .post("/v1/projects/shop/remote/sync", "{}")
+        .expect_error(409, "remote_not_configured");
+}

@@ -1,0 +1,210 @@
+//! Attaching: a store rebuilt in an empty directory from its location alone, as it was at
+//! the newest index's recovery point. The attaching process claims a new generation first
+//! (so the process it replaces, if still running, is fenced before anything is read), then
+//! downloads and checks every object the index lists, and writes the store's metadata file
+//! last: a directory with it holds a complete store. A failed attach removes everything it
+//! wrote.
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pagefork_engine::{Lsn, StdFileSystem, StorePaths, publish_file};
+
+use crate::bucket::Bucket;
+use crate::error::{RemoteError, Result};
+use crate::generations;
+use crate::index::RemoteObject;
+use crate::location::RemoteLocation;
+use crate::state::LocalState;
+use crate::sync::read_index;
+
+/// What an attach did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachReport {
+    /// The location.
+    pub location: String,
+    /// The generation of the index the store was rebuilt from.
+    pub from_generation: u32,
+    /// The generation this directory now holds there.
+    pub generation: u32,
+    /// The store holds every commit ending at or below this LSN.
+    pub recovery_point: Lsn,
+    /// Objects downloaded.
+    pub downloaded_objects: u64,
+    /// Bytes downloaded.
+    pub downloaded_bytes: u64,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// Rebuilds the store at `location` in `dir` (empty or missing); see the module docs.
+pub fn attach(location: &RemoteLocation, dir: &Path) -> Result<AttachReport> {
+    let started = Instant::now();
+    let created_dir = prepare_empty_dir(dir)?;
+    let result = attach_into(location, dir, started);
+    if result.is_err() {
+        // Nothing of a failed attach stays: the directory was empty (or missing).
+        let cleanup = if created_dir {
+            std::fs::remove_dir_all(dir)
+        } else {
+            remove_contents(dir)
+        };
+        if let Err(error) = cleanup {
+            tracing::warn!(dir = %dir.display(), %error, "could not remove what a failed attach wrote");
+        }
+    }
+    result
+}
+
+fn attach_into(location: &RemoteLocation, dir: &Path, started: Instant) -> Result<AttachReport> {
+    let bucket = Bucket::connect(location)?;
+    let no_index = || RemoteError::NoIndex {
+        location: location.url(),
+    };
+    // A location with nothing to attach gets no generation marker either.
+    generations::newest_index(&bucket)?.ok_or_else(no_index)?;
+    let generation = generations::claim(&bucket, "attach")?;
+    // The newest index once this generation fences every older process.
+    let from_generation = generations::newest_index(&bucket)?.ok_or_else(no_index)?;
+    let index = read_index(&bucket, from_generation)?;
+    let paths = StorePaths::new(dir);
+    let mut downloaded = Downloaded::default();
+    for made in [paths.layers_dir(), paths.wal_dir()] {
+        std::fs::create_dir_all(&made).map_err(RemoteError::io("create", &made))?;
+    }
+    for layer in &index.layers {
+        let bytes = downloaded.fetch(&bucket, &layer.object)?;
+        write_synced(&paths.layers_dir().join(&layer.name), &bytes, None)?;
+    }
+    for segment in &index.wal {
+        let bytes = downloaded.fetch(&bucket, &segment.object)?;
+        write_synced(
+            &paths.segment(Lsn(segment.start)),
+            &bytes,
+            Some(index.segment_size),
+        )?;
+    }
+    if let Some(catalog) = &index.catalog {
+        let bytes = downloaded.fetch(&bucket, catalog)?;
+        write_synced(&paths.catalog(), &bytes, None)?;
+    }
+    let meta = downloaded.fetch(&bucket, &index.meta)?;
+    for synced in [paths.layers_dir(), paths.wal_dir(), dir.to_owned()] {
+        sync_dir(&synced)?;
+    }
+    LocalState::new(location.url(), generation).write(dir)?;
+    publish_file(&StdFileSystem, &paths.meta(), &meta)
+        .map_err(RemoteError::io("publish", paths.meta()))?;
+    Ok(AttachReport {
+        location: location.url(),
+        from_generation,
+        generation,
+        recovery_point: Lsn(index.wal_end),
+        downloaded_objects: downloaded.objects,
+        downloaded_bytes: downloaded.bytes,
+        elapsed: started.elapsed(),
+    })
+}
+
+#[derive(Default)]
+struct Downloaded {
+    objects: u64,
+    bytes: u64,
+}
+
+impl Downloaded {
+    /// The object's bytes, checked against the index's size and CRC32.
+    fn fetch(&mut self, bucket: &Bucket, object: &RemoteObject) -> Result<Bytes> {
+        let name = bucket.location().key(&object.key);
+        let bytes = bucket
+            .get(&object.key)?
+            .ok_or_else(|| RemoteError::Damaged {
+                what: "remote object",
+                name: name.clone(),
+                offset: 0,
+                why: "the index lists it, but it is not there".to_owned(),
+            })?;
+        if bytes.len() as u64 != object.size {
+            return Err(RemoteError::Damaged {
+                what: "remote object",
+                name,
+                offset: (bytes.len() as u64).min(object.size),
+                why: format!("{} bytes, the index says {}", bytes.len(), object.size),
+            });
+        }
+        let crc32 = crc32fast::hash(&bytes);
+        if crc32 != object.crc32 {
+            return Err(RemoteError::Damaged {
+                what: "remote object",
+                name,
+                offset: 0,
+                why: format!("CRC32 {crc32:08x}, the index says {:08x}", object.crc32),
+            });
+        }
+        self.objects += 1;
+        self.bytes += object.size;
+        Ok(bytes)
+    }
+}
+
+/// Writes `bytes` at the start of a new file at `path` (grown with zeros to `len` if
+/// given) and fsyncs it.
+fn write_synced(path: &Path, bytes: &[u8], len: Option<u64>) -> Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(RemoteError::io("create", path))?;
+    file.write_all_at(bytes, 0)
+        .map_err(RemoteError::io("write", path))?;
+    if let Some(len) = len {
+        file.set_len(len).map_err(RemoteError::io("extend", path))?;
+    }
+    file.sync_all().map_err(RemoteError::io("fsync", path))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|file| file.sync_all())
+        .map_err(RemoteError::io("fsync directory", dir))
+}
+
+/// Makes sure `dir` exists and is empty; true if it had to be created.
+fn prepare_empty_dir(dir: &Path) -> Result<bool> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            let mut found: Vec<String> = entries
+                .flatten()
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect();
+            if found.is_empty() {
+                return Ok(false);
+            }
+            found.sort();
+            found.truncate(5);
+            Err(RemoteError::NotEmpty {
+                dir: dir.to_owned(),
+                found: found.join(", "),
+            })
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(RemoteError::io("create", dir))?;
+            Ok(true)
+        }
+        Err(error) => Err(RemoteError::io("list", dir)(error)),
+    }
+}
+
+fn remove_contents(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path: PathBuf = entry?.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! The errors of remote storage: each names the location, object key or local file, and
+//! offset where it applies.
+
+use std::path::PathBuf;
+
+use pagefork_engine::EngineError;
+
+/// A remote storage operation that failed, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The location could not be understood.
+    #[error("invalid remote location {location:?}: {why}")]
+    InvalidLocation {
+        /// What was given.
+        location: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A request failed after its retries.
+    #[error("{operation} {key} in {location}: {source}")]
+    Request {
+        /// What was asked.
+        operation: &'static str,
+        /// The object key (or prefix) it was about.
+        key: String,
+        /// The location (`s3://bucket/prefix`).
+        location: String,
+        /// What the object store client reported.
+        #[source]
+        source: Box<object_store::Error>,
+    },
+    /// An object downloaded (or a local file about to be uploaded) is not what the index
+    /// (or the catalog) says it is.
+    #[error("{what} {name} is damaged at offset {offset}: {why}")]
+    Damaged {
+        /// "remote object" or "local file".
+        what: &'static str,
+        /// The object key or file path.
+        name: String,
+        /// The first byte offset known to be wrong (0 when the whole is).
+        offset: u64,
+        /// What is wrong.
+        why: String,
+    },
+    /// A newer process claimed the location: this one may no longer publish there.
+    #[error(
+        "generation {mine} of {location} was superseded by generation {newer} (another process attached to it): this process publishes nothing more there"
+    )]
+    Fenced {
+        /// The location.
+        location: String,
+        /// This process's generation.
+        mine: u32,
+        /// The newest generation found.
+        newer: u32,
+    },
+    /// The background replicator stopped before it answered.
+    #[error("the replicator of {location} has stopped")]
+    Stopped {
+        /// The location.
+        location: String,
+    },
+    /// A background sync failed (the first error, as text: one sync answers every caller
+    /// that was waiting for it).
+    #[error("sync to {location} failed: {why}")]
+    SyncFailed {
+        /// The location.
+        location: String,
+        /// What failed.
+        why: String,
+    },
+    /// Attach found nothing to attach.
+    #[error("{location} holds no index: no store was synced there")]
+    NoIndex {
+        /// The location.
+        location: String,
+    },
+    /// The location holds a different store.
+    #[error(
+        "{location} holds another store (log id {found:016x}); this store's log id is {ours:016x}: give it a prefix of its own"
+    )]
+    OtherStore {
+        /// The location.
+        location: String,
+        /// The log id in the location's index.
+        found: u64,
+        /// This store's log id.
+        ours: u64,
+    },
+    /// Attach needs an empty directory.
+    #[error("cannot attach into {dir}: it is not empty (holds {found})")]
+    NotEmpty {
+        /// The directory.
+        dir: PathBuf,
+        /// A few of the names in it.
+        found: String,
+    },
+    /// A local file operation failed.
+    #[error("{operation} {path}: {source}")]
+    Io {
+        /// What was done.
+        operation: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store itself refused.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Remote storage's result type.
+pub type Result<T> = std::result::Result<T, RemoteError>;
+
+impl RemoteError {
+    pub(crate) fn io(
+        operation: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> RemoteError {
+        let path = path.into();
+        move |source| RemoteError::Io {
+            operation,
+            path,
+            source,
+        }
+    }
+}

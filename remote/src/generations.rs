@@ -1,0 +1,69 @@
+//! Generations: a process claims one above every generation at a location before it writes
+//! there, and checks that none newer appeared before it publishes an index (Neon's
+//! generations, without a control plane: the bucket's markers are the record).
+//!
+//! Claiming writes `generations/G` only if it does not exist (a conditional put), so two
+//! processes claiming at once never both get G; one retries with G + 1.
+
+use bytes::Bytes;
+
+use crate::bucket::Bucket;
+use crate::error::{RemoteError, Result};
+use crate::keys;
+
+/// How many times a claim retries after losing a race for the same number.
+const CLAIM_ATTEMPTS: u32 = 16;
+
+/// The newest generation at the location: the highest marker or index.
+pub(crate) fn newest(bucket: &Bucket) -> Result<Option<u32>> {
+    let markers = bucket
+        .list(keys::GENERATIONS_DIR)?
+        .iter()
+        .filter_map(|name| keys::parse_generation_marker(name))
+        .max();
+    let indexes = newest_index(bucket)?;
+    Ok(markers.max(indexes))
+}
+
+/// The generation of the newest index at the location.
+pub(crate) fn newest_index(bucket: &Bucket) -> Result<Option<u32>> {
+    Ok(bucket
+        .list(keys::INDEX_DIR)?
+        .iter()
+        .filter_map(|name| keys::parse_index(name))
+        .max())
+}
+
+/// Claims a generation above every one at the location.
+pub(crate) fn claim(bucket: &Bucket, why: &str) -> Result<u32> {
+    let mut next = newest(bucket)?.map_or(1, |newest| newest.saturating_add(1));
+    for _ in 0..CLAIM_ATTEMPTS {
+        let body = format!(
+            "{{\"generation\":{next},\"claimed_by\":\"{why}\",\"pid\":{}}}\n",
+            std::process::id()
+        );
+        if bucket.put_new(&keys::generation_marker(next), Bytes::from(body))? {
+            tracing::info!(location = %bucket.location().url(), generation = next, why, "claimed a remote generation");
+            return Ok(next);
+        }
+        next = next.saturating_add(1);
+    }
+    Err(RemoteError::InvalidLocation {
+        location: bucket.location().url(),
+        why: format!(
+            "{CLAIM_ATTEMPTS} generation claims in a row lost a race with other processes"
+        ),
+    })
+}
+
+/// Refuses with `Fenced` if a generation above `mine` exists.
+pub(crate) fn check_current(bucket: &Bucket, mine: u32) -> Result<()> {
+    match newest(bucket)? {
+        Some(newer) if newer > mine => Err(RemoteError::Fenced {
+            location: bucket.location().url(),
+            mine,
+            newer,
+        }),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,89 @@
+//! Object keys under a location's prefix. Every key of an object a process writes carries
+//! its generation, so two processes never write one key; objects that hold data also
+//! carry the CRC32 of their bytes, so one key always names one content.
+
+use pagefork_wal::Lsn;
+
+/// Directory of the generation markers.
+pub(crate) const GENERATIONS_DIR: &str = "generations";
+/// Directory of the indexes.
+pub(crate) const INDEX_DIR: &str = "index";
+
+/// The marker a process writes when it claims `generation`.
+pub(crate) fn generation_marker(generation: u32) -> String {
+    format!("{GENERATIONS_DIR}/{generation:08X}")
+}
+
+/// The generation a marker's name (below `generations/`) stands for.
+pub(crate) fn parse_generation_marker(name: &str) -> Option<u32> {
+    parse_hex_u32(name)
+}
+
+/// Generation `generation`'s index.
+pub(crate) fn index(generation: u32) -> String {
+    format!("{INDEX_DIR}/{generation:08X}.json")
+}
+
+/// The generation an index's name (below `index/`) stands for.
+pub(crate) fn parse_index(name: &str) -> Option<u32> {
+    parse_hex_u32(name.strip_suffix(".json")?)
+}
+
+/// A layer file's object.
+pub(crate) fn layer(name: &str, crc32: u32, generation: u32) -> String {
+    format!("layers/{name}.{crc32:08X}.g{generation:08X}")
+}
+
+/// The object of a WAL segment's first `len` bytes.
+pub(crate) fn wal(start: Lsn, len: u64, crc32: u32, generation: u32) -> String {
+    format!(
+        "wal/{:016X}-{len:08X}.{crc32:08X}.g{generation:08X}",
+        start.0
+    )
+}
+
+/// A catalog's object.
+pub(crate) fn catalog(crc32: u32, generation: u32) -> String {
+    format!("catalogs/{crc32:08X}.g{generation:08X}")
+}
+
+/// The store metadata file's object.
+pub(crate) fn meta(crc32: u32, generation: u32) -> String {
+    format!("meta/{crc32:08X}.g{generation:08X}")
+}
+
+/// The generation a data object's key carries (its `.gGGGGGGGG` suffix).
+pub(crate) fn generation_of(key: &str) -> Option<u32> {
+    let (_, suffix) = key.rsplit_once(".g")?;
+    parse_hex_u32(suffix)
+}
+
+fn parse_hex_u32(hex: &str) -> Option<u32> {
+    if hex.len() != 8 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(hex, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back_and_refuse_strangers() {
+        assert_eq!(parse_generation_marker("0000002A"), Some(42));
+        assert_eq!(
+            parse_index(index(7).strip_prefix("index/").unwrap_or_default()),
+            Some(7)
+        );
+        assert_eq!(parse_index("0000002A"), None);
+        assert_eq!(parse_generation_marker("2A"), None);
+        assert_eq!(parse_generation_marker("0000002G"), None);
+        assert_eq!(generation_of(&layer("a.l0", 1, 0x2A)), Some(0x2A));
+        assert_eq!(generation_of("layers/a.l0"), None);
+        assert_eq!(
+            wal(Lsn(0x100_0000), 0x28, 0xDEAD_BEEF, 3),
+            "wal/0000000001000000-00000028.DEADBEEF.g00000003"
+        );
+    }
+}

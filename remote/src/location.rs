@@ -1,0 +1,212 @@
+//! Where a store's remote copy lives: `s3://BUCKET/PREFIX` on S3 or any S3-compatible
+//! server (`--s3-endpoint URL`, path-style requests, plain HTTP allowed for a local
+//! server). Credentials and region come from the usual `AWS_*` environment variables.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::AmazonS3Builder;
+use object_store::{ClientOptions, ObjectStore, RetryConfig};
+
+use crate::error::{RemoteError, Result};
+
+/// Retries of a failed request (5xx, throttling, timeouts, connection resets) before it is
+/// reported, with exponential backoff and jitter in between (object_store's).
+const MAX_RETRIES: usize = 8;
+/// The longest a request may keep being retried.
+const RETRY_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest one request may take (a layer file of 256 MiB at 10 MiB/s takes 26 s).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// The longest connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A bucket, a prefix in it, and the server to reach it at.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RemoteLocation {
+    bucket: String,
+    prefix: String,
+    endpoint: Option<String>,
+    /// Access key id and secret, when given here rather than by `AWS_*` variables.
+    credentials: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for RemoteLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteLocation")
+            .field("url", &self.url())
+            .field("endpoint", &self.endpoint)
+            .field(
+                "access_key_id",
+                &self.credentials.as_ref().map(|(id, _)| id),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteLocation {
+    /// Parses `s3://BUCKET[/PREFIX]`; `endpoint` is an S3-compatible server's URL
+    /// (`http://127.0.0.1:9000`), `None` for AWS itself.
+    pub fn parse(url: &str, endpoint: Option<&str>) -> Result<RemoteLocation> {
+        let invalid = |why: &str| RemoteError::InvalidLocation {
+            location: url.to_owned(),
+            why: why.to_owned(),
+        };
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| invalid("it must start with s3://"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !bucket_ok {
+            return Err(invalid(
+                "the bucket name must be 3 to 63 lower-case letters, digits, '-' or '.'",
+            ));
+        }
+        let prefix = prefix.trim_end_matches('/');
+        if prefix
+            .split('/')
+            .any(|part| part == "." || part == ".." || (part.is_empty() && !prefix.is_empty()))
+        {
+            return Err(invalid(
+                "the prefix must not hold empty, '.' or '..' components",
+            ));
+        }
+        if let Some(endpoint) = endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(RemoteError::InvalidLocation {
+                location: endpoint.to_owned(),
+                why: "the S3 endpoint must be an http:// or https:// URL".to_owned(),
+            });
+        }
+        Ok(RemoteLocation {
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+            endpoint: endpoint.map(str::to_owned),
+            credentials: None,
+        })
+    }
+
+    /// The same location reached with this access key instead of the `AWS_*` variables
+    /// (for programs that embed pagefork and hold their own credentials).
+    pub fn with_credentials(self, access_key_id: &str, secret_access_key: &str) -> RemoteLocation {
+        RemoteLocation {
+            credentials: Some((access_key_id.to_owned(), secret_access_key.to_owned())),
+            ..self
+        }
+    }
+
+    /// The location below this one for `name` (a project of `pagefork serve`).
+    pub fn child(&self, name: &str) -> RemoteLocation {
+        let prefix = if self.prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}/{name}", self.prefix)
+        };
+        RemoteLocation {
+            prefix,
+            ..self.clone()
+        }
+    }
+
+    /// `s3://BUCKET/PREFIX`.
+    pub fn url(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+
+    /// The S3-compatible server's URL, if not AWS.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref()
+    }
+
+    /// The key of `relative` under the prefix.
+    pub(crate) fn key(&self, relative: &str) -> String {
+        if self.prefix.is_empty() {
+            relative.to_owned()
+        } else {
+            format!("{}/{relative}", self.prefix)
+        }
+    }
+
+    /// A client for the bucket.
+    pub(crate) fn object_store(&self) -> Result<Arc<dyn ObjectStore>> {
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&self.bucket)
+            .with_virtual_hosted_style_request(false)
+            .with_retry(RetryConfig {
+                max_retries: MAX_RETRIES,
+                retry_timeout: RETRY_TIMEOUT,
+                ..RetryConfig::default()
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_timeout(REQUEST_TIMEOUT)
+                    .with_connect_timeout(CONNECT_TIMEOUT)
+                    .with_allow_http(
+                        self.endpoint
+                            .as_deref()
+                            .is_some_and(|url| url.starts_with("http://")),
+                    ),
+            );
+        if let Some(endpoint) = &self.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        if let Some((id, secret)) = &self.credentials {
+            builder = builder
+                .with_access_key_id(id)
+                .with_secret_access_key(secret);
+        }
+        let store = builder.build().map_err(|source| RemoteError::Request {
+            operation: "configure a client for",
+            key: self.prefix.clone(),
+            location: self.url(),
+            source: Box::new(source),
+        })?;
+        Ok(Arc::new(store))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bucket_and_prefix_and_refuses_the_rest() -> Result<()> {
+        let location = RemoteLocation::parse("s3://pagefork-ci/stores/one/", None)?;
+        assert_eq!(location.url(), "s3://pagefork-ci/stores/one");
+        assert_eq!(
+            location.key("index/00000001.json"),
+            "stores/one/index/00000001.json"
+        );
+        assert_eq!(
+            location.child("shop").url(),
+            "s3://pagefork-ci/stores/one/shop"
+        );
+        let bare = RemoteLocation::parse("s3://bucket", Some("http://127.0.0.1:9000"))?;
+        assert_eq!(bare.key("x"), "x");
+        assert_eq!(bare.endpoint(), Some("http://127.0.0.1:9000"));
+        for bad in [
+            "bucket/prefix",
+            "s3://B/x",
+            "s3://ab",
+            "s3://bucket/a//b",
+            "s3://bucket/../x",
+        ] {
+            assert!(
+                matches!(
+                    RemoteLocation::parse(bad, None),
+                    Err(RemoteError::InvalidLocation { .. })
+                ),
+                "{bad} was accepted"
+            );
+        }
+        assert!(RemoteLocation::parse("s3://bucket", Some("127.0.0.1:9000")).is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,246 @@
+//! Replication in the background: a worker thread per store keeps its location current,
+//! a sync every `interval` and whenever asked ([`Replicator::sync_now`] waits for a sync
+//! that started after the call). Requests reach the worker through a crossbeam channel;
+//! requests queued while a sync runs are answered together by the next one. A failed sync
+//! is reported in the status and tried again at the next interval (each request inside it
+//! is already retried with backoff by the client); a fenced replicator stops syncing for
+//! good and says so, while the store goes on working locally.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
+use pagefork_engine::{Lsn, Store};
+use parking_lot::Mutex;
+
+use crate::error::{RemoteError, Result};
+use crate::location::RemoteLocation;
+use crate::sync::{SyncReport, Uploader};
+
+/// What a replicator has done, for `stats` and `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    /// The location (`s3://bucket/prefix`).
+    pub location: String,
+    /// This process's generation there (0 until connected).
+    pub generation: u32,
+    /// The recovery point of the last completed sync (`None` before the first).
+    pub recovery_point: Option<Lsn>,
+    /// When the last sync completed (Unix milliseconds).
+    pub last_sync_ms: Option<u64>,
+    /// Completed syncs.
+    pub syncs: u64,
+    /// Failed syncs.
+    pub failures: u64,
+    /// The last failure, until a sync succeeds.
+    pub last_error: Option<String>,
+    /// Objects and bytes uploaded, and objects deleted, by every sync.
+    pub uploaded_objects: u64,
+    /// See `uploaded_objects`.
+    pub uploaded_bytes: u64,
+    /// See `uploaded_objects`.
+    pub deleted_objects: u64,
+    /// The newer generation that fenced this one (another process attached to the
+    /// location): this one publishes nothing more.
+    pub fenced_by: Option<u32>,
+    /// A sync is running now.
+    pub syncing: bool,
+}
+
+enum Message {
+    SyncNow(Sender<Result<SyncReport>>),
+    Stop,
+}
+
+/// Keeps one store's location current (see the module docs). Dropping it stops the worker
+/// after the sync in progress, if any.
+#[derive(Debug)]
+pub struct Replicator {
+    requests: Sender<Message>,
+    status: Arc<Mutex<ReplicaStatus>>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Message::SyncNow(_) => "SyncNow",
+            Message::Stop => "Stop",
+        })
+    }
+}
+
+impl Replicator {
+    /// Starts the worker for `store` and `location`. It connects first (claiming a
+    /// generation the first time, refusing a location of another store: reported in the
+    /// status and tried again each interval), then syncs at once and every `interval`.
+    /// Makes no request itself, so it neither blocks nor fails on the network.
+    pub fn start(
+        location: &RemoteLocation,
+        store: Store,
+        interval: Duration,
+    ) -> Result<Replicator> {
+        let status = Arc::new(Mutex::new(ReplicaStatus {
+            location: location.url(),
+            ..ReplicaStatus::default()
+        }));
+        let (requests, receiver) = crossbeam::channel::unbounded();
+        let worker_status = Arc::clone(&status);
+        let worker_location = location.clone();
+        let worker = std::thread::Builder::new()
+            .name("pagefork-replicator".to_owned())
+            .spawn(move || {
+                run(
+                    &worker_location,
+                    &store,
+                    &receiver,
+                    &worker_status,
+                    interval,
+                )
+            })
+            .map_err(RemoteError::io(
+                "start the replication thread for",
+                location.url(),
+            ))?;
+        Ok(Replicator {
+            requests,
+            status,
+            worker: Some(worker),
+        })
+    }
+
+    /// Runs a sync that starts after this call and waits for it.
+    pub fn sync_now(&self) -> Result<SyncReport> {
+        let (reply, answer) = crossbeam::channel::bounded(1);
+        let stopped = || RemoteError::Stopped {
+            location: self.status.lock().location.clone(),
+        };
+        self.requests
+            .send(Message::SyncNow(reply))
+            .map_err(|_| stopped())?;
+        answer.recv().map_err(|_| stopped())?
+    }
+
+    /// What it has done so far.
+    pub fn status(&self) -> ReplicaStatus {
+        self.status.lock().clone()
+    }
+}
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        let _ = self.requests.send(Message::Stop);
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn run(
+    location: &RemoteLocation,
+    store: &Store,
+    requests: &Receiver<Message>,
+    status: &Mutex<ReplicaStatus>,
+    interval: Duration,
+) {
+    let mut next = Instant::now();
+    let mut uploader: Option<Uploader> = None;
+    loop {
+        let mut waiters = Vec::new();
+        let mut stop = false;
+        match requests.recv_timeout(next.saturating_duration_since(Instant::now())) {
+            Ok(Message::SyncNow(reply)) => waiters.push(reply),
+            Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => stop = true,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        // Everything asked before this sync starts is answered by it.
+        while let Ok(message) = requests.try_recv() {
+            match message {
+                Message::SyncNow(reply) => waiters.push(reply),
+                Message::Stop => stop = true,
+            }
+        }
+        if stop && waiters.is_empty() {
+            return;
+        }
+        let fenced_by = status.lock().fenced_by;
+        let result = if let Some(newer) = fenced_by {
+            Err(fenced_error(status, newer))
+        } else {
+            status.lock().syncing = true;
+            let result = connected(&mut uploader, location, store, status)
+                .and_then(|uploader| uploader.sync(store));
+            record(status, &result);
+            result
+        };
+        for waiter in waiters {
+            let answer = match &result {
+                Ok(report) => Ok(report.clone()),
+                Err(RemoteError::Fenced { newer, .. }) => Err(fenced_error(status, *newer)),
+                Err(error) => Err(RemoteError::SyncFailed {
+                    location: status.lock().location.clone(),
+                    why: error.to_string(),
+                }),
+            };
+            let _ = waiter.send(answer);
+        }
+        if stop {
+            return;
+        }
+        next = Instant::now() + interval;
+    }
+}
+
+/// The uploader, connecting it first if it is not yet.
+fn connected<'a>(
+    uploader: &'a mut Option<Uploader>,
+    location: &RemoteLocation,
+    store: &Store,
+    status: &Mutex<ReplicaStatus>,
+) -> Result<&'a mut Uploader> {
+    if uploader.is_none() {
+        let connected = Uploader::connect(location, store)?;
+        status.lock().generation = connected.generation();
+        *uploader = Some(connected);
+    }
+    uploader.as_mut().ok_or_else(|| RemoteError::Stopped {
+        location: location.url(),
+    })
+}
+
+fn fenced_error(status: &Mutex<ReplicaStatus>, newer: u32) -> RemoteError {
+    let status = status.lock();
+    RemoteError::Fenced {
+        location: status.location.clone(),
+        mine: status.generation,
+        newer,
+    }
+}
+
+fn record(status: &Mutex<ReplicaStatus>, result: &Result<SyncReport>) {
+    let mut status = status.lock();
+    status.syncing = false;
+    match result {
+        Ok(report) => {
+            status.recovery_point = Some(report.recovery_point);
+            status.last_sync_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .ok()
+                .map(|since| since.as_millis() as u64);
+            status.syncs += 1;
+            status.last_error = None;
+            status.uploaded_objects += report.uploaded_objects;
+            status.uploaded_bytes += report.uploaded_bytes;
+            status.deleted_objects += report.deleted_objects;
+        }
+        Err(error) => {
+            status.failures += 1;
+            status.last_error = Some(error.to_string());
+            if let RemoteError::Fenced { newer, .. } = error {
+                status.fenced_by = Some(*newer);
+            }
+            tracing::warn!(location = %status.location, %error, "remote sync failed");
+        }
+    }
+}

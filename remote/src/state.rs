@@ -1,0 +1,80 @@
+//! The local state file `pagefork.remote` in a store's directory: which location the
+//! store is copied to and the generation this disk holds there. Written crash-safely
+//! (`publish_file`) when a generation is claimed and by `attach`; framed like the index
+//! (`framing`), format version 1.
+
+use std::path::{Path, PathBuf};
+
+use pagefork_engine::{StdFileSystem, publish_file};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{RemoteError, Result};
+
+/// The state file's name in a store's directory.
+pub(crate) const STATE_FILE_NAME: &str = "pagefork.remote";
+const STATE_FORMAT_VERSION: u32 = 1;
+
+/// What the state file records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LocalState {
+    pub(crate) format_version: u32,
+    /// `s3://bucket/prefix`.
+    pub(crate) location: String,
+    /// The generation this store holds there.
+    pub(crate) generation: u32,
+}
+
+impl LocalState {
+    pub(crate) fn new(location: String, generation: u32) -> LocalState {
+        LocalState {
+            format_version: STATE_FORMAT_VERSION,
+            location,
+            generation,
+        }
+    }
+
+    fn path(dir: &Path) -> PathBuf {
+        dir.join(STATE_FILE_NAME)
+    }
+
+    /// The state file of the store in `dir`, `None` if it has none; damage is an error
+    /// naming the file and offset.
+    pub(crate) fn read(dir: &Path) -> Result<Option<LocalState>> {
+        let path = LocalState::path(dir);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(RemoteError::io("read", &path)(error)),
+        };
+        let damaged = |offset: u64, why: String| RemoteError::Damaged {
+            what: "local file",
+            name: path.display().to_string(),
+            offset,
+            why,
+        };
+        let line = crate::framing::decode(&bytes).map_err(|(offset, why)| damaged(offset, why))?;
+        let value: serde_json::Value = serde_json::from_str(line)
+            .map_err(|error| damaged(error.column() as u64, error.to_string()))?;
+        if crate::framing::format_version(&value) != Some(u64::from(STATE_FORMAT_VERSION)) {
+            return Err(damaged(
+                0,
+                format!("not format version {STATE_FORMAT_VERSION}"),
+            ));
+        }
+        serde_json::from_value(value)
+            .map(Some)
+            .map_err(|error| damaged(0, error.to_string()))
+    }
+
+    /// Publishes the state file of the store in `dir` crash-safely.
+    pub(crate) fn write(&self, dir: &Path) -> Result<()> {
+        let path = LocalState::path(dir);
+        let line = serde_json::to_string(self).map_err(|error| RemoteError::Io {
+            operation: "encode",
+            path: path.clone(),
+            source: std::io::Error::other(error),
+        })?;
+        publish_file(&StdFileSystem, &path, &crate::framing::encode(&line))
+            .map_err(RemoteError::io("publish", &path))
+    }
+}
