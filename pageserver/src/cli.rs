@@ -142,6 +142,10 @@ pub(crate) enum Command {
         /// An S3-compatible server's URL (path-style requests; plain http allowed).
         #[arg(long, value_name = "URL")]
         s3_endpoint: Option<String>,
+        /// Make a copy to inspect (a backup's check, say) without taking the location
+        /// over: no generation is claimed, so the process that writes there goes on.
+        #[arg(long)]
+        no_claim: bool,
     },
     /// Show a branch as a directory (FUSE) that any program can use: files, directories
     /// and their metadata are pages of the branch, so branching, PITR and diff cover the

@@ -80,7 +80,8 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
         Command::Attach {
             remote: url,
             s3_endpoint,
-        } => remote::attach(dir, url, s3_endpoint.as_deref(), cli.json).map(|()| 0),
+            no_claim,
+        } => remote::attach(dir, url, s3_endpoint.as_deref(), *no_claim, cli.json).map(|()| 0),
         Command::Remote(cli::RemoteCommand::Scrub {
             remote: url,
             s3_endpoint,

@@ -28,6 +28,8 @@ pub(crate) fn sync(dir: &Path, url: &str, endpoint: Option<&str>, json: bool) ->
                 "recovery_point": report.recovery_point.to_string(),
                 "uploaded_objects": report.uploaded_objects,
                 "uploaded_bytes": report.uploaded_bytes,
+                "deleted_objects": report.deleted_objects,
+                "deletions_pending": report.deletions_pending,
                 "layers": report.layers,
                 "wal_segments": report.wal_segments,
                 "elapsed_ms": report.elapsed.as_millis() as u64,
@@ -49,11 +51,22 @@ pub(crate) fn sync(dir: &Path, url: &str, endpoint: Option<&str>, json: bool) ->
     Ok(())
 }
 
-/// `pagefork attach --remote URL`: rebuilds the store in `dir`, then opens it to check it.
-pub(crate) fn attach(dir: &Path, url: &str, endpoint: Option<&str>, json: bool) -> Result<()> {
+/// `pagefork attach --remote URL [--no-claim]`: rebuilds the store in `dir`, then opens it
+/// to check it.
+pub(crate) fn attach(
+    dir: &Path,
+    url: &str,
+    endpoint: Option<&str>,
+    no_claim: bool,
+    json: bool,
+) -> Result<()> {
     let location = RemoteLocation::parse(url, endpoint)?;
-    let report = pagefork_remote::attach(&location, dir)
-        .with_context(|| format!("cannot attach {url} in {}", dir.display()))?;
+    let attached = if no_claim {
+        pagefork_remote::attach_without_claim(&location, dir)
+    } else {
+        pagefork_remote::attach(&location, dir)
+    };
+    let report = attached.with_context(|| format!("cannot attach {url} in {}", dir.display()))?;
     let store = Store::open(dir).with_context(|| {
         format!(
             "the store attached in {} does not open (its files stay there for inspection)",
@@ -77,10 +90,13 @@ pub(crate) fn attach(dir: &Path, url: &str, endpoint: Option<&str>, json: bool) 
         );
     } else {
         out!(
-            "attached {} in {} (generation {}, from generation {}'s index): {} branches, every commit up to {}; downloaded {} objects, {} bytes, in {} ms",
+            "attached {} in {} ({}, from generation {}'s index): {} branches, every commit up to {}; downloaded {} objects, {} bytes, in {} ms",
             report.location,
             dir.display(),
-            report.generation,
+            report.generation.map_or_else(
+                || "no generation claimed: a copy to inspect".to_owned(),
+                |generation| format!("generation {generation}")
+            ),
             report.from_generation,
             branches,
             report.recovery_point,

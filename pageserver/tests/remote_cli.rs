@@ -107,6 +107,21 @@ fn sync_then_attach_in_another_data_directory() {
     assert_eq!(attached["branches"], 4);
     assert_eq!(state(&second), state(&first));
 
+    // A copy to inspect claims nothing: the attached copy stays the writer.
+    let inspected = ok_json(with_credentials(
+        &root.path().join("inspect"),
+        &[
+            "--json",
+            "attach",
+            "--remote",
+            &url,
+            "--s3-endpoint",
+            &endpoint,
+            "--no-claim",
+        ],
+    ));
+    assert_eq!(inspected["generation"], serde_json::Value::Null);
+    assert_eq!(inspected["recovery_point"], synced["recovery_point"]);
     // A second sync from the attached copy uploads only what is new: the index.
     let again = ok_json(with_credentials(
         &second,

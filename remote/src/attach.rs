@@ -1,6 +1,7 @@
 //! Attaching: a store rebuilt in an empty directory from its location alone, as it was at
 //! the newest index's recovery point. The attaching process claims a new generation first
-//! (so the process it replaces, if still running, is fenced before anything is read), then
+//! (so the process it replaces, if still running, is fenced before anything is read;
+//! `attach_without_claim` makes a copy to inspect that fences nobody), then
 //! downloads and checks every object the index lists, and writes the store's metadata file
 //! last: a directory with it holds a complete store. A failed attach removes everything it
 //! wrote.
@@ -27,8 +28,9 @@ pub struct AttachReport {
     pub location: String,
     /// The generation of the index the store was rebuilt from.
     pub from_generation: u32,
-    /// The generation this directory now holds there.
-    pub generation: u32,
+    /// The generation this directory now holds there (`None` for a copy that claimed
+    /// none).
+    pub generation: Option<u32>,
     /// The store holds every commit ending at or below this LSN.
     pub recovery_point: Lsn,
     /// Objects downloaded.
@@ -39,11 +41,31 @@ pub struct AttachReport {
     pub elapsed: Duration,
 }
 
-/// Rebuilds the store at `location` in `dir` (empty or missing); see the module docs.
+/// Rebuilds the store at `location` in `dir` (empty or missing) and makes it the
+/// location's writer: a new generation, which fences the process that wrote there before
+/// (see the module docs).
 pub fn attach(location: &RemoteLocation, dir: &Path) -> Result<AttachReport> {
+    attach_as(location, dir, Claim::Generation)
+}
+
+/// Rebuilds the store at `location` in `dir` without claiming a generation: a copy to
+/// inspect (or to check a backup with) that fences nobody. The copy is a store like any
+/// other; should it ever sync to `location`, it claims a generation then.
+pub fn attach_without_claim(location: &RemoteLocation, dir: &Path) -> Result<AttachReport> {
+    attach_as(location, dir, Claim::Nothing)
+}
+
+/// Whether an attach takes the location over.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    Generation,
+    Nothing,
+}
+
+fn attach_as(location: &RemoteLocation, dir: &Path, claim: Claim) -> Result<AttachReport> {
     let started = Instant::now();
     let created_dir = prepare_empty_dir(dir)?;
-    let result = attach_into(location, dir, started);
+    let result = attach_into(location, dir, claim, started);
     if result.is_err() {
         // Nothing of a failed attach stays: the directory was empty (or missing).
         let cleanup = if created_dir {
@@ -58,14 +80,22 @@ pub fn attach(location: &RemoteLocation, dir: &Path) -> Result<AttachReport> {
     result
 }
 
-fn attach_into(location: &RemoteLocation, dir: &Path, started: Instant) -> Result<AttachReport> {
+fn attach_into(
+    location: &RemoteLocation,
+    dir: &Path,
+    claim: Claim,
+    started: Instant,
+) -> Result<AttachReport> {
     let bucket = Bucket::connect(location)?;
     let no_index = || RemoteError::NoIndex {
         location: location.url(),
     };
     // A location with nothing to attach gets no generation marker either.
     generations::newest_index(&bucket)?.ok_or_else(no_index)?;
-    let generation = generations::claim(&bucket, "attach")?;
+    let generation = match claim {
+        Claim::Generation => Some(generations::claim(&bucket, "attach")?),
+        Claim::Nothing => None,
+    };
     // The newest index once this generation fences every older process.
     let from_generation = generations::newest_index(&bucket)?.ok_or_else(no_index)?;
     let index = read_index(&bucket, from_generation)?;
@@ -94,7 +124,9 @@ fn attach_into(location: &RemoteLocation, dir: &Path, started: Instant) -> Resul
     for synced in [paths.layers_dir(), paths.wal_dir(), dir.to_owned()] {
         sync_dir(&synced)?;
     }
-    LocalState::new(location.url(), generation).write(dir)?;
+    if let Some(generation) = generation {
+        LocalState::new(location.url(), generation).write(dir)?;
+    }
     publish_file(&StdFileSystem, &paths.meta(), &meta)
         .map_err(RemoteError::io("publish", paths.meta()))?;
     Ok(AttachReport {

@@ -24,7 +24,7 @@ pub(crate) struct Bucket {
 impl Bucket {
     /// A client for `location` (no request is made yet).
     pub(crate) fn connect(location: &RemoteLocation) -> Result<Bucket> {
-        Bucket::with_store(location, location.object_store()?)
+        Bucket::with_store(location, location.client()?)
     }
 
     /// A client for `location` through `store` (tests wrap the real client to inject

@@ -1,6 +1,7 @@
 //! Object keys under a location's prefix. Every key of an object a process writes carries
-//! its generation, so two processes never write one key; objects that hold data also
-//! carry the CRC32 of their bytes, so one key always names one content.
+//! its generation, so two processes never write one key, and one key always names one
+//! content: a layer's and a WAL object's key carry the CRC32 of their bytes, a catalog's
+//! and the metadata file's a random number, created only if free.
 
 use pagefork_wal::Lsn;
 
@@ -42,14 +43,16 @@ pub(crate) fn wal(start: Lsn, len: u64, crc32: u32, generation: u32) -> String {
     )
 }
 
-/// A catalog's object.
-pub(crate) fn catalog(crc32: u32, generation: u32) -> String {
-    format!("catalogs/{crc32:08X}.g{generation:08X}")
+/// A catalog's object: `unique` is random, and the object is created only if the key is
+/// free. (Not named by a checksum: a catalog ends with the CRC32 of what precedes it, so
+/// the CRC32 of every catalog is the same constant, CRC-32's residue.)
+pub(crate) fn catalog(unique: u64, generation: u32) -> String {
+    format!("catalogs/{unique:016X}.g{generation:08X}")
 }
 
-/// The store metadata file's object.
-pub(crate) fn meta(crc32: u32, generation: u32) -> String {
-    format!("meta/{crc32:08X}.g{generation:08X}")
+/// The store metadata file's object (named like a catalog's, for the same reason).
+pub(crate) fn meta(unique: u64, generation: u32) -> String {
+    format!("meta/{unique:016X}.g{generation:08X}")
 }
 
 /// The generation a data object's key carries (its `.gGGGGGGGG` suffix).

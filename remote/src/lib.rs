@@ -30,7 +30,7 @@ mod scrub;
 mod state;
 mod sync;
 
-pub use attach::{AttachReport, attach};
+pub use attach::{AttachReport, attach, attach_without_claim};
 pub use error::{RemoteError, Result};
 pub use index::{INDEX_FORMAT_VERSION, RemoteIndex, RemoteLayer, RemoteObject, RemoteSegment};
 pub use location::RemoteLocation;

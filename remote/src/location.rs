@@ -21,14 +21,32 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A bucket, a prefix in it, and the server to reach it at.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct RemoteLocation {
     bucket: String,
     prefix: String,
     endpoint: Option<String>,
     /// Access key id and secret, when given here rather than by `AWS_*` variables.
     credentials: Option<(String, String)>,
+    /// A client to use instead of building one (tests wrap the real one to inject faults).
+    client: Option<Arc<dyn ObjectStore>>,
 }
+
+impl PartialEq for RemoteLocation {
+    fn eq(&self, other: &RemoteLocation) -> bool {
+        self.bucket == other.bucket
+            && self.prefix == other.prefix
+            && self.endpoint == other.endpoint
+            && self.credentials == other.credentials
+            && match (&self.client, &other.client) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
+}
+
+impl Eq for RemoteLocation {}
 
 impl std::fmt::Debug for RemoteLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,6 +104,7 @@ impl RemoteLocation {
             prefix: prefix.to_owned(),
             endpoint: endpoint.map(str::to_owned),
             credentials: None,
+            client: None,
         })
     }
 
@@ -134,8 +153,22 @@ impl RemoteLocation {
         }
     }
 
-    /// A client for the bucket.
-    pub(crate) fn object_store(&self) -> Result<Arc<dyn ObjectStore>> {
+    /// The same location reached through `client` (whose keys are the bucket's, without
+    /// the prefix): a client of the caller's own, or the real one wrapped (tests inject
+    /// faults so).
+    pub fn with_client(self, client: Arc<dyn ObjectStore>) -> RemoteLocation {
+        RemoteLocation {
+            client: Some(client),
+            ..self
+        }
+    }
+
+    /// A client for the bucket: the one given by `with_client`, or one built from the
+    /// endpoint, the credentials and the `AWS_*` variables.
+    pub fn client(&self) -> Result<Arc<dyn ObjectStore>> {
+        if let Some(client) = &self.client {
+            return Ok(Arc::clone(client));
+        }
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&self.bucket)
             .with_virtual_hosted_style_request(false)

@@ -1,8 +1,8 @@
 //! Uploading: one sync copies a store's published state (`Store::pin_published`) to its
 //! location and then publishes an index listing it. Objects already there (uploaded by an
 //! earlier sync, or listed by the index the store was attached from) are not uploaded
-//! again: a layer is known by its name and checksum, a WAL object by its segment and
-//! length.
+//! again: a layer is known by its name and checksum, a WAL object by its segment, length
+//! and CRC32, the metadata file and the catalog by their bytes.
 //!
 //! Invariants it keeps (DESIGN.md invariant 10):
 //! - The index is written only after every object it lists is fully uploaded, and only
@@ -43,9 +43,11 @@ pub struct SyncReport {
     pub layers: usize,
     /// WAL segments the index lists.
     pub wal_segments: usize,
-    /// Objects the previous index listed and this one does not, deleted after it was
+    /// Objects no published index lists any more, deleted after this sync's index was
     /// published.
     pub deleted_objects: u64,
+    /// Such objects whose deletion failed (or was postponed): the next sync tries again.
+    pub deletions_pending: usize,
     /// How long the sync took.
     pub elapsed: Duration,
 }
@@ -58,12 +60,16 @@ pub struct Uploader {
     log_id: u64,
     generation: u32,
     layers: BTreeMap<(String, u32), RemoteObject>,
-    segments: BTreeMap<(u64, u64), RemoteObject>,
-    /// The metadata file's and catalogs' objects by (directory, CRC32, size).
-    small: BTreeMap<(String, u32, u64), RemoteObject>,
+    /// WAL objects by segment start, length and CRC32.
+    segments: BTreeMap<(u64, u64, u32), RemoteObject>,
+    /// The metadata file and the catalog this process uploaded last, with their objects.
+    meta: Option<(Bytes, RemoteObject)>,
+    catalog: Option<(Bytes, RemoteObject)>,
     /// The keys the last index published (or attached from) lists: what this process may
     /// delete once an index without them is published.
     listed: BTreeSet<String>,
+    /// Keys no published index lists whose deletion has not succeeded yet.
+    pending_deletions: BTreeSet<String>,
 }
 
 impl Uploader {
@@ -107,8 +113,10 @@ impl Uploader {
             generation,
             layers: BTreeMap::new(),
             segments: BTreeMap::new(),
-            small: BTreeMap::new(),
+            meta: None,
+            catalog: None,
             listed: BTreeSet::new(),
+            pending_deletions: BTreeSet::new(),
         };
         if let Some(index) = newest_index {
             uploader.remember(&index);
@@ -131,13 +139,9 @@ impl Uploader {
             );
         }
         for segment in &index.wal {
-            self.segments
-                .insert((segment.start, segment.object.size), segment.object.clone());
-        }
-        for object in index.catalog.iter().chain(std::iter::once(&index.meta)) {
-            self.small.insert(
-                small_slot(&object.key, object.crc32, object.size),
-                object.clone(),
+            self.segments.insert(
+                (segment.start, segment.object.size, segment.object.crc32),
+                segment.object.clone(),
             );
         }
     }
@@ -156,9 +160,23 @@ impl Uploader {
         let mut uploaded = Uploaded::default();
         let meta_bytes =
             std::fs::read(&files.meta).map_err(RemoteError::io("read", &files.meta))?;
-        let meta = self.put_small(keys::meta, Bytes::from(meta_bytes), &mut uploaded)?;
+        let meta = Self::put_unless_same(
+            &self.bucket,
+            &mut self.meta,
+            keys::meta,
+            self.generation,
+            Bytes::from(meta_bytes),
+            &mut uploaded,
+        )?;
         let catalog = match &files.catalog {
-            Some(bytes) => Some(self.put_small(keys::catalog, bytes.clone(), &mut uploaded)?),
+            Some(bytes) => Some(Self::put_unless_same(
+                &self.bucket,
+                &mut self.catalog,
+                keys::catalog,
+                self.generation,
+                bytes.clone(),
+                &mut uploaded,
+            )?),
             None => None,
         };
         let mut layers = Vec::with_capacity(files.layers.len());
@@ -199,7 +217,7 @@ impl Uploader {
         generations::check_current(&self.bucket, self.generation)?;
         self.bucket
             .put(&keys::index(self.generation), Bytes::from(encoded))?;
-        let deleted = self.delete_unlisted(&index)?;
+        let (deleted, deletions_pending) = self.delete_unlisted(&index);
         Ok(SyncReport {
             location: self.bucket.location().url(),
             generation: self.generation,
@@ -209,6 +227,7 @@ impl Uploader {
             layers: index.layers.len(),
             wal_segments: index.wal.len(),
             deleted_objects: deleted,
+            deletions_pending,
             elapsed: started.elapsed(),
         })
     }
@@ -216,25 +235,51 @@ impl Uploader {
     /// Deletes what the previous index listed and `published` does not (a layer compaction
     /// or GC replaced, a shorter copy of a WAL segment, an older catalog), now that an
     /// index without them is published, and only while this generation is the newest (a
-    /// newer process may have attached from an index that lists them). A crash midway
-    /// leaves unlisted objects, which `scrub` removes.
-    fn delete_unlisted(&mut self, published: &RemoteIndex) -> Result<u64> {
+    /// newer process may have attached from an index that lists them). Never fails: the
+    /// index is published, so the sync succeeded; what could not be deleted stays pending
+    /// for the next sync (never a key listed again meanwhile). A crash loses the pending
+    /// list: those objects are unlisted, and `scrub` removes them. Returns how many were
+    /// deleted and how many are still pending.
+    fn delete_unlisted(&mut self, published: &RemoteIndex) -> (u64, usize) {
         let now_listed = published.keys();
-        let doomed: Vec<String> = self.listed.difference(&now_listed).cloned().collect();
+        self.pending_deletions
+            .extend(self.listed.difference(&now_listed).cloned());
         self.listed = now_listed;
-        if doomed.is_empty() {
-            return Ok(0);
-        }
-        generations::check_current(&self.bucket, self.generation)?;
-        for key in &doomed {
-            self.bucket.delete(key)?;
-        }
+        let listed = &self.listed;
+        self.pending_deletions.retain(|key| !listed.contains(key));
+        let pending = &self.pending_deletions;
         self.layers
-            .retain(|_, object| !doomed.contains(&object.key));
+            .retain(|_, object| !pending.contains(&object.key));
         self.segments
-            .retain(|_, object| !doomed.contains(&object.key));
-        self.small.retain(|_, object| !doomed.contains(&object.key));
-        Ok(doomed.len() as u64)
+            .retain(|_, object| !pending.contains(&object.key));
+        for last in [&mut self.meta, &mut self.catalog] {
+            if last
+                .as_ref()
+                .is_some_and(|(_, object)| pending.contains(&object.key))
+            {
+                *last = None;
+            }
+        }
+        if self.pending_deletions.is_empty() {
+            return (0, 0);
+        }
+        if let Err(error) = generations::check_current(&self.bucket, self.generation) {
+            tracing::warn!(%error, pending = self.pending_deletions.len(), "remote deletions postponed");
+            return (0, self.pending_deletions.len());
+        }
+        let mut deleted = 0;
+        for key in self.pending_deletions.clone() {
+            match self.bucket.delete(&key) {
+                Ok(()) => {
+                    self.pending_deletions.remove(&key);
+                    deleted += 1;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "a remote deletion failed; the next sync tries again");
+                }
+            }
+        }
+        (deleted, self.pending_deletions.len())
     }
 
     /// The WAL from the segment holding the replay start to the recovery point.
@@ -249,12 +294,14 @@ impl Uploader {
             if len == 0 {
                 continue;
             }
-            let known = (segment.start.0, len);
+            // Known by content, not position alone: a store fenced after an attach has a
+            // log that diverged from its copy's at the same positions.
+            let bytes = read_prefix(&segment.path, len)?;
+            let crc32 = crc32fast::hash(&bytes);
+            let known = (segment.start.0, len, crc32);
             let object = match self.segments.get(&known) {
                 Some(object) => object.clone(),
                 None => {
-                    let bytes = read_prefix(&segment.path, len)?;
-                    let crc32 = crc32fast::hash(&bytes);
                     let key = keys::wal(segment.start, len, crc32, self.generation);
                     let object = self.put(key, bytes, uploaded)?;
                     self.segments.insert(known, object.clone());
@@ -269,21 +316,35 @@ impl Uploader {
         Ok(wal)
     }
 
-    /// Uploads a small object named by its checksum, unless it is already there.
-    fn put_small(
-        &mut self,
-        key_of: fn(u32, u32) -> String,
+    /// Uploads a small object (the metadata file, a catalog) under a fresh key, unless
+    /// this process uploaded the very same bytes last time (compared byte for byte).
+    fn put_unless_same(
+        bucket: &Bucket,
+        last: &mut Option<(Bytes, RemoteObject)>,
+        key_of: fn(u64, u32) -> String,
+        generation: u32,
         bytes: Bytes,
         uploaded: &mut Uploaded,
     ) -> Result<RemoteObject> {
-        let crc32 = crc32fast::hash(&bytes);
-        let key = key_of(crc32, self.generation);
-        let slot = small_slot(&key, crc32, bytes.len() as u64);
-        if let Some(object) = self.small.get(&slot) {
+        if let Some((same, object)) = last.as_ref()
+            && *same == bytes
+        {
             return Ok(object.clone());
         }
-        let object = self.put(key, bytes, uploaded)?;
-        self.small.insert(slot, object.clone());
+        let object = loop {
+            let key = key_of(random_u64(), generation);
+            let object = RemoteObject {
+                size: bytes.len() as u64,
+                crc32: crc32fast::hash(&bytes),
+                key,
+            };
+            if bucket.put_new(&object.key, bytes.clone())? {
+                break object;
+            }
+        };
+        uploaded.objects += 1;
+        uploaded.bytes += object.size;
+        *last = Some((bytes, object.clone()));
         Ok(object)
     }
 
@@ -300,10 +361,18 @@ impl Uploader {
     }
 }
 
-/// What identifies a small object's content: its directory, CRC32 and size.
-fn small_slot(key: &str, crc32: u32, size: u64) -> (String, u32, u64) {
-    let dir = key.split('/').next().unwrap_or_default().to_owned();
-    (dir, crc32, size)
+/// A random number for a fresh key.
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // The OS's randomness; should it fail, the clock's nanoseconds still make a key that
+    // `put_new` checks is free.
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64);
+        return nanos ^ u64::from(std::process::id()) << 32;
+    }
+    u64::from_le_bytes(bytes)
 }
 
 #[derive(Default)]

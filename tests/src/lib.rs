@@ -4,6 +4,7 @@
 //! tiny seeded random generator (tests must replay from a printed seed), and access to a
 //! log's segment files for tests that damage them on purpose.
 
+pub mod faults;
 pub mod files_model;
 pub mod s3;
 

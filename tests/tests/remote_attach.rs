@@ -113,7 +113,7 @@ fn a_synced_store_attaches_elsewhere_with_its_branches_and_history() {
     let attached_dir = second.path().join("store");
     let attached = attach(&location, &attached_dir).unwrap();
     assert_eq!(attached.from_generation, 1);
-    assert_eq!(attached.generation, 2);
+    assert_eq!(attached.generation, Some(2));
     assert_eq!(attached.recovery_point, report.recovery_point);
     {
         let copy = Store::open(&attached_dir).unwrap();

@@ -81,6 +81,8 @@ pub(crate) struct SyncView {
     uploaded_objects: u64,
     uploaded_bytes: u64,
     deleted_objects: u64,
+    /// Objects no index lists whose deletion failed: the next sync tries again.
+    deletions_pending: usize,
     /// Layer files and WAL segments the published index lists.
     layers: usize,
     /// See `layers`.
@@ -97,6 +99,7 @@ impl SyncView {
             uploaded_objects: report.uploaded_objects,
             uploaded_bytes: report.uploaded_bytes,
             deleted_objects: report.deleted_objects,
+            deletions_pending: report.deletions_pending,
             layers: report.layers,
             wal_segments: report.wal_segments,
             elapsed_ms: report.elapsed.as_millis() as u64,

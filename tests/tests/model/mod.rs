@@ -356,6 +356,42 @@ impl Harness {
         self.store = Some(store.unwrap_or_else(|error| panic!("the store does not open: {error}")));
     }
 
+    /// Moves the store through object storage: checkpointed (so everything logged is
+    /// durable), synced to `location`, attached in a new directory, and opened there; the
+    /// harness goes on with the copy, which must hold everything (the recovery point is the
+    /// end of the log). For the remote storage model suite.
+    pub(crate) fn move_through(
+        &mut self,
+        location: &pagefork_remote::RemoteLocation,
+    ) -> Result<(), TestCaseError> {
+        let store = self.store();
+        store
+            .checkpoint()
+            .map_err(|error| TestCaseError::fail(format!("checkpoint: {error}")))?;
+        let end = store.stats().wal_end;
+        let report = pagefork_remote::Uploader::connect(location, store)
+            .and_then(|mut uploader| uploader.sync(store))
+            .map_err(|error| TestCaseError::fail(format!("sync: {error}")))?;
+        prop_assert_eq!(
+            report.recovery_point,
+            end,
+            "the recovery point is the log's end"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let attached = pagefork_remote::attach(location, dir.path())
+            .map_err(|error| TestCaseError::fail(format!("attach: {error}")))?;
+        prop_assert_eq!(attached.recovery_point, end);
+        self.count_housekeeping();
+        drop(self.store.take());
+        let copy = Store::open_with(dir.path(), self.config.clone()).map_err(|error| {
+            TestCaseError::fail(format!("the attached copy does not open: {error}"))
+        })?;
+        self.backing = Backing::Disk(dir);
+        self.store = Some(copy);
+        self.opened += 1;
+        Ok(())
+    }
+
     /// Runs `op` against the store and the model, then checks they agree.
     pub(crate) fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
         let published = self.store().stats().catalogs_published;
