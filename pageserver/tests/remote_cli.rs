@@ -7,24 +7,15 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use pagefork_tests::s3::{ACCESS_KEY, BUCKET, S3Server, SECRET_KEY};
+use pagefork_tests::s3::{BUCKET, S3Server};
 use serde_json::Value;
-use support::cli::{ok_json, pagefork, pagefork_with_stdin};
+use support::cli::{ok_json, pagefork, pagefork_s3, pagefork_with_stdin};
 
 /// `pagefork --data-dir DIR ARGS...` with the test server's credentials in the environment.
 fn with_credentials(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pagefork"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("PAGEFORK_DATA_DIR")
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_REGION", "us-east-1")
-        .output()
-        .expect("run pagefork")
+    pagefork_s3(dir, args).output().expect("run pagefork")
 }
 
 /// Branches, the WAL's records, and the pages written, as the CLI shows them.

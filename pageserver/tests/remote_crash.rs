@@ -12,28 +12,15 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use pagefork_tests::s3::{ACCESS_KEY, BUCKET, S3Server, SECRET_KEY};
+use pagefork_tests::s3::{BUCKET, S3Server};
 use pagefork_tests::{TestRng, seed_from_env};
-use support::cli::{ok_json, pagefork, pagefork_with_stdin};
-
-fn command(dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pagefork"));
-    command
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("PAGEFORK_DATA_DIR")
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_REGION", "us-east-1");
-    command
-}
+use support::cli::{ok_json, pagefork, pagefork_s3, pagefork_with_stdin};
 
 fn run(dir: &Path, args: &[&str]) -> Output {
-    command(dir, args).output().unwrap()
+    pagefork_s3(dir, args).output().unwrap()
 }
 
 /// The page written in `round`.
@@ -136,7 +123,7 @@ fn killed_syncs_leave_a_bucket_that_attaches_with_every_synced_commit() {
         if round % 5 == 4 {
             ok_json(pagefork(&store, &["--json", "compact"]));
         }
-        let mut child = command(
+        let mut child = pagefork_s3(
             &store,
             &["sync", "--remote", &url, "--s3-endpoint", &endpoint],
         )

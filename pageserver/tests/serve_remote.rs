@@ -6,15 +6,9 @@
 
 mod support;
 
-use pagefork_tests::s3::{ACCESS_KEY, BUCKET, S3Server, SECRET_KEY};
+use pagefork_tests::s3::{BUCKET, S3Server};
 use support::Server;
-use support::cli::{ok_json, pagefork};
-
-const CREDENTIALS: [(&str, &str); 3] = [
-    ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-    ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-    ("AWS_REGION", "us-east-1"),
-];
+use support::cli::{S3_CREDENTIALS, ok_json, pagefork, pagefork_s3};
 
 #[test]
 fn a_served_project_syncs_on_request_and_attaches_elsewhere() {
@@ -33,7 +27,7 @@ fn a_served_project_syncs_on_request_and_attaches_elsewhere() {
             "--remote-interval",
             "1h",
         ],
-        &CREDENTIALS,
+        &S3_CREDENTIALS,
     );
     server
         .post("/v1/projects", r#"{"project_id": "shop"}"#)
@@ -81,20 +75,19 @@ fn a_served_project_syncs_on_request_and_attaches_elsewhere() {
 
     let copy = root.path().join("copy");
     let attached = ok_json(
-        std::process::Command::new(env!("CARGO_BIN_EXE_pagefork"))
-            .arg("--data-dir")
-            .arg(&copy)
-            .args([
+        pagefork_s3(
+            &copy,
+            &[
                 "--json",
                 "attach",
                 "--remote",
                 &format!("{url}/shop"),
                 "--s3-endpoint",
                 &endpoint,
-            ])
-            .envs(CREDENTIALS)
-            .output()
-            .unwrap(),
+            ],
+        )
+        .output()
+        .unwrap(),
     );
     assert_eq!(attached["recovery_point"], synced["recovery_point"]);
     let original = data.join("projects/shop");

@@ -14,8 +14,9 @@
 //! `wal_end` (LSN: the recovery point). An object is `{key, size, crc32}`.
 //!
 //! Invariants it keeps (checked by [`RemoteIndex::decode`] and before encoding):
-//! - The WAL segments are consecutive, the first holds `replay_from`, the last holds
-//!   `wal_end`, and only the last may be partial.
+//! - There is at least one WAL segment; they are consecutive, the first holds
+//!   `replay_from` (or ends exactly there), the last holds `wal_end`, and only the last
+//!   may be partial.
 //! - Every object key is one of this layout's (no path tricks), and layer names are
 //!   unique.
 
@@ -172,7 +173,9 @@ impl RemoteIndex {
         let (Some(first), Some(last)) = (self.wal.first(), self.wal.last()) else {
             return Err("no WAL segment".to_owned());
         };
-        if first.start > self.replay_from || first.start + self.segment_size <= self.replay_from {
+        // A replay start at the very end of the first segment is in it: a record can fill a
+        // segment to its last byte.
+        if first.start > self.replay_from || first.start + self.segment_size < self.replay_from {
             return Err(format!(
                 "the first WAL segment (at {:#x}) does not hold the replay start {:#x}",
                 first.start, self.replay_from

@@ -402,15 +402,18 @@ impl Wal {
         self.inner.salt
     }
 
-    /// The segment files that hold records ending after `from`, oldest first: the files a
-    /// copy of the log needs to be read from `from` on. Segments are never rewritten once a
-    /// record in them is durable, only removed ([`Wal::truncate_before`]) or appended to.
+    /// The segment files a copy of the log needs to be read, and appended to, from `from`
+    /// (a record's end) on, oldest first: the segment `from` lies in, including one that
+    /// ends exactly at `from` (a record can fill a segment to its last byte, and the next
+    /// segment is created only by the next append: the log then continues from that full
+    /// segment), and every later one. Segments are never rewritten once a record in them
+    /// is durable, only removed ([`Wal::truncate_before`]) or appended to.
     pub fn segment_files_from(&self, from: Lsn) -> Vec<SegmentFile> {
         self.inner
             .segments
             .read()
             .values()
-            .filter(|segment| segment.end() > from)
+            .filter(|segment| segment.end() >= from)
             .map(|segment| SegmentFile {
                 start: segment.start,
                 path: segment.path.clone(),

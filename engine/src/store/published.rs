@@ -186,7 +186,14 @@ impl Store {
         };
         *inner.pin.lock() = Pin {
             layers: names,
-            wal_from: Some(replay_from),
+            // The start of the first segment handed out: the WAL is removed only below it
+            // (a segment ending exactly at the replay start is handed out too).
+            wal_from: Some(
+                files
+                    .wal
+                    .first()
+                    .map_or(replay_from, |segment| segment.start),
+            ),
         };
         Ok(files)
     }

@@ -42,3 +42,23 @@ pub(crate) fn ok_json(output: Output) -> Value {
     );
     serde_json::from_slice(&output.stdout).expect("JSON output")
 }
+
+/// The test S3 server's credentials as users give them: `AWS_*` environment variables.
+pub(crate) const S3_CREDENTIALS: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", pagefork_tests::s3::ACCESS_KEY),
+    ("AWS_SECRET_ACCESS_KEY", pagefork_tests::s3::SECRET_KEY),
+    ("AWS_REGION", "us-east-1"),
+];
+
+/// `pagefork --data-dir DIR ARGS...`, not yet run, with [`S3_CREDENTIALS`] in its
+/// environment.
+pub(crate) fn pagefork_s3(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pagefork"));
+    command
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("PAGEFORK_DATA_DIR")
+        .envs(S3_CREDENTIALS);
+    command
+}
