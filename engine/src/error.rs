@@ -248,6 +248,15 @@ pub enum EngineError {
         /// What is wrong.
         reason: String,
     },
+    /// An evicted layer file could not be read back from the layer cache's source (remote
+    /// storage); the message names the object and what failed.
+    #[error("layer {name} is evicted from local disk and could not be read back: {reason}")]
+    LayerFetch {
+        /// The layer's file name.
+        name: String,
+        /// What failed.
+        reason: String,
+    },
     /// The catalog needs WAL records the log no longer holds: replay must start below the
     /// oldest retained segment.
     #[error(

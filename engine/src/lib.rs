@@ -59,6 +59,7 @@ pub use fs::{
 };
 pub use history::{HistoryEntry, HistoryOperation};
 pub use key::Key;
+pub use layer::{LayerCacheConfig, LayerCacheStats, LayerSource};
 /// The simulated, fault-injecting file system (see [`pagefork_wal::sim`]).
 pub use pagefork_wal::sim;
 pub use pagefork_wal::{

@@ -127,6 +127,11 @@ pub(crate) enum Command {
         /// An S3-compatible server's URL (path-style requests; plain http allowed).
         #[arg(long, value_name = "URL")]
         s3_endpoint: Option<String>,
+        /// After the sync, evict the least recently read uploaded layer files until at
+        /// most this many bytes of them stay on local disk (0: every uploaded one goes);
+        /// evicted ones are downloaded again by the first read that needs them.
+        #[arg(long, value_parser = parse_size, value_name = "BYTES")]
+        local_cache_bytes: Option<u64>,
     },
     /// Rebuild a store from object storage in an empty `--data-dir` (another machine, or
     /// after losing the disk): every branch and its history up to the recovery point. The
@@ -144,8 +149,12 @@ pub(crate) enum Command {
         s3_endpoint: Option<String>,
         /// Make a copy to inspect (a backup's check, say) without taking the location
         /// over: no generation is claimed, so the process that writes there goes on.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "lazy")]
         no_claim: bool,
+        /// Download no layer file now: each is downloaded by the first read that needs it
+        /// (the local disk is a cache of the bucket from then on).
+        #[arg(long)]
+        lazy: bool,
     },
     /// Show a branch as a directory (FUSE) that any program can use: files, directories
     /// and their metadata are pages of the branch, so branching, PITR and diff cover the
@@ -237,6 +246,11 @@ pub(crate) enum Command {
         /// Time between background syncs to --remote.
         #[arg(long, value_parser = parse_duration, default_value = "10s", requires = "remote")]
         remote_interval: Duration,
+        /// Make each project's local disk a cache of --remote: after each sync, evict the
+        /// least recently read uploaded layer files until at most this many bytes of them
+        /// stay on disk; a read that needs an evicted one downloads it first.
+        #[arg(long, value_parser = parse_size, value_name = "BYTES", requires = "remote")]
+        local_cache_bytes: Option<u64>,
     },
     /// Short-lived tokens for `pagefork serve --auth`.
     #[command(subcommand)]

@@ -22,10 +22,11 @@ use crate::views::{branch_json, commit_json, stats_json, time_answer_json};
 /// Exit code of `page get` when the page does not exist.
 pub(crate) const EXIT_NO_PAGE: i32 = 3;
 
-/// Opens the store in `dir`, telling the user on stderr what recovery dropped, if anything.
+/// Opens the store in `dir` (reading evicted layer files back from the location its
+/// `pagefork.remote` file records, if any), telling the user on stderr what recovery
+/// dropped, if anything.
 pub(crate) fn open(dir: &Path, json: bool) -> Result<Store> {
-    let store =
-        Store::open(dir).with_context(|| format!("cannot open the store in {}", dir.display()))?;
+    let (store, _) = crate::remote::open_store(dir, None, None)?;
     crate::recover::report_open(&store, json);
     Ok(store)
 }

@@ -55,6 +55,7 @@ fn inspect_layer(file: &Path, json: bool) -> Result<()> {
         Ok(versions) => format!("ok: all {} blocks match their checksums", versions.len()),
         Err(error) => format!("DAMAGED: {error}"),
     };
+    let checksum = layer.checksum()?;
     if json {
         out!(
             "{}",
@@ -62,7 +63,7 @@ fn inspect_layer(file: &Path, json: bool) -> Result<()> {
                 "file": file.display().to_string(), "kind": format!("{:?}", range.kind).to_lowercase(),
                 "branch": range.branch.0, "key_start": range.key_start.to_string(), "key_last": range.key_last.to_string(),
                 "lsn_start": range.lsn_start.to_string(), "lsn_end": range.lsn_end.to_string(),
-                "versions": layer.version_count(), "size": layer.size(), "crc32": format!("{:08x}", layer.checksum()),
+                "versions": layer.version_count(), "size": layer.size(), "crc32": format!("{checksum:08x}"),
                 "blocks_ok": checked.is_ok(), "status": status,
             })
         );
@@ -72,11 +73,7 @@ fn inspect_layer(file: &Path, json: bool) -> Result<()> {
         out!("  keys       [{}, {}]", range.key_start, range.key_last);
         out!("  LSNs       [{}, {})", range.lsn_start, range.lsn_end);
         out!("  versions   {}", layer.version_count());
-        out!(
-            "  size       {} bytes, CRC32 {:08x}",
-            layer.size(),
-            layer.checksum()
-        );
+        out!("  size       {} bytes, CRC32 {checksum:08x}", layer.size());
         out!("  blocks     {status}");
     }
     checked.map(drop).map_err(Into::into)
@@ -110,6 +107,7 @@ fn layer_json(layer: &LayerFileSummary) -> Value {
         "lsn_start": layer.range.lsn_start.to_string(), "lsn_end": layer.range.lsn_end.to_string(),
         "versions": layer.versions,
         "bytes": layer.bytes,
+        "resident": layer.resident,
         "check": match &layer.check {
             None => json!(null),
             Some(Ok(())) => json!("ok"),
@@ -194,7 +192,7 @@ fn print_store_files(files: &StoreFiles, verify: bool) -> anyhow::Result<()> {
                 Some(Err(error)) => format!("  DAMAGED: {error}"),
             };
             out!(
-                "  {:<6} keys [{}, {}] LSNs [{}, {}) {} versions {} bytes  {}{check}",
+                "  {:<6} keys [{}, {}] LSNs [{}, {}) {} versions {} bytes  {}{}{check}",
                 format!("{:?}", layer.level),
                 layer.range.key_start,
                 layer.range.key_last,
@@ -202,7 +200,8 @@ fn print_store_files(files: &StoreFiles, verify: bool) -> anyhow::Result<()> {
                 layer.range.lsn_end,
                 layer.versions,
                 layer.bytes,
-                layer.name
+                layer.name,
+                if layer.resident { "" } else { " (evicted)" }
             );
         }
     }

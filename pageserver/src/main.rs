@@ -76,12 +76,28 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
         Command::Sync {
             remote: url,
             s3_endpoint,
-        } => remote::sync(dir, url, s3_endpoint.as_deref(), cli.json).map(|()| 0),
+            local_cache_bytes,
+        } => remote::sync(
+            dir,
+            url,
+            s3_endpoint.as_deref(),
+            *local_cache_bytes,
+            cli.json,
+        )
+        .map(|()| 0),
         Command::Attach {
             remote: url,
             s3_endpoint,
             no_claim,
-        } => remote::attach(dir, url, s3_endpoint.as_deref(), *no_claim, cli.json).map(|()| 0),
+            lazy,
+        } => {
+            let how = match (no_claim, lazy) {
+                (true, _) => remote::AttachHow::CopyWithoutClaim,
+                (false, true) => remote::AttachHow::Lazily,
+                (false, false) => remote::AttachHow::Whole,
+            };
+            remote::attach(dir, url, s3_endpoint.as_deref(), how, cli.json).map(|()| 0)
+        }
         Command::Remote(cli::RemoteCommand::Scrub {
             remote: url,
             s3_endpoint,
@@ -170,11 +186,13 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
             remote,
             s3_endpoint,
             remote_interval,
+            local_cache_bytes,
         } => {
             let remote = match remote {
                 Some(url) => Some(replication::RemoteOptions {
                     location: pagefork_remote::RemoteLocation::parse(url, s3_endpoint.as_deref())?,
                     interval: *remote_interval,
+                    local_cache_bytes: *local_cache_bytes,
                 }),
                 None => None,
             };

@@ -1,24 +1,89 @@
 //! `pagefork sync --remote`, `pagefork attach` and `pagefork remote scrub`: the command
-//! line's remote storage
-//! (the `pagefork-remote` crate does the work; docs/remote.md has the layout and rules).
+//! line's remote storage (the `pagefork-remote` crate does the work; docs/remote.md has the
+//! layout and rules); and how every command opens a store whose local disk is a cache of
+//! its location (`open_store`).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use pagefork_engine::Store;
-use pagefork_remote::{RemoteLocation, Uploader};
-use serde_json::json;
+use pagefork_engine::{Config, LayerCacheConfig, LayerCacheStats, Store};
+use pagefork_remote::{RemoteLayers, RemoteLocation, Uploader};
+use serde_json::{Value, json};
 
 use crate::output::out;
 
-/// `pagefork sync --remote URL`: one sync of the store in `dir`.
-pub(crate) fn sync(dir: &Path, url: &str, endpoint: Option<&str>, json: bool) -> Result<()> {
+/// Opens the store in `dir`. A store copied to remote storage (to `location`, or else to
+/// the one its `pagefork.remote` file records) opens with a layer cache reading evicted
+/// layer files back from there, evicting down to `budget` if given; the source is returned
+/// for the uploader, which tells it what the location holds. A store never copied opens
+/// as always.
+pub(crate) fn open_store(
+    dir: &Path,
+    location: Option<&RemoteLocation>,
+    budget: Option<u64>,
+) -> Result<(Store, Option<Arc<RemoteLayers>>)> {
+    let cannot_open = || format!("cannot open the store in {}", dir.display());
+    let location = match location {
+        Some(location) => Some(location.clone()),
+        None => pagefork_remote::recorded_location(dir).with_context(cannot_open)?,
+    };
+    let Some(location) = location else {
+        return Ok((Store::open(dir).with_context(cannot_open)?, None));
+    };
+    let source = RemoteLayers::new(&location);
+    let config = Config {
+        layer_cache: Some(LayerCacheConfig {
+            source: Arc::clone(&source) as Arc<dyn pagefork_engine::LayerSource>,
+            budget_bytes: budget,
+        }),
+        ..Config::of_store(dir).with_context(cannot_open)?
+    };
+    let store = Store::open_with(dir, config).with_context(cannot_open)?;
+    Ok((store, Some(source)))
+}
+
+/// The layer cache's figures as JSON (`null` without a cache).
+pub(crate) fn layer_cache_json(stats: Option<LayerCacheStats>) -> Value {
+    match stats {
+        None => Value::Null,
+        Some(stats) => json!({
+            "budget_bytes": stats.budget_bytes,
+            "resident_bytes": stats.resident_bytes,
+            "resident_layers": stats.resident_layers,
+            "evicted_layers": stats.evicted_layers,
+            "downloads": stats.downloads,
+            "downloaded_bytes": stats.downloaded_bytes,
+            "evictions": stats.evictions,
+        }),
+    }
+}
+
+/// `pagefork sync --remote URL [--local-cache-bytes N]`: one sync of the store in `dir`,
+/// then evictions down to N.
+pub(crate) fn sync(
+    dir: &Path,
+    url: &str,
+    endpoint: Option<&str>,
+    local_cache_bytes: Option<u64>,
+    json: bool,
+) -> Result<()> {
     let location = RemoteLocation::parse(url, endpoint)?;
-    let store = crate::commands::open(dir, json)?;
-    let report = Uploader::connect(&location, &store)
+    let (store, source) = open_store(dir, Some(&location), local_cache_bytes)?;
+    crate::recover::report_open(&store, json);
+    let report = Uploader::connect_with_layers(&location, &store, source)
         .and_then(|mut uploader| uploader.sync(&store))
         .with_context(|| format!("cannot sync the store in {} to {url}", dir.display()))?;
+    let cache = match local_cache_bytes {
+        Some(bytes) => Some(store.evict_layers_to(bytes).with_context(|| {
+            format!(
+                "synced, but evicting layer files in {} failed",
+                dir.display()
+            )
+        })?),
+        None => None,
+    };
     if json {
         out!(
             "{}",
@@ -33,6 +98,7 @@ pub(crate) fn sync(dir: &Path, url: &str, endpoint: Option<&str>, json: bool) ->
                 "layers": report.layers,
                 "wal_segments": report.wal_segments,
                 "elapsed_ms": report.elapsed.as_millis() as u64,
+                "layer_cache": layer_cache_json(cache),
             })
         );
     } else {
@@ -47,27 +113,46 @@ pub(crate) fn sync(dir: &Path, url: &str, endpoint: Option<&str>, json: bool) ->
             report.layers,
             report.wal_segments
         );
+        if let Some(cache) = cache {
+            out!(
+                "layer files on local disk: {} ({} bytes); evicted: {}",
+                cache.resident_layers,
+                cache.resident_bytes,
+                cache.evicted_layers
+            );
+        }
     }
     Ok(())
 }
 
-/// `pagefork attach --remote URL [--no-claim]`: rebuilds the store in `dir`, then opens it
+/// How `pagefork attach` rebuilds a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AttachHow {
+    /// Every file downloaded; the location taken over.
+    Whole,
+    /// Layer files left in the bucket until read; the location taken over.
+    Lazily,
+    /// Every file downloaded; nothing claimed (`--no-claim`).
+    CopyWithoutClaim,
+}
+
+/// `pagefork attach --remote URL [--no-claim | --lazy]`: rebuilds the store in `dir`, then opens it
 /// to check it.
 pub(crate) fn attach(
     dir: &Path,
     url: &str,
     endpoint: Option<&str>,
-    no_claim: bool,
+    how: AttachHow,
     json: bool,
 ) -> Result<()> {
     let location = RemoteLocation::parse(url, endpoint)?;
-    let attached = if no_claim {
-        pagefork_remote::attach_without_claim(&location, dir)
-    } else {
-        pagefork_remote::attach(&location, dir)
+    let attached = match how {
+        AttachHow::Whole => pagefork_remote::attach(&location, dir),
+        AttachHow::Lazily => pagefork_remote::attach_lazily(&location, dir),
+        AttachHow::CopyWithoutClaim => pagefork_remote::attach_without_claim(&location, dir),
     };
     let report = attached.with_context(|| format!("cannot attach {url} in {}", dir.display()))?;
-    let store = Store::open(dir).with_context(|| {
+    let (store, _) = open_store(dir, None, None).with_context(|| {
         format!(
             "the store attached in {} does not open (its files stay there for inspection)",
             dir.display()

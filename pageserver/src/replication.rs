@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pagefork_engine::Store;
-use pagefork_remote::{RemoteLocation, Replicator};
+use pagefork_remote::{RemoteLayers, RemoteLocation, Replicator};
 use parking_lot::Mutex;
+
+use crate::serve::Projects;
 
 /// Where and how often (`--remote`, `--s3-endpoint`, `--remote-interval`).
 #[derive(Clone, Debug)]
@@ -22,6 +24,8 @@ pub(crate) struct RemoteOptions {
     pub(crate) location: RemoteLocation,
     /// Time between background syncs.
     pub(crate) interval: Duration,
+    /// The budget of each store's layer cache (`--local-cache-bytes`), if any.
+    pub(crate) local_cache_bytes: Option<u64>,
 }
 
 /// The replicators of a server's projects (none without `--remote`).
@@ -35,20 +39,26 @@ impl Replication {
     /// Replication for `projects` per `options` (nothing without them).
     pub(crate) fn start(
         options: Option<RemoteOptions>,
-        projects: &[(String, Store)],
+        projects: &Projects,
     ) -> anyhow::Result<Arc<Replication>> {
         let replication = Arc::new(Replication {
             options,
             replicators: Mutex::new(BTreeMap::new()),
         });
-        for (project, store) in projects {
-            replication.add(project, store)?;
+        for (project, store) in projects.list() {
+            replication.add(&project, &store, projects.layer_source(&project))?;
         }
         Ok(replication)
     }
 
-    /// Starts replicating `project` (a no-op without `--remote`, or if it already is).
-    pub(crate) fn add(&self, project: &str, store: &Store) -> anyhow::Result<()> {
+    /// Starts replicating `project` (a no-op without `--remote`, or if it already is);
+    /// `layer_source` is the one its store opened with, if any.
+    pub(crate) fn add(
+        &self,
+        project: &str,
+        store: &Store,
+        layer_source: Option<Arc<RemoteLayers>>,
+    ) -> anyhow::Result<()> {
         let Some(options) = &self.options else {
             return Ok(());
         };
@@ -60,6 +70,7 @@ impl Replication {
             &options.location.child(project),
             store.clone(),
             options.interval,
+            layer_source,
         )?;
         replicators.insert(project.to_owned(), Arc::new(replicator));
         Ok(())

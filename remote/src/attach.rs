@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use pagefork_engine::layer::{encode_marker, marker_path};
 use pagefork_engine::{Lsn, StdFileSystem, StorePaths, publish_file};
 
 use crate::bucket::Bucket;
@@ -48,6 +49,15 @@ pub fn attach(location: &RemoteLocation, dir: &Path) -> Result<AttachReport> {
     attach_as(location, dir, Claim::Generation)
 }
 
+/// `attach`, with every layer file left evicted (an eviction marker in its place): the
+/// store must then be opened with a layer cache reading from `location` (the `pagefork`
+/// command does so from the `pagefork.remote` file attach writes), and each layer file is
+/// downloaded by the first read that needs it. Attaching then costs the catalog, the WAL
+/// and three small reads per layer when the store opens, whatever the store's size.
+pub fn attach_lazily(location: &RemoteLocation, dir: &Path) -> Result<AttachReport> {
+    attach_as(location, dir, Claim::GenerationLazily)
+}
+
 /// Rebuilds the store at `location` in `dir` without claiming a generation: a copy to
 /// inspect (or to check a backup with) that fences nobody. The copy is a store like any
 /// other; should it ever sync to `location`, it claims a generation then.
@@ -59,6 +69,8 @@ pub fn attach_without_claim(location: &RemoteLocation, dir: &Path) -> Result<Att
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Claim {
     Generation,
+    /// A generation, and the layer files left in the bucket.
+    GenerationLazily,
     Nothing,
 }
 
@@ -93,7 +105,7 @@ fn attach_into(
     // A location with nothing to attach gets no generation marker either.
     generations::newest_index(&bucket)?.ok_or_else(no_index)?;
     let generation = match claim {
-        Claim::Generation => Some(generations::claim(&bucket, "attach")?),
+        Claim::Generation | Claim::GenerationLazily => Some(generations::claim(&bucket, "attach")?),
         Claim::Nothing => None,
     };
     // The newest index once this generation fences every older process.
@@ -105,8 +117,14 @@ fn attach_into(
         std::fs::create_dir_all(&made).map_err(RemoteError::io("create", &made))?;
     }
     for layer in &index.layers {
-        let bytes = downloaded.fetch(&bucket, &layer.object)?;
-        write_synced(&paths.layers_dir().join(&layer.name), &bytes, None)?;
+        let path = paths.layers_dir().join(&layer.name);
+        if claim == Claim::GenerationLazily {
+            let marker = encode_marker(layer.object.size, layer.object.crc32);
+            write_synced(&marker_path(&path), &marker, None)?;
+        } else {
+            let bytes = downloaded.fetch(&bucket, &layer.object)?;
+            write_synced(&path, &bytes, None)?;
+        }
     }
     for segment in &index.wal {
         let bytes = downloaded.fetch(&bucket, &segment.object)?;
@@ -125,7 +143,7 @@ fn attach_into(
         sync_dir(&synced)?;
     }
     if let Some(generation) = generation {
-        LocalState::new(location.url(), generation).write(dir)?;
+        LocalState::new(location, generation).write(dir)?;
     }
     publish_file(&StdFileSystem, &paths.meta(), &meta)
         .map_err(RemoteError::io("publish", paths.meta()))?;
@@ -149,36 +167,43 @@ struct Downloaded {
 impl Downloaded {
     /// The object's bytes, checked against the index's size and CRC32.
     fn fetch(&mut self, bucket: &Bucket, object: &RemoteObject) -> Result<Bytes> {
-        let name = bucket.location().key(&object.key);
-        let bytes = bucket
-            .get(&object.key)?
-            .ok_or_else(|| RemoteError::Damaged {
-                what: "remote object",
-                name: name.clone(),
-                offset: 0,
-                why: "the index lists it, but it is not there".to_owned(),
-            })?;
-        if bytes.len() as u64 != object.size {
-            return Err(RemoteError::Damaged {
-                what: "remote object",
-                name,
-                offset: (bytes.len() as u64).min(object.size),
-                why: format!("{} bytes, the index says {}", bytes.len(), object.size),
-            });
-        }
-        let crc32 = crc32fast::hash(&bytes);
-        if crc32 != object.crc32 {
-            return Err(RemoteError::Damaged {
-                what: "remote object",
-                name,
-                offset: 0,
-                why: format!("CRC32 {crc32:08x}, the index says {:08x}", object.crc32),
-            });
-        }
+        let bytes = fetch_checked(bucket, object)?;
         self.objects += 1;
         self.bytes += object.size;
         Ok(bytes)
     }
+}
+
+/// The object's bytes, checked against the index's size and CRC32: a damaged object is an
+/// error naming its key and the offset.
+pub(crate) fn fetch_checked(bucket: &Bucket, object: &RemoteObject) -> Result<Bytes> {
+    let name = bucket.location().key(&object.key);
+    let bytes = bucket
+        .get(&object.key)?
+        .ok_or_else(|| RemoteError::Damaged {
+            what: "remote object",
+            name: name.clone(),
+            offset: 0,
+            why: "the index lists it, but it is not there".to_owned(),
+        })?;
+    if bytes.len() as u64 != object.size {
+        return Err(RemoteError::Damaged {
+            what: "remote object",
+            name,
+            offset: (bytes.len() as u64).min(object.size),
+            why: format!("{} bytes, the index says {}", bytes.len(), object.size),
+        });
+    }
+    let crc32 = crc32fast::hash(&bytes);
+    if crc32 != object.crc32 {
+        return Err(RemoteError::Damaged {
+            what: "remote object",
+            name,
+            offset: 0,
+            why: format!("CRC32 {crc32:08x}, the index says {:08x}", object.crc32),
+        });
+    }
+    Ok(bytes)
 }
 
 /// Writes `bytes` at the start of a new file at `path` (grown with zeros to `len` if

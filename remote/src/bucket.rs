@@ -113,6 +113,14 @@ impl Bucket {
         }
     }
 
+    /// Bytes `range` of the object `relative` (an error if it is missing).
+    pub(crate) fn get_range(&self, relative: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
+        let path = self.path(relative);
+        self.runtime
+            .block_on(self.store.get_range(&path, range))
+            .map_err(self.failed("download", relative))
+    }
+
     /// Deletes the object `relative`; one that is already gone is not an error.
     pub(crate) fn delete(&self, relative: &str) -> Result<()> {
         let path = self.path(relative);

@@ -15,6 +15,7 @@ use pagefork_engine::{Lsn, Store};
 use parking_lot::Mutex;
 
 use crate::error::{RemoteError, Result};
+use crate::layer_source::RemoteLayers;
 use crate::location::RemoteLocation;
 use crate::sync::{SyncReport, Uploader};
 
@@ -76,10 +77,13 @@ impl Replicator {
     /// generation the first time, refusing a location of another store: reported in the
     /// status and tried again each interval), then syncs at once and every `interval`.
     /// Makes no request itself, so it neither blocks nor fails on the network.
+    /// With `layer_source` (the one `store` was opened with when its local disk is a
+    /// cache), each sync also evicts layer files down to the cache's budget.
     pub fn start(
         location: &RemoteLocation,
         store: Store,
         interval: Duration,
+        layer_source: Option<Arc<RemoteLayers>>,
     ) -> Result<Replicator> {
         let status = Arc::new(Mutex::new(ReplicaStatus {
             location: location.url(),
@@ -94,6 +98,7 @@ impl Replicator {
                 run(
                     &worker_location,
                     &store,
+                    layer_source,
                     &receiver,
                     &worker_status,
                     interval,
@@ -140,6 +145,7 @@ impl Drop for Replicator {
 fn run(
     location: &RemoteLocation,
     store: &Store,
+    layer_source: Option<Arc<RemoteLayers>>,
     requests: &Receiver<Message>,
     status: &Mutex<ReplicaStatus>,
     interval: Duration,
@@ -169,9 +175,15 @@ fn run(
             Err(fenced_error(status, newer))
         } else {
             status.lock().syncing = true;
-            let result = connected(&mut uploader, location, store, status)
+            let result = connected(&mut uploader, location, store, &layer_source, status)
                 .and_then(|uploader| uploader.sync(store));
             record(status, &result);
+            if result.is_ok() && layer_source.is_some() {
+                // The layers just uploaded may go now.
+                if let Err(error) = store.evict_layers_over_budget() {
+                    tracing::warn!(%error, "evicting layer files after a sync failed");
+                }
+            }
             result
         };
         for waiter in waiters {
@@ -197,10 +209,11 @@ fn connected<'a>(
     uploader: &'a mut Option<Uploader>,
     location: &RemoteLocation,
     store: &Store,
+    layer_source: &Option<Arc<RemoteLayers>>,
     status: &Mutex<ReplicaStatus>,
 ) -> Result<&'a mut Uploader> {
     if uploader.is_none() {
-        let connected = Uploader::connect(location, store)?;
+        let connected = Uploader::connect_with_layers(location, store, layer_source.clone())?;
         status.lock().generation = connected.generation();
         *uploader = Some(connected);
     }

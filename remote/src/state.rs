@@ -9,6 +9,16 @@ use pagefork_engine::{StdFileSystem, publish_file};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{RemoteError, Result};
+use crate::location::RemoteLocation;
+
+/// The location the store in `dir` is copied to, as its `pagefork.remote` file records it
+/// (`None` if it has none): where its evicted layer files are read back from. Credentials
+/// come from the `AWS_*` environment variables as always.
+pub fn recorded_location(dir: &Path) -> Result<Option<RemoteLocation>> {
+    LocalState::read(dir)?
+        .map(|state| RemoteLocation::parse(&state.location, state.s3_endpoint.as_deref()))
+        .transpose()
+}
 
 /// The state file's name in a store's directory.
 pub(crate) const STATE_FILE_NAME: &str = "pagefork.remote";
@@ -20,15 +30,20 @@ pub(crate) struct LocalState {
     pub(crate) format_version: u32,
     /// `s3://bucket/prefix`.
     pub(crate) location: String,
+    /// The S3-compatible server's URL, if not AWS's (absent in files written before it
+    /// was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) s3_endpoint: Option<String>,
     /// The generation this store holds there.
     pub(crate) generation: u32,
 }
 
 impl LocalState {
-    pub(crate) fn new(location: String, generation: u32) -> LocalState {
+    pub(crate) fn new(location: &RemoteLocation, generation: u32) -> LocalState {
         LocalState {
             format_version: STATE_FORMAT_VERSION,
-            location,
+            location: location.url(),
+            s3_endpoint: location.endpoint().map(str::to_owned),
             generation,
         }
     }

@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -23,6 +24,7 @@ use crate::error::{RemoteError, Result};
 use crate::generations;
 use crate::index::{INDEX_FORMAT_VERSION, RemoteIndex, RemoteLayer, RemoteObject, RemoteSegment};
 use crate::keys;
+use crate::layer_source::RemoteLayers;
 use crate::location::RemoteLocation;
 use crate::state::LocalState;
 
@@ -70,6 +72,9 @@ pub struct Uploader {
     listed: BTreeSet<String>,
     /// Keys no published index lists whose deletion has not succeeded yet.
     pending_deletions: BTreeSet<String>,
+    /// The store's layer source, told what each published index lists (so only uploaded
+    /// layers are evicted) and when this process is fenced.
+    layer_source: Option<Arc<RemoteLayers>>,
 }
 
 impl Uploader {
@@ -77,6 +82,17 @@ impl Uploader {
     /// store is copied there it claims a generation (recorded in its `pagefork.remote`);
     /// a location that holds another store is refused.
     pub fn connect(location: &RemoteLocation, store: &Store) -> Result<Uploader> {
+        Uploader::connect_with_layers(location, store, None)
+    }
+
+    /// `connect`, telling `layer_source` (the one the store was opened with, if its local
+    /// disk is a cache) which layers the location holds: those of the newest index now and
+    /// of each index this uploader publishes.
+    pub fn connect_with_layers(
+        location: &RemoteLocation,
+        store: &Store,
+        layer_source: Option<Arc<RemoteLayers>>,
+    ) -> Result<Uploader> {
         let dir = store
             .dir()
             .ok_or_else(|| {
@@ -102,7 +118,7 @@ impl Uploader {
             Some(state) if state.location == location.url() => state.generation,
             _ => {
                 let generation = generations::claim(&bucket, "sync")?;
-                LocalState::new(location.url(), generation).write(&dir)?;
+                LocalState::new(location, generation).write(&dir)?;
                 generation
             }
         };
@@ -117,9 +133,13 @@ impl Uploader {
             catalog: None,
             listed: BTreeSet::new(),
             pending_deletions: BTreeSet::new(),
+            layer_source,
         };
         if let Some(index) = newest_index {
             uploader.remember(&index);
+            if let Some(source) = &uploader.layer_source {
+                source.listed_by(&index);
+            }
         }
         Ok(uploader)
     }
@@ -214,9 +234,17 @@ impl Uploader {
             wal_end: files.wal_end.0,
         };
         let encoded = index.encode()?;
-        generations::check_current(&self.bucket, self.generation)?;
+        if let Err(error) = generations::check_current(&self.bucket, self.generation) {
+            if let (RemoteError::Fenced { .. }, Some(source)) = (&error, &self.layer_source) {
+                source.fence();
+            }
+            return Err(error);
+        }
         self.bucket
             .put(&keys::index(self.generation), Bytes::from(encoded))?;
+        if let Some(source) = &self.layer_source {
+            source.listed_by(&index);
+        }
         let (deleted, deletions_pending) = self.delete_unlisted(&index);
         Ok(SyncReport {
             location: self.bucket.location().url(),

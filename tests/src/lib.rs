@@ -6,6 +6,7 @@
 
 pub mod faults;
 pub mod files_model;
+pub mod layered;
 pub mod s3;
 
 use std::io::{BufRead, BufReader};

@@ -153,7 +153,7 @@ fn a_replicator_reports_failures_and_recovers() {
     write(&store, 0, 64, 1);
     plan.fail_all(true);
     let replicator =
-        Replicator::start(&location, store.clone(), Duration::from_secs(3600)).unwrap();
+        Replicator::start(&location, store.clone(), Duration::from_secs(3600), None).unwrap();
     let error = replicator.sync_now().unwrap_err();
     assert!(error.to_string().contains("injected fault"), "{error}");
     let status = replicator.status();

@@ -239,6 +239,26 @@ pub(crate) fn decode_layout(bytes: &[u8]) -> Result<(LayerRange, Vec<IndexEntry>
     let header = bytes
         .get(..HEADER_LEN)
         .ok_or_else(|| error(0, "no header"))?;
+    let range = decode_header(header)?;
+    let footer = decode_footer(
+        bytes.get(len - FOOTER_LEN..).unwrap_or_default(),
+        len as u64,
+    )?;
+    let index = bytes
+        .get(footer.index_offset as usize..)
+        .ok_or_else(|| error(footer.index_offset as usize, "no index"))?;
+    let entries = decode_index(index, &footer, &range)?;
+    Ok((range, entries))
+}
+
+/// Checks a layer's header (its first `HEADER_LEN` bytes) and returns its range.
+pub(crate) fn decode_header(header: &[u8]) -> Result<LayerRange, FormatError> {
+    if header.len() < HEADER_LEN {
+        return Err(error(
+            0,
+            format!("{} bytes is shorter than a header", header.len()),
+        ));
+    }
     if header.get(..8) != Some(&MAGIC[..]) {
         return Err(error(0, "bad magic: not a pagefork layer file"));
     }
@@ -268,11 +288,26 @@ pub(crate) fn decode_layout(bytes: &[u8]) -> Result<(LayerRange, Vec<IndexEntry>
     if range.key_start > range.key_last || range.lsn_start >= range.lsn_end {
         return Err(error(24, "empty key or LSN range"));
     }
+    Ok(range)
+}
 
-    let footer_at = len - FOOTER_LEN;
-    let footer = bytes
-        .get(footer_at..)
-        .ok_or_else(|| error(footer_at, "no footer"))?;
+/// What a layer's footer says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Footer {
+    /// Where the index starts (and the data blocks end).
+    pub(crate) index_offset: u64,
+    /// The index's length, its CRC32 included.
+    index_len: u64,
+    block_count: u64,
+}
+
+/// Checks the footer (the last `FOOTER_LEN` bytes of a file of `file_len` bytes); errors
+/// name offsets in the file.
+pub(crate) fn decode_footer(footer: &[u8], file_len: u64) -> Result<Footer, FormatError> {
+    let footer_at = file_len.saturating_sub(FOOTER_LEN as u64) as usize;
+    if footer.len() != FOOTER_LEN || file_len < (HEADER_LEN + FOOTER_LEN) as u64 {
+        return Err(error(footer_at, "no footer"));
+    }
     if footer.get(28..32) != Some(&FOOTER_MAGIC[..]) {
         return Err(error(
             footer_at + 28,
@@ -282,11 +317,10 @@ pub(crate) fn decode_layout(bytes: &[u8]) -> Result<(LayerRange, Vec<IndexEntry>
     if Some(crc32fast::hash(footer.get(..24).unwrap_or_default())) != read_u32(footer, 24) {
         return Err(error(footer_at + 24, "footer checksum mismatch"));
     }
-    let index_offset = read_u64(footer, 0).unwrap_or_default() as usize;
-    let index_len = read_u64(footer, 8).unwrap_or_default() as usize;
-    let block_count = read_u64(footer, 16).unwrap_or_default();
-    if index_offset < HEADER_LEN
-        || index_offset.checked_add(index_len) != Some(footer_at)
+    let index_offset = read_u64(footer, 0).unwrap_or_default();
+    let index_len = read_u64(footer, 8).unwrap_or_default();
+    if index_offset < HEADER_LEN as u64
+        || index_offset.checked_add(index_len) != Some(footer_at as u64)
         || index_len < 12
     {
         return Err(error(
@@ -294,9 +328,24 @@ pub(crate) fn decode_layout(bytes: &[u8]) -> Result<(LayerRange, Vec<IndexEntry>
             "index offset and length do not fit the file",
         ));
     }
-    let index = bytes
-        .get(index_offset..footer_at)
-        .ok_or_else(|| error(index_offset, "no index"))?;
+    Ok(Footer {
+        index_offset,
+        index_len,
+        block_count: read_u64(footer, 16).unwrap_or_default(),
+    })
+}
+
+/// Checks the index against the footer and the range and decodes it. `index` starts at
+/// the index and may run on (into the footer); errors name offsets in the file.
+pub(crate) fn decode_index(
+    index: &[u8],
+    footer: &Footer,
+    range: &LayerRange,
+) -> Result<Vec<IndexEntry>, FormatError> {
+    let index_offset = footer.index_offset as usize;
+    let index = index
+        .get(..footer.index_len as usize)
+        .ok_or_else(|| error(index_offset, "the index is cut short"))?;
     let crc_at = index.len() - 4;
     if Some(crc32fast::hash(index.get(..crc_at).unwrap_or_default())) != read_u32(index, crc_at) {
         return Err(error(index_offset + crc_at, "index checksum mismatch"));
@@ -306,7 +355,8 @@ pub(crate) fn decode_layout(bytes: &[u8]) -> Result<(LayerRange, Vec<IndexEntry>
     let entries_len = usize::try_from(count)
         .ok()
         .and_then(|count| count.checked_mul(INDEX_ENTRY_LEN));
-    if count != block_count || entries_len.and_then(|len| len.checked_add(8)) != Some(crc_at) {
+    if count != footer.block_count || entries_len.and_then(|len| len.checked_add(8)) != Some(crc_at)
+    {
         return Err(error(
             index_offset,
             "index entry count disagrees with the footer or the index size",
@@ -320,7 +370,7 @@ pub(crate) fn decode_layout(bytes: &[u8]) -> Result<(LayerRange, Vec<IndexEntry>
             lsn: Lsn(read_u64(index, at + 8).unwrap_or_default()),
             offset: read_u64(index, at + 16).unwrap_or_default(),
         };
-        let in_data = (HEADER_LEN as u64..index_offset as u64).contains(&entry.offset);
+        let in_data = (HEADER_LEN as u64..footer.index_offset).contains(&entry.offset);
         let ordered = entries
             .last()
             .is_none_or(|last: &IndexEntry| (last.key, last.lsn) < (entry.key, entry.lsn));
@@ -335,7 +385,7 @@ pub(crate) fn decode_layout(bytes: &[u8]) -> Result<(LayerRange, Vec<IndexEntry>
         }
         entries.push(entry);
     }
-    Ok((range, entries))
+    Ok(entries)
 }
 
 /// Where the index starts (and the data blocks end), from a footer `decode_layout` checked.

@@ -6,15 +6,20 @@
 //! the offset, never data; an image layer covering a key proves the key's state at its LSN,
 //! present or absent, so a read stops there.
 
+mod cache;
 mod format;
 mod map;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use pagefork_wal::Lsn;
+use parking_lot::{Mutex, RwLock};
 
+pub(crate) use cache::LayerCache;
+pub use cache::{LayerCacheConfig, LayerCacheStats, LayerSource, encode_marker, marker_path};
 pub(crate) use format::{FORMAT_VERSION, encoded_len};
 pub use format::{LayerKind, LayerRange};
 pub use map::Level;
@@ -55,17 +60,69 @@ pub fn write_layer(
     })
 }
 
-/// An open, memory-mapped layer file.
-#[derive(Debug)]
+/// An open layer file: its range and index in memory, its blocks memory-mapped. A layer
+/// opened with a [`LayerCache`] may be evicted (its blocks then only in the cache's source)
+/// and is read back by the first read that needs a block.
 pub struct LayerFile {
     fs: Arc<dyn FileSystem>,
     path: PathBuf,
-    bytes: Bytes,
-    /// The mapping `bytes` is a view of, for read-ahead hints.
-    mapping: MappedFile,
     range: LayerRange,
     index: Vec<format::IndexEntry>,
     index_offset: usize,
+    size: u64,
+    /// The mapped file; `None` while evicted.
+    data: RwLock<Option<Mapped>>,
+    /// With a layer cache: how to evict the layer and read it back.
+    cached: Option<Cached>,
+}
+
+impl std::fmt::Debug for LayerFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerFile")
+            .field("path", &self.path)
+            .field("range", &self.range)
+            .field("size", &self.size)
+            .field("resident", &self.is_resident())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A mapped layer file: `bytes` is a view of `mapping`.
+#[derive(Debug)]
+struct Mapped {
+    bytes: Bytes,
+    mapping: MappedFile,
+}
+
+/// What a cached layer needs to be evicted and read back.
+#[derive(Debug)]
+struct Cached {
+    cache: Arc<LayerCache>,
+    /// The layer's name in the catalog (its file name) and its whole-file CRC32.
+    name: String,
+    checksum: u32,
+    /// When a block was last read (`cache::now_micros`).
+    last_used: AtomicU64,
+    /// Held while the layer is downloaded or evicted.
+    residency: Mutex<()>,
+}
+
+/// Maps the file at `path` read-only.
+fn map_file(fs: &dyn FileSystem, path: &Path) -> Result<Mapped> {
+    let file = fs
+        .open_read(path)
+        .map_err(EngineError::io("open layer", path))?;
+    // SAFETY: a published layer is never written again and never truncated: it is
+    // written whole under a temporary name, fsynced and renamed into place; compaction,
+    // GC and eviction only add new files and unlink old ones (unlinking keeps a mapping
+    // valid); the store's directory lock keeps other pagefork processes out.
+    #[allow(unsafe_code)]
+    let mapped = unsafe { file.map_read_only(Access::Random) };
+    let mapping = mapped.map_err(EngineError::io("map layer", path))?;
+    Ok(Mapped {
+        bytes: mapping.bytes(),
+        mapping,
+    })
 }
 
 impl LayerFile {
@@ -81,17 +138,8 @@ impl LayerFile {
         path: &Path,
         expected: Option<(u64, u32)>,
     ) -> Result<LayerFile> {
-        let file = fs
-            .open_read(path)
-            .map_err(EngineError::io("open layer", path))?;
-        // SAFETY: a published layer is never written again and never truncated: it is
-        // written whole under a temporary name, fsynced and renamed into place; compaction
-        // and GC only add new files and unlink old ones (unlinking keeps a mapping valid);
-        // the store's directory lock keeps other pagefork processes out.
-        #[allow(unsafe_code)]
-        let mapped = unsafe { file.map_read_only(Access::Random) };
-        let mapping = mapped.map_err(EngineError::io("map layer", path))?;
-        let bytes = mapping.bytes();
+        let mapped = map_file(fs.as_ref(), path)?;
+        let bytes = &mapped.bytes;
         let corrupt = |offset: u64, reason: String| EngineError::CorruptFile {
             path: path.to_owned(),
             offset,
@@ -104,7 +152,7 @@ impl LayerFile {
                     format!("{} bytes, the catalog says {size}", bytes.len()),
                 ));
             }
-            if crc32fast::hash(&bytes) != checksum {
+            if crc32fast::hash(bytes) != checksum {
                 return Err(corrupt(
                     0,
                     "whole-file checksum differs from the catalog's".to_owned(),
@@ -112,18 +160,127 @@ impl LayerFile {
             }
         }
         let (range, index) =
-            format::decode_layout(&bytes).map_err(|error| corrupt(error.offset, error.reason))?;
-        let index_offset = format::index_offset(&bytes);
+            format::decode_layout(bytes).map_err(|error| corrupt(error.offset, error.reason))?;
+        let index_offset = format::index_offset(bytes);
         // The index is on the heap now; the pages read to check it need not stay mapped.
-        mapping.release_resident_pages();
+        mapped.mapping.release_resident_pages();
         Ok(LayerFile {
             fs,
             path: path.to_owned(),
-            bytes,
-            mapping,
             range,
             index,
             index_offset,
+            size: bytes.len() as u64,
+            data: RwLock::new(Some(mapped)),
+            cached: None,
+        })
+    }
+
+    /// Opens the layer `name` (of `size` bytes, CRC32 `checksum`, as the catalog lists it)
+    /// at `path` under `cache`: the local file if there is one, otherwise, when its
+    /// eviction marker says it was evicted, its header, footer and index read from the
+    /// cache's source (its blocks are read back by the first read that needs one).
+    /// `Ok(None)`: neither file nor marker.
+    pub(crate) fn open_cached(
+        fs: Arc<dyn FileSystem>,
+        path: &Path,
+        name: &str,
+        size: u64,
+        checksum: u32,
+        cache: &Arc<LayerCache>,
+    ) -> Result<Option<Arc<LayerFile>>> {
+        let cached = Cached {
+            cache: Arc::clone(cache),
+            name: name.to_owned(),
+            checksum,
+            last_used: AtomicU64::new(cache::now_micros()),
+            residency: Mutex::new(()),
+        };
+        let layer = if fs.exists(path).map_err(EngineError::io("stat", path))? {
+            let mut layer = LayerFile::open_on(Arc::clone(&fs), path, None)?;
+            layer.cached = Some(cached);
+            cache.add_resident(layer.size);
+            layer
+        } else if cache::check_marker(fs.as_ref(), path, size, checksum)? {
+            LayerFile::open_evicted(fs, path, size, cached)?
+        } else {
+            return Ok(None);
+        };
+        let layer = Arc::new(layer);
+        cache.register(&layer);
+        Ok(Some(layer))
+    }
+
+    /// `open_on` for a layer just written, tracked by `cache` if there is one.
+    pub(crate) fn open_new(
+        fs: Arc<dyn FileSystem>,
+        path: &Path,
+        name: &str,
+        checksum: u32,
+        cache: Option<&Arc<LayerCache>>,
+    ) -> Result<Arc<LayerFile>> {
+        let mut layer = LayerFile::open_on(fs, path, None)?;
+        let Some(cache) = cache else {
+            return Ok(Arc::new(layer));
+        };
+        layer.cached = Some(Cached {
+            cache: Arc::clone(cache),
+            name: name.to_owned(),
+            checksum,
+            last_used: AtomicU64::new(cache::now_micros()),
+            residency: Mutex::new(()),
+        });
+        cache.add_resident(layer.size);
+        let layer = Arc::new(layer);
+        cache.register(&layer);
+        Ok(layer)
+    }
+
+    /// An evicted layer: header, footer and index read from the source.
+    fn open_evicted(
+        fs: Arc<dyn FileSystem>,
+        path: &Path,
+        size: u64,
+        cached: Cached,
+    ) -> Result<LayerFile> {
+        let source = &cached.cache.source;
+        let read = |range: std::ops::Range<u64>| {
+            source
+                .read_range(&cached.name, cached.checksum, range)
+                .map_err(|reason| EngineError::LayerFetch {
+                    name: cached.name.clone(),
+                    reason,
+                })
+        };
+        let corrupt = |offset: u64, reason: String| EngineError::CorruptFile {
+            path: path.to_owned(),
+            offset,
+            reason: format!("{reason} (in the copy the layer cache's source holds)"),
+        };
+        if size < (format::HEADER_LEN + format::FOOTER_LEN) as u64 {
+            return Err(corrupt(
+                0,
+                format!("the catalog says {size} bytes, less than a layer"),
+            ));
+        }
+        let footer = read(size - format::FOOTER_LEN as u64..size)?;
+        let footer = format::decode_footer(&footer, size)
+            .map_err(|error| corrupt(error.offset, error.reason))?;
+        let header = read(0..format::HEADER_LEN as u64)?;
+        let range =
+            format::decode_header(&header).map_err(|error| corrupt(error.offset, error.reason))?;
+        let tail = read(footer.index_offset..size)?;
+        let index = format::decode_index(&tail, &footer, &range)
+            .map_err(|error| corrupt(error.offset, error.reason))?;
+        Ok(LayerFile {
+            fs,
+            path: path.to_owned(),
+            range,
+            index,
+            index_offset: footer.index_offset as usize,
+            size,
+            data: RwLock::new(None),
+            cached: Some(cached),
         })
     }
 
@@ -144,11 +301,134 @@ impl LayerFile {
 
     /// File size in bytes.
     pub fn size(&self) -> u64 {
-        self.bytes.len() as u64
+        self.size
     }
 
-    fn decode(&self, entry: &format::IndexEntry) -> Result<Update> {
-        format::decode_block(&self.bytes, entry, self.index_offset).map_err(|error| {
+    /// Whether the file is on local disk (not evicted).
+    pub fn is_resident(&self) -> bool {
+        self.data.read().is_some()
+    }
+
+    /// The file's bytes, read back from the layer cache's source first if evicted.
+    fn bytes(&self) -> Result<Bytes> {
+        if let Some(mapped) = &*self.data.read() {
+            if let Some(cached) = &self.cached {
+                cached
+                    .last_used
+                    .store(cache::now_micros(), Ordering::Relaxed);
+            }
+            return Ok(mapped.bytes.clone());
+        }
+        self.read_back()
+    }
+
+    /// Downloads an evicted layer, checks it against the catalog's size and CRC32 and the
+    /// index in memory, publishes it crash-safely at its path, and maps it.
+    fn read_back(&self) -> Result<Bytes> {
+        let Some(cached) = &self.cached else {
+            return Err(EngineError::InvariantViolated {
+                action: "read a layer",
+                rule: "a layer without a layer cache is never evicted",
+                detail: self.path.display().to_string(),
+            });
+        };
+        let _residency = cached.residency.lock();
+        if let Some(mapped) = &*self.data.read() {
+            return Ok(mapped.bytes.clone());
+        }
+        let cache = &cached.cache;
+        cache.make_room(self.size, self)?;
+        cache.add_resident(self.size);
+        let mapped = self
+            .download(cached)
+            .inspect_err(|_| cache.remove_resident(self.size))?;
+        cache.note_download(self.size);
+        cached
+            .last_used
+            .store(cache::now_micros(), Ordering::Relaxed);
+        let bytes = mapped.bytes.clone();
+        *self.data.write() = Some(mapped);
+        Ok(bytes)
+    }
+
+    fn download(&self, cached: &Cached) -> Result<Mapped> {
+        let bytes = cached
+            .cache
+            .source
+            .read_all(&cached.name, cached.checksum)
+            .map_err(|reason| EngineError::LayerFetch {
+                name: cached.name.clone(),
+                reason,
+            })?;
+        let corrupt = |offset: u64, reason: String| EngineError::CorruptFile {
+            path: self.path.clone(),
+            offset,
+            reason: format!("{reason} (in the copy read back from the layer cache's source)"),
+        };
+        if bytes.len() as u64 != self.size {
+            return Err(corrupt(
+                0,
+                format!("{} bytes, the catalog says {}", bytes.len(), self.size),
+            ));
+        }
+        if crc32fast::hash(&bytes) != cached.checksum {
+            return Err(corrupt(
+                0,
+                "whole-file checksum differs from the catalog's".to_owned(),
+            ));
+        }
+        let (range, index) =
+            format::decode_layout(&bytes).map_err(|error| corrupt(error.offset, error.reason))?;
+        if range != self.range || index != self.index {
+            return Err(corrupt(
+                0,
+                "its header or index differs from the one read when the store opened".to_owned(),
+            ));
+        }
+        publish_file(self.fs.as_ref(), &self.path, &bytes)
+            .map_err(EngineError::io("publish layer read back", &self.path))?;
+        let marker = cache::marker_path(&self.path);
+        match self.fs.remove_file(&marker) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(EngineError::io("remove eviction marker", &marker)(error)),
+        }
+        drop(bytes);
+        map_file(self.fs.as_ref(), &self.path)
+    }
+
+    /// When the layer was last read, if it is resident and may be evicted.
+    fn last_used_if_resident(&self) -> Option<u64> {
+        let cached = self.cached.as_ref()?;
+        self.is_resident()
+            .then(|| cached.last_used.load(Ordering::Relaxed))
+    }
+
+    /// Evicts the layer if it is resident, not busy, and its source holds it: publishes
+    /// its eviction marker, drops the mapping (reads in progress keep theirs) and removes
+    /// the file. Returns whether it was evicted.
+    pub(crate) fn try_evict(&self) -> Result<bool> {
+        let Some(cached) = &self.cached else {
+            return Ok(false);
+        };
+        let Some(_residency) = cached.residency.try_lock() else {
+            return Ok(false);
+        };
+        if !self.is_resident() || !cached.cache.source.holds(&cached.name, cached.checksum) {
+            return Ok(false);
+        }
+        cache::write_marker(self.fs.as_ref(), &self.path, self.size, cached.checksum)?;
+        *self.data.write() = None;
+        self.fs
+            .remove_file(&self.path)
+            .map_err(EngineError::io("remove evicted layer", &self.path))?;
+        cached.cache.remove_resident(self.size);
+        cached.cache.note_eviction();
+        Ok(true)
+    }
+
+    fn decode(&self, bytes: &Bytes, entry: &format::IndexEntry) -> Result<Update> {
+        format::decode_block(bytes, entry, self.index_offset).map_err(|error| {
             EngineError::CorruptFile {
                 path: self.path.clone(),
                 offset: error.offset,
@@ -169,19 +449,20 @@ impl LayerFile {
         let end = self
             .index
             .partition_point(|entry| (entry.key, entry.lsn) <= (key, lsn));
+        let entries = self.index.get(first..end).unwrap_or_default();
         if self.range.kind == LayerKind::Image {
-            match self
-                .index
-                .get(first..end)
-                .and_then(|entries| entries.first())
-            {
-                Some(entry) => out.push(self.decode(entry)?),
+            match entries.first() {
+                Some(entry) => out.push(self.decode(&self.bytes()?, entry)?),
                 None => out.push(Update::Drop),
             }
             return Ok(true);
         }
-        for entry in self.index.get(first..end).unwrap_or_default().iter().rev() {
-            let update = self.decode(entry)?;
+        if entries.is_empty() {
+            return Ok(false);
+        }
+        let bytes = self.bytes()?;
+        for entry in entries.iter().rev() {
+            let update = self.decode(&bytes, entry)?;
             let initializing = update.is_initializing();
             out.push(update);
             if initializing {
@@ -192,8 +473,8 @@ impl LayerFile {
     }
 
     /// Starts reading the blocks of keys `first..=last` into the page cache (a hint,
-    /// nothing if the layer holds none or lies above `lsn`): the blocks of neighbouring
-    /// keys are neighbours in the file, so a range read becomes one large read.
+    /// nothing if the layer holds none, lies above `lsn`, or is evicted): the blocks of
+    /// neighbouring keys are neighbours in the file, so a range read becomes one large read.
     pub(crate) fn prefetch(&self, first: Key, last: Key, lsn: Lsn) {
         if lsn < self.range.lsn_start || last < self.range.key_start || first > self.range.key_last
         {
@@ -208,11 +489,14 @@ impl LayerFile {
             .index
             .get(end)
             .map_or(self.index_offset as u64, |entry| entry.offset);
-        if let (Ok(from), Ok(to)) = (usize::try_from(from.offset), usize::try_from(to)) {
-            self.mapping.will_need(from..to);
+        if let (Ok(from), Ok(to), Some(mapped)) = (
+            usize::try_from(from.offset),
+            usize::try_from(to),
+            &*self.data.read(),
+        ) {
+            mapped.mapping.will_need(from..to);
         }
     }
-
     /// Keys in `first..=last` with a version at or below `lsn`, in order.
     pub(crate) fn keys_in(&self, first: Key, last: Key, lsn: Lsn) -> Vec<Key> {
         let start = self.index.partition_point(|entry| entry.key < first);
@@ -259,10 +543,7 @@ impl LayerFile {
     /// pages read once should not stay resident in the process (they would count in its
     /// RSS for as long as the layer stays mapped).
     pub(crate) fn read_sequentially(self: &Arc<Self>) -> Result<SequentialVersions> {
-        let file = self
-            .fs
-            .open_read(&self.path)
-            .map_err(EngineError::io("open layer", &self.path))?;
+        let file = self.open_local()?;
         Ok(SequentialVersions {
             layer: Arc::clone(self),
             reader: ChunkReader::new(file, self.index_offset as u64),
@@ -270,17 +551,48 @@ impl LayerFile {
         })
     }
 
+    /// The local file open for reading, read back first if evicted (an eviction right
+    /// after is harmless: an open file outlives its name).
+    fn open_local(&self) -> Result<Box<dyn FsFile>> {
+        let mut attempts = 0;
+        loop {
+            self.bytes()?;
+            match self.fs.open_read(&self.path) {
+                Ok(file) => return Ok(file),
+                Err(error)
+                    if error.kind() == std::io::ErrorKind::NotFound
+                        && self.cached.is_some()
+                        && attempts < 3 =>
+                {
+                    attempts += 1;
+                }
+                Err(error) => return Err(EngineError::io("open layer", &self.path)(error)),
+            }
+        }
+    }
+
     /// Every version, in (key, LSN) order, each block checked.
     pub fn versions(&self) -> Result<Vec<(Key, Lsn, Update)>> {
+        let bytes = self.bytes()?;
         self.index
             .iter()
-            .map(|entry| Ok((entry.key, entry.lsn, self.decode(entry)?)))
+            .map(|entry| Ok((entry.key, entry.lsn, self.decode(&bytes, entry)?)))
             .collect()
     }
 
     /// The CRC32 of the whole file.
-    pub fn checksum(&self) -> u32 {
-        crc32fast::hash(&self.bytes)
+    pub fn checksum(&self) -> Result<u32> {
+        Ok(crc32fast::hash(&self.bytes()?))
+    }
+}
+
+impl Drop for LayerFile {
+    fn drop(&mut self) {
+        if let Some(cached) = &self.cached
+            && self.data.get_mut().is_some()
+        {
+            cached.cache.remove_resident(self.size);
+        }
     }
 }
 

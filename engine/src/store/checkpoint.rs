@@ -29,7 +29,9 @@ use crate::catalog::Branch;
 use crate::checkpoint::{BranchImage, CATALOG_FILE_NAME, Checkpoint, LayerEntry};
 use crate::error::{EngineError, Result};
 use crate::fs::FileSystem;
-use crate::layer::{LayerFile, LayerMap, LayerRange, Level, PersistedLayer};
+use crate::layer::{
+    LayerCache, LayerFile, LayerMap, LayerRange, Level, PersistedLayer, marker_path,
+};
 
 /// Directory of the layer files inside a store.
 pub(super) const LAYERS_DIR_NAME: &str = "layers";
@@ -304,7 +306,8 @@ impl StoreInner {
             }
             let mut layers = LayerMap::default();
             for entry in &image.layers {
-                let layer = open_listed_layer(&self.fs, &layers_dir, entry)?;
+                let layer =
+                    open_listed_layer(&self.fs, self.layer_cache.as_ref(), &layers_dir, entry)?;
                 if let Some(other) = layers.conflict_with(&layer) {
                     return Err(corrupt(format!(
                         "layers {} and {other} of branch {} overlap",
@@ -475,21 +478,45 @@ fn branch_image(branch: &Branch) -> BranchImage {
 
 /// Opens a layer the catalog lists, refusing a missing one or one of another size by name.
 /// (Every block is checked against its CRC32 when read; the whole-file checksum is kept for
-/// `pagefork inspect` and is not recomputed on open, so opening stays fast.)
+/// `pagefork inspect` and is not recomputed on open, so opening stays fast.) With a layer
+/// cache, an evicted layer opens from its source.
 fn open_listed_layer(
     fs: &Arc<dyn FileSystem>,
+    layer_cache: Option<&Arc<LayerCache>>,
     layers_dir: &Path,
     entry: &LayerEntry,
 ) -> Result<PersistedLayer> {
     let path = layers_dir.join(&entry.name);
-    if !fs.exists(&path).map_err(EngineError::io("stat", &path))? {
+    let opened = match layer_cache {
+        Some(cache) => LayerFile::open_cached(
+            Arc::clone(fs),
+            &path,
+            &entry.name,
+            entry.size,
+            entry.checksum,
+            cache,
+        )?,
+        None if fs.exists(&path).map_err(EngineError::io("stat", &path))? => {
+            Some(Arc::new(LayerFile::open_on(Arc::clone(fs), &path, None)?))
+        }
+        None => None,
+    };
+    let Some(file) = opened else {
+        let evicted = marker_path(&path);
+        let reason = if fs
+            .exists(&evicted)
+            .map_err(EngineError::io("stat", &evicted))?
+        {
+            "the catalog lists this layer file; it was evicted to remote storage, and the store was opened without a layer cache to read it back from (open it with its remote location)"
+        } else {
+            "the catalog lists this layer file but it is missing"
+        };
         return Err(EngineError::CorruptFile {
             path,
             offset: 0,
-            reason: "the catalog lists this layer file but it is missing".to_owned(),
+            reason: reason.to_owned(),
         });
-    }
-    let file = LayerFile::open_on(Arc::clone(fs), &path, None)?;
+    };
     if file.size() != entry.size {
         return Err(EngineError::CorruptFile {
             path,
@@ -509,7 +536,7 @@ fn open_listed_layer(
         });
     }
     Ok(PersistedLayer {
-        file: Arc::new(file),
+        file,
         name: entry.name.clone(),
         size: entry.size,
         checksum: entry.checksum,
@@ -563,10 +590,12 @@ impl StoreInner {
     }
 }
 
-/// Whether `name` is one the store gives its layer files (see `layer_file_name`), or
-/// their temporary name while being published. Other files are left alone.
+/// Whether `name` is one the store gives its layer files (see `layer_file_name`), their
+/// eviction markers (`NAME.evicted`), or the temporary name of either while being
+/// published. Other files are left alone.
 fn is_store_layer_file_name(name: &str) -> bool {
     let name = name.strip_suffix(".tmp").unwrap_or(name);
+    let name = name.strip_suffix(".evicted").unwrap_or(name);
     let Some((stem, suffix)) = name.rsplit_once('.') else {
         return false;
     };
@@ -603,9 +632,9 @@ fn store_layer_files(fs: &dyn FileSystem, layers_dir: &Path) -> Result<Vec<Strin
         .collect())
 }
 
-/// Removes the layer files in `layers_dir` that `listed` does not name: layers of deleted
-/// branches, and debris of cycles a crash interrupted. Files not named like the store's
-/// layer files are left alone.
+/// Removes the layer files (and eviction markers) in `layers_dir` that `listed` does not
+/// name: layers of deleted branches, and debris of cycles a crash interrupted. Files not
+/// named like the store's layer files are left alone.
 fn remove_unlisted_layers(
     fs: &dyn FileSystem,
     layers_dir: &Path,
@@ -613,7 +642,7 @@ fn remove_unlisted_layers(
 ) -> Result<()> {
     let mut removed = Vec::new();
     for name in store_layer_files(fs, layers_dir)? {
-        if !listed.contains(&name) {
+        if !listed.contains(name.strip_suffix(".evicted").unwrap_or(&name)) {
             let path: PathBuf = layers_dir.join(&name);
             fs.remove_file(&path)
                 .map_err(EngineError::io("remove unlisted layer", &path))?;

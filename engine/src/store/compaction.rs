@@ -24,7 +24,7 @@ use crate::error::{EngineError, Result};
 use crate::key::Key;
 use crate::layer::{
     LayerFile, LayerKind, LayerRange, Level, PersistedLayer, SequentialVersions, encoded_len,
-    write_layer,
+    marker_path, write_layer,
 };
 use crate::update::Update;
 
@@ -169,11 +169,13 @@ impl StoreInner {
         let (name, path) = loop {
             let name = layer_file_name(range, level, generation);
             let path = layers_dir.join(&name);
-            if !self
-                .fs
-                .exists(&path)
-                .map_err(EngineError::io("look for layer", &path))?
-            {
+            // An evicted layer's name stays taken by its marker until no catalog lists it.
+            let taken = |path: &Path| {
+                self.fs
+                    .exists(path)
+                    .map_err(EngineError::io("look for layer", path))
+            };
+            if !taken(&path)? && !taken(&marker_path(&path))? {
                 break (name, path);
             }
             generation += 1;
@@ -182,7 +184,13 @@ impl StoreInner {
         encoding.grow(encoded_len(versions) as u64);
         let summary = write_layer(self.fs.as_ref(), &path, range, versions)?;
         drop(encoding);
-        let file = Arc::new(LayerFile::open_on(Arc::clone(&self.fs), &path, None)?);
+        let file = LayerFile::open_new(
+            Arc::clone(&self.fs),
+            &path,
+            &name,
+            summary.checksum,
+            self.layer_cache.as_ref(),
+        )?;
         Ok(PersistedLayer {
             file,
             name,

@@ -223,6 +223,8 @@ pub struct LayerFileSummary {
     pub versions: usize,
     /// Its size in bytes.
     pub bytes: u64,
+    /// Whether the file is on local disk (false: evicted, in the layer cache's source).
+    pub resident: bool,
     /// `None` if not checked; `Some(Ok(()))` if every block matched its checksum;
     /// `Some(Err(what))` naming the damage.
     pub check: Option<Result<(), String>>,
@@ -292,6 +294,7 @@ impl Store {
                     range: *layer.file.range(),
                     versions: layer.file.version_count(),
                     bytes: layer.size,
+                    resident: layer.file.is_resident(),
                     check: verify.then(|| {
                         layer
                             .file

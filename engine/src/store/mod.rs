@@ -20,6 +20,7 @@ mod commit;
 mod compaction;
 mod detach;
 mod diff;
+mod evictions;
 mod gc;
 mod housekeeping;
 mod images;
@@ -51,6 +52,7 @@ use crate::catalog::Catalog;
 use crate::error::{EngineError, Result};
 use crate::fs::{FileSystem, StdFileSystem, create_dir_all_durably, publish_file};
 use crate::history::HistoryEntry;
+use crate::layer::{LayerCache, LayerCacheConfig};
 use crate::log::Log;
 use crate::meta::{META_FILE_NAME, StoreMeta};
 use crate::record::{CreateBranch, Record, stamp_time};
@@ -164,6 +166,11 @@ pub struct Config {
     /// (`Strict`, the default), or cut the log at the last good record and say what was
     /// discarded (`SalvageToLastGood`, what `pagefork recover --salvage` uses).
     pub wal_recovery: RecoveryMode,
+    /// Layer files kept elsewhere too (remote storage) and evicted from local disk under
+    /// a budget, read back by the first read that needs them (see [`LayerCacheConfig`]).
+    /// Only for a store on disk with layer files (`Native`). `None`: every layer file
+    /// stays on local disk, and a store with evicted layers does not open.
+    pub layer_cache: Option<LayerCacheConfig>,
 }
 
 impl Default for Config {
@@ -188,6 +195,7 @@ impl Default for Config {
             housekeeping_thread: true,
             backend: Backend::Native,
             wal_recovery: RecoveryMode::Strict,
+            layer_cache: None,
         }
     }
 }
@@ -236,6 +244,12 @@ impl Config {
                     self.backend
                 )));
             }
+        }
+        if self.layer_cache.is_some() && self.backend != Backend::Native {
+            return Err(EngineError::InvalidConfig(format!(
+                "a layer cache evicts layer files, and backend {} keeps none",
+                self.backend
+            )));
         }
         validate_branch_name(&self.root_branch)
     }
@@ -288,6 +302,8 @@ struct StoreInner {
     housekeeping: Mutex<()>,
     /// The files of the published state last handed out for copying, kept until the next.
     pin: Mutex<published::Pin>,
+    /// Layer files evicted and read back (`Config::layer_cache`), if any.
+    layer_cache: Option<Arc<LayerCache>>,
     signals: WorkerSignals,
     housekeeping_counters: HousekeepingCounters,
     /// The LSN the last published catalog covers.
@@ -477,6 +493,11 @@ impl Store {
             )));
         }
         config.validate()?;
+        if config.layer_cache.is_some() {
+            return Err(EngineError::InvalidConfig(
+                "an in-memory store has no layer files to evict".to_owned(),
+            ));
+        }
         let store = Store::with_log(&config, Log::memory(), None, None);
         store.create_root(&config.root_branch)?;
         Ok(store)
@@ -516,6 +537,7 @@ impl Store {
                 cutoff_epoch: AtomicU64::new(0),
                 cache: PageCache::new(config.page_cache_bytes),
                 read_counters: ReadCounters::default(),
+                layer_cache: config.layer_cache.as_ref().map(LayerCache::new),
                 version_db,
             }),
         }

@@ -138,7 +138,8 @@ pub(crate) async fn create_project(
     let replication = std::sync::Arc::clone(&state.replication);
     let (name, store) = blocking(move || {
         let store = projects.create(&name, page_size)?;
-        replication.add(&name, &store).map_err(|error| {
+        let source = projects.layer_source(&name);
+        replication.add(&name, &store, source).map_err(|error| {
             ApiError::internal(format!(
                 "project {name:?} was created but its replication did not start: {error:#}"
             ))

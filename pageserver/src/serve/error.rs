@@ -102,6 +102,9 @@ impl From<EngineError> for ApiError {
                 }
                 EngineError::StoreExists { .. } => (StatusCode::CONFLICT, "project_exists"),
                 EngineError::Poisoned { .. } => (StatusCode::SERVICE_UNAVAILABLE, "poisoned"),
+                EngineError::LayerFetch { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "remote_unavailable")
+                }
                 EngineError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             },

@@ -40,7 +40,7 @@ use axum::routing::{get, post, put};
 
 use self::error::ApiError;
 use self::metrics::Metrics;
-use self::projects::Projects;
+pub(crate) use self::projects::Projects;
 use crate::auth::{Keys, Scope, TokenError};
 use crate::endpoint::registry::Endpoints;
 use crate::mount::Mounts;
@@ -101,10 +101,10 @@ pub(crate) fn run(root: &Path, listen: SocketAddr, options: ServeOptions) -> any
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let projects = Projects::open(root)?;
+    let projects = Projects::open(root, options.remote.as_ref())?;
     let mounts = Arc::new(Mounts::new(&options.mount_root)?);
     let endpoints = Arc::new(Endpoints::default());
-    let replication = Replication::start(options.remote.clone(), &projects.list())?;
+    let replication = Replication::start(options.remote.clone(), &projects)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

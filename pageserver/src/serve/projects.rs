@@ -3,6 +3,10 @@
 //! that cannot be opened stops the server from starting, rather than being skipped), and
 //! projects created over the API are created and opened here.
 //!
+//! With `--remote`, each store opens (or is created) with a layer cache reading evicted
+//! layer files back from the project's location (`--local-cache-bytes` is its budget);
+//! without it, a store whose `pagefork.remote` records a location opens with one too.
+//!
 //! Invariant: a project's name maps to at most one open store, and its directory is only
 //! ever created by `create` under the registry's lock.
 
@@ -11,10 +15,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use pagefork_engine::{Config, StdFileSystem, Store, create_dir_all_durably};
+use pagefork_engine::{
+    Config, EngineError, LayerCacheConfig, LayerSource, StdFileSystem, Store,
+    create_dir_all_durably,
+};
+use pagefork_remote::RemoteLayers;
 use parking_lot::{Mutex, RwLock};
 
 use super::error::{ApiError, quoted};
+use crate::replication::RemoteOptions;
 
 /// The directory under the server's data directory that holds one directory per project.
 const PROJECTS_DIR: &str = "projects";
@@ -23,19 +32,26 @@ const PROJECTS_DIR: &str = "projects";
 #[derive(Debug)]
 pub(crate) struct Projects {
     root: PathBuf,
+    remote: Option<RemoteOptions>,
     stores: RwLock<BTreeMap<String, Store>>,
+    /// The layer source each store opened with, if any.
+    layer_sources: RwLock<BTreeMap<String, Arc<RemoteLayers>>>,
     /// Serializes project creation.
     creating: Mutex<()>,
 }
 
 impl Projects {
     /// Opens every project under `root/projects` (creating the directories if missing).
-    pub(crate) fn open(root: &Path) -> anyhow::Result<Arc<Projects>> {
+    pub(crate) fn open(
+        root: &Path,
+        remote: Option<&RemoteOptions>,
+    ) -> anyhow::Result<Arc<Projects>> {
         let dir = root.join(PROJECTS_DIR);
         // The directory must survive a power cut, or so would not the projects in it.
         create_dir_all_durably(&StdFileSystem, &dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let mut stores = BTreeMap::new();
+        let mut layer_sources = BTreeMap::new();
         let entries =
             std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
         for entry in entries {
@@ -44,12 +60,23 @@ impl Projects {
             if validate_project_name(&name).is_err() || !entry.path().is_dir() {
                 continue;
             }
-            let store = match Store::open(entry.path()) {
-                Ok(store) => store,
-                // A create cut short (no metadata yet) is not a project: nothing in it was
-                // ever acknowledged.
-                Err(pagefork_engine::EngineError::NotAStore { reason, .. }) => {
-                    tracing::warn!(project = %name, %reason, "skipping a directory that holds no store");
+            let location = remote.map(|remote| remote.location.child(&name));
+            let budget = remote.and_then(|remote| remote.local_cache_bytes);
+            let (store, source) = match crate::remote::open_store(
+                &entry.path(),
+                location.as_ref(),
+                budget,
+            ) {
+                Ok(opened) => opened,
+                // A create cut short (no metadata yet) is not a project: nothing in it
+                // was ever acknowledged.
+                Err(error)
+                    if matches!(
+                        error.downcast_ref::<EngineError>(),
+                        Some(EngineError::NotAStore { .. })
+                    ) =>
+                {
+                    tracing::warn!(project = %name, error = %format!("{error:#}"), "skipping a directory that holds no store");
                     continue;
                 }
                 Err(error) => {
@@ -58,11 +85,16 @@ impl Projects {
                     });
                 }
             };
+            if let Some(source) = source {
+                layer_sources.insert(name.clone(), source);
+            }
             stores.insert(name, store);
         }
         Ok(Arc::new(Projects {
             root: dir,
+            remote: remote.cloned(),
             stores: RwLock::new(stores),
+            layer_sources: RwLock::new(layer_sources),
             creating: Mutex::new(()),
         }))
     }
@@ -96,15 +128,36 @@ impl Projects {
                 format!("a project named {project:?} already exists"),
             ));
         }
+        let source = self
+            .remote
+            .as_ref()
+            .map(|remote| RemoteLayers::new(&remote.location.child(project)));
         let config = Config {
             page_size,
+            layer_cache: source.as_ref().map(|source| LayerCacheConfig {
+                source: Arc::clone(source) as Arc<dyn LayerSource>,
+                budget_bytes: self
+                    .remote
+                    .as_ref()
+                    .and_then(|remote| remote.local_cache_bytes),
+            }),
             ..Config::default()
         };
         let store = Store::create(self.root.join(project), config)?;
+        if let Some(source) = source {
+            self.layer_sources
+                .write()
+                .insert(project.to_owned(), source);
+        }
         self.stores
             .write()
             .insert(project.to_owned(), store.clone());
         Ok(store)
+    }
+
+    /// The layer source `project`'s store opened with, if any.
+    pub(crate) fn layer_source(&self, project: &str) -> Option<Arc<RemoteLayers>> {
+        self.layer_sources.read().get(project).cloned()
     }
 
     /// Checkpoints every store (flushing what is in memory) and closes them.

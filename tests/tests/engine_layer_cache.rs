@@ -1,0 +1,245 @@
+//! The engine's layer cache (`Config::layer_cache`) over a source kept in a directory (the
+//! remote suites run the same over a real S3 server): evicted layer files read back
+//! exactly, the budget held, damage refused, and the store's own work (compaction, GC,
+//! reopening) unchanged over evicted layers.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use pagefork_engine::{At, Config, EngineError, Key, LayerCacheConfig, LayerSource, Store, Update};
+use pagefork_tests::layered::{
+    BLOCKS, Expected, PAGE, check_reads, layer_dir_entries, page, write_rounds,
+};
+use pagefork_tests::{engine_config, manual_housekeeping};
+use pagefork_wal::SyncMode;
+
+/// Layer files "uploaded" to a directory, under their name and CRC32.
+#[derive(Debug)]
+struct DirSource {
+    dir: PathBuf,
+    /// Flip a byte of every whole-file read.
+    corrupt: AtomicBool,
+}
+
+impl DirSource {
+    fn new(dir: &Path) -> Arc<DirSource> {
+        std::fs::create_dir_all(dir).unwrap();
+        Arc::new(DirSource {
+            dir: dir.to_owned(),
+            corrupt: AtomicBool::new(false),
+        })
+    }
+
+    fn path(&self, name: &str, checksum: u32) -> PathBuf {
+        self.dir.join(format!("{name}.{checksum:08x}"))
+    }
+
+    /// Copies every published layer file.
+    fn upload(&self, store: &Store) {
+        let files = store.pin_published().unwrap();
+        for layer in &files.layers {
+            let path = self.path(&layer.name, layer.checksum);
+            if !path.exists() {
+                std::fs::copy(&layer.path, path).unwrap();
+            }
+        }
+        store.unpin_published();
+    }
+
+    fn read(&self, name: &str, checksum: u32) -> Result<Vec<u8>, String> {
+        std::fs::read(self.path(name, checksum)).map_err(|error| format!("{name}: {error}"))
+    }
+}
+
+impl LayerSource for DirSource {
+    fn holds(&self, name: &str, checksum: u32) -> bool {
+        self.path(name, checksum).exists()
+    }
+
+    fn read_range(&self, name: &str, checksum: u32, range: Range<u64>) -> Result<Bytes, String> {
+        let bytes = self.read(name, checksum)?;
+        Ok(Bytes::copy_from_slice(
+            &bytes[range.start as usize..range.end as usize],
+        ))
+    }
+
+    fn read_all(&self, name: &str, checksum: u32) -> Result<Bytes, String> {
+        let mut bytes = self.read(name, checksum)?;
+        if self.corrupt.load(Ordering::SeqCst) {
+            bytes[100] ^= 0x40;
+        }
+        Ok(Bytes::from(bytes))
+    }
+}
+
+fn config(source: &Arc<DirSource>, budget: Option<u64>) -> Config {
+    let (config, _clock) = engine_config(SyncMode::Always);
+    Config {
+        page_size: PAGE,
+        layer_cache: Some(LayerCacheConfig {
+            source: Arc::clone(source) as Arc<dyn LayerSource>,
+            budget_bytes: budget,
+        }),
+        ..manual_housekeeping(config)
+    }
+}
+
+#[test]
+fn evicted_layers_read_back_exactly_and_the_cache_holds_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = DirSource::new(&dir.path().join("source"));
+    let data = dir.path().join("store");
+    let store = Store::create(&data, config(&source, None)).unwrap();
+    let expected = write_rounds(&store, 6);
+    let before = store.layer_cache_stats().unwrap();
+    assert!(before.resident_layers >= 8, "{before:?}");
+    assert_eq!(before.evicted_layers, 0);
+
+    // Nothing uploaded yet: nothing may go.
+    let stats = store.evict_layers_to(0).unwrap();
+    assert_eq!(stats.evictions, 0, "{stats:?}");
+    assert_eq!(stats.resident_bytes, before.resident_bytes);
+
+    source.upload(&store);
+    let stats = store.evict_layers_to(0).unwrap();
+    assert_eq!(stats.resident_bytes, 0, "{stats:?}");
+    assert_eq!(stats.evicted_layers, before.resident_layers);
+    assert_eq!(layer_dir_entries(&data), (0, stats.evicted_layers as usize));
+
+    check_reads(&store, &expected, |_| {});
+    let read_back = store.layer_cache_stats().unwrap();
+    assert_eq!(read_back.downloads, before.resident_layers, "{read_back:?}");
+    assert_eq!(read_back.resident_bytes, before.resident_bytes);
+    assert_eq!(
+        layer_dir_entries(&data),
+        (read_back.resident_layers as usize, 0)
+    );
+    drop(store);
+
+    // Reopened with a budget of about three layers, every layer evicted at first.
+    let largest = std::fs::read_dir(dir.path().join("source"))
+        .unwrap()
+        .map(|entry| entry.unwrap().metadata().unwrap().len())
+        .max()
+        .unwrap();
+    let budget = 3 * largest;
+    let store = Store::open_with(&data, config(&source, Some(budget))).unwrap();
+    store.evict_layers_to(0).unwrap();
+    check_reads(&store, &expected, |store| {
+        let stats = store.layer_cache_stats().unwrap();
+        assert!(
+            stats.resident_bytes <= budget + largest,
+            "{stats:?} over the budget {budget} by more than one layer ({largest})"
+        );
+    });
+    let stats = store.layer_cache_stats().unwrap();
+    assert!(
+        stats.evictions > 0 && stats.downloads > stats.resident_layers,
+        "{stats:?}"
+    );
+    let (files, markers) = layer_dir_entries(&data);
+    assert_eq!(
+        (files as u64, markers as u64),
+        (stats.resident_layers, stats.evicted_layers)
+    );
+    drop(store);
+
+    // Without a layer cache, a store with evicted layers is refused by name.
+    let (plain, _clock) = engine_config(SyncMode::Always);
+    let plain = Config {
+        page_size: PAGE,
+        ..manual_housekeeping(plain)
+    };
+    match Store::open_with(&data, plain) {
+        Err(EngineError::CorruptFile { path, reason, .. }) => {
+            assert!(reason.contains("evicted"), "{reason}");
+            assert!(path.starts_with(data.join("layers")), "{path:?}");
+        }
+        other => panic!("opened a store with evicted layers and no cache: {other:?}"),
+    }
+}
+
+#[test]
+fn a_damaged_download_is_an_error_and_nothing_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = DirSource::new(&dir.path().join("source"));
+    let data = dir.path().join("store");
+    let store = Store::create(&data, config(&source, None)).unwrap();
+    let expected = write_rounds(&store, 2);
+    source.upload(&store);
+    store.evict_layers_to(0).unwrap();
+    source.corrupt.store(true, Ordering::SeqCst);
+    let (branch, lsn, block, _) = &expected[0];
+    match store.get_page(branch, Key::new(1, *block), At::Lsn(*lsn)) {
+        Err(EngineError::CorruptFile { reason, offset, .. }) => {
+            assert!(reason.contains("read back"), "{reason}");
+            assert_eq!(offset, 0);
+        }
+        other => panic!("a damaged download was used: {other:?}"),
+    }
+    assert_eq!(layer_dir_entries(&data).0, 0, "a damaged download was kept");
+    source.corrupt.store(false, Ordering::SeqCst);
+    check_reads(&store, &expected, |_| {});
+}
+
+#[test]
+fn compaction_gc_and_new_writes_work_over_evicted_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = DirSource::new(&dir.path().join("source"));
+    let data = dir.path().join("store");
+    let store = Store::create(&data, config(&source, None)).unwrap();
+    let mut expected = write_rounds(&store, 4);
+    source.upload(&store);
+    store.evict_layers_to(0).unwrap();
+    // Merging evicted L0s reads them back; the merged layers are new and resident.
+    store.compact().unwrap();
+    let stats = store.layer_cache_stats().unwrap();
+    assert!(stats.downloads > 0, "{stats:?}");
+    for block in 0..BLOCKS {
+        store
+            .commit(
+                "main",
+                vec![(Key::new(2, block), Update::Image(page(9, block)))],
+            )
+            .unwrap();
+    }
+    store.checkpoint().unwrap();
+    let head = store.branch_info("main").unwrap().head;
+    for block in 0..BLOCKS {
+        expected.push(("main".to_owned(), head, block, Some(page(9, block))));
+    }
+    source.upload(&store);
+    store.evict_layers_to(0).unwrap();
+    store.gc().unwrap();
+    store.checkpoint().unwrap();
+    // Markers of layers no catalog lists any more are gone with them.
+    let (files, markers) = layer_dir_entries(&data);
+    let stats = store.layer_cache_stats().unwrap();
+    assert_eq!(
+        (files as u64, markers as u64),
+        (stats.resident_layers, stats.evicted_layers)
+    );
+    let relation_two: Expected = expected
+        .iter()
+        .filter(|(_, lsn, _, _)| *lsn == head)
+        .cloned()
+        .collect();
+    for (branch, lsn, block, page) in &relation_two {
+        let read = store
+            .get_page(branch, Key::new(2, *block), At::Lsn(*lsn))
+            .unwrap();
+        assert_eq!(read.as_ref(), page.as_ref());
+    }
+    drop(store);
+    let store = Store::open_with(&data, config(&source, None)).unwrap();
+    for (branch, _, block, page) in &relation_two {
+        let read = store
+            .get_page(branch, Key::new(2, *block), At::Latest)
+            .unwrap();
+        assert_eq!(read.as_ref(), page.as_ref());
+    }
+}
