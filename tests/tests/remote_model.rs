@@ -3,7 +3,10 @@
 //! server (`s3s-fs`), attached in a second directory, and the copy must agree with the
 //! model on every branch, head, page and read at every LSN and time seen; more operations
 //! run on the copy, which moves through the bucket again (a second generation, deleting
-//! what its index dropped) and is checked again.
+//! what its index dropped) and is checked again. Each copy is opened whole or with local
+//! disk as a cache of the bucket (attached lazily or not, a budget from nothing to a few
+//! layer files, evictions after every operation), so every operation also runs over
+//! evicted layers read back on demand, housekeeping's included.
 //!
 //! Cases: 48 by default; `PAGEFORK_REMOTE_MODEL_CASES=N` runs N.
 
@@ -22,21 +25,38 @@ fn cases() -> u32 {
         .unwrap_or(48)
 }
 
-fn run(server: &S3Server, case: usize, before: &[Op], after: &[Op]) -> Result<(), TestCaseError> {
+fn run(
+    server: &S3Server,
+    case: usize,
+    before: &[Op],
+    after: &[Op],
+    copies: (CopyChoice, CopyChoice),
+) -> Result<(), TestCaseError> {
     let location = server.location(&format!("model/{case}"));
     let mut harness = Harness::new(Backend::Native);
     for op in before {
         harness.step(op)?;
     }
-    harness.move_through(&location)?;
+    harness.move_through(&location, copies.0)?;
     harness.check_everything()?;
     harness.check_every_read()?;
     for op in after {
         harness.step(op)?;
+        harness.evict_over_budget()?;
     }
-    harness.move_through(&location)?;
+    harness.move_through(&location, copies.1)?;
     harness.check_everything()?;
     harness.check_every_read()
+}
+
+/// How a copy opens: whole, or with local disk as a cache of a budget from nothing (every
+/// layer read back each time) to a few layer files, attached lazily or not.
+fn copy_choice() -> impl Strategy<Value = CopyChoice> {
+    prop_oneof![
+        1 => Just(CopyChoice::Whole),
+        2 => (any::<bool>(), prop_oneof![Just(0u64), 1u64..64 * 1024])
+            .prop_map(|(lazy, budget)| CopyChoice::Cached { lazy, budget }),
+    ]
 }
 
 #[test]
@@ -51,10 +71,11 @@ fn a_store_moved_through_object_storage_agrees_with_the_model() {
     let strategy = (
         prop::collection::vec(op(), 1..40),
         prop::collection::vec(op(), 0..20),
+        (copy_choice(), copy_choice()),
     );
-    let result = runner.run(&strategy, |(before, after)| {
+    let result = runner.run(&strategy, |(before, after, copies)| {
         let number = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        run(&server, number, &before, &after)
+        run(&server, number, &before, &after, copies)
     });
     if let Err(failure) = result {
         panic!("{failure}");
@@ -110,7 +131,14 @@ fn restores_then_gc() -> (Vec<Op>, Vec<Op>) {
 fn regression_restores_then_gc_then_a_move() {
     let server = S3Server::start();
     let (before, after) = restores_then_gc();
-    run(&server, 0, &before, &after).unwrap();
+    run(
+        &server,
+        0,
+        &before,
+        &after,
+        (CopyChoice::Whole, CopyChoice::Whole),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -292,5 +320,12 @@ fn replay_start_at_a_segment_end() -> (Vec<Op>, Vec<Op>) {
 fn regression_replay_start_at_a_segment_end() {
     let server = S3Server::start();
     let (before, after) = replay_start_at_a_segment_end();
-    run(&server, 0, &before, &after).unwrap();
+    run(
+        &server,
+        0,
+        &before,
+        &after,
+        (CopyChoice::Whole, CopyChoice::Whole),
+    )
+    .unwrap();
 }

@@ -61,6 +61,17 @@ pub(crate) struct Harness {
     /// WAL kept held unflushed versions.
     risky_catalog: bool,
     coverage: Coverage,
+    /// The layer source of a copy attached with local disk as a cache (`move_through`).
+    layer_source: Option<std::sync::Arc<pagefork_remote::RemoteLayers>>,
+}
+
+/// How `move_through` opens the copy: with every layer file downloaded and no cache, or
+/// with local disk as a cache of the bucket (layers left in it by a lazy attach, evicted
+/// down to `budget` after each sync and each `evict_over_budget`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum CopyChoice {
+    Whole,
+    Cached { lazy: bool, budget: u64 },
 }
 
 /// What one case reached (added to the suite's totals when its harness is dropped).
@@ -217,6 +228,7 @@ impl Harness {
             opened: 0,
             risky_catalog: false,
             coverage: Coverage::default(),
+            layer_source: None,
         }
     }
 
@@ -357,38 +369,98 @@ impl Harness {
     }
 
     /// Moves the store through object storage: checkpointed (so everything logged is
-    /// durable), synced to `location`, attached in a new directory, and opened there; the
-    /// harness goes on with the copy, which must hold everything (the recovery point is the
-    /// end of the log). For the remote storage model suite.
+    /// durable), synced to `location`, attached in a new directory, and opened there as
+    /// `copy` says; the harness goes on with the copy, which must hold everything (the
+    /// recovery point is the end of the log). For the remote storage model suite.
     pub(crate) fn move_through(
         &mut self,
         location: &pagefork_remote::RemoteLocation,
+        copy: CopyChoice,
     ) -> Result<(), TestCaseError> {
         let store = self.store();
         store
             .checkpoint()
             .map_err(|error| TestCaseError::fail(format!("checkpoint: {error}")))?;
         let end = store.stats().wal_end;
-        let report = pagefork_remote::Uploader::connect(location, store)
-            .and_then(|mut uploader| uploader.sync(store))
-            .map_err(|error| TestCaseError::fail(format!("sync: {error}")))?;
+        let report = pagefork_remote::Uploader::connect_with_layers(
+            location,
+            store,
+            self.layer_source.clone(),
+        )
+        .and_then(|mut uploader| uploader.sync(store))
+        .map_err(|error| TestCaseError::fail(format!("sync: {error}")))?;
+        self.evict_over_budget()?;
         prop_assert_eq!(
             report.recovery_point,
             end,
             "the recovery point is the log's end"
         );
         let dir = tempfile::tempdir().unwrap();
-        let attached = pagefork_remote::attach(location, dir.path())
-            .map_err(|error| TestCaseError::fail(format!("attach: {error}")))?;
+        let attached = match copy {
+            CopyChoice::Cached { lazy: true, .. } => {
+                pagefork_remote::attach_lazily(location, dir.path())
+            }
+            _ => pagefork_remote::attach(location, dir.path()),
+        }
+        .map_err(|error| TestCaseError::fail(format!("attach: {error}")))?;
         prop_assert_eq!(attached.recovery_point, end);
         self.count_housekeeping();
         drop(self.store.take());
+        self.layer_source = match copy {
+            CopyChoice::Whole => None,
+            CopyChoice::Cached { .. } => Some(pagefork_remote::RemoteLayers::new(location)),
+        };
+        self.config.layer_cache = match (copy, &self.layer_source) {
+            (CopyChoice::Cached { budget, .. }, Some(source)) => {
+                Some(pagefork_engine::LayerCacheConfig {
+                    source: std::sync::Arc::clone(source)
+                        as std::sync::Arc<dyn pagefork_engine::LayerSource>,
+                    budget_bytes: Some(budget),
+                })
+            }
+            _ => None,
+        };
         let copy = Store::open_with(dir.path(), self.config.clone()).map_err(|error| {
             TestCaseError::fail(format!("the attached copy does not open: {error}"))
         })?;
         self.backing = Backing::Disk(dir);
         self.store = Some(copy);
         self.opened += 1;
+        Ok(())
+    }
+
+    /// With local disk as a cache: evicts uploaded layer files down to the budget, as a
+    /// server does after each sync, and checks the cache's accounting against the disk.
+    pub(crate) fn evict_over_budget(&mut self) -> Result<(), TestCaseError> {
+        if self.layer_source.is_none() {
+            return Ok(());
+        }
+        let store = self.store();
+        let stats = store
+            .evict_layers_over_budget()
+            .map_err(|error| TestCaseError::fail(format!("eviction: {error}")))?;
+        let budget = stats.budget_bytes.unwrap_or(u64::MAX);
+        let files = store
+            .files(false)
+            .map_err(|error| TestCaseError::fail(format!("files: {error}")))?;
+        let resident: u64 = files
+            .branches
+            .iter()
+            .flat_map(|branch| &branch.layers)
+            .filter(|layer| layer.resident)
+            .map(|layer| layer.bytes)
+            .sum();
+        prop_assert!(
+            resident <= stats.resident_bytes,
+            "listed resident layers hold {} bytes, the cache counts {}",
+            resident,
+            stats.resident_bytes
+        );
+        prop_assert!(
+            stats.resident_bytes <= budget || stats.evictions > 0 || stats.evicted_layers == 0,
+            "{:?}",
+            stats
+        );
         Ok(())
     }
 
