@@ -130,7 +130,7 @@ pub(crate) enum Command {
         /// After the sync, evict the least recently read uploaded layer files until at
         /// most this many bytes of them stay on local disk (0: every uploaded one goes);
         /// evicted ones are downloaded again by the first read that needs them.
-        #[arg(long, value_parser = parse_size, value_name = "BYTES")]
+        #[arg(long, value_parser = parse_bytes, value_name = "BYTES")]
         local_cache_bytes: Option<u64>,
     },
     /// Rebuild a store from object storage in an empty `--data-dir` (another machine, or
@@ -249,7 +249,7 @@ pub(crate) enum Command {
         /// Make each project's local disk a cache of --remote: after each sync, evict the
         /// least recently read uploaded layer files until at most this many bytes of them
         /// stay on disk; a read that needs an evicted one downloads it first.
-        #[arg(long, value_parser = parse_size, value_name = "BYTES", requires = "remote")]
+        #[arg(long, value_parser = parse_bytes, value_name = "BYTES", requires = "remote")]
         local_cache_bytes: Option<u64>,
     },
     /// Short-lived tokens for `pagefork serve --auth`.
@@ -595,14 +595,20 @@ fn parse_time(text: &str) -> Result<Timestamp, String> {
         .map_err(|error: pagefork_engine::ParseTimestampError| error.to_string())
 }
 
-fn parse_size(text: &str) -> Result<u64, String> {
+/// A byte count with a unit, 0 allowed (`--local-cache-bytes 0`: keep no layer file).
+fn parse_bytes(text: &str) -> Result<u64, String> {
     let size: bytesize::ByteSize = text.parse().map_err(|error| {
-        format!("invalid size {text:?} ({error}): use forms like 63MiB or 1GiB")
+        format!("invalid size {text:?} ({error}): use forms like 0, 512MiB or 1GiB")
     })?;
-    if size.as_u64() < 8192 {
+    Ok(size.as_u64())
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let size = parse_bytes(text)?;
+    if size < 8192 {
         return Err(format!("size {text:?} is smaller than one 8 KiB page"));
     }
-    Ok(size.as_u64())
+    Ok(size)
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -213,3 +213,87 @@ fn refusals_name_the_problem_and_change_nothing() {
         server.object_keys("empty")
     );
 }
+
+/// (layers on local disk, evicted layers) as `inspect store --no-verify` lists them.
+fn residency(dir: &Path) -> (usize, usize) {
+    let files = ok_json(with_credentials(
+        dir,
+        &["--json", "inspect", "store", "--no-verify"],
+    ));
+    let layers: Vec<bool> = files["branches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|branch| branch["layers"].as_array().unwrap().clone())
+        .map(|layer| layer["resident"].as_bool().unwrap())
+        .collect();
+    let resident = layers.iter().filter(|resident| **resident).count();
+    (resident, layers.len() - resident)
+}
+
+#[test]
+fn a_cache_budget_evicts_and_a_lazy_attach_downloads_on_demand() {
+    let server = S3Server::start();
+    let url = format!("s3://{BUCKET}/cli/cached");
+    let endpoint = server.endpoint();
+    let root = tempfile::tempdir().unwrap();
+    let first = root.path().join("first");
+    ok_json(pagefork(&first, &["--json", "demo"]));
+    let (layers, none) = residency(&first);
+    assert!(layers > 0 && none == 0);
+
+    let synced = ok_json(with_credentials(
+        &first,
+        &[
+            "--json",
+            "sync",
+            "--remote",
+            &url,
+            "--s3-endpoint",
+            &endpoint,
+            "--local-cache-bytes",
+            "0",
+        ],
+    ));
+    assert_eq!(synced["layer_cache"]["resident_bytes"], 0, "{synced}");
+    assert_eq!(residency(&first), (0, layers));
+    // Any command reads evicted layers back from the location pagefork.remote records:
+    // inspect store reads (and checks) every layer file in full.
+    let checked = with_credentials(&first, &["inspect", "store"]);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert_eq!(residency(&first), (layers, 0));
+
+    // A lazy attach downloads the catalog and the WAL, no layer file.
+    let second = root.path().join("second");
+    let attached = ok_json(with_credentials(
+        &second,
+        &[
+            "--json",
+            "attach",
+            "--remote",
+            &url,
+            "--s3-endpoint",
+            &endpoint,
+            "--lazy",
+        ],
+    ));
+    assert!(
+        attached["downloaded_bytes"].as_u64().unwrap()
+            < synced["uploaded_bytes"].as_u64().unwrap() / 4,
+        "{attached} after {synced}"
+    );
+    assert_eq!(residency(&second), (0, layers));
+    let listed = |dir: &Path| ok_json(with_credentials(dir, &["--json", "branch", "list"]));
+    assert_eq!(listed(&second), listed(&first));
+    let checked = with_credentials(&second, &["inspect", "store"]);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert_eq!(residency(&second), (layers, 0));
+}

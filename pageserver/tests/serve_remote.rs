@@ -114,3 +114,91 @@ fn without_remote_the_routes_say_so() {
         .post("/v1/projects/shop/remote/sync", "{}")
         .expect_error(409, "remote_not_configured");
 }
+
+/// Blocks written per branch in the cache test.
+const CACHED_BLOCKS: u8 = 200;
+
+fn served_page(round: u8, block: u8) -> Vec<u8> {
+    let mut page = vec![round; 8192];
+    page[0] = block;
+    page
+}
+
+#[test]
+fn with_local_cache_bytes_uploaded_layers_are_evicted_and_read_back() {
+    let s3 = S3Server::start();
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("server");
+    let url = format!("s3://{BUCKET}/cached");
+    let endpoint = s3.endpoint();
+    let args = [
+        "--remote",
+        &url,
+        "--s3-endpoint",
+        &endpoint,
+        "--remote-interval",
+        "1h",
+        "--local-cache-bytes",
+        "0",
+    ];
+    let server = Server::start_with_env(&data, &args, &S3_CREDENTIALS);
+    server
+        .post("/v1/projects", r#"{"project_id": "shop"}"#)
+        .expect(201);
+    let base = "/v1/projects/shop/branches";
+    for round in 1..=2u8 {
+        for block in 0..CACHED_BLOCKS {
+            server
+                .put_page(
+                    &format!("{base}/main/pages/1/{block}"),
+                    &served_page(round, block),
+                )
+                .expect(200);
+        }
+        server.post("/v1/projects/shop/compact", "{}").expect(200);
+    }
+    let before = server.get("/v1/projects/shop/remote").expect(200);
+    assert_eq!(before["layer_cache"]["evicted_layers"], 0, "{before}");
+    assert!(before["layer_cache"]["resident_bytes"].as_u64().unwrap() > 3_000_000);
+
+    // The sync uploads every layer file; the budget of 0 then evicts them all.
+    server
+        .post("/v1/projects/shop/remote/sync", "{}")
+        .expect(200);
+    let evicted = server.get("/v1/projects/shop/remote").expect(200);
+    let cache = &evicted["layer_cache"];
+    assert_eq!(cache["budget_bytes"], 0, "{evicted}");
+    assert_eq!(cache["resident_bytes"], 0, "{evicted}");
+    assert!(cache["evicted_layers"].as_u64().unwrap() > 0, "{evicted}");
+    let metrics = String::from_utf8(server.get("/metrics").body).unwrap();
+    assert!(
+        metrics.contains("pagefork_layer_cache_resident_bytes{project=\"shop\"} 0"),
+        "{metrics}"
+    );
+
+    // Every page reads back through the bucket, and the cache holds at most one layer.
+    for block in 0..CACHED_BLOCKS {
+        let read = server.get(&format!("{base}/main/pages/1/{block}"));
+        assert_eq!(read.body, served_page(2, block), "block {block}");
+    }
+    let read_back = server.get("/v1/projects/shop/remote").expect(200);
+    let cache = &read_back["layer_cache"];
+    assert!(cache["downloads"].as_u64().unwrap() > 0, "{read_back}");
+    let largest = 2 * 8192 * u64::from(CACHED_BLOCKS);
+    assert!(
+        cache["resident_bytes"].as_u64().unwrap() <= largest,
+        "{read_back}"
+    );
+    drop(server);
+
+    // Restarted, the project opens with its layers still evicted and reads the same.
+    let server = Server::start_with_env(&data, &args, &S3_CREDENTIALS);
+    for block in (0..CACHED_BLOCKS).step_by(7) {
+        let read = server.get(&format!("{base}/main/pages/1/{block}"));
+        assert_eq!(
+            read.body,
+            served_page(2, block),
+            "block {block} after a restart"
+        );
+    }
+}

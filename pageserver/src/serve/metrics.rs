@@ -11,7 +11,7 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use pagefork_engine::StoreStats;
+use pagefork_engine::{LayerCacheStats, StoreStats};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -119,6 +119,8 @@ struct ProjectSnapshot {
     stats: StoreStats,
     /// Its replication, with `--remote`.
     remote: Option<pagefork_remote::ReplicaStatus>,
+    /// Its layer cache, with local disk as a cache of the bucket.
+    layer_cache: Option<pagefork_engine::LayerCacheStats>,
 }
 
 /// Encodes one metric with a value per project (projects without one are left out).
@@ -165,6 +167,7 @@ impl Collector for StoreCollector {
                 project,
                 branches: store.branch_count() as u64,
                 stats: store.stats(),
+                layer_cache: store.layer_cache_stats(),
             })
             .collect();
         let encoder = &mut encoder;
@@ -277,6 +280,44 @@ impl Collector for StoreCollector {
                     .as_ref()
                     .map(|remote| u64::from(remote.fenced_by.is_some()))
             },
-        )
+        )?;
+        type CacheMetric = (
+            &'static str,
+            &'static str,
+            bool,
+            fn(&LayerCacheStats) -> u64,
+        );
+        let cache_metrics: [CacheMetric; 4] = [
+            (
+                "pagefork_layer_cache_resident_bytes",
+                "Bytes of layer files on local disk, with local disk as a cache of the bucket",
+                false,
+                |stats| stats.resident_bytes,
+            ),
+            (
+                "pagefork_layer_cache_evicted_layers",
+                "Layer files only in the bucket, downloaded by the first read that needs one",
+                false,
+                |stats| stats.evicted_layers,
+            ),
+            (
+                "pagefork_layer_cache_downloaded_bytes",
+                "Bytes of evicted layer files downloaded again since the server started",
+                true,
+                |stats| stats.downloaded_bytes,
+            ),
+            (
+                "pagefork_layer_cache_evictions",
+                "Layer files evicted from local disk since the server started",
+                true,
+                |stats| stats.evictions,
+            ),
+        ];
+        for (name, help, counter, value) in cache_metrics {
+            encode_per_project(encoder, &snapshots, (name, help, counter), |snapshot| {
+                snapshot.layer_cache.as_ref().map(value)
+            })?;
+        }
+        Ok(())
     }
 }

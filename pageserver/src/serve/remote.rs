@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use pagefork_engine::LayerCacheStats;
 use pagefork_remote::{RemoteError, ReplicaStatus, Replicator, SyncReport};
 use serde::Serialize;
 use std::sync::Arc;
@@ -47,10 +48,50 @@ pub(crate) struct RemoteStatusView {
     fenced_by: Option<u32>,
     /// A sync is running now.
     syncing: bool,
+    /// Local disk as a cache of the bucket (`--local-cache-bytes`); `null` if every layer
+    /// file stays on local disk.
+    layer_cache: Option<LayerCacheView>,
+}
+
+/// What a project's layer cache holds and has done since the server started.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LayerCacheView {
+    /// The budget (`null`: nothing evicted on its own).
+    budget_bytes: Option<u64>,
+    /// Bytes of layer files on local disk (downloads in progress included).
+    resident_bytes: u64,
+    /// Layer files on local disk.
+    resident_layers: u64,
+    /// Layer files only in the bucket (downloaded by the first read that needs one).
+    evicted_layers: u64,
+    /// Layer files downloaded.
+    downloads: u64,
+    /// See `downloads`.
+    downloaded_bytes: u64,
+    /// Layer files evicted.
+    evictions: u64,
+}
+
+impl LayerCacheView {
+    fn of(stats: &LayerCacheStats) -> LayerCacheView {
+        LayerCacheView {
+            budget_bytes: stats.budget_bytes,
+            resident_bytes: stats.resident_bytes,
+            resident_layers: stats.resident_layers,
+            evicted_layers: stats.evicted_layers,
+            downloads: stats.downloads,
+            downloaded_bytes: stats.downloaded_bytes,
+            evictions: stats.evictions,
+        }
+    }
 }
 
 impl RemoteStatusView {
-    pub(crate) fn of(status: &ReplicaStatus, wal_end: pagefork_engine::Lsn) -> RemoteStatusView {
+    pub(crate) fn of(
+        status: &ReplicaStatus,
+        wal_end: pagefork_engine::Lsn,
+        layer_cache: Option<LayerCacheStats>,
+    ) -> RemoteStatusView {
         let synced = status.recovery_point.map_or(0, |lsn| lsn.0);
         RemoteStatusView {
             location: status.location.clone(),
@@ -66,6 +107,7 @@ impl RemoteStatusView {
             deleted_objects: status.deleted_objects,
             fenced_by: status.fenced_by,
             syncing: status.syncing,
+            layer_cache: layer_cache.as_ref().map(LayerCacheView::of),
         }
     }
 }
@@ -133,6 +175,7 @@ pub(crate) async fn status(
     Ok(Json(RemoteStatusView::of(
         &replicator.status(),
         store.stats().wal_end,
+        store.layer_cache_stats(),
     )))
 }
 
