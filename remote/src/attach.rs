@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pagefork_engine::layer::{encode_marker, marker_path};
+use pagefork_engine::layer::{encode_marker, marker_path, read_outline};
 use pagefork_engine::{Lsn, StdFileSystem, StorePaths, publish_file};
 
 use crate::bucket::Bucket;
@@ -21,6 +21,7 @@ use crate::index::RemoteObject;
 use crate::location::RemoteLocation;
 use crate::state::LocalState;
 use crate::sync::read_index;
+use crate::workers;
 
 /// What an attach did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,24 +117,33 @@ fn attach_into(
     for made in [paths.layers_dir(), paths.wal_dir()] {
         std::fs::create_dir_all(&made).map_err(RemoteError::io("create", &made))?;
     }
-    for layer in &index.layers {
+    let lazily = claim == Claim::GenerationLazily;
+    let layers = workers::run_all(index.layers.iter().collect(), |layer| {
         let path = paths.layers_dir().join(&layer.name);
-        if claim == Claim::GenerationLazily {
-            let marker = encode_marker(layer.object.size, layer.object.crc32);
+        if lazily {
+            let outline = fetch_outline(&bucket, &layer.object)?;
+            let marker = encode_marker(layer.object.size, layer.object.crc32, &outline);
             write_synced(&marker_path(&path), &marker, None)?;
+            Ok(marker.len() as u64)
         } else {
-            let bytes = downloaded.fetch(&bucket, &layer.object)?;
+            let bytes = fetch_checked(&bucket, &layer.object)?;
             write_synced(&path, &bytes, None)?;
+            Ok(layer.object.size)
         }
-    }
-    for segment in &index.wal {
-        let bytes = downloaded.fetch(&bucket, &segment.object)?;
+    })?;
+    downloaded.objects += layers.len() as u64;
+    downloaded.bytes += layers.iter().sum::<u64>();
+    let segments = workers::run_all(index.wal.iter().collect(), |segment| {
+        let bytes = fetch_checked(&bucket, &segment.object)?;
         write_synced(
             &paths.segment(Lsn(segment.start)),
             &bytes,
             Some(index.segment_size),
         )?;
-    }
+        Ok(segment.object.size)
+    })?;
+    downloaded.objects += segments.len() as u64;
+    downloaded.bytes += segments.iter().sum::<u64>();
     if let Some(catalog) = &index.catalog {
         let bytes = downloaded.fetch(&bucket, catalog)?;
         write_synced(&paths.catalog(), &bytes, None)?;
@@ -172,6 +182,28 @@ impl Downloaded {
         self.bytes += object.size;
         Ok(bytes)
     }
+}
+
+/// The outline of a layer object (header, index and footer: what opening a store with the
+/// layer evicted needs), read with three ranged requests and checked; damage is an error
+/// naming the object's key and the offset.
+fn fetch_outline(bucket: &Bucket, object: &RemoteObject) -> Result<Vec<u8>> {
+    let mut failure = None;
+    let mut read = |range: std::ops::Range<u64>| {
+        bucket.get_range(&object.key, range).map_err(|error| {
+            let message = error.to_string();
+            failure = Some(error);
+            message
+        })
+    };
+    read_outline(object.size, &mut read).map_err(|why| {
+        failure.take().unwrap_or_else(|| RemoteError::Damaged {
+            what: "remote object",
+            name: bucket.location().key(&object.key),
+            offset: 0,
+            why: format!("not a layer's outline: {why}"),
+        })
+    })
 }
 
 /// The object's bytes, checked against the index's size and CRC32: a damaged object is an

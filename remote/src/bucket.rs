@@ -113,12 +113,23 @@ impl Bucket {
         }
     }
 
-    /// Bytes `range` of the object `relative` (an error if it is missing).
+    /// Bytes `range` of the object `relative` (an error if it is missing, or if another
+    /// number of bytes comes back).
     pub(crate) fn get_range(&self, relative: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
         let path = self.path(relative);
-        self.runtime
-            .block_on(self.store.get_range(&path, range))
-            .map_err(self.failed("download", relative))
+        let bytes = self
+            .runtime
+            .block_on(self.store.get_range(&path, range.clone()))
+            .map_err(self.failed("download", relative))?;
+        if bytes.len() as u64 != range.end.saturating_sub(range.start) {
+            return Err(RemoteError::Damaged {
+                what: "remote object",
+                name: self.location.key(relative),
+                offset: range.start + bytes.len() as u64,
+                why: format!("{} bytes came back for bytes {range:?}", bytes.len()),
+            });
+        }
+        Ok(bytes)
     }
 
     /// Deletes the object `relative`; one that is already gone is not an error.

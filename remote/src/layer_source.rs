@@ -8,10 +8,9 @@
 //! fenced: a newer generation may delete what its own indexes no longer list.
 //!
 //! It connects on first use, so a store opened with it makes no request until a read
-//! needs an evicted layer.
+//! needs an evicted layer (an evicted layer's eviction marker holds what opening needs).
 
 use std::collections::HashMap;
-use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -99,32 +98,6 @@ impl RemoteLayers {
             })
     }
 
-    fn read_range_checked(&self, name: &str, checksum: u32, range: Range<u64>) -> Result<Bytes> {
-        let object = self.object(name, checksum)?;
-        let key = self.location.key(&object.key);
-        if range.start > range.end || range.end > object.size {
-            return Err(RemoteError::Damaged {
-                what: "remote object",
-                name: key,
-                offset: range.start,
-                why: format!(
-                    "bytes {range:?} asked of an object of {} bytes",
-                    object.size
-                ),
-            });
-        }
-        let bytes = self.bucket()?.get_range(&object.key, range.clone())?;
-        if bytes.len() as u64 != range.end - range.start {
-            return Err(RemoteError::Damaged {
-                what: "remote object",
-                name: key,
-                offset: range.start + bytes.len() as u64,
-                why: format!("{} bytes came back for bytes {range:?}", bytes.len()),
-            });
-        }
-        Ok(bytes)
-    }
-
     fn read_all_checked(&self, name: &str, checksum: u32) -> Result<Bytes> {
         let object = self.object(name, checksum)?;
         let bucket = self.bucket()?;
@@ -154,16 +127,6 @@ impl LayerSource for RemoteLayers {
                 .read()
                 .as_ref()
                 .is_some_and(|listed| listed.contains_key(&(name.to_owned(), checksum)))
-    }
-
-    fn read_range(
-        &self,
-        name: &str,
-        checksum: u32,
-        range: Range<u64>,
-    ) -> std::result::Result<Bytes, String> {
-        self.read_range_checked(name, checksum, range)
-            .map_err(|error| error.to_string())
     }
 
     fn read_all(&self, name: &str, checksum: u32) -> std::result::Result<Bytes, String> {

@@ -30,6 +30,7 @@ mod replicator;
 mod scrub;
 mod state;
 mod sync;
+mod workers;
 
 pub use attach::{AttachReport, attach, attach_lazily, attach_without_claim};
 pub use error::{RemoteError, Result};

@@ -6,13 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
-use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
 use crate::error::{RemoteError, Result};
 
 /// Retries of a failed request (5xx, throttling, timeouts, connection resets) before it is
 /// reported, with exponential backoff and jitter in between (object_store's).
 const MAX_RETRIES: usize = 8;
+/// The first wait before a retry: each next wait is drawn between it and twice the last
+/// (object_store's decorrelated jitter), so 8 retries span at least 4 s, which a server
+/// restarting or a short network outage fits in.
+const FIRST_RETRY_WAIT: Duration = Duration::from_millis(500);
+/// The longest wait between two retries.
+const LONGEST_RETRY_WAIT: Duration = Duration::from_secs(15);
 /// The longest a request may keep being retried.
 const RETRY_TIMEOUT: Duration = Duration::from_secs(120);
 /// The longest one request may take (a layer file of 256 MiB at 10 MiB/s takes 26 s).
@@ -175,7 +181,11 @@ impl RemoteLocation {
             .with_retry(RetryConfig {
                 max_retries: MAX_RETRIES,
                 retry_timeout: RETRY_TIMEOUT,
-                ..RetryConfig::default()
+                backoff: BackoffConfig {
+                    init_backoff: FIRST_RETRY_WAIT,
+                    max_backoff: LONGEST_RETRY_WAIT,
+                    base: 2.0,
+                },
             })
             .with_client_options(
                 ClientOptions::new()

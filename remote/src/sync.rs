@@ -27,6 +27,7 @@ use crate::keys;
 use crate::layer_source::RemoteLayers;
 use crate::location::RemoteLocation;
 use crate::state::LocalState;
+use crate::workers;
 
 /// What one sync did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -199,19 +200,41 @@ impl Uploader {
             )?),
             None => None,
         };
+        // New layer files go up several at once (each read and checked first).
+        let new: Vec<_> = files
+            .layers
+            .iter()
+            .filter(|layer| {
+                !self
+                    .layers
+                    .contains_key(&(layer.name.clone(), layer.checksum))
+            })
+            .collect();
+        let generation = self.generation;
+        let bucket = &self.bucket;
+        let put = workers::run_all(new, |layer| {
+            let bytes = read_checked_layer(&layer.path, layer.size, layer.checksum)?;
+            let key = keys::layer(&layer.name, layer.checksum, generation);
+            let object = put_object(bucket, key, bytes)?;
+            Ok(((layer.name.clone(), layer.checksum), object))
+        })?;
+        for (known, object) in put {
+            uploaded.objects += 1;
+            uploaded.bytes += object.size;
+            self.layers.insert(known, object);
+        }
         let mut layers = Vec::with_capacity(files.layers.len());
         for layer in &files.layers {
             let known = (layer.name.clone(), layer.checksum);
-            let object = match self.layers.get(&known) {
-                Some(object) => object.clone(),
-                None => {
-                    let bytes = read_checked_layer(&layer.path, layer.size, layer.checksum)?;
-                    let key = keys::layer(&layer.name, layer.checksum, self.generation);
-                    let object = self.put(key, bytes, &mut uploaded)?;
-                    self.layers.insert(known, object.clone());
-                    object
-                }
-            };
+            let object =
+                self.layers
+                    .get(&known)
+                    .cloned()
+                    .ok_or_else(|| EngineError::InvariantViolated {
+                        action: "publish an index",
+                        rule: "every layer it lists was uploaded",
+                        detail: layer.name.clone(),
+                    })?;
             layers.push(RemoteLayer {
                 name: layer.name.clone(),
                 object,
@@ -377,16 +400,22 @@ impl Uploader {
     }
 
     fn put(&self, key: String, bytes: Bytes, uploaded: &mut Uploaded) -> Result<RemoteObject> {
-        let object = RemoteObject {
-            size: bytes.len() as u64,
-            crc32: crc32fast::hash(&bytes),
-            key,
-        };
-        self.bucket.put(&object.key, bytes)?;
+        let object = put_object(&self.bucket, key, bytes)?;
         uploaded.objects += 1;
         uploaded.bytes += object.size;
         Ok(object)
     }
+}
+
+/// Uploads `bytes` as `key`; the object as an index lists it.
+fn put_object(bucket: &Bucket, key: String, bytes: Bytes) -> Result<RemoteObject> {
+    let object = RemoteObject {
+        size: bytes.len() as u64,
+        crc32: crc32fast::hash(&bytes),
+        key,
+    };
+    bucket.put(&object.key, bytes)?;
+    Ok(object)
 }
 
 /// A random number for a fresh key.

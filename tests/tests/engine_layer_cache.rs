@@ -4,10 +4,9 @@
 //! reopening) unchanged over evicted layers.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use pagefork_engine::{At, Config, EngineError, Key, LayerCacheConfig, LayerSource, Store, Update};
@@ -23,6 +22,8 @@ struct DirSource {
     dir: PathBuf,
     /// Flip a byte of every whole-file read.
     corrupt: AtomicBool,
+    /// Layer files read back.
+    reads: AtomicU64,
 }
 
 impl DirSource {
@@ -31,6 +32,7 @@ impl DirSource {
         Arc::new(DirSource {
             dir: dir.to_owned(),
             corrupt: AtomicBool::new(false),
+            reads: AtomicU64::new(0),
         })
     }
 
@@ -60,14 +62,8 @@ impl LayerSource for DirSource {
         self.path(name, checksum).exists()
     }
 
-    fn read_range(&self, name: &str, checksum: u32, range: Range<u64>) -> Result<Bytes, String> {
-        let bytes = self.read(name, checksum)?;
-        Ok(Bytes::copy_from_slice(
-            &bytes[range.start as usize..range.end as usize],
-        ))
-    }
-
     fn read_all(&self, name: &str, checksum: u32) -> Result<Bytes, String> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         let mut bytes = self.read(name, checksum)?;
         if self.corrupt.load(Ordering::SeqCst) {
             bytes[100] ^= 0x40;
@@ -241,5 +237,42 @@ fn compaction_gc_and_new_writes_work_over_evicted_layers() {
             .get_page(branch, Key::new(2, *block), At::Latest)
             .unwrap();
         assert_eq!(read.as_ref(), page.as_ref());
+    }
+}
+
+#[test]
+fn evicted_layers_open_from_their_markers_and_a_damaged_marker_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = DirSource::new(&dir.path().join("source"));
+    let data = dir.path().join("store");
+    let store = Store::create(&data, config(&source, None)).unwrap();
+    let expected = write_rounds(&store, 3);
+    source.upload(&store);
+    let evicted = store.evict_layers_to(0).unwrap().evicted_layers;
+    drop(store);
+
+    // Opening needs nothing from the source: each marker holds its layer's outline.
+    let store = Store::open_with(&data, config(&source, None)).unwrap();
+    assert_eq!(source.reads.load(Ordering::SeqCst), 0);
+    assert_eq!(store.layer_cache_stats().unwrap().evicted_layers, evicted);
+    check_reads(&store, &expected, |_| {});
+    store.evict_layers_to(0).unwrap();
+    drop(store);
+
+    let marker = std::fs::read_dir(data.join("layers"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "evicted"))
+        .unwrap();
+    let mut bytes = std::fs::read(&marker).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&marker, bytes).unwrap();
+    match Store::open_with(&data, config(&source, None)) {
+        Err(EngineError::CorruptFile { path, reason, .. }) => {
+            assert_eq!(path, marker);
+            assert!(reason.contains("checksum"), "{reason}");
+        }
+        other => panic!("a damaged marker was accepted: {other:?}"),
     }
 }

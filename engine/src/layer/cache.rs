@@ -5,10 +5,11 @@
 //! Invariants it keeps:
 //! - Only a layer its source holds (`LayerSource::holds`, asked at eviction time) is
 //!   evicted, so every evicted layer can be read back.
-//! - An evicted layer leaves a marker file `NAME.evicted` (size and CRC32 of the layer,
-//!   checksummed), published before the layer file is removed: the name stays taken until
-//!   the catalog drops the layer, and opening the store knows the layer is evicted rather
-//!   than lost. The marker is removed only after a downloaded copy is published.
+//! - An evicted layer leaves a marker file `NAME.evicted` (size and CRC32 of the layer and
+//!   its outline: header, index and footer; checksummed), published before the layer file
+//!   is removed: the name stays taken until the catalog drops the layer, and opening the
+//!   store knows the layer is evicted rather than lost, and opens it with no request to
+//!   the source. The marker is removed only after a downloaded copy is published.
 //! - Room is made before a download (`make_room`), and the resident bytes count the
 //!   download from then on, so with every resident layer uploaded the cache exceeds its
 //!   budget by at most the layers being downloaded at that moment (one per reading
@@ -25,6 +26,7 @@ use bytes::{BufMut, Bytes};
 use parking_lot::Mutex;
 
 use super::LayerFile;
+use super::format::{FOOTER_LEN, HEADER_LEN, decode_footer, decode_header, decode_index};
 use crate::error::{EngineError, Result};
 use crate::fs::{FileSystem, publish_file};
 
@@ -35,15 +37,6 @@ pub trait LayerSource: Send + Sync + fmt::Debug {
     /// Whether the layer `name` whose whole file has CRC32 `checksum` can be read back.
     /// Only such layers are evicted.
     fn holds(&self, name: &str, checksum: u32) -> bool;
-
-    /// Bytes `range` of the layer (its header, footer and index, read when a store opens
-    /// with the layer evicted).
-    fn read_range(
-        &self,
-        name: &str,
-        checksum: u32,
-        range: Range<u64>,
-    ) -> std::result::Result<Bytes, String>;
 
     /// The whole layer file. The engine checks its size and CRC32 against the catalog's
     /// before using a byte of it.
@@ -223,7 +216,8 @@ pub(crate) fn now_micros() -> u64 {
 
 const MARKER_MAGIC: [u8; 8] = *b"PFEVICT\0";
 const MARKER_VERSION: u32 = 1;
-const MARKER_LEN: usize = 28;
+/// Magic, version, layer size, layer CRC32, outline length.
+const MARKER_HEADER_LEN: usize = 28;
 
 /// The marker file of an evicted layer at `layer_path`: `NAME.evicted`.
 pub fn marker_path(layer_path: &Path) -> PathBuf {
@@ -232,23 +226,73 @@ pub fn marker_path(layer_path: &Path) -> PathBuf {
     layer_path.with_file_name(name)
 }
 
-/// The marker's bytes:
+/// The marker's bytes: what opening the store needs of an evicted layer, so it opens with
+/// no request to the source.
 /// ```text
 ///  0 8 magic "PFEVICT\0"   8 4 format version (1)   12 8 layer size
-/// 20 4 layer CRC32        24 4 CRC32 of bytes 0..24
+/// 20 4 layer CRC32        24 4 outline length n
+/// 28 n the layer's outline: its header, then everything from its index to its end
+/// 28+n 4 CRC32 of bytes 0..28+n
 /// ```
-///
 /// A store copied elsewhere can be rebuilt with its layers evicted by writing these
-/// markers instead of the layer files (`pagefork attach --lazy`).
-pub fn encode_marker(size: u64, checksum: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(MARKER_LEN);
+/// markers instead of the layer files (`pagefork attach --lazy`; `read_outline` reads an
+/// outline from a copy).
+pub fn encode_marker(size: u64, checksum: u32, outline: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(MARKER_HEADER_LEN + outline.len() + 4);
     out.put_slice(&MARKER_MAGIC);
     out.put_u32_le(MARKER_VERSION);
     out.put_u64_le(size);
     out.put_u32_le(checksum);
+    out.put_u32_le(u32::try_from(outline.len()).unwrap_or(u32::MAX));
+    out.put_slice(outline);
     let crc = crc32fast::hash(&out);
     out.put_u32_le(crc);
     out
+}
+
+/// How much of a layer's end `read_outline` asks for first: the footer and, for a layer of
+/// up to about 10,000 page versions, its whole index.
+const OUTLINE_TAIL_GUESS: u64 = 256 * 1024;
+
+/// A layer's outline (its header, then its index and footer), checked, read from a copy of
+/// the layer of `size` bytes through `read` (bytes of a range): its last 256 KiB (the
+/// footer, and usually the whole index), the rest of the index if it is longer, and the
+/// header: two requests for most layers, one for a small one. Errors name the offset.
+pub fn read_outline(
+    size: u64,
+    read: &mut dyn FnMut(Range<u64>) -> std::result::Result<Bytes, String>,
+) -> std::result::Result<Vec<u8>, String> {
+    if size < (HEADER_LEN + FOOTER_LEN) as u64 {
+        return Err(format!(
+            "{size} bytes is shorter than a layer's header and footer"
+        ));
+    }
+    let at =
+        |error: super::format::FormatError| format!("offset {}: {}", error.offset, error.reason);
+    let suffix_start = size - size.min(OUTLINE_TAIL_GUESS);
+    let suffix = read(suffix_start..size)?;
+    if suffix.len() as u64 != size - suffix_start {
+        return Err(format!(
+            "{} bytes came back for bytes {suffix_start}..{size}",
+            suffix.len()
+        ));
+    }
+    let footer_at = suffix.len().saturating_sub(FOOTER_LEN);
+    let footer = decode_footer(suffix.get(footer_at..).unwrap_or_default(), size).map_err(at)?;
+    let tail = match footer.index_offset.checked_sub(suffix_start) {
+        Some(skip) => suffix.slice(skip as usize..),
+        None => read(footer.index_offset..size)?,
+    };
+    let header = if suffix_start == 0 {
+        suffix.slice(..HEADER_LEN)
+    } else {
+        read(0..HEADER_LEN as u64)?
+    };
+    let range = decode_header(&header).map_err(at)?;
+    decode_index(&tail, &footer, &range).map_err(at)?;
+    let mut outline = header.to_vec();
+    outline.extend_from_slice(&tail);
+    Ok(outline)
 }
 
 /// Publishes the marker of an evicted layer (crash-safely, before the layer is removed).
@@ -257,41 +301,47 @@ pub(crate) fn write_marker(
     layer_path: &Path,
     size: u64,
     checksum: u32,
+    outline: &[u8],
 ) -> Result<()> {
     let path = marker_path(layer_path);
-    publish_file(fs, &path, &encode_marker(size, checksum))
+    publish_file(fs, &path, &encode_marker(size, checksum, outline))
         .map_err(EngineError::io("publish eviction marker", &path))
 }
 
-/// Reads the marker of the layer at `layer_path`, if there is one, and checks that it is
-/// for a layer of `size` bytes with CRC32 `checksum`.
-pub(crate) fn check_marker(
+/// The outline the marker of the layer at `layer_path` holds, if there is a marker; checks
+/// that it is for a layer of `size` bytes with CRC32 `checksum`.
+pub(crate) fn read_marker(
     fs: &dyn FileSystem,
     layer_path: &Path,
     size: u64,
     checksum: u32,
-) -> Result<bool> {
+) -> Result<Option<Vec<u8>>> {
     let path = marker_path(layer_path);
     if !fs.exists(&path).map_err(EngineError::io("stat", &path))? {
-        return Ok(false);
+        return Ok(None);
     }
     let bytes = fs.read(&path).map_err(EngineError::io("read", &path))?;
-    let corrupt = |offset: u64, reason: String| EngineError::CorruptFile {
+    let corrupt = |offset: usize, reason: String| EngineError::CorruptFile {
         path: path.clone(),
-        offset,
+        offset: offset as u64,
         reason,
     };
-    if bytes.len() != MARKER_LEN || bytes.get(..8) != Some(&MARKER_MAGIC[..]) {
+    if bytes.len() < MARKER_HEADER_LEN + 4 || bytes.get(..8) != Some(&MARKER_MAGIC[..]) {
         return Err(corrupt(0, "not an eviction marker".to_owned()));
     }
-    let crc = crc32fast::hash(bytes.get(..24).unwrap_or_default());
-    if bytes.get(24..28) != Some(&crc.to_le_bytes()[..]) {
-        return Err(corrupt(24, "eviction marker checksum mismatch".to_owned()));
+    let crc_at = bytes.len() - 4;
+    let crc = crc32fast::hash(bytes.get(..crc_at).unwrap_or_default());
+    if bytes.get(crc_at..) != Some(&crc.to_le_bytes()[..]) {
+        return Err(corrupt(
+            crc_at,
+            "eviction marker checksum mismatch".to_owned(),
+        ));
     }
-    if bytes.get(8..12) != Some(&MARKER_VERSION.to_le_bytes()[..]) {
+    let field = |at: usize, len: usize| bytes.get(at..at + len).unwrap_or_default();
+    if field(8, 4) != MARKER_VERSION.to_le_bytes() {
         return Err(corrupt(8, "unsupported eviction marker version".to_owned()));
     }
-    if bytes.get(..) != Some(&encode_marker(size, checksum)[..]) {
+    if field(12, 8) != size.to_le_bytes() || field(20, 4) != checksum.to_le_bytes() {
         return Err(corrupt(
             12,
             format!(
@@ -299,5 +349,113 @@ pub(crate) fn check_marker(
             ),
         ));
     }
-    Ok(true)
+    let outline_len = u32::from_le_bytes(field(24, 4).try_into().unwrap_or_default()) as usize;
+    if MARKER_HEADER_LEN + outline_len != crc_at {
+        return Err(corrupt(
+            24,
+            format!("an outline of {outline_len} bytes does not fit the marker"),
+        ));
+    }
+    Ok(Some(field(MARKER_HEADER_LEN, outline_len).to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use pagefork_wal::Lsn;
+
+    use super::*;
+    use crate::branch::BranchId;
+    use crate::key::Key;
+    use crate::layer::{LayerKind, LayerRange, format};
+    use crate::update::Update;
+
+    /// A delta layer of `count` patches of `len` bytes, and its outline cut from it whole.
+    fn layer_of(count: u32, len: usize) -> (Vec<u8>, Vec<u8>) {
+        let versions: Vec<_> = (0..count)
+            .map(|block| {
+                let update = Update::Patch {
+                    offset: 0,
+                    bytes: Bytes::from(vec![b'x'; len]),
+                };
+                (Key::new(1, block), Lsn(100), update)
+            })
+            .collect();
+        let range = LayerRange {
+            kind: LayerKind::Delta,
+            branch: BranchId(1),
+            key_start: Key::new(1, 0),
+            key_last: Key::new(1, count - 1),
+            lsn_start: Lsn(100),
+            lsn_end: Lsn(101),
+        };
+        let bytes = format::encode(&range, &versions);
+        let index_offset = format::index_offset(&bytes);
+        let mut outline = bytes[..HEADER_LEN].to_vec();
+        outline.extend_from_slice(&bytes[index_offset..]);
+        (bytes, outline)
+    }
+
+    fn layer(count: u32) -> (Vec<u8>, Vec<u8>) {
+        layer_of(count, 1)
+    }
+
+    fn outline_and_requests(bytes: &[u8]) -> (std::result::Result<Vec<u8>, String>, usize) {
+        let mut requests = 0;
+        let mut read = |range: Range<u64>| {
+            requests += 1;
+            Ok(Bytes::copy_from_slice(
+                &bytes[range.start as usize..range.end as usize],
+            ))
+        };
+        let outline = read_outline(bytes.len() as u64, &mut read);
+        (outline, requests)
+    }
+
+    #[test]
+    fn an_outline_takes_one_request_for_a_small_layer_two_for_a_large_one_three_for_a_long_index() {
+        let (small, expected) = layer(100);
+        assert_eq!(outline_and_requests(&small), (Ok(expected), 1));
+        // A large layer whose index fits the first read: that read and the header.
+        let (large, expected) = layer_of(100, 4096);
+        assert!(large.len() as u64 > OUTLINE_TAIL_GUESS);
+        assert_eq!(outline_and_requests(&large), (Ok(expected), 2));
+        let (mid, expected) = layer(12_000);
+        assert!(mid.len() as u64 > OUTLINE_TAIL_GUESS);
+        let (outline, requests) = outline_and_requests(&mid);
+        assert_eq!(outline, Ok(expected));
+        // 12,000 index entries (288,000 bytes) do not fit the first 256 KiB read.
+        assert_eq!(requests, 3);
+    }
+
+    #[test]
+    fn a_damaged_outline_is_an_error_naming_the_offset() {
+        let (mut bytes, _) = layer(100);
+        let index_offset = format::index_offset(&bytes);
+        bytes[index_offset + 10] ^= 1;
+        let (outline, _) = outline_and_requests(&bytes);
+        let error = outline.unwrap_err();
+        assert!(error.contains("index checksum"), "{error}");
+        assert!(error.starts_with("offset "), "{error}");
+    }
+
+    #[test]
+    fn a_marker_round_trips_and_names_its_damage() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let fs = crate::fs::StdFileSystem;
+        let path = dir.path().join("layer.l0");
+        let (bytes, outline) = layer(10);
+        let checksum = crc32fast::hash(&bytes);
+        write_marker(&fs, &path, bytes.len() as u64, checksum, &outline).expect("written");
+        let read = read_marker(&fs, &path, bytes.len() as u64, checksum).expect("read");
+        assert_eq!(read, Some(outline));
+        let other = read_marker(&fs, &path, bytes.len() as u64, checksum ^ 1);
+        assert!(matches!(
+            other,
+            Err(EngineError::CorruptFile { offset: 12, .. })
+        ));
+        assert_eq!(
+            read_marker(&fs, &dir.path().join("none"), 1, 1).expect("no marker"),
+            None
+        );
+    }
 }

@@ -19,7 +19,9 @@ use pagefork_wal::Lsn;
 use parking_lot::{Mutex, RwLock};
 
 pub(crate) use cache::LayerCache;
-pub use cache::{LayerCacheConfig, LayerCacheStats, LayerSource, encode_marker, marker_path};
+pub use cache::{
+    LayerCacheConfig, LayerCacheStats, LayerSource, encode_marker, marker_path, read_outline,
+};
 pub(crate) use format::{FORMAT_VERSION, encoded_len};
 pub use format::{LayerKind, LayerRange};
 pub use map::Level;
@@ -178,8 +180,8 @@ impl LayerFile {
 
     /// Opens the layer `name` (of `size` bytes, CRC32 `checksum`, as the catalog lists it)
     /// at `path` under `cache`: the local file if there is one, otherwise, when its
-    /// eviction marker says it was evicted, its header, footer and index read from the
-    /// cache's source (its blocks are read back by the first read that needs one).
+    /// eviction marker says it was evicted, from the outline the marker holds (its blocks
+    /// are read back from the cache's source by the first read that needs one).
     /// `Ok(None)`: neither file nor marker.
     pub(crate) fn open_cached(
         fs: Arc<dyn FileSystem>,
@@ -201,8 +203,8 @@ impl LayerFile {
             layer.cached = Some(cached);
             cache.add_resident(layer.size);
             layer
-        } else if cache::check_marker(fs.as_ref(), path, size, checksum)? {
-            LayerFile::open_evicted(fs, path, size, cached)?
+        } else if let Some(outline) = cache::read_marker(fs.as_ref(), path, size, checksum)? {
+            LayerFile::open_evicted(fs, path, size, &outline, cached)?
         } else {
             return Ok(None);
         };
@@ -236,41 +238,41 @@ impl LayerFile {
         Ok(layer)
     }
 
-    /// An evicted layer: header, footer and index read from the source.
+    /// An evicted layer, from its outline (header, then index and footer).
     fn open_evicted(
         fs: Arc<dyn FileSystem>,
         path: &Path,
         size: u64,
+        outline: &[u8],
         cached: Cached,
     ) -> Result<LayerFile> {
-        let source = &cached.cache.source;
-        let read = |range: std::ops::Range<u64>| {
-            source
-                .read_range(&cached.name, cached.checksum, range)
-                .map_err(|reason| EngineError::LayerFetch {
-                    name: cached.name.clone(),
-                    reason,
-                })
-        };
+        let marker = cache::marker_path(path);
         let corrupt = |offset: u64, reason: String| EngineError::CorruptFile {
-            path: path.to_owned(),
+            path: marker.clone(),
             offset,
-            reason: format!("{reason} (in the copy the layer cache's source holds)"),
+            reason: format!("{reason} (in the outline of the evicted layer it marks)"),
         };
-        if size < (format::HEADER_LEN + format::FOOTER_LEN) as u64 {
+        let header = outline.get(..format::HEADER_LEN).unwrap_or_default();
+        let range =
+            format::decode_header(header).map_err(|error| corrupt(error.offset, error.reason))?;
+        let footer = outline
+            .len()
+            .checked_sub(format::FOOTER_LEN)
+            .and_then(|at| outline.get(at..))
+            .unwrap_or_default();
+        let footer = format::decode_footer(footer, size)
+            .map_err(|error| corrupt(error.offset, error.reason))?;
+        if format::HEADER_LEN as u64 + (size - footer.index_offset) != outline.len() as u64 {
             return Err(corrupt(
                 0,
-                format!("the catalog says {size} bytes, less than a layer"),
+                format!(
+                    "an outline of {} bytes does not fit a layer of {size}",
+                    outline.len()
+                ),
             ));
         }
-        let footer = read(size - format::FOOTER_LEN as u64..size)?;
-        let footer = format::decode_footer(&footer, size)
-            .map_err(|error| corrupt(error.offset, error.reason))?;
-        let header = read(0..format::HEADER_LEN as u64)?;
-        let range =
-            format::decode_header(&header).map_err(|error| corrupt(error.offset, error.reason))?;
-        let tail = read(footer.index_offset..size)?;
-        let index = format::decode_index(&tail, &footer, &range)
+        let tail = outline.get(format::HEADER_LEN..).unwrap_or_default();
+        let index = format::decode_index(tail, &footer, &range)
             .map_err(|error| corrupt(error.offset, error.reason))?;
         Ok(LayerFile {
             fs,
@@ -417,7 +419,14 @@ impl LayerFile {
         if !self.is_resident() || !cached.cache.source.holds(&cached.name, cached.checksum) {
             return Ok(false);
         }
-        cache::write_marker(self.fs.as_ref(), &self.path, self.size, cached.checksum)?;
+        let outline = self.outline()?;
+        cache::write_marker(
+            self.fs.as_ref(),
+            &self.path,
+            self.size,
+            cached.checksum,
+            &outline,
+        )?;
         *self.data.write() = None;
         self.fs
             .remove_file(&self.path)
@@ -425,6 +434,14 @@ impl LayerFile {
         cached.cache.remove_resident(self.size);
         cached.cache.note_eviction();
         Ok(true)
+    }
+
+    /// The header, then everything from the index on, of a resident layer.
+    fn outline(&self) -> Result<Vec<u8>> {
+        let bytes = self.bytes()?;
+        let mut outline = bytes.get(..format::HEADER_LEN).unwrap_or_default().to_vec();
+        outline.extend_from_slice(bytes.get(self.index_offset..).unwrap_or_default());
+        Ok(outline)
     }
 
     fn decode(&self, bytes: &Bytes, entry: &format::IndexEntry) -> Result<Update> {
