@@ -81,9 +81,26 @@ impl Replication {
         self.replicators.lock().get(project).cloned()
     }
 
-    /// Stops every replicator (each after its sync in progress).
-    pub(crate) fn stop_all(&self) {
+    /// Syncs every project a last time, so the bucket holds every commit acknowledged
+    /// before the server began shutting down, then stops every replicator. A failed last
+    /// sync is logged (the next start syncs it first); each is bounded by the client's
+    /// retries.
+    pub(crate) fn sync_and_stop_all(&self) {
         let stopped = std::mem::take(&mut *self.replicators.lock());
+        for (project, replicator) in &stopped {
+            match replicator.sync_now() {
+                Ok(report) => tracing::info!(
+                    %project,
+                    recovery_point = %report.recovery_point,
+                    "synced to remote storage on shutdown"
+                ),
+                Err(error) => tracing::warn!(
+                    %project,
+                    %error,
+                    "the last sync before shutdown failed; the next start syncs first"
+                ),
+            }
+        }
         drop(stopped);
     }
 }

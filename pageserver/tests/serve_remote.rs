@@ -71,7 +71,11 @@ fn a_served_project_syncs_on_request_and_attaches_elsewhere() {
     server
         .post("/v1/projects/shop/remote/sync", r#"{"x": 1}"#)
         .expect_error(400, "invalid_request");
-    drop(server);
+    // Written after the last sync: a clean shutdown syncs it.
+    server
+        .put_page("/v1/projects/shop/branches/dev/pages/1/5", &[0x55; 8192])
+        .expect(200);
+    assert!(server.terminate().success());
 
     let copy = root.path().join("copy");
     let attached = ok_json(
@@ -89,9 +93,15 @@ fn a_served_project_syncs_on_request_and_attaches_elsewhere() {
         .output()
         .unwrap(),
     );
-    assert_eq!(attached["recovery_point"], synced["recovery_point"]);
+    assert_ne!(attached["recovery_point"], synced["recovery_point"]);
     let original = data.join("projects/shop");
-    for (branch, block) in [("main", "0"), ("main", "63"), ("dev", "0"), ("dev", "1")] {
+    for (branch, block) in [
+        ("main", "0"),
+        ("main", "63"),
+        ("dev", "0"),
+        ("dev", "1"),
+        ("dev", "5"),
+    ] {
         let expected = pagefork(&original, &["page", "get", branch, "1", block]);
         let got = pagefork(&copy, &["page", "get", branch, "1", block]);
         assert!(expected.status.success() && got.status.success());

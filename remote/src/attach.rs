@@ -17,7 +17,7 @@ use pagefork_engine::{Lsn, StdFileSystem, StorePaths, publish_file};
 use crate::bucket::Bucket;
 use crate::error::{RemoteError, Result};
 use crate::generations;
-use crate::index::RemoteObject;
+use crate::index::{RemoteObject, RemoteSegment};
 use crate::location::RemoteLocation;
 use crate::state::LocalState;
 use crate::sync::read_index;
@@ -123,30 +123,52 @@ fn attach_into(
         if lazily {
             let outline = fetch_outline(&bucket, &layer.object)?;
             let marker = encode_marker(layer.object.size, layer.object.crc32, &outline);
-            write_synced(&marker_path(&path), &marker, None)?;
+            write_synced(&marker_path(&path), &marker)?;
             Ok(marker.len() as u64)
         } else {
             let bytes = fetch_checked(&bucket, &layer.object)?;
-            write_synced(&path, &bytes, None)?;
+            write_synced(&path, &bytes)?;
             Ok(layer.object.size)
         }
     })?;
     downloaded.objects += layers.len() as u64;
     downloaded.bytes += layers.iter().sum::<u64>();
-    let segments = workers::run_all(index.wal.iter().collect(), |segment| {
-        let bytes = fetch_checked(&bucket, &segment.object)?;
-        write_synced(
-            &paths.segment(Lsn(segment.start)),
-            &bytes,
-            Some(index.segment_size),
-        )?;
-        Ok(segment.object.size)
+    let mut by_segment: Vec<Vec<&RemoteSegment>> = Vec::new();
+    for piece in &index.wal {
+        match by_segment.last_mut() {
+            Some(pieces)
+                if pieces
+                    .first()
+                    .is_some_and(|first| first.start == piece.start) =>
+            {
+                pieces.push(piece);
+            }
+            _ => by_segment.push(vec![piece]),
+        }
+    }
+    let segments = workers::run_all(by_segment, |pieces| {
+        let Some(first) = pieces.first() else {
+            return Ok(0);
+        };
+        let path = paths.segment(Lsn(first.start));
+        let file = create_new(&path)?;
+        let mut bytes = 0;
+        for piece in &pieces {
+            let downloaded = fetch_checked(&bucket, &piece.object)?;
+            file.write_all_at(&downloaded, piece.offset)
+                .map_err(RemoteError::io("write", &path))?;
+            bytes += piece.object.size;
+        }
+        file.set_len(index.segment_size)
+            .map_err(RemoteError::io("extend", &path))?;
+        file.sync_all().map_err(RemoteError::io("fsync", &path))?;
+        Ok(bytes)
     })?;
-    downloaded.objects += segments.len() as u64;
+    downloaded.objects += index.wal.len() as u64;
     downloaded.bytes += segments.iter().sum::<u64>();
     if let Some(catalog) = &index.catalog {
         let bytes = downloaded.fetch(&bucket, catalog)?;
-        write_synced(&paths.catalog(), &bytes, None)?;
+        write_synced(&paths.catalog(), &bytes)?;
     }
     let meta = downloaded.fetch(&bucket, &index.meta)?;
     for synced in [paths.layers_dir(), paths.wal_dir(), dir.to_owned()] {
@@ -238,19 +260,20 @@ pub(crate) fn fetch_checked(bucket: &Bucket, object: &RemoteObject) -> Result<By
     Ok(bytes)
 }
 
-/// Writes `bytes` at the start of a new file at `path` (grown with zeros to `len` if
-/// given) and fsyncs it.
-fn write_synced(path: &Path, bytes: &[u8], len: Option<u64>) -> Result<()> {
-    let file = std::fs::OpenOptions::new()
+/// A new file at `path` (an error if one is there).
+fn create_new(path: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)
-        .map_err(RemoteError::io("create", path))?;
+        .map_err(RemoteError::io("create", path))
+}
+
+/// Writes `bytes` as a new file at `path` and fsyncs it.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let file = create_new(path)?;
     file.write_all_at(bytes, 0)
         .map_err(RemoteError::io("write", path))?;
-    if let Some(len) = len {
-        file.set_len(len).map_err(RemoteError::io("extend", path))?;
-    }
     file.sync_all().map_err(RemoteError::io("fsync", path))
 }
 

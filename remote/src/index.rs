@@ -6,17 +6,21 @@
 //!   line 2  CRC32 of line 1's bytes, 8 lower-case hex digits
 //! ```
 //!
-//! Fields: `format_version` (1), `generation`, `log_id` (the WAL's identity: which store
+//! Fields: `format_version` (2), `generation`, `log_id` (the WAL's identity: which store
 //! this is), `published_at_ms` (Unix time), `meta` (the store metadata file's object),
 //! `catalog` (the last published catalog's object, `null` before the first), `replay_from`
-//! (LSN), `layers` (each layer file's name and object), `segment_size`, `wal` (for each
-//! WAL segment from the one holding `replay_from`, the object of its first `size` bytes),
-//! `wal_end` (LSN: the recovery point). An object is `{key, size, crc32}`.
+//! (LSN), `layers` (each layer file's name and object), `segment_size`, `wal` (the WAL
+//! segments from the one holding `replay_from`, each in one or more pieces: a piece is
+//! the segment's bytes from `offset` on, `object.size` of them), `wal_end` (LSN: the
+//! recovery point). An object is `{key, size, crc32}`. Version 1, which this build still
+//! reads, had one piece per segment and no `offset`. Pieces let a sync upload only what a
+//! segment gained since the last one.
 //!
 //! Invariants it keeps (checked by [`RemoteIndex::decode`] and before encoding):
 //! - There is at least one WAL segment; they are consecutive, the first holds
 //!   `replay_from` (or ends exactly there), the last holds `wal_end`, and only the last
-//!   may be partial.
+//!   may be partial. A segment's pieces are in order, the first at offset 0 and each
+//!   starting where the one before ends, all within the segment.
 //! - Every object key is one of this layout's (no path tricks), and layer names are
 //!   unique.
 
@@ -24,8 +28,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{RemoteError, Result};
 
-/// The index format this build writes and reads.
-pub const INDEX_FORMAT_VERSION: u32 = 1;
+/// The index format this build writes (it reads this one and version 1).
+pub const INDEX_FORMAT_VERSION: u32 = 2;
+
+/// The older index format this build still reads.
+const OLDEST_READABLE_FORMAT: u32 = 1;
 
 /// One object: its key under the location's prefix, length and CRC32.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,11 +54,14 @@ pub struct RemoteLayer {
     pub object: RemoteObject,
 }
 
-/// The first `object.size` bytes of one WAL segment.
+/// A piece of one WAL segment: its `object.size` bytes from `offset`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoteSegment {
     /// The segment's start LSN.
     pub start: u64,
+    /// Where in the segment the piece starts (0 in a version 1 index).
+    #[serde(default)]
+    pub offset: u64,
     /// Its object.
     pub object: RemoteObject,
 }
@@ -114,11 +124,12 @@ impl RemoteIndex {
         let value: serde_json::Value = serde_json::from_str(line)
             .map_err(|error| damaged(error.column() as u64, error.to_string()))?;
         let found = crate::framing::format_version(&value);
-        if found != Some(u64::from(INDEX_FORMAT_VERSION)) {
+        let readable = u64::from(OLDEST_READABLE_FORMAT)..=u64::from(INDEX_FORMAT_VERSION);
+        if !found.is_some_and(|version| readable.contains(&version)) {
             return Err(damaged(
                 0,
                 format!(
-                    "format version {} is not the one this build reads ({INDEX_FORMAT_VERSION})",
+                    "format version {} is not one this build reads ({OLDEST_READABLE_FORMAT} to {INDEX_FORMAT_VERSION})",
                     found.map_or_else(|| "missing".to_owned(), |v| v.to_string())
                 ),
             ));
@@ -139,6 +150,37 @@ impl RemoteIndex {
             .chain(std::iter::once(&self.meta))
             .map(|object| object.key.clone())
             .collect()
+    }
+
+    /// Each WAL segment's start and the bytes its pieces hold, checking that the pieces of
+    /// each are in order, contiguous from offset 0 and within the segment.
+    fn segments(&self) -> std::result::Result<Vec<(u64, u64)>, String> {
+        let mut segments: Vec<(u64, u64)> = Vec::new();
+        for piece in &self.wal {
+            let held = match segments.last_mut() {
+                Some((start, held)) if *start == piece.start => held,
+                _ => {
+                    segments.push((piece.start, 0));
+                    &mut segments.last_mut().ok_or("no segment")?.1
+                }
+            };
+            if piece.offset != *held {
+                return Err(format!(
+                    "the WAL piece of segment {:#x} at offset {:#x} does not start where the one before ends ({:#x})",
+                    piece.start, piece.offset, *held
+                ));
+            }
+            *held = held
+                .checked_add(piece.object.size)
+                .filter(|held| *held <= self.segment_size)
+                .ok_or_else(|| {
+                    format!(
+                        "the WAL pieces of segment {:#x} run past its {} bytes",
+                        piece.start, self.segment_size
+                    )
+                })?;
+        }
+        Ok(segments)
     }
 
     fn check(&self) -> std::result::Result<(), String> {
@@ -170,40 +212,37 @@ impl RemoteIndex {
                 return Err(format!("object key {:?} is not a plain key", object.key));
             }
         }
-        let (Some(first), Some(last)) = (self.wal.first(), self.wal.last()) else {
+        let segments = self.segments()?;
+        let (Some(&(first, _)), Some(&(last, last_len))) = (segments.first(), segments.last())
+        else {
             return Err("no WAL segment".to_owned());
         };
         // A replay start at the very end of the first segment is in it: a record can fill a
         // segment to its last byte.
-        if first.start > self.replay_from || first.start + self.segment_size < self.replay_from {
+        if first > self.replay_from || first + self.segment_size < self.replay_from {
             return Err(format!(
-                "the first WAL segment (at {:#x}) does not hold the replay start {:#x}",
-                first.start, self.replay_from
+                "the first WAL segment (at {first:#x}) does not hold the replay start {:#x}",
+                self.replay_from
             ));
         }
-        for pair in self.wal.windows(2) {
-            if let [before, after] = pair {
-                if after.start != before.start + self.segment_size {
+        for pair in segments.windows(2) {
+            if let [(before, before_len), (after, _)] = pair {
+                if *after != before + self.segment_size {
                     return Err(format!(
-                        "WAL segments at {:#x} and {:#x} are not consecutive",
-                        before.start, after.start
+                        "WAL segments at {before:#x} and {after:#x} are not consecutive"
                     ));
                 }
-                if before.object.size != self.segment_size {
+                if *before_len != self.segment_size {
                     return Err(format!(
-                        "WAL segment at {:#x} is partial ({} bytes) but not the last",
-                        before.start, before.object.size
+                        "WAL segment at {before:#x} is partial ({before_len} bytes) but not the last"
                     ));
                 }
             }
         }
-        if last.object.size > self.segment_size
-            || self.wal_end > last.start + last.object.size
-            || self.wal_end < self.replay_from
-        {
+        if self.wal_end > last + last_len || self.wal_end < self.replay_from {
             return Err(format!(
-                "the recovery point {:#x} is not within the last WAL segment's {} bytes at {:#x}, or is below the replay start",
-                self.wal_end, last.object.size, last.start
+                "the recovery point {:#x} is not within the last WAL segment's {last_len} bytes at {last:#x}, or is below the replay start",
+                self.wal_end
             ));
         }
         Ok(())
@@ -239,11 +278,18 @@ mod tests {
             wal: vec![
                 RemoteSegment {
                     start: 0x100_0000,
+                    offset: 0,
                     object: object("wal/a", 0x100_0000),
                 },
                 RemoteSegment {
                     start: 0x200_0000,
-                    object: object("wal/b", 0x1000),
+                    offset: 0,
+                    object: object("wal/b", 0x800),
+                },
+                RemoteSegment {
+                    start: 0x200_0000,
+                    offset: 0x800,
+                    object: object("wal/c", 0x800),
                 },
             ],
             wal_end: 0x200_0F00,
@@ -273,10 +319,49 @@ mod tests {
     }
 
     #[test]
+    fn reads_a_version_1_index_as_one_piece_per_segment() -> Result<()> {
+        let mut index = sample();
+        index.wal.truncate(2);
+        if let Some(last) = index.wal.get_mut(1) {
+            last.object.size = 0x1000;
+        }
+        index.format_version = 1;
+        let mut value = serde_json::to_value(&index).map_err(|error| RemoteError::Stopped {
+            location: error.to_string(),
+        })?;
+        if let Some(pieces) = value.get_mut("wal").and_then(|wal| wal.as_array_mut()) {
+            for piece in pieces {
+                if let Some(piece) = piece.as_object_mut() {
+                    piece.remove("offset");
+                }
+            }
+        }
+        let line = value.to_string();
+        assert!(!line.contains("offset"));
+        let decoded = RemoteIndex::decode("index/00000002.json", &crate::framing::encode(&line))?;
+        assert_eq!(decoded, index);
+        let mut future = index;
+        future.format_version = INDEX_FORMAT_VERSION + 1;
+        let line = serde_json::to_string(&future).unwrap_or_default();
+        assert!(
+            RemoteIndex::decode("index/00000002.json", &crate::framing::encode(&line)).is_err()
+        );
+        Ok(())
+    }
+
+    #[test]
     fn refuses_to_publish_a_broken_account() {
         let mut gap = sample();
-        if let Some(segment) = gap.wal.get_mut(1) {
+        for segment in gap.wal.iter_mut().skip(1) {
             segment.start += 0x100_0000;
+        }
+        let mut piece_gap = sample();
+        if let Some(segment) = piece_gap.wal.get_mut(2) {
+            segment.offset += 1;
+        }
+        let mut pieces_past_end = sample();
+        if let Some(segment) = pieces_past_end.wal.get_mut(2) {
+            segment.object.size = 0x100_0000;
         }
         let mut partial_middle = sample();
         if let Some(segment) = partial_middle.wal.get_mut(0) {
@@ -297,7 +382,15 @@ mod tests {
                     object: object("x", 0),
                 }),
         );
-        for broken in [gap, partial_middle, past_end, escape, twice] {
+        for broken in [
+            gap,
+            piece_gap,
+            pieces_past_end,
+            partial_middle,
+            past_end,
+            escape,
+            twice,
+        ] {
             assert!(broken.encode().is_err(), "{broken:?} was encoded");
         }
     }

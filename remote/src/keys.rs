@@ -35,10 +35,10 @@ pub(crate) fn layer(name: &str, crc32: u32, generation: u32) -> String {
     format!("layers/{name}.{crc32:08X}.g{generation:08X}")
 }
 
-/// The object of a WAL segment's first `len` bytes.
-pub(crate) fn wal(start: Lsn, len: u64, crc32: u32, generation: u32) -> String {
+/// The object of `len` bytes of a WAL segment from `offset`.
+pub(crate) fn wal(start: Lsn, offset: u64, len: u64, crc32: u32, generation: u32) -> String {
     format!(
-        "wal/{:016X}-{len:08X}.{crc32:08X}.g{generation:08X}",
+        "wal/{:016X}-{offset:08X}-{len:08X}.{crc32:08X}.g{generation:08X}",
         start.0
     )
 }
@@ -85,8 +85,8 @@ mod tests {
         assert_eq!(generation_of(&layer("a.l0", 1, 0x2A)), Some(0x2A));
         assert_eq!(generation_of("layers/a.l0"), None);
         assert_eq!(
-            wal(Lsn(0x100_0000), 0x28, 0xDEAD_BEEF, 3),
-            "wal/0000000001000000-00000028.DEADBEEF.g00000003"
+            wal(Lsn(0x100_0000), 0x10, 0x28, 0xDEAD_BEEF, 3),
+            "wal/0000000001000000-00000010-00000028.DEADBEEF.g00000003"
         );
     }
 }

@@ -55,6 +55,9 @@ pub struct SyncReport {
     pub elapsed: Duration,
 }
 
+/// A WAL segment uploaded in more pieces than this goes up whole again.
+const MAX_PIECES_PER_SEGMENT: usize = 16;
+
 /// Copies one store to one location (see the module docs).
 #[derive(Debug)]
 pub struct Uploader {
@@ -63,8 +66,8 @@ pub struct Uploader {
     log_id: u64,
     generation: u32,
     layers: BTreeMap<(String, u32), RemoteObject>,
-    /// WAL objects by segment start, length and CRC32.
-    segments: BTreeMap<(u64, u64, u32), RemoteObject>,
+    /// WAL pieces by segment start, offset in it, length and CRC32.
+    segments: BTreeMap<(u64, u64, u64, u32), RemoteObject>,
     /// The metadata file and the catalog this process uploaded last, with their objects.
     meta: Option<(Bytes, RemoteObject)>,
     catalog: Option<(Bytes, RemoteObject)>,
@@ -159,10 +162,15 @@ impl Uploader {
                 layer.object.clone(),
             );
         }
-        for segment in &index.wal {
+        for piece in &index.wal {
             self.segments.insert(
-                (segment.start, segment.object.size, segment.object.crc32),
-                segment.object.clone(),
+                (
+                    piece.start,
+                    piece.offset,
+                    piece.object.size,
+                    piece.object.crc32,
+                ),
+                piece.object.clone(),
             );
         }
     }
@@ -333,7 +341,9 @@ impl Uploader {
         (deleted, self.pending_deletions.len())
     }
 
-    /// The WAL from the segment holding the replay start to the recovery point.
+    /// The WAL from the segment holding the replay start to the recovery point. A segment
+    /// already partly uploaded keeps its pieces and gains one with what it gained since
+    /// (up to `MAX_PIECES_PER_SEGMENT`; then it goes up whole again, as one piece).
     fn put_wal(
         &mut self,
         files: &PublishedFiles,
@@ -345,26 +355,62 @@ impl Uploader {
             if len == 0 {
                 continue;
             }
-            // Known by content, not position alone: a store fenced after an attach has a
-            // log that diverged from its copy's at the same positions.
             let bytes = read_prefix(&segment.path, len)?;
-            let crc32 = crc32fast::hash(&bytes);
-            let known = (segment.start.0, len, crc32);
-            let object = match self.segments.get(&known) {
-                Some(object) => object.clone(),
-                None => {
-                    let key = keys::wal(segment.start, len, crc32, self.generation);
-                    let object = self.put(key, bytes, uploaded)?;
-                    self.segments.insert(known, object.clone());
-                    object
-                }
-            };
-            wal.push(RemoteSegment {
-                start: segment.start.0,
-                object,
-            });
+            let mut pieces = self.known_pieces(segment.start.0, &bytes);
+            let held = pieces
+                .last()
+                .map_or(0, |piece| piece.offset + piece.object.size);
+            if held < len {
+                let (offset, new) = if pieces.len() < MAX_PIECES_PER_SEGMENT {
+                    (held, bytes.slice(held as usize..))
+                } else {
+                    pieces.clear();
+                    (0, bytes)
+                };
+                let crc32 = crc32fast::hash(&new);
+                let size = new.len() as u64;
+                let key = keys::wal(segment.start, offset, size, crc32, self.generation);
+                let object = self.put(key, new, uploaded)?;
+                self.segments
+                    .insert((segment.start.0, offset, size, crc32), object.clone());
+                pieces.push(RemoteSegment {
+                    start: segment.start.0,
+                    offset,
+                    object,
+                });
+            }
+            wal.extend(pieces);
         }
         Ok(wal)
+    }
+
+    /// The longest chain of pieces, from offset 0, already in the bucket whose bytes are
+    /// those of `bytes` (a segment's prefix). Known by content, not position alone: a store
+    /// fenced after an attach has a log that diverged from its copy's at the same
+    /// positions.
+    fn known_pieces(&self, start: u64, bytes: &Bytes) -> Vec<RemoteSegment> {
+        let mut pieces = Vec::new();
+        let mut offset = 0u64;
+        loop {
+            let next = self
+                .segments
+                .range((start, offset, 0, 0)..=(start, offset, u64::MAX, u32::MAX))
+                .rev()
+                .find(|((_, _, size, crc32), _)| {
+                    bytes
+                        .get(offset as usize..(offset + size) as usize)
+                        .is_some_and(|piece| crc32fast::hash(piece) == *crc32)
+                });
+            let Some(((_, _, size, _), object)) = next else {
+                return pieces;
+            };
+            pieces.push(RemoteSegment {
+                start,
+                offset,
+                object: object.clone(),
+            });
+            offset += size;
+        }
     }
 
     /// Uploads a small object (the metadata file, a catalog) under a fresh key, unless

@@ -249,3 +249,44 @@ fn replaced_objects_are_deleted_after_the_index_and_scrub_removes_only_unlisted_
         expected
     );
 }
+
+#[test]
+fn each_sync_uploads_only_what_the_wal_gained_and_the_pieces_attach_whole() {
+    let server = S3Server::start();
+    let location = server.location("pieces");
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), Config::default()).unwrap();
+    write_round(&store, "main", 512, 1);
+    let mut uploader = Uploader::connect(&location, &store).unwrap();
+    let first = uploader.sync(&store).unwrap();
+    assert!(first.uploaded_bytes > 512 * 8192, "{first:?}");
+    // Forty small syncs, one page each: each uploads a WAL piece of about a page and the
+    // index, never the segment's 4 MiB again (but once every 16 pieces, whole).
+    let mut whole_again = 0;
+    for round in 2..42 {
+        store
+            .commit(
+                "main",
+                vec![(
+                    Key::new(1, round),
+                    Update::Image(page("main", Key::new(1, round), round)),
+                )],
+            )
+            .unwrap();
+        let report = uploader.sync(&store).unwrap();
+        if report.uploaded_bytes > 1 << 20 {
+            whole_again += 1;
+        }
+    }
+    assert!(
+        (1..=3).contains(&whole_again),
+        "{whole_again} whole uploads in 40 syncs"
+    );
+    let expected = everything(&store, 512, &[]);
+    let copy = tempfile::tempdir().unwrap();
+    attach(&location, &copy.path().join("store")).unwrap();
+    assert_eq!(
+        everything(&Store::open(copy.path().join("store")).unwrap(), 512, &[]),
+        expected
+    );
+}

@@ -125,10 +125,11 @@ pub(crate) fn run(root: &Path, listen: SocketAddr, options: ServeOptions) -> any
     ));
     // Requests in flight have finished (or the server never started): stop the endpoints
     // (fast shutdown), unmount what is mounted (everything written through it made
-    // durable), stop replicating (after the syncs in progress), then close the stores.
+    // durable), sync every project a last time and stop replicating, then close the
+    // stores.
     endpoints.stop_all(&mounts);
     mounts.unmount_all();
-    replication.stop_all();
+    replication.sync_and_stop_all();
     projects.close();
     served
 }
