@@ -296,9 +296,56 @@ pub(crate) fn compact(dir: &Path, json: bool) -> Result<()> {
 pub(crate) fn stats(dir: &Path, json: bool) -> Result<()> {
     let store = open(dir, json)?;
     let stats = store.stats();
+    let copy = pagefork_remote::recorded_copy(dir)
+        .with_context(|| format!("cannot read the remote state of {}", dir.display()))?;
+    let lag = |copy: &pagefork_remote::RecordedCopy| {
+        copy.recovery_point
+            .map(|point| stats.wal_end.0.saturating_sub(point.0))
+    };
+    let cache = store.layer_cache_stats();
     if json {
-        out!("{}", stats_json(&stats));
+        let mut value = stats_json(&stats);
+        if let Some(object) = value.as_object_mut() {
+            object.insert(
+                "remote".to_owned(),
+                copy.as_ref().map_or(serde_json::Value::Null, |copy| {
+                    json!({
+                        "location": copy.location,
+                        "generation": copy.generation,
+                        "recovery_point": copy.recovery_point.map(|lsn| lsn.to_string()),
+                        "lag_bytes": lag(copy),
+                    })
+                }),
+            );
+            object.insert(
+                "layer_cache".to_owned(),
+                crate::remote::layer_cache_json(cache),
+            );
+        }
+        out!("{value}");
     } else {
+        if let Some(copy) = &copy {
+            match (copy.recovery_point, lag(copy)) {
+                (Some(point), Some(lag)) => out!(
+                    "remote: {} (generation {}): recovery point {point}, {lag} bytes of WAL written since",
+                    copy.location,
+                    copy.generation
+                ),
+                _ => out!(
+                    "remote: {} (generation {}): not synced yet",
+                    copy.location,
+                    copy.generation
+                ),
+            }
+        }
+        if let Some(cache) = cache {
+            out!(
+                "layer files on local disk: {} ({} bytes); evicted: {}",
+                cache.resident_layers,
+                cache.resident_bytes,
+                cache.evicted_layers
+            );
+        }
         match stats.backend {
             Backend::Native => out!(
                 "layers: {} L0, {} L1, {} image",

@@ -175,7 +175,9 @@ fn attach_into(
         sync_dir(&synced)?;
     }
     if let Some(generation) = generation {
-        LocalState::new(location, generation).write(dir)?;
+        LocalState::new(location, generation)
+            .at(Lsn(index.wal_end))
+            .write(dir)?;
     }
     publish_file(&StdFileSystem, &paths.meta(), &meta)
         .map_err(RemoteError::io("publish", paths.meta()))?;

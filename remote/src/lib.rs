@@ -39,5 +39,5 @@ pub use layer_source::RemoteLayers;
 pub use location::RemoteLocation;
 pub use replicator::{ReplicaStatus, Replicator};
 pub use scrub::{ScrubReport, scrub};
-pub use state::recorded_location;
+pub use state::{RecordedCopy, recorded_copy, recorded_location};
 pub use sync::{SyncReport, Uploader};

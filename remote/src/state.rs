@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pagefork_engine::{StdFileSystem, publish_file};
+use pagefork_engine::{Lsn, StdFileSystem, publish_file};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{RemoteError, Result};
@@ -36,6 +36,31 @@ pub(crate) struct LocalState {
     pub(crate) s3_endpoint: Option<String>,
     /// The generation this store holds there.
     pub(crate) generation: u32,
+    /// The recovery point of the last sync from (or attach into) this directory: every
+    /// commit at or below it is in the bucket (absent before the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) recovery_point: Option<u64>,
+}
+
+/// What a store's `pagefork.remote` file says about its copy (see [`recorded_copy`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedCopy {
+    /// Where: `s3://bucket/prefix`.
+    pub location: String,
+    /// The generation this directory holds there.
+    pub generation: u32,
+    /// The recovery point of the last sync from (or attach into) this directory.
+    pub recovery_point: Option<Lsn>,
+}
+
+/// What the `pagefork.remote` file of the store in `dir` records (`None` if it has none):
+/// for `pagefork stats`, with no request to the bucket.
+pub fn recorded_copy(dir: &Path) -> Result<Option<RecordedCopy>> {
+    Ok(LocalState::read(dir)?.map(|state| RecordedCopy {
+        location: state.location,
+        generation: state.generation,
+        recovery_point: state.recovery_point.map(Lsn),
+    }))
 }
 
 impl LocalState {
@@ -45,6 +70,15 @@ impl LocalState {
             location: location.url(),
             s3_endpoint: location.endpoint().map(str::to_owned),
             generation,
+            recovery_point: None,
+        }
+    }
+
+    /// The same, recording `recovery_point`.
+    pub(crate) fn at(self, recovery_point: Lsn) -> LocalState {
+        LocalState {
+            recovery_point: Some(recovery_point.0),
+            ..self
         }
     }
 

@@ -55,6 +55,18 @@ pub struct SyncReport {
     pub elapsed: Duration,
 }
 
+/// A WAL piece: segment start, offset in it, length, CRC32.
+type PieceId = (u64, u64, u64, u32);
+
+fn piece_id(piece: &RemoteSegment) -> PieceId {
+    (
+        piece.start,
+        piece.offset,
+        piece.object.size,
+        piece.object.crc32,
+    )
+}
+
 /// A WAL segment uploaded in more pieces than this goes up whole again.
 const MAX_PIECES_PER_SEGMENT: usize = 16;
 
@@ -66,8 +78,12 @@ pub struct Uploader {
     log_id: u64,
     generation: u32,
     layers: BTreeMap<(String, u32), RemoteObject>,
-    /// WAL pieces by segment start, offset in it, length and CRC32.
-    segments: BTreeMap<(u64, u64, u64, u32), RemoteObject>,
+    /// WAL pieces in the bucket, by segment start, offset in it, length and CRC32.
+    segments: BTreeMap<PieceId, RemoteObject>,
+    /// Those known to hold this store's log: put by this uploader, or checked against it.
+    checked: BTreeSet<PieceId>,
+    /// The index this uploader published last.
+    last_published: Option<RemoteIndex>,
     /// The metadata file and the catalog this process uploaded last, with their objects.
     meta: Option<(Bytes, RemoteObject)>,
     catalog: Option<(Bytes, RemoteObject)>,
@@ -133,6 +149,8 @@ impl Uploader {
             generation,
             layers: BTreeMap::new(),
             segments: BTreeMap::new(),
+            checked: BTreeSet::new(),
+            last_published: None,
             meta: None,
             catalog: None,
             listed: BTreeSet::new(),
@@ -271,12 +289,29 @@ impl Uploader {
             }
             return Err(error);
         }
-        self.bucket
-            .put(&keys::index(self.generation), Bytes::from(encoded))?;
-        if let Some(source) = &self.layer_source {
-            source.listed_by(&index);
+        // Nothing changed since this uploader's last index: it stands.
+        let unchanged = self.last_published.as_ref().is_some_and(|last| {
+            RemoteIndex {
+                published_at_ms: index.published_at_ms,
+                ..last.clone()
+            } == index
+        });
+        if !unchanged {
+            self.bucket
+                .put(&keys::index(self.generation), Bytes::from(encoded))?;
+            if let Some(source) = &self.layer_source {
+                source.listed_by(&index);
+            }
+            // For `pagefork stats`; the sync has succeeded whether or not this is written.
+            let recorded = LocalState::new(self.bucket.location(), self.generation)
+                .at(files.wal_end)
+                .write(&self.dir);
+            if let Err(error) = recorded {
+                tracing::warn!(%error, "the recovery point was not recorded locally");
+            }
         }
         let (deleted, deletions_pending) = self.delete_unlisted(&index);
+        self.last_published = Some(index.clone());
         Ok(SyncReport {
             location: self.bucket.location().url(),
             generation: self.generation,
@@ -343,7 +378,9 @@ impl Uploader {
 
     /// The WAL from the segment holding the replay start to the recovery point. A segment
     /// already partly uploaded keeps its pieces and gains one with what it gained since
-    /// (up to `MAX_PIECES_PER_SEGMENT`; then it goes up whole again, as one piece).
+    /// (up to `MAX_PIECES_PER_SEGMENT`; then it goes up whole again, as one piece). Only
+    /// the new bytes are read, once the pieces before them are known to hold this log's
+    /// bytes: pieces this uploader put (the log is append-only) or checked.
     fn put_wal(
         &mut self,
         files: &PublishedFiles,
@@ -355,40 +392,56 @@ impl Uploader {
             if len == 0 {
                 continue;
             }
-            let bytes = read_prefix(&segment.path, len)?;
-            let mut pieces = self.known_pieces(segment.start.0, &bytes);
+            let start = segment.start.0;
+            let mut pieces = self.chain(start, len, None);
+            let remembered = self
+                .segments
+                .range((start, 0, 0, 0)..=(start, 0, u64::MAX, u32::MAX))
+                .next()
+                .is_some();
+            if pieces.is_empty() && remembered {
+                // Pieces remembered from an index, if any, are checked against the log.
+                let prefix = read_prefix(&segment.path, len)?;
+                pieces = self.chain(start, len, Some(&prefix));
+                for piece in &pieces {
+                    self.checked.insert(piece_id(piece));
+                }
+            }
             let held = pieces
                 .last()
                 .map_or(0, |piece| piece.offset + piece.object.size);
             if held < len {
-                let (offset, new) = if pieces.len() < MAX_PIECES_PER_SEGMENT {
-                    (held, bytes.slice(held as usize..))
+                let offset = if pieces.len() < MAX_PIECES_PER_SEGMENT {
+                    held
                 } else {
                     pieces.clear();
-                    (0, bytes)
+                    0
                 };
+                let new = read_range(&segment.path, offset, len - offset)?;
                 let crc32 = crc32fast::hash(&new);
                 let size = new.len() as u64;
                 let key = keys::wal(segment.start, offset, size, crc32, self.generation);
                 let object = self.put(key, new, uploaded)?;
-                self.segments
-                    .insert((segment.start.0, offset, size, crc32), object.clone());
-                pieces.push(RemoteSegment {
-                    start: segment.start.0,
+                let piece = RemoteSegment {
+                    start,
                     offset,
                     object,
-                });
+                };
+                self.segments.insert(piece_id(&piece), piece.object.clone());
+                self.checked.insert(piece_id(&piece));
+                pieces.push(piece);
             }
             wal.extend(pieces);
         }
         Ok(wal)
     }
 
-    /// The longest chain of pieces, from offset 0, already in the bucket whose bytes are
-    /// those of `bytes` (a segment's prefix). Known by content, not position alone: a store
-    /// fenced after an attach has a log that diverged from its copy's at the same
-    /// positions.
-    fn known_pieces(&self, start: u64, bytes: &Bytes) -> Vec<RemoteSegment> {
+    /// The longest chain of pieces of the segment at `start`, from offset 0 and within its
+    /// first `len` bytes, already in the bucket: with `prefix` (those bytes), pieces whose
+    /// CRC32 matches them (known by content, not position alone: a store fenced after an
+    /// attach has a log that diverged from its copy's at the same positions); without,
+    /// only pieces already checked or put by this uploader.
+    fn chain(&self, start: u64, len: u64, prefix: Option<&Bytes>) -> Vec<RemoteSegment> {
         let mut pieces = Vec::new();
         let mut offset = 0u64;
         loop {
@@ -396,10 +449,15 @@ impl Uploader {
                 .segments
                 .range((start, offset, 0, 0)..=(start, offset, u64::MAX, u32::MAX))
                 .rev()
-                .find(|((_, _, size, crc32), _)| {
-                    bytes
-                        .get(offset as usize..(offset + size) as usize)
-                        .is_some_and(|piece| crc32fast::hash(piece) == *crc32)
+                .find(|(id, _)| {
+                    let &(_, _, size, crc32) = *id;
+                    offset + size <= len
+                        && match prefix {
+                            Some(bytes) => bytes
+                                .get(offset as usize..(offset + size) as usize)
+                                .is_some_and(|piece| crc32fast::hash(piece) == crc32),
+                            None => self.checked.contains(*id),
+                        }
                 });
             let Some(((_, _, size, _), object)) = next else {
                 return pieces;
@@ -523,9 +581,14 @@ fn read_checked_layer(path: &Path, size: u64, checksum: u32) -> Result<Bytes> {
 
 /// The first `len` bytes of a file.
 fn read_prefix(path: &Path, len: u64) -> Result<Bytes> {
+    read_range(path, 0, len)
+}
+
+/// `len` bytes of the file at `path` from `offset`.
+fn read_range(path: &Path, offset: u64, len: u64) -> Result<Bytes> {
     let file = std::fs::File::open(path).map_err(RemoteError::io("open", path))?;
     let mut bytes = vec![0u8; len as usize];
-    file.read_exact_at(&mut bytes, 0)
+    file.read_exact_at(&mut bytes, offset)
         .map_err(RemoteError::io("read", path))?;
     Ok(Bytes::from(bytes))
 }
