@@ -257,6 +257,16 @@ fn a_cache_budget_evicts_and_a_lazy_attach_downloads_on_demand() {
     ));
     assert_eq!(synced["layer_cache"]["resident_bytes"], 0, "{synced}");
     assert_eq!(residency(&first), (0, layers));
+    // stats says where the copy is and how far behind, from the local state alone.
+    let stats = ok_json(with_credentials(&first, &["--json", "stats"]));
+    assert_eq!(stats["remote"]["location"], url.as_str(), "{stats}");
+    assert_eq!(stats["remote"]["recovery_point"], synced["recovery_point"]);
+    assert_eq!(stats["remote"]["lag_bytes"], 0, "{stats}");
+    assert_eq!(
+        stats["layer_cache"]["evicted_layers"].as_u64(),
+        Some(layers as u64),
+        "{stats}"
+    );
     // Any command reads evicted layers back from the location pagefork.remote records:
     // inspect store reads (and checks) every layer file in full.
     let checked = with_credentials(&first, &["inspect", "store"]);
