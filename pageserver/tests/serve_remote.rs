@@ -169,6 +169,11 @@ fn with_local_cache_bytes_uploaded_layers_are_evicted_and_read_back() {
     }
     let before = server.get("/v1/projects/shop/remote").expect(200);
     assert_eq!(before["layer_cache"]["evicted_layers"], 0, "{before}");
+    assert!(before["queued_layers"].as_u64().unwrap() > 0, "{before}");
+    assert!(
+        before["queued_layer_bytes"].as_u64().unwrap() > 3_000_000,
+        "{before}"
+    );
     assert!(before["layer_cache"]["resident_bytes"].as_u64().unwrap() > 3_000_000);
 
     // The sync uploads every layer file; the budget of 0 then evicts them all.
@@ -177,12 +182,17 @@ fn with_local_cache_bytes_uploaded_layers_are_evicted_and_read_back() {
         .expect(200);
     let evicted = server.get("/v1/projects/shop/remote").expect(200);
     let cache = &evicted["layer_cache"];
+    assert_eq!(evicted["queued_layers"], 0, "{evicted}");
     assert_eq!(cache["budget_bytes"], 0, "{evicted}");
     assert_eq!(cache["resident_bytes"], 0, "{evicted}");
     assert!(cache["evicted_layers"].as_u64().unwrap() > 0, "{evicted}");
     let metrics = String::from_utf8(server.get("/metrics").body).unwrap();
     assert!(
         metrics.contains("pagefork_layer_cache_resident_bytes{project=\"shop\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pagefork_remote_queued_bytes{project=\"shop\"} 0"),
         "{metrics}"
     );
 

@@ -6,6 +6,7 @@
 //! is already retried with backoff by the client); a fenced replicator stops syncing for
 //! good and says so, while the store goes on working locally.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -49,6 +50,16 @@ pub struct ReplicaStatus {
     pub syncing: bool,
 }
 
+/// What the store holds that the bucket does not yet (besides the WAL since the recovery
+/// point): layer files flushed since the last sync.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Queued {
+    /// Layer files not uploaded yet.
+    pub layers: u64,
+    /// Their bytes.
+    pub layer_bytes: u64,
+}
+
 enum Message {
     SyncNow(Sender<Result<SyncReport>>),
     Stop,
@@ -60,6 +71,9 @@ enum Message {
 pub struct Replicator {
     requests: Sender<Message>,
     status: Arc<Mutex<ReplicaStatus>>,
+    /// The layer files the bucket holds, as of the last completed sync.
+    uploaded_layers: Arc<Mutex<Arc<BTreeSet<String>>>>,
+    store: Store,
     worker: Option<JoinHandle<()>>,
 }
 
@@ -92,15 +106,18 @@ impl Replicator {
         let (requests, receiver) = crossbeam::channel::unbounded();
         let worker_status = Arc::clone(&status);
         let worker_location = location.clone();
+        let uploaded_layers = Arc::new(Mutex::new(Arc::new(BTreeSet::new())));
+        let worker_uploaded = Arc::clone(&uploaded_layers);
+        let worker_store = store.clone();
         let worker = std::thread::Builder::new()
             .name("pagefork-replicator".to_owned())
             .spawn(move || {
                 run(
                     &worker_location,
-                    &store,
+                    &worker_store,
                     layer_source,
                     &receiver,
-                    &worker_status,
+                    (&worker_status, &worker_uploaded),
                     interval,
                 )
             })
@@ -111,6 +128,8 @@ impl Replicator {
         Ok(Replicator {
             requests,
             status,
+            uploaded_layers,
+            store,
             worker: Some(worker),
         })
     }
@@ -131,6 +150,20 @@ impl Replicator {
     pub fn status(&self) -> ReplicaStatus {
         self.status.lock().clone()
     }
+
+    /// The layer files of the store the bucket does not hold yet.
+    pub fn queued(&self) -> Result<Queued> {
+        let uploaded = Arc::clone(&self.uploaded_layers.lock());
+        let files = self.store.files(false)?;
+        let mut queued = Queued::default();
+        for layer in files.branches.iter().flat_map(|branch| &branch.layers) {
+            if !uploaded.contains(&layer.name) {
+                queued.layers += 1;
+                queued.layer_bytes += layer.bytes;
+            }
+        }
+        Ok(queued)
+    }
 }
 
 impl Drop for Replicator {
@@ -147,7 +180,7 @@ fn run(
     store: &Store,
     layer_source: Option<Arc<RemoteLayers>>,
     requests: &Receiver<Message>,
-    status: &Mutex<ReplicaStatus>,
+    (status, uploaded_layers): (&Mutex<ReplicaStatus>, &Mutex<Arc<BTreeSet<String>>>),
     interval: Duration,
 ) {
     let mut next = Instant::now();
@@ -178,6 +211,9 @@ fn run(
             let result = connected(&mut uploader, location, store, &layer_source, status)
                 .and_then(|uploader| uploader.sync(store));
             record(status, &result);
+            if let (Ok(_), Some(uploader)) = (&result, &uploader) {
+                *uploaded_layers.lock() = Arc::new(uploader.uploaded_layers());
+            }
             if result.is_ok() && layer_source.is_some() {
                 // The layers just uploaded may go now.
                 if let Err(error) = store.evict_layers_over_budget() {

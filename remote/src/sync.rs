@@ -171,6 +171,11 @@ impl Uploader {
         self.generation
     }
 
+    /// The names of the layer files the bucket holds, as far as this uploader knows.
+    pub fn uploaded_layers(&self) -> BTreeSet<String> {
+        self.layers.keys().map(|(name, _)| name.clone()).collect()
+    }
+
     /// Objects of `index` need no upload.
     fn remember(&mut self, index: &RemoteIndex) {
         self.listed = index.keys();

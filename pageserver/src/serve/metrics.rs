@@ -119,6 +119,8 @@ struct ProjectSnapshot {
     stats: StoreStats,
     /// Its replication, with `--remote`.
     remote: Option<pagefork_remote::ReplicaStatus>,
+    /// The layer files the bucket does not hold yet, with `--remote`.
+    queued: Option<pagefork_remote::Queued>,
     /// Its layer cache, with local disk as a cache of the bucket.
     layer_cache: Option<pagefork_engine::LayerCacheStats>,
 }
@@ -164,6 +166,10 @@ impl Collector for StoreCollector {
                     .replication
                     .get(&project)
                     .map(|replicator| replicator.status()),
+                queued: self
+                    .replication
+                    .get(&project)
+                    .and_then(|replicator| replicator.queued().ok()),
                 project,
                 branches: store.branch_count() as u64,
                 stats: store.stats(),
@@ -229,6 +235,31 @@ impl Collector for StoreCollector {
                 let remote = snapshot.remote.as_ref()?;
                 let synced = remote.recovery_point.map_or(0, |lsn| lsn.0);
                 Some(snapshot.stats.wal_end.0.saturating_sub(synced))
+            },
+        )?;
+        encode_per_project(
+            encoder,
+            &snapshots,
+            (
+                "pagefork_remote_queued_layers",
+                "Layer files the bucket does not hold yet (flushed since the last sync)",
+                false,
+            ),
+            |snapshot| snapshot.queued.map(|queued| queued.layers),
+        )?;
+        encode_per_project(
+            encoder,
+            &snapshots,
+            (
+                "pagefork_remote_queued_bytes",
+                "Bytes the next sync uploads: layer files the bucket does not hold and the WAL since the recovery point",
+                false,
+            ),
+            |snapshot| {
+                let remote = snapshot.remote.as_ref()?;
+                let synced = remote.recovery_point.map_or(0, |lsn| lsn.0);
+                let wal = snapshot.stats.wal_end.0.saturating_sub(synced);
+                Some(snapshot.queued?.layer_bytes + wal)
             },
         )?;
         encode_per_project(

@@ -7,7 +7,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use pagefork_engine::LayerCacheStats;
-use pagefork_remote::{RemoteError, ReplicaStatus, Replicator, SyncReport};
+use pagefork_remote::{Queued, RemoteError, ReplicaStatus, Replicator, SyncReport};
 use serde::Serialize;
 use std::sync::Arc;
 use utoipa::ToSchema;
@@ -29,6 +29,10 @@ pub(crate) struct RemoteStatusView {
     recovery_point: Option<String>,
     /// Bytes of WAL written since the recovery point (what a lost disk would lose).
     lag_bytes: u64,
+    /// Layer files the bucket does not hold yet (flushed since the last sync).
+    queued_layers: u64,
+    /// Their bytes.
+    queued_layer_bytes: u64,
     /// When the last sync completed (Unix milliseconds).
     last_sync_ms: Option<u64>,
     /// Completed and failed syncs.
@@ -89,6 +93,7 @@ impl LayerCacheView {
 impl RemoteStatusView {
     pub(crate) fn of(
         status: &ReplicaStatus,
+        queued: Queued,
         wal_end: pagefork_engine::Lsn,
         layer_cache: Option<LayerCacheStats>,
     ) -> RemoteStatusView {
@@ -98,6 +103,8 @@ impl RemoteStatusView {
             generation: status.generation,
             recovery_point: status.recovery_point.map(|lsn| lsn.to_string()),
             lag_bytes: wal_end.0.saturating_sub(synced),
+            queued_layers: queued.layers,
+            queued_layer_bytes: queued.layer_bytes,
             last_sync_ms: status.last_sync_ms,
             syncs: status.syncs,
             failures: status.failures,
@@ -172,11 +179,20 @@ pub(crate) async fn status(
     let Path(project) = path?;
     let replicator = replicator(&state, &project)?;
     let store = state.projects.get(&project)?;
-    Ok(Json(RemoteStatusView::of(
-        &replicator.status(),
-        store.stats().wal_end,
-        store.layer_cache_stats(),
-    )))
+    let view = blocking(move || {
+        let queued = replicator.queued().map_err(|error| match error {
+            RemoteError::Engine(error) => ApiError::from(error),
+            error => ApiError::internal(error.to_string()),
+        })?;
+        Ok(RemoteStatusView::of(
+            &replicator.status(),
+            queued,
+            store.stats().wal_end,
+            store.layer_cache_stats(),
+        ))
+    })
+    .await?;
+    Ok(Json(view))
 }
 
 /// `POST /v1/projects/{project}/remote/sync`: a sync that starts after the request, and
