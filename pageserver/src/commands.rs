@@ -339,12 +339,7 @@ pub(crate) fn stats(dir: &Path, json: bool) -> Result<()> {
             }
         }
         if let Some(cache) = cache {
-            out!(
-                "layer files on local disk: {} ({} bytes); evicted: {}",
-                cache.resident_layers,
-                cache.resident_bytes,
-                cache.evicted_layers
-            );
+            out!("{}", crate::remote::describe_layer_cache(&cache));
         }
         match stats.backend {
             Backend::Native => out!(

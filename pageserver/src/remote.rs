@@ -60,6 +60,14 @@ pub(crate) fn layer_cache_json(stats: Option<LayerCacheStats>) -> Value {
     }
 }
 
+/// The layer cache in a line of text.
+pub(crate) fn describe_layer_cache(cache: &LayerCacheStats) -> String {
+    format!(
+        "layer files on local disk: {} ({} bytes); evicted: {}",
+        cache.resident_layers, cache.resident_bytes, cache.evicted_layers
+    )
+}
+
 /// `pagefork sync --remote URL [--local-cache-bytes N]`: one sync of the store in `dir`,
 /// then evictions down to N.
 pub(crate) fn sync(
@@ -114,12 +122,7 @@ pub(crate) fn sync(
             report.wal_segments
         );
         if let Some(cache) = cache {
-            out!(
-                "layer files on local disk: {} ({} bytes); evicted: {}",
-                cache.resident_layers,
-                cache.resident_bytes,
-                cache.evicted_layers
-            );
+            out!("{}", describe_layer_cache(&cache));
         }
     }
     Ok(())

@@ -49,6 +49,13 @@ fn run(
     harness.check_every_read()
 }
 
+/// A regression case as it was found: both copies whole.
+fn run_whole(before: &[Op], after: &[Op]) {
+    let server = S3Server::start();
+    let copies = (CopyChoice::Whole, CopyChoice::Whole);
+    run(&server, 0, before, after, copies).unwrap();
+}
+
 /// How a copy opens: whole, or with local disk as a cache of a budget from nothing (every
 /// layer read back each time) to a few layer files, attached lazily or not.
 fn copy_choice() -> impl Strategy<Value = CopyChoice> {
@@ -129,16 +136,8 @@ fn restores_then_gc() -> (Vec<Op>, Vec<Op>) {
 
 #[test]
 fn regression_restores_then_gc_then_a_move() {
-    let server = S3Server::start();
     let (before, after) = restores_then_gc();
-    run(
-        &server,
-        0,
-        &before,
-        &after,
-        (CopyChoice::Whole, CopyChoice::Whole),
-    )
-    .unwrap();
+    run_whole(&before, &after);
 }
 
 #[test]
@@ -318,14 +317,6 @@ fn replay_start_at_a_segment_end() -> (Vec<Op>, Vec<Op>) {
 
 #[test]
 fn regression_replay_start_at_a_segment_end() {
-    let server = S3Server::start();
     let (before, after) = replay_start_at_a_segment_end();
-    run(
-        &server,
-        0,
-        &before,
-        &after,
-        (CopyChoice::Whole, CopyChoice::Whole),
-    )
-    .unwrap();
+    run_whole(&before, &after);
 }
