@@ -1,9 +1,12 @@
 //! SIGKILL of the uploading process at random moments: `pagefork sync --remote` (the real
 //! binary) of a store with the demo's 63 MB catalog and a page per round, killed after a
-//! random delay, against a real S3 server (`s3s-fs`). After every kill the bucket attaches
-//! (once any sync completed), nothing an index lists is missing, and every page
-//! acknowledged before the last completed sync is there; what a killed sync left unlisted,
-//! `pagefork remote scrub` removes, and the bucket still attaches.
+//! random delay, against a real S3 server (`s3s-fs`); every other sync on average also
+//! evicts every uploaded layer file (`--local-cache-bytes 0`), so kills land in evictions
+//! too. After every kill the store opens and reads its pages (evicted layers read back from
+//! the bucket), the bucket attaches (once any sync completed), nothing an index lists is
+//! missing, and every page acknowledged before the last completed sync is there; what a
+//! killed sync left unlisted, `pagefork remote scrub` removes, and the bucket still
+//! attaches.
 //!
 //! Kills: 20 by default; `PAGEFORK_REMOTE_KILLS=N` runs N. The seed is printed;
 //! `PAGEFORK_REMOTE_SEED=S` replays one.
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use pagefork_tests::s3::{BUCKET, S3Server};
 use pagefork_tests::{TestRng, seed_from_env};
-use support::cli::{ok_json, pagefork, pagefork_s3, pagefork_with_stdin};
+use support::cli::{ok_json, pagefork, pagefork_s3, run_with_stdin};
 
 fn run(dir: &Path, args: &[&str]) -> Output {
     pagefork_s3(dir, args).output().unwrap()
@@ -102,6 +105,10 @@ fn killed_syncs_leave_a_bucket_that_attaches_with_every_synced_commit() {
     ok_json(pagefork(&store, &["--json", "demo"]));
 
     let mut synced: Option<u64> = None;
+    // Kills land within a sync's time or a little after: below twice what the last
+    // completed one took (a sync that uploads only what the WAL gained is quick; the first
+    // uploads the demo whole), so about half the syncs are killed midway.
+    let mut sync_ms: u64 = 750;
     let mut killed = 0;
     let mut completed = 0;
     let mut round = 0;
@@ -110,9 +117,9 @@ fn killed_syncs_leave_a_bucket_that_attaches_with_every_synced_commit() {
             round < kills * 4 + 20,
             "only {killed} of {round} syncs were killed"
         );
-        let put = pagefork_with_stdin(
-            &store,
-            &["page", "put", "main", "9", &round.to_string()],
+        // Credentials for every command: evicted layers are read back from the bucket.
+        let put = run_with_stdin(
+            pagefork_s3(&store, &["page", "put", "main", "9", &round.to_string()]),
             &page(round),
         );
         assert!(
@@ -121,17 +128,19 @@ fn killed_syncs_leave_a_bucket_that_attaches_with_every_synced_commit() {
             String::from_utf8_lossy(&put.stderr)
         );
         if round % 5 == 4 {
-            ok_json(pagefork(&store, &["--json", "compact"]));
+            ok_json(run(&store, &["--json", "compact"]));
         }
-        let mut child = pagefork_s3(
-            &store,
-            &["sync", "--remote", &url, "--s3-endpoint", &endpoint],
-        )
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-        let deadline = Instant::now() + Duration::from_millis(rng.below(1500));
+        let mut sync = vec!["sync", "--remote", &url, "--s3-endpoint", &endpoint];
+        if rng.below(2) == 0 {
+            sync.extend(["--local-cache-bytes", "0"]);
+        }
+        let mut child = pagefork_s3(&store, &sync)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(rng.below(2 * sync_ms.max(10)));
         let mut finished = None;
         while Instant::now() < deadline {
             if let Some(status) = child.try_wait().unwrap() {
@@ -145,6 +154,7 @@ fn killed_syncs_leave_a_bucket_that_attaches_with_every_synced_commit() {
                 assert!(status.success(), "sync failed on its own in round {round}");
                 synced = Some(round);
                 completed += 1;
+                sync_ms = started.elapsed().as_millis() as u64;
             }
             None => {
                 child.kill().unwrap();
@@ -158,6 +168,14 @@ fn killed_syncs_leave_a_bucket_that_attaches_with_every_synced_commit() {
             }
         }
         round += 1;
+        // The store itself, whatever the kill interrupted: a page at random reads back.
+        let written = rng.below(round);
+        let local = run(&store, &["page", "get", "main", "9", &written.to_string()]);
+        assert!(
+            local.status.success() && local.stdout == page(written),
+            "page of round {written} in the store after round {round}: {}",
+            String::from_utf8_lossy(&local.stderr)
+        );
         // The last synced round, the newest, the first, and two at random (each read is a
         // process: checking every round every time would grow quadratically).
         let mut sample = vec![0, round - 1, rng.below(round), rng.below(round)];

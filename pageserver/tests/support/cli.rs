@@ -18,12 +18,19 @@ pub(crate) fn pagefork(dir: &Path, args: &[&str]) -> Output {
 
 /// `pagefork --data-dir DIR ARGS...` with `stdin` as its standard input.
 pub(crate) fn pagefork_with_stdin(dir: &Path, args: &[&str], stdin: &[u8]) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pagefork"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pagefork"));
+    command
         .arg("--data-dir")
         .arg(dir)
         .args(args)
-        .env_remove("PAGEFORK_DATA_DIR")
+        .env_remove("PAGEFORK_DATA_DIR");
+    run_with_stdin(command, stdin)
+}
+
+/// Runs `command` with `stdin` as its standard input and returns what it did.
+pub(crate) fn run_with_stdin(mut command: Command, stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
