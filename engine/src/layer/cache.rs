@@ -114,9 +114,14 @@ impl LayerCache {
         })
     }
 
-    /// Starts tracking `layer` (opened with this cache).
+    /// Starts tracking `layer` (opened with this cache). Layers dropped since are pruned
+    /// now and then, so the list stays proportional to the live ones.
     pub(crate) fn register(&self, layer: &Arc<LayerFile>) {
-        self.layers.lock().push(Arc::downgrade(layer));
+        let mut layers = self.layers.lock();
+        if layers.len() >= 64 && layers.len().is_power_of_two() {
+            layers.retain(|layer| layer.strong_count() > 0);
+        }
+        layers.push(Arc::downgrade(layer));
     }
 
     pub(crate) fn add_resident(&self, bytes: u64) {
