@@ -26,7 +26,7 @@ use bytes::{BufMut, Bytes};
 use parking_lot::Mutex;
 
 use super::LayerFile;
-use super::format::{FOOTER_LEN, HEADER_LEN, decode_footer, decode_header, decode_index};
+use super::format::{FOOTER_LEN, HEADER_LEN, decode_footer, decode_outline};
 use crate::error::{EngineError, Result};
 use crate::fs::{FileSystem, publish_file};
 
@@ -293,10 +293,9 @@ pub fn read_outline(
     } else {
         read(0..HEADER_LEN as u64)?
     };
-    let range = decode_header(&header).map_err(at)?;
-    decode_index(&tail, &footer, &range).map_err(at)?;
     let mut outline = header.to_vec();
     outline.extend_from_slice(&tail);
+    decode_outline(&outline, size).map_err(at)?;
     Ok(outline)
 }
 

@@ -335,6 +335,44 @@ pub(crate) fn decode_footer(footer: &[u8], file_len: u64) -> Result<Footer, Form
     })
 }
 
+/// A layer's outline decoded: what opening needs of a layer whose blocks are elsewhere.
+pub(crate) struct Outline {
+    pub(crate) range: LayerRange,
+    pub(crate) index_offset: u64,
+    pub(crate) index: Vec<IndexEntry>,
+}
+
+/// Checks and decodes the outline of a layer file of `size` bytes: its header, then its
+/// bytes from the index to the end (index and footer). Errors name offsets in the file.
+pub(crate) fn decode_outline(outline: &[u8], size: u64) -> Result<Outline, FormatError> {
+    let header = outline.get(..HEADER_LEN).unwrap_or_default();
+    let range = decode_header(header)?;
+    let footer_at = outline.len().checked_sub(FOOTER_LEN);
+    let footer = footer_at
+        .and_then(|at| outline.get(at..))
+        .unwrap_or_default();
+    let footer = decode_footer(footer, size)?;
+    if HEADER_LEN as u64 + (size - footer.index_offset) != outline.len() as u64 {
+        return Err(error(
+            0,
+            format!(
+                "an outline of {} bytes does not fit a layer of {size}",
+                outline.len()
+            ),
+        ));
+    }
+    let index = decode_index(
+        outline.get(HEADER_LEN..).unwrap_or_default(),
+        &footer,
+        &range,
+    )?;
+    Ok(Outline {
+        range,
+        index_offset: footer.index_offset,
+        index,
+    })
+}
+
 /// Checks the index against the footer and the range and decodes it. `index` starts at
 /// the index and may run on (into the footer); errors name offsets in the file.
 pub(crate) fn decode_index(

@@ -109,6 +109,18 @@ struct Cached {
     residency: Mutex<()>,
 }
 
+impl Cached {
+    fn new(cache: &Arc<LayerCache>, name: &str, checksum: u32) -> Cached {
+        Cached {
+            cache: Arc::clone(cache),
+            name: name.to_owned(),
+            checksum,
+            last_used: AtomicU64::new(cache::now_micros()),
+            residency: Mutex::new(()),
+        }
+    }
+}
+
 /// Maps the file at `path` read-only.
 fn map_file(fs: &dyn FileSystem, path: &Path) -> Result<Mapped> {
     let file = fs
@@ -191,29 +203,21 @@ impl LayerFile {
         checksum: u32,
         cache: &Arc<LayerCache>,
     ) -> Result<Option<Arc<LayerFile>>> {
-        let cached = Cached {
-            cache: Arc::clone(cache),
-            name: name.to_owned(),
-            checksum,
-            last_used: AtomicU64::new(cache::now_micros()),
-            residency: Mutex::new(()),
-        };
-        let layer = if fs.exists(path).map_err(EngineError::io("stat", path))? {
-            let mut layer = LayerFile::open_on(Arc::clone(&fs), path, None)?;
-            layer.cached = Some(cached);
-            cache.add_resident(layer.size);
-            layer
-        } else if let Some(outline) = cache::read_marker(fs.as_ref(), path, size, checksum)? {
-            LayerFile::open_evicted(fs, path, size, &outline, cached)?
-        } else {
+        if fs.exists(path).map_err(EngineError::io("stat", path))? {
+            return LayerFile::open_new(fs, path, name, checksum, Some(cache)).map(Some);
+        }
+        let Some(outline) = cache::read_marker(fs.as_ref(), path, size, checksum)? else {
             return Ok(None);
         };
+        let layer =
+            LayerFile::open_evicted(fs, path, size, &outline, Cached::new(cache, name, checksum))?;
         let layer = Arc::new(layer);
         cache.register(&layer);
         Ok(Some(layer))
     }
 
-    /// `open_on` for a layer just written, tracked by `cache` if there is one.
+    /// `open_on` for a layer on disk (one just written, or listed and not evicted), tracked
+    /// by `cache` if there is one.
     pub(crate) fn open_new(
         fs: Arc<dyn FileSystem>,
         path: &Path,
@@ -225,13 +229,7 @@ impl LayerFile {
         let Some(cache) = cache else {
             return Ok(Arc::new(layer));
         };
-        layer.cached = Some(Cached {
-            cache: Arc::clone(cache),
-            name: name.to_owned(),
-            checksum,
-            last_used: AtomicU64::new(cache::now_micros()),
-            residency: Mutex::new(()),
-        });
+        layer.cached = Some(Cached::new(cache, name, checksum));
         cache.add_resident(layer.size);
         let layer = Arc::new(layer);
         cache.register(&layer);
@@ -252,34 +250,14 @@ impl LayerFile {
             offset,
             reason: format!("{reason} (in the outline of the evicted layer it marks)"),
         };
-        let header = outline.get(..format::HEADER_LEN).unwrap_or_default();
-        let range =
-            format::decode_header(header).map_err(|error| corrupt(error.offset, error.reason))?;
-        let footer = outline
-            .len()
-            .checked_sub(format::FOOTER_LEN)
-            .and_then(|at| outline.get(at..))
-            .unwrap_or_default();
-        let footer = format::decode_footer(footer, size)
-            .map_err(|error| corrupt(error.offset, error.reason))?;
-        if format::HEADER_LEN as u64 + (size - footer.index_offset) != outline.len() as u64 {
-            return Err(corrupt(
-                0,
-                format!(
-                    "an outline of {} bytes does not fit a layer of {size}",
-                    outline.len()
-                ),
-            ));
-        }
-        let tail = outline.get(format::HEADER_LEN..).unwrap_or_default();
-        let index = format::decode_index(tail, &footer, &range)
+        let outline = format::decode_outline(outline, size)
             .map_err(|error| corrupt(error.offset, error.reason))?;
         Ok(LayerFile {
             fs,
             path: path.to_owned(),
-            range,
-            index,
-            index_offset: footer.index_offset as usize,
+            range: outline.range,
+            index: outline.index,
+            index_offset: outline.index_offset as usize,
             size,
             data: RwLock::new(None),
             cached: Some(cached),
