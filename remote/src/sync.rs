@@ -186,15 +186,7 @@ impl Uploader {
             );
         }
         for piece in &index.wal {
-            self.segments.insert(
-                (
-                    piece.start,
-                    piece.offset,
-                    piece.object.size,
-                    piece.object.crc32,
-                ),
-                piece.object.clone(),
-            );
+            self.segments.insert(piece_id(piece), piece.object.clone());
         }
     }
 
