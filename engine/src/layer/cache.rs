@@ -392,7 +392,7 @@ mod tests {
             lsn_start: Lsn(100),
             lsn_end: Lsn(101),
         };
-        let bytes = format::encode(&range, &versions);
+        let bytes = super::super::encode::encode(&range, &versions);
         let index_offset = format::index_offset(&bytes);
         let mut outline = bytes[..HEADER_LEN].to_vec();
         outline.extend_from_slice(&bytes[index_offset..]);

@@ -48,10 +48,10 @@ use crate::update::Update;
 
 pub(crate) const HEADER_LEN: usize = 64;
 pub(crate) const FOOTER_LEN: usize = 32;
-const BLOCK_HEADER_LEN: usize = 28;
-const INDEX_ENTRY_LEN: usize = 24;
-const MAGIC: [u8; 8] = *b"PFLAYER\0";
-const FOOTER_MAGIC: [u8; 4] = *b"PFLE";
+pub(super) const BLOCK_HEADER_LEN: usize = 28;
+pub(super) const INDEX_ENTRY_LEN: usize = 24;
+pub(super) const MAGIC: [u8; 8] = *b"PFLAYER\0";
+pub(super) const FOOTER_MAGIC: [u8; 4] = *b"PFLE";
 pub(crate) const FORMAT_VERSION: u32 = 1;
 
 /// Whether a layer holds versions over an LSN range or whole pages at one LSN.
@@ -95,7 +95,7 @@ pub(crate) struct IndexEntry {
     pub(crate) offset: u64,
 }
 
-fn put_key(out: &mut Vec<u8>, key: Key) {
+pub(super) fn put_key(out: &mut Vec<u8>, key: Key) {
     out.put_u32_le(key.rel);
     out.put_u32_le(key.block);
 }
@@ -111,93 +111,6 @@ pub(crate) fn encoded_len(versions: &[(Key, Lsn, Update)]) -> usize {
         + 12
         + payloads
         + versions.len() * (BLOCK_HEADER_LEN + 4 + INDEX_ENTRY_LEN)
-}
-
-/// Encodes a layer. `versions` must be sorted by (key, LSN) with no duplicates, inside the
-/// range (checked: a violation is a bug in the caller and asserts).
-pub(crate) fn encode(range: &LayerRange, versions: &[(Key, Lsn, Update)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(encoded_len(versions));
-    out.put_slice(&MAGIC);
-    out.put_u32_le(FORMAT_VERSION);
-    out.put_u8(match range.kind {
-        LayerKind::Delta => 1,
-        LayerKind::Image => 2,
-    });
-    out.put_slice(&[0; 3]);
-    out.put_u64_le(range.branch.0);
-    put_key(&mut out, range.key_start);
-    put_key(&mut out, range.key_last);
-    out.put_u64_le(range.lsn_start.0);
-    out.put_u64_le(range.lsn_end.0);
-    let header_crc = crc32fast::hash(&out);
-    out.put_u32_le(header_crc);
-    out.put_u32_le(0);
-    debug_assert_eq!(out.len(), HEADER_LEN);
-
-    let mut index = Vec::with_capacity(versions.len());
-    let mut previous: Option<(Key, Lsn)> = None;
-    for (key, lsn, update) in versions {
-        assert!(
-            range.covers_key(*key),
-            "{key} outside the layer's key range"
-        );
-        assert!(
-            range.lsn_start <= *lsn && *lsn < range.lsn_end,
-            "LSN {lsn} outside the layer's range"
-        );
-        assert!(
-            previous < Some((*key, *lsn)),
-            "layer versions must be sorted and unique"
-        );
-        if range.kind == LayerKind::Image {
-            assert!(
-                matches!(update, Update::Image(_)),
-                "an image layer holds only images"
-            );
-        }
-        previous = Some((*key, *lsn));
-        let offset = out.len() as u64;
-        let (tag, patch_offset, bytes): (u8, u32, &[u8]) = match update {
-            Update::Image(image) => (1, 0, image),
-            Update::Patch { offset, bytes } => (2, *offset, bytes),
-            Update::Drop => (3, 0, &[]),
-        };
-        put_key(&mut out, *key);
-        out.put_u64_le(lsn.0);
-        out.put_u8(tag);
-        out.put_slice(&[0; 3]);
-        out.put_u32_le(patch_offset);
-        out.put_u32_le(u32::try_from(bytes.len()).expect("a page fits u32"));
-        out.put_slice(bytes);
-        let crc = crc32fast::hash(out.get(offset as usize..).unwrap_or_default());
-        out.put_u32_le(crc);
-        index.push(IndexEntry {
-            key: *key,
-            lsn: *lsn,
-            offset,
-        });
-    }
-
-    let index_offset = out.len();
-    out.put_u64_le(index.len() as u64);
-    for entry in &index {
-        put_key(&mut out, entry.key);
-        out.put_u64_le(entry.lsn.0);
-        out.put_u64_le(entry.offset);
-    }
-    let index_crc = crc32fast::hash(out.get(index_offset..).unwrap_or_default());
-    out.put_u32_le(index_crc);
-    let index_len = out.len() - index_offset;
-
-    let footer_start = out.len();
-    out.put_u64_le(index_offset as u64);
-    out.put_u64_le(index_len as u64);
-    out.put_u64_le(index.len() as u64);
-    let footer_crc = crc32fast::hash(out.get(footer_start..).unwrap_or_default());
-    out.put_u32_le(footer_crc);
-    out.put_slice(&FOOTER_MAGIC);
-    debug_assert_eq!(out.len(), encoded_len(versions));
-    out
 }
 
 /// A problem with a layer's bytes: where it is and what it is.
@@ -487,6 +400,7 @@ pub(crate) const BLOCK_LEN_OFFSET: usize = 24;
 
 #[cfg(test)]
 mod tests {
+    use super::super::encode::encode;
     use super::*;
 
     /// An index whose entry count would overflow the size computation, with every checksum

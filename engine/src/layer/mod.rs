@@ -7,6 +7,7 @@
 //! present or absent, so a read stops there.
 
 mod cache;
+mod encode;
 mod format;
 mod map;
 
@@ -22,13 +23,16 @@ pub(crate) use cache::LayerCache;
 pub use cache::{
     LayerCacheConfig, LayerCacheStats, LayerSource, encode_marker, marker_path, read_outline,
 };
-pub(crate) use format::{FORMAT_VERSION, encoded_len};
+pub(crate) use encode::encoding_memory;
+pub(crate) use format::FORMAT_VERSION;
 pub use format::{LayerKind, LayerRange};
 pub use map::Level;
 pub(crate) use map::{LayerMap, PersistedLayer};
 
 use crate::error::{EngineError, Result};
-use crate::fs::{Access, FileSystem, FsFile, MappedFile, StdFileSystem, publish_file};
+use crate::fs::{
+    Access, FileSystem, FsFile, MappedFile, StdFileSystem, publish_file, publish_streamed,
+};
 use crate::key::Key;
 use crate::update::Update;
 
@@ -45,19 +49,20 @@ pub struct LayerSummary {
     pub versions: u64,
 }
 
-/// Writes a layer holding `versions` (sorted by key, then LSN) to `path`, crash-safely.
+/// Writes a layer holding `versions` (sorted by key, then LSN) to `path`, crash-safely,
+/// streaming it (one chunk of memory, whatever its size).
 pub fn write_layer(
     fs: &dyn FileSystem,
     path: &Path,
     range: &LayerRange,
     versions: &[(Key, Lsn, Update)],
 ) -> Result<LayerSummary> {
-    let bytes = format::encode(range, versions);
-    publish_file(fs, path, &bytes).map_err(EngineError::io("publish layer", path))?;
+    let encoded = publish_streamed(fs, path, |sink| encode::encode_to(range, versions, sink))
+        .map_err(EngineError::io("publish layer", path))?;
     Ok(LayerSummary {
         range: *range,
-        size: bytes.len() as u64,
-        checksum: crc32fast::hash(&bytes),
+        size: encoded.size,
+        checksum: encoded.checksum,
         versions: versions.len() as u64,
     })
 }

@@ -23,7 +23,7 @@ use crate::catalog::Branch;
 use crate::error::{EngineError, Result};
 use crate::key::Key;
 use crate::layer::{
-    LayerFile, LayerKind, LayerRange, Level, PersistedLayer, SequentialVersions, encoded_len,
+    LayerFile, LayerKind, LayerRange, Level, PersistedLayer, SequentialVersions, encoding_memory,
     marker_path, write_layer,
 };
 use crate::update::Update;
@@ -181,7 +181,7 @@ impl StoreInner {
             generation += 1;
         };
         let mut encoding = Reservation::new(&self.memory);
-        encoding.grow(encoded_len(versions) as u64);
+        encoding.grow(encoding_memory(versions) as u64);
         let summary = write_layer(self.fs.as_ref(), &path, range, versions)?;
         drop(encoding);
         let file = LayerFile::open_new(
