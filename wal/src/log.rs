@@ -33,8 +33,9 @@ use crate::fs::{FileSystem, FsLock, StdFileSystem, create_dir_all_durably};
 use crate::lsn::Lsn;
 use crate::reader::WalReader;
 use crate::recovery::{RecoveryReport, Repair, recover};
-use crate::segment::{Segment, list_segments, sync_dir};
+use crate::segment::{PreparedSegment, Segment, list_segments, sync_dir};
 
+mod ahead;
 mod group_commit;
 
 use group_commit::Stages;
@@ -85,6 +86,13 @@ pub(crate) struct Inner {
     pub(crate) last_written_segment: Mutex<Option<Arc<Segment>>>,
     /// Live segments by start LSN, for readers and truncation.
     pub(crate) segments: RwLock<BTreeMap<Lsn, Arc<Segment>>>,
+    /// The segment after the active one, made ahead by a write-stage leader (see
+    /// `prepare_next_segment`), so that rolling over
+    /// takes a rename under the append lock instead of writing and fsyncing a whole
+    /// segment of zeros while every appender waits.
+    prepared: Mutex<Option<PreparedSegment>>,
+    /// Set while a write-stage leader makes the next segment: one at a time.
+    preparing: std::sync::atomic::AtomicBool,
     /// Counters behind [`Wal::stats`].
     counters: Counters,
     /// Test hook: the next fsync of a segment fails as if the disk had refused it.
@@ -103,6 +111,11 @@ pub struct WalStats {
     pub write_batches: u64,
     /// Segment fsyncs. With group commit, `records / fsyncs` is the mean group size.
     pub fsyncs: u64,
+    /// Segments the log rolled over to.
+    pub segments_started: u64,
+    /// Of those, segments made ahead of need (a rename at the roll-over, not a segment of
+    /// zeros written and fsynced while appenders wait).
+    pub segments_made_ahead: u64,
 }
 
 #[derive(Debug, Default)]
@@ -111,6 +124,8 @@ struct Counters {
     payload_bytes: AtomicU64,
     write_batches: AtomicU64,
     fsyncs: AtomicU64,
+    segments_started: AtomicU64,
+    segments_made_ahead: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -349,6 +364,8 @@ impl Wal {
             pending_repair: Mutex::new(None),
             last_written_segment: Mutex::new(None),
             segments: RwLock::new(segments),
+            prepared: Mutex::new(None),
+            preparing: std::sync::atomic::AtomicBool::new(false),
             counters: Counters::default(),
             #[cfg(test)]
             fail_next_fsync: std::sync::atomic::AtomicBool::new(false),
@@ -429,6 +446,8 @@ impl Wal {
             payload_bytes: counters.payload_bytes.load(Ordering::Relaxed),
             write_batches: counters.write_batches.load(Ordering::Relaxed),
             fsyncs: counters.fsyncs.load(Ordering::Relaxed),
+            segments_started: counters.segments_started.load(Ordering::Relaxed),
+            segments_made_ahead: counters.segments_made_ahead.load(Ordering::Relaxed),
         }
     }
 
@@ -604,11 +623,26 @@ impl Inner {
             start: old_end,
             salt: self.salt,
         };
-        let segment = Arc::new(
-            Segment::create(self.fs.as_ref(), &self.dir, header).inspect_err(|error| {
-                self.poison(error);
-            })?,
-        );
+        let created = match self.prepared.lock().take() {
+            Some(prepared) if prepared.start == old_end => {
+                self.counters
+                    .segments_made_ahead
+                    .fetch_add(1, Ordering::Relaxed);
+                prepared.publish(self.fs.as_ref(), &self.dir)
+            }
+            stale => {
+                if let Some(stale) = stale {
+                    stale.discard(self.fs.as_ref());
+                }
+                Segment::create(self.fs.as_ref(), &self.dir, header)
+            }
+        };
+        let segment = Arc::new(created.inspect_err(|error| {
+            self.poison(error);
+        })?);
+        self.counters
+            .segments_started
+            .fetch_add(1, Ordering::Relaxed);
         let remaining = old_end.0 - state.next.0;
         if remaining >= FRAME_HEADER_LEN {
             let marker = encode_segment_end(self.salt, state.next, self.synced_through());

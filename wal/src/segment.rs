@@ -73,6 +73,12 @@ pub(crate) struct SegmentListing {
     pub(crate) debris: Vec<PathBuf>,
 }
 
+/// The temporary name of the segment starting at `start` while it is made ahead of need
+/// (see `PreparedSegment`); like every temporary segment file, debris to recovery.
+pub(crate) fn prepared_file_name(start: Lsn) -> String {
+    format!("{:016X}.next{TEMP_SUFFIX}", start.0)
+}
+
 /// Bytes of zeros written at a time when a segment is created.
 const ZERO_FILL_CHUNK: usize = 1 << 20;
 
@@ -88,16 +94,34 @@ pub(crate) struct Segment {
     sealed_map: OnceLock<Bytes>,
 }
 
-impl Segment {
-    /// Creates the segment starting at `header.start` in `dir`, crash-safely (see module docs).
-    pub(crate) fn create(
+/// A segment made ahead of need: its header and full length of zeros written and fsynced
+/// under a temporary name, so that starting it takes only a rename and a directory fsync.
+/// One never published (the log closed first) is debris that the next open removes, like
+/// the temporary file of a creation a crash interrupted.
+#[derive(Debug)]
+pub(crate) struct PreparedSegment {
+    pub(crate) start: Lsn,
+    size: u64,
+    temp_path: PathBuf,
+    final_path: PathBuf,
+    file: Box<dyn FsFile>,
+}
+
+impl PreparedSegment {
+    /// Writes the segment starting at `header.start` under `temp_name` in `dir`: header,
+    /// zeros to its full length, fsync.
+    pub(crate) fn prepare(
         fs: &dyn FileSystem,
         dir: &Path,
         header: SegmentHeader,
-    ) -> Result<Segment> {
-        let name = segment_file_name(header.start);
-        let final_path = dir.join(&name);
-        let temp_path = dir.join(format!("{name}.tmp"));
+        temp_name: &str,
+    ) -> Result<PreparedSegment> {
+        debug_assert!(
+            temp_name.ends_with(TEMP_SUFFIX),
+            "removed as debris on open"
+        );
+        let final_path = dir.join(segment_file_name(header.start));
+        let temp_path = dir.join(temp_name);
         let file = fs
             .create(&temp_path)
             .map_err(WalError::io("create segment", &temp_path))?;
@@ -114,15 +138,45 @@ impl Segment {
         }
         file.sync_data()
             .map_err(WalError::io("fsync segment", &temp_path))?;
-        fs.rename(&temp_path, &final_path)
-            .map_err(WalError::io("rename segment into place", &final_path))?;
-        sync_dir(fs, dir)?;
-        Ok(Segment::from_file(
-            header.start,
+        Ok(PreparedSegment {
+            start: header.start,
+            size: header.segment_size,
+            temp_path,
             final_path,
             file,
-            header.segment_size,
+        })
+    }
+
+    /// Removes the temporary file of a segment that will not be used (best effort: a file
+    /// left behind is debris to the next open).
+    pub(crate) fn discard(self, fs: &dyn FileSystem) {
+        let _ = fs.remove_file(&self.temp_path);
+    }
+
+    /// Renames the segment into place and fsyncs `dir`: from here on it is part of the
+    /// log.
+    pub(crate) fn publish(self, fs: &dyn FileSystem, dir: &Path) -> Result<Segment> {
+        fs.rename(&self.temp_path, &self.final_path)
+            .map_err(WalError::io("rename segment into place", &self.final_path))?;
+        sync_dir(fs, dir)?;
+        Ok(Segment::from_file(
+            self.start,
+            self.final_path,
+            self.file,
+            self.size,
         ))
+    }
+}
+
+impl Segment {
+    /// Creates the segment starting at `header.start` in `dir`, crash-safely (see module docs).
+    pub(crate) fn create(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        header: SegmentHeader,
+    ) -> Result<Segment> {
+        let temp_name = format!("{}.tmp", segment_file_name(header.start));
+        PreparedSegment::prepare(fs, dir, header, &temp_name)?.publish(fs, dir)
     }
 
     /// Opens an existing segment file for reading and writing.

@@ -104,6 +104,10 @@ impl Inner {
         drop(stages);
         result?;
         debug_assert!(covered(), "a stage leader covers its own record");
+        if stage == Stage::Write {
+            // After the stage is released, so the next batch is not held up.
+            self.prepare_next_segment()?;
+        }
         Ok(())
     }
 

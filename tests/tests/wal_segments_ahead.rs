@@ -1,0 +1,154 @@
+//! Segments made ahead of need, at the default segment size (16 MiB): a roll-over takes
+//! the segment the last write made ahead (a rename), never waits for 16 MiB of zeros;
+//! the one made ahead is a temporary file until then, so closing or crashing with one
+//! around (whole or cut short by a crash) leaves a log that opens with every record, and
+//! the file is gone once the log accepts writes again.
+
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use std::path::{Path, PathBuf};
+
+use pagefork_tests::{payload_for, seq_of_payload};
+use pagefork_wal::{DEFAULT_SEGMENT_SIZE, Wal, WalConfig};
+
+/// Records of 64 KiB: 48 MiB of them crosses two segment boundaries.
+const RECORD_BYTES: usize = 64 << 10;
+const RECORDS: u64 = 48 * 16;
+
+fn made_ahead_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.to_string_lossy().ends_with(".next.wal.tmp"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn segment_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".wal")
+        })
+        .count()
+}
+
+/// Every record's sequence number, in log order.
+fn sequence(wal: &Wal) -> Vec<u64> {
+    wal.read_from(wal.oldest_lsn())
+        .unwrap()
+        .map(|record| seq_of_payload(&record.unwrap().payload).unwrap())
+        .collect()
+}
+
+fn write_records(wal: &Wal, seqs: std::ops::Range<u64>) {
+    for seq in seqs {
+        wal.append(1, &payload_for(seq, RECORD_BYTES)).unwrap();
+    }
+}
+
+#[test]
+fn every_roll_over_takes_the_segment_made_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::create(dir.path(), WalConfig::default()).unwrap();
+    write_records(&wal, 0..RECORDS);
+    let stats = wal.stats();
+    assert!(
+        stats.segments_started >= 2,
+        "48 MiB in 16 MiB segments: {stats:?}"
+    );
+    assert_eq!(
+        stats.segments_made_ahead, stats.segments_started,
+        "each durable append's write made the next segment ahead: {stats:?}"
+    );
+    // The next one is already there, whole, under its temporary name.
+    let ahead = made_ahead_files(dir.path());
+    assert_eq!(ahead.len(), 1, "{ahead:?}");
+    assert_eq!(
+        std::fs::metadata(&ahead[0]).unwrap().len(),
+        DEFAULT_SEGMENT_SIZE
+    );
+    let segments = segment_count(dir.path());
+    assert_eq!(sequence(&wal), (0..RECORDS).collect::<Vec<_>>());
+    drop(wal);
+
+    // Closed with it around: it is debris, removed by the next open, and nothing else
+    // changes.
+    let (wal, report) = Wal::open(dir.path(), WalConfig::default()).unwrap();
+    assert_eq!(report.dropped_bytes, 0, "{report:?}");
+    assert!(made_ahead_files(dir.path()).is_empty());
+    assert_eq!(segment_count(dir.path()), segments);
+    assert_eq!(sequence(&wal), (0..RECORDS).collect::<Vec<_>>());
+    // And the log goes on across the next boundary, making segments ahead again.
+    write_records(&wal, RECORDS..RECORDS + 16 * 16);
+    assert_eq!(sequence(&wal), (0..RECORDS + 16 * 16).collect::<Vec<_>>());
+    assert!(wal.stats().segments_made_ahead >= 1, "{:?}", wal.stats());
+}
+
+#[test]
+fn a_segment_made_ahead_cut_short_by_a_crash_is_debris() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::create(dir.path(), WalConfig::default()).unwrap();
+    write_records(&wal, 0..RECORDS);
+    let ahead = made_ahead_files(dir.path());
+    drop(wal);
+    // As a crash while it was being written would leave it: half its zeros, or not even
+    // a whole header.
+    for cut in [DEFAULT_SEGMENT_SIZE / 2, 10] {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&ahead[0])
+            .unwrap();
+        file.set_len(cut).unwrap();
+        drop(file);
+        let (wal, report) = Wal::open(dir.path(), WalConfig::default()).unwrap();
+        assert_eq!(report.dropped_bytes, 0, "{report:?}");
+        assert!(made_ahead_files(dir.path()).is_empty());
+        assert_eq!(sequence(&wal), (0..RECORDS).collect::<Vec<_>>());
+        drop(wal);
+    }
+    // The log then rolls over by making the segment itself, as before.
+    let (wal, _) = Wal::open(dir.path(), WalConfig::default()).unwrap();
+    write_records(&wal, RECORDS..RECORDS + 24 * 16);
+    assert_eq!(sequence(&wal), (0..RECORDS + 24 * 16).collect::<Vec<_>>());
+}
+
+#[test]
+fn concurrent_appenders_cross_boundaries_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::create(dir.path(), WalConfig::default()).unwrap();
+    let writers = 4u64;
+    let per_writer = RECORDS / writers;
+    std::thread::scope(|scope| {
+        for writer in 0..writers {
+            let wal = &wal;
+            scope.spawn(move || {
+                let first = writer * per_writer;
+                write_records(wal, first..first + per_writer);
+            });
+        }
+    });
+    let stats = wal.stats();
+    assert!(stats.segments_started >= 2, "{stats:?}");
+    let mut seen = sequence(&wal);
+    // Each writer's records in its own order; all of them there once.
+    for writer in 0..writers {
+        let first = writer * per_writer;
+        let own: Vec<u64> = seen
+            .iter()
+            .copied()
+            .filter(|seq| (first..first + per_writer).contains(seq))
+            .collect();
+        assert_eq!(own, (first..first + per_writer).collect::<Vec<_>>());
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..RECORDS).collect::<Vec<_>>());
+}
