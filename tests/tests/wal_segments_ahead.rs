@@ -1,8 +1,9 @@
 //! Segments made ahead of need, at the default segment size (16 MiB): a roll-over takes
 //! the segment the last write made ahead (a rename), never waits for 16 MiB of zeros;
-//! the one made ahead is a temporary file until then, so closing or crashing with one
-//! around (whole or cut short by a crash) leaves a log that opens with every record, and
-//! the file is gone once the log accepts writes again.
+//! the one made ahead is a temporary file until then: a clean close removes it, and one
+//! a crash leaves (whole or cut short) is debris that the next open removes, with every
+//! record kept. A log written little makes none (a small store's directory stays as it
+//! was).
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
@@ -11,9 +12,10 @@ use std::path::{Path, PathBuf};
 use pagefork_tests::{payload_for, seq_of_payload};
 use pagefork_wal::{DEFAULT_SEGMENT_SIZE, Wal, WalConfig};
 
-/// Records of 64 KiB: 48 MiB of them crosses two segment boundaries.
+/// Records of 64 KiB: 60 MiB of them cross three segment boundaries and leave the fourth
+/// segment three quarters full (past half: the next one is made ahead).
 const RECORD_BYTES: usize = 64 << 10;
-const RECORDS: u64 = 48 * 16;
+const RECORDS: u64 = 60 * 16;
 
 fn made_ahead_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -61,7 +63,7 @@ fn every_roll_over_takes_the_segment_made_ahead() {
     let stats = wal.stats();
     assert!(
         stats.segments_started >= 2,
-        "48 MiB in 16 MiB segments: {stats:?}"
+        "60 MiB in 16 MiB segments: {stats:?}"
     );
     assert_eq!(
         stats.segments_made_ahead, stats.segments_started,
@@ -78,11 +80,10 @@ fn every_roll_over_takes_the_segment_made_ahead() {
     assert_eq!(sequence(&wal), (0..RECORDS).collect::<Vec<_>>());
     drop(wal);
 
-    // Closed with it around: it is debris, removed by the next open, and nothing else
-    // changes.
+    // A clean close removes it, and nothing else changes.
+    assert!(made_ahead_files(dir.path()).is_empty());
     let (wal, report) = Wal::open(dir.path(), WalConfig::default()).unwrap();
     assert_eq!(report.dropped_bytes, 0, "{report:?}");
-    assert!(made_ahead_files(dir.path()).is_empty());
     assert_eq!(segment_count(dir.path()), segments);
     assert_eq!(sequence(&wal), (0..RECORDS).collect::<Vec<_>>());
     // And the log goes on across the next boundary, making segments ahead again.
@@ -92,23 +93,17 @@ fn every_roll_over_takes_the_segment_made_ahead() {
 }
 
 #[test]
-fn a_segment_made_ahead_cut_short_by_a_crash_is_debris() {
+fn a_segment_made_ahead_left_by_a_crash_whole_or_cut_short_is_debris() {
     let dir = tempfile::tempdir().unwrap();
     let wal = Wal::create(dir.path(), WalConfig::default()).unwrap();
     write_records(&wal, 0..RECORDS);
     let ahead = made_ahead_files(dir.path());
+    assert_eq!(ahead.len(), 1, "{ahead:?}");
+    let made = std::fs::read(&ahead[0]).unwrap();
     drop(wal);
-    // As a crash while it was being written would leave it: half its zeros, or not even
-    // a whole header.
-    for cut in [DEFAULT_SEGMENT_SIZE / 2, 10] {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&ahead[0])
-            .unwrap();
-        file.set_len(cut).unwrap();
-        drop(file);
+    // As a crash would leave it: whole, half its zeros, or not even a whole header.
+    for cut in [made.len(), made.len() / 2, 10] {
+        std::fs::write(&ahead[0], &made[..cut]).unwrap();
         let (wal, report) = Wal::open(dir.path(), WalConfig::default()).unwrap();
         assert_eq!(report.dropped_bytes, 0, "{report:?}");
         assert!(made_ahead_files(dir.path()).is_empty());
@@ -119,6 +114,18 @@ fn a_segment_made_ahead_cut_short_by_a_crash_is_debris() {
     let (wal, _) = Wal::open(dir.path(), WalConfig::default()).unwrap();
     write_records(&wal, RECORDS..RECORDS + 24 * 16);
     assert_eq!(sequence(&wal), (0..RECORDS + 24 * 16).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_log_written_little_makes_no_segment_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::create(dir.path(), WalConfig::default()).unwrap();
+    // 4 MiB: a quarter of the first segment.
+    write_records(&wal, 0..64);
+    assert!(made_ahead_files(dir.path()).is_empty());
+    wal.sync().unwrap();
+    assert!(made_ahead_files(dir.path()).is_empty());
+    assert_eq!(wal.stats().segments_started, 0);
 }
 
 #[test]

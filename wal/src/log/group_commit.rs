@@ -90,7 +90,7 @@ impl Inner {
         drop(stages);
         let result = match stage {
             Stage::Write => self.write_pending(),
-            Stage::Sync => self.sync_written(),
+            Stage::Sync => self.sync_written().map(|()| false),
         };
         if let Err(error) = &result {
             self.poison(error);
@@ -102,9 +102,9 @@ impl Inner {
         }
         self.stage_done.notify_all();
         drop(stages);
-        result?;
+        let wrote = result?;
         debug_assert!(covered(), "a stage leader covers its own record");
-        if stage == Stage::Write {
+        if wrote {
             // After the stage is released, so the next batch is not held up.
             self.prepare_next_segment()?;
         }
@@ -112,7 +112,8 @@ impl Inner {
     }
 
     /// Write stage: writes every pending frame, in LSN order, and publishes `written`.
-    fn write_pending(&self) -> Result<()> {
+    /// Returns whether there was anything to write.
+    fn write_pending(&self) -> Result<bool> {
         let (batch, batch_end) = {
             let mut state = self.append.lock();
             (std::mem::take(&mut state.pending), state.next)
@@ -150,7 +151,7 @@ impl Inner {
         self.counters.write_batches.fetch_add(1, Ordering::Relaxed);
         let previous = self.written.fetch_max(batch_end.0, Ordering::AcqRel);
         assert!(previous <= batch_end.0, "written LSN must not go back");
-        Ok(())
+        Ok(!batch.is_empty())
     }
 
     /// Sync stage: fsyncs every segment written since the last fsync and publishes
