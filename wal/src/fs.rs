@@ -25,6 +25,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+mod direct;
+
+pub use direct::{AlignedBuffer, DIRECT_IO_ALIGNMENT};
+
 /// An open file: positioned reads and writes, length, fsync, and a read-only map.
 pub trait FsFile: Send + Sync + fmt::Debug {
     /// Fills `buf` from `offset`; an error if the file ends first.
@@ -37,6 +41,11 @@ pub trait FsFile: Send + Sync + fmt::Debug {
     fn size(&self) -> io::Result<u64>;
     /// Makes the content and length durable (fdatasync).
     fn sync_data(&self) -> io::Result<()>;
+    /// Whether reads and writes aligned to [`DIRECT_IO_ALIGNMENT`] (buffer, offset and
+    /// length) bypass the page cache (see [`FileSystem::create_direct`]).
+    fn is_direct(&self) -> bool {
+        false
+    }
     /// The whole file as read-only bytes that stay valid while any slice of them lives,
     /// read as `access` says.
     ///
@@ -146,6 +155,16 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     /// Creates `path` (truncating it if it exists) for reading and writing. The new
     /// directory entry is durable only after `sync_dir` of its directory.
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
+    /// `create`, for a file written once front to back and read back rarely (a layer):
+    /// reads and writes aligned to [`DIRECT_IO_ALIGNMENT`] may bypass the page cache.
+    /// Every request reads and writes the same bytes as on a file from `create`.
+    fn create_direct(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        self.create(path)
+    }
+    /// `open_read`, for a file read once front to back: as `create_direct`.
+    fn open_read_direct(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        self.open_read(path)
+    }
     /// The whole content of a file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// Creates or truncates `path` and writes `bytes` to it, without fsync.
@@ -190,9 +209,33 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StdFileSystem;
 
-/// A file of [`StdFileSystem`].
+/// A file of [`StdFileSystem`]: buffered, or open for direct I/O as well.
 #[derive(Debug)]
-pub struct StdFile(std::fs::File);
+pub struct StdFile(StdFileKind);
+
+#[derive(Debug)]
+enum StdFileKind {
+    Buffered(std::fs::File),
+    Direct(direct::DirectFile),
+}
+
+impl StdFile {
+    fn buffered(file: std::fs::File) -> Box<dyn FsFile> {
+        Box::new(StdFile(StdFileKind::Buffered(file)))
+    }
+
+    fn direct(file: direct::DirectFile) -> Box<dyn FsFile> {
+        Box::new(StdFile(StdFileKind::Direct(file)))
+    }
+
+    /// The buffered descriptor.
+    fn file(&self) -> &std::fs::File {
+        match &self.0 {
+            StdFileKind::Buffered(file) => file,
+            StdFileKind::Direct(file) => file.buffered(),
+        }
+    }
+}
 
 #[derive(Debug)]
 struct StdLock(#[allow(dead_code)] std::fs::File);
@@ -201,23 +244,36 @@ impl FsLock for StdLock {}
 
 impl FsFile for StdFile {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        FileExt::read_exact_at(&self.0, buf, offset)
+        match &self.0 {
+            StdFileKind::Buffered(file) => FileExt::read_exact_at(file, buf, offset),
+            StdFileKind::Direct(file) => file.read_exact_at(buf, offset),
+        }
     }
 
     fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
-        FileExt::write_all_at(&self.0, bytes, offset)
+        match &self.0 {
+            StdFileKind::Buffered(file) => FileExt::write_all_at(file, bytes, offset),
+            StdFileKind::Direct(file) => file.write_all_at(bytes, offset),
+        }
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
+        self.file().set_len(len)
     }
 
     fn size(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
+        Ok(self.file().metadata()?.len())
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.0.sync_data()
+        self.file().sync_data()
+    }
+
+    fn is_direct(&self) -> bool {
+        match &self.0 {
+            StdFileKind::Buffered(_) => false,
+            StdFileKind::Direct(file) => file.is_direct(),
+        }
     }
 
     #[allow(unsafe_code)]
@@ -228,7 +284,7 @@ impl FsFile for StdFile {
         }
         // SAFETY: the caller promises the file no longer changes and is never truncated
         // while the map lives (this method's contract; see the module documentation).
-        let map = unsafe { memmap2::Mmap::map(&self.0) }?;
+        let map = unsafe { memmap2::Mmap::map(self.file()) }?;
         if access == Access::Random {
             // Reads pick single pages: without this hint the kernel maps whole read-ahead
             // windows, which count in the process's RSS while the file is mapped.
@@ -244,11 +300,11 @@ impl FileSystem for StdFileSystem {
             .read(true)
             .write(true)
             .open(path)?;
-        Ok(Box::new(StdFile(file)))
+        Ok(StdFile::buffered(file))
     }
 
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        Ok(Box::new(StdFile(std::fs::File::open(path)?)))
+        Ok(StdFile::buffered(std::fs::File::open(path)?))
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
@@ -258,7 +314,31 @@ impl FileSystem for StdFileSystem {
             .create(true)
             .truncate(true)
             .open(path)?;
-        Ok(Box::new(StdFile(file)))
+        Ok(StdFile::buffered(file))
+    }
+
+    fn create_direct(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        // The second descriptor opens the file the first just created (or truncated).
+        let mut direct = std::fs::OpenOptions::new();
+        direct.read(true).write(true);
+        Ok(StdFile::direct(direct::DirectFile::open(
+            file, path, direct,
+        )?))
+    }
+
+    fn open_read_direct(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        let file = std::fs::File::open(path)?;
+        let mut direct = std::fs::OpenOptions::new();
+        direct.read(true);
+        Ok(StdFile::direct(direct::DirectFile::open(
+            file, path, direct,
+        )?))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {

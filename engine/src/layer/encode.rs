@@ -21,9 +21,12 @@ use crate::update::Update;
 /// write takes beyond its index, whatever the layer's size.
 pub(crate) const STREAM_CHUNK_BYTES: usize = 1 << 20;
 
-/// The memory [`encode_to`] holds while it encodes `versions`: one chunk and the index.
+/// The memory writing a layer of `versions` holds: [`encode_to`]'s chunk and index, and
+/// the aligned block the streamed publish gathers writes in (`fs::STAGING_BYTES`).
 pub(crate) fn encoding_memory(versions: &[(Key, Lsn, Update)]) -> usize {
-    STREAM_CHUNK_BYTES + versions.len() * std::mem::size_of::<IndexEntry>()
+    STREAM_CHUNK_BYTES
+        + crate::fs::STAGING_BYTES
+        + versions.len() * std::mem::size_of::<IndexEntry>()
 }
 
 /// Encodes a layer into one `Vec`.

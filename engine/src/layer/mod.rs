@@ -31,7 +31,8 @@ pub(crate) use map::{LayerMap, PersistedLayer};
 
 use crate::error::{EngineError, Result};
 use crate::fs::{
-    Access, FileSystem, FsFile, MappedFile, StdFileSystem, publish_file, publish_streamed,
+    Access, AlignedBuffer, DIRECT_IO_ALIGNMENT, FileSystem, FsFile, MappedFile, StdFileSystem,
+    publish_file, publish_streamed,
 };
 use crate::key::Key;
 use crate::update::Update;
@@ -544,20 +545,23 @@ impl LayerFile {
     /// RSS for as long as the layer stays mapped).
     pub(crate) fn read_sequentially(self: &Arc<Self>) -> Result<SequentialVersions> {
         let file = self.open_local()?;
+        let reader = ChunkReader::new(file, self.index_offset as u64, self.size)
+            .map_err(EngineError::io("read layer", &self.path))?;
         Ok(SequentialVersions {
             layer: Arc::clone(self),
-            reader: ChunkReader::new(file, self.index_offset as u64),
+            reader,
             next: 0,
         })
     }
 
-    /// The local file open for reading, read back first if evicted (an eviction right
-    /// after is harmless: an open file outlives its name).
+    /// The local file open for reading front to back (direct where the file system
+    /// allows), read back first if evicted (an eviction right after is harmless: an open
+    /// file outlives its name).
     fn open_local(&self) -> Result<Box<dyn FsFile>> {
         let mut attempts = 0;
         loop {
             self.bytes()?;
-            match self.fs.open_read(&self.path) {
+            match self.fs.open_read_direct(&self.path) {
                 Ok(file) => return Ok(file),
                 Err(error)
                     if error.kind() == std::io::ErrorKind::NotFound
@@ -606,44 +610,63 @@ pub(crate) struct SequentialVersions {
     next: usize,
 }
 
-/// Reads a file's data section front to back in large positioned reads.
+/// Reads a file's data section front to back in large positioned reads, direct where
+/// the file system allows it (a layer is read whole once, by the compaction that replaces
+/// it: its pages need not take memory in the page cache).
 #[derive(Debug)]
 struct ChunkReader {
     file: Box<dyn FsFile>,
     /// Where the readable part ends (the layer's index starts there).
     end: u64,
-    buffer: Vec<u8>,
+    /// The file's size: reads are rounded to whole aligned blocks up to there.
+    size: u64,
+    buffer: AlignedBuffer,
+    /// How many bytes of `buffer` hold the file's bytes from `buffer_start`.
+    buffered: usize,
     /// File offset of `buffer[0]`.
     buffer_start: u64,
 }
 
 impl ChunkReader {
-    const CHUNK: u64 = 256 * 1024;
+    const CHUNK: usize = 1 << 20;
 
-    fn new(file: Box<dyn FsFile>, end: u64) -> ChunkReader {
-        ChunkReader {
+    fn new(file: Box<dyn FsFile>, end: u64, size: u64) -> std::io::Result<ChunkReader> {
+        Ok(ChunkReader {
             file,
             end,
-            buffer: Vec::new(),
+            size,
+            buffer: AlignedBuffer::new(Self::CHUNK)?,
+            buffered: 0,
             buffer_start: 0,
-        }
+        })
     }
 
     /// Fills `out` with the bytes at `offset` (all before `end`).
     fn read_exact_at(&mut self, out: &mut [u8], offset: u64) -> std::io::Result<()> {
         let wanted_end = offset + out.len() as u64;
-        let buffered_end = self.buffer_start + self.buffer.len() as u64;
+        let buffered_end = self.buffer_start + self.buffered as u64;
         if offset < self.buffer_start || wanted_end > buffered_end {
-            if wanted_end > self.end {
+            if wanted_end > self.end || self.end > self.size {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "read past the layer's data",
                 ));
             }
-            let len = (self.end - offset).min(Self::CHUNK.max(out.len() as u64));
-            self.buffer.resize(len as usize, 0);
-            self.file.read_exact_at(&mut self.buffer, offset)?;
-            self.buffer_start = offset;
+            // From the aligned block holding `offset`, a whole buffer (grown for a block
+            // larger than it), or up to the file's end.
+            let start = offset - offset % DIRECT_IO_ALIGNMENT as u64;
+            let needed = (wanted_end - start) as usize;
+            if needed > self.buffer.len() {
+                self.buffer = AlignedBuffer::new(needed.next_multiple_of(DIRECT_IO_ALIGNMENT))?;
+            }
+            let len = (self.buffer.len() as u64).min(self.size - start) as usize;
+            let target = self
+                .buffer
+                .get_mut(..len)
+                .ok_or_else(|| std::io::Error::other("layer read buffer out of range"))?;
+            self.file.read_exact_at(target, start)?;
+            self.buffer_start = start;
+            self.buffered = len;
         }
         let start = (offset - self.buffer_start) as usize;
         let source = self

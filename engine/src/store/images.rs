@@ -42,6 +42,10 @@ use crate::key::Key;
 use crate::layer::{LayerKind, LayerMap, LayerRange, Level, PersistedLayer};
 use crate::update::Update;
 
+/// How many keys' blocks an image asks the kernel to read ahead at once (1 MiB of 8 KiB
+/// pages).
+const PREFETCH_KEYS: usize = 128;
+
 /// Per-page cost in an image size estimate beside the page (block header, CRC, index).
 const PAGE_FILE_OVERHEAD: u64 = 56;
 
@@ -193,7 +197,15 @@ impl StoreInner {
             chunk_bytes: Reservation::new(&self.memory),
             outputs: Vec::new(),
         };
-        for key in keys {
+        let keys: Vec<Key> = keys.into_iter().collect();
+        for (index, key) in keys.iter().copied().enumerate() {
+            // Layer files are written with direct I/O, so their blocks are seldom in the
+            // page cache: ask for the next keys' blocks in one read ahead of the reads.
+            if index % PREFETCH_KEYS == 0
+                && let Some(batch_last) = keys.get(index + PREFETCH_KEYS - 1).or(keys.last())
+            {
+                self.prefetch(branch, key, *batch_last, lsn);
+            }
             match self.read_page(branch, key, lsn) {
                 Ok((Some(page), _)) => writer.push(key, page)?,
                 Ok((None, _)) => {}

@@ -140,15 +140,7 @@ impl Store {
         let inner = &self.inner;
         let target = inner.branch(branch)?;
         let lsn = inner.resolve(&target, at)?;
-        for (current, seen_at) in target.lineage(lsn) {
-            let state = current.state.read();
-            if state.deleted {
-                break;
-            }
-            for layer in state.layers.iter() {
-                layer.file.prefetch(first, last, seen_at);
-            }
-        }
+        inner.prefetch(&target, first, last, lsn);
         Ok(())
     }
 
@@ -256,6 +248,19 @@ enum Walk {
 }
 
 impl StoreInner {
+    /// `Store::prefetch` for a branch and LSN already resolved.
+    pub(super) fn prefetch(&self, branch: &Branch, first: Key, last: Key, lsn: Lsn) {
+        for (current, seen_at) in branch.lineage(lsn) {
+            let state = current.state.read();
+            if state.deleted {
+                break;
+            }
+            for layer in state.layers.iter() {
+                layer.file.prefetch(first, last, seen_at);
+            }
+        }
+    }
+
     /// The LSN that `at` means on `branch`: refused past the head, below the start of
     /// the history it reads (an LSN: its root's start), before that history (a time) or
     /// below the GC cutoff.
