@@ -55,6 +55,15 @@ impl Log {
         }
     }
 
+    /// Writes records appended and not yet written once enough of them are pending (see
+    /// `Wal::write_behind`); nothing in memory. Outside every store lock: it does I/O.
+    pub(crate) fn write_behind(&self) -> Result<()> {
+        match self {
+            Log::Wal(wal) => Ok(wal.write_behind()?),
+            Log::Memory(_) => Ok(()),
+        }
+    }
+
     /// The end of the last record given a position: every byte of log the store ever
     /// wrote lies below it (an LSN is a byte position).
     pub(crate) fn end(&self) -> Lsn {

@@ -217,3 +217,35 @@ fn sixteen_writers_on_one_branch_share_fsyncs() {
         }
     }
 }
+
+#[test]
+fn deferred_commits_are_written_behind_without_an_fsync() {
+    // A writer that never waits (a mount between fsyncs): once a sixteenth of a segment
+    // (64 KiB segments here) is pending, the commit that tips it writes the log, so
+    // records reach the operating system in steady batches rather than all at the next
+    // fsync; none of them is fsynced for it.
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _clock) = engine_config(SyncMode::Always);
+    let config = manual_housekeeping(config);
+    let store = Store::create(dir.path(), config).unwrap();
+    let before = store.stats();
+    let mut last = None;
+    for index in 0..64u32 {
+        let key = Key::new(1, index % KEYS);
+        let commit = store
+            .commit_deferred("main", vec![(key, Update::Image(page_of(index as u8)))])
+            .unwrap();
+        last = Some(commit.lsn);
+    }
+    let last = last.unwrap();
+    let after = store.stats();
+    assert!(
+        after.wal_end.0 + 4096 + 1024 >= last.0,
+        "64 commits of 512 bytes, then {} bytes not written",
+        last.0 - after.wal_end.0
+    );
+    assert!(after.wal_end > before.wal_end);
+    assert_eq!(after.wal_fsyncs, before.wal_fsyncs, "written, not fsynced");
+    store.wait_durable(last).unwrap();
+    assert!(store.stats().wal_fsyncs > before.wal_fsyncs);
+}

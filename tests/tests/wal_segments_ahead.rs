@@ -3,14 +3,15 @@
 //! the one made ahead is a temporary file until then: a clean close removes it, and one
 //! a crash leaves (whole or cut short) is debris that the next open removes, with every
 //! record kept. A log written little makes none (a small store's directory stays as it
-//! was).
+//! was). Deferred appends are written behind a megabyte at a time, so a writer that
+//! never waits gets its segments made ahead too.
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use std::path::{Path, PathBuf};
 
 use pagefork_tests::{payload_for, seq_of_payload};
-use pagefork_wal::{DEFAULT_SEGMENT_SIZE, Wal, WalConfig};
+use pagefork_wal::{DEFAULT_SEGMENT_SIZE, WRITE_BEHIND_BYTES, Wal, WalConfig};
 
 /// Records of 64 KiB: 60 MiB of them cross three segment boundaries and leave the fourth
 /// segment three quarters full (past half: the next one is made ahead).
@@ -90,6 +91,48 @@ fn every_roll_over_takes_the_segment_made_ahead() {
     write_records(&wal, RECORDS..RECORDS + 16 * 16);
     assert_eq!(sequence(&wal), (0..RECORDS + 16 * 16).collect::<Vec<_>>());
     assert!(wal.stats().segments_made_ahead >= 1, "{:?}", wal.stats());
+}
+
+#[test]
+fn deferred_appends_are_written_behind_and_their_roll_overs_take_segments_made_ahead() {
+    // A writer that never waits (a mount between fsyncs): its records reach the file a
+    // megabyte at a time, unsynced, and the writes make every next segment ahead; before
+    // write-behind they piled up until someone waited, and every roll-over made its
+    // segment under the append lock.
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::create(dir.path(), WalConfig::default()).unwrap();
+    let start = wal.durable_lsn();
+    let mut last = start;
+    for seq in 0..RECORDS {
+        last = wal
+            .append_deferred(1, &payload_for(seq, RECORD_BYTES))
+            .unwrap()
+            .1;
+        wal.write_behind().unwrap();
+        let behind = last.0 - wal.written_lsn().0;
+        assert!(
+            behind < WRITE_BEHIND_BYTES as u64,
+            "record {seq}: {behind} bytes appended and not written"
+        );
+    }
+    assert_eq!(wal.durable_lsn(), start, "written behind, never fsynced");
+    let stats = wal.stats();
+    assert!(stats.segments_started >= 3, "{stats:?}");
+    assert_eq!(
+        stats.segments_made_ahead, stats.segments_started,
+        "every roll-over took a segment a write-behind made ahead: {stats:?}"
+    );
+    wal.flush_to(last).unwrap();
+    assert_eq!(sequence(&wal), (0..RECORDS).collect::<Vec<_>>());
+    // Below the threshold nothing is written.
+    let written = wal.written_lsn();
+    let small = wal
+        .append_deferred(1, &payload_for(RECORDS, 100))
+        .unwrap()
+        .1;
+    wal.write_behind().unwrap();
+    assert_eq!(wal.written_lsn(), written);
+    wal.flush_to(small).unwrap();
 }
 
 #[test]

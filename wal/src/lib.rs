@@ -46,7 +46,7 @@ pub mod sim;
 
 pub use config::{DEFAULT_SEGMENT_SIZE, RecoveryMode, SyncMode, WalConfig};
 pub use error::{Result, WalError};
-pub use log::{SegmentFile, Wal, WalStats};
+pub use log::{SegmentFile, WRITE_BEHIND_BYTES, Wal, WalStats};
 pub use lsn::{Lsn, ParseLsnError};
 pub use reader::{WalReader, WalRecord};
 pub use recovery::{DroppedTail, RecoveryReport};

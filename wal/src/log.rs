@@ -39,6 +39,7 @@ mod ahead;
 mod group_commit;
 
 use group_commit::Stages;
+pub use group_commit::WRITE_BEHIND_BYTES;
 
 const LOCK_FILE_NAME: &str = "LOCK";
 
@@ -136,6 +137,9 @@ struct AppendState {
     active: Arc<Segment>,
     /// Encoded frames not yet written, in LSN order; contiguous within each entry.
     pending: Vec<PendingWrite>,
+    /// An emptied buffer of an earlier write, reused for the next pending write so the
+    /// buffer's memory is not allocated (and touched for the first time) again per batch.
+    spare: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -157,7 +161,7 @@ impl AppendState {
             self.pending.push(PendingWrite {
                 segment: Arc::clone(&self.active),
                 start: self.next,
-                bytes: Vec::new(),
+                bytes: std::mem::take(&mut self.spare),
             });
         }
         let last = self
@@ -170,6 +174,11 @@ impl AppendState {
             "pending bytes must be contiguous"
         );
         &mut last.bytes
+    }
+
+    /// Bytes encoded and not yet written.
+    fn pending_len(&self) -> usize {
+        self.pending.iter().map(|write| write.bytes.len()).sum()
     }
 }
 
@@ -355,6 +364,7 @@ impl Wal {
                 next,
                 active,
                 pending: Vec::new(),
+                spare: Vec::new(),
             }),
             stages: Mutex::new(Stages::default()),
             stage_done: Condvar::new(),
@@ -459,6 +469,18 @@ impl Wal {
         // `end` was just handed out, so the public `flush_to`'s bound check cannot fail here.
         self.inner.flush_to(end)?;
         Ok((start, end))
+    }
+
+    /// Writes the records appended and not yet written, without fsyncing them, once
+    /// enough of them are pending ([`WRITE_BEHIND_BYTES`], or a sixteenth of a segment) and no other write is under way (then
+    /// returns at once): deferred records reach the file in steady batches, and the next
+    /// segment is made ahead, instead of piling up until someone waits for them. Call it
+    /// after [`Wal::append_deferred`], outside any lock of your own: it does I/O.
+    pub fn write_behind(&self) -> Result<()> {
+        if self.inner.append.lock().pending_len() < self.inner.write_behind_bytes() {
+            return Ok(());
+        }
+        self.inner.write_behind()
     }
 
     /// The first half of [`Wal::append`]: gives the record its position in the log and

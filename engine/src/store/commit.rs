@@ -42,9 +42,16 @@ impl Store {
     /// (every reader sees it) when this returns, and durable once [`Store::wait_durable`]
     /// with its LSN (or a later one) returns. After a crash before that, it may be lost,
     /// but only with every commit logged after it: never out of order, never torn.
+    ///
+    /// Once enough deferred commits are pending, the one that tips it writes them to the
+    /// log (not fsynced), after releasing the branch: a failure there poisons the store
+    /// and returns the error, with the commit applied as when `commit`'s wait fails.
     pub fn commit_deferred(&self, branch: &str, updates: Vec<(Key, Update)>) -> Result<Commit> {
         self.inner.wait_for_memory()?;
-        self.commit_locked(branch, updates)
+        let commit = self.commit_locked(branch, updates)?;
+        let inner = &self.inner;
+        inner.poison_on_io_error(inner.log.write_behind())?;
+        Ok(commit)
     }
 
     /// Returns once every commit and branch operation logged up to `lsn` is durable. An

@@ -27,6 +27,11 @@ use crate::error::{Result, WalError};
 use crate::lsn::Lsn;
 use crate::segment::Segment;
 
+/// Pending bytes from which [`crate::Wal::write_behind`] writes them, at most: a few large
+/// writes per segment, and a bound on the memory records wait in. A sixteenth of the
+/// segment size below that (small segments in tests write behind often).
+pub const WRITE_BEHIND_BYTES: usize = 1 << 20;
+
 /// Leaders at work in the group-commit pipeline.
 #[derive(Debug, Default)]
 pub(super) struct Stages {
@@ -88,6 +93,36 @@ impl Inner {
             self.stage_done.wait(&mut stages);
         }
         drop(stages);
+        self.lead(stage)?;
+        debug_assert!(covered(), "a stage leader covers its own record");
+        Ok(())
+    }
+
+    /// Pending bytes from which a write-behind writes them (see [`WRITE_BEHIND_BYTES`]).
+    pub(super) fn write_behind_bytes(&self) -> usize {
+        usize::try_from(self.segment_size / 16)
+            .unwrap_or(usize::MAX)
+            .min(WRITE_BEHIND_BYTES)
+    }
+
+    /// Leads a write stage unless one is under way (its leader, or the next, writes what
+    /// is pending): the non-blocking half of a write-behind.
+    pub(super) fn write_behind(&self) -> Result<()> {
+        {
+            let mut stages = self.stages.lock();
+            self.check_poisoned()?;
+            if stages.writing {
+                return Ok(());
+            }
+            stages.writing = true;
+        }
+        self.lead(Stage::Write)
+    }
+
+    /// Runs `stage` as its leader (the caller set its flag), then hands the stage back and
+    /// wakes every waiter; after a write that wrote something, makes the next segment
+    /// ahead of need.
+    fn lead(&self, stage: Stage) -> Result<()> {
         let result = match stage {
             Stage::Write => self.write_pending(),
             Stage::Sync => self.sync_written().map(|()| false),
@@ -102,9 +137,7 @@ impl Inner {
         }
         self.stage_done.notify_all();
         drop(stages);
-        let wrote = result?;
-        debug_assert!(covered(), "a stage leader covers its own record");
-        if wrote {
+        if result? {
             // After the stage is released, so the next batch is not held up.
             self.prepare_next_segment()?;
         }
@@ -148,10 +181,25 @@ impl Inner {
             *last_written = Some(Arc::clone(&last.segment));
         }
         drop(last_written);
+        let wrote = !batch.is_empty();
+        // The largest buffer, emptied, serves the next batch (up to a bound, so one huge
+        // batch does not keep its memory for good).
+        if let Some(mut spare) = batch
+            .into_iter()
+            .map(|write| write.bytes)
+            .filter(|bytes| bytes.capacity() <= 4 * self.write_behind_bytes())
+            .max_by_key(Vec::capacity)
+        {
+            spare.clear();
+            let mut state = self.append.lock();
+            if state.spare.capacity() < spare.capacity() {
+                state.spare = spare;
+            }
+        }
         self.counters.write_batches.fetch_add(1, Ordering::Relaxed);
         let previous = self.written.fetch_max(batch_end.0, Ordering::AcqRel);
         assert!(previous <= batch_end.0, "written LSN must not go back");
-        Ok(!batch.is_empty())
+        Ok(wrote)
     }
 
     /// Sync stage: fsyncs every segment written since the last fsync and publishes
