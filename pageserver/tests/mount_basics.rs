@@ -42,6 +42,14 @@ fn files_written_through_a_mount_survive_unmount_and_remount() {
     init(&data);
     let mount = Mount::start(&data, "main", &dir, &[]);
     assert!(mount.announced.contains("writable"), "{}", mount.announced);
+    // Sequential readers get 1 MiB of read-ahead, not FUSE's 128 KiB.
+    let device = std::os::unix::fs::MetadataExt::dev(&fs::metadata(&dir).unwrap());
+    let read_ahead = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        nix::sys::stat::major(device),
+        nix::sys::stat::minor(device)
+    );
+    assert_eq!(fs::read_to_string(&read_ahead).unwrap().trim(), "1024");
     let big = pattern(20 << 20, 7);
     fs::write(mount.path("big"), &big).unwrap();
     fs::create_dir_all(mount.path("a/b/c")).unwrap();

@@ -117,7 +117,7 @@ impl LayerMap {
     }
 
     /// Every layer, oldest first.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &PersistedLayer> {
+    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = &PersistedLayer> {
         self.layers.iter()
     }
 

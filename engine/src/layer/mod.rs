@@ -473,31 +473,67 @@ impl LayerFile {
         Ok(false)
     }
 
-    /// Starts reading the blocks of keys `first..=last` into the page cache (a hint,
-    /// nothing if the layer holds none, lies above `lsn`, or is evicted): the blocks of
-    /// neighbouring keys are neighbours in the file, so a range read becomes one large read.
-    pub(crate) fn prefetch(&self, first: Key, last: Key, lsn: Lsn) {
+    /// Starts reading into the page cache the block of the newest version at or below
+    /// `lsn` of each key in `first..=last` not in `found`, and adds those keys to `found`
+    /// (a hint, nothing if the layer holds none, lies above `lsn`, or is evicted). Older
+    /// versions are not read ahead: a read stops at the newest whole page, and a mount
+    /// writes whole pages. Neighbouring keys' blocks are neighbours in the file, so a range
+    /// read becomes one large read per run of wanted blocks.
+    pub(crate) fn prefetch_newest(
+        &self,
+        first: Key,
+        last: Key,
+        lsn: Lsn,
+        found: &mut std::collections::BTreeSet<Key>,
+    ) {
         if lsn < self.range.lsn_start || last < self.range.key_start || first > self.range.key_last
         {
             return;
         }
-        let start = self.index.partition_point(|entry| entry.key < first);
-        let end = self.index.partition_point(|entry| entry.key <= last);
-        let Some(from) = self.index.get(start) else {
+        let data = self.data.read();
+        let Some(mapped) = &*data else {
             return;
         };
-        let to = self
-            .index
-            .get(end)
-            .map_or(self.index_offset as u64, |entry| entry.offset);
-        if let (Ok(from), Ok(to), Some(mapped)) = (
-            usize::try_from(from.offset),
-            usize::try_from(to),
-            &*self.data.read(),
-        ) {
-            mapped.mapping.will_need(from..to);
+        let start = self.index.partition_point(|entry| entry.key < first);
+        let end = self.index.partition_point(|entry| entry.key <= last);
+        let block_end = |position: usize| {
+            self.index
+                .get(position + 1)
+                .map_or(self.index_offset as u64, |entry| entry.offset)
+        };
+        // Runs of wanted blocks, merged across gaps of up to 64 KiB.
+        let mut run: Option<(u64, u64)> = None;
+        let will_need = |from: u64, to: u64| {
+            if let (Ok(from), Ok(to)) = (usize::try_from(from), usize::try_from(to)) {
+                mapped.mapping.will_need(from..to);
+            }
+        };
+        for position in start..end {
+            let (Some(entry), next) = (self.index.get(position), self.index.get(position + 1))
+            else {
+                break;
+            };
+            // The key's newest version at or below `lsn` is its last such entry.
+            let newest_for_key =
+                entry.lsn <= lsn && next.is_none_or(|next| next.key != entry.key || next.lsn > lsn);
+            if !newest_for_key || !found.insert(entry.key) {
+                continue;
+            }
+            let (from, to) = (entry.offset, block_end(position));
+            run = match run {
+                Some((run_from, run_to)) if from <= run_to + (64 << 10) => Some((run_from, to)),
+                Some((run_from, run_to)) => {
+                    will_need(run_from, run_to);
+                    Some((from, to))
+                }
+                None => Some((from, to)),
+            };
+        }
+        if let Some((from, to)) = run {
+            will_need(from, to);
         }
     }
+
     /// Keys in `first..=last` with a version at or below `lsn`, in order.
     pub(crate) fn keys_in(&self, first: Key, last: Key, lsn: Lsn) -> Vec<Key> {
         let start = self.index.partition_point(|entry| entry.key < first);

@@ -248,15 +248,23 @@ enum Walk {
 }
 
 impl StoreInner {
-    /// `Store::prefetch` for a branch and LSN already resolved.
+    /// `Store::prefetch` for a branch and LSN already resolved: for each key, the block a
+    /// read would find first (its newest version in memory or in the newest layer
+    /// holding one), walking the lineage and each branch's layers newest first as reads
+    /// do, so layers whose versions are superseded are not read.
     pub(super) fn prefetch(&self, branch: &Branch, first: Key, last: Key, lsn: Lsn) {
+        let mut found = std::collections::BTreeSet::new();
         for (current, seen_at) in branch.lineage(lsn) {
             let state = current.state.read();
             if state.deleted {
                 break;
             }
-            for layer in state.layers.iter() {
-                layer.file.prefetch(first, last, seen_at);
+            found.extend(state.open.keys_in(first, last, seen_at));
+            if let Some((frozen, _)) = &state.frozen {
+                found.extend(frozen.keys_in(first, last, seen_at));
+            }
+            for layer in state.layers.iter().rev() {
+                layer.file.prefetch_newest(first, last, seen_at, &mut found);
             }
         }
     }
