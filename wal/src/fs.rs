@@ -308,22 +308,11 @@ impl FileSystem for StdFileSystem {
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
-        Ok(StdFile::buffered(file))
+        Ok(StdFile::buffered(create_or_truncate(path)?))
     }
 
     fn create_direct(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
+        let file = create_or_truncate(path)?;
         // The second descriptor opens the file the first just created (or truncated).
         let mut direct = std::fs::OpenOptions::new();
         direct.read(true).write(true);
@@ -403,6 +392,16 @@ impl FileSystem for StdFileSystem {
     fn is_operating_system(&self) -> bool {
         true
     }
+}
+
+/// Opens `path` for reading and writing, created empty or truncated.
+fn create_or_truncate(path: &Path) -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
 }
 
 /// Creates `dir` and its missing parents so that they survive a power cut: the parent of
