@@ -221,7 +221,7 @@ fn sixteen_writers_on_one_branch_share_fsyncs() {
 #[test]
 fn deferred_commits_are_written_behind_without_an_fsync() {
     // A writer that never waits (a mount between fsyncs): once a sixteenth of a segment
-    // (64 KiB segments here) is pending, the commit that tips it writes the log, so
+    // (64 KiB segments here) is pending, `write_behind` after a commit writes the log, so
     // records reach the operating system in steady batches rather than all at the next
     // fsync; none of them is fsynced for it.
     let dir = tempfile::tempdir().unwrap();
@@ -235,6 +235,7 @@ fn deferred_commits_are_written_behind_without_an_fsync() {
         let commit = store
             .commit_deferred("main", vec![(key, Update::Image(page_of(index as u8)))])
             .unwrap();
+        store.write_behind().unwrap();
         last = Some(commit.lsn);
     }
     let last = last.unwrap();

@@ -444,3 +444,39 @@ fn the_tree_matches_the_model_through_reopens_views_branches_and_power_cuts() {
         "the generator missed a kind of step"
     );
 }
+
+#[test]
+fn writes_reach_the_log_behind_them_without_an_fsync() {
+    // A mount's writes between fsyncs: each write hands its commit to the log a
+    // sixteenth of a segment at a time (128 KiB with these 2 MiB segments), written but
+    // not fsynced, instead of leaving it all in memory until the next fsync.
+    let fs = SimFileSystem::new(7);
+    let clock = ManualClock::new(Timestamp(1_790_000_000_000_000));
+    let store = Store::create(std::path::Path::new("/store"), config(&fs, &clock)).unwrap();
+    let tree = FileTree::open(store.clone(), "main", options(&clock, At::Latest)).unwrap();
+    let owner = Owner {
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    };
+    let file = tree
+        .create_file(u64::from(pagefork_files::ROOT_INO), b"f", owner)
+        .unwrap();
+    let before = store.stats();
+    for index in 0..64u8 {
+        tree.write(file.ino, u64::from(index) * 65_536, &[index; 65_536])
+            .unwrap();
+        let head = store.branch_info("main").unwrap().head;
+        let behind = head.0 - store.stats().wal_end.0;
+        assert!(
+            behind < (128 << 10) + (72 << 10),
+            "write {index}: {behind} bytes of log not written"
+        );
+    }
+    let after = store.stats();
+    assert!(after.wal_end.0 >= before.wal_end.0 + (3 << 20));
+    // Written, not fsynced: the only fsyncs close each segment the log crossed (4 MiB
+    // into 2 MiB segments), so no power cut can keep a new segment and lose an old one.
+    let fsyncs = after.wal_fsyncs - before.wal_fsyncs;
+    assert!(fsyncs <= 3, "{fsyncs} fsyncs for 4 MiB of writes");
+}

@@ -160,6 +160,14 @@ impl LayerFile {
     ) -> Result<LayerFile> {
         let mapped = map_file(fs.as_ref(), path)?;
         let bytes = &mapped.bytes;
+        // What is read below (the whole file for its checksum, or the index and footer),
+        // asked for in one read rather than a fault per page: a layer written with direct
+        // I/O is not in the page cache.
+        let read_first = match expected {
+            Some(_) => 0,
+            None => format::index_offset(bytes).min(bytes.len()),
+        };
+        mapped.mapping.will_need(read_first..bytes.len());
         let corrupt = |offset: u64, reason: String| EngineError::CorruptFile {
             path: path.to_owned(),
             offset,

@@ -43,15 +43,23 @@ impl Store {
     /// with its LSN (or a later one) returns. After a crash before that, it may be lost,
     /// but only with every commit logged after it: never out of order, never torn.
     ///
-    /// Once enough deferred commits are pending, the one that tips it writes them to the
-    /// log (not fsynced), after releasing the branch: a failure there poisons the store
-    /// and returns the error, with the commit applied as when `commit`'s wait fails.
+    /// It does no log I/O: call [`Store::write_behind`] after it, outside any lock of
+    /// your own, so a writer that never waits sends the log steady batches.
     pub fn commit_deferred(&self, branch: &str, updates: Vec<(Key, Update)>) -> Result<Commit> {
         self.inner.wait_for_memory()?;
-        let commit = self.commit_locked(branch, updates)?;
+        self.commit_locked(branch, updates)
+    }
+
+    /// Writes deferred commits to the log (not fsynced) once a megabyte of them (or a
+    /// sixteenth of a WAL segment) is waiting and no other write is under way; returns at
+    /// once otherwise. Commits reach the log in steady batches instead of piling up in
+    /// memory until the next wait, and the log makes its next segment ahead as it goes.
+    /// It does I/O (a megabyte written, now and then a segment made): call it outside
+    /// your own locks. A failure poisons the store, as a failed wait does.
+    pub fn write_behind(&self) -> Result<()> {
         let inner = &self.inner;
-        inner.poison_on_io_error(inner.log.write_behind())?;
-        Ok(commit)
+        inner.check_poisoned()?;
+        inner.poison_on_io_error(inner.log.write_behind())
     }
 
     /// Returns once every commit and branch operation logged up to `lsn` is durable. An

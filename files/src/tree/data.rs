@@ -158,6 +158,13 @@ impl FileTree {
         inode.ctime = now;
         state.put_inode(&mut txn, ino, Some(&inode));
         self.commit(&mut state, txn)?;
+        drop(state);
+        // Outside the tree's lock: the log write it may do (and, every 16 MiB, the next
+        // segment made and fsynced) does not hold up every other request of the mount.
+        if let Err(error) = self.store.write_behind() {
+            self.state.lock().fail(&error);
+            return Err(FsError::Store(error));
+        }
         Ok(written)
     }
 
