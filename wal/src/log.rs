@@ -472,8 +472,9 @@ impl Wal {
     }
 
     /// Writes the records appended and not yet written, without fsyncing them, once
-    /// enough of them are pending ([`WRITE_BEHIND_BYTES`], or a sixteenth of a segment) and no other write is under way (then
-    /// returns at once): deferred records reach the file in steady batches, and the next
+    /// enough of them are pending ([`WRITE_BEHIND_BYTES`], or a sixteenth of a segment if
+    /// less); returns at once when fewer are, or when another write is under way (which
+    /// writes them). Deferred records reach the file in steady batches, and the next
     /// segment is made ahead, instead of piling up until someone waits for them. Call it
     /// after [`Wal::append_deferred`], outside any lock of your own: it does I/O.
     pub fn write_behind(&self) -> Result<()> {

@@ -10,9 +10,9 @@
 //! process's buffer to the disk.
 //!
 //! A [`DirectFile`] is the file open twice, buffered and with `O_DIRECT` (when the file
-//! system allows it: tmpfs before Linux 6.6 does not): a read or write whose buffer, offset and length
-//! are multiples of [`DIRECT_IO_ALIGNMENT`] goes direct, and whatever is not aligned
-//! (the head or tail of a request) goes through the buffered descriptor, so every
+//! system allows it: tmpfs before Linux 6.6 does not): a read or write whose buffer,
+//! offset and length are multiples of [`DIRECT_IO_ALIGNMENT`] goes direct, and whatever
+//! is not aligned (the tail of a request) goes through the buffered descriptor, so every
 //! request is correct whatever its alignment, and only aligned ones are faster. Linux
 //! keeps the two coherent: a direct read writes back dirty cached pages of its range
 //! first, and a direct write drops them. `fsync` covers both.
