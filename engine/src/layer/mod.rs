@@ -583,10 +583,11 @@ impl LayerFile {
         keys
     }
 
-    /// Every version, in (key, LSN) order, each block checked, read through buffered file
-    /// reads rather than the mapping: compaction streams whole layers through this, and
-    /// pages read once should not stay resident in the process (they would count in its
-    /// RSS for as long as the layer stays mapped).
+    /// Every version, in (key, LSN) order, each block checked, read through positioned
+    /// file reads of 1 MiB (direct where the file system allows) rather than the mapping:
+    /// compaction streams whole layers through this, and pages read once should neither
+    /// stay resident in the process (they would count in its RSS for as long as the
+    /// layer stays mapped) nor take page-cache memory.
     pub(crate) fn read_sequentially(self: &Arc<Self>) -> Result<SequentialVersions> {
         let file = self.open_local()?;
         let reader = ChunkReader::new(file, self.index_offset as u64, self.size)
@@ -644,7 +645,7 @@ impl Drop for LayerFile {
     }
 }
 
-/// The versions of a layer in (key, LSN) order, read with buffered I/O (see
+/// The versions of a layer in (key, LSN) order, read in large positioned reads (see
 /// `LayerFile::read_sequentially`).
 #[derive(Debug)]
 pub(crate) struct SequentialVersions {
