@@ -504,11 +504,6 @@ impl LayerFile {
         };
         let start = self.index.partition_point(|entry| entry.key < first);
         let end = self.index.partition_point(|entry| entry.key <= last);
-        let block_end = |position: usize| {
-            self.index
-                .get(position + 1)
-                .map_or(self.index_offset as u64, |entry| entry.offset)
-        };
         // Runs of wanted blocks, merged across gaps of up to 64 KiB.
         let mut run: Option<(u64, u64)> = None;
         let will_need = |from: u64, to: u64| {
@@ -527,7 +522,9 @@ impl LayerFile {
             if !newest_for_key || !found.insert(entry.key) {
                 continue;
             }
-            let (from, to) = (entry.offset, block_end(position));
+            // A block ends where the next one starts (the last, where the index does).
+            let to = next.map_or(self.index_offset as u64, |next| next.offset);
+            let from = entry.offset;
             run = match run {
                 Some((run_from, run_to)) if from <= run_to + (64 << 10) => Some((run_from, to)),
                 Some((run_from, run_to)) => {

@@ -198,23 +198,23 @@ impl StoreInner {
             outputs: Vec::new(),
         };
         let keys: Vec<Key> = keys.into_iter().collect();
-        for (index, key) in keys.iter().copied().enumerate() {
+        for batch in keys.chunks(PREFETCH_KEYS) {
             // Layer files are written with direct I/O, so their blocks are seldom in the
-            // page cache: ask for the next keys' blocks in one read ahead of the reads.
-            if index % PREFETCH_KEYS == 0
-                && let Some(batch_last) = keys.get(index + PREFETCH_KEYS - 1).or(keys.last())
-            {
-                self.prefetch(branch, key, *batch_last, lsn);
+            // page cache: ask for the batch's blocks in one read ahead of the reads.
+            if let (Some(first), Some(last)) = (batch.first(), batch.last()) {
+                self.prefetch(branch, *first, *last, lsn);
             }
-            match self.read_page(branch, key, lsn) {
-                Ok((Some(page), _)) => writer.push(key, page)?,
-                Ok((None, _)) => {}
-                // Deleted meanwhile (a detach or restore replaced it): nothing to image;
-                // the layers written so far are debris the next catalog removes.
-                Err(EngineError::UnknownBranch { .. }) if branch.state.read().deleted => {
-                    return Ok(false);
+            for &key in batch {
+                match self.read_page(branch, key, lsn) {
+                    Ok((Some(page), _)) => writer.push(key, page)?,
+                    Ok((None, _)) => {}
+                    // Deleted meanwhile (a detach or restore replaced it): nothing to
+                    // image; the layers written so far are debris the next catalog removes.
+                    Err(EngineError::UnknownBranch { .. }) if branch.state.read().deleted => {
+                        return Ok(false);
+                    }
+                    Err(error) => return Err(error),
                 }
-                Err(error) => return Err(error),
             }
         }
         let outputs = writer.finish(last)?;
