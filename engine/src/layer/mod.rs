@@ -481,6 +481,11 @@ impl LayerFile {
         Ok(false)
     }
 
+    /// Whether the layer's ranges meet keys `first..=last` at or below `lsn`.
+    pub(crate) fn may_hold_range(&self, first: Key, last: Key, lsn: Lsn) -> bool {
+        lsn >= self.range.lsn_start && last >= self.range.key_start && first <= self.range.key_last
+    }
+
     /// Starts reading into the page cache the block of the newest version at or below
     /// `lsn` of each key in `first..=last` not in `found`, and adds those keys to `found`
     /// (a hint, nothing if the layer holds none, lies above `lsn`, or is evicted). Older
@@ -494,8 +499,7 @@ impl LayerFile {
         lsn: Lsn,
         found: &mut std::collections::BTreeSet<Key>,
     ) {
-        if lsn < self.range.lsn_start || last < self.range.key_start || first > self.range.key_last
-        {
+        if !self.may_hold_range(first, last, lsn) {
             return;
         }
         let data = self.data.read();

@@ -16,7 +16,7 @@ use crate::branch::{At, LsnForTime, TimeKind};
 use crate::catalog::Branch;
 use crate::error::{EngineError, Result};
 use crate::key::Key;
-use crate::layer::Level;
+use crate::layer::{LayerFile, Level};
 use crate::time::Timestamp;
 use crate::update::{Update, reconstruct};
 
@@ -255,16 +255,28 @@ impl StoreInner {
     pub(super) fn prefetch(&self, branch: &Branch, first: Key, last: Key, lsn: Lsn) {
         let mut found = std::collections::BTreeSet::new();
         for (current, seen_at) in branch.lineage(lsn) {
-            let state = current.state.read();
-            if state.deleted {
-                break;
-            }
-            found.extend(state.open.keys_in(first, last, seen_at));
-            if let Some((frozen, _)) = &state.frozen {
-                found.extend(frozen.keys_in(first, last, seen_at));
-            }
-            for layer in state.layers.iter().rev() {
-                layer.file.prefetch_newest(first, last, seen_at, &mut found);
+            let layers: Vec<Arc<LayerFile>> = {
+                let state = current.state.read();
+                if state.deleted {
+                    break;
+                }
+                found.extend(state.open.keys_in(first, last, seen_at));
+                if let Some((frozen, _)) = &state.frozen {
+                    found.extend(frozen.keys_in(first, last, seen_at));
+                }
+                state
+                    .layers
+                    .iter()
+                    .rev()
+                    .filter(|layer| layer.file.may_hold_range(first, last, seen_at))
+                    .map(|layer| Arc::clone(&layer.file))
+                    .collect()
+            };
+            // Asking the kernel to read ahead may wait for the disk's queue: not under
+            // the branch's lock, which its reads and its housekeeping take. A layer
+            // replaced meanwhile is still mapped, and this is only a hint.
+            for file in layers {
+                file.prefetch_newest(first, last, seen_at, &mut found);
             }
         }
     }

@@ -56,8 +56,11 @@ impl FileTree {
             false => 0,
         };
         let stored_end = u64::from(inode.extent_blocks).min(last + 1 + ahead);
-        if stored_end > first + 1 {
-            // Several pages: have the engine start reading them all from disk at once.
+        if stored_end > first {
+            // Have the engine start reading every stored page's block from disk at once:
+            // several pages in one read, and a single page's block (two or three pages of
+            // a layer file) in one read rather than a fault per page. Against a FUSE round
+            // trip, the hint costs nothing when the blocks are cached already.
             let block = |block: u64| u32::try_from(block).expect("below the extent, a u32");
             let (from, to) = (
                 Key::new(inode.rel, block(first)),
