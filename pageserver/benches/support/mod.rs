@@ -14,9 +14,13 @@ pub(crate) fn start_serve(dir: &Path) -> (Child, String) {
         .arg("--data-dir")
         .arg(dir)
         .args(["serve", "--listen", "127.0.0.1:0"])
-        // Warnings, but not fuser's note of each reply to a request the kernel dropped
-        // (pg_test_fsync's alarms interrupt its writes).
-        .env("PAGEFORK_LOG", "warn,fuser::reply=off,fuser::session=off")
+        // Warnings and each endpoint start's split (mount, Postgres ready, answered), but
+        // not fuser's note of each reply to a request the kernel dropped (pg_test_fsync's
+        // alarms interrupt its writes).
+        .env(
+            "PAGEFORK_LOG",
+            "warn,fuser::reply=off,fuser::session=off,pagefork::endpoint::registry=info",
+        )
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

@@ -118,7 +118,10 @@ pub(crate) fn run_foreground(
     let mut local = Local::start(&store, branch, place, spec)?;
     let started = Started {
         info: local.server.info(),
-        last_commit_time: local.server.last_commit_time(),
+        last_commit_time: created_at
+            .is_some()
+            .then(|| local.server.last_commit_time())
+            .flatten(),
     };
     if json {
         out!(

@@ -76,9 +76,10 @@ pub(crate) struct StartedEndpoint {
     endpoint: EndpointView,
     /// For a branch created at a time: the time asked for and the commit it snapped to.
     branch_created_at: Option<TimeAnswerView>,
-    /// The commit time of the last transaction the server sees (Postgres'
-    /// `pg_last_committed_xact()`; endpoints track commit timestamps), `null` if none
-    /// committed since timestamps were tracked.
+    /// For a branch created at a time: the commit time of the last transaction the
+    /// server sees (Postgres' `pg_last_committed_xact()`; endpoints track commit
+    /// timestamps), `null` if none committed since timestamps were tracked. `null` for a
+    /// branch at the latest commit (not asked: it would cost the start a connection).
     last_committed_transaction: Option<String>,
 }
 
