@@ -3,6 +3,7 @@
 //! Errors print as one line and exit non-zero; argument errors are caught by clap before
 //! the store is opened, so bad arguments never touch it.
 
+mod allocator;
 mod auth;
 mod bench;
 mod cli;
@@ -28,6 +29,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use crate::cli::{Cli, Command};
 
 fn main() {
+    allocator::configure();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     match run(&cli, &matches) {
