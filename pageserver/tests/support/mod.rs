@@ -461,7 +461,22 @@ fn read_answer(
 }
 
 impl Drop for Server {
+    /// A server still running (a test that failed half-way) is asked to stop first
+    /// (SIGTERM: it stops its endpoints and unmounts what it mounted), so a failed test
+    /// leaves no FUSE mount behind; killed if it has not stopped within 10 s.
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let asked = std::time::Instant::now();
+            while asked.elapsed() < Duration::from_secs(10) {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
