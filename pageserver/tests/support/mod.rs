@@ -463,22 +463,25 @@ fn read_answer(
 impl Drop for Server {
     /// A server still running (a test that failed half-way) is asked to stop first
     /// (SIGTERM: it stops its endpoints and unmounts what it mounted), so a failed test
-    /// leaves no FUSE mount behind; killed if it has not stopped within 10 s.
+    /// leaves no FUSE mount behind.
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            let asked = std::time::Instant::now();
-            while asked.elapsed() < Duration::from_secs(10) {
-                if !matches!(self.child.try_wait(), Ok(None)) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
+        stop_on_drop(&mut self.child);
+    }
+}
+
+/// For a `Drop`: a child still running gets SIGTERM, and SIGKILL if it has not ended
+/// within 10 s; then it is waited for. Never panics (it may run while a test unwinds).
+pub(crate) fn stop_on_drop(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 

@@ -175,17 +175,7 @@ pub(crate) fn detach(dir: &Path) {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        super::stop_on_drop(&mut self.child);
         if self.detach_on_drop {
             detach(&self.dir);
         }
