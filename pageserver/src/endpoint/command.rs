@@ -116,13 +116,7 @@ pub(crate) fn run_foreground(
     let store = crate::commands::open(data_dir, json)?;
     let created_at = store.branch_info(branch)?.created_at_time;
     let mut local = Local::start(&store, branch, place, spec)?;
-    let started = Started {
-        info: local.server.info(),
-        last_commit_time: created_at
-            .is_some()
-            .then(|| local.server.last_commit_time())
-            .flatten(),
-    };
+    let started = Started::of(&local.server, created_at.is_some());
     if json {
         out!(
             "{}",

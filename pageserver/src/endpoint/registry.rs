@@ -43,6 +43,19 @@ pub(crate) struct Started {
     pub(crate) last_commit_time: Option<String>,
 }
 
+impl Started {
+    /// What `server` answers once started: its last commit time only if its branch was
+    /// created at a time.
+    pub(crate) fn of(server: &Running, created_at_a_time: bool) -> Started {
+        Started {
+            info: server.info(),
+            last_commit_time: created_at_a_time
+                .then(|| server.last_commit_time())
+                .flatten(),
+        }
+    }
+}
+
 impl Endpoints {
     /// Starts an endpoint on `branch` of `project` (mounting it if needed) and waits until
     /// it accepts connections.
@@ -110,12 +123,7 @@ impl Endpoints {
         match super::start(branch, &dir, &log, spec) {
             Ok(server) => {
                 let ready = asked.elapsed();
-                let started = Started {
-                    info: server.info(),
-                    last_commit_time: created_at_a_time
-                        .then(|| server.last_commit_time())
-                        .flatten(),
-                };
+                let started = Started::of(&server, created_at_a_time);
                 tracing::info!(
                     %project, %branch, port = started.info.port,
                     mount_ms = mounted.as_millis(),
