@@ -38,6 +38,13 @@ use crate::layer::{LayerKind, LayerRange, Level, PersistedLayer};
 use crate::log::Log;
 use crate::update::Update;
 
+/// How many times `compact_l0_layers` L0 files a branch may gather while a merge runs
+/// before its writers wait for the merge instead of getting early flushes.
+const L0_STOP_FACTOR: usize = 3;
+
+/// A write waiting this long for memory is logged (debug): housekeeping fell behind.
+const SLOW_MEMORY_WAIT: Duration = Duration::from_millis(100);
+
 /// Thresholds of flushing and compaction (see `Config`).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct LayerSettings {
@@ -66,6 +73,7 @@ pub(super) struct HousekeepingCounters {
     pub(super) flushes: AtomicU64,
     pub(super) flushed_bytes: AtomicU64,
     pub(super) largest_frozen_bytes: AtomicU64,
+    pub(super) flushes_during_compaction: AtomicU64,
     pub(super) compactions: AtomicU64,
     pub(super) compacted_bytes: AtomicU64,
     pub(super) images_written: AtomicU64,
@@ -92,6 +100,8 @@ pub(super) struct WorkerSignals {
     wake: Condvar,
     /// Wakes writers waiting for memory after each cycle.
     progress: Condvar,
+    /// Writers waiting for memory now: a long compaction stops to flush for them.
+    waiting_writers: AtomicU64,
 }
 
 /// Owns the background thread; stops and joins it when the last `Store` handle drops.
@@ -268,11 +278,42 @@ impl StoreInner {
             return Ok(());
         }
         let budget = self.settings.memory_budget;
+        let over_budget = || {
+            self.memory.load(Ordering::Relaxed) >= budget
+                || self.open_memory.load(Ordering::Relaxed) >= budget / 2
+        };
+        if !over_budget() {
+            return Ok(());
+        }
+        let waiting = &self.signals.waiting_writers;
+        waiting.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let result = self.wait_until(over_budget);
+        waiting.fetch_sub(1, Ordering::Relaxed);
+        let waited = started.elapsed();
+        if waited >= SLOW_MEMORY_WAIT {
+            tracing::debug!(
+                waited_ms = waited.as_millis(),
+                budget,
+                "a write waited for housekeeping to free memory"
+            );
+        }
+        result
+    }
+
+    /// Wakes writers waiting for memory to look again (under the lock they check and wait
+    /// under, so none misses it between its check and its wait).
+    fn wake_writers(&self) {
+        let _state = self.signals.state.lock();
+        self.signals.progress.notify_all();
+    }
+
+    /// Waits while `over_budget`, waking housekeeping, until a flush frees memory.
+    fn wait_until(&self, over_budget: impl Fn() -> bool) -> Result<()> {
+        let budget = self.settings.memory_budget;
         let mut state = self.signals.state.lock();
         let mut failed_cycles = 0;
-        while self.memory.load(Ordering::Relaxed) >= budget
-            || self.open_memory.load(Ordering::Relaxed) >= budget / 2
-        {
+        while over_budget() {
             // A poisoned store flushes nothing more: waiting would never end.
             self.check_poisoned()?;
             state.requested = true;
@@ -297,11 +338,43 @@ impl StoreInner {
         Ok(())
     }
 
+    /// Flushes, between two files of a long compaction, what writers are waiting for:
+    /// every non-empty open layer once a writer waits for memory or open layers hold a
+    /// quarter of the budget; nothing otherwise. A branch with `L0_STOP_FACTOR` times
+    /// `compact_l0_layers` L0 files is not flushed early: its writers wait for the merge,
+    /// so reads never look through an unbounded pile of L0 files. Returns whether it
+    /// wrote a file. Called only inside a cycle (the housekeeping lock held) and with no
+    /// branch lock held; a flushed L0 is newer than every layer a merge under way reads,
+    /// so the merge's outputs and it never overlap in LSNs.
+    pub(super) fn flush_for_waiting_writers(&self, layers_dir: &Path) -> Result<bool> {
+        let pressed = self.signals.waiting_writers.load(Ordering::Relaxed) > 0
+            || self.open_memory.load(Ordering::Relaxed) >= self.settings.memory_budget / 4;
+        if !pressed {
+            return Ok(false);
+        }
+        let mut branches: Vec<Arc<Branch>> = self.catalog.read().branches().cloned().collect();
+        branches.sort_by_key(|branch| branch.id);
+        let most_level_zero = L0_STOP_FACTOR * self.settings.compact_l0_layers;
+        let mut wrote = false;
+        for branch in &branches {
+            if branch.state.read().layers.level_zero_count() >= most_level_zero {
+                continue;
+            }
+            wrote |= self.flush_branch(branch, layers_dir, true)?;
+            self.wake_writers();
+        }
+        if wrote {
+            self.housekeeping_counters
+                .flushes_during_compaction
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(wrote)
+    }
+
     /// One housekeeping cycle: flush what is due (or everything), compact what is due (or
     /// everything), publish the catalog, remove what it no longer needs. Returns the LSN
-    /// the catalog covers.
-    /// One housekeeping cycle (refused once the store is poisoned; an I/O error in it
-    /// poisons the store).
+    /// the catalog covers. Refused once the store is poisoned; an I/O error in it poisons
+    /// the store.
     pub(super) fn run_cycle(&self, force: Force) -> Result<Lsn> {
         self.check_poisoned()?;
         self.poison_on_io_error(self.run_cycle_unguarded(force))
@@ -325,18 +398,28 @@ impl StoreInner {
         let flush_all = force.flush_all || self.flush_all_due();
         let mut branches: Vec<Arc<Branch>> = self.catalog.read().branches().cloned().collect();
         branches.sort_by_key(|branch| branch.id);
+        let started = Instant::now();
         let mut changed = false;
         for branch in &branches {
             changed |= self.flush_branch(branch, &layers_dir, flush_all)?;
-            self.signals.progress.notify_all();
+            self.wake_writers();
         }
+        let flushed = started.elapsed();
         for branch in &branches {
             changed |= self.compact_branch(branch, &layers_dir, force.compact)?;
         }
+        let compacted = started.elapsed();
         if !changed && !flush_all {
             return Ok(self.catalog_covered());
         }
-        self.publish_catalog(wal, dir, &layers_dir)
+        let covered = self.publish_catalog(wal, dir, &layers_dir)?;
+        tracing::debug!(
+            flush_ms = flushed.as_millis(),
+            compact_ms = (compacted - flushed).as_millis(),
+            publish_ms = (started.elapsed() - compacted).as_millis(),
+            "housekeeping cycle"
+        );
+        Ok(covered)
     }
 
     /// Freezes the branch's open layer if it is due (or `all` and it is not empty) and
