@@ -88,4 +88,13 @@ impl Log {
             Log::Memory(_) => Ok(()),
         }
     }
+
+    /// Returns once the record ending at `end` is written to the operating system (it
+    /// outlives the process, not a power cut); nothing to do in memory.
+    pub(crate) fn write_to(&self, end: Lsn) -> Result<()> {
+        match self {
+            Log::Wal(wal) => Ok(wal.write_to(end)?),
+            Log::Memory(_) => Ok(()),
+        }
+    }
 }

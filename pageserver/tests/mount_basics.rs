@@ -258,6 +258,69 @@ fn what_was_synced_survives_sigkill_and_the_tree_mounts_again() {
 }
 
 #[test]
+fn changes_of_names_outlive_a_sigkill_without_any_fsync() {
+    // SQLite commits a rollback-journal transaction by deleting the journal and never
+    // syncs the directory: once an unlink (create, rename, mkdir, rmdir) has returned, a
+    // killed mount must not bring the old name back. No fsync anywhere here.
+    let root = tempfile::tempdir().unwrap();
+    let (data, dir) = (root.path().join("data"), root.path().join("mnt"));
+    init(&data);
+    let mount = Mount::start(&data, "main", &dir, &[]);
+    fs::create_dir(mount.path("kept")).unwrap();
+    fs::create_dir(mount.path("gone")).unwrap();
+    for index in 0..40 {
+        fs::File::create(mount.path(&format!("kept/{index}"))).unwrap();
+    }
+    for index in (0..40).step_by(2) {
+        fs::rename(
+            mount.path(&format!("kept/{index}")),
+            mount.path(&format!("kept/{index}.renamed")),
+        )
+        .unwrap();
+    }
+    for index in (1..40).step_by(4) {
+        fs::remove_file(mount.path(&format!("kept/{index}"))).unwrap();
+    }
+    fs::remove_dir(mount.path("gone")).unwrap();
+    std::os::unix::fs::symlink("kept/0.renamed", mount.path("link")).unwrap();
+    let expected = names_under(&mount.path("."));
+    drop(mount.kill());
+
+    let mount = Mount::start(&data, "main", &dir, &[]);
+    assert_eq!(names_under(&mount.path(".")), expected);
+    assert_eq!(
+        fs::read_link(mount.path("link")).unwrap(),
+        Path::new("kept/0.renamed")
+    );
+    assert!(mount.terminate().success());
+}
+
+/// Every path under `dir`, sorted, directories marked with a trailing slash.
+fn names_under(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in fs::read_dir(&next).unwrap() {
+            let entry = entry.unwrap();
+            let relative = entry
+                .path()
+                .strip_prefix(dir)
+                .unwrap()
+                .display()
+                .to_string();
+            if entry.file_type().unwrap().is_dir() {
+                names.push(format!("{relative}/"));
+                pending.push(entry.path());
+            } else {
+                names.push(relative);
+            }
+        }
+    }
+    names.sort();
+    names
+}
+
+#[test]
 fn refused_mounts_say_why_and_change_nothing() {
     require_fuse();
     let root = tempfile::tempdir().unwrap();

@@ -3,8 +3,10 @@
 //! and down, chmods, unlinks, rmdirs and renames (with the refusals each must give), with
 //! reopens, files held open while unlinked, read-only views at earlier LSNs and times,
 //! branches at earlier LSNs written to, and power cuts. After a cut the tree must be
-//! exactly the model as of some operation no earlier than the last `sync` or change of
-//! names (those are durable when they return): every operation whole or absent, in order.
+//! exactly the model as of some operation no earlier than the last `sync`: every operation
+//! whole or absent, in order. (A change of names is written to the log when it returns,
+//! which outlives a killed process but not a power cut: `mount_basics` kills the real
+//! mount for that.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -269,6 +271,11 @@ fn the_tree_matches_the_model_through_reopens_views_branches_and_power_cuts() {
                     tree =
                         FileTree::open(store.clone(), "main", options(&clock, At::Latest)).unwrap();
                     check(&tree, &model, &format!("{context} after reopening"));
+                    if rng.chance(500) {
+                        // A remount's first fsync: it must cover what the tree before wrote.
+                        tree.sync().unwrap();
+                        synced = head(&store, "main");
+                    }
                 }
                 3..=5 => {
                     let past = rng.pick(&history).unwrap().clone();
@@ -351,7 +358,9 @@ fn the_tree_matches_the_model_through_reopens_views_branches_and_power_cuts() {
                         &model,
                         &format!("{context} after a power cut at {survived}"),
                     );
-                    synced = head(&store, "main");
+                    // What survived is durable; what opening the tree committed since
+                    // (freeing inodes unlinked while open) is not, until a sync.
+                    synced = survived;
                     cuts += 1;
                 }
                 18..=20 => {
@@ -402,20 +411,6 @@ fn the_tree_matches_the_model_through_reopens_views_branches_and_power_cuts() {
                     let got = run(&tree, &op);
                     assert_eq!(got, expected, "{context}: {op:?}");
                     refusals += usize::from(got.is_err());
-                    // A change of names is durable when it returns (SQLite's rollback
-                    // journal commits by an unlink it never syncs).
-                    let names_op = matches!(
-                        op,
-                        FileOp::Create(..)
-                            | FileOp::Mkdir(..)
-                            | FileOp::Symlink(..)
-                            | FileOp::Unlink(..)
-                            | FileOp::Rmdir(..)
-                            | FileOp::Rename(..)
-                    );
-                    if names_op && got.is_ok() {
-                        synced = head(&store, "main");
-                    }
                     history.push(Step {
                         before,
                         after: head(&store, "main"),
@@ -442,6 +437,47 @@ fn the_tree_matches_the_model_through_reopens_views_branches_and_power_cuts() {
     assert!(
         cuts > 0 && views > 0 && branches > 0 && refusals > 0,
         "the generator missed a kind of step"
+    );
+}
+
+/// A tree opened again in the same process started with no last commit, so its `sync`
+/// returned at once and left the previous tree's unsynced writes to the next power cut
+/// (seen while chasing a model-run failure once changes of names stopped syncing; the
+/// model run missed it, as a reopen was never followed by a sync before other writes: it
+/// now syncs after half its reopens, and fails with this bug planted back).
+#[test]
+fn a_sync_after_reopening_covers_the_writes_of_the_tree_before() {
+    let fs = SimFileSystem::new(11);
+    let clock = ManualClock::new(Timestamp(1_790_000_000_000_000));
+    let dir = std::path::Path::new("/store");
+    let store = Store::create(dir, config(&fs, &clock)).unwrap();
+    let tree = FileTree::open(store.clone(), "main", options(&clock, At::Latest)).unwrap();
+    let owner = Owner {
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    };
+    let file = tree
+        .create_file(u64::from(pagefork_files::ROOT_INO), b"f", owner)
+        .unwrap();
+    tree.write(file.ino, 0, b"written before the reopen")
+        .unwrap();
+    drop(tree);
+    let tree = FileTree::open(store.clone(), "main", options(&clock, At::Latest)).unwrap();
+    tree.sync().unwrap();
+    let synced = head(&store, "main");
+    drop(tree);
+    fs.crash();
+    drop(store);
+    let store = Store::open_with(dir, config(&fs, &clock)).unwrap();
+    assert_eq!(head(&store, "main"), synced);
+    let tree = FileTree::open(store.clone(), "main", options(&clock, At::Latest)).unwrap();
+    let found = tree
+        .lookup(u64::from(pagefork_files::ROOT_INO), b"f")
+        .unwrap();
+    assert_eq!(
+        tree.read(found.ino, 0, 64).unwrap(),
+        b"written before the reopen"
     );
 }
 

@@ -550,6 +550,20 @@ impl Wal {
         self.inner.flush_to(end)
     }
 
+    /// Returns once every record ending at or below `end` is written to the operating
+    /// system, without waiting for an fsync: it then outlives this process (a kill), not
+    /// a power cut. An `end` past every appended record is refused with `PastEnd`.
+    pub fn write_to(&self, end: Lsn) -> Result<()> {
+        let appended = self.inner.append.lock().next;
+        if end > appended {
+            return Err(WalError::PastEnd {
+                lsn: end,
+                end: appended,
+            });
+        }
+        self.inner.flush_to_with(end, false)
+    }
+
     /// fsyncs everything written so far, whatever the sync mode. Returns the durable LSN.
     pub fn sync(&self) -> Result<Lsn> {
         let inner = &self.inner;
@@ -707,6 +721,33 @@ mod tests {
         let beyond = Lsn(second.0 + 8);
         assert!(matches!(
             wal.flush_to(beyond),
+            Err(WalError::PastEnd { lsn, end }) if lsn == beyond && end == second
+        ));
+    }
+
+    #[test]
+    fn write_to_writes_without_an_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::create(dir.path(), WalConfig::default()).unwrap();
+        let fsyncs = wal.stats().fsyncs;
+        let (_, first) = wal.append_deferred(1, b"one").unwrap();
+        let (_, second) = wal.append_deferred(1, b"two").unwrap();
+        wal.write_to(first).unwrap();
+        // The write stage takes everything pending: both records are in the file.
+        assert!(wal.written_lsn() >= second);
+        assert!(wal.durable_lsn() < first, "written, not fsynced");
+        assert_eq!(wal.stats().fsyncs, fsyncs);
+        let on_disk: u64 = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| {
+                let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+                bytes.windows(3).filter(|window| *window == b"two").count() as u64
+            })
+            .sum();
+        assert_eq!(on_disk, 1, "the record is in a segment file");
+        let beyond = Lsn(second.0 + 8);
+        assert!(matches!(
+            wal.write_to(beyond),
             Err(WalError::PastEnd { lsn, end }) if lsn == beyond && end == second
         ));
     }

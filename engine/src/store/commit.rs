@@ -68,6 +68,16 @@ impl Store {
         self.inner.wait_logged(lsn)
     }
 
+    /// Returns once every commit and branch operation logged up to `lsn` is written to the
+    /// log's files, without waiting for an fsync: it then outlives this process (a kill),
+    /// though not a power cut, which may still lose it with everything logged after it.
+    /// An I/O error poisons the store, as a failed [`Store::wait_durable`] does.
+    pub fn wait_written(&self, lsn: pagefork_wal::Lsn) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_poisoned()?;
+        inner.poison_on_io_error(inner.log.write_to(lsn))
+    }
+
     /// The most bytes one commit's log record may take: the page data plus about 10 bytes
     /// per update and a few dozen for the record (set by the WAL segment size). Larger
     /// commits are refused with `CommitTooLarge`.

@@ -116,7 +116,12 @@ impl FileTree {
             TreeView::ReadOnly { lsn, .. } => At::Lsn(*lsn),
         };
         let now = FileTime::from_timestamp(options.clock.now());
-        let state = State::load(&store, branch, read_at, page_size, now)?;
+        let mut state = State::load(&store, branch, read_at, page_size, now)?;
+        if view == TreeView::Writable && state.last_lsn.is_none() {
+            // A `sync` covers what the branch held when the tree was opened (a tree
+            // opened again in the same process, before the last one's writes were synced).
+            state.last_lsn = Some(info.head);
+        }
         let max_commit_bytes = store.max_commit_bytes();
         let tree = FileTree {
             max_write: state::max_write_bytes(max_commit_bytes, page_size),
@@ -160,7 +165,8 @@ impl FileTree {
         self.max_write
     }
 
-    /// The LSN of the newest change this tree made (`None` before its first).
+    /// The LSN of the newest change this tree made: a writable tree starts from its
+    /// branch's head when it was opened (`None` for a read-only view).
     pub fn last_lsn(&self) -> Option<Lsn> {
         self.state.lock().last_lsn
     }
@@ -199,12 +205,28 @@ impl FileTree {
         })
     }
 
-    /// Returns once every change this tree has made is durable. A failure poisons the
-    /// store: no later `sync` succeeds after a failed one.
+    /// Returns once every change this tree has made, and everything its branch held when
+    /// it was opened, is durable. A failure poisons the store: no later `sync` succeeds
+    /// after a failed one.
     pub fn sync(&self) -> FsResult<()> {
+        self.wait_for_last_commit(Store::wait_durable)
+    }
+
+    /// Returns once every change this tree has made is written to the store's log: it
+    /// outlives this process, and a power cut keeps it if a later `sync` returned. A
+    /// failure poisons the store, as a failed `sync` does.
+    pub(crate) fn wait_written(&self) -> FsResult<()> {
+        self.wait_for_last_commit(Store::wait_written)
+    }
+
+    /// Waits with `wait` for the tree's last commit (nothing if it made none).
+    fn wait_for_last_commit(
+        &self,
+        wait: fn(&Store, Lsn) -> pagefork_engine::Result<()>,
+    ) -> FsResult<()> {
         let lsn = self.lock()?.last_lsn;
         let Some(lsn) = lsn else { return Ok(()) };
-        self.store.wait_durable(lsn).map_err(|error| {
+        wait(&self.store, lsn).map_err(|error| {
             self.state.lock().fail(&error);
             FsError::Store(error)
         })

@@ -6,10 +6,13 @@
 //! own subtree; an inode whose last name goes is freed in the same commit unless it is
 //! still referenced (open), and then when its last reference goes.
 //!
-//! A change of names is durable when it returns (as with a local file system mounted
-//! `dirsync`): programs commit by creating, renaming or deleting a file (SQLite deletes
-//! its rollback journal without syncing the directory), so a crash must not bring a
-//! removed name back after the call said it was gone.
+//! A change of names is in the store's log when it returns: written to its files, not
+//! fsynced, so it outlives a kill of the process that made it (SQLite commits a
+//! transaction by deleting its rollback journal and never syncs the directory: a killed
+//! mount must not bring the journal back) and a power cut keeps it only if an fsync came
+//! after it, as on a local file system without `dirsync`. The log keeps order: what a
+//! power cut leaves is every change up to some point, never a later one without an
+//! earlier one.
 
 use std::collections::BTreeMap;
 
@@ -114,10 +117,10 @@ impl FileTree {
         self.create(parent, name, owner, FileKind::File, &[])
     }
 
-    /// Waits until a change of names is durable (see the module's comment).
-    fn durable<T>(&self, result: FsResult<T>) -> FsResult<T> {
+    /// Waits until a change of names is in the log's files (see the module's comment).
+    fn written<T>(&self, result: FsResult<T>) -> FsResult<T> {
         let value = result?;
-        self.sync()?;
+        self.wait_written()?;
         Ok(value)
     }
 
@@ -166,7 +169,7 @@ impl FileTree {
             });
         }
         let rdev = if device { rdev } else { 0 };
-        self.durable(self.create_logged(parent, name, owner, (kind, rdev), &[]))
+        self.written(self.create_logged(parent, name, owner, (kind, rdev), &[]))
     }
 
     /// A symbolic link's target.
@@ -192,7 +195,7 @@ impl FileTree {
         kind: FileKind,
         data: &[u8],
     ) -> FsResult<Attributes> {
-        self.durable(self.create_logged(parent, name, owner, (kind, 0), data))
+        self.written(self.create_logged(parent, name, owner, (kind, 0), data))
     }
 
     /// Creates inode `kind` (with its device number) named `name`, holding `data`.
@@ -269,12 +272,12 @@ impl FileTree {
 
     /// Removes the name of a file, symlink or special file.
     pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
-        self.durable(self.remove(parent, name, false))
+        self.written(self.remove(parent, name, false))
     }
 
     /// Removes an empty directory.
     pub fn remove_directory(&self, parent: u64, name: &[u8]) -> FsResult<()> {
-        self.durable(self.remove(parent, name, true))
+        self.written(self.remove(parent, name, true))
     }
 
     fn remove(&self, parent: u64, name: &[u8], directory: bool) -> FsResult<()> {
@@ -305,7 +308,7 @@ impl FileTree {
         new_name: &[u8],
         no_replace: bool,
     ) -> FsResult<()> {
-        self.durable(self.rename_logged(parent, name, new_parent, new_name, no_replace))
+        self.written(self.rename_logged(parent, name, new_parent, new_name, no_replace))
     }
 
     fn rename_logged(
