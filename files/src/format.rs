@@ -200,30 +200,29 @@ pub(crate) fn dir_entry_len(name: &[u8]) -> usize {
     DIR_ENTRY_HEADER + name.len()
 }
 
-/// Encodes the entries of one directory page. The caller keeps them within the page.
+/// Encodes the entries (name, inode, kind) of one directory page. The caller keeps them
+/// within the page.
 pub(crate) fn encode_dir_page<'a>(
-    entries: impl Iterator<Item = &'a DirEntry>,
+    entries: impl Iterator<Item = (&'a [u8], u32, FileKind)>,
     page_size: usize,
 ) -> Bytes {
-    let mut body = BytesMut::new();
-    let mut count = 0u16;
-    for entry in entries {
-        body.put_u32_le(entry.ino);
-        body.put_u8(entry.kind.code());
-        body.put_u8(u8::try_from(entry.name.len()).expect("names are at most 255 bytes"));
-        body.put_slice(&entry.name);
-        count += 1;
-    }
-    assert!(
-        DIR_PAGE_HEADER + body.len() <= page_size,
-        "directory page overfilled"
-    );
     let mut page = BytesMut::with_capacity(page_size);
     page.put_u8(DIR_PAGE_VERSION);
     page.put_u8(0);
-    page.put_u16_le(count);
+    page.put_u16_le(0);
     page.put_u32_le(0);
-    page.put_slice(&body);
+    let mut count = 0u16;
+    for (name, ino, kind) in entries {
+        page.put_u32_le(ino);
+        page.put_u8(kind.code());
+        page.put_u8(u8::try_from(name.len()).expect("names are at most 255 bytes"));
+        page.put_slice(name);
+        count += 1;
+    }
+    assert!(page.len() <= page_size, "directory page overfilled");
+    page.get_mut(2..4)
+        .expect("the header is in the page")
+        .copy_from_slice(&count.to_le_bytes());
     page.resize(page_size, 0);
     let crc = dir_page_crc(&page);
     page.get_mut(4..8)
@@ -327,6 +326,21 @@ fn le_i64(bytes: &[u8], at: usize) -> i64 {
 mod tests {
     use super::*;
 
+    fn borrowed(entry: &DirEntry) -> (&[u8], u32, FileKind) {
+        (&entry.name, entry.ino, entry.kind)
+    }
+
+    #[test]
+    fn a_directory_page_keeps_its_layout() {
+        let page = encode_dir_page([(&b"ab"[..], 7, FileKind::Directory)].into_iter(), 512);
+        let mut expected = vec![DIR_PAGE_VERSION, 0, 1, 0, 0, 0, 0, 0, 7, 0, 0, 0];
+        expected.extend([FileKind::Directory.code(), 2, b'a', b'b']);
+        expected.resize(512, 0);
+        let crc = dir_page_crc(&expected);
+        expected[4..8].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(&page[..], &expected[..]);
+    }
+
     fn inode() -> Inode {
         Inode {
             kind: FileKind::File,
@@ -392,7 +406,7 @@ mod tests {
                 kind: FileKind::Directory,
             },
         ];
-        let page = encode_dir_page(entries.iter(), 512);
+        let page = encode_dir_page(entries.iter().map(borrowed), 512);
         assert_eq!(decode_dir_page(1, 0, &page).unwrap(), entries);
     }
 
@@ -410,7 +424,7 @@ mod tests {
             ino: 3,
             kind: FileKind::Symlink,
         }];
-        let dir = encode_dir_page(entries.iter(), 512);
+        let dir = encode_dir_page(entries.iter().map(borrowed), 512);
         for bit in 0..INODE_BYTES * 8 {
             let mut bad = slot;
             bad[bit / 8] ^= 1 << (bit % 8);

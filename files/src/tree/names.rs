@@ -441,7 +441,7 @@ impl FileTree {
         };
         let grew = room.is_none();
         let (names, used) = dir.pages.get_mut(page).expect("chosen or pushed above");
-        names.insert(name.to_vec());
+        names.insert(name.to_vec(), (ino, kind));
         *used += len;
         let page = u32::try_from(page).map_err(|_| FsError::NoSpace {
             what: "directory pages",
@@ -484,8 +484,12 @@ impl FileTree {
     ) -> FsResult<()> {
         let rel = state.inode(dir_ino)?.rel;
         let dir = state.dir(self, dir_ino)?;
-        let entries = super::state::page_entries(dir, page);
-        let image = crate::format::encode_dir_page(entries.iter(), self.page_size);
+        let entries = dir.pages.get(page as usize).map(|(entries, _)| entries);
+        let entries = entries
+            .into_iter()
+            .flatten()
+            .map(|(name, &(ino, kind))| (name.as_slice(), ino, kind));
+        let image = crate::format::encode_dir_page(entries, self.page_size);
         txn.pages.insert(Key::new(rel, page), Update::Image(image));
         Ok(())
     }

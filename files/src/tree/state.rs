@@ -14,8 +14,8 @@ use pagefork_engine::{At, EngineError, Key, Lsn, Store, Update};
 use super::FileTree;
 use crate::error::{FsError, FsResult};
 use crate::format::{
-    self, DirEntry, FIRST_DATA_REL, INODE_BYTES, ROOT_INO, Superblock, TABLE_REL, decode_inode,
-    encode_inode, inode_slot, inodes_per_page,
+    self, FIRST_DATA_REL, INODE_BYTES, ROOT_INO, Superblock, TABLE_REL, decode_inode, encode_inode,
+    inode_slot, inodes_per_page,
 };
 use crate::inode::{FileKind, FileTime, Inode};
 
@@ -50,10 +50,15 @@ pub(crate) fn max_write_bytes(max_commit_bytes: u64, page_size: usize) -> u32 {
 /// A directory's entries and which page holds each.
 #[derive(Debug, Default)]
 pub(crate) struct Dir {
+    /// Name -> (inode, kind, page).
     pub(crate) entries: BTreeMap<Vec<u8>, (u32, FileKind, u32)>,
-    /// Per page: the names it holds and the bytes they take.
-    pub(crate) pages: Vec<(BTreeSet<Vec<u8>>, usize)>,
+    /// Per page: the entries it holds (name -> (inode, kind), as in `entries`) and the
+    /// bytes they take, so a page is encoded without looking each name up.
+    pub(crate) pages: Vec<(DirPage, usize)>,
 }
+
+/// The entries of one directory page.
+pub(crate) type DirPage = BTreeMap<Vec<u8>, (u32, FileKind)>;
 
 #[derive(Debug)]
 pub(crate) struct State {
@@ -199,11 +204,11 @@ impl State {
                     Some(page) => format::decode_dir_page(ino, block, &page)?,
                     None => Vec::new(),
                 };
-                let mut names = BTreeSet::new();
+                let mut names = DirPage::new();
                 let mut used = format::DIR_PAGE_HEADER;
                 for entry in entries {
                     used += format::dir_entry_len(&entry.name);
-                    names.insert(entry.name.clone());
+                    names.insert(entry.name.clone(), (entry.ino, entry.kind));
                     let previous = dir
                         .entries
                         .insert(entry.name, (entry.ino, entry.kind, block));
@@ -481,21 +486,4 @@ fn format_tree(
         ],
     )?;
     Ok(superblock)
-}
-
-/// Directory entries in the order a page holds them.
-pub(crate) fn page_entries(dir: &Dir, page: u32) -> Vec<DirEntry> {
-    let Some((names, _)) = dir.pages.get(page as usize) else {
-        return Vec::new();
-    };
-    names
-        .iter()
-        .filter_map(|name| {
-            dir.entries.get(name).map(|&(ino, kind, _)| DirEntry {
-                name: name.clone(),
-                ino,
-                kind,
-            })
-        })
-        .collect()
 }
