@@ -339,17 +339,15 @@ impl StoreInner {
     }
 
     /// Flushes, between two files of a long compaction, what writers are waiting for:
-    /// every non-empty open layer once a writer waits for memory or open layers hold a
-    /// quarter of the budget; nothing otherwise. A branch with `L0_STOP_FACTOR` times
+    /// every non-empty open layer while a writer waits for memory; nothing otherwise (a
+    /// flush made early only adds an L0 file for reads to look through). A branch with `L0_STOP_FACTOR` times
     /// `compact_l0_layers` L0 files is not flushed early: its writers wait for the merge,
     /// so reads never look through an unbounded pile of L0 files. Returns whether it
     /// wrote a file. Called only inside a cycle (the housekeeping lock held) and with no
     /// branch lock held; a flushed L0 is newer than every layer a merge under way reads,
     /// so the merge's outputs and it never overlap in LSNs.
     pub(super) fn flush_for_waiting_writers(&self, layers_dir: &Path) -> Result<bool> {
-        let pressed = self.signals.waiting_writers.load(Ordering::Relaxed) > 0
-            || self.open_memory.load(Ordering::Relaxed) >= self.settings.memory_budget / 4;
-        if !pressed {
+        if self.signals.waiting_writers.load(Ordering::Relaxed) == 0 {
             return Ok(false);
         }
         let mut branches: Vec<Arc<Branch>> = self.catalog.read().branches().cloned().collect();
