@@ -241,7 +241,7 @@ fn the_tree_matches_the_model_through_reopens_views_branches_and_power_cuts() {
             fs.reorder_writeback(4096, TornFill::Zeros);
         }
         let clock = ManualClock::new(Timestamp(1_790_000_000_000_000));
-        let dir = std::path::Path::new("/store");
+        let dir = std::path::Path::new(STORE_DIR);
         let mut store = Store::create(dir, config(&fs, &clock)).unwrap();
         let mut tree = FileTree::open(store.clone(), "main", options(&clock, At::Latest)).unwrap();
         let limits = OpLimits {
@@ -440,17 +440,14 @@ fn the_tree_matches_the_model_through_reopens_views_branches_and_power_cuts() {
     );
 }
 
-/// A tree opened again in the same process started with no last commit, so its `sync`
-/// returned at once and left the previous tree's unsynced writes to the next power cut
-/// (seen while chasing a model-run failure once changes of names stopped syncing; the
-/// model run missed it, as a reopen was never followed by a sync before other writes: it
-/// now syncs after half its reopens, and fails with this bug planted back).
-#[test]
-fn a_sync_after_reopening_covers_the_writes_of_the_tree_before() {
-    let fs = SimFileSystem::new(11);
+const STORE_DIR: &str = "/store";
+
+/// A new store on a simulated disk (seeded `seed`) whose tree holds one empty file, `f`:
+/// the disk, the clock, the store, the tree and the file's inode.
+fn store_with_one_file(seed: u64) -> (SimFileSystem, ManualClock, Store, FileTree, u64) {
+    let fs = SimFileSystem::new(seed);
     let clock = ManualClock::new(Timestamp(1_790_000_000_000_000));
-    let dir = std::path::Path::new("/store");
-    let store = Store::create(dir, config(&fs, &clock)).unwrap();
+    let store = Store::create(std::path::Path::new(STORE_DIR), config(&fs, &clock)).unwrap();
     let tree = FileTree::open(store.clone(), "main", options(&clock, At::Latest)).unwrap();
     let owner = Owner {
         mode: 0o644,
@@ -460,8 +457,19 @@ fn a_sync_after_reopening_covers_the_writes_of_the_tree_before() {
     let file = tree
         .create_file(u64::from(pagefork_files::ROOT_INO), b"f", owner)
         .unwrap();
-    tree.write(file.ino, 0, b"written before the reopen")
-        .unwrap();
+    (fs, clock, store, tree, file.ino)
+}
+
+/// A tree opened again in the same process started with no last commit, so its `sync`
+/// returned at once and left the previous tree's unsynced writes to the next power cut
+/// (seen while chasing a model-run failure once changes of names stopped syncing; the
+/// model run missed it, as a reopen was never followed by a sync before other writes: it
+/// now syncs after half its reopens, and fails with this bug planted back).
+#[test]
+fn a_sync_after_reopening_covers_the_writes_of_the_tree_before() {
+    let (fs, clock, store, tree, file) = store_with_one_file(11);
+    let dir = std::path::Path::new(STORE_DIR);
+    tree.write(file, 0, b"written before the reopen").unwrap();
     drop(tree);
     let tree = FileTree::open(store.clone(), "main", options(&clock, At::Latest)).unwrap();
     tree.sync().unwrap();
@@ -486,21 +494,10 @@ fn writes_reach_the_log_behind_them_without_an_fsync() {
     // A mount's writes between fsyncs: each write hands its commit to the log a
     // sixteenth of a segment at a time (128 KiB with these 2 MiB segments), written but
     // not fsynced, instead of leaving it all in memory until the next fsync.
-    let fs = SimFileSystem::new(7);
-    let clock = ManualClock::new(Timestamp(1_790_000_000_000_000));
-    let store = Store::create(std::path::Path::new("/store"), config(&fs, &clock)).unwrap();
-    let tree = FileTree::open(store.clone(), "main", options(&clock, At::Latest)).unwrap();
-    let owner = Owner {
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-    };
-    let file = tree
-        .create_file(u64::from(pagefork_files::ROOT_INO), b"f", owner)
-        .unwrap();
+    let (_fs, _clock, store, tree, file) = store_with_one_file(7);
     let before = store.stats();
     for index in 0..64u8 {
-        tree.write(file.ino, u64::from(index) * 65_536, &[index; 65_536])
+        tree.write(file, u64::from(index) * 65_536, &[index; 65_536])
             .unwrap();
         let head = store.branch_info("main").unwrap().head;
         let behind = head.0 - store.stats().wal_end.0;

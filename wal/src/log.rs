@@ -540,6 +540,12 @@ impl Wal {
     /// promises (written to the operating system for `Never`, fsynced otherwise).
     /// An `end` past every appended record is refused with `PastEnd`.
     pub fn flush_to(&self, end: Lsn) -> Result<()> {
+        self.refuse_past_end(end)?;
+        self.inner.flush_to(end)
+    }
+
+    /// Refuses an `end` past every appended record (`PastEnd`).
+    fn refuse_past_end(&self, end: Lsn) -> Result<()> {
         let appended = self.inner.append.lock().next;
         if end > appended {
             return Err(WalError::PastEnd {
@@ -547,20 +553,14 @@ impl Wal {
                 end: appended,
             });
         }
-        self.inner.flush_to(end)
+        Ok(())
     }
 
     /// Returns once every record ending at or below `end` is written to the operating
     /// system, without waiting for an fsync: it then outlives this process (a kill), not
     /// a power cut. An `end` past every appended record is refused with `PastEnd`.
     pub fn write_to(&self, end: Lsn) -> Result<()> {
-        let appended = self.inner.append.lock().next;
-        if end > appended {
-            return Err(WalError::PastEnd {
-                lsn: end,
-                end: appended,
-            });
-        }
+        self.refuse_past_end(end)?;
         self.inner.flush_to_with(end, false)
     }
 
