@@ -14,7 +14,9 @@
 //!   anything) while it is spent or open layers hold half of it, until a flush frees
 //!   memory, and fail with `FlushFailed` rather than wait forever if flushing keeps
 //!   failing. Open layers never hold more than half, so a frozen layer and its encoding
-//!   fit in the rest.
+//!   fit in the rest. A long merge flushes for waiting writers between two of its files,
+//!   unless the branch already has `L0_STOP_FACTOR` times `compact_l0_layers` L0 files
+//!   (so L0 files stay bounded, and writers wait for the merge then).
 //! - Order on disk per cycle: layer files, then the catalog (which makes them live), then
 //!   removal of files it no longer lists, then WAL segments below every branch's
 //!   `flushed` LSN. A crash anywhere leaves the previous catalog and a WAL that still
@@ -340,12 +342,13 @@ impl StoreInner {
 
     /// Flushes, between two files of a long compaction, what writers are waiting for:
     /// every non-empty open layer while a writer waits for memory; nothing otherwise (a
-    /// flush made early only adds an L0 file for reads to look through). A branch with `L0_STOP_FACTOR` times
-    /// `compact_l0_layers` L0 files is not flushed early: its writers wait for the merge,
-    /// so reads never look through an unbounded pile of L0 files. Returns whether it
-    /// wrote a file. Called only inside a cycle (the housekeeping lock held) and with no
-    /// branch lock held; a flushed L0 is newer than every layer a merge under way reads,
-    /// so the merge's outputs and it never overlap in LSNs.
+    /// flush made early only adds an L0 file for reads to look through). A branch with
+    /// `L0_STOP_FACTOR` times `compact_l0_layers` L0 files is not flushed early: its
+    /// writers wait for the merge, so reads never look through an unbounded pile of L0
+    /// files. Returns whether it wrote a file. Called only inside a cycle (the
+    /// housekeeping lock held) and with no branch lock held; a flushed L0 is newer than
+    /// every layer a merge under way reads, so the merge's outputs and it never overlap in
+    /// LSNs.
     pub(super) fn flush_for_waiting_writers(&self, layers_dir: &Path) -> Result<bool> {
         if self.signals.waiting_writers.load(Ordering::Relaxed) == 0 {
             return Ok(false);
