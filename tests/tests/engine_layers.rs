@@ -1,8 +1,7 @@
 //! The store's layer files: versions move into them at checkpoints and are read back from
 //! them; an unlisted file is crash debris and is removed on open; a listed file that is
 //! missing, resized or damaged is an error naming it, never wrong data; a deleted branch's
-//! layers are removed at the next checkpoint; writers short of memory get flushes during a
-//! merge, and L0 files stay bounded while they do.
+//! layers are removed at the next checkpoint.
 
 use std::path::{Path, PathBuf};
 
@@ -215,61 +214,5 @@ fn a_catalog_with_commits_out_of_order_is_refused() {
         matches!(&error, EngineError::CorruptFile { path: named, .. } if named == &path)
             && error.to_string().contains("out of order"),
         "{error}"
-    );
-}
-
-#[test]
-fn writers_short_of_memory_get_flushes_during_merges_and_l0_files_stay_bounded() {
-    // Writers that never stop, and merges of many small L1 files: between two of a
-    // merge's files housekeeping flushes for the waiting writers, but never lets a
-    // branch gather more than three times `compact_l0_layers` L0 files.
-    let dir = tempfile::tempdir().unwrap();
-    let (mut config, _clock) = engine_config(SyncMode::Never);
-    config.layer_flush_bytes = 64 * 1024;
-    config.memory_budget_bytes = 512 * 1024;
-    config.checkpoint_after_bytes = 1 << 30;
-    config.l1_layer_bytes = 4 * 1024;
-    config.image_after_deltas = 1000;
-    let compact_l0_layers = config.compact_l0_layers;
-    let store = Store::create(dir.path(), config).unwrap();
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let most_l0 = std::thread::scope(|scope| {
-        for writer in 0..2u32 {
-            let (store, stop) = (&store, &stop);
-            scope.spawn(move || {
-                let mut round = 0u32;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let updates = (0..16)
-                        .map(|page| {
-                            let key = Key::new(1, writer * 100_000 + (round * 16 + page) % 4096);
-                            (key, Update::Image(page_of(round as u8)))
-                        })
-                        .collect();
-                    store.commit("main", updates).unwrap();
-                    round += 1;
-                }
-            });
-        }
-        let mut most_l0 = 0;
-        let started = std::time::Instant::now();
-        while started.elapsed() < std::time::Duration::from_secs(3) {
-            most_l0 = most_l0.max(store.stats().layers_l0);
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        most_l0
-    });
-    let stats = store.stats();
-    assert!(stats.compactions > 0, "merges ran: {stats:?}");
-    assert!(
-        stats.flushes_during_compaction > 0,
-        "no flush for waiting writers during {} merges",
-        stats.compactions
-    );
-    // The cycle's own flush may add one more before it merges them all.
-    let bound = 3 * compact_l0_layers as u64 + 1;
-    assert!(
-        most_l0 <= bound,
-        "{most_l0} L0 files at once (at most {bound})"
     );
 }

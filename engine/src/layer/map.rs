@@ -151,14 +151,6 @@ impl LayerMap {
             .collect()
     }
 
-    /// How many L0 deltas there are.
-    pub(crate) fn level_zero_count(&self) -> usize {
-        self.layers
-            .iter()
-            .filter(|layer| layer.level == Level::L0)
-            .count()
-    }
-
     /// The end of the newest LSN range any layer covers (`Lsn(0)` without layers).
     pub(crate) fn lsn_end(&self) -> Lsn {
         self.layers

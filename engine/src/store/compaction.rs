@@ -61,7 +61,6 @@ impl StoreInner {
         let mut imaged = false;
         for (first, last) in candidates {
             imaged |= self.write_image_if_due(branch, layers_dir, first, last)?;
-            changed |= self.flush_for_waiting_writers(layers_dir)?;
         }
         if imaged {
             self.drop_images_superseded_now(branch);
@@ -81,16 +80,9 @@ impl StoreInner {
         inputs: &[PersistedLayer],
     ) -> Result<Vec<(Key, Key)>> {
         let mut writer = L1Writer::new(self, branch, layers_dir, inputs);
-        let mut layers_written = 0;
         for version in MergedVersions::new(inputs)? {
             let (key, lsn, update) = version?;
             writer.push(key, lsn, update)?;
-            // A merge of a big branch takes seconds: writers short of memory get a flush
-            // between two of its files instead of waiting for the whole cycle.
-            if writer.outputs.len() > layers_written {
-                layers_written = writer.outputs.len();
-                self.flush_for_waiting_writers(layers_dir)?;
-            }
         }
         let outputs = writer.finish()?;
         let ranges: Vec<(Key, Key)> = outputs

@@ -14,9 +14,7 @@
 //!   anything) while it is spent or open layers hold half of it, until a flush frees
 //!   memory, and fail with `FlushFailed` rather than wait forever if flushing keeps
 //!   failing. Open layers never hold more than half, so a frozen layer and its encoding
-//!   fit in the rest. A long merge flushes for waiting writers between two of its files,
-//!   unless the branch already has `L0_STOP_FACTOR` times `compact_l0_layers` L0 files
-//!   (so L0 files stay bounded, and writers wait for the merge then).
+//!   fit in the rest.
 //! - Order on disk per cycle: layer files, then the catalog (which makes them live), then
 //!   removal of files it no longer lists, then WAL segments below every branch's
 //!   `flushed` LSN. A crash anywhere leaves the previous catalog and a WAL that still
@@ -39,10 +37,6 @@ use crate::key::Key;
 use crate::layer::{LayerKind, LayerRange, Level, PersistedLayer};
 use crate::log::Log;
 use crate::update::Update;
-
-/// How many times `compact_l0_layers` L0 files a branch may gather while a merge runs
-/// before its writers wait for the merge instead of getting early flushes.
-const L0_STOP_FACTOR: usize = 3;
 
 /// A write waiting this long for memory is logged (debug): housekeeping fell behind.
 const SLOW_MEMORY_WAIT: Duration = Duration::from_millis(100);
@@ -75,7 +69,6 @@ pub(super) struct HousekeepingCounters {
     pub(super) flushes: AtomicU64,
     pub(super) flushed_bytes: AtomicU64,
     pub(super) largest_frozen_bytes: AtomicU64,
-    pub(super) flushes_during_compaction: AtomicU64,
     pub(super) compactions: AtomicU64,
     pub(super) compacted_bytes: AtomicU64,
     pub(super) images_written: AtomicU64,
@@ -102,8 +95,6 @@ pub(super) struct WorkerSignals {
     wake: Condvar,
     /// Wakes writers waiting for memory after each cycle.
     progress: Condvar,
-    /// Writers waiting for memory now: a long compaction stops to flush for them.
-    waiting_writers: AtomicU64,
 }
 
 /// Owns the background thread; stops and joins it when the last `Store` handle drops.
@@ -287,11 +278,8 @@ impl StoreInner {
         if !over_budget() {
             return Ok(());
         }
-        let waiting = &self.signals.waiting_writers;
-        waiting.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let result = self.wait_until(over_budget);
-        waiting.fetch_sub(1, Ordering::Relaxed);
         let waited = started.elapsed();
         if waited >= SLOW_MEMORY_WAIT {
             tracing::debug!(
@@ -338,38 +326,6 @@ impl StoreInner {
             }
         }
         Ok(())
-    }
-
-    /// Flushes, between two files of a long compaction, what writers are waiting for:
-    /// every non-empty open layer while a writer waits for memory; nothing otherwise (a
-    /// flush made early only adds an L0 file for reads to look through). A branch with
-    /// `L0_STOP_FACTOR` times `compact_l0_layers` L0 files is not flushed early: its
-    /// writers wait for the merge, so reads never look through an unbounded pile of L0
-    /// files. Returns whether it wrote a file. Called only inside a cycle (the
-    /// housekeeping lock held) and with no branch lock held; a flushed L0 is newer than
-    /// every layer a merge under way reads, so the merge's outputs and it never overlap in
-    /// LSNs.
-    pub(super) fn flush_for_waiting_writers(&self, layers_dir: &Path) -> Result<bool> {
-        if self.signals.waiting_writers.load(Ordering::Relaxed) == 0 {
-            return Ok(false);
-        }
-        let mut branches: Vec<Arc<Branch>> = self.catalog.read().branches().cloned().collect();
-        branches.sort_by_key(|branch| branch.id);
-        let most_level_zero = L0_STOP_FACTOR * self.settings.compact_l0_layers;
-        let mut wrote = false;
-        for branch in &branches {
-            if branch.state.read().layers.level_zero_count() >= most_level_zero {
-                continue;
-            }
-            wrote |= self.flush_branch(branch, layers_dir, true)?;
-            self.wake_writers();
-        }
-        if wrote {
-            self.housekeeping_counters
-                .flushes_during_compaction
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(wrote)
     }
 
     /// One housekeeping cycle: flush what is due (or everything), compact what is due (or

@@ -66,9 +66,6 @@ pub struct StoreStats {
     /// open layers hold half the memory budget, so this stays near that bound however fast
     /// they write.
     pub largest_frozen_bytes: u64,
-    /// Flushes made between two files of a compaction or its images, for writers short of
-    /// memory (so a merge of a big branch does not hold every writer for its whole length).
-    pub flushes_during_compaction: u64,
     /// L0-to-L1 merges.
     pub compactions: u64,
     /// Bytes of L1 files written by merges.
@@ -173,9 +170,6 @@ impl Store {
             flushes: housekeeping.flushes.load(Ordering::Relaxed),
             flushed_bytes: housekeeping.flushed_bytes.load(Ordering::Relaxed),
             largest_frozen_bytes: housekeeping.largest_frozen_bytes.load(Ordering::Relaxed),
-            flushes_during_compaction: housekeeping
-                .flushes_during_compaction
-                .load(Ordering::Relaxed),
             compactions: housekeeping.compactions.load(Ordering::Relaxed),
             compacted_bytes: housekeeping.compacted_bytes.load(Ordering::Relaxed),
             images_written: housekeeping.images_written.load(Ordering::Relaxed),
