@@ -11,7 +11,7 @@ mod support;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use pagefork_tests::tree_snapshot;
 use support::cli::{ok_json, pagefork};
@@ -28,6 +28,17 @@ fn head(data: &Path, branch: &str) -> String {
         .to_owned()
 }
 
+/// A new store in a temporary directory with `main` mounted: the temporary directory
+/// (removed when dropped, so the test keeps it), the data directory, the mount point and
+/// the mount.
+fn store_with_main_mounted() -> (tempfile::TempDir, PathBuf, PathBuf, Mount) {
+    let root = tempfile::tempdir().unwrap();
+    let (data, dir) = (root.path().join("data"), root.path().join("mnt"));
+    init(&data);
+    let mount = Mount::start(&data, "main", &dir, &[]);
+    (root, data, dir, mount)
+}
+
 /// Bytes that differ everywhere and are not page-aligned in length.
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -37,10 +48,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 
 #[test]
 fn files_written_through_a_mount_survive_unmount_and_remount() {
-    let root = tempfile::tempdir().unwrap();
-    let (data, dir) = (root.path().join("data"), root.path().join("mnt"));
-    init(&data);
-    let mount = Mount::start(&data, "main", &dir, &[]);
+    let (_root, data, dir, mount) = store_with_main_mounted();
     assert!(mount.announced.contains("writable"), "{}", mount.announced);
     // Sequential readers get 1 MiB of read-ahead, not FUSE's 128 KiB.
     let device = std::os::unix::fs::MetadataExt::dev(&fs::metadata(&dir).unwrap());
@@ -122,10 +130,7 @@ fn files_written_through_a_mount_survive_unmount_and_remount() {
 
 #[test]
 fn read_only_mounts_show_the_state_at_an_lsn_or_a_time() {
-    let root = tempfile::tempdir().unwrap();
-    let (data, dir) = (root.path().join("data"), root.path().join("mnt"));
-    init(&data);
-    let mount = Mount::start(&data, "main", &dir, &[]);
+    let (_root, data, dir, mount) = store_with_main_mounted();
     fs::write(mount.path("state"), b"first").unwrap();
     fs::File::open(mount.path("state"))
         .unwrap()
@@ -174,10 +179,7 @@ fn read_only_mounts_show_the_state_at_an_lsn_or_a_time() {
 
 #[test]
 fn a_branch_of_a_tree_is_the_tree_and_diverges_from_it() {
-    let root = tempfile::tempdir().unwrap();
-    let (data, dir) = (root.path().join("data"), root.path().join("mnt"));
-    init(&data);
-    let mount = Mount::start(&data, "main", &dir, &[]);
+    let (_root, data, dir, mount) = store_with_main_mounted();
     fs::create_dir(mount.path("db")).unwrap();
     fs::write(mount.path("db/table"), pattern(100_000, 3)).unwrap();
     fs::write(mount.path("db/gone"), b"soon gone").unwrap();
@@ -229,10 +231,7 @@ fn a_branch_of_a_tree_is_the_tree_and_diverges_from_it() {
 
 #[test]
 fn what_was_synced_survives_sigkill_and_the_tree_mounts_again() {
-    let root = tempfile::tempdir().unwrap();
-    let (data, dir) = (root.path().join("data"), root.path().join("mnt"));
-    init(&data);
-    let mount = Mount::start(&data, "main", &dir, &[]);
+    let (_root, data, dir, mount) = store_with_main_mounted();
     let mut synced = fs::File::create(mount.path("synced")).unwrap();
     synced.write_all(&pattern(1 << 20, 9)).unwrap();
     synced.sync_all().unwrap();
@@ -262,10 +261,7 @@ fn changes_of_names_outlive_a_sigkill_without_any_fsync() {
     // SQLite commits a rollback-journal transaction by deleting the journal and never
     // syncs the directory: once an unlink (create, rename, mkdir, rmdir) has returned, a
     // killed mount must not bring the old name back. No fsync anywhere here.
-    let root = tempfile::tempdir().unwrap();
-    let (data, dir) = (root.path().join("data"), root.path().join("mnt"));
-    init(&data);
-    let mount = Mount::start(&data, "main", &dir, &[]);
+    let (_root, data, dir, mount) = store_with_main_mounted();
     fs::create_dir(mount.path("kept")).unwrap();
     fs::create_dir(mount.path("gone")).unwrap();
     for index in 0..40 {

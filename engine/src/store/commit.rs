@@ -73,9 +73,7 @@ impl Store {
     /// though not a power cut, which may still lose it with everything logged after it.
     /// An I/O error poisons the store, as a failed [`Store::wait_durable`] does.
     pub fn wait_written(&self, lsn: pagefork_wal::Lsn) -> Result<()> {
-        let inner = &self.inner;
-        inner.check_poisoned()?;
-        inner.poison_on_io_error(inner.log.write_to(lsn))
+        self.inner.wait_log_written(lsn)
     }
 
     /// The most bytes one commit's log record may take: the page data plus about 10 bytes

@@ -656,6 +656,13 @@ impl StoreInner {
         self.poison_on_io_error(self.log.flush_to(lsn))
     }
 
+    /// Returns once every record up to `lsn` is written to the log's files (not fsynced);
+    /// an I/O error poisons the store, as in `wait_logged`.
+    pub(super) fn wait_log_written(&self, lsn: Lsn) -> Result<()> {
+        self.check_poisoned()?;
+        self.poison_on_io_error(self.log.write_to(lsn))
+    }
+
     /// Refuses a write once an I/O error poisoned the store.
     pub(super) fn check_poisoned(&self) -> Result<()> {
         match &*self.poisoned.lock() {
