@@ -8,9 +8,13 @@
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
+use std::ffi::OsString;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use pagefork_tests::{payload_for, seq_of_payload};
+use pagefork_wal::fs::{FileSystem, FsFile, FsLock, StdFileSystem};
 use pagefork_wal::{DEFAULT_SEGMENT_SIZE, WRITE_BEHIND_BYTES, Wal, WalConfig};
 
 /// Records of 64 KiB: 60 MiB of them cross three segment boundaries and leave the fourth
@@ -201,4 +205,117 @@ fn concurrent_appenders_cross_boundaries_in_order() {
     }
     seen.sort_unstable();
     assert_eq!(seen, (0..RECORDS).collect::<Vec<_>>());
+}
+
+/// The operating system's file system, with every segment made ahead of need slow to
+/// create: as a disk that takes longer to write a segment's zeros than the log takes to
+/// fill one.
+#[derive(Debug)]
+struct SlowSegmentsAhead;
+
+const SLOW_CREATE: std::time::Duration = std::time::Duration::from_millis(150);
+
+impl FileSystem for SlowSegmentsAhead {
+    fn open(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        StdFileSystem.open(path)
+    }
+    fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        if path.to_string_lossy().ends_with(".next.wal.tmp") {
+            std::thread::sleep(SLOW_CREATE);
+        }
+        StdFileSystem.create(path)
+    }
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        StdFileSystem.read(path)
+    }
+    fn write(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        StdFileSystem.write(path, bytes)
+    }
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        StdFileSystem.sync_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        StdFileSystem.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        StdFileSystem.remove_file(path)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        StdFileSystem.sync_dir(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        StdFileSystem.create_dir_all(path)
+    }
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        StdFileSystem.remove_dir_all(path)
+    }
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<OsString>> {
+        StdFileSystem.list_dir(path)
+    }
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        StdFileSystem.exists(path)
+    }
+    fn is_dir(&self, path: &Path) -> io::Result<bool> {
+        StdFileSystem.is_dir(path)
+    }
+    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn FsLock>>> {
+        StdFileSystem.try_lock(path)
+    }
+    fn is_operating_system(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_log_written_faster_than_zeros_reach_the_disk_writes_each_segment_once() {
+    // Four writers that never wait, as a mount's writers between fsyncs, fill segments
+    // faster than the next one is made. A roll-over that came first used to make the
+    // same segment again under the append lock (twice the zeros on disk, every appender
+    // waiting); it waits for the one being made instead.
+    let dir = tempfile::tempdir().unwrap();
+    let config = WalConfig {
+        segment_size: 1 << 20,
+        ..WalConfig::default()
+    };
+    let wal = Wal::create_on(Arc::new(SlowSegmentsAhead), dir.path(), config).unwrap();
+    let writers = 4u64;
+    let records = 16 * 16;
+    let per_writer = records / writers;
+    let last = Mutex::new(wal.appended_lsn());
+    std::thread::scope(|scope| {
+        for writer in 0..writers {
+            let (wal, last) = (&wal, &last);
+            scope.spawn(move || {
+                let first = writer * per_writer;
+                for seq in first..first + per_writer {
+                    let (_, end) = wal
+                        .append_deferred(1, &payload_for(seq, RECORD_BYTES / 2))
+                        .unwrap();
+                    wal.write_behind().unwrap();
+                    let mut last = last.lock().unwrap();
+                    *last = (*last).max(end);
+                }
+            });
+        }
+    });
+    wal.flush_to(*last.lock().unwrap()).unwrap();
+    let stats = wal.stats();
+    assert!(
+        stats.segments_started >= 6,
+        "8 MiB in 1 MiB segments: {stats:?}"
+    );
+    assert!(
+        stats.segments_zero_filled <= stats.segments_started + 1,
+        "no segment written twice (one more may be made ahead): {stats:?}"
+    );
+    assert!(
+        stats.segments_made_ahead + 1 >= stats.segments_started,
+        "roll-overs took the segments made ahead: {stats:?}"
+    );
+    let mut seen = sequence(&wal);
+    seen.sort_unstable();
+    assert_eq!(seen, (0..records).collect::<Vec<_>>());
+    drop(wal);
+    let (_, report) = Wal::open(dir.path(), config).unwrap();
+    assert_eq!(report.dropped_bytes, 0, "{report:?}");
 }

@@ -33,11 +33,13 @@ use crate::fs::{FileSystem, FsLock, StdFileSystem, create_dir_all_durably};
 use crate::lsn::Lsn;
 use crate::reader::WalReader;
 use crate::recovery::{RecoveryReport, Repair, recover};
-use crate::segment::{PreparedSegment, Segment, list_segments, sync_dir};
+use crate::segment::{Segment, list_segments, sync_dir};
 
 mod ahead;
+mod closer;
 mod group_commit;
 
+use ahead::Ahead;
 use group_commit::Stages;
 pub use group_commit::WRITE_BEHIND_BYTES;
 
@@ -88,12 +90,12 @@ pub(crate) struct Inner {
     /// Live segments by start LSN, for readers and truncation.
     pub(crate) segments: RwLock<BTreeMap<Lsn, Arc<Segment>>>,
     /// The segment after the active one, made ahead by a write-stage leader (see
-    /// `prepare_next_segment`), so that rolling over
-    /// takes a rename under the append lock instead of writing and fsyncing a whole
-    /// segment of zeros while every appender waits.
-    prepared: Mutex<Option<PreparedSegment>>,
-    /// Set while a write-stage leader makes the next segment: one at a time.
-    preparing: std::sync::atomic::AtomicBool,
+    /// `prepare_next_segment`), so that rolling over takes a rename under the append lock
+    /// instead of writing and fsyncing a whole segment of zeros while every appender
+    /// waits.
+    ahead: Mutex<Ahead>,
+    /// Notified when a segment being made ahead is made (or its making failed).
+    ahead_done: Condvar,
     /// Counters behind [`Wal::stats`].
     counters: Counters,
     /// Test hook: the next fsync of a segment fails as if the disk had refused it.
@@ -117,6 +119,10 @@ pub struct WalStats {
     /// Of those, segments made ahead of need (a rename at the roll-over, not a segment of
     /// zeros written and fsynced while appenders wait).
     pub segments_made_ahead: u64,
+    /// Segment files written whole (header and zeros, then fsynced), made ahead or at a
+    /// roll-over, including one made ahead and not used: about `segments_started` (plus
+    /// the one made ahead) when no segment is written twice.
+    pub segments_zero_filled: u64,
 }
 
 #[derive(Debug, Default)]
@@ -127,6 +133,7 @@ struct Counters {
     fsyncs: AtomicU64,
     segments_started: AtomicU64,
     segments_made_ahead: AtomicU64,
+    segments_zero_filled: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -374,8 +381,8 @@ impl Wal {
             pending_repair: Mutex::new(None),
             last_written_segment: Mutex::new(None),
             segments: RwLock::new(segments),
-            prepared: Mutex::new(None),
-            preparing: std::sync::atomic::AtomicBool::new(false),
+            ahead: Mutex::new(Ahead::default()),
+            ahead_done: Condvar::new(),
             counters: Counters::default(),
             #[cfg(test)]
             fail_next_fsync: std::sync::atomic::AtomicBool::new(false),
@@ -458,6 +465,7 @@ impl Wal {
             fsyncs: counters.fsyncs.load(Ordering::Relaxed),
             segments_started: counters.segments_started.load(Ordering::Relaxed),
             segments_made_ahead: counters.segments_made_ahead.load(Ordering::Relaxed),
+            segments_zero_filled: counters.segments_zero_filled.load(Ordering::Relaxed),
         }
     }
 
@@ -608,7 +616,9 @@ impl Wal {
                 .map_err(WalError::io("remove segment", &segment.path))?;
         }
         sync_dir(inner.fs.as_ref(), &inner.dir)?;
-        Ok(doomed.len())
+        let removed = doomed.len();
+        closer::close_removed(doomed, inner.fs.is_operating_system());
+        Ok(removed)
     }
 
     /// A reader of the records from `from` (a record boundary: the end LSN of a record, or
@@ -660,7 +670,7 @@ impl Inner {
             start: old_end,
             salt: self.salt,
         };
-        let created = match self.prepared.lock().take() {
+        let created = match self.take_made_ahead(old_end) {
             Some(prepared) if prepared.start == old_end => {
                 self.counters
                     .segments_made_ahead
@@ -671,6 +681,9 @@ impl Inner {
                 if let Some(stale) = stale {
                     stale.discard(self.fs.as_ref());
                 }
+                self.counters
+                    .segments_zero_filled
+                    .fetch_add(1, Ordering::Relaxed);
                 Segment::create(self.fs.as_ref(), &self.dir, header)
             }
         };

@@ -1,78 +1,113 @@
-//! Segments made ahead of need: after a write, once the active segment is half full, the
-//! write-stage leader makes the segment after it (header, zeros to its full length, fsync) under a
-//! temporary name, outside the append lock, so a roll-over is a rename and a directory
-//! fsync instead of 16 MiB of zeros written and fsynced while every appender waits
-//! (`roll_segment`, which falls back to making the segment itself).
+//! Segments made ahead of need: the write-stage leader makes the segment after the active
+//! one (header, zeros to its full length, fsync) under a temporary name, outside the append
+//! lock, so a roll-over is a rename and a directory fsync instead of 16 MiB of zeros
+//! written and fsynced while every appender waits (`roll_segment`, which falls back to
+//! making the segment itself when none is made or being made).
 //!
-//! Invariants it keeps: at most one segment is made at a time (`preparing`) and at most
-//! one is kept (`prepared`), always for the active segment's end; it is fully written and
-//! fsynced before it is kept; until the roll-over renames it into place its file is a
-//! temporary one, which recovery removes as debris, so a crash at any point leaves a log
-//! exactly as one without it; a clean close removes it, so a closed log's directory is
-//! what it was without it (a command that changes nothing leaves the store as it was). Deterministic for a single-threaded caller (the simulated
-//! file system's seeded runs): it runs in the caller's thread.
+//! When: once the active segment is half full, so a log that is written little (a
+//! command-line command on a small store) does not pay for 16 MiB of zeros it may never
+//! use; and, once the log has rolled over, as soon as a segment starts: a log written at
+//! hundreds of megabytes a second fills the second half of a segment faster than its
+//! successor's zeros reach the disk, and a roll-over that came first used to write the
+//! same segment a second time under the append lock.
+//!
+//! Invariants it keeps: at most one segment is made at a time and at most one is kept,
+//! always for the active segment's end: the decision to make one is taken under the append
+//! lock, and a roll-over to that segment waits for it rather than making it again, so no
+//! segment is zero-filled twice; it is fully written and fsynced before it is kept; until
+//! the roll-over renames it into place its file is a temporary one, which recovery
+//! removes as debris, so a crash at any point leaves a log exactly as one without it; a
+//! clean close removes it, so a closed log's directory is what it was without it (a
+//! command that changes nothing leaves the store as it was). Deterministic for a
+//! single-threaded caller (the simulated file system's seeded runs): it runs in the
+//! caller's thread, which never rolls over while it makes a segment.
 
 use std::sync::atomic::Ordering;
 
 use super::Inner;
 use crate::error::Result;
 use crate::format::SegmentHeader;
+use crate::lsn::Lsn;
 use crate::segment::{PreparedSegment, prepared_file_name};
 
+/// The segment made ahead, and the one being made.
+#[derive(Debug, Default)]
+pub(super) struct Ahead {
+    /// Made, fsynced, waiting for its roll-over.
+    ready: Option<PreparedSegment>,
+    /// The start of the segment a write-stage leader is making now.
+    making: Option<Lsn>,
+}
+
 impl Inner {
-    /// Makes the segment after the active one ahead of need once the active one is half
-    /// full, unless it is made already. Called by the write-stage leader after a write
-    /// that wrote something (a command that appends nothing leaves the directory as it
-    /// was), outside the append lock, so appends go on meanwhile. Half full, so a log
-    /// that is written little (a command-line command on a small store) does not pay for
-    /// 16 MiB of zeros it may never use. An I/O error poisons the log as any other does (the temporary file
-    /// is debris, but the disk refused a write: nothing later is acknowledged).
+    /// Makes the segment after the active one ahead of need when it is due (see the module
+    /// docs), unless it is made or being made. Called by the write-stage leader after a
+    /// write that wrote something (a command that appends nothing leaves the directory as
+    /// it was), outside the append lock, so appends go on meanwhile. An I/O error poisons
+    /// the log as any other does (the temporary file is debris, but the disk refused a
+    /// write: nothing later is acknowledged).
     pub(super) fn prepare_next_segment(&self) -> Result<()> {
-        let (next_start, half_full) = {
+        let next_start = {
             let state = self.append.lock();
             let half = state.active.start.0 + self.segment_size / 2;
-            (state.active.end(), state.next.0 >= half)
-        };
-        if !half_full {
-            return Ok(());
-        }
-        let made = || {
-            self.prepared
-                .lock()
+            // A log that has rolled over since it opened is written fast enough that
+            // each next segment is made as soon as the one before starts.
+            let rolled_over = self.counters.segments_started.load(Ordering::Relaxed) > 0;
+            let due = state.next.0 >= half || rolled_over;
+            let next_start = state.active.end();
+            // Under the append lock (the order `roll_segment` takes them in), so no
+            // roll-over to `next_start` can start between this decision and `making`.
+            let mut ahead = self.ahead.lock();
+            let made = ahead
+                .ready
                 .as_ref()
-                .is_some_and(|prepared| prepared.start == next_start)
+                .is_some_and(|ready| ready.start == next_start);
+            if !due || made || ahead.making.is_some() {
+                return Ok(());
+            }
+            ahead.making = Some(next_start);
+            next_start
         };
-        if made() || self.preparing.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
         let header = SegmentHeader {
             segment_size: self.segment_size,
             start: next_start,
             salt: self.salt,
         };
-        let made_now = match made() {
-            true => Ok(None),
-            false => {
-                let temp_name = prepared_file_name(next_start);
-                PreparedSegment::prepare(self.fs.as_ref(), &self.dir, header, &temp_name).map(Some)
+        self.counters
+            .segments_zero_filled
+            .fetch_add(1, Ordering::Relaxed);
+        let made = PreparedSegment::prepare(
+            self.fs.as_ref(),
+            &self.dir,
+            header,
+            &prepared_file_name(next_start),
+        );
+        let mut ahead = self.ahead.lock();
+        ahead.making = None;
+        let result = match made {
+            Ok(prepared) => {
+                // A roll-over to `next_start` waits for it, so it is still the next one.
+                if let Some(stale) = ahead.ready.replace(prepared) {
+                    stale.discard(self.fs.as_ref());
+                }
+                Ok(())
             }
+            Err(error) => Err(error),
         };
-        if let Ok(Some(prepared)) = made_now {
-            // Kept only if the roll-over has not passed it meanwhile. Lock order as in
-            // `roll_segment`. Stored before `preparing` is cleared, so no other leader
-            // makes the same file meanwhile.
-            let state = self.append.lock();
-            if state.active.end() == next_start {
-                *self.prepared.lock() = Some(prepared);
-            } else {
-                prepared.discard(self.fs.as_ref());
-            }
-            drop(state);
-            self.preparing.store(false, Ordering::Release);
-            return Ok(());
+        drop(ahead);
+        self.ahead_done.notify_all();
+        result.inspect_err(|error| self.poison(error))
+    }
+
+    /// For the roll-over to the segment starting at `start` (under the append lock): the
+    /// segment made ahead, after waiting for it if it is being made; `None` or another
+    /// segment (stale, to be discarded) if it must be made now.
+    pub(super) fn take_made_ahead(&self, start: Lsn) -> Option<PreparedSegment> {
+        let mut ahead = self.ahead.lock();
+        while ahead.making == Some(start) {
+            self.ahead_done.wait(&mut ahead);
         }
-        self.preparing.store(false, Ordering::Release);
-        made_now.map(|_| ()).inspect_err(|error| self.poison(error))
+        ahead.ready.take()
     }
 }
 
@@ -82,7 +117,7 @@ impl Drop for Inner {
     /// crash lets a new log open the directory while this object lives on, and its file of
     /// the same name must not be removed; a simulated log leaves it as debris instead.
     fn drop(&mut self) {
-        if let Some(prepared) = self.prepared.get_mut().take()
+        if let Some(prepared) = self.ahead.get_mut().ready.take()
             && self.fs.is_operating_system()
         {
             prepared.discard(self.fs.as_ref());
