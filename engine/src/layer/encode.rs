@@ -1,6 +1,8 @@
-//! Encoding a layer file (the layout is in `format`): streamed to a sink in chunks of
-//! [`STREAM_CHUNK_BYTES`], so writing a layer of any size takes one chunk of memory and
-//! the index, not the layer's size.
+//! Encoding a layer file (the layout is in `format`): streamed to a sink piece by piece
+//! (each block's header, payload and CRC as they are made), so writing a layer of any size
+//! takes the index and what the sink holds (a streamed publish: one aligned block of
+//! `fs::STAGING_BYTES`), not the layer's size, and each byte is copied once on its way to
+//! the file.
 //!
 //! Invariants: versions are written sorted by (key, LSN), unique, inside the layer's
 //! ranges, and an image layer holds only images (asserted: a violation is a caller's bug);
@@ -17,16 +19,10 @@ use super::format::{
 use crate::key::Key;
 use crate::update::Update;
 
-/// Bytes an encoding holds before handing them to its sink: the most memory a layer
-/// write takes beyond its index, whatever the layer's size.
-pub(crate) const STREAM_CHUNK_BYTES: usize = 1 << 20;
-
-/// The memory writing a layer of `versions` holds: [`encode_to`]'s chunk and index, and
-/// the aligned block the streamed publish gathers writes in (`fs::STAGING_BYTES`).
+/// The memory writing a layer of `versions` holds: [`encode_to`]'s index, and the aligned
+/// block the streamed publish gathers writes in (`fs::STAGING_BYTES`).
 pub(crate) fn encoding_memory(versions: &[(Key, Lsn, Update)]) -> usize {
-    STREAM_CHUNK_BYTES
-        + crate::fs::STAGING_BYTES
-        + versions.len() * std::mem::size_of::<IndexEntry>()
+    crate::fs::STAGING_BYTES + versions.len() * std::mem::size_of::<IndexEntry>()
 }
 
 /// Encodes a layer into one `Vec`.
@@ -50,18 +46,17 @@ pub(crate) struct Encoded {
     pub(crate) checksum: u32,
 }
 
-/// Encodes a layer and hands its bytes to `sink` in order, in chunks of about
-/// [`STREAM_CHUNK_BYTES`], so a layer of any size takes one chunk of memory, not its
-/// whole size (fresh memory costs a page fault per 4 KiB, and on a virtual machine a trip
-/// to the host). `versions` must be sorted by (key, LSN) with no duplicates, inside the
-/// range (checked: a violation is a bug in the caller and asserts). An error from `sink`
-/// ends the encoding and is returned.
+/// Encodes a layer and hands its bytes to `sink` in order, piece by piece (the sink
+/// gathers them: a layer's pages are copied once, into the sink's buffer, not first into
+/// a chunk of the encoder's). `versions` must be sorted by (key, LSN) with no duplicates,
+/// inside the range (checked: a violation is a bug in the caller and asserts). An error
+/// from `sink` ends the encoding and is returned.
 pub(crate) fn encode_to(
     range: &LayerRange,
     versions: &[(Key, Lsn, Update)],
     sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<Encoded> {
-    let mut out = ChunkedOutput::new(sink, encoded_len(versions));
+    let mut out = Output::new(sink);
     let mut header = Vec::with_capacity(HEADER_LEN);
     header.put_slice(&MAGIC);
     header.put_u32_le(FORMAT_VERSION);
@@ -117,12 +112,7 @@ pub(crate) fn encode_to(
         block_header.put_slice(&[0; 3]);
         block_header.put_u32_le(patch_offset);
         block_header.put_u32_le(u32::try_from(bytes.len()).expect("a page fits u32"));
-        let mut block_crc = crc32fast::Hasher::new();
-        block_crc.update(&block_header);
-        block_crc.update(bytes);
-        out.put(&block_header)?;
-        out.put(bytes)?;
-        out.put(&block_crc.finalize().to_le_bytes())?;
+        out.put_block(&block_header, bytes)?;
         index.push(IndexEntry {
             key: *key,
             lsn: *lsn,
@@ -150,26 +140,23 @@ pub(crate) fn encode_to(
     footer.put_u32_le(footer_crc);
     footer.put_slice(&FOOTER_MAGIC);
     out.put(&footer)?;
-    let encoded = out.finish()?;
+    let encoded = out.finish();
     debug_assert_eq!(encoded.size, encoded_len(versions) as u64);
     Ok(encoded)
 }
 
-/// Collects bytes into chunks of about [`STREAM_CHUNK_BYTES`] for a sink, counting the
-/// offset and the CRC32 of everything passed on.
-struct ChunkedOutput<'a> {
+/// Hands bytes to a sink, counting the offset and the CRC32 of everything handed over.
+struct Output<'a> {
     sink: &'a mut dyn FnMut(&[u8]) -> std::io::Result<()>,
-    chunk: Vec<u8>,
     /// Bytes already handed to the sink.
     passed: u64,
     crc: crc32fast::Hasher,
 }
 
-impl<'a> ChunkedOutput<'a> {
-    fn new(sink: &'a mut dyn FnMut(&[u8]) -> std::io::Result<()>, total: usize) -> Self {
-        ChunkedOutput {
+impl<'a> Output<'a> {
+    fn new(sink: &'a mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> Self {
+        Output {
             sink,
-            chunk: Vec::with_capacity(total.min(STREAM_CHUNK_BYTES)),
             passed: 0,
             crc: crc32fast::Hasher::new(),
         }
@@ -177,33 +164,41 @@ impl<'a> ChunkedOutput<'a> {
 
     /// The offset the next byte will have.
     fn offset(&self) -> u64 {
-        self.passed + self.chunk.len() as u64
+        self.passed
     }
 
     fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        if self.chunk.len() + bytes.len() > STREAM_CHUNK_BYTES && !self.chunk.is_empty() {
-            self.pass_on()?;
+        self.crc.update(bytes);
+        self.pass_on(bytes)
+    }
+
+    /// A block: its header, its payload, and the CRC32 of both. The payload is hashed
+    /// once: the file's CRC takes the block's in (`combine`) rather than hashing it again.
+    fn put_block(&mut self, header: &[u8], payload: &[u8]) -> std::io::Result<()> {
+        let mut block = crc32fast::Hasher::new();
+        block.update(header);
+        block.update(payload);
+        let block_crc = block.clone().finalize().to_le_bytes();
+        self.crc.combine(&block);
+        self.crc.update(&block_crc);
+        self.pass_on(header)?;
+        self.pass_on(payload)?;
+        self.pass_on(&block_crc)
+    }
+
+    fn pass_on(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if !bytes.is_empty() {
+            (self.sink)(bytes)?;
+            self.passed += bytes.len() as u64;
         }
-        self.chunk.extend_from_slice(bytes);
         Ok(())
     }
 
-    fn pass_on(&mut self) -> std::io::Result<()> {
-        self.crc.update(&self.chunk);
-        (self.sink)(&self.chunk)?;
-        self.passed += self.chunk.len() as u64;
-        self.chunk.clear();
-        Ok(())
-    }
-
-    fn finish(mut self) -> std::io::Result<Encoded> {
-        if !self.chunk.is_empty() {
-            self.pass_on()?;
-        }
-        Ok(Encoded {
+    fn finish(self) -> Encoded {
+        Encoded {
             size: self.passed,
             checksum: self.crc.finalize(),
-        })
+        }
     }
 }
 
@@ -217,7 +212,7 @@ mod tests {
 
     const PAGE: usize = 8192;
 
-    /// 600 versions, about 2.9 MiB (three chunks): images, patches and drops.
+    /// 600 versions, about 2.9 MiB: images, patches and drops.
     fn versions() -> Vec<(Key, Lsn, Update)> {
         (0..600u32)
             .map(|block| {
@@ -246,21 +241,25 @@ mod tests {
     }
 
     #[test]
-    fn a_layer_bigger_than_a_chunk_streams_in_bounded_chunks_and_decodes() {
+    fn a_layer_streams_in_pieces_no_bigger_than_a_page_and_decodes() {
         let versions = versions();
-        let mut chunks: Vec<Vec<u8>> = Vec::new();
-        let encoded = encode_to(&range(), &versions, &mut |chunk| {
-            chunks.push(chunk.to_vec());
+        let mut pieces: Vec<Vec<u8>> = Vec::new();
+        let encoded = encode_to(&range(), &versions, &mut |piece| {
+            pieces.push(piece.to_vec());
             Ok(())
         })
         .unwrap();
-        assert!(chunks.len() >= 3, "{} chunks", chunks.len());
+        // The index is the one piece larger than a page (its count and CRC, and an entry
+        // per version).
+        let index_len = 12 + super::super::format::INDEX_ENTRY_LEN * versions.len();
         assert!(
-            chunks.iter().all(|chunk| chunk.len() <= STREAM_CHUNK_BYTES),
-            "chunk sizes {:?}",
-            chunks.iter().map(Vec::len).collect::<Vec<_>>()
+            pieces
+                .iter()
+                .all(|piece| !piece.is_empty() && (piece.len() <= PAGE || piece.len() == index_len)),
+            "piece sizes {:?}",
+            pieces.iter().map(Vec::len).collect::<Vec<_>>()
         );
-        let file: Vec<u8> = chunks.concat();
+        let file: Vec<u8> = pieces.concat();
         assert_eq!(encoded.size, file.len() as u64);
         assert_eq!(file.len(), encoded_len(&versions));
         assert_eq!(encoded.checksum, crc32fast::hash(&file));
