@@ -12,6 +12,7 @@ mod demo;
 mod endpoint;
 mod inspect;
 mod lifecycle;
+mod logging;
 mod mount;
 mod output;
 mod recover;

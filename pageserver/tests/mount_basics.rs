@@ -358,3 +358,38 @@ fn refused_mounts_say_why_and_change_nothing() {
     );
     refuse(&["mount", "main", dir_text, "--lsn", "0/1"], "0/1");
 }
+
+#[test]
+fn a_foreground_mount_logs_the_failure_that_poisoned_its_store() {
+    // A store on a small disk, filled up under a running mount: the write that needs a
+    // new WAL segment fails, the store is poisoned, and the mount says so on standard
+    // error (it logged nothing before: a user saw only EIO).
+    let disk = support::SmallDisk::mount(48);
+    let data = disk.path().join("store");
+    init(&data);
+    let work = tempfile::tempdir().unwrap();
+    let mount = Mount::start(&data, "main", &work.path().join("m"), &[]);
+    // Open before the failure (a poisoned mount refuses to open a file for writing).
+    let mut small = fs::File::create(mount.path("small")).unwrap();
+    disk.fill();
+    let written = fs::File::create(mount.path("big")).and_then(|mut file| {
+        for block in 0..40u8 {
+            file.write_all(&pattern(1 << 20, block))?;
+        }
+        file.sync_all()
+    });
+    assert!(written.is_err(), "40 MiB went onto a full disk");
+    // A write the kernel only cached is handed over at `close`, which reports its failure
+    // (the mount answers no FLUSH, and the kernel still writes the pages back there).
+    small.write_all(&pattern(4096, 9)).unwrap();
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(small);
+    // Closed by hand to see its result (dropping a `File` ignores it).
+    let closed = nix::unistd::close(fd);
+    assert!(
+        closed.is_err(),
+        "close reported nothing of a failed write-back"
+    );
+    let (_, stderr) = mount.terminate_with_stderr();
+    assert!(stderr.contains("store poisoned"), "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+}

@@ -104,6 +104,7 @@ pub(crate) fn run_foreground(
     spec: &EndpointSpec,
     json: bool,
 ) -> Result<()> {
+    crate::logging::init(crate::logging::FOREGROUND_FILTER);
     check_first(spec)?;
     let place = match mount_at {
         Some(dir) => {

@@ -33,6 +33,7 @@ pub(crate) fn stop_signals() -> Result<(tokio::runtime::Runtime, Signal, Signal)
 }
 
 pub(crate) fn run_foreground(data_dir: &Path, spec: &MountSpec, json: bool) -> Result<()> {
+    crate::logging::init(crate::logging::FOREGROUND_FILTER);
     check_fuse_available()?;
     check_mount_point(&spec.dir)?;
     // The handlers are in place before the mount exists, so a signal that comes at any

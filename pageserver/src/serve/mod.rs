@@ -93,14 +93,7 @@ const DEFAULT_LOG_FILTER: &str = "info,fuser=error,fuser::reply=off,fuser::sessi
 
 /// Serves the projects under `root` on `listen` until SIGTERM or SIGINT.
 pub(crate) fn run(root: &Path, listen: SocketAddr, options: ServeOptions) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PAGEFORK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    crate::logging::init(DEFAULT_LOG_FILTER);
     let projects = Projects::open(root, options.remote.as_ref())?;
     let mounts = Arc::new(Mounts::new(&options.mount_root)?);
     let endpoints = Arc::new(Endpoints::default());

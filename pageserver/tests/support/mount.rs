@@ -108,6 +108,22 @@ impl Mount {
 
     /// SIGTERM, and the exit status once the command is done (unmounted, durable).
     pub(crate) fn terminate(mut self) -> ExitStatus {
+        self.stop_with_sigterm()
+    }
+
+    /// SIGTERM, and the exit status and everything the command wrote to standard error.
+    pub(crate) fn terminate_with_stderr(mut self) -> (ExitStatus, String) {
+        let mut stderr = self.child.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            stderr.read_to_string(&mut text).unwrap();
+            text
+        });
+        let status = self.stop_with_sigterm();
+        (status, reader.join().unwrap())
+    }
+
+    fn stop_with_sigterm(&mut self) -> ExitStatus {
         signal(&self.child, "-TERM");
         let status = wait_within(&mut self.child, Duration::from_secs(60));
         assert!(!is_mounted(&self.dir), "still mounted after SIGTERM");
