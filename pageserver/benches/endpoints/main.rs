@@ -219,6 +219,27 @@ fn postgres_pitr_row(dir: &Path, mib: u64) -> Duration {
     })
 }
 
+/// Bytes of free space the rows at `mib` MiB take at their peak, about 32 times the
+/// database: host clusters, a btrfs image, a WAL archive and a base backup, and pagefork's
+/// store with every page version of its PITR window (14 GB after the 1 GiB rows). A run
+/// at 1 GiB with 31 GB free died half-way of a full disk.
+const FREE_BYTES_PER_MIB: u64 = 32 << 20;
+
+/// Fails at once, saying what it needs, unless `dir` has room for the rows at `mib` MiB.
+fn require_free_space(dir: &Path, mib: u64) {
+    let stats = nix::sys::statvfs::statvfs(dir).unwrap();
+    let free = stats.blocks_available() * stats.fragment_size();
+    let needed = mib * FREE_BYTES_PER_MIB;
+    assert!(
+        free >= needed,
+        "the endpoint rows at {mib} MiB need about {} GB free under {} and it has {} GB: \
+         free some, or set PAGEFORK_BENCH_DIR or smaller PAGEFORK_BENCH_SIZES",
+        needed / 1_000_000_000,
+        dir.display(),
+        free / 1_000_000_000
+    );
+}
+
 fn main() {
     if std::env::args().any(|arg| arg == "--list") {
         return;
@@ -243,6 +264,7 @@ fn main() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
+    require_free_space(root.path(), sizes.iter().copied().max().unwrap_or(0));
     let mut bars = Vec::new();
     let mut bar = |label: String, duration: Duration, pagefork: bool| {
         bars.push(Bar {

@@ -16,10 +16,13 @@ pub(crate) fn start_serve(dir: &Path) -> (Child, String) {
         .args(["serve", "--listen", "127.0.0.1:0"])
         // Warnings and each endpoint start's split (mount, Postgres ready, answered), but
         // not fuser's note of each reply to a request the kernel dropped (pg_test_fsync's
-        // alarms interrupt its writes).
+        // alarms interrupt its writes); `PAGEFORK_LOG` set for the benchmark replaces it.
         .env(
             "PAGEFORK_LOG",
-            "warn,fuser::reply=off,fuser::session=off,pagefork::endpoint::registry=info",
+            std::env::var("PAGEFORK_LOG").unwrap_or_else(|_| {
+                "warn,fuser::reply=off,fuser::session=off,pagefork::endpoint::registry=info"
+                    .to_owned()
+            }),
         )
         .stdout(Stdio::piped())
         .spawn()
