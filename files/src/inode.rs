@@ -226,6 +226,22 @@ pub struct SetAttributes {
     pub mtime: Option<FileTime>,
 }
 
+impl SetAttributes {
+    /// Whether these changes set times, and only times, that `inode` already has: what
+    /// the kernel's writeback cache sends when it writes back the times it got from us
+    /// (after a rename or an unlink). A `chmod`, `chown` or `truncate` always counts as a
+    /// change, since it moves the change time even where it sets what is there.
+    pub(crate) fn only_restate_times(&self, inode: &Inode) -> bool {
+        self.mode.is_none()
+            && self.uid.is_none()
+            && self.gid.is_none()
+            && self.size.is_none()
+            && (self.atime.is_some() || self.mtime.is_some())
+            && self.atime.is_none_or(|atime| atime == inode.atime)
+            && self.mtime.is_none_or(|mtime| mtime == inode.mtime)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -190,6 +190,11 @@ impl FileTree {
                 });
             }
         }
+        if changes.only_restate_times(&inode) {
+            // The kernel writing back times it already had from us (after a rename or an
+            // unlink, with the writeback cache): nothing to commit.
+            return Ok(inode.attributes(ino, self.page_size));
+        }
         let now = self.now();
         let mut txn = Txn::default();
         let mut later = None;

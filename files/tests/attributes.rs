@@ -1,0 +1,98 @@
+//! `set_attributes` commits what changes and nothing else: the kernel's writeback cache
+//! writes back times it got from the tree after every rename and unlink, and a commit for
+//! each would double what those cost.
+
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use pagefork_engine::{Config, Store};
+use pagefork_files::{FileTime, FileTree, Owner, SetAttributes, TreeOptions};
+
+fn tree(dir: &std::path::Path) -> FileTree {
+    let store = Store::create(dir, Config::default()).unwrap();
+    FileTree::open(store, "main", TreeOptions::default()).unwrap()
+}
+
+const OWNER: Owner = Owner {
+    mode: 0o644,
+    uid: 0,
+    gid: 0,
+};
+
+#[test]
+fn restating_a_files_times_commits_nothing_and_changing_them_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = tree(dir.path());
+    let made = tree.create_file(tree.root(), b"f", OWNER).unwrap();
+    let before = tree.last_lsn();
+
+    let same = SetAttributes {
+        mtime: Some(made.mtime),
+        atime: Some(made.atime),
+        ..SetAttributes::default()
+    };
+    let answer = tree.set_attributes(made.ino, same).unwrap();
+    assert_eq!(tree.last_lsn(), before, "the same times: no commit");
+    assert_eq!((answer.mtime, answer.atime), (made.mtime, made.atime));
+
+    let later = FileTime {
+        secs: made.mtime.secs + 10,
+        nanos: 5,
+    };
+    let moved = SetAttributes {
+        mtime: Some(later),
+        ..SetAttributes::default()
+    };
+    let answer = tree.set_attributes(made.ino, moved).unwrap();
+    assert!(tree.last_lsn() > before, "a new mtime is committed");
+    assert_eq!(answer.mtime, later);
+    assert_eq!(tree.attributes(made.ino).unwrap().mtime, later);
+}
+
+#[test]
+fn a_chmod_or_chown_to_what_is_there_still_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = tree(dir.path());
+    let made = tree.create_file(tree.root(), b"f", OWNER).unwrap();
+    for changes in [
+        SetAttributes {
+            mode: Some(0o644),
+            ..SetAttributes::default()
+        },
+        SetAttributes {
+            uid: Some(0),
+            gid: Some(0),
+            ..SetAttributes::default()
+        },
+        SetAttributes {
+            size: Some(0),
+            ..SetAttributes::default()
+        },
+    ] {
+        let before = tree.last_lsn();
+        tree.set_attributes(made.ino, changes).unwrap();
+        assert!(
+            tree.last_lsn() > before,
+            "{changes:?} moves the change time"
+        );
+    }
+}
+
+#[test]
+fn an_unlinked_files_restated_times_commit_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = tree(dir.path());
+    let made = tree.create_file(tree.root(), b"f", OWNER).unwrap();
+    tree.unlink(tree.root(), b"f").unwrap();
+    let before = tree.last_lsn();
+    let same = SetAttributes {
+        mtime: Some(made.mtime),
+        ..SetAttributes::default()
+    };
+    tree.set_attributes(made.ino, same).unwrap();
+    assert_eq!(tree.last_lsn(), before);
+    tree.forget(made.ino, 1).unwrap();
+    assert!(
+        tree.last_lsn() > before,
+        "the last reference frees the inode"
+    );
+}
