@@ -221,16 +221,19 @@ fn the_store_agrees_with_the_model_and_most_operations_are_accepted() {
         accepted * 2 > attempted,
         "only {accepted} of {attempted} accepted: the generator tests refusals alone"
     );
-    let (flushes, merges, images) = (
+    let (flushes, merges, images, moves) = (
         FLUSHES.load(Ordering::Relaxed),
         MERGES.load(Ordering::Relaxed),
         IMAGES.load(Ordering::Relaxed),
+        MOVES.load(Ordering::Relaxed),
     );
     let cases = cases() as usize;
-    println!("{cases} cases: {flushes} flushes, {merges} L0 merges, {images} image layers");
+    println!(
+        "{cases} cases: {flushes} flushes, {merges} L0 merges ({moves} files moved), {images} image layers"
+    );
     assert!(
-        flushes >= cases && merges >= cases / 2 && images >= cases / 2,
-        "housekeeping too rare to test: {flushes} flushes, {merges} merges, {images} images in {cases} cases"
+        flushes >= cases && merges >= cases / 2 && images >= cases / 2 && moves >= cases / 4,
+        "housekeeping too rare to test: {flushes} flushes, {merges} merges, {moves} moves, {images} images in {cases} cases"
     );
     if backends().contains(&pagefork_engine::Backend::RocksDb) {
         let rocksdb_flushes = ROCKSDB_FLUSHES.load(Ordering::Relaxed);
@@ -353,6 +356,138 @@ fn regression_gc_keeps_the_head_of_a_hidden_parent_for_a_reset() {
         Op::Gc,
         Op::Reset {
             branch: BranchPick::Live(0),
+        },
+    ])
+    .unwrap();
+}
+
+/// Found by the suite once its keys spanned two relations (with GC planted back to take
+/// only the deltas starting at or below its cutoff): a GC whose rewrite spans a
+/// compaction's generation must also take the files compaction moved into it, or its
+/// output overlaps them in keys and LSNs.
+#[test]
+fn regression_gc_takes_the_moved_files_its_rewrite_spans() {
+    run(&[
+        Op::Burst {
+            branch: BranchPick::Live(3574272569469860512),
+            commits: 6,
+            pages: 3,
+            byte: 89,
+            then: AfterBurst::Nothing,
+        },
+        Op::Read {
+            branch: BranchPick::Live(3151540423340388701),
+            key: 0,
+            at: AtChoice::Lsn {
+                index: 10515768755639347162,
+                delta: -1,
+            },
+        },
+        Op::Diff {
+            from: BranchPick::Live(16283305812558795565),
+            from_at: AtChoice::Time(52),
+            to: BranchPick::Live(13226898819047470443),
+            to_at: AtChoice::Lsn {
+                index: 15394196789328672597,
+                delta: 0,
+            },
+        },
+        Op::QuietBranch {
+            name: 0,
+            parent: BranchPick::Live(2062461581074494258),
+            at: AtChoice::Time(18),
+            update: (0, UpdateChoice::Drop),
+        },
+        Op::Rename {
+            branch: BranchPick::Live(13964218204262141616),
+            name: 5,
+        },
+        Op::QuietBranch {
+            name: 4,
+            parent: BranchPick::Live(13200677921016689126),
+            at: AtChoice::Oldest(0),
+            update: (
+                1,
+                UpdateChoice::Patch {
+                    offset: 470,
+                    len: 5,
+                    byte: 177,
+                },
+            ),
+        },
+        Op::Clock {
+            forward_secs: 13,
+            back: false,
+        },
+        Op::Crash,
+        Op::Commit {
+            branch: BranchPick::Pool(4),
+            updates: vec![
+                (0, UpdateChoice::Image(109)),
+                (
+                    3,
+                    UpdateChoice::Patch {
+                        offset: 374,
+                        len: 4,
+                        byte: 54,
+                    },
+                ),
+            ],
+        },
+        Op::Burst {
+            branch: BranchPick::Live(15768797306336556540),
+            commits: 5,
+            pages: 2,
+            byte: 96,
+            then: AfterBurst::Housekeep,
+        },
+        Op::Housekeep,
+        Op::LsnForTime {
+            branch: BranchPick::Live(5521705501620659254),
+            secs: 42,
+        },
+        Op::Protect {
+            branch: BranchPick::Live(15227941373500907712),
+            protected: false,
+        },
+        Op::Reopen,
+        Op::Burst {
+            branch: BranchPick::Live(13612848103723845751),
+            commits: 3,
+            pages: 3,
+            byte: 221,
+            then: AfterBurst::Housekeep,
+        },
+        Op::QuietBranch {
+            name: 0,
+            parent: BranchPick::Live(11188606173532801528),
+            at: AtChoice::Oldest(0),
+            update: (1, UpdateChoice::Image(103)),
+        },
+        Op::Gc,
+        Op::LsnForTime {
+            branch: BranchPick::Pool(3),
+            secs: 146,
+        },
+        Op::Commit {
+            branch: BranchPick::Live(17275537854827392504),
+            updates: vec![
+                (
+                    0,
+                    UpdateChoice::Patch {
+                        offset: 146,
+                        len: 2,
+                        byte: 24,
+                    },
+                ),
+                (1, UpdateChoice::Image(45)),
+                (3, UpdateChoice::Image(247)),
+            ],
+        },
+        Op::Housekeep,
+        Op::SetPitrWindow {
+            branch: BranchPick::Live(11995318276272211940),
+            secs: None,
         },
     ])
     .unwrap();

@@ -142,6 +142,31 @@ impl LayerMap {
             .collect()
     }
 
+    /// What a GC rewrite at `lsn` takes: the delta layers starting at or below it, and
+    /// every delta starting below the end of one already taken, oldest first by LSN
+    /// start. The rewrite's output spans its inputs' LSN range, so a delta it left behind
+    /// must start at or above that range's end (compaction moves L0 files with LSN ranges
+    /// of their own into the same generation as the layers it merged).
+    pub(crate) fn deltas_for_gc_at(&self, lsn: Lsn) -> Vec<PersistedLayer> {
+        let mut deltas: Vec<&PersistedLayer> = self
+            .layers
+            .iter()
+            .filter(|layer| layer.file.range().kind == LayerKind::Delta)
+            .collect();
+        deltas.sort_by_key(|layer| layer.file.range().lsn_start);
+        let mut taken = Vec::new();
+        let mut end = Lsn(0);
+        for layer in deltas {
+            let range = layer.file.range();
+            if range.lsn_start > lsn && range.lsn_start >= end {
+                break;
+            }
+            end = end.max(range.lsn_end);
+            taken.push(layer.clone());
+        }
+        taken
+    }
+
     /// The L0 deltas, oldest first.
     pub(crate) fn level_zero(&self) -> Vec<PersistedLayer> {
         self.layers

@@ -1,15 +1,17 @@
 //! Compaction, run by housekeeping cycles: L0 deltas merged into key-range-partitioned L1
-//! deltas, then image layers written over those ranges where they are due (`images`).
+//! deltas (or moved to L1 as they are where they overlap no other, `moves`), then image
+//! layers written over those ranges where they are due (`images`).
 //!
 //! Invariants it keeps:
-//! - Compaction never drops a version: the L1 layers of a merge hold exactly the versions
-//!   of the L0 layers they replace, over the same LSN range, so every read at every LSN
-//!   answers as before (history is trimmed only by GC).
+//! - Compaction never drops a version: the L1 layers of a compaction hold exactly the
+//!   versions of the L0 layers they replace (merged ones over the LSN range of the files
+//!   merged, moved ones over their own), so every read at every LSN answers as before
+//!   (history is trimmed only by GC).
 //! - New files replace old ones in the layer map in one step under the branch's state
 //!   lock; the old files are removed only after a catalog without them is published.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,6 +21,7 @@ use pagefork_wal::Lsn;
 use super::StoreInner;
 use super::checkpoint::layer_file_name;
 use super::housekeeping::Reservation;
+use super::moves;
 use crate::catalog::Branch;
 use crate::error::{EngineError, Result};
 use crate::key::Key;
@@ -69,22 +72,44 @@ impl StoreInner {
         Ok(changed)
     }
 
-    /// Merges `inputs` (all the branch's L0 layers) into L1 layers of about
-    /// `l1_layer_bytes` each, split at key boundaries. Returns their key ranges. Streams:
-    /// a k-way merge over buffered reads of the inputs, so it holds one output layer in
-    /// memory, not the inputs.
+    /// Compacts `level_zero` (all the branch's L0 layers) into L1: moves each file that
+    /// overlaps no other in keys and holds a quarter to twice `l1_layer_bytes` as it is
+    /// (`moves::movable`), and merges the rest into L1 layers of about `l1_layer_bytes`
+    /// each, split at key boundaries and at every moved file's first key. Returns the key
+    /// ranges of the layers now at L1. The merge streams: a k-way merge over buffered
+    /// reads of its inputs, so it holds one output layer in memory, not the inputs.
     fn merge_level_zero(
         &self,
         branch: &Arc<Branch>,
         layers_dir: &Path,
-        inputs: &[PersistedLayer],
+        level_zero: &[PersistedLayer],
     ) -> Result<Vec<(Key, Key)>> {
-        let mut writer = L1Writer::new(self, branch, layers_dir, inputs);
-        for version in MergedVersions::new(inputs)? {
-            let (key, lsn, update) = version?;
-            writer.push(key, lsn, update)?;
+        let l1_bytes = self.settings.l1_layer_bytes;
+        let movable = moves::movable(level_zero, l1_bytes / 4..=l1_bytes.saturating_mul(2));
+        let (moved, inputs): (Vec<_>, Vec<_>) = level_zero
+            .iter()
+            .zip(movable)
+            .partition(|(_, movable)| *movable);
+        let moved: Vec<PersistedLayer> =
+            moved.into_iter().map(|(layer, _)| layer.clone()).collect();
+        let inputs: Vec<PersistedLayer> =
+            inputs.into_iter().map(|(layer, _)| layer.clone()).collect();
+        let mut outputs = Vec::new();
+        if !inputs.is_empty() {
+            let mut writer = L1Writer::new(self, branch, layers_dir, &inputs);
+            writer.cut_before(moved.iter().map(|layer| layer.file.range().key_start));
+            for version in MergedVersions::new(&inputs)? {
+                let (key, lsn, update) = version?;
+                writer.push(key, lsn, update)?;
+            }
+            outputs = writer.finish()?;
         }
-        let outputs = writer.finish()?;
+        let written: u64 = outputs.iter().map(|layer| layer.size).sum();
+        let moved_count = moved.len() as u64;
+        outputs.extend(moved.into_iter().map(|layer| PersistedLayer {
+            level: Level::L1,
+            ..layer
+        }));
         let ranges: Vec<(Key, Key)> = outputs
             .iter()
             .map(|layer| {
@@ -92,8 +117,7 @@ impl StoreInner {
                 (range.key_start, range.key_last)
             })
             .collect();
-        let written: u64 = outputs.iter().map(|layer| layer.size).sum();
-        if !self.replace_layers(branch, inputs, Vec::new(), outputs) {
+        if !self.replace_layers(branch, level_zero, Vec::new(), outputs) {
             return Ok(Vec::new());
         }
         let counters = &self.housekeeping_counters;
@@ -101,6 +125,9 @@ impl StoreInner {
         counters
             .compacted_bytes
             .fetch_add(written, Ordering::Relaxed);
+        counters
+            .layers_moved
+            .fetch_add(moved_count, Ordering::Relaxed);
         Ok(ranges)
     }
 
@@ -309,6 +336,9 @@ pub(super) struct L1Writer<'a> {
     chunk: Vec<(Key, Lsn, Update)>,
     chunk_bytes: Reservation<'a>,
     outputs: Vec<PersistedLayer>,
+    /// Keys no layer may span (ascending; those passed are dropped): a layer ends before
+    /// each.
+    cuts: VecDeque<Key>,
 }
 
 impl<'a> L1Writer<'a> {
@@ -346,13 +376,29 @@ impl<'a> L1Writer<'a> {
             chunk: Vec::new(),
             chunk_bytes: Reservation::new(&inner.memory),
             outputs: Vec::new(),
+            cuts: VecDeque::new(),
         }
+    }
+
+    /// Ends a layer before each of `keys` (none of which is pushed): the first keys of
+    /// the files a compaction moves, which its merged layers must not span.
+    pub(super) fn cut_before(&mut self, keys: impl IntoIterator<Item = Key>) {
+        let mut keys: Vec<Key> = keys.into_iter().collect();
+        keys.sort_unstable();
+        self.cuts = keys.into();
     }
 
     /// Adds the next version (in (key, LSN) order).
     pub(super) fn push(&mut self, key: Key, lsn: Lsn, update: Update) -> Result<()> {
+        let mut crossed = false;
+        while self.cuts.front().is_some_and(|cut| *cut <= key) {
+            let cut = self.cuts.pop_front();
+            assert_ne!(cut, Some(key), "a moved file's first key is not merged");
+            crossed = true;
+        }
         let full = self.chunk_bytes.bytes() >= self.inner.settings.l1_layer_bytes;
-        if full && self.chunk.last().is_some_and(|(last, _, _)| *last != key) {
+        let new_key = self.chunk.last().is_some_and(|(last, _, _)| *last != key);
+        if (full && new_key) || (crossed && !self.chunk.is_empty()) {
             self.write_chunk()?;
         }
         self.chunk_bytes

@@ -358,8 +358,9 @@ impl StoreInner {
         Ok(())
     }
 
-    /// GC of a branch's layer files: rewrites the deltas wholly at or below the cutoff
-    /// into the versions `needed` keeps, and drops the images among them.
+    /// GC of a branch's layer files: rewrites the deltas starting at or below the cutoff
+    /// (and those their LSN range reaches, `LayerMap::deltas_for_gc_at`) into the
+    /// versions `needed` keeps, and drops the images among them.
     fn collect_layers(
         &self,
         branch: &Arc<Branch>,
@@ -370,7 +371,7 @@ impl StoreInner {
     ) -> Result<()> {
         let (inputs, images) = {
             let state = branch.state.read();
-            let inputs = state.layers.deltas_starting_at_or_below(cutoff);
+            let inputs = state.layers.deltas_for_gc_at(cutoff);
             let inputs_end = inputs
                 .iter()
                 .map(|layer| layer.file.range().lsn_end)

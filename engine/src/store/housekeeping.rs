@@ -30,6 +30,7 @@ use pagefork_wal::Lsn;
 use parking_lot::{Condvar, Mutex};
 
 use super::checkpoint::LAYERS_DIR_NAME;
+use super::moves;
 use super::{Store, StoreInner};
 use crate::catalog::Branch;
 use crate::error::{EngineError, Result};
@@ -71,6 +72,7 @@ pub(super) struct HousekeepingCounters {
     pub(super) largest_frozen_bytes: AtomicU64,
     pub(super) compactions: AtomicU64,
     pub(super) compacted_bytes: AtomicU64,
+    pub(super) layers_moved: AtomicU64,
     pub(super) images_written: AtomicU64,
     pub(super) catalogs_published: AtomicU64,
     pub(super) gc_runs: AtomicU64,
@@ -380,7 +382,9 @@ impl StoreInner {
     }
 
     /// Freezes the branch's open layer if it is due (or `all` and it is not empty) and
-    /// writes the frozen layer to an L0 delta file. Returns whether a file was written.
+    /// writes the frozen layer to L0 delta files: one, or one per large run of a relation
+    /// and one for what lies between them (`moves::flush_pieces`). Returns whether a file
+    /// was written.
     pub(super) fn flush_branch(
         &self,
         branch: &Branch,
@@ -410,15 +414,21 @@ impl StoreInner {
             state.frozen.clone().expect("frozen above")
         };
         let versions = frozen.to_sorted_vec();
-        let (layer, size) = match &self.version_db {
+        let (layers, size) = match &self.version_db {
             Some(db) => {
                 db.put_versions(branch.id, &versions)?;
-                (None, frozen.bytes())
+                (Vec::new(), frozen.bytes())
             }
             None => {
-                let layer = self.write_l0(branch, layers_dir, &versions)?;
-                let size = layer.size;
-                (Some(layer), size)
+                let (min_run, max_piece) =
+                    (self.settings.flush_bytes / 4, self.settings.l1_layer_bytes);
+                let mut layers = Vec::new();
+                for piece in moves::flush_pieces(&versions, min_run, max_piece) {
+                    let slice = versions.get(piece).expect("pieces lie within the versions");
+                    layers.push(self.write_l0(branch, layers_dir, slice)?);
+                }
+                let size = layers.iter().map(|layer| layer.size).sum();
+                (layers, size)
             }
         };
         let mut state = branch.state.write();
@@ -427,7 +437,7 @@ impl StoreInner {
             // file (or the versions in RocksDB) is debris the next catalog does not list.
             return Ok(false);
         }
-        if let Some(layer) = layer {
+        for layer in layers {
             state.layers.insert(layer);
         }
         state.frozen = None;
@@ -446,7 +456,8 @@ impl StoreInner {
         Ok(true)
     }
 
-    /// Writes a frozen layer's versions (sorted, not empty) to an L0 delta file.
+    /// Writes some of a frozen layer's versions (sorted, not empty) to an L0 delta file
+    /// whose LSN range is theirs.
     fn write_l0(
         &self,
         branch: &Branch,

@@ -5,11 +5,12 @@
 //! needs one to be correct (GC keeps the deltas every retained state needs), so the rules
 //! here trade read speed against the bytes images cost.
 //!
-//! - **When**: over a key range whose chain above its newest image reached
-//!   `Config::image_after_deltas`, and only once those deltas hold at least
-//!   `Config::image_after_changed_percent` versions per hundred pages of the range: the
-//!   bytes images take stay proportional to the bytes written, whatever the branch's size
-//!   (a few scattered writes into a large branch do not rewrite all of it).
+//! - **When**: over the part of a key range where the chain above its newest image reached
+//!   `Config::image_after_deltas` (`LayerMap::deep_span`), and only once those deltas
+//!   hold at least `Config::image_after_changed_percent` versions per hundred pages of
+//!   the range: the bytes images take stay proportional to the bytes written, whatever
+//!   the branch's size (a few scattered writes into a large branch do not rewrite all of
+//!   it).
 //! - **How**: streamed, one key at a time, into image layers of about
 //!   `Config::l1_layer_bytes` each (bounded memory, counted on the memory gauge). The
 //!   layers of one image cover the range between them without gaps, all at one LSN, and
@@ -79,6 +80,57 @@ impl LayerMap {
             }
         }
         chain
+    }
+}
+
+impl LayerMap {
+    /// The narrowest part of `first..=last` that holds every key a read of which could
+    /// visit at least `min_deltas` delta layers above the newest image covering the range
+    /// (`None`: no such key). An image over a range goes no wider than that: a range whose
+    /// chain is long at one end only (the tree's own pages, in every commit, beside the
+    /// pages of a file written once) is not rewritten whole for that end.
+    pub(crate) fn deep_span(&self, first: Key, last: Key, min_deltas: usize) -> Option<(Key, Key)> {
+        if min_deltas == 0 {
+            return Some((first, last));
+        }
+        let image_end = newest_covering_image_end(self, first, last, Lsn(u64::MAX));
+        let (low, high) = (first.packed(), last.packed());
+        // Where the depth changes: +1 where a delta's keys start, -1 just past their end.
+        let mut changes: Vec<(u64, i64)> = Vec::new();
+        for layer in self.iter() {
+            let range = layer.file.range();
+            if range.kind == LayerKind::Delta
+                && range.key_start <= last
+                && first <= range.key_last
+                && range.lsn_end > image_end
+            {
+                changes.push((range.key_start.packed().max(low), 1));
+                let end = range.key_last.packed().min(high);
+                // `end <= high <= u64::MAX`; past `high` nothing is asked.
+                if end < high {
+                    changes.push((end + 1, -1));
+                }
+            }
+        }
+        changes.sort_unstable();
+        let mut depth = 0i64;
+        let mut span: Option<(u64, u64)> = None;
+        let points: Vec<&[(u64, i64)]> = changes.chunk_by(|a, b| a.0 == b.0).collect();
+        for (index, at_point) in points.iter().enumerate() {
+            let Some(&(point, _)) = at_point.first() else {
+                continue;
+            };
+            depth += at_point.iter().map(|(_, change)| change).sum::<i64>();
+            // The depth holds from `point` to just before the next change.
+            let until = points
+                .get(index + 1)
+                .and_then(|next| next.first())
+                .map_or(high, |(next, _)| next - 1);
+            if depth >= min_deltas as i64 {
+                span = Some((span.map_or(point, |(start, _)| start), until));
+            }
+        }
+        span.map(|(start, end)| (Key::from_packed(start), Key::from_packed(end)))
     }
 }
 
@@ -168,11 +220,20 @@ impl StoreInner {
         first: Key,
         last: Key,
     ) -> Result<bool> {
-        let (top, chain) = {
+        let (top, chain, first, last) = {
             let state = branch.state.read();
+            let Some((first, last)) =
+                state
+                    .layers
+                    .deep_span(first, last, self.settings.image_after_deltas)
+            else {
+                return Ok(false);
+            };
             (
                 state.layers.lsn_end(),
                 state.layers.chain_above_image(first, last),
+                first,
+                last,
             )
         };
         if chain.deltas < self.settings.image_after_deltas {

@@ -26,6 +26,7 @@ mod housekeeping;
 mod images;
 mod inspect;
 mod lifecycle;
+mod moves;
 mod pitr;
 mod published;
 mod read;

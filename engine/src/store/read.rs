@@ -70,6 +70,9 @@ pub struct StoreStats {
     pub compactions: u64,
     /// Bytes of L1 files written by merges.
     pub compacted_bytes: u64,
+    /// L0 files compaction moved to L1 as they were, not rewritten (key-disjoint from
+    /// every other L0 file it compacted).
+    pub layers_moved: u64,
     /// Image layers written.
     pub images_written: u64,
     /// Catalogs published.
@@ -172,6 +175,7 @@ impl Store {
             largest_frozen_bytes: housekeeping.largest_frozen_bytes.load(Ordering::Relaxed),
             compactions: housekeeping.compactions.load(Ordering::Relaxed),
             compacted_bytes: housekeeping.compacted_bytes.load(Ordering::Relaxed),
+            layers_moved: housekeeping.layers_moved.load(Ordering::Relaxed),
             images_written: housekeeping.images_written.load(Ordering::Relaxed),
             catalogs_published: housekeeping.catalogs_published.load(Ordering::Relaxed),
             gc_runs: housekeeping.gc_runs.load(Ordering::Relaxed),

@@ -327,7 +327,7 @@ impl Harness {
         choices
             .iter()
             .map(|(block, choice)| {
-                let key = Key::new(1, *block);
+                let key = ops::key(*block);
                 let update = match choice {
                     UpdateChoice::Patch { byte, .. } if !existing.contains_key(&key) => {
                         Update::Image(Bytes::from(vec![*byte; TEST_PAGE_SIZE]))
@@ -693,7 +693,7 @@ impl Harness {
                 }
             }
             Op::Read { branch, key, at } => {
-                let (name, key, at) = (&self.name(branch), Key::new(1, *key), self.at(at));
+                let (name, key, at) = (&self.name(branch), ops::key(*key), self.at(at));
                 let expected = self
                     .model
                     .resolve(name, at)
@@ -892,7 +892,7 @@ impl Harness {
             for at in ats {
                 let expected_lsn = self.model.resolve(&name, at);
                 for block in 0..KEYS {
-                    let key = Key::new(1, block);
+                    let key = ops::key(block);
                     let expected = expected_lsn.map(|lsn| self.model.page(&name, key, lsn));
                     match store.get_page(&name, key, at) {
                         Ok(page) => prop_assert_eq!(
@@ -975,7 +975,7 @@ impl Harness {
             );
             if !info.kept_for.is_empty() {
                 // Expired, kept for its descendants: never readable.
-                let read = store.get_page(&info.name, Key::new(1, 0), At::Latest);
+                let read = store.get_page(&info.name, ops::key(0), At::Latest);
                 prop_assert!(
                     read.as_ref()
                         .is_err_and(|error| Refusal::of(error) == Some(Refusal::BranchExpired)),
@@ -987,7 +987,7 @@ impl Harness {
             }
             let pages = self.model.pages(&info.name, info.head);
             for block in 0..KEYS {
-                let key = Key::new(1, block);
+                let key = ops::key(block);
                 let page = store.get_page(&info.name, key, At::Latest).unwrap();
                 prop_assert_eq!(
                     page.map(|page| page.to_vec()),
@@ -1012,6 +1012,7 @@ impl Harness {
         }
         FLUSHES.fetch_add(stats.flushes as usize, Ordering::Relaxed);
         MERGES.fetch_add(stats.compactions as usize, Ordering::Relaxed);
+        MOVES.fetch_add(stats.layers_moved as usize, Ordering::Relaxed);
         IMAGES.fetch_add(stats.images_written as usize, Ordering::Relaxed);
     }
 }
@@ -1029,6 +1030,8 @@ pub(crate) static DETACHES: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static FLUSHES: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static ROCKSDB_FLUSHES: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static MERGES: AtomicUsize = AtomicUsize::new(0);
+/// L0 files compaction moved to L1 without rewriting them.
+pub(crate) static MOVES: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static IMAGES: AtomicUsize = AtomicUsize::new(0);
 
 /// Issue 18's first cause: `main` writes a few WAL segments and a background cycle

@@ -4,13 +4,20 @@
 
 use std::time::Duration;
 
-use pagefork_engine::EngineError;
 use pagefork_engine::model::Refusal;
+use pagefork_engine::{EngineError, Key};
 use pagefork_tests::TEST_PAGE_SIZE;
 use proptest::prelude::*;
 
 pub(crate) const NAMES: [&str; 6] = ["main", "a", "b", "c", "a/b", "bad name"];
 pub(crate) const KEYS: u32 = 4;
+
+/// The store key of the model's key `index` (below `KEYS`): two blocks in each of two
+/// relations, so flushes cut a relation's run into an L0 file of its own and compaction
+/// moves files that overlap no other (the engine's `moves`).
+pub(crate) fn key(index: u32) -> Key {
+    Key::new(1 + index / 2, index % 2)
+}
 /// The store's PITR window: shorter than most clock steps, so cutoffs move.
 pub(crate) const PITR_WINDOW: Duration = Duration::from_secs(5);
 /// The WAL's segment size in both harnesses: the smallest the log takes, so a case writes
