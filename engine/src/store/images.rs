@@ -60,30 +60,34 @@ pub(crate) struct ChainAboveImage {
 }
 
 impl LayerMap {
+    /// The delta layers a read of some key of `first..=last` could visit above the newest
+    /// image covering the whole range.
+    fn deltas_above_image(&self, first: Key, last: Key) -> Vec<&PersistedLayer> {
+        let image_end = newest_covering_image_end(self, first, last, Lsn(u64::MAX));
+        self.iter()
+            .filter(|layer| {
+                let range = layer.file.range();
+                range.kind == LayerKind::Delta
+                    && range.key_start <= last
+                    && first <= range.key_last
+                    && range.lsn_end > image_end
+            })
+            .collect()
+    }
+
     /// The delta chain above the newest image over `first..=last`: what an image there
     /// would cut, and how much of the range it changed.
     pub(crate) fn chain_above_image(&self, first: Key, last: Key) -> ChainAboveImage {
-        let image_end = newest_covering_image_end(self, first, last, Lsn(u64::MAX));
-        let mut chain = ChainAboveImage {
-            deltas: 0,
-            versions: 0,
-        };
-        for layer in self.iter() {
-            let range = layer.file.range();
-            if range.kind == LayerKind::Delta
-                && range.key_start <= last
-                && first <= range.key_last
-                && range.lsn_end > image_end
-            {
-                chain.deltas += 1;
-                chain.versions += layer.file.versions_in(first, last) as u64;
-            }
+        let deltas = self.deltas_above_image(first, last);
+        ChainAboveImage {
+            deltas: deltas.len(),
+            versions: deltas
+                .iter()
+                .map(|layer| layer.file.versions_in(first, last) as u64)
+                .sum(),
         }
-        chain
     }
-}
 
-impl LayerMap {
     /// The narrowest part of `first..=last` that holds every key a read of which could
     /// visit at least `min_deltas` delta layers above the newest image covering the range
     /// (`None`: no such key). An image over a range goes no wider than that: a range whose
@@ -93,23 +97,16 @@ impl LayerMap {
         if min_deltas == 0 {
             return Some((first, last));
         }
-        let image_end = newest_covering_image_end(self, first, last, Lsn(u64::MAX));
         let (low, high) = (first.packed(), last.packed());
         // Where the depth changes: +1 where a delta's keys start, -1 just past their end.
         let mut changes: Vec<(u64, i64)> = Vec::new();
-        for layer in self.iter() {
+        for layer in self.deltas_above_image(first, last) {
             let range = layer.file.range();
-            if range.kind == LayerKind::Delta
-                && range.key_start <= last
-                && first <= range.key_last
-                && range.lsn_end > image_end
-            {
-                changes.push((range.key_start.packed().max(low), 1));
-                let end = range.key_last.packed().min(high);
-                // `end <= high <= u64::MAX`; past `high` nothing is asked.
-                if end < high {
-                    changes.push((end + 1, -1));
-                }
+            changes.push((range.key_start.packed().max(low), 1));
+            let end = range.key_last.packed().min(high);
+            // `end < high <= u64::MAX`: no overflow; past `high` nothing is asked.
+            if end < high {
+                changes.push((end + 1, -1));
             }
         }
         changes.sort_unstable();
