@@ -181,6 +181,12 @@ pub fn crash_child_config(backend: Backend) -> Config {
     }
 }
 
+/// The first of the pages of relation 2 the engine crash child appends with commit `seq`
+/// (eight per commit; a commit never acknowledged may be made again with the same pages).
+pub fn appended_block(seq: u64) -> u32 {
+    u32::try_from(seq * 8).expect("fewer than 2^29 commits")
+}
+
 /// Opens the store in `dir` with `config`, or creates it there if there is none yet (a
 /// crash-test child's first run).
 pub fn open_or_create(dir: &str, config: Config) -> Result<Store, EngineError> {

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use pagefork_engine::{At, Backend, Key, Lsn, Store};
 use pagefork_tests::{
-    TestRng, backends, crash_child_config, crash_kills, run_then_sigkill, seed_from_env,
-    seq_of_payload,
+    TestRng, appended_block, backends, crash_child_config, crash_kills, run_then_sigkill,
+    seed_from_env, seq_of_payload,
 };
 
 const PAGES_PER_COMMIT: u32 = 8;
@@ -90,6 +90,19 @@ fn sigkill_runs(backend: Backend) {
                 "kill {kill} (seed {seed}): acknowledged commit {seq} at {lsn} lost"
             );
         }
+        // Every acknowledged commit's appended pages of relation 2, at the head (moved
+        // files among them once compaction ran).
+        for seq in commits.keys() {
+            for offset in 0..PAGES_PER_COMMIT {
+                let key = Key::new(2, appended_block(*seq) + offset);
+                let page = store.get_page("main", key, At::Latest).unwrap();
+                assert_eq!(
+                    page.and_then(|page| seq_of_payload(&page)),
+                    Some(*seq),
+                    "kill {kill} (seed {seed}): appended page {key} of commit {seq} lost"
+                );
+            }
+        }
         let head = whole_commit_at(&store, At::Latest);
         if let Some((last_acked, _)) = commits.last_key_value() {
             assert!(
@@ -133,6 +146,14 @@ fn sigkill_runs(backend: Backend) {
                 "housekeeping wrote {level} layers while the children ran: {layers:?}"
             );
         }
+        // Files written as L0 that the catalog lists at L1: moved, not merged.
+        let store = Store::open_with(dir.path(), crash_child_config(backend)).unwrap();
+        let written_at_l1 = layers.iter().filter(|name| name.ends_with(".l1")).count();
+        assert!(
+            store.stats().layers_l1 as usize > written_at_l1,
+            "compaction moved files while the children ran: {} L1 layers, {written_at_l1} written as L1",
+            store.stats().layers_l1
+        );
     } else {
         let flushes = Store::open_with(dir.path(), crash_child_config(backend))
             .unwrap()

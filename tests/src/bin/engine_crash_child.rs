@@ -2,8 +2,9 @@
 //!
 //! Usage: `engine-crash-child DIR SEED`. Opens (or creates) the store in DIR with
 //! `SyncMode::Always`, continues numbering after the last commit it finds, prints `ready`,
-//! then loops: one commit writes `PAGES_PER_COMMIT` pages of relation 1, each filled by
-//! `payload_for(seq, ..)`, and prints `commit SEQ LSN` once acknowledged; every 16th commit
+//! then loops: one commit writes `PAGES_PER_COMMIT` pages of relation 1 and appends as
+//! many to relation 2 (at `appended_block(seq)`), each filled by `payload_for(seq, ..)`,
+//! and prints `commit SEQ LSN` once acknowledged; every 16th commit
 //! is followed by a branch `snap-SEQ` at the head, printed as `branch NAME LSN` once
 //! acknowledged; every 64th by a checkpoint and every 64th (offset 32) by a compaction.
 //! Every 16th commit not followed by a snapshot is followed, once there is a snapshot, by
@@ -21,19 +22,23 @@ use std::io::Write;
 use bytes::Bytes;
 use pagefork_engine::{At, BranchOptions, EngineError, Key, Update};
 use pagefork_tests::{
-    TEST_PAGE_SIZE, TestRng, crash_child_config, open_or_create, payload_for, seq_of_payload,
+    TEST_PAGE_SIZE, TestRng, appended_block, crash_child_config, open_or_create, payload_for,
+    seq_of_payload,
 };
 
 /// Pages every commit writes: a commit is visible whole or not at all.
 const PAGES_PER_COMMIT: u32 = 8;
 
-/// Commit `seq`'s pages.
+/// Commit `seq`'s pages: `PAGES_PER_COMMIT` pages of relation 1, rewritten by every
+/// commit, and as many of relation 2 appended at ``appended_block(seq)``, so
+/// flushes cut runs of relation 2 into files of their own and compaction moves them.
 fn updates_of(seq: u64) -> Vec<(Key, Update)> {
-    (0..PAGES_PER_COMMIT)
-        .map(|block| {
-            let page = Bytes::from(payload_for(seq, TEST_PAGE_SIZE));
-            (Key::new(1, block), Update::Image(page))
-        })
+    let page = Bytes::from(payload_for(seq, TEST_PAGE_SIZE));
+    let rewritten = (0..PAGES_PER_COMMIT).map(|block| Key::new(1, block));
+    let appended = (0..PAGES_PER_COMMIT).map(|offset| Key::new(2, appended_block(seq) + offset));
+    rewritten
+        .chain(appended)
+        .map(|key| (key, Update::Image(page.clone())))
         .collect()
 }
 
