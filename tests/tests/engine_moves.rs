@@ -57,6 +57,22 @@ struct Expected {
 }
 
 impl Expected {
+    /// Commits a page tagged `tag` at each of `tagged`'s keys on `main`, and expects them.
+    fn commit(&mut self, store: &Store, tagged: &[(Key, u32)]) {
+        let updates = tagged
+            .iter()
+            .map(|(key, tag)| (*key, Update::Image(page(*tag))))
+            .collect();
+        let commit = store.commit("main", updates).unwrap();
+        for (key, tag) in tagged {
+            self.versions
+                .entry(*key)
+                .or_default()
+                .push((commit.lsn, *tag));
+        }
+        self.commits.push(commit.lsn);
+    }
+
     fn at(&self, key: Key, lsn: Lsn) -> Option<u32> {
         let versions = self.versions.get(&key)?;
         versions
@@ -101,29 +117,11 @@ fn append_beside(
         .count() as u32;
     for _ in 0..flushes {
         for _ in 0..COMMITS_PER_FLUSH {
-            let tag = next_block;
-            let mut updates: Vec<(Key, Update)> = (0..PAGES_PER_COMMIT)
-                .map(|offset| {
-                    let key = Key::new(DATA_REL, next_block + offset);
-                    (key, Update::Image(page(tag + offset)))
-                })
+            let mut tagged: Vec<(Key, u32)> = (0..PAGES_PER_COMMIT)
+                .map(|offset| (Key::new(DATA_REL, next_block + offset), next_block + offset))
                 .collect();
-            for &rel in small_rels {
-                updates.push((Key::new(rel, 0), Update::Image(page(tag))));
-            }
-            let commit = store.commit("main", updates.clone()).unwrap();
-            for (key, update) in updates {
-                let Update::Image(bytes) = update else {
-                    unreachable!()
-                };
-                let tag = u32::from_le_bytes(bytes[..4].try_into().unwrap());
-                expected
-                    .versions
-                    .entry(key)
-                    .or_default()
-                    .push((commit.lsn, tag));
-            }
-            expected.commits.push(commit.lsn);
+            tagged.extend(small_rels.iter().map(|&rel| (Key::new(rel, 0), next_block)));
+            expected.commit(store, &tagged);
             next_block += PAGES_PER_COMMIT;
             clock.advance(Duration::from_secs(1));
         }
@@ -230,16 +228,7 @@ fn an_image_covers_the_deep_end_of_a_range_not_the_pages_written_once_beside_it(
             // A straggler: a page of the first run written again (a page the kernel
             // handed over late). It is merged with the table's versions into one L1
             // layer spanning from the table's page to it: a range deep at one end.
-            let key = Key::new(DATA_REL, 3);
-            let commit = store
-                .commit("main", vec![(key, Update::Image(page(1_000_000)))])
-                .unwrap();
-            expected
-                .versions
-                .entry(key)
-                .or_default()
-                .push((commit.lsn, 1_000_000));
-            expected.commits.push(commit.lsn);
+            expected.commit(&store, &[(Key::new(DATA_REL, 3), 1_000_000)]);
             store.checkpoint().unwrap();
         }
         store.compact().unwrap();

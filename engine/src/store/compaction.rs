@@ -74,7 +74,7 @@ impl StoreInner {
 
     /// Compacts `level_zero` (all the branch's L0 layers) into L1: moves each file that
     /// overlaps no other in keys and holds a quarter to twice `l1_layer_bytes` as it is
-    /// (`moves::movable`), and merges the rest into L1 layers of about `l1_layer_bytes`
+    /// (`moves::split_movable`), and merges the rest into L1 layers of about `l1_layer_bytes`
     /// each, split at key boundaries and at every moved file's first key. Returns the key
     /// ranges of the layers now at L1. The merge streams: a k-way merge over buffered
     /// reads of its inputs, so it holds one output layer in memory, not the inputs.
@@ -84,16 +84,7 @@ impl StoreInner {
         layers_dir: &Path,
         level_zero: &[PersistedLayer],
     ) -> Result<Vec<(Key, Key)>> {
-        let l1_bytes = self.settings.l1_layer_bytes;
-        let movable = moves::movable(level_zero, l1_bytes / 4..=l1_bytes.saturating_mul(2));
-        let (moved, inputs): (Vec<_>, Vec<_>) = level_zero
-            .iter()
-            .zip(movable)
-            .partition(|(_, movable)| *movable);
-        let moved: Vec<PersistedLayer> =
-            moved.into_iter().map(|(layer, _)| layer.clone()).collect();
-        let inputs: Vec<PersistedLayer> =
-            inputs.into_iter().map(|(layer, _)| layer.clone()).collect();
+        let (moved, inputs) = moves::split_movable(level_zero, self.settings.l1_layer_bytes);
         let mut outputs = Vec::new();
         if !inputs.is_empty() {
             let mut writer = L1Writer::new(self, branch, layers_dir, &inputs);

@@ -420,10 +420,11 @@ impl StoreInner {
                 (Vec::new(), frozen.bytes())
             }
             None => {
-                let (min_run, max_piece) =
-                    (self.settings.flush_bytes / 4, self.settings.l1_layer_bytes);
+                let settings = &self.settings;
                 let mut layers = Vec::new();
-                for piece in moves::flush_pieces(&versions, min_run, max_piece) {
+                for piece in
+                    moves::flush_pieces(&versions, settings.flush_bytes, settings.l1_layer_bytes)
+                {
                     let slice = versions.get(piece).expect("pieces lie within the versions");
                     layers.push(self.write_l0(branch, layers_dir, slice)?);
                 }

@@ -18,7 +18,7 @@
 //!   outputs, cut at every moved file's first key (`L1Writer::cut_before`), never overlap
 //!   it in keys either, whatever their LSN ranges.
 
-use std::ops::{Range, RangeInclusive};
+use std::ops::Range;
 
 use pagefork_wal::Lsn;
 
@@ -36,9 +36,10 @@ const RUN_SHARE: u64 = 4;
 const VERSION_OVERHEAD: u64 = 56;
 
 /// Cuts `versions` (sorted by key, then LSN) into the slices a flush writes as separate L0
-/// files. A *run* is a stretch of consecutive blocks of one relation, each present (with
-/// one version or more); every run holding at least `min_run_bytes` and a quarter of all
-/// the versions' bytes is cut into pieces of its own of about `max_piece_bytes`, and
+/// files, for a store that flushes at `flush_bytes` and writes L1 layers of
+/// `l1_layer_bytes`. A *run* is a stretch of consecutive blocks of one relation, each
+/// present (with one version or more); every run holding a quarter of `flush_bytes` and
+/// of all the versions' bytes is cut into pieces of its own of about `l1_layer_bytes`, and
 /// what lies between such runs goes together, but never across the boundary of a
 /// relation that has such a run.
 ///
@@ -49,8 +50,8 @@ const VERSION_OVERHEAD: u64 = 56;
 /// leftovers of the same relation do not span a run of this one.
 pub(super) fn flush_pieces(
     versions: &[(Key, Lsn, Update)],
-    min_run_bytes: u64,
-    max_piece_bytes: u64,
+    flush_bytes: u64,
+    l1_layer_bytes: u64,
 ) -> Vec<Range<usize>> {
     let bytes = |slice: &[(Key, Lsn, Update)]| -> u64 {
         slice
@@ -58,7 +59,9 @@ pub(super) fn flush_pieces(
             .map(|(_, _, update)| VERSION_OVERHEAD + update.payload_len() as u64)
             .sum()
     };
-    let threshold = min_run_bytes.max(bytes(versions) / RUN_SHARE).max(1);
+    let threshold = (flush_bytes / RUN_SHARE)
+        .max(bytes(versions) / RUN_SHARE)
+        .max(1);
     let runs: Vec<&[(Key, Lsn, Update)]> = versions
         .chunk_by(|(a, _, _), (b, _, _)| a.rel == b.rel && b.block.saturating_sub(a.block) <= 1)
         .collect();
@@ -85,14 +88,14 @@ pub(super) fn flush_pieces(
         }
         let run_end = run_start + run.len();
         if large {
-            // In pieces of about `max_piece_bytes`, cut between keys: what compaction
+            // In pieces of about `l1_layer_bytes`, cut between keys: what compaction
             // moves is the size of what it writes.
             let mut chunk_start = run_start;
             let mut chunk_bytes = 0;
             for (offset, pair) in run.windows(2).enumerate() {
                 if let [(key, _, update), (next, _, _)] = pair {
                     chunk_bytes += VERSION_OVERHEAD + update.payload_len() as u64;
-                    if chunk_bytes >= max_piece_bytes && key != next {
+                    if chunk_bytes >= l1_layer_bytes && key != next {
                         let cut = run_start + offset + 1;
                         pieces.push(chunk_start..cut);
                         chunk_start = cut;
@@ -112,25 +115,31 @@ pub(super) fn flush_pieces(
     pieces
 }
 
-/// Which of a branch's L0 files (`level_zero`) compaction moves to L1 as they are: those
-/// of `sizes` (at least its start, at most its end) whose key range overlaps no other L0
-/// file's.
-pub(super) fn movable(level_zero: &[PersistedLayer], sizes: RangeInclusive<u64>) -> Vec<bool> {
+/// A branch's L0 files (`level_zero`) as compaction takes them: those it moves to L1 as
+/// they are (a quarter to twice `l1_layer_bytes`, the size of what it writes, and
+/// overlapping no other L0 file in keys), then those it merges.
+pub(super) fn split_movable(
+    level_zero: &[PersistedLayer],
+    l1_layer_bytes: u64,
+) -> (Vec<PersistedLayer>, Vec<PersistedLayer>) {
+    let sizes = l1_layer_bytes / 4..=l1_layer_bytes.saturating_mul(2);
     let overlaps = |a: &PersistedLayer, b: &PersistedLayer| {
         let (a, b) = (a.file.range(), b.file.range());
         a.key_start <= b.key_last && b.key_start <= a.key_last
     };
-    level_zero
-        .iter()
-        .enumerate()
-        .map(|(index, layer)| {
-            sizes.contains(&layer.size)
-                && level_zero
-                    .iter()
-                    .enumerate()
-                    .all(|(other, them)| other == index || !overlaps(layer, them))
-        })
-        .collect()
+    let (mut moved, mut merged) = (Vec::new(), Vec::new());
+    for (index, layer) in level_zero.iter().enumerate() {
+        let movable = sizes.contains(&layer.size)
+            && level_zero
+                .iter()
+                .enumerate()
+                .all(|(other, them)| other == index || !overlaps(layer, them));
+        match movable {
+            true => moved.push(layer.clone()),
+            false => merged.push(layer.clone()),
+        }
+    }
+    (moved, merged)
 }
 
 #[cfg(test)]
@@ -152,7 +161,7 @@ mod tests {
     #[test]
     fn a_flush_of_one_run_is_one_piece() {
         let versions: Vec<_> = (0..64).map(|block| version(7, block, 8192)).collect();
-        assert_eq!(flush_pieces(&versions, 1 << 20, u64::MAX), vec![0..64]);
+        assert_eq!(flush_pieces(&versions, 4 << 20, u64::MAX), vec![0..64]);
     }
 
     #[test]
@@ -163,7 +172,7 @@ mod tests {
         versions.push(version(5, 80, 100)); // and one after it
         versions.push(version(9, 0, 100));
         assert_eq!(
-            flush_pieces(&versions, 1 << 16, u64::MAX),
+            flush_pieces(&versions, 4 << 16, u64::MAX),
             vec![0..2, 2..3, 3..67, 67..68, 68..69]
         );
     }
@@ -175,7 +184,7 @@ mod tests {
         versions.extend((33..65).map(|block| version(5, block, 8192)));
         // Two runs, each large enough alone: 0..=31 (with block 31 twice) and 33..=64.
         assert_eq!(
-            flush_pieces(&versions, 1 << 16, u64::MAX),
+            flush_pieces(&versions, 4 << 16, u64::MAX),
             vec![0..33, 33..65]
         );
     }
@@ -186,7 +195,7 @@ mod tests {
         let versions: Vec<_> = (0..5)
             .flat_map(|rel| (0..16).map(move |block| version(rel + 2, block * 2, 8192)))
             .collect();
-        assert_eq!(flush_pieces(&versions, 1024, u64::MAX), vec![0..80]);
+        assert_eq!(flush_pieces(&versions, 4096, u64::MAX), vec![0..80]);
     }
 
     #[test]
@@ -195,13 +204,13 @@ mod tests {
         versions.insert(3, version(5, 2, 8192)); // block 2 twice: never cut between them
         let piece = 3 * (8192 + VERSION_OVERHEAD);
         assert_eq!(
-            flush_pieces(&versions, 1024, piece),
+            flush_pieces(&versions, 4096, piece),
             vec![0..4, 4..7, 7..10, 10..11]
         );
     }
 
     #[test]
     fn an_empty_flush_has_no_pieces() {
-        assert!(flush_pieces(&[], 1024, u64::MAX).is_empty());
+        assert!(flush_pieces(&[], 4096, u64::MAX).is_empty());
     }
 }

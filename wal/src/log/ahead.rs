@@ -84,16 +84,12 @@ impl Inner {
         );
         let mut ahead = self.ahead.lock();
         ahead.making = None;
-        let result = match made {
-            Ok(prepared) => {
-                // A roll-over to `next_start` waits for it, so it is still the next one.
-                if let Some(stale) = ahead.ready.replace(prepared) {
-                    stale.discard(self.fs.as_ref());
-                }
-                Ok(())
+        let result = made.map(|prepared| {
+            // A roll-over to `next_start` waits for it, so it is still the next one.
+            if let Some(stale) = ahead.ready.replace(prepared) {
+                stale.discard(self.fs.as_ref());
             }
-            Err(error) => Err(error),
-        };
+        });
         drop(ahead);
         self.ahead_done.notify_all();
         result.inspect_err(|error| self.poison(error))
