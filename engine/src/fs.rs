@@ -13,6 +13,10 @@ pub use pagefork_wal::fs::{
 };
 pub(crate) use pagefork_wal::fs::{AlignedBuffer, DIRECT_IO_ALIGNMENT};
 
+/// The suffix of a file's name while it is being published: such a file belongs to a
+/// publish in progress until the store next opens, when it is debris.
+pub(crate) const TEMPORARY_SUFFIX: &str = ".tmp";
+
 /// How many bytes a streamed publish gathers before each write: large enough that a
 /// direct write is one efficient request, small enough to be one chunk of memory.
 pub(crate) const STAGING_BYTES: usize = 1 << 20;
@@ -21,9 +25,23 @@ pub(crate) const STAGING_BYTES: usize = 1 << 20;
 /// renamed into place, and the directory fsynced. After a crash the file is either absent
 /// (or its old version) or complete.
 pub fn publish_file(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    publish_file_opened(fs, path, bytes, |_| Ok(()))
+}
+
+/// [`publish_file`], handing the written and fsynced file to `open` under its temporary
+/// name before it is renamed into place, so what `open` returns (a mapping, say) is of
+/// these bytes whatever happens to `path` afterwards: a file may be removed as soon as it
+/// is published if no catalog lists it.
+pub(crate) fn publish_file_opened<T>(
+    fs: &dyn FileSystem,
+    path: &Path,
+    bytes: &[u8],
+    open: impl FnOnce(&Path) -> std::io::Result<T>,
+) -> std::io::Result<T> {
     publish_with(fs, path, |temp| {
         fs.write(temp, bytes)?;
-        fs.sync_file(temp)
+        fs.sync_file(temp)?;
+        open(temp)
     })
 }
 
@@ -95,18 +113,24 @@ impl Staging<'_> {
     }
 }
 
-/// `write_durably` fills and fsyncs a temporary file beside `path`, which is then renamed
-/// into place and its directory fsynced.
+/// `write_durably` fills and fsyncs a temporary file beside `path` (its name and
+/// [`TEMPORARY_SUFFIX`]), which is then renamed into place and its directory fsynced. A
+/// failed publish removes its temporary file (if it can), so a running store leaves no
+/// debris of it.
 fn publish_with<T>(
     fs: &dyn FileSystem,
     path: &Path,
     write_durably: impl FnOnce(&Path) -> std::io::Result<T>,
 ) -> std::io::Result<T> {
     let mut temp_name = path.file_name().unwrap_or_default().to_os_string();
-    temp_name.push(".tmp");
+    temp_name.push(TEMPORARY_SUFFIX);
     let temp = path.with_file_name(temp_name);
-    let written = write_durably(&temp)?;
-    fs.rename(&temp, path)?;
+    let written = write_durably(&temp)
+        .and_then(|written| fs.rename(&temp, path).map(|()| written))
+        .inspect_err(|_| {
+            // Best effort: what is left is debris the next open removes.
+            let _ = fs.remove_file(&temp);
+        })?;
     let dir = path
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);

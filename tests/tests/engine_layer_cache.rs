@@ -276,3 +276,95 @@ fn evicted_layers_open_from_their_markers_and_a_damaged_marker_is_refused() {
         other => panic!("a damaged marker was accepted: {other:?}"),
     }
 }
+
+/// The temporary files in the layers directory: publishes in progress or their debris.
+fn temporary_files(data: &Path) -> Vec<String> {
+    std::fs::read_dir(data.join("layers"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect()
+}
+
+#[test]
+fn a_checkpoint_leaves_publishes_in_progress_and_an_open_removes_their_debris() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = DirSource::new(&dir.path().join("source"));
+    let data = dir.path().join("store");
+    let store = Store::create(&data, config(&source, None)).unwrap();
+    let expected = write_rounds(&store, 2);
+    // What a layer read back (or an eviction marker) looks like while it is published.
+    let layer = std::fs::read_dir(data.join("layers"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .next()
+        .unwrap();
+    let mut in_progress = layer.into_os_string();
+    in_progress.push(".tmp");
+    std::fs::write(&in_progress, b"half a layer").unwrap();
+    store
+        .commit("main", vec![(Key::new(2, 0), Update::Image(page(9, 0)))])
+        .unwrap();
+    store.checkpoint().unwrap();
+    assert_eq!(
+        temporary_files(&data).len(),
+        1,
+        "a publish in progress was removed"
+    );
+    drop(store);
+    let store = Store::open_with(&data, config(&source, None)).unwrap();
+    assert!(temporary_files(&data).is_empty(), "an open left debris");
+    check_reads(&store, &expected, |_| {});
+}
+
+/// Sets its flag when dropped.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Found by the remote model suite: a catalog published while a read brought an evicted
+/// layer back (or an eviction published a marker) removed the temporary file under it,
+/// and the read failed with "publish layer read back: No such file or directory".
+#[test]
+fn reads_bringing_layers_back_beside_checkpoints_never_lose_their_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = DirSource::new(&dir.path().join("source"));
+    let data = dir.path().join("store");
+    let store = Store::create(&data, config(&source, Some(0))).unwrap();
+    let expected = write_rounds(&store, 3);
+    source.upload(&store);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut rounds = 0;
+            while !done.load(Ordering::SeqCst) || rounds < 2 {
+                // Every read brings its layer back, and it is evicted again after.
+                check_reads(&store, &expected, |store| {
+                    store.evict_layers_to(0).unwrap();
+                });
+                rounds += 1;
+            }
+        });
+        // Set however the loop ends, so a failed checkpoint fails the test, not hangs it.
+        let done_guard = SetOnDrop(&done);
+        for round in 0..60u32 {
+            store
+                .commit(
+                    "main",
+                    vec![(Key::new(3, round), Update::Image(page(7, round)))],
+                )
+                .unwrap();
+            store.checkpoint().unwrap();
+            source.upload(&store);
+        }
+        drop(done_guard);
+        reader.join().unwrap();
+    });
+    let stats = store.layer_cache_stats().unwrap();
+    assert!(stats.downloads > 100, "{stats:?}");
+    assert!(temporary_files(&data).is_empty());
+}

@@ -32,7 +32,7 @@ pub(crate) use map::{LayerMap, PersistedLayer};
 use crate::error::{EngineError, Result};
 use crate::fs::{
     Access, AlignedBuffer, DIRECT_IO_ALIGNMENT, FileSystem, FsFile, MappedFile, StdFileSystem,
-    publish_file, publish_streamed,
+    publish_file_opened, publish_streamed,
 };
 use crate::key::Key;
 use crate::update::Update;
@@ -132,13 +132,17 @@ fn map_file(fs: &dyn FileSystem, path: &Path) -> Result<Mapped> {
     let file = fs
         .open_read(path)
         .map_err(EngineError::io("open layer", path))?;
-    // SAFETY: a published layer is never written again and never truncated: it is
-    // written whole under a temporary name, fsynced and renamed into place; compaction,
-    // GC and eviction only add new files and unlink old ones (unlinking keeps a mapping
-    // valid); the store's directory lock keeps other pagefork processes out.
+    map_open_file(file.as_ref()).map_err(EngineError::io("map layer", path))
+}
+
+/// Maps an open layer file read-only.
+fn map_open_file(file: &dyn FsFile) -> std::io::Result<Mapped> {
+    // SAFETY: a layer is mapped once it is whole and fsynced, and never written again nor
+    // truncated: it is written under a temporary name, fsynced and renamed into place;
+    // compaction, GC and eviction only add new files and unlink old ones (unlinking keeps
+    // a mapping valid); the store's directory lock keeps other pagefork processes out.
     #[allow(unsafe_code)]
-    let mapped = unsafe { file.map_read_only(Access::Random) };
-    let mapping = mapped.map_err(EngineError::io("map layer", path))?;
+    let mapping = unsafe { file.map_read_only(Access::Random) }?;
     Ok(Mapped {
         bytes: mapping.bytes(),
         mapping,
@@ -379,16 +383,20 @@ impl LayerFile {
                 "its header or index differs from the one read when the store opened".to_owned(),
             ));
         }
-        publish_file(self.fs.as_ref(), &self.path, &bytes)
-            .map_err(EngineError::io("publish layer read back", &self.path))?;
+        // Mapped before it takes its name: a catalog published meanwhile that no longer
+        // lists the layer may remove the file as soon as it is there.
+        let fs = self.fs.as_ref();
+        let mapped = publish_file_opened(fs, &self.path, &bytes, |temp| {
+            map_open_file(fs.open_read(temp)?.as_ref())
+        })
+        .map_err(EngineError::io("publish layer read back", &self.path))?;
         let marker = cache::marker_path(&self.path);
         match self.fs.remove_file(&marker) {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(error) => return Err(EngineError::io("remove eviction marker", &marker)(error)),
         }
-        drop(bytes);
-        map_file(self.fs.as_ref(), &self.path)
+        Ok(mapped)
     }
 
     /// When the layer was last read, if it is resident and may be evicted.
@@ -420,9 +428,12 @@ impl LayerFile {
             &outline,
         )?;
         *self.data.write() = None;
-        self.fs
-            .remove_file(&self.path)
-            .map_err(EngineError::io("remove evicted layer", &self.path))?;
+        match self.fs.remove_file(&self.path) {
+            Ok(()) => {}
+            // A catalog that no longer lists the layer removed it already.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(EngineError::io("remove evicted layer", &self.path)(error)),
+        }
         cached.cache.remove_resident(self.size);
         cached.cache.note_eviction();
         Ok(true)

@@ -28,7 +28,7 @@ use crate::branch::BranchId;
 use crate::catalog::Branch;
 use crate::checkpoint::{BranchImage, CATALOG_FILE_NAME, Checkpoint, LayerEntry};
 use crate::error::{EngineError, Result};
-use crate::fs::FileSystem;
+use crate::fs::{FileSystem, TEMPORARY_SUFFIX};
 use crate::layer::{
     LayerCache, LayerFile, LayerMap, LayerRange, Level, PersistedLayer, marker_path,
 };
@@ -206,7 +206,7 @@ impl StoreInner {
             };
             (kept, removable)
         };
-        remove_unlisted_layers(self.fs.as_ref(), layers_dir, &kept)?;
+        remove_unlisted_layers(self.fs.as_ref(), layers_dir, &kept, Publishes::InProgress)?;
         self.remove_unlisted_versions(&checkpoint.branch_ids())?;
         let removed = remove_wal_before(wal, &removable_wal)?;
         tracing::debug!(%covered, replay_from = %cut.replay_from, removed_segments = removed, "catalog published");
@@ -586,15 +586,31 @@ impl StoreInner {
             })
             .collect();
         keep.extend(catalog_layers);
-        remove_unlisted_layers(self.fs.as_ref(), &dir.join(LAYERS_DIR_NAME), &keep)
+        remove_unlisted_layers(
+            self.fs.as_ref(),
+            &dir.join(LAYERS_DIR_NAME),
+            &keep,
+            Publishes::Interrupted,
+        )
     }
+}
+
+/// What the temporary files of publishes found in the layers directory are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Publishes {
+    /// The store is running: a layer read back or an eviction marker may be being
+    /// published beside housekeeping right now, so temporary files stay.
+    InProgress,
+    /// The store is opening: nothing else runs, so a temporary file is debris of a
+    /// publish a crash interrupted.
+    Interrupted,
 }
 
 /// Whether `name` is one the store gives its layer files (see `layer_file_name`), their
 /// eviction markers (`NAME.evicted`), or the temporary name of either while being
 /// published. Other files are left alone.
 fn is_store_layer_file_name(name: &str) -> bool {
-    let name = name.strip_suffix(".tmp").unwrap_or(name);
+    let name = name.strip_suffix(TEMPORARY_SUFFIX).unwrap_or(name);
     let name = name.strip_suffix(".evicted").unwrap_or(name);
     let Some((stem, suffix)) = name.rsplit_once('.') else {
         return false;
@@ -633,16 +649,22 @@ fn store_layer_files(fs: &dyn FileSystem, layers_dir: &Path) -> Result<Vec<Strin
 }
 
 /// Removes the layer files (and eviction markers) in `layers_dir` that `listed` does not
-/// name: layers of deleted branches, and debris of cycles a crash interrupted. Files not
-/// named like the store's layer files are left alone.
+/// name: layers of deleted branches, and debris of cycles a crash interrupted; temporary
+/// files too if `publishes` were interrupted. Files not named like the store's layer files
+/// are left alone.
 fn remove_unlisted_layers(
     fs: &dyn FileSystem,
     layers_dir: &Path,
     listed: &BTreeSet<String>,
+    publishes: Publishes,
 ) -> Result<()> {
     let mut removed = Vec::new();
     for name in store_layer_files(fs, layers_dir)? {
-        if !listed.contains(name.strip_suffix(".evicted").unwrap_or(&name)) {
+        let temporary = name.ends_with(TEMPORARY_SUFFIX);
+        if temporary && publishes == Publishes::InProgress {
+            continue;
+        }
+        if temporary || !listed.contains(name.strip_suffix(".evicted").unwrap_or(&name)) {
             let path: PathBuf = layers_dir.join(&name);
             fs.remove_file(&path)
                 .map_err(EngineError::io("remove unlisted layer", &path))?;
