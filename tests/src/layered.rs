@@ -91,12 +91,19 @@ pub fn check_reads(store: &Store, expected: &Expected, after_each: impl Fn(&Stor
     }
 }
 
-/// (layer files, eviction markers) in the store's `layers` directory.
-pub fn layer_dir_entries(dir: &Path) -> (usize, usize) {
-    let names: Vec<String> = std::fs::read_dir(dir.join("layers"))
+/// The names of the files in the store's `layers` directory, sorted.
+pub fn layer_dir_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("layers"))
         .unwrap()
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
+    names.sort();
+    names
+}
+
+/// (layer files, eviction markers) in the store's `layers` directory.
+pub fn layer_dir_entries(dir: &Path) -> (usize, usize) {
+    let names = layer_dir_names(dir);
     let markers = names
         .iter()
         .filter(|name| name.ends_with(".evicted"))

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use bytes::Bytes;
 use pagefork_engine::{At, Config, EngineError, Key, LayerCacheConfig, LayerSource, Store, Update};
 use pagefork_tests::layered::{
-    BLOCKS, Expected, PAGE, check_reads, layer_dir_entries, page, write_rounds,
+    BLOCKS, Expected, PAGE, check_reads, layer_dir_entries, layer_dir_names, page, write_rounds,
 };
 use pagefork_tests::{engine_config, manual_housekeeping};
 use pagefork_wal::SyncMode;
@@ -279,9 +279,8 @@ fn evicted_layers_open_from_their_markers_and_a_damaged_marker_is_refused() {
 
 /// The temporary files in the layers directory: publishes in progress or their debris.
 fn temporary_files(data: &Path) -> Vec<String> {
-    std::fs::read_dir(data.join("layers"))
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+    layer_dir_names(data)
+        .into_iter()
         .filter(|name| name.ends_with(".tmp"))
         .collect()
 }
@@ -294,13 +293,8 @@ fn a_checkpoint_leaves_publishes_in_progress_and_an_open_removes_their_debris() 
     let store = Store::create(&data, config(&source, None)).unwrap();
     let expected = write_rounds(&store, 2);
     // What a layer read back (or an eviction marker) looks like while it is published.
-    let layer = std::fs::read_dir(data.join("layers"))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .next()
-        .unwrap();
-    let mut in_progress = layer.into_os_string();
-    in_progress.push(".tmp");
+    let layer = layer_dir_names(&data).remove(0);
+    let in_progress = data.join("layers").join(format!("{layer}.tmp"));
     std::fs::write(&in_progress, b"half a layer").unwrap();
     store
         .commit("main", vec![(Key::new(2, 0), Update::Image(page(9, 0)))])

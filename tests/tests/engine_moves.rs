@@ -8,11 +8,11 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
 use pagefork_engine::{At, Config, Key, Lsn, ManualClock, Store, SyncMode, Timestamp, Update};
+use pagefork_tests::layered::layer_dir_names;
 
 const PAGE: usize = 8192;
 /// The relation appended to (a file's pages).
@@ -133,15 +133,6 @@ fn append(store: &Store, clock: &ManualClock, expected: &mut Expected, flushes: 
     append_beside(store, clock, expected, flushes, &SMALL_RELS);
 }
 
-fn layer_file_names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir.join("layers"))
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn appended_runs_are_moved_to_l1_not_rewritten_and_read_back_at_every_lsn() {
     let dir = tempfile::tempdir().unwrap();
@@ -155,7 +146,7 @@ fn appended_runs_are_moved_to_l1_not_rewritten_and_read_back_at_every_lsn() {
         stats.layers_l0, 12,
         "each flush: the small relation before the run, the run, the one after"
     );
-    let before = layer_file_names(dir.path());
+    let before = layer_dir_names(dir.path());
     expected.check(&store, Lsn(0), 7);
 
     store.compact().unwrap();
@@ -168,7 +159,7 @@ fn appended_runs_are_moved_to_l1_not_rewritten_and_read_back_at_every_lsn() {
         stats.compacted_bytes,
         stats.flushed_bytes
     );
-    let after = layer_file_names(dir.path());
+    let after = layer_dir_names(dir.path());
     let kept = after.iter().filter(|name| before.contains(name)).count();
     assert_eq!(kept, 4, "the moved files are the files flushed: {after:?}");
     expected.check(&store, Lsn(0), 7);
