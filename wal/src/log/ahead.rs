@@ -1,7 +1,8 @@
-//! Segments made ahead of need: the write-stage leader makes the segment after the active
-//! one (header, zeros to its full length, fsync) under a temporary name, outside the append
-//! lock, so a roll-over is a rename and a directory fsync instead of 16 MiB of zeros
-//! written and fsynced while every appender waits (`roll_segment`, which falls back to
+//! Segments made ahead of need: the write-stage leader (or a write-behind that finds a
+//! leader writing) makes the segment after the active one (header, zeros to its full
+//! length, fsync) under a temporary name, outside the append lock, so a roll-over is a
+//! rename and a directory fsync instead of 16 MiB of zeros written and fsynced while
+//! every appender waits (`roll_segment`, which falls back to
 //! making the segment itself when none is made or being made).
 //!
 //! When: once the active segment is half full, so a log that is written little (a
@@ -42,8 +43,9 @@ pub(super) struct Ahead {
 impl Inner {
     /// Makes the segment after the active one ahead of need when it is due (see the module
     /// docs), unless it is made or being made. Called by the write-stage leader after a
-    /// write that wrote something (a command that appends nothing leaves the directory as
-    /// it was), outside the append lock, so appends go on meanwhile. An I/O error poisons
+    /// write that wrote something, and by a write-behind that found a write under way with
+    /// records pending (a command that appends nothing leaves the directory as it was),
+    /// outside the append lock, so appends go on meanwhile. An I/O error poisons
     /// the log as any other does (the temporary file is debris, but the disk refused a
     /// write: nothing later is acknowledged).
     pub(super) fn prepare_next_segment(&self) -> Result<()> {

@@ -106,17 +106,22 @@ impl Inner {
     }
 
     /// Leads a write stage unless one is under way (its leader, or the next, writes what
-    /// is pending): the non-blocking half of a write-behind.
+    /// is pending): the non-blocking half of a write-behind. A caller that finds a write
+    /// under way makes the next segment ahead instead, when it is due and nobody makes it:
+    /// otherwise a log written faster than one leader writes could fill a segment while
+    /// that leader writes, and roll over with nothing made ahead (zeros written under the
+    /// append lock while every appender waits).
     pub(super) fn write_behind(&self) -> Result<()> {
         {
             let mut stages = self.stages.lock();
             self.check_poisoned()?;
-            if stages.writing {
-                return Ok(());
+            if !stages.writing {
+                stages.writing = true;
+                drop(stages);
+                return self.lead(Stage::Write);
             }
-            stages.writing = true;
         }
-        self.lead(Stage::Write)
+        self.prepare_next_segment()
     }
 
     /// Runs `stage` as its leader (the caller set its flag), then hands the stage back and
