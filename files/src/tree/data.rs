@@ -99,10 +99,6 @@ impl FileTree {
     /// Writes `data` at `offset` of file `ino`, extending it (with a hole, if `offset` is
     /// past its end) as needed. Returns the bytes written: all of them.
     pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
-        let mut state = self.lock_writable()?;
-        let ino = ino32(ino)?;
-        let mut inode = state.inode(ino)?;
-        check_file(ino, &inode)?;
         let written = u32::try_from(data.len())
             .ok()
             .filter(|&len| len <= self.max_write)
@@ -120,11 +116,25 @@ impl FileTree {
                 size: offset.saturating_add(data.len() as u64),
                 max: self.max_file_size(),
             })?;
+        // The pages the write covers whole are copied before the tree's lock is taken,
+        // so concurrent writers copy at once rather than one after another.
+        let whole = self.whole_pages(offset, data);
+        let mut state = self.lock_writable()?;
+        let ino = ino32(ino)?;
+        let mut inode = state.inode(ino)?;
+        check_file(ino, &inode)?;
         if data.is_empty() {
             return Ok(0);
         }
         let page_size = self.page_size as u64;
         let mut txn = Txn::default();
+        for (block, page) in whole {
+            txn.pages
+                .insert(Key::new(inode.rel, block), Update::Image(page));
+            inode.extent_blocks = inode.extent_blocks.max(block + 1);
+        }
+        // The pages it covers in part: merged into what each page holds (read anyway to
+        // know whether it exists), so reads never replay chains of patches.
         let mut at = offset;
         let mut rest = data;
         while !rest.is_empty() {
@@ -132,11 +142,7 @@ impl FileTree {
             let in_page = (at % page_size) as usize;
             let take = (self.page_size - in_page).min(rest.len());
             let (chunk, after) = rest.split_at(take);
-            // Always a whole page: a part of one is merged into what the page holds (read
-            // anyway to know whether it exists), so reads never replay chains of patches.
-            let update = if take == self.page_size {
-                Update::Image(Bytes::copy_from_slice(chunk))
-            } else {
+            if take < self.page_size {
                 let existing = match block < inode.extent_blocks {
                     true => self.read_page(inode.rel, block)?,
                     false => None,
@@ -148,10 +154,10 @@ impl FileTree {
                 page.get_mut(in_page..in_page + take)
                     .expect("the chunk is within the page")
                     .copy_from_slice(chunk);
-                Update::Image(page.freeze())
-            };
-            txn.pages.insert(Key::new(inode.rel, block), update);
-            inode.extent_blocks = inode.extent_blocks.max(block + 1);
+                txn.pages
+                    .insert(Key::new(inode.rel, block), Update::Image(page.freeze()));
+                inode.extent_blocks = inode.extent_blocks.max(block + 1);
+            }
             at += take as u64;
             rest = after;
         }
@@ -169,6 +175,31 @@ impl FileTree {
             return Err(FsError::Store(error));
         }
         Ok(written)
+    }
+
+    /// The pages a write of `data` at `offset` covers whole, by block: one copy of them,
+    /// which the pages share.
+    fn whole_pages(&self, offset: u64, data: &[u8]) -> Vec<(u32, Bytes)> {
+        let page_size = self.page_size as u64;
+        let end = offset + data.len() as u64;
+        let first = offset.div_ceil(page_size);
+        let last = end / page_size;
+        if first >= last {
+            return Vec::new();
+        }
+        let skip = usize::try_from(first * page_size - offset).expect("within the write");
+        let len = usize::try_from((last - first) * page_size).expect("within the write");
+        let copy = Bytes::copy_from_slice(
+            data.get(skip..skip + len)
+                .expect("whole pages lie within the write"),
+        );
+        (first..last)
+            .zip((0..len).step_by(self.page_size))
+            .map(|(block, start)| {
+                let block = u32::try_from(block).expect("checked against the largest file");
+                (block, copy.slice(start..start + self.page_size))
+            })
+            .collect()
     }
 
     /// Changes an inode's attributes in one commit (its ctime becomes now). A new size
