@@ -39,6 +39,18 @@ pub(crate) fn put_key(out: &mut Vec<u8>, key: Key) {
     out.put_u32_le(key.block);
 }
 
+/// The bytes [`put_key`] writes.
+pub(crate) const KEY_LEN: usize = 8;
+
+/// The bytes [`put_update`] writes for `update`.
+pub(crate) fn update_len(update: &Update) -> usize {
+    match update {
+        Update::Image(image) => 1 + 4 + image.len(),
+        Update::Patch { bytes, .. } => 1 + 4 + 4 + bytes.len(),
+        Update::Drop => 1,
+    }
+}
+
 /// tag u8 (1 image, 2 patch, 3 drop); image: len u32 + bytes; patch: offset u32, len u32 + bytes.
 pub(crate) fn put_update(out: &mut Vec<u8>, update: &Update) {
     match update {

@@ -32,23 +32,31 @@ impl Log {
         }
     }
 
-    /// Fixes the record's position in the log and returns its LSN (its end), without
-    /// waiting for durability.
-    pub(crate) fn append_deferred(&self, kind: u8, payload: &[u8]) -> Result<Lsn> {
+    /// Fixes the position in the log of a record of `len` payload bytes, which
+    /// `write_payload` appends in place (see `Wal::append_deferred_in_place`), and returns
+    /// its LSN (its end), without waiting for durability.
+    pub(crate) fn append_deferred_in_place(
+        &self,
+        kind: u8,
+        len: usize,
+        write_payload: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Lsn> {
         match self {
-            Log::Wal(wal) => Ok(wal.append_deferred(kind, payload)?.1),
+            Log::Wal(wal) => Ok(wal
+                .append_deferred_in_place(kind, len as u64, write_payload)?
+                .1),
             Log::Memory(next) => {
                 let max = self.max_payload_len();
-                if payload.len() as u64 > max {
+                if len as u64 > max {
                     return Err(WalError::RecordTooLarge {
-                        len: payload.len() as u64,
+                        len: len as u64,
                         max,
                         segment_size: DEFAULT_SEGMENT_SIZE,
                     }
                     .into());
                 }
                 let mut next = next.lock();
-                let end = Lsn(next.0 + layout::record_len(payload.len() as u64));
+                let end = Lsn(next.0 + layout::record_len(len as u64));
                 *next = end;
                 Ok(end)
             }

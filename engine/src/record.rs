@@ -4,8 +4,8 @@
 //! WAL checks each record's CRC; this module checks that a payload decodes completely
 //! (no short field, no trailing bytes, known tags) and never panics on bad bytes.
 //!
-//! Every payload starts with the same 9 bytes, so the store can stamp the time into an
-//! encoded record under its ordering lock (`TIME_OFFSET`):
+//! Every payload starts with the same 9 bytes; the store encodes a record, time and all,
+//! straight into the log's buffer under its ordering lock (`encode_into`):
 //!
 //! ```text
 //! offset size field
@@ -45,8 +45,8 @@ use pagefork_wal::Lsn;
 
 use crate::branch::{BranchId, BranchOptions, Expiry, LsnForTime};
 use crate::codec::{
-    Cursor, put_expiry, put_key, put_lsn_for_time, put_name, put_options, put_parent, put_update,
-    put_window,
+    Cursor, KEY_LEN, put_expiry, put_key, put_lsn_for_time, put_name, put_options, put_parent,
+    put_update, put_window, update_len,
 };
 use crate::key::Key;
 use crate::time::Timestamp;
@@ -60,8 +60,6 @@ pub(crate) const KIND_REPLACE_BRANCH: u8 = 5;
 pub(crate) const KIND_LEASE: u8 = 6;
 pub(crate) const KIND_DETACH_BRANCH: u8 = 7;
 const RECORD_VERSION: u8 = 1;
-/// Where every payload keeps its time, so it can be stamped after encoding.
-pub(crate) const TIME_OFFSET: usize = 1;
 
 /// A branch creation, as logged.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -146,17 +144,29 @@ impl Record {
         }
     }
 
-    /// Encodes the record with `time`; the store may overwrite the time later at
-    /// `TIME_OFFSET` with [`stamp_time`].
+    /// The length of the record's encoding, exactly: the store has it encoded straight
+    /// into the log's buffer, which needs the length first.
+    pub(crate) fn encoded_len(&self) -> usize {
+        match self {
+            Record::Commit { updates, .. } => commit_len(updates),
+            _ => self.encode(Timestamp(0)).len(),
+        }
+    }
+
+    /// Encodes the record with `time`.
     pub(crate) fn encode(&self, time: Timestamp) -> Vec<u8> {
         // A commit's size is known up front: one allocation, not a doubling per megabyte.
         let capacity = match self {
-            Record::Commit { updates, .. } => updates
-                .iter()
-                .fold(32, |total, (_, update)| total + 24 + update.payload_len()),
+            Record::Commit { updates, .. } => commit_len(updates),
             _ => 64,
         };
         let mut out = Vec::with_capacity(capacity);
+        self.encode_into(&mut out, time);
+        out
+    }
+
+    /// Appends the record's encoding with `time` to `out`.
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>, time: Timestamp) {
         out.put_u8(RECORD_VERSION);
         out.put_u64_le(time.0);
         match self {
@@ -164,22 +174,22 @@ impl Record {
                 out.put_u64_le(branch.0);
                 out.put_u32_le(u32::try_from(updates.len()).expect("update count fits u32"));
                 for (key, update) in updates {
-                    put_key(&mut out, *key);
-                    put_update(&mut out, update);
+                    put_key(out, *key);
+                    put_update(out, update);
                 }
             }
-            Record::CreateBranch(create) => put_create(&mut out, create),
+            Record::CreateBranch(create) => put_create(out, create),
             Record::DeleteBranch { id } => out.put_u64_le(id.0),
             Record::ChangeBranch { id, change } => {
                 out.put_u64_le(id.0);
                 match change {
                     BranchChange::Rename(name) => {
                         out.put_u8(1);
-                        put_name(&mut out, name);
+                        put_name(out, name);
                     }
                     BranchChange::Expiry(expiry) => {
                         out.put_u8(2);
-                        put_expiry(&mut out, *expiry);
+                        put_expiry(out, *expiry);
                     }
                     BranchChange::Protected(protected) => {
                         out.put_u8(3);
@@ -187,7 +197,7 @@ impl Record {
                     }
                     BranchChange::PitrWindow(window) => {
                         out.put_u8(4);
-                        put_window(&mut out, *window);
+                        put_window(out, *window);
                     }
                 }
             }
@@ -206,10 +216,10 @@ impl Record {
                     None => out.put_u8(0),
                     Some(name) => {
                         out.put_u8(1);
-                        put_name(&mut out, name);
+                        put_name(out, name);
                     }
                 }
-                put_create(&mut out, new);
+                put_create(out, new);
             }
             Record::Lease {
                 branch,
@@ -228,7 +238,6 @@ impl Record {
                 }
             }
         }
-        out
     }
 
     /// Decodes a payload of `kind`; the error says what is wrong and where.
@@ -327,12 +336,16 @@ fn read_create(cursor: &mut Cursor) -> Result<CreateBranch, String> {
     })
 }
 
-/// Overwrites the time of an encoded record.
-pub(crate) fn stamp_time(encoded: &mut [u8], time: Timestamp) {
-    let slot = encoded
-        .get_mut(TIME_OFFSET..TIME_OFFSET + 8)
-        .expect("every encoded record has a time field");
-    slot.copy_from_slice(&time.0.to_le_bytes());
+/// The encoded length of a commit of `updates`: version, time, branch id, count, then
+/// each key and update.
+fn commit_len(updates: &[(Key, Update)]) -> usize {
+    1 + 8
+        + 8
+        + 4
+        + updates
+            .iter()
+            .map(|(_, update)| KEY_LEN + update_len(update))
+            .sum::<usize>()
 }
 
 #[cfg(test)]
@@ -344,8 +357,8 @@ mod tests {
 
     fn round_trip(record: Record) {
         let time = Timestamp(1_700_000_000_000_000);
-        let mut encoded = record.encode(Timestamp(0));
-        stamp_time(&mut encoded, time);
+        let encoded = record.encode(time);
+        assert_eq!(record.encoded_len(), encoded.len(), "{record:?}");
         let decoded = Record::decode(record.kind(), Bytes::from(encoded.clone()));
         assert_eq!(decoded, Ok((record.clone(), time)));
         // Every strict prefix is refused, never a panic.

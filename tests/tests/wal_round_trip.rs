@@ -1,6 +1,8 @@
 //! Property test: random records of every size from empty to the maximum, in logs of
-//! several segment sizes, read back identically before and after reopening, from the start
-//! and from any record boundary.
+//! several segment sizes, appended from a buffer or written in place into the log's own
+//! (`append_deferred_in_place`), read back identically before and after reopening, from
+//! the start and from any record boundary; an in-place payload of the wrong length is
+//! refused and leaves no trace.
 
 use pagefork_tests::{payload_for, unsynced_config};
 use pagefork_wal::{Lsn, Wal, WalConfig, WalError};
@@ -20,11 +22,12 @@ fn payload_len(max: u64) -> impl Strategy<Value = u64> {
     ]
 }
 
-fn records(max: u64) -> impl Strategy<Value = Vec<(u8, u64)>> {
-    prop::collection::vec((any::<u8>(), payload_len(max)), 1..40)
+/// Kind, payload length, and whether it is written in place.
+fn records(max: u64) -> impl Strategy<Value = Vec<(u8, u64, bool)>> {
+    prop::collection::vec((any::<u8>(), payload_len(max), any::<bool>()), 1..40)
 }
 
-fn case() -> impl Strategy<Value = (u64, Vec<(u8, u64)>, prop::sample::Index)> {
+fn case() -> impl Strategy<Value = (u64, Vec<(u8, u64, bool)>, prop::sample::Index)> {
     prop_oneof![Just(4096u64), Just(8192u64), Just(65536u64)].prop_flat_map(|segment_size| {
         let max = segment_size - 64; // segment header 40, frame header 24
         (
@@ -60,9 +63,30 @@ proptest! {
         prop_assert_eq!(wal.max_payload_len(), segment_size - 64);
         let mut expected = Vec::new();
         let mut last_end = Lsn::INVALID;
-        for (seq, (kind, len)) in records.iter().enumerate() {
+        for (seq, (kind, len, in_place)) in records.iter().enumerate() {
             let payload = payload_for(seq as u64, *len as usize);
-            let (start, end) = wal.append(*kind, &payload).unwrap();
+            let (start, end) = match in_place {
+                false => wal.append(*kind, &payload).unwrap(),
+                true => {
+                    // One byte short, then one too many: refused, nothing appended.
+                    let short = &payload[..payload.len().saturating_sub(1)];
+                    let long = [payload.as_slice(), &[7]].concat();
+                    for wrong in [short, long.as_slice()] {
+                        if wrong.len() == payload.len() {
+                            continue;
+                        }
+                        let refused = wal
+                            .append_deferred_in_place(*kind, *len, |out| out.extend_from_slice(wrong))
+                            .unwrap_err();
+                        prop_assert!(matches!(refused, WalError::PayloadLength { .. }), "{}", refused);
+                    }
+                    let (start, end) = wal
+                        .append_deferred_in_place(*kind, *len, |out| out.extend_from_slice(&payload))
+                        .unwrap();
+                    wal.flush_to(end).unwrap();
+                    (start, end)
+                }
+            };
             prop_assert!(start >= last_end && end > start, "LSNs strictly increase");
             prop_assert!(end.is_aligned(8));
             last_end = end;

@@ -150,6 +150,18 @@ pub enum WalError {
         oldest: Lsn,
     },
 
+    /// A payload written in place was not as long as announced (a bug in the caller);
+    /// nothing was appended.
+    #[error(
+        "a payload written in place was {written} bytes, not the {len} announced: nothing appended"
+    )]
+    PayloadLength {
+        /// The length announced.
+        len: u64,
+        /// The bytes written.
+        written: u64,
+    },
+
     /// A read asked for an LSN past what has been written.
     #[error("LSN {lsn} is past the end of the WAL at {end}")]
     PastEnd {

@@ -302,6 +302,52 @@ pub(crate) fn encode_record(
     out.extend(std::iter::repeat_n(0u8, padding as usize));
 }
 
+/// Appends a record frame starting at `start` to `out` whose payload `write_payload`
+/// appends in place (`len` bytes): header, payload, zero padding, with the body CRC taken
+/// over the bytes as written. If `write_payload` appends another number of bytes, `out` is
+/// cut back to where it was and the count written is returned as the error.
+pub(crate) fn encode_record_in_place(
+    out: &mut Vec<u8>,
+    salt: u64,
+    start: Lsn,
+    synced_through: Lsn,
+    (kind, len): (u8, u64),
+    write_payload: impl FnOnce(&mut Vec<u8>),
+) -> std::result::Result<(), u64> {
+    assert!(
+        start.is_aligned(FRAME_ALIGNMENT),
+        "frame start {start} is not aligned"
+    );
+    let header_at = out.len();
+    let body_at = header_at + FRAME_HEADER_LEN as usize;
+    out.resize(body_at, 0);
+    write_payload(out);
+    let written = (out.len() - body_at) as u64;
+    let payload_len = u32::try_from(len).ok().filter(|_| written == len);
+    let Some(payload_len) = payload_len else {
+        out.truncate(header_at);
+        return Err(written);
+    };
+    out.resize(body_at + align_up(len) as usize, 0);
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(out.get(body_at..).expect("the body was just written"));
+    let header = encode_header(
+        salt,
+        start,
+        HeaderFields {
+            frame_type: FRAME_TYPE_RECORD,
+            kind,
+            payload_len,
+            body_crc: hasher.finalize(),
+            synced_through,
+        },
+    );
+    out.get_mut(header_at..body_at)
+        .expect("the header's place was just made")
+        .copy_from_slice(&header);
+    Ok(())
+}
+
 /// Encodes the segment-end frame for position `start`.
 pub(crate) fn encode_segment_end(
     salt: u64,

@@ -37,6 +37,16 @@ pub trait FsFile: Send + Sync + fmt::Debug {
     fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()>;
     /// Sets the length: cuts the file, or extends it with zeros.
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Extends the file to `len` bytes of zeros with its blocks allocated, without writing
+    /// them (`fallocate`): later writes need no allocation, though an fsync after writing
+    /// a block for the first time also records that it is written. `Unsupported` where the
+    /// file system cannot; the default extends the file as `set_len` does.
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        if len > self.size()? {
+            self.set_len(len)?;
+        }
+        Ok(())
+    }
     /// The current length in bytes.
     fn size(&self) -> io::Result<u64>;
     /// Makes the content and length durable (fdatasync).
@@ -259,6 +269,15 @@ impl FsFile for StdFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.file().set_len(len)
+    }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        let len = i64::try_from(len).map_err(|_| io::Error::other("length past i64"))?;
+        match nix::fcntl::fallocate(self.file(), nix::fcntl::FallocateFlags::empty(), 0, len) {
+            Ok(()) => Ok(()),
+            Err(nix::errno::Errno::EOPNOTSUPP) => Err(io::ErrorKind::Unsupported.into()),
+            Err(errno) => Err(errno.into()),
+        }
     }
 
     fn size(&self) -> io::Result<u64> {

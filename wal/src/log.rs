@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
@@ -27,7 +27,7 @@ use crate::config::{SyncMode, WalConfig};
 use crate::error::{Result, WalError};
 use crate::format::{
     FRAME_HEADER_LEN, RecordToEncode, SEGMENT_HEADER_LEN, SegmentHeader, body_crc, encode_record,
-    encode_segment_end, frame_len, max_payload_len,
+    encode_record_in_place, encode_segment_end, frame_len, max_payload_len,
 };
 use crate::fs::{FileSystem, FsLock, StdFileSystem, create_dir_all_durably};
 use crate::lsn::Lsn;
@@ -96,6 +96,10 @@ pub(crate) struct Inner {
     ahead: Mutex<Ahead>,
     /// Notified when a segment being made ahead is made (or its making failed).
     ahead_done: Condvar,
+    /// Set when a roll-over renamed a segment made ahead into place and its directory is
+    /// not fsynced yet: the next write stage fsyncs it before it writes a byte (see
+    /// `write_pending`), outside the append lock, instead of the roll-over under it.
+    segment_name_unsynced: AtomicBool,
     /// Counters behind [`Wal::stats`].
     counters: Counters,
     /// Test hook: the next fsync of a segment fails as if the disk had refused it.
@@ -119,10 +123,13 @@ pub struct WalStats {
     /// Of those, segments made ahead of need (a rename at the roll-over, not a segment of
     /// zeros written and fsynced while appenders wait).
     pub segments_made_ahead: u64,
-    /// Segment files written whole (header and zeros, then fsynced), made ahead or at a
-    /// roll-over, including one made ahead and not used: about `segments_started` (plus
-    /// the one made ahead) when no segment is written twice.
+    /// Segment files made whole (header, then zeros written or blocks allocated, then
+    /// fsynced), made ahead or at a roll-over, including one made ahead and not used:
+    /// about `segments_started` (plus the one made ahead) when no segment is made twice.
     pub segments_zero_filled: u64,
+    /// Of those, segments made ahead to be allocated rather than zero-filled (the log was
+    /// written in large batches per fsync; see `SegmentFill`).
+    pub segments_allocated: u64,
 }
 
 #[derive(Debug, Default)]
@@ -134,6 +141,7 @@ struct Counters {
     segments_started: AtomicU64,
     segments_made_ahead: AtomicU64,
     segments_zero_filled: AtomicU64,
+    segments_allocated: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -383,6 +391,7 @@ impl Wal {
             segments: RwLock::new(segments),
             ahead: Mutex::new(Ahead::default()),
             ahead_done: Condvar::new(),
+            segment_name_unsynced: AtomicBool::new(false),
             counters: Counters::default(),
             #[cfg(test)]
             fail_next_fsync: std::sync::atomic::AtomicBool::new(false),
@@ -466,6 +475,7 @@ impl Wal {
             segments_started: counters.segments_started.load(Ordering::Relaxed),
             segments_made_ahead: counters.segments_made_ahead.load(Ordering::Relaxed),
             segments_zero_filled: counters.segments_zero_filled.load(Ordering::Relaxed),
+            segments_allocated: counters.segments_allocated.load(Ordering::Relaxed),
         }
     }
 
@@ -498,6 +508,50 @@ impl Wal {
     /// under a lock of their own (the position is fixed when this returns) without holding
     /// that lock through the fsync.
     pub fn append_deferred(&self, kind: u8, payload: &[u8]) -> Result<(Lsn, Lsn)> {
+        let len = payload.len() as u64;
+        self.check_appendable(len)?;
+        // Before the append lock: appenders checksum their payloads at once.
+        let crc = body_crc(payload);
+        self.append_frame(len, |pending, start, synced_through| {
+            let record = RecordToEncode {
+                kind,
+                payload,
+                payload_body_crc: crc,
+            };
+            encode_record(pending, self.inner.salt, start, synced_through, record);
+            Ok(())
+        })
+    }
+
+    /// [`Wal::append_deferred`] for a payload of `len` bytes that `write_payload` appends
+    /// straight into the log's buffer, under the append lock, instead of a copy the caller
+    /// made first: a large record is copied once less (and its checksum is taken under
+    /// the lock). `write_payload` must append exactly `len` bytes; otherwise nothing is
+    /// appended and the error (`PayloadLength`) says how many it wrote.
+    pub fn append_deferred_in_place(
+        &self,
+        kind: u8,
+        len: u64,
+        write_payload: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(Lsn, Lsn)> {
+        self.check_appendable(len)?;
+        self.append_frame(len, |pending, start, synced_through| {
+            let salt = self.inner.salt;
+            encode_record_in_place(
+                pending,
+                salt,
+                start,
+                synced_through,
+                (kind, len),
+                write_payload,
+            )
+            .map_err(|written| WalError::PayloadLength { len, written })
+        })
+    }
+
+    /// Refuses an append to a poisoned log, to one still being recovered, or of a payload
+    /// over [`Wal::max_payload_len`].
+    fn check_appendable(&self, len: u64) -> Result<()> {
         let inner = &self.inner;
         inner.check_poisoned()?;
         if inner.pending_repair.lock().is_some() {
@@ -505,7 +559,6 @@ impl Wal {
                 dir: inner.dir.clone(),
             });
         }
-        let len = payload.len() as u64;
         let max = max_payload_len(inner.segment_size);
         if len > max {
             return Err(WalError::RecordTooLarge {
@@ -514,7 +567,18 @@ impl Wal {
                 segment_size: inner.segment_size,
             });
         }
-        let crc = body_crc(payload);
+        Ok(())
+    }
+
+    /// Gives the frame of a `len`-byte payload its position (rolling over to the next
+    /// segment if it does not fit in this one) and has `encode` append it to the pending
+    /// bytes, under the append lock; returns its `(start, end)` LSNs.
+    fn append_frame(
+        &self,
+        len: u64,
+        encode: impl FnOnce(&mut Vec<u8>, Lsn, Lsn) -> Result<()>,
+    ) -> Result<(Lsn, Lsn)> {
+        let inner = &self.inner;
         let (start, end) = {
             let mut state = inner.append.lock();
             let frame = frame_len(len);
@@ -523,15 +587,10 @@ impl Wal {
             }
             let start = state.next;
             let end = Lsn(start.0 + frame);
-            let record = RecordToEncode {
-                kind,
-                payload,
-                payload_body_crc: crc,
-            };
             let synced_through = inner.synced_through();
             let pending = state.pending_bytes();
             pending.reserve(usize::try_from(frame).unwrap_or(0));
-            encode_record(pending, inner.salt, start, synced_through, record);
+            encode(pending, start, synced_through)?;
             state.next = end;
             (start, end)
         };
@@ -675,7 +734,11 @@ impl Inner {
                 self.counters
                     .segments_made_ahead
                     .fetch_add(1, Ordering::Relaxed);
-                prepared.publish(self.fs.as_ref(), &self.dir)
+                // Set before the segment-end frame below is queued, so the write stage
+                // that writes the frame fsyncs the directory first.
+                prepared.rename_into_place(self.fs.as_ref()).inspect(|_| {
+                    self.segment_name_unsynced.store(true, Ordering::Release);
+                })
             }
             stale => {
                 if let Some(stale) = stale {

@@ -56,7 +56,7 @@ use crate::history::HistoryEntry;
 use crate::layer::{LayerCache, LayerCacheConfig};
 use crate::log::Log;
 use crate::meta::{META_FILE_NAME, StoreMeta};
-use crate::record::{CreateBranch, Record, stamp_time};
+use crate::record::{CreateBranch, Record};
 use crate::time::{Clock, SystemClock, Timestamp};
 
 pub use branches::{BranchFilter, BranchPage};
@@ -695,17 +695,22 @@ impl StoreInner {
     }
 
     fn append_record(&self, record: &Record) -> Result<(Lsn, Timestamp)> {
-        let mut payload = record.encode(Timestamp(0));
+        let len = record.encoded_len();
         let (lsn, time) = {
             let mut last_time = self.sequencer.lock();
             let time = self.clock.now().max(*last_time);
-            stamp_time(&mut payload, time);
-            let lsn = self.log.append_deferred(record.kind(), &payload)?;
+            // Encoded straight into the log's buffer: a commit of a megabyte of pages is
+            // copied once, not into a buffer of its own first.
+            let lsn = self
+                .log
+                .append_deferred_in_place(record.kind(), len, |out| {
+                    record.encode_into(out, time);
+                })?;
             *last_time = time;
             (lsn, time)
         };
         self.bytes_since_checkpoint
-            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+            .fetch_add(len as u64, Ordering::Relaxed);
         Ok((lsn, time))
     }
 }

@@ -12,6 +12,10 @@
 //! successor's zeros reach the disk, and a roll-over that came first used to write the
 //! same segment a second time under the append lock.
 //!
+//! How: zero-filled while the log is fsynced often (small commits, whose fsyncs then
+//! need no metadata), allocated without writing zeros once it appends a megabyte or more
+//! per fsync (a bulk load through a mount, where the zeros doubled the disk's writes).
+//!
 //! Invariants it keeps: at most one segment is made at a time and at most one is kept,
 //! always for the active segment's end: the decision to make one is taken under the append
 //! lock, and a roll-over to that segment waits for it rather than making it again, so no
@@ -29,7 +33,12 @@ use super::Inner;
 use crate::error::Result;
 use crate::format::SegmentHeader;
 use crate::lsn::Lsn;
-use crate::segment::{PreparedSegment, prepared_file_name};
+use crate::segment::{PreparedSegment, SegmentFill, prepared_file_name};
+
+/// Bytes appended per fsync from which a segment is allocated rather than zero-filled
+/// (see `SegmentFill`): a megabyte per fsync makes the extra metadata write of an fsync
+/// after an allocation negligible, while the zeros would double the disk's writes.
+const ALLOCATE_BYTES_PER_FSYNC: u64 = 1 << 20;
 
 /// The segment made ahead, and the one being made.
 #[derive(Debug, Default)]
@@ -38,6 +47,9 @@ pub(super) struct Ahead {
     ready: Option<PreparedSegment>,
     /// The start of the segment a write-stage leader is making now.
     making: Option<Lsn>,
+    /// Payload bytes appended and fsyncs done when the last segment was made: the log's
+    /// bytes per fsync since then choose how the next one is filled.
+    counted_at: (u64, u64),
 }
 
 impl Inner {
@@ -49,7 +61,7 @@ impl Inner {
     /// the log as any other does (the temporary file is debris, but the disk refused a
     /// write: nothing later is acknowledged).
     pub(super) fn prepare_next_segment(&self) -> Result<()> {
-        let next_start = {
+        let (next_start, fill) = {
             let state = self.append.lock();
             let half = state.active.start.0 + self.segment_size / 2;
             // A log that has rolled over since it opened is written fast enough that
@@ -68,8 +80,26 @@ impl Inner {
                 return Ok(());
             }
             ahead.making = Some(next_start);
-            next_start
+            let counted = (
+                self.counters.payload_bytes.load(Ordering::Relaxed),
+                self.counters.fsyncs.load(Ordering::Relaxed),
+            );
+            let (bytes, fsyncs) = (
+                counted.0 - ahead.counted_at.0,
+                counted.1 - ahead.counted_at.1,
+            );
+            ahead.counted_at = counted;
+            let fill = match bytes >= ALLOCATE_BYTES_PER_FSYNC.saturating_mul(fsyncs.max(1)) {
+                true => SegmentFill::Allocate,
+                false => SegmentFill::Zeros,
+            };
+            (next_start, fill)
         };
+        if fill == SegmentFill::Allocate {
+            self.counters
+                .segments_allocated
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let header = SegmentHeader {
             segment_size: self.segment_size,
             start: next_start,
@@ -82,7 +112,7 @@ impl Inner {
             self.fs.as_ref(),
             &self.dir,
             header,
-            &prepared_file_name(next_start),
+            (&prepared_file_name(next_start), fill),
         );
         let mut ahead = self.ahead.lock();
         ahead.making = None;
