@@ -37,6 +37,7 @@ mod history;
 mod key;
 pub mod layer;
 mod log;
+mod machine;
 mod meta;
 pub mod model;
 mod record;
@@ -70,9 +71,10 @@ pub use store::{
     DEFAULT_COMPACT_L0_LAYERS, DEFAULT_GC_PERIOD, DEFAULT_IMAGE_AFTER_CHANGED_PERCENT,
     DEFAULT_IMAGE_AFTER_DELTAS, DEFAULT_L1_LAYER_BYTES, DEFAULT_LAYER_FLUSH_BYTES,
     DEFAULT_MEMORY_BUDGET_BYTES, DEFAULT_PAGE_CACHE_BYTES, DEFAULT_PAGE_SIZE, DEFAULT_PITR_WINDOW,
-    DEFAULT_ROOT_BRANCH, FormatVersions, GcReport, LayerFileSummary, PageDiff, PublishedFiles,
-    PublishedLayer, ReadTrace, RelationDiff, Restored, RetainPoint, RetainReason, Store,
-    StoreFiles, StorePaths, StoreStats, WalEntry, WalFiles, default_backup_name,
+    DEFAULT_ROOT_BRANCH, FormatVersions, GcReport, LayerFileSummary,
+    MAX_DEFAULT_MEMORY_BUDGET_BYTES, PageDiff, PublishedFiles, PublishedLayer, ReadTrace,
+    RelationDiff, Restored, RetainPoint, RetainReason, Store, StoreFiles, StorePaths, StoreStats,
+    WalEntry, WalFiles, default_backup_name, default_memory_budget_bytes,
 };
 pub use time::{Clock, ManualClock, ParseTimestampError, SystemClock, Timestamp};
 pub use update::Update;

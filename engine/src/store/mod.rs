@@ -78,8 +78,23 @@ pub const DEFAULT_CHECKPOINT_AFTER_BYTES: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_PAGE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// Default `Config::layer_flush_bytes`: 32 MiB.
 pub const DEFAULT_LAYER_FLUSH_BYTES: u64 = 32 * 1024 * 1024;
-/// Default `Config::memory_budget_bytes`: 256 MiB.
+/// The least default `Config::memory_budget_bytes`, and the default where the machine's
+/// memory cannot be read: 256 MiB.
 pub const DEFAULT_MEMORY_BUDGET_BYTES: u64 = 256 * 1024 * 1024;
+/// The most the default `Config::memory_budget_bytes` grows to: 1 GiB.
+pub const MAX_DEFAULT_MEMORY_BUDGET_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// `Config::memory_budget_bytes` by default: a sixteenth of the machine's memory (or of
+/// its cgroup's limit), from [`DEFAULT_MEMORY_BUDGET_BYTES`] to
+/// [`MAX_DEFAULT_MEMORY_BUDGET_BYTES`]. Writers wait for flushes only once half of it is
+/// unflushed, so on a machine with memory to spare a burst of writes (a bulk load through
+/// a mount) goes at the speed of the log while flushes follow; 16 GiB or more gives the
+/// most. A crash replays at most about this much WAL on the next open.
+pub fn default_memory_budget_bytes() -> u64 {
+    crate::machine::memory_bytes().map_or(DEFAULT_MEMORY_BUDGET_BYTES, |memory| {
+        (memory / 16).clamp(DEFAULT_MEMORY_BUDGET_BYTES, MAX_DEFAULT_MEMORY_BUDGET_BYTES)
+    })
+}
 /// Default `Config::compact_l0_layers`: 8.
 pub const DEFAULT_COMPACT_L0_LAYERS: usize = 8;
 /// Default `Config::l1_layer_bytes`: 32 MiB.
@@ -186,7 +201,7 @@ impl Default for Config {
             checkpoint_after_bytes: DEFAULT_CHECKPOINT_AFTER_BYTES,
             page_cache_bytes: DEFAULT_PAGE_CACHE_BYTES,
             layer_flush_bytes: DEFAULT_LAYER_FLUSH_BYTES,
-            memory_budget_bytes: DEFAULT_MEMORY_BUDGET_BYTES,
+            memory_budget_bytes: default_memory_budget_bytes(),
             compact_l0_layers: DEFAULT_COMPACT_L0_LAYERS,
             l1_layer_bytes: DEFAULT_L1_LAYER_BYTES,
             image_after_deltas: DEFAULT_IMAGE_AFTER_DELTAS,
