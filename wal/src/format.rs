@@ -286,20 +286,22 @@ pub(crate) fn encode_record(
         "frame start {start} is not aligned"
     );
     let payload_len = u32::try_from(payload.len()).expect("payload length checked by append");
-    out.extend_from_slice(&encode_header(
-        salt,
-        start,
-        HeaderFields {
-            frame_type: FRAME_TYPE_RECORD,
-            kind,
-            payload_len,
-            body_crc: payload_body_crc,
-            synced_through,
-        },
-    ));
+    let fields = record_fields(kind, payload_len, payload_body_crc, synced_through);
+    out.extend_from_slice(&encode_header(salt, start, fields));
     out.extend_from_slice(payload);
     let padding = align_up(payload.len() as u64) - payload.len() as u64;
     out.extend(std::iter::repeat_n(0u8, padding as usize));
+}
+
+/// The header fields of a record frame.
+fn record_fields(kind: u8, payload_len: u32, body_crc: u32, synced_through: Lsn) -> HeaderFields {
+    HeaderFields {
+        frame_type: FRAME_TYPE_RECORD,
+        kind,
+        payload_len,
+        body_crc,
+        synced_through,
+    }
 }
 
 /// Appends a record frame starting at `start` to `out` whose payload `write_payload`
@@ -331,17 +333,8 @@ pub(crate) fn encode_record_in_place(
     out.resize(body_at + align_up(len) as usize, 0);
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(out.get(body_at..).expect("the body was just written"));
-    let header = encode_header(
-        salt,
-        start,
-        HeaderFields {
-            frame_type: FRAME_TYPE_RECORD,
-            kind,
-            payload_len,
-            body_crc: hasher.finalize(),
-            synced_through,
-        },
-    );
+    let fields = record_fields(kind, payload_len, hasher.finalize(), synced_through);
+    let header = encode_header(salt, start, fields);
     out.get_mut(header_at..body_at)
         .expect("the header's place was just made")
         .copy_from_slice(&header);
