@@ -110,9 +110,10 @@ pub(crate) struct Segment {
 }
 
 /// A segment made ahead of need: its header written, its full length made (see
-/// [`SegmentFill`]) and fsynced under a temporary name, so that starting it takes only a rename and a directory fsync.
-/// One never published (the log closed first) is debris that the next open removes, like
-/// the temporary file of a creation a crash interrupted.
+/// [`SegmentFill`]) and fsynced under a temporary name, so that starting it takes only a
+/// rename (the directory is fsynced by the next write, see `rename_into_place`). One never
+/// published (the log closed first) is debris that the next open removes, like the
+/// temporary file of a creation a crash interrupted.
 #[derive(Debug)]
 pub(crate) struct PreparedSegment {
     pub(crate) start: Lsn,

@@ -128,6 +128,9 @@ impl FileTree {
         }
         let page_size = self.page_size as u64;
         let mut txn = Txn::default();
+        // Whether a page the write covers in part holds anything is decided by the file
+        // as it was, before the pages below raise its extent.
+        let stored_blocks = inode.extent_blocks;
         for (block, page) in whole {
             txn.pages
                 .insert(Key::new(inode.rel, block), Update::Image(page));
@@ -143,7 +146,7 @@ impl FileTree {
             let take = (self.page_size - in_page).min(rest.len());
             let (chunk, after) = rest.split_at(take);
             if take < self.page_size {
-                let existing = match block < inode.extent_blocks {
+                let existing = match block < stored_blocks {
                     true => self.read_page(inode.rel, block)?,
                     false => None,
                 };

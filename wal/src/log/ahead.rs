@@ -1,9 +1,9 @@
 //! Segments made ahead of need: the write-stage leader (or a write-behind that finds a
-//! leader writing) makes the segment after the active one (header, zeros to its full
-//! length, fsync) under a temporary name, outside the append lock, so a roll-over is a
-//! rename and a directory fsync instead of 16 MiB of zeros written and fsynced while
-//! every appender waits (`roll_segment`, which falls back to
-//! making the segment itself when none is made or being made).
+//! leader writing) makes the segment after the active one (header, its full length of
+//! zeros or allocated blocks, fsync) under a temporary name, outside the append lock, so a
+//! roll-over is a rename (its directory fsynced by the next write) instead of 16 MiB of
+//! zeros written and fsynced while every appender waits (`roll_segment`, which falls back
+//! to making the segment itself when none is made or being made).
 //!
 //! When: once the active segment is half full, so a log that is written little (a
 //! command-line command on a small store) does not pay for 16 MiB of zeros it may never
