@@ -97,7 +97,7 @@ mod absent {
     use crate::branch::BranchId;
     use crate::error::Result;
     use crate::key::Key;
-    use crate::update::Update;
+    use crate::update::{Depth, Update};
 
     /// Never constructed: every method is unreachable.
     #[derive(Debug)]
@@ -118,6 +118,7 @@ mod absent {
             _: BranchId,
             _: Key,
             _: Lsn,
+            _: Depth,
             _: &mut Vec<Update>,
         ) -> Result<bool> {
             match *self {}

@@ -77,4 +77,4 @@ pub use store::{
     WalEntry, WalFiles, default_backup_name, default_memory_budget_bytes,
 };
 pub use time::{Clock, ManualClock, ParseTimestampError, SystemClock, Timestamp};
-pub use update::Update;
+pub use update::{Depth, Update};

@@ -47,7 +47,7 @@ use crate::branch::BranchId;
 use crate::codec::{Cursor, put_update};
 use crate::error::{EngineError, Result};
 use crate::key::Key;
-use crate::update::Update;
+use crate::update::{Depth, Update};
 
 /// Bytes of a branch id plus a page key: the prefix bloom filters are built on.
 const PAGE_PREFIX_LEN: usize = 16;
@@ -212,13 +212,14 @@ impl RocksVersions {
     }
 
     /// Appends the versions of `key` on `branch` at or below `up_to` to `out`, newest
-    /// first, stopping after the first initializing one (image or drop). Returns whether
-    /// it found one: if not, older versions are the parent's business.
+    /// first, as far back as `depth` says. Returns whether that was far enough: if not,
+    /// older versions are the parent's business.
     pub(crate) fn collect_versions(
         &self,
         branch: BranchId,
         key: Key,
         up_to: Lsn,
+        depth: Depth,
         out: &mut Vec<Update>,
     ) -> Result<bool> {
         let prefix = page_prefix(branch, key);
@@ -227,9 +228,9 @@ impl RocksVersions {
         while let Some((bytes, value)) = iter.item() {
             let (_, _, lsn) = self.version_key_of(bytes)?;
             let update = self.decode_value(branch, key, lsn, value)?;
-            let initializing = update.is_initializing();
+            let enough = depth.stops_at(&update);
             out.push(update);
-            if initializing {
+            if enough {
                 return Ok(true);
             }
             iter.next();
@@ -526,7 +527,7 @@ mod tests {
     fn collect(db: &RocksVersions, branch: BranchId, key: Key, up_to: u64) -> (Vec<Update>, bool) {
         let mut out = Vec::new();
         let complete = db
-            .collect_versions(branch, key, Lsn(up_to), &mut out)
+            .collect_versions(branch, key, Lsn(up_to), Depth::ToWhole, &mut out)
             .unwrap();
         (out, complete)
     }
@@ -664,7 +665,7 @@ mod tests {
             .put_cf(data, version_key(MAIN, key, Lsn(12)), &value)
             .unwrap();
         let error = db
-            .collect_versions(MAIN, key, Lsn(12), &mut Vec::new())
+            .collect_versions(MAIN, key, Lsn(12), Depth::ToWhole, &mut Vec::new())
             .unwrap_err();
         let message = error.to_string();
         assert!(
@@ -684,7 +685,7 @@ mod tests {
             .put_cf(data, version_key(MAIN, key, Lsn(13)), &newer)
             .unwrap();
         let error = db
-            .collect_versions(MAIN, key, Lsn(13), &mut Vec::new())
+            .collect_versions(MAIN, key, Lsn(13), Depth::ToWhole, &mut Vec::new())
             .unwrap_err();
         assert!(
             error

@@ -8,6 +8,24 @@ use bytes::{Bytes, BytesMut};
 
 use crate::key::Key;
 
+/// How far back a walk over one page's versions (newest first) goes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Depth {
+    /// Down to the newest initializing version (image or drop): what rebuilding the page
+    /// needs.
+    ToWhole,
+    /// The newest version only: what telling whether the page exists needs, since a patch
+    /// is logged only over a page that exists.
+    Newest,
+}
+
+impl Depth {
+    /// Whether a walk that just met `update` has what it needs.
+    pub fn stops_at(self, update: &Update) -> bool {
+        self == Depth::Newest || update.is_initializing()
+    }
+}
+
 /// A change to one page.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Update {

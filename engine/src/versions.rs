@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use pagefork_wal::Lsn;
 
 use crate::key::Key;
-use crate::update::Update;
+use crate::update::{Depth, Update};
 
 /// The memory `update` adds to a page whose versions are `versions`.
 fn added_bytes(versions: &BTreeMap<Lsn, Update>, update: &Update) -> u64 {
@@ -159,16 +159,22 @@ impl PageVersions {
         self.pages.is_empty()
     }
 
-    /// Appends to `out` the versions of `key` at or below `lsn`, newest first, stopping
-    /// after the first initializing one. Returns whether it found one (the caller need not
-    /// look further back, nor at the parent).
-    pub(crate) fn collect_versions(&self, key: Key, lsn: Lsn, out: &mut Vec<Update>) -> bool {
+    /// Appends to `out` the versions of `key` at or below `lsn`, newest first, as far back
+    /// as `depth` says. Returns whether that was far enough (the caller need not look
+    /// further back, nor at the parent).
+    pub(crate) fn collect_versions(
+        &self,
+        key: Key,
+        lsn: Lsn,
+        depth: Depth,
+        out: &mut Vec<Update>,
+    ) -> bool {
         let Some(versions) = self.pages.get(&key) else {
             return false;
         };
         for (_, update) in versions.range(..=lsn).rev() {
             out.push(update.clone());
-            if update.is_initializing() {
+            if depth.stops_at(update) {
                 return true;
             }
         }
@@ -197,12 +203,12 @@ mod tests {
         );
         versions.insert(key, Lsn(30), Update::Image(Bytes::from_static(b"c")));
         let mut out = Vec::new();
-        assert!(versions.collect_versions(key, Lsn(25), &mut out));
+        assert!(versions.collect_versions(key, Lsn(25), Depth::ToWhole, &mut out));
         assert_eq!(out.len(), 2);
         out.clear();
-        assert!(!versions.collect_versions(key, Lsn(5), &mut out));
+        assert!(!versions.collect_versions(key, Lsn(5), Depth::ToWhole, &mut out));
         assert!(out.is_empty());
-        assert!(!versions.collect_versions(Key::new(2, 2), Lsn(99), &mut out));
+        assert!(!versions.collect_versions(Key::new(2, 2), Lsn(99), Depth::ToWhole, &mut out));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use pagefork_engine::layer::{LayerFile, LayerKind, LayerRange, write_layer};
-use pagefork_engine::{BranchId, EngineError, Key, Lsn, StdFileSystem, Update};
+use pagefork_engine::{BranchId, Depth, EngineError, Key, Lsn, StdFileSystem, Update};
 use proptest::prelude::*;
 
 fn delta_range(lsn_end: u64) -> LayerRange {
@@ -43,7 +43,7 @@ fn versions_strategy() -> impl Strategy<Value = Vec<(Key, Lsn, Update)>> {
 }
 
 /// The reference: versions of `key` at or below `lsn`, newest first, down to an image or drop.
-fn naive(versions: &[(Key, Lsn, Update)], key: Key, lsn: Lsn) -> (Vec<Update>, bool) {
+fn naive(versions: &[(Key, Lsn, Update)], key: Key, lsn: Lsn, depth: Depth) -> (Vec<Update>, bool) {
     let mut out = Vec::new();
     for (_, _, update) in versions
         .iter()
@@ -51,7 +51,7 @@ fn naive(versions: &[(Key, Lsn, Update)], key: Key, lsn: Lsn) -> (Vec<Update>, b
         .filter(|(k, l, _)| *k == key && *l <= lsn)
     {
         out.push(update.clone());
-        if update.is_initializing() {
+        if update.is_initializing() || depth == Depth::Newest {
             return (out, true);
         }
     }
@@ -71,9 +71,11 @@ proptest! {
         prop_assert_eq!(layer.version_count(), versions.len());
         for (rel, block, lsn) in probes {
             let (key, lsn) = (Key::new(rel, block), Lsn(lsn));
-            let mut got = Vec::new();
-            let stop = layer.collect_versions(key, lsn, &mut got).unwrap();
-            prop_assert_eq!((got, stop), naive(&versions, key, lsn));
+            for depth in [Depth::ToWhole, Depth::Newest] {
+                let mut got = Vec::new();
+                let stop = layer.collect_versions(key, lsn, depth, &mut got).unwrap();
+                prop_assert_eq!((got, stop), naive(&versions, key, lsn, depth));
+            }
         }
     }
 }
@@ -102,14 +104,14 @@ fn an_image_layer_proves_what_exists_in_its_range() {
     let mut out = Vec::new();
     assert!(
         layer
-            .collect_versions(Key::new(1, 5), Lsn(0x600), &mut out)
+            .collect_versions(Key::new(1, 5), Lsn(0x600), Depth::ToWhole, &mut out)
             .unwrap()
     );
     assert_eq!(out, vec![Update::Image(page)]);
     out.clear();
     assert!(
         layer
-            .collect_versions(Key::new(1, 6), Lsn(0x600), &mut out)
+            .collect_versions(Key::new(1, 6), Lsn(0x600), Depth::Newest, &mut out)
             .unwrap(),
         "absent in range: proven absent"
     );
@@ -117,13 +119,13 @@ fn an_image_layer_proves_what_exists_in_its_range() {
     out.clear();
     assert!(
         !layer
-            .collect_versions(Key::new(2, 0), Lsn(0x600), &mut out)
+            .collect_versions(Key::new(2, 0), Lsn(0x600), Depth::ToWhole, &mut out)
             .unwrap(),
         "outside the key range"
     );
     assert!(
         !layer
-            .collect_versions(Key::new(1, 5), Lsn(0x4FF), &mut out)
+            .collect_versions(Key::new(1, 5), Lsn(0x4FF), Depth::ToWhole, &mut out)
             .unwrap(),
         "below the image's LSN"
     );
@@ -169,7 +171,7 @@ fn every_flipped_byte_is_an_error_naming_file_and_offset_or_a_right_answer() {
     ];
     let expected: Vec<(Vec<Update>, bool)> = probes
         .iter()
-        .map(|(key, lsn)| naive(&versions, *key, *lsn))
+        .map(|(key, lsn)| naive(&versions, *key, *lsn, Depth::ToWhole))
         .collect();
     let names_the_file = |error: &EngineError| match error {
         EngineError::CorruptFile {
@@ -197,7 +199,7 @@ fn every_flipped_byte_is_an_error_naming_file_and_offset_or_a_right_answer() {
                 let mut any_error = false;
                 for ((key, lsn), expected) in probes.iter().zip(&expected) {
                     let mut got = Vec::new();
-                    match layer.collect_versions(*key, *lsn, &mut got) {
+                    match layer.collect_versions(*key, *lsn, Depth::ToWhole, &mut got) {
                         Ok(stop) => assert_eq!(
                             &(got, stop),
                             expected,

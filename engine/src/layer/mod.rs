@@ -35,7 +35,7 @@ use crate::fs::{
     publish_file_opened, publish_streamed,
 };
 use crate::key::Key;
-use crate::update::Update;
+use crate::update::{Depth, Update};
 
 /// What the catalog records about a published layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -457,11 +457,17 @@ impl LayerFile {
         })
     }
 
-    /// Appends to `out` the versions of `key` at or below `lsn`, newest first, stopping at
-    /// the first initializing one; returns whether the walk can stop here. For an image
-    /// layer covering `key` at or below `lsn`, that is always true: the key's image, or
+    /// Appends to `out` the versions of `key` at or below `lsn`, newest first, as far back
+    /// as `depth` says; returns whether the walk can stop here. For an image layer
+    /// covering `key` at or below `lsn`, that is always true: the key's image, or
     /// `Update::Drop` when the layer proves the page did not exist.
-    pub fn collect_versions(&self, key: Key, lsn: Lsn, out: &mut Vec<Update>) -> Result<bool> {
+    pub fn collect_versions(
+        &self,
+        key: Key,
+        lsn: Lsn,
+        depth: Depth,
+        out: &mut Vec<Update>,
+    ) -> Result<bool> {
         if !self.range.covers_key(key) || lsn < self.range.lsn_start {
             return Ok(false);
         }
@@ -483,9 +489,9 @@ impl LayerFile {
         let bytes = self.bytes()?;
         for entry in entries.iter().rev() {
             let update = self.decode(&bytes, entry)?;
-            let initializing = update.is_initializing();
+            let enough = depth.stops_at(&update);
             out.push(update);
-            if initializing {
+            if enough {
                 return Ok(true);
             }
         }

@@ -18,7 +18,7 @@ use crate::error::{EngineError, Result};
 use crate::key::Key;
 use crate::layer::{LayerFile, Level};
 use crate::time::Timestamp;
-use crate::update::{Update, reconstruct};
+use crate::update::{Depth, Update, reconstruct};
 
 /// How one read went: the LSN it resolved to, and what it took.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -197,14 +197,16 @@ impl Store {
 /// Appends `branch`'s own versions of `key` at or below `lsn`, newest first (nothing, and
 /// no layer visited, when `key` is outside the keys the branch ever wrote): the open
 /// layer, the frozen one, then the layer files that may hold the key, newest first (or,
-/// with the RocksDB backend, its flushed versions there).
-/// Says whether an initializing version (or an image layer's proof) was found, so the
-/// walk can stop, or that the branch was deleted (its versions are gone).
+/// with the RocksDB backend, its flushed versions there), as far back as `depth` says.
+/// Says whether that was far enough (an initializing version, an image layer's proof, or
+/// for `Depth::Newest` any version), so the walk can stop, or that the branch was deleted
+/// (its versions are gone).
 fn collect_from_branch(
     branch: &Branch,
     version_db: Option<&VersionDb>,
     key: Key,
     lsn: Lsn,
+    depth: Depth,
     out: &mut Vec<Update>,
     layers_visited: &mut u32,
 ) -> Result<Walk> {
@@ -216,12 +218,12 @@ fn collect_from_branch(
         return Ok(Walk::Deleted);
     }
     *layers_visited += 1;
-    if state.open.collect_versions(key, lsn, out) {
+    if state.open.collect_versions(key, lsn, depth, out) {
         return Ok(Walk::Done);
     }
     if let Some((frozen, _)) = &state.frozen {
         *layers_visited += 1;
-        if frozen.collect_versions(key, lsn, out) {
+        if frozen.collect_versions(key, lsn, depth, out) {
             return Ok(Walk::Done);
         }
     }
@@ -229,12 +231,12 @@ fn collect_from_branch(
         // Versions above `flushed` are in memory; any in the database too (a flush under
         // way, or one a crash cut short) must not be read twice.
         *layers_visited += 1;
-        let complete = db.collect_versions(branch.id, key, lsn.min(state.flushed), out)?;
+        let complete = db.collect_versions(branch.id, key, lsn.min(state.flushed), depth, out)?;
         return Ok(if complete { Walk::Done } else { Walk::Continue });
     }
     for layer in state.layers.search(key, lsn) {
         *layers_visited += 1;
-        if layer.file.collect_versions(key, lsn, out)? {
+        if layer.file.collect_versions(key, lsn, depth, out)? {
             return Ok(Walk::Done);
         }
     }
@@ -378,37 +380,8 @@ impl StoreInner {
             layers_visited: 0,
             ancestors_descended: 0,
         };
-        let mut versions = Vec::new();
-        let requested = lsn;
-        let mut lsn = lsn;
-        // An ancestor is deleted only after its last child was detached, which gave the
-        // child copies of everything it read there: a walk that meets one walks again.
-        'walk: loop {
-            versions.clear();
-            for (depth, (current, seen_at)) in branch.lineage(requested).enumerate() {
-                lsn = seen_at;
-                trace.ancestors_descended = depth as u32;
-                let walk = collect_from_branch(
-                    current,
-                    self.version_db.as_deref(),
-                    key,
-                    lsn,
-                    &mut versions,
-                    &mut trace.layers_visited,
-                )?;
-                match walk {
-                    Walk::Done => break 'walk,
-                    Walk::Continue => {}
-                    Walk::Deleted if depth == 0 => {
-                        return Err(EngineError::UnknownBranch {
-                            name: branch.name(),
-                        });
-                    }
-                    Walk::Deleted => continue 'walk,
-                }
-            }
-            break;
-        }
+        let (versions, lsn) =
+            self.collect_versions(branch, key, lsn, Depth::ToWhole, &mut trace)?;
         let page = reconstruct(key, &versions, self.page_size).map_err(|error| {
             EngineError::CorruptRecord {
                 lsn,
@@ -423,8 +396,69 @@ impl StoreInner {
         Ok((page, trace))
     }
 
+    /// The versions of `key` that `branch` sees at `lsn`, newest first, as far back as
+    /// `depth` says, through the lineage; with the LSN the walk ended at (in the last
+    /// branch it looked at).
+    fn collect_versions(
+        &self,
+        branch: &Arc<Branch>,
+        key: Key,
+        lsn: Lsn,
+        depth: Depth,
+        trace: &mut ReadTrace,
+    ) -> Result<(Vec<Update>, Lsn)> {
+        let mut versions = Vec::new();
+        let requested = lsn;
+        let mut lsn = lsn;
+        // An ancestor is deleted only after its last child was detached, which gave the
+        // child copies of everything it read there: a walk that meets one walks again.
+        'walk: loop {
+            versions.clear();
+            for (descended, (current, seen_at)) in branch.lineage(requested).enumerate() {
+                lsn = seen_at;
+                trace.ancestors_descended = descended as u32;
+                let walk = collect_from_branch(
+                    current,
+                    self.version_db.as_deref(),
+                    key,
+                    lsn,
+                    depth,
+                    &mut versions,
+                    &mut trace.layers_visited,
+                )?;
+                match walk {
+                    Walk::Done => break 'walk,
+                    Walk::Continue => {}
+                    Walk::Deleted if descended == 0 => {
+                        return Err(EngineError::UnknownBranch {
+                            name: branch.name(),
+                        });
+                    }
+                    Walk::Deleted => continue 'walk,
+                }
+            }
+            break;
+        }
+        Ok((versions, lsn))
+    }
+
+    /// Whether `key` exists on `branch` at `lsn`: its newest version there is an image or
+    /// a patch (a patch is logged only over a page that exists). Nothing is rebuilt: a
+    /// commit asks this of every page it patches.
     pub(super) fn page_exists(&self, branch: &Arc<Branch>, key: Key, lsn: Lsn) -> Result<bool> {
-        Ok(self.read_page_cached(branch, key, lsn)?.0.is_some())
+        if let Some(page) = self.cache.get(branch.id, key, lsn) {
+            return Ok(page.is_some());
+        }
+        let mut trace = ReadTrace {
+            lsn,
+            cache_hit: false,
+            layers_visited: 0,
+            ancestors_descended: 0,
+        };
+        let (versions, _) = self.collect_versions(branch, key, lsn, Depth::Newest, &mut trace)?;
+        Ok(versions
+            .first()
+            .is_some_and(|newest| *newest != Update::Drop))
     }
 }
 

@@ -327,7 +327,7 @@ impl State {
 
     /// How inode table page `block` is logged: a patch of the changed range, or, for a
     /// new page and after every `TABLE_PATCHES_PER_IMAGE` patches, the whole page, so no
-    /// read of it (the engine reads a page to accept a patch on it) replays a long chain.
+    /// read of it replays a long chain.
     fn table_update(&mut self, txn: &Txn, block: u32, range: (usize, usize)) -> Update {
         let patches = self.table_patches.entry(block).or_default();
         let whole = txn.new_table_pages.contains(&block) || *patches >= TABLE_PATCHES_PER_IMAGE;
