@@ -8,9 +8,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 /// Starts `pagefork --data-dir DIR serve --listen 127.0.0.1:0` and returns the child and
-/// the base URL it printed.
+/// the base URL it printed. `PAGEFORK_BENCH_BIN` names another build of `pagefork` to
+/// measure instead of this one (to compare two builds with one benchmark binary).
 pub(crate) fn start_serve(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pagefork"))
+    let program = std::env::var_os("PAGEFORK_BENCH_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_pagefork").into());
+    let mut child = Command::new(program)
         .arg("--data-dir")
         .arg(dir)
         .args(["serve", "--listen", "127.0.0.1:0"])
