@@ -102,3 +102,39 @@ fn always_four_threads() {
 fn never_eight_threads() {
     run(SyncMode::Never, 8, 300);
 }
+
+/// A log written without fsyncs across many segments fsyncs each old segment once, when
+/// the writer crosses into the next (so a power cut cannot keep a later segment's records
+/// and lose an earlier one's tail); the fsync that follows then fsyncs only the segments
+/// not yet durable, not every segment written since the last fsync (each fsync flushes
+/// the disk's cache, even with nothing left to write).
+#[test]
+fn an_fsync_after_a_long_write_fsyncs_only_what_is_not_yet_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = WalConfig {
+        segment_size: 64 * 1024,
+        sync_mode: SyncMode::Always,
+        ..WalConfig::default()
+    };
+    let wal = Wal::create(dir.path(), config).unwrap();
+    let mut last = Lsn::INVALID;
+    for seq in 0..200 {
+        let (_, end) = wal.append_deferred(1, &payload_for(seq, 4000)).unwrap();
+        wal.write_to(end).unwrap();
+        last = end;
+    }
+    let before = wal.stats();
+    assert!(
+        before.segments_started >= 10,
+        "the write spans many segments: {before:?}"
+    );
+    wal.flush_to(last).unwrap();
+    let after = wal.stats();
+    assert!(wal.durable_lsn() >= last);
+    assert!(
+        after.fsyncs - before.fsyncs <= 2,
+        "{} fsyncs to make {} segments durable, whose every one but the last was fsynced when the log crossed out of it",
+        after.fsyncs - before.fsyncs,
+        after.segments_started
+    );
+}

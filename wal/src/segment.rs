@@ -18,6 +18,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 
@@ -107,6 +108,9 @@ pub(crate) struct Segment {
     pub(crate) file: Box<dyn FsFile>,
     size: u64,
     sealed_map: OnceLock<Bytes>,
+    /// Every byte of it is written and was fsynced after the log moved past it: a later
+    /// fsync of the log has nothing to do here.
+    complete_and_durable: AtomicBool,
 }
 
 /// A segment made ahead of need: its header written, its full length made (see
@@ -226,7 +230,20 @@ impl Segment {
             file,
             size,
             sealed_map: OnceLock::new(),
+            complete_and_durable: AtomicBool::new(false),
         }
+    }
+
+    /// Records that every byte of the segment is written and durable: the caller fsynced
+    /// it after writing its last byte (the log wrote past its end first).
+    pub(crate) fn mark_complete_and_durable(&self) {
+        self.complete_and_durable.store(true, Ordering::Release);
+    }
+
+    /// Whether every byte of the segment is written and durable (see
+    /// `mark_complete_and_durable`).
+    pub(crate) fn is_complete_and_durable(&self) -> bool {
+        self.complete_and_durable.load(Ordering::Acquire)
     }
 
     /// The LSN just past this segment: the start of the next one.

@@ -6,7 +6,8 @@
 //! 1. **write**: the leader takes the whole pending buffer and writes it with positioned
 //!    writes, then publishes `written`.
 //! 2. **fsync**: the leader (in `Group` mode after lingering `max_delay` so more writes can
-//!    join) reads `written`, fsyncs the touched segments once, and publishes `durable`.
+//!    join) reads `written`, fsyncs the touched segments once (but those the write stage
+//!    fsynced whole when it crossed out of them), and publishes `durable`.
 //!
 //! Because the stages have separate leaders, the next batch is written while the previous
 //! one is being fsynced. Everyone else waits on one condition variable that is notified
@@ -183,6 +184,7 @@ impl Inner {
                     .file
                     .sync_data()
                     .map_err(WalError::io("fsync WAL segment", &earlier.path))?;
+                earlier.mark_complete_and_durable();
                 self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
             }
             let offset = write.segment.offset_of(write.start);
@@ -220,8 +222,12 @@ impl Inner {
         Ok(wrote)
     }
 
-    /// Sync stage: fsyncs every segment written since the last fsync and publishes
-    /// `durable` up to what was written before the fsync started.
+    /// Sync stage: fsyncs every segment written since the last fsync (but those the write
+    /// stage already fsynced whole when it crossed into the next) and publishes `durable`
+    /// up to what was written before the fsync started. An fsync flushes the disk's cache
+    /// even when nothing is left to write: after a long write each crossed segment took
+    /// one more (a mount's three 256 MiB writes, each then fsynced, made 253-260 fsyncs,
+    /// 200-207 since).
     fn sync_written(&self) -> Result<()> {
         if let SyncMode::Group { max_delay } = self.sync_mode
             && !max_delay.is_zero()
@@ -234,7 +240,11 @@ impl Inner {
             .segments
             .read()
             .values()
-            .filter(|segment| segment.end().0 > durable && segment.start.0 < target)
+            .filter(|segment| {
+                segment.end().0 > durable
+                    && segment.start.0 < target
+                    && !segment.is_complete_and_durable()
+            })
             .cloned()
             .collect();
         for segment in segments {
