@@ -165,11 +165,16 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     /// Creates `path` (truncating it if it exists) for reading and writing. The new
     /// directory entry is durable only after `sync_dir` of its directory.
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
-    /// `create`, for a file written once front to back and read back rarely (a layer):
-    /// reads and writes aligned to [`DIRECT_IO_ALIGNMENT`] may bypass the page cache.
-    /// Every request reads and writes the same bytes as on a file from `create`.
+    /// `create`, for a file written once front to back and read back rarely (a layer, a
+    /// WAL segment): reads and writes aligned to [`DIRECT_IO_ALIGNMENT`] may bypass the
+    /// page cache. Every request reads and writes the same bytes as on a file from
+    /// `create`.
     fn create_direct(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
         self.create(path)
+    }
+    /// `open`, for a file written front to back and read back rarely: as `create_direct`.
+    fn open_direct(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        self.open(path)
     }
     /// `open_read`, for a file read once front to back: as `create_direct`.
     fn open_read_direct(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
@@ -333,6 +338,18 @@ impl FileSystem for StdFileSystem {
     fn create_direct(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
         let file = create_or_truncate(path)?;
         // The second descriptor opens the file the first just created (or truncated).
+        let mut direct = std::fs::OpenOptions::new();
+        direct.read(true).write(true);
+        Ok(StdFile::direct(direct::DirectFile::open(
+            file, path, direct,
+        )?))
+    }
+
+    fn open_direct(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
         let mut direct = std::fs::OpenOptions::new();
         direct.read(true).write(true);
         Ok(StdFile::direct(direct::DirectFile::open(

@@ -36,10 +36,12 @@ use crate::recovery::{RecoveryReport, Repair, recover};
 use crate::segment::{Segment, list_segments, sync_dir};
 
 mod ahead;
+mod aligned;
 mod closer;
 mod group_commit;
 
 use ahead::Ahead;
+use aligned::AlignedWriter;
 use group_commit::Stages;
 pub use group_commit::WRITE_BEHIND_BYTES;
 
@@ -87,6 +89,8 @@ pub(crate) struct Inner {
     pending_repair: Mutex<Option<Repair>>,
     /// The segment the last write stage wrote to last (see `write_pending`).
     pub(crate) last_written_segment: Mutex<Option<Arc<Segment>>>,
+    /// Writes batches to segments open for direct I/O as whole blocks (the write stage's).
+    aligned_writer: Mutex<AlignedWriter>,
     /// Live segments by start LSN, for readers and truncation.
     pub(crate) segments: RwLock<BTreeMap<Lsn, Arc<Segment>>>,
     /// The segment after the active one, made ahead by a write-stage leader (see
@@ -388,6 +392,7 @@ impl Wal {
             poisoned: Mutex::new(None),
             pending_repair: Mutex::new(None),
             last_written_segment: Mutex::new(None),
+            aligned_writer: Mutex::new(AlignedWriter::default()),
             segments: RwLock::new(segments),
             ahead: Mutex::new(Ahead::default()),
             ahead_done: Condvar::new(),

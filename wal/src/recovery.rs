@@ -353,7 +353,9 @@ fn check_segment(
     previous: Option<&Segment>,
 ) -> Result<(Segment, Option<ShortSegment>)> {
     let mut header_bytes = [0u8; SEGMENT_HEADER_LEN as usize];
-    let file = fs.open(path).map_err(WalError::io("open segment", path))?;
+    let file = fs
+        .open_direct(path)
+        .map_err(WalError::io("open segment", path))?;
     let file_len = file.size().map_err(WalError::io("stat segment", path))?;
     if file_len < SEGMENT_HEADER_LEN {
         return Err(bad_segment(

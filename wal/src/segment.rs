@@ -24,7 +24,7 @@ use bytes::Bytes;
 
 use crate::error::{Result, WalError};
 use crate::format::SegmentHeader;
-use crate::fs::{Access, FileSystem, FsFile};
+use crate::fs::{Access, AlignedBuffer, DIRECT_IO_ALIGNMENT, FileSystem, FsFile};
 use crate::lsn::Lsn;
 
 const SEGMENT_SUFFIX: &str = ".wal";
@@ -142,11 +142,22 @@ impl PreparedSegment {
         );
         let final_path = dir.join(segment_file_name(header.start));
         let temp_path = dir.join(temp_name);
+        // Open for direct I/O: the log's writes go to the disk without taking pages of the
+        // page cache (see `log::aligned`), and so do the header's block and the zeros,
+        // written from aligned buffers.
         let file = fs
-            .create(&temp_path)
+            .create_direct(&temp_path)
             .map_err(WalError::io("create segment", &temp_path))?;
+        let aligned = |len: usize| {
+            AlignedBuffer::new(len).map_err(WalError::io("allocate a buffer for", &temp_path))
+        };
+        let mut first_block = aligned(DIRECT_IO_ALIGNMENT)?;
         let encoded = header.encode();
-        file.write_all_at(&encoded, 0)
+        first_block
+            .get_mut(..encoded.len())
+            .expect("a segment header fits in a block")
+            .copy_from_slice(&encoded);
+        file.write_all_at(&first_block, 0)
             .map_err(WalError::io("write segment header", &temp_path))?;
         let allocated = match fill {
             SegmentFill::Zeros => false,
@@ -157,8 +168,9 @@ impl PreparedSegment {
             },
         };
         if !allocated {
-            let zeros = vec![0u8; ZERO_FILL_CHUNK];
-            let mut at = encoded.len() as u64;
+            // Never written: its pages are the kernel's shared page of zeros.
+            let zeros = aligned(ZERO_FILL_CHUNK)?;
+            let mut at = first_block.len() as u64;
             while at < header.segment_size {
                 let len = (header.segment_size - at).min(ZERO_FILL_CHUNK as u64) as usize;
                 file.write_all_at(zeros.get(..len).unwrap_or_default(), at)

@@ -136,6 +136,10 @@ struct State {
     crashes: u64,
     /// Operations left before the power goes off (every later one fails until `crash`).
     power_left: Option<u64>,
+    /// Whether files from `create_direct` and `open_direct` say they take direct I/O.
+    direct_io: bool,
+    /// Writes to such files that were not whole aligned blocks from an aligned buffer.
+    unaligned_direct_writes: u64,
 }
 
 impl State {
@@ -312,12 +316,24 @@ impl State {
         let landed = (self.next_random() % (blocks as u64 + 1)) as usize;
         let whole = (landed * block).min(len);
         let torn = (whole + block).min(len);
-        let written = self.files.get(&inode)?.current.get(offset as usize..)?;
+        let file = self.files.get(&inode)?;
+        let written = file.current.get(offset as usize..)?;
         let mut bytes = written.get(..whole)?.to_vec();
-        for _ in whole..torn {
-            bytes.push(match fill {
-                TornFill::Zeros => 0,
-                TornFill::Garbage => self.next_random() as u8,
+        // Bytes the write did not change (a block written again with the bytes it held,
+        // as the WAL's direct writes do) survive in the torn block: the "powersafe
+        // overwrite" property disks keep (see `any_unsynced_blocks`).
+        let unchanged: Vec<Option<u8>> = (whole..torn)
+            .map(|at| {
+                let new = *written.get(at)?;
+                let old = *file.durable.get(offset as usize + at)?;
+                (new == old).then_some(new)
+            })
+            .collect();
+        for kept in unchanged {
+            bytes.push(match (kept, fill) {
+                (Some(byte), _) => byte,
+                (None, TornFill::Zeros) => 0,
+                (None, TornFill::Garbage) => self.next_random() as u8,
             });
         }
         (!bytes.is_empty()).then_some((offset, bytes))
@@ -433,6 +449,8 @@ impl SimFileSystem {
                 writeback: Writeback::Nothing,
                 crashes: 0,
                 power_left: None,
+                direct_io: false,
+                unaligned_direct_writes: 0,
             })),
         }
     }
@@ -455,6 +473,21 @@ impl SimFileSystem {
             block: block.max(1),
             fill,
         };
+    }
+
+    /// From now on files opened with `create_direct` or `open_direct` say they take direct
+    /// I/O ([`FsFile::is_direct`]), so code that writes such files in whole blocks (the
+    /// WAL) runs that path here. Their bytes behave as every other file's; writes to them
+    /// that are not whole blocks of [`crate::fs::DIRECT_IO_ALIGNMENT`] from an aligned
+    /// buffer are counted ([`SimFileSystem::unaligned_direct_writes`]).
+    pub fn direct_io(&self) {
+        self.state.lock().direct_io = true;
+    }
+
+    /// Writes to direct files (see [`SimFileSystem::direct_io`]) that the operating
+    /// system could not have done direct: not aligned in offset, length or buffer.
+    pub fn unaligned_direct_writes(&self) -> u64 {
+        self.state.lock().unaligned_direct_writes
     }
 
     /// The power cut: only what was made durable survives (see the module docs).
@@ -502,6 +535,18 @@ impl SimFileSystem {
             inode,
             path: path.to_owned(),
             generation,
+            direct: false,
+        })
+    }
+
+    /// `handle`, for a file opened for direct I/O.
+    fn direct_handle(&self, inode: u64, path: &Path, state: &State) -> Box<dyn FsFile> {
+        Box::new(SimFile {
+            fs: self.clone(),
+            inode,
+            path: path.to_owned(),
+            generation: state.generation,
+            direct: state.direct_io,
         })
     }
 }
@@ -513,6 +558,8 @@ struct SimFile {
     inode: u64,
     path: PathBuf,
     generation: u64,
+    /// Opened for direct I/O while the file system simulates it.
+    direct: bool,
 }
 
 impl SimFile {
@@ -558,8 +605,19 @@ impl FsFile for SimFile {
     fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
         let mut state = self.live()?;
         state.check(OpKind::Write, &self.path)?;
+        let block = crate::fs::DIRECT_IO_ALIGNMENT;
+        let aligned = (bytes.as_ptr() as usize).is_multiple_of(block)
+            && offset.is_multiple_of(block as u64)
+            && bytes.len().is_multiple_of(block);
+        if self.direct && !aligned {
+            state.unaligned_direct_writes += 1;
+        }
         state.write_at(self.inode, bytes, offset);
         Ok(())
+    }
+
+    fn is_direct(&self) -> bool {
+        self.direct
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
@@ -627,6 +685,20 @@ impl FileSystem for SimFileSystem {
         state.check(OpKind::Create, path)?;
         let inode = state.create_file(path)?;
         Ok(self.handle(inode, path, state.generation))
+    }
+
+    fn create_direct(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        let mut state = self.state.lock();
+        state.check(OpKind::Create, path)?;
+        let inode = state.create_file(path)?;
+        Ok(self.direct_handle(inode, path, &state))
+    }
+
+    fn open_direct(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        let mut state = self.state.lock();
+        state.check(OpKind::Create, path)?;
+        let inode = state.inode(path)?;
+        Ok(self.direct_handle(inode, path, &state))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {

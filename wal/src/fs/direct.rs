@@ -1,10 +1,11 @@
-//! Direct I/O (`O_DIRECT`) for files written once and read front to back: layer files,
-//! written by flushes and compaction and read whole by compaction.
+//! Direct I/O (`O_DIRECT`) for files written front to back and rarely read back: layer
+//! files, written by flushes and compaction and read whole by compaction, and WAL
+//! segments, read back when a store opens (and by `inspect`).
 //!
 //! Written through the kernel's page cache, every byte of such a file takes a fresh page
 //! of memory that nothing reads again soon: a layer is read back at most once, by the
-//! compaction that replaces it, and a page a mount's reader wants is already in the
-//! kernel's cache of the mounted file. Allocating and filling those pages was most of a
+//! compaction that replaces it, a page a mount's reader wants is already in the kernel's
+//! cache of the mounted file, and the log is read back after a crash. Allocating and filling those pages was most of a
 //! sequential write's cost through a mount on the benchmark machine (a virtual machine
 //! whose host backs guest memory on first touch). With direct I/O the bytes go from the
 //! process's buffer to the disk.

@@ -171,6 +171,7 @@ impl Inner {
         // The segment the previous batch ended in: a batch may start in a new one.
         let mut last_written = self.last_written_segment.lock();
         let mut previous: Option<&Arc<Segment>> = last_written.as_ref();
+        let mut aligned = self.aligned_writer.lock();
         for write in &batch {
             // A batch that crosses into a new segment makes the old segment's tail (its
             // last records and the segment-end frame) durable before it writes a byte of
@@ -188,16 +189,17 @@ impl Inner {
                 self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
             }
             let offset = write.segment.offset_of(write.start);
-            write
-                .segment
-                .file
-                .write_all_at(&write.bytes, offset)
-                .map_err(WalError::io("write WAL", &write.segment.path))?;
+            let written = match write.segment.file.is_direct() {
+                true => aligned.write(&write.segment, offset, &write.bytes),
+                false => write.segment.file.write_all_at(&write.bytes, offset),
+            };
+            written.map_err(WalError::io("write WAL", &write.segment.path))?;
             previous = Some(&write.segment);
         }
         if let Some(last) = batch.last() {
             *last_written = Some(Arc::clone(&last.segment));
         }
+        drop(aligned);
         drop(last_written);
         let wrote = !batch.is_empty();
         // The largest buffer, emptied, serves the next batch (up to a bound, so one huge
