@@ -229,14 +229,11 @@ pub(crate) fn start(
     let found = asked.elapsed();
     let data = mount_dir.join(PGDATA);
     let initialized = prepare_data_directory(branch, mount_dir, &data, &pg)?;
-    let prepared = asked.elapsed();
-    check_settings(&pg, &data, &spec.settings)?;
     tracing::debug!(
         branch,
         found_us = found.as_micros(),
-        prepared_us = prepared.as_micros(),
-        checked_us = asked.elapsed().as_micros(),
-        "endpoint start: programs found, data directory prepared, settings checked"
+        prepared_us = asked.elapsed().as_micros(),
+        "endpoint start: programs found, data directory prepared"
     );
     let port = choose_port(spec.port)?;
     let log_file = std::fs::File::create(log)
@@ -291,10 +288,14 @@ pub(crate) fn start(
         }
         Err(why) => {
             running.kill();
+            let log = log_tail(log);
+            if let Some(message) = refused_setting(&log, &spec.settings) {
+                return Err(EndpointError::InvalidSetting { message });
+            }
             Err(EndpointError::StartFailed {
                 branch: branch.to_owned(),
                 why,
-                log: log_tail(log),
+                log,
             })
         }
     }
@@ -367,30 +368,19 @@ fn prepare_data_directory(
     Ok(true)
 }
 
-/// Has Postgres check `settings` (`postgres -C`, which reads the configuration and
-/// exits): an unknown name or a value it cannot take is refused before the server starts.
-fn check_settings(
-    pg: &PgBin,
-    data: &Path,
-    settings: &[(String, String)],
-) -> Result<(), EndpointError> {
-    let Some((first, _)) = settings.first() else {
-        return Ok(());
-    };
-    let mut command = pg.command("postgres");
-    command.arg("-D").arg(data).arg("-C").arg(first);
-    for (name, value) in settings {
-        command.arg("-c").arg(format!("{name}={value}"));
-    }
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|error| anyhow::anyhow!("cannot run postgres -C: {error}"))?;
-    if output.status.success() {
-        return Ok(());
-    }
-    Err(EndpointError::InvalidSetting {
-        message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+/// Postgres' refusal of one of `settings`, from the end of the log of a server that did not
+/// start: a `FATAL` line naming one of them in quotes as a parameter (an unknown name, a
+/// value it cannot take, one out of range). Postgres checks `-c` settings before it
+/// touches the data directory, so a refused one changes nothing there; asking it first
+/// (`postgres -C`) cost every start with settings a whole run of Postgres.
+fn refused_setting(log: &str, settings: &[(String, String)]) -> Option<String> {
+    log.lines().find_map(|line| {
+        let (_, message) = line.split_once("FATAL:")?;
+        let about_a_setting = message.contains("parameter")
+            && settings
+                .iter()
+                .any(|(name, _)| message.contains(&format!("\"{name}\"")));
+        about_a_setting.then(|| message.trim().to_owned())
     })
 }
 
@@ -520,5 +510,58 @@ impl Running {
     fn kill(&mut self) {
         let _ = self.server.kill();
         let _ = self.server.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::refused_setting;
+
+    fn settings(names: &[&str]) -> Vec<(String, String)> {
+        names
+            .iter()
+            .map(|name| ((*name).to_owned(), "1".to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_refusal_of_a_given_setting_is_found_in_the_log() {
+        let given = settings(&["bad name", "shared_buffers", "max_connections"]);
+        for (line, message) in [
+            (
+                "2026-12-05 11:15:55.684 GMT [14148] FATAL:  unrecognized configuration parameter \"bad name\"",
+                "unrecognized configuration parameter \"bad name\"",
+            ),
+            (
+                "2026-12-05 11:15:55.703 GMT [14151] FATAL:  invalid value for parameter \"shared_buffers\": \"lots\"",
+                "invalid value for parameter \"shared_buffers\": \"lots\"",
+            ),
+            (
+                "FATAL:  -5 is outside the valid range for parameter \"max_connections\" (1 .. 262143)",
+                "-5 is outside the valid range for parameter \"max_connections\" (1 .. 262143)",
+            ),
+        ] {
+            let log = format!("LOG:  something first\n{line}\n");
+            assert_eq!(refused_setting(&log, &given).as_deref(), Some(message));
+        }
+    }
+
+    #[test]
+    fn other_failures_are_not_taken_for_a_refused_setting() {
+        let given = settings(&["shared_buffers"]);
+        for log in [
+            "FATAL:  data directory \"/x/pgdata\" has invalid permissions",
+            "FATAL:  invalid value for parameter \"work_mem\": \"lots\"",
+            "LOG:  invalid value for parameter \"shared_buffers\": \"lots\"",
+            "",
+        ] {
+            assert_eq!(refused_setting(log, &given), None, "{log}");
+        }
+        assert_eq!(
+            refused_setting("FATAL:  invalid value for parameter \"x\": \"y\"", &[]),
+            None
+        );
     }
 }
