@@ -35,6 +35,11 @@ pub trait FsFile: Send + Sync + fmt::Debug {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Writes all of `bytes` at `offset` (not durable until a sync).
     fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()>;
+    /// `write_all_at` through the page cache, even on a file open for direct I/O: for a
+    /// small write, which a direct write would make wait for the disk.
+    fn write_all_at_cached(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        self.write_all_at(bytes, offset)
+    }
     /// Sets the length: cuts the file, or extends it with zeros.
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Extends the file to `len` bytes of zeros with its blocks allocated, without writing
@@ -270,6 +275,10 @@ impl FsFile for StdFile {
             StdFileKind::Buffered(file) => FileExt::write_all_at(file, bytes, offset),
             StdFileKind::Direct(file) => file.write_all_at(bytes, offset),
         }
+    }
+
+    fn write_all_at_cached(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        FileExt::write_all_at(self.file(), bytes, offset)
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
