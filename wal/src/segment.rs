@@ -168,7 +168,7 @@ impl PreparedSegment {
             },
         };
         if !allocated {
-            // Never written: its pages are the kernel's shared page of zeros.
+            // A fresh anonymous map: zeros, aligned, and never written by us.
             let zeros = aligned(ZERO_FILL_CHUNK)?;
             let mut at = first_block.len() as u64;
             while at < header.segment_size {
