@@ -238,7 +238,7 @@ pub(crate) fn start(
     let port = choose_port(spec.port)?;
     let log_file = std::fs::File::create(log)
         .map_err(|error| anyhow::anyhow!("cannot create the log {}: {error}", log.display()))?;
-    let mut command = pg.command("postgres");
+    let (mut command, dies_with_parent) = pg.server_command("postgres");
     command.arg("-D").arg(&data);
     let own = [
         ("port", port.to_string()),
@@ -263,14 +263,15 @@ pub(crate) fn start(
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().map_err(anyhow::Error::from)?)
         .stderr(log_file);
-    let server = spawner::spawn(command).map_err(|error| EndpointError::StartFailed {
-        branch: branch.to_owned(),
-        why: format!(
-            "cannot run {}: {error}",
-            pg.dir().join("postgres").display()
-        ),
-        log: String::new(),
-    })?;
+    let server =
+        spawner::spawn(command, dies_with_parent).map_err(|error| EndpointError::StartFailed {
+            branch: branch.to_owned(),
+            why: format!(
+                "cannot run {}: {error}",
+                pg.dir().join("postgres").display()
+            ),
+            log: String::new(),
+        })?;
     let mut running = Running {
         branch: branch.to_owned(),
         port,

@@ -11,28 +11,37 @@ use std::sync::LazyLock;
 
 use crossbeam::channel::{Sender, bounded, unbounded};
 
-/// A command to start, and where to send the child (or why not).
-type Job = (Command, Sender<std::io::Result<Child>>);
+/// A command to start, whether it asks for its death signal itself, and where to send the
+/// child (or why not).
+type Job = (Command, bool, Sender<std::io::Result<Child>>);
 
 static SPAWNER: LazyLock<Option<Sender<Job>>> = LazyLock::new(|| {
     let (jobs, queue) = unbounded::<Job>();
     std::thread::Builder::new()
         .name("endpoint spawner".to_owned())
         .spawn(move || {
-            for (mut command, reply) in queue {
-                let _ = reply.send(spawn_dying_with_parent(&mut command));
+            for (mut command, dies_with_parent, reply) in queue {
+                let child = match dies_with_parent {
+                    true => command.spawn(),
+                    false => spawn_dying_with_parent(&mut command),
+                };
+                let _ = reply.send(child);
             }
         })
         .ok()
         .map(|_| jobs)
 });
 
-/// Starts `command` so that it gets SIGKILL when this process ends.
-pub(crate) fn spawn(command: Command) -> std::io::Result<Child> {
+/// Starts `command` so that it gets SIGKILL when this process ends: `dies_with_parent`
+/// says the command asks for that itself (`setpriv --pdeathsig`, which a `posix_spawn`
+/// can start without copying this process's page tables); otherwise the child asks
+/// between fork and exec.
+pub(crate) fn spawn(command: Command, dies_with_parent: bool) -> std::io::Result<Child> {
     let unavailable = || std::io::Error::other("the endpoint spawner thread is not running");
     let jobs = SPAWNER.as_ref().ok_or_else(unavailable)?;
     let (reply, answer) = bounded(1);
-    jobs.send((command, reply)).map_err(|_| unavailable())?;
+    jobs.send((command, dies_with_parent, reply))
+        .map_err(|_| unavailable())?;
     answer.recv().map_err(|_| unavailable())?
 }
 
