@@ -529,24 +529,30 @@ impl SimFileSystem {
         self.state.lock().crashes
     }
 
-    fn handle(&self, inode: u64, path: &Path, generation: u64) -> Box<dyn FsFile> {
-        Box::new(SimFile {
-            fs: self.clone(),
-            inode,
-            path: path.to_owned(),
-            generation,
-            direct: false,
-        })
+    /// A handle on the existing file at `path`, open for direct I/O if `direct` and the
+    /// file system simulates it.
+    fn open_handle(&self, path: &Path, direct: bool) -> io::Result<Box<dyn FsFile>> {
+        let mut state = self.state.lock();
+        state.check(OpKind::Create, path)?;
+        let inode = state.inode(path)?;
+        Ok(self.handle(inode, path, &state, direct))
     }
 
-    /// `handle`, for a file opened for direct I/O.
-    fn direct_handle(&self, inode: u64, path: &Path, state: &State) -> Box<dyn FsFile> {
+    /// `open_handle` on a file created (or truncated) at `path`.
+    fn create_handle(&self, path: &Path, direct: bool) -> io::Result<Box<dyn FsFile>> {
+        let mut state = self.state.lock();
+        state.check(OpKind::Create, path)?;
+        let inode = state.create_file(path)?;
+        Ok(self.handle(inode, path, &state, direct))
+    }
+
+    fn handle(&self, inode: u64, path: &Path, state: &State, direct: bool) -> Box<dyn FsFile> {
         Box::new(SimFile {
             fs: self.clone(),
             inode,
             path: path.to_owned(),
             generation: state.generation,
-            direct: state.direct_io,
+            direct: direct && state.direct_io,
         })
     }
 }
@@ -674,31 +680,19 @@ impl Drop for SimLock {
 
 impl FileSystem for SimFileSystem {
     fn open(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        let mut state = self.state.lock();
-        state.check(OpKind::Create, path)?;
-        let inode = state.inode(path)?;
-        Ok(self.handle(inode, path, state.generation))
+        self.open_handle(path, false)
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        let mut state = self.state.lock();
-        state.check(OpKind::Create, path)?;
-        let inode = state.create_file(path)?;
-        Ok(self.handle(inode, path, state.generation))
+        self.create_handle(path, false)
     }
 
     fn create_direct(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        let mut state = self.state.lock();
-        state.check(OpKind::Create, path)?;
-        let inode = state.create_file(path)?;
-        Ok(self.direct_handle(inode, path, &state))
+        self.create_handle(path, true)
     }
 
     fn open_direct(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        let mut state = self.state.lock();
-        state.check(OpKind::Create, path)?;
-        let inode = state.inode(path)?;
-        Ok(self.direct_handle(inode, path, &state))
+        self.open_handle(path, true)
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
