@@ -90,11 +90,7 @@ impl AlignedWriter {
                 Some((start, at, block)) if *start == segment.start && *at == block_start => {
                     before.copy_from_slice(block.get(..head).expect("head is within a block"));
                 }
-                _ => {
-                    let mut block = [0u8; BLOCK];
-                    segment.file.read_exact_at(&mut block, block_start)?;
-                    before.copy_from_slice(block.get(..head).expect("head is within a block"));
-                }
+                _ => segment.file.read_exact_at(before, block_start)?,
             }
         }
         let (written, zeros) = after.split_at_mut(bytes.len());
