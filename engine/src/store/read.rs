@@ -34,6 +34,18 @@ pub struct ReadTrace {
     pub ancestors_descended: u32,
 }
 
+impl ReadTrace {
+    /// A read at `lsn` that the cache did not answer, before it visited anything.
+    fn uncached(lsn: Lsn) -> ReadTrace {
+        ReadTrace {
+            lsn,
+            cache_hit: false,
+            layers_visited: 0,
+            ancestors_descended: 0,
+        }
+    }
+}
+
 /// What the store has done since it was opened.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct StoreStats {
@@ -348,10 +360,8 @@ impl StoreInner {
         self.read_counters.reads.fetch_add(1, Ordering::Relaxed);
         if let Some(page) = self.cache.get(branch.id, key, lsn) {
             let trace = ReadTrace {
-                lsn,
                 cache_hit: true,
-                layers_visited: 0,
-                ancestors_descended: 0,
+                ..ReadTrace::uncached(lsn)
             };
             return Ok((page, trace));
         }
@@ -374,12 +384,7 @@ impl StoreInner {
         key: Key,
         lsn: Lsn,
     ) -> Result<(Option<Bytes>, ReadTrace)> {
-        let mut trace = ReadTrace {
-            lsn,
-            cache_hit: false,
-            layers_visited: 0,
-            ancestors_descended: 0,
-        };
+        let mut trace = ReadTrace::uncached(lsn);
         let (versions, lsn) =
             self.collect_versions(branch, key, lsn, Depth::ToWhole, &mut trace)?;
         let page = reconstruct(key, &versions, self.page_size).map_err(|error| {
@@ -449,12 +454,7 @@ impl StoreInner {
         if let Some(page) = self.cache.get(branch.id, key, lsn) {
             return Ok(page.is_some());
         }
-        let mut trace = ReadTrace {
-            lsn,
-            cache_hit: false,
-            layers_visited: 0,
-            ancestors_descended: 0,
-        };
+        let mut trace = ReadTrace::uncached(lsn);
         let (versions, _) = self.collect_versions(branch, key, lsn, Depth::Newest, &mut trace)?;
         Ok(versions
             .first()
