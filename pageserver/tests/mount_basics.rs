@@ -316,6 +316,76 @@ fn names_under(dir: &Path) -> Vec<String> {
     names
 }
 
+/// The names directly in `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The mount lets the kernel keep what it learned of names: a name found missing (a
+/// negative entry) and a directory's listing, until a change through the mount. Every
+/// change of a name must show at once in lookups and listings, and a fresh mount must
+/// agree.
+#[test]
+fn names_found_missing_and_listings_follow_every_change() {
+    require_fuse();
+    let (_root, data, dir, mount) = store_with_main_mounted();
+    let missing = |path: &Path| {
+        let error = fs::symlink_metadata(path).unwrap_err();
+        assert_eq!(
+            error.kind(),
+            std::io::ErrorKind::NotFound,
+            "{}",
+            path.display()
+        );
+    };
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    // Looked up twice while missing (the second answer may come from the kernel).
+    missing(&a);
+    missing(&a);
+    assert_eq!(listing(&dir), Vec::<String>::new());
+    fs::write(&a, b"one").unwrap();
+    assert_eq!(fs::read(&a).unwrap(), b"one");
+    assert_eq!(listing(&dir), ["a"]);
+    missing(&b);
+    fs::rename(&a, &b).unwrap();
+    missing(&a);
+    assert_eq!(fs::read(&b).unwrap(), b"one");
+    assert_eq!(listing(&dir), ["b"]);
+    fs::create_dir(&a).unwrap();
+    assert!(fs::metadata(&a).unwrap().is_dir());
+    assert_eq!(listing(&dir), ["a", "b"]);
+    assert_eq!(listing(&a), Vec::<String>::new());
+    let inner = a.join("inner");
+    missing(&inner);
+    fs::write(&inner, b"two").unwrap();
+    assert_eq!(listing(&a), ["inner"]);
+    // A rename that replaces a name, across directories.
+    fs::rename(&inner, &b).unwrap();
+    assert_eq!(fs::read(&b).unwrap(), b"two");
+    missing(&inner);
+    assert_eq!(listing(&a), Vec::<String>::new());
+    fs::remove_dir(&a).unwrap();
+    fs::remove_file(&b).unwrap();
+    missing(&a);
+    missing(&b);
+    assert_eq!(listing(&dir), Vec::<String>::new());
+    fs::create_dir(&b).unwrap();
+    std::os::unix::fs::symlink("b", &a).unwrap();
+    assert_eq!(fs::read_link(&a).unwrap(), Path::new("b"));
+    assert_eq!(listing(&dir), ["a", "b"]);
+    assert!(mount.terminate().success());
+    let mount = Mount::start(&data, "main", &dir, &[]);
+    assert_eq!(listing(&dir), ["a", "b"]);
+    assert_eq!(fs::read_link(&a).unwrap(), Path::new("b"));
+    missing(&inner);
+    assert!(mount.terminate().success());
+}
+
 #[test]
 fn refused_mounts_say_why_and_change_nothing() {
     require_fuse();

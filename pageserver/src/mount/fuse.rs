@@ -159,6 +159,27 @@ pub(crate) fn errno(error: &FsError) -> Errno {
     }
 }
 
+/// The attributes of a negative entry: inode 0, nothing else read.
+fn absent() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        crtime: SystemTime::UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
 /// Answers an operation that returns bytes.
 fn answer_data(result: Result<Vec<u8>, FsError>, reply: ReplyData) {
     match result {
@@ -201,7 +222,16 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, _request: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.entry(self.tree.lookup(parent.0, name.as_bytes()), reply);
+        match self.tree.lookup(parent.0, name.as_bytes()) {
+            // A name that is not there: inode 0 with an entry lifetime, which the kernel
+            // keeps as a negative entry (ENOENT it would ask again every time; Postgres
+            // looks for a dozen files that are not there at every start). Only a request
+            // through this mount can make the name, and the kernel drops the entry then.
+            Err(FsError::NotFound { .. }) => {
+                reply.entry_with_ttls(&Duration::ZERO, &TTL, &absent(), Generation(0));
+            }
+            found => self.entry(found, reply),
+        }
     }
 
     fn forget(&self, _request: &Request, ino: INodeNo, lookups: u64) {
@@ -458,7 +488,15 @@ impl Filesystem for FuseAdapter {
             Ok(listing) => {
                 let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
                 self.listings.lock().insert(handle, Arc::new(listing));
-                reply.opened(FileHandle(handle), FopenFlags::empty());
+                // The kernel may keep the listing it read, across opens, until the
+                // directory changes: only this mount changes it, and the kernel drops its
+                // copy at every change it passes on (a scan of a directory listed before
+                // is then no round trip; Postgres scans every database's directory
+                // several times as it starts).
+                reply.opened(
+                    FileHandle(handle),
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+                );
             }
             Err(error) => reply.error(errno(&error)),
         }
