@@ -146,7 +146,7 @@ fn the_commit_time_of_a_state_and_the_end_of_the_log() {
 }
 
 #[test]
-fn a_prefetch_is_only_a_hint_and_refuses_what_a_read_refuses() {
+fn prefetches_are_only_hints_and_refuse_what_a_read_refuses() {
     let dir = tempfile::tempdir().unwrap();
     let (config, _clock) = engine_config(SyncMode::Always);
     let store = Store::create(dir.path(), manual_housekeeping(config)).unwrap();
@@ -166,8 +166,12 @@ fn a_prefetch_is_only_a_hint_and_refuses_what_a_read_refuses() {
     let (from, to) = (Key::new(7, 0), Key::new(7, 63));
     for at in [At::Latest, At::Lsn(first.lsn)] {
         store.prefetch("main", from, to, at).unwrap();
+        store.prefetch_history("main", from, to, at).unwrap();
     }
     store.prefetch("child", from, to, At::Latest).unwrap();
+    store
+        .prefetch_history("child", from, to, At::Latest)
+        .unwrap();
     assert_eq!(store.stats().page_reads, reads, "a prefetch reads no page");
     for block in [0, 31, 63] {
         let key = Key::new(7, block);
@@ -184,9 +188,17 @@ fn a_prefetch_is_only_a_hint_and_refuses_what_a_read_refuses() {
         store.prefetch("nobody", from, to, At::Latest),
         Err(pagefork_engine::EngineError::UnknownBranch { .. })
     ));
+    assert!(matches!(
+        store.prefetch_history("nobody", from, to, At::Latest),
+        Err(pagefork_engine::EngineError::UnknownBranch { .. })
+    ));
     let past = pagefork_engine::Lsn(store.branch_info("main").unwrap().head.0 + 1);
     assert!(matches!(
         store.prefetch("main", from, to, At::Lsn(past)),
+        Err(pagefork_engine::EngineError::LsnPastHead { .. })
+    ));
+    assert!(matches!(
+        store.prefetch_history("main", from, to, At::Lsn(past)),
         Err(pagefork_engine::EngineError::LsnPastHead { .. })
     ));
 }

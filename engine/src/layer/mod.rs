@@ -560,6 +560,33 @@ impl LayerFile {
         }
     }
 
+    /// Asks the kernel to read every block of versions of keys in `first..=last`, all of
+    /// them: a page rebuilt from patches needs the older ones too. One span per file.
+    pub(crate) fn prefetch_all_versions(&self, first: Key, last: Key, lsn: Lsn) {
+        if !self.may_hold_range(first, last, lsn) {
+            return;
+        }
+        let data = self.data.read();
+        let Some(mapped) = &*data else {
+            return;
+        };
+        let start = self.index.partition_point(|entry| entry.key < first);
+        let end = self.index.partition_point(|entry| entry.key <= last);
+        let Some(from) = self.index.get(start).map(|entry| entry.offset) else {
+            return;
+        };
+        // The span ends where the next key's first block starts, or where the index does.
+        let to = self
+            .index
+            .get(end)
+            .map_or(self.index_offset as u64, |next| next.offset);
+        if let (Ok(from), Ok(to)) = (usize::try_from(from), usize::try_from(to))
+            && from < to
+        {
+            mapped.mapping.will_need(from..to);
+        }
+    }
+
     /// Keys in `first..=last` with a version at or below `lsn`, in order.
     pub(crate) fn keys_in(&self, first: Key, last: Key, lsn: Lsn) -> Vec<Key> {
         let start = self.index.partition_point(|entry| entry.key < first);

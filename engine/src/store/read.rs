@@ -159,6 +159,33 @@ impl Store {
         Ok(())
     }
 
+    /// `prefetch` of every version of pages `first..=last`, not only the newest: for pages
+    /// patched often (a file tree's inode table), whose rebuild reads a chain of versions.
+    /// A hint, as `prefetch` is, refusing what it refuses.
+    pub fn prefetch_history(&self, branch: &str, first: Key, last: Key, at: At) -> Result<()> {
+        let inner = &self.inner;
+        let target = inner.branch(branch)?;
+        let lsn = inner.resolve(&target, at)?;
+        for (current, seen_at) in target.lineage(lsn) {
+            let layers: Vec<Arc<LayerFile>> = {
+                let state = current.state.read();
+                if state.deleted {
+                    break;
+                }
+                state
+                    .layers
+                    .iter()
+                    .map(|layer| Arc::clone(&layer.file))
+                    .collect()
+            };
+            // Not under the branch's lock, as in `prefetch`.
+            for file in layers {
+                file.prefetch_all_versions(first, last, seen_at);
+            }
+        }
+        Ok(())
+    }
+
     /// Counters since the store was opened.
     pub fn stats(&self) -> StoreStats {
         let inner = &self.inner;
