@@ -516,6 +516,20 @@ impl LayerFile {
         lsn: Lsn,
         found: &mut std::collections::BTreeSet<Key>,
     ) {
+        self.with_index_span(first, last, lsn, |mapping, start, end| {
+            self.prefetch_newest_in(mapping, start, end, lsn, found);
+        });
+    }
+
+    /// Runs `hint` with the mapping and the index positions `start..end` of the keys in
+    /// `first..=last`, if the layer may hold them at `lsn` and is mapped.
+    fn with_index_span(
+        &self,
+        first: Key,
+        last: Key,
+        lsn: Lsn,
+        hint: impl FnOnce(&MappedFile, usize, usize),
+    ) {
         if !self.may_hold_range(first, last, lsn) {
             return;
         }
@@ -525,11 +539,23 @@ impl LayerFile {
         };
         let start = self.index.partition_point(|entry| entry.key < first);
         let end = self.index.partition_point(|entry| entry.key <= last);
+        hint(&mapped.mapping, start, end);
+    }
+
+    /// `prefetch_newest` over the index positions `start..end`.
+    fn prefetch_newest_in(
+        &self,
+        mapping: &MappedFile,
+        start: usize,
+        end: usize,
+        lsn: Lsn,
+        found: &mut std::collections::BTreeSet<Key>,
+    ) {
         // Runs of wanted blocks, merged across gaps of up to 64 KiB.
         let mut run: Option<(u64, u64)> = None;
         let will_need = |from: u64, to: u64| {
             if let (Ok(from), Ok(to)) = (usize::try_from(from), usize::try_from(to)) {
-                mapped.mapping.will_need(from..to);
+                mapping.will_need(from..to);
             }
         };
         for position in start..end {
@@ -563,28 +589,22 @@ impl LayerFile {
     /// Asks the kernel to read every block of versions of keys in `first..=last`, all of
     /// them: a page rebuilt from patches needs the older ones too. One span per file.
     pub(crate) fn prefetch_all_versions(&self, first: Key, last: Key, lsn: Lsn) {
-        if !self.may_hold_range(first, last, lsn) {
-            return;
-        }
-        let data = self.data.read();
-        let Some(mapped) = &*data else {
-            return;
-        };
-        let start = self.index.partition_point(|entry| entry.key < first);
-        let end = self.index.partition_point(|entry| entry.key <= last);
-        let Some(from) = self.index.get(start).map(|entry| entry.offset) else {
-            return;
-        };
-        // The span ends where the next key's first block starts, or where the index does.
-        let to = self
-            .index
-            .get(end)
-            .map_or(self.index_offset as u64, |next| next.offset);
-        if let (Ok(from), Ok(to)) = (usize::try_from(from), usize::try_from(to))
-            && from < to
-        {
-            mapped.mapping.will_need(from..to);
-        }
+        self.with_index_span(first, last, lsn, |mapping, start, end| {
+            let Some(from) = self.index.get(start).map(|entry| entry.offset) else {
+                return;
+            };
+            // The span ends where the next key's first block starts, or where the index
+            // does.
+            let to = self
+                .index
+                .get(end)
+                .map_or(self.index_offset as u64, |next| next.offset);
+            if let (Ok(from), Ok(to)) = (usize::try_from(from), usize::try_from(to))
+                && from < to
+            {
+                mapping.will_need(from..to);
+            }
+        });
     }
 
     /// Keys in `first..=last` with a version at or below `lsn`, in order.
