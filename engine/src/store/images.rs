@@ -41,7 +41,7 @@ use crate::catalog::Branch;
 use crate::error::{EngineError, Result};
 use crate::key::Key;
 use crate::layer::{LayerKind, LayerMap, LayerRange, Level, PersistedLayer};
-use crate::update::Update;
+use crate::update::{Depth, Update};
 
 /// How many keys' blocks an image asks the kernel to read ahead at once (1 MiB of 8 KiB
 /// pages).
@@ -260,7 +260,7 @@ impl StoreInner {
             // Layer files are written with direct I/O, so their blocks are seldom in the
             // page cache: ask for the batch's blocks in one read ahead of the reads.
             if let (Some(first), Some(last)) = (batch.first(), batch.last()) {
-                self.prefetch(branch, *first, *last, lsn);
+                self.prefetch(branch, *first, *last, lsn, Depth::Newest);
             }
             for &key in batch {
                 match self.read_page(branch, key, lsn) {

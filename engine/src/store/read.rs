@@ -155,7 +155,7 @@ impl Store {
         let inner = &self.inner;
         let target = inner.branch(branch)?;
         let lsn = inner.resolve(&target, at)?;
-        inner.prefetch(&target, first, last, lsn);
+        inner.prefetch(&target, first, last, lsn, Depth::Newest);
         Ok(())
     }
 
@@ -166,23 +166,7 @@ impl Store {
         let inner = &self.inner;
         let target = inner.branch(branch)?;
         let lsn = inner.resolve(&target, at)?;
-        for (current, seen_at) in target.lineage(lsn) {
-            let layers: Vec<Arc<LayerFile>> = {
-                let state = current.state.read();
-                if state.deleted {
-                    break;
-                }
-                state
-                    .layers
-                    .iter()
-                    .map(|layer| Arc::clone(&layer.file))
-                    .collect()
-            };
-            // Not under the branch's lock, as in `prefetch`.
-            for file in layers {
-                file.prefetch_all_versions(first, last, seen_at);
-            }
-        }
+        inner.prefetch(&target, first, last, lsn, Depth::ToWhole);
         Ok(())
     }
 
@@ -293,11 +277,13 @@ enum Walk {
 }
 
 impl StoreInner {
-    /// `Store::prefetch` for a branch and LSN already resolved: for each key, the block a
-    /// read would find first (its newest version in memory or in the newest layer
+    /// `Store::prefetch` (`Depth::Newest`) and `Store::prefetch_history`
+    /// (`Depth::ToWhole`) for a branch and LSN already resolved. Newest: for each key, the
+    /// block a read would find first (its newest version in memory or in the newest layer
     /// holding one), walking the lineage and each branch's layers newest first as reads
-    /// do, so layers whose versions are superseded are not read.
-    pub(super) fn prefetch(&self, branch: &Branch, first: Key, last: Key, lsn: Lsn) {
+    /// do, so layers whose versions are superseded are not read. To whole: every block of
+    /// the keys' versions in every layer of the lineage that may hold them.
+    pub(super) fn prefetch(&self, branch: &Branch, first: Key, last: Key, lsn: Lsn, depth: Depth) {
         let mut found = std::collections::BTreeSet::new();
         for (current, seen_at) in branch.lineage(lsn) {
             let layers: Vec<Arc<LayerFile>> = {
@@ -305,9 +291,11 @@ impl StoreInner {
                 if state.deleted {
                     break;
                 }
-                found.extend(state.open.keys_in(first, last, seen_at));
-                if let Some((frozen, _)) = &state.frozen {
-                    found.extend(frozen.keys_in(first, last, seen_at));
+                if depth == Depth::Newest {
+                    found.extend(state.open.keys_in(first, last, seen_at));
+                    if let Some((frozen, _)) = &state.frozen {
+                        found.extend(frozen.keys_in(first, last, seen_at));
+                    }
                 }
                 state
                     .layers
@@ -321,7 +309,10 @@ impl StoreInner {
             // the branch's lock, which its reads and its housekeeping take. A layer
             // replaced meanwhile is still mapped, and this is only a hint.
             for file in layers {
-                file.prefetch_newest(first, last, seen_at, &mut found);
+                match depth {
+                    Depth::Newest => file.prefetch_newest(first, last, seen_at, &mut found),
+                    Depth::ToWhole => file.prefetch_all_versions(first, last, seen_at),
+                }
             }
         }
     }
