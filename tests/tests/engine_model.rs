@@ -327,6 +327,89 @@ fn regression_gc_forgets_an_expired_lease_even_if_the_clock_steps_back() {
     .unwrap();
 }
 
+/// What GC forgot stays forgotten: an expired lease is gone after a crash or a reopen
+/// that follows the GC, even when the clock then steps back before the lease's end (GC's
+/// catalog publish carries the forgetting; replaying the lease's WAL record must not
+/// bring it back).
+#[test]
+fn gc_forgets_an_expired_lease_for_good_across_a_crash_or_reopen() {
+    for crash in [Op::Crash, Op::Reopen] {
+        for compact in [false, true] {
+            let mut ops = vec![
+                Op::Lease {
+                    branch: BranchPick::Live(0),
+                    at: AtChoice::Latest,
+                    secs: 15,
+                },
+                Op::Commit {
+                    branch: BranchPick::Live(0),
+                    updates: vec![(0, UpdateChoice::Image(1))],
+                },
+            ];
+            if compact {
+                ops.push(Op::Compact);
+            }
+            ops.extend([
+                Op::Commit {
+                    branch: BranchPick::Live(0),
+                    updates: vec![(0, UpdateChoice::Image(2))],
+                },
+                Op::Clock {
+                    forward_secs: 15,
+                    back: false,
+                },
+                Op::Gc,
+                crash.clone(),
+                Op::Clock {
+                    forward_secs: 0,
+                    back: true,
+                },
+                Op::Gc,
+            ]);
+            run(&ops).unwrap();
+        }
+    }
+}
+
+/// Found by the suite (CI, 2026-12-05): housekeeping that wrote images computed the retain
+/// points and, doing so, forgot an expired lease; the clock then stepped back before the
+/// lease's end, and GC took what the model still counted as leased. Only GC forgets an
+/// expired lease.
+#[test]
+fn regression_only_gc_forgets_an_expired_lease_not_housekeeping() {
+    run(&[
+        Op::Lease {
+            branch: BranchPick::Live(0),
+            at: AtChoice::Time(0),
+            secs: 11,
+        },
+        Op::Commit {
+            branch: BranchPick::Live(0),
+            updates: vec![(0, UpdateChoice::Image(0))],
+        },
+        Op::Clock {
+            forward_secs: 15,
+            back: false,
+        },
+        Op::Commit {
+            branch: BranchPick::Live(0),
+            updates: vec![(0, UpdateChoice::Image(1))],
+        },
+        Op::Compact,
+        Op::Commit {
+            branch: BranchPick::Live(0),
+            updates: vec![(0, UpdateChoice::Image(2))],
+        },
+        Op::Compact,
+        Op::Clock {
+            forward_secs: 8,
+            back: true,
+        },
+        Op::Gc,
+    ])
+    .unwrap();
+}
+
 /// Found by the suite: a reset to a hidden parent starts at the parent's head, so GC of
 /// an unreadable branch must keep its head's state, not only its children's branch points.
 #[test]

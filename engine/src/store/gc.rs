@@ -173,6 +173,7 @@ impl StoreInner {
             self.advance_cutoffs(now);
             let catalog = self.catalog.read();
             let branches: Vec<Arc<Branch>> = catalog.branches().cloned().collect();
+            self.forget_expired_leases(&catalog, now);
             (branches, self.retain_points(&catalog, now))
         };
         let disk = match (&self.log, &self.dir) {

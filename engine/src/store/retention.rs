@@ -203,7 +203,9 @@ impl StoreInner {
 
     /// Every branch's retain points: where its children branch from it, and where active
     /// leases (on it, or on descendants reading through it) hold it, each propagated up
-    /// the ancestry as a read there would go. Prunes expired leases. The caller holds
+    /// the ancestry as a read there would go. Expired leases hold nothing but are kept:
+    /// only GC forgets them (`forget_expired_leases`), so a clock stepping back between
+    /// two housekeeping cycles sees the same leases the model does. The caller holds
     /// `branch_ops`, so no branch or lease appears meanwhile.
     pub(super) fn retain_points(
         &self,
@@ -227,9 +229,8 @@ impl StoreInner {
                 add(&parent, branch_point, reason);
             }
         }
-        let mut leases = self.leases.lock();
-        leases.retain(|(id, _), until| *until > now && catalog.by_id(*id).is_some());
-        for ((id, lsn), until) in leases.iter() {
+        let leases = self.leases.lock();
+        for ((id, lsn), until) in leases.iter().filter(|(_, until)| **until > now) {
             if let Some(branch) = catalog.by_id(*id) {
                 let reason = RetainReason::Lease {
                     branch: branch.name(),
@@ -242,6 +243,14 @@ impl StoreInner {
             list.sort_by_key(|point| point.lsn);
         }
         points
+    }
+
+    /// GC's first step: forgets the leases expired at `now` and those of branches gone
+    /// from `catalog`. A forgotten lease stays forgotten if the clock steps back.
+    pub(super) fn forget_expired_leases(&self, catalog: &Catalog, now: Timestamp) {
+        self.leases
+            .lock()
+            .retain(|(id, _), until| *until > now && catalog.by_id(*id).is_some());
     }
 }
 
