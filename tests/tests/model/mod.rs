@@ -51,6 +51,8 @@ pub(crate) struct Harness {
     store: Option<Store>,
     pub(crate) model: Model,
     seen_lsns: Vec<Lsn>,
+    /// The ends of leases and branch expiries the store answered with.
+    ends: Vec<Timestamp>,
     /// Commits and branch creations the store accepted.
     pub(crate) accepted: usize,
     /// Where the WAL started when the store was created.
@@ -223,6 +225,7 @@ impl Harness {
             store: Some(store),
             model,
             seen_lsns: vec![root.created_lsn],
+            ends: Vec::new(),
             accepted: 0,
             first_wal_lsn,
             opened: 0,
@@ -303,6 +306,13 @@ impl Harness {
             BackupChoice::Named(index) => Backup::Named(NAMES[*index].to_owned()),
             BackupChoice::Skip => Backup::Skip,
         }
+    }
+
+    /// Steps the clock back 5 s (the caller syncs the model's).
+    fn clock_back_by_five_seconds(&mut self) {
+        let now = self.clock.now();
+        self.clock
+            .set(Timestamp(now.as_micros().saturating_sub(5_000_000)));
     }
 
     /// Moves the model's clock to the store's and sweeps expired branches on both, so
@@ -546,6 +556,7 @@ impl Harness {
                             );
                         }
                         self.accepted += 1;
+                        self.ends.extend(info.expires_at);
                         self.model.create_branch(
                             name,
                             parent,
@@ -604,6 +615,7 @@ impl Harness {
                 match self.store().set_expiry(name, expiry) {
                     Ok(info) => {
                         prop_assert_eq!(expected, Ok(info.expires_at));
+                        self.ends.extend(info.expires_at);
                         self.model.set_expiry(name, expiry);
                     }
                     Err(error) => refused(&error, expected.err())?,
@@ -714,11 +726,23 @@ impl Harness {
             }
             Op::Clock { forward_secs, back } => {
                 if *back {
-                    let now = self.clock.now();
-                    self.clock
-                        .set(Timestamp(now.as_micros().saturating_sub(5_000_000)));
+                    self.clock_back_by_five_seconds();
                 } else {
                     self.clock.advance(Duration::from_secs(*forward_secs));
+                }
+                self.sync_clock()?;
+            }
+            Op::ClockBackBeforeEnd { nth } => {
+                let now = self.clock.now();
+                let passed: Vec<Timestamp> = self
+                    .ends
+                    .iter()
+                    .copied()
+                    .filter(|end| *end <= now)
+                    .collect();
+                match passed.get(nth % passed.len().max(1)) {
+                    Some(end) => self.clock.set(Timestamp(end.as_micros().saturating_sub(1))),
+                    None => self.clock_back_by_five_seconds(),
                 }
                 self.sync_clock()?;
             }
@@ -762,6 +786,7 @@ impl Harness {
                 match self.store().lease(name, lsn, duration) {
                     Ok(lease) => {
                         prop_assert_eq!(Ok(lease.expires_at), expected);
+                        self.ends.push(lease.expires_at);
                         self.model.lease(name, lsn, duration);
                     }
                     Err(error) => refused(&error, expected.err())?,
