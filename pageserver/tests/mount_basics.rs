@@ -386,6 +386,72 @@ fn names_found_missing_and_listings_follow_every_change() {
     assert!(mount.terminate().success());
 }
 
+/// A directory too big for one `READDIR`, scanned while names come and go: every name
+/// there through the whole scan is listed exactly once, nothing twice, and nothing that
+/// was never there. The mount answers each `READDIR` afresh, placing entries by inode
+/// number, so the offsets the kernel hands back must resume exactly where it stopped
+/// (entries in name order at inode offsets, planted, fail this). This kernel reads the
+/// whole listing into its cache at a scan's first read and serves the rest from there,
+/// so changes during the scan reach the mount's offsets only when that cache is dropped.
+#[test]
+fn a_listing_read_while_names_change_lists_each_unchanged_name_once() {
+    require_fuse();
+    let (_root, _data, dir, mount) = store_with_main_mounted();
+    let stable: Vec<String> = (0..1500).map(|i| format!("s-stable-{i:05}")).collect();
+    for name in &stable {
+        fs::write(dir.join(name), b"").unwrap();
+    }
+    let mut churn: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    let mut next_churn = 0;
+    let mut make_churn = |churn: &mut std::collections::VecDeque<String>| {
+        let name = format!("a-churn-{next_churn:06}");
+        next_churn += 1;
+        fs::write(dir.join(&name), b"").unwrap();
+        churn.push_back(name);
+    };
+    for _ in 0..600 {
+        make_churn(&mut churn);
+    }
+    for round in 0..3 {
+        let mut seen = std::collections::BTreeMap::<String, usize>::new();
+        let mut changes = 0;
+        for (index, entry) in fs::read_dir(&dir).unwrap().enumerate() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            *seen.entry(name).or_default() += 1;
+            if index % 100 == 99 {
+                // Between two reads of the directory: names that sort before every
+                // unchanged one go, and as many come.
+                for _ in 0..40 {
+                    let old = churn.pop_front().unwrap();
+                    fs::remove_file(dir.join(old)).unwrap();
+                    make_churn(&mut churn);
+                    changes += 1;
+                }
+            }
+        }
+        let twice: Vec<_> = seen.iter().filter(|(_, count)| **count > 1).collect();
+        assert!(twice.is_empty(), "round {round}: listed twice: {twice:?}");
+        let missing: Vec<_> = stable
+            .iter()
+            .filter(|name| !seen.contains_key(*name))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "round {round}: never listed: {missing:?}"
+        );
+        let strangers: Vec<_> = seen
+            .keys()
+            .filter(|name| !name.starts_with("s-stable-") && !name.starts_with("a-churn-"))
+            .collect();
+        assert!(strangers.is_empty(), "round {round}: {strangers:?}");
+        assert!(
+            changes > 0,
+            "round {round}: the scan never changed the directory"
+        );
+    }
+    assert!(mount.terminate().success());
+}
+
 #[test]
 fn refused_mounts_say_why_and_change_nothing() {
     require_fuse();
