@@ -299,29 +299,44 @@ fn regression_gc_keeps_what_a_restored_branch_reads_through_its_hidden_old_state
     .unwrap();
 }
 
+/// A lease of `secs` on `main`'s head.
+fn lease_on_main(secs: u64) -> Op {
+    Op::Lease {
+        branch: BranchPick::Live(0),
+        at: AtChoice::Latest,
+        secs,
+    }
+}
+
+/// The clock `secs` forward.
+fn clock_forward(secs: u64) -> Op {
+    Op::Clock {
+        forward_secs: secs,
+        back: false,
+    }
+}
+
+/// The clock 5 s back.
+fn clock_back() -> Op {
+    Op::Clock {
+        forward_secs: 0,
+        back: true,
+    }
+}
+
 /// Found by the suite: GC forgets an expired lease; when the clock then steps back before
 /// the lease's end, the model must not count it active again (the history may be gone).
 #[test]
 fn regression_gc_forgets_an_expired_lease_even_if_the_clock_steps_back() {
     run(&[
-        Op::Lease {
-            branch: BranchPick::Live(0),
-            at: AtChoice::Latest,
-            secs: 15,
-        },
+        lease_on_main(15),
         Op::Commit {
             branch: BranchPick::Live(0),
             updates: vec![(0, UpdateChoice::Drop)],
         },
-        Op::Clock {
-            forward_secs: 15,
-            back: false,
-        },
+        clock_forward(15),
         Op::Gc,
-        Op::Clock {
-            forward_secs: 0,
-            back: true,
-        },
+        clock_back(),
         Op::Gc,
     ])
     .unwrap();
@@ -336,11 +351,7 @@ fn gc_forgets_an_expired_lease_for_good_across_a_crash_or_reopen() {
     for crash in [Op::Crash, Op::Reopen] {
         for compact in [false, true] {
             let mut ops = vec![
-                Op::Lease {
-                    branch: BranchPick::Live(0),
-                    at: AtChoice::Latest,
-                    secs: 15,
-                },
+                lease_on_main(15),
                 Op::Commit {
                     branch: BranchPick::Live(0),
                     updates: vec![(0, UpdateChoice::Image(1))],
@@ -354,16 +365,10 @@ fn gc_forgets_an_expired_lease_for_good_across_a_crash_or_reopen() {
                     branch: BranchPick::Live(0),
                     updates: vec![(0, UpdateChoice::Image(2))],
                 },
-                Op::Clock {
-                    forward_secs: 15,
-                    back: false,
-                },
+                clock_forward(15),
                 Op::Gc,
                 crash.clone(),
-                Op::Clock {
-                    forward_secs: 0,
-                    back: true,
-                },
+                clock_back(),
                 Op::Gc,
             ]);
             run(&ops).unwrap();
@@ -387,10 +392,7 @@ fn regression_only_gc_forgets_an_expired_lease_not_housekeeping() {
             branch: BranchPick::Live(0),
             updates: vec![(0, UpdateChoice::Image(0))],
         },
-        Op::Clock {
-            forward_secs: 15,
-            back: false,
-        },
+        clock_forward(15),
         Op::Commit {
             branch: BranchPick::Live(0),
             updates: vec![(0, UpdateChoice::Image(1))],
