@@ -388,11 +388,10 @@ fn names_found_missing_and_listings_follow_every_change() {
 
 /// A directory too big for one `READDIR`, scanned while names come and go: every name
 /// there through the whole scan is listed exactly once, nothing twice, and nothing that
-/// was never there. The mount answers each `READDIR` afresh, placing entries by inode
-/// number, so the offsets the kernel hands back must resume exactly where it stopped
-/// (entries in name order at inode offsets, planted, fail this). This kernel reads the
-/// whole listing into its cache at a scan's first read and serves the rest from there,
-/// so changes during the scan reach the mount's offsets only when that cache is dropped.
+/// was never there. The offsets the mount hands out must resume exactly where the kernel
+/// stopped (offsets one entry further, planted, fail this). This kernel reads the whole
+/// listing into its cache at a scan's first read and serves the rest from there, so the
+/// changes during the scan reach the mount only when that cache is dropped.
 #[test]
 fn a_listing_read_while_names_change_lists_each_unchanged_name_once() {
     require_fuse();

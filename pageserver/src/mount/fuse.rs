@@ -6,9 +6,11 @@
 //! which the kernel would turn into a silent success. A failed commit fails the tree, and
 //! every later request answers EIO until the branch is mounted again.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -20,6 +22,7 @@ use fuser::{
 use pagefork_files::{
     Attributes, DirListing, FileKind, FileTime, FileTree, FsError, Owner, SetAttributes, TreeView,
 };
+use parking_lot::Mutex;
 
 use super::writeback::OpenWriters;
 
@@ -31,16 +34,16 @@ const SET_GROUP_ID: u32 = 0o2000;
 /// would ask again before every write (for `security.capability`), a round trip each.
 const NO_XATTRS: Errno = Errno::ENOSYS;
 
-/// Where `readdir` places `.` and `..`; an entry with inode `ino` is at `ino + 2`.
-const DOT_OFFSET: u64 = 1;
-const DOT_DOT_OFFSET: u64 = 2;
+/// A directory's entries as `opendir` saw them: inode, type, name.
+type Listing = Arc<Vec<(u64, FileType, Vec<u8>)>>;
 
 /// A `FileTree` as a FUSE file system.
 pub(crate) struct FuseAdapter {
     tree: Arc<FileTree>,
-    /// The kernel opens directories without asking (`FUSE_NO_OPENDIR_SUPPORT`, learnt at
-    /// `init`): `opendir` answers ENOSYS once and no OPENDIR or RELEASEDIR comes again.
-    no_opendir: bool,
+    /// Open directories: the listing taken at `opendir`, so `readdir` offsets stay valid
+    /// while names come and go (each unchanged name is listed exactly once).
+    listings: Mutex<HashMap<u64, Listing>>,
+    next_handle: AtomicU64,
     /// Where the store lives: `statfs` reports that disk's space.
     store_dir: Option<std::path::PathBuf>,
     /// Files open for writing (see `writeback`).
@@ -53,7 +56,8 @@ impl FuseAdapter {
         FuseAdapter {
             tree,
             writers,
-            no_opendir: false,
+            listings: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
             store_dir,
         }
     }
@@ -207,9 +211,6 @@ impl Filesystem for FuseAdapter {
         let _ = config.add_capabilities(InitFlags::FUSE_BIG_WRITES | InitFlags::FUSE_MAX_PAGES);
         let _ = config.set_max_write(self.tree.max_write());
         let _ = config.set_max_readahead(self.tree.max_write());
-        self.no_opendir = config
-            .capabilities()
-            .contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
         if *self.tree.view() == TreeView::Writable {
             // The kernel gathers writes in its page cache and sends them in runs (on
             // fsync, close, syncfs, or after its dirty expiry), keeping sizes and times of
@@ -469,57 +470,57 @@ impl Filesystem for FuseAdapter {
         answer(self.tree.sync(), reply)
     }
 
-    fn opendir(&self, _request: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        if self.no_opendir {
-            // A listing needs no handle (see `readdir`). The kernel then opens directories
-            // itself, two round trips fewer per scan, with the flags below as its default.
-            return reply.error(Errno::ENOSYS);
+    fn opendir(&self, _request: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let listing = self.tree.read_dir(ino.0).and_then(|entries| {
+            let parent = self.tree.parent_of(ino.0)?;
+            let mut listing = vec![
+                (ino.0, FileType::Directory, b".".to_vec()),
+                (parent, FileType::Directory, b"..".to_vec()),
+            ];
+            listing.extend(
+                entries
+                    .into_iter()
+                    .map(|DirListing { name, ino, kind }| (ino, file_type(kind), name)),
+            );
+            Ok(listing)
+        });
+        match listing {
+            Ok(listing) => {
+                let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
+                self.listings.lock().insert(handle, Arc::new(listing));
+                // The kernel may keep the listing it read, across opens, until the
+                // directory changes: only this mount changes it, and the kernel drops its
+                // copy at every change it passes on (a scan of a directory listed before
+                // is then no round trip; Postgres scans every database's directory
+                // several times as it starts).
+                reply.opened(
+                    FileHandle(handle),
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+                );
+            }
+            Err(error) => reply.error(errno(&error)),
         }
-        // The kernel may keep the listing it read, across opens, until the directory
-        // changes: only this mount changes it, and the kernel drops its copy at every
-        // change it passes on (a scan of a directory listed before is then no round trip;
-        // Postgres scans every database's directory several times as it starts).
-        reply.opened(
-            FileHandle(0),
-            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
-        );
     }
 
     fn readdir(
         &self,
         _request: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
+        _ino: INodeNo,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        // No state between calls: entries come in inode order, each at its own inode
-        // number plus two, so an offset the kernel hands back stays valid while names come
-        // and go. A name there through the whole scan is listed exactly once (a name never
-        // shares its inode: there are no hard links); one made or removed meanwhile may or
-        // may not be, as POSIX allows.
-        let listing = self.tree.read_dir(ino.0).and_then(|entries| {
-            let parent = self.tree.parent_of(ino.0)?;
-            let mut listing: Vec<(u64, u64, FileType, Vec<u8>)> = entries
-                .into_iter()
-                .map(|DirListing { name, ino, kind }| (ino + 2, ino, file_type(kind), name))
-                .collect();
-            listing.sort_unstable_by_key(|entry| entry.0);
-            listing.splice(
-                0..0,
-                [
-                    (DOT_OFFSET, ino.0, FileType::Directory, b".".to_vec()),
-                    (DOT_DOT_OFFSET, parent, FileType::Directory, b"..".to_vec()),
-                ],
-            );
-            Ok(listing)
-        });
-        let listing = match listing {
-            Ok(listing) => listing,
-            Err(error) => return reply.error(errno(&error)),
+        let Some(listing) = self.listings.lock().get(&fh.0).cloned() else {
+            return reply.error(Errno::EBADF);
         };
-        for (at, ino, kind, name) in listing.into_iter().filter(|entry| entry.0 > offset) {
-            if reply.add(INodeNo(ino), at, kind, OsStr::from_bytes(&name)) {
+        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (index, (ino, kind, name)) in listing.iter().enumerate().skip(skip) {
+            if reply.add(
+                INodeNo(*ino),
+                index as u64 + 1,
+                *kind,
+                OsStr::from_bytes(name),
+            ) {
                 break;
             }
         }
@@ -530,10 +531,11 @@ impl Filesystem for FuseAdapter {
         &self,
         _request: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        self.listings.lock().remove(&fh.0);
         reply.ok();
     }
 
