@@ -8,6 +8,7 @@
 
 mod support;
 
+use std::collections::{BTreeMap, VecDeque};
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileExt, PermissionsExt};
@@ -400,9 +401,9 @@ fn a_listing_read_while_names_change_lists_each_unchanged_name_once() {
     for name in &stable {
         fs::write(dir.join(name), b"").unwrap();
     }
-    let mut churn: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    let mut churn: VecDeque<String> = VecDeque::new();
     let mut next_churn = 0;
-    let mut make_churn = |churn: &mut std::collections::VecDeque<String>| {
+    let mut make_churn = |churn: &mut VecDeque<String>| {
         let name = format!("a-churn-{next_churn:06}");
         next_churn += 1;
         fs::write(dir.join(&name), b"").unwrap();
@@ -412,7 +413,7 @@ fn a_listing_read_while_names_change_lists_each_unchanged_name_once() {
         make_churn(&mut churn);
     }
     for round in 0..3 {
-        let mut seen = std::collections::BTreeMap::<String, usize>::new();
+        let mut seen = BTreeMap::<String, usize>::new();
         let mut changes = 0;
         for (index, entry) in fs::read_dir(&dir).unwrap().enumerate() {
             let name = entry.unwrap().file_name().to_string_lossy().into_owned();

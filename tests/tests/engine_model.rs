@@ -403,10 +403,7 @@ fn regression_only_gc_forgets_an_expired_lease_not_housekeeping() {
             updates: vec![(0, UpdateChoice::Image(2))],
         },
         Op::Compact,
-        Op::Clock {
-            forward_secs: 8,
-            back: true,
-        },
+        clock_back(),
         Op::Gc,
     ])
     .unwrap();
