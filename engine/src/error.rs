@@ -181,6 +181,18 @@ pub enum EngineError {
         /// The latest expiry accepted ([`Timestamp::MAX`]).
         latest: Timestamp,
     },
+    /// A PITR window longer than a store can hold ([`crate::MAX_PITR_WINDOW`]).
+    #[error(
+        "the PITR window asked for on branch {branch:?} ({}) is longer than a store can hold ({})",
+        humantime::format_duration(*window),
+        humantime::format_duration(crate::MAX_PITR_WINDOW)
+    )]
+    PitrWindowTooLong {
+        /// The branch.
+        branch: String,
+        /// The window asked for.
+        window: std::time::Duration,
+    },
     /// A reset or detach of a branch without a parent.
     #[error(
         "branch {branch:?} has no parent (it is a root): there is nothing to reset it to or detach it from"

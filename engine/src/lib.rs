@@ -72,9 +72,9 @@ pub use store::{
     DEFAULT_IMAGE_AFTER_DELTAS, DEFAULT_L1_LAYER_BYTES, DEFAULT_LAYER_FLUSH_BYTES,
     DEFAULT_MEMORY_BUDGET_BYTES, DEFAULT_PAGE_CACHE_BYTES, DEFAULT_PAGE_SIZE, DEFAULT_PITR_WINDOW,
     DEFAULT_ROOT_BRANCH, FormatVersions, GcReport, LayerFileSummary,
-    MAX_DEFAULT_MEMORY_BUDGET_BYTES, PageDiff, PublishedFiles, PublishedLayer, ReadTrace,
-    RelationDiff, Restored, RetainPoint, RetainReason, Store, StoreFiles, StorePaths, StoreStats,
-    WalEntry, WalFiles, default_backup_name, default_memory_budget_bytes,
+    MAX_DEFAULT_MEMORY_BUDGET_BYTES, MAX_PITR_WINDOW, PageDiff, PublishedFiles, PublishedLayer,
+    ReadTrace, RelationDiff, Restored, RetainPoint, RetainReason, Store, StoreFiles, StorePaths,
+    StoreStats, WalEntry, WalFiles, default_backup_name, default_memory_budget_bytes,
 };
 pub use time::{Clock, ManualClock, ParseTimestampError, SystemClock, Timestamp};
 pub use update::{Depth, Update};

@@ -86,6 +86,8 @@ pub enum Refusal {
     ExpiryInPast,
     /// An expiry (of a branch or a lease) past the latest time a store can hold.
     ExpiryTooLate,
+    /// A PITR window longer than a store can hold.
+    PitrWindowTooLong,
     /// A reset of a root.
     NoParent,
     /// An LSN (or the LSN a time resolves to) below the branch's GC cutoff, not leased.
@@ -116,6 +118,7 @@ impl Refusal {
             EngineError::ExpiryOnProtected { .. } => Refusal::ExpiryOnProtected,
             EngineError::ExpiryInPast { .. } => Refusal::ExpiryInPast,
             EngineError::ExpiryTooLate { .. } => Refusal::ExpiryTooLate,
+            EngineError::PitrWindowTooLong { .. } => Refusal::PitrWindowTooLong,
             EngineError::NoParent { .. } => Refusal::NoParent,
             EngineError::BelowGcCutoff { .. } => Refusal::BelowGcCutoff,
             EngineError::EmptyLease { .. } => Refusal::EmptyLease,
@@ -529,9 +532,17 @@ impl Model {
         }
     }
 
-    /// Whether the store must refuse setting `branch`'s PITR window.
-    pub fn check_set_pitr_window(&self, branch: &str) -> Result<(), Refusal> {
-        self.usable(branch).map(|_| ())
+    /// Whether the store must refuse setting `branch`'s PITR window to `window`.
+    pub fn check_set_pitr_window(
+        &self,
+        branch: &str,
+        window: Option<Duration>,
+    ) -> Result<(), Refusal> {
+        self.usable(branch)?;
+        match window {
+            Some(window) if window > crate::MAX_PITR_WINDOW => Err(Refusal::PitrWindowTooLong),
+            _ => Ok(()),
+        }
     }
 
     /// Records a PITR window change the store accepted.

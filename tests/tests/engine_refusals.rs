@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pagefork_engine::{
-    At, BRANCH_NAME_RULE, BranchInfo, BranchOptions, EngineError, Expiry, Key, Lsn, Store,
-    SyncMode, Timestamp, Update,
+    At, BRANCH_NAME_RULE, BranchInfo, BranchOptions, EngineError, Expiry, Key, Lsn,
+    MAX_PITR_WINDOW, Store, SyncMode, Timestamp, Update,
 };
 use pagefork_tests::{TEST_PAGE_SIZE, engine_config, page_of};
 
@@ -465,4 +465,34 @@ fn opening_with_another_page_size_or_no_store_is_refused() {
     let (config, _clock) = engine_config(SyncMode::Always);
     let error = Store::create(&dir, config).unwrap_err();
     assert!(matches!(error, EngineError::StoreExists { .. }), "{error}");
+}
+
+/// A window longer than a store keeps (u64 microseconds) was once answered as set and
+/// kept about 584,542 years long: refused now, with the branch and the window named. The
+/// longest it keeps is kept exactly, across a reopen.
+#[test]
+fn regression_a_pitr_window_longer_than_a_store_keeps_is_refused_not_shortened() {
+    let too_long = MAX_PITR_WINDOW + Duration::from_micros(1);
+    assert_refused(
+        fixture(),
+        move |store| store.set_pitr_window("child", Some(too_long)).map(drop),
+        |error| {
+            matches!(error, EngineError::PitrWindowTooLong { branch, window }
+                if branch == "child" && *window == too_long)
+        },
+    );
+    let fixture = fixture();
+    let info = fixture
+        .store
+        .set_pitr_window("child", Some(MAX_PITR_WINDOW))
+        .unwrap();
+    assert_eq!(info.pitr_window, Some(MAX_PITR_WINDOW));
+    let dir = fixture.store.dir().unwrap().to_owned();
+    drop(fixture.store);
+    let (config, _clock) = engine_config(SyncMode::Always);
+    let reopened = Store::open_with(&dir, config).unwrap();
+    assert_eq!(
+        reopened.branch_info("child").unwrap().pitr_window,
+        Some(MAX_PITR_WINDOW)
+    );
 }

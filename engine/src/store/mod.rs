@@ -106,6 +106,9 @@ pub const DEFAULT_IMAGE_AFTER_DELTAS: usize = 4;
 pub const DEFAULT_IMAGE_AFTER_CHANGED_PERCENT: u32 = 50;
 /// Default `Config::pitr_window`: 7 days (Neon's default `pitr_interval`).
 pub const DEFAULT_PITR_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The longest PITR window a branch may be given (`Store::set_pitr_window`): a store
+/// keeps windows in microseconds, as a u64 (about 584,542 years).
+pub const MAX_PITR_WINDOW: Duration = Duration::from_micros(u64::MAX);
 /// Default `Config::gc_period`: 1 hour (Neon's default `gc_period`).
 pub const DEFAULT_GC_PERIOD: Duration = Duration::from_secs(3600);
 /// Default name of the root branch.

@@ -64,6 +64,13 @@ impl Store {
         let inner = &self.inner;
         let _ops = inner.branch_ops.lock();
         let branch = inner.branch(name)?;
+        // Stored in microseconds: a longer window would be kept shorter than answered.
+        if let Some(window) = window.filter(|window| *window > crate::MAX_PITR_WINDOW) {
+            return Err(EngineError::PitrWindowTooLong {
+                branch: name.to_owned(),
+                window,
+            });
+        }
         let record = Record::ChangeBranch {
             id: branch.id,
             change: BranchChange::PitrWindow(window),

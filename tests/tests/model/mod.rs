@@ -795,7 +795,7 @@ impl Harness {
             Op::SetPitrWindow { branch, secs } => {
                 let name = &self.name(branch);
                 let window = secs.map(Duration::from_secs);
-                let expected = self.model.check_set_pitr_window(name);
+                let expected = self.model.check_set_pitr_window(name, window);
                 match self.store().set_pitr_window(name, window) {
                     Ok(info) => {
                         prop_assert_eq!(expected, Ok(()));
