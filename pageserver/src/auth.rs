@@ -32,6 +32,17 @@ const KEY_FILE: &str = "private_key.pem";
 /// The longest a token may live: tokens are meant to be short-lived.
 pub(crate) const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// Refuses a token lifetime outside 1 s to [`MAX_TOKEN_TTL`].
+pub(crate) fn check_token_ttl(ttl: Duration) -> anyhow::Result<()> {
+    if ttl < Duration::from_secs(1) || ttl > MAX_TOKEN_TTL {
+        bail!(
+            "a token lives from 1s to {} (tokens are meant to be short-lived)",
+            humantime::format_duration(MAX_TOKEN_TTL)
+        );
+    }
+    Ok(())
+}
+
 /// What a token lets its bearer do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Scope {
@@ -160,19 +171,14 @@ impl Keys {
         })
     }
 
-    /// A token for `scope` that expires `ttl` from `now`.
+    /// A token for `scope` that expires `ttl` from `now` (see `check_token_ttl`).
     pub(crate) fn mint(
         &self,
         scope: &Scope,
         ttl: Duration,
         now: SystemTime,
     ) -> anyhow::Result<(String, u64)> {
-        if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
-            bail!(
-                "a token lives from 1s to {} (tokens are meant to be short-lived)",
-                humantime::format_duration(MAX_TOKEN_TTL)
-            );
-        }
+        check_token_ttl(ttl)?;
         let iat = seconds(now);
         let exp = iat + ttl.as_secs().max(1);
         let (scope, project) = match scope {

@@ -59,7 +59,7 @@ pub(crate) enum Command {
     )]
     Init {
         /// Page size in bytes: a power of two from 512 to 65536.
-        #[arg(long, default_value_t = 8192)]
+        #[arg(long, default_value_t = 8192, value_parser = parse_page_size)]
         page_size: usize,
         /// Where flushed page versions live: `native` layer files, or `rocksdb` (in a build
         /// with the `rocksdb` feature). Fixed for the store's life.
@@ -615,6 +615,27 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     crate::serve::parse_duration(text)
 }
 
+/// A page size for `init`: checked here, so a wrong one is a bad argument (exit code 2).
+fn parse_page_size(text: &str) -> Result<usize, String> {
+    let size: usize = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of bytes"))?;
+    if !size.is_power_of_two() || !(512..=65536).contains(&size) {
+        return Err(format!(
+            "page size {size} must be a power of two from 512 to 65536 bytes"
+        ));
+    }
+    Ok(size)
+}
+
+/// A token's lifetime: checked here, so a refused one exits before the server's key is
+/// made.
+fn parse_token_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = parse_duration(text)?;
+    crate::auth::check_token_ttl(ttl).map_err(|error| error.to_string())?;
+    Ok(ttl)
+}
+
 /// `pagefork endpoint`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum EndpointCommand {
@@ -629,8 +650,8 @@ pub(crate) enum EndpointCommand {
     Start {
         /// The branch.
         branch: String,
-        /// The port on 127.0.0.1 (default: a free one).
-        #[arg(long)]
+        /// The port on 127.0.0.1, from 1024 (default: a free one).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(i64::from(crate::endpoint::MIN_PORT)..))]
         port: Option<u16>,
         /// Where Postgres' programs are (default: PAGEFORK_PG_BIN, the newest
         /// /usr/lib/postgresql/N/bin, then PATH).
@@ -685,6 +706,9 @@ fn parse_setting(text: &str) -> Result<(String, String), String> {
     if !valid {
         return Err(format!("{name:?} is not a setting name"));
     }
+    if let Some(why) = crate::endpoint::reserved_setting(name) {
+        return Err(why);
+    }
     Ok((name.to_owned(), value.to_owned()))
 }
 
@@ -698,7 +722,7 @@ pub(crate) enum TokenCommand {
     )]
     Create {
         /// How long the token lives (at most 30 days).
-        #[arg(long, value_parser = parse_duration, default_value = "1h")]
+        #[arg(long, value_parser = parse_token_ttl, default_value = "1h")]
         ttl: Duration,
         /// Only this project's routes; without it, the whole server.
         #[arg(long)]

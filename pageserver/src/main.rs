@@ -204,6 +204,10 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
                     "refusing to listen on {listen} without --auth: anyone who can reach it could read and change every branch; add --auth (clients then need a token from pagefork token create), or --insecure-no-auth to serve it open anyway"
                 );
             }
+            // Bound before anything is made: a port in use refuses the start with the data
+            // directory as it was (no key, no directories).
+            let listener = std::net::TcpListener::bind(listen)
+                .map_err(|error| anyhow::anyhow!("cannot listen on {listen}: {error}"))?;
             let keys = if *auth {
                 Some(std::sync::Arc::new(auth::Keys::load_or_create(dir)?))
             } else {
@@ -222,7 +226,7 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
                 pg_bin: pg_bin.clone(),
                 remote,
             };
-            serve::run(dir, *listen, options).map(|()| 0)
+            serve::run(dir, listener, options).map(|()| 0)
         }
         Command::Inspect(command) => inspect::inspect(dir, command, cli.json).map(|()| 0),
         Command::Token(cli::TokenCommand::Create { ttl, project }) => {

@@ -259,7 +259,7 @@ fn errors_are_one_line_exit_non_zero_and_change_nothing() {
     assert_eq!(state(&store), before);
 
     // Bad arguments are caught before the store is opened (clap's usage errors exit 2).
-    let usage: [&[&str]; 7] = [
+    let usage: [&[&str]; 8] = [
         &["branch", "set-expiry", "dev"],
         &[
             "branch",
@@ -272,6 +272,7 @@ fn errors_are_one_line_exit_non_zero_and_change_nothing() {
         &["branch", "create", "x", "--lsn", "not-an-lsn"],
         &["branch", "create", "x", "--time", "yesterday"],
         &["branch", "create", "x", "--ttl", "forever"],
+        &["init", "--page-size", "1000"],
         &["branch", "create", "x", "--ttl", "1h", "--no-expiry"],
         &[
             "page",
@@ -618,6 +619,25 @@ fn gc_lease_and_pitr_window_commands() {
         ],
     );
     assert_eq!(both.status.code(), Some(2));
+    // A window longer than a store keeps: refused, not kept shorter than answered.
+    let before = state(&store);
+    let too_long = pagefork(
+        &store,
+        &[
+            "branch",
+            "set-pitr-window",
+            "main",
+            "--window",
+            "999999999y",
+        ],
+    );
+    assert_eq!(too_long.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&too_long.stderr);
+    assert!(
+        stderr.contains("longer than a store can hold") && stderr.contains("main"),
+        "{stderr}"
+    );
+    assert_eq!(state(&store), before, "a refused window changed the store");
 }
 
 #[test]

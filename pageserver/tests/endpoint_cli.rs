@@ -3,7 +3,8 @@
 //! checkpoint); started again, the data is there; listed and stopped by other commands
 //! (`endpoint list`, `endpoint stop`). Refusals before anything starts: no
 //! Postgres programs where it was told to look, a mount point that is not empty, an
-//! unknown branch; none of them changes the store. Postgres ending on its own ends the
+//! unknown branch, a setting the endpoint chooses itself, a port below 1024 or in use;
+//! none of them changes the store. Postgres ending on its own ends the
 //! command with an error. Needs root, /dev/fuse and
 //! postgresql-15.
 
@@ -84,6 +85,30 @@ fn an_endpoint_runs_in_the_foreground_and_keeps_its_data() {
     );
     let unknown = pagefork(&data, &["endpoint", "start", "nobody"]);
     assert!(!unknown.status.success());
+    // Settings an endpoint chooses itself, and ports it may not take: refused as bad
+    // arguments (exit 2). A port in use: refused before the empty branch is formatted or
+    // initdb runs (it once was refused only after both).
+    for (args, said) in [
+        (vec!["-c", "port=6000"], "port"),
+        (vec!["-c", "LISTEN_ADDRESSES=*"], "LISTEN_ADDRESSES"),
+        (vec!["-c", "data_directory=/tmp"], "data_directory"),
+        (vec!["--port", "80"], "80"),
+    ] {
+        let refused = pagefork(&data, &[&["endpoint", "start", "main"], &args[..]].concat());
+        assert_eq!(refused.status.code(), Some(2), "{args:?}");
+        let message = String::from_utf8_lossy(&refused.stderr);
+        assert!(message.contains(said), "{args:?}: {message}");
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let in_use = pagefork(&data, &["endpoint", "start", "main", "--port", &port]);
+    assert_eq!(in_use.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&in_use.stderr);
+    assert!(
+        message.contains(&port) && message.contains("in use"),
+        "{message}"
+    );
+    drop(taken);
     assert_eq!(snapshot(&data), before, "a refused start changed the store");
 
     let endpoint = Endpoint::start(&data, "main", None, &["-c", "shared_buffers=16MB"]);

@@ -142,14 +142,20 @@ fn every_route_needs_a_valid_token_for_its_scope() {
 #[test]
 fn token_create_bounds_lifetimes_and_names() {
     let dir = tempfile::tempdir().unwrap();
-    for args in [
-        vec!["token", "create", "--ttl", "31d"],
-        vec!["token", "create", "--ttl", "0s"],
-        vec!["token", "create", "--project", "../etc"],
+    // Refused, and nothing made: not even the server's key (a refused lifetime once
+    // exited after writing it).
+    for (args, code) in [
+        (vec!["token", "create", "--ttl", "31d"], 2),
+        (vec!["token", "create", "--ttl", "0s"], 2),
+        (vec!["token", "create", "--ttl", "500ms"], 2),
+        (vec!["token", "create", "--ttl", "999999999y"], 2),
+        (vec!["token", "create", "--project", "../etc"], 1),
     ] {
         let output = pagefork(dir.path(), &args);
-        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert_eq!(output.status.code(), Some(code), "{args:?}");
         assert!(!output.stderr.is_empty());
+        let made: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(made.is_empty(), "{args:?} changed the disk: {made:?}");
     }
     let output = pagefork(
         dir.path(),
@@ -167,6 +173,22 @@ fn token_create_bounds_lifetimes_and_names() {
     assert_eq!(answer["project"], "shop");
     assert!(answer["token"].as_str().unwrap().split('.').count() == 3);
     assert!(answer["expires_at"].as_str().unwrap().ends_with('Z'));
+}
+
+#[test]
+fn a_server_whose_port_is_taken_makes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let output = pagefork(dir.path(), &["serve", "--auth", "--listen", &address]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+    let made: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(
+        made.is_empty(),
+        "a refused start changed the disk: {made:?}"
+    );
 }
 
 #[test]

@@ -218,6 +218,38 @@ fn endpoints_start_on_branches_each_with_its_own_writes_and_a_pitr_answer() {
     server
         .post(&format!("{B}/spare/endpoint"), r#"{"port": 80}"#)
         .expect_error(400, "invalid_request");
+    // Where it listens and what it runs on are the endpoint's own.
+    for settings in [
+        r#"{"Port": "6000"}"#,
+        r#"{"listen_addresses": "*"}"#,
+        r#"{"data_directory": "/tmp"}"#,
+    ] {
+        let refused = server
+            .post(
+                &format!("{B}/spare/endpoint"),
+                &format!(r#"{{"settings": {settings}}}"#),
+            )
+            .expect_error(422, "invalid_setting");
+        assert!(refused.contains("endpoint's own"), "{refused}");
+    }
+    // A port in use is refused before an empty branch is formatted (or initdb runs): its
+    // tree is still absent after.
+    server
+        .post("/v1/projects", r#"{"project_id": "e"}"#)
+        .expect(201);
+    server
+        .post(
+            "/v1/projects/e/branches/main/endpoint",
+            &format!(r#"{{"port": {port}}}"#),
+        )
+        .expect_error(409, "port_in_use");
+    std::fs::create_dir_all(data.join("mounts/e-main")).unwrap();
+    server
+        .post(
+            "/v1/projects/e/branches/main/mount",
+            r#"{"path": "e-main", "read_only": true}"#,
+        )
+        .expect_error(422, "no_file_tree");
     // An endpoint on a branch already mounted uses that mount, and leaves it mounted.
     std::fs::create_dir_all(data.join("mounts/spare")).unwrap();
     let mounted = server

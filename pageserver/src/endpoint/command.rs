@@ -92,6 +92,7 @@ impl Local {
 
 /// Checks what can be checked before anything starts.
 pub(crate) fn check_first(spec: &EndpointSpec) -> Result<()> {
+    super::check_spec(spec)?;
     check_fuse_available()?;
     PgBin::find(spec.pg_bin.as_deref())?;
     Ok(())

@@ -43,6 +43,57 @@ const READY_TIMEOUT: Duration = Duration::from_secs(600);
 const READY_POLL: Duration = Duration::from_millis(2);
 /// How long a fast shutdown may take before the server is stopped immediately.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Settings an endpoint chooses itself and a caller may not give: where the server
+/// listens (the answer's connection string is pagefork's, and an endpoint listens on
+/// 127.0.0.1 only) and which data directory and configuration it runs on (the branch's).
+/// Postgres' names are case-insensitive, so these are compared so.
+const RESERVED_SETTINGS: [&str; 5] = [
+    "port",
+    "listen_addresses",
+    "unix_socket_directories",
+    "data_directory",
+    "config_file",
+];
+
+/// Why `name` may not be given as a setting of an endpoint, if it may not.
+pub(crate) fn reserved_setting(name: &str) -> Option<String> {
+    RESERVED_SETTINGS
+        .iter()
+        .any(|reserved| reserved.eq_ignore_ascii_case(name))
+        .then(|| {
+            format!(
+                "{name} is the endpoint's own (its port is --port, or \"port\" over HTTP; it \
+                 listens on 127.0.0.1 only, on the branch's data directory)"
+            )
+        })
+}
+
+/// Refuses what can be refused before anything is mounted or written: a reserved setting,
+/// a port out of range or in use. (`start` checks the port again when it starts.)
+pub(crate) fn check_spec(spec: &EndpointSpec) -> Result<(), EndpointError> {
+    if let Some(message) = spec
+        .settings
+        .iter()
+        .find_map(|(name, _)| reserved_setting(name))
+    {
+        return Err(EndpointError::RefusedSetting { message });
+    }
+    if let Some(port) = spec.port {
+        if port < MIN_PORT {
+            return Err(EndpointError::RefusedSetting {
+                message: format!(
+                    "port {port}: an endpoint's port is from {MIN_PORT} to 65535 (Postgres runs \
+                     unprivileged)"
+                ),
+            });
+        }
+        choose_port(Some(port))?;
+    }
+    Ok(())
+}
+
+/// The lowest port an endpoint may be given.
+pub(crate) const MIN_PORT: u16 = 1024;
 /// Lines of the server's log an error shows.
 const LOG_TAIL_LINES: usize = 20;
 
@@ -70,6 +121,9 @@ pub(crate) enum EndpointError {
     PortInUse { port: u16 },
     #[error("Postgres refuses the settings: {message}")]
     InvalidSetting { message: String },
+    /// A setting or port pagefork refuses before anything starts.
+    #[error("{message}")]
+    RefusedSetting { message: String },
     #[error(
         "branch {branch:?} is not a Postgres data directory: its tree holds {found} but no \
          {PGDATA}/PG_VERSION (an endpoint runs on an empty branch or on one an endpoint \

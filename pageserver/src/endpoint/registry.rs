@@ -88,6 +88,8 @@ impl Endpoints {
                 }
             }
         }
+        // Before anything is mounted or written: a refused start changes nothing.
+        super::check_spec(spec)?;
         let created_at_a_time = store
             .branch_info(branch)
             .map_err(anyhow::Error::from)?

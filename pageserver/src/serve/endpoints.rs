@@ -35,9 +35,11 @@ pub(crate) struct EndpointRequest {
     #[serde(default, deserialize_with = "params::present_whole_u32")]
     #[schema(value_type = u16, minimum = 1024, maximum = 65535)]
     port: Option<u32>,
-    /// Server settings, as `postgres -c name=value` takes them (after the endpoint's own:
-    /// port, listen_addresses, unix_socket_directories, track_commit_timestamp). A name or
-    /// value Postgres refuses is 422 `invalid_setting`.
+    /// Server settings, as `postgres -c name=value` takes them (after the endpoint's own
+    /// defaults, track_commit_timestamp and recovery_init_sync_method). port,
+    /// listen_addresses, unix_socket_directories, data_directory and config_file are the
+    /// endpoint's own: 422 `invalid_setting` before anything is mounted, as is a name or
+    /// value Postgres refuses.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = BTreeMap<String, String>)]
     settings: Option<BTreeMap<String, String>>,
@@ -55,7 +57,9 @@ pub(super) fn endpoint_error(error: EndpointError) -> ApiError {
     match error {
         EndpointError::AlreadyRunning { .. } => ApiError::conflict("endpoint_running", message),
         EndpointError::PortInUse { .. } => ApiError::conflict("port_in_use", message),
-        EndpointError::InvalidSetting { .. } => ApiError::unprocessable("invalid_setting", message),
+        EndpointError::InvalidSetting { .. } | EndpointError::RefusedSetting { .. } => {
+            ApiError::unprocessable("invalid_setting", message)
+        }
         EndpointError::NotRunning { .. } => ApiError::not_found("no_endpoint", message),
         EndpointError::NotADataDirectory { .. } => {
             ApiError::unprocessable("not_a_data_directory", message)

@@ -27,7 +27,6 @@ mod projects;
 mod remote;
 mod schema;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -91,8 +90,13 @@ pub(crate) struct AppState {
 /// try at an unmount the registry already made.
 const DEFAULT_LOG_FILTER: &str = "info,fuser=error,fuser::reply=off,fuser::session=off";
 
-/// Serves the projects under `root` on `listen` until SIGTERM or SIGINT.
-pub(crate) fn run(root: &Path, listen: SocketAddr, options: ServeOptions) -> anyhow::Result<()> {
+/// Serves the projects under `root` on `listener` (bound by the caller) until SIGTERM or
+/// SIGINT.
+pub(crate) fn run(
+    root: &Path,
+    listener: std::net::TcpListener,
+    options: ServeOptions,
+) -> anyhow::Result<()> {
     crate::logging::init(DEFAULT_LOG_FILTER);
     let projects = Projects::open(root, options.remote.as_ref())?;
     let mounts = Arc::new(Mounts::new(&options.mount_root)?);
@@ -114,7 +118,7 @@ pub(crate) fn run(root: &Path, listen: SocketAddr, options: ServeOptions) -> any
             )),
             options,
         },
-        listen,
+        listener,
     ));
     // Requests in flight have finished (or the server never started): stop the endpoints
     // (fast shutdown), unmount what is mounted (everything written through it made
@@ -127,10 +131,12 @@ pub(crate) fn run(root: &Path, listen: SocketAddr, options: ServeOptions) -> any
     served
 }
 
-async fn serve(state: AppState, listen: SocketAddr) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+async fn serve(state: AppState, listener: std::net::TcpListener) -> anyhow::Result<()> {
+    listener
+        .set_nonblocking(true)
+        .context("cannot make the listening socket non-blocking")?;
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .context("cannot listen with the async runtime")?;
     let address = listener
         .local_addr()
         .context("cannot read the listening address")?;
