@@ -16,6 +16,14 @@ pub enum RemoteError {
         /// What is wrong with it.
         why: String,
     },
+    /// The S3 endpoint given with a location could not be understood.
+    #[error("invalid S3 endpoint {endpoint:?}: {why}")]
+    InvalidEndpoint {
+        /// What was given.
+        endpoint: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A request failed after its retries.
     #[error("{operation} {key} in {location}: {source}")]
     Request {

@@ -97,13 +97,8 @@ impl RemoteLocation {
                 "the prefix must not hold empty, '.' or '..' components",
             ));
         }
-        if let Some(endpoint) = endpoint
-            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-        {
-            return Err(RemoteError::InvalidLocation {
-                location: endpoint.to_owned(),
-                why: "the S3 endpoint must be an http:// or https:// URL".to_owned(),
-            });
+        if let Some(endpoint) = endpoint {
+            check_endpoint(endpoint)?;
         }
         Ok(RemoteLocation {
             bucket: bucket.to_owned(),
@@ -215,6 +210,50 @@ impl RemoteLocation {
     }
 }
 
+/// Refuses an S3 endpoint that is not an `http://` or `https://` URL with a host (and
+/// an optional port), such as `http://127.0.0.1:9000` or `https://s3.example.com/`.
+fn check_endpoint(endpoint: &str) -> Result<()> {
+    let invalid = |why: &str| RemoteError::InvalidEndpoint {
+        endpoint: endpoint.to_owned(),
+        why: why.to_owned(),
+    };
+    let rest = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+        .ok_or_else(|| invalid("it must be an http:// or https:// URL"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (host, port) = match authority.strip_prefix('[') {
+        // An IPv6 address: [address] or [address]:port.
+        Some(bracketed) => {
+            let (address, after) = bracketed
+                .split_once(']')
+                .ok_or_else(|| invalid("an IPv6 address must end with ']'"))?;
+            let port = match after {
+                "" => None,
+                after => Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or_else(|| invalid("only a :port may follow the IPv6 address"))?,
+                ),
+            };
+            (address, port)
+        }
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() {
+        return Err(invalid("it names no host"));
+    }
+    if let Some(port) = port
+        && port.parse::<u16>().map_or(true, |port| port == 0)
+    {
+        return Err(invalid("its port must be a number from 1 to 65535"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,7 +288,23 @@ mod tests {
                 "{bad} was accepted"
             );
         }
-        assert!(RemoteLocation::parse("s3://bucket", Some("127.0.0.1:9000")).is_err());
+        for (good, bad) in [
+            ("https://s3.example.com/", "127.0.0.1:9000"),
+            ("http://[::1]:9000", "ftp://x"),
+            ("http://localhost", "http://"),
+            ("https://a.b:443/path", "http://[::1"),
+            ("http://[::1]", "http://host:0"),
+            ("http://h:65535", "http://host:port"),
+        ] {
+            assert!(
+                RemoteLocation::parse("s3://bucket", Some(good)).is_ok(),
+                "{good} was refused"
+            );
+            match RemoteLocation::parse("s3://bucket", Some(bad)) {
+                Err(RemoteError::InvalidEndpoint { endpoint, .. }) => assert_eq!(endpoint, bad),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
         Ok(())
     }
 }
