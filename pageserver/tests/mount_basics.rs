@@ -51,14 +51,14 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 fn files_written_through_a_mount_survive_unmount_and_remount() {
     let (_root, data, dir, mount) = store_with_main_mounted();
     assert!(mount.announced.contains("writable"), "{}", mount.announced);
-    // Sequential readers get 1 MiB of read-ahead, not FUSE's 128 KiB.
+    // Sequential readers get 4 MiB of read-ahead, not FUSE's 128 KiB.
     let device = std::os::unix::fs::MetadataExt::dev(&fs::metadata(&dir).unwrap());
     let read_ahead = format!(
         "/sys/class/bdi/{}:{}/read_ahead_kb",
         nix::sys::stat::major(device),
         nix::sys::stat::minor(device)
     );
-    assert_eq!(fs::read_to_string(&read_ahead).unwrap().trim(), "1024");
+    assert_eq!(fs::read_to_string(&read_ahead).unwrap().trim(), "4096");
     let big = pattern(20 << 20, 7);
     fs::write(mount.path("big"), &big).unwrap();
     fs::create_dir_all(mount.path("a/b/c")).unwrap();
