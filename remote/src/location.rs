@@ -69,8 +69,18 @@ impl std::fmt::Debug for RemoteLocation {
 
 impl RemoteLocation {
     /// Parses `s3://BUCKET[/PREFIX]`; `endpoint` is an S3-compatible server's URL
-    /// (`http://127.0.0.1:9000`), `None` for AWS itself.
+    /// (`http://127.0.0.1:9000`, checked by `check_endpoint`), `None` for AWS itself.
     pub fn parse(url: &str, endpoint: Option<&str>) -> Result<RemoteLocation> {
+        if let Some(endpoint) = endpoint {
+            check_endpoint(endpoint)?;
+        }
+        Self::parse_recorded(url, endpoint)
+    }
+
+    /// Parses a location as a store's `pagefork.remote` recorded it: the endpoint only
+    /// needs its scheme (what was checked when it was recorded, before `check_endpoint`
+    /// existed), so no store that opened before becomes one that cannot.
+    pub(crate) fn parse_recorded(url: &str, endpoint: Option<&str>) -> Result<RemoteLocation> {
         let invalid = |why: &str| RemoteError::InvalidLocation {
             location: url.to_owned(),
             why: why.to_owned(),
@@ -97,8 +107,13 @@ impl RemoteLocation {
                 "the prefix must not hold empty, '.' or '..' components",
             ));
         }
-        if let Some(endpoint) = endpoint {
-            check_endpoint(endpoint)?;
+        if let Some(endpoint) = endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(RemoteError::InvalidEndpoint {
+                endpoint: endpoint.to_owned(),
+                why: "it must be an http:// or https:// URL".to_owned(),
+            });
         }
         Ok(RemoteLocation {
             bucket: bucket.to_owned(),
@@ -210,8 +225,10 @@ impl RemoteLocation {
     }
 }
 
-/// Refuses an S3 endpoint that is not an `http://` or `https://` URL with a host (and
-/// an optional port), such as `http://127.0.0.1:9000` or `https://s3.example.com/`.
+/// Refuses an S3 endpoint that is not an `http://` or `https://` URL naming a host, with
+/// an optional port from 1 to 65535 and path: `http://127.0.0.1:9000`, `http://[::1]:9000`,
+/// `https://s3.eu-west-1.amazonaws.com/`. Credentials in it are refused too: they come
+/// from the `AWS_*` variables.
 fn check_endpoint(endpoint: &str) -> Result<()> {
     let invalid = |why: &str| RemoteError::InvalidEndpoint {
         endpoint: endpoint.to_owned(),
@@ -221,31 +238,41 @@ fn check_endpoint(endpoint: &str) -> Result<()> {
         .strip_prefix("http://")
         .or_else(|| endpoint.strip_prefix("https://"))
         .ok_or_else(|| invalid("it must be an http:// or https:// URL"))?;
-    let authority = rest.split('/').next().unwrap_or_default();
-    let (host, port) = match authority.strip_prefix('[') {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(invalid(
+            "credentials do not go in the endpoint: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+        ));
+    }
+    let port = match authority.strip_prefix('[') {
         // An IPv6 address: [address] or [address]:port.
         Some(bracketed) => {
             let (address, after) = bracketed
                 .split_once(']')
                 .ok_or_else(|| invalid("an IPv6 address must end with ']'"))?;
-            let port = match after {
+            if address.is_empty() || !address.contains(':') {
+                return Err(invalid("the brackets must hold an IPv6 address"));
+            }
+            match after {
                 "" => None,
                 after => Some(
                     after
                         .strip_prefix(':')
                         .ok_or_else(|| invalid("only a :port may follow the IPv6 address"))?,
                 ),
-            };
-            (address, port)
+            }
         }
-        None => match authority.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        },
+        None => {
+            let (host, port) = match authority.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            };
+            if host.is_empty() {
+                return Err(invalid("it names no host"));
+            }
+            port
+        }
     };
-    if host.is_empty() {
-        return Err(invalid("it names no host"));
-    }
     if let Some(port) = port
         && port.parse::<u16>().map_or(true, |port| port == 0)
     {
@@ -295,6 +322,10 @@ mod tests {
             ("https://a.b:443/path", "http://[::1"),
             ("http://[::1]", "http://host:0"),
             ("http://h:65535", "http://host:port"),
+            ("http://minio:9000/?x", "http://user:pw@host"),
+            ("https://s3.eu-west-1.amazonaws.com", "http://::1"),
+            ("http://127.0.0.1:9000#f", "http://a:1:2"),
+            ("http://[fe80::1]:1", "http://[]:9000"),
         ] {
             assert!(
                 RemoteLocation::parse("s3://bucket", Some(good)).is_ok(),
@@ -305,6 +336,9 @@ mod tests {
                 other => panic!("{bad}: {other:?}"),
             }
         }
+        // What a store recorded before these checks still opens.
+        assert!(RemoteLocation::parse_recorded("s3://bucket", Some("http://user:pw@host")).is_ok());
+        assert!(RemoteLocation::parse_recorded("s3://bucket", Some("ftp://host")).is_err());
         Ok(())
     }
 }

@@ -16,7 +16,7 @@ use crate::location::RemoteLocation;
 /// come from the `AWS_*` environment variables as always.
 pub fn recorded_location(dir: &Path) -> Result<Option<RemoteLocation>> {
     LocalState::read(dir)?
-        .map(|state| RemoteLocation::parse(&state.location, state.s3_endpoint.as_deref()))
+        .map(|state| RemoteLocation::parse_recorded(&state.location, state.s3_endpoint.as_deref()))
         .transpose()
 }
 
