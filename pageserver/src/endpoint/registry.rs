@@ -67,6 +67,9 @@ impl Endpoints {
         branch: &str,
         spec: &EndpointSpec,
     ) -> Result<Started, EndpointError> {
+        // Before anything is mounted, written or cleaned up: a refused start changes
+        // nothing.
+        super::check_spec(spec)?;
         let mut running = self.running.lock();
         let key = (project.to_owned(), branch.to_owned());
         if let Some(existing) = running.get_mut(&key) {
@@ -88,8 +91,6 @@ impl Endpoints {
                 }
             }
         }
-        // Before anything is mounted or written: a refused start changes nothing.
-        super::check_spec(spec)?;
         let created_at_a_time = store
             .branch_info(branch)
             .map_err(anyhow::Error::from)?
