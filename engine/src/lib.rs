@@ -74,7 +74,8 @@ pub use store::{
     DEFAULT_ROOT_BRANCH, FormatVersions, GcReport, LayerFileSummary,
     MAX_DEFAULT_MEMORY_BUDGET_BYTES, MAX_PITR_WINDOW, PageDiff, PublishedFiles, PublishedLayer,
     ReadTrace, RelationDiff, Restored, RetainPoint, RetainReason, Store, StoreFiles, StorePaths,
-    StoreStats, WalEntry, WalFiles, default_backup_name, default_memory_budget_bytes,
+    StoreStats, WalEntry, WalFiles, check_page_size, default_backup_name,
+    default_memory_budget_bytes,
 };
 pub use time::{Clock, ManualClock, ParseTimestampError, SystemClock, Timestamp};
 pub use update::{Depth, Update};

@@ -620,11 +620,7 @@ fn parse_page_size(text: &str) -> Result<usize, String> {
     let size: usize = text
         .parse()
         .map_err(|_| format!("{text:?} is not a number of bytes"))?;
-    if !size.is_power_of_two() || !(512..=65536).contains(&size) {
-        return Err(format!(
-            "page size {size} must be a power of two from 512 to 65536 bytes"
-        ));
-    }
+    pagefork_engine::check_page_size(size).map_err(|error| error.to_string())?;
     Ok(size)
 }
 

@@ -107,13 +107,8 @@ impl RemoteLocation {
                 "the prefix must not hold empty, '.' or '..' components",
             ));
         }
-        if let Some(endpoint) = endpoint
-            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-        {
-            return Err(RemoteError::InvalidEndpoint {
-                endpoint: endpoint.to_owned(),
-                why: "it must be an http:// or https:// URL".to_owned(),
-            });
+        if let Some(endpoint) = endpoint {
+            after_scheme(endpoint)?;
         }
         Ok(RemoteLocation {
             bucket: bucket.to_owned(),
@@ -225,6 +220,17 @@ impl RemoteLocation {
     }
 }
 
+/// What follows an S3 endpoint's `http://` or `https://`, or why it has neither.
+fn after_scheme(endpoint: &str) -> Result<&str> {
+    endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+        .ok_or_else(|| RemoteError::InvalidEndpoint {
+            endpoint: endpoint.to_owned(),
+            why: "it must be an http:// or https:// URL".to_owned(),
+        })
+}
+
 /// Refuses an S3 endpoint that is not an `http://` or `https://` URL naming a host, with
 /// an optional port from 1 to 65535 and path: `http://127.0.0.1:9000`, `http://[::1]:9000`,
 /// `https://s3.eu-west-1.amazonaws.com/`. Credentials in it are refused too: they come
@@ -234,10 +240,7 @@ fn check_endpoint(endpoint: &str) -> Result<()> {
         endpoint: endpoint.to_owned(),
         why: why.to_owned(),
     };
-    let rest = endpoint
-        .strip_prefix("http://")
-        .or_else(|| endpoint.strip_prefix("https://"))
-        .ok_or_else(|| invalid("it must be an http:// or https:// URL"))?;
+    let rest = after_scheme(endpoint)?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if authority.contains('@') {
         return Err(invalid(

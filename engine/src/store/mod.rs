@@ -106,6 +106,17 @@ pub const DEFAULT_IMAGE_AFTER_DELTAS: usize = 4;
 pub const DEFAULT_IMAGE_AFTER_CHANGED_PERCENT: u32 = 50;
 /// Default `Config::pitr_window`: 7 days (Neon's default `pitr_interval`).
 pub const DEFAULT_PITR_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Refuses a page size a store cannot have: a power of two from 512 to 65536 bytes
+/// (`Config::page_size`). Callers that take one as input check it with this first.
+pub fn check_page_size(page_size: usize) -> Result<()> {
+    if !page_size.is_power_of_two() || !(512..=65536).contains(&page_size) {
+        return Err(EngineError::InvalidConfig(format!(
+            "page size {page_size} must be a power of two from 512 to 65536 bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// The longest PITR window a branch may be given (`Store::set_pitr_window`): a store
 /// keeps windows in microseconds, as a u64 (about 584,542 years).
 pub const MAX_PITR_WINDOW: Duration = Duration::from_micros(u64::MAX);
@@ -232,12 +243,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<()> {
-        if !self.page_size.is_power_of_two() || !(512..=65536).contains(&self.page_size) {
-            return Err(EngineError::InvalidConfig(format!(
-                "page size {} must be a power of two from 512 to 65536 bytes",
-                self.page_size
-            )));
-        }
+        check_page_size(self.page_size)?;
         if self.compact_l0_layers < 2 || self.image_after_deltas < 1 {
             return Err(EngineError::InvalidConfig(format!(
                 "compact_l0_layers ({}) must be at least 2 and image_after_deltas ({}) at least 1",

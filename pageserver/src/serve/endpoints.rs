@@ -93,11 +93,14 @@ pub(crate) async fn start(
     let Json(body) = body?;
     let store = state.projects.get(&project)?;
     let port = match body.port {
-        Some(port @ 1024..=65535) => u16::try_from(port).ok(),
+        Some(port) if port >= u32::from(crate::endpoint::MIN_PORT) && port <= 65535 => {
+            u16::try_from(port).ok()
+        }
         Some(_) => {
-            return Err(ApiError::bad_request(
-                "port must be between 1024 and 65535 (Postgres runs unprivileged)",
-            ));
+            return Err(ApiError::bad_request(format!(
+                "port must be between {} and 65535 (Postgres runs unprivileged)",
+                crate::endpoint::MIN_PORT
+            )));
         }
         None => None,
     };
