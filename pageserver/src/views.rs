@@ -292,6 +292,7 @@ pub(crate) fn describe_retain_reason(reason: &RetainReason) -> String {
     match reason {
         RetainReason::BranchPoint { child } => format!("branch {child:?}"),
         RetainReason::Lease { branch, until } => format!("a lease on {branch:?} until {until}"),
+        RetainReason::Held { branch, holder } => format!("{holder} (branch {branch:?})"),
     }
 }
 

@@ -277,3 +277,105 @@ fn a_served_mount_is_branched_while_sqlite_writes_and_guards_its_branch() {
     );
     server.delete(&format!("{B}/copy/mount")).expect(200);
 }
+
+/// Found by a review: an expiring branch was deleted under its mount's writer (what it
+/// wrote lost, the writer answered EIO, the unmount 500), and GC removed the state a
+/// read-only mount at an LSN showed. A mount now holds its branch (`Store::hold`): a
+/// branch whose expiry passes while mounted stays until it is unmounted, and GC keeps a
+/// read-only mount's state, saying so. The mount's answer also said nothing of what its
+/// time snapped to: it now does.
+#[test]
+fn regression_a_mounted_branch_outlives_its_expiry_and_a_past_state_mount_its_gc() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let server = start(&data);
+    server
+        .post("/v1/projects", r#"{"project_id": "p"}"#)
+        .expect(201);
+    let mounts = data.join("mounts");
+    for dir in ["t1", "w", "ro"] {
+        std::fs::create_dir_all(mounts.join(dir)).unwrap();
+    }
+    let write = |path: &Path, bytes: &[u8]| {
+        let mut file = std::fs::File::create(path).unwrap();
+        std::io::Write::write_all(&mut file, bytes).unwrap();
+        file.sync_all().unwrap();
+    };
+
+    server
+        .post(B, r#"{"branch_id": "tb", "spec": {"ttl": "2s"}}"#)
+        .expect(201);
+    server
+        .post(&format!("{B}/tb/mount"), r#"{"path": "t1"}"#)
+        .expect(201);
+    write(&mounts.join("t1/data.txt"), b"important");
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    server.get(&format!("{B}/tb")).expect(200);
+    assert_eq!(
+        std::fs::read(mounts.join("t1/data.txt")).unwrap(),
+        b"important"
+    );
+    write(&mounts.join("t1/more.txt"), b"still writable");
+    server.delete(&format!("{B}/tb/mount")).expect(200);
+    // Unmounted, the expired branch goes at the next sweep (about a second).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while server.get(&format!("{B}/tb")).status != 404 {
+        assert!(std::time::Instant::now() < deadline, "never swept");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    server
+        .post(B, r#"{"branch_id": "g", "spec": {"no_expiry": true}}"#)
+        .expect(201);
+    let rewrite = |text: &[u8]| {
+        server
+            .post(&format!("{B}/g/mount"), r#"{"path": "w"}"#)
+            .expect(201);
+        write(&mounts.join("w/f.txt"), text);
+        server.delete(&format!("{B}/g/mount")).expect(200);
+        server.get(&format!("{B}/g")).expect(200)["head"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let shown = rewrite(b"version0");
+    let time = pagefork_engine::Timestamp::from_system_time(std::time::SystemTime::now());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    rewrite(b"version1");
+    // A mount at a time says what the time snapped to, as a branch at a time does.
+    let body = serde_json::json!({"path": "ro", "timestamp": time.to_string()}).to_string();
+    let mounted = server.post(&format!("{B}/g/mount"), &body).expect(201);
+    assert_eq!(mounted["lsn"], shown.as_str(), "{mounted}");
+    assert_eq!(mounted["read_only"], true);
+    assert_eq!(mounted["snap"]["lsn"], shown.as_str(), "{mounted}");
+    assert_eq!(mounted["snap"]["kind"], "present", "{mounted}");
+    assert_eq!(mounted["snap"]["requested"], time.to_string().as_str());
+    let listed = server.get("/v1/projects/p/mounts").expect(200);
+    assert_eq!(listed["mounts"][0]["snap"], mounted["snap"], "{listed}");
+    server
+        .send(
+            "PATCH",
+            &format!("{B}/g"),
+            r#"{"spec": {"pitr_window": "1s"}}"#,
+        )
+        .expect(200);
+    rewrite_while_mounted_is_refused(&server);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let gc = server.post("/v1/projects/p/gc", "{}").expect(200);
+    assert!(gc.to_string().contains("the mount at"), "{gc}");
+    let superblock = format!("{B}/g/pages/2147483648/0?lsn={shown}");
+    let page = server.get(&superblock);
+    assert_eq!(page.status, 200, "{}", String::from_utf8_lossy(&page.body));
+    assert!(page.body.starts_with(b"PFFILES"), "the tree's superblock");
+    assert_eq!(std::fs::read(mounts.join("ro/f.txt")).unwrap(), b"version0");
+    server.delete(&format!("{B}/g/mount")).expect(200);
+    server.post("/v1/projects/p/gc", "{}").expect(200);
+    server.get(&superblock).expect_error(410, "below_gc_cutoff");
+}
+
+/// A branch mounted read-only is still guarded from writes through the API.
+fn rewrite_while_mounted_is_refused(server: &Server) {
+    server
+        .post(&format!("{B}/g/mount"), r#"{"path": "w"}"#)
+        .expect_error(409, "branch_mounted");
+}

@@ -324,3 +324,75 @@ fn regression_gc_never_overwrites_a_listed_layer_file() {
         assert_eq!(byte_at(&store, "main", block, At::Latest), Some(7));
     }
 }
+
+/// What a mount holds (`Store::hold`): a branch whose expiry passes while it is held stays
+/// readable and writable and is not swept until the hold ends; a held state stays readable
+/// and GC keeps it, naming the holder. Found by a review: an expiring branch was deleted
+/// under its mount's writer, and GC removed what a read-only mount at an LSN showed.
+#[test]
+fn regression_a_held_branch_outlives_its_expiry_and_a_held_state_outlives_gc() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, clock) = config();
+    let store = Store::create(dir.path(), config).unwrap();
+    let shown = rewrite_all(&store, "main", 1);
+    let ttl = BranchOptions {
+        expiry: pagefork_engine::Expiry::Ttl(Duration::from_secs(10)),
+        protected: false,
+    };
+    store
+        .create_branch("preview", "main", At::Latest, ttl)
+        .unwrap();
+    rewrite_all(&store, "preview", 7);
+    store
+        .create_branch("short", "main", At::Latest, ttl)
+        .unwrap();
+    let mounted = store.hold("preview", None, "the mount at /m").unwrap();
+    let read_only = store.hold("main", Some(shown), "the mount at /ro").unwrap();
+    // Refusals: past the head, and (below) under the cutoff or on an expired branch.
+    let (kind, _) = refusal(store.hold("main", Some(Lsn(u64::MAX)), "x"));
+    assert_eq!(kind, Refusal::LsnPastHead);
+
+    rewrite_all(&store, "main", 2);
+    clock.advance(WINDOW * 2);
+    rewrite_all(&store, "main", 3);
+    let swept = store.sweep_expired().unwrap();
+    assert!(!swept.contains(&"preview".to_owned()), "held: not swept");
+    assert_eq!(byte_at(&store, "preview", 5, At::Latest), Some(7));
+    rewrite_all(&store, "preview", 8);
+    assert_eq!(byte_at(&store, "preview", 5, At::Latest), Some(8));
+    assert!(
+        store
+            .list_branches()
+            .iter()
+            .any(|info| info.name == "preview")
+    );
+
+    let report = store.gc().unwrap();
+    let main = report.branches.iter().find(|gc| gc.name == "main").unwrap();
+    assert!(main.cutoff > shown, "the window moved past the held state");
+    assert!(main.retained.iter().any(|retained| retained.lsn == shown
+        && retained.reason
+            == RetainReason::Held {
+                branch: "main".to_owned(),
+                holder: "the mount at /ro".to_owned(),
+            }));
+    assert_eq!(byte_at(&store, "main", 5, At::Lsn(shown)), Some(1));
+    let (kind, _) = refusal(store.hold("main", Some(Lsn(shown.0 + 1)), "x"));
+    assert_eq!(kind, Refusal::BelowGcCutoff);
+
+    // An expired branch nobody held cannot be held (the background sweep may be first).
+    let (kind, _) = refusal(store.hold("short", None, "x"));
+    assert!(
+        matches!(kind, Refusal::BranchExpired | Refusal::UnknownBranch),
+        "{kind:?}"
+    );
+
+    drop(mounted);
+    assert_eq!(store.sweep_expired().unwrap(), ["preview"]);
+    let (kind, _) = refusal(store.hold("preview", None, "x"));
+    assert_eq!(kind, Refusal::UnknownBranch);
+    drop(read_only);
+    store.gc().unwrap();
+    let (kind, _) = refusal(store.get_page("main", Key::new(1, 5), At::Lsn(shown)));
+    assert_eq!(kind, Refusal::BelowGcCutoff);
+}

@@ -48,6 +48,7 @@ fn options(clock: &ManualClock, at: At) -> TreeOptions {
         read_only: at != At::Latest,
         at,
         clock: Arc::new(clock.clone()),
+        ..TreeOptions::default()
     }
 }
 

@@ -87,7 +87,8 @@ impl Store {
         catalog
             .visible()
             .filter(|branch| {
-                !branch.expired(now) || !catalog.live_descendants(branch.id, now).is_empty()
+                !self.inner.expired_unheld(branch, now)
+                    || !catalog.live_descendants(branch.id, now).is_empty()
             })
             .count()
     }
@@ -125,7 +126,7 @@ impl Store {
             {
                 continue;
             }
-            let info = if branch.expired(now) {
+            let info = if inner.expired_unheld(branch, now) {
                 let kept_for = catalog.live_descendants(branch.id, now);
                 if kept_for.is_empty() {
                     continue;
@@ -163,7 +164,7 @@ impl Store {
                 name: name.to_owned(),
             })?;
         match branch.expires_at() {
-            Some(expired_at) if expired_at <= now => {
+            Some(expired_at) if inner.expired_unheld(branch, now) => {
                 let kept_for = catalog.live_descendants(branch.id, now);
                 if kept_for.is_empty() {
                     return Err(EngineError::BranchExpired {
@@ -193,7 +194,9 @@ impl StoreInner {
     /// Refuses an expired branch (hidden ones never expire: they hold history only).
     pub(super) fn check_not_expired(&self, branch: &Branch) -> Result<()> {
         match branch.expires_at() {
-            Some(expired_at) if !branch.hidden() && expired_at <= self.clock.now() => {
+            Some(expired_at)
+                if !branch.hidden() && self.expired_unheld(branch, self.clock.now()) =>
+            {
                 Err(EngineError::BranchExpired {
                     name: branch.name(),
                     expired_at,

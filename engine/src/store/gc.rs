@@ -39,7 +39,7 @@ use pagefork_wal::Lsn;
 
 use super::checkpoint::LAYERS_DIR_NAME;
 use super::compaction::{L1Writer, MergedVersions};
-use super::retention::{RetainPoint, keeps_window};
+use super::retention::RetainPoint;
 use super::{Store, StoreInner};
 use crate::backend::VersionDb;
 use crate::branch::BranchId;
@@ -196,7 +196,7 @@ impl StoreInner {
         let mut report = GcReport::default();
         for branch in &branches {
             let cutoff = branch.effective_cutoff();
-            let unreadable = !keeps_window(branch, now);
+            let unreadable = !self.keeps_window(branch, now);
             let mut retained = points.remove(&branch.id).unwrap_or_default();
             let read_points: Vec<Lsn> = retained.iter().map(|point| point.lsn).collect();
             // Every state from the cutoff up stays (for an unreadable branch, whose cutoff

@@ -181,11 +181,15 @@ impl StoreInner {
                 }
                 catalog
                     .visible()
-                    .find(|branch| branch.expired(now) && catalog.children_of(branch.id).is_empty())
+                    .find(|branch| {
+                        self.expired_unheld(branch, now)
+                            && catalog.children_of(branch.id).is_empty()
+                    })
                     .cloned()
             };
             let Some(victim) = victim else {
-                // What is left expires later, or is kept for its descendants.
+                // What is left expires later, or is kept for its descendants or for a
+                // process holding it (deleted by a sweep after the hold ends).
                 self.catalog.write().refresh_earliest_expiry();
                 return Ok(swept);
             };

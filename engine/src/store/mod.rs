@@ -22,6 +22,7 @@ mod detach;
 mod diff;
 mod evictions;
 mod gc;
+mod holds;
 mod housekeeping;
 mod images;
 mod inspect;
@@ -62,6 +63,7 @@ use crate::time::{Clock, SystemClock, Timestamp};
 pub use branches::{BranchFilter, BranchPage};
 pub use diff::{PageDiff, RelationDiff};
 pub use gc::{BranchGc, GcReport};
+pub use holds::BranchHold;
 use housekeeping::{HousekeepingCounters, LayerSettings, WorkerGuard, WorkerSignals};
 pub use inspect::{BranchFiles, FormatVersions, LayerFileSummary, StoreFiles, WalEntry, WalFiles};
 pub use lifecycle::{Restored, default_backup_name};
@@ -336,6 +338,8 @@ struct StoreInner {
     catalog: RwLock<Catalog>,
     /// Active leases (and expired ones not yet pruned by GC): (branch, LSN) -> until.
     leases: Mutex<BTreeMap<(BranchId, Lsn), Timestamp>>,
+    /// What processes using branches keep from the expiry sweep and GC (never logged).
+    holds: holds::Holds,
     /// The store's default PITR window.
     pitr_window: Duration,
     /// Bumped each time GC moves cutoffs (before it removes anything): a read re-checks
@@ -558,6 +562,7 @@ impl Store {
                 history: Mutex::new(Vec::new()),
                 poisoned: Mutex::new(None),
                 leases: Mutex::new(BTreeMap::new()),
+                holds: holds::Holds::default(),
                 pitr_window: config.pitr_window,
                 cutoff_epoch: AtomicU64::new(0),
                 cache: PageCache::new(config.page_cache_bytes),

@@ -7,7 +7,7 @@
 //! - The *effective* cutoff of a branch also takes its ancestors' below its branch point
 //!   (`Branch::effective_cutoff`). A branch is *available* at LSN L, for reads, time
 //!   lookups, branch points and leases, iff L is at or above its effective cutoff or an
-//!   active lease holds (branch, L). Anything else is refused with `BelowGcCutoff`,
+//!   active lease or a process's hold (`Store::hold`) keeps (branch, L). Anything else is refused with `BelowGcCutoff`,
 //!   naming the LSN (or time) and the cutoff.
 //! - Leases (`Store::lease`) are WAL records, kept in the catalog while they last.
 //!
@@ -44,6 +44,13 @@ pub enum RetainReason {
         branch: String,
         /// When the lease ends.
         until: Timestamp,
+    },
+    /// A process using a branch holds it (`Store::hold`): a read-only mount shows it.
+    Held {
+        /// The held branch (this one or a descendant that reads through it).
+        branch: String,
+        /// Who holds it ("the mount at /mnt/dev").
+        holder: String,
     },
 }
 
@@ -151,7 +158,10 @@ impl StoreInner {
         lsn: Lsn,
         time: Option<Timestamp>,
     ) -> Result<()> {
-        if branch.at_or_above_cutoff(lsn) || self.leased(branch.id, lsn) {
+        if branch.at_or_above_cutoff(lsn)
+            || self.leased(branch.id, lsn)
+            || self.holds.keeps(branch.id, lsn)
+        {
             return Ok(());
         }
         Err(EngineError::BelowGcCutoff {
@@ -195,7 +205,7 @@ impl StoreInner {
     /// where it is).
     fn cutoff_target(&self, branch: &Branch, now: Timestamp) -> Lsn {
         let head = branch.head();
-        if !keeps_window(branch, now) {
+        if !self.keeps_window(branch, now) {
             return head;
         }
         let window = branch.pitr_window().unwrap_or(self.pitr_window);
@@ -246,6 +256,15 @@ impl StoreInner {
                 add(branch, *lsn, reason);
             }
         }
+        for held in self.holds.kept_states() {
+            if let (Some(branch), Some(lsn)) = (catalog.by_id(held.branch), held.lsn) {
+                let reason = RetainReason::Held {
+                    branch: branch.name(),
+                    holder: held.holder,
+                };
+                add(branch, lsn, reason);
+            }
+        }
         for list in points.values_mut() {
             list.sort_by_key(|point| point.lsn);
         }
@@ -261,7 +280,10 @@ impl StoreInner {
     }
 }
 
-/// Whether `branch` keeps a readable PITR window: not a hidden old state, not expired.
-pub(super) fn keeps_window(branch: &Branch, now: Timestamp) -> bool {
-    !branch.hidden() && !branch.expired(now)
+impl StoreInner {
+    /// Whether `branch` keeps a readable PITR window: not a hidden old state, not expired
+    /// (a held branch has not expired: see `holds`).
+    pub(super) fn keeps_window(&self, branch: &Branch, now: Timestamp) -> bool {
+        !branch.hidden() && !self.expired_unheld(branch, now)
+    }
 }

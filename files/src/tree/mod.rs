@@ -7,7 +7,9 @@
 //! tree logged. A tree open for writing must be its branch's only writer: it caches the
 //! inode table and directories in memory (one lock guards them, and commits are logged
 //! under it, so memory and log agree on the order of operations). After a commit fails
-//! the tree refuses every operation (`FsError::Failed`) until it is opened again.
+//! the tree refuses every operation (`FsError::Failed`) until it is opened again. An open
+//! tree holds its branch (`Store::hold`): the expiry sweep leaves it, and GC keeps the state
+//! a read-only tree shows.
 
 mod data;
 mod names;
@@ -15,7 +17,7 @@ mod state;
 
 use std::sync::Arc;
 
-use pagefork_engine::{At, Clock, Key, Lsn, LsnForTime, Store, SystemClock};
+use pagefork_engine::{At, BranchHold, Clock, Key, Lsn, LsnForTime, Store, SystemClock};
 use parking_lot::Mutex;
 
 use crate::error::{FsError, FsResult};
@@ -35,6 +37,9 @@ pub struct TreeOptions {
     pub at: At,
     /// Where "now" comes from for file times.
     pub clock: Arc<dyn Clock>,
+    /// Who uses the tree, as GC's report names the state it keeps for it ("the mount at
+    /// /mnt/dev"): an open tree holds its branch (see `Store::hold`).
+    pub holder: String,
 }
 
 impl Default for TreeOptions {
@@ -43,6 +48,7 @@ impl Default for TreeOptions {
             read_only: false,
             at: At::Latest,
             clock: Arc::new(SystemClock),
+            holder: "an open file tree".to_owned(),
         }
     }
 }
@@ -83,6 +89,9 @@ pub struct FileTree {
     drops_per_commit: u32,
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
+    /// Keeps the branch from the expiry sweep (a branch that expires while mounted is
+    /// deleted once unmounted) and a read-only view's state from GC, while the tree is open.
+    _hold: BranchHold,
 }
 
 impl FileTree {
@@ -110,6 +119,11 @@ impl FileTree {
                 }
             }
         };
+        let held_lsn = match &view {
+            TreeView::Writable => None,
+            TreeView::ReadOnly { lsn, .. } => Some(*lsn),
+        };
+        let hold = store.hold(branch, held_lsn, &options.holder)?;
         let page_size = store.page_size();
         let read_at = match &view {
             TreeView::Writable => At::Latest,
@@ -142,6 +156,7 @@ impl FileTree {
             page_size,
             clock: options.clock,
             state: Mutex::new(state),
+            _hold: hold,
         };
         if tree.view == TreeView::Writable {
             tree.free_orphans()?;

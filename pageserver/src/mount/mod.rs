@@ -130,6 +130,7 @@ pub(crate) fn mount(store: Store, spec: &MountSpec) -> Result<Mounted> {
     let options = TreeOptions {
         read_only: spec.read_only,
         at: spec.at,
+        holder: format!("the mount at {}", spec.dir.display()),
         ..TreeOptions::default()
     };
     let tree = Arc::new(

@@ -24,6 +24,8 @@ pub(crate) struct MountInfo {
     pub(crate) read_only: bool,
     /// The LSN a read-only mount shows.
     pub(crate) lsn: Option<pagefork_engine::Lsn>,
+    /// For a mount at a time: the time asked for and the commit it snapped to.
+    pub(crate) snap: Option<pagefork_engine::LsnForTime>,
 }
 
 /// Why a mount request was refused or failed.
@@ -232,14 +234,15 @@ impl Mounts {
 }
 
 fn info_of(mounted: &Mounted) -> MountInfo {
-    let (read_only, lsn) = match mounted.tree().view() {
-        TreeView::Writable => (false, None),
-        TreeView::ReadOnly { lsn, .. } => (true, Some(*lsn)),
+    let (read_only, lsn, snap) = match mounted.tree().view() {
+        TreeView::Writable => (false, None, None),
+        TreeView::ReadOnly { lsn, time } => (true, Some(*lsn), *time),
     };
     MountInfo {
         branch: mounted.tree().branch().to_owned(),
         path: mounted.dir.clone(),
         read_only,
         lsn,
+        snap,
     }
 }

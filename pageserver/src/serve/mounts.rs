@@ -20,6 +20,7 @@ use super::params::{self, BranchParams, NoParameters, ProjectParam, present};
 use super::schema::{LsnText, TimeText, TrueOnly};
 use super::{AppState, blocking};
 use crate::mount::{MountError, MountInfo, MountSpec};
+use crate::views::TimeAnswerView;
 
 /// The body of a mount: where, and which state (at most one of `lsn` and `timestamp`;
 /// either makes the mount read-only).
@@ -49,6 +50,9 @@ pub(crate) struct MountView {
     read_only: bool,
     /// The LSN a read-only mount shows.
     lsn: Option<String>,
+    /// For a mount at a `timestamp`: the time asked for and the commit it snapped to, as
+    /// a branch at a time reports it; `null` otherwise.
+    snap: Option<TimeAnswerView>,
 }
 
 impl MountView {
@@ -58,6 +62,7 @@ impl MountView {
             path: info.path.display().to_string(),
             read_only: info.read_only,
             lsn: info.lsn.map(|lsn| lsn.to_string()),
+            snap: info.snap.as_ref().map(TimeAnswerView::of),
         }
     }
 }
