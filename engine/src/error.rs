@@ -116,6 +116,24 @@ pub enum EngineError {
         /// Where the usable history starts.
         start: Lsn,
     },
+    /// A branch point (or restore source) asked for by time on a branch whose last commit
+    /// at or before that time is in its ancestors' history, below the branch's own start:
+    /// `LsnBelowBranchStart`, naming the time asked for.
+    #[error(
+        "branch {branch:?} cannot be branched from at time {requested}: the last commit at or \
+         before it is at LSN {lsn}, below {start}, where branch {branch:?} starts (its branch \
+         point); branch from an ancestor for older states"
+    )]
+    TimeBelowBranchStart {
+        /// The branch the time was asked of.
+        branch: String,
+        /// The time asked for.
+        requested: Timestamp,
+        /// The LSN the time resolved to.
+        lsn: Lsn,
+        /// Where the branch starts.
+        start: Lsn,
+    },
     /// A time before the first commit the branch can see.
     #[error(
         "time {requested} is before the history of branch {branch:?}, which starts at {earliest}"

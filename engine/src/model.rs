@@ -110,7 +110,9 @@ impl Refusal {
             EngineError::PatchOutOfBounds { .. } => Refusal::PatchOutOfBounds,
             EngineError::PatchOnMissingPage { .. } => Refusal::PatchOnMissingPage,
             EngineError::LsnPastHead { .. } => Refusal::LsnPastHead,
-            EngineError::LsnBelowBranchStart { .. } => Refusal::LsnBelowBranchStart,
+            EngineError::LsnBelowBranchStart { .. } | EngineError::TimeBelowBranchStart { .. } => {
+                Refusal::LsnBelowBranchStart
+            }
             EngineError::TimeBeforeHistory { .. } => Refusal::TimeBeforeHistory,
             EngineError::HasChildren { .. } => Refusal::HasChildren,
             EngineError::BranchExpired { .. } => Refusal::BranchExpired,

@@ -95,7 +95,9 @@ impl FromStr for Timestamp {
     type Err = ParseTimestampError;
 
     /// Exactly `YYYY-MM-DDTHH:MM:SS[.F]Z` (or `+00:00`), a real date from 1970 on, up to
-    /// nine fraction digits, seconds up to 60. Nothing may follow.
+    /// nine fraction digits, seconds up to 59. Nothing may follow. A leap second (`:60`) is
+    /// refused: the store's times have no instant for it (the parser would fold it back to
+    /// `:59`, before times a client sent earlier at `:59.5`).
     fn from_str(input: &str) -> Result<Timestamp, ParseTimestampError> {
         let refused = |reason: String| ParseTimestampError {
             input: input.to_owned(),
@@ -103,6 +105,11 @@ impl FromStr for Timestamp {
         };
         if !is_rfc3339_utc_shape(input) {
             return Err(refused("timestamp format is invalid".to_owned()));
+        }
+        if input.get(17..19) == Some("60") {
+            return Err(refused(
+                "second 60, a leap second, has no instant of its own here: give :59.999999 or the next minute".to_owned(),
+            ));
         }
         humantime::parse_rfc3339(input)
             .map(Timestamp::from_system_time)

@@ -527,3 +527,80 @@ fn a_full_disk_is_insufficient_storage_naming_the_file() {
     );
     server.terminate();
 }
+
+/// Found by a review of the HTTP API, each refused now, naming what was wrong, with
+/// nothing changed: a leap second (`:60`) was folded back to `:59`, so it snapped before a
+/// commit at `:59.2`; a branch named like a resource (`projects/p/branches/zz`) was
+/// shadowed by the branch that form names; `no_expiry: false` on a create meant nothing
+/// (and counted as an expiry given); a branch point by time below a branch's own start
+/// was refused as an LSN the request never named.
+#[test]
+fn regression_review_refusals_name_what_was_wrong_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_victim(dir.path(), &[]);
+    let main_page = server.get(&format!("{B}/main/pages/1/0"));
+    let main_commit_time = main_page.commit_time.clone().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    server
+        .put_page(&format!("{B}/main/pages/1/5"), &[5; 8192])
+        .expect(200);
+    server
+        .post(B, r#"{"branch_id": "late", "spec": {"no_expiry": true}}"#)
+        .expect(201);
+    let before = observable(&server);
+    let late_listed = server.get(&format!("{B}/late")).expect(200);
+
+    let bad_requests = [
+        (
+            "POST",
+            B.to_owned(),
+            r#"{"branch_id": "projects/p/branches/zz"}"#.to_owned(),
+            "branch_id",
+        ),
+        (
+            "POST",
+            format!("{B}/victim/rename"),
+            r#"{"new_branch_id": "projects/q/branches/main"}"#.to_owned(),
+            "new_branch_id",
+        ),
+        (
+            "POST",
+            format!("{B}/victim/restore"),
+            r#"{"backup_name": "projects/p/branches/b"}"#.to_owned(),
+            "backup_name",
+        ),
+        (
+            "POST",
+            B.to_owned(),
+            r#"{"branch_id": "x", "spec": {"no_expiry": false}}"#.to_owned(),
+            "no_expiry",
+        ),
+        (
+            "POST",
+            B.to_owned(),
+            r#"{"branch_id": "x", "spec": {"source_branch_time": "2026-12-05T23:39:60Z"}}"#
+                .to_owned(),
+            "leap second",
+        ),
+    ];
+    for (method, path, body, named) in bad_requests {
+        let message = server
+            .send(method, &path, &body)
+            .expect_error(400, "invalid_request");
+        assert!(message.contains(named), "{body}: {message}");
+        assert_eq!(observable(&server), before, "{method} {path} {body}");
+    }
+    server
+        .get(&format!(
+            "{B}/victim/lsn_by_timestamp?timestamp=2026-12-05T23:39:60.5Z"
+        ))
+        .expect_error(400, "invalid_request");
+
+    let body = json!({"branch_id": "y", "spec": {"source_branch": "late",
+        "source_branch_time": main_commit_time}})
+    .to_string();
+    let message = server.post(B, &body).expect_error(422, "invalid_time");
+    assert!(message.contains(&main_commit_time), "{message}");
+    assert_eq!(observable(&server), before);
+    assert_eq!(server.get(&format!("{B}/late")).expect(200), late_listed);
+}

@@ -496,3 +496,46 @@ fn regression_a_pitr_window_longer_than_a_store_keeps_is_refused_not_shortened()
         Some(MAX_PITR_WINDOW)
     );
 }
+
+/// Found by a review: a branch point asked for by time on a child, before the child's own
+/// branch point, was refused as an LSN the request never named. It is refused as
+/// before (the model's `LsnBelowBranchStart`), naming the time, the LSN it resolved to and
+/// the child's start.
+#[test]
+fn regression_a_branch_point_by_time_below_the_branchs_start_names_the_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, clock) = engine_config(SyncMode::Always);
+    let store = Store::create(dir.path(), config).unwrap();
+    let first = store
+        .commit("main", vec![(K, Update::Image(page_of(1)))])
+        .unwrap();
+    clock.advance(Duration::from_secs(10));
+    let second = store
+        .commit("main", vec![(K, Update::Image(page_of(2)))])
+        .unwrap();
+    store
+        .create_branch(
+            "child",
+            "main",
+            At::Lsn(second.lsn),
+            BranchOptions::default(),
+        )
+        .unwrap();
+    let between = first.time.saturating_add(Duration::from_secs(5));
+    let error = store
+        .create_branch("x", "child", At::Time(between), BranchOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(&error, EngineError::TimeBelowBranchStart { branch, requested, lsn, start }
+            if branch == "child" && *requested == between && *lsn == first.lsn && *start == second.lsn),
+        "{error:?}"
+    );
+    assert_eq!(
+        pagefork_engine::model::Refusal::of(&error),
+        Some(pagefork_engine::model::Refusal::LsnBelowBranchStart)
+    );
+    let message = error.to_string();
+    assert!(message.contains(&between.to_string()), "{message}");
+    assert!(message.contains(&first.lsn.to_string()), "{message}");
+    assert!(store.branch_info("x").is_err(), "nothing was made");
+}

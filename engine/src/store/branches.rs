@@ -258,10 +258,18 @@ impl StoreInner {
         let (lsn, answer) = self.resolve_at(parent, at)?;
         let start = parent.start();
         if lsn < start {
-            return Err(EngineError::LsnBelowBranchStart {
-                branch: parent.name(),
-                lsn,
-                start,
+            return Err(match &answer {
+                Some(answer) => EngineError::TimeBelowBranchStart {
+                    branch: parent.name(),
+                    requested: answer.requested,
+                    lsn,
+                    start,
+                },
+                None => EngineError::LsnBelowBranchStart {
+                    branch: parent.name(),
+                    lsn,
+                    start,
+                },
             });
         }
         Ok((lsn, answer))

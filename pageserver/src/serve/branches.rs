@@ -151,6 +151,7 @@ pub(crate) async fn create(
         ));
     }
     let name = body.branch_id;
+    params::new_branch_name("branch_id", &name)?;
     let project_name = project.clone();
     let mounts = std::sync::Arc::clone(&state.mounts);
     let endpoints = std::sync::Arc::clone(&state.endpoints);
@@ -338,11 +339,10 @@ pub(crate) async fn update(
     let Path((project, branch)) = path?;
     let Json(UpdateBranch { spec }) = body?;
     let store = state.projects.get(&project)?;
-    let no_expiry = params::only_true("spec.no_expiry", spec.no_expiry)?;
     let expiry = params::expiry(
         spec.ttl.as_deref(),
         spec.expire_time.as_deref(),
-        no_expiry.then_some(true),
+        spec.no_expiry,
     )?;
     let window = match spec.pitr_window.as_deref() {
         Some("default") => Some(None),
@@ -512,7 +512,10 @@ pub(crate) async fn restore(
                 "give at most one of backup_name and no_backup",
             ));
         }
-        (Some(name), false) => Backup::Named(name),
+        (Some(name), false) => {
+            params::new_branch_name("backup_name", &name)?;
+            Backup::Named(name)
+        }
         (None, true) => Backup::Skip,
         (None, false) => Backup::Default,
     };
@@ -551,6 +554,7 @@ pub(crate) async fn rename(
 ) -> Result<Json<BranchResource>, ApiError> {
     let Path((project, branch)) = path?;
     let Json(body) = body?;
+    params::new_branch_name("new_branch_id", &body.new_branch_id)?;
     let store = state.projects.get(&project)?;
     let target = (state.clone(), project.clone());
     let info = blocking(move || {

@@ -72,6 +72,10 @@ impl From<EngineError> for ApiError {
     fn from(error: EngineError) -> ApiError {
         let message = error.to_string();
         let (status, code) = match Refusal::of(&error) {
+            // Refused as the LSN it resolved to is, but the request named a time.
+            _ if matches!(error, EngineError::TimeBelowBranchStart { .. }) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_time")
+            }
             Some(Refusal::UnknownBranch) => (StatusCode::NOT_FOUND, "branch_not_found"),
             Some(Refusal::BranchExists) => (StatusCode::CONFLICT, "branch_exists"),
             Some(Refusal::HasChildren) => (StatusCode::CONFLICT, "has_children"),

@@ -141,8 +141,9 @@ async fn serve(state: AppState, listener: std::net::TcpListener) -> anyhow::Resu
         .local_addr()
         .context("cannot read the listening address")?;
     let count = state.projects.list().len();
+    let noun = if count == 1 { "project" } else { "projects" };
     crate::output::line(format_args!(
-        "pagefork listening on http://{address} ({count} projects)"
+        "pagefork listening on http://{address} ({count} {noun})"
     ))?;
     tracing::info!(%address, projects = count, "serving");
     let timeouts = state.options.timeouts;
