@@ -291,10 +291,24 @@ fn errors_are_one_line_exit_non_zero_and_change_nothing() {
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         assert_eq!(state(&store), before, "{args:?} changed the store");
     }
-    // No store at all.
-    let output = pagefork(&dir.path().join("nothing"), &["branch", "list"]);
-    assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("no pagefork store"));
+    // No store at all: a mistyped directory is an error, not an empty list, and nothing
+    // is made there.
+    let nothing = dir.path().join("nothing");
+    let no_store: [&[&str]; 3] = [
+        &["branch", "list"],
+        &["endpoint", "list"],
+        &["endpoint", "stop", "main"],
+    ];
+    for args in no_store {
+        let output = pagefork(&nothing, args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("no pagefork store") && stderr.contains("pagefork.meta is missing"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!nothing.exists(), "{args:?} made the directory");
+    }
 }
 
 #[test]

@@ -413,6 +413,12 @@ impl Store {
         Ok(store)
     }
 
+    /// Whether `dir` holds a store, without opening it (its lock may be another process's):
+    /// `NotAStore` when it holds none, or the error reading its metadata file names.
+    pub fn check_is_store(dir: impl AsRef<Path>) -> Result<()> {
+        read_meta(&StdFileSystem, dir.as_ref()).map(|_| ())
+    }
+
     /// Opens the store in `dir` with the default configuration (its own page size,
     /// `SyncMode::Always`, the system clock), replaying its WAL.
     pub fn open(dir: impl AsRef<Path>) -> Result<Store> {

@@ -192,6 +192,8 @@ pub(crate) fn init_postgres(store: &Store, spec: &EndpointSpec) -> Result<String
 
 /// `pagefork endpoint list`: the endpoints foreground commands run on this store.
 pub(crate) fn list(data_dir: &Path, json: bool) -> Result<()> {
+    // Not opened: a foreground start holds it. A mistyped directory is not an empty list.
+    Store::check_is_store(data_dir)?;
     let running = super::runfile::list(data_dir)?;
     if json {
         let views: Vec<&EndpointView> = running.iter().map(|record| &record.endpoint).collect();
@@ -219,6 +221,7 @@ pub(crate) fn list(data_dir: &Path, json: bool) -> Result<()> {
 
 /// `pagefork endpoint stop BRANCH`: has the command running it stop and waits.
 pub(crate) fn stop(data_dir: &Path, branch: &str, json: bool) -> Result<()> {
+    Store::check_is_store(data_dir)?;
     let record = super::runfile::stop(data_dir, branch)?;
     if json {
         out!("{}", to_json(&record.endpoint));
