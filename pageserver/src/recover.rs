@@ -2,7 +2,7 @@
 //! dropped a torn WAL tail.
 //!
 //! Without `--salvage` nothing changes on disk: the store is read as an open would read it
-//! (`Store::check_open`), strictly, and if that fails, once more as a salvage would, so the
+//! (its `pagefork.remote`, if it has one, then `Store::check_open`), strictly, and if that fails, once more as a salvage would, so the
 //! answer says what is damaged and exactly what salvage would discard. With `--salvage` the
 //! log is cut at its last good record and the store opened: never silently, the report
 //! names the damage, the LSN the log now ends at, and what went.
@@ -24,6 +24,23 @@ pub(crate) fn run(dir: &Path, salvage: bool, json: bool) -> Result<i32> {
         wal_recovery: RecoveryMode::SalvageToLastGood,
         ..strict.clone()
     };
+    // Every command opens the store through the bucket its `pagefork.remote` names (its
+    // evicted layers are read back from there): a damaged record stops them all, so it is
+    // damage here too, which cutting the log cannot mend.
+    if let Err(error) = pagefork_remote::recorded_location(dir) {
+        let damage = format!("{error:#}");
+        let summary = "salvage cannot help: restore pagefork.remote (it names the bucket \
+                       that holds this store's copy and evicted layers)";
+        if json {
+            out!(
+                "{}",
+                json!({"status": "unsalvageable", "damage": damage, "salvage": summary})
+            );
+        } else {
+            out!("damaged: {damage}\n{summary}");
+        }
+        return Ok(EXIT_DAMAGED);
+    }
     let damage = match Store::check_open(dir, strict) {
         Ok(report) => {
             print_answer(

@@ -245,3 +245,32 @@ fn put_page(dir: &Path) -> String {
     ));
     out["lsn"].as_str().unwrap().to_owned()
 }
+
+/// Found by a review: with its `pagefork.remote` damaged every command refused the store,
+/// while `recover` said it opened and there was nothing to salvage. Now `recover` (with or
+/// without `--salvage`) says it is damaged, naming the file, exits 1 and changes nothing.
+#[test]
+fn regression_recover_reports_a_damaged_remote_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    ok_json(pagefork(
+        &dir,
+        &["--json", "init", "--page-size", &PAGE_SIZE.to_string()],
+    ));
+    put(&dir, "main", 1, 0, 1);
+    std::fs::write(dir.join("pagefork.remote"), b"not a record").unwrap();
+    let refused = pagefork(&dir, &["branch", "list"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let before = tree_snapshot(&dir);
+    for args in [&["--json", "recover"][..], &["--json", "recover", "--salvage"]] {
+        let answer = pagefork(&dir, args);
+        assert_eq!(answer.status.code(), Some(1), "{args:?}");
+        let answer: Value = serde_json::from_slice(&answer.stdout).unwrap();
+        assert_eq!(answer["status"], "unsalvageable", "{answer}");
+        assert!(
+            answer["damage"].as_str().unwrap().contains("pagefork.remote"),
+            "{answer}"
+        );
+        assert_eq!(before, tree_snapshot(&dir), "{args:?} changed the store");
+    }
+}

@@ -209,6 +209,11 @@ fn salvage_mode_keeps_the_records_before_the_damage_and_says_so() {
     let (wal, report) = Wal::open(dir.path(), salvage).unwrap();
     assert_eq!(report.records, 1);
     assert_eq!(report.end, start);
+    // Every valid record after the damaged one is counted as dropped, not only those
+    // before the first that proves the damage was durable (a review found salvage saying
+    // "0 whole records" while it discarded two acknowledged commits).
+    let tail = report.dropped_tail.as_ref().expect("the tail is reported");
+    assert_eq!(tail.records, 3, "records 2, 3 and 4 are dropped");
     let damage = report.salvaged_corruption.expect("salvage is reported");
     assert!(damage.contains(&start.to_string()), "{damage}");
     assert_eq!(wal.read_from(wal.oldest_lsn()).unwrap().count(), 1);

@@ -560,14 +560,14 @@ struct ProofOfSync {
 
 /// What lies after the first bad frame.
 struct LaterFrames {
-    /// Valid records after it.
+    /// Valid records after it, all of them (salvage drops them all).
     records: u64,
     /// The first valid frame whose "synced through" covers the bad frame, if any.
     proof_of_sync: Option<ProofOfSync>,
 }
 
 /// Looks at every aligned position after `bad` for frames that pass all checks, counting
-/// the records and stopping at the first frame that proves `bad` was durable.
+/// the records and noting the first frame that proves `bad` was durable.
 fn valid_frames_after(
     segments: &[Segment],
     bad: &BadFrame,
@@ -607,12 +607,13 @@ fn valid_frames_after(
             match check_frame_at(data, offset, segment.start, salt) {
                 FrameCheck::Invalid => offset += FRAME_ALIGNMENT,
                 FrameCheck::Valid(frame) => {
-                    if frame.synced_through() > bad.lsn {
+                    // Counting goes on past the proof: salvage drops every record after
+                    // the damage, and its report must say how many.
+                    if frame.synced_through() > bad.lsn && later.proof_of_sync.is_none() {
                         later.proof_of_sync = Some(ProofOfSync {
                             frame: start,
                             synced_through: frame.synced_through(),
                         });
-                        return Ok(later);
                     }
                     if matches!(frame, Frame::Record { .. }) {
                         later.records += 1;
