@@ -262,13 +262,19 @@ fn regression_recover_reports_a_damaged_remote_record() {
     let refused = pagefork(&dir, &["branch", "list"]);
     assert_eq!(refused.status.code(), Some(1));
     let before = tree_snapshot(&dir);
-    for args in [&["--json", "recover"][..], &["--json", "recover", "--salvage"]] {
+    for args in [
+        &["--json", "recover"][..],
+        &["--json", "recover", "--salvage"],
+    ] {
         let answer = pagefork(&dir, args);
         assert_eq!(answer.status.code(), Some(1), "{args:?}");
         let answer: Value = serde_json::from_slice(&answer.stdout).unwrap();
         assert_eq!(answer["status"], "unsalvageable", "{answer}");
         assert!(
-            answer["damage"].as_str().unwrap().contains("pagefork.remote"),
+            answer["damage"]
+                .as_str()
+                .unwrap()
+                .contains("pagefork.remote"),
             "{answer}"
         );
         assert_eq!(before, tree_snapshot(&dir), "{args:?} changed the store");

@@ -604,3 +604,49 @@ fn regression_review_refusals_name_what_was_wrong_and_change_nothing() {
     assert_eq!(observable(&server), before);
     assert_eq!(server.get(&format!("{B}/late")).expect(200), late_listed);
 }
+
+/// Found by a review: one project that could not be opened stopped the server, leaving
+/// every other project offline. Now the server starts, serves the others, answers 503
+/// `project_unavailable` (naming the damage and `pagefork recover`) for that one, lists it
+/// apart, refuses to create it again, and changes nothing of it.
+#[test]
+fn regression_a_damaged_project_is_unavailable_and_the_others_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_victim(dir.path(), &[]);
+    server
+        .post("/v1/projects", r#"{"project_id": "bad"}"#)
+        .expect(201);
+    assert!(server.terminate().success());
+    let bad = dir.path().join("projects/bad");
+    let meta = bad.join("pagefork.meta");
+    let mut bytes = std::fs::read(&meta).unwrap();
+    bytes[4] ^= 0xFF;
+    std::fs::write(&meta, &bytes).unwrap();
+    let before = pagefork_tests::tree_snapshot(&bad);
+
+    let server = Server::start(dir.path(), &[]);
+    let listed = server.get("/v1/projects").expect(200);
+    assert_eq!(listed["projects"][0]["project_id"], "p", "{listed}");
+    assert_eq!(listed["projects"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["unavailable"][0]["project_id"], "bad", "{listed}");
+    let message = server
+        .get("/v1/projects/bad/branches")
+        .expect_error(503, "project_unavailable");
+    assert!(
+        message.contains("pagefork.meta") && message.contains("recover"),
+        "{message}"
+    );
+    server
+        .post("/v1/projects", r#"{"project_id": "bad"}"#)
+        .expect_error(409, "project_exists");
+    server.get(&format!("{B}/victim")).expect(200);
+    server
+        .put_page(&format!("{B}/victim/pages/1/2"), &[3; 8192])
+        .expect(200);
+    assert!(server.terminate().success());
+    assert_eq!(
+        pagefork_tests::tree_snapshot(&bad),
+        before,
+        "nothing of it changed"
+    );
+}

@@ -84,6 +84,17 @@ impl ProjectView {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ProjectList {
     projects: Vec<ProjectView>,
+    /// Projects whose store could not be opened when the server started (every request
+    /// naming one answers 503 `project_unavailable`), with the reason.
+    unavailable: Vec<UnavailableProject>,
+}
+
+/// A project the server could not open.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct UnavailableProject {
+    project_id: String,
+    /// Why, and what to do.
+    reason: String,
 }
 
 /// `GET /v1/projects`.
@@ -98,7 +109,19 @@ pub(crate) async fn list_projects(State(state): State<AppState>) -> Json<Project
         .iter()
         .map(|(name, store)| ProjectView::of(name, store))
         .collect();
-    Json(ProjectList { projects })
+    let unavailable = state
+        .projects
+        .unavailable()
+        .iter()
+        .map(|(name, reason)| UnavailableProject {
+            project_id: name.clone(),
+            reason: reason.clone(),
+        })
+        .collect();
+    Json(ProjectList {
+        projects,
+        unavailable,
+    })
 }
 
 /// The body of a project create.

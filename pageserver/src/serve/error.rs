@@ -58,6 +58,15 @@ impl ApiError {
         }
     }
 
+    /// Something the server has but cannot use now (503).
+    pub(crate) fn unavailable(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code,
+            message: message.into(),
+        }
+    }
+
     /// A fault of the server, not of the request (500).
     pub(crate) fn internal(message: impl Into<String>) -> ApiError {
         ApiError {

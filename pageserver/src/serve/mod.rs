@@ -142,8 +142,12 @@ async fn serve(state: AppState, listener: std::net::TcpListener) -> anyhow::Resu
         .context("cannot read the listening address")?;
     let count = state.projects.list().len();
     let noun = if count == 1 { "project" } else { "projects" };
+    let unavailable = match state.projects.unavailable().len() {
+        0 => String::new(),
+        n => format!("; {n} unavailable, see GET /v1/projects"),
+    };
     crate::output::line(format_args!(
-        "pagefork listening on http://{address} ({count} {noun})"
+        "pagefork listening on http://{address} ({count} {noun}{unavailable})"
     ))?;
     tracing::info!(%address, projects = count, "serving");
     let timeouts = state.options.timeouts;

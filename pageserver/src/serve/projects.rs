@@ -1,14 +1,18 @@
 //! The projects a server serves: one store per project, each in its own data directory
-//! `<root>/projects/<project>`. Every store found there is opened at startup (a store
-//! that cannot be opened stops the server from starting, rather than being skipped), and
-//! projects created over the API are created and opened here.
+//! `<root>/projects/<project>`. Every store found there is opened at startup, and projects
+//! created over the API are created and opened here. A store that cannot be opened (damage,
+//! a lock another process holds) keeps its name but is *unavailable*: every request naming
+//! it answers 503 `project_unavailable` with the reason, the listing names it apart, and
+//! the other projects are served as usual (one damaged project does not take the rest
+//! offline).
 //!
 //! With `--remote`, each store opens (or is created) with a layer cache reading evicted
 //! layer files back from the project's location (`--local-cache-bytes` is its budget);
 //! without it, a store whose `pagefork.remote` records a location opens with one too.
 //!
-//! Invariant: a project's name maps to at most one open store, and its directory is only
-//! ever created by `create` under the registry's lock.
+//! Invariant: a project's name maps to at most one open store, or to the reason it could
+//! not be opened, never both; its directory is only ever created by `create` under the
+//! registry's lock.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +38,8 @@ pub(crate) struct Projects {
     root: PathBuf,
     remote: Option<RemoteOptions>,
     stores: RwLock<BTreeMap<String, Store>>,
+    /// Projects whose store could not be opened at start, and why.
+    unavailable: BTreeMap<String, String>,
     /// The layer source each store opened with, if any.
     layer_sources: RwLock<BTreeMap<String, Arc<RemoteLayers>>>,
     /// Serializes project creation.
@@ -51,6 +57,7 @@ impl Projects {
         create_dir_all_durably(&StdFileSystem, &dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let mut stores = BTreeMap::new();
+        let mut unavailable = BTreeMap::new();
         let mut layer_sources = BTreeMap::new();
         let entries =
             std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
@@ -80,9 +87,13 @@ impl Projects {
                     continue;
                 }
                 Err(error) => {
-                    return Err(error).with_context(|| {
-                        format!("cannot open project {name:?} in {}", entry.path().display())
-                    });
+                    let why = format!(
+                        "project {name:?} cannot be opened ({error:#}): stop the server and run `pagefork --data-dir {} recover`",
+                        entry.path().display()
+                    );
+                    tracing::error!(project = %name, "{why}");
+                    unavailable.insert(name, why);
+                    continue;
                 }
             };
             if let Some(source) = source {
@@ -94,6 +105,7 @@ impl Projects {
             root: dir,
             remote: remote.cloned(),
             stores: RwLock::new(stores),
+            unavailable,
             layer_sources: RwLock::new(layer_sources),
             creating: Mutex::new(()),
         }))
@@ -101,12 +113,21 @@ impl Projects {
 
     /// The store of `project`.
     pub(crate) fn get(&self, project: &str) -> Result<Store, ApiError> {
-        self.stores.read().get(project).cloned().ok_or_else(|| {
-            ApiError::not_found(
+        if let Some(store) = self.stores.read().get(project) {
+            return Ok(store.clone());
+        }
+        Err(match self.unavailable.get(project) {
+            Some(why) => ApiError::unavailable("project_unavailable", why.clone()),
+            None => ApiError::not_found(
                 "project_not_found",
                 format!("no project named {}", quoted(project)),
-            )
+            ),
         })
+    }
+
+    /// The projects whose store could not be opened at start, and why, in name order.
+    pub(crate) fn unavailable(&self) -> &BTreeMap<String, String> {
+        &self.unavailable
     }
 
     /// Project names and their stores, in name order.
@@ -122,7 +143,7 @@ impl Projects {
     pub(crate) fn create(&self, project: &str, page_size: usize) -> Result<Store, ApiError> {
         validate_project_name(project)?;
         let _creating = self.creating.lock();
-        if self.stores.read().contains_key(project) {
+        if self.stores.read().contains_key(project) || self.unavailable.contains_key(project) {
             return Err(ApiError::conflict(
                 "project_exists",
                 format!("a project named {project:?} already exists"),
