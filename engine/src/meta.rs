@@ -72,23 +72,33 @@ impl StoreMeta {
             }
             u32::from_le_bytes(word)
         };
+        if bytes.get(0..8) != Some(&MAGIC[..]) {
+            return Err(corrupt(0, "bad magic: not a pagefork store metadata file"));
+        }
+        // The version says how long the file is: checked first, so a version this build
+        // does not read is named as such, not as a wrong length.
         let version = field(8..12);
+        if version != 1 && version != FORMAT_VERSION {
+            return Err(corrupt(
+                8,
+                &format!(
+                    "format version {version}: this build reads versions 1 and {FORMAT_VERSION} (a newer pagefork wrote it, or the field is damaged)"
+                ),
+            ));
+        }
         let len = if version == 1 { META_V1_LEN } else { META_LEN };
         if bytes.len() != len {
             return Err(corrupt(
                 0,
-                &format!("{} bytes, expected {len}", bytes.len()),
+                &format!(
+                    "{} bytes, expected {len} for format version {version}",
+                    bytes.len()
+                ),
             ));
-        }
-        if bytes.get(0..8) != Some(&MAGIC[..]) {
-            return Err(corrupt(0, "bad magic: not a pagefork store metadata file"));
         }
         let crc_at = len - 4;
         if crc32fast::hash(bytes.get(0..crc_at).unwrap_or_default()) != field(crc_at..len) {
             return Err(corrupt(crc_at as u64, "checksum mismatch"));
-        }
-        if version != 1 && version != FORMAT_VERSION {
-            return Err(corrupt(8, &format!("unsupported format version {version}")));
         }
         let backend = if version == 1 {
             Backend::Native
@@ -129,6 +139,11 @@ mod tests {
                 assert!(StoreMeta::decode(&flipped, path).is_err(), "bit {bit}");
             }
             assert!(StoreMeta::decode(&bytes[..10], path).is_err());
+            // Found by a review: a damaged version was reported as a wrong length.
+            let mut version = bytes.clone();
+            version[10] ^= 0xFF;
+            let message = StoreMeta::decode(&version, path).unwrap_err().to_string();
+            assert!(message.contains("format version"), "{message}");
         }
     }
 

@@ -78,12 +78,9 @@ pub(crate) fn run(dir: &Path, salvage: bool, json: bool) -> Result<i32> {
         }
         return Ok(EXIT_DAMAGED);
     }
-    let store = Store::open_with(dir, salvaging).with_context(|| {
-        format!(
-            "salvage cannot open the store in {} ({damage})",
-            dir.display()
-        )
-    })?;
+    // The cause follows once, after the context (it is the damage found above).
+    let store = Store::open_with(dir, salvaging)
+        .with_context(|| format!("salvage cannot open the store in {}", dir.display()))?;
     let report = store
         .recovery()
         .cloned()

@@ -388,7 +388,12 @@ pub(crate) fn decode_block_at(block: Bytes, entry: &IndexEntry) -> Result<Update
             bytes: payload,
         }),
         Some(3) if len == 0 => Ok(Update::Drop),
-        other => Err(error(base + 16, format!("unknown update tag {other:?}"))),
+        Some(3) => Err(error(
+            base + 16,
+            format!("a drop (update tag 3) with a {len}-byte payload; a drop has none"),
+        )),
+        Some(tag) => Err(error(base + 16, format!("unknown update tag {tag}"))),
+        None => Err(error(base + 16, "data block header runs past the data")),
     }
 }
 
