@@ -137,6 +137,10 @@ mod absent {
             match *self {}
         }
 
+        pub(crate) fn keys_in(&self, _: BranchId, _: Key, _: Key, _: Lsn) -> Result<Vec<Key>> {
+            match *self {}
+        }
+
         pub(crate) fn key_bounds(&self, _: BranchId) -> Result<Option<(Key, Key)>> {
             match *self {}
         }

@@ -321,6 +321,33 @@ impl RocksVersions {
         Ok(keys)
     }
 
+    /// Keys of `branch` in `first..=last` with a version at or below `up_to`, in key order:
+    /// a seek to `first`, then the versions of the keys in the range.
+    pub(crate) fn keys_in(
+        &self,
+        branch: BranchId,
+        first: Key,
+        last: Key,
+        up_to: Lsn,
+    ) -> Result<Vec<Key>> {
+        let prefix = branch.0.to_be_bytes();
+        let mut iter = self.iter_prefix(VERSIONS_CF, &prefix, false)?;
+        iter.seek(version_key(branch, first, Lsn(u64::MAX)));
+        let mut keys: Vec<Key> = Vec::new();
+        while let Some((bytes, _)) = iter.item() {
+            let (_, key, lsn) = self.version_key_of(bytes)?;
+            if key > last {
+                break;
+            }
+            if lsn <= up_to && keys.last() != Some(&key) {
+                keys.push(key);
+            }
+            iter.next();
+        }
+        self.check_iter(&iter)?;
+        Ok(keys)
+    }
+
     /// The first and last key of `branch` that have versions, if any.
     pub(crate) fn key_bounds(&self, branch: BranchId) -> Result<Option<(Key, Key)>> {
         let prefix = branch.0.to_be_bytes();

@@ -322,7 +322,7 @@ pub struct OpLimits {
     pub max_write: u64,
     /// The tree's page size (offsets cluster around its boundaries).
     pub page_size: u64,
-    /// Per mille of writes and truncations that reach past 4 GiB.
+    /// Per mille of writes and truncations that reach past 4 GiB (some to 64 GiB and 1 TiB).
     pub far_per_mille: u64,
     /// Only names a path can carry (no `/`, not `..`): for operations made through the
     /// kernel, which resolves those itself.
@@ -351,7 +351,15 @@ pub fn random_op(rng: &mut TestRng, model: &Model, limits: OpLimits) -> FileOp {
     let name = random_name(rng, limits.path_names_only);
     let offset = |rng: &mut TestRng, size: u64| {
         if rng.chance(limits.far_per_mille) {
-            (4 << 30) + rng.below(3 * limits.page_size)
+            // Past 4 GiB, and sometimes far past it: a truncation or unlink of a file
+            // written at 1 TiB must cost its pages, not its size (found by a review: a
+            // drop per block took minutes; these offsets only went to 4 GiB).
+            let base: u64 = match rng.below(4) {
+                0 => 1 << 40,
+                1 => 1 << 36,
+                _ => 4 << 30,
+            };
+            base + rng.below(3 * limits.page_size)
         } else {
             let page = rng.below(size / limits.page_size + 3) * limits.page_size;
             // Page boundaries, just around them, and anywhere.

@@ -190,3 +190,57 @@ fn rocksdb_keeps_versions_in_its_database_and_reopens_exactly() {
         );
     }
 }
+
+/// `Store::keys_in` lists the keys of a range that have versions the branch's head can
+/// see, its own and its parent's below the branch point, whichever backend holds them
+/// (in memory, flushed, or in RocksDB), at the cost of those versions: a range of 2^32
+/// blocks with three pages in it answers three keys.
+#[test]
+fn keys_in_lists_the_keys_with_versions_in_a_range_on_every_backend() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path(), config(backend)).unwrap();
+        let put = |branch: &str, block: u32, update: Update| {
+            store
+                .commit(branch, vec![(Key::new(7, block), update)])
+                .unwrap();
+        };
+        put("main", 3, Update::Image(page_of(1)));
+        put("main", 1 << 30, Update::Image(page_of(2)));
+        store.checkpoint().unwrap();
+        store
+            .create_branch(
+                "child",
+                "main",
+                At::Latest,
+                pagefork_engine::BranchOptions::default(),
+            )
+            .unwrap();
+        put("main", 9, Update::Image(page_of(3)));
+        put("child", u32::MAX, Update::Image(page_of(4)));
+        put("child", 3, Update::Drop);
+        put("child", 5, Update::Image(page_of(5)));
+        let blocks = |branch: &str, first: u32, last: u32| -> Vec<u32> {
+            store
+                .keys_in(branch, Key::new(7, first), Key::new(7, last))
+                .unwrap()
+                .into_iter()
+                .map(|key| key.block)
+                .collect()
+        };
+        assert_eq!(
+            blocks("child", 0, u32::MAX),
+            [3, 5, 1 << 30, u32::MAX],
+            "{backend}: main's 9 came after the branch point; a dropped key is listed"
+        );
+        assert_eq!(blocks("main", 0, u32::MAX), [3, 9, 1 << 30], "{backend}");
+        assert_eq!(blocks("main", 4, 1 << 30), [9, 1 << 30], "{backend}");
+        assert!(blocks("main", 10, 1000).is_empty(), "{backend}");
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let keys = store
+            .keys_in("child", Key::new(7, 0), Key::new(7, u32::MAX))
+            .unwrap();
+        assert_eq!(keys.len(), 4, "{backend}: after a reopen too");
+    }
+}

@@ -239,7 +239,7 @@ impl StoreInner {
         let Some(lsn) = top.0.checked_sub(1).map(Lsn) else {
             return Ok(false);
         };
-        let keys = self.keys_seen(branch, first, last, lsn);
+        let keys = self.keys_seen(branch, first, last, lsn)?;
         let percent = u64::from(self.settings.image_after_changed_percent);
         if chain.versions.saturating_mul(100) < (keys.len() as u64).saturating_mul(percent) {
             return Ok(false);
@@ -335,10 +335,20 @@ impl StoreInner {
 
     /// Every key in `first..=last` that has some version a read at `lsn` on `branch`
     /// could see: its own, and its ancestors' below each branch point. A superset of the
-    /// pages that exist; the caller reads each.
-    fn keys_seen(&self, branch: &Branch, first: Key, last: Key, lsn: Lsn) -> BTreeSet<Key> {
+    /// pages that exist; the caller reads each. Costs the versions in the range, not its
+    /// size.
+    pub(super) fn keys_seen(
+        &self,
+        branch: &Branch,
+        first: Key,
+        last: Key,
+        lsn: Lsn,
+    ) -> Result<BTreeSet<Key>> {
         let mut keys = BTreeSet::new();
         for (current, lsn) in branch.lineage(lsn) {
+            if let Some(db) = &self.version_db {
+                keys.extend(db.keys_in(current.id, first, last, lsn)?);
+            }
             let state = current.state.read();
             keys.extend(state.open.keys_in(first, last, lsn));
             if let Some((frozen, _)) = &state.frozen {
@@ -351,7 +361,7 @@ impl StoreInner {
                 }
             }
         }
-        keys
+        Ok(keys)
     }
 }
 

@@ -170,6 +170,17 @@ impl Store {
         Ok(())
     }
 
+    /// Every key in `first..=last` with a version a read of `branch` at its head can see
+    /// (its own, and its ancestors' below its branch point), in key order: a superset of
+    /// the pages there (a dropped page's key is listed too). Costs the versions stored in
+    /// the range, not its size: how a file tree finds the pages of a sparse file.
+    pub fn keys_in(&self, branch: &str, first: Key, last: Key) -> Result<Vec<Key>> {
+        let inner = &self.inner;
+        let target = inner.branch(branch)?;
+        let keys = inner.keys_seen(&target, first, last, target.head())?;
+        Ok(keys.into_iter().collect())
+    }
+
     /// Counters since the store was opened.
     pub fn stats(&self) -> StoreStats {
         let inner = &self.inner;

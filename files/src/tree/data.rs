@@ -244,13 +244,13 @@ impl FileTree {
         inode.ctime = now;
         state.put_inode(&mut txn, ino, Some(&inode));
         self.commit(&mut state, txn)?;
-        if let Some((rel, range)) = later {
-            self.drop_pages_later(&mut state, rel, range)?;
+        if let Some((rel, blocks)) = later {
+            self.drop_pages_later(&mut state, rel, &blocks)?;
         }
         Ok(inode.attributes(ino, self.page_size))
     }
 
-    /// Sets `inode`'s size to `size`, adding what it takes to `txn`. Returns pages of a
+    /// Sets `inode`'s size to `size`, adding what it takes to `txn`. Returns the pages of a
     /// relation the file no longer uses, to drop after the commit.
     fn resize(
         &self,
@@ -259,34 +259,39 @@ impl FileTree {
         ino: u32,
         inode: &mut Inode,
         size: u64,
-    ) -> FsResult<Option<(u32, (u32, u32))>> {
+    ) -> FsResult<Option<(u32, Vec<u32>)>> {
         if size >= inode.size {
             inode.size = size;
             return Ok(None);
         }
         let page_size = self.page_size as u64;
         let keep_blocks = u32::try_from(size.div_ceil(page_size)).expect("checked size");
-        if size == 0 && inode.extent_blocks > self.drops_per_commit {
+        let blocks = self.stored_blocks(inode.rel, keep_blocks, inode.extent_blocks)?;
+        if size == 0 && blocks.len() > self.drops_per_commit as usize {
             // Too many pages for one commit: the file moves to a fresh relation at once
             // and the old one's pages go afterwards (nothing can read them meanwhile).
-            let later = Some((inode.rel, (0, inode.extent_blocks)));
+            let later = Some((inode.rel, blocks));
             state.check_room()?;
             inode.rel = state.allocate_rel(txn);
             inode.extent_blocks = 0;
             inode.size = 0;
             return Ok(later);
         }
-        while inode.extent_blocks.saturating_sub(keep_blocks) > self.drops_per_commit {
-            // One step of a big truncation: a whole, smaller file per commit.
-            let step_blocks = inode.extent_blocks - self.drops_per_commit;
+        let mut blocks = blocks.as_slice();
+        while blocks.len() > self.drops_per_commit as usize {
+            // One step of a big truncation: a whole, smaller file per commit (no page at or
+            // above its lowest dropped block is left).
+            let (keep, top) = blocks.split_at(blocks.len() - self.drops_per_commit as usize);
+            let step_blocks = top.first().copied().expect("a step drops pages");
             let mut step = Txn::default();
-            self.drop_pages(&mut step, inode.rel, step_blocks, inode.extent_blocks);
+            self.drop_pages(&mut step, inode.rel, top);
             inode.extent_blocks = step_blocks;
             inode.size = inode.size.min(u64::from(step_blocks) * page_size);
             state.put_inode(&mut step, ino, Some(inode));
             self.commit(state, step)?;
+            blocks = keep;
         }
-        self.drop_pages(txn, inode.rel, keep_blocks, inode.extent_blocks);
+        self.drop_pages(txn, inode.rel, blocks);
         let tail = (size % page_size) as usize;
         let last = keep_blocks.wrapping_sub(1);
         if tail != 0 && last < inode.extent_blocks && self.read_page(inode.rel, last)?.is_some() {

@@ -410,7 +410,8 @@ impl FileTree {
             return self.commit(state, txn);
         }
         state.put_inode(&mut txn, ino, None);
-        let later = self.drop_pages(&mut txn, removed.rel, 0, removed.extent_blocks);
+        let blocks = self.stored_blocks(removed.rel, 0, removed.extent_blocks)?;
+        let later = self.drop_pages(&mut txn, removed.rel, &blocks);
         self.commit(state, txn)?;
         state.mark_free(ino);
         self.drop_pages_later(state, removed.rel, later)
