@@ -529,3 +529,64 @@ fn a_foreground_mount_logs_the_failure_that_poisoned_its_store() {
     assert!(stderr.contains("store poisoned"), "{stderr}");
     assert!(stderr.contains("No space left on device"), "{stderr}");
 }
+
+/// Found by a review: a time before 1970 with a fraction of a second was stored wrong
+/// (fuser turns the kernel's `(secs, nsec)` into `secs - nsec`): `touch -d
+/// '1969-12-31 23:59:58.25'` read back 23:59:57.75. Set on a file and a directory, the
+/// times read back exactly, before and after a remount.
+#[test]
+fn regression_times_before_1970_with_a_fraction_round_trip() {
+    use nix::sys::stat::{UtimensatFlags, utimensat};
+    use nix::sys::time::TimeSpec;
+    use std::os::unix::fs::MetadataExt;
+    let (_root, data, dir, mount) = store_with_main_mounted();
+    std::fs::write(dir.join("old"), b"x").unwrap();
+    std::fs::create_dir(dir.join("older")).unwrap();
+    // (seconds, nanoseconds) as stat gives them: -1.75 s and -2.999999999 s.
+    let (atime, mtime) = ((-2, 250_000_000), (-3, 1));
+    let check = |dir: &Path, when: &str| {
+        for name in ["old", "older"] {
+            let metadata = std::fs::metadata(dir.join(name)).unwrap();
+            assert_eq!(
+                (metadata.atime(), metadata.atime_nsec()),
+                atime,
+                "{name} {when}"
+            );
+            assert_eq!(
+                (metadata.mtime(), metadata.mtime_nsec()),
+                mtime,
+                "{name} {when}"
+            );
+        }
+    };
+    for name in ["old", "older"] {
+        utimensat(
+            nix::fcntl::AT_FDCWD,
+            &dir.join(name),
+            &TimeSpec::new(atime.0, atime.1),
+            &TimeSpec::new(mtime.0, mtime.1),
+            UtimensatFlags::FollowSymlink,
+        )
+        .unwrap();
+    }
+    check(&dir, "as set");
+    assert!(mount.terminate().success());
+    let mount = Mount::start(&data, "main", &dir, &[]);
+    check(&dir, "after a remount");
+    // The earliest time there is: fuser negated its seconds with overflow checks on,
+    // which panicked the request's thread (and hung the caller).
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        &dir.join("old"),
+        &TimeSpec::new(i64::MIN, 0),
+        &TimeSpec::new(i64::MIN, 0),
+        UtimensatFlags::FollowSymlink,
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::metadata(dir.join("old")).unwrap().mtime(),
+        i64::MIN
+    );
+    std::fs::write(dir.join("after"), b"the mount still answers").unwrap();
+    assert!(mount.terminate().success());
+}

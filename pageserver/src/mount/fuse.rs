@@ -198,8 +198,24 @@ fn answer(result: Result<(), FsError>, reply: ReplyEmpty) {
 
 fn file_time(time: TimeOrNow) -> FileTime {
     match time {
-        TimeOrNow::SpecificTime(time) => FileTime::from_system_time(time),
+        TimeOrNow::SpecificTime(time) => kernel_time(time),
         TimeOrNow::Now => FileTime::from_system_time(SystemTime::now()),
+    }
+}
+
+/// The time the kernel sent, from fuser's `SystemTime` of it. For a time before 1970
+/// fuser (0.18) computes `epoch - (-secs s + nsec ns)` where the kernel's fields `(secs,
+/// nsec)` mean `secs s + nsec ns`: 1969-12-31T23:59:58.25 (secs -2, nsec 0.25 s) arrives
+/// as 23:59:57.75. The fields are recovered exactly: how far before the epoch fuser's
+/// time is gives `-secs` whole seconds and `nsec` nanoseconds. `mount_basics` checks
+/// such times round trip through a remount (and fails if fuser ever fixes this).
+fn kernel_time(time: SystemTime) -> FileTime {
+    match SystemTime::UNIX_EPOCH.duration_since(time) {
+        Ok(before) if !before.is_zero() => FileTime {
+            secs: i64::try_from(before.as_secs()).map_or(i64::MIN, |secs| -secs),
+            nanos: before.subsec_nanos(),
+        },
+        _ => FileTime::from_system_time(time),
     }
 }
 

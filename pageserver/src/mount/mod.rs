@@ -223,17 +223,21 @@ impl Mounted {
     }
 
     /// Waits until the mount ends (an `unmount` or an external `umount`), then makes
-    /// everything the tree logged durable.
+    /// everything the tree logged durable: also when the session failed, whose error
+    /// comes after (what was written before it is kept either way).
     pub(crate) fn wait(mut self) -> Result<()> {
-        if let Some(session) = self.session.take() {
-            match session.join() {
-                Ok(result) => result.context("the FUSE session failed")?,
-                Err(_) => bail!("the FUSE session panicked"),
+        let ended = match self.session.take().map(JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(error))) => {
+                Err(anyhow::Error::from(error).context("the FUSE session failed"))
             }
-        }
-        self.tree
+            Some(Err(_)) => Err(anyhow::anyhow!("the FUSE session panicked")),
+        };
+        let synced = self
+            .tree
             .sync()
-            .with_context(|| format!("cannot make branch {:?} durable", self.tree.branch()))
+            .with_context(|| format!("cannot make branch {:?} durable", self.tree.branch()));
+        ended.and(synced)
     }
 }
 
