@@ -531,9 +531,9 @@ fn a_full_disk_is_insufficient_storage_naming_the_file() {
 /// Found by a review of the HTTP API, each refused now, naming what was wrong, with
 /// nothing changed: a leap second (`:60`) was folded back to `:59`, so it snapped before a
 /// commit at `:59.2`; a branch named like a resource (`projects/p/branches/zz`) was
-/// shadowed by the branch that form names; `no_expiry: false` on a create meant nothing
-/// (and counted as an expiry given); a branch point by time below a branch's own start
-/// was refused as an LSN the request never named.
+/// shadowed by the branch that form names; a branch point by time below a branch's own
+/// start was refused as an LSN the request never named. And `no_expiry: false` (which
+/// Lakebase takes) counted as an expiry given beside a `ttl`: now it goes with one.
 #[test]
 fn regression_review_refusals_name_what_was_wrong_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -572,12 +572,6 @@ fn regression_review_refusals_name_what_was_wrong_and_change_nothing() {
         (
             "POST",
             B.to_owned(),
-            r#"{"branch_id": "x", "spec": {"no_expiry": false}}"#.to_owned(),
-            "no_expiry",
-        ),
-        (
-            "POST",
-            B.to_owned(),
             r#"{"branch_id": "x", "spec": {"source_branch_time": "2026-12-05T23:39:60Z"}}"#
                 .to_owned(),
             "leap second",
@@ -596,6 +590,14 @@ fn regression_review_refusals_name_what_was_wrong_and_change_nothing() {
         ))
         .expect_error(400, "invalid_request");
 
+    server
+        .post(
+            B,
+            r#"{"branch_id": "z", "spec": {"no_expiry": false, "ttl": "1h"}}"#,
+        )
+        .expect(201);
+    server.delete(&format!("{B}/z")).expect(200);
+    let before = observable(&server);
     let body = json!({"branch_id": "y", "spec": {"source_branch": "late",
         "source_branch_time": main_commit_time}})
     .to_string();

@@ -12,7 +12,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,8 +40,10 @@ fn start(data: &Path) -> Server {
     Server::start(data, &[])
 }
 
-#[test]
-fn a_served_mount_is_branched_while_sqlite_writes_and_guards_its_branch() {
+/// A server on a new data directory with project `p` and these empty directories in its
+/// mount root: the temporary directory (the test keeps it), the data directory, the
+/// server and the mount root.
+fn server_with_mount_points(points: &[&str]) -> (tempfile::TempDir, PathBuf, Server, PathBuf) {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
     let server = start(&data);
@@ -49,8 +51,15 @@ fn a_served_mount_is_branched_while_sqlite_writes_and_guards_its_branch() {
         .post("/v1/projects", r#"{"project_id": "p"}"#)
         .expect(201);
     let mounts = data.join("mounts");
-    std::fs::create_dir_all(mounts.join("main")).unwrap();
-    std::fs::create_dir_all(mounts.join("copy")).unwrap();
+    for point in points {
+        std::fs::create_dir_all(mounts.join(point)).unwrap();
+    }
+    (root, data, server, mounts)
+}
+
+#[test]
+fn a_served_mount_is_branched_while_sqlite_writes_and_guards_its_branch() {
+    let (_root, data, server, mounts) = server_with_mount_points(&["main", "copy"]);
     let mounted = server
         .post(&format!("{B}/main/mount"), r#"{"path": "main"}"#)
         .expect(201);
@@ -286,16 +295,7 @@ fn a_served_mount_is_branched_while_sqlite_writes_and_guards_its_branch() {
 /// time snapped to: it now does.
 #[test]
 fn regression_a_mounted_branch_outlives_its_expiry_and_a_past_state_mount_its_gc() {
-    let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("data");
-    let server = start(&data);
-    server
-        .post("/v1/projects", r#"{"project_id": "p"}"#)
-        .expect(201);
-    let mounts = data.join("mounts");
-    for dir in ["t1", "w", "ro"] {
-        std::fs::create_dir_all(mounts.join(dir)).unwrap();
-    }
+    let (_root, _data, server, mounts) = server_with_mount_points(&["t1", "w", "ro"]);
     let write = |path: &Path, bytes: &[u8]| {
         let mut file = std::fs::File::create(path).unwrap();
         std::io::Write::write_all(&mut file, bytes).unwrap();
@@ -359,7 +359,10 @@ fn regression_a_mounted_branch_outlives_its_expiry_and_a_past_state_mount_its_gc
             r#"{"spec": {"pitr_window": "1s"}}"#,
         )
         .expect(200);
-    rewrite_while_mounted_is_refused(&server);
+    // Mounted read-only, the branch is still guarded from a second mount.
+    server
+        .post(&format!("{B}/g/mount"), r#"{"path": "w"}"#)
+        .expect_error(409, "branch_mounted");
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let gc = server.post("/v1/projects/p/gc", "{}").expect(200);
     assert!(gc.to_string().contains("the mount at"), "{gc}");
@@ -371,11 +374,4 @@ fn regression_a_mounted_branch_outlives_its_expiry_and_a_past_state_mount_its_gc
     server.delete(&format!("{B}/g/mount")).expect(200);
     server.post("/v1/projects/p/gc", "{}").expect(200);
     server.get(&superblock).expect_error(410, "below_gc_cutoff");
-}
-
-/// A branch mounted read-only is still guarded from writes through the API.
-fn rewrite_while_mounted_is_refused(server: &Server) {
-    server
-        .post(&format!("{B}/g/mount"), r#"{"path": "w"}"#)
-        .expect_error(409, "branch_mounted");
 }

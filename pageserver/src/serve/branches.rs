@@ -339,10 +339,12 @@ pub(crate) async fn update(
     let Path((project, branch)) = path?;
     let Json(UpdateBranch { spec }) = body?;
     let store = state.projects.get(&project)?;
+    // An update refuses `no_expiry: false`: it would change nothing.
+    let no_expiry = params::only_true("spec.no_expiry", spec.no_expiry)?;
     let expiry = params::expiry(
         spec.ttl.as_deref(),
         spec.expire_time.as_deref(),
-        spec.no_expiry,
+        no_expiry.then_some(true),
     )?;
     let window = match spec.pitr_window.as_deref() {
         Some("default") => Some(None),

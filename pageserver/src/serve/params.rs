@@ -286,14 +286,15 @@ where
 }
 
 /// The expiry a body gives with Lakebase's fields (at most one of them): `None` if it
-/// gives none. `no_expiry` is `true` or left out.
+/// gives none. `no_expiry: false` gives none (Lakebase takes it, and answers "Expiration
+/// must be specified" for it when one is required), so it goes with `ttl` or
+/// `expire_time` too.
 pub(crate) fn expiry(
     ttl: Option<&str>,
     expire_time: Option<&str>,
     no_expiry: Option<bool>,
 ) -> Result<Option<Expiry>, ApiError> {
-    // `false` would mean nothing, on a create as on an update: refused, not ignored.
-    let no_expiry = only_true("spec.no_expiry", no_expiry)?;
+    let no_expiry = no_expiry == Some(true);
     let given =
         usize::from(ttl.is_some()) + usize::from(expire_time.is_some()) + usize::from(no_expiry);
     if given > 1 {
