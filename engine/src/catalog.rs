@@ -473,13 +473,18 @@ impl Catalog {
     }
 
     /// The visible, unexpired descendants an expired branch is kept for (hidden
-    /// descendants are looked through); empty if nothing needs it.
-    pub(crate) fn live_descendants(&self, id: BranchId, now: Timestamp) -> Vec<String> {
+    /// descendants are looked through); empty if nothing needs it. `expired` says whether
+    /// a branch has expired (the store's answer counts holds).
+    pub(crate) fn live_descendants(
+        &self,
+        id: BranchId,
+        expired: impl Fn(&Branch) -> bool,
+    ) -> Vec<String> {
         let mut live = Vec::new();
         let mut pending = self.children_of(id);
         while let Some(child) = pending.pop() {
             let meta = child.meta.read().clone();
-            if !meta.hidden && !child.expired(now) {
+            if !meta.hidden && !expired(&child) {
                 live.push(meta.name);
             } else {
                 pending.extend(self.children_of(child.id));

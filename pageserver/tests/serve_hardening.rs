@@ -610,7 +610,8 @@ fn regression_review_refusals_name_what_was_wrong_and_change_nothing() {
 /// Found by a review: one project that could not be opened stopped the server, leaving
 /// every other project offline. Now the server starts, serves the others, answers 503
 /// `project_unavailable` (naming the damage and `pagefork recover`) for that one, lists it
-/// apart, refuses to create it again, and changes nothing of it.
+/// apart, refuses to create it again, and changes nothing of it. A project another
+/// server holds open still stops a second server from starting.
 #[test]
 fn regression_a_damaged_project_is_unavailable_and_the_others_are_served() {
     let dir = tempfile::tempdir().unwrap();
@@ -645,6 +646,29 @@ fn regression_a_damaged_project_is_unavailable_and_the_others_are_served() {
     server
         .put_page(&format!("{B}/victim/pages/1/2"), &[3; 8192])
         .expect(200);
+    // A store another process holds open is not damage: a second server on the same
+    // data directory still refuses to start, naming the lock.
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_pagefork"))
+        .args(["--data-dir", dir.path().to_str().unwrap()])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            second.kill().unwrap();
+            panic!("a second server started on a data directory another one serves");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success() && stderr.contains("locked"), "{stderr}");
     assert!(server.terminate().success());
     assert_eq!(
         pagefork_tests::tree_snapshot(&bad),

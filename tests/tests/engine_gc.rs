@@ -332,7 +332,10 @@ fn regression_gc_never_overwrites_a_listed_layer_file() {
 #[test]
 fn regression_a_held_branch_outlives_its_expiry_and_a_held_state_outlives_gc() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, clock) = config();
+    let (mut config, clock) = config();
+    // No background sweep: each refusal below is the one the call meets.
+    config.housekeeping_thread = false;
+    config.memory_budget_bytes = u64::MAX;
     let store = Store::create(dir.path(), config).unwrap();
     let shown = rewrite_all(&store, "main", 1);
     let ttl = BranchOptions {
@@ -347,6 +350,14 @@ fn regression_a_held_branch_outlives_its_expiry_and_a_held_state_outlives_gc() {
         .create_branch("short", "main", At::Latest, ttl)
         .unwrap();
     let mounted = store.hold("preview", None, "the mount at /m").unwrap();
+    // An expired parent is kept, and listed, for a held child that expired too.
+    store
+        .create_branch("parent", "main", At::Latest, ttl)
+        .unwrap();
+    store
+        .create_branch("kid", "parent", At::Latest, ttl)
+        .unwrap();
+    let kid = store.hold("kid", None, "the mount at /k").unwrap();
     let read_only = store.hold("main", Some(shown), "the mount at /ro").unwrap();
     // Refusals: past the head, and (below) under the cutoff or on an expired branch.
     let (kind, _) = refusal(store.hold("main", Some(Lsn(u64::MAX)), "x"));
@@ -355,8 +366,10 @@ fn regression_a_held_branch_outlives_its_expiry_and_a_held_state_outlives_gc() {
     rewrite_all(&store, "main", 2);
     clock.advance(WINDOW * 2);
     rewrite_all(&store, "main", 3);
-    let swept = store.sweep_expired().unwrap();
-    assert!(!swept.contains(&"preview".to_owned()), "held: not swept");
+    // An expired branch nobody held cannot be held.
+    let (kind, _) = refusal(store.hold("short", None, "x"));
+    assert_eq!(kind, Refusal::BranchExpired);
+    assert_eq!(store.sweep_expired().unwrap(), ["short"], "held: not swept");
     assert_eq!(byte_at(&store, "preview", 5, At::Latest), Some(7));
     rewrite_all(&store, "preview", 8);
     assert_eq!(byte_at(&store, "preview", 5, At::Latest), Some(8));
@@ -365,6 +378,13 @@ fn regression_a_held_branch_outlives_its_expiry_and_a_held_state_outlives_gc() {
             .list_branches()
             .iter()
             .any(|info| info.name == "preview")
+    );
+    assert_eq!(store.branch_info("parent").unwrap().kept_for, ["kid"]);
+    assert!(
+        store
+            .list_branches()
+            .iter()
+            .any(|info| info.name == "parent")
     );
 
     let report = store.gc().unwrap();
@@ -380,17 +400,12 @@ fn regression_a_held_branch_outlives_its_expiry_and_a_held_state_outlives_gc() {
     let (kind, _) = refusal(store.hold("main", Some(Lsn(shown.0 + 1)), "x"));
     assert_eq!(kind, Refusal::BelowGcCutoff);
 
-    // An expired branch nobody held cannot be held (the background sweep may be first).
-    let (kind, _) = refusal(store.hold("short", None, "x"));
-    assert!(
-        matches!(kind, Refusal::BranchExpired | Refusal::UnknownBranch),
-        "{kind:?}"
-    );
-
     drop(mounted);
     assert_eq!(store.sweep_expired().unwrap(), ["preview"]);
     let (kind, _) = refusal(store.hold("preview", None, "x"));
     assert_eq!(kind, Refusal::UnknownBranch);
+    drop(kid);
+    assert_eq!(store.sweep_expired().unwrap(), ["kid", "parent"]);
     drop(read_only);
     store.gc().unwrap();
     let (kind, _) = refusal(store.get_page("main", Key::new(1, 5), At::Lsn(shown)));

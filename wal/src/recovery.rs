@@ -219,7 +219,10 @@ pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, mode: RecoveryMode) -> Re
             last.end()
         }
         Some(bad) => {
-            let later = valid_frames_after(&segments, &bad, segment_size, salt)?;
+            // Strict mode refuses at the first proof; only salvage needs every record after
+            // it counted (it drops them all).
+            let count_past_proof = mode == RecoveryMode::SalvageToLastGood;
+            let later = valid_frames_after(&segments, &bad, segment_size, salt, count_past_proof)?;
             let damaged = segments
                 .get(bad.segment_index)
                 .expect("bad frame lies in a listed segment");
@@ -560,19 +563,21 @@ struct ProofOfSync {
 
 /// What lies after the first bad frame.
 struct LaterFrames {
-    /// Valid records after it, all of them (salvage drops them all).
+    /// Valid records after it (up to the proof of sync, unless counted past it).
     records: u64,
     /// The first valid frame whose "synced through" covers the bad frame, if any.
     proof_of_sync: Option<ProofOfSync>,
 }
 
 /// Looks at every aligned position after `bad` for frames that pass all checks, counting
-/// the records and noting the first frame that proves `bad` was durable.
+/// the records and noting the first frame that proves `bad` was durable (stopping there
+/// unless `count_past_proof`).
 fn valid_frames_after(
     segments: &[Segment],
     bad: &BadFrame,
     segment_size: u64,
     salt: u64,
+    count_past_proof: bool,
 ) -> Result<LaterFrames> {
     let mut later = LaterFrames {
         records: 0,
@@ -607,13 +612,16 @@ fn valid_frames_after(
             match check_frame_at(data, offset, segment.start, salt) {
                 FrameCheck::Invalid => offset += FRAME_ALIGNMENT,
                 FrameCheck::Valid(frame) => {
-                    // Counting goes on past the proof: salvage drops every record after
-                    // the damage, and its report must say how many.
                     if frame.synced_through() > bad.lsn && later.proof_of_sync.is_none() {
                         later.proof_of_sync = Some(ProofOfSync {
                             frame: start,
                             synced_through: frame.synced_through(),
                         });
+                        // Salvage counts on past the proof: it drops every record after
+                        // the damage, and its report must say how many.
+                        if !count_past_proof {
+                            return Ok(later);
+                        }
                     }
                     if matches!(frame, Frame::Record { .. }) {
                         later.records += 1;

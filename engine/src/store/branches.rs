@@ -88,7 +88,9 @@ impl Store {
             .visible()
             .filter(|branch| {
                 !self.inner.expired_unheld(branch, now)
-                    || !catalog.live_descendants(branch.id, now).is_empty()
+                    || !catalog
+                        .live_descendants(branch.id, |child| self.inner.expired_unheld(child, now))
+                        .is_empty()
             })
             .count()
     }
@@ -127,7 +129,8 @@ impl Store {
                 continue;
             }
             let info = if inner.expired_unheld(branch, now) {
-                let kept_for = catalog.live_descendants(branch.id, now);
+                let kept_for =
+                    catalog.live_descendants(branch.id, |child| inner.expired_unheld(child, now));
                 if kept_for.is_empty() {
                     continue;
                 }
@@ -165,7 +168,8 @@ impl Store {
             })?;
         match branch.expires_at() {
             Some(expired_at) if inner.expired_unheld(branch, now) => {
-                let kept_for = catalog.live_descendants(branch.id, now);
+                let kept_for =
+                    catalog.live_descendants(branch.id, |child| inner.expired_unheld(child, now));
                 if kept_for.is_empty() {
                     return Err(EngineError::BranchExpired {
                         name: name.to_owned(),

@@ -346,19 +346,23 @@ impl StoreInner {
     ) -> Result<BTreeSet<Key>> {
         let mut keys = BTreeSet::new();
         for (current, lsn) in branch.lineage(lsn) {
+            {
+                let state = current.state.read();
+                keys.extend(state.open.keys_in(first, last, lsn));
+                if let Some((frozen, _)) = &state.frozen {
+                    keys.extend(frozen.keys_in(first, last, lsn));
+                }
+                for layer in state.layers.iter() {
+                    let range = layer.file.range();
+                    if range.key_start <= last && first <= range.key_last {
+                        keys.extend(layer.file.keys_in(first, last, lsn));
+                    }
+                }
+            }
+            // RocksDB after memory, as reads do: a flush moves versions from memory into
+            // the database, never the other way, so a key is seen in one or the other.
             if let Some(db) = &self.version_db {
                 keys.extend(db.keys_in(current.id, first, last, lsn)?);
-            }
-            let state = current.state.read();
-            keys.extend(state.open.keys_in(first, last, lsn));
-            if let Some((frozen, _)) = &state.frozen {
-                keys.extend(frozen.keys_in(first, last, lsn));
-            }
-            for layer in state.layers.iter() {
-                let range = layer.file.range();
-                if range.key_start <= last && first <= range.key_last {
-                    keys.extend(layer.file.keys_in(first, last, lsn));
-                }
             }
         }
         Ok(keys)

@@ -237,7 +237,10 @@ impl Mounted {
             .tree
             .sync()
             .with_context(|| format!("cannot make branch {:?} durable", self.tree.branch()));
-        ended.and(synced)
+        match (ended, synced) {
+            (Err(ended), Err(synced)) => Err(anyhow::anyhow!("{ended:#}; then {synced:#}")),
+            (ended, synced) => ended.and(synced),
+        }
     }
 }
 

@@ -1,10 +1,11 @@
 //! The projects a server serves: one store per project, each in its own data directory
 //! `<root>/projects/<project>`. Every store found there is opened at startup, and projects
-//! created over the API are created and opened here. A store that cannot be opened (damage,
-//! a lock another process holds) keeps its name but is *unavailable*: every request naming
+//! created over the API are created and opened here. A store that cannot be opened (damage)
+//! keeps its name but is *unavailable*: every request naming
 //! it answers 503 `project_unavailable` with the reason, the listing names it apart, and
 //! the other projects are served as usual (one damaged project does not take the rest
-//! offline).
+//! offline). A store another process holds open stops the server from starting, as
+//! before: a second server on the same data directory would split the projects.
 //!
 //! With `--remote`, each store opens (or is created) with a layer cache reading evicted
 //! layer files back from the project's location (`--local-cache-bytes` is its budget);
@@ -85,6 +86,13 @@ impl Projects {
                 {
                     tracing::warn!(project = %name, error = %format!("{error:#}"), "skipping a directory that holds no store");
                     continue;
+                }
+                // Another process has it open (a second server on this data directory):
+                // not damage, and serving beside it would split the projects.
+                Err(error) if is_locked(&error) => {
+                    return Err(error).with_context(|| {
+                        format!("cannot open project {name:?} in {}", entry.path().display())
+                    });
                 }
                 Err(error) => {
                     let why = format!(
@@ -193,6 +201,19 @@ impl Projects {
             }
         }
     }
+}
+
+/// Whether `error` says a store's log is locked by another open log.
+fn is_locked(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<EngineError>(),
+            Some(EngineError::Wal(pagefork_engine::WalError::Locked { .. }))
+        ) || matches!(
+            cause.downcast_ref::<pagefork_engine::WalError>(),
+            Some(pagefork_engine::WalError::Locked { .. })
+        )
+    })
 }
 
 /// A project name: 1-63 characters of `[A-Za-z0-9._-]`, not starting with a dot (it is a
