@@ -2,7 +2,8 @@
 //! dropped a torn WAL tail.
 //!
 //! Without `--salvage` nothing changes on disk: the store is read as an open would read it
-//! (its `pagefork.remote`, if it has one, then `Store::check_open`), strictly, and if that fails, once more as a salvage would, so the
+//! (its `pagefork.remote`, if it has one, then `Store::check_open`), strictly, and if that
+//! fails, once more as a salvage would, so the
 //! answer says what is damaged and exactly what salvage would discard. With `--salvage` the
 //! log is cut at its last good record and the store opened: never silently, the report
 //! names the damage, the LSN the log now ends at, and what went.
@@ -28,18 +29,12 @@ pub(crate) fn run(dir: &Path, salvage: bool, json: bool) -> Result<i32> {
     // evicted layers are read back from there): a damaged record stops them all, so it is
     // damage here too, which cutting the log cannot mend.
     if let Err(error) = pagefork_remote::recorded_location(dir) {
-        let damage = format!("{error:#}");
-        let summary = "salvage cannot help: restore pagefork.remote (it names the bucket \
-                       that holds this store's copy and evicted layers)";
-        if json {
-            out!(
-                "{}",
-                json!({"status": "unsalvageable", "damage": damage, "salvage": summary})
-            );
-        } else {
-            out!("damaged: {damage}\n{summary}");
-        }
-        return Ok(EXIT_DAMAGED);
+        return print_unsalvageable(
+            json,
+            &format!("{error:#}"),
+            "salvage cannot help: restore pagefork.remote (it names the bucket that holds \
+             this store's copy and evicted layers)",
+        );
     }
     let damage = match Store::check_open(dir, strict) {
         Ok(report) => {
@@ -55,7 +50,7 @@ pub(crate) fn run(dir: &Path, salvage: bool, json: bool) -> Result<i32> {
         Err(damage) => damage.to_string(),
     };
     if !salvage {
-        let (status, summary) = match Store::check_open(dir, salvaging) {
+        return match Store::check_open(dir, salvaging) {
             Ok(report) => {
                 print_answer(
                     json,
@@ -64,19 +59,12 @@ pub(crate) fn run(dir: &Path, salvage: bool, json: bool) -> Result<i32> {
                     &report,
                     "`pagefork recover --salvage` would discard what is listed above and the store would open",
                 )?;
-                return Ok(EXIT_DAMAGED);
+                Ok(EXIT_DAMAGED)
             }
-            Err(error) => ("unsalvageable", format!("salvage cannot help: {error}")),
+            Err(error) => {
+                print_unsalvageable(json, &damage, &format!("salvage cannot help: {error}"))
+            }
         };
-        if json {
-            out!(
-                "{}",
-                json!({"status": status, "damage": damage, "salvage": summary})
-            );
-        } else {
-            out!("damaged: {damage}\n{summary}");
-        }
-        return Ok(EXIT_DAMAGED);
     }
     // The cause follows once, after the context (it is the damage found above).
     let store = Store::open_with(dir, salvaging)
@@ -93,6 +81,19 @@ pub(crate) fn run(dir: &Path, salvage: bool, json: bool) -> Result<i32> {
         "salvaged: the store opens; what is listed above was discarded",
     )?;
     Ok(0)
+}
+
+/// Prints that the store is damaged in a way salvage cannot mend; returns the exit code.
+fn print_unsalvageable(json: bool, damage: &str, summary: &str) -> Result<i32> {
+    if json {
+        out!(
+            "{}",
+            json!({"status": "unsalvageable", "damage": damage, "salvage": summary})
+        );
+    } else {
+        out!("damaged: {damage}\n{summary}");
+    }
+    Ok(EXIT_DAMAGED)
 }
 
 fn print_answer(

@@ -20,6 +20,14 @@ fn page(tag: u64) -> Vec<u8> {
     tag.to_le_bytes().repeat(PAGE_SIZE / 8)
 }
 
+/// `pagefork init` of a store with `PAGE_SIZE`-byte pages in `dir`.
+fn init(dir: &Path) {
+    ok_json(pagefork(
+        dir,
+        &["--json", "init", "--page-size", &PAGE_SIZE.to_string()],
+    ));
+}
+
 fn put(dir: &Path, branch: &str, rel: u32, block: u32, tag: u64) -> String {
     let out = ok_json(pagefork_with_stdin(
         dir,
@@ -43,10 +51,7 @@ fn put(dir: &Path, branch: &str, rel: u32, block: u32, tag: u64) -> String {
 fn a_branch_at_an_old_lsn_then_written_then_a_detach_leaves_a_store_that_opens() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("D");
-    ok_json(pagefork(
-        &dir,
-        &["--json", "init", "--page-size", &PAGE_SIZE.to_string()],
-    ));
+    init(&dir);
     let mut early = String::new();
     for commit in 0..280u64 {
         let lsn = put(&dir, "main", 1, u32::try_from(commit % 50).unwrap(), commit);
@@ -253,10 +258,7 @@ fn put_page(dir: &Path) -> String {
 fn regression_recover_reports_a_damaged_remote_record() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
-    ok_json(pagefork(
-        &dir,
-        &["--json", "init", "--page-size", &PAGE_SIZE.to_string()],
-    ));
+    init(&dir);
     put(&dir, "main", 1, 0, 1);
     std::fs::write(dir.join("pagefork.remote"), b"not a record").unwrap();
     let refused = pagefork(&dir, &["branch", "list"]);

@@ -88,9 +88,7 @@ impl Store {
             .visible()
             .filter(|branch| {
                 !self.inner.expired_unheld(branch, now)
-                    || !catalog
-                        .live_descendants(branch.id, |child| self.inner.expired_unheld(child, now))
-                        .is_empty()
+                    || !self.inner.kept_for(&catalog, branch, now).is_empty()
             })
             .count()
     }
@@ -129,8 +127,7 @@ impl Store {
                 continue;
             }
             let info = if inner.expired_unheld(branch, now) {
-                let kept_for =
-                    catalog.live_descendants(branch.id, |child| inner.expired_unheld(child, now));
+                let kept_for = inner.kept_for(&catalog, branch, now);
                 if kept_for.is_empty() {
                     continue;
                 }
@@ -168,8 +165,7 @@ impl Store {
             })?;
         match branch.expires_at() {
             Some(expired_at) if inner.expired_unheld(branch, now) => {
-                let kept_for =
-                    catalog.live_descendants(branch.id, |child| inner.expired_unheld(child, now));
+                let kept_for = inner.kept_for(&catalog, branch, now);
                 if kept_for.is_empty() {
                     return Err(EngineError::BranchExpired {
                         name: name.to_owned(),

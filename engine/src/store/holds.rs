@@ -17,7 +17,7 @@ use pagefork_wal::Lsn;
 
 use super::{Store, StoreInner};
 use crate::branch::{At, BranchId};
-use crate::catalog::Branch;
+use crate::catalog::{Branch, Catalog};
 use crate::error::Result;
 use crate::time::Timestamp;
 
@@ -84,6 +84,17 @@ impl StoreInner {
     /// while a process holds it stays readable and writable until the last hold ends.
     pub(super) fn expired_unheld(&self, branch: &Branch, now: Timestamp) -> bool {
         branch.expired(now) && !self.holds.on_branch(branch.id)
+    }
+
+    /// The visible descendants an expired branch is kept for, holds counted: a held child
+    /// has not expired (`Catalog::live_descendants`).
+    pub(super) fn kept_for(
+        &self,
+        catalog: &Catalog,
+        branch: &Branch,
+        now: Timestamp,
+    ) -> Vec<String> {
+        catalog.live_descendants(branch.id, |child| self.expired_unheld(child, now))
     }
 }
 

@@ -7,8 +7,8 @@
 //! - The *effective* cutoff of a branch also takes its ancestors' below its branch point
 //!   (`Branch::effective_cutoff`). A branch is *available* at LSN L, for reads, time
 //!   lookups, branch points and leases, iff L is at or above its effective cutoff or an
-//!   active lease or a process's hold (`Store::hold`) keeps (branch, L). Anything else is refused with `BelowGcCutoff`,
-//!   naming the LSN (or time) and the cutoff.
+//!   active lease or a process's hold (`Store::hold`) keeps (branch, L). Anything else is
+//!   refused with `BelowGcCutoff`, naming the LSN (or time) and the cutoff.
 //! - Leases (`Store::lease`) are WAL records, kept in the catalog while they last.
 //!
 //! Invariant: cutoffs move only under `branch_ops`, and branch creation, restore, reset

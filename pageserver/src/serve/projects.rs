@@ -1,10 +1,9 @@
 //! The projects a server serves: one store per project, each in its own data directory
 //! `<root>/projects/<project>`. Every store found there is opened at startup, and projects
 //! created over the API are created and opened here. A store that cannot be opened (damage)
-//! keeps its name but is *unavailable*: every request naming
-//! it answers 503 `project_unavailable` with the reason, the listing names it apart, and
-//! the other projects are served as usual (one damaged project does not take the rest
-//! offline). A store another process holds open stops the server from starting, as
+//! keeps its name but is *unavailable*: every request naming it answers 503
+//! `project_unavailable` with the reason, the listing names it apart, and the other
+//! projects are served as usual (one damaged project does not take the rest offline). A store another process holds open stops the server from starting, as
 //! before: a second server on the same data directory would split the projects.
 //!
 //! With `--remote`, each store opens (or is created) with a layer cache reading evicted
@@ -89,7 +88,12 @@ impl Projects {
                 }
                 // Another process has it open (a second server on this data directory):
                 // not damage, and serving beside it would split the projects.
-                Err(error) if is_locked(&error) => {
+                Err(error)
+                    if matches!(
+                        error.downcast_ref::<EngineError>(),
+                        Some(EngineError::Wal(pagefork_engine::WalError::Locked { .. }))
+                    ) =>
+                {
                     return Err(error).with_context(|| {
                         format!("cannot open project {name:?} in {}", entry.path().display())
                     });
@@ -201,19 +205,6 @@ impl Projects {
             }
         }
     }
-}
-
-/// Whether `error` says a store's log is locked by another open log.
-fn is_locked(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<EngineError>(),
-            Some(EngineError::Wal(pagefork_engine::WalError::Locked { .. }))
-        ) || matches!(
-            cause.downcast_ref::<pagefork_engine::WalError>(),
-            Some(pagefork_engine::WalError::Locked { .. })
-        )
-    })
 }
 
 /// A project name: 1-63 characters of `[A-Za-z0-9._-]`, not starting with a dot (it is a
