@@ -5,7 +5,8 @@
 //! branch under its writer is refused naming the mount, and works again once unmounted;
 //! mount points outside the mount root, missing, occupied or already used are refused and
 //! change nothing; an unmount with files open is refused; SIGTERM unmounts and what was
-//! written is there after a restart. Needs root and /dev/fuse, and `sqlite3`.
+//! written is there after a restart, also when files are held open under a mount past the
+//! shutdown grace. Needs root and /dev/fuse, and `sqlite3`.
 
 // A test may panic: unwrapping and indexing its own fixtures is how it fails.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
@@ -374,4 +375,48 @@ fn regression_a_mounted_branch_outlives_its_expiry_and_a_past_state_mount_its_gc
     server.delete(&format!("{B}/g/mount")).expect(200);
     server.post("/v1/projects/p/gc", "{}").expect(200);
     server.get(&superblock).expect_error(410, "below_gc_cutoff");
+}
+
+/// Found by a review: SIGTERM detached a mount whose files a program still held open and
+/// then waited for that program, for as long as it kept them (a shell `cd`'d into the
+/// mount was enough), whatever `--shutdown-grace` said. A mount still held at the end of
+/// the grace is now cut off (its FUSE connection aborted): the server exits, what was
+/// fsynced through the mount is kept, and the holder's next call fails.
+#[test]
+fn regression_sigterm_cuts_off_a_mount_still_held_at_the_end_of_the_grace() {
+    require_fuse();
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    std::fs::create_dir_all(data.join("mounts/m")).unwrap();
+    let mut server = Server::start(&data, &["--shutdown-grace", "1s"]);
+    server
+        .post("/v1/projects", r#"{"project_id": "p"}"#)
+        .expect(201);
+    server
+        .post(&format!("{B}/main/mount"), r#"{"path": "m"}"#)
+        .expect(201);
+    let dir = data.join("mounts/m");
+    let mut held = std::fs::File::create(dir.join("held")).unwrap();
+    std::io::Write::write_all(&mut held, b"fsynced before SIGTERM").unwrap();
+    held.sync_all().unwrap();
+
+    let status = server.terminate_within(std::time::Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|status| status.success()),
+        "the server waited for the file held open under its mount: {status:?}"
+    );
+    assert!(!is_mounted(&dir));
+    let failed = std::io::Write::write_all(&mut held, b"after").and_then(|()| held.sync_all());
+    assert!(failed.is_err(), "a write to a cut-off mount succeeded");
+    drop(held);
+
+    let server = start(&data);
+    server
+        .post(&format!("{B}/main/mount"), r#"{"path": "m", "read_only": true}"#)
+        .expect(201);
+    assert_eq!(
+        std::fs::read(dir.join("held")).unwrap(),
+        b"fsynced before SIGTERM"
+    );
+    server.delete(&format!("{B}/main/mount")).expect(200);
 }

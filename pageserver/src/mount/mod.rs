@@ -8,6 +8,7 @@
 //! that would change a mounted branch under its writer are refused.
 
 mod command;
+mod cutoff;
 mod fuse;
 mod registry;
 mod writeback;
@@ -18,6 +19,7 @@ pub(crate) use registry::{MountError, MountInfo, Mounts};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use fuser::{Config as FuseConfig, MountOption, SessionACL};
@@ -54,6 +56,8 @@ pub(crate) struct Mounted {
     dir: PathBuf,
     unmounter: Arc<Unmounter>,
     session: Option<JoinHandle<std::io::Result<()>>>,
+    /// The FUSE connection, to cut off a detached mount (see `wait_until`).
+    connection: Option<u64>,
     writers: Arc<writeback::OpenWriters>,
     notifier: fuser::Notifier,
 }
@@ -178,6 +182,7 @@ pub(crate) fn mount(store: Store, spec: &MountSpec) -> Result<Mounted> {
         dir: spec.dir.clone(),
         unmounter,
         session: Some(thread),
+        connection: cutoff::connection_of(&spec.dir),
         writers,
         notifier,
     })
@@ -220,6 +225,41 @@ impl Mounted {
     pub(crate) fn write_back(&self) -> Result<()> {
         writeback::write_back(&self.writers, &self.notifier)
             .with_context(|| format!("cannot write back the mount at {}", self.dir.display()))
+    }
+
+    /// As `wait`, but a mount that has not ended by `deadline` (detached, with files
+    /// still open under it) is cut off: its FUSE connection aborted, so the holders' next
+    /// calls fail with ENOTCONN and what they had not handed over is lost as in a crash.
+    /// For a shutdown that must end (`pagefork serve`'s grace).
+    pub(crate) fn wait_until(self, deadline: Instant) -> Result<()> {
+        let running = |mounted: &Mounted| {
+            mounted
+                .session
+                .as_ref()
+                .is_some_and(|session| !session.is_finished())
+        };
+        while running(&self) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if running(&self) {
+            let cut = self
+                .connection
+                .context("its FUSE connection is not known")
+                .and_then(cutoff::abort);
+            match cut {
+                Ok(()) => eprintln!(
+                    "pagefork: files were still open under {} at the end of the grace: cut \
+                     them off (what their programs had not fsynced is lost, as in a crash)",
+                    self.dir.display()
+                ),
+                Err(error) => eprintln!(
+                    "pagefork: files are still open under {} and the mount cannot be cut off \
+                     ({error:#}): waiting for the last of them to be closed",
+                    self.dir.display()
+                ),
+            }
+        }
+        self.wait()
     }
 
     /// Waits until the mount ends (an `unmount` or an external `umount`), then makes

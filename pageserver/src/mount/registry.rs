@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use pagefork_engine::Store;
@@ -220,12 +221,20 @@ impl Mounts {
     }
 
     /// Unmounts everything (detaching lazily what is busy) and makes it durable: for a
-    /// server's shutdown.
-    pub(crate) fn unmount_all(&self) {
+    /// server's shutdown. A mount that files still hold open `grace` after this starts is
+    /// cut off (`Mounted::wait_until`), so the shutdown ends whatever its users do.
+    pub(crate) fn unmount_all(&self, grace: Duration) {
+        let deadline = Instant::now() + grace;
         let mounts = std::mem::take(&mut *self.mounts.lock());
+        let mut detached = Vec::new();
         for ((project, branch), mounted) in mounts {
-            let result = mounted.unmounter().unmount().and_then(|()| mounted.wait());
-            match result {
+            match mounted.unmounter().unmount() {
+                Ok(()) => detached.push((project, branch, mounted)),
+                Err(error) => tracing::error!(%project, %branch, "unmount failed: {error:#}"),
+            }
+        }
+        for (project, branch, mounted) in detached {
+            match mounted.wait_until(deadline) {
                 Ok(()) => tracing::info!(%project, %branch, "unmounted"),
                 Err(error) => tracing::error!(%project, %branch, "unmount failed: {error:#}"),
             }

@@ -9,7 +9,9 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use pagefork_engine::{At, Backup, BranchFilter, BranchInfo, BranchOptions, EngineError, Expiry};
+use pagefork_engine::{
+    At, Backup, BranchFilter, BranchInfo, BranchOptions, EngineError, Expiry, Store,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -413,17 +415,7 @@ pub(crate) async fn reset(
     path: BranchPath,
     body: Result<Json<NoParameters>, JsonRejection>,
 ) -> Result<Json<BranchResource>, ApiError> {
-    let Path((project, branch)) = path?;
-    let Json(NoParameters {}) = body?;
-    let store = state.projects.get(&project)?;
-    let target = (state.clone(), project.clone());
-    let info = blocking(move || {
-        refuse_if_mounted(&target.0, &target.1, &branch, || {
-            Ok(store.reset_branch(&branch)?)
-        })
-    })
-    .await?;
-    Ok(Json(BranchResource::of(&project, &info)))
+    change_unmounted(state, path, body, Store::reset_branch).await
 }
 
 /// `POST .../detach`.
@@ -438,14 +430,23 @@ pub(crate) async fn detach(
     path: BranchPath,
     body: Result<Json<NoParameters>, JsonRejection>,
 ) -> Result<Json<BranchResource>, ApiError> {
+    change_unmounted(state, path, body, Store::detach_branch).await
+}
+
+/// A change of a branch that takes no parameters and is refused while it is mounted
+/// (`reset`, `detach`): the branch as it is afterwards.
+async fn change_unmounted(
+    state: AppState,
+    path: BranchPath,
+    body: Result<Json<NoParameters>, JsonRejection>,
+    change: fn(&Store, &str) -> Result<BranchInfo, EngineError>,
+) -> Result<Json<BranchResource>, ApiError> {
     let Path((project, branch)) = path?;
     let Json(NoParameters {}) = body?;
     let store = state.projects.get(&project)?;
     let target = (state.clone(), project.clone());
     let info = blocking(move || {
-        refuse_if_mounted(&target.0, &target.1, &branch, || {
-            Ok(store.detach_branch(&branch)?)
-        })
+        refuse_if_mounted(&target.0, &target.1, &branch, || Ok(change(&store, &branch)?))
     })
     .await?;
     Ok(Json(BranchResource::of(&project, &info)))

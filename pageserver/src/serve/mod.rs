@@ -98,6 +98,7 @@ pub(crate) fn run(
     options: ServeOptions,
 ) -> anyhow::Result<()> {
     crate::logging::init(DEFAULT_LOG_FILTER);
+    let shutdown_grace = options.timeouts.shutdown_grace;
     let projects = Projects::open(root, options.remote.as_ref())?;
     let mounts = Arc::new(Mounts::new(&options.mount_root)?);
     let endpoints = Arc::new(Endpoints::default());
@@ -125,7 +126,7 @@ pub(crate) fn run(
     // durable), sync every project a last time and stop replicating, then close the
     // stores.
     endpoints.stop_all(&mounts);
-    mounts.unmount_all();
+    mounts.unmount_all(shutdown_grace);
     replication.sync_and_stop_all();
     projects.close();
     served

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::{GeneralPurpose, GeneralPurposeConfig};
-use pagefork_engine::{Key, Update};
+use pagefork_engine::{Key, Store, Update};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -63,13 +63,7 @@ pub(crate) async fn put(
     let body = body?;
     let store = state.projects.get(&project)?;
     let updates = vec![(Key::new(rel, block), Update::Image(body))];
-    let commit = blocking(move || {
-        refuse_if_mounted(&state, &project, &branch, || {
-            Ok(store.commit(&branch, updates)?)
-        })
-    })
-    .await?;
-    Ok(Json(CommitView::of(&commit)))
+    commit_unmounted(state, store, (project, branch), updates).await
 }
 
 /// Which state a page read means: at most one of `lsn` and `timestamp` (default: the
@@ -241,6 +235,17 @@ pub(crate) async fn commit(
         .enumerate()
         .map(|(index, spec)| spec.update(index))
         .collect::<Result<Vec<_>, _>>()?;
+    commit_unmounted(state, store, (project, branch), updates).await
+}
+
+/// Commits `updates` to a branch that is not mounted (a mount is its branch's only
+/// writer).
+async fn commit_unmounted(
+    state: AppState,
+    store: Store,
+    (project, branch): (String, String),
+    updates: Vec<(Key, Update)>,
+) -> Result<Json<CommitView>, ApiError> {
     let commit = blocking(move || {
         refuse_if_mounted(&state, &project, &branch, || {
             Ok(store.commit(&branch, updates)?)
