@@ -675,7 +675,7 @@ pub(crate) enum EndpointCommand {
     #[command(after_help = "Example:\n  pagefork endpoint list\n  pagefork --json endpoint list")]
     List,
     /// Compare two branches' database schemas: start an endpoint on each (as `start`
-    /// would, crash recovery included), `pg_dump --schema-only` both, stop them, and
+    /// would, crash recovery included), `pg_dumpall --schema-only` both, stop them, and
     /// print the unified diff (`--json`: from, to, identical, diff).
     #[command(
         after_help = "Examples:\n  pagefork endpoint schema-diff main migration-test\n  pagefork --json endpoint schema-diff main dev"

@@ -174,6 +174,11 @@ fn an_endpoint_runs_in_the_foreground_and_keeps_its_data() {
         &["--json", "endpoint", "schema-diff", "main", "dev"],
     ));
     assert_eq!(same["identical"], true, "{same}");
+    let same = pagefork(&data, &["endpoint", "schema-diff", "main", "dev"]);
+    assert_eq!(
+        String::from_utf8_lossy(&same.stdout).trim(),
+        "the schemas of main and dev are identical"
+    );
     let dev = Endpoint::start(&data, "dev", None, &[]);
     psql(&dev.url(), "ALTER TABLE kept ADD COLUMN why text").unwrap();
     assert!(dev.stop().success());
@@ -206,12 +211,8 @@ fn the_postgres_demo_runs_the_seed_scenario_and_reports_what_it_recovered_to() {
     }
     // The last visible transaction committed before the noted time.
     let noted: pagefork_engine::Timestamp = report["noted"].as_str().unwrap().parse().unwrap();
-    let last = report["pitr_last_commit"]
-        .as_str()
-        .unwrap()
-        .replace(' ', "T");
-    let last = format!("{}Z", last.trim_end_matches("+00"));
-    let last: pagefork_engine::Timestamp = last.parse().unwrap();
+    let last: pagefork_engine::Timestamp =
+        report["pitr_last_commit"].as_str().unwrap().parse().unwrap();
     assert!(last <= noted, "{report}");
     // The demo's store is there to look at, with the backup of the restore.
     let branches = ok_json(pagefork(&data, &["--json", "branch", "list"]));
@@ -256,4 +257,65 @@ fn init_postgres_makes_main_a_data_directory_or_leaves_no_store() {
     );
     assert_eq!(psql(&endpoint.url(), "SELECT 1").unwrap(), "1");
     assert!(endpoint.stop().success());
+}
+
+/// Found by a review: a relative `--mount` was handed to initdb and Postgres as written,
+/// and they run elsewhere, so they used another directory (a whole cluster written
+/// outside the branch when that directory existed); and an initdb that failed left an
+/// empty `pgdata` on the branch, which then refused every later start as "not a Postgres
+/// data directory". The mount point is now resolved first, and a failed initdb leaves
+/// the branch empty.
+#[test]
+fn regression_a_relative_mount_point_and_a_failed_initdb() {
+    use std::os::unix::fs::PermissionsExt;
+    require_fuse();
+    require_postgres();
+    let root = tempfile::tempdir().unwrap();
+    // Postgres' user must reach the mount point inside it.
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = root.path().join("data");
+    ok_json(pagefork(&data, &["init", "--json"]));
+
+    // Postgres' programs, with an initdb that fails.
+    let broken = root.path().join("broken-bin");
+    std::fs::create_dir(&broken).unwrap();
+    for entry in std::fs::read_dir(support::endpoint::PG_BIN).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "initdb" {
+            std::os::unix::fs::symlink(entry.path(), broken.join(entry.file_name())).unwrap();
+        }
+    }
+    std::fs::write(
+        broken.join("initdb"),
+        "#!/bin/sh\necho 'initdb: a planted failure' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(broken.join("initdb"), std::fs::Permissions::from_mode(0o755))
+        .unwrap();
+    let failed = pagefork(
+        &data,
+        &["endpoint", "start", "main", "--pg-bin", broken.to_str().unwrap()],
+    );
+    assert!(!failed.status.success());
+    let message = String::from_utf8_lossy(&failed.stderr);
+    assert!(message.contains("a planted failure"), "{message}");
+
+    // Relative to the command's directory; a directory of that name at / is not used.
+    let relative = format!("pagefork-relative-mount-{}", std::process::id());
+    std::fs::create_dir(root.path().join(&relative)).unwrap();
+    let endpoint = Endpoint::start_in(root.path(), &data, "main", Some(Path::new(&relative)), &[]);
+    assert_eq!(endpoint.answer["endpoint"]["initialized"], true, "{}", endpoint.answer);
+    let url = endpoint.url();
+    let served = psql(&url, "SHOW data_directory").unwrap();
+    assert_eq!(
+        Path::new(&served),
+        root.path().canonicalize().unwrap().join(&relative).join("pgdata")
+    );
+    psql(&url, "CREATE TABLE kept AS SELECT 1 AS one").unwrap();
+    assert!(!Path::new("/").join(&relative).exists());
+    assert!(endpoint.stop().success());
+
+    let again = Endpoint::start(&data, "main", None, &[]);
+    assert_eq!(psql(&again.url(), "SELECT one FROM kept").unwrap(), "1");
+    assert!(again.stop().success());
 }

@@ -159,6 +159,27 @@ fn endpoints_start_on_branches_each_with_its_own_writes_and_a_pitr_answer() {
         ),
         "1"
     );
+    // Found by a review: only database `postgres` was compared, so a database, a role or
+    // a table elsewhere made on one branch left the schemas "identical".
+    sql(&dev, "CREATE ROLE app_owner");
+    sql(&dev, "CREATE DATABASE app OWNER app_owner");
+    let dev_url = dev["endpoint"]["connection_string"].as_str().unwrap();
+    let dev_app = format!("{}/app", dev_url.strip_suffix("/postgres").unwrap());
+    let made = Command::new(PSQL)
+        .args([&dev_app, "-X", "-v", "ON_ERROR_STOP=1", "-c", "CREATE TABLE users(id int)"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let elsewhere = server
+        .get(&format!("{B}/main/schema-diff?to=dev"))
+        .expect(200);
+    let diff = elsewhere["diff"].as_str().unwrap();
+    assert!(
+        diff.contains("+CREATE ROLE app_owner")
+            && diff.contains("+CREATE DATABASE app")
+            && diff.contains("+CREATE TABLE public.users"),
+        "{diff}"
+    );
     server
         .get(&format!("{B}/main/schema-diff?to=nobody"))
         .expect_error(404, "no_endpoint");
@@ -418,5 +439,91 @@ fn a_branch_taken_while_pgbench_writes_starts_and_passes_pg_amcheck() {
     );
     let snap_port = snap["endpoint"]["port"].as_u64().unwrap().to_string();
     pg_amcheck(&snap_port);
+    assert!(server.terminate().success());
+}
+
+/// Found by a review: an endpoint whose Postgres was killed stayed listed with its dead
+/// pid and its branch mounted (a delete of the branch refused) until someone stopped it;
+/// and a stop with a shell in the endpoint's mount answered 409 `mount_busy` although it
+/// had stopped Postgres and forgotten the endpoint. The server now ends an endpoint whose
+/// Postgres exited within about a second (unmounting what it mounted), and a stop that
+/// cannot unmount answers 200 naming the mount it leaves.
+#[test]
+fn regression_a_killed_endpoint_is_ended_and_a_stop_with_a_busy_mount_says_so() {
+    require_fuse();
+    require_postgres();
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let server = Server::start(&data, &[]);
+    server
+        .post("/v1/projects", r#"{"project_id": "p"}"#)
+        .expect(201);
+    let main = start_endpoint(&server, "main");
+    sql(&main, "CREATE TABLE t(x int); INSERT INTO t VALUES (1);");
+    server.post(&format!("{B}/main/endpoint"), "{}").expect(409);
+    server
+        .post(
+            B,
+            r#"{"branch_id": "copy", "spec": {"source_branch": "main", "no_expiry": true}}"#,
+        )
+        .expect(201);
+    let copy = start_endpoint(&server, "copy");
+
+    // Postgres killed behind the server's back.
+    let pid = copy["endpoint"]["pid"].as_i64().unwrap();
+    let killed = Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = server.get("/v1/projects/p/endpoints").expect(200);
+        let mounts = server.get("/v1/projects/p/mounts").expect(200);
+        let copy_listed = listed["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|endpoint| endpoint["branch"] == "copy");
+        let copy_mounted = mounts["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|mount| mount["branch"] == "copy");
+        if !copy_listed && !copy_mounted {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a killed endpoint is still there: {listed} {mounts}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.delete(&format!("{B}/copy")).expect(200);
+
+    // A stop with a shell in the mount: Postgres stopped, the mount left and named.
+    let data_directory = main["endpoint"]["data_directory"].as_str().unwrap().to_owned();
+    let mut holder = Command::new("sleep")
+        .arg("60")
+        .current_dir(&data_directory)
+        .spawn()
+        .unwrap();
+    let stopped = server.delete(&format!("{B}/main/endpoint")).expect(200);
+    let left = stopped["still_mounted"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        data_directory.starts_with(&left) && !left.is_empty(),
+        "{stopped}"
+    );
+    assert_eq!(
+        server.get("/v1/projects/p/endpoints").expect(200)["endpoints"],
+        serde_json::json!([])
+    );
+    server.delete(&format!("{B}/main/mount")).expect(409);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    server.delete(&format!("{B}/main/mount")).expect(200);
+    // The endpoint's own directory went with its mount.
+    assert!(!Path::new(&left).parent().unwrap().exists(), "{left}");
+    // What the endpoint committed is on the branch: a new endpoint sees it.
+    let again = start_endpoint(&server, "main");
+    assert_eq!(sql(&again, "SELECT x FROM t"), "1");
+    server.delete(&format!("{B}/main/endpoint")).expect(200);
     assert!(server.terminate().success());
 }

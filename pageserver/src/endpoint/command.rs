@@ -7,14 +7,14 @@
 //! - `pagefork endpoint list` and `endpoint stop BRANCH`: find those commands by their run
 //!   files (`runfile`); stop has one end as SIGTERM would, and waits.
 //! - `pagefork endpoint schema-diff A B`: starts an endpoint on each branch, compares
-//!   their `pg_dump --schema-only`, stops both.
+//!   their `pg_dumpall --schema-only`, stops both.
 //!
 //! Nothing is started before everything that can be checked was (FUSE, the mount point,
 //! Postgres' programs and user).
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use pagefork_engine::{At, Store};
 
 use super::registry::Started;
@@ -110,7 +110,13 @@ pub(crate) fn run_foreground(
     let place = match mount_at {
         Some(dir) => {
             check_mount_point(dir)?;
-            Place::given(dir)
+            // Postgres and initdb do not run in this directory: a relative path would
+            // name another place to them (a review found initdb writing a cluster outside
+            // the branch).
+            let absolute = dir
+                .canonicalize()
+                .with_context(|| format!("cannot resolve mount point {}", dir.display()))?;
+            Place::given(&absolute)
         }
         None => Place::temporary()?,
     };
@@ -258,6 +264,8 @@ pub(crate) fn schema_diff(
     let diff = SchemaDiff::of(from, &before, to, &after);
     if json {
         out!("{}", to_json(&diff));
+    } else if diff.is_identical() {
+        out!("the schemas of {from} and {to} are identical");
     } else {
         out!("{}", diff.text().trim_end());
     }

@@ -278,6 +278,8 @@ pub(crate) fn start(
     spec: &EndpointSpec,
 ) -> Result<Running, EndpointError> {
     let asked = Instant::now();
+    // Postgres' programs run elsewhere than this process's directory.
+    assert!(mount_dir.is_absolute(), "an endpoint's mount point is absolute");
     let pg = PgBin::find(spec.pg_bin.as_deref())?;
     pg.check_reachable(mount_dir)?;
     let found = asked.elapsed();
@@ -393,9 +395,22 @@ fn prepare_data_directory(
         });
     }
     std::fs::create_dir(data)
-        .and_then(|()| {
-            std::fs::set_permissions(data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        })
+        .map_err(|error| failed(format!("cannot create {}: {error}", data.display())))?;
+    let initialized = run_initdb(branch, data, pg);
+    if initialized.is_err() {
+        // The branch goes back to empty, so the next start runs initdb again (a directory
+        // left behind made the branch "not a Postgres data directory" for good).
+        if let Err(error) = std::fs::remove_dir_all(data) {
+            tracing::warn!(branch, %error, "cannot remove {} after a failed initdb", data.display());
+        }
+    }
+    initialized.map(|()| true)
+}
+
+/// Runs `initdb` into the empty directory `data`, given to Postgres' user.
+fn run_initdb(branch: &str, data: &Path, pg: &PgBin) -> Result<(), EndpointError> {
+    let failed = |what: String| anyhow::anyhow!(what);
+    std::fs::set_permissions(data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .and_then(|()| pg.give(data))
         .map_err(|error| failed(format!("cannot create {}: {error}", data.display())))?;
     let output = pg
@@ -420,7 +435,7 @@ fn prepare_data_directory(
             log: String::from_utf8_lossy(&output.stderr).into_owned(),
         });
     }
-    Ok(true)
+    Ok(())
 }
 
 /// Postgres' refusal of one of `settings`, from the end of the log of a server that did not
@@ -512,18 +527,20 @@ impl Running {
         }
     }
 
-    /// The commit time of the last transaction the server sees, as Postgres prints it:
+    /// The commit time of the last transaction the server sees, in RFC 3339 (UTC, to the
+    /// microsecond, as every other time pagefork answers):
     /// `pg_last_committed_xact()` (endpoints track commit timestamps), or when recovery
     /// replayed no commit (it started past the last one), the latest commit timestamp of
     /// the 1,000 transactions before the next one. `None` when none has one, or when the
     /// query fails.
     pub(crate) fn last_commit_time(&self) -> Option<String> {
-        const LAST_COMMIT_SQL: &str = "SELECT coalesce(\
+        const LAST_COMMIT_SQL: &str = "SELECT to_char(coalesce(\
             (SELECT timestamp FROM pg_last_committed_xact()), \
             (SELECT max(pg_xact_commit_timestamp((n % 4294967296)::text::xid)) \
              FROM generate_series(\
                  greatest(3, pg_snapshot_xmax(pg_current_snapshot())::text::bigint - 1000), \
-                 pg_snapshot_xmax(pg_current_snapshot())::text::bigint - 1) AS n))";
+                 pg_snapshot_xmax(pg_current_snapshot())::text::bigint - 1) AS n)) \
+            AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')";
         match client::first_value(self.port, LAST_COMMIT_SQL) {
             Ok(value) => value.filter(|text| !text.is_empty()),
             Err(error) => {

@@ -12,6 +12,7 @@
 //! leaves no server and no mount of its own behind).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use pagefork_engine::{At, Store};
 use parking_lot::Mutex;
@@ -30,8 +31,9 @@ struct Endpoint {
     server: Running,
     /// Whether the endpoint mounted its branch (and unmounts it when it stops).
     mounted_here: bool,
-    /// The directory the endpoint made for its mount and log, removed when it goes.
-    _place: Option<super::Place>,
+    /// The directory the endpoint made for its mount and log, removed when it goes (or,
+    /// if its mount outlives it, when the mount does).
+    place: Option<super::Place>,
 }
 
 /// A started endpoint, and for a branch created at a time, the commit time of the last
@@ -140,7 +142,7 @@ impl Endpoints {
                     Endpoint {
                         server,
                         mounted_here,
-                        _place: place,
+                        place,
                     },
                 );
                 Ok(started)
@@ -155,13 +157,15 @@ impl Endpoints {
     }
 
     /// Stops `branch`'s endpoint (fast shutdown) and unmounts the branch if the endpoint
-    /// mounted it.
+    /// mounted it. If files are open under that mount (a shell in it), the endpoint is
+    /// stopped all the same and the mount stays, for `DELETE .../mount` once they are
+    /// closed: the answer's second part names it.
     pub(crate) fn stop(
         &self,
         project: &str,
         branch: &str,
         mounts: &Mounts,
-    ) -> Result<EndpointInfo, EndpointError> {
+    ) -> Result<(EndpointInfo, Option<PathBuf>), EndpointError> {
         let endpoint = self
             .running
             .lock()
@@ -171,14 +175,48 @@ impl Endpoints {
             })?;
         let info = endpoint.server.info();
         endpoint.server.stop()?;
-        if endpoint.mounted_here {
-            mounts.unmount(project, branch)?;
+        let still_mounted = match endpoint.mounted_here {
+            true => unmount_after_server(mounts, project, branch, endpoint.place)?,
+            false => None,
+        };
+        Ok((info, still_mounted))
+    }
+
+    /// Ends the endpoints whose server exited by itself (killed, crashed): each leaves the
+    /// registry, its end is logged with the last lines of its log, and a mount it made is
+    /// unmounted (or, with files open under it, left for `DELETE .../mount`). Until then
+    /// the branch stayed mounted, listed as having an endpoint that answered nothing.
+    /// `pagefork serve` calls it every second.
+    pub(crate) fn reap_exited(&self, mounts: &Mounts) {
+        let ended: Vec<_> = {
+            let mut running = self.running.lock();
+            let exited: Vec<_> = running
+                .iter_mut()
+                .filter_map(|(key, endpoint)| Some((key.clone(), endpoint.server.exited()?)))
+                .collect();
+            exited
+                .into_iter()
+                .filter_map(|(key, status)| Some((status, running.remove(&key)?, key)))
+                .collect()
+        };
+        for (status, endpoint, (project, branch)) in ended {
+            tracing::error!(
+                %project,
+                %branch,
+                %status,
+                "the endpoint's Postgres exited by itself; the last lines of its log:\n{}",
+                endpoint.server.log_tail()
+            );
+            if endpoint.mounted_here
+                && let Err(error) = unmount_after_server(mounts, &project, &branch, endpoint.place)
+            {
+                tracing::error!(%project, %branch, "cannot unmount after the endpoint ended: {error}");
+            }
         }
-        Ok(info)
     }
 
     /// The schema of `from`'s endpoint against `to`'s, as a unified diff of their
-    /// `pg_dump --schema-only` (both must be running).
+    /// `pg_dumpall --schema-only` (both must be running).
     pub(crate) fn schema_diff(
         &self,
         project: &str,
@@ -221,13 +259,16 @@ impl Endpoints {
             })
     }
 
-    /// The endpoints of `project`, by branch.
+    /// The endpoints of `project` whose server runs, by branch.
     pub(crate) fn list(&self, project: &str) -> Vec<EndpointInfo> {
         self.running
             .lock()
-            .iter()
+            .iter_mut()
             .filter(|((owner, _), _)| owner == project)
-            .map(|(_, endpoint)| endpoint.server.info())
+            .filter_map(|(_, endpoint)| match endpoint.server.exited() {
+                None => Some(endpoint.server.info()),
+                Some(_) => None,
+            })
             .collect()
     }
 
@@ -248,5 +289,28 @@ impl Endpoints {
                 Err(error) => tracing::error!(%project, %branch, "endpoint stop failed: {error}"),
             }
         }
+    }
+}
+
+/// Unmounts the mount an endpoint made once its server has ended; `Some(path)` if files
+/// are open under it, which leaves it mounted, with the endpoint's directory (`place`)
+/// kept until it goes.
+fn unmount_after_server(
+    mounts: &Mounts,
+    project: &str,
+    branch: &str,
+    place: Option<super::Place>,
+) -> Result<Option<PathBuf>, EndpointError> {
+    match mounts.unmount(project, branch) {
+        Ok(_) => Ok(None),
+        Err(MountError::Busy { path }) => {
+            tracing::warn!(%project, %branch, path = %path.display(),
+                "files are open under the endpoint's mount: it stays mounted");
+            if let Some(place) = place {
+                mounts.keep_until_unmounted(project, branch, Box::new(place));
+            }
+            Ok(Some(path))
+        }
+        Err(error) => Err(error.into()),
     }
 }

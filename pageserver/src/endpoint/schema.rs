@@ -1,9 +1,10 @@
-//! Schema diffs: `pg_dump --schema-only` of two endpoints' databases, compared as a
-//! unified diff (what the seed's CI step publishes for a migration tried on a branch).
+//! Schema diffs: `pg_dumpall --schema-only` of two endpoints (roles, tablespaces, and
+//! every database's schema), compared as a unified diff (what the seed's CI step
+//! publishes for a migration tried on a branch).
 //!
 //! The dumps are taken from running servers over their connection strings; both come
-//! from the same `pg_dump`, so its version header is the same on both sides and only the
-//! schemas differ.
+//! from the same `pg_dumpall`, so its version header is the same on both sides and only
+//! the schemas differ.
 
 use std::process::Stdio;
 
@@ -22,7 +23,7 @@ pub(crate) struct SchemaDiff {
     to: String,
     /// Whether the schemas are the same.
     identical: bool,
-    /// The unified diff of `pg_dump --schema-only` of `from` against `to` (empty when
+    /// The unified diff of `pg_dumpall --schema-only` of `from` against `to` (empty when
     /// identical).
     diff: String,
 }
@@ -54,26 +55,28 @@ impl SchemaDiff {
     }
 }
 
-/// `pg_dump --schema-only` of database `postgres` of the server on `port`.
+/// `pg_dumpall --schema-only` of the server on `port`: its roles (without passwords) and
+/// tablespaces, and the schema of every database, each after its `CREATE DATABASE` (a
+/// review found a database created on one branch missing from a diff of `postgres`
+/// alone).
 pub(crate) fn dump_schema(pg: &PgBin, branch: &str, port: u16) -> Result<String, EndpointError> {
     let output = pg
-        .command("pg_dump")
-        .args(["--schema-only", "-h", "127.0.0.1", "-U", "postgres"])
+        .command("pg_dumpall")
+        .args(["--schema-only", "--no-role-passwords", "-h", "127.0.0.1", "-U", "postgres"])
         .arg("-p")
         .arg(port.to_string())
-        .arg("postgres")
         .stdin(Stdio::null())
         .output()
-        .map_err(|error| anyhow::anyhow!("cannot run pg_dump: {error}"))?;
+        .map_err(|error| anyhow::anyhow!("cannot run pg_dumpall: {error}"))?;
     if !output.status.success() {
         return Err(anyhow::anyhow!(
-            "pg_dump of branch {branch:?} failed: {}",
+            "pg_dumpall of branch {branch:?} failed: {}",
             String::from_utf8_lossy(&output.stderr).trim()
         )
         .into());
     }
     let dump = String::from_utf8(output.stdout).map_err(|_| {
-        anyhow::anyhow!("pg_dump of branch {branch:?} printed bytes that are not UTF-8")
+        anyhow::anyhow!("pg_dumpall of branch {branch:?} printed bytes that are not UTF-8")
     })?;
     Ok(without_restrict_keys(&dump))
 }

@@ -60,7 +60,12 @@ pub(crate) struct Mounted {
     connection: Option<u64>,
     writers: Arc<writeback::OpenWriters>,
     notifier: fuser::Notifier,
+    /// Dropped once the mount has ended (after `wait`): see `keep`.
+    kept: Vec<KeptWithMount>,
 }
+
+/// Something that must outlive a mount (`Mounted::keep`).
+pub(crate) type KeptWithMount = Box<dyn std::any::Any + Send + Sync>;
 
 impl std::fmt::Debug for Mounted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -98,13 +103,15 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
 
 /// Checks that `dir` is an existing, empty directory.
 pub(crate) fn check_mount_point(dir: &Path) -> Result<()> {
-    let metadata = std::fs::metadata(dir)
-        .with_context(|| format!("mount point {} does not exist", dir.display()))?;
+    let unusable = |error: std::io::Error, what: &str| match dead_mount(&error) {
+        true => anyhow::anyhow!("{}", dead_mount_message(dir)),
+        false => anyhow::Error::from(error).context(format!("mount point {} {what}", dir.display())),
+    };
+    let metadata = std::fs::metadata(dir).map_err(|error| unusable(error, "does not exist"))?;
     if !metadata.is_dir() {
         bail!("mount point {} is not a directory", dir.display());
     }
-    let mut entries = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot list mount point {}", dir.display()))?;
+    let mut entries = std::fs::read_dir(dir).map_err(|error| unusable(error, "cannot be listed"))?;
     if let Some(entry) = entries.next() {
         let first = entry.map(|entry| entry.file_name()).unwrap_or_default();
         bail!(
@@ -113,6 +120,20 @@ pub(crate) fn check_mount_point(dir: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whether `error` is what a mount whose FUSE server has gone answers (ENOTCONN).
+pub(crate) fn dead_mount(error: &std::io::Error) -> bool {
+    error.raw_os_error() == Some(libc::ENOTCONN)
+}
+
+/// What to say of a mount point that is a mount whose server has gone.
+pub(crate) fn dead_mount_message(dir: &Path) -> String {
+    format!(
+        "mount point {dir} is still a mount whose FUSE server has gone (a mount process that \
+         was killed?): unmount it with `umount -l {dir}` first",
+        dir = dir.display()
+    )
 }
 
 /// Bytes in total and free on the file system holding `dir`.
@@ -185,6 +206,7 @@ pub(crate) fn mount(store: Store, spec: &MountSpec) -> Result<Mounted> {
         connection: cutoff::connection_of(&spec.dir),
         writers,
         notifier,
+        kept: Vec::new(),
     })
 }
 
@@ -210,6 +232,12 @@ fn raise_read_ahead(dir: &Path) {
 }
 
 impl Mounted {
+    /// Keeps `kept` until this mount has ended: the directory that holds its mount point,
+    /// made by whoever mounted it and removed when it drops.
+    pub(crate) fn keep(&mut self, kept: KeptWithMount) {
+        self.kept.push(kept);
+    }
+
     /// The mounted tree.
     pub(crate) fn tree(&self) -> &Arc<FileTree> {
         &self.tree

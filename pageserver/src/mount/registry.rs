@@ -15,7 +15,7 @@ use pagefork_engine::Store;
 use pagefork_files::TreeView;
 use parking_lot::Mutex;
 
-use super::{MountSpec, Mounted, mount};
+use super::{KeptWithMount, MountSpec, Mounted, dead_mount, dead_mount_message, mount};
 
 /// What a mount is, for listings and answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,9 +79,13 @@ impl Mounts {
             ));
         }
         let joined = self.root.join(given);
-        let resolved = joined
-            .canonicalize()
-            .map_err(|error| bad(&format!("does not exist ({error})")))?;
+        let resolved = joined.canonicalize().map_err(|error| match dead_mount(&error) {
+            true => MountError::BadMountPoint {
+                path: PathBuf::from(path),
+                reason: dead_mount_message(&joined),
+            },
+            false => bad(&format!("does not exist ({error})")),
+        })?;
         if resolved == self.root || !resolved.starts_with(&self.root) {
             return Err(bad(&format!(
                 "must lie inside the mount root {}",
@@ -160,6 +164,14 @@ impl Mounts {
             Ok(info)
         } else {
             Err(MountError::Busy { path: info.path })
+        }
+    }
+
+    /// Keeps `keep` until the mount of `branch` goes (dropped at once if it has none): an
+    /// endpoint's directory, which holds the mount point.
+    pub(crate) fn keep_until_unmounted(&self, project: &str, branch: &str, keep: KeptWithMount) {
+        if let Some(mounted) = self.mounts.lock().get_mut(&(project.to_owned(), branch.to_owned())) {
+            mounted.keep(keep);
         }
     }
 

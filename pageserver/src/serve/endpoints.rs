@@ -145,7 +145,7 @@ pub(crate) async fn start(
 /// branch is unmounted if the endpoint mounted it.
 #[utoipa::path(delete, path = "/v1/projects/{project}/branches/{branch}/endpoint",
     tag = "endpoints", params(BranchParams), request_body = NoParameters,
-    responses((status = 200, description = "Stopped", body = EndpointView),
+    responses((status = 200, description = "Stopped", body = StoppedEndpoint),
         (status = "4XX", description = "Refused", body = ErrorBody),
         (status = "5XX", description = "Postgres or the store failed", body = ErrorBody)),
     security((), ("token" = [])))]
@@ -153,18 +153,33 @@ pub(crate) async fn stop(
     State(state): State<AppState>,
     path: BranchPath,
     body: Result<Json<NoParameters>, JsonRejection>,
-) -> Result<Json<EndpointView>, ApiError> {
+) -> Result<Json<StoppedEndpoint>, ApiError> {
     let Path((project, branch)) = path?;
     let Json(NoParameters {}) = body?;
     state.projects.get(&project)?;
     let (endpoints, mounts) = (Arc::clone(&state.endpoints), Arc::clone(&state.mounts));
-    let info = blocking(move || {
+    let (info, still_mounted) = blocking(move || {
         endpoints
             .stop(&project, &branch, &mounts)
             .map_err(endpoint_error)
     })
     .await?;
-    Ok(Json(EndpointView::of(&info)))
+    Ok(Json(StoppedEndpoint {
+        endpoint: EndpointView::of(&info),
+        still_mounted: still_mounted.map(|path| path.display().to_string()),
+    }))
+}
+
+/// A stopped endpoint.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct StoppedEndpoint {
+    #[serde(flatten)]
+    endpoint: EndpointView,
+    /// Present when files were open under the mount the endpoint made (a shell in it):
+    /// the server is stopped and the branch stays mounted there, for `DELETE .../mount`
+    /// once they are closed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    still_mounted: Option<String>,
 }
 
 /// The query of a schema diff: the other branch.
@@ -177,13 +192,13 @@ pub(crate) struct SchemaDiffQuery {
     to: String,
 }
 
-/// `GET .../schema-diff?to=B`: `pg_dump --schema-only` of this branch's endpoint against
+/// `GET .../schema-diff?to=B`: `pg_dumpall --schema-only` of this branch's endpoint against
 /// `to`'s, as a unified diff.
 #[utoipa::path(get, path = "/v1/projects/{project}/branches/{branch}/schema-diff",
     tag = "endpoints", params(BranchParams, SchemaDiffQuery),
     responses((status = 200, description = "The schemas compared", body = SchemaDiff),
         (status = "4XX", description = "Refused", body = ErrorBody),
-        (status = "5XX", description = "pg_dump failed", body = ErrorBody)),
+        (status = "5XX", description = "pg_dumpall failed", body = ErrorBody)),
     security((), ("token" = [])))]
 pub(crate) async fn schema_diff(
     State(state): State<AppState>,

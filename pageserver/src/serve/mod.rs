@@ -102,6 +102,7 @@ pub(crate) fn run(
     let projects = Projects::open(root, options.remote.as_ref())?;
     let mounts = Arc::new(Mounts::new(&options.mount_root)?);
     let endpoints = Arc::new(Endpoints::default());
+    let reaper = reap_endpoints_every_second(Arc::clone(&endpoints), Arc::clone(&mounts))?;
     let replication = Replication::start(options.remote.clone(), &projects)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -125,11 +126,44 @@ pub(crate) fn run(
     // (fast shutdown), unmount what is mounted (everything written through it made
     // durable), sync every project a last time and stop replicating, then close the
     // stores.
+    reaper.stop();
     endpoints.stop_all(&mounts);
     mounts.unmount_all(shutdown_grace);
     replication.sync_and_stop_all();
     projects.close();
     served
+}
+
+/// The thread that ends endpoints whose Postgres exited by itself
+/// (`Endpoints::reap_exited`), until `stop`.
+struct Reaper {
+    stop: crossbeam::channel::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Reaper {
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
+}
+
+fn reap_endpoints_every_second(
+    endpoints: Arc<Endpoints>,
+    mounts: Arc<Mounts>,
+) -> anyhow::Result<Reaper> {
+    let (stop, stopped) = crossbeam::channel::bounded::<()>(0);
+    let thread = std::thread::Builder::new()
+        .name("endpoint reaper".to_owned())
+        .spawn(move || {
+            while let Err(crossbeam::channel::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(std::time::Duration::from_secs(1))
+            {
+                endpoints.reap_exited(&mounts);
+            }
+        })
+        .context("cannot start the endpoint reaper")?;
+    Ok(Reaper { stop, thread })
 }
 
 async fn serve(state: AppState, listener: std::net::TcpListener) -> anyhow::Result<()> {

@@ -39,8 +39,20 @@ impl Endpoint {
         mount: Option<&Path>,
         extra: &[&str],
     ) -> Endpoint {
+        Endpoint::start_in(Path::new("."), data, branch, mount, extra)
+    }
+
+    /// As `start`, run in directory `cwd` (a relative `mount` is relative to it).
+    pub(crate) fn start_in(
+        cwd: &Path,
+        data: &Path,
+        branch: &str,
+        mount: Option<&Path>,
+        extra: &[&str],
+    ) -> Endpoint {
         let mut command = Command::new(env!("CARGO_BIN_EXE_pagefork"));
         command
+            .current_dir(cwd)
             .arg("--data-dir")
             .arg(data)
             .args(["--json", "endpoint", "start", branch])
@@ -59,7 +71,7 @@ impl Endpoint {
         let mut endpoint = Endpoint {
             child: Some(child),
             answer: Value::Null,
-            mount: mount.map(Path::to_path_buf),
+            mount: mount.map(|mount| cwd.join(mount)),
         };
         endpoint.answer = serde_json::from_str(&line)
             .unwrap_or_else(|error| panic!("endpoint start did not answer ({error}): {line:?}"));
