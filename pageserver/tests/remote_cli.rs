@@ -307,3 +307,44 @@ fn a_cache_budget_evicts_and_a_lazy_attach_downloads_on_demand() {
     );
     assert_eq!(residency(&second), (layers, 0));
 }
+
+/// Found by a review: a layer object deleted from the bucket by hand (or by a lifecycle
+/// rule) while the index still listed it was evicted from local disk all the same by
+/// `sync --local-cache-bytes 0`, and the data was gone from both places. A layer is now
+/// evicted only if its object is in the bucket at its size.
+#[test]
+fn regression_a_layer_missing_from_the_bucket_is_not_evicted() {
+    let server = S3Server::start();
+    let url = format!("s3://{BUCKET}/cli/missing");
+    let endpoint = server.endpoint();
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("store");
+    ok_json(pagefork(&dir, &["--json", "demo"]));
+    let sync = |extra: &[&str]| {
+        let args = [
+            &["--json", "sync", "--remote", &url, "--s3-endpoint", &endpoint][..],
+            extra,
+        ]
+        .concat();
+        ok_json(with_credentials(&dir, &args))
+    };
+    sync(&[]);
+    let (layers, none) = residency(&dir);
+    assert!(layers > 0 && none == 0);
+    let gone: Vec<String> = server
+        .object_keys("cli/missing/layers")
+        .into_iter()
+        .take(1)
+        .collect();
+    assert_eq!(gone.len(), 1, "no layer object to delete");
+    std::fs::remove_file(server.object_file(&gone[0])).unwrap();
+
+    sync(&["--local-cache-bytes", "0"]);
+    assert_eq!(residency(&dir), (1, layers - 1), "the missing layer was evicted");
+    let checked = with_credentials(&dir, &["inspect", "store"]);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}

@@ -113,6 +113,16 @@ impl Bucket {
         }
     }
 
+    /// The size of the object `relative`, or `None` if there is none (a `HEAD`).
+    pub(crate) fn size_of(&self, relative: &str) -> Result<Option<u64>> {
+        let path = self.path(relative);
+        match self.runtime.block_on(self.store.head(&path)) {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(error) => Err(self.failed("look up", relative)(error)),
+        }
+    }
+
     /// Bytes `range` of the object `relative` (an error if it is missing, or if another
     /// number of bytes comes back).
     pub(crate) fn get_range(&self, relative: &str, range: std::ops::Range<u64>) -> Result<Bytes> {

@@ -120,13 +120,38 @@ fn layers_of(index: &RemoteIndex) -> HashMap<(String, u32), RemoteObject> {
 }
 
 impl LayerSource for RemoteLayers {
+    /// Listed by the index, not fenced, and the object is in the bucket at its size right
+    /// now (a `HEAD`): an object deleted by hand or by a lifecycle rule while the index
+    /// still lists it must not cost the only copy left (a review found the layer evicted
+    /// and the data gone). Any doubt, a failed request included, keeps the layer.
     fn holds(&self, name: &str, checksum: u32) -> bool {
-        !self.fenced.load(Ordering::SeqCst)
-            && self
-                .listed
-                .read()
-                .as_ref()
-                .is_some_and(|listed| listed.contains_key(&(name.to_owned(), checksum)))
+        if self.fenced.load(Ordering::SeqCst) {
+            return false;
+        }
+        let listed = self
+            .listed
+            .read()
+            .as_ref()
+            .and_then(|listed| listed.get(&(name.to_owned(), checksum)).cloned());
+        let Some(object) = listed else {
+            return false;
+        };
+        match self.bucket().and_then(|bucket| bucket.size_of(&object.key)) {
+            Ok(Some(size)) if size == object.size => true,
+            Ok(found) => {
+                tracing::error!(
+                    key = %self.location.key(&object.key),
+                    expected = object.size,
+                    ?found,
+                    "a layer the index lists is not in the bucket as listed: it stays on local disk"
+                );
+                false
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot check a layer in the bucket: it stays on local disk");
+                false
+            }
+        }
     }
 
     fn read_all(&self, name: &str, checksum: u32) -> std::result::Result<Bytes, String> {
