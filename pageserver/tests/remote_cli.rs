@@ -348,3 +348,51 @@ fn regression_a_layer_missing_from_the_bucket_is_not_evicted() {
         String::from_utf8_lossy(&checked.stderr)
     );
 }
+
+/// Found by a review: `remote scrub` of a prefix removed every object of a store synced
+/// to a prefix inside it (its generation marker, index, catalog and WAL), as "objects no
+/// index lists". Scrub now considers only keys of its own layout.
+#[test]
+fn regression_scrub_leaves_a_store_synced_inside_its_prefix_alone() {
+    let server = S3Server::start();
+    let endpoint = server.endpoint();
+    let root = tempfile::tempdir().unwrap();
+    let (outer, inner) = (root.path().join("outer"), root.path().join("inner"));
+    ok_json(pagefork(&outer, &["--json", "init"]));
+    ok_json(pagefork(&inner, &["--json", "init"]));
+    let page = root.path().join("page");
+    std::fs::write(&page, vec![7u8; 8192]).unwrap();
+    for dir in [&outer, &inner] {
+        let put = pagefork(
+            dir,
+            &["page", "put", "main", "1", "0", "--file", page.to_str().unwrap()],
+        );
+        assert!(put.status.success());
+    }
+    let outer_url = format!("s3://{BUCKET}/nest");
+    let inner_url = format!("s3://{BUCKET}/nest/layers/x");
+    for (dir, url) in [(&outer, &outer_url), (&inner, &inner_url)] {
+        ok_json(with_credentials(
+            dir,
+            &["--json", "sync", "--remote", url, "--s3-endpoint", &endpoint],
+        ));
+    }
+    let inner_keys = server.object_keys("nest/layers/x");
+    assert!(!inner_keys.is_empty());
+    let scrubbed = ok_json(with_credentials(
+        &outer,
+        &[
+            "--json", "remote", "scrub", "--remote", &outer_url, "--s3-endpoint", &endpoint,
+            "--min-age", "0s",
+        ],
+    ));
+    assert_eq!(scrubbed["unlisted"], serde_json::json!([]), "{scrubbed}");
+    assert_eq!(server.object_keys("nest/layers/x"), inner_keys);
+    let attached = root.path().join("attached");
+    ok_json(with_credentials(
+        &attached,
+        &["--json", "attach", "--remote", &inner_url, "--s3-endpoint", &endpoint],
+    ));
+    let read = pagefork(&attached, &["page", "get", "main", "1", "0"]);
+    assert_eq!(read.stdout, vec![7u8; 8192]);
+}

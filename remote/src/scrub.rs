@@ -2,7 +2,8 @@
 //! and publishing, or by a deletion a crash cut short), listed and removed. Never removes
 //! an object the newest index lists, a generation marker, the newest index, an object of
 //! a generation newer than the newest index's (a process that attached and has not
-//! published yet), or one younger than `min_age` (an upload in flight).
+//! published yet), one younger than `min_age` (an upload in flight), or one whose key is
+//! not of this layout (another store's, synced to a prefix inside this one).
 
 use std::time::{Duration, SystemTime};
 
@@ -50,11 +51,17 @@ pub fn scrub(location: &RemoteLocation, min_age: Duration, remove: bool) -> Resu
     let mut candidates = Vec::new();
     for dir in DATA_DIRS {
         for (name, modified) in bucket.list_with_times(dir)? {
-            candidates.push((format!("{dir}/{name}"), modified));
+            // Only keys this layout writes: one name, carrying a generation. Anything
+            // deeper belongs to something else, such as a store synced to a prefix
+            // inside this one (a review found scrub deleting such a store whole).
+            let key = format!("{dir}/{name}");
+            if !name.contains('/') && keys::generation_of(&key).is_some() {
+                candidates.push((key, modified));
+            }
         }
     }
     for (name, modified) in bucket.list_with_times(keys::INDEX_DIR)? {
-        if keys::parse_index(&name).is_some_and(|generation| generation < newest) {
+        if !name.contains('/') && keys::parse_index(&name).is_some_and(|generation| generation < newest) {
             candidates.push((format!("{}/{name}", keys::INDEX_DIR), modified));
         }
     }
