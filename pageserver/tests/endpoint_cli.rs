@@ -211,8 +211,11 @@ fn the_postgres_demo_runs_the_seed_scenario_and_reports_what_it_recovered_to() {
     }
     // The last visible transaction committed before the noted time.
     let noted: pagefork_engine::Timestamp = report["noted"].as_str().unwrap().parse().unwrap();
-    let last: pagefork_engine::Timestamp =
-        report["pitr_last_commit"].as_str().unwrap().parse().unwrap();
+    let last: pagefork_engine::Timestamp = report["pitr_last_commit"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(last <= noted, "{report}");
     // The demo's store is there to look at, with the backup of the restore.
     let branches = ok_json(pagefork(&data, &["--json", "branch", "list"]));
@@ -290,11 +293,20 @@ fn regression_a_relative_mount_point_and_a_failed_initdb() {
         "#!/bin/sh\necho 'initdb: a planted failure' >&2\nexit 1\n",
     )
     .unwrap();
-    std::fs::set_permissions(broken.join("initdb"), std::fs::Permissions::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(
+        broken.join("initdb"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     let failed = pagefork(
         &data,
-        &["endpoint", "start", "main", "--pg-bin", broken.to_str().unwrap()],
+        &[
+            "endpoint",
+            "start",
+            "main",
+            "--pg-bin",
+            broken.to_str().unwrap(),
+        ],
     );
     assert!(!failed.status.success());
     let message = String::from_utf8_lossy(&failed.stderr);
@@ -304,12 +316,20 @@ fn regression_a_relative_mount_point_and_a_failed_initdb() {
     let relative = format!("pagefork-relative-mount-{}", std::process::id());
     std::fs::create_dir(root.path().join(&relative)).unwrap();
     let endpoint = Endpoint::start_in(root.path(), &data, "main", Some(Path::new(&relative)), &[]);
-    assert_eq!(endpoint.answer["endpoint"]["initialized"], true, "{}", endpoint.answer);
+    assert_eq!(
+        endpoint.answer["endpoint"]["initialized"], true,
+        "{}",
+        endpoint.answer
+    );
     let url = endpoint.url();
     let served = psql(&url, "SHOW data_directory").unwrap();
     assert_eq!(
         Path::new(&served),
-        root.path().canonicalize().unwrap().join(&relative).join("pgdata")
+        root.path()
+            .canonicalize()
+            .unwrap()
+            .join(&relative)
+            .join("pgdata")
     );
     psql(&url, "CREATE TABLE kept AS SELECT 1 AS one").unwrap();
     assert!(!Path::new("/").join(&relative).exists());

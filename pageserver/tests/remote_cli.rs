@@ -322,7 +322,14 @@ fn regression_a_layer_missing_from_the_bucket_is_not_evicted() {
     ok_json(pagefork(&dir, &["--json", "demo"]));
     let sync = |extra: &[&str]| {
         let args = [
-            &["--json", "sync", "--remote", &url, "--s3-endpoint", &endpoint][..],
+            &[
+                "--json",
+                "sync",
+                "--remote",
+                &url,
+                "--s3-endpoint",
+                &endpoint,
+            ][..],
             extra,
         ]
         .concat();
@@ -340,7 +347,11 @@ fn regression_a_layer_missing_from_the_bucket_is_not_evicted() {
     std::fs::remove_file(server.object_file(&gone[0])).unwrap();
 
     sync(&["--local-cache-bytes", "0"]);
-    assert_eq!(residency(&dir), (1, layers - 1), "the missing layer was evicted");
+    assert_eq!(
+        residency(&dir),
+        (1, layers - 1),
+        "the missing layer was evicted"
+    );
     let checked = with_credentials(&dir, &["inspect", "store"]);
     assert!(
         checked.status.success(),
@@ -365,7 +376,15 @@ fn regression_scrub_leaves_a_store_synced_inside_its_prefix_alone() {
     for dir in [&outer, &inner] {
         let put = pagefork(
             dir,
-            &["page", "put", "main", "1", "0", "--file", page.to_str().unwrap()],
+            &[
+                "page",
+                "put",
+                "main",
+                "1",
+                "0",
+                "--file",
+                page.to_str().unwrap(),
+            ],
         );
         assert!(put.status.success());
     }
@@ -374,7 +393,14 @@ fn regression_scrub_leaves_a_store_synced_inside_its_prefix_alone() {
     for (dir, url) in [(&outer, &outer_url), (&inner, &inner_url)] {
         ok_json(with_credentials(
             dir,
-            &["--json", "sync", "--remote", url, "--s3-endpoint", &endpoint],
+            &[
+                "--json",
+                "sync",
+                "--remote",
+                url,
+                "--s3-endpoint",
+                &endpoint,
+            ],
         ));
     }
     let inner_keys = server.object_keys("nest/layers/x");
@@ -382,8 +408,15 @@ fn regression_scrub_leaves_a_store_synced_inside_its_prefix_alone() {
     let scrubbed = ok_json(with_credentials(
         &outer,
         &[
-            "--json", "remote", "scrub", "--remote", &outer_url, "--s3-endpoint", &endpoint,
-            "--min-age", "0s",
+            "--json",
+            "remote",
+            "scrub",
+            "--remote",
+            &outer_url,
+            "--s3-endpoint",
+            &endpoint,
+            "--min-age",
+            "0s",
         ],
     ));
     assert_eq!(scrubbed["unlisted"], serde_json::json!([]), "{scrubbed}");
@@ -391,8 +424,140 @@ fn regression_scrub_leaves_a_store_synced_inside_its_prefix_alone() {
     let attached = root.path().join("attached");
     ok_json(with_credentials(
         &attached,
-        &["--json", "attach", "--remote", &inner_url, "--s3-endpoint", &endpoint],
+        &[
+            "--json",
+            "attach",
+            "--remote",
+            &inner_url,
+            "--s3-endpoint",
+            &endpoint,
+        ],
     ));
     let read = pagefork(&attached, &["page", "get", "main", "1", "0"]);
     assert_eq!(read.stdout, vec![7u8; 8192]);
+}
+
+/// Found by a review: a stale copy of a store's directory (a disk snapshot, `cp -a`)
+/// synced over the location and rolled it back, deleting what the newer index listed;
+/// and a directory fenced at a location took it back by syncing elsewhere first (its
+/// state file then named the other location, so the old one looked new to it). A
+/// directory now publishes over an index only if it published it (or attached from it),
+/// and syncs to a location holding the store only if it holds a generation there.
+#[test]
+fn regression_a_stale_copy_or_a_fenced_directory_cannot_roll_a_location_back() {
+    let server = S3Server::start();
+    let endpoint = server.endpoint();
+    let root = tempfile::tempdir().unwrap();
+    let page = |fill: u8| {
+        let path = root.path().join(format!("page-{fill}"));
+        std::fs::write(&path, vec![fill; 8192]).unwrap();
+        path
+    };
+    let put = |dir: &Path, block: &str, fill: u8| {
+        let file = page(fill);
+        let put = pagefork(
+            dir,
+            &[
+                "page",
+                "put",
+                "main",
+                "1",
+                block,
+                "--file",
+                file.to_str().unwrap(),
+            ],
+        );
+        assert!(put.status.success());
+    };
+    let sync = |dir: &Path, url: &str| {
+        with_credentials(
+            dir,
+            &[
+                "--json",
+                "sync",
+                "--remote",
+                url,
+                "--s3-endpoint",
+                &endpoint,
+            ],
+        )
+    };
+    let refused_as_not_ours = |output: Output| {
+        assert!(!output.status.success());
+        let message = String::from_utf8_lossy(&output.stderr);
+        assert!(message.contains("did not publish"), "{message}");
+    };
+
+    // A stale copy of the directory.
+    let url = format!("s3://{BUCKET}/roll");
+    let (store, stale) = (root.path().join("store"), root.path().join("stale"));
+    ok_json(pagefork(&store, &["--json", "init"]));
+    put(&store, "0", 1);
+    ok_json(sync(&store, &url));
+    let copied = std::process::Command::new("cp")
+        .args(["-a", store.to_str().unwrap(), stale.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    put(&store, "1", 2);
+    let newer = ok_json(sync(&store, &url));
+    let keys = server.object_keys("roll");
+    put(&stale, "1", 3);
+    refused_as_not_ours(sync(&stale, &url));
+    assert_eq!(
+        server.object_keys("roll"),
+        keys,
+        "a refused sync changed the bucket"
+    );
+    put(&store, "2", 4);
+    let after = ok_json(sync(&store, &url));
+    assert!(
+        after["recovery_point"] != newer["recovery_point"],
+        "{after}"
+    );
+
+    // A fenced directory syncing elsewhere, then back.
+    let url = format!("s3://{BUCKET}/fence");
+    let elsewhere = format!("s3://{BUCKET}/fence-elsewhere");
+    let (old, new) = (root.path().join("old"), root.path().join("new"));
+    ok_json(pagefork(&old, &["--json", "init"]));
+    put(&old, "0", 5);
+    ok_json(sync(&old, &url));
+    ok_json(with_credentials(
+        &new,
+        &[
+            "--json",
+            "attach",
+            "--remote",
+            &url,
+            "--s3-endpoint",
+            &endpoint,
+        ],
+    ));
+    put(&new, "1", 6);
+    ok_json(sync(&new, &url));
+    put(&old, "1", 7);
+    assert!(
+        !sync(&old, &url).status.success(),
+        "a fenced directory synced"
+    );
+    ok_json(sync(&old, &elsewhere));
+    refused_as_not_ours(sync(&old, &url));
+    put(&new, "2", 8);
+    ok_json(sync(&new, &url));
+    let attached = root.path().join("attached");
+    ok_json(with_credentials(
+        &attached,
+        &[
+            "--json",
+            "attach",
+            "--remote",
+            &url,
+            "--s3-endpoint",
+            &endpoint,
+            "--no-claim",
+        ],
+    ));
+    let read = pagefork(&attached, &["page", "get", "main", "1", "1"]);
+    assert_eq!(read.stdout, vec![6u8; 8192], "the location was rolled back");
 }

@@ -166,7 +166,14 @@ fn endpoints_start_on_branches_each_with_its_own_writes_and_a_pitr_answer() {
     let dev_url = dev["endpoint"]["connection_string"].as_str().unwrap();
     let dev_app = format!("{}/app", dev_url.strip_suffix("/postgres").unwrap());
     let made = Command::new(PSQL)
-        .args([&dev_app, "-X", "-v", "ON_ERROR_STOP=1", "-c", "CREATE TABLE users(id int)"])
+        .args([
+            &dev_app,
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            "CREATE TABLE users(id int)",
+        ])
         .status()
         .unwrap();
     assert!(made.success());
@@ -471,7 +478,10 @@ fn regression_a_killed_endpoint_is_ended_and_a_stop_with_a_busy_mount_says_so() 
 
     // Postgres killed behind the server's back.
     let pid = copy["endpoint"]["pid"].as_i64().unwrap();
-    let killed = Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -499,14 +509,20 @@ fn regression_a_killed_endpoint_is_ended_and_a_stop_with_a_busy_mount_says_so() 
     server.delete(&format!("{B}/copy")).expect(200);
 
     // A stop with a shell in the mount: Postgres stopped, the mount left and named.
-    let data_directory = main["endpoint"]["data_directory"].as_str().unwrap().to_owned();
+    let data_directory = main["endpoint"]["data_directory"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mut holder = Command::new("sleep")
         .arg("60")
         .current_dir(&data_directory)
         .spawn()
         .unwrap();
     let stopped = server.delete(&format!("{B}/main/endpoint")).expect(200);
-    let left = stopped["still_mounted"].as_str().unwrap_or_default().to_owned();
+    let left = stopped["still_mounted"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(
         data_directory.starts_with(&left) && !left.is_empty(),
         "{stopped}"

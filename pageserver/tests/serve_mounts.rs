@@ -412,7 +412,10 @@ fn regression_sigterm_cuts_off_a_mount_still_held_at_the_end_of_the_grace() {
 
     let server = start(&data);
     server
-        .post(&format!("{B}/main/mount"), r#"{"path": "m", "read_only": true}"#)
+        .post(
+            &format!("{B}/main/mount"),
+            r#"{"path": "m", "read_only": true}"#,
+        )
         .expect(201);
     assert_eq!(
         std::fs::read(dir.join("held")).unwrap(),

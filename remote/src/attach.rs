@@ -18,6 +18,7 @@ use crate::bucket::Bucket;
 use crate::error::{RemoteError, Result};
 use crate::generations;
 use crate::index::{RemoteObject, RemoteSegment};
+use crate::keys;
 use crate::location::RemoteLocation;
 use crate::state::LocalState;
 use crate::sync::read_index;
@@ -61,7 +62,8 @@ pub fn attach_lazily(location: &RemoteLocation, dir: &Path) -> Result<AttachRepo
 
 /// Rebuilds the store at `location` in `dir` without claiming a generation: a copy to
 /// inspect (or to check a backup with) that fences nobody. The copy is a store like any
-/// other; should it ever sync to `location`, it claims a generation then.
+/// other, but a sync of it to `location` is refused: it holds no generation there, and
+/// publishing over what the writer published since could roll the location back.
 pub fn attach_without_claim(location: &RemoteLocation, dir: &Path) -> Result<AttachReport> {
     attach_as(location, dir, Claim::Nothing)
 }
@@ -108,6 +110,29 @@ fn attach_into(
     let generation = match claim {
         Claim::Generation | Claim::GenerationLazily => Some(generations::claim(&bucket, "attach")?),
         Claim::Nothing => None,
+    };
+    let attached = attach_claimed(location, &bucket, dir, (claim, generation), started);
+    if let (Err(_), Some(generation)) = (&attached, generation) {
+        // A failed attach publishes nothing under its generation: giving the claim back
+        // leaves the location as it was, instead of fencing the process that writes there
+        // for a copy that does not exist (found by a review).
+        if let Err(error) = bucket.delete(&keys::generation_marker(generation)) {
+            tracing::warn!(%error, generation, "could not give back the generation of a failed attach");
+        }
+    }
+    attached
+}
+
+/// The rest of `attach_into`, once `generation` (if any) is claimed.
+fn attach_claimed(
+    location: &RemoteLocation,
+    bucket: &Bucket,
+    dir: &Path,
+    (claim, generation): (Claim, Option<u32>),
+    started: Instant,
+) -> Result<AttachReport> {
+    let no_index = || RemoteError::NoIndex {
+        location: location.url(),
     };
     // The newest index once this generation fences every older process.
     let from_generation = generations::newest_index(&bucket)?.ok_or_else(no_index)?;
@@ -177,6 +202,7 @@ fn attach_into(
     if let Some(generation) = generation {
         LocalState::new(location, generation)
             .at(Lsn(index.wal_end))
+            .published(index.mark())
             .write(dir)?;
     }
     publish_file(&StdFileSystem, &paths.meta(), &meta)

@@ -62,6 +62,21 @@ pub enum RemoteError {
         /// The newest generation found.
         newer: u32,
     },
+    /// The location holds a copy of this store that this directory did not publish:
+    /// publishing over it could roll it back.
+    #[error(
+        "{location} holds a copy of this store that this directory did not publish ({found}; this directory's last: {ours}): {why}; to go on, attach from it into a new directory, or sync this one to another prefix"
+    )]
+    NotOurCopy {
+        /// The location.
+        location: String,
+        /// The newest index there, described.
+        found: String,
+        /// What this directory last published or attached from, described.
+        ours: String,
+        /// How this can be.
+        why: &'static str,
+    },
     /// The background replicator stopped before it answered.
     #[error("the replicator of {location} has stopped")]
     Stopped {

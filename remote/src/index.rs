@@ -12,7 +12,8 @@
 //! (LSN), `layers` (each layer file's name and object), `segment_size`, `wal` (the WAL
 //! segments from the one holding `replay_from`, each in one or more pieces: a piece is
 //! the segment's bytes from `offset` on, `object.size` of them), `wal_end` (LSN: the
-//! recovery point). An object is `{key, size, crc32}`. Version 1, which this build still
+//! recovery point), `publish_id` (a random number drawn for each index published, absent
+//! in older ones). An object is `{key, size, crc32}`. Version 1, which this build still
 //! reads, had one piece per segment and no `offset`. Pieces let a sync upload only what a
 //! segment gained since the last one.
 //!
@@ -91,9 +92,37 @@ pub struct RemoteIndex {
     pub wal: Vec<RemoteSegment>,
     /// The recovery point: every commit ending at or below it is here.
     pub wal_end: u64,
+    /// Drawn at random for each index published (absent in indexes published before it
+    /// was): with `wal_end`, which publication of the store this is (see [`IndexMark`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_id: Option<u64>,
+}
+
+/// Which publication an index is: a copy of a store (a directory) remembers the mark of
+/// the index it last published or attached from, and publishes over the location's
+/// newest index only if that index is one it knows (`sync`): so a stale copy of the
+/// directory, or a second copy writing beside it, never rolls the bucket back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexMark {
+    /// The index's generation.
+    pub generation: u32,
+    /// Its recovery point.
+    pub wal_end: u64,
+    /// Its publish id (`None` for an index published before there were any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_id: Option<u64>,
 }
 
 impl RemoteIndex {
+    /// Which publication this is.
+    pub fn mark(&self) -> IndexMark {
+        IndexMark {
+            generation: self.generation,
+            wal_end: self.wal_end,
+            publish_id: self.publish_id,
+        }
+    }
+
     /// The object's bytes. Refuses (as damage) an index that breaks its invariants, so
     /// none is ever published.
     pub(crate) fn encode(&self) -> Result<Vec<u8>> {
@@ -275,6 +304,7 @@ mod tests {
                 object: object("layers/a.l0.00000007.g00000001", 8192),
             }],
             segment_size: 0x100_0000,
+            publish_id: Some(42),
             wal: vec![
                 RemoteSegment {
                     start: 0x100_0000,

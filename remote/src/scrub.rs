@@ -61,7 +61,9 @@ pub fn scrub(location: &RemoteLocation, min_age: Duration, remove: bool) -> Resu
         }
     }
     for (name, modified) in bucket.list_with_times(keys::INDEX_DIR)? {
-        if !name.contains('/') && keys::parse_index(&name).is_some_and(|generation| generation < newest) {
+        if !name.contains('/')
+            && keys::parse_index(&name).is_some_and(|generation| generation < newest)
+        {
             candidates.push((format!("{}/{name}", keys::INDEX_DIR), modified));
         }
     }

@@ -9,6 +9,7 @@ use pagefork_engine::{Lsn, StdFileSystem, publish_file};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{RemoteError, Result};
+use crate::index::IndexMark;
 use crate::location::RemoteLocation;
 
 /// The location the store in `dir` is copied to, as its `pagefork.remote` file records it
@@ -40,6 +41,14 @@ pub(crate) struct LocalState {
     /// commit at or below it is in the bucket (absent before the first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) recovery_point: Option<u64>,
+    /// The index this directory last published there, or attached from (absent in files
+    /// written before it was recorded: then nothing is checked against it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) published: Option<IndexMark>,
+    /// The index this directory is publishing: recorded before the index is written, so
+    /// a crash between the two leaves an index the directory still knows as its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) publishing: Option<IndexMark>,
 }
 
 /// What a store's `pagefork.remote` file says about its copy (see [`recorded_copy`]).
@@ -71,7 +80,26 @@ impl LocalState {
             s3_endpoint: location.endpoint().map(str::to_owned),
             generation,
             recovery_point: None,
+            published: None,
+            publishing: None,
         }
+    }
+
+    /// The same, remembering `mark` as the index it last published or attached from.
+    pub(crate) fn published(self, mark: IndexMark) -> LocalState {
+        LocalState {
+            published: Some(mark),
+            publishing: None,
+            ..self
+        }
+    }
+
+    /// Whether the index marked `mark` is one this directory published (or is publishing,
+    /// or attached from). A file that recorded no index knows nothing to check.
+    pub(crate) fn knows(&self, mark: &IndexMark) -> bool {
+        self.published.is_none()
+            || self.published.as_ref() == Some(mark)
+            || self.publishing.as_ref() == Some(mark)
     }
 
     /// The same, recording `recovery_point`.

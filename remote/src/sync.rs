@@ -78,6 +78,9 @@ pub struct Uploader {
     log_id: u64,
     generation: u32,
     layers: BTreeMap<(String, u32), RemoteObject>,
+    /// What `pagefork.remote` records: the index this directory last published (or
+    /// attached from), checked before each index is published over the location's.
+    state: LocalState,
     /// WAL pieces in the bucket, by segment start, offset in it, length and CRC32.
     segments: BTreeMap<PieceId, RemoteObject>,
     /// Those known to hold this store's log: put by this uploader, or checked against it.
@@ -134,14 +137,37 @@ impl Uploader {
                 ours: log_id,
             });
         }
-        let generation = match LocalState::read(&dir)? {
-            Some(state) if state.location == location.url() => state.generation,
-            _ => {
+        let here = LocalState::read(&dir)?.filter(|state| state.location == location.url());
+        let state = match (here, &newest_index) {
+            (Some(state), Some(index))
+                if index.generation == state.generation && !state.knows(&index.mark()) =>
+            {
+                return Err(not_our_copy(
+                    location,
+                    index,
+                    &state,
+                    "another copy of this directory (a disk snapshot, a copy of its files, a \
+                     second machine) published there since",
+                ));
+            }
+            (Some(state), _) => state,
+            (None, Some(index)) => {
+                return Err(not_our_copy(
+                    location,
+                    index,
+                    &LocalState::new(location, 0),
+                    "this directory holds no generation there (it was attached without a \
+                     claim, or syncs elsewhere now)",
+                ));
+            }
+            (None, None) => {
                 let generation = generations::claim(&bucket, "sync")?;
-                LocalState::new(location, generation).write(&dir)?;
-                generation
+                let state = LocalState::new(location, generation);
+                state.write(&dir)?;
+                state
             }
         };
+        let generation = state.generation;
         let mut uploader = Uploader {
             bucket,
             dir,
@@ -156,6 +182,7 @@ impl Uploader {
             listed: BTreeSet::new(),
             pending_deletions: BTreeSet::new(),
             layer_source,
+            state,
         };
         if let Some(index) = newest_index {
             uploader.remember(&index);
@@ -264,7 +291,7 @@ impl Uploader {
             });
         }
         let wal = self.put_wal(&files, &mut uploaded)?;
-        let index = RemoteIndex {
+        let mut index = RemoteIndex {
             format_version: INDEX_FORMAT_VERSION,
             generation: self.generation,
             log_id: self.log_id,
@@ -278,8 +305,8 @@ impl Uploader {
             segment_size: files.segment_size,
             wal,
             wal_end: files.wal_end.0,
+            publish_id: None,
         };
-        let encoded = index.encode()?;
         if let Err(error) = generations::check_current(&self.bucket, self.generation) {
             if let (RemoteError::Fenced { .. }, Some(source)) = (&error, &self.layer_source) {
                 source.fence();
@@ -290,22 +317,16 @@ impl Uploader {
         let unchanged = self.last_published.as_ref().is_some_and(|last| {
             RemoteIndex {
                 published_at_ms: index.published_at_ms,
+                publish_id: None,
                 ..last.clone()
             } == index
         });
-        if !unchanged {
-            self.bucket
-                .put(&keys::index(self.generation), Bytes::from(encoded))?;
-            if let Some(source) = &self.layer_source {
-                source.listed_by(&index);
+        if unchanged {
+            if let Some(last) = &self.last_published {
+                index.publish_id = last.publish_id;
             }
-            // For `pagefork stats`; the sync has succeeded whether or not this is written.
-            let recorded = LocalState::new(self.bucket.location(), self.generation)
-                .at(files.wal_end)
-                .write(&self.dir);
-            if let Err(error) = recorded {
-                tracing::warn!(%error, "the recovery point was not recorded locally");
-            }
+        } else {
+            self.publish(&mut index, files.wal_end)?;
         }
         let (deleted, deletions_pending) = self.delete_unlisted(&index);
         self.last_published = Some(index.clone());
@@ -321,6 +342,46 @@ impl Uploader {
             deletions_pending,
             elapsed: started.elapsed(),
         })
+    }
+
+    /// Publishes `index` over the location's index of this generation, if that one is
+    /// what this directory knows (it published it, or there is none): the mark of the new
+    /// index is recorded locally first (`publishing`), then the index is written, then
+    /// recorded as published with its recovery point.
+    fn publish(&mut self, index: &mut RemoteIndex, recovery_point: Lsn) -> Result<()> {
+        if let Some(there) = self.bucket.get(&keys::index(self.generation))? {
+            let key = self.bucket.location().key(&keys::index(self.generation));
+            let there = RemoteIndex::decode(&key, &there)?;
+            if !self.state.knows(&there.mark()) {
+                return Err(not_our_copy(
+                    self.bucket.location(),
+                    &there,
+                    &self.state,
+                    "another copy of this directory (a disk snapshot, a copy of its files, a \
+                     second machine) published there since",
+                ));
+            }
+        }
+        index.publish_id = Some(random_u64());
+        let encoded = index.encode()?;
+        self.state.publishing = Some(index.mark());
+        self.state.write(&self.dir)?;
+        self.bucket
+            .put(&keys::index(self.generation), Bytes::from(encoded))?;
+        if let Some(source) = &self.layer_source {
+            source.listed_by(index);
+        }
+        self.state = self
+            .state
+            .clone()
+            .published(index.mark())
+            .at(recovery_point);
+        // The sync has succeeded whether or not this is written: the mark it was about
+        // to publish is recorded already.
+        if let Err(error) = self.state.write(&self.dir) {
+            tracing::warn!(%error, "the recovery point was not recorded locally");
+        }
+        Ok(())
     }
 
     /// Deletes what the previous index listed and `published` does not (a layer compaction
@@ -588,4 +649,34 @@ fn read_range(path: &Path, offset: u64, len: u64) -> Result<Bytes> {
     file.read_exact_at(&mut bytes, offset)
         .map_err(RemoteError::io("read", path))?;
     Ok(Bytes::from(bytes))
+}
+
+/// The refusal of a location whose newest index (`found`) this directory, whose state
+/// file says `ours`, did not publish.
+fn not_our_copy(
+    location: &RemoteLocation,
+    found: &RemoteIndex,
+    ours: &LocalState,
+    why: &'static str,
+) -> RemoteError {
+    let describe = |mark: &crate::index::IndexMark| {
+        format!(
+            "generation {}'s index at recovery point {}{}",
+            mark.generation,
+            Lsn(mark.wal_end),
+            mark.publish_id
+                .map(|id| format!(", publish id {id:016x}"))
+                .unwrap_or_default()
+        )
+    };
+    RemoteError::NotOurCopy {
+        location: location.url(),
+        found: describe(&found.mark()),
+        ours: match (ours.generation, &ours.published) {
+            (0, _) => "no generation there".to_owned(),
+            (generation, None) => format!("generation {generation}, no index recorded"),
+            (_, Some(mark)) => describe(mark),
+        },
+        why,
+    }
 }

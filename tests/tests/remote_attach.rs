@@ -176,6 +176,17 @@ fn damage_in_the_bucket_is_named_and_a_failed_attach_leaves_nothing() {
         dir_is_empty(target.path()),
         "a failed attach left files behind"
     );
+    // Found by a review: the failed attach kept its generation claim, so the store that
+    // writes there was fenced by a copy that does not exist. The claim is given back.
+    assert_eq!(
+        server.object_keys("damaged/generations"),
+        vec!["damaged/generations/00000001".to_owned()]
+    );
+    write_round(&store, "main", 8, 3);
+    Uploader::connect(&location, &store)
+        .unwrap()
+        .sync(&store)
+        .unwrap();
 
     // An empty location has nothing to attach; a location of another store is refused.
     let nothing = attach(&server.location("nothing-here"), &target.path().join("x")).unwrap_err();

@@ -279,7 +279,10 @@ pub(crate) fn start(
 ) -> Result<Running, EndpointError> {
     let asked = Instant::now();
     // Postgres' programs run elsewhere than this process's directory.
-    assert!(mount_dir.is_absolute(), "an endpoint's mount point is absolute");
+    assert!(
+        mount_dir.is_absolute(),
+        "an endpoint's mount point is absolute"
+    );
     let pg = PgBin::find(spec.pg_bin.as_deref())?;
     pg.check_reachable(mount_dir)?;
     let found = asked.elapsed();

@@ -62,7 +62,14 @@ impl SchemaDiff {
 pub(crate) fn dump_schema(pg: &PgBin, branch: &str, port: u16) -> Result<String, EndpointError> {
     let output = pg
         .command("pg_dumpall")
-        .args(["--schema-only", "--no-role-passwords", "-h", "127.0.0.1", "-U", "postgres"])
+        .args([
+            "--schema-only",
+            "--no-role-passwords",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+        ])
         .arg("-p")
         .arg(port.to_string())
         .stdin(Stdio::null())

@@ -50,6 +50,10 @@ pub(super) fn abort(connection: u64) -> Result<()> {
             });
         }
     }
-    std::fs::write(&abort_file, "1")
-        .with_context(|| format!("cannot abort FUSE connection {connection} ({})", abort_file.display()))
+    std::fs::write(&abort_file, "1").with_context(|| {
+        format!(
+            "cannot abort FUSE connection {connection} ({})",
+            abort_file.display()
+        )
+    })
 }

@@ -105,13 +105,16 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
 pub(crate) fn check_mount_point(dir: &Path) -> Result<()> {
     let unusable = |error: std::io::Error, what: &str| match dead_mount(&error) {
         true => anyhow::anyhow!("{}", dead_mount_message(dir)),
-        false => anyhow::Error::from(error).context(format!("mount point {} {what}", dir.display())),
+        false => {
+            anyhow::Error::from(error).context(format!("mount point {} {what}", dir.display()))
+        }
     };
     let metadata = std::fs::metadata(dir).map_err(|error| unusable(error, "does not exist"))?;
     if !metadata.is_dir() {
         bail!("mount point {} is not a directory", dir.display());
     }
-    let mut entries = std::fs::read_dir(dir).map_err(|error| unusable(error, "cannot be listed"))?;
+    let mut entries =
+        std::fs::read_dir(dir).map_err(|error| unusable(error, "cannot be listed"))?;
     if let Some(entry) = entries.next() {
         let first = entry.map(|entry| entry.file_name()).unwrap_or_default();
         bail!(

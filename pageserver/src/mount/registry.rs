@@ -79,13 +79,15 @@ impl Mounts {
             ));
         }
         let joined = self.root.join(given);
-        let resolved = joined.canonicalize().map_err(|error| match dead_mount(&error) {
-            true => MountError::BadMountPoint {
-                path: PathBuf::from(path),
-                reason: dead_mount_message(&joined),
-            },
-            false => bad(&format!("does not exist ({error})")),
-        })?;
+        let resolved = joined
+            .canonicalize()
+            .map_err(|error| match dead_mount(&error) {
+                true => MountError::BadMountPoint {
+                    path: PathBuf::from(path),
+                    reason: dead_mount_message(&joined),
+                },
+                false => bad(&format!("does not exist ({error})")),
+            })?;
         if resolved == self.root || !resolved.starts_with(&self.root) {
             return Err(bad(&format!(
                 "must lie inside the mount root {}",
@@ -170,7 +172,11 @@ impl Mounts {
     /// Keeps `keep` until the mount of `branch` goes (dropped at once if it has none): an
     /// endpoint's directory, which holds the mount point.
     pub(crate) fn keep_until_unmounted(&self, project: &str, branch: &str, keep: KeptWithMount) {
-        if let Some(mounted) = self.mounts.lock().get_mut(&(project.to_owned(), branch.to_owned())) {
+        if let Some(mounted) = self
+            .mounts
+            .lock()
+            .get_mut(&(project.to_owned(), branch.to_owned()))
+        {
             mounted.keep(keep);
         }
     }

@@ -446,7 +446,9 @@ async fn change_unmounted(
     let store = state.projects.get(&project)?;
     let target = (state.clone(), project.clone());
     let info = blocking(move || {
-        refuse_if_mounted(&target.0, &target.1, &branch, || Ok(change(&store, &branch)?))
+        refuse_if_mounted(&target.0, &target.1, &branch, || {
+            Ok(change(&store, &branch)?)
+        })
     })
     .await?;
     Ok(Json(BranchResource::of(&project, &info)))
