@@ -19,12 +19,6 @@ use serde_json::{Value, json};
 const EXIT_DAMAGED: i32 = 1;
 
 pub(crate) fn run(dir: &Path, salvage: bool, json: bool) -> Result<i32> {
-    let strict = Config::of_store(dir)
-        .with_context(|| format!("cannot read the store in {}", dir.display()))?;
-    let salvaging = Config {
-        wal_recovery: RecoveryMode::SalvageToLastGood,
-        ..strict.clone()
-    };
     // Every command opens the store through the bucket its `pagefork.remote` names (its
     // evicted layers are read back from there): a damaged record stops them all, so it is
     // damage here too, which cutting the log cannot mend.
@@ -36,6 +30,14 @@ pub(crate) fn run(dir: &Path, salvage: bool, json: bool) -> Result<i32> {
              this store's copy and evicted layers)",
         );
     }
+    // As every command opens it: evicted layers are in the bucket, not damage (a review
+    // found a healthy store with evicted layers called damaged beyond salvage).
+    let (strict, _) = crate::remote::open_config(dir, None, None)
+        .with_context(|| format!("cannot read the store in {}", dir.display()))?;
+    let salvaging = Config {
+        wal_recovery: RecoveryMode::SalvageToLastGood,
+        ..strict.clone()
+    };
     let damage = match Store::check_open(dir, strict) {
         Ok(report) => {
             print_answer(

@@ -25,12 +25,25 @@ pub(crate) fn open_store(
     budget: Option<u64>,
 ) -> Result<(Store, Option<Arc<RemoteLayers>>)> {
     let cannot_open = || format!("cannot open the store in {}", dir.display());
+    let (config, source) = open_config(dir, location, budget).with_context(cannot_open)?;
+    let store = Store::open_with(dir, config).with_context(cannot_open)?;
+    Ok((store, source))
+}
+
+/// How the store in `dir` opens: with its evicted layers read back from `location`, or
+/// else from the location its `pagefork.remote` records, if any (and that source).
+pub(crate) fn open_config(
+    dir: &Path,
+    location: Option<&RemoteLocation>,
+    budget: Option<u64>,
+) -> Result<(Config, Option<Arc<RemoteLayers>>)> {
+    let config = Config::of_store(dir)?;
     let location = match location {
         Some(location) => Some(location.clone()),
-        None => pagefork_remote::recorded_location(dir).with_context(cannot_open)?,
+        None => pagefork_remote::recorded_location(dir)?,
     };
     let Some(location) = location else {
-        return Ok((Store::open(dir).with_context(cannot_open)?, None));
+        return Ok((config, None));
     };
     let source = RemoteLayers::new(&location);
     let config = Config {
@@ -38,10 +51,9 @@ pub(crate) fn open_store(
             source: Arc::clone(&source) as Arc<dyn pagefork_engine::LayerSource>,
             budget_bytes: budget,
         }),
-        ..Config::of_store(dir).with_context(cannot_open)?
+        ..config
     };
-    let store = Store::open_with(dir, config).with_context(cannot_open)?;
-    Ok((store, Some(source)))
+    Ok((config, Some(source)))
 }
 
 /// The layer cache's figures as JSON (`null` without a cache).

@@ -267,6 +267,16 @@ fn a_cache_budget_evicts_and_a_lazy_attach_downloads_on_demand() {
         Some(layers as u64),
         "{stats}"
     );
+    // Found by a review: recover called a store with evicted layers damaged beyond
+    // salvage; it opens it as every command does, through the recorded location.
+    let recovered = with_credentials(&first, &["--json", "recover"]);
+    assert_eq!(
+        recovered.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&recovered.stdout),
+        String::from_utf8_lossy(&recovered.stderr)
+    );
     // Any command reads evicted layers back from the location pagefork.remote records:
     // inspect store reads (and checks) every layer file in full.
     let checked = with_credentials(&first, &["inspect", "store"]);
