@@ -25,6 +25,11 @@ const RETRY_TIMEOUT: Duration = Duration::from_secs(120);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// The longest connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a request may wait for the server's next bytes: a server that accepts
+/// connections and never answers fails each try this soon (and it is retried, within
+/// `RETRY_TIMEOUT`), instead of holding a command for all of `REQUEST_TIMEOUT` (a review
+/// found `sync` and `attach` waiting 5 minutes, and `serve`'s shutdown 10).
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A bucket, a prefix in it, and the server to reach it at.
 #[derive(Clone)]
@@ -196,6 +201,7 @@ impl RemoteLocation {
                 ClientOptions::new()
                     .with_timeout(REQUEST_TIMEOUT)
                     .with_connect_timeout(CONNECT_TIMEOUT)
+                    .with_read_timeout(READ_TIMEOUT)
                     .with_allow_http(
                         self.endpoint
                             .as_deref()
