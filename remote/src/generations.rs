@@ -3,7 +3,11 @@
 //! generations, without a control plane: the bucket's markers are the record).
 //!
 //! Claiming writes `generations/G` only if it does not exist (a conditional put), so two
-//! processes claiming at once never both get G; one retries with G + 1.
+//! processes claiming at once never both get G; one retries with G + 1. The claim then
+//! reads its marker back and counts only if its own body (with a random nonce) is there:
+//! a server whose conditional put checks and then writes (s3s-fs) can let both puts
+//! succeed, and the later one wins. That narrows such a server's race to the moment
+//! between one claim's read-back and the other's write; on S3 the put alone is atomic.
 
 use bytes::Bytes;
 
@@ -39,10 +43,20 @@ pub(crate) fn claim(bucket: &Bucket, why: &str) -> Result<u32> {
     let mut next = newest(bucket)?.map_or(1, |newest| newest.saturating_add(1));
     for _ in 0..CLAIM_ATTEMPTS {
         let body = format!(
-            "{{\"generation\":{next},\"claimed_by\":\"{why}\",\"pid\":{}}}\n",
-            std::process::id()
+            "{{\"generation\":{next},\"claimed_by\":\"{why}\",\"pid\":{},\"nonce\":{}}}\n",
+            std::process::id(),
+            crate::sync::random_u64()
         );
-        if bucket.put_new(&keys::generation_marker(next), Bytes::from(body))? {
+        let marker = keys::generation_marker(next);
+        // Read back: a server whose conditional put is not atomic (s3s-fs checks, then
+        // writes) can let two claims of one number both succeed; the later write wins,
+        // and the claim whose body is not there lost (a review saw two attaches share a
+        // generation).
+        if bucket.put_new(&marker, Bytes::from(body.clone()))?
+            && bucket
+                .get(&marker)?
+                .is_some_and(|there| there == body.as_bytes())
+        {
             tracing::info!(location = %bucket.location().url(), generation = next, why, "claimed a remote generation");
             return Ok(next);
         }

@@ -581,7 +581,7 @@ fn put_object(bucket: &Bucket, key: String, bytes: Bytes) -> Result<RemoteObject
 }
 
 /// A random number for a fresh key.
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
     // The OS's randomness; should it fail, the clock's nanoseconds still make a key that
     // `put_new` checks is free.
