@@ -127,7 +127,8 @@ fn sync_then_attach_in_another_data_directory() {
     ));
     assert_eq!(again["generation"], 2);
     // The first data directory's generation is superseded: it is fenced, says so, and
-    // publishes nothing.
+    // uploads nothing (a review found each refused sync leaving a catalog and metadata).
+    let keys = server.object_keys("cli/shop");
     let fenced = with_credentials(
         &first,
         &["sync", "--remote", &url, "--s3-endpoint", &endpoint],
@@ -142,6 +143,7 @@ fn sync_then_attach_in_another_data_directory() {
             .all(|key| !key.ends_with("00000003.json")),
         "a fenced process published an index"
     );
+    assert_eq!(server.object_keys("cli/shop"), keys, "a fenced process uploaded");
 }
 
 #[test]

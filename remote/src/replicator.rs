@@ -286,8 +286,10 @@ fn record(status: &Mutex<ReplicaStatus>, result: &Result<SyncReport>) {
         Err(error) => {
             status.failures += 1;
             status.last_error = Some(error.to_string());
-            if let RemoteError::Fenced { newer, .. } = error {
+            if let RemoteError::Fenced { newer, mine, .. } = error {
                 status.fenced_by = Some(*newer);
+                // Fenced when connecting: the generation it held was never recorded.
+                status.generation = *mine;
             }
             tracing::warn!(location = %status.location, %error, "remote sync failed");
         }

@@ -168,6 +168,15 @@ impl Uploader {
             }
         };
         let generation = state.generation;
+        // A directory fenced there uploads nothing (a review counted eleven objects left
+        // by five refused syncs, each uploading a catalog and metadata before its index
+        // was refused).
+        if let Err(error) = generations::check_current(&bucket, generation) {
+            if let (RemoteError::Fenced { .. }, Some(source)) = (&error, &layer_source) {
+                source.fence();
+            }
+            return Err(error);
+        }
         let mut uploader = Uploader {
             bucket,
             dir,
