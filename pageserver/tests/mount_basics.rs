@@ -241,10 +241,26 @@ fn what_was_synced_survives_sigkill_and_the_tree_mounts_again() {
     // Unsynced work in flight when the process dies.
     let mut open = fs::File::create(mount.path("dir/unsynced")).unwrap();
     open.write_all(b"maybe").unwrap();
-    drop(mount.kill());
+    let dead = mount.kill();
     let mut buffer = Vec::new();
     let _ = open.read_to_end(&mut buffer);
     drop(open);
+    // A mount on the dead mount point is refused saying what it is and what to do (a
+    // review saw "does not exist: Transport endpoint is not connected").
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_pagefork"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["mount", "main"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("FUSE server has gone") && message.contains("umount -l"),
+        "{message}"
+    );
+    drop(dead);
 
     let mount = Mount::start(&data, "main", &dir, &[]);
     assert!(fs::read(mount.path("synced")).unwrap() == pattern(1 << 20, 9));

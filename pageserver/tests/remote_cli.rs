@@ -143,7 +143,11 @@ fn sync_then_attach_in_another_data_directory() {
             .all(|key| !key.ends_with("00000003.json")),
         "a fenced process published an index"
     );
-    assert_eq!(server.object_keys("cli/shop"), keys, "a fenced process uploaded");
+    assert_eq!(
+        server.object_keys("cli/shop"),
+        keys,
+        "a fenced process uploaded"
+    );
 }
 
 #[test]
