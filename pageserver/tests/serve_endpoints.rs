@@ -71,6 +71,11 @@ fn endpoints_start_on_branches_each_with_its_own_writes_and_a_pitr_answer() {
     server
         .post(&format!("{B}/main/endpoint"), "{}")
         .expect_error(409, "endpoint_running");
+    // On its own port too (found by a review: that was port_in_use).
+    let own_port = format!(r#"{{"port": {}}}"#, main["endpoint"]["port"]);
+    server
+        .post(&format!("{B}/main/endpoint"), &own_port)
+        .expect_error(409, "endpoint_running");
     // The mount under it is the endpoint's: what would change main is refused.
     server
         .post(&format!("{B}/main/reset"), "{}")

@@ -114,8 +114,9 @@ fn attach_into(
     let attached = attach_claimed(location, &bucket, dir, (claim, generation), started);
     if let (Err(_), Some(generation)) = (&attached, generation) {
         // A failed attach publishes nothing under its generation: giving the claim back
-        // leaves the location as it was, instead of fencing the process that writes there
-        // for a copy that does not exist (found by a review).
+        // lets the process that writes there publish again once it connects anew (a
+        // process that saw the claim meanwhile stays fenced until it restarts), instead of
+        // fencing it for good for a copy that does not exist (found by a review).
         if let Err(error) = bucket.delete(&keys::generation_marker(generation)) {
             tracing::warn!(%error, generation, "could not give back the generation of a failed attach");
         }

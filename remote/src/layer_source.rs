@@ -10,7 +10,7 @@
 //! It connects on first use, so a store opened with it makes no request until a read
 //! needs an evicted layer (an evicted layer's eviction marker holds what opening needs).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -33,6 +33,9 @@ pub struct RemoteLayers {
     /// Layer objects by (name, whole-file CRC32), from the last index published or read.
     listed: RwLock<Option<HashMap<(String, u32), RemoteObject>>>,
     fenced: AtomicBool,
+    /// Objects found in the bucket at their size by a `HEAD` (see `holds`): looked up once
+    /// each, so evictions during reads do not wait on a request per candidate each time.
+    seen: Mutex<HashSet<String>>,
 }
 
 impl RemoteLayers {
@@ -43,6 +46,7 @@ impl RemoteLayers {
             bucket: Mutex::new(None),
             listed: RwLock::new(None),
             fenced: AtomicBool::new(false),
+            seen: Mutex::new(HashSet::new()),
         })
     }
 
@@ -120,8 +124,8 @@ fn layers_of(index: &RemoteIndex) -> HashMap<(String, u32), RemoteObject> {
 }
 
 impl LayerSource for RemoteLayers {
-    /// Listed by the index, not fenced, and the object is in the bucket at its size right
-    /// now (a `HEAD`): an object deleted by hand or by a lifecycle rule while the index
+    /// Listed by the index, not fenced, and the object found in the bucket at its size (a
+    /// `HEAD`, once per object per process): an object deleted by hand or by a lifecycle rule while the index
     /// still lists it must not cost the only copy left (a review found the layer evicted
     /// and the data gone). Any doubt, a failed request included, keeps the layer.
     fn holds(&self, name: &str, checksum: u32) -> bool {
@@ -136,8 +140,14 @@ impl LayerSource for RemoteLayers {
         let Some(object) = listed else {
             return false;
         };
+        if self.seen.lock().contains(&object.key) {
+            return true;
+        }
         match self.bucket().and_then(|bucket| bucket.size_of(&object.key)) {
-            Ok(Some(size)) if size == object.size => true,
+            Ok(Some(size)) if size == object.size => {
+                self.seen.lock().insert(object.key);
+                true
+            }
             Ok(found) => {
                 tracing::error!(
                     key = %self.location.key(&object.key),

@@ -226,6 +226,18 @@ fn run(
             let answer = match &result {
                 Ok(report) => Ok(report.clone()),
                 Err(RemoteError::Fenced { newer, .. }) => Err(fenced_error(status, *newer)),
+                // A refusal, not an outage: passed on as it is.
+                Err(RemoteError::NotOurCopy {
+                    location,
+                    found,
+                    ours,
+                    why,
+                }) => Err(RemoteError::NotOurCopy {
+                    location: location.clone(),
+                    found: found.clone(),
+                    ours: ours.clone(),
+                    why,
+                }),
                 Err(error) => Err(RemoteError::SyncFailed {
                     location: status.lock().location.clone(),
                     why: error.to_string(),

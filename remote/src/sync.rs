@@ -150,6 +150,11 @@ impl Uploader {
                      second machine) published there since",
                 ));
             }
+            (Some(mut state), Some(index)) if index.generation == state.generation => {
+                // Known (checked above): remembered as this directory's own.
+                state.published = Some(index.mark());
+                state
+            }
             (Some(state), _) => state,
             (None, Some(index)) => {
                 return Err(not_our_copy(
@@ -370,6 +375,11 @@ impl Uploader {
                      second machine) published there since",
                 ));
             }
+            // Known, perhaps only as the one being published when a put's answer was
+            // lost: it is the one this directory published, and must stay known after
+            // `publishing` names the next (two failed puts in a row once locked the
+            // directory out of its own location).
+            self.state.published = Some(there.mark());
         }
         index.publish_id = Some(random_u64());
         let encoded = index.encode()?;

@@ -1,6 +1,7 @@
 //! An `ObjectStore` that injects faults into a real client, for tests of remote storage:
 //! the Nth request fails (as a server error would, after the client's own retries), every
-//! request fails while a switch is on, or each request is delayed. Requests are counted
+//! request fails while a switch is on, the next put to a key fails (before or after it is
+//! carried out), or each request is delayed. Requests are counted
 //! in the order they start.
 
 use std::collections::BTreeSet;
@@ -28,6 +29,9 @@ pub struct FaultPlan {
     fail_all: AtomicBool,
     delay_ms: AtomicU64,
     failed: AtomicU64,
+    /// The next put to a key containing this fails: `true` once carried out (its answer
+    /// lost on the way back), `false` without being carried out.
+    next_put_to: Mutex<Option<(String, bool)>>,
 }
 
 impl FaultPlan {
@@ -35,6 +39,25 @@ impl FaultPlan {
     pub fn fail_request(&self, n: u64) {
         let base = self.requests.load(Ordering::SeqCst);
         self.fail_at.lock().insert(base + n);
+    }
+
+    /// The next put to a key containing `key_part` fails, after being carried out if
+    /// `carried_out` (as a reply lost on its way back would), else before.
+    pub fn fail_next_put_to(&self, key_part: &str, carried_out: bool) {
+        *self.next_put_to.lock() = Some((key_part.to_owned(), carried_out));
+    }
+
+    /// Whether the put to `path` is the one `fail_next_put_to` planned (then it is no
+    /// longer planned), and whether it is carried out first.
+    fn planned_put_failure(&self, path: &str) -> Option<bool> {
+        let mut planned = self.next_put_to.lock();
+        let carried_out = match &*planned {
+            Some((part, carried_out)) if path.contains(part.as_str()) => *carried_out,
+            _ => return None,
+        };
+        *planned = None;
+        self.failed.fetch_add(1, Ordering::SeqCst);
+        Some(carried_out)
     }
 
     /// Fails every request while `on`.
@@ -115,7 +138,26 @@ impl ObjectStore for FaultyStore {
         opts: PutOptions,
     ) -> Result<PutResult> {
         self.plan.admit("put", location.as_ref()).await?;
-        self.inner.put_opts(location, payload, opts).await
+        let lost = |carried_out: bool| object_store::Error::Generic {
+            store: "faulty",
+            source: format!(
+                "injected fault: put {location} failed ({})",
+                if carried_out {
+                    "after it was carried out"
+                } else {
+                    "before"
+                }
+            )
+            .into(),
+        };
+        match self.plan.planned_put_failure(location.as_ref()) {
+            Some(false) => Err(lost(false)),
+            Some(true) => {
+                self.inner.put_opts(location, payload, opts).await?;
+                Err(lost(true))
+            }
+            None => self.inner.put_opts(location, payload, opts).await,
+        }
     }
 
     async fn put_multipart_opts(

@@ -206,3 +206,48 @@ fn a_server_that_goes_away_mid_upload_and_comes_back_costs_only_time() {
     attach(&server.location("restarted"), copy.path()).unwrap();
     assert_eq!(pages(&Store::open(copy.path()).unwrap(), 1024), expected);
 }
+
+/// Found by a review: an index put that landed but whose answer was lost, then a next
+/// one that failed outright, left `pagefork.remote` knowing neither the index in the
+/// bucket nor anything since: every later sync was refused as "another copy of this
+/// directory published there", for good. The index a sync checks is now recorded as the
+/// directory's own before the next one is announced.
+#[test]
+fn regression_a_lost_answer_then_a_failed_index_put_do_not_lock_a_directory_out() {
+    let server = S3Server::start();
+    let (location, plan) = faulty(&server, "lost");
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), Config::default()).unwrap();
+    write(&store, 0, 4, 1);
+    Uploader::connect(&location, &store)
+        .unwrap()
+        .sync(&store)
+        .unwrap();
+
+    // One uploader, as `serve`'s replicator keeps, and then a new one, as the next
+    // command makes.
+    let mut uploader = Uploader::connect(&location, &store).unwrap();
+    write(&store, 4, 4, 2);
+    plan.fail_next_put_to("/index/", true);
+    assert!(
+        uploader.sync(&store).is_err(),
+        "the planned fault did not happen"
+    );
+    write(&store, 8, 4, 3);
+    plan.fail_next_put_to("/index/", false);
+    assert!(
+        uploader.sync(&store).is_err(),
+        "the planned fault did not happen"
+    );
+
+    write(&store, 12, 4, 4);
+    uploader.sync(&store).unwrap();
+    Uploader::connect(&location, &store)
+        .unwrap()
+        .sync(&store)
+        .unwrap();
+    assert_eq!(
+        attached_pages(&server.location("lost"), 16),
+        Some(pages(&store, 16))
+    );
+}

@@ -566,6 +566,10 @@ impl Running {
     /// Fast shutdown (SIGINT: clients disconnected, a checkpoint written), or, if that
     /// takes too long, an immediate one; then waits for the server to exit.
     pub(crate) fn stop(mut self) -> Result<(), EndpointError> {
+        // Reaped already (a listing asked): its pid may be another process's by now.
+        if let Ok(Some(_)) = self.server.try_wait() {
+            return Ok(());
+        }
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.server.id()).unwrap_or(0));
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
         let asked = Instant::now();

@@ -69,11 +69,21 @@ impl Endpoints {
         branch: &str,
         spec: &EndpointSpec,
     ) -> Result<Started, EndpointError> {
+        let mut running = self.running.lock();
+        let key = (project.to_owned(), branch.to_owned());
+        // First, so that a second start on the running endpoint's own port says so
+        // rather than that the port is taken.
+        if let Some(existing) = running.get_mut(&key)
+            && existing.server.exited().is_none()
+        {
+            return Err(EndpointError::AlreadyRunning {
+                branch: branch.to_owned(),
+                port: existing.server.port,
+            });
+        }
         // Before anything is mounted, written or cleaned up: a refused start changes
         // nothing.
         super::check_spec(spec)?;
-        let mut running = self.running.lock();
-        let key = (project.to_owned(), branch.to_owned());
         if let Some(existing) = running.get_mut(&key) {
             match existing.server.exited() {
                 None => {
@@ -188,18 +198,18 @@ impl Endpoints {
     /// the branch stayed mounted, listed as having an endpoint that answered nothing.
     /// `pagefork serve` calls it every second.
     pub(crate) fn reap_exited(&self, mounts: &Mounts) {
-        let ended: Vec<_> = {
-            let mut running = self.running.lock();
-            let exited: Vec<_> = running
-                .iter_mut()
-                .filter_map(|(key, endpoint)| Some((key.clone(), endpoint.server.exited()?)))
-                .collect();
-            exited
-                .into_iter()
-                .filter_map(|(key, status)| Some((status, running.remove(&key)?, key)))
-                .collect()
-        };
-        for (status, endpoint, (project, branch)) in ended {
+        // The registry stays held until the mounts are gone: a start on the same branch
+        // meanwhile would take the endpoint's mount for a user's (found by a review).
+        let mut running = self.running.lock();
+        let exited: Vec<_> = running
+            .iter_mut()
+            .filter_map(|(key, endpoint)| Some((key.clone(), endpoint.server.exited()?)))
+            .collect();
+        for (key, status) in exited {
+            let Some(endpoint) = running.remove(&key) else {
+                continue;
+            };
+            let (project, branch) = key;
             tracing::error!(
                 %project,
                 %branch,
@@ -277,9 +287,10 @@ impl Endpoints {
         let running = std::mem::take(&mut *self.running.lock());
         for ((project, branch), endpoint) in running {
             let stopped = endpoint.server.stop().map_err(|error| error.to_string());
+            // A mount still busy stays, with the endpoint's directory, for the shutdown's
+            // unmount of everything (which cuts it off after the grace).
             let unmounted = match endpoint.mounted_here {
-                true => mounts
-                    .unmount(&project, &branch)
+                true => unmount_after_server(mounts, &project, &branch, endpoint.place)
                     .map(drop)
                     .map_err(|error| error.to_string()),
                 false => Ok(()),
