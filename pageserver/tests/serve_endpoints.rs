@@ -44,6 +44,21 @@ fn sql(started: &Value, sql: &str) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
+/// A server on a new data directory with project `p`: the temporary directory (the test
+/// keeps it), the data directory and the server. Fails saying what is missing without
+/// FUSE or Postgres.
+fn server_with_project_p() -> (tempfile::TempDir, std::path::PathBuf, Server) {
+    require_fuse();
+    require_postgres();
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let server = Server::start(&data, &[]);
+    server
+        .post("/v1/projects", r#"{"project_id": "p"}"#)
+        .expect(201);
+    (root, data, server)
+}
+
 fn start_endpoint(server: &Server, branch: &str) -> Value {
     server
         .post(&format!("{B}/{branch}/endpoint"), "{}")
@@ -380,14 +395,7 @@ fn an_endpoint_runs_from_a_private_data_directory_but_refuses_a_mount_postgres_c
 
 #[test]
 fn a_branch_taken_while_pgbench_writes_starts_and_passes_pg_amcheck() {
-    require_fuse();
-    require_postgres();
-    let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("data");
-    let server = Server::start(&data, &[]);
-    server
-        .post("/v1/projects", r#"{"project_id": "p"}"#)
-        .expect(201);
+    let (_root, _data, server) = server_with_project_p();
     let main = start_endpoint(&server, "main");
     let port = main["endpoint"]["port"].as_u64().unwrap().to_string();
     let pgbench = |args: &[&str]| {
@@ -462,14 +470,7 @@ fn a_branch_taken_while_pgbench_writes_starts_and_passes_pg_amcheck() {
 /// cannot unmount answers 200 naming the mount it leaves.
 #[test]
 fn regression_a_killed_endpoint_is_ended_and_a_stop_with_a_busy_mount_says_so() {
-    require_fuse();
-    require_postgres();
-    let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("data");
-    let server = Server::start(&data, &[]);
-    server
-        .post("/v1/projects", r#"{"project_id": "p"}"#)
-        .expect(201);
+    let (_root, _data, server) = server_with_project_p();
     let main = start_endpoint(&server, "main");
     sql(&main, "CREATE TABLE t(x int); INSERT INTO t VALUES (1);");
     server.post(&format!("{B}/main/endpoint"), "{}").expect(409);

@@ -136,8 +136,8 @@ fn attach_claimed(
         location: location.url(),
     };
     // The newest index once this generation fences every older process.
-    let from_generation = generations::newest_index(&bucket)?.ok_or_else(no_index)?;
-    let index = read_index(&bucket, from_generation)?;
+    let from_generation = generations::newest_index(bucket)?.ok_or_else(no_index)?;
+    let index = read_index(bucket, from_generation)?;
     let paths = StorePaths::new(dir);
     let mut downloaded = Downloaded::default();
     for made in [paths.layers_dir(), paths.wal_dir()] {
@@ -147,12 +147,12 @@ fn attach_claimed(
     let layers = workers::run_all(index.layers.iter().collect(), |layer| {
         let path = paths.layers_dir().join(&layer.name);
         if lazily {
-            let outline = fetch_outline(&bucket, &layer.object)?;
+            let outline = fetch_outline(bucket, &layer.object)?;
             let marker = encode_marker(layer.object.size, layer.object.crc32, &outline);
             write_synced(&marker_path(&path), &marker)?;
             Ok(marker.len() as u64)
         } else {
-            let bytes = fetch_checked(&bucket, &layer.object)?;
+            let bytes = fetch_checked(bucket, &layer.object)?;
             write_synced(&path, &bytes)?;
             Ok(layer.object.size)
         }
@@ -180,7 +180,7 @@ fn attach_claimed(
         let file = create_new(&path)?;
         let mut bytes = 0;
         for piece in &pieces {
-            let downloaded = fetch_checked(&bucket, &piece.object)?;
+            let downloaded = fetch_checked(bucket, &piece.object)?;
             file.write_all_at(&downloaded, piece.offset)
                 .map_err(RemoteError::io("write", &path))?;
             bytes += piece.object.size;
@@ -193,10 +193,10 @@ fn attach_claimed(
     downloaded.objects += index.wal.len() as u64;
     downloaded.bytes += segments.iter().sum::<u64>();
     if let Some(catalog) = &index.catalog {
-        let bytes = downloaded.fetch(&bucket, catalog)?;
+        let bytes = downloaded.fetch(bucket, catalog)?;
         write_synced(&paths.catalog(), &bytes)?;
     }
-    let meta = downloaded.fetch(&bucket, &index.meta)?;
+    let meta = downloaded.fetch(bucket, &index.meta)?;
     for synced in [paths.layers_dir(), paths.wal_dir(), dir.to_owned()] {
         sync_dir(&synced)?;
     }
