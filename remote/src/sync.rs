@@ -146,8 +146,7 @@ impl Uploader {
                     location,
                     index,
                     &state,
-                    "another copy of this directory (a disk snapshot, a copy of its files, a \
-                     second machine) published there since",
+                    ANOTHER_COPY_PUBLISHED,
                 ));
             }
             (Some(mut state), Some(index)) if index.generation == state.generation => {
@@ -176,12 +175,7 @@ impl Uploader {
         // A directory fenced there uploads nothing (a review counted eleven objects left
         // by five refused syncs, each uploading a catalog and metadata before its index
         // was refused).
-        if let Err(error) = generations::check_current(&bucket, generation) {
-            if let (RemoteError::Fenced { .. }, Some(source)) = (&error, &layer_source) {
-                source.fence();
-            }
-            return Err(error);
-        }
+        check_not_fenced(&bucket, generation, layer_source.as_deref())?;
         let mut uploader = Uploader {
             bucket,
             dir,
@@ -321,12 +315,7 @@ impl Uploader {
             wal_end: files.wal_end.0,
             publish_id: None,
         };
-        if let Err(error) = generations::check_current(&self.bucket, self.generation) {
-            if let (RemoteError::Fenced { .. }, Some(source)) = (&error, &self.layer_source) {
-                source.fence();
-            }
-            return Err(error);
-        }
+        check_not_fenced(&self.bucket, self.generation, self.layer_source.as_deref())?;
         // Nothing changed since this uploader's last index: it stands.
         let unchanged = self.last_published.as_ref().is_some_and(|last| {
             RemoteIndex {
@@ -363,16 +352,13 @@ impl Uploader {
     /// index is recorded locally first (`publishing`), then the index is written, then
     /// recorded as published with its recovery point.
     fn publish(&mut self, index: &mut RemoteIndex, recovery_point: Lsn) -> Result<()> {
-        if let Some(there) = self.bucket.get(&keys::index(self.generation))? {
-            let key = self.bucket.location().key(&keys::index(self.generation));
-            let there = RemoteIndex::decode(&key, &there)?;
+        if let Some(there) = find_index(&self.bucket, self.generation)? {
             if !self.state.knows(&there.mark()) {
                 return Err(not_our_copy(
                     self.bucket.location(),
                     &there,
                     &self.state,
-                    "another copy of this directory (a disk snapshot, a copy of its files, a \
-                     second machine) published there since",
+                    ANOTHER_COPY_PUBLISHED,
                 ));
             }
             // Known, perhaps only as the one being published when a put's answer was
@@ -621,15 +607,37 @@ struct Uploaded {
 
 /// The index generation `generation` published.
 pub(crate) fn read_index(bucket: &Bucket, generation: u32) -> Result<RemoteIndex> {
-    let key = keys::index(generation);
-    let bytes = bucket.get(&key)?.ok_or_else(|| RemoteError::Damaged {
+    find_index(bucket, generation)?.ok_or_else(|| RemoteError::Damaged {
         what: "remote object",
-        name: bucket.location().key(&key),
+        name: bucket.location().key(&keys::index(generation)),
         offset: 0,
         why: "listed, but gone when read".to_owned(),
-    })?;
-    RemoteIndex::decode(&bucket.location().key(&key), &bytes)
+    })
 }
+
+/// Generation `generation`'s index, `None` if it has none yet.
+fn find_index(bucket: &Bucket, generation: u32) -> Result<Option<RemoteIndex>> {
+    let key = keys::index(generation);
+    bucket
+        .get(&key)?
+        .map(|bytes| RemoteIndex::decode(&bucket.location().key(&key), &bytes))
+        .transpose()
+}
+
+/// Refuses with `Fenced` if a generation above `mine` exists at `bucket`'s location,
+/// fencing `layer_source` first (it evicts nothing more: the newer generation may delete
+/// what its own indexes no longer list).
+fn check_not_fenced(bucket: &Bucket, mine: u32, layer_source: Option<&RemoteLayers>) -> Result<()> {
+    let checked = generations::check_current(bucket, mine);
+    if let (Err(RemoteError::Fenced { .. }), Some(source)) = (&checked, layer_source) {
+        source.fence();
+    }
+    checked
+}
+
+/// Why a location's index of this directory's generation that it does not know is there.
+const ANOTHER_COPY_PUBLISHED: &str = "another copy of this directory (a disk snapshot, a \
+     copy of its files, a second machine) published there since";
 
 /// A layer file's bytes, checked against the catalog's size and checksum.
 fn read_checked_layer(path: &Path, size: u64, checksum: u32) -> Result<Bytes> {

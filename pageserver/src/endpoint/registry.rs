@@ -84,23 +84,14 @@ impl Endpoints {
         // Before anything is mounted, written or cleaned up: a refused start changes
         // nothing.
         super::check_spec(spec)?;
-        if let Some(existing) = running.get_mut(&key) {
-            match existing.server.exited() {
-                None => {
-                    return Err(EndpointError::AlreadyRunning {
-                        branch: branch.to_owned(),
-                        port: existing.server.port,
-                    });
-                }
-                // Its server ended on its own: forget it, and start again.
-                Some(status) => {
-                    tracing::warn!(%project, %branch, %status, "an endpoint's server had exited");
-                    if let Some(ended) = running.remove(&key)
-                        && ended.mounted_here
-                    {
-                        mounts.unmount(project, branch)?;
-                    }
-                }
+        // An entry still here is of a server that ended on its own (one that runs was
+        // refused above, under the same lock): forget it, and start again.
+        if let Some(mut ended) = running.remove(&key) {
+            if let Some(status) = ended.server.exited() {
+                tracing::warn!(%project, %branch, %status, "an endpoint's server had exited");
+            }
+            if ended.mounted_here {
+                mounts.unmount(project, branch)?;
             }
         }
         let created_at_a_time = store
