@@ -26,9 +26,23 @@ pub(crate) fn open_store(
 ) -> Result<(Store, Option<Arc<RemoteLayers>>)> {
     let cannot_open = || format!("cannot open the store in {}", dir.display());
     let (config, source) = open_config(dir, location, budget).with_context(cannot_open)?;
-    let store = Store::open_with(dir, config).with_context(cannot_open)?;
+    let store = Store::open_with(dir, config).map_err(|error| {
+        let held = matches!(
+            error,
+            pagefork_engine::EngineError::Wal(pagefork_engine::WalError::Locked { .. })
+        );
+        let error = anyhow::Error::new(error);
+        match held {
+            true => error.context(HELD_BY_ANOTHER_PROCESS),
+            false => error,
+        }
+        .context(cannot_open())
+    })?;
     Ok((store, source))
 }
+
+/// What a command refused because another process holds the store is told to do.
+pub(crate) const HELD_BY_ANOTHER_PROCESS: &str = "another pagefork process has this store open (a `pagefork mount`, `endpoint start` or `serve`): stop it first, or run `pagefork serve` instead of it and work on the store through its HTTP API while branches are mounted";
 
 /// How the store in `dir` opens: with its evicted layers read back from `location`, or
 /// else from the location its `pagefork.remote` records, if any (and that source).

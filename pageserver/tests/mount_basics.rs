@@ -59,6 +59,15 @@ fn files_written_through_a_mount_survive_unmount_and_remount() {
         nix::sys::stat::minor(device)
     );
     assert_eq!(fs::read_to_string(&read_ahead).unwrap().trim(), "4096");
+    // Other commands are refused while the mount holds the store, and told what to do.
+    let refused = pagefork(&data, &["branch", "list"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && stderr.contains("another pagefork process has this store open")
+            && stderr.contains("pagefork serve"),
+        "{stderr}"
+    );
     let big = pattern(20 << 20, 7);
     fs::write(mount.path("big"), &big).unwrap();
     fs::create_dir_all(mount.path("a/b/c")).unwrap();

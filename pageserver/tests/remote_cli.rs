@@ -150,6 +150,30 @@ fn sync_then_attach_in_another_data_directory() {
     );
 }
 
+/// A server named by `AWS_ENDPOINT_URL` rather than `--s3-endpoint` is reached the same
+/// way, plain HTTP included (it was refused: "URL scheme is not allowed").
+#[test]
+fn regression_a_plain_http_server_may_be_named_by_aws_endpoint_url() {
+    let server = S3Server::start();
+    let root = tempfile::tempdir().unwrap();
+    let store = root.path().join("store");
+    ok_json(pagefork(&store, &["--json", "init"]));
+    let url = format!("s3://{BUCKET}/from-environment");
+    let output = pagefork_s3(&store, &["--json", "sync", "--remote", &url])
+        .env("AWS_ENDPOINT_URL", server.endpoint())
+        .output()
+        .unwrap();
+    ok_json(output);
+    assert!(
+        server
+            .object_keys("from-environment")
+            .iter()
+            .any(|key| key.contains("index")),
+        "{:?}",
+        server.object_keys("from-environment")
+    );
+}
+
 #[test]
 fn refusals_name_the_problem_and_change_nothing() {
     let server = S3Server::start();

@@ -91,10 +91,15 @@ fn endpoints_start_on_branches_each_with_its_own_writes_and_a_pitr_answer() {
     server
         .post(&format!("{B}/main/endpoint"), &own_port)
         .expect_error(409, "endpoint_running");
-    // The mount under it is the endpoint's: what would change main is refused.
-    server
+    // The mount under it is the endpoint's: what would change main is refused, saying
+    // to stop the endpoint (it said to unmount, which the endpoint's mount refuses).
+    let refused = server
         .post(&format!("{B}/main/reset"), "{}")
         .expect_error(409, "branch_mounted");
+    assert!(
+        refused.contains("by its endpoint") && refused.contains("/main/endpoint"),
+        "{refused}"
+    );
 
     // A branch of the running endpoint starts by crash recovery, and diverges.
     server
@@ -207,9 +212,11 @@ fn endpoints_start_on_branches_each_with_its_own_writes_and_a_pitr_answer() {
             && diff.contains("+CREATE TABLE public.users"),
         "{diff}"
     );
-    server
+    // A branch that does not exist is named as such, not as one without an endpoint.
+    let missing = server
         .get(&format!("{B}/main/schema-diff?to=nobody"))
-        .expect_error(404, "no_endpoint");
+        .expect_error(404, "branch_not_found");
+    assert!(missing.contains("nobody"), "{missing}");
 
     // PITR to a time between two transactions has exactly the first.
     sql(&main, "INSERT INTO t VALUES (100);");

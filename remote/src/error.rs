@@ -25,7 +25,10 @@ pub enum RemoteError {
         why: String,
     },
     /// A request failed after its retries.
-    #[error("{operation} {key} in {location}: {source}")]
+    #[error(
+        "{operation} {key} in {location}: {source}{}",
+        credentials_hint(source)
+    )]
     Request {
         /// What was asked.
         operation: &'static str,
@@ -148,5 +151,52 @@ impl RemoteError {
             path,
             source,
         }
+    }
+}
+
+/// The address of the EC2 instance metadata service, where the S3 client looks for
+/// credentials when the environment gives none.
+const INSTANCE_METADATA_ADDRESS: &str = "169.254.169.254";
+
+/// What to do when a request failed because no credentials were found: the client then
+/// asks the EC2 instance metadata service, and its failure names only that address, which
+/// says nothing to a user off EC2.
+fn credentials_hint(source: &object_store::Error) -> &'static str {
+    match source.to_string().contains(INSTANCE_METADATA_ADDRESS) {
+        true => {
+            " (no credentials were found in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, so the client asked the EC2 instance metadata service at 169.254.169.254 for some, and got none: set those two variables)"
+        }
+        false => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request_failure(text: &str) -> RemoteError {
+        RemoteError::Request {
+            operation: "list",
+            key: "p/index".to_owned(),
+            location: "s3://b/p".to_owned(),
+            source: Box::new(object_store::Error::Generic {
+                store: "S3",
+                source: text.into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_failure_to_get_credentials_from_the_instance_metadata_service_says_what_to_set() {
+        let failure = request_failure(
+            "Error performing PUT http://169.254.169.254/latest/api/token: 403 Forbidden",
+        );
+        let message = failure.to_string();
+        assert!(
+            message.contains("set those two variables") && message.contains("AWS_ACCESS_KEY_ID"),
+            "{message}"
+        );
+        let other = request_failure("Error performing GET http://127.0.0.1:9/b: refused");
+        assert!(!other.to_string().contains("AWS_ACCESS_KEY_ID"), "{other}");
     }
 }

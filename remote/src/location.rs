@@ -1,6 +1,6 @@
 //! Where a store's remote copy lives: `s3://BUCKET/PREFIX` on S3 or any S3-compatible
-//! server (`--s3-endpoint URL`, path-style requests, plain HTTP allowed for a local
-//! server). Credentials and region come from the usual `AWS_*` environment variables.
+//! server (`--s3-endpoint URL` or `AWS_ENDPOINT_URL`, path-style requests, plain HTTP
+//! allowed for a local server). Credentials and region come from the usual `AWS_*` environment variables.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -160,6 +160,18 @@ impl RemoteLocation {
         self.endpoint.as_deref()
     }
 
+    /// Whether the server is reached over plain HTTP: an `http://` endpoint, given with
+    /// the location or (without one) by `AWS_ENDPOINT_URL`, which the client reads too.
+    /// The user named a plain HTTP server either way (a local one, typically), so it is
+    /// allowed in both, not only in the first.
+    fn plain_http(&self) -> bool {
+        let from_environment = || std::env::var("AWS_ENDPOINT_URL").ok();
+        self.endpoint
+            .clone()
+            .or_else(from_environment)
+            .is_some_and(|url| url.starts_with("http://"))
+    }
+
     /// The key of `relative` under the prefix.
     pub(crate) fn key(&self, relative: &str) -> String {
         if self.prefix.is_empty() {
@@ -202,11 +214,7 @@ impl RemoteLocation {
                     .with_timeout(REQUEST_TIMEOUT)
                     .with_connect_timeout(CONNECT_TIMEOUT)
                     .with_read_timeout(READ_TIMEOUT)
-                    .with_allow_http(
-                        self.endpoint
-                            .as_deref()
-                            .is_some_and(|url| url.starts_with("http://")),
-                    ),
+                    .with_allow_http(self.plain_http()),
             );
         if let Some(endpoint) = &self.endpoint {
             builder = builder.with_endpoint(endpoint);

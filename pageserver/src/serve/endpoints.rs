@@ -207,8 +207,13 @@ pub(crate) async fn schema_diff(
 ) -> Result<Json<SchemaDiff>, ApiError> {
     let Path((project, from)) = path?;
     let Query(query) = query?;
-    state.projects.get(&project)?;
+    let store = state.projects.get(&project)?;
     let to = params::branch_reference("to", &project, &query.to)?.to_owned();
+    // A branch that does not exist is named as such (404 no_such_branch), not as one
+    // without an endpoint.
+    for branch in [&from, &to] {
+        store.branch_info(branch)?;
+    }
     let endpoints = Arc::clone(&state.endpoints);
     let diff = blocking(move || {
         endpoints

@@ -111,7 +111,26 @@ pub(crate) fn refuse_if_mounted<T>(
     state
         .mounts
         .unless_mounted(project, branch, operation)
-        .map_err(mount_error)?
+        .map_err(|error| match (&error, endpoint_on(state, project, branch)) {
+            (MountError::Mounted { path, .. }, Some(port)) => ApiError::conflict(
+                "branch_mounted",
+                format!(
+                    "branch {branch:?} is mounted at {} by its endpoint (Postgres on port {port}): stop the endpoint first (DELETE /v1/projects/{project}/branches/{branch}/endpoint)",
+                    path.display()
+                ),
+            ),
+            _ => mount_error(error),
+        })?
+}
+
+/// The port of the endpoint running on `branch` of `project`, if one is.
+fn endpoint_on(state: &AppState, project: &str, branch: &str) -> Option<u16> {
+    state
+        .endpoints
+        .list(project)
+        .into_iter()
+        .find(|endpoint| endpoint.branch == branch)
+        .map(|endpoint| endpoint.port)
 }
 
 /// `POST .../mount`.
