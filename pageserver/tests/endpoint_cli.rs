@@ -279,38 +279,36 @@ fn regression_a_relative_mount_point_and_a_failed_initdb() {
     let data = root.path().join("data");
     ok_json(pagefork(&data, &["init", "--json"]));
 
-    // Postgres' programs, with an initdb that fails.
-    let broken = root.path().join("broken-bin");
-    std::fs::create_dir(&broken).unwrap();
-    for entry in std::fs::read_dir(support::endpoint::PG_BIN).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() != "initdb" {
-            std::os::unix::fs::symlink(entry.path(), broken.join(entry.file_name())).unwrap();
+    // Postgres' programs with an initdb that fails, then with a server that fails once
+    // initdb has run: each start leaves the branch empty (the second left the whole of
+    // initdb's cluster behind, found by a review), so the next one runs initdb.
+    for failing in ["initdb", "postgres"] {
+        let broken = root.path().join(format!("broken-{failing}"));
+        std::fs::create_dir(&broken).unwrap();
+        for entry in std::fs::read_dir(support::endpoint::PG_BIN).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name() != failing {
+                std::os::unix::fs::symlink(entry.path(), broken.join(entry.file_name())).unwrap();
+            }
         }
+        let program = broken.join(failing);
+        let script = format!("#!/bin/sh\necho '{failing}: a planted failure' >&2\nexit 1\n");
+        std::fs::write(&program, script).unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let failed = pagefork(
+            &data,
+            &[
+                "endpoint",
+                "start",
+                "main",
+                "--pg-bin",
+                broken.to_str().unwrap(),
+            ],
+        );
+        assert!(!failed.status.success());
+        let message = String::from_utf8_lossy(&failed.stderr);
+        assert!(message.contains("a planted failure"), "{message}");
     }
-    std::fs::write(
-        broken.join("initdb"),
-        "#!/bin/sh\necho 'initdb: a planted failure' >&2\nexit 1\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        broken.join("initdb"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
-    let failed = pagefork(
-        &data,
-        &[
-            "endpoint",
-            "start",
-            "main",
-            "--pg-bin",
-            broken.to_str().unwrap(),
-        ],
-    );
-    assert!(!failed.status.success());
-    let message = String::from_utf8_lossy(&failed.stderr);
-    assert!(message.contains("a planted failure"), "{message}");
 
     // Relative to the command's directory; a directory of that name at / is not used.
     let relative = format!("pagefork-relative-mount-{}", std::process::id());

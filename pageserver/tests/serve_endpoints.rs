@@ -241,6 +241,16 @@ fn endpoints_start_on_branches_each_with_its_own_writes_and_a_pitr_answer() {
         visible, "t",
         "the last visible commit {last} is after {between}"
     );
+    // Once the branch holds commits of its own (its start's crash recovery, then a
+    // transaction), a start no longer pairs the time asked for with its own last commit
+    // (found by a review: every start after a restore in place did).
+    sql(&then, "INSERT INTO t VALUES (1000);");
+    server.delete(&format!("{B}/then/endpoint")).expect(200);
+    let again = start_endpoint(&server, "then");
+    assert_eq!(again["branch_created_at"], Value::Null, "{again}");
+    assert_eq!(again["last_committed_transaction"], Value::Null, "{again}");
+    assert_eq!(sql(&again, "SELECT sum(x) FROM t"), "1111");
+    server.delete(&format!("{B}/then/endpoint")).expect(200);
 
     // Refusals.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -298,6 +308,20 @@ fn endpoints_start_on_branches_each_with_its_own_writes_and_a_pitr_answer() {
             &format!(r#"{{"port": {port}}}"#),
         )
         .expect_error(409, "port_in_use");
+    // So is a setting Postgres refuses (found by a review: initdb had run, and 70 MB of
+    // it stayed on the branch).
+    let empty_head = server.get("/v1/projects/e/branches/main").expect(200)["head"].clone();
+    let refused = server
+        .post(
+            "/v1/projects/e/branches/main/endpoint",
+            r#"{"settings": {"work_mem": "bogus"}}"#,
+        )
+        .expect_error(422, "invalid_setting");
+    assert!(refused.contains("work_mem"), "{refused}");
+    assert_eq!(
+        server.get("/v1/projects/e/branches/main").expect(200)["head"],
+        empty_head
+    );
     std::fs::create_dir_all(data.join("mounts/e-main")).unwrap();
     server
         .post(

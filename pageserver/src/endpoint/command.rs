@@ -122,7 +122,7 @@ pub(crate) fn run_foreground(
     };
     let (runtime, mut interrupt, mut terminate) = stop_signals()?;
     let store = crate::commands::open(data_dir, json)?;
-    let created_at = store.branch_info(branch)?.created_at_time;
+    let created_at = super::point_in_time_of(&store.branch_info(branch)?);
     let mut local = Local::start(&store, branch, place, spec)?;
     let started = Started::of(&local.server, created_at.is_some());
     if json {

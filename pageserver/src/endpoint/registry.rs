@@ -94,11 +94,9 @@ impl Endpoints {
                 mounts.unmount(project, branch)?;
             }
         }
-        let created_at_a_time = store
-            .branch_info(branch)
-            .map_err(anyhow::Error::from)?
-            .created_at_time
-            .is_some();
+        let created_at_a_time =
+            super::point_in_time_of(&store.branch_info(branch).map_err(anyhow::Error::from)?)
+                .is_some();
         let asked = std::time::Instant::now();
         let (dir, log, place) = match mounts.mounted_at(project, branch) {
             Some((dir, true)) => {

@@ -25,7 +25,7 @@ use super::{AppState, blocking};
 use crate::endpoint::registry::Started;
 use crate::endpoint::schema::SchemaDiff;
 use crate::endpoint::view::{EndpointView, StartedEndpoint};
-use crate::endpoint::{EndpointError, EndpointSpec};
+use crate::endpoint::{EndpointError, EndpointSpec, point_in_time_of};
 
 /// The body of an endpoint start (`{}` for the defaults).
 #[derive(Debug, Deserialize, ToSchema)]
@@ -128,7 +128,7 @@ pub(crate) async fn start(
     };
     let (endpoints, mounts) = (Arc::clone(&state.endpoints), Arc::clone(&state.mounts));
     let (started, created_at) = blocking(move || {
-        let created_at = store.branch_info(&branch)?.created_at_time;
+        let created_at = point_in_time_of(&store.branch_info(&branch)?);
         let started: Started = endpoints
             .start(&project, store, &mounts, &branch, &spec)
             .map_err(endpoint_error)?;
