@@ -141,6 +141,13 @@ fn endpoints_start_on_branches_each_with_its_own_writes_and_a_pitr_answer() {
     server
         .post(B, &spec("ck", "quiet", ""))
         .expect_error(404, "no_endpoint");
+    // An expiry the create refuses, refused before the CHECKPOINT too (found by a review).
+    server
+        .post(
+            B,
+            r#"{"branch_id": "ck", "spec": {"expire_time": "2020-01-01T00:00:00Z", "checkpoint_endpoint": true}}"#,
+        )
+        .expect_error(422, "invalid_time");
     server
         .get(&format!("{B}/ck"))
         .expect_error(404, "branch_not_found");

@@ -54,6 +54,15 @@ impl Store {
         self.branch_info(name)
     }
 
+    /// Refuses what [`Store::create_branch`] would refuse of a new branch's name and
+    /// options alone (an invalid name, an expiry on a protected branch, one already past
+    /// or later than a store can hold), without writing anything: for a caller with work
+    /// to do before the create that a refused create should not have caused.
+    pub fn check_new_branch(&self, name: &str, options: BranchOptions) -> Result<()> {
+        validate_branch_name(name)?;
+        self.inner.check_new_expiry(name, options)
+    }
+
     /// Deletes branch `name`. Refused while it has children or is protected.
     pub fn delete_branch(&self, name: &str) -> Result<()> {
         let inner = &self.inner;

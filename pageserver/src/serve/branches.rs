@@ -160,8 +160,9 @@ pub(crate) async fn create(
     let (info, checkpoint) = blocking(move || {
         let checkpoint = match checkpoint_endpoint {
             true => Some({
-                // What the branch create would refuse, refused before Postgres is asked.
-                pagefork_engine::validate_branch_name(&name)?;
+                // What the branch create would refuse, refused before Postgres is asked
+                // (a review found an expiry in the past refused after the CHECKPOINT).
+                store.check_new_branch(&name, options)?;
                 store.branch_info(&source)?;
                 if store.branch_info(&name).is_ok() {
                     return Err(EngineError::BranchExists { name: name.clone() }.into());
