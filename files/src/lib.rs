@@ -35,4 +35,4 @@ pub use diff::{FileChange, TreeDiff, diff_trees};
 pub use error::{FsError, FsResult};
 pub use format::{FIRST_DATA_REL, NAME_MAX, ROOT_INO, TABLE_REL};
 pub use inode::{Attributes, FileKind, FileTime, SetAttributes};
-pub use tree::{DirListing, FileTree, Owner, TreeOptions, TreeStats, TreeView};
+pub use tree::{DirListing, FileTree, Owner, TreeOptions, TreeStats, TreeView, Written};

@@ -68,6 +68,16 @@ fn files_written_through_a_mount_survive_unmount_and_remount() {
             && stderr.contains("pagefork serve"),
         "{stderr}"
     );
+    // A file still open shows the blocks it was given once they reached the mount (a
+    // review found 0 until the close: `du` said 0 and `tar -S` archived holes).
+    {
+        use std::os::unix::fs::MetadataExt;
+        let mut open = fs::File::create(mount.path("open")).unwrap();
+        open.write_all(&pattern(75_000, 3)).unwrap();
+        open.sync_all().unwrap();
+        let blocks = fs::metadata(mount.path("open")).unwrap().blocks();
+        assert!(blocks * 512 >= 75_000, "{blocks} blocks for 75,000 bytes");
+    }
     let big = pattern(20 << 20, 7);
     fs::write(mount.path("big"), &big).unwrap();
     fs::create_dir_all(mount.path("a/b/c")).unwrap();

@@ -109,7 +109,7 @@ fn run(tree: &FileTree, op: &FileOp) -> Outcome {
         }
         FileOp::Write(path, offset, data) => {
             let written = tree.write(resolve(tree, path)?, *offset, data)?;
-            assert_eq!(written as usize, data.len());
+            assert_eq!(written.bytes as usize, data.len());
             Ok(())
         }
         FileOp::Truncate(path, size) => {

@@ -19,6 +19,16 @@ const SEQUENTIAL_READ_BYTES: u64 = 256 << 10;
 /// How far past such a read the engine is asked to start reading from disk.
 const READ_AHEAD_BYTES: u64 = 4 << 20;
 
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Bytes written: all that were given.
+    pub bytes: u32,
+    /// Whether the file's size or stored extent grew, and with them its `blocks`: a
+    /// kernel caching the file's attributes must be told to ask again.
+    pub grew: bool,
+}
+
 impl FileTree {
     /// Up to `len` bytes of file `ino` from `offset` (fewer at the end of the file).
     pub fn read(&self, ino: u64, offset: u64, len: u32) -> FsResult<Vec<u8>> {
@@ -97,8 +107,9 @@ impl FileTree {
     }
 
     /// Writes `data` at `offset` of file `ino`, extending it (with a hole, if `offset` is
-    /// past its end) as needed. Returns the bytes written: all of them.
-    pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+    /// past its end) as needed. Returns the bytes written (all of them), and whether the
+    /// file's size or stored extent grew, which changes its `blocks`.
+    pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> FsResult<Written> {
         let written = u32::try_from(data.len())
             .ok()
             .filter(|&len| len <= self.max_write)
@@ -124,8 +135,12 @@ impl FileTree {
         let mut inode = state.inode(ino)?;
         check_file(ino, &inode)?;
         if data.is_empty() {
-            return Ok(0);
+            return Ok(Written {
+                bytes: 0,
+                grew: false,
+            });
         }
+        let before = (inode.size, inode.extent_blocks);
         let page_size = self.page_size as u64;
         let mut txn = Txn::default();
         // Whether a page the write covers in part holds anything is decided by the file
@@ -168,6 +183,7 @@ impl FileTree {
         inode.size = inode.size.max(end);
         inode.mtime = now;
         inode.ctime = now;
+        let grew = (inode.size, inode.extent_blocks) != before;
         state.put_inode(&mut txn, ino, Some(&inode));
         self.commit(&mut state, txn)?;
         drop(state);
@@ -177,7 +193,10 @@ impl FileTree {
             self.state.lock().fail(&error);
             return Err(FsError::Store(error));
         }
-        Ok(written)
+        Ok(Written {
+            bytes: written,
+            grew,
+        })
     }
 
     /// The pages a write of `data` at `offset` covers whole, by block: one copy of them,

@@ -25,6 +25,7 @@ use crate::format::{ROOT_INO, TABLE_REL};
 use crate::inode::{Attributes, FileTime};
 use state::State;
 
+pub use data::Written;
 pub use names::{DirListing, Owner};
 
 /// How to open a tree.

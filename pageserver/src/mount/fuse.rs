@@ -9,18 +9,19 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
     Request, TimeOrNow, WriteFlags,
 };
 use pagefork_files::{
     Attributes, DirListing, FileKind, FileTime, FileTree, FsError, Owner, SetAttributes, TreeView,
+    Written,
 };
 use parking_lot::Mutex;
 
@@ -48,17 +49,37 @@ pub(crate) struct FuseAdapter {
     store_dir: Option<std::path::PathBuf>,
     /// Files open for writing (see `writeback`).
     writers: Arc<OpenWriters>,
+    /// The session's notifier, set once the session exists (before it serves anything).
+    notifier: Arc<OnceLock<Notifier>>,
 }
 
 impl FuseAdapter {
-    pub(crate) fn new(tree: Arc<FileTree>, writers: Arc<OpenWriters>) -> FuseAdapter {
+    pub(crate) fn new(
+        tree: Arc<FileTree>,
+        writers: Arc<OpenWriters>,
+        notifier: Arc<OnceLock<Notifier>>,
+    ) -> FuseAdapter {
         let store_dir = tree.store().dir().map(std::path::Path::to_path_buf);
         FuseAdapter {
             tree,
             writers,
+            notifier,
             listings: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             store_dir,
+        }
+    }
+
+    /// Has the kernel ask for `ino`'s attributes again, keeping its cached pages (offset
+    /// -1): with the writeback cache it keeps a file's size itself, but its `blocks` is
+    /// ours, and stayed what it was at the create, 0, for as long as the attributes were
+    /// cached (a review found `du` at 0 and `tar -S` archiving a fsynced file as holes).
+    /// Only the attributes are dropped, so this may run on a worker thread.
+    fn forget_cached_attributes(&self, ino: INodeNo) {
+        if let Some(notifier) = self.notifier.get()
+            && let Err(error) = notifier.inval_inode(ino, -1, 0)
+        {
+            tracing::debug!(%error, ino = ino.0, "cannot have the kernel drop cached attributes");
         }
     }
 
@@ -455,7 +476,12 @@ impl Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         match self.tree.write(ino.0, offset, data) {
-            Ok(written) => reply.written(written),
+            Ok(Written { bytes, grew }) => {
+                reply.written(bytes);
+                if grew {
+                    self.forget_cached_attributes(ino);
+                }
+            }
             Err(error) => reply.error(errno(&error)),
         }
     }

@@ -184,7 +184,12 @@ pub(crate) fn mount(store: Store, spec: &MountSpec) -> Result<Mounted> {
     config.n_threads = Some(WORKER_THREADS);
     config.clone_fd = true;
     let writers = Arc::new(writeback::OpenWriters::default());
-    let adapter = fuse::FuseAdapter::new(Arc::clone(&tree), Arc::clone(&writers));
+    let notifier_slot = Arc::new(std::sync::OnceLock::new());
+    let adapter = fuse::FuseAdapter::new(
+        Arc::clone(&tree),
+        Arc::clone(&writers),
+        Arc::clone(&notifier_slot),
+    );
     let session = fuser::Session::new(adapter, &spec.dir, &config).with_context(|| {
         format!(
             "cannot mount branch {:?} at {}",
@@ -196,6 +201,8 @@ pub(crate) fn mount(store: Store, spec: &MountSpec) -> Result<Mounted> {
         dir: spec.dir.clone(),
     });
     let notifier = session.notifier();
+    // Before the session serves anything: set once, here.
+    let _ = notifier_slot.set(notifier.clone());
     let thread = std::thread::Builder::new()
         .name(format!("mount {}", spec.branch))
         .spawn(move || session.run())
