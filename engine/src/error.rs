@@ -222,7 +222,7 @@ pub enum EngineError {
     /// A read, time lookup, branch point or lease below the branch's GC cutoff: the
     /// history there was (or may by now have been) garbage-collected.
     #[error(
-        "branch {branch:?}: {} is below its GC cutoff {cutoff}; history before the cutoff is outside the PITR window and garbage-collected (a lease or a branch keeps a point)",
+        "branch {branch:?}: {} is below its GC cutoff {cutoff}; history before the cutoff is outside the PITR window and garbage-collected (to branch from a point later, lease it before GC passes it)",
         describe_requested(*lsn, *time)
     )]
     BelowGcCutoff {

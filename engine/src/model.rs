@@ -488,6 +488,13 @@ impl Model {
     }
 
     fn resolve_of(&self, id: usize, at: At) -> Result<Lsn, Refusal> {
+        let lsn = self.resolve_unchecked_of(id, at)?;
+        self.check_available(id, lsn)?;
+        Ok(lsn)
+    }
+
+    /// `resolve_of` without the GC check (see `branch_point`).
+    fn resolve_unchecked_of(&self, id: usize, at: At) -> Result<Lsn, Refusal> {
         let head = self.head_of(id);
         let lsn = match at {
             At::Latest => head,
@@ -503,7 +510,6 @@ impl Model {
                 answer => answer.lsn,
             },
         };
-        self.check_available(id, lsn)?;
         Ok(lsn)
     }
 
@@ -564,10 +570,7 @@ impl Model {
         if duration.is_zero() {
             return Err(Refusal::EmptyLease);
         }
-        self.resolve_of(id, At::Lsn(lsn))?;
-        if lsn < self.start_of(id) {
-            return Err(Refusal::LsnBelowBranchStart);
-        }
+        self.branch_point(id, At::Lsn(lsn))?;
         let until = self.now.saturating_add(duration);
         if until > Timestamp::MAX {
             return Err(Refusal::ExpiryTooLate);
@@ -620,11 +623,14 @@ impl Model {
     }
 
     /// The branch point `at` means on `parent` for a new branch, or the refusal.
+    /// A point below the parent's start is refused as such before the GC cutoff is
+    /// looked at, as the store does.
     fn branch_point(&self, parent: usize, at: At) -> Result<Lsn, Refusal> {
-        let lsn = self.resolve_of(parent, at)?;
+        let lsn = self.resolve_unchecked_of(parent, at)?;
         if lsn < self.start_of(parent) {
             return Err(Refusal::LsnBelowBranchStart);
         }
+        self.check_available(parent, lsn)?;
         Ok(lsn)
     }
 

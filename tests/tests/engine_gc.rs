@@ -141,6 +141,15 @@ fn check_after_gc(store: &Store, point: Lsn, cutoff: Lsn, last: Lsn) {
     assert_eq!(kind, Refusal::BelowGcCutoff);
     assert_eq!(store.branch_info("main").unwrap().gc_cutoff, cutoff);
     assert!(cutoff < last);
+    // A branch point below the child's own start is refused as that, not as below a
+    // cutoff that is main's (found by a review: 410 naming the child's branch point as
+    // its cutoff). So is a lease there.
+    let below = Lsn(point.0 / 2);
+    let (kind, message) =
+        refusal(store.create_branch("early", "child", At::Lsn(below), BranchOptions::default()));
+    assert_eq!(kind, Refusal::LsnBelowBranchStart, "{message}");
+    let (kind, _) = refusal(store.lease("child", below, Duration::from_secs(60)));
+    assert_eq!(kind, Refusal::LsnBelowBranchStart);
 }
 
 /// A lease keeps a state past its window; a branch can be created there while it lasts,

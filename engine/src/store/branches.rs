@@ -258,13 +258,17 @@ impl StoreInner {
         self.apply(record, lsn, time)
     }
 
-    /// The branch point `at` means on `parent`, and the time answer if `at` is a time.
+    /// The branch point `at` means on `parent`, and the time answer if `at` is a time. A
+    /// point below the parent's start is refused as such before GC's cutoff is looked at:
+    /// it would be refused were the history there kept, and the cutoff there is the
+    /// ancestor's, which the caller did not name (a review found 410 `below_gc_cutoff`
+    /// naming the parent's own branch point as its cutoff).
     pub(super) fn resolve_branch_point(
         &self,
         parent: &Branch,
         at: At,
     ) -> Result<(Lsn, Option<LsnForTime>)> {
-        let (lsn, answer) = self.resolve_at(parent, at)?;
+        let (lsn, answer) = self.resolve_unchecked(parent, at)?;
         let start = parent.start();
         if lsn < start {
             return Err(match &answer {
@@ -281,6 +285,7 @@ impl StoreInner {
                 },
             });
         }
+        self.check_available(parent, lsn, super::read::requested_time(at))?;
         Ok((lsn, answer))
     }
 }

@@ -337,6 +337,18 @@ impl StoreInner {
 
     /// `resolve`, also giving the time answer when `at` is a time.
     pub(super) fn resolve_at(&self, branch: &Branch, at: At) -> Result<(Lsn, Option<LsnForTime>)> {
+        let (lsn, answer) = self.resolve_unchecked(branch, at)?;
+        self.check_available(branch, lsn, requested_time(at))?;
+        Ok((lsn, answer))
+    }
+
+    /// `resolve_at` without the check that GC kept the state there (the caller's, once
+    /// it has made checks that come first).
+    pub(super) fn resolve_unchecked(
+        &self,
+        branch: &Branch,
+        at: At,
+    ) -> Result<(Lsn, Option<LsnForTime>)> {
         let head = branch.head();
         let (lsn, answer) = match at {
             At::Latest => (head, None),
@@ -366,7 +378,6 @@ impl StoreInner {
                 (answer.lsn, Some(answer))
             }
         };
-        self.check_available(branch, lsn, requested_time(at))?;
         Ok((lsn, answer))
     }
 
@@ -492,7 +503,7 @@ impl StoreInner {
 }
 
 /// The time a request named, if it named one.
-fn requested_time(at: At) -> Option<Timestamp> {
+pub(super) fn requested_time(at: At) -> Option<Timestamp> {
     match at {
         At::Time(time) => Some(time),
         At::Latest | At::Lsn(_) => None,
