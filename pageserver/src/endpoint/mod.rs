@@ -221,7 +221,10 @@ impl Drop for Place {
     fn drop(&mut self) {
         if let Some(made) = &self.made {
             // Each removal refuses what is not empty (a mount still in place included).
+            // The log of an endpoint that ran later on the mount this place kept is
+            // beside the mount point (`log_beside`).
             let _ = std::fs::remove_file(&self.log);
+            let _ = std::fs::remove_file(Place::log_beside(&self.mount_dir));
             let _ = std::fs::remove_dir(&self.mount_dir);
             let _ = std::fs::remove_dir(made);
         }
