@@ -134,6 +134,18 @@ fn an_endpoint_runs_in_the_foreground_and_keeps_its_data() {
     );
     assert_eq!(psql(&endpoint.url(), "SELECT n FROM kept").unwrap(), "42");
 
+    // A second start on the branch, on its port or not, names the endpoint running.
+    let port = endpoint.answer["endpoint"]["port"].to_string();
+    for args in [&["--port", port.as_str()][..], &[]] {
+        let twice = pagefork(&data, &[&["endpoint", "start", "main"], args].concat());
+        let message = String::from_utf8_lossy(&twice.stderr);
+        assert!(
+            !twice.status.success()
+                && message.contains("has an endpoint already")
+                && message.contains(&port),
+            "{message}"
+        );
+    }
     // Another command lists it and stops it (as SIGTERM would), waiting until it has.
     let listed = ok_json(pagefork(&data, &["--json", "endpoint", "list"]));
     assert_eq!(listed[0]["branch"], "main", "{listed}");

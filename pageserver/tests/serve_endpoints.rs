@@ -580,7 +580,10 @@ fn regression_a_killed_endpoint_is_ended_and_a_stop_with_a_busy_mount_says_so() 
     holder.wait().unwrap();
     // An endpoint started on the mount left behind uses it, and logs beside it.
     let on_left = start_endpoint(&server, "main");
-    assert_eq!(on_left["endpoint"]["data_directory"], data_directory.as_str());
+    assert_eq!(
+        on_left["endpoint"]["data_directory"],
+        data_directory.as_str()
+    );
     server.delete(&format!("{B}/main/endpoint")).expect(200);
     server.delete(&format!("{B}/main/mount")).expect(200);
     // The first endpoint's own directory went with its mount, that log included (found

@@ -106,6 +106,18 @@ pub(crate) fn run_foreground(
     json: bool,
 ) -> Result<()> {
     crate::logging::init(crate::logging::FOREGROUND_FILTER);
+    // Another command's endpoint on this branch, named as such (a start with its port
+    // said "port in use", one without it that the store was locked).
+    if let Some(running) = super::runfile::list(data_dir)?
+        .into_iter()
+        .find(|record| record.endpoint.branch() == branch)
+    {
+        return Err(super::EndpointError::AlreadyRunning {
+            branch: branch.to_owned(),
+            port: running.endpoint.port(),
+        }
+        .into());
+    }
     check_first(spec)?;
     let place = match mount_at {
         Some(dir) => {
