@@ -250,6 +250,17 @@ pub enum EngineError {
         /// The directory.
         dir: PathBuf,
     },
+    /// `create` on a directory that holds a store's files but no `pagefork.meta`: a
+    /// store that lost that file, which a create would overwrite.
+    #[error(
+        "{dir} holds a store's files ({found}) but no pagefork.meta: not creating a store over them. If this store lost its pagefork.meta, restore that file from a backup; to start afresh, remove them first"
+    )]
+    StoreFilesWithoutMeta {
+        /// The directory.
+        dir: PathBuf,
+        /// The store files found there.
+        found: String,
+    },
     /// `open` on a directory without a store.
     #[error("no pagefork store in {dir}: {reason}")]
     NotAStore {

@@ -282,3 +282,33 @@ fn regression_recover_reports_a_damaged_remote_record() {
         assert_eq!(before, tree_snapshot(&dir), "{args:?} changed the store");
     }
 }
+
+/// `init` over a store that lost its `pagefork.meta` refuses and changes nothing; every
+/// command says to restore the file (found by a review: `init` wiped the store's log,
+/// which the "missing" message had led the user to run).
+#[test]
+fn regression_init_does_not_overwrite_a_store_that_lost_its_metadata() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("store");
+    init(&dir);
+    put(&dir, "main", 1, 0, 42);
+    std::fs::remove_file(dir.join("pagefork.meta")).unwrap();
+    let before = tree_snapshot(&dir);
+    let listed = pagefork(&dir, &["branch", "list"]);
+    let message = String::from_utf8_lossy(&listed.stderr);
+    assert!(
+        !listed.status.success() && message.contains("restore pagefork.meta"),
+        "{message}"
+    );
+    let again = pagefork(&dir, &["init"]);
+    let message = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && message.contains("not creating a store over them"),
+        "{message}"
+    );
+    assert_eq!(
+        tree_snapshot(&dir),
+        before,
+        "a refused init changed the store"
+    );
+}

@@ -294,3 +294,44 @@ fn a_store_that_never_published_a_catalog_opens_from_its_whole_log() {
     );
     assert!(layer_files(dir.path()).is_empty(), "debris removed");
 }
+
+/// A store that lost its `pagefork.meta` is not overwritten by a create (found by a
+/// review: `init` wiped its log), and opening it says to restore the file; the debris of
+/// a create that stopped before its metadata (its marker, a log) is still cleared.
+#[test]
+fn regression_a_create_refuses_a_store_that_lost_its_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), config()).unwrap();
+    store
+        .commit("main", vec![(Key::new(1, 0), Update::Image(page_of(7)))])
+        .unwrap();
+    drop(store);
+    assert!(!dir.path().join("pagefork.creating").exists());
+    std::fs::remove_file(dir.path().join("pagefork.meta")).unwrap();
+    let before = pagefork_tests::tree_snapshot(dir.path());
+    let refused = Store::create(dir.path(), config()).unwrap_err();
+    assert!(
+        matches!(refused, EngineError::StoreFilesWithoutMeta { .. }),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("wal"), "{refused}");
+    let message = Store::open_with(dir.path(), config())
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("restore pagefork.meta"), "{message}");
+    assert_eq!(pagefork_tests::tree_snapshot(dir.path()), before);
+
+    // A create that stopped before its metadata: the marker and a log, cleared.
+    let stopped = tempfile::tempdir().unwrap();
+    std::fs::write(stopped.path().join("pagefork.creating"), b"").unwrap();
+    std::fs::create_dir(stopped.path().join("wal")).unwrap();
+    std::fs::write(stopped.path().join("wal/0000000000000000.wal"), b"half").unwrap();
+    let store = Store::create(stopped.path(), config()).unwrap();
+    assert_eq!(
+        store.get_page("main", Key::new(1, 0), At::Latest).unwrap(),
+        None
+    );
+    drop(store);
+    assert!(!stopped.path().join("pagefork.creating").exists());
+    Store::open_with(stopped.path(), config()).unwrap();
+}

@@ -291,9 +291,11 @@ fn expired_branches_are_deleted_at_open_and_by_the_background_sweep() {
         .history()
         .into_iter()
         .filter(|entry| entry.operation == HistoryOperation::Delete)
-        .map(|entry| entry.branch)
+        .map(|entry| (entry.branch, entry.details))
         .collect();
-    assert_eq!(deleted, ["at-open"], "open sweeps");
+    assert_eq!(deleted.len(), 1, "open sweeps: {deleted:?}");
+    assert_eq!(deleted[0].0, "at-open");
+    assert!(deleted[0].1.starts_with("expired at "), "{deleted:?}");
 
     store
         .create_branch(

@@ -81,7 +81,13 @@ impl StoreInner {
                 if !catalog.children_of(id).is_empty() {
                     return Err(corrupt(format!("delete of {id}, which has children")));
                 }
-                entries.push(history(HistoryOperation::Delete, &branch, String::new()));
+                // A branch deleted past its expiry says so: most are the sweep's (one that
+                // expired while an endpoint or mount held it goes when the hold ends).
+                let details = match branch.expires_at() {
+                    Some(expired_at) if expired_at <= time => format!("expired at {expired_at}"),
+                    _ => String::new(),
+                };
+                entries.push(history(HistoryOperation::Delete, &branch, details));
                 self.remove_branch(&mut catalog, &branch);
                 self.remove_unneeded_old_states(&mut catalog, &branch, &mut entries, lsn, time);
             }

@@ -129,6 +129,10 @@ pub const DEFAULT_ROOT_BRANCH: &str = "main";
 const WAL_DIR_NAME: &str = "wal";
 /// The RocksDB database of a store with the RocksDB backend.
 pub(crate) const VERSIONS_DIR_NAME: &str = "versions";
+/// Present (empty) from the start of a create until its `pagefork.meta` is published: a
+/// log or database beside it, without the metadata, is debris of a create that stopped.
+/// Without it they are a store that lost its metadata, which no create may overwrite.
+const CREATING_MARKER_NAME: &str = "pagefork.creating";
 
 /// How to create or open a store.
 #[derive(Clone, Debug)]
@@ -372,29 +376,48 @@ impl Store {
                 dir: dir.to_owned(),
             });
         }
+        let marker = dir.join(CREATING_MARKER_NAME);
+        let exists = |path: &Path| fs.exists(path).map_err(EngineError::io("stat", path));
+        let wal_dir = dir.join(WAL_DIR_NAME);
+        let versions_dir = dir.join(VERSIONS_DIR_NAME);
+        let store_files = [
+            WAL_DIR_NAME,
+            VERSIONS_DIR_NAME,
+            crate::checkpoint::CATALOG_FILE_NAME,
+            checkpoint::LAYERS_DIR_NAME,
+        ];
+        let mut found = Vec::new();
+        for name in store_files {
+            if exists(&dir.join(name))? {
+                found.push(name);
+            }
+        }
+        // Only a create that stopped before its metadata leaves files without the
+        // metadata and with the marker: a log and a database, which are its debris. Any
+        // other such files are a store's (a review found `init` wiping the log of a store
+        // whose pagefork.meta had been deleted).
+        let debris = exists(&marker)?
+            && found
+                .iter()
+                .all(|name| [WAL_DIR_NAME, VERSIONS_DIR_NAME].contains(name));
+        if !found.is_empty() && !debris {
+            return Err(EngineError::StoreFilesWithoutMeta {
+                dir: dir.to_owned(),
+                found: found.join(", "),
+            });
+        }
         // The store's directory must survive a power cut as well as what is in it.
         create_dir_all_durably(fs.as_ref(), dir)
             .map_err(EngineError::io("create directory", dir))?;
-        let wal_dir = dir.join(WAL_DIR_NAME);
-        // Without the metadata file, a WAL directory is debris of a create that crashed.
-        if fs
-            .exists(&wal_dir)
-            .map_err(EngineError::io("stat", &wal_dir))?
-        {
-            fs.remove_dir_all(&wal_dir).map_err(EngineError::io(
-                "remove debris of an unfinished create",
-                &wal_dir,
-            ))?;
-        }
-        let versions_dir = dir.join(VERSIONS_DIR_NAME);
-        if fs
-            .exists(&versions_dir)
-            .map_err(EngineError::io("stat", &versions_dir))?
-        {
-            fs.remove_dir_all(&versions_dir).map_err(EngineError::io(
-                "remove debris of an unfinished create",
-                &versions_dir,
-            ))?;
+        publish_file(fs.as_ref(), &marker, b"")
+            .map_err(EngineError::io("publish the create marker", &marker))?;
+        for debris in [&wal_dir, &versions_dir] {
+            if exists(debris)? {
+                fs.remove_dir_all(debris).map_err(EngineError::io(
+                    "remove debris of an unfinished create",
+                    debris,
+                ))?;
+            }
         }
         let wal = Wal::create_on(Arc::clone(&config.fs), &wal_dir, wal_config(&config))?;
         let version_db = open_version_db(config.backend, dir, true)?;
@@ -409,6 +432,11 @@ impl Store {
         };
         publish_file(fs.as_ref(), &meta_path, &meta.encode())
             .map_err(EngineError::io("publish store metadata", &meta_path))?;
+        // The store exists now; a marker left by a crash here is ignored (the metadata
+        // file says a store is there, so no create looks further).
+        fs.remove_file(&marker)
+            .and_then(|()| fs.sync_dir(dir))
+            .map_err(EngineError::io("remove the create marker", &marker))?;
         store.start_housekeeping(&config);
         Ok(store)
     }
@@ -657,7 +685,14 @@ fn read_meta(fs: &dyn FileSystem, dir: &Path) -> Result<StoreMeta> {
     let bytes = fs.read(&path).map_err(|error| match error.kind() {
         std::io::ErrorKind::NotFound => EngineError::NotAStore {
             dir: dir.to_owned(),
-            reason: format!("{META_FILE_NAME} is missing"),
+            reason: match fs.exists(&dir.join(WAL_DIR_NAME)) {
+                Ok(true) if !matches!(fs.exists(&dir.join(CREATING_MARKER_NAME)), Ok(true)) => {
+                    format!(
+                        "{META_FILE_NAME} is missing, though the directory holds a store's log ({WAL_DIR_NAME}/): restore {META_FILE_NAME} from a backup (`init` will not overwrite the store)"
+                    )
+                }
+                _ => format!("{META_FILE_NAME} is missing"),
+            },
         },
         _ => EngineError::Io {
             operation: "read",
