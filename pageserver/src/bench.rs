@@ -103,11 +103,17 @@ pub(crate) fn run(options: &BenchOptions) -> Result<()> {
             backends.push(*backend);
         }
     }
-    let temp = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let root = options
-        .dir
-        .clone()
-        .unwrap_or_else(|| temp.path().to_owned());
+    // A directory of its own, inside the one given if any: the stores and copies it makes
+    // and removes are never a user's (a review found `--data-dir` directories of the
+    // benchmark's names deleted), and one a killed run left does not stop the next.
+    let mut temp = tempfile::Builder::new();
+    temp.prefix("pagefork-bench-");
+    let temp = match &options.dir {
+        Some(dir) => std::fs::create_dir_all(dir).and_then(|()| temp.tempdir_in(dir)),
+        None => temp.tempdir(),
+    }
+    .context("cannot create a directory to run in")?;
+    let root = temp.path().to_owned();
     let mut results = Vec::new();
     for (index, &size) in options.sizes.iter().enumerate() {
         for &backend in &backends {
