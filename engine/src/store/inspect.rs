@@ -231,6 +231,19 @@ pub struct LayerFileSummary {
 }
 
 impl Store {
+    /// Reads every listed layer file on local disk in full against its checksums; the
+    /// first damage found is the error.
+    pub(super) fn check_local_layers(&self) -> Result<()> {
+        let branches: Vec<Arc<Branch>> = self.inner.catalog.read().branches().cloned().collect();
+        for branch in branches {
+            let layers = branch.state.read().layers.clone();
+            for layer in layers.iter().filter(|layer| layer.file.is_resident()) {
+                layer.file.versions().map(drop)?;
+            }
+        }
+        Ok(())
+    }
+
     /// What the store's files are, with every layer file read and checked against its
     /// checksums if `verify` (that reads every layer in full).
     pub fn files(&self, verify: bool) -> Result<StoreFiles> {

@@ -478,9 +478,13 @@ impl Store {
 
     /// Reads the store in `dir` as `open_with` does and says what opening it would find
     /// and do to its WAL, changing nothing on disk (no torn tail is dropped, no debris
-    /// removed). An error is the one `open_with` would give.
+    /// removed). An error is the one `open_with` would give, or, past what an open reads,
+    /// the first damage found reading every listed layer file on local disk in full
+    /// against its checksums (an open reads only their indexes: a review found `recover`
+    /// calling a store with a damaged data block clean). Evicted layers are not fetched.
     pub fn check_open(dir: impl AsRef<Path>, config: Config) -> Result<RecoveryReport> {
-        let (_store, _wal, report, _) = Store::read_and_accept(dir.as_ref(), &config)?;
+        let (store, _wal, report, _) = Store::read_and_accept(dir.as_ref(), &config)?;
+        store.check_local_layers()?;
         Ok(report)
     }
 
