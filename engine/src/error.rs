@@ -199,6 +199,18 @@ pub enum EngineError {
         /// The latest expiry accepted ([`Timestamp::MAX`]).
         latest: Timestamp,
     },
+    /// The clock reads later than the latest time a store can hold: a record stamped so
+    /// would stay the latest commit time for good (times never go back), and no time a
+    /// user can write would reach a commit after it.
+    #[error(
+        "the clock reads {now}, later than {latest}, the latest time a store can hold: nothing is logged until the clock is set right"
+    )]
+    ClockPastLatest {
+        /// The clock's reading.
+        now: Timestamp,
+        /// The latest time a store holds ([`Timestamp::MAX`]).
+        latest: Timestamp,
+    },
     /// A PITR window longer than a store can hold ([`crate::MAX_PITR_WINDOW`]).
     #[error(
         "the PITR window asked for on branch {branch:?} ({}) is longer than a store can hold ({})",

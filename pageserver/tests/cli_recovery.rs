@@ -212,6 +212,13 @@ fn a_torn_tail_is_reported_on_stderr_by_the_command_that_drops_it() {
     bytes[end..end + 100].fill(0x5A);
     std::fs::write(&last, &bytes).unwrap();
     let mut damaged = bytes.clone();
+    // recover lists it, not as clean (found by a review: a damaged last record, which
+    // looks the same, was called clean), and drops nothing.
+    let checked = pagefork(&dir, &["--json", "recover"]);
+    assert_eq!(checked.status.code(), Some(0));
+    let checked: Value = serde_json::from_slice(&checked.stdout).unwrap();
+    assert_eq!(checked["status"], "torn_tail", "{checked}");
+    assert_eq!(checked["wal"]["dropped_tail"]["bytes"], 100, "{checked}");
     let json = pagefork(&dir, &["--json", "branch", "list"]);
     assert!(json.status.success());
     let line: Value = serde_json::from_slice(&json.stderr).unwrap();

@@ -539,3 +539,34 @@ fn regression_a_branch_point_by_time_below_the_branchs_start_names_the_time() {
     assert!(message.contains(&first.lsn.to_string()), "{message}");
     assert!(store.branch_info("x").is_err(), "nothing was made");
 }
+
+/// A clock past the latest time a store can hold stamps nothing (found by a review: one
+/// glitch stamped a commit past year 9999, and every later commit took that time); once
+/// it reads right again, commits go on with its time.
+#[test]
+fn regression_a_clock_past_year_9999_logs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, clock) = engine_config(SyncMode::Always);
+    let store = Store::create(dir.path(), config).unwrap();
+    let right = pagefork_engine::Clock::now(&clock);
+    let head = store.branch_info("main").unwrap().head;
+    clock.set(Timestamp(Timestamp::MAX.0 + 1));
+    let refused = store
+        .commit("main", vec![(K, Update::Image(page_of(3)))])
+        .unwrap_err();
+    assert!(
+        matches!(refused, EngineError::ClockPastLatest { .. }),
+        "{refused}"
+    );
+    assert!(
+        store
+            .create_branch("later", "main", At::Latest, BranchOptions::default())
+            .is_err()
+    );
+    assert_eq!(store.branch_info("main").unwrap().head, head);
+    clock.set(right);
+    let committed = store
+        .commit("main", vec![(K, Update::Image(page_of(3)))])
+        .unwrap();
+    assert!(committed.time <= Timestamp::MAX && committed.time >= right);
+}

@@ -772,7 +772,16 @@ impl StoreInner {
         let len = record.encoded_len();
         let (lsn, time) = {
             let mut last_time = self.sequencer.lock();
-            let time = self.clock.now().max(*last_time);
+            let now = self.clock.now();
+            // A clock past the year 9999 (a glitch) stamps nothing: every later record
+            // would take that time (found by a review).
+            if now > Timestamp::MAX {
+                return Err(EngineError::ClockPastLatest {
+                    now,
+                    latest: Timestamp::MAX,
+                });
+            }
+            let time = now.max(*last_time);
             // Encoded straight into the log's buffer: a commit of a megabyte of pages is
             // copied once, not into a buffer of its own first.
             let lsn = self
