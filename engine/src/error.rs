@@ -154,6 +154,14 @@ pub enum EngineError {
         /// Their names, comma-separated.
         children: String,
     },
+    /// A delete of the store's last usable branch: nothing could be branched again.
+    #[error(
+        "branch {branch:?} is the store's last branch: without it nothing could be branched or written again (to start afresh, create a new store)"
+    )]
+    LastBranch {
+        /// The branch.
+        branch: String,
+    },
     /// The branch has expired: it is never read or written again, and is deleted once
     /// no unexpired descendant needs its history.
     #[error("branch {name:?} expired at {expired_at}")]

@@ -76,6 +76,8 @@ pub enum Refusal {
     TimeBeforeHistory,
     /// A delete of a branch with children.
     HasChildren,
+    /// A delete of the store's last usable branch.
+    LastBranch,
     /// The branch has expired.
     BranchExpired,
     /// The branch is protected.
@@ -115,6 +117,7 @@ impl Refusal {
             }
             EngineError::TimeBeforeHistory { .. } => Refusal::TimeBeforeHistory,
             EngineError::HasChildren { .. } => Refusal::HasChildren,
+            EngineError::LastBranch { .. } => Refusal::LastBranch,
             EngineError::BranchExpired { .. } => Refusal::BranchExpired,
             EngineError::Protected { .. } => Refusal::Protected,
             EngineError::ExpiryOnProtected { .. } => Refusal::ExpiryOnProtected,
@@ -701,6 +704,12 @@ impl Model {
         }
         if !self.children(id).is_empty() {
             return Err(Refusal::HasChildren);
+        }
+        let another = self
+            .live_ids()
+            .any(|other| other != id && !self.branch(other).hidden && !self.expired_id(other));
+        if !another {
+            return Err(Refusal::LastBranch);
         }
         Ok(())
     }

@@ -570,3 +570,29 @@ fn regression_a_clock_past_year_9999_logs_nothing() {
         .unwrap();
     assert!(committed.time <= Timestamp::MAX && committed.time >= right);
 }
+
+/// The store's last usable branch cannot be deleted (found by a review: deleting main,
+/// alone, left a store nothing could be branched from or written to again). Another
+/// branch, even one that has only just been made, lets it go.
+#[test]
+fn regression_the_last_branch_is_not_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _clock) = engine_config(SyncMode::Always);
+    let store = Store::create(dir.path(), config).unwrap();
+    let refused = store.delete_branch("main").unwrap_err();
+    assert!(
+        matches!(refused, EngineError::LastBranch { .. }),
+        "{refused}"
+    );
+    assert_eq!(store.list_branches().len(), 1);
+    store
+        .create_branch("next", "main", At::Latest, BranchOptions::default())
+        .unwrap();
+    store.detach_branch("next").unwrap();
+    store.delete_branch("main").unwrap();
+    let refused = store.delete_branch("next").unwrap_err();
+    assert!(
+        matches!(refused, EngineError::LastBranch { .. }),
+        "{refused}"
+    );
+}

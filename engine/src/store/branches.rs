@@ -76,6 +76,19 @@ impl Store {
             });
         }
         inner.check_no_children(&branch)?;
+        // Without another usable branch nothing could be branched or written again (a
+        // review found a store left so by deleting main).
+        let now = inner.clock.now();
+        let another = inner
+            .catalog
+            .read()
+            .visible()
+            .any(|other| other.id != branch.id && !other.expired(now));
+        if !another {
+            return Err(EngineError::LastBranch {
+                branch: name.to_owned(),
+            });
+        }
         inner.delete_locked(&branch)?;
         // Its parent may be an expired branch that was kept only for it.
         inner.sweep_expired_locked()?;

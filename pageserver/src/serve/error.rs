@@ -88,6 +88,7 @@ impl From<EngineError> for ApiError {
             Some(Refusal::UnknownBranch) => (StatusCode::NOT_FOUND, "branch_not_found"),
             Some(Refusal::BranchExists) => (StatusCode::CONFLICT, "branch_exists"),
             Some(Refusal::HasChildren) => (StatusCode::CONFLICT, "has_children"),
+            Some(Refusal::LastBranch) => (StatusCode::CONFLICT, "last_branch"),
             Some(Refusal::Protected) => (StatusCode::CONFLICT, "protected"),
             Some(Refusal::ExpiryOnProtected) => (StatusCode::CONFLICT, "expiry_on_protected"),
             Some(Refusal::NoParent) => (StatusCode::CONFLICT, "no_parent"),
