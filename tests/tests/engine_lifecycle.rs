@@ -465,6 +465,9 @@ fn the_history_survives_checkpoints_that_remove_the_wal_it_came_from() {
         ]
     );
     assert_eq!(history[2].details, "to \"dev2\"");
+    // Named as it was before (found by a review: "rename dev2 to dev2").
+    assert_eq!(history[2].branch, "dev");
+    assert_eq!(history[3].branch, "dev2");
 }
 
 #[test]

@@ -95,6 +95,9 @@ impl StoreInner {
                 let mut catalog = self.catalog.write();
                 let branch = visible_by_id(&catalog, id)
                     .ok_or_else(|| corrupt(format!("change of unknown branch {id}")))?;
+                // The entry names the branch as it was called before the change: a rename
+                // reads "rename a to b" (it read "rename b to b").
+                let name_before = branch.name();
                 let (operation, details) = match change {
                     BranchChange::Rename(name) => {
                         if catalog.by_name(&name).is_some() {
@@ -132,7 +135,10 @@ impl StoreInner {
                         (HistoryOperation::SetPitrWindow, details)
                     }
                 };
-                entries.push(history(operation, &branch, details));
+                entries.push(HistoryEntry {
+                    branch: name_before,
+                    ..history(operation, &branch, details)
+                });
             }
             Record::ReplaceBranch {
                 old,
