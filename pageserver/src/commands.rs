@@ -179,27 +179,47 @@ pub(crate) fn branch(dir: &Path, command: &BranchCommand, json: bool) -> Result<
     Ok(())
 }
 
+/// The page a `page put` reads from `file` or standard input: at most one page, so an
+/// endless input (`/dev/zero`) is refused rather than read until memory runs out.
+fn read_page_input(file: Option<&Path>, page_size: usize) -> Result<Vec<u8>> {
+    let (source, reader): (String, Box<dyn Read>) = match file {
+        Some(path) => (
+            path.display().to_string(),
+            Box::new(
+                std::fs::File::open(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+            ),
+        ),
+        None => ("standard input".to_owned(), Box::new(std::io::stdin())),
+    };
+    let mut bytes = Vec::with_capacity(page_size);
+    reader
+        .take(page_size as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {source}"))?;
+    anyhow::ensure!(
+        bytes.len() <= page_size,
+        "{source} holds more than one page: a page is {page_size} bytes"
+    );
+    Ok(bytes)
+}
+
 pub(crate) fn page(dir: &Path, command: &PageCommand, json: bool) -> Result<i32> {
+    // A page to put is read before the store is opened, so input that takes its time
+    // (a pipe) does not hold the store from other commands meanwhile.
+    let input = match command {
+        PageCommand::Put { file, .. } => Some(read_page_input(
+            file.as_deref(),
+            Config::of_store(dir)?.page_size,
+        )?),
+        PageCommand::Get { .. } => None,
+    };
     let store = open(dir, json)?;
     match command {
         PageCommand::Put {
-            branch,
-            rel,
-            block,
-            file,
+            branch, rel, block, ..
         } => {
-            let mut bytes = Vec::new();
-            match file {
-                Some(path) => {
-                    bytes = std::fs::read(path)
-                        .with_context(|| format!("cannot read {}", path.display()))?;
-                }
-                None => {
-                    std::io::stdin()
-                        .read_to_end(&mut bytes)
-                        .context("cannot read standard input")?;
-                }
-            }
+            let bytes = input.unwrap_or_default();
             let commit = store.commit(
                 branch,
                 vec![(Key::new(*rel, *block), Update::Image(Bytes::from(bytes)))],

@@ -257,6 +257,19 @@ fn errors_are_one_line_exit_non_zero_and_change_nothing() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("100 bytes; the page size is 512"));
     assert_eq!(state(&store), before);
+    // An endless input is refused after a page, not read until memory runs out (found
+    // by a review).
+    let output = pagefork(
+        &store,
+        &["page", "put", "main", "1", "1", "--file", "/dev/zero"],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("holds more than one page"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(state(&store), before);
 
     // Bad arguments are caught before the store is opened (clap's usage errors exit 2).
     let usage: [&[&str]; 8] = [
