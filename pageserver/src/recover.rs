@@ -32,8 +32,19 @@ pub(crate) fn run(dir: &Path, salvage: bool, json: bool) -> Result<i32> {
     }
     // As every command opens it: evicted layers are in the bucket, not damage (a review
     // found a healthy store with evicted layers called damaged beyond salvage).
-    let (strict, _) = crate::remote::open_config(dir, None, None)
-        .with_context(|| format!("cannot read the store in {}", dir.display()))?;
+    // A metadata file damaged or missing is damage too, answered as such (with --json,
+    // as JSON: a review found a plain error line instead).
+    let (strict, _) = match crate::remote::open_config(dir, None, None) {
+        Ok(config) => config,
+        Err(error) => {
+            return print_unsalvageable(
+                json,
+                &format!("cannot read the store in {}: {error:#}", dir.display()),
+                "salvage cannot help: restore pagefork.meta from a backup (it records the \
+                 page size and backend), or give the directory of a store",
+            );
+        }
+    };
     let salvaging = Config {
         wal_recovery: RecoveryMode::SalvageToLastGood,
         ..strict.clone()

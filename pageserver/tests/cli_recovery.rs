@@ -307,6 +307,11 @@ fn regression_init_does_not_overwrite_a_store_that_lost_its_metadata() {
         !listed.status.success() && message.contains("restore pagefork.meta"),
         "{message}"
     );
+    // recover answers in JSON when asked, as for any damage (it printed an error line).
+    let checked = pagefork(&dir, &["--json", "recover"]);
+    assert_eq!(checked.status.code(), Some(1));
+    let checked: Value = serde_json::from_slice(&checked.stdout).unwrap();
+    assert_eq!(checked["status"], "unsalvageable", "{checked}");
     let again = pagefork(&dir, &["init"]);
     let message = String::from_utf8_lossy(&again.stderr);
     assert!(
