@@ -32,6 +32,18 @@ pub enum EngineError {
         /// The rule.
         rule: &'static str,
     },
+    /// A restore whose default backup name (`NAME_old_<time>`) breaks the naming rule.
+    #[error(
+        "restoring branch {branch:?} keeps its previous state as {backup:?} by default, which is longer than a name may be (a name is {rule}): name the backup (--backup-name, or backup_name over HTTP) or keep none (--no-backup, no_backup)"
+    )]
+    DefaultBackupNameInvalid {
+        /// The branch restored.
+        branch: String,
+        /// The default name.
+        backup: String,
+        /// The rule.
+        rule: &'static str,
+    },
     /// A commit with no updates.
     #[error("empty commit on branch {branch:?}: a commit needs at least one update")]
     EmptyCommit {

@@ -105,7 +105,8 @@ impl Refusal {
         Some(match error {
             EngineError::UnknownBranch { .. } => Refusal::UnknownBranch,
             EngineError::BranchExists { .. } => Refusal::BranchExists,
-            EngineError::InvalidBranchName { .. } => Refusal::InvalidBranchName,
+            EngineError::InvalidBranchName { .. }
+            | EngineError::DefaultBackupNameInvalid { .. } => Refusal::InvalidBranchName,
             EngineError::EmptyCommit { .. } => Refusal::EmptyCommit,
             EngineError::DuplicateKey { .. } => Refusal::DuplicateKey,
             EngineError::ImageSize { .. } => Refusal::ImageSize,

@@ -596,3 +596,29 @@ fn regression_the_last_branch_is_not_deleted() {
         "{refused}"
     );
 }
+
+/// A restore whose default backup name would be too long says so and how to go on, not
+/// "invalid branch name" for a name the user never gave (found by a review).
+#[test]
+fn regression_a_default_backup_name_too_long_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _clock) = engine_config(SyncMode::Always);
+    let store = Store::create(dir.path(), config).unwrap();
+    let long = "k".repeat(43);
+    store
+        .create_branch(&long, "main", At::Latest, BranchOptions::default())
+        .unwrap();
+    let refused = store
+        .restore_branch(&long, &long, At::Latest, pagefork_engine::Backup::Default)
+        .unwrap_err();
+    let message = refused.to_string();
+    assert!(
+        matches!(refused, EngineError::DefaultBackupNameInvalid { .. })
+            && message.contains("--backup-name")
+            && message.contains(&format!("{long}_old_")),
+        "{message}"
+    );
+    store
+        .restore_branch(&long, &long, At::Latest, pagefork_engine::Backup::Skip)
+        .unwrap();
+}

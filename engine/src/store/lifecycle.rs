@@ -221,11 +221,17 @@ impl StoreInner {
     /// See [`default_backup_name`].
     fn default_backup_name(&self, name: &str) -> Result<String> {
         let catalog = self.catalog.read();
-        let name = default_backup_name(name, self.clock.now(), |candidate| {
+        let backup = default_backup_name(name, self.clock.now(), |candidate| {
             catalog.by_name(candidate).is_some()
         });
-        validate_branch_name(&name)?;
-        Ok(name)
+        // Refused naming the default and the way around it (a review found "invalid
+        // branch name" for a name the user never gave).
+        validate_branch_name(&backup).map_err(|_| EngineError::DefaultBackupNameInvalid {
+            branch: name.to_owned(),
+            backup: backup.clone(),
+            rule: crate::BRANCH_NAME_RULE,
+        })?;
+        Ok(backup)
     }
 
     fn change_locked(&self, branch: &Branch, change: BranchChange) -> Result<()> {
