@@ -366,7 +366,7 @@ pub enum EngineError {
     /// The catalog is missing and the WAL no longer starts at the store's first record, so
     /// the history before the WAL (and the layer files holding it) cannot be found.
     #[error(
-        "the catalog {catalog} is missing, but the WAL starts at {wal_start}, not at the store's first record: the history before it is known only to the catalog ({layer_files} layer files are waiting for it). Restore the catalog from a backup; nothing was changed"
+        "the WAL starts at {wal_start}, not at the store's first record, and the catalog {catalog}, which alone would hold the history before it, is missing: the catalog is lost ({layer_files} layer files are waiting for it), or the log's first segments are (a store never checkpointed has neither catalog nor layer files). Restore the catalog or the segments from a backup; nothing was changed"
     )]
     CatalogMissing {
         /// Where the catalog should be.
