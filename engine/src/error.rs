@@ -211,7 +211,7 @@ pub enum EngineError {
     },
     /// An expiry (of a branch or a lease) later than the latest time a store can hold.
     #[error(
-        "the expiry asked for on branch {branch:?} is later than {latest}, the latest time a store can hold: give a shorter ttl or an earlier time"
+        "the expiry asked for on branch {branch:?} is later than {latest}, the latest time a store can hold: give a shorter duration (ttl, --for) or an earlier time"
     )]
     ExpiryTooLate {
         /// The branch (or the branch a lease is on).

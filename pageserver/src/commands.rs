@@ -381,15 +381,17 @@ pub(crate) fn stats(dir: &Path, json: bool) -> Result<()> {
 pub(crate) fn describe_time_answer(answer: &LsnForTime) -> String {
     match (answer.commit_time, answer.snapped_back()) {
         (Some(commit_time), Some(back)) => format!(
-            "{} -> LSN {} ({:?}): the commit at {commit_time}, {} earlier",
+            "{} -> LSN {} ({}): the commit at {commit_time}, {} earlier",
             answer.requested,
             answer.lsn,
-            answer.kind,
+            crate::views::time_kind_name(answer.kind),
             humantime::format_duration(back)
         ),
         _ => format!(
-            "{} -> LSN {} ({:?}): no commit at or before that time",
-            answer.requested, answer.lsn, answer.kind
+            "{} -> LSN {} ({}): no commit at or before that time",
+            answer.requested,
+            answer.lsn,
+            crate::views::time_kind_name(answer.kind)
         ),
     }
 }

@@ -48,6 +48,12 @@ pub(crate) fn inspect(dir: &Path, command: &InspectCommand, json: bool) -> Resul
 }
 
 fn inspect_layer(file: &Path, json: bool) -> Result<()> {
+    // A directory (`layers/` itself) is named as such: mapping it said "No such device".
+    anyhow::ensure!(
+        !file.is_dir(),
+        "{} is a directory: give one layer file in it",
+        file.display()
+    );
     let layer = LayerFile::open(file, None)?;
     let range = *layer.range();
     let checked = layer.versions();

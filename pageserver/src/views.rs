@@ -101,7 +101,7 @@ impl TimeAnswerView {
             requested: answer.requested.to_string(),
             lsn: answer.lsn.to_string(),
             commit_time: answer.commit_time.map(|time| time.to_string()),
-            kind: format!("{:?}", answer.kind).to_lowercase(),
+            kind: time_kind_name(answer.kind),
             snapped_back_us: answer
                 .snapped_back()
                 .map(|back| u64::try_from(back.as_micros()).unwrap_or(u64::MAX)),
@@ -450,4 +450,9 @@ impl StatsView {
 /// The counters as JSON.
 pub(crate) fn stats_json(stats: &StoreStats) -> Value {
     to_json(&StatsView::of(stats))
+}
+
+/// How a time was resolved, as answers write it: `present`, `future`, `past`, `nodata`.
+pub(crate) fn time_kind_name(kind: pagefork_engine::TimeKind) -> String {
+    format!("{kind:?}").to_lowercase()
 }

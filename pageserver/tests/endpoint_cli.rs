@@ -64,6 +64,20 @@ fn an_endpoint_runs_in_the_foreground_and_keeps_its_data() {
         message.contains("/nowhere") && message.contains("postgresql-15"),
         "{message}"
     );
+    // So is a PAGEFORK_PG_BIN without them (found by a review: another Postgres was
+    // used instead, silently).
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_pagefork"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["endpoint", "start", "main"])
+        .env("PAGEFORK_PG_BIN", "/nowhere-env")
+        .output()
+        .unwrap();
+    let message = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        !missing.status.success() && message.contains("/nowhere-env"),
+        "{message}"
+    );
     let occupied = root.path().join("occupied");
     std::fs::create_dir(&occupied).unwrap();
     std::fs::write(occupied.join("file"), "x").unwrap();

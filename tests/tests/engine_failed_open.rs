@@ -128,7 +128,12 @@ fn a_missing_catalog_beside_layers_is_refused_by_name_and_nothing_is_removed() {
             if catalog == &dir.path().join("catalog") && *layer_files > 1),
         "{error}"
     );
-    assert!(error.to_string().contains("Restore the catalog or the segments"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("Restore the catalog or the segments"),
+        "{error}"
+    );
 }
 
 #[test]

@@ -36,18 +36,22 @@ struct RunAs {
 }
 
 impl PgBin {
-    /// `explicit` (`--pg-bin`) if given, else `PAGEFORK_PG_BIN`, else the newest
-    /// `/usr/lib/postgresql/N/bin`, else the directory of `postgres` on `PATH`. Refused,
-    /// naming every place it looked: none holds `postgres` and `initdb`.
+    /// `explicit` (`--pg-bin`) if given, else `PAGEFORK_PG_BIN` if set (only that one,
+    /// either way), else the newest `/usr/lib/postgresql/N/bin`, else the directory of
+    /// `postgres` on `PATH`. Refused, naming every place it looked: none holds `postgres`
+    /// and `initdb`.
     pub(crate) fn find(explicit: Option<&Path>) -> Result<PgBin, EndpointError> {
         let mut looked = Vec::new();
         let mut candidates: Vec<PathBuf> = Vec::new();
-        match explicit {
-            Some(dir) => candidates.push(dir.to_path_buf()),
+        // A directory the user named (`--pg-bin`, or `PAGEFORK_PG_BIN`) is the only place
+        // looked: one without the programs is refused, not passed over for another
+        // Postgres (a review found a wrong PAGEFORK_PG_BIN silently ignored).
+        let named = explicit
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("PAGEFORK_PG_BIN").map(PathBuf::from));
+        match &named {
+            Some(dir) => candidates.push(dir.clone()),
             None => {
-                if let Some(dir) = std::env::var_os("PAGEFORK_PG_BIN") {
-                    candidates.push(PathBuf::from(dir));
-                }
                 candidates.extend(debian_versions());
                 if let Some(path) = std::env::var_os("PATH") {
                     candidates.extend(std::env::split_paths(&path));
@@ -63,7 +67,7 @@ impl PgBin {
             }
             looked.push(dir);
         }
-        if explicit.is_none() && looked.iter().all(|dir| !dir.starts_with(DEBIAN_ROOT)) {
+        if named.is_none() && looked.iter().all(|dir| !dir.starts_with(DEBIAN_ROOT)) {
             looked.insert(0, PathBuf::from(format!("{DEBIAN_ROOT}/*/bin")));
         }
         Err(EndpointError::NoPostgres { looked })
