@@ -423,3 +423,51 @@ fn regression_sigterm_cuts_off_a_mount_still_held_at_the_end_of_the_grace() {
     );
     server.delete(&format!("{B}/main/mount")).expect(200);
 }
+
+/// A server killed with SIGKILL leaves its mounts dead in the kernel's table (every use
+/// fails with ENOTCONN, and a new mount there was refused); the next server on the data
+/// directory detaches them before it serves, so the same mount point mounts again, with
+/// what was fsynced through it. A live mount elsewhere is left alone.
+#[test]
+fn regression_a_killed_servers_dead_mounts_are_detached_by_the_next() {
+    let (_root, data, mut server, _mounts) = server_with_mount_points(&["m"]);
+    let mounted = server
+        .post(&format!("{B}/main/mount"), r#"{"path": "m"}"#)
+        .expect(201);
+    let dir = PathBuf::from(mounted["path"].as_str().unwrap());
+    std::fs::write(dir.join("kept"), b"fsynced").unwrap();
+    std::fs::File::open(dir.join("kept"))
+        .unwrap()
+        .sync_all()
+        .unwrap();
+    server.kill();
+    assert!(is_mounted(&dir), "a killed server's mount stays, dead");
+    let server = start(&data);
+    assert!(!is_mounted(&dir), "the next server detached it");
+    server
+        .post(&format!("{B}/main/mount"), r#"{"path": "m"}"#)
+        .expect(201);
+    assert_eq!(std::fs::read(dir.join("kept")).unwrap(), b"fsynced");
+    // A live mount in a server's root is left alone: a foreground mount of another
+    // store inside the mount root of a server that starts meanwhile.
+    let other = tempfile::tempdir().unwrap();
+    let live_dir = other.path().join("data/mounts/live");
+    std::fs::create_dir_all(&live_dir).unwrap();
+    let store = other.path().join("store");
+    assert!(
+        Command::new(env!("CARGO_BIN_EXE_pagefork"))
+            .args(["--data-dir", store.to_str().unwrap(), "init"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let live = support::mount::Mount::start(&store, "main", &live_dir, &[]);
+    std::fs::write(live_dir.join("alive"), b"yes").unwrap();
+    let bystander = start(&other.path().join("data"));
+    assert!(is_mounted(&live_dir), "a live mount was detached");
+    assert_eq!(std::fs::read(live_dir.join("alive")).unwrap(), b"yes");
+    assert!(bystander.terminate().success());
+    assert!(live.terminate().success());
+    server.delete(&format!("{B}/main/mount")).expect(200);
+    assert!(server.terminate().success());
+}

@@ -10,6 +10,7 @@
 mod command;
 mod cutoff;
 mod fuse;
+mod leftovers;
 mod registry;
 mod writeback;
 

@@ -65,6 +65,12 @@ impl Mounts {
         })
     }
 
+    /// Detaches the dead mounts a killed server left under the root and in endpoints'
+    /// directories (see `leftovers`), so their mount points work again; returns them.
+    pub(crate) fn detach_dead_mounts(&self) -> Vec<PathBuf> {
+        super::leftovers::detach_dead_mounts(&self.root)
+    }
+
     /// `path` (absolute, or relative to the root) as a mount point strictly inside the
     /// root, without `..`.
     fn mount_point(&self, path: &str) -> Result<PathBuf, MountError> {

@@ -101,6 +101,9 @@ pub(crate) fn run(
     let shutdown_grace = options.timeouts.shutdown_grace;
     let projects = Projects::open(root, options.remote.as_ref())?;
     let mounts = Arc::new(Mounts::new(&options.mount_root)?);
+    // After the stores are ours (a second server on this directory stopped above): what
+    // a killed server left mounted here is dead, and would refuse its mount points.
+    mounts.detach_dead_mounts();
     let endpoints = Arc::new(Endpoints::default());
     let reaper = reap_endpoints_every_second(Arc::clone(&endpoints), Arc::clone(&mounts))?;
     let replication = Replication::start(options.remote.clone(), &projects)?;
