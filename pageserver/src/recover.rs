@@ -59,7 +59,7 @@ pub(crate) fn run(dir: &Path, salvage: bool, json: bool) -> Result<i32> {
                 "torn_tail",
                 None,
                 &report,
-                "the store opens, dropping the torn tail listed above: a record being written                  when the process or the machine stopped, never acknowledged as durable. If                  nothing stopped, it is damage to the last record, which cannot be told apart",
+                "the store opens, dropping the torn tail listed above: a record being written when the process or the machine stopped, never acknowledged as durable. If nothing stopped, it is damage to the last record, which cannot be told apart",
             )?;
             return Ok(0);
         }
@@ -75,8 +75,15 @@ pub(crate) fn run(dir: &Path, salvage: bool, json: bool) -> Result<i32> {
         }
         Err(damage) => damage.to_string(),
     };
+    // What salvage would find, changing nothing: damage it cannot mend (a damaged
+    // layer) is answered before anything is cut (a review found "salvaged" answered for
+    // a damaged layer, which the salvaging open does not read).
+    let checked = Store::check_open(dir, salvaging.clone());
+    if salvage && let Err(error) = &checked {
+        return print_unsalvageable(json, &damage, &format!("salvage cannot help: {error}"));
+    }
     if !salvage {
-        return match Store::check_open(dir, salvaging) {
+        return match checked {
             Ok(report) => {
                 print_answer(
                     json,

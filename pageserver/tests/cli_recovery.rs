@@ -360,4 +360,14 @@ fn regression_recover_reads_every_layer_in_full() {
         "{stdout}"
     );
     assert_eq!(tree_snapshot(&dir), before, "recover changed the store");
+    // Salvage cannot mend it, and says so without cutting anything (it said "salvaged").
+    let salvaged = pagefork(&dir, &["recover", "--salvage"]);
+    let stdout = String::from_utf8_lossy(&salvaged.stdout);
+    assert_eq!(salvaged.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("salvage cannot help"), "{stdout}");
+    assert_eq!(
+        tree_snapshot(&dir),
+        before,
+        "a refused salvage changed the store"
+    );
 }

@@ -548,6 +548,17 @@ fn regression_a_clock_past_year_9999_logs_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (config, clock) = engine_config(SyncMode::Always);
     let store = Store::create(dir.path(), config).unwrap();
+    store
+        .create_branch(
+            "expiring",
+            "main",
+            At::Latest,
+            BranchOptions {
+                expiry: Expiry::Ttl(Duration::from_secs(3600)),
+                protected: false,
+            },
+        )
+        .unwrap();
     let right = pagefork_engine::Clock::now(&clock);
     let head = store.branch_info("main").unwrap().head;
     clock.set(Timestamp(Timestamp::MAX.0 + 1));
@@ -564,11 +575,21 @@ fn regression_a_clock_past_year_9999_logs_nothing() {
             .is_err()
     );
     assert_eq!(store.branch_info("main").unwrap().head, head);
+    // Nor does GC move cutoffs, or the sweep expire branches, at that time (the review
+    // then found GC moving every cutoff to its head for good).
+    let cutoff = store.branch_info("main").unwrap().gc_cutoff;
+    assert!(matches!(
+        store.gc().unwrap_err(),
+        EngineError::ClockPastLatest { .. }
+    ));
+    assert_eq!(store.branch_info("main").unwrap().gc_cutoff, cutoff);
+    assert!(store.sweep_expired().unwrap().is_empty());
     clock.set(right);
     let committed = store
         .commit("main", vec![(K, Update::Image(page_of(3)))])
         .unwrap();
     assert!(committed.time <= Timestamp::MAX && committed.time >= right);
+    assert!(store.branch_info("expiring").is_ok());
 }
 
 /// The store's last usable branch cannot be deleted (found by a review: deleting main,

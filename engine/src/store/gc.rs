@@ -167,7 +167,7 @@ impl StoreInner {
 
     fn run_gc_unguarded(&self) -> Result<GcReport> {
         let _cycle = self.housekeeping.lock();
-        let now = self.clock.now();
+        let now = self.now_in_range()?;
         let (branches, mut points) = {
             let _ops = self.branch_ops.lock();
             self.advance_cutoffs(now);

@@ -173,7 +173,10 @@ impl StoreInner {
     pub(super) fn sweep_expired_locked(&self) -> Result<Vec<String>> {
         let mut swept = Vec::new();
         loop {
-            let now = self.clock.now();
+            // A clock past the year 9999 expires nothing (it would expire everything).
+            let Ok(now) = self.now_in_range() else {
+                return Ok(swept);
+            };
             let victim = {
                 let catalog = self.catalog.read();
                 if !catalog.may_have_expired(now) {

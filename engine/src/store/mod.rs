@@ -768,20 +768,28 @@ impl StoreInner {
         result
     }
 
+    /// The clock's time, refused past the latest time a store can hold: a record stamped
+    /// so, or a GC or expiry sweep run at it, would act on a time that is not now (every
+    /// later record stamped there; every cutoff moved to its head; every branch with an
+    /// expiry deleted).
+    pub(super) fn now_in_range(&self) -> Result<Timestamp> {
+        let now = self.clock.now();
+        if now > Timestamp::MAX {
+            return Err(EngineError::ClockPastLatest {
+                now,
+                latest: Timestamp::MAX,
+            });
+        }
+        Ok(now)
+    }
+
     fn append_record(&self, record: &Record) -> Result<(Lsn, Timestamp)> {
         let len = record.encoded_len();
         let (lsn, time) = {
             let mut last_time = self.sequencer.lock();
-            let now = self.clock.now();
             // A clock past the year 9999 (a glitch) stamps nothing: every later record
             // would take that time (found by a review).
-            if now > Timestamp::MAX {
-                return Err(EngineError::ClockPastLatest {
-                    now,
-                    latest: Timestamp::MAX,
-                });
-            }
-            let time = now.max(*last_time);
+            let time = self.now_in_range()?.max(*last_time);
             // Encoded straight into the log's buffer: a commit of a megabyte of pages is
             // copied once, not into a buffer of its own first.
             let lsn = self

@@ -46,9 +46,12 @@ impl PgBin {
         // A directory the user named (`--pg-bin`, or `PAGEFORK_PG_BIN`) is the only place
         // looked: one without the programs is refused, not passed over for another
         // Postgres (a review found a wrong PAGEFORK_PG_BIN silently ignored).
-        let named = explicit
-            .map(Path::to_path_buf)
-            .or_else(|| std::env::var_os("PAGEFORK_PG_BIN").map(PathBuf::from));
+        let named = explicit.map(Path::to_path_buf).or_else(|| {
+            // Set but empty (`PAGEFORK_PG_BIN=${X:-}`) is unset.
+            std::env::var_os("PAGEFORK_PG_BIN")
+                .filter(|dir| !dir.is_empty())
+                .map(PathBuf::from)
+        });
         match &named {
             Some(dir) => candidates.push(dir.clone()),
             None => {
