@@ -166,9 +166,9 @@ pub enum EngineError {
         /// Their names, comma-separated.
         children: String,
     },
-    /// A delete of the store's last usable branch: nothing could be branched again.
+    /// A delete of (or an expiry on) the store's last visible branch that never expires.
     #[error(
-        "branch {branch:?} is the store's last branch: without it nothing could be branched or written again (to start afresh, create a new store)"
+        "branch {branch:?} is the store's last branch that never expires: without one, the store could be left with no branch to branch from or write to (make another branch that never expires first, or, to start afresh, create a new store)"
     )]
     LastBranch {
         /// The branch.

@@ -76,7 +76,7 @@ pub enum Refusal {
     TimeBeforeHistory,
     /// A delete of a branch with children.
     HasChildren,
-    /// A delete of the store's last usable branch.
+    /// A delete of (or an expiry on) the store's last branch that never expires.
     LastBranch,
     /// The branch has expired.
     BranchExpired,
@@ -706,13 +706,21 @@ impl Model {
         if !self.children(id).is_empty() {
             return Err(Refusal::HasChildren);
         }
-        let another = self
-            .live_ids()
-            .any(|other| other != id && !self.branch(other).hidden && !self.expired_id(other));
-        if !another {
-            return Err(Refusal::LastBranch);
+        self.check_not_last_lasting(id)
+    }
+
+    /// The store's last visible branch that never expires is not deleted, nor given an
+    /// expiry (see `Store::delete_branch`).
+    fn check_not_last_lasting(&self, id: usize) -> Result<(), Refusal> {
+        let lasting = |id: usize| {
+            let branch = self.branch(id);
+            !branch.hidden && branch.expires_at.is_none()
+        };
+        let another = self.live_ids().any(|other| other != id && lasting(other));
+        match lasting(id) && !another {
+            true => Err(Refusal::LastBranch),
+            false => Ok(()),
         }
-        Ok(())
     }
 
     /// Records a delete the store accepted.
@@ -764,6 +772,9 @@ impl Model {
             expiry,
             protected: self.branch(id).protected,
         })?;
+        if expiry != Expiry::Never {
+            self.check_not_last_lasting(id)?;
+        }
         Ok(expiry.expires_at(self.now))
     }
 

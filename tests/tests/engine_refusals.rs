@@ -616,6 +616,25 @@ fn regression_the_last_branch_is_not_deleted() {
         matches!(refused, EngineError::LastBranch { .. }),
         "{refused}"
     );
+    // Nor may it expire: the sweep would delete it as surely (found by the review of
+    // this fix). A branch that expires does not count as another.
+    let ttl = BranchOptions {
+        expiry: Expiry::Ttl(Duration::from_secs(60)),
+        protected: false,
+    };
+    store
+        .create_branch("brief", "next", At::Latest, ttl)
+        .unwrap();
+    let refused = store
+        .set_expiry("next", Expiry::Ttl(Duration::from_secs(60)))
+        .unwrap_err();
+    assert!(
+        matches!(refused, EngineError::LastBranch { .. }),
+        "{refused}"
+    );
+    store.set_expiry("next", Expiry::Never).unwrap();
+    store.delete_branch("brief").unwrap();
+    assert_eq!(store.list_branches().len(), 1);
 }
 
 /// A restore whose default backup name would be too long says so and how to go on, not

@@ -76,19 +76,7 @@ impl Store {
             });
         }
         inner.check_no_children(&branch)?;
-        // Without another usable branch nothing could be branched or written again (a
-        // review found a store left so by deleting main).
-        let now = inner.clock.now();
-        let another = inner
-            .catalog
-            .read()
-            .visible()
-            .any(|other| other.id != branch.id && !other.expired(now));
-        if !another {
-            return Err(EngineError::LastBranch {
-                branch: name.to_owned(),
-            });
-        }
+        inner.check_not_last_lasting(&branch)?;
         inner.delete_locked(&branch)?;
         // Its parent may be an expired branch that was kept only for it.
         inner.sweep_expired_locked()?;
@@ -247,6 +235,25 @@ impl StoreInner {
             });
         }
         check_expiry_representable(name, options.expiry.expires_at(now))
+    }
+
+    /// Refuses to delete, or give an expiry to, the store's last visible branch that never
+    /// expires: without one, the store could end with no branch to branch from or write
+    /// to, for good (a review found a store left so by deleting main, and then by main's
+    /// expiry).
+    pub(super) fn check_not_last_lasting(&self, branch: &Branch) -> Result<()> {
+        let lasting = |candidate: &Branch| candidate.expires_at().is_none();
+        let another = self
+            .catalog
+            .read()
+            .visible()
+            .any(|other| other.id != branch.id && lasting(other));
+        match lasting(branch) && !another {
+            true => Err(EngineError::LastBranch {
+                branch: branch.name(),
+            }),
+            false => Ok(()),
+        }
     }
 
     /// Refuses to remove `branch` while anything branches from it.

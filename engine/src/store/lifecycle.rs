@@ -69,6 +69,9 @@ impl Store {
             protected: branch.options().protected,
         };
         inner.check_new_expiry(name, options)?;
+        if expiry != Expiry::Never {
+            inner.check_not_last_lasting(&branch)?;
+        }
         let absolute = match expiry.expires_at(inner.clock.now()) {
             Some(time) => Expiry::At(time),
             None => Expiry::Never,
