@@ -285,13 +285,22 @@ pub enum EngineError {
     /// `create` on a directory that holds a store's files but no `pagefork.meta`: a
     /// store that lost that file, which a create would overwrite.
     #[error(
-        "{dir} holds a store's files ({found}) but no pagefork.meta: not creating a store over them. If this store lost its pagefork.meta, restore that file from a backup; to start afresh, remove them first"
+        "{dir} holds a store's files ({found}) but no pagefork.meta: not creating a store over them. If this store lost its pagefork.meta, restore that file from a backup; if a create or an attach into this directory stopped half way, or to start afresh, remove them first"
     )]
     StoreFilesWithoutMeta {
         /// The directory.
         dir: PathBuf,
         /// The store files found there.
         found: String,
+    },
+    /// `open` on a directory holding a store's log but no `pagefork.meta` (and no sign of
+    /// a create under way): a store that lost its metadata file.
+    #[error(
+        "the store in {dir} lost its pagefork.meta: the directory holds a store's log (wal/) but not that file: restore pagefork.meta from a backup (`init` will not overwrite the store)"
+    )]
+    MetaMissing {
+        /// The directory.
+        dir: PathBuf,
     },
     /// `open` on a directory without a store.
     #[error("no pagefork store in {dir}: {reason}")]

@@ -67,15 +67,15 @@ pub use pagefork_wal::{
     DroppedTail, Lsn, RecoveryMode, RecoveryReport, SegmentFile, SyncMode, WalError,
 };
 pub use store::{
-    BranchFiles, BranchFilter, BranchGc, BranchHold, BranchPage, Config,
-    DEFAULT_CHECKPOINT_AFTER_BYTES, DEFAULT_COMPACT_L0_LAYERS, DEFAULT_GC_PERIOD,
-    DEFAULT_IMAGE_AFTER_CHANGED_PERCENT, DEFAULT_IMAGE_AFTER_DELTAS, DEFAULT_L1_LAYER_BYTES,
-    DEFAULT_LAYER_FLUSH_BYTES, DEFAULT_MEMORY_BUDGET_BYTES, DEFAULT_PAGE_CACHE_BYTES,
-    DEFAULT_PAGE_SIZE, DEFAULT_PITR_WINDOW, DEFAULT_ROOT_BRANCH, FormatVersions, GcReport,
-    LayerFileSummary, MAX_DEFAULT_MEMORY_BUDGET_BYTES, MAX_PITR_WINDOW, PageDiff, PublishedFiles,
-    PublishedLayer, ReadTrace, RelationDiff, Restored, RetainPoint, RetainReason, Store,
-    StoreFiles, StorePaths, StoreStats, WalEntry, WalFiles, check_page_size, default_backup_name,
-    default_memory_budget_bytes,
+    BranchFiles, BranchFilter, BranchGc, BranchHold, BranchPage, CREATE_DEBRIS,
+    CREATING_MARKER_NAME, Config, DEFAULT_CHECKPOINT_AFTER_BYTES, DEFAULT_COMPACT_L0_LAYERS,
+    DEFAULT_GC_PERIOD, DEFAULT_IMAGE_AFTER_CHANGED_PERCENT, DEFAULT_IMAGE_AFTER_DELTAS,
+    DEFAULT_L1_LAYER_BYTES, DEFAULT_LAYER_FLUSH_BYTES, DEFAULT_MEMORY_BUDGET_BYTES,
+    DEFAULT_PAGE_CACHE_BYTES, DEFAULT_PAGE_SIZE, DEFAULT_PITR_WINDOW, DEFAULT_ROOT_BRANCH,
+    FormatVersions, GcReport, LayerFileSummary, MAX_DEFAULT_MEMORY_BUDGET_BYTES, MAX_PITR_WINDOW,
+    PageDiff, PublishedFiles, PublishedLayer, ReadTrace, RelationDiff, Restored, RetainPoint,
+    RetainReason, Store, StoreFiles, StorePaths, StoreStats, WalEntry, WalFiles, check_page_size,
+    default_backup_name, default_memory_budget_bytes,
 };
 pub use time::{Clock, ManualClock, ParseTimestampError, SystemClock, Timestamp};
 pub use update::{Depth, Update};

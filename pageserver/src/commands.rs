@@ -43,7 +43,17 @@ pub(crate) fn init(
     if let Some(spec) = postgres {
         crate::endpoint::command::check_first(spec)?;
     }
-    let existed = entries_of(dir)?;
+    let mut existed = entries_of(dir)?;
+    // A stopped create's debris is this create's to replace: new files, so removed again
+    // if Postgres fails (kept, the log left the directory refused by every later init;
+    // found by a review).
+    if let Some(names) = &mut existed
+        && names.contains(std::ffi::OsStr::new(pagefork_engine::CREATING_MARKER_NAME))
+    {
+        for debris in pagefork_engine::CREATE_DEBRIS {
+            names.remove(std::ffi::OsStr::new(debris));
+        }
+    }
     let config = Config {
         page_size,
         backend,

@@ -257,6 +257,25 @@ fn the_postgres_demo_runs_the_seed_scenario_and_reports_what_it_recovered_to() {
     );
 }
 
+/// Postgres' programs, linked into a directory under `root`, with `failing` replaced by a
+/// script that fails saying "FAILING: a planted failure".
+fn pg_bin_with_failing(root: &Path, failing: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let broken = root.join(format!("broken-{failing}"));
+    std::fs::create_dir(&broken).unwrap();
+    for entry in std::fs::read_dir(support::endpoint::PG_BIN).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != failing {
+            std::os::unix::fs::symlink(entry.path(), broken.join(entry.file_name())).unwrap();
+        }
+    }
+    let program = broken.join(failing);
+    let script = format!("#!/bin/sh\necho '{failing}: a planted failure' >&2\nexit 1\n");
+    std::fs::write(&program, script).unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    broken
+}
+
 #[test]
 fn init_postgres_makes_main_a_data_directory_or_leaves_no_store() {
     require_fuse();
@@ -271,6 +290,22 @@ fn init_postgres_makes_main_a_data_directory_or_leaves_no_store() {
     );
     assert!(!refused.status.success());
     assert!(!refused_dir.exists(), "a refused init left a store behind");
+
+    // One that fails over a stopped create's debris removes that debris too (found by a
+    // review: the log stayed, and every later init refused the directory).
+    let debris = root.path().join("debris");
+    std::fs::create_dir_all(debris.join("wal")).unwrap();
+    std::fs::write(debris.join("pagefork.creating"), b"").unwrap();
+    std::fs::write(debris.join("wal/0000000000000000.wal"), b"half").unwrap();
+    let broken = pg_bin_with_failing(root.path(), "initdb");
+    let failed = pagefork(
+        &debris,
+        &["init", "--postgres", "--pg-bin", broken.to_str().unwrap()],
+    );
+    assert!(!failed.status.success());
+    let left: Vec<_> = std::fs::read_dir(&debris).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    ok_json(pagefork(&debris, &["--json", "init"]));
 
     let data = root.path().join("pg");
     let created = ok_json(pagefork(&data, &["--json", "init", "--postgres"]));
@@ -309,18 +344,7 @@ fn regression_a_relative_mount_point_and_a_failed_initdb() {
     // initdb has run: each start leaves the branch empty (the second left the whole of
     // initdb's cluster behind, found by a review), so the next one runs initdb.
     for failing in ["initdb", "postgres"] {
-        let broken = root.path().join(format!("broken-{failing}"));
-        std::fs::create_dir(&broken).unwrap();
-        for entry in std::fs::read_dir(support::endpoint::PG_BIN).unwrap() {
-            let entry = entry.unwrap();
-            if entry.file_name() != failing {
-                std::os::unix::fs::symlink(entry.path(), broken.join(entry.file_name())).unwrap();
-            }
-        }
-        let program = broken.join(failing);
-        let script = format!("#!/bin/sh\necho '{failing}: a planted failure' >&2\nexit 1\n");
-        std::fs::write(&program, script).unwrap();
-        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let broken = pg_bin_with_failing(root.path(), failing);
         let failed = pagefork(
             &data,
             &[

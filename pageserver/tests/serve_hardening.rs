@@ -619,7 +619,13 @@ fn regression_a_damaged_project_is_unavailable_and_the_others_are_served() {
     server
         .post("/v1/projects", r#"{"project_id": "bad"}"#)
         .expect(201);
+    server
+        .post("/v1/projects", r#"{"project_id": "lost"}"#)
+        .expect(201);
     assert!(server.terminate().success());
+    // A store that lost its pagefork.meta is a damaged project too, not a directory to
+    // skip, and is not created over (found by a review: skipped, then 500 on a create).
+    std::fs::remove_file(dir.path().join("projects/lost/pagefork.meta")).unwrap();
     let bad = dir.path().join("projects/bad");
     let meta = bad.join("pagefork.meta");
     let mut bytes = std::fs::read(&meta).unwrap();
@@ -632,6 +638,14 @@ fn regression_a_damaged_project_is_unavailable_and_the_others_are_served() {
     assert_eq!(listed["projects"][0]["project_id"], "p", "{listed}");
     assert_eq!(listed["projects"].as_array().unwrap().len(), 1, "{listed}");
     assert_eq!(listed["unavailable"][0]["project_id"], "bad", "{listed}");
+    assert_eq!(listed["unavailable"][1]["project_id"], "lost", "{listed}");
+    server
+        .post("/v1/projects", r#"{"project_id": "lost"}"#)
+        .expect_error(409, "project_exists");
+    let message = server
+        .get("/v1/projects/lost/branches")
+        .expect_error(503, "project_unavailable");
+    assert!(message.contains("restore pagefork.meta"), "{message}");
     let message = server
         .get("/v1/projects/bad/branches")
         .expect_error(503, "project_unavailable");

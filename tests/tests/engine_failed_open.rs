@@ -340,3 +340,15 @@ fn regression_a_create_refuses_a_store_that_lost_its_metadata() {
     assert!(!stopped.path().join("pagefork.creating").exists());
     Store::open_with(stopped.path(), config()).unwrap();
 }
+
+/// A create marker beside published metadata (a crash right after the create) is
+/// removed by the next open, so it can never make a later create take the store's log
+/// for debris (found by a review).
+#[test]
+fn regression_a_stale_create_marker_is_removed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::create(dir.path(), config()).unwrap());
+    std::fs::write(dir.path().join("pagefork.creating"), b"").unwrap();
+    drop(Store::open_with(dir.path(), config()).unwrap());
+    assert!(!dir.path().join("pagefork.creating").exists());
+}

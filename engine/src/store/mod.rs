@@ -132,7 +132,10 @@ pub(crate) const VERSIONS_DIR_NAME: &str = "versions";
 /// Present (empty) from the start of a create until its `pagefork.meta` is published: a
 /// log or database beside it, without the metadata, is debris of a create that stopped.
 /// Without it they are a store that lost its metadata, which no create may overwrite.
-const CREATING_MARKER_NAME: &str = "pagefork.creating";
+pub const CREATING_MARKER_NAME: &str = "pagefork.creating";
+/// What a create that stopped before its metadata may have left beside its marker (the
+/// marker included): a new create clears them.
+pub const CREATE_DEBRIS: [&str; 3] = [CREATING_MARKER_NAME, WAL_DIR_NAME, VERSIONS_DIR_NAME];
 
 /// How to create or open a store.
 #[derive(Clone, Debug)]
@@ -432,11 +435,11 @@ impl Store {
         };
         publish_file(fs.as_ref(), &meta_path, &meta.encode())
             .map_err(EngineError::io("publish store metadata", &meta_path))?;
-        // The store exists now; a marker left by a crash here is ignored (the metadata
-        // file says a store is there, so no create looks further).
-        fs.remove_file(&marker)
-            .and_then(|()| fs.sync_dir(dir))
-            .map_err(EngineError::io("remove the create marker", &marker))?;
+        // The store exists now: a marker that cannot be removed (or that a crash here
+        // leaves) is stale, and the next open removes it; the create has succeeded.
+        if let Err(error) = fs.remove_file(&marker).and_then(|()| fs.sync_dir(dir)) {
+            tracing::warn!(%error, marker = %marker.display(), "cannot remove the create marker");
+        }
         store.start_housekeeping(&config);
         Ok(store)
     }
@@ -469,6 +472,21 @@ impl Store {
             tracing::warn!(%damage, end = %report.end, "salvaged the WAL: the log now ends at its last good record");
         }
         store.inner.remove_layer_debris(dir, catalog_layers)?;
+        // A create marker beside published metadata is stale (a crash right after the
+        // create): left, it would let a create take this store's log for debris should
+        // the metadata ever be lost.
+        let marker = dir.join(CREATING_MARKER_NAME);
+        if config
+            .fs
+            .exists(&marker)
+            .map_err(EngineError::io("stat", &marker))?
+        {
+            config
+                .fs
+                .remove_file(&marker)
+                .and_then(|()| config.fs.sync_dir(dir))
+                .map_err(EngineError::io("remove a stale create marker", &marker))?;
+        }
         store.recovery = Some(report);
         store.start_housekeeping(&config);
         store.inner.housekeeping_if_due(0);
@@ -687,17 +705,18 @@ fn wal_config(config: &Config) -> WalConfig {
 fn read_meta(fs: &dyn FileSystem, dir: &Path) -> Result<StoreMeta> {
     let path = dir.join(META_FILE_NAME);
     let bytes = fs.read(&path).map_err(|error| match error.kind() {
-        std::io::ErrorKind::NotFound => EngineError::NotAStore {
-            dir: dir.to_owned(),
-            reason: match fs.exists(&dir.join(WAL_DIR_NAME)) {
-                Ok(true) if !matches!(fs.exists(&dir.join(CREATING_MARKER_NAME)), Ok(true)) => {
-                    format!(
-                        "{META_FILE_NAME} is missing, though the directory holds a store's log ({WAL_DIR_NAME}/): restore {META_FILE_NAME} from a backup (`init` will not overwrite the store)"
-                    )
-                }
-                _ => format!("{META_FILE_NAME} is missing"),
-            },
-        },
+        std::io::ErrorKind::NotFound => {
+            let exists = |name: &str| matches!(fs.exists(&dir.join(name)), Ok(true));
+            match exists(WAL_DIR_NAME) && !exists(CREATING_MARKER_NAME) {
+                true => EngineError::MetaMissing {
+                    dir: dir.to_owned(),
+                },
+                false => EngineError::NotAStore {
+                    dir: dir.to_owned(),
+                    reason: format!("{META_FILE_NAME} is missing"),
+                },
+            }
+        }
         _ => EngineError::Io {
             operation: "read",
             path: path.clone(),

@@ -114,7 +114,13 @@ impl From<EngineError> for ApiError {
                 EngineError::CommitTooLarge { .. } => {
                     (StatusCode::PAYLOAD_TOO_LARGE, "commit_too_large")
                 }
-                EngineError::StoreExists { .. } => (StatusCode::CONFLICT, "project_exists"),
+                EngineError::StoreExists { .. } | EngineError::StoreFilesWithoutMeta { .. } => {
+                    (StatusCode::CONFLICT, "project_exists")
+                }
+                // The host's clock, not the store: the request may succeed once it is right.
+                EngineError::ClockPastLatest { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "clock_past_latest")
+                }
                 EngineError::Poisoned { .. } => (StatusCode::SERVICE_UNAVAILABLE, "poisoned"),
                 EngineError::LayerFetch { .. } => {
                     (StatusCode::SERVICE_UNAVAILABLE, "remote_unavailable")

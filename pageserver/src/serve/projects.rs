@@ -76,7 +76,8 @@ impl Projects {
             ) {
                 Ok(opened) => opened,
                 // A create cut short (no metadata yet) is not a project: nothing in it
-                // was ever acknowledged.
+                // was ever acknowledged. A store that lost its metadata is
+                // (`MetaMissing`), and is served as unavailable below.
                 Err(error)
                     if matches!(
                         error.downcast_ref::<EngineError>(),
