@@ -185,12 +185,17 @@ pub struct Attributes {
 }
 
 impl Inode {
+    /// The pages its data may take: those at or below its size, up to its extent (what
+    /// `blocks` counts).
+    pub(crate) fn pages(&self, page_size: usize) -> u64 {
+        self.size
+            .div_ceil(page_size as u64)
+            .min(u64::from(self.extent_blocks))
+    }
+
     pub(crate) fn attributes(&self, ino: u32, page_size: usize) -> Attributes {
+        let pages = self.pages(page_size);
         let page_size = page_size as u64;
-        let pages = self
-            .size
-            .div_ceil(page_size)
-            .min(u64::from(self.extent_blocks));
         Attributes {
             ino: u64::from(ino),
             kind: self.kind,

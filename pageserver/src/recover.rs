@@ -36,6 +36,15 @@ pub(crate) fn run(dir: &Path, salvage: bool, json: bool) -> Result<i32> {
     // as JSON: a review found a plain error line instead).
     let (strict, _) = match crate::remote::open_config(dir, None, None) {
         Ok(config) => config,
+        // No store there at all (a mistyped directory): an error, not damage.
+        Err(error)
+            if matches!(
+                error.downcast_ref::<pagefork_engine::EngineError>(),
+                Some(pagefork_engine::EngineError::NotAStore { .. })
+            ) =>
+        {
+            return Err(error);
+        }
         Err(error) => {
             return print_unsalvageable(
                 json,

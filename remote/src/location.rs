@@ -160,16 +160,20 @@ impl RemoteLocation {
         self.endpoint.as_deref()
     }
 
-    /// Whether the server is reached over plain HTTP: an `http://` endpoint, given with
-    /// the location or (without one) by `AWS_ENDPOINT_URL`, which the client reads too.
-    /// The user named a plain HTTP server either way (a local one, typically), so it is
-    /// allowed in both, not only in the first.
+    /// Whether the server is reached over plain HTTP: an `http://` endpoint given with the
+    /// location, or in one of the variables the client reads an endpoint from
+    /// (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, `AWS_ENDPOINT`). The user named a plain
+    /// HTTP server either way (a local one, typically), so it is allowed in all of them.
     fn plain_http(&self) -> bool {
-        let from_environment = || std::env::var("AWS_ENDPOINT_URL").ok();
+        const VARIABLES: [&str; 3] = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"];
+        let from_environment = VARIABLES
+            .into_iter()
+            .filter_map(|name| std::env::var(name).ok());
         self.endpoint
             .clone()
-            .or_else(from_environment)
-            .is_some_and(|url| url.starts_with("http://"))
+            .into_iter()
+            .chain(from_environment)
+            .any(|url| url.starts_with("http://"))
     }
 
     /// The key of `relative` under the prefix.

@@ -24,8 +24,9 @@ const READ_AHEAD_BYTES: u64 = 4 << 20;
 pub struct Written {
     /// Bytes written: all that were given.
     pub bytes: u32,
-    /// Whether the file's size or stored extent grew, and with them its `blocks`: a
-    /// kernel caching the file's attributes must be told to ask again.
+    /// Whether the file's `blocks` grew (a page past its stored ones): a kernel caching
+    /// the file's attributes must be told to ask again. A write within its pages (most
+    /// overwrites) leaves it false.
     pub grew: bool,
 }
 
@@ -108,7 +109,7 @@ impl FileTree {
 
     /// Writes `data` at `offset` of file `ino`, extending it (with a hole, if `offset` is
     /// past its end) as needed. Returns the bytes written (all of them), and whether the
-    /// file's size or stored extent grew, which changes its `blocks`.
+    /// file's `blocks` grew.
     pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> FsResult<Written> {
         let written = u32::try_from(data.len())
             .ok()
@@ -140,7 +141,7 @@ impl FileTree {
                 grew: false,
             });
         }
-        let before = (inode.size, inode.extent_blocks);
+        let pages_before = inode.pages(self.page_size);
         let page_size = self.page_size as u64;
         let mut txn = Txn::default();
         // Whether a page the write covers in part holds anything is decided by the file
@@ -183,7 +184,7 @@ impl FileTree {
         inode.size = inode.size.max(end);
         inode.mtime = now;
         inode.ctime = now;
-        let grew = (inode.size, inode.extent_blocks) != before;
+        let grew = inode.pages(self.page_size) != pages_before;
         state.put_inode(&mut txn, ino, Some(&inode));
         self.commit(&mut state, txn)?;
         drop(state);

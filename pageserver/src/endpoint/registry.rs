@@ -258,6 +258,16 @@ impl Endpoints {
             })
     }
 
+    /// The port of the endpoint that runs on `branch` of `project` on a mount it made
+    /// itself, if it is known without waiting: `None` too while a start or stop holds the
+    /// registry (one may take minutes; an answer about a refusal must not wait for it).
+    pub(crate) fn mounted_by_endpoint(&self, project: &str, branch: &str) -> Option<u16> {
+        let mut running = self.running.try_lock()?;
+        let endpoint = running.get_mut(&(project.to_owned(), branch.to_owned()))?;
+        (endpoint.mounted_here && endpoint.server.exited().is_none())
+            .then(|| endpoint.server.info().port)
+    }
+
     /// The endpoints of `project` whose server runs, by branch.
     pub(crate) fn list(&self, project: &str) -> Vec<EndpointInfo> {
         self.running

@@ -111,7 +111,7 @@ pub(crate) fn refuse_if_mounted<T>(
     state
         .mounts
         .unless_mounted(project, branch, operation)
-        .map_err(|error| match (&error, endpoint_on(state, project, branch)) {
+        .map_err(|error| match (&error, state.endpoints.mounted_by_endpoint(project, branch)) {
             (MountError::Mounted { path, .. }, Some(port)) => ApiError::conflict(
                 "branch_mounted",
                 format!(
@@ -121,16 +121,6 @@ pub(crate) fn refuse_if_mounted<T>(
             ),
             _ => mount_error(error),
         })?
-}
-
-/// The port of the endpoint running on `branch` of `project`, if one is.
-fn endpoint_on(state: &AppState, project: &str, branch: &str) -> Option<u16> {
-    state
-        .endpoints
-        .list(project)
-        .into_iter()
-        .find(|endpoint| endpoint.branch == branch)
-        .map(|endpoint| endpoint.port)
 }
 
 /// `POST .../mount`.
