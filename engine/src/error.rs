@@ -296,11 +296,13 @@ pub enum EngineError {
     /// `open` on a directory holding a store's log but no `pagefork.meta` (and no sign of
     /// a create under way): a store that lost its metadata file.
     #[error(
-        "the store in {dir} lost its pagefork.meta: the directory holds a store's log (wal/) but not that file: restore pagefork.meta from a backup (`init` will not overwrite the store)"
+        "the store in {dir} lost its pagefork.meta: the directory holds a store's files ({found}) but not that file: restore pagefork.meta from a backup; if a create or an attach into it stopped half way, remove them and run it again (`init` will not overwrite them)"
     )]
     MetaMissing {
         /// The directory.
         dir: PathBuf,
+        /// The store files found there.
+        found: String,
     },
     /// `open` on a directory without a store.
     #[error("no pagefork store in {dir}: {reason}")]

@@ -326,7 +326,8 @@ pub(crate) enum BranchCommand {
         /// The branch.
         name: String,
     },
-    /// Delete a branch (refused while it has children or is protected).
+    /// Delete a branch (refused while it has children, while protected, and for the store's
+    /// last branch that never expires).
     Delete {
         /// The branch.
         name: String,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
 use crate::error::{RemoteError, Result};
@@ -160,22 +160,6 @@ impl RemoteLocation {
         self.endpoint.as_deref()
     }
 
-    /// Whether the server is reached over plain HTTP: an `http://` endpoint given with the
-    /// location, or in one of the variables the client reads an endpoint from
-    /// (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, `AWS_ENDPOINT`). The user named a plain
-    /// HTTP server either way (a local one, typically), so it is allowed in all of them.
-    fn plain_http(&self) -> bool {
-        const VARIABLES: [&str; 3] = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"];
-        let from_environment = VARIABLES
-            .into_iter()
-            .filter_map(|name| std::env::var(name).ok());
-        self.endpoint
-            .clone()
-            .into_iter()
-            .chain(from_environment)
-            .any(|url| url.starts_with("http://"))
-    }
-
     /// The key of `relative` under the prefix.
     pub(crate) fn key(&self, relative: &str) -> String {
         if self.prefix.is_empty() {
@@ -212,17 +196,28 @@ impl RemoteLocation {
                     max_backoff: LONGEST_RETRY_WAIT,
                     base: 2.0,
                 },
-            })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_timeout(REQUEST_TIMEOUT)
-                    .with_connect_timeout(CONNECT_TIMEOUT)
-                    .with_read_timeout(READ_TIMEOUT)
-                    .with_allow_http(self.plain_http()),
-            );
+            });
         if let Some(endpoint) = &self.endpoint {
-            builder = builder.with_endpoint(endpoint);
+            // The endpoint given here is the one used: the client would take
+            // `AWS_ENDPOINT_URL_S3` over it (a review found requests sent elsewhere).
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_config(AmazonS3ConfigKey::S3Endpoint, endpoint);
         }
+        // Plain HTTP is allowed for the endpoint the client will use when it is an
+        // `http://` one the user named, here or in `AWS_ENDPOINT_URL_S3`,
+        // `AWS_ENDPOINT_URL` or `AWS_ENDPOINT` (a local server, typically).
+        let used = builder
+            .get_config_value(&AmazonS3ConfigKey::S3Endpoint)
+            .or_else(|| builder.get_config_value(&AmazonS3ConfigKey::Endpoint));
+        let plain_http = used.is_some_and(|url| url.starts_with("http://"));
+        builder = builder.with_client_options(
+            ClientOptions::new()
+                .with_timeout(REQUEST_TIMEOUT)
+                .with_connect_timeout(CONNECT_TIMEOUT)
+                .with_read_timeout(READ_TIMEOUT)
+                .with_allow_http(plain_http),
+        );
         if let Some((id, secret)) = &self.credentials {
             builder = builder
                 .with_access_key_id(id)

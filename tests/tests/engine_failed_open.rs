@@ -310,9 +310,13 @@ fn regression_a_create_refuses_a_store_that_lost_its_metadata() {
     store
         .commit("main", vec![(Key::new(1, 0), Update::Image(page_of(7)))])
         .unwrap();
+    store.checkpoint().unwrap();
     drop(store);
     assert!(!dir.path().join("pagefork.creating").exists());
     std::fs::remove_file(dir.path().join("pagefork.meta")).unwrap();
+    // A stale marker beside a catalog does not make the store debris either (open and
+    // create decide alike; the review of this fix found open calling it no store).
+    std::fs::write(dir.path().join("pagefork.creating"), b"").unwrap();
     let before = pagefork_tests::tree_snapshot(dir.path());
     let refused = Store::create(dir.path(), config()).unwrap_err();
     assert!(
@@ -320,10 +324,15 @@ fn regression_a_create_refuses_a_store_that_lost_its_metadata() {
         "{refused}"
     );
     assert!(refused.to_string().contains("wal"), "{refused}");
-    let message = Store::open_with(dir.path(), config())
-        .unwrap_err()
-        .to_string();
-    assert!(message.contains("restore pagefork.meta"), "{message}");
+    let opened = Store::open_with(dir.path(), config()).unwrap_err();
+    assert!(
+        matches!(opened, EngineError::MetaMissing { .. }),
+        "{opened}"
+    );
+    assert!(
+        opened.to_string().contains("restore pagefork.meta"),
+        "{opened}"
+    );
     assert_eq!(pagefork_tests::tree_snapshot(dir.path()), before);
 
     // A create that stopped before its metadata: the marker and a log, cleared.

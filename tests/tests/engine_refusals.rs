@@ -559,6 +559,9 @@ fn regression_a_clock_past_year_9999_logs_nothing() {
             },
         )
         .unwrap();
+    store
+        .create_branch("lasting", "main", At::Latest, BranchOptions::default())
+        .unwrap();
     let right = pagefork_engine::Clock::now(&clock);
     let head = store.branch_info("main").unwrap().head;
     clock.set(Timestamp(Timestamp::MAX.0 + 1));
@@ -584,6 +587,37 @@ fn regression_a_clock_past_year_9999_logs_nothing() {
     ));
     assert_eq!(store.branch_info("main").unwrap().gc_cutoff, cutoff);
     assert!(store.sweep_expired().unwrap().is_empty());
+    // Nor do a restore (whose default backup name cannot be written: it panicked), a
+    // detach (which wrote its layers first) or a create (which made its files first).
+    let files = pagefork_tests::tree_snapshot(dir.path());
+    for refused in [
+        store
+            .restore_branch(
+                "lasting",
+                "main",
+                At::Latest,
+                pagefork_engine::Backup::Default,
+            )
+            .map(drop),
+        store.detach_branch("lasting").map(drop),
+    ] {
+        assert!(
+            matches!(refused, Err(EngineError::ClockPastLatest { .. })),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(pagefork_tests::tree_snapshot(dir.path()), files);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (mut past, _) = engine_config(SyncMode::Always);
+    past.clock = std::sync::Arc::new(pagefork_engine::ManualClock::new(Timestamp(
+        Timestamp::MAX.0 + 1,
+    )));
+    let refused = Store::create(elsewhere.path().join("new"), past).map(drop);
+    assert!(
+        matches!(refused, Err(EngineError::ClockPastLatest { .. })),
+        "{refused:?}"
+    );
+    assert!(!elsewhere.path().join("new").exists());
     clock.set(right);
     let committed = store
         .commit("main", vec![(K, Update::Image(page_of(3)))])

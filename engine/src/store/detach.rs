@@ -76,6 +76,8 @@ impl Store {
     /// branch point plus the history it can still read below it.
     pub fn detach_branch(&self, name: &str) -> Result<BranchInfo> {
         self.inner.check_poisoned()?;
+        // Its record would be refused after its layers were written.
+        self.inner.now_in_range()?;
         let detached = self.detach_branch_unguarded(name);
         self.inner.poison_on_io_error(detached)
     }

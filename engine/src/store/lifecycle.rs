@@ -226,10 +226,11 @@ impl StoreInner {
 
     /// See [`default_backup_name`].
     fn default_backup_name(&self, name: &str) -> Result<String> {
+        // A clock past year 9999 names nothing (and its time cannot be written).
+        let now = self.now_in_range()?;
         let catalog = self.catalog.read();
-        let backup = default_backup_name(name, self.clock.now(), |candidate| {
-            catalog.by_name(candidate).is_some()
-        });
+        let backup =
+            default_backup_name(name, now, |candidate| catalog.by_name(candidate).is_some());
         // Refused naming the default and the way around it (a review found "invalid
         // branch name" for a name the user never gave).
         validate_branch_name(&backup).map_err(|_| EngineError::DefaultBackupNameInvalid {

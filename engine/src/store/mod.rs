@@ -369,6 +369,14 @@ impl Store {
     pub fn create(dir: impl AsRef<Path>, config: Config) -> Result<Store> {
         let dir = dir.as_ref();
         config.validate()?;
+        // The root's record would be refused, after the files were made.
+        let now = config.clock.now();
+        if now > Timestamp::MAX {
+            return Err(EngineError::ClockPastLatest {
+                now,
+                latest: Timestamp::MAX,
+            });
+        }
         let fs = Arc::clone(&config.fs);
         let meta_path = dir.join(META_FILE_NAME);
         if fs
@@ -383,27 +391,10 @@ impl Store {
         let exists = |path: &Path| fs.exists(path).map_err(EngineError::io("stat", path));
         let wal_dir = dir.join(WAL_DIR_NAME);
         let versions_dir = dir.join(VERSIONS_DIR_NAME);
-        let store_files = [
-            WAL_DIR_NAME,
-            VERSIONS_DIR_NAME,
-            crate::checkpoint::CATALOG_FILE_NAME,
-            checkpoint::LAYERS_DIR_NAME,
-        ];
-        let mut found = Vec::new();
-        for name in store_files {
-            if exists(&dir.join(name))? {
-                found.push(name);
-            }
-        }
-        // Only a create that stopped before its metadata leaves files without the
-        // metadata and with the marker: a log and a database, which are its debris. Any
-        // other such files are a store's (a review found `init` wiping the log of a store
-        // whose pagefork.meta had been deleted).
-        let debris = exists(&marker)?
-            && found
-                .iter()
-                .all(|name| [WAL_DIR_NAME, VERSIONS_DIR_NAME].contains(name));
-        if !found.is_empty() && !debris {
+        // Any other store files are a store's (a review found `init` wiping the log of a
+        // store whose pagefork.meta had been deleted).
+        let found = files_of_a_store_without_meta(fs.as_ref(), dir)?;
+        if !found.is_empty() {
             return Err(EngineError::StoreFilesWithoutMeta {
                 dir: dir.to_owned(),
                 found: found.join(", "),
@@ -435,11 +426,12 @@ impl Store {
         };
         publish_file(fs.as_ref(), &meta_path, &meta.encode())
             .map_err(EngineError::io("publish store metadata", &meta_path))?;
-        // The store exists now: a marker that cannot be removed (or that a crash here
-        // leaves) is stale, and the next open removes it; the create has succeeded.
-        if let Err(error) = fs.remove_file(&marker).and_then(|()| fs.sync_dir(dir)) {
-            tracing::warn!(%error, marker = %marker.display(), "cannot remove the create marker");
-        }
+        // The store exists now; a marker a crash here leaves is stale, and the next open
+        // removes it. A failure to remove it is an I/O error like any other: the create
+        // fails (as every operation does on one, so nothing is acknowledged after it).
+        fs.remove_file(&marker)
+            .and_then(|()| fs.sync_dir(dir))
+            .map_err(EngineError::io("remove the create marker", &marker))?;
         store.start_housekeeping(&config);
         Ok(store)
     }
@@ -702,21 +694,49 @@ fn wal_config(config: &Config) -> WalConfig {
     }
 }
 
+/// The store files in `dir`, a directory without `pagefork.meta`, that make it a store
+/// that lost that file: any of its log, database, catalog and layers, unless they are
+/// only a log and a database beside the marker of a create that stopped (its debris,
+/// which a create clears). Create and open both decide by this.
+fn files_of_a_store_without_meta(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<&'static str>> {
+    let exists = |name: &str| {
+        let path = dir.join(name);
+        fs.exists(&path).map_err(EngineError::io("stat", &path))
+    };
+    let mut found = Vec::new();
+    for name in [
+        WAL_DIR_NAME,
+        VERSIONS_DIR_NAME,
+        crate::checkpoint::CATALOG_FILE_NAME,
+        checkpoint::LAYERS_DIR_NAME,
+    ] {
+        if exists(name)? {
+            found.push(name);
+        }
+    }
+    let debris = exists(CREATING_MARKER_NAME)?
+        && found
+            .iter()
+            .all(|name| [WAL_DIR_NAME, VERSIONS_DIR_NAME].contains(name));
+    Ok(match debris {
+        true => Vec::new(),
+        false => found,
+    })
+}
+
 fn read_meta(fs: &dyn FileSystem, dir: &Path) -> Result<StoreMeta> {
     let path = dir.join(META_FILE_NAME);
     let bytes = fs.read(&path).map_err(|error| match error.kind() {
-        std::io::ErrorKind::NotFound => {
-            let exists = |name: &str| matches!(fs.exists(&dir.join(name)), Ok(true));
-            match exists(WAL_DIR_NAME) && !exists(CREATING_MARKER_NAME) {
-                true => EngineError::MetaMissing {
-                    dir: dir.to_owned(),
-                },
-                false => EngineError::NotAStore {
-                    dir: dir.to_owned(),
-                    reason: format!("{META_FILE_NAME} is missing"),
-                },
-            }
-        }
+        std::io::ErrorKind::NotFound => match files_of_a_store_without_meta(fs, dir) {
+            Ok(found) if !found.is_empty() => EngineError::MetaMissing {
+                dir: dir.to_owned(),
+                found: found.join(", "),
+            },
+            _ => EngineError::NotAStore {
+                dir: dir.to_owned(),
+                reason: format!("{META_FILE_NAME} is missing"),
+            },
+        },
         _ => EngineError::Io {
             operation: "read",
             path: path.clone(),
