@@ -76,7 +76,6 @@ pub(crate) fn reserved_setting(name: &str) -> Option<String> {
 /// review: every start after a restore in place did so).
 pub(crate) fn point_in_time_of(info: &BranchInfo) -> Option<LsnForTime> {
     info.created_at_time
-        .clone()
         .filter(|answer| answer.lsn == info.head)
 }
 
