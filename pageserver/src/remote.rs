@@ -42,7 +42,7 @@ pub(crate) fn open_store(
 }
 
 /// What a command refused because another process holds the store is told to do.
-pub(crate) const HELD_BY_ANOTHER_PROCESS: &str = "another pagefork process has this store open (a `pagefork mount`, `endpoint start` or `serve`): stop it first; to work on a store while its branches are mounted, serve it as a project (`pagefork serve` serves the stores in DATA_DIR/projects/NAME) and use the HTTP API";
+const HELD_BY_ANOTHER_PROCESS: &str = "another pagefork process has this store open (a `pagefork mount`, `endpoint start` or `serve`): stop it first; to work on a store while its branches are mounted, serve it as a project (`pagefork serve` serves the stores in DATA_DIR/projects/NAME) and use the HTTP API";
 
 /// How the store in `dir` opens: with its evicted layers read back from `location`, or
 /// else from the location its `pagefork.remote` records, if any (and that source).

@@ -63,7 +63,8 @@ impl Store {
         self.inner.check_new_expiry(name, options)
     }
 
-    /// Deletes branch `name`. Refused while it has children or is protected.
+    /// Deletes branch `name`. Refused while it has children, while it is protected, and for
+    /// the store's last visible branch that never expires.
     pub fn delete_branch(&self, name: &str) -> Result<()> {
         let inner = &self.inner;
         let _ops = inner.branch_ops.lock();

@@ -370,13 +370,7 @@ impl Store {
         let dir = dir.as_ref();
         config.validate()?;
         // The root's record would be refused, after the files were made.
-        let now = config.clock.now();
-        if now > Timestamp::MAX {
-            return Err(EngineError::ClockPastLatest {
-                now,
-                latest: Timestamp::MAX,
-            });
-        }
+        clock_in_range(config.clock.as_ref())?;
         let fs = Arc::clone(&config.fs);
         let meta_path = dir.join(META_FILE_NAME);
         if fs
@@ -429,9 +423,7 @@ impl Store {
         // The store exists now; a marker a crash here leaves is stale, and the next open
         // removes it. A failure to remove it is an I/O error like any other: the create
         // fails (as every operation does on one, so nothing is acknowledged after it).
-        fs.remove_file(&marker)
-            .and_then(|()| fs.sync_dir(dir))
-            .map_err(EngineError::io("remove the create marker", &marker))?;
+        remove_create_marker(fs.as_ref(), dir)?;
         store.start_housekeeping(&config);
         Ok(store)
     }
@@ -473,11 +465,7 @@ impl Store {
             .exists(&marker)
             .map_err(EngineError::io("stat", &marker))?
         {
-            config
-                .fs
-                .remove_file(&marker)
-                .and_then(|()| config.fs.sync_dir(dir))
-                .map_err(EngineError::io("remove a stale create marker", &marker))?;
+            remove_create_marker(config.fs.as_ref(), dir)?;
         }
         store.recovery = Some(report);
         store.start_housekeeping(&config);
@@ -724,6 +712,29 @@ fn files_of_a_store_without_meta(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<
     })
 }
 
+/// Removes the create marker from `dir` and fsyncs the directory.
+fn remove_create_marker(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+    let marker = dir.join(CREATING_MARKER_NAME);
+    fs.remove_file(&marker)
+        .and_then(|()| fs.sync_dir(dir))
+        .map_err(EngineError::io("remove the create marker", &marker))
+}
+
+/// The clock's time, refused past the latest time a store can hold: a record stamped so,
+/// or a GC or expiry sweep run at it, would act on a time that is not now (every later
+/// record stamped there; every cutoff moved to its head; every branch with an expiry
+/// deleted).
+fn clock_in_range(clock: &dyn Clock) -> Result<Timestamp> {
+    let now = clock.now();
+    if now > Timestamp::MAX {
+        return Err(EngineError::ClockPastLatest {
+            now,
+            latest: Timestamp::MAX,
+        });
+    }
+    Ok(now)
+}
+
 fn read_meta(fs: &dyn FileSystem, dir: &Path) -> Result<StoreMeta> {
     let path = dir.join(META_FILE_NAME);
     let bytes = fs.read(&path).map_err(|error| match error.kind() {
@@ -807,19 +818,10 @@ impl StoreInner {
         result
     }
 
-    /// The clock's time, refused past the latest time a store can hold: a record stamped
-    /// so, or a GC or expiry sweep run at it, would act on a time that is not now (every
-    /// later record stamped there; every cutoff moved to its head; every branch with an
-    /// expiry deleted).
+    /// The store clock's time, refused past the latest time a store can hold (see
+    /// `clock_in_range`).
     pub(super) fn now_in_range(&self) -> Result<Timestamp> {
-        let now = self.clock.now();
-        if now > Timestamp::MAX {
-            return Err(EngineError::ClockPastLatest {
-                now,
-                latest: Timestamp::MAX,
-            });
-        }
-        Ok(now)
+        clock_in_range(self.clock.as_ref())
     }
 
     fn append_record(&self, record: &Record) -> Result<(Lsn, Timestamp)> {

@@ -175,6 +175,12 @@ pub(crate) struct Place {
     made: Option<PathBuf>,
 }
 
+/// The prefix of the name of an endpoint's own directory in the system's temporary one
+/// (`Place::temporary`; a server's start looks for dead mounts there).
+pub(crate) const PLACE_PREFIX: &str = "pagefork-endpoint-";
+/// The name of the mount point in an endpoint's own directory.
+pub(crate) const PLACE_MOUNT_DIR: &str = "branch";
+
 impl Place {
     /// A new directory under the system's temporary one, open to Postgres' user, with
     /// the mount point (`branch`) and the log (`postgres.log`) in it.
@@ -183,12 +189,12 @@ impl Place {
             EndpointError::Failed(anyhow::anyhow!("cannot {what}: {error}"))
         };
         let made = tempfile::Builder::new()
-            .prefix("pagefork-endpoint-")
+            .prefix(PLACE_PREFIX)
             .tempdir()
             .map_err(|error| failed("make a directory to mount the branch at", error))?
             .keep();
         let place = Place {
-            mount_dir: made.join("branch"),
+            mount_dir: made.join(PLACE_MOUNT_DIR),
             log: made.join("postgres.log"),
             made: Some(made.clone()),
         };
@@ -457,9 +463,6 @@ fn remove_data_directory(branch: &str, data: &Path) {
 /// holding only an empty `postgresql.conf`, in about 10 ms, paid only by a start given
 /// settings. A failure that names no setting is left to the start itself to report.
 fn check_settings(pg: &PgBin, settings: &[(String, String)]) -> Result<(), EndpointError> {
-    if settings.is_empty() {
-        return Ok(());
-    }
     let failed = |error: std::io::Error| {
         EndpointError::Failed(anyhow::anyhow!(
             "cannot make a scratch directory to check the settings in: {error}"

@@ -97,15 +97,18 @@ fn unescape(escaped: &str) -> Option<PathBuf> {
 /// Whether `point` is an endpoint's mount point: `pagefork-endpoint-*/branch` in
 /// `temp_dir` (see `endpoint::Place::temporary`).
 fn is_endpoint_mount(point: &Path, temp_dir: &Path) -> bool {
+    use crate::endpoint::{PLACE_MOUNT_DIR, PLACE_PREFIX};
     let Some(place) = point.parent() else {
         return false;
     };
-    point.file_name().is_some_and(|name| name == "branch")
+    point
+        .file_name()
+        .is_some_and(|name| name == PLACE_MOUNT_DIR)
         && place.parent() == Some(temp_dir)
         && place
             .file_name()
             .and_then(|name| name.to_str())
-            .is_some_and(|name| name.starts_with("pagefork-endpoint-"))
+            .is_some_and(|name| name.starts_with(PLACE_PREFIX))
 }
 
 /// Whether the FUSE server of the mount at `point` is gone: `statfs` fails with ENOTCONN.

@@ -209,7 +209,7 @@ pub(crate) async fn schema_diff(
     let Query(query) = query?;
     let store = state.projects.get(&project)?;
     let to = params::branch_reference("to", &project, &query.to)?.to_owned();
-    // A branch that does not exist is named as such (404 no_such_branch), not as one
+    // A branch that does not exist is named as such (404 branch_not_found), not as one
     // without an endpoint.
     for branch in [&from, &to] {
         store.branch_info(branch)?;
