@@ -595,3 +595,108 @@ fn regression_a_killed_endpoint_is_ended_and_a_stop_with_a_busy_mount_says_so() 
     server.delete(&format!("{B}/main/endpoint")).expect(200);
     assert!(server.terminate().success());
 }
+
+/// A stop and a start of one branch's endpoint at the same moment, a few rounds with the
+/// start a little later each time. Found by a review: the start found no endpoint while
+/// the stop was still shutting Postgres down, took the stopping endpoint's mount for a
+/// user's and started a second Postgres on the data directory the first had not left (a
+/// 500 a minute later, or the stop saying the mount was busy and leaving it mounted).
+/// Now the start waits for the stop, or is refused while the endpoint runs.
+#[test]
+fn regression_a_start_racing_a_stop_waits_for_it_or_is_refused() {
+    let (_root, _data, server) = server_with_project_p();
+    let path = format!("{B}/main/endpoint");
+    start_endpoint(&server, "main");
+    for round in 0..6 {
+        let (stopped, started) = std::thread::scope(|scope| {
+            let stop = scope.spawn(|| server.delete(&path));
+            std::thread::sleep(Duration::from_millis(round * 15));
+            let started = server.post(&path, "{}");
+            (stop.join().unwrap(), started)
+        });
+        let stopped = stopped.expect(200);
+        assert_eq!(stopped["still_mounted"], Value::Null, "round {round}");
+        match started.status {
+            201 => {
+                let started = started.json();
+                assert_eq!(sql(&started, "SELECT 1"), "1", "round {round}");
+            }
+            // The start came first: the endpoint was running, and the stop ended it.
+            409 => {
+                assert_eq!(started.json()["error"], "endpoint_running", "round {round}");
+                start_endpoint(&server, "main");
+            }
+            status => panic!(
+                "round {round}: {status} {}",
+                String::from_utf8_lossy(&started.body)
+            ),
+        }
+        let listed = server.get("/v1/projects/p/endpoints").expect(200);
+        assert_eq!(listed["endpoints"].as_array().unwrap().len(), 1, "{listed}");
+    }
+    server.delete(&path).expect(200);
+    assert_eq!(
+        server.get("/v1/projects/p/mounts").expect(200)["mounts"],
+        serde_json::json!([])
+    );
+    assert!(server.terminate().success());
+}
+
+/// A server killed with SIGKILL leaves its endpoints' mounts dead, and perhaps Postgres
+/// processes working in them: the postmaster dies with the server, but a backend waiting
+/// on a lock a dead one held never notices (a review found one alive minutes later, its
+/// client hanging), and each endpoint's directory stayed in the temporary directory for
+/// good. The next server kills the Postgres processes working in such a mount, detaches
+/// it and removes the endpoint's directory; another program working there is left alone.
+/// The stuck backend is played by a copy of `sleep` named `postgres`.
+#[test]
+fn regression_a_restart_after_sigkill_kills_postgres_left_in_an_endpoint_mount() {
+    use std::os::unix::process::ExitStatusExt;
+    let (root, data, mut server) = server_with_project_p();
+    let main = start_endpoint(&server, "main");
+    let data_directory = Path::new(main["endpoint"]["data_directory"].as_str().unwrap());
+    let place = data_directory
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let stand_in = root.path().join("postgres");
+    std::fs::copy("/bin/sleep", &stand_in).unwrap();
+    // Without the test's output pipes: a child left by a failed test would keep the
+    // harness waiting for them.
+    let spawn_in = |program: &Path| {
+        Command::new(program)
+            .arg("600")
+            .current_dir(data_directory)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut stuck = spawn_in(&stand_in);
+    let mut shell = spawn_in(Path::new("/bin/sleep"));
+    server.kill();
+
+    let server = Server::start(&data, &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = stuck.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = (stuck.kill(), shell.kill());
+            panic!("the stand-in for a stuck Postgres backend is still alive");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.signal(), Some(9), "{status}");
+    assert!(shell.try_wait().unwrap().is_none(), "the shell was killed");
+    shell.kill().unwrap();
+    shell.wait().unwrap();
+    assert!(!place.exists(), "{} is left", place.display());
+    let again = start_endpoint(&server, "main");
+    assert_eq!(sql(&again, "SELECT 1"), "1");
+    server.delete(&format!("{B}/main/endpoint")).expect(200);
+    assert!(server.terminate().success());
+}

@@ -193,16 +193,22 @@ impl Place {
             .tempdir()
             .map_err(|error| failed("make a directory to mount the branch at", error))?
             .keep();
-        let place = Place {
-            mount_dir: made.join(PLACE_MOUNT_DIR),
-            log: made.join("postgres.log"),
-            made: Some(made.clone()),
-        };
+        let place = Place::made_at(&made);
         std::fs::set_permissions(&made, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .map_err(|error| failed("open the mount directory to Postgres' user", error))?;
         std::fs::create_dir(&place.mount_dir)
             .map_err(|error| failed("make the mount point", error))?;
         Ok(place)
+    }
+
+    /// The place an endpoint made at `made` (by `temporary`; or by a killed server's,
+    /// for a new server to remove what is left of it).
+    pub(crate) fn made_at(made: &Path) -> Place {
+        Place {
+            mount_dir: made.join(PLACE_MOUNT_DIR),
+            log: made.join("postgres.log"),
+            made: Some(made.to_path_buf()),
+        }
     }
 
     /// The mount point `dir`, given by the user, with the log beside it.

@@ -159,15 +159,19 @@ impl Endpoints {
     /// mounted it. If files are open under that mount (a shell in it), the endpoint is
     /// stopped all the same and the mount stays, for `DELETE .../mount` once they are
     /// closed: the answer's second part names it.
+    ///
+    /// The registry stays held until the server has exited and its mount is gone, as
+    /// through a start: a start racing the stop waits for it (a review found one that
+    /// found no entry, took the stopping endpoint's mount for a user's and started a
+    /// second Postgres on a data directory the first had not left yet).
     pub(crate) fn stop(
         &self,
         project: &str,
         branch: &str,
         mounts: &Mounts,
     ) -> Result<(EndpointInfo, Option<PathBuf>), EndpointError> {
-        let endpoint = self
-            .running
-            .lock()
+        let mut running = self.running.lock();
+        let endpoint = running
             .remove(&(project.to_owned(), branch.to_owned()))
             .ok_or_else(|| EndpointError::NotRunning {
                 branch: branch.to_owned(),

@@ -4,12 +4,18 @@
 //! under its own mount root, and those of endpoints (`pagefork-endpoint-*/branch` in the
 //! temporary directory), before it serves anything, so the same mount points work again.
 //!
-//! Owns finding and detaching them. What it keeps: only a mount that is a pagefork one
-//! (its source `pagefork:BRANCH`) in those places, and dead, is touched; a live mount, of
-//! another process or another server, is never detached. A mount point's server is asked
-//! whether it is there with `statfs`, which no kernel cache answers: a dead one fails at
-//! once with ENOTCONN. One whose server is alive but does not answer is left alone after
-//! a short wait (the thread asking stays blocked: a cost paid once, at start).
+//! Owns finding and detaching them, and what a killed server's endpoints left: Postgres
+//! processes still working in such a mount (the postmaster dies with its server, but a
+//! backend waiting on a lock a dead one held never notices: a review found one alive
+//! minutes later, its client hanging) are killed first, and an endpoint's own directory
+//! is removed once its mount is detached. What it keeps: only a mount that is a pagefork
+//! one (its source `pagefork:BRANCH`) in those places, and dead, is touched; a live mount,
+//! of another process or another server, is never detached; of the processes using a
+//! dead mount only Postgres' are killed (a shell in it is left, to see ENOTCONN). A
+//! mount point's server is asked whether it is there with `statfs`, which no kernel cache
+//! answers: a dead one fails at once with ENOTCONN. One whose server is alive but does not
+//! answer is left alone after a short wait (the thread asking stays blocked: a cost paid
+//! once, at start).
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -40,12 +46,18 @@ pub(crate) fn detach_dead_mounts(root: &Path) -> Vec<PathBuf> {
         if !ours || !is_dead(&point) {
             continue;
         }
+        kill_postgres_working_in(&point);
         match nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH) {
             Ok(()) => {
                 tracing::warn!(
                     mount_point = %point.display(),
                     "detached a dead mount a killed server left"
                 );
+                if is_endpoint_mount(&point, &endpoints)
+                    && let Some(place) = point.parent()
+                {
+                    drop(crate::endpoint::Place::made_at(place));
+                }
                 detached.push(point);
             }
             Err(error) => tracing::warn!(
@@ -109,6 +121,46 @@ fn is_endpoint_mount(point: &Path, temp_dir: &Path) -> bool {
             .file_name()
             .and_then(|name| name.to_str())
             .is_some_and(|name| name.starts_with(PLACE_PREFIX))
+}
+
+/// Kills (SIGKILL) every Postgres process whose working directory is under `point`, a
+/// dead mount: a server works in its data directory, and on a dead mount it can do
+/// nothing but wait or fail. Best effort: what cannot be read or killed is logged.
+fn kill_postgres_working_in(point: &Path) {
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for process in processes.flatten() {
+        let Some(pid) = process
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let is_postgres = std::fs::read_link(process.path().join("exe")).is_ok_and(|exe| {
+            exe.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("postgres"))
+        });
+        let works_here = || {
+            std::fs::read_link(process.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(point))
+        };
+        if !is_postgres || !works_here() {
+            continue;
+        }
+        let pid = nix::unistd::Pid::from_raw(pid);
+        match nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL) {
+            Ok(()) => tracing::warn!(
+                %pid, mount_point = %point.display(),
+                "killed a Postgres process a killed server's endpoint left on its dead mount"
+            ),
+            Err(error) => tracing::warn!(
+                %pid, %error, mount_point = %point.display(),
+                "cannot kill a Postgres process left on a dead mount"
+            ),
+        }
+    }
 }
 
 /// Whether the FUSE server of the mount at `point` is gone: `statfs` fails with ENOTCONN.

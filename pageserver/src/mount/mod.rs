@@ -262,7 +262,7 @@ impl Mounted {
     /// Hands everything written through the mount so far to the tree (see `writeback`):
     /// a branch taken after this returns holds every write that finished before it.
     pub(crate) fn write_back(&self) -> Result<()> {
-        writeback::write_back(&self.writers, &self.notifier)
+        writeback::write_back(&self.writers, &self.notifier, &self.dir)
             .with_context(|| format!("cannot write back the mount at {}", self.dir.display()))
     }
 

@@ -15,6 +15,7 @@
 //! kernel's `flush`, before `release`).
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use fuser::{INodeNo, Notifier, OpenAccMode, OpenFlags};
 use parking_lot::Mutex;
@@ -62,8 +63,25 @@ impl OpenWriters {
 /// Makes the kernel write back every dirty page of the files open for writing, waiting
 /// for the tree to take each. Must not run on one of the mount's own worker threads (the
 /// kernel waits for them to answer the writes).
-pub(crate) fn write_back(writers: &OpenWriters, notifier: &Notifier) -> std::io::Result<()> {
-    for ino in writers.inodes() {
+///
+/// First a `syncfs` of the mount at `dir` has the kernel start writing back every dirty
+/// file in runs of contiguous pages (up to 1 MiB a request, several requests in flight);
+/// it does not wait for the answers. The invalidation then waits for those and writes
+/// back what is still dirty, but one page per request: on its own it took 13.6 s for
+/// what a Postgres autovacuum had left dirty after a 1 GiB load (every page of the
+/// table), a round trip and a commit for each 4 KiB.
+pub(crate) fn write_back(
+    writers: &OpenWriters,
+    notifier: &Notifier,
+    dir: &Path,
+) -> std::io::Result<()> {
+    let inodes = writers.inodes();
+    if inodes.is_empty() {
+        return Ok(());
+    }
+    let root = std::fs::File::open(dir)?;
+    nix::unistd::syncfs(&root)?;
+    for ino in inodes {
         // Offset 0, length 0: the whole file. An inode the kernel has forgotten answers
         // ENOENT, which the notifier already takes for success.
         notifier.inval_inode(INodeNo(ino), 0, 0)?;
