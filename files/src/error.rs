@@ -107,11 +107,20 @@ pub enum FsError {
         /// What was asked.
         what: &'static str,
     },
-    /// The branch holds pages at the tree's keys that are not a file tree.
-    #[error("branch {branch:?} holds no file tree (nothing at the superblock's key)")]
+    /// The branch holds no file tree (nothing at the superblock's key) in the state
+    /// asked for: at its latest state, or at an earlier LSN, before its tree was made.
+    #[error(
+        "branch {branch:?} holds no file tree{}",
+        match lsn {
+            Some(lsn) => format!(" at LSN {lsn}: its tree was made later, or never (a writable mount makes one)"),
+            None => " (nothing at the superblock's key)".to_owned(),
+        }
+    )]
     NotATree {
         /// The branch.
         branch: String,
+        /// The LSN of the state asked for, if not the latest.
+        lsn: Option<pagefork_engine::Lsn>,
     },
     /// Bytes of the tree that do not decode: never served as data.
     #[error("corrupt {what}: {detail}")]

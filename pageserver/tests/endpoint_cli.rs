@@ -387,3 +387,33 @@ fn regression_a_relative_mount_point_and_a_failed_initdb() {
     assert_eq!(psql(&again.url(), "SELECT one FROM kept").unwrap(), "1");
     assert!(again.stop().success());
 }
+
+/// Found by a review: a start refused because Postgres' user cannot reach the mount point
+/// had mounted the empty branch first, which formats a file tree on it (its head moved).
+#[test]
+fn regression_an_unreachable_mount_point_is_refused_before_the_branch_is_mounted() {
+    require_fuse();
+    require_postgres();
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    // Postgres' user cannot search it.
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let data = root.path().join("data");
+    ok_json(pagefork(&data, &["init", "--json"]));
+    let point = root.path().join("inner/mp");
+    std::fs::create_dir_all(&point).unwrap();
+    let head = || ok_json(pagefork(&data, &["--json", "branch", "show", "main"]))["head"].clone();
+    let before = head();
+    // Under `timeout`: a start that is not refused runs in the foreground until stopped.
+    let refused = std::process::Command::new("timeout")
+        .args(["60", env!("CARGO_BIN_EXE_pagefork"), "--data-dir"])
+        .arg(&data)
+        .args(["endpoint", "start", "main", "--mount"])
+        .arg(&point)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("cannot reach"), "{message}");
+    assert_eq!(head(), before, "the refused start changed the branch");
+}

@@ -343,6 +343,30 @@ fn regression_a_mounted_branch_outlives_its_expiry_and_a_past_state_mount_its_gc
     let time = pagefork_engine::Timestamp::from_system_time(std::time::SystemTime::now());
     std::thread::sleep(std::time::Duration::from_millis(20));
     rewrite(b"version1");
+    // A time before the history is refused as a read there is (a review found "holds no
+    // file tree: mount it writable first"), and a state before the tree was made says so.
+    let message = server
+        .post(
+            &format!("{B}/g/mount"),
+            r#"{"path": "ro", "timestamp": "2000-01-01T00:00:00Z"}"#,
+        )
+        .expect_error(422, "invalid_time");
+    assert!(message.contains("before the history"), "{message}");
+    server
+        .post("/v1/projects", r#"{"project_id": "q"}"#)
+        .expect(201);
+    let head = server.get("/v1/projects/q/branches/main").expect(200)["head"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = serde_json::json!({"path": "ro", "lsn": head}).to_string();
+    let message = server
+        .post("/v1/projects/q/branches/main/mount", &body)
+        .expect_error(422, "no_file_tree");
+    assert!(
+        message.contains(&format!("at LSN {head}")) && message.contains("made later"),
+        "{message}"
+    );
     // A mount at a time says what the time snapped to, as a branch at a time does.
     let body = serde_json::json!({"path": "ro", "timestamp": time.to_string()}).to_string();
     let mounted = server.post(&format!("{B}/g/mount"), &body).expect(201);

@@ -271,24 +271,27 @@ fn branch_point_past_the_parents_head_names_both_lsns() {
     );
 }
 
+/// Also below the root's start (0/1): the bound named is still the parent's own start,
+/// where it can be branched from (a review found the root's creation named).
 #[test]
 fn branch_point_below_the_parents_start_names_both_lsns() {
-    let fixture = fixture();
-    let below = Lsn(fixture.first.0 - 8);
-    let first = fixture.first;
-    assert_refused(
-        fixture,
-        move |store| {
-            store
-                .create_branch("new", "child", At::Lsn(below), BranchOptions::default())
-                .map(drop)
-        },
-        move |e| {
-            matches!(e, EngineError::LsnBelowBranchStart { lsn, start, branch } if *lsn == below && *start == first && branch == "child")
-                && e.to_string().contains(&below.to_string())
-                && e.to_string().contains(&first.to_string())
-        },
-    );
+    for below in [Lsn(fixture().first.0 - 8), Lsn(1)] {
+        let fixture = fixture();
+        let first = fixture.first;
+        assert_refused(
+            fixture,
+            move |store| {
+                store
+                    .create_branch("new", "child", At::Lsn(below), BranchOptions::default())
+                    .map(drop)
+            },
+            move |e| {
+                matches!(e, EngineError::LsnBelowBranchStart { lsn, start, branch } if *lsn == below && *start == first && branch == "child")
+                    && e.to_string().contains(&below.to_string())
+                    && e.to_string().contains(&first.to_string())
+            },
+        );
+    }
 }
 
 /// Issue 19: a lease at 0/0, 0/1 or below a branch's start was accepted and logged.
@@ -301,19 +304,21 @@ fn lease_below_the_branchs_start_or_at_lsn_zero() {
             move |e| matches!(e, EngineError::LsnBelowBranchStart { lsn: asked, .. } if *asked == lsn),
         );
     }
-    // `child` branches from main at `first`: a lease below that is main's business.
-    let fixture = fixture();
-    let below = Lsn(fixture.first.0 - 8);
-    let first = fixture.first;
-    assert_refused(
-        fixture,
-        move |store| {
-            store
-                .lease("child", below, Duration::from_secs(60))
-                .map(drop)
-        },
-        move |e| matches!(e, EngineError::LsnBelowBranchStart { lsn, start, branch } if *lsn == below && *start == first && branch == "child"),
-    );
+    // `child` branches from main at `first`: a lease below that is main's business, and
+    // the refusal names `first`, also below the root's start.
+    for below in [Lsn(fixture().first.0 - 8), Lsn(1)] {
+        let fixture = fixture();
+        let first = fixture.first;
+        assert_refused(
+            fixture,
+            move |store| {
+                store
+                    .lease("child", below, Duration::from_secs(60))
+                    .map(drop)
+            },
+            move |e| matches!(e, EngineError::LsnBelowBranchStart { lsn, start, branch } if *lsn == below && *start == first && branch == "child"),
+        );
+    }
 }
 
 /// Issue 19: a read at LSN 0/0 answered "no such page" instead of a refusal. A read may

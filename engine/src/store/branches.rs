@@ -283,14 +283,24 @@ impl StoreInner {
     /// point below the parent's start is refused as such before GC's cutoff is looked at:
     /// it would be refused were the history there kept, and the cutoff there is the
     /// ancestor's, which the caller did not name (a review found 410 `below_gc_cutoff`
-    /// naming the parent's own branch point as its cutoff).
+    /// naming the parent's own branch point as its cutoff). An LSN below the root's start
+    /// too names the parent's start, not the root's that a read would name.
     pub(super) fn resolve_branch_point(
         &self,
         parent: &Branch,
         at: At,
     ) -> Result<(Lsn, Option<LsnForTime>)> {
-        let (lsn, answer) = self.resolve_unchecked(parent, at)?;
         let start = parent.start();
+        if let At::Lsn(lsn) = at
+            && lsn < start
+        {
+            return Err(EngineError::LsnBelowBranchStart {
+                branch: parent.name(),
+                lsn,
+                start,
+            });
+        }
+        let (lsn, answer) = self.resolve_unchecked(parent, at)?;
         if lsn < start {
             return Err(match &answer {
                 Some(answer) => EngineError::TimeBelowBranchStart {

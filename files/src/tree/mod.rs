@@ -113,6 +113,8 @@ impl FileTree {
                 TreeView::ReadOnly { lsn, time: None }
             }
             At::Time(time) => {
+                // A time before the branch's history is refused as a read there is.
+                store.get_page(branch, crate::format::superblock_key(), At::Time(time))?;
                 let resolved = store.lsn_for_time(branch, time)?;
                 TreeView::ReadOnly {
                     lsn: resolved.lsn,

@@ -101,6 +101,10 @@ impl State {
             None => {
                 return Err(FsError::NotATree {
                     branch: branch.to_owned(),
+                    lsn: match at {
+                        At::Lsn(lsn) => Some(lsn),
+                        At::Latest | At::Time(_) => None,
+                    },
                 });
             }
         };

@@ -48,6 +48,9 @@ impl Local {
             read_only: false,
             at: At::Latest,
         };
+        // Before the branch is mounted, which formats an empty one: a refused start
+        // changes nothing (a review found the branch's head moved).
+        PgBin::find(spec.pg_bin.as_deref())?.check_reachable(&place.mount_dir)?;
         let mounted = mount(store.clone(), &mount_spec)?;
         match super::start(branch, &place.mount_dir, &place.log, spec) {
             Ok(server) => Ok(Local {

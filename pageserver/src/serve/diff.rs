@@ -154,7 +154,7 @@ pub(crate) async fn diff_files(
 fn tree_error(error: FsError) -> ApiError {
     match error {
         FsError::Store(engine) => ApiError::from(engine),
-        FsError::NotATree { branch } => ApiError::unprocessable(
+        FsError::NotATree { branch, .. } => ApiError::unprocessable(
             "no_file_tree",
             format!("branch {branch:?} holds pages that are not a file tree"),
         ),
