@@ -182,9 +182,30 @@ fn refusals_name_the_problem_and_change_nothing() {
     let store = root.path().join("store");
     ok_json(pagefork(&store, &["--json", "init"]));
     let before = pagefork_tests::tree_snapshot(&store);
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["sync", "--remote", "bucket/x"], "must start with s3://"),
         (&["sync", "--remote", "s3://B"], "bucket name"),
+        // Found by a review: these were synced percent-encoded and never found again.
+        (
+            &[
+                "sync",
+                "--remote",
+                "s3://pagefork-test/z\u{f6}",
+                "--s3-endpoint",
+                &endpoint,
+            ],
+            "the prefix holds '\u{f6}'",
+        ),
+        (
+            &[
+                "sync",
+                "--remote",
+                "s3://pagefork-test/50%off",
+                "--s3-endpoint",
+                &endpoint,
+            ],
+            "the prefix holds '%'",
+        ),
         (
             &[
                 "sync",
@@ -297,6 +318,22 @@ fn a_cache_budget_evicts_and_a_lazy_attach_downloads_on_demand() {
         Some(layers as u64),
         "{stats}"
     );
+    // Found by a review: a sync to another location failed (the evicted layers are not
+    // here to copy) after rewriting pagefork.remote, and every read of an evicted layer
+    // then looked for it there. It is refused first, and changes nothing.
+    let before = pagefork_tests::tree_snapshot(&first);
+    let elsewhere = format!("s3://{BUCKET}/cli/elsewhere");
+    let refused = with_credentials(
+        &first,
+        &["sync", "--remote", &elsewhere, "--s3-endpoint", &endpoint],
+    );
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && message.contains(&format!("evicted to {url}")),
+        "{message}"
+    );
+    assert_eq!(pagefork_tests::tree_snapshot(&first), before);
+    assert!(server.object_keys("cli/elsewhere").is_empty());
     // Found by a review: recover called a store with evicted layers damaged beyond
     // salvage; it opens it as every command does, through the recorded location.
     let recovered = with_credentials(&first, &["--json", "recover"]);

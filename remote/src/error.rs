@@ -113,6 +113,22 @@ pub enum RemoteError {
         /// This store's log id.
         ours: u64,
     },
+    /// A sync to another location than the one that holds the store's evicted layers:
+    /// they are only there, so it could not copy them, and the store would forget where
+    /// they are.
+    #[error(
+        "cannot sync to {location}: {evicted} layer file(s) of this store are evicted to \
+         {recorded} and only there; sync to {recorded}, or attach a copy of it elsewhere and \
+         sync that"
+    )]
+    EvictedElsewhere {
+        /// The location asked for.
+        location: String,
+        /// The location the store records, which holds its evicted layers.
+        recorded: String,
+        /// How many layer files are evicted.
+        evicted: u64,
+    },
     /// Attach needs an empty directory.
     #[error("cannot attach into {dir}: it is not empty (holds {found})")]
     NotEmpty {

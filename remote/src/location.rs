@@ -72,6 +72,18 @@ impl std::fmt::Debug for RemoteLocation {
     }
 }
 
+/// The punctuation a prefix may hold besides `/` between its components: what the S3
+/// client (object_store) writes as it is. It percent-encodes the rest (`%`, `#`, `?`,
+/// `*`, `~`, brackets, braces, quotes, non-ASCII...) in keys but not in listings, so
+/// a store synced under such a prefix was listed as holding nothing (a review found a
+/// backup at `zö` that attach never found).
+const PLAIN_KEY_PUNCTUATION: &str = "!$&'()+,-.:;=@_/";
+
+/// Whether `c` may appear in a prefix (see `PLAIN_KEY_PUNCTUATION`).
+fn is_plain_key_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == ' ' || PLAIN_KEY_PUNCTUATION.contains(c)
+}
+
 impl RemoteLocation {
     /// Parses `s3://BUCKET[/PREFIX]`; `endpoint` is an S3-compatible server's URL
     /// (`http://127.0.0.1:9000`, checked by `check_endpoint`), `None` for AWS itself.
@@ -79,7 +91,18 @@ impl RemoteLocation {
         if let Some(endpoint) = endpoint {
             check_endpoint(endpoint)?;
         }
-        Self::parse_recorded(url, endpoint)
+        let location = Self::parse_recorded(url, endpoint)?;
+        if let Some(refused) = location.prefix.chars().find(|&c| !is_plain_key_char(c)) {
+            return Err(RemoteError::InvalidLocation {
+                location: url.to_owned(),
+                why: format!(
+                    "the prefix holds {refused:?}: a prefix is ASCII letters, digits, spaces \
+                     and {PLAIN_KEY_PUNCTUATION:?} (the S3 client writes other characters \
+                     percent-encoded, and such a store could be synced but never attached)"
+                ),
+            });
+        }
+        Ok(location)
     }
 
     /// Parses a location as a store's `pagefork.remote` recorded it: the endpoint only
@@ -313,6 +336,8 @@ mod tests {
             location.child("shop").url(),
             "s3://pagefork-ci/stores/one/shop"
         );
+        let plain = "s3://bucket/a b/c+d/e!$&'()+,-.:;=@_f";
+        assert_eq!(RemoteLocation::parse(plain, None)?.url(), plain);
         let bare = RemoteLocation::parse("s3://bucket", Some("http://127.0.0.1:9000"))?;
         assert_eq!(bare.key("x"), "x");
         assert_eq!(bare.endpoint(), Some("http://127.0.0.1:9000"));
@@ -322,6 +347,11 @@ mod tests {
             "s3://ab",
             "s3://bucket/a//b",
             "s3://bucket/../x",
+            "s3://bucket/z\u{f6}",
+            "s3://bucket/a#b",
+            "s3://bucket/a?b",
+            "s3://bucket/a%20b",
+            "s3://bucket/a*",
         ] {
             assert!(
                 matches!(

@@ -137,7 +137,24 @@ impl Uploader {
                 ours: log_id,
             });
         }
-        let here = LocalState::read(&dir)?.filter(|state| state.location == location.url());
+        let recorded = LocalState::read(&dir)?;
+        // A store whose layers are evicted stays with the location that holds them (a
+        // review found a failed sync elsewhere had already rewritten `pagefork.remote`,
+        // and every read of an evicted layer then looked for it in the wrong place).
+        let evicted = store
+            .layer_cache_stats()
+            .map_or(0, |stats| stats.evicted_layers);
+        if let Some(recorded) = &recorded
+            && recorded.location != location.url()
+            && evicted > 0
+        {
+            return Err(RemoteError::EvictedElsewhere {
+                location: location.url(),
+                recorded: recorded.location.clone(),
+                evicted,
+            });
+        }
+        let here = recorded.filter(|state| state.location == location.url());
         let state = match (here, &newest_index) {
             (Some(state), Some(index))
                 if index.generation == state.generation && !state.knows(&index.mark()) =>

@@ -200,7 +200,7 @@ pub(crate) async fn status(
 #[utoipa::path(post, path = "/v1/projects/{project}/remote/sync", tag = "remote", params(ProjectParam),
     request_body(content = NoParameters, description = "An empty object"),
     responses((status = 200, description = "Synced: the recovery point now covers every commit acknowledged before the request", body = SyncView),
-        (status = 409, description = "No --remote, this server was fenced by a newer process, or the location holds a copy of the store this directory did not publish (not_our_copy)", body = ErrorBody),
+        (status = 409, description = "No --remote, this server was fenced by a newer process, the location holds a copy of the store this directory did not publish (not_our_copy), or the project's layers are evicted to another location (evicted_elsewhere)", body = ErrorBody),
         (status = 503, description = "The sync failed (the object storage is unreachable, say); the store goes on locally", body = ErrorBody),
         (status = "4XX", description = "Refused", body = ErrorBody)),
     security((), ("token" = [])))]
@@ -216,6 +216,9 @@ pub(crate) async fn sync(
         replicator.sync_now().map_err(|error| match error {
             RemoteError::Fenced { .. } => ApiError::conflict("fenced", error.to_string()),
             RemoteError::NotOurCopy { .. } => ApiError::conflict("not_our_copy", error.to_string()),
+            RemoteError::EvictedElsewhere { .. } => {
+                ApiError::conflict("evicted_elsewhere", error.to_string())
+            }
             error => ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 code: "remote_unavailable",
