@@ -103,7 +103,16 @@ pub(crate) fn sync(
     local_cache_bytes: Option<u64>,
     json: bool,
 ) -> Result<()> {
-    let location = RemoteLocation::parse(url, endpoint)?;
+    let mut location = RemoteLocation::parse(url, endpoint)?;
+    // Without --s3-endpoint, the server the store's pagefork.remote records for this
+    // location, as every other command reads evicted layers from (a review found such a
+    // sync sent to AWS itself).
+    if endpoint.is_none()
+        && let Some(recorded) = pagefork_remote::recorded_location(dir)?
+        && recorded.url() == location.url()
+    {
+        location = recorded;
+    }
     let (store, source) = open_store(dir, Some(&location), local_cache_bytes)?;
     crate::recover::report_open(&store, json);
     let report = Uploader::connect_with_layers(&location, &store, source)

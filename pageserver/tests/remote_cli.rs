@@ -638,3 +638,49 @@ fn regression_a_stale_copy_or_a_fenced_directory_cannot_roll_a_location_back() {
     let read = pagefork(&attached, &["page", "get", "main", "1", "1"]);
     assert_eq!(read.stdout, vec![6u8; 8192], "the location was rolled back");
 }
+
+/// Found by a review: `sync --remote URL` without `--s3-endpoint` went to AWS itself, not
+/// to the server the store's `pagefork.remote` records for that location (which every
+/// other command reads evicted layers from); and a sync naming the server's new address
+/// after it moved did not record it, so reads of evicted layers kept going to the old one.
+#[test]
+fn regression_sync_uses_the_recorded_server_and_records_a_new_one() {
+    let mut server = S3Server::start();
+    let url = format!("s3://{BUCKET}/cli/moved");
+    let root = tempfile::tempdir().unwrap();
+    let store = root.path().join("store");
+    ok_json(pagefork(&store, &["--json", "demo"]));
+    let sync = |endpoint: Option<&str>| {
+        let mut args = vec![
+            "--json",
+            "sync",
+            "--remote",
+            &url,
+            "--local-cache-bytes",
+            "0",
+        ];
+        if let Some(endpoint) = endpoint {
+            args.extend(["--s3-endpoint", endpoint]);
+        }
+        ok_json(with_credentials(&store, &args))
+    };
+    let old = server.endpoint();
+    sync(Some(&old));
+    sync(None);
+    // The server moves to another port.
+    server.stop();
+    let held = std::net::TcpListener::bind(old.trim_start_matches("http://")).unwrap();
+    server.restart();
+    drop(held);
+    let new = server.endpoint();
+    assert_ne!(new, old);
+    sync(Some(&new));
+    assert_eq!(residency(&store).0, 0, "every layer is evicted");
+    // Every layer read back, from the server's new address.
+    let checked = with_credentials(&store, &["inspect", "store"]);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}

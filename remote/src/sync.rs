@@ -188,6 +188,16 @@ impl Uploader {
                 state
             }
         };
+        // A server named anew (it moved) is recorded with the next index this sync
+        // publishes, so reads of evicted layers go there too (a review found them sent to
+        // the old address for good).
+        let state = match location.endpoint() {
+            Some(endpoint) => LocalState {
+                s3_endpoint: Some(endpoint.to_owned()),
+                ..state
+            },
+            None => state,
+        };
         let generation = state.generation;
         // A directory fenced there uploads nothing (a review counted eleven objects left
         // by five refused syncs, each uploading a catalog and metadata before its index
