@@ -355,6 +355,16 @@ impl Model {
         Ok(self.head_of(self.find(branch)?))
     }
 
+    /// Listed branch `branch`'s expiry, protection and own PITR window (`None`: the
+    /// store's), as `BranchInfo` shows them.
+    pub fn settings(
+        &self,
+        branch: &str,
+    ) -> Result<(Option<Timestamp>, bool, Option<Duration>), Refusal> {
+        let model = self.branch(self.find(branch)?);
+        Ok((model.expires_at, model.protected, model.pitr_window))
+    }
+
     fn pages_of(&self, id: usize, lsn: Lsn) -> BTreeMap<Key, Vec<u8>> {
         let model = self.branch(id);
         let mut pages = match model.parent {
@@ -918,7 +928,7 @@ impl Model {
             created_lsn,
             expires_at: old_branch.expires_at,
             protected: false,
-            pitr_window: None,
+            pitr_window: old_branch.pitr_window,
             cutoff: Lsn(0),
             detached: None,
             commits: Vec::new(),

@@ -589,3 +589,27 @@ fn backup_names_follow_the_time_and_never_collide() {
     );
     assert_eq!(read(&store, "main"), Some(b'A'));
 }
+
+/// Found by a review: a reset or a restore in place kept the branch's expiry but gave it
+/// the store's default PITR window, silently. The name keeps its window as it keeps its
+/// expiry, also after a reopen (replayed from the log, then from a checkpoint).
+#[test]
+fn regression_reset_and_restore_keep_the_branchs_pitr_window() {
+    let (dir, store, config, _clock) = new_store();
+    store.commit("main", image(b'A')).unwrap();
+    store
+        .create_branch("dev", "main", At::Latest, BranchOptions::default())
+        .unwrap();
+    let day = Some(Duration::from_secs(86_400));
+    store.set_pitr_window("dev", day).unwrap();
+    assert_eq!(store.reset_branch("dev").unwrap().pitr_window, day);
+    let restored = store
+        .restore_branch("dev", "main", At::Latest, Backup::Skip)
+        .unwrap();
+    assert_eq!(restored.branch.pitr_window, day);
+    let store = reopen(store, &dir, &config);
+    assert_eq!(store.branch_info("dev").unwrap().pitr_window, day);
+    store.checkpoint().unwrap();
+    let store = reopen(store, &dir, &config);
+    assert_eq!(store.branch_info("dev").unwrap().pitr_window, day);
+}

@@ -172,6 +172,9 @@ impl StoreInner {
                     }
                 };
                 let branch = new_branch(&catalog, new, time, lsn).map_err(corrupt)?;
+                // The name keeps its PITR window as it keeps its expiry (a review found a
+                // reset or restore silently giving it the store's default).
+                branch.meta.write().pitr_window = old.pitr_window();
                 let operation = match reason {
                     ReplaceReason::Reset => HistoryOperation::Reset,
                     ReplaceReason::Restore => HistoryOperation::Restore,

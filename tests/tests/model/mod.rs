@@ -991,6 +991,15 @@ impl Harness {
                 "cutoff of {}",
                 info.name
             );
+            // Settings too, not only what they lead to (a reset dropping a branch's PITR
+            // window in the store and the model alike was found by a review; a store that
+            // alone dropped it was caught only if a GC happened to move a cutoff).
+            prop_assert_eq!(
+                Ok((info.expires_at, info.protected, info.pitr_window)),
+                self.model.settings(&info.name),
+                "settings of {}",
+                info.name
+            );
             prop_assert_eq!(
                 !info.kept_for.is_empty(),
                 self.model.expired(&info.name),
