@@ -70,6 +70,20 @@ fn every_endpoint_over_http() {
     let read = server.get(&format!("{base}/main/pages/1/0"));
     assert_eq!((read.status, read.body.clone()), (200, page(1)));
     assert_eq!(read.lsn.as_deref(), Some(first_lsn.as_str()));
+    // Any content type, application/json included (found by a review: refused as "not a
+    // JSON object").
+    for content_type in ["application/json", "application/octet-stream", "text/plain"] {
+        server
+            .send_bytes(
+                "PUT",
+                &format!("{base}/main/pages/1/9"),
+                &page(7),
+                content_type,
+            )
+            .expect(200);
+        let read = server.get(&format!("{base}/main/pages/1/9"));
+        assert_eq!((read.status, read.body), (200, page(7)), "{content_type}");
+    }
     assert_eq!(read.commit_time.as_deref(), Some(first_time.as_str()));
 
     // A batch commit: an image, a patch of it, and a drop, as one commit.
@@ -227,7 +241,7 @@ fn every_endpoint_over_http() {
     // Metrics: the latency histogram of a route, and the store gauges.
     let metrics = String::from_utf8(server.get("/metrics").body).unwrap();
     assert!(metrics.contains(
-        r#"pagefork_http_request_duration_seconds_count{method="PUT",route="/v1/projects/{project}/branches/{branch}/pages/{rel}/{block}",status="200"} 2"#
+        r#"pagefork_http_request_duration_seconds_count{method="PUT",route="/v1/projects/{project}/branches/{branch}/pages/{rel}/{block}",status="200"} 5"#
     ), "{metrics}");
     assert!(
         metrics.contains(r#"pagefork_branches{project="shop"} 3"#),
@@ -264,6 +278,38 @@ fn bad_requests_get_a_4xx_naming_the_problem_and_change_nothing() {
         )
         .expect(201);
     let before = snapshot(&server, "p");
+    // A parser's message quotes at most 64 characters of a value (found by a review: an
+    // unknown field's name, a wrong value or a path segment echoed for 2,000 characters).
+    let long = "x".repeat(100_000);
+    for (method, path, body) in [
+        (
+            "POST",
+            base.to_owned(),
+            format!(r#"{{"branch_id": "q", "{long}": 1}}"#),
+        ),
+        (
+            "POST",
+            base.to_owned(),
+            format!(r#"{{"branch_id": "q", "spec": {{"is_protected": "{long}"}}}}"#),
+        ),
+        (
+            "GET",
+            format!("{base}/main/pages/{}/0", &long[..2000]),
+            String::new(),
+        ),
+    ] {
+        let answer = match method {
+            "GET" => server.get(&path),
+            _ => server.post(&path, &body),
+        };
+        let message = answer.expect_error(400, "invalid_request");
+        assert!(
+            message.len() < 400 && message.contains("100000 bytes in all")
+                || message.contains("2000 bytes in all"),
+            "{}",
+            &message[..message.len().min(300)]
+        );
+    }
     let head = put["lsn"].as_str().unwrap();
 
     // 400: the OpenAPI document does not allow the request; 422: it does, and the store

@@ -187,6 +187,48 @@ fn bounded(mut message: String) -> String {
     message
 }
 
+/// The characters of a value a parser's message keeps (as [`quoted`] keeps).
+const KEPT_CHARS: usize = 64;
+
+/// `text`, a parser's message (serde's, axum's), with each value it names cut as
+/// [`quoted`] cuts one, to its first 64 characters: they quote an unknown field's name, a
+/// wrong value or a path segment whole, and name a field's path unquoted (a review found
+/// 100,000-character values echoed up to the message's limit). A value is what is between
+/// backticks or double quotes, or else a run of characters without a space or a quote.
+fn values_cut(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_MESSAGE_BYTES));
+    let mut quote: Option<char> = None;
+    // The value so far: characters and bytes.
+    let (mut chars, mut bytes) = (0, 0);
+    let end_value = |out: &mut String, chars: &mut usize, bytes: &mut usize| {
+        if *chars > KEPT_CHARS {
+            out.push_str(&format!("... ({bytes} bytes in all)"));
+        }
+        (*chars, *bytes) = (0, 0);
+    };
+    for c in text.chars() {
+        let ends_value = match quote {
+            Some(open) => c == open,
+            None => c.is_whitespace() || c == '`' || c == '"',
+        };
+        if ends_value {
+            end_value(&mut out, &mut chars, &mut bytes);
+            out.push(c);
+            quote = match quote {
+                Some(_) => None,
+                None => (c == '`' || c == '"').then_some(c),
+            };
+            continue;
+        }
+        if chars < KEPT_CHARS {
+            out.push(c);
+        }
+        (chars, bytes) = (chars + 1, bytes + c.len_utf8());
+    }
+    end_value(&mut out, &mut chars, &mut bytes);
+    out
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> ApiError {
         match rejection.status() {
@@ -196,7 +238,10 @@ impl From<JsonRejection> for ApiError {
                 code: "unsupported_media_type",
                 message: "send a JSON body with content-type: application/json".to_owned(),
             },
-            _ => ApiError::bad_request(format!("malformed JSON body: {}", rejection.body_text())),
+            _ => ApiError::bad_request(format!(
+                "malformed JSON body: {}",
+                values_cut(&rejection.body_text())
+            )),
         }
     }
 }
@@ -223,13 +268,16 @@ pub(crate) fn body_too_large(detail: &str) -> ApiError {
 
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> ApiError {
-        ApiError::bad_request(format!("bad path: {}", rejection.body_text()))
+        ApiError::bad_request(format!("bad path: {}", values_cut(&rejection.body_text())))
     }
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> ApiError {
-        ApiError::bad_request(format!("bad query string: {}", rejection.body_text()))
+        ApiError::bad_request(format!(
+            "bad query string: {}",
+            values_cut(&rejection.body_text())
+        ))
     }
 }
 
@@ -263,6 +311,20 @@ mod tests {
         let text = quoted(&long);
         assert!(text.ends_with("... (20000 bytes in all)"), "{text}");
         assert!(text.len() < 200, "{text}");
+    }
+
+    #[test]
+    fn values_a_parser_names_are_cut() {
+        let long = "é".repeat(100);
+        let cut = values_cut(&format!(
+            "at {long} : unknown field `{long}`, \"{long} x\" ok"
+        ));
+        assert_eq!(cut.matches("... (200 bytes in all)").count(), 2, "{cut}");
+        assert!(cut.contains("... (202 bytes in all)\" ok"), "{cut}");
+        assert_eq!(
+            values_cut("short `values` \"stay\""),
+            "short `values` \"stay\""
+        );
     }
 
     #[test]
