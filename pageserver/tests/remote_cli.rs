@@ -684,3 +684,46 @@ fn regression_sync_uses_the_recorded_server_and_records_a_new_one() {
         String::from_utf8_lossy(&checked.stderr)
     );
 }
+
+/// Found by a review: an attach killed (or cut off from the server) before it could give
+/// its generation back leaves its marker, and the writer was fenced by it for good, with
+/// no way out said. The refusal now names the marker, and deleting it (once sure the
+/// attach is gone) lets the writer sync on. The killed attach's marker is played by a
+/// copy of the writer's own.
+#[test]
+fn regression_a_writer_fenced_by_a_dead_attach_is_told_the_way_out() {
+    let server = S3Server::start();
+    let url = format!("s3://{BUCKET}/cli/dead-attach");
+    let endpoint = server.endpoint();
+    let root = tempfile::tempdir().unwrap();
+    let store = root.path().join("store");
+    ok_json(pagefork(&store, &["--json", "init"]));
+    let sync = || {
+        with_credentials(
+            &store,
+            &[
+                "--json",
+                "sync",
+                "--remote",
+                &url,
+                "--s3-endpoint",
+                &endpoint,
+            ],
+        )
+    };
+    assert_eq!(ok_json(sync())["generation"], 1);
+    let marker = server.object_file("cli/dead-attach/generations/00000002");
+    std::fs::copy(
+        server.object_file("cli/dead-attach/generations/00000001"),
+        &marker,
+    )
+    .unwrap();
+    let fenced = sync();
+    let message = String::from_utf8_lossy(&fenced.stderr);
+    assert!(
+        !fenced.status.success() && message.contains("delete generations/00000002"),
+        "{message}"
+    );
+    std::fs::remove_file(&marker).unwrap();
+    assert_eq!(ok_json(sync())["generation"], 1);
+}

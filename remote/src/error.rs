@@ -55,7 +55,7 @@ pub enum RemoteError {
     },
     /// A newer process claimed the location: this one may no longer publish there.
     #[error(
-        "generation {mine} of {location} was superseded by generation {newer} (another process attached to it): this process publishes nothing more there"
+        "generation {mine} of {location} was superseded by generation {newer} (another process attached to it): this process publishes nothing more there (if that attach failed or was killed before it published an index, delete generations/{newer:08X} from the location once sure it is not running, and sync again)"
     )]
     Fenced {
         /// The location.
