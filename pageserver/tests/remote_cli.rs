@@ -727,3 +727,91 @@ fn regression_a_writer_fenced_by_a_dead_attach_is_told_the_way_out() {
     std::fs::remove_file(&marker).unwrap();
     assert_eq!(ok_json(sync())["generation"], 1);
 }
+
+/// Found by a review: each `pagefork sync` (a new process each time) uploaded the
+/// metadata file and the catalog again under new keys, published a new index and deleted
+/// the copies it replaced, with nothing changed; a backup check (`attach --no-claim`)
+/// running meanwhile found objects its index listed gone and called the backup damaged.
+/// A sync with nothing new now uploads, publishes and deletes nothing, and one after a
+/// commit uploads only the log it gained.
+#[test]
+fn regression_a_sync_with_nothing_new_uploads_nothing() {
+    let server = S3Server::start();
+    let url = format!("s3://{BUCKET}/cli/quiet");
+    let endpoint = server.endpoint();
+    let root = tempfile::tempdir().unwrap();
+    let store = root.path().join("store");
+    ok_json(pagefork(&store, &["--json", "init"]));
+    let put = |block: &str| {
+        let output = pagefork_with_stdin(&store, &["page", "put", "main", "7", block], &[7; 8192]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let sync = || {
+        ok_json(with_credentials(
+            &store,
+            &[
+                "--json",
+                "sync",
+                "--remote",
+                &url,
+                "--s3-endpoint",
+                &endpoint,
+            ],
+        ))
+    };
+    put("0");
+    assert!(sync()["uploaded_objects"].as_u64().unwrap() > 0);
+    let objects = || {
+        // Each object's key and a hash of its bytes (a failure prints a short list).
+        let mut files: Vec<(String, u64)> = server
+            .object_keys("cli/quiet")
+            .into_iter()
+            .map(|key| {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                std::fs::read(server.object_file(&key))
+                    .unwrap()
+                    .hash(&mut hasher);
+                (key, hasher.finish())
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = objects();
+    let again = sync();
+    assert_eq!(
+        (&again["uploaded_objects"], &again["deleted_objects"]),
+        (&serde_json::json!(0), &serde_json::json!(0)),
+        "{again}"
+    );
+    assert_eq!(
+        objects(),
+        before,
+        "a sync with nothing new changed the bucket"
+    );
+    put("1");
+    let after_commit = sync();
+    assert_eq!(after_commit["uploaded_objects"], 1, "{after_commit}");
+    assert_eq!(after_commit["deleted_objects"], 0, "{after_commit}");
+    // The copy attached from it holds the commit.
+    let copy = root.path().join("copy");
+    with_credentials(
+        &copy,
+        &[
+            "--json",
+            "attach",
+            "--remote",
+            &url,
+            "--s3-endpoint",
+            &endpoint,
+            "--no-claim",
+        ],
+    );
+    let page = pagefork(&copy, &["page", "get", "main", "7", "1"]);
+    assert_eq!(page.stdout, vec![7; 8192]);
+}

@@ -90,6 +90,10 @@ pub struct Uploader {
     /// The metadata file and the catalog this process uploaded last, with their objects.
     meta: Option<(Bytes, RemoteObject)>,
     catalog: Option<(Bytes, RemoteObject)>,
+    /// The metadata file and the catalog the newest index listed when this uploader
+    /// connected: reused, not uploaded again, if their bytes are what the store has.
+    listed_meta: Option<RemoteObject>,
+    listed_catalog: Option<RemoteObject>,
     /// The keys the last index published (or attached from) lists: what this process may
     /// delete once an index without them is published.
     listed: BTreeSet<String>,
@@ -98,6 +102,9 @@ pub struct Uploader {
     /// The store's layer source, told what each published index lists (so only uploaded
     /// layers are evicted) and when this process is fenced.
     layer_source: Option<Arc<RemoteLayers>>,
+    /// Whether `state` holds what `pagefork.remote` does not yet (a server named anew):
+    /// written at the next sync even if it publishes nothing.
+    state_unwritten: bool,
 }
 
 impl Uploader {
@@ -191,6 +198,9 @@ impl Uploader {
         // A server named anew (it moved) is recorded with the next index this sync
         // publishes, so reads of evicted layers go there too (a review found them sent to
         // the old address for good).
+        let state_unwritten = location
+            .endpoint()
+            .is_some_and(|endpoint| state.s3_endpoint.as_deref() != Some(endpoint));
         let state = match location.endpoint() {
             Some(endpoint) => LocalState {
                 s3_endpoint: Some(endpoint.to_owned()),
@@ -214,15 +224,26 @@ impl Uploader {
             last_published: None,
             meta: None,
             catalog: None,
+            listed_meta: None,
+            listed_catalog: None,
             listed: BTreeSet::new(),
             pending_deletions: BTreeSet::new(),
             layer_source,
             state,
+            state_unwritten,
         };
         if let Some(index) = newest_index {
             uploader.remember(&index);
             if let Some(source) = &uploader.layer_source {
                 source.listed_by(&index);
+            }
+            // This directory's own last index (the state above checked it is known):
+            // a sync that would publish the same stands by it, as one in the same
+            // process does (each CLI sync, a new process, published a new index and new
+            // copies of the metadata and catalog, and removed the old ones: a backup
+            // check attaching meanwhile found them gone, found by a review).
+            if index.generation == generation {
+                uploader.last_published = Some(index);
             }
         }
         Ok(uploader)
@@ -241,6 +262,8 @@ impl Uploader {
     /// Objects of `index` need no upload.
     fn remember(&mut self, index: &RemoteIndex) {
         self.listed = index.keys();
+        self.listed_meta = Some(index.meta.clone());
+        self.listed_catalog.clone_from(&index.catalog);
         for layer in &index.layers {
             self.layers.insert(
                 (layer.name.clone(), layer.object.crc32),
@@ -268,7 +291,7 @@ impl Uploader {
             std::fs::read(&files.meta).map_err(RemoteError::io("read", &files.meta))?;
         let meta = Self::put_unless_same(
             &self.bucket,
-            &mut self.meta,
+            (&mut self.meta, self.listed_meta.as_ref()),
             keys::meta,
             self.generation,
             Bytes::from(meta_bytes),
@@ -277,7 +300,7 @@ impl Uploader {
         let catalog = match &files.catalog {
             Some(bytes) => Some(Self::put_unless_same(
                 &self.bucket,
-                &mut self.catalog,
+                (&mut self.catalog, self.listed_catalog.as_ref()),
                 keys::catalog,
                 self.generation,
                 bytes.clone(),
@@ -355,9 +378,13 @@ impl Uploader {
             if let Some(last) = &self.last_published {
                 index.publish_id = last.publish_id;
             }
+            if self.state_unwritten {
+                self.state.write(&self.dir)?;
+            }
         } else {
             self.publish(&mut index, files.wal_end)?;
         }
+        self.state_unwritten = false;
         let (deleted, deletions_pending) = self.delete_unlisted(&index);
         self.last_published = Some(index.clone());
         Ok(SyncReport {
@@ -565,7 +592,7 @@ impl Uploader {
     /// this process uploaded the very same bytes last time (compared byte for byte).
     fn put_unless_same(
         bucket: &Bucket,
-        last: &mut Option<(Bytes, RemoteObject)>,
+        (last, listed): (&mut Option<(Bytes, RemoteObject)>, Option<&RemoteObject>),
         key_of: fn(u64, u32) -> String,
         generation: u32,
         bytes: Bytes,
@@ -574,6 +601,17 @@ impl Uploader {
         if let Some((same, object)) = last.as_ref()
             && *same == bytes
         {
+            return Ok(object.clone());
+        }
+        // Listed by the index this uploader found, with the same size and CRC32: the same
+        // bytes, if a download says so (a small object, read once per process).
+        if last.is_none()
+            && let Some(object) = listed
+            && object.size == bytes.len() as u64
+            && object.crc32 == crc32fast::hash(&bytes)
+            && bucket.get(&object.key)?.as_ref() == Some(&bytes)
+        {
+            *last = Some((bytes, object.clone()));
             return Ok(object.clone());
         }
         let object = loop {
