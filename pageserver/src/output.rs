@@ -57,6 +57,15 @@ pub(crate) fn one_line(error: &anyhow::Error) -> String {
     line
 }
 
+/// `count` and `noun`, plural unless one: `counted(1, "object")` is "1 object".
+pub(crate) fn counted(count: impl Into<u64>, noun: &str) -> String {
+    match count.into() {
+        1 => format!("1 {noun}"),
+        count if noun.ends_with("ch") || noun.ends_with('s') => format!("{count} {noun}es"),
+        count => format!("{count} {noun}s"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +89,13 @@ mod tests {
             .context("cannot write standard output");
         assert!(is_closed_pipe(&error));
         assert!(!is_closed_pipe(&anyhow::anyhow!("other")));
+    }
+
+    #[test]
+    fn counts_are_plural_unless_one() {
+        assert_eq!(counted(1u64, "branch"), "1 branch");
+        assert_eq!(counted(0u64, "object"), "0 objects");
+        assert_eq!(counted(2u64, "layer file"), "2 layer files");
+        assert_eq!(counted(4u64, "branch"), "4 branches");
     }
 }

@@ -12,7 +12,7 @@ use pagefork_engine::{Config, LayerCacheConfig, LayerCacheStats, Store};
 use pagefork_remote::{RemoteLayers, RemoteLocation, Uploader};
 use serde_json::{Value, json};
 
-use crate::output::out;
+use crate::output::{counted, out};
 
 /// Opens the store in `dir`. A store copied to remote storage (to `location`, or else to
 /// the one its `pagefork.remote` file records) opens with a layer cache reading evicted
@@ -146,15 +146,15 @@ pub(crate) fn sync(
         );
     } else {
         out!(
-            "synced to {} (generation {}): recovery point {}; uploaded {} objects, {} bytes, in {} ms; the index lists {} layer files and {} WAL segments",
+            "synced to {} (generation {}): recovery point {}; uploaded {}, {}, in {} ms; the index lists {} and {}",
             report.location,
             report.generation,
             report.recovery_point,
-            report.uploaded_objects,
-            report.uploaded_bytes,
+            counted(report.uploaded_objects, "object"),
+            counted(report.uploaded_bytes, "byte"),
             report.elapsed.as_millis(),
-            report.layers,
-            report.wal_segments
+            counted(report.layers as u64, "layer file"),
+            counted(report.wal_segments as u64, "WAL segment")
         );
         if let Some(cache) = cache {
             out!("{}", describe_layer_cache(&cache));
@@ -213,7 +213,7 @@ pub(crate) fn attach(
         );
     } else {
         out!(
-            "attached {} in {} ({}, from generation {}'s index): {} branches, every commit up to {}; downloaded {} objects, {} bytes, in {} ms",
+            "attached {} in {} ({}, from generation {}'s index): {}, every commit up to {}; downloaded {}, {}, in {} ms",
             report.location,
             dir.display(),
             report.generation.map_or_else(
@@ -221,10 +221,10 @@ pub(crate) fn attach(
                 |generation| format!("generation {generation}")
             ),
             report.from_generation,
-            branches,
+            counted(branches as u64, "branch"),
             report.recovery_point,
-            report.downloaded_objects,
-            report.downloaded_bytes,
+            counted(report.downloaded_objects, "object"),
+            counted(report.downloaded_bytes, "byte"),
             report.elapsed.as_millis()
         );
     }
@@ -260,17 +260,18 @@ pub(crate) fn scrub(
         out!("{key}");
     }
     out!(
-        "{} objects no index lists{}; {} listed by generation {}'s index; {} unlisted kept (younger than {} or of a newer generation)",
-        report.unlisted.len(),
+        "{} no index lists{}; {} listed by {}; {} unlisted kept (younger than {} or of a newer generation)",
+        counted(report.unlisted.len() as u64, "object"),
         if report.removed {
             ", removed"
         } else {
             " (dry run: nothing removed)"
         },
         report.listed,
-        report
-            .index_generation
-            .map_or_else(|| "no".to_owned(), |g| g.to_string()),
+        report.index_generation.map_or_else(
+            || "no index (there is none)".to_owned(),
+            |generation| format!("generation {generation}'s index")
+        ),
         report.kept,
         humantime::format_duration(min_age)
     );

@@ -235,9 +235,13 @@ fn a_served_mount_is_branched_while_sqlite_writes_and_guards_its_branch() {
     server
         .post(B, r#"{"branch_id": "trial", "spec": {"no_expiry": true}}"#)
         .expect(201);
-    server
+    let message = server
         .post(&format!("{B}/trial/mount"), r#"{"path": "third"}"#)
         .expect_error(422, "invalid_mount_point");
+    // The mount point named once (found by a review: "mount point P: mount point P is not
+    // empty").
+    assert_eq!(message.matches("third").count(), 1, "{message}");
+    assert!(message.contains("is not empty"), "{message}");
     server
         .delete(&format!("{B}/trial/mount"))
         .expect_error(404, "not_mounted");

@@ -139,16 +139,25 @@ impl Mounts {
             });
         }
         super::check_fuse_available()?;
-        super::check_mount_point(&spec.dir).map_err(|error| MountError::BadMountPoint {
-            path: spec.dir.clone(),
-            reason: format!("{error:#}"),
-        })?;
+        // First: a mount point another branch took is not empty either, and "taken" says
+        // why (found by a review).
         if mounts.values().any(|mounted| mounted.dir == spec.dir) {
             return Err(MountError::BadMountPoint {
                 path: spec.dir,
                 reason: "another branch is mounted there".to_owned(),
             });
         }
+        super::check_mount_point(&spec.dir).map_err(|error| {
+            // The error names the mount point already, as this one does.
+            let message = format!("{error:#}");
+            let named = format!("mount point {} ", spec.dir.display());
+            MountError::BadMountPoint {
+                path: spec.dir.clone(),
+                reason: message
+                    .strip_prefix(&named)
+                    .map_or_else(|| message.clone(), str::to_owned),
+            }
+        })?;
         let mounted = mount(store, &spec)?;
         let info = info_of(&mounted);
         mounts.insert(key, mounted);
