@@ -282,6 +282,17 @@ fn residency(dir: &Path) -> (usize, usize) {
     (resident, layers.len() - resident)
 }
 
+/// `inspect store` on `dir`, which reads (and checks) every layer file in full, evicted
+/// ones downloaded from the location `pagefork.remote` records, must succeed.
+fn inspect_every_layer(dir: &Path) {
+    let checked = with_credentials(dir, &["inspect", "store"]);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
+
 #[test]
 fn a_cache_budget_evicts_and_a_lazy_attach_downloads_on_demand() {
     let server = S3Server::start();
@@ -346,12 +357,7 @@ fn a_cache_budget_evicts_and_a_lazy_attach_downloads_on_demand() {
     );
     // Any command reads evicted layers back from the location pagefork.remote records:
     // inspect store reads (and checks) every layer file in full.
-    let checked = with_credentials(&first, &["inspect", "store"]);
-    assert!(
-        checked.status.success(),
-        "{}",
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    inspect_every_layer(&first);
     assert_eq!(residency(&first), (layers, 0));
 
     // A lazy attach downloads the catalog and the WAL, no layer file.
@@ -376,12 +382,7 @@ fn a_cache_budget_evicts_and_a_lazy_attach_downloads_on_demand() {
     assert_eq!(residency(&second), (0, layers));
     let listed = |dir: &Path| ok_json(with_credentials(dir, &["--json", "branch", "list"]));
     assert_eq!(listed(&second), listed(&first));
-    let checked = with_credentials(&second, &["inspect", "store"]);
-    assert!(
-        checked.status.success(),
-        "{}",
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    inspect_every_layer(&second);
     assert_eq!(residency(&second), (layers, 0));
 }
 
@@ -429,12 +430,7 @@ fn regression_a_layer_missing_from_the_bucket_is_not_evicted() {
         (1, layers - 1),
         "the missing layer was evicted"
     );
-    let checked = with_credentials(&dir, &["inspect", "store"]);
-    assert!(
-        checked.status.success(),
-        "{}",
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    inspect_every_layer(&dir);
 }
 
 /// Found by a review: `remote scrub` of a prefix removed every object of a store synced
@@ -677,12 +673,7 @@ fn regression_sync_uses_the_recorded_server_and_records_a_new_one() {
     sync(Some(&new));
     assert_eq!(residency(&store).0, 0, "every layer is evicted");
     // Every layer read back, from the server's new address.
-    let checked = with_credentials(&store, &["inspect", "store"]);
-    assert!(
-        checked.status.success(),
-        "{}",
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    inspect_every_layer(&store);
 }
 
 /// Found by a review: an attach killed (or cut off from the server) before it could give

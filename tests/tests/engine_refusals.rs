@@ -275,16 +275,24 @@ fn branch_point_past_the_parents_head_names_both_lsns() {
 /// where it can be branched from (a review found the root's creation named).
 #[test]
 fn branch_point_below_the_parents_start_names_both_lsns() {
+    refused_below_childs_start(|store, below| {
+        store
+            .create_branch("new", "child", At::Lsn(below), BranchOptions::default())
+            .map(drop)
+    });
+}
+
+/// `use_child` of `child` at an LSN below its start (`first`, its branch point), and at
+/// 0/1, below its root's: refused naming both LSNs and `child`'s start.
+fn refused_below_childs_start(
+    use_child: impl Fn(&Store, Lsn) -> Result<(), EngineError> + Copy + 'static,
+) {
     for below in [Lsn(fixture().first.0 - 8), Lsn(1)] {
         let fixture = fixture();
         let first = fixture.first;
         assert_refused(
             fixture,
-            move |store| {
-                store
-                    .create_branch("new", "child", At::Lsn(below), BranchOptions::default())
-                    .map(drop)
-            },
+            move |store| use_child(store, below),
             move |e| {
                 matches!(e, EngineError::LsnBelowBranchStart { lsn, start, branch } if *lsn == below && *start == first && branch == "child")
                     && e.to_string().contains(&below.to_string())
@@ -306,19 +314,11 @@ fn lease_below_the_branchs_start_or_at_lsn_zero() {
     }
     // `child` branches from main at `first`: a lease below that is main's business, and
     // the refusal names `first`, also below the root's start.
-    for below in [Lsn(fixture().first.0 - 8), Lsn(1)] {
-        let fixture = fixture();
-        let first = fixture.first;
-        assert_refused(
-            fixture,
-            move |store| {
-                store
-                    .lease("child", below, Duration::from_secs(60))
-                    .map(drop)
-            },
-            move |e| matches!(e, EngineError::LsnBelowBranchStart { lsn, start, branch } if *lsn == below && *start == first && branch == "child"),
-        );
-    }
+    refused_below_childs_start(|store, below| {
+        store
+            .lease("child", below, Duration::from_secs(60))
+            .map(drop)
+    });
 }
 
 /// Issue 19: a read at LSN 0/0 answered "no such page" instead of a refusal. A read may
