@@ -62,29 +62,50 @@ impl S3Server {
     /// differ only if the old one was taken meanwhile.
     pub fn restart(&mut self) {
         self.stop();
-        let port = if self.port != 0 && port_is_free(self.port) {
+        let mut port = if self.port != 0 && port_is_free(self.port) {
             self.port
         } else {
             free_port()
         };
-        let child = Command::new(s3s_fs_binary())
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-            .arg(self.root.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("s3s-fs starts");
-        self.child = Some(child);
-        self.port = port;
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        loop {
+            let mut child = Command::new(s3s_fs_binary())
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+                .arg(self.root.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("s3s-fs starts");
+            // Listening, and ours: a server that could not bind the port (taken meanwhile
+            // by another process) exits, and whatever answers there is not it.
+            let listening = loop {
+                if child.try_wait().expect("s3s-fs's status").is_some() {
+                    break false;
+                }
+                if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                    std::thread::sleep(Duration::from_millis(50));
+                    break child.try_wait().expect("s3s-fs's status").is_none();
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "s3s-fs did not listen on port {port} within 20 s"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if listening {
+                self.child = Some(child);
+                self.port = port;
+                return;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
             assert!(
                 Instant::now() < deadline,
-                "s3s-fs did not listen on port {port} within 20 s"
+                "s3s-fs could not listen within 20 s"
             );
-            std::thread::sleep(Duration::from_millis(20));
+            port = free_port();
         }
     }
 
@@ -142,11 +163,25 @@ impl Drop for S3Server {
     }
 }
 
+/// A port free now, never handed out before in this process: tests run in parallel, and
+/// two given the same port had one test's requests reach the other's server until that
+/// one stopped (a CI run failed so, 17 s of "error sending request").
 fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .expect("a free port");
+        if HANDED_OUT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(port)
+        {
+            return port;
+        }
+    }
 }
 
 fn port_is_free(port: u16) -> bool {
