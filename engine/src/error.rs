@@ -461,7 +461,7 @@ impl EngineError {
 }
 
 /// The longest value an error quotes whole.
-const QUOTED_PREFIX_CHARS: usize = 64;
+pub const QUOTED_PREFIX_CHARS: usize = 64;
 
 /// `value` (a name or other text a user gave) quoted for an error message: whole if
 /// short, else a prefix and its length, so no error echoes a huge input back.

@@ -53,7 +53,7 @@ pub use branch::{
     At, BRANCH_NAME_RULE, Backup, BranchId, BranchInfo, BranchOptions, Commit, Expiry, Lease,
     LsnForTime, ParentRef, TimeKind, validate_branch_name,
 };
-pub use error::{EngineError, Result, quoted};
+pub use error::{EngineError, QUOTED_PREFIX_CHARS, Result, quoted};
 pub use fs::{
     Access, FileSystem, FsFile, FsLock, MappedFile, StdFileSystem, create_dir_all_durably,
     publish_file,

@@ -18,6 +18,14 @@ fn with_credentials(dir: &Path, args: &[&str]) -> Output {
     pagefork_s3(dir, args).output().expect("run pagefork")
 }
 
+/// `pagefork --json sync --remote URL --s3-endpoint ENDPOINT` of the store in `dir`.
+fn sync_json(dir: &Path, url: &str, endpoint: &str) -> Output {
+    with_credentials(
+        dir,
+        &["--json", "sync", "--remote", url, "--s3-endpoint", endpoint],
+    )
+}
+
 /// Branches, the WAL's records, and the pages written, as the CLI shows them.
 fn state(dir: &Path) -> (Value, Value, Vec<Vec<u8>>) {
     let pages = (0..4)
@@ -64,17 +72,7 @@ fn sync_then_attach_in_another_data_directory() {
         );
     }
 
-    let synced = ok_json(with_credentials(
-        &first,
-        &[
-            "--json",
-            "sync",
-            "--remote",
-            &url,
-            "--s3-endpoint",
-            &endpoint,
-        ],
-    ));
+    let synced = ok_json(sync_json(&first, &url, &endpoint));
     assert_eq!(synced["generation"], 1);
     assert!(
         synced["uploaded_bytes"].as_u64().unwrap() > 60_000_000,
@@ -114,17 +112,7 @@ fn sync_then_attach_in_another_data_directory() {
     assert_eq!(inspected["generation"], serde_json::Value::Null);
     assert_eq!(inspected["recovery_point"], synced["recovery_point"]);
     // A second sync from the attached copy uploads only what is new: the index.
-    let again = ok_json(with_credentials(
-        &second,
-        &[
-            "--json",
-            "sync",
-            "--remote",
-            &url,
-            "--s3-endpoint",
-            &endpoint,
-        ],
-    ));
+    let again = ok_json(sync_json(&second, &url, &endpoint));
     assert_eq!(again["generation"], 2);
     // The first data directory's generation is superseded: it is fenced, says so, and
     // uploads nothing (a review found each refused sync leaving a catalog and metadata).
@@ -689,19 +677,7 @@ fn regression_a_writer_fenced_by_a_dead_attach_is_told_the_way_out() {
     let root = tempfile::tempdir().unwrap();
     let store = root.path().join("store");
     ok_json(pagefork(&store, &["--json", "init"]));
-    let sync = || {
-        with_credentials(
-            &store,
-            &[
-                "--json",
-                "sync",
-                "--remote",
-                &url,
-                "--s3-endpoint",
-                &endpoint,
-            ],
-        )
-    };
+    let sync = || sync_json(&store, &url, &endpoint);
     assert_eq!(ok_json(sync())["generation"], 1);
     let marker = server.object_file("cli/dead-attach/generations/00000002");
     std::fs::copy(
@@ -741,19 +717,7 @@ fn regression_a_sync_with_nothing_new_uploads_nothing() {
             String::from_utf8_lossy(&output.stderr)
         );
     };
-    let sync = || {
-        ok_json(with_credentials(
-            &store,
-            &[
-                "--json",
-                "sync",
-                "--remote",
-                &url,
-                "--s3-endpoint",
-                &endpoint,
-            ],
-        ))
-    };
+    let sync = || ok_json(sync_json(&store, &url, &endpoint));
     put("0");
     assert!(sync()["uploaded_objects"].as_u64().unwrap() > 0);
     let objects = || {
@@ -791,7 +755,7 @@ fn regression_a_sync_with_nothing_new_uploads_nothing() {
     assert_eq!(after_commit["deleted_objects"], 0, "{after_commit}");
     // The copy attached from it holds the commit.
     let copy = root.path().join("copy");
-    with_credentials(
+    ok_json(with_credentials(
         &copy,
         &[
             "--json",
@@ -802,7 +766,7 @@ fn regression_a_sync_with_nothing_new_uploads_nothing() {
             &endpoint,
             "--no-claim",
         ],
-    );
+    ));
     let page = pagefork(&copy, &["page", "get", "main", "7", "1"]);
     assert_eq!(page.stdout, vec![7; 8192]);
 }

@@ -38,8 +38,9 @@ pub(crate) enum MountError {
     NotMounted { branch: String },
     #[error("files are open under {}: close them and unmount again", path.display())]
     Busy { path: PathBuf },
-    #[error("mount point {}: {reason}", path.display())]
-    BadMountPoint { path: PathBuf, reason: String },
+    /// A mount point refused: the message names it (see `bad_mount_point`).
+    #[error("{message}")]
+    BadMountPoint { message: String },
     #[error(transparent)]
     Failed(#[from] anyhow::Error),
 }
@@ -74,10 +75,7 @@ impl Mounts {
     /// `path` (absolute, or relative to the root) as a mount point strictly inside the
     /// root, without `..`.
     fn mount_point(&self, path: &str) -> Result<PathBuf, MountError> {
-        let bad = |reason: &str| MountError::BadMountPoint {
-            path: PathBuf::from(path),
-            reason: reason.to_owned(),
-        };
+        let bad = |reason: &str| bad_mount_point(Path::new(path), reason);
         let given = Path::new(path);
         if path.is_empty() || given.components().any(|part| part == Component::ParentDir) {
             return Err(bad(
@@ -89,8 +87,7 @@ impl Mounts {
             .canonicalize()
             .map_err(|error| match dead_mount(&error) {
                 true => MountError::BadMountPoint {
-                    path: PathBuf::from(path),
-                    reason: dead_mount_message(&joined),
+                    message: dead_mount_message(&joined),
                 },
                 false => bad(&format!("does not exist ({error})")),
             })?;
@@ -142,21 +139,15 @@ impl Mounts {
         // First: a mount point another branch took is not empty either, and "taken" says
         // why (found by a review).
         if mounts.values().any(|mounted| mounted.dir == spec.dir) {
-            return Err(MountError::BadMountPoint {
-                path: spec.dir,
-                reason: "another branch is mounted there".to_owned(),
-            });
+            return Err(bad_mount_point(
+                &spec.dir,
+                "another branch is mounted there",
+            ));
         }
-        super::check_mount_point(&spec.dir).map_err(|error| {
-            // The error names the mount point already, as this one does.
-            let message = format!("{error:#}");
-            let named = format!("mount point {} ", spec.dir.display());
-            MountError::BadMountPoint {
-                path: spec.dir.clone(),
-                reason: message
-                    .strip_prefix(&named)
-                    .map_or_else(|| message.clone(), str::to_owned),
-            }
+        // Its messages name the mount point (a review found it named twice when this
+        // wrapped them).
+        super::check_mount_point(&spec.dir).map_err(|error| MountError::BadMountPoint {
+            message: format!("{error:#}"),
         })?;
         let mounted = mount(store, &spec)?;
         let info = info_of(&mounted);
@@ -286,5 +277,12 @@ fn info_of(mounted: &Mounted) -> MountInfo {
         read_only,
         lsn,
         snap,
+    }
+}
+
+/// The refusal of mount point `path` for `reason`, naming it.
+fn bad_mount_point(path: &Path, reason: &str) -> MountError {
+    MountError::BadMountPoint {
+        message: format!("mount point {}: {reason}", path.display()),
     }
 }

@@ -9,6 +9,7 @@ use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, Que
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use pagefork_engine::EngineError;
+use pagefork_engine::QUOTED_PREFIX_CHARS;
 use pagefork_engine::model::Refusal;
 pub(crate) use pagefork_engine::quoted;
 
@@ -187,9 +188,6 @@ fn bounded(mut message: String) -> String {
     message
 }
 
-/// The characters of a value a parser's message keeps (as [`quoted`] keeps).
-const KEPT_CHARS: usize = 64;
-
 /// `text`, a parser's message (serde's, axum's), with each value it names cut as
 /// [`quoted`] cuts one, to its first 64 characters: they quote an unknown field's name, a
 /// wrong value or a path segment whole, and name a field's path unquoted (a review found
@@ -201,7 +199,7 @@ fn values_cut(text: &str) -> String {
     // The value so far: characters and bytes.
     let (mut chars, mut bytes) = (0, 0);
     let end_value = |out: &mut String, chars: &mut usize, bytes: &mut usize| {
-        if *chars > KEPT_CHARS {
+        if *chars > QUOTED_PREFIX_CHARS {
             out.push_str(&format!("... ({bytes} bytes in all)"));
         }
         (*chars, *bytes) = (0, 0);
@@ -220,7 +218,7 @@ fn values_cut(text: &str) -> String {
             };
             continue;
         }
-        if chars < KEPT_CHARS {
+        if chars < QUOTED_PREFIX_CHARS {
             out.push(c);
         }
         (chars, bytes) = (chars + 1, bytes + c.len_utf8());
