@@ -24,6 +24,10 @@ struct DirSource {
     corrupt: AtomicBool,
     /// Layer files read back.
     reads: AtomicU64,
+    /// Held by a test to stall every read back until it lets go (a stopped S3 server).
+    stall: std::sync::Mutex<()>,
+    /// Reads back waiting on `stall`.
+    stalled: AtomicU64,
 }
 
 impl DirSource {
@@ -33,6 +37,8 @@ impl DirSource {
             dir: dir.to_owned(),
             corrupt: AtomicBool::new(false),
             reads: AtomicU64::new(0),
+            stall: std::sync::Mutex::new(()),
+            stalled: AtomicU64::new(0),
         })
     }
 
@@ -64,6 +70,9 @@ impl LayerSource for DirSource {
 
     fn read_all(&self, name: &str, checksum: u32) -> Result<Bytes, String> {
         self.reads.fetch_add(1, Ordering::SeqCst);
+        self.stalled.fetch_add(1, Ordering::SeqCst);
+        drop(self.stall.lock());
+        self.stalled.fetch_sub(1, Ordering::SeqCst);
         let mut bytes = self.read(name, checksum)?;
         if self.corrupt.load(Ordering::SeqCst) {
             bytes[100] ^= 0x40;
@@ -361,4 +370,108 @@ fn reads_bringing_layers_back_beside_checkpoints_never_lose_their_files() {
     let stats = store.layer_cache_stats().unwrap();
     assert!(stats.downloads > 100, "{stats:?}");
     assert!(temporary_files(&data).is_empty());
+}
+
+/// A read waiting for an evicted layer's download (its source stalled, as a stopped S3
+/// server does for minutes) holds up nothing else on the branch: commits, and reads of
+/// pages that need no download, go on. A review found a commit waiting about 121 s behind
+/// such a read: the read held the branch's lock through the download, and the commit's
+/// wait for that lock then held up every later read of the branch too.
+#[test]
+fn a_stalled_download_holds_up_no_commit_or_other_read_of_the_branch() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = DirSource::new(&dir.path().join("source"));
+    let store = Arc::new(Store::create(dir.path().join("store"), config(&source, None)).unwrap());
+    let expected = write_rounds(&store, 3);
+    source.upload(&store);
+    store.evict_layers_to(0).unwrap();
+    let (_, lsn, block, page) = expected
+        .iter()
+        .find(|(branch, _, _, page)| branch == "main" && page.is_some())
+        .cloned()
+        .unwrap();
+
+    let stall = source.stall.lock().unwrap();
+    let reader = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || store.get_page("main", Key::new(1, block), At::Lsn(lsn)))
+    };
+    let waited = std::time::Instant::now();
+    while source.stalled.load(Ordering::SeqCst) == 0 {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(60),
+            "the read never asked the source"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let (done, finished) = std::sync::mpsc::channel();
+    {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || {
+            let fresh = Key::new(7, 0);
+            let committed = store.commit("main", vec![(fresh, Update::Image(page_of(7)))]);
+            let read = store.get_page("main", fresh, At::Latest);
+            let _ = done.send((committed.map(|_| ()), read));
+        });
+    }
+    // Generous: the commit needs no download at all, and only a lock held through the
+    // stalled one makes it wait.
+    let answer = finished.recv_timeout(std::time::Duration::from_secs(30));
+    drop(stall);
+    let (committed, read) = answer.expect("the commit waited for the stalled download");
+    committed.unwrap();
+    assert_eq!(read.unwrap().as_deref(), Some(&page_of(7)[..]));
+    assert_eq!(
+        reader.join().unwrap().unwrap().as_deref(),
+        page.as_deref(),
+        "the stalled read, once the source answered"
+    );
+}
+
+/// A branch deleted while a read of it waits for a download, its layers then gone from
+/// the source as a sync deletes them: the read answers that the branch is unknown, not
+/// that a layer could not be fetched.
+#[test]
+fn a_read_whose_branch_was_deleted_during_its_download_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = DirSource::new(&dir.path().join("source"));
+    let store = Arc::new(Store::create(dir.path().join("store"), config(&source, None)).unwrap());
+    write_rounds(&store, 3);
+    source.upload(&store);
+    store.evict_layers_to(0).unwrap();
+
+    let stall = source.stall.lock().unwrap();
+    let reader = {
+        let store = Arc::clone(&store);
+        // Block 0 was last written on `feature` itself, in its own newest layer.
+        std::thread::spawn(move || store.get_page("feature", Key::new(1, 0), At::Latest))
+    };
+    let waited = std::time::Instant::now();
+    while source.stalled.load(Ordering::SeqCst) == 0 {
+        assert!(waited.elapsed() < std::time::Duration::from_secs(60));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let (done, finished) = std::sync::mpsc::channel();
+    {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || {
+            let _ = done.send(store.delete_branch("feature"));
+        });
+    }
+    let deleted = finished.recv_timeout(std::time::Duration::from_secs(30));
+    for entry in std::fs::read_dir(dir.path().join("source")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    drop(stall);
+    deleted
+        .expect("the delete waited for the stalled download")
+        .unwrap();
+    match reader.join().unwrap() {
+        Err(EngineError::UnknownBranch { name }) => assert_eq!(name, "feature"),
+        other => panic!("a read of a branch deleted under it answered {other:?}"),
+    }
+}
+
+fn page_of(fill: u8) -> Bytes {
+    Bytes::from(vec![fill; PAGE])
 }

@@ -95,6 +95,13 @@ impl std::fmt::Debug for LayerFile {
     }
 }
 
+/// Whether a read may read an evicted layer back.
+#[derive(Clone, Copy)]
+enum Fetch {
+    ReadBack,
+    ResidentOnly,
+}
+
 /// A mapped layer file: `bytes` is a view of `mapping`.
 #[derive(Debug)]
 struct Mapped {
@@ -309,15 +316,22 @@ impl LayerFile {
 
     /// The file's bytes, read back from the layer cache's source first if evicted.
     fn bytes(&self) -> Result<Bytes> {
-        if let Some(mapped) = &*self.data.read() {
-            if let Some(cached) = &self.cached {
-                cached
-                    .last_used
-                    .store(cache::now_micros(), Ordering::Relaxed);
-            }
-            return Ok(mapped.bytes.clone());
+        match self.resident_bytes() {
+            Some(bytes) => Ok(bytes),
+            None => self.read_back(),
         }
-        self.read_back()
+    }
+
+    /// The file's bytes if it is resident (not evicted).
+    fn resident_bytes(&self) -> Option<Bytes> {
+        let data = self.data.read();
+        let mapped = data.as_ref()?;
+        if let Some(cached) = &self.cached {
+            cached
+                .last_used
+                .store(cache::now_micros(), Ordering::Relaxed);
+        }
+        Some(mapped.bytes.clone())
     }
 
     /// Downloads an evicted layer, checks it against the catalog's size and CRC32 and the
@@ -468,34 +482,70 @@ impl LayerFile {
         depth: Depth,
         out: &mut Vec<Update>,
     ) -> Result<bool> {
+        self.collect_versions_from(key, lsn, depth, out, Fetch::ReadBack)
+            .map(|collected| collected.unwrap_or(false))
+    }
+
+    /// [`LayerFile::collect_versions`] without reading an evicted layer back: `None` (and
+    /// nothing appended) when the versions are needed and the layer is evicted. A reader
+    /// holding a lock others wait for asks this first (a download may take minutes).
+    pub(crate) fn collect_resident_versions(
+        &self,
+        key: Key,
+        lsn: Lsn,
+        depth: Depth,
+        out: &mut Vec<Update>,
+    ) -> Result<Option<bool>> {
+        self.collect_versions_from(key, lsn, depth, out, Fetch::ResidentOnly)
+    }
+
+    fn collect_versions_from(
+        &self,
+        key: Key,
+        lsn: Lsn,
+        depth: Depth,
+        out: &mut Vec<Update>,
+        fetch: Fetch,
+    ) -> Result<Option<bool>> {
         if !self.range.covers_key(key) || lsn < self.range.lsn_start {
-            return Ok(false);
+            return Ok(Some(false));
         }
         let first = self.index.partition_point(|entry| entry.key < key);
         let end = self
             .index
             .partition_point(|entry| (entry.key, entry.lsn) <= (key, lsn));
         let entries = self.index.get(first..end).unwrap_or_default();
+        let bytes = || match fetch {
+            Fetch::ReadBack => self.bytes().map(Some),
+            Fetch::ResidentOnly => Ok(self.resident_bytes()),
+        };
         if self.range.kind == LayerKind::Image {
             match entries.first() {
-                Some(entry) => out.push(self.decode(&self.bytes()?, entry)?),
+                Some(entry) => {
+                    let Some(bytes) = bytes()? else {
+                        return Ok(None);
+                    };
+                    out.push(self.decode(&bytes, entry)?);
+                }
                 None => out.push(Update::Drop),
             }
-            return Ok(true);
+            return Ok(Some(true));
         }
         if entries.is_empty() {
-            return Ok(false);
+            return Ok(Some(false));
         }
-        let bytes = self.bytes()?;
+        let Some(bytes) = bytes()? else {
+            return Ok(None);
+        };
         for entry in entries.iter().rev() {
             let update = self.decode(&bytes, entry)?;
             let enough = depth.stops_at(&update);
             out.push(update);
             if enough {
-                return Ok(true);
+                return Ok(Some(true));
             }
         }
-        Ok(false)
+        Ok(Some(false))
     }
 
     /// Whether the layer's ranges meet keys `first..=last` at or below `lsn`.

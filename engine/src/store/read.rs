@@ -268,10 +268,49 @@ fn collect_from_branch(
         let complete = db.collect_versions(branch.id, key, lsn.min(state.flushed), depth, out)?;
         return Ok(if complete { Walk::Done } else { Walk::Continue });
     }
-    for layer in state.layers.search(key, lsn) {
+    let mut layers = state.layers.search(key, lsn);
+    let evicted: Vec<Arc<LayerFile>> = loop {
+        let Some(layer) = layers.next() else {
+            return Ok(Walk::Continue);
+        };
         *layers_visited += 1;
-        if layer.file.collect_versions(key, lsn, depth, out)? {
-            return Ok(Walk::Done);
+        match layer.file.collect_resident_versions(key, lsn, depth, out)? {
+            Some(true) => return Ok(Walk::Done),
+            Some(false) => {}
+            None => {
+                break std::iter::once(layer)
+                    .chain(layers)
+                    .map(|layer| Arc::clone(&layer.file))
+                    .collect();
+            }
+        }
+    };
+    // From the first evicted layer on, the walk lets go of the branch: a download may take
+    // minutes (a stalled S3 server), and a commit waiting for the lock meanwhile would
+    // hold up every other read of the branch too (a review found one waiting 121 s). The
+    // layers are immutable and were the branch's when the lock was held, so they answer
+    // as they would have; one that a compaction, GC or deletion removed since may be gone
+    // from the source too, and its failure then means walking again.
+    drop(state);
+    for (nth, layer) in evicted.iter().enumerate() {
+        if nth > 0 {
+            *layers_visited += 1;
+        }
+        match layer.collect_versions(key, lsn, depth, out) {
+            Ok(true) => return Ok(Walk::Done),
+            Ok(false) => {}
+            Err(error) => {
+                let state = branch.state.read();
+                let listed = state
+                    .layers
+                    .iter()
+                    .any(|current| Arc::ptr_eq(&current.file, layer));
+                return match (state.deleted, listed) {
+                    (true, _) => Ok(Walk::Deleted),
+                    (false, false) => Ok(Walk::Again),
+                    (false, true) => Err(error),
+                };
+            }
         }
     }
     Ok(Walk::Continue)
@@ -285,6 +324,9 @@ enum Walk {
     Continue,
     /// The branch was deleted while the read walked (its versions are freed).
     Deleted,
+    /// A layer the walk read had been replaced meanwhile, and could not be read: walk
+    /// again over the branch's layers as they are now.
+    Again,
 }
 
 impl StoreInner {
@@ -479,7 +521,7 @@ impl StoreInner {
                             name: branch.name(),
                         });
                     }
-                    Walk::Deleted => continue 'walk,
+                    Walk::Deleted | Walk::Again => continue 'walk,
                 }
             }
             break;
