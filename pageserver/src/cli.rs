@@ -217,7 +217,8 @@ pub(crate) enum Command {
         body_timeout: Duration,
         /// On SIGTERM or SIGINT, how long requests in flight get to finish before their
         /// connections are dropped and the stores checkpointed and closed; then how long
-        /// programs get to close the files they hold under a mount before it is cut off.
+        /// programs get to close the files they hold under a mount before it is cut off,
+        /// and with --remote how long the last sync is waited for.
         #[arg(long, value_parser = parse_duration, default_value = "10s")]
         shutdown_grace: Duration,
         /// Branches are mounted (POST .../mount) only at directories inside this one

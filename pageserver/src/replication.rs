@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pagefork_engine::Store;
 use pagefork_remote::{RemoteLayers, RemoteLocation, Replicator};
@@ -82,22 +82,35 @@ impl Replication {
     }
 
     /// Syncs every project a last time, so the bucket holds every commit acknowledged
-    /// before the server began shutting down, then stops every replicator. A failed last
-    /// sync is logged (the next start syncs it first); each is bounded by the client's
-    /// retries.
-    pub(crate) fn sync_and_stop_all(&self) {
+    /// before the server began shutting down, then stops every replicator. The projects
+    /// sync at once, and the server waits for them at most `grace` (`--shutdown-grace`):
+    /// with a stalled server a sync may be retried for minutes (a review's SIGTERM took
+    /// 227 s). A failed or unfinished last sync is logged; the store is durable locally
+    /// and the next start syncs first.
+    pub(crate) fn sync_and_stop_all(&self, grace: Duration) {
+        let deadline = Instant::now() + grace;
         let stopped = std::mem::take(&mut *self.replicators.lock());
-        for (project, replicator) in &stopped {
-            match replicator.sync_now() {
-                Ok(report) => tracing::info!(
+        let last: Vec<_> = stopped
+            .iter()
+            .map(|(project, replicator)| (project, replicator.sync_and_stop()))
+            .collect();
+        for (project, last) in last {
+            match last.wait_until(deadline) {
+                Some(Ok(report)) => tracing::info!(
                     %project,
                     recovery_point = %report.recovery_point,
                     "synced to remote storage on shutdown"
                 ),
-                Err(error) => tracing::warn!(
+                Some(Err(error)) => tracing::warn!(
                     %project,
                     %error,
                     "the last sync before shutdown failed; the next start syncs first"
+                ),
+                None => tracing::warn!(
+                    %project,
+                    ?grace,
+                    "the last sync before shutdown did not finish within the shutdown \
+                     grace; the store is durable here, and the next start syncs first"
                 ),
             }
         }

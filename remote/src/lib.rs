@@ -37,7 +37,7 @@ pub use error::{RemoteError, Result};
 pub use index::{INDEX_FORMAT_VERSION, RemoteIndex, RemoteLayer, RemoteObject, RemoteSegment};
 pub use layer_source::RemoteLayers;
 pub use location::RemoteLocation;
-pub use replicator::{Queued, ReplicaStatus, Replicator};
+pub use replicator::{LastSync, Queued, ReplicaStatus, Replicator};
 pub use scrub::{ScrubReport, scrub};
 pub use state::{RecordedCopy, recorded_copy, recorded_location};
 pub use sync::{SyncReport, Uploader};

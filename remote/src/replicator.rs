@@ -66,7 +66,7 @@ enum Message {
 }
 
 /// Keeps one store's location current (see the module docs). Dropping it stops the worker
-/// after the sync in progress, if any.
+/// after the sync in progress, if any, unless [`LastSync::wait_until`] gave up on it.
 #[derive(Debug)]
 pub struct Replicator {
     requests: Sender<Message>,
@@ -74,7 +74,16 @@ pub struct Replicator {
     /// The layer files the bucket holds, as of the last completed sync.
     uploaded_layers: Arc<Mutex<Arc<BTreeSet<String>>>>,
     store: Store,
-    worker: Option<JoinHandle<()>>,
+    /// Joined on drop; `None` once left to end with the process.
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A last sync asked of a replicator whose worker then stops
+/// ([`Replicator::sync_and_stop`]).
+#[derive(Debug)]
+pub struct LastSync<'a> {
+    replicator: &'a Replicator,
+    answer: Receiver<Result<SyncReport>>,
 }
 
 impl std::fmt::Debug for Message {
@@ -130,8 +139,21 @@ impl Replicator {
             status,
             uploaded_layers,
             store,
-            worker: Some(worker),
+            worker: Mutex::new(Some(worker)),
         })
+    }
+
+    /// Asks for a sync that starts after this call, then for the worker to stop; the
+    /// answer waits in the [`LastSync`], so several replicators' last syncs run at once.
+    pub fn sync_and_stop(&self) -> LastSync<'_> {
+        let (reply, answer) = crossbeam::channel::bounded(1);
+        // A worker already gone answers nothing, which `wait_until` reports.
+        let _ = self.requests.send(Message::SyncNow(reply));
+        let _ = self.requests.send(Message::Stop);
+        LastSync {
+            replicator: self,
+            answer,
+        }
     }
 
     /// Runs a sync that starts after this call and waits for it.
@@ -166,10 +188,30 @@ impl Replicator {
     }
 }
 
+impl LastSync<'_> {
+    /// The last sync's answer, waited for until `deadline`. `None` if it is still running
+    /// then (a stalled server: each request inside it may be retried for minutes): the
+    /// worker is left to end with the process, so dropping the replicator does not wait
+    /// for it either. What the sync did not upload stays durable in the store, and the
+    /// next sync uploads it.
+    pub fn wait_until(self, deadline: Instant) -> Option<Result<SyncReport>> {
+        match self.answer.recv_deadline(deadline) {
+            Ok(answer) => Some(answer),
+            Err(RecvTimeoutError::Disconnected) => Some(Err(RemoteError::Stopped {
+                location: self.replicator.status.lock().location.clone(),
+            })),
+            Err(RecvTimeoutError::Timeout) => {
+                drop(self.replicator.worker.lock().take());
+                None
+            }
+        }
+    }
+}
+
 impl Drop for Replicator {
     fn drop(&mut self) {
         let _ = self.requests.send(Message::Stop);
-        if let Some(worker) = self.worker.take() {
+        if let Some(worker) = self.worker.lock().take() {
             let _ = worker.join();
         }
     }

@@ -117,6 +117,27 @@ impl S3Server {
         }
     }
 
+    /// Stops the server with SIGSTOP: connections are still accepted, and nothing is
+    /// answered until [`S3Server::resume`] (a stalled server, or a network that drops
+    /// replies).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("s3s-fs is running");
+        let sent = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill {signal} of s3s-fs failed");
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

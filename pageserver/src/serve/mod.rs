@@ -132,8 +132,11 @@ pub(crate) fn run(
     reaper.stop();
     endpoints.stop_all(&mounts);
     mounts.unmount_all(shutdown_grace);
-    replication.sync_and_stop_all();
+    replication.sync_and_stop_all(shutdown_grace);
     projects.close();
+    // Nothing left to wait for: a request still blocked in a task (on a last sync given
+    // up above, say) ends with the process.
+    runtime.shutdown_background();
     served
 }
 

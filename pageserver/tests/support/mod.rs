@@ -87,9 +87,19 @@ impl Server {
 
     /// [`Server::start`] with `env` added to its environment (credentials, say).
     pub(crate) fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_with(dir, extra, env, Stdio::inherit())
+    }
+
+    /// [`Server::start_with_env`] with its standard error sent to `stderr`.
+    pub(crate) fn start_with(
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Server {
         let mut child = serve_command(dir, extra)
             .envs(env.iter().copied())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start pagefork serve");
         let mut line = String::new();
