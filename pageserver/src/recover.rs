@@ -30,6 +30,7 @@ pub(crate) fn run(dir: &Path, salvage: bool, json: bool) -> Result<i32> {
              this store's copy and evicted layers)",
         );
     }
+    let evicted = evicted_layers(dir);
     // As every command opens it: evicted layers are in the bucket, not damage (a review
     // found a healthy store with evicted layers called damaged beyond salvage).
     // A metadata file damaged or missing is damage too, answered as such (with --json,
@@ -67,7 +68,7 @@ pub(crate) fn run(dir: &Path, salvage: bool, json: bool) -> Result<i32> {
                 json,
                 "torn_tail",
                 None,
-                &report,
+                (&report, evicted),
                 "the store opens, dropping the torn tail listed above: a record being written when the process or the machine stopped, never acknowledged as durable. If nothing stopped, it is damage to the last record, which cannot be told apart",
             )?;
             return Ok(0);
@@ -77,7 +78,7 @@ pub(crate) fn run(dir: &Path, salvage: bool, json: bool) -> Result<i32> {
                 json,
                 "clean",
                 None,
-                &report,
+                (&report, evicted),
                 "the store opens; nothing to salvage",
             )?;
             return Ok(0);
@@ -98,7 +99,7 @@ pub(crate) fn run(dir: &Path, salvage: bool, json: bool) -> Result<i32> {
                     json,
                     "damaged",
                     Some(&damage),
-                    &report,
+                    (&report, evicted),
                     "`pagefork recover --salvage` would discard what is listed above and the store would open",
                 )?;
                 Ok(EXIT_DAMAGED)
@@ -119,7 +120,7 @@ pub(crate) fn run(dir: &Path, salvage: bool, json: bool) -> Result<i32> {
         json,
         "salvaged",
         Some(&damage),
-        &report,
+        (&report, evicted),
         "salvaged: the store opens; what is listed above was discarded",
     )?;
     Ok(0)
@@ -138,17 +139,30 @@ fn print_unsalvageable(json: bool, damage: &str, summary: &str) -> Result<i32> {
     Ok(EXIT_DAMAGED)
 }
 
+/// Layer files evicted to the store's bucket: their eviction markers in `layers/`.
+fn evicted_layers(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("layers")).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".evicted"))
+            .count()
+    })
+}
+
+/// Prints the answer: `evicted` layer files were not read (only their markers), which it
+/// says (a review found a store whose evicted layers could not be read called clean).
 fn print_answer(
     json: bool,
     status: &str,
     damage: Option<&str>,
-    report: &RecoveryReport,
+    (report, evicted): (&RecoveryReport, usize),
     summary: &str,
 ) -> anyhow::Result<()> {
     if json {
         out!(
             "{}",
-            json!({"status": status, "damage": damage, "wal": recovery_json(report), "summary": summary})
+            json!({"status": status, "damage": damage, "wal": recovery_json(report),
+                "evicted_layers_not_read": evicted, "summary": summary})
         );
         return Ok(());
     }
@@ -165,6 +179,12 @@ fn print_answer(
         out!("{line}");
     }
     out!("{summary}");
+    if evicted > 0 {
+        out!(
+            "{} evicted to remote storage were not read, only their markers: `pagefork inspect store` reads them back and checks them",
+            crate::output::counted(evicted as u64, "layer file")
+        );
+    }
     Ok(())
 }
 

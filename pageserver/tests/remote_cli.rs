@@ -343,6 +343,18 @@ fn a_cache_budget_evicts_and_a_lazy_attach_downloads_on_demand() {
         String::from_utf8_lossy(&recovered.stdout),
         String::from_utf8_lossy(&recovered.stderr)
     );
+    // Found by a review: a store whose evicted layers could not be read was called clean
+    // with nothing more said. The answer says which layers it did not read.
+    let answer: serde_json::Value = serde_json::from_slice(&recovered.stdout).unwrap();
+    assert_eq!(answer["evicted_layers_not_read"], layers, "{answer}");
+    let said = with_credentials(&first, &["recover"]);
+    let said = String::from_utf8_lossy(&said.stdout);
+    assert!(
+        said.contains(&format!(
+            "{layers} layer files evicted to remote storage were not read"
+        )),
+        "{said}"
+    );
     // Any command reads evicted layers back from the location pagefork.remote records:
     // inspect store reads (and checks) every layer file in full.
     inspect_every_layer(&first);
