@@ -642,6 +642,62 @@ fn regression_a_start_racing_a_stop_waits_for_it_or_is_refused() {
     assert!(server.terminate().success());
 }
 
+/// A stop that cannot finish (its postmaster stopped with SIGSTOP) holds up nothing but
+/// its own branch: listings, another branch's start and stop, and the rest of the server
+/// answer meanwhile, and the stop ends once Postgres can. A review found every endpoint
+/// request, then `/healthz`, waiting behind one slow endpoint operation: they all took
+/// one lock, some on the async runtime's threads.
+#[test]
+fn regression_a_stuck_stop_holds_up_only_its_own_branch() {
+    let (_root, _data, server) = server_with_project_p();
+    let main = start_endpoint(&server, "main");
+    sql(&main, "CREATE TABLE t(x int)");
+    for branch in ["stuck", "other"] {
+        server
+            .post(B, &format!(r#"{{"branch_id": "{branch}"}}"#))
+            .expect(201);
+    }
+    let stuck = start_endpoint(&server, "stuck");
+    let postmaster = stuck["endpoint"]["pid"].as_u64().unwrap().to_string();
+    let signal = |name: &str| {
+        assert!(
+            Command::new("kill")
+                .args([name, &postmaster])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal("-STOP");
+    let quick = server.http(Duration::from_secs(20));
+    std::thread::scope(|scope| {
+        let stopping = scope.spawn(|| server.delete(&format!("{B}/stuck/endpoint")));
+        std::thread::sleep(Duration::from_millis(500));
+        let answered = (|| {
+            let mut statuses = Vec::new();
+            for _ in 0..4 {
+                statuses.push(quick.get("/v1/projects/p/endpoints")?.status);
+            }
+            statuses.push(quick.get("/healthz")?.status);
+            let other = format!("{B}/other/endpoint");
+            statuses.push(
+                quick
+                    .send_bytes("POST", &other, b"{}", "application/json")?
+                    .status,
+            );
+            statuses.push(quick.delete(&other)?.status);
+            Ok::<_, support::NoAnswer>(statuses)
+        })();
+        // Let the stuck one go before judging, so that nothing is left hanging.
+        signal("-CONT");
+        let statuses = answered.expect("a request waited behind the stuck stop");
+        assert_eq!(statuses, [200, 200, 200, 200, 200, 201, 200]);
+        stopping.join().unwrap().expect(200);
+    });
+    server.delete(&format!("{B}/main/endpoint")).expect(200);
+    assert!(server.terminate().success());
+}
+
 /// A server killed with SIGKILL leaves its endpoints' mounts dead, and perhaps Postgres
 /// processes working in them: the postmaster dies with the server, but a backend waiting
 /// on a lock a dead one held never notices (a review found one alive minutes later, its

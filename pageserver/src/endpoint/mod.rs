@@ -44,6 +44,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(600);
 const READY_POLL: Duration = Duration::from_millis(2);
 /// How long a fast shutdown may take before the server is stopped immediately.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an immediate shutdown may take before the server is killed.
+const IMMEDIATE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Settings an endpoint chooses itself and a caller may not give: where the server
 /// listens (the answer's connection string is pagefork's, and an endpoint listens on
 /// 127.0.0.1 only) and which data directory and configuration it runs on (the branch's).
@@ -661,19 +663,15 @@ impl Running {
         if let Ok(Some(_)) = self.server.try_wait() {
             return Ok(());
         }
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.server.id()).unwrap_or(0));
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-        let asked = Instant::now();
-        while asked.elapsed() < STOP_TIMEOUT {
-            if let Ok(Some(_)) = self.server.try_wait() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGQUIT);
-        self.server
-            .wait()
-            .map(drop)
+        use nix::sys::signal::Signal;
+        // A fast shutdown; then an immediate one; then SIGKILL, which even a stopped
+        // (SIGSTOP) or wedged postmaster cannot ignore (a review's stop of a stopped one
+        // waited for good, holding its branch).
+        let steps = [
+            (Signal::SIGINT, STOP_TIMEOUT),
+            (Signal::SIGQUIT, IMMEDIATE_STOP_TIMEOUT),
+        ];
+        stop_process(&mut self.server, &steps, &self.branch)
             .map_err(|error| anyhow::anyhow!("cannot wait for Postgres to stop: {error}").into())
     }
 
@@ -683,9 +681,66 @@ impl Running {
     }
 }
 
+/// Sends `child` each signal of `steps` in turn, waiting after each up to its time for the
+/// child to exit; then SIGKILL, and waits for it.
+fn stop_process(
+    child: &mut std::process::Child,
+    steps: &[(nix::sys::signal::Signal, Duration)],
+    branch: &str,
+) -> std::io::Result<()> {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
+    for &(signal, limit) in steps {
+        let _ = nix::sys::signal::kill(pid, signal);
+        let asked = Instant::now();
+        while asked.elapsed() < limit {
+            if let Ok(Some(_)) = child.try_wait() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tracing::warn!(%branch, ?signal, ?limit, "Postgres did not stop");
+    }
+    let _ = child.kill();
+    child.wait().map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use std::time::Duration;
+
+    use nix::sys::signal::Signal;
+
+    /// A server that ignores both shutdown signals is killed in the end; one stopped with
+    /// SIGSTOP too.
+    #[test]
+    fn a_server_deaf_to_shutdown_signals_is_killed_at_last() {
+        for stopped in [false, true] {
+            let mut child = std::process::Command::new("sh")
+                .args(["-c", "trap '' INT QUIT; sleep 60 & wait; sleep 60"])
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            if stopped {
+                let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+                nix::sys::signal::kill(pid, Signal::SIGSTOP).unwrap();
+            }
+            let steps = [
+                (Signal::SIGINT, Duration::from_millis(300)),
+                (Signal::SIGQUIT, Duration::from_millis(300)),
+            ];
+            let asked = std::time::Instant::now();
+            super::stop_process(&mut child, &steps, "test").unwrap();
+            assert!(
+                asked.elapsed() < Duration::from_secs(30),
+                "{:?}",
+                asked.elapsed()
+            );
+            assert!(child.try_wait().unwrap().is_some(), "still running");
+        }
+    }
 
     use super::refused_setting;
 

@@ -8,22 +8,78 @@
 //! directory. While an endpoint runs its branch is
 //! mounted, so the mount registry refuses what would change the branch under it.
 //!
-//! Invariant: a branch's entry exists exactly while its server runs (a start that fails
-//! leaves no server and no mount of its own behind).
+//! Invariants: a branch's entry is `Running` exactly while its server runs (a start that
+//! fails leaves no server and no mount of its own behind), and `Busy` while one start or
+//! stop works on it; the registry's lock is never held through that work (a start may
+//! replay WAL for minutes, a stop wait a minute for Postgres), so other branches' starts
+//! and stops, listings and the rest of the server go on meanwhile (a review found one
+//! slow start holding up every endpoint request, and those the async runtime's threads,
+//! until `/healthz` did not answer). A start or stop meeting a busy entry waits for it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use pagefork_engine::{At, Store};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::{EndpointError, EndpointInfo, EndpointSpec, Running};
 use crate::mount::{MountError, MountSpec, Mounts};
 
+/// A project and a branch.
+type Key = (String, String);
+
 /// The server's endpoints.
 #[derive(Debug, Default)]
 pub(crate) struct Endpoints {
-    running: Mutex<BTreeMap<(String, String), Endpoint>>,
+    entries: Mutex<BTreeMap<Key, Slot>>,
+    /// Notified whenever a busy entry is settled.
+    settled: Condvar,
+}
+
+#[derive(Debug)]
+enum Slot {
+    /// A start or a stop is at work on the branch, without the registry's lock.
+    Busy,
+    Running(Box<Endpoint>),
+}
+
+impl Slot {
+    /// The endpoint, if its server runs.
+    fn live(&mut self) -> Option<&mut Endpoint> {
+        match self {
+            Slot::Running(endpoint) => endpoint.server.exited().is_none().then_some(endpoint),
+            Slot::Busy => None,
+        }
+    }
+}
+
+/// Marks a branch's entry busy until dropped, when it is given what the work left
+/// (`settle`) or, if the work ended early (an error, a panic), removed.
+struct BusyEntry<'a> {
+    endpoints: &'a Endpoints,
+    key: Key,
+    outcome: Option<Endpoint>,
+}
+
+impl BusyEntry<'_> {
+    fn settle(mut self, endpoint: Endpoint) {
+        self.outcome = Some(endpoint);
+    }
+}
+
+impl Drop for BusyEntry<'_> {
+    fn drop(&mut self) {
+        let mut entries = self.endpoints.entries.lock();
+        match self.outcome.take() {
+            Some(endpoint) => {
+                entries.insert(self.key.clone(), Slot::Running(Box::new(endpoint)));
+            }
+            None => {
+                entries.remove(&self.key);
+            }
+        }
+        self.endpoints.settled.notify_all();
+    }
 }
 
 #[derive(Debug)]
@@ -69,24 +125,38 @@ impl Endpoints {
         branch: &str,
         spec: &EndpointSpec,
     ) -> Result<Started, EndpointError> {
-        let mut running = self.running.lock();
         let key = (project.to_owned(), branch.to_owned());
+        let mut entries = self.settled_entries(&key);
         // First, so that a second start on the running endpoint's own port says so
         // rather than that the port is taken.
-        if let Some(existing) = running.get_mut(&key)
-            && existing.server.exited().is_none()
-        {
+        if let Some(existing) = entries.get_mut(&key).and_then(Slot::live) {
             return Err(EndpointError::AlreadyRunning {
                 branch: branch.to_owned(),
                 port: existing.server.port,
             });
         }
+        let ended = entries.insert(key.clone(), Slot::Busy);
+        drop(entries);
+        let busy = BusyEntry {
+            endpoints: self,
+            key,
+            outcome: None,
+        };
+        let ended = match ended {
+            Some(Slot::Running(ended)) => Some(*ended),
+            _ => None,
+        };
         // Before anything is mounted, written or cleaned up: a refused start changes
-        // nothing.
-        super::check_spec(spec)?;
+        // nothing (an ended server's entry is put back, for the reaper).
+        if let Err(error) = super::check_spec(spec) {
+            if let Some(ended) = ended {
+                busy.settle(ended);
+            }
+            return Err(error);
+        }
         // An entry still here is of a server that ended on its own (one that runs was
-        // refused above, under the same lock): forget it, and start again.
-        if let Some(mut ended) = running.remove(&key) {
+        // refused above): forget it, and start again.
+        if let Some(mut ended) = ended {
             if let Some(status) = ended.server.exited() {
                 tracing::warn!(%project, %branch, %status, "an endpoint's server had exited");
             }
@@ -136,14 +206,11 @@ impl Endpoints {
                     answered_ms = asked.elapsed().as_millis(),
                     "endpoint started"
                 );
-                running.insert(
-                    key,
-                    Endpoint {
-                        server,
-                        mounted_here,
-                        place,
-                    },
-                );
+                busy.settle(Endpoint {
+                    server,
+                    mounted_here,
+                    place,
+                });
                 Ok(started)
             }
             Err(error) => {
@@ -160,7 +227,7 @@ impl Endpoints {
     /// stopped all the same and the mount stays, for `DELETE .../mount` once they are
     /// closed: the answer's second part names it.
     ///
-    /// The registry stays held until the server has exited and its mount is gone, as
+    /// The entry stays busy until the server has exited and its mount is gone, as
     /// through a start: a start racing the stop waits for it (a review found one that
     /// found no entry, took the stopping endpoint's mount for a user's and started a
     /// second Postgres on a data directory the first had not left yet).
@@ -170,12 +237,20 @@ impl Endpoints {
         branch: &str,
         mounts: &Mounts,
     ) -> Result<(EndpointInfo, Option<PathBuf>), EndpointError> {
-        let mut running = self.running.lock();
-        let endpoint = running
-            .remove(&(project.to_owned(), branch.to_owned()))
-            .ok_or_else(|| EndpointError::NotRunning {
+        let key = (project.to_owned(), branch.to_owned());
+        let mut entries = self.settled_entries(&key);
+        let Some(Slot::Running(endpoint)) = entries.remove(&key) else {
+            return Err(EndpointError::NotRunning {
                 branch: branch.to_owned(),
-            })?;
+            });
+        };
+        entries.insert(key.clone(), Slot::Busy);
+        drop(entries);
+        let _busy = BusyEntry {
+            endpoints: self,
+            key,
+            outcome: None,
+        };
         let info = endpoint.server.info();
         endpoint.server.stop()?;
         let still_mounted = match endpoint.mounted_here {
@@ -191,17 +266,29 @@ impl Endpoints {
     /// the branch stayed mounted, listed as having an endpoint that answered nothing.
     /// `pagefork serve` calls it every second.
     pub(crate) fn reap_exited(&self, mounts: &Mounts) {
-        // The registry stays held until the mounts are gone: a start on the same branch
+        // The entries stay busy until the mounts are gone: a start on the same branch
         // meanwhile would take the endpoint's mount for a user's (found by a review).
-        let mut running = self.running.lock();
-        let exited: Vec<_> = running
+        let mut entries = self.entries.lock();
+        let exited: Vec<_> = entries
             .iter_mut()
-            .filter_map(|(key, endpoint)| Some((key.clone(), endpoint.server.exited()?)))
+            .filter_map(|(key, slot)| match slot {
+                Slot::Running(endpoint) => Some((key.clone(), endpoint.server.exited()?)),
+                Slot::Busy => None,
+            })
             .collect();
+        let mut ended = Vec::new();
         for (key, status) in exited {
-            let Some(endpoint) = running.remove(&key) else {
-                continue;
-            };
+            if let Some(Slot::Running(endpoint)) = entries.insert(key.clone(), Slot::Busy) {
+                let busy = BusyEntry {
+                    endpoints: self,
+                    key: key.clone(),
+                    outcome: None,
+                };
+                ended.push((busy, key, status, endpoint));
+            }
+        }
+        drop(entries);
+        for (_busy, key, status, endpoint) in ended {
             let (project, branch) = key;
             tracing::error!(
                 %project,
@@ -250,44 +337,61 @@ impl Endpoints {
         project: &str,
         branch: &str,
     ) -> Result<(super::PgBin, u16), EndpointError> {
-        self.running
+        self.entries
             .lock()
             .get_mut(&(project.to_owned(), branch.to_owned()))
-            .and_then(|endpoint| match endpoint.server.exited() {
-                None => Some((endpoint.server.pg.clone(), endpoint.server.port)),
-                Some(_) => None,
-            })
+            .and_then(Slot::live)
+            .map(|endpoint| (endpoint.server.pg.clone(), endpoint.server.port))
             .ok_or_else(|| EndpointError::NotRunning {
                 branch: branch.to_owned(),
             })
     }
 
     /// The port of the endpoint that runs on `branch` of `project` on a mount it made
-    /// itself, if it is known without waiting: `None` too while a start or stop holds the
-    /// registry (one may take minutes; an answer about a refusal must not wait for it).
+    /// itself: `None` too while a start or stop is at work on it.
     pub(crate) fn mounted_by_endpoint(&self, project: &str, branch: &str) -> Option<u16> {
-        let mut running = self.running.try_lock()?;
-        let endpoint = running.get_mut(&(project.to_owned(), branch.to_owned()))?;
-        (endpoint.mounted_here && endpoint.server.exited().is_none())
-            .then(|| endpoint.server.info().port)
+        let mut entries = self.entries.lock();
+        let endpoint = entries
+            .get_mut(&(project.to_owned(), branch.to_owned()))?
+            .live()?;
+        endpoint.mounted_here.then(|| endpoint.server.info().port)
     }
 
-    /// The endpoints of `project` whose server runs, by branch.
+    /// The endpoints of `project` whose server runs, by branch (not those starting).
     pub(crate) fn list(&self, project: &str) -> Vec<EndpointInfo> {
-        self.running
+        self.entries
             .lock()
             .iter_mut()
             .filter(|((owner, _), _)| owner == project)
-            .filter_map(|(_, endpoint)| match endpoint.server.exited() {
-                None => Some(endpoint.server.info()),
-                Some(_) => None,
-            })
+            .filter_map(|(_, slot)| slot.live().map(|endpoint| endpoint.server.info()))
             .collect()
     }
 
-    /// Stops every endpoint and unmounts what they mounted: for a server's shutdown.
+    /// The registry, once no start or stop is at work on `key`.
+    fn settled_entries(&self, key: &Key) -> MutexGuard<'_, BTreeMap<Key, Slot>> {
+        let mut entries = self.entries.lock();
+        while matches!(entries.get(key), Some(Slot::Busy)) {
+            self.settled.wait(&mut entries);
+        }
+        entries
+    }
+
+    /// Stops every endpoint and unmounts what they mounted: for a server's shutdown. A
+    /// start or stop still at work (its request given up by the shutdown) is waited for
+    /// first, so that no server it starts outlives this.
     pub(crate) fn stop_all(&self, mounts: &Mounts) {
-        let running = std::mem::take(&mut *self.running.lock());
+        let mut entries = self.entries.lock();
+        while entries.values().any(|slot| matches!(slot, Slot::Busy)) {
+            self.settled.wait(&mut entries);
+        }
+        let running: Vec<_> = std::mem::take(&mut *entries)
+            .into_iter()
+            .filter_map(|(key, slot)| match slot {
+                Slot::Running(endpoint) => Some((key, endpoint)),
+                Slot::Busy => None,
+            })
+            .collect();
+        drop(entries);
         for ((project, branch), endpoint) in running {
             let stopped = endpoint.server.stop().map_err(|error| error.to_string());
             // A mount still busy stays, with the endpoint's directory, for the shutdown's

@@ -117,7 +117,10 @@ pub(crate) fn check_mount_point(dir: &Path) -> Result<()> {
     let mut entries =
         std::fs::read_dir(dir).map_err(|error| unusable(error, "cannot be listed"))?;
     if let Some(entry) = entries.next() {
-        let first = entry.map(|entry| entry.file_name()).unwrap_or_default();
+        // An entry that cannot be read is the error, not a name ("it holds \"\"").
+        let first = entry
+            .map_err(|error| unusable(error, "cannot be listed"))?
+            .file_name();
         bail!(
             "mount point {} is not empty (it holds {first:?}, among others perhaps)",
             dir.display()
