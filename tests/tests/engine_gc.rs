@@ -382,6 +382,15 @@ fn regression_a_held_branch_outlives_its_expiry_and_a_held_state_outlives_gc() {
     assert_eq!(byte_at(&store, "preview", 5, At::Latest), Some(7));
     rewrite_all(&store, "preview", 8);
     assert_eq!(byte_at(&store, "preview", 5, At::Latest), Some(8));
+    // Nothing new is branched from a held branch that expired: the child would keep it
+    // for good (a review branched from one under a running endpoint).
+    let (kind, _) = refusal(store.create_branch(
+        "from-expired",
+        "preview",
+        At::Latest,
+        BranchOptions::default(),
+    ));
+    assert_eq!(kind, Refusal::BranchExpired);
     assert!(
         store
             .list_branches()

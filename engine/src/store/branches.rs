@@ -41,6 +41,18 @@ impl Store {
             });
         }
         let parent = inner.branch(parent)?;
+        // Held (a mount works on it), an expired branch still answers its holder's reads
+        // and commits, but nothing new is branched from it: the child would keep it past
+        // its expiry for good (found by a review).
+        if let Some(expired_at) = parent.expires_at()
+            && !parent.hidden()
+            && parent.expired(inner.clock.now())
+        {
+            return Err(EngineError::BranchExpired {
+                name: parent.name(),
+                expired_at,
+            });
+        }
         let (branch_point, created_at_time) = inner.resolve_branch_point(&parent, at)?;
         let record = Record::CreateBranch(CreateBranch {
             id: inner.catalog.read().next_id(),
