@@ -118,6 +118,7 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
                 port: *port,
                 pg_bin: pg_bin.clone(),
                 settings: settings.clone(),
+                refuse_empty: false,
             };
             endpoint::command::run_foreground(dir, branch, mount.as_deref(), &spec, cli.json)
                 .map(|()| 0)

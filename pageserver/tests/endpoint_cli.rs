@@ -193,8 +193,26 @@ fn an_endpoint_runs_in_the_foreground_and_keeps_its_data() {
     assert_eq!(psql(&endpoint.url(), "SELECT n FROM kept").unwrap(), "42");
     assert!(endpoint.stop().success());
 
-    // Schema diffs start an endpoint on each branch, compare, and stop them.
+    // Schema diffs start an endpoint on a scratch branch of each side, compare, and stop
+    // them: the branches compared are left as they were, and the scratch ones gone. An
+    // empty side is refused, not formatted (a review found both sides of a diff left
+    // formatted, even by one that failed).
     ok_json(pagefork(&data, &["--json", "branch", "create", "dev"]));
+    ok_json(pagefork(
+        &data,
+        &[
+            "--json", "branch", "create", "empty", "--from", "main", "--lsn", "0/68",
+        ],
+    ));
+    let branches = || ok_json(pagefork(&data, &["--json", "branch", "list"]));
+    let before = branches();
+    let refused = pagefork(&data, &["endpoint", "schema-diff", "dev", "empty"]);
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && message.contains("\"empty\" is not a Postgres data directory"),
+        "{message}"
+    );
+    assert_eq!(branches(), before);
     let same = ok_json(pagefork(
         &data,
         &["--json", "endpoint", "schema-diff", "main", "dev"],
@@ -214,6 +232,37 @@ fn an_endpoint_runs_in_the_foreground_and_keeps_its_data() {
     assert!(
         text.contains("--- main (schema)") && text.contains("+    why text"),
         "{text}"
+    );
+    let after = branches();
+    let heads = |list: &serde_json::Value| -> Vec<(String, String)> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|branch| {
+                (
+                    branch["name"].as_str().unwrap().to_owned(),
+                    branch["head"].as_str().unwrap().to_owned(),
+                )
+            })
+            .filter(|(name, _)| name == "main" || name == "empty")
+            .collect()
+    };
+    assert_eq!(
+        heads(&after),
+        heads(&before),
+        "a diff changed a branch it compared"
+    );
+    let names: Vec<&str> = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|branch| branch["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|name| name.starts_with("pagefork-scratch")),
+        "{names:?}"
     );
 }
 

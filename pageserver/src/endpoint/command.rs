@@ -268,8 +268,29 @@ pub(crate) fn schema_diff(
     let store = crate::commands::open(data_dir, json)?;
     store.branch_info(from)?;
     store.branch_info(to)?;
+    // Postgres writes to the branch it runs on (crash recovery, a checkpoint), so each
+    // side runs on a scratch branch of it, deleted after; an empty side is refused, not
+    // formatted (a review found both branches of a diff left formatted, even by a diff
+    // that failed).
+    let spec = EndpointSpec {
+        refuse_empty: true,
+        ..spec.clone()
+    };
     let dump = |branch: &str| -> Result<String> {
-        let local = Local::start(&store, branch, Place::temporary()?, spec)?;
+        let scratch = ScratchBranch::of(&store, branch)?;
+        let local =
+            Local::start(&store, &scratch.name, Place::temporary()?, &spec).map_err(|error| {
+                match error.downcast::<super::EndpointError>() {
+                    Ok(super::EndpointError::NotADataDirectory { found, .. }) => {
+                        anyhow::Error::from(super::EndpointError::NotADataDirectory {
+                            branch: branch.to_owned(),
+                            found,
+                        })
+                    }
+                    Ok(other) => other.into(),
+                    Err(error) => error,
+                }
+            })?;
         let dumped = dump_schema(&pg, branch, local.port());
         local.stop()?;
         Ok(dumped?)
@@ -285,4 +306,35 @@ pub(crate) fn schema_diff(
         out!("{}", diff.text().trim_end());
     }
     Ok(())
+}
+
+/// A branch of `source` at its latest state for a command's own Postgres to write to,
+/// deleted when dropped.
+struct ScratchBranch<'a> {
+    store: &'a Store,
+    name: String,
+}
+
+impl<'a> ScratchBranch<'a> {
+    fn of(store: &'a Store, source: &str) -> Result<ScratchBranch<'a>> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.subsec_nanos());
+        let name = format!("pagefork-scratch-{}-{nanos}", std::process::id());
+        store.create_branch(
+            &name,
+            source,
+            At::Latest,
+            pagefork_engine::BranchOptions::default(),
+        )?;
+        Ok(ScratchBranch { store, name })
+    }
+}
+
+impl Drop for ScratchBranch<'_> {
+    fn drop(&mut self) {
+        if let Err(error) = self.store.delete_branch(&self.name) {
+            tracing::warn!(branch = %self.name, %error, "cannot delete a scratch branch");
+        }
+    }
 }

@@ -253,6 +253,9 @@ pub(crate) struct EndpointSpec {
     pub(crate) pg_bin: Option<PathBuf>,
     /// Server settings (`-c name=value`), after the endpoint's own.
     pub(crate) settings: Vec<(String, String)>,
+    /// Refuse an empty branch rather than run initdb into it (a schema diff formats
+    /// nothing).
+    pub(crate) refuse_empty: bool,
 }
 
 /// A running server.
@@ -319,7 +322,7 @@ pub(crate) fn start(
     pg.check_reachable(mount_dir)?;
     let found = asked.elapsed();
     let data = mount_dir.join(PGDATA);
-    let initialized = prepare_data_directory(branch, mount_dir, &data, &pg)?;
+    let initialized = prepare_data_directory(branch, mount_dir, &data, (&pg, spec.refuse_empty))?;
     tracing::debug!(
         branch,
         found_us = found.as_micros(),
@@ -418,7 +421,7 @@ fn prepare_data_directory(
     branch: &str,
     mount_dir: &Path,
     data: &Path,
-    pg: &PgBin,
+    (pg, refuse_empty): (&PgBin, bool),
 ) -> Result<bool, EndpointError> {
     let failed = |what: String| anyhow::anyhow!(what);
     if data.join("PG_VERSION").is_file() {
@@ -438,6 +441,12 @@ fn prepare_data_directory(
         .flatten()
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .collect();
+    if entries.is_empty() && refuse_empty {
+        return Err(EndpointError::NotADataDirectory {
+            branch: branch.to_owned(),
+            found: "nothing".to_owned(),
+        });
+    }
     if !entries.is_empty() {
         let mut found = entries;
         found.sort();

@@ -125,6 +125,7 @@ pub(crate) async fn start(
         port,
         pg_bin: state.options.pg_bin.clone(),
         settings: settings.into_iter().collect(),
+        refuse_empty: false,
     };
     let (endpoints, mounts) = (Arc::clone(&state.endpoints), Arc::clone(&state.mounts));
     let (started, created_at) = blocking(move || {
