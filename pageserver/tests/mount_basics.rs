@@ -204,6 +204,16 @@ fn a_branch_of_a_tree_is_the_tree_and_diverges_from_it() {
     fs::write(mount.path("db/table"), pattern(100_000, 3)).unwrap();
     fs::write(mount.path("db/gone"), b"soon gone").unwrap();
     fs::write(mount.path("same"), b"untouched").unwrap();
+    // Two names alike once made UTF-8 (found by a review: one went missing from a diff,
+    // and a change to the other was not reported).
+    let odd = |byte: u8| {
+        use std::os::unix::ffi::OsStrExt;
+        mount
+            .path("db")
+            .join(std::ffi::OsStr::from_bytes(&[byte, b'x']))
+    };
+    fs::write(odd(0xfe), b"22").unwrap();
+    fs::write(odd(0xff), b"1").unwrap();
     assert!(mount.terminate().success());
     ok_json(pagefork(&data, &["branch", "create", "test", "--json"]));
 
@@ -217,6 +227,12 @@ fn a_branch_of_a_tree_is_the_tree_and_diverges_from_it() {
     drop(table);
     fs::remove_file(branch.path("db/gone")).unwrap();
     fs::write(branch.path("only-on-test"), b"t").unwrap();
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let name = |bytes: &[u8]| branch.path("db").join(std::ffi::OsStr::from_bytes(bytes));
+        fs::write(name(&[0xfe, b'x']), b"changed-content").unwrap();
+        fs::write(name(b"evil\n+ fake"), b"3").unwrap();
+    }
     assert!(branch.terminate().success());
 
     // The diff, told as files.
@@ -232,13 +248,24 @@ fn a_branch_of_a_tree_is_the_tree_and_diverges_from_it() {
             .map(|change| change["path"].as_str().unwrap().to_owned())
             .collect()
     };
-    assert_eq!(paths("added"), ["/only-on-test"], "{diff}");
+    assert_eq!(
+        paths("added"),
+        ["/db/evil\\x0a+ fake", "/only-on-test"],
+        "{diff}"
+    );
     assert_eq!(paths("removed"), ["/db/gone"], "{diff}");
-    assert_eq!(paths("changed"), ["/db/table"], "{diff}");
+    assert_eq!(paths("changed"), ["/db/table", "/db/\\xfex"], "{diff}");
     assert_eq!(diff["changed"][0]["bytes"], 100_000);
+    assert_eq!(diff["changed"][1]["bytes"], 15);
+    assert_eq!(diff["changed"][1]["previous_bytes"], 2);
     let text = pagefork(&data, &["branch", "diff", "main", "test", "--files"]);
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("1 added, 1 removed, 1 changed"), "{text}");
+    assert!(text.contains("2 added, 1 removed, 2 changed"), "{text}");
+    // A name's newline cannot pass for a line of the answer.
+    assert!(
+        !text.lines().any(|line| line.starts_with("+ fake")),
+        "{text}"
+    );
 
     let main = Mount::start(&data, "main", &dir, &["--read-only"]);
     assert!(
