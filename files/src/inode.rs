@@ -229,6 +229,8 @@ pub struct SetAttributes {
     pub atime: Option<FileTime>,
     /// New modification time.
     pub mtime: Option<FileTime>,
+    /// New change time (the kernel's, with FUSE's writeback cache); now if not given.
+    pub ctime: Option<FileTime>,
 }
 
 impl SetAttributes {
@@ -241,9 +243,10 @@ impl SetAttributes {
             && self.uid.is_none()
             && self.gid.is_none()
             && self.size.is_none()
-            && (self.atime.is_some() || self.mtime.is_some())
+            && (self.atime.is_some() || self.mtime.is_some() || self.ctime.is_some())
             && self.atime.is_none_or(|atime| atime == inode.atime)
             && self.mtime.is_none_or(|mtime| mtime == inode.mtime)
+            && self.ctime.is_none_or(|ctime| ctime == inode.ctime)
     }
 }
 

@@ -96,3 +96,39 @@ fn an_unlinked_files_restated_times_commit_nothing() {
         "the last reference frees the inode"
     );
 }
+
+/// With `kernel_keeps_times` (a writable FUSE mount's writeback cache), a write leaves the
+/// modification and change times to the kernel, which sets both with `set_attributes`.
+#[test]
+fn a_tree_whose_kernel_keeps_times_stores_the_kernels() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), Config::default()).unwrap();
+    let options = TreeOptions {
+        kernel_keeps_times: true,
+        ..TreeOptions::default()
+    };
+    let tree = FileTree::open(store, "main", options).unwrap();
+    let made = tree.create_file(tree.root(), b"f", OWNER).unwrap();
+    tree.write(made.ino, 0, b"written").unwrap();
+    let after_write = tree.attributes(made.ino).unwrap();
+    assert_eq!(
+        (after_write.mtime, after_write.ctime),
+        (made.mtime, made.ctime)
+    );
+    let kernels = FileTime {
+        secs: made.mtime.secs + 3,
+        nanos: 948_033_558,
+    };
+    let set = SetAttributes {
+        mtime: Some(kernels),
+        ctime: Some(kernels),
+        ..SetAttributes::default()
+    };
+    tree.set_attributes(made.ino, set).unwrap();
+    let stored = tree.attributes(made.ino).unwrap();
+    assert_eq!((stored.mtime, stored.ctime), (kernels, kernels));
+    // Restated, the same times commit nothing.
+    let before = tree.last_lsn();
+    tree.set_attributes(made.ino, set).unwrap();
+    assert_eq!(tree.last_lsn(), before);
+}

@@ -652,3 +652,59 @@ fn regression_times_before_1970_with_a_fraction_round_trip() {
     std::fs::write(dir.join("after"), b"the mount still answers").unwrap();
     assert!(mount.terminate().success());
 }
+
+/// The times `stat` shows through a writable mount are the ones stored: the kernel keeps a
+/// written file's mtime and ctime (FUSE's writeback cache) and hands them over, and the
+/// tree no longer puts its own clock's in their place. A review found every rewritten,
+/// appended or truncated file with other times after a remount, or on a branch.
+#[test]
+fn the_times_a_mount_shows_are_the_times_stored() {
+    use std::os::unix::fs::MetadataExt;
+    let (_root, data, dir, mount) = store_with_main_mounted();
+    fs::create_dir(mount.path("t")).unwrap();
+    for name in ["rewritten", "appended", "truncated"] {
+        fs::write(mount.path(&format!("t/{name}")), b"first\n").unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    fs::write(mount.path("t/rewritten"), b"second\n").unwrap();
+    let append = || {
+        fs::OpenOptions::new()
+            .append(true)
+            .open(mount.path("t/appended"))
+            .unwrap()
+    };
+    append().write_all(b"more\n").unwrap();
+    let mut file = fs::OpenOptions::new()
+        .append(true)
+        .open(mount.path("t/truncated"))
+        .unwrap();
+    file.write_all(b"more\n").unwrap();
+    file.set_len(3).unwrap();
+    drop(file);
+    fs::write(mount.path("t/created"), b"new\n").unwrap();
+    let times = |root: &Path| -> Vec<(String, i64, i64, i64, i64)> {
+        let mut names: Vec<String> = fs::read_dir(root.join("t"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|name| {
+                let meta = fs::metadata(root.join("t").join(&name)).unwrap();
+                (
+                    name,
+                    meta.mtime(),
+                    meta.mtime_nsec(),
+                    meta.ctime(),
+                    meta.ctime_nsec(),
+                )
+            })
+            .collect()
+    };
+    let shown = times(&dir);
+    assert!(mount.terminate().success());
+    let again = Mount::start(&data, "main", &dir, &["--read-only"]);
+    assert_eq!(times(&dir), shown, "after a remount");
+    assert!(again.terminate().success());
+}

@@ -180,10 +180,12 @@ impl FileTree {
             at += take as u64;
             rest = after;
         }
-        let now = self.now();
         inode.size = inode.size.max(end);
-        inode.mtime = now;
-        inode.ctime = now;
+        if !self.kernel_keeps_times {
+            let now = self.now();
+            inode.mtime = now;
+            inode.ctime = now;
+        }
         let grew = inode.pages(self.page_size) != pages_before;
         state.put_inode(&mut txn, ino, Some(&inode));
         self.commit(&mut state, txn)?;
@@ -261,7 +263,7 @@ impl FileTree {
         inode.gid = changes.gid.unwrap_or(inode.gid);
         inode.atime = changes.atime.unwrap_or(inode.atime);
         inode.mtime = changes.mtime.unwrap_or(inode.mtime);
-        inode.ctime = now;
+        inode.ctime = changes.ctime.unwrap_or(now);
         state.put_inode(&mut txn, ino, Some(&inode));
         self.commit(&mut state, txn)?;
         if let Some((rel, blocks)) = later {

@@ -41,6 +41,11 @@ pub struct TreeOptions {
     /// Who uses the tree, as GC's report names the state it keeps for it ("the mount at
     /// /mnt/dev"): an open tree holds its branch (see `Store::hold`).
     pub holder: String,
+    /// Writes leave a file's mtime and ctime as they are: the kernel keeps them, as it
+    /// does with FUSE's writeback cache, and sets them with `set_attributes` when it hands
+    /// them over, so what is stored is what `stat` showed (a review found every written
+    /// file's times changed by a remount, or on a branch).
+    pub kernel_keeps_times: bool,
 }
 
 impl Default for TreeOptions {
@@ -50,6 +55,7 @@ impl Default for TreeOptions {
             at: At::Latest,
             clock: Arc::new(SystemClock),
             holder: "an open file tree".to_owned(),
+            kernel_keeps_times: false,
         }
     }
 }
@@ -89,6 +95,8 @@ pub struct FileTree {
     /// How many pages one commit drops at most.
     drops_per_commit: u32,
     clock: Arc<dyn Clock>,
+    /// See `TreeOptions::kernel_keeps_times`.
+    kernel_keeps_times: bool,
     state: Mutex<State>,
     /// Keeps the branch from the expiry sweep (a branch that expires while mounted is
     /// deleted once unmounted) and a read-only view's state from GC, while the tree is open.
@@ -158,6 +166,7 @@ impl FileTree {
             view,
             page_size,
             clock: options.clock,
+            kernel_keeps_times: options.kernel_keeps_times,
             state: Mutex::new(state),
             _hold: hold,
         };

@@ -291,7 +291,7 @@ impl Filesystem for FuseAdapter {
         size: Option<u64>,
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
-        _ctime: Option<SystemTime>,
+        ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
@@ -306,6 +306,7 @@ impl Filesystem for FuseAdapter {
             size,
             atime: atime.map(file_time),
             mtime: mtime.map(file_time),
+            ctime: ctime.map(kernel_time),
         };
         self.answer_attr(self.tree.set_attributes(ino.0, changes), reply);
     }

@@ -163,6 +163,8 @@ pub(crate) fn mount(store: Store, spec: &MountSpec) -> Result<Mounted> {
         read_only: spec.read_only,
         at: spec.at,
         holder: format!("the mount at {}", spec.dir.display()),
+        // The writeback cache (a writable mount's) keeps the times of what it holds.
+        kernel_keeps_times: !spec.read_only && spec.at == At::Latest,
         ..TreeOptions::default()
     };
     let tree = Arc::new(
