@@ -259,7 +259,7 @@ pub(crate) fn page(dir: &Path, command: &PageCommand, json: bool) -> Result<i32>
                 if json {
                     out!("{}", json!({"exists": false}));
                 } else {
-                    eprintln!(
+                    crate::output::warn_out!(
                         "pagefork: rel {rel} block {block} does not exist on {branch} at that point"
                     );
                 }

@@ -12,7 +12,7 @@
 pub(crate) const FOREGROUND_FILTER: &str = "warn,fuser=error,fuser::reply=off,fuser::session=off";
 
 /// Logs to standard error with `PAGEFORK_LOG`'s filter, or `default_filter`. Colours only
-/// on a terminal.
+/// on a terminal. A line standard error does not take is dropped.
 pub(crate) fn init(default_filter: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -21,5 +21,9 @@ pub(crate) fn init(default_filter: &str) {
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // Otherwise a line that cannot be written (standard error a file on a full disk)
+        // is reported with `eprintln!`, which panics, in whatever thread logged it: a
+        // review saw the FUSE session's and the housekeeping thread die so.
+        .log_internal_errors(false)
         .init();
 }

@@ -38,7 +38,7 @@ fn main() {
         // The reader of standard output went away: the command's work is done.
         Err(error) if output::is_closed_pipe(&error) => std::process::exit(0),
         Err(error) => {
-            eprintln!("pagefork: error: {}", output::one_line(&error));
+            crate::output::warn_out!("pagefork: error: {}", output::one_line(&error));
             std::process::exit(1);
         }
     }

@@ -19,6 +19,24 @@ pub(crate) fn line(text: fmt::Arguments<'_>) -> anyhow::Result<()> {
         .context("cannot write standard output")
 }
 
+/// Writes one line on standard error, ignoring a failure: `eprintln!` panics when standard
+/// error cannot be written (a log file on a full disk), and a server's thread must not
+/// die of a line it could not print.
+pub(crate) fn warn_line(text: fmt::Arguments<'_>) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr
+        .write_fmt(text)
+        .and_then(|()| stderr.write_all(b"\n"));
+}
+
+/// `eprintln!` that never panics (see [`warn_line`]).
+macro_rules! warn_out {
+    ($($arg:tt)*) => {
+        $crate::output::warn_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use warn_out;
+
 /// Prints a line on standard output and returns early with the error if it cannot be
 /// written (use it where `?` works).
 macro_rules! out {

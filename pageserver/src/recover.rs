@@ -239,9 +239,9 @@ pub(crate) fn report_open(store: &Store, json: bool) {
         return;
     }
     if json {
-        eprintln!("{}", json!({"recovery": recovery_json(report)}));
+        crate::output::warn_out!("{}", json!({"recovery": recovery_json(report)}));
     } else {
-        eprintln!(
+        crate::output::warn_out!(
             "pagefork: recovery: {} (the log now ends at {})",
             discarded_lines(report).join("; "),
             report.end

@@ -690,3 +690,39 @@ fn regression_a_damaged_project_is_unavailable_and_the_others_are_served() {
         "nothing of it changed"
     );
 }
+
+/// Standard error that takes nothing (a log file on a full disk; here /dev/full) kills no
+/// thread: a line that cannot be written was reported with `eprintln!`, which panics, so
+/// a review saw the FUSE session's and the housekeeping thread die on a full disk. The
+/// server serves and ends cleanly, and a command's error still exits 1, not with a panic.
+#[test]
+fn a_standard_error_that_takes_nothing_kills_no_thread() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let server = Server::start_with(&data, &[], &[("PAGEFORK_LOG", "debug")], full().into());
+    server
+        .post("/v1/projects", r#"{"project_id": "p"}"#)
+        .expect(201);
+    server
+        .put_page(&format!("{B}/main/pages/1/0"), &[7; 8192])
+        .expect(200);
+    server
+        .post(B, r#"{"branch_id": "b", "spec": {"no_expiry": true}}"#)
+        .expect(201);
+    server.get(&format!("{B}/nosuch")).expect(404);
+    assert_eq!(server.terminate().code(), Some(0));
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_pagefork"))
+        .arg("--data-dir")
+        .arg(data.join("projects/p"))
+        .args(["branch", "show", "nosuch"])
+        .stderr(full())
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+}

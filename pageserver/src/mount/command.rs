@@ -84,7 +84,7 @@ pub(crate) fn run_foreground(data_dir: &Path, spec: &MountSpec, json: bool) -> R
                 }
             });
             if let Err(error) = unmounter.unmount() {
-                eprintln!("pagefork: error: {error:#}");
+                crate::output::warn_out!("pagefork: error: {error:#}");
             }
         })
         .context("cannot start the signal handler")?;

@@ -291,12 +291,12 @@ impl Mounted {
                 .context("its FUSE connection is not known")
                 .and_then(cutoff::abort);
             match cut {
-                Ok(()) => eprintln!(
+                Ok(()) => crate::output::warn_out!(
                     "pagefork: files were still open under {} at the end of the grace: cut \
                      them off (what their programs had not fsynced is lost, as in a crash)",
                     self.dir.display()
                 ),
-                Err(error) => eprintln!(
+                Err(error) => crate::output::warn_out!(
                     "pagefork: files are still open under {} and the mount cannot be cut off \
                      ({error:#}): waiting for the last of them to be closed",
                     self.dir.display()
@@ -343,7 +343,7 @@ impl Unmounter {
             return Ok(());
         }
         self.try_unmount(true)?;
-        eprintln!(
+        crate::output::warn_out!(
             "pagefork: files are still open under {}: detached it; the mount ends when the \
              last of them is closed",
             self.dir.display()
