@@ -698,6 +698,38 @@ fn regression_a_stuck_stop_holds_up_only_its_own_branch() {
     assert!(server.terminate().success());
 }
 
+/// A start on a store a full disk made refuse writes is the store's refusal (507 naming
+/// the disk's error), not a 500 naming whatever file Postgres met first (a review saw
+/// "cannot remove the stale postmaster.pid: Input/output error").
+#[test]
+fn regression_a_start_on_a_store_a_full_disk_stopped_is_insufficient_storage() {
+    require_fuse();
+    require_postgres();
+    let disk = support::SmallDisk::mount(400);
+    let server = Server::start(&disk.path().join("data"), &[]);
+    server
+        .post("/v1/projects", r#"{"project_id": "p"}"#)
+        .expect(201);
+    start_endpoint(&server, "main");
+    server.delete(&format!("{B}/main/endpoint")).expect(200);
+    server.post(B, r#"{"branch_id": "filler"}"#).expect(201);
+    disk.fill();
+    // The log's segment was made ahead: pages go in until the next one is needed.
+    let refused = (0..20_000u32)
+        .map(|block| server.put_page(&format!("{B}/filler/pages/9/{block}"), &[9; 8192]))
+        .find(|answer| answer.status != 200)
+        .expect("160 MiB written to a full disk");
+    refused.expect_error(507, "insufficient_storage");
+    let answer = server.post(&format!("{B}/main/endpoint"), "{}");
+    let message = answer.expect_error(507, "insufficient_storage");
+    assert!(message.contains("refuses writes"), "{message}");
+    assert_eq!(
+        server.get("/v1/projects/p/mounts").expect(200)["mounts"],
+        serde_json::json!([])
+    );
+    server.terminate();
+}
+
 /// A server killed with SIGKILL leaves its endpoints' mounts dead, and perhaps Postgres
 /// processes working in them: the postmaster dies with the server, but a backend waiting
 /// on a lock a dead one held never notices (a review found one alive minutes later, its

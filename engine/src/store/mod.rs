@@ -428,6 +428,12 @@ impl Store {
         Ok(store)
     }
 
+    /// `Poisoned` (naming the I/O error, and whether the disk was full) once a failed
+    /// write made the store refuse writes until it is opened again; `Ok` before.
+    pub fn check_writable(&self) -> Result<()> {
+        self.inner.check_poisoned()
+    }
+
     /// Whether `dir` holds a store, without opening it (its lock may be another process's):
     /// `NotAStore` when it holds none, or the error reading its metadata file names.
     pub fn check_is_store(dir: impl AsRef<Path>) -> Result<()> {
@@ -789,7 +795,7 @@ impl StoreInner {
     }
 
     /// Refuses a write once an I/O error poisoned the store.
-    pub(super) fn check_poisoned(&self) -> Result<()> {
+    pub(crate) fn check_poisoned(&self) -> Result<()> {
         match &*self.poisoned.lock() {
             Some((cause, kind)) => Err(EngineError::Poisoned {
                 cause: cause.clone(),

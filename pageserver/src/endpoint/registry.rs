@@ -188,7 +188,7 @@ impl Endpoints {
                     read_only: false,
                     at: At::Latest,
                 };
-                mounts.mount_at(project, store, spec)?;
+                mounts.mount_at(project, store.clone(), spec)?;
                 (place.mount_dir.clone(), place.log.clone(), Some(place))
             }
         };
@@ -216,6 +216,13 @@ impl Endpoints {
             Err(error) => {
                 if mounted_here && let Err(unmount) = mounts.unmount(project, branch) {
                     tracing::error!(%project, %branch, "unmount after a failed start: {unmount}");
+                }
+                // What Postgres met through the mount (EIO at every file) when the store
+                // refuses writes is the store's failure, answered as such (503 or 507): a
+                // review saw 500s naming a postmaster.pid on a full disk.
+                if let Err(refused) = store.check_writable() {
+                    tracing::error!(%project, %branch, %error, "endpoint start failed");
+                    return Err(EndpointError::Failed(refused.into()));
                 }
                 Err(error)
             }
