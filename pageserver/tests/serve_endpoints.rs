@@ -290,11 +290,31 @@ fn endpoints_start_on_branches_each_with_its_own_writes_and_a_pitr_answer() {
     server
         .post(&format!("{B}/spare/endpoint"), r#"{"port": 80}"#)
         .expect_error(400, "invalid_request");
+    // Found by a review, each answered 500 after a start: a setting Postgres refuses only
+    // as it starts, naming it or quoting its value; a value with a newline, which Postgres
+    // cut and half quoted. Each is 422 now, naming the setting.
+    for (settings, named) in [
+        (r#"{"wal_level": "minimal"}"#, "wal_level"),
+        (
+            r#"{"shared_preload_libraries": "nonexistent_lib"}"#,
+            "nonexistent_lib",
+        ),
+        (r#"{"work_mem": "1MB\nport=5555"}"#, "work_mem"),
+    ] {
+        let refused = server
+            .post(
+                &format!("{B}/spare/endpoint"),
+                &format!(r#"{{"settings": {settings}}}"#),
+            )
+            .expect_error(422, "invalid_setting");
+        assert!(refused.contains(named), "{refused}");
+    }
     // Where it listens and what it runs on are the endpoint's own.
     for settings in [
         r#"{"Port": "6000"}"#,
         r#"{"listen_addresses": "*"}"#,
         r#"{"data_directory": "/tmp"}"#,
+        r#"{"hba_file": "/etc/passwd"}"#,
     ] {
         let refused = server
             .post(

@@ -50,12 +50,14 @@ const IMMEDIATE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// listens (the answer's connection string is pagefork's, and an endpoint listens on
 /// 127.0.0.1 only) and which data directory and configuration it runs on (the branch's).
 /// Postgres' names are case-insensitive, so these are compared so.
-const RESERVED_SETTINGS: [&str; 5] = [
+const RESERVED_SETTINGS: [&str; 7] = [
     "port",
     "listen_addresses",
     "unix_socket_directories",
     "data_directory",
     "config_file",
+    "hba_file",
+    "ident_file",
 ];
 
 /// Why `name` may not be given as a setting of an endpoint, if it may not.
@@ -91,6 +93,22 @@ pub(crate) fn check_spec(spec: &EndpointSpec) -> Result<(), EndpointError> {
         .find_map(|(name, _)| reserved_setting(name))
     {
         return Err(EndpointError::RefusedSetting { message });
+    }
+    // Postgres cuts a value at a newline, and its refusal then quotes half of it (found
+    // by a review): a control character is refused here, naming the setting.
+    if let Some((name, value)) = spec
+        .settings
+        .iter()
+        .find(|(_, value)| value.chars().any(char::is_control))
+    {
+        return Err(EndpointError::RefusedSetting {
+            message: format!(
+                "the value of {} ({}) holds a control character (a newline, say), which no \
+                 setting takes",
+                pagefork_engine::quoted(name),
+                pagefork_engine::quoted(value)
+            ),
+        });
     }
     if let Some(port) = spec.port {
         if port < MIN_PORT {
@@ -551,12 +569,52 @@ fn run_initdb(branch: &str, data: &Path, pg: &PgBin) -> Result<(), EndpointError
 fn refused_setting(log: &str, settings: &[(String, String)]) -> Option<String> {
     log.lines().find_map(|line| {
         let (_, message) = line.split_once("FATAL:")?;
-        let about_a_setting = message.contains("parameter")
-            && settings
-                .iter()
-                .any(|(name, _)| message.contains(&format!("\"{name}\"")));
-        about_a_setting.then(|| message.trim().to_owned())
+        let lower = message.to_ascii_lowercase();
+        // Named (`invalid value for parameter "work_mem"`, `requires wal_level "replica"`)
+        // or quoting a given value (`could not access file "nonexistent_lib"`): a review
+        // found such refusals answered 500, as a failure of the server.
+        let about_a_setting = settings.iter().any(|(name, value)| {
+            mentions_word(&lower, &name.to_ascii_lowercase())
+                || (value.len() >= 3 && message.contains(&format!("\"{value}\"")))
+        });
+        about_a_setting.then(|| cut_quoted_values(message.trim()))
     })
+}
+
+/// Whether `word` is in `text` with no letter, digit, `_` or `.` on either side.
+fn mentions_word(text: &str, word: &str) -> bool {
+    let part_of_a_name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
+    !word.is_empty()
+        && text.match_indices(word).any(|(at, _)| {
+            let before = text.get(..at).and_then(|text| text.chars().next_back());
+            let after = text
+                .get(at + word.len()..)
+                .and_then(|text| text.chars().next());
+            !before.is_some_and(part_of_a_name) && !after.is_some_and(part_of_a_name)
+        })
+}
+
+/// `message` with each quoted value cut to `pagefork_engine::QUOTED_PREFIX_CHARS`
+/// characters (a review got 2 KB back for a long one).
+fn cut_quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(512));
+    for (index, part) in message.split('"').enumerate() {
+        if index > 0 {
+            out.push('"');
+        }
+        match (
+            index % 2 == 1,
+            part.char_indices()
+                .nth(pagefork_engine::QUOTED_PREFIX_CHARS),
+        ) {
+            (true, Some((cut, _))) => {
+                out.push_str(part.get(..cut).unwrap_or_default());
+                out.push_str(&format!("... ({} bytes in all)", part.len()));
+            }
+            _ => out.push_str(part),
+        }
+    }
+    out
 }
 
 /// `wanted` if it is free on 127.0.0.1, else a free port.
@@ -780,6 +838,42 @@ mod tests {
             let log = format!("LOG:  something first\n{line}\n");
             assert_eq!(refused_setting(&log, &given).as_deref(), Some(message));
         }
+    }
+
+    /// Refusals at start that name a given setting, or quote its value, without the word
+    /// "parameter" (found by a review, answered 500); a long value comes back cut.
+    #[test]
+    fn a_refusal_naming_a_setting_or_its_value_is_found_and_cut() {
+        let given = vec![
+            ("wal_level".to_owned(), "minimal".to_owned()),
+            (
+                "shared_preload_libraries".to_owned(),
+                "nonexistent_lib".to_owned(),
+            ),
+        ];
+        for line in [
+            "FATAL:  WAL streaming (max_wal_senders > 0) requires wal_level \"replica\" or \"logical\"",
+            "FATAL:  could not access file \"nonexistent_lib\": No such file or directory",
+        ] {
+            let (_, message) = line.split_once("FATAL:").unwrap();
+            assert_eq!(
+                refused_setting(line, &given).as_deref(),
+                Some(message.trim()),
+                "{line}"
+            );
+        }
+        // Part of another name is not the name.
+        let given = settings(&["wal_level"]);
+        assert_eq!(
+            refused_setting("FATAL:  max_wal_level_x is broken", &given),
+            None
+        );
+        let long = "x".repeat(5000);
+        let given = vec![("work_mem".to_owned(), long.clone())];
+        let line = format!("FATAL:  invalid value for parameter \"work_mem\": \"{long}\"");
+        let message = refused_setting(&line, &given).unwrap();
+        assert!(message.len() < 200, "{message}");
+        assert!(message.contains("(5000 bytes in all)"), "{message}");
     }
 
     #[test]
