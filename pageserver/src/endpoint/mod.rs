@@ -707,7 +707,11 @@ impl Running {
         match client::first_value(self.port, LAST_COMMIT_SQL) {
             Ok(value) => value.filter(|text| !text.is_empty()),
             Err(error) => {
-                tracing::warn!(branch = %self.branch, %error, "could not ask the endpoint for its last commit time");
+                // Postgres' own words (`postgres::Error` displays only "db error").
+                let said = error
+                    .as_db_error()
+                    .map_or_else(|| format!("{error:#}"), |db| db.message().to_owned());
+                tracing::warn!(branch = %self.branch, error = %said, "could not ask the endpoint for its last commit time");
                 None
             }
         }
