@@ -75,9 +75,31 @@ fn endpoints_start_on_branches_each_with_its_own_writes_and_a_pitr_answer() {
     server
         .post("/v1/projects", r#"{"project_id": "p"}"#)
         .expect(201);
+    // A mount formats the tree: a state before initdb to branch from.
+    std::fs::create_dir_all(data.join("mounts/main")).unwrap();
+    server
+        .post(&format!("{B}/main/mount"), r#"{"path": "main"}"#)
+        .expect(201);
+    server.delete(&format!("{B}/main/mount")).expect(200);
+    std::thread::sleep(Duration::from_millis(50));
+    let before_initdb = pagefork_engine::Timestamp::from_system_time(std::time::SystemTime::now());
+    std::thread::sleep(Duration::from_millis(50));
 
     // The first start of an empty branch runs initdb.
     let main = start_endpoint(&server, "main");
+    // A branch at a time before it is empty, and its start runs initdb again: the answer
+    // pairs no time with the new cluster (a review found it reporting the time's state).
+    let body = format!(
+        r#"{{"branch_id": "before-initdb", "spec": {{"source_branch": "main", "source_branch_time": "{before_initdb}", "no_expiry": true}}}}"#
+    );
+    server.post(B, &body).expect(201);
+    let fresh = start_endpoint(&server, "before-initdb");
+    assert_eq!(fresh["endpoint"]["initialized"], true, "{fresh}");
+    assert_eq!(fresh["branch_created_at"], Value::Null, "{fresh}");
+    assert_eq!(fresh["last_committed_transaction"], Value::Null, "{fresh}");
+    server
+        .delete(&format!("{B}/before-initdb/endpoint"))
+        .expect(200);
     assert_eq!(main["endpoint"]["initialized"], true, "{main}");
     assert_eq!(main["branch_created_at"], Value::Null);
     sql(&main, "CREATE TABLE t(x int); INSERT INTO t VALUES (1);");

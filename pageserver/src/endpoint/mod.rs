@@ -442,6 +442,14 @@ fn prepare_data_directory(
     (pg, refuse_empty): (&PgBin, bool),
 ) -> Result<bool, EndpointError> {
     let failed = |what: String| anyhow::anyhow!(what);
+    // A state taken while initdb ran (a branch at such a time) holds a part of a cluster:
+    // not a data directory Postgres can start on (a review got a 500 for it).
+    if data.join("PG_VERSION").is_file() && !data.join("global/pg_control").is_file() {
+        return Err(EndpointError::NotADataDirectory {
+            branch: branch.to_owned(),
+            found: format!("{PGDATA} of a cluster initdb had not finished (no global/pg_control)"),
+        });
+    }
     if data.join("PG_VERSION").is_file() {
         match std::fs::remove_file(data.join("postmaster.pid")) {
             Ok(()) => {}
@@ -782,6 +790,23 @@ mod tests {
     use std::time::Duration;
 
     use nix::sys::signal::Signal;
+
+    /// A state taken while initdb ran (PG_VERSION written, no global/pg_control yet) is
+    /// not a data directory to start on (a review got a 500 from Postgres for it).
+    #[test]
+    fn a_cluster_initdb_had_not_finished_is_not_a_data_directory() {
+        let mount = tempfile::tempdir().unwrap();
+        let data = mount.path().join(super::PGDATA);
+        std::fs::create_dir_all(data.join("global")).unwrap();
+        std::fs::write(data.join("PG_VERSION"), "15\n").unwrap();
+        let pg = super::PgBin::find(None).expect("Postgres' programs (postgresql-15)");
+        match super::prepare_data_directory("b", mount.path(), &data, (&pg, false)) {
+            Err(super::EndpointError::NotADataDirectory { found, .. }) => {
+                assert!(found.contains("global/pg_control"), "{found}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     /// A server that ignores both shutdown signals is killed in the end; one stopped with
     /// SIGSTOP too.

@@ -103,13 +103,14 @@ pub(crate) struct Started {
 
 impl Started {
     /// What `server` answers once started: its last commit time only if its branch was
-    /// created at a time.
+    /// created at a time (and the start did not run initdb into it).
     pub(crate) fn of(server: &Running, created_at_a_time: bool) -> Started {
+        let info = server.info();
         Started {
-            info: server.info(),
-            last_commit_time: created_at_a_time
+            last_commit_time: (created_at_a_time && !info.initialized)
                 .then(|| server.last_commit_time())
                 .flatten(),
+            info,
         }
     }
 }

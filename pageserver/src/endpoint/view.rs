@@ -84,11 +84,15 @@ pub(crate) struct StartedEndpoint {
 }
 
 impl StartedEndpoint {
-    /// The answer for `started`, on a branch created at `created_at` (if at a time).
+    /// The answer for `started`, on a branch created at `created_at` (if at a time). A
+    /// start that ran initdb shows a new cluster, not the state the time snapped to, and
+    /// pairs nothing with it (a review found a branch at a time before initdb reported so).
     pub(crate) fn of(started: &Started, created_at: Option<&LsnForTime>) -> StartedEndpoint {
         StartedEndpoint {
             endpoint: EndpointView::of(&started.info),
-            branch_created_at: created_at.map(TimeAnswerView::of),
+            branch_created_at: created_at
+                .filter(|_| !started.info.initialized)
+                .map(TimeAnswerView::of),
             last_committed_transaction: started.last_commit_time.clone(),
         }
     }
