@@ -252,12 +252,7 @@ fn an_endpoint_runs_in_the_foreground_and_keeps_its_data() {
         heads(&before),
         "a diff changed a branch it compared"
     );
-    let names: Vec<&str> = after
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|branch| branch["name"].as_str().unwrap())
-        .collect();
+    let names = branch_names(&after);
     assert!(
         !names
             .iter()
@@ -284,6 +279,22 @@ fn the_postgres_demo_runs_the_seed_scenario_and_reports_what_it_recovered_to() {
     ] {
         assert!(report[figure].as_f64().unwrap() > 0.0, "{figure}: {report}");
     }
+    // What each step counted, and what the time snapped to, are in the JSON too (a review
+    // found a script could not check them).
+    assert_eq!(
+        report["rows"],
+        serde_json::json!({"branch": 32, "main_after_delete": 0, "recovered": 32, "main_after_restore": 32}),
+        "{report}"
+    );
+    assert!(
+        report["schema_diff_lines"].as_u64().unwrap() > 3,
+        "{report}"
+    );
+    assert_eq!(
+        report["pitr_snapped"]["requested"], report["noted"],
+        "{report}"
+    );
+    assert_eq!(report["pitr_snapped"]["kind"], "present", "{report}");
     // The last visible transaction committed before the noted time.
     let noted: pagefork_engine::Timestamp = report["noted"].as_str().unwrap().parse().unwrap();
     let last: pagefork_engine::Timestamp = report["pitr_last_commit"]
@@ -294,12 +305,7 @@ fn the_postgres_demo_runs_the_seed_scenario_and_reports_what_it_recovered_to() {
     assert!(last <= noted, "{report}");
     // The demo's store is there to look at, with the backup of the restore.
     let branches = ok_json(pagefork(&data, &["--json", "branch", "list"]));
-    let names: Vec<&str> = branches
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|branch| branch["name"].as_str().unwrap())
-        .collect();
+    let names = branch_names(&branches);
     assert!(
         names.contains(&"recovered") && names.contains(&"migration-test"),
         "{names:?}"
@@ -465,4 +471,13 @@ fn regression_an_unreachable_mount_point_is_refused_before_the_branch_is_mounted
     let message = String::from_utf8_lossy(&refused.stderr);
     assert!(message.contains("cannot reach"), "{message}");
     assert_eq!(head(), before, "the refused start changed the branch");
+}
+
+/// The names in a `branch list --json` answer.
+fn branch_names(list: &serde_json::Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|branch| branch["name"].as_str().unwrap())
+        .collect()
 }

@@ -107,10 +107,10 @@ pub(crate) fn run(data_dir: Option<PathBuf>, json: bool) -> Result<()> {
     let branch_time = started.elapsed();
     let trial = Local::start(&store, "migration-test", Place::temporary()?, &spec)?;
     let ready = started.elapsed();
-    let rows = psql(&pg, &trial.url(), "SELECT count(*) FROM final_entities")?;
+    let branch_rows = psql(&pg, &trial.url(), "SELECT count(*) FROM final_entities")?;
     let first_query = started.elapsed();
-    check(rows == "32", || {
-        format!("the branch has {rows} entities, not 32")
+    check(branch_rows == "32", || {
+        format!("the branch has {branch_rows} entities, not 32")
     })?;
     say(format!(
         "2. branch migration-test (TTL 1h): created in {}, endpoint accepting connections at {}, first query answered at {} (Lakebase: branch {LAKEBASE_BRANCH})",
@@ -132,9 +132,9 @@ pub(crate) fn run(data_dir: Option<PathBuf>, json: bool) -> Result<()> {
     check(!diff.is_identical() && columns == "3", || {
         format!("main's schema changed with the branch's ({columns} columns)")
     })?;
+    let diff_lines = diff.text().trim_end().lines().count();
     say(format!(
-        "3. migration on the branch (a column, an index); main untouched; schema diff: {} lines",
-        diff.text().lines().count()
+        "3. migration on the branch (a column, an index); main untouched; schema diff: {diff_lines} lines"
     ))?;
     trial.stop()?;
 
@@ -160,16 +160,20 @@ pub(crate) fn run(data_dir: Option<PathBuf>, json: bool) -> Result<()> {
         BranchOptions::default(),
     )?;
     let back = Local::start(&store, "recovered", Place::temporary()?, &spec)?;
-    let rows = psql(&pg, &back.url(), "SELECT count(*) FROM final_entities")?;
+    let recovered_rows = psql(&pg, &back.url(), "SELECT count(*) FROM final_entities")?;
     let pitr = started.elapsed();
     let last_commit = back.last_commit_time();
-    check(rows == "32", || {
-        format!("the recovered branch has {rows} entities")
+    check(recovered_rows == "32", || {
+        format!("the recovered branch has {recovered_rows} entities")
     })?;
     let snapped = recovered
         .created_at_time
         .as_ref()
         .map_or_else(|| "?".to_owned(), describe_time_answer);
+    let snapped_json = recovered
+        .created_at_time
+        .as_ref()
+        .map(crate::views::TimeAnswerView::of);
     say(format!(
         "6. branch recovered at {noted}: 32 entities, endpoint answering in {} (Lakebase: PITR {LAKEBASE_PITR}, {LAKEBASE_SNAP}); snapped: {snapped}; last visible transaction committed {}",
         format_duration(pitr),
@@ -183,10 +187,10 @@ pub(crate) fn run(data_dir: Option<PathBuf>, json: bool) -> Result<()> {
     let restored_to = store.restore_branch("main", "main", At::Time(noted), Backup::Default)?;
     let restore_time = started.elapsed();
     main = Local::start(&store, "main", Place::temporary()?, &spec)?;
-    let rows = psql(&pg, &main.url(), "SELECT count(*) FROM final_entities")?;
+    let restored_rows = psql(&pg, &main.url(), "SELECT count(*) FROM final_entities")?;
     let restored = started.elapsed();
-    check(rows == "32", || {
-        format!("main has {rows} entities after the restore")
+    check(restored_rows == "32", || {
+        format!("main has {restored_rows} entities after the restore")
     })?;
     say(format!(
         "7. main restored in place at {noted} in {} (its previous state kept as {}); endpoint answering 32 rows at {}",
@@ -205,6 +209,15 @@ pub(crate) fn run(data_dir: Option<PathBuf>, json: bool) -> Result<()> {
                 "branch_endpoint_ready_seconds": ready.as_secs_f64(),
                 "branch_first_query_seconds": first_query.as_secs_f64(),
                 "noted": noted.to_string(),
+                "schema_diff_lines": diff_lines,
+                // Each as its query counted it (the demo fails unless 32, 0, 32, 32).
+                "rows": {
+                    "branch": count(&branch_rows),
+                    "main_after_delete": count(&left),
+                    "recovered": count(&recovered_rows),
+                    "main_after_restore": count(&restored_rows),
+                },
+                "pitr_snapped": snapped_json,
                 "pitr_first_query_seconds": pitr.as_secs_f64(),
                 "pitr_last_commit": last_commit,
                 "restore_seconds": restore_time.as_secs_f64(),
@@ -214,6 +227,13 @@ pub(crate) fn run(data_dir: Option<PathBuf>, json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A count psql printed, as JSON (a string if it is not a number).
+fn count(printed: &str) -> serde_json::Value {
+    printed
+        .parse::<u64>()
+        .map_or_else(|_| printed.into(), serde_json::Value::from)
 }
 
 fn check(ok: bool, why: impl FnOnce() -> String) -> Result<()> {
