@@ -20,12 +20,19 @@ impl fmt::Display for BranchId {
 }
 
 /// The rule every branch name must follow, as stated in errors.
-pub const BRANCH_NAME_RULE: &str = "1 to 63 characters, each a letter, digit, '.', '_', '/' or '-'";
+pub const BRANCH_NAME_RULE: &str = "1 to 63 characters, each a letter, digit, '.', '_', '/' or '-', where no part between slashes is empty, '.' or '..'";
+
+/// The longest branch name, in bytes (every allowed character is one byte).
+pub const BRANCH_NAME_MAX_BYTES: usize = 63;
 
 /// Checks a branch name against [`BRANCH_NAME_RULE`].
 pub fn validate_branch_name(name: &str) -> Result<()> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-');
-    if (1..=63).contains(&name.len()) && name.chars().all(allowed) {
+    // A part that is `.` or `..` names no branch in a URL: clients resolve it away before
+    // sending (a review found such branches reachable only as `%2E`). An empty part (a
+    // leading, trailing or doubled `/`) is refused as git refuses it in a ref.
+    let parts_ok = name.split('/').all(|part| !matches!(part, "" | "." | ".."));
+    if (1..=BRANCH_NAME_MAX_BYTES).contains(&name.len()) && name.chars().all(allowed) && parts_ok {
         Ok(())
     } else {
         Err(EngineError::InvalidBranchName {
@@ -204,7 +211,14 @@ mod tests {
 
     #[test]
     fn branch_names_follow_the_rule() {
-        for good in ["main", "a", "feature/x-1.2_b", &"x".repeat(63)] {
+        for good in [
+            "main",
+            "a",
+            "feature/x-1.2_b",
+            &"x".repeat(63),
+            "...",
+            ".hidden/..x/x..",
+        ] {
             assert!(validate_branch_name(good).is_ok(), "{good}");
         }
         for bad in [
@@ -215,6 +229,14 @@ mod tests {
             "x\0",
             &"x".repeat(64),
             "semi;colon",
+            ".",
+            "..",
+            "feature/..",
+            "./x",
+            "a//b",
+            "/a",
+            "a/",
+            "/",
         ] {
             let error = validate_branch_name(bad).unwrap_err();
             assert!(error.to_string().contains(BRANCH_NAME_RULE), "{error}");

@@ -50,8 +50,8 @@ mod versions;
 
 pub use backend::{Backend, ParseBackendError};
 pub use branch::{
-    At, BRANCH_NAME_RULE, Backup, BranchId, BranchInfo, BranchOptions, Commit, Expiry, Lease,
-    LsnForTime, ParentRef, TimeKind, validate_branch_name,
+    At, BRANCH_NAME_MAX_BYTES, BRANCH_NAME_RULE, Backup, BranchId, BranchInfo, BranchOptions,
+    Commit, Expiry, Lease, LsnForTime, ParentRef, TimeKind, validate_branch_name,
 };
 pub use error::{EngineError, QUOTED_PREFIX_CHARS, Result, quoted};
 pub use fs::{

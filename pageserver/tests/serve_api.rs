@@ -277,6 +277,14 @@ fn bad_requests_get_a_4xx_naming_the_problem_and_change_nothing() {
             r#"{"branch_id": "safe", "spec": {"is_protected": true}}"#,
         )
         .expect(201);
+    // The longest name: its default backup name is longer than a name may be.
+    let longest = "l".repeat(63);
+    server
+        .post(
+            base,
+            &format!(r#"{{"branch_id": "{longest}", "spec": {{}}}}"#),
+        )
+        .expect(201);
     let before = snapshot(&server, "p");
     // A parser's message quotes at most 64 characters of a value (found by a review: an
     // unknown field's name, a wrong value or a path segment echoed for 2,000 characters).
@@ -332,6 +340,11 @@ fn bad_requests_get_a_4xx_naming_the_problem_and_change_nothing() {
         ("POST", base.into(), r#"{"branch_id": "x", "spec": {"expire_time": "2001-01-01T00:00:00Z"}}"#.into(), 422, "invalid_time", "2001"),
         ("POST", base.into(), r#"{"branch_id": "child"}"#.into(), 409, "branch_exists", "child"),
         ("POST", base.into(), r#"{"branch_id": "bad name!"}"#.into(), 400, "invalid_request", "bad name!"),
+        ("POST", base.into(), r#"{"branch_id": "feature/.."}"#.into(), 400, "invalid_request", "'..'"),
+        ("POST", base.into(), r#"{"branch_id": "feature/"}"#.into(), 400, "invalid_request", "empty"),
+        // Well-formed (schemathesis found it answered 400): only the default backup name
+        // made from it is too long.
+        ("POST", format!("{base}/{longest}/restore"), "{}".into(), 422, "invalid_request", "backup_name"),
         ("PUT", format!("{base}/main/pages/1/0"), "x".repeat(PAGE + 1), 422, "wrong_page_size", "513"),
         ("PUT", format!("{base}/main/pages/1/0"), "x".repeat(PAGE - 1), 422, "wrong_page_size", "511"),
         ("PUT", format!("{base}/main/pages/one/0"), "x".repeat(PAGE), 400, "invalid_request", "one"),

@@ -216,7 +216,20 @@ fn read_past_the_head_names_both_lsns() {
 
 #[test]
 fn bad_branch_names_state_the_rule() {
-    for bad in ["", "has space", &"x".repeat(64), "ümlaut"] {
+    // Empty, `.` and `..` parts: found by a review, `..` was reachable over HTTP only as
+    // `%2E%2E`.
+    for bad in [
+        "",
+        "has space",
+        &"x".repeat(64),
+        "ümlaut",
+        ".",
+        "..",
+        "feature/..",
+        "./x",
+        "a//b",
+        "a/",
+    ] {
         let name = bad.to_owned();
         assert_refused(
             fixture(),

@@ -86,6 +86,11 @@ impl From<EngineError> for ApiError {
             _ if matches!(error, EngineError::TimeBelowBranchStart { .. }) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_time")
             }
+            // The name given is well-formed; the default backup name made from it is too
+            // long (schemathesis found this answered 400 for a 63-character branch).
+            _ if matches!(error, EngineError::DefaultBackupNameInvalid { .. }) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+            }
             Some(Refusal::UnknownBranch) => (StatusCode::NOT_FOUND, "branch_not_found"),
             Some(Refusal::BranchExists) => (StatusCode::CONFLICT, "branch_exists"),
             Some(Refusal::HasChildren) => (StatusCode::CONFLICT, "has_children"),

@@ -314,6 +314,7 @@ pub(crate) fn expiry(
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use crate::serve::schema::{BRANCH_PARTS_PATTERN, BRANCH_REFERENCE_CHARACTERS_PATTERN};
     use proptest::prelude::*;
 
     fn matches(pattern: &str, text: &str) -> bool {
@@ -350,6 +351,46 @@ mod tests {
             })
     }
 
+    /// What the document says of a branch name: its parts pattern and its length.
+    fn documented_branch_name(name: &str) -> bool {
+        matches(BRANCH_PARTS_PATTERN, name)
+            && (1..=pagefork_engine::BRANCH_NAME_MAX_BYTES).contains(&name.len())
+    }
+
+    /// A reference as the document states it: both patterns of its `allOf`.
+    fn documented_branch_reference(text: &str) -> bool {
+        matches(BRANCH_REFERENCE_CHARACTERS_PATTERN, text) && matches(BRANCH_PARTS_PATTERN, text)
+    }
+
+    /// A reference's malformed cases are 400s; other outcomes are not about its shape.
+    fn reference_is_malformed(text: &str) -> bool {
+        branch_reference("f", "shop", text)
+            .is_err_and(|error| error.status == axum::http::StatusCode::BAD_REQUEST)
+    }
+
+    /// Branch names with an empty, `.` or `..` part: a review found `..` reachable over
+    /// HTTP only as `%2E%2E`. The parts pattern and the rule once let them through.
+    #[test]
+    fn regressions_for_branch_name_parts() {
+        for refused in [".", "..", "a/..", "./a", "a//b", "/a", "a/", "/"] {
+            assert!(!documented_branch_name(refused), "{refused}");
+            assert!(
+                pagefork_engine::validate_branch_name(refused).is_err(),
+                "{refused}"
+            );
+            let reference = format!("projects/shop/branches/{refused}");
+            assert!(!documented_branch_reference(&reference), "{reference}");
+            assert!(reference_is_malformed(&reference), "{reference}");
+        }
+        for accepted in ["...", ".a/..b/c.", "a.b/-_"] {
+            assert!(documented_branch_name(accepted), "{accepted}");
+            assert!(
+                pagefork_engine::validate_branch_name(accepted).is_ok(),
+                "{accepted}"
+            );
+        }
+    }
+
     /// Found by the property tests below: the pattern once called 1998 a leap year, and
     /// the time parser alone accepts a doubled `Z`. Found by a review: a leap second
     /// (`:60`) was folded back to `:59`, so `23:39:60Z` snapped before a commit at
@@ -378,12 +419,12 @@ mod tests {
     proptest! {
         #[test]
         fn branch_and_project_names_follow_their_documented_patterns(
-            branch in near(super::super::schema::BRANCH_NAME_PATTERN),
+            branch in near(BRANCH_PARTS_PATTERN),
             project in near(super::super::schema::PROJECT_NAME_PATTERN),
         ) {
             prop_assert_eq!(
                 pagefork_engine::validate_branch_name(&branch).is_ok(),
-                matches(super::super::schema::BRANCH_NAME_PATTERN, &branch),
+                documented_branch_name(&branch),
                 "{}", branch
             );
             prop_assert_eq!(
@@ -391,6 +432,20 @@ mod tests {
                 matches(super::super::schema::PROJECT_NAME_PATTERN, &project),
                 "{}", project
             );
+        }
+
+        #[test]
+        fn branch_references_are_malformed_exactly_where_the_document_says(
+            name in near(BRANCH_PARTS_PATTERN),
+            project in near(super::super::schema::PROJECT_NAME_PATTERN),
+        ) {
+            for text in [name.clone(), format!("projects/{project}/branches/{name}")] {
+                prop_assert_eq!(
+                    reference_is_malformed(&text),
+                    !documented_branch_reference(&text),
+                    "{}", text
+                );
+            }
         }
 
         #[test]

@@ -8,7 +8,7 @@
 //! a request the document allows is never refused as malformed (400).
 
 use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
@@ -59,24 +59,63 @@ text_schema!(
     "A duration: up to four amounts with units ms, s, m, h, d, w or y.",
     "3600s"
 );
-/// A branch name ([`pagefork_engine::BRANCH_NAME_RULE`]).
-pub(crate) const BRANCH_NAME_PATTERN: &str = "^[A-Za-z0-9._/-]{1,63}$";
+/// The characters of branch names and references, with their lengths: what a reference's
+/// first pattern checks (`BRANCH_PARTS_PATTERN` checks the parts).
+pub(crate) const BRANCH_REFERENCE_CHARACTERS_PATTERN: &str = "^([A-Za-z0-9._/-]{1,63}|projects/[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}/branches/[A-Za-z0-9._/-]{1,63})$";
+
+/// Parts between slashes, each of `[A-Za-z0-9._-]` and none empty, `.` or `..`: the
+/// structure of a branch name ([`pagefork_engine::BRANCH_NAME_RULE`]) and of
+/// `projects/P/branches/B` alike. A regular expression cannot also bound the length
+/// without look-ahead, so the schemas state it beside (`minLength`/`maxLength`, or a
+/// second pattern in `allOf`).
+pub(crate) const BRANCH_PARTS_PATTERN: &str = r"^(\.\.[A-Za-z0-9._-]+|\.[A-Za-z0-9_-][A-Za-z0-9._-]*|[A-Za-z0-9_-][A-Za-z0-9._-]*)(/(\.\.[A-Za-z0-9._-]+|\.[A-Za-z0-9_-][A-Za-z0-9._-]*|[A-Za-z0-9_-][A-Za-z0-9._-]*))*$";
 
 /// A project name (`projects::validate_project_name`).
 pub(crate) const PROJECT_NAME_PATTERN: &str = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}$";
 
-text_schema!(
-    BranchNameText,
-    BRANCH_NAME_PATTERN,
-    "A branch name: 1 to 63 letters, digits, '.', '_', '/' or '-'.",
-    "main"
-);
-text_schema!(
-    BranchReferenceText,
-    "^([A-Za-z0-9._/-]{1,63}|projects/[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}/branches/[A-Za-z0-9._/-]{1,63})$",
-    "A branch: its name, or projects/P/branches/B with P this request's project.",
-    "projects/shop/branches/main"
-);
+/// A branch name: [`BRANCH_PARTS_PATTERN`], 1 to 63 characters.
+pub(crate) struct BranchNameText;
+
+impl PartialSchema for BranchNameText {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .pattern(Some(BRANCH_PARTS_PATTERN))
+            .min_length(Some(1))
+            .max_length(Some(pagefork_engine::BRANCH_NAME_MAX_BYTES))
+            .description(Some(BRANCH_NAME_DESCRIPTION))
+            .examples([serde_json::Value::from("main")])
+            .into()
+    }
+}
+
+impl ToSchema for BranchNameText {}
+
+const BRANCH_NAME_DESCRIPTION: &str = "A branch name: 1 to 63 letters, digits, '.', '_', '/' or '-', where no part between slashes is empty, '.' or '..'.";
+
+/// A branch by name or as `projects/P/branches/B`: both patterns must match.
+pub(crate) struct BranchReferenceText;
+
+impl PartialSchema for BranchReferenceText {
+    fn schema() -> RefOr<Schema> {
+        let string = |pattern| {
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::String))
+                .pattern(Some(pattern))
+        };
+        AllOfBuilder::new()
+            .item(string(BRANCH_REFERENCE_CHARACTERS_PATTERN))
+            .item(string(BRANCH_PARTS_PATTERN))
+            .description(Some(
+                "A branch: its name, or projects/P/branches/B with P this request's project.",
+            ))
+            .examples([serde_json::Value::from("projects/shop/branches/main")])
+            .into()
+    }
+}
+
+impl ToSchema for BranchReferenceText {}
+
 text_schema!(
     ProjectNameText,
     PROJECT_NAME_PATTERN,
