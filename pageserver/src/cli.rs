@@ -699,14 +699,7 @@ fn parse_setting(text: &str) -> Result<(String, String), String> {
     let (name, value) = text
         .split_once('=')
         .ok_or_else(|| format!("{text:?} is not name=value"))?;
-    let valid = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
-    if !valid {
-        return Err(format!("{name:?} is not a setting name"));
-    }
-    if let Some(why) = crate::endpoint::reserved_setting(name) {
+    if let Some(why) = crate::endpoint::setting_name_refusal(name) {
         return Err(why);
     }
     Ok((name.to_owned(), value.to_owned()))

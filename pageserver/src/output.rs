@@ -75,6 +75,46 @@ pub(crate) fn one_line(error: &anyhow::Error) -> String {
     line
 }
 
+/// `text`, a message from another program (serde's, axum's or Postgres'), with each value
+/// it names cut as [`pagefork_engine::quoted`] cuts one, to its first 64 characters: they
+/// quote an unknown field's name, a wrong value, a path segment or a setting's value whole,
+/// and name a field's path unquoted (reviews found 100,000-character values echoed up to
+/// an HTTP message's limit, and a 5,000-character setting echoed as 2 KB). A value is what is between
+/// backticks or double quotes, or else a run of characters without a space or a quote.
+pub(crate) fn values_cut(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(512));
+    let mut quote: Option<char> = None;
+    // The value so far: characters and bytes.
+    let (mut chars, mut bytes) = (0, 0);
+    let end_value = |out: &mut String, chars: &mut usize, bytes: &mut usize| {
+        if *chars > pagefork_engine::QUOTED_PREFIX_CHARS {
+            out.push_str(&format!("... ({bytes} bytes in all)"));
+        }
+        (*chars, *bytes) = (0, 0);
+    };
+    for c in text.chars() {
+        let ends_value = match quote {
+            Some(open) => c == open,
+            None => c.is_whitespace() || c == '`' || c == '"',
+        };
+        if ends_value {
+            end_value(&mut out, &mut chars, &mut bytes);
+            out.push(c);
+            quote = match quote {
+                Some(_) => None,
+                None => (c == '`' || c == '"').then_some(c),
+            };
+            continue;
+        }
+        if chars < pagefork_engine::QUOTED_PREFIX_CHARS {
+            out.push(c);
+        }
+        (chars, bytes) = (chars + 1, bytes + c.len_utf8());
+    }
+    end_value(&mut out, &mut chars, &mut bytes);
+    out
+}
+
 /// `count` and `noun`, plural unless one: `counted(1, "object")` is "1 object".
 pub(crate) fn counted(count: impl Into<u64>, noun: &str) -> String {
     match count.into() {
@@ -87,6 +127,20 @@ pub(crate) fn counted(count: impl Into<u64>, noun: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_another_program_names_are_cut() {
+        let long = "é".repeat(100);
+        let cut = values_cut(&format!(
+            "at {long} : unknown field `{long}`, \"{long} x\" ok"
+        ));
+        assert_eq!(cut.matches("... (200 bytes in all)").count(), 2, "{cut}");
+        assert!(cut.contains("... (202 bytes in all)\" ok"), "{cut}");
+        assert_eq!(
+            values_cut("short `values` \"stay\""),
+            "short `values` \"stay\""
+        );
+    }
 
     #[test]
     fn a_quoted_cause_is_printed_once() {

@@ -306,12 +306,16 @@ fn endpoints_start_on_branches_each_with_its_own_writes_and_a_pitr_answer() {
     server
         .delete(&format!("{B}/spare/endpoint"))
         .expect_error(404, "no_endpoint");
-    server
+    let refused_name = server
         .post(
             &format!("{B}/spare/endpoint"),
             r#"{"settings": {"bad name": "1"}}"#,
         )
         .expect_error(422, "invalid_setting");
+    assert!(
+        refused_name.contains("not a setting name"),
+        "{refused_name}"
+    );
     let refused = server
         .post(
             &format!("{B}/spare/endpoint"),
@@ -332,6 +336,7 @@ fn endpoints_start_on_branches_each_with_its_own_writes_and_a_pitr_answer() {
             "nonexistent_lib",
         ),
         (r#"{"work_mem": "1MB\nport=5555"}"#, "work_mem"),
+        (r#"{"work_mem": "1MB\u0000"}"#, "work_mem"),
     ] {
         let refused = server
             .post(

@@ -60,8 +60,19 @@ const RESERVED_SETTINGS: [&str; 7] = [
     "ident_file",
 ];
 
-/// Why `name` may not be given as a setting of an endpoint, if it may not.
-pub(crate) fn reserved_setting(name: &str) -> Option<String> {
+/// Why `name` may not be given as a setting of an endpoint, if it may not: it is no
+/// setting name (letters, digits, `_` and `.`), or the endpoint's own.
+pub(crate) fn setting_name_refusal(name: &str) -> Option<String> {
+    let is_a_name = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    if !is_a_name {
+        return Some(format!(
+            "{} is not a setting name (letters, digits, _ and .)",
+            pagefork_engine::quoted(name)
+        ));
+    }
     RESERVED_SETTINGS
         .iter()
         .any(|reserved| reserved.eq_ignore_ascii_case(name))
@@ -83,14 +94,14 @@ pub(crate) fn point_in_time_of(info: &BranchInfo) -> Option<LsnForTime> {
         .filter(|answer| answer.lsn == info.head)
 }
 
-/// Refuses what can be refused before anything is mounted or written: a reserved setting,
-/// a setting Postgres refuses, a port out of range or in use. (`start` checks the port
+/// Refuses what can be refused before anything is mounted or written: a name that is no
+/// setting's or is reserved, a value with a control character, a setting Postgres refuses, a port out of range or in use. (`start` checks the port
 /// again when it starts.)
 pub(crate) fn check_spec(spec: &EndpointSpec) -> Result<(), EndpointError> {
     if let Some(message) = spec
         .settings
         .iter()
-        .find_map(|(name, _)| reserved_setting(name))
+        .find_map(|(name, _)| setting_name_refusal(name))
     {
         return Err(EndpointError::RefusedSetting { message });
     }
@@ -585,7 +596,7 @@ fn refused_setting(log: &str, settings: &[(String, String)]) -> Option<String> {
             mentions_word(&lower, &name.to_ascii_lowercase())
                 || (value.len() >= 3 && message.contains(&format!("\"{value}\"")))
         });
-        about_a_setting.then(|| cut_quoted_values(message.trim()))
+        about_a_setting.then(|| crate::output::values_cut(message.trim()))
     })
 }
 
@@ -600,29 +611,6 @@ fn mentions_word(text: &str, word: &str) -> bool {
                 .and_then(|text| text.chars().next());
             !before.is_some_and(part_of_a_name) && !after.is_some_and(part_of_a_name)
         })
-}
-
-/// `message` with each quoted value cut to `pagefork_engine::QUOTED_PREFIX_CHARS`
-/// characters (a review got 2 KB back for a long one).
-fn cut_quoted_values(message: &str) -> String {
-    let mut out = String::with_capacity(message.len().min(512));
-    for (index, part) in message.split('"').enumerate() {
-        if index > 0 {
-            out.push('"');
-        }
-        match (
-            index % 2 == 1,
-            part.char_indices()
-                .nth(pagefork_engine::QUOTED_PREFIX_CHARS),
-        ) {
-            (true, Some((cut, _))) => {
-                out.push_str(part.get(..cut).unwrap_or_default());
-                out.push_str(&format!("... ({} bytes in all)", part.len()));
-            }
-            _ => out.push_str(part),
-        }
-    }
-    out
 }
 
 /// `wanted` if it is free on 127.0.0.1, else a free port.
@@ -789,6 +777,7 @@ mod tests {
 
     use std::time::Duration;
 
+    use super::setting_name_refusal;
     use nix::sys::signal::Signal;
 
     /// A state taken while initdb ran (PG_VERSION written, no global/pg_control yet) is
@@ -845,6 +834,28 @@ mod tests {
             .iter()
             .map(|name| ((*name).to_owned(), "1".to_owned()))
             .collect()
+    }
+
+    /// The CLI's `-c` and the API's `settings` share this rule (they once had a copy each).
+    #[test]
+    fn setting_names_are_refused_when_malformed_or_reserved() {
+        for name in [
+            "work_mem",
+            "auto_explain.log_min_duration",
+            "Shared_Buffers",
+        ] {
+            assert_eq!(setting_name_refusal(name), None, "{name}");
+        }
+        for (name, why) in [
+            ("", "not a setting name"),
+            ("bad name", "not a setting name"),
+            ("a=b", "not a setting name"),
+            ("PORT", "endpoint's own"),
+            ("hba_file", "endpoint's own"),
+        ] {
+            let refusal = setting_name_refusal(name).unwrap();
+            assert!(refusal.contains(why), "{name}: {refusal}");
+        }
     }
 
     #[test]

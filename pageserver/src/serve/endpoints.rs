@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::branches::BranchPath;
-use super::error::quoted;
 use super::error::{ApiError, ErrorBody};
 use super::mounts::mount_error;
 use super::params::{self, BranchParams, NoParameters, ProjectParam, present};
@@ -105,22 +104,6 @@ pub(crate) async fn start(
         None => None,
     };
     let settings = body.settings.unwrap_or_default();
-    for (name, value) in &settings {
-        let valid_name = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
-        if !valid_name || value.contains('\0') {
-            return Err(ApiError::unprocessable(
-                "invalid_setting",
-                format!(
-                    "settings: {} is not a setting name (letters, digits, _ and .) with a value \
-                     without NUL",
-                    quoted(name)
-                ),
-            ));
-        }
-    }
     let spec = EndpointSpec {
         port,
         pg_bin: state.options.pg_bin.clone(),

@@ -9,7 +9,6 @@ use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, Que
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use pagefork_engine::EngineError;
-use pagefork_engine::QUOTED_PREFIX_CHARS;
 use pagefork_engine::model::Refusal;
 pub(crate) use pagefork_engine::quoted;
 
@@ -193,45 +192,6 @@ fn bounded(mut message: String) -> String {
     message
 }
 
-/// `text`, a parser's message (serde's, axum's), with each value it names cut as
-/// [`quoted`] cuts one, to its first 64 characters: they quote an unknown field's name, a
-/// wrong value or a path segment whole, and name a field's path unquoted (a review found
-/// 100,000-character values echoed up to the message's limit). A value is what is between
-/// backticks or double quotes, or else a run of characters without a space or a quote.
-fn values_cut(text: &str) -> String {
-    let mut out = String::with_capacity(text.len().min(MAX_MESSAGE_BYTES));
-    let mut quote: Option<char> = None;
-    // The value so far: characters and bytes.
-    let (mut chars, mut bytes) = (0, 0);
-    let end_value = |out: &mut String, chars: &mut usize, bytes: &mut usize| {
-        if *chars > QUOTED_PREFIX_CHARS {
-            out.push_str(&format!("... ({bytes} bytes in all)"));
-        }
-        (*chars, *bytes) = (0, 0);
-    };
-    for c in text.chars() {
-        let ends_value = match quote {
-            Some(open) => c == open,
-            None => c.is_whitespace() || c == '`' || c == '"',
-        };
-        if ends_value {
-            end_value(&mut out, &mut chars, &mut bytes);
-            out.push(c);
-            quote = match quote {
-                Some(_) => None,
-                None => (c == '`' || c == '"').then_some(c),
-            };
-            continue;
-        }
-        if chars < QUOTED_PREFIX_CHARS {
-            out.push(c);
-        }
-        (chars, bytes) = (chars + 1, bytes + c.len_utf8());
-    }
-    end_value(&mut out, &mut chars, &mut bytes);
-    out
-}
-
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> ApiError {
         match rejection.status() {
@@ -243,7 +203,7 @@ impl From<JsonRejection> for ApiError {
             },
             _ => ApiError::bad_request(format!(
                 "malformed JSON body: {}",
-                values_cut(&rejection.body_text())
+                crate::output::values_cut(&rejection.body_text())
             )),
         }
     }
@@ -271,7 +231,10 @@ pub(crate) fn body_too_large(detail: &str) -> ApiError {
 
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> ApiError {
-        ApiError::bad_request(format!("bad path: {}", values_cut(&rejection.body_text())))
+        ApiError::bad_request(format!(
+            "bad path: {}",
+            crate::output::values_cut(&rejection.body_text())
+        ))
     }
 }
 
@@ -279,7 +242,7 @@ impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> ApiError {
         ApiError::bad_request(format!(
             "bad query string: {}",
-            values_cut(&rejection.body_text())
+            crate::output::values_cut(&rejection.body_text())
         ))
     }
 }
@@ -314,20 +277,6 @@ mod tests {
         let text = quoted(&long);
         assert!(text.ends_with("... (20000 bytes in all)"), "{text}");
         assert!(text.len() < 200, "{text}");
-    }
-
-    #[test]
-    fn values_a_parser_names_are_cut() {
-        let long = "é".repeat(100);
-        let cut = values_cut(&format!(
-            "at {long} : unknown field `{long}`, \"{long} x\" ok"
-        ));
-        assert_eq!(cut.matches("... (200 bytes in all)").count(), 2, "{cut}");
-        assert!(cut.contains("... (202 bytes in all)\" ok"), "{cut}");
-        assert_eq!(
-            values_cut("short `values` \"stay\""),
-            "short `values` \"stay\""
-        );
     }
 
     #[test]
