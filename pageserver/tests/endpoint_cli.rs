@@ -315,20 +315,93 @@ fn the_postgres_demo_runs_the_seed_scenario_and_reports_what_it_recovered_to() {
 /// Postgres' programs, linked into a directory under `root`, with `failing` replaced by a
 /// script that fails saying "FAILING: a planted failure".
 fn pg_bin_with_failing(root: &Path, failing: &str) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let broken = root.join(format!("broken-{failing}"));
-    std::fs::create_dir(&broken).unwrap();
-    for entry in std::fs::read_dir(support::endpoint::PG_BIN).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() != failing {
-            std::os::unix::fs::symlink(entry.path(), broken.join(entry.file_name())).unwrap();
+    let script = format!("#!/bin/sh\necho '{failing}: a planted failure' >&2\nexit 1\n");
+    support::endpoint::pg_bin_with(root, failing, &script)
+}
+
+/// A child process, killed when dropped unless taken.
+struct KilledOnDrop(Option<std::process::Child>);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
-    let program = broken.join(failing);
-    let script = format!("#!/bin/sh\necho '{failing}: a planted failure' >&2\nexit 1\n");
-    std::fs::write(&program, script).unwrap();
-    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
-    broken
+}
+
+/// Found by a review: a start still waiting for Postgres (crash recovery may take
+/// minutes) was invisible to `endpoint list` and `endpoint stop` until it was ready, and
+/// SIGTERM waited for that too. It is listed as starting now, and a stop abandons it.
+#[test]
+fn regression_a_start_waiting_for_postgres_is_listed_and_can_be_stopped() {
+    require_fuse();
+    require_postgres();
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    ok_json(pagefork(&data, &["init", "--json"]));
+    let endpoint = Endpoint::start(&data, "main", None, &[]);
+    psql(&endpoint.url(), "CREATE TABLE kept AS SELECT 7 AS n").unwrap();
+    assert!(endpoint.stop().success());
+
+    // A server that never says it is ready.
+    let slow =
+        support::endpoint::pg_bin_with(root.path(), "postgres", "#!/bin/sh\nexec sleep 600\n");
+    let command = std::process::Command::new(env!("CARGO_BIN_EXE_pagefork"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["endpoint", "start", "main", "--pg-bin"])
+        .arg(&slow)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed (with its Postgres, which dies with it) if the test fails before it ends.
+    let mut command = KilledOnDrop(Some(command));
+    let command_pid = command.0.as_ref().unwrap().id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let listed = loop {
+        let listed = ok_json(pagefork(&data, &["--json", "endpoint", "list"]));
+        if listed[0]["starting"] == true {
+            break listed;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the start is not listed: {listed}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(listed[0]["branch"], "main", "{listed}");
+    assert_eq!(listed[0]["command_pid"], command_pid, "{listed}");
+    let text = pagefork(&data, &["endpoint", "list"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("main  starting"), "{text}");
+    let twice = pagefork(&data, &["endpoint", "start", "main"]);
+    let message = String::from_utf8_lossy(&twice.stderr);
+    assert!(
+        !twice.status.success()
+            && message.contains("has an endpoint starting")
+            && message.contains(&command_pid.to_string()),
+        "{message}"
+    );
+
+    let stopped = ok_json(pagefork(&data, &["--json", "endpoint", "stop", "main"]));
+    assert_eq!(stopped["starting"], true, "{stopped}");
+    let output = command.0.take().unwrap().wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && said.contains("stopped before Postgres accepted connections"),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        ok_json(pagefork(&data, &["--json", "endpoint", "list"])),
+        serde_json::json!([])
+    );
+    let endpoint = Endpoint::start(&data, "main", None, &[]);
+    assert_eq!(psql(&endpoint.url(), "SELECT n FROM kept").unwrap(), "7");
+    assert!(endpoint.stop().success());
 }
 
 #[test]

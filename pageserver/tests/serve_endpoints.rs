@@ -755,6 +755,49 @@ fn regression_a_stuck_stop_holds_up_only_its_own_branch() {
     assert!(server.terminate().success());
 }
 
+/// A shutdown abandons a start still waiting for its server: it stops the server and
+/// ends. It once waited for it (up to ten minutes of crash recovery); the CLI's start had
+/// the same fault (found by a review).
+#[test]
+fn regression_a_shutdown_abandons_a_start_waiting_for_postgres() {
+    require_fuse();
+    require_postgres();
+    let root = tempfile::tempdir().unwrap();
+    // A server that never says it is ready (initdb, the real one, runs first).
+    let slow =
+        support::endpoint::pg_bin_with(root.path(), "postgres", "#!/bin/sh\nexec sleep 600\n");
+    let data = root.path().join("data");
+    let mut server = Server::start(&data, &["--pg-bin", slow.to_str().unwrap()]);
+    server
+        .post("/v1/projects", r#"{"project_id": "p"}"#)
+        .expect(201);
+    let client = server.http(Duration::from_secs(120));
+    std::thread::scope(|scope| {
+        let starting = scope.spawn(|| client.post(&format!("{B}/main/endpoint"), "{}"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while server.get("/v1/projects/p/mounts").expect(200)["mounts"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the start never mounted"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let ended = server.terminate_within(Duration::from_secs(60));
+        assert!(
+            ended.is_some_and(|status| status.success()),
+            "the shutdown waited for the start: {ended:?}"
+        );
+        // Answered 503 as the shutdown abandoned it, or cut off with the connection.
+        if let Ok(answer) = starting.join().unwrap() {
+            answer.expect_error(503, "shutting_down");
+        }
+    });
+}
+
 /// A start on a store a full disk made refuse writes is the store's refusal (507 naming
 /// the disk's error), not a 500 naming whatever file Postgres met first (a review saw
 /// "cannot remove the stale postmaster.pid: Input/output error").

@@ -3,7 +3,8 @@
 //! - `pagefork endpoint start`, in the foreground: mounts the branch (at `--mount` or a
 //!   fresh directory), starts Postgres on it, prints how to connect once it accepts
 //!   connections, and on SIGTERM or SIGINT stops it (fast shutdown), unmounts and
-//!   checkpoints; if Postgres ends by itself, the command ends with an error.
+//!   checkpoints, also while Postgres is still starting (crash recovery may take
+//!   minutes); if Postgres ends by itself, the command ends with an error.
 //! - `pagefork endpoint list` and `endpoint stop BRANCH`: find those commands by their run
 //!   files (`runfile`); stop has one end as SIGTERM would, and waits.
 //! - `pagefork endpoint schema-diff A B`: starts an endpoint on each branch, compares
@@ -13,6 +14,7 @@
 //! Postgres' programs and user).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use pagefork_engine::{At, Store};
@@ -42,6 +44,18 @@ impl Local {
         place: Place,
         spec: &EndpointSpec,
     ) -> Result<Local> {
+        Local::start_unless(store, branch, place, spec, &AtomicBool::new(false))
+    }
+
+    /// As [`Local::start`]; setting `abandon` stops a start still waiting for Postgres
+    /// ([`super::EndpointError::Abandoned`]).
+    pub(crate) fn start_unless(
+        store: &Store,
+        branch: &str,
+        place: Place,
+        spec: &EndpointSpec,
+        abandon: &AtomicBool,
+    ) -> Result<Local> {
         let mount_spec = MountSpec {
             branch: branch.to_owned(),
             dir: place.mount_dir.clone(),
@@ -52,7 +66,7 @@ impl Local {
         // changes nothing (a review found the branch's head moved).
         PgBin::find(spec.pg_bin.as_deref())?.check_reachable(&place.mount_dir)?;
         let mounted = mount(store.clone(), &mount_spec)?;
-        match super::start(branch, &place.mount_dir, &place.log, spec) {
+        match super::start(branch, &place.mount_dir, &place.log, spec, abandon) {
             Ok(server) => Ok(Local {
                 server,
                 mounted,
@@ -113,11 +127,17 @@ pub(crate) fn run_foreground(
     // said "port in use", one without it that the store was locked).
     if let Some(running) = super::runfile::list(data_dir)?
         .into_iter()
-        .find(|record| record.endpoint.branch() == branch)
+        .find(|record| record.branch == branch)
     {
-        return Err(super::EndpointError::AlreadyRunning {
-            branch: branch.to_owned(),
-            port: running.endpoint.port(),
+        return Err(match running.endpoint {
+            Some(endpoint) => super::EndpointError::AlreadyRunning {
+                branch: branch.to_owned(),
+                port: endpoint.port(),
+            },
+            None => super::EndpointError::Starting {
+                branch: branch.to_owned(),
+                command_pid: running.pid,
+            },
         }
         .into());
     }
@@ -138,7 +158,49 @@ pub(crate) fn run_foreground(
     let (runtime, mut interrupt, mut terminate) = stop_signals()?;
     let store = crate::commands::open(data_dir, json)?;
     let created_at = super::point_in_time_of(&store.branch_info(branch)?);
-    let mut local = Local::start(&store, branch, place, spec)?;
+    // Listed as starting from now on, so `endpoint list` and `endpoint stop` see a start
+    // still in crash recovery (they once saw nothing until Postgres was ready).
+    let mut run_file = super::runfile::publish_starting(data_dir, branch, &place.log)?;
+    // A stop asked for while Postgres starts abandons the start: the signals are
+    // watched here while another thread starts it.
+    let abandon = AtomicBool::new(false);
+    let started = std::thread::scope(|scope| {
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        let starting = scope.spawn(|| {
+            let started = Local::start_unless(&store, branch, place, spec, &abandon);
+            let _ = done.send(());
+            started
+        });
+        runtime.block_on(async {
+            tokio::select! {
+                _ = interrupt.recv() => abandon.store(true, Ordering::Relaxed),
+                _ = terminate.recv() => abandon.store(true, Ordering::Relaxed),
+                _ = finished => {}
+            }
+        });
+        starting
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    });
+    let mut local = match started {
+        Ok(local) => local,
+        Err(error) => {
+            let abandoned = matches!(
+                error.downcast_ref::<super::EndpointError>(),
+                Some(super::EndpointError::Abandoned { .. })
+            );
+            if !abandoned {
+                return Err(error);
+            }
+            let covered = store.checkpoint()?;
+            if !json {
+                out!(
+                    "endpoint start on branch {branch} stopped before Postgres accepted connections; branch unmounted and durable (checkpoint at {covered})"
+                );
+            }
+            return Ok(());
+        }
+    };
     let started = Started::of(&local.server, created_at.is_some());
     if json {
         out!(
@@ -168,24 +230,29 @@ pub(crate) fn run_foreground(
             );
         }
     }
-    let _run_file = super::runfile::publish(data_dir, EndpointView::of(&started.info))?;
-    let exited = runtime.block_on(async {
-        let mut poll = tokio::time::interval(std::time::Duration::from_millis(200));
-        loop {
-            tokio::select! {
-                _ = interrupt.recv() => return None,
-                _ = terminate.recv() => return None,
-                _ = poll.tick() => {
-                    if let Some(status) = local.server.exited() {
-                        return Some(status);
+    run_file.ready(EndpointView::of(&started.info))?;
+    // A stop asked for just as Postgres became ready goes straight to the stop.
+    let exited = match abandon.load(Ordering::Relaxed) {
+        true => None,
+        false => runtime.block_on(async {
+            let mut poll = tokio::time::interval(std::time::Duration::from_millis(200));
+            loop {
+                tokio::select! {
+                    _ = interrupt.recv() => return None,
+                    _ = terminate.recv() => return None,
+                    _ = poll.tick() => {
+                        if let Some(status) = local.server.exited() {
+                            return Some(status);
+                        }
                     }
                 }
             }
-        }
-    });
+        }),
+    };
     let log = local.server.log_tail();
     local.stop()?;
     let covered = store.checkpoint()?;
+    drop(run_file);
     if let Some(status) = exited {
         // Postgres ended on its own: the branch is unmounted and durable all the same.
         anyhow::bail!(
@@ -217,7 +284,7 @@ pub(crate) fn list(data_dir: &Path, json: bool) -> Result<()> {
     Store::check_is_store(data_dir)?;
     let running = super::runfile::list(data_dir)?;
     if json {
-        let views: Vec<&EndpointView> = running.iter().map(|record| &record.endpoint).collect();
+        let views: Vec<_> = running.iter().map(|record| record.listed()).collect();
         out!("{}", to_json(&views));
         return Ok(());
     }
@@ -227,15 +294,22 @@ pub(crate) fn list(data_dir: &Path, json: bool) -> Result<()> {
         );
     }
     for record in &running {
-        let endpoint = &record.endpoint;
-        out!(
-            "{}  {}  (command pid {}, postmaster pid {}, log {})",
-            endpoint.branch(),
-            endpoint.connection_string(),
-            record.pid,
-            endpoint.pid(),
-            endpoint.log()
-        );
+        match &record.endpoint {
+            Some(endpoint) => out!(
+                "{}  {}  (command pid {}, postmaster pid {}, log {})",
+                endpoint.branch(),
+                endpoint.connection_string(),
+                record.pid,
+                endpoint.pid(),
+                endpoint.log()
+            ),
+            None => out!(
+                "{}  starting: Postgres does not accept connections yet  (command pid {}, log {})",
+                record.branch,
+                record.pid,
+                record.log
+            ),
+        }
     }
     Ok(())
 }
@@ -245,11 +319,15 @@ pub(crate) fn stop(data_dir: &Path, branch: &str, json: bool) -> Result<()> {
     Store::check_is_store(data_dir)?;
     let record = super::runfile::stop(data_dir, branch)?;
     if json {
-        out!("{}", to_json(&record.endpoint));
-    } else {
+        out!("{}", to_json(&record.listed()));
+    } else if let Some(endpoint) = &record.endpoint {
         out!(
             "endpoint on branch {branch} stopped (port {}); the branch is unmounted and durable",
-            record.endpoint.port()
+            endpoint.port()
+        );
+    } else {
+        out!(
+            "endpoint start on branch {branch} stopped before Postgres accepted connections; the branch is unmounted and durable"
         );
     }
     Ok(())

@@ -30,6 +30,7 @@ use std::io::{BufRead, Seek};
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub(crate) use postgres::PgBin;
@@ -184,6 +185,17 @@ pub(crate) enum EndpointError {
     },
     #[error("branch {branch:?} has an endpoint already, on port {port}")]
     AlreadyRunning { branch: String, port: u16 },
+    #[error(
+        "branch {branch:?} has an endpoint starting (command pid {command_pid}); `pagefork \
+         endpoint stop {branch}` ends it"
+    )]
+    Starting { branch: String, command_pid: u32 },
+    /// The start was asked to stop (SIGTERM or SIGINT, a server shutting down) before
+    /// Postgres accepted connections.
+    #[error(
+        "the start of an endpoint on branch {branch:?} was stopped before Postgres accepted connections"
+    )]
+    Abandoned { branch: String },
     #[error("branch {branch:?} has no endpoint")]
     NotRunning { branch: String },
     #[error(transparent)]
@@ -335,11 +347,15 @@ impl EndpointInfo {
 
 /// Starts Postgres on the tree mounted at `mount_dir` (branch `branch`), logging to
 /// `log`, and waits until it accepts connections.
+///
+/// Setting `abandon` while the server is on its way up (crash recovery may take minutes)
+/// has it stopped (a fast shutdown) and the start answer [`EndpointError::Abandoned`].
 pub(crate) fn start(
     branch: &str,
     mount_dir: &Path,
     log: &Path,
     spec: &EndpointSpec,
+    abandon: &AtomicBool,
 ) -> Result<Running, EndpointError> {
     let asked = Instant::now();
     // Postgres' programs run elsewhere than this process's directory.
@@ -358,7 +374,7 @@ pub(crate) fn start(
         prepared_us = asked.elapsed().as_micros(),
         "endpoint start: programs found, data directory prepared"
     );
-    let started = run_server(branch, (pg, data.clone(), initialized), log, spec);
+    let started = run_server(branch, (pg, data.clone(), initialized), log, spec, abandon);
     if started.is_err() && initialized {
         // The branch goes back to empty: a start that failed formats nothing (a review
         // found a refused setting leaving 70 MB of initdb behind, and the next start
@@ -375,6 +391,7 @@ fn run_server(
     (pg, data, initialized): (PgBin, PathBuf, bool),
     log: &Path,
     spec: &EndpointSpec,
+    abandon: &AtomicBool,
 ) -> Result<Running, EndpointError> {
     let port = choose_port(spec.port)?;
     let log_file = std::fs::File::create(log)
@@ -423,10 +440,16 @@ fn run_server(
         initialized,
         ready_after: Duration::ZERO,
     };
-    match running.wait_ready(started) {
+    match running.wait_ready(started, abandon) {
         Ok(()) => {
             running.ready_after = started.elapsed();
             Ok(running)
+        }
+        Err(_) if abandon.load(Ordering::Relaxed) => {
+            running.stop()?;
+            Err(EndpointError::Abandoned {
+                branch: branch.to_owned(),
+            })
         }
         Err(why) => {
             running.kill();
@@ -651,9 +674,12 @@ fn log_tail(path: &Path) -> String {
 impl Running {
     /// Waits until the server says it accepts connections (`ready` in its
     /// `postmaster.pid`), or says why not.
-    fn wait_ready(&mut self, started: Instant) -> Result<(), String> {
+    fn wait_ready(&mut self, started: Instant, abandon: &AtomicBool) -> Result<(), String> {
         let pid_file = self.data.join("postmaster.pid");
         loop {
+            if abandon.load(Ordering::Relaxed) {
+                return Err("its start was abandoned".to_owned());
+            }
             if let Some(status) = self.server.try_wait().map_err(|error| error.to_string())? {
                 return Err(format!("it exited with {status}"));
             }

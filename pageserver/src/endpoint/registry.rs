@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pagefork_engine::{At, Store};
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -34,6 +35,9 @@ pub(crate) struct Endpoints {
     entries: Mutex<BTreeMap<Key, Slot>>,
     /// Notified whenever a busy entry is settled.
     settled: Condvar,
+    /// Set by a shutdown: starts still waiting for their server give up (a crash
+    /// recovery may take minutes, and the shutdown waits for them).
+    abandon_starts: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -195,7 +199,7 @@ impl Endpoints {
         };
         let mounted_here = place.is_some();
         let mounted = asked.elapsed();
-        match super::start(branch, &dir, &log, spec) {
+        match super::start(branch, &dir, &log, spec, &self.abandon_starts) {
             Ok(server) => {
                 let ready = asked.elapsed();
                 let started = Started::of(&server, created_at_a_time);
@@ -385,9 +389,10 @@ impl Endpoints {
     }
 
     /// Stops every endpoint and unmounts what they mounted: for a server's shutdown. A
-    /// start or stop still at work (its request given up by the shutdown) is waited for
-    /// first, so that no server it starts outlives this.
+    /// start still waiting for its server gives up (stopping it); a start or stop still
+    /// at work is waited for first, so that no server it starts outlives this.
     pub(crate) fn stop_all(&self, mounts: &Mounts) {
+        self.abandon_starts.store(true, Ordering::Relaxed);
         let mut entries = self.entries.lock();
         while entries.values().any(|slot| matches!(slot, Slot::Busy)) {
             self.settled.wait(&mut entries);

@@ -54,7 +54,10 @@ pub(crate) struct EndpointList {
 pub(super) fn endpoint_error(error: EndpointError) -> ApiError {
     let message = error.to_string();
     match error {
-        EndpointError::AlreadyRunning { .. } => ApiError::conflict("endpoint_running", message),
+        EndpointError::AlreadyRunning { .. } | EndpointError::Starting { .. } => {
+            ApiError::conflict("endpoint_running", message)
+        }
+        EndpointError::Abandoned { .. } => ApiError::unavailable("shutting_down", message),
         EndpointError::PortInUse { .. } => ApiError::conflict("port_in_use", message),
         EndpointError::InvalidSetting { .. } | EndpointError::RefusedSetting { .. } => {
             ApiError::unprocessable("invalid_setting", message)

@@ -22,6 +22,25 @@ pub(crate) fn require_postgres() {
     );
 }
 
+/// Postgres' programs, linked into a directory under `root`, with `program` replaced by
+/// `script` (the directory, and `root`, open to Postgres' user).
+pub(crate) fn pg_bin_with(root: &Path, program: &str, script: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = root.join(format!("planted-{program}"));
+    std::fs::create_dir(&dir).unwrap();
+    for entry in std::fs::read_dir(PG_BIN).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != program {
+            std::os::unix::fs::symlink(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+    }
+    let path = dir.join(program);
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
 /// A running `pagefork endpoint start`.
 pub(crate) struct Endpoint {
     child: Option<Child>,
