@@ -319,6 +319,78 @@ fn pg_bin_with_failing(root: &Path, failing: &str) -> std::path::PathBuf {
     support::endpoint::pg_bin_with(root, failing, &script)
 }
 
+/// Whether a scratch branch of a schema diff is mounted.
+fn scratch_mounted() -> bool {
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .contains("pagefork:pagefork-scratch-")
+}
+
+/// A schema diff stopped by a signal deletes its scratch branches and unmounts them (it
+/// was killed, leaving both behind), and one killed outright leaves branches the next
+/// diff deletes (found while making a foreground start stoppable).
+#[test]
+fn regression_an_interrupted_schema_diff_leaves_no_scratch_branch() {
+    require_fuse();
+    require_postgres();
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    ok_json(pagefork(&data, &["init", "--json"]));
+    assert!(Endpoint::start(&data, "main", None, &[]).stop().success());
+    let scratch_branches = || -> Vec<String> {
+        branch_names(&ok_json(pagefork(&data, &["--json", "branch", "list"])))
+            .into_iter()
+            .filter(|name| name.starts_with("pagefork-scratch-"))
+            .map(str::to_owned)
+            .collect()
+    };
+
+    let slow =
+        support::endpoint::pg_bin_with(root.path(), "postgres", "#!/bin/sh\nexec sleep 600\n");
+    let command = std::process::Command::new(env!("CARGO_BIN_EXE_pagefork"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["endpoint", "schema-diff", "main", "main", "--pg-bin"])
+        .arg(&slow)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut command = KilledOnDrop(Some(command));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !scratch_mounted() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scratch branch was mounted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(command.0.as_ref().unwrap().id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let output = command.0.take().unwrap().wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && said.contains("stopped by a signal"),
+        "{:?}: {said}",
+        output.status
+    );
+    assert!(!scratch_mounted());
+    assert_eq!(scratch_branches(), Vec::<String>::new());
+
+    // One left by a command killed outright (planted as a branch of that name).
+    ok_json(pagefork(
+        &data,
+        &["--json", "branch", "create", "pagefork-scratch-1-2"],
+    ));
+    let diff = pagefork(&data, &["endpoint", "schema-diff", "main", "main"]);
+    let said = String::from_utf8_lossy(&diff.stderr);
+    assert!(
+        diff.status.success() && said.contains("deleted scratch branch pagefork-scratch-1-2"),
+        "{said}"
+    );
+    assert_eq!(scratch_branches(), Vec::<String>::new());
+}
+
 /// A child process, killed when dropped unless taken.
 struct KilledOnDrop(Option<std::process::Child>);
 

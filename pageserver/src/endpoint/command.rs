@@ -24,7 +24,7 @@ use super::schema::{SchemaDiff, dump_schema};
 use super::view::{EndpointView, StartedEndpoint};
 use super::{EndpointSpec, PgBin, Place, Running};
 use crate::mount::{
-    MountSpec, Mounted, check_fuse_available, check_mount_point, mount, stop_signals,
+    MountSpec, Mounted, StopSignals, check_fuse_available, check_mount_point, mount,
 };
 use crate::output::out;
 use crate::views::to_json;
@@ -155,7 +155,7 @@ pub(crate) fn run_foreground(
         }
         None => Place::temporary()?,
     };
-    let (runtime, mut interrupt, mut terminate) = stop_signals()?;
+    let mut signals = StopSignals::catch()?;
     let store = crate::commands::open(data_dir, json)?;
     let created_at = super::point_in_time_of(&store.branch_info(branch)?);
     // Listed as starting from now on, so `endpoint list` and `endpoint stop` see a start
@@ -164,23 +164,8 @@ pub(crate) fn run_foreground(
     // A stop asked for while Postgres starts abandons the start: the signals are
     // watched here while another thread starts it.
     let abandon = AtomicBool::new(false);
-    let started = std::thread::scope(|scope| {
-        let (done, finished) = tokio::sync::oneshot::channel::<()>();
-        let starting = scope.spawn(|| {
-            let started = Local::start_unless(&store, branch, place, spec, &abandon);
-            let _ = done.send(());
-            started
-        });
-        runtime.block_on(async {
-            tokio::select! {
-                _ = interrupt.recv() => abandon.store(true, Ordering::Relaxed),
-                _ = terminate.recv() => abandon.store(true, Ordering::Relaxed),
-                _ = finished => {}
-            }
-        });
-        starting
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    let started = signals.run_stoppable(&abandon, || {
+        Local::start_unless(&store, branch, place, spec, &abandon)
     });
     let mut local = match started {
         Ok(local) => local,
@@ -234,17 +219,12 @@ pub(crate) fn run_foreground(
     // A stop asked for just as Postgres became ready goes straight to the stop.
     let exited = match abandon.load(Ordering::Relaxed) {
         true => None,
-        false => runtime.block_on(async {
+        false => signals.wait_or(async {
             let mut poll = tokio::time::interval(std::time::Duration::from_millis(200));
             loop {
-                tokio::select! {
-                    _ = interrupt.recv() => return None,
-                    _ = terminate.recv() => return None,
-                    _ = poll.tick() => {
-                        if let Some(status) = local.server.exited() {
-                            return Some(status);
-                        }
-                    }
+                poll.tick().await;
+                if let Some(status) = local.server.exited() {
+                    return status;
                 }
             }
         }),
@@ -268,7 +248,13 @@ pub(crate) fn run_foreground(
 /// `pagefork init --postgres`: runs `initdb` into the new store's `main` (through a first
 /// start of an endpoint, stopped again) and checkpoints. Returns what it did, in words.
 pub(crate) fn init_postgres(store: &Store, spec: &EndpointSpec) -> Result<String> {
-    let local = Local::start(store, "main", Place::temporary()?, spec)?;
+    // A signal abandons it (the caller then removes the new store), where it once
+    // killed the command, leaving the store and a mount behind.
+    let mut signals = StopSignals::catch()?;
+    let stop = AtomicBool::new(false);
+    let local = signals.run_stoppable(&stop, || {
+        Local::start_unless(store, "main", Place::temporary()?, spec, &stop)
+    })?;
     let ready = local.server.info().ready_after;
     local.stop()?;
     store.checkpoint()?;
@@ -343,9 +329,13 @@ pub(crate) fn schema_diff(
 ) -> Result<()> {
     check_first(spec)?;
     let pg = PgBin::find(spec.pg_bin.as_deref())?;
+    // Caught before the store is opened: a signal abandons the diff, deleting its scratch
+    // branches and unmounting (it once killed the command, leaving both behind).
+    let mut signals = StopSignals::catch()?;
     let store = crate::commands::open(data_dir, json)?;
     store.branch_info(from)?;
     store.branch_info(to)?;
+    ScratchBranch::remove_stale(&store);
     // Postgres writes to the branch it runs on (crash recovery, a checkpoint), so each
     // side runs on a scratch branch of it, deleted after; an empty side is refused, not
     // formatted (a review found both branches of a diff left formatted, even by a diff
@@ -354,26 +344,31 @@ pub(crate) fn schema_diff(
         refuse_empty: true,
         ..spec.clone()
     };
+    let stop = AtomicBool::new(false);
     let dump = |branch: &str| -> Result<String> {
         let scratch = ScratchBranch::of(&store, branch)?;
-        let local =
-            Local::start(&store, &scratch.name, Place::temporary()?, &spec).map_err(|error| {
-                match error.downcast::<super::EndpointError>() {
-                    Ok(super::EndpointError::NotADataDirectory { found, .. }) => {
-                        anyhow::Error::from(super::EndpointError::NotADataDirectory {
-                            branch: branch.to_owned(),
-                            found,
-                        })
-                    }
-                    Ok(other) => other.into(),
-                    Err(error) => error,
-                }
-            })?;
+        let local = Local::start_unless(&store, &scratch.name, Place::temporary()?, &spec, &stop)
+            .map_err(|error| match error.downcast::<super::EndpointError>() {
+            Ok(super::EndpointError::NotADataDirectory { found, .. }) => {
+                anyhow::Error::from(super::EndpointError::NotADataDirectory {
+                    branch: branch.to_owned(),
+                    found,
+                })
+            }
+            Ok(other) => other.into(),
+            Err(error) => error,
+        })?;
         let dumped = dump_schema(&pg, branch, local.port());
         local.stop()?;
         Ok(dumped?)
     };
-    let (before, after) = (dump(from)?, dump(to)?);
+    let dumps = signals.run_stoppable(&stop, || Ok::<_, anyhow::Error>((dump(from)?, dump(to)?)));
+    let (before, after) = match dumps {
+        Err(_) if stop.load(Ordering::Relaxed) => anyhow::bail!(
+            "the schema diff of {from} and {to} was stopped by a signal; its scratch branches are deleted and unmounted"
+        ),
+        dumps => dumps?,
+    };
     store.checkpoint()?;
     let diff = SchemaDiff::of(from, &before, to, &after);
     if json {
@@ -393,12 +388,36 @@ struct ScratchBranch<'a> {
     name: String,
 }
 
+/// What names a scratch branch.
+const SCRATCH_PREFIX: &str = "pagefork-scratch-";
+
 impl<'a> ScratchBranch<'a> {
+    /// Deletes the scratch branches a command that could not clean up left (killed with
+    /// SIGKILL, or by a power cut): the store is this process's alone, so none is in use.
+    fn remove_stale(store: &Store) {
+        let stale = store
+            .list_branches()
+            .into_iter()
+            .filter(|info| info.name.starts_with(SCRATCH_PREFIX));
+        for info in stale {
+            match store.delete_branch(&info.name) {
+                Ok(()) => crate::output::warn_out!(
+                    "pagefork: deleted scratch branch {} that an interrupted schema diff left",
+                    info.name
+                ),
+                Err(error) => crate::output::warn_out!(
+                    "pagefork: cannot delete scratch branch {} that an interrupted schema diff left: {error}",
+                    info.name
+                ),
+            }
+        }
+    }
+
     fn of(store: &'a Store, source: &str) -> Result<ScratchBranch<'a>> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.subsec_nanos());
-        let name = format!("pagefork-scratch-{}-{nanos}", std::process::id());
+        let name = format!("{SCRATCH_PREFIX}{}-{nanos}", std::process::id());
         store.create_branch(
             &name,
             source,

@@ -14,7 +14,7 @@ mod leftovers;
 mod registry;
 mod writeback;
 
-pub(crate) use command::{run_foreground, stop_signals};
+pub(crate) use command::{StopSignals, run_foreground};
 pub(crate) use registry::{MountError, MountInfo, Mounts};
 
 use std::path::{Path, PathBuf};
