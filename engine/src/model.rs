@@ -605,30 +605,57 @@ impl Model {
     }
 
     /// What a GC run does to what can be read: every branch's own cutoff moves up to the
-    /// last commit at or before `now - window` (its head if none is later; a hidden or
-    /// expired branch's to its head), never down. Expired leases are dropped.
+    /// last commit at or before `now - window` (its head if none is later), never down.
+    /// A hidden or expired branch's goes to its head, or to the lowest cutoff a child
+    /// keeps below its branch point (the child reads it there). Expired leases are
+    /// dropped.
     pub fn gc(&mut self) {
         // An expired lease is forgotten, even if the clock later steps back before its end.
         let now = self.now;
         self.leases.retain(|_, until| *until > now);
         let ids: Vec<usize> = self.live_ids().collect();
-        for id in ids {
-            let head = self.head_of(id);
-            let branch = self.branch(id);
-            let target = if branch.hidden || self.expired_id(id) {
-                head
-            } else {
-                let window = branch.pitr_window.unwrap_or(self.pitr_window);
-                let answer = self.lsn_for_time_of(id, self.now.saturating_sub(window));
-                match answer.kind {
-                    TimeKind::Present => answer.lsn,
-                    TimeKind::Future | TimeKind::NoData => head,
-                    TimeKind::Past => Lsn(0),
-                }
-            };
-            let branch = self.branch_mut(id);
-            branch.cutoff = branch.cutoff.max(target.min(head));
+        let mut cutoffs = BTreeMap::new();
+        let moved: Vec<(usize, Lsn)> = ids
+            .into_iter()
+            .map(|id| (id, self.cutoff_after_gc(id, &mut cutoffs)))
+            .collect();
+        for (id, cutoff) in moved {
+            self.branch_mut(id).cutoff = cutoff;
         }
+    }
+
+    /// Branch `id`'s own cutoff after this GC (memoized in `cutoffs`).
+    fn cutoff_after_gc(&self, id: usize, cutoffs: &mut BTreeMap<usize, Lsn>) -> Lsn {
+        if let Some(cutoff) = cutoffs.get(&id) {
+            return *cutoff;
+        }
+        let head = self.head_of(id);
+        let branch = self.branch(id);
+        let target = if branch.hidden || self.expired_id(id) {
+            // Read by nobody itself, but its children read through it below their
+            // branch points, down to their own cutoffs (found by a review: their PITR
+            // windows lost that history at the next GC).
+            let mut target = head;
+            for child in self.children(id) {
+                let (_, point) = self.branch(child).parent.expect("a child has a parent");
+                let child_cutoff = self.cutoff_after_gc(child, cutoffs);
+                if child_cutoff < point {
+                    target = target.min(child_cutoff);
+                }
+            }
+            target
+        } else {
+            let window = branch.pitr_window.unwrap_or(self.pitr_window);
+            let answer = self.lsn_for_time_of(id, self.now.saturating_sub(window));
+            match answer.kind {
+                TimeKind::Present => answer.lsn,
+                TimeKind::Future | TimeKind::NoData => head,
+                TimeKind::Past => Lsn(0),
+            }
+        };
+        let cutoff = self.branch(id).cutoff.max(target.min(head));
+        cutoffs.insert(id, cutoff);
+        cutoff
     }
 
     /// The LSN `at` means on `branch`, or the refusal.

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use pagefork_engine::model::Refusal;
 use pagefork_engine::{
-    At, BranchOptions, Config, EngineError, Key, Lsn, ManualClock, RetainReason, Store, SyncMode,
-    Update,
+    At, Backup, BranchOptions, Config, EngineError, Expiry, Key, Lsn, ManualClock, RetainReason,
+    Store, SyncMode, Update,
 };
 use pagefork_tests::{engine_config, page_of};
 
@@ -197,6 +197,61 @@ fn a_lease_keeps_a_state_until_it_ends() {
     assert_eq!(kind, Refusal::BelowGcCutoff);
     // The branch made under the lease keeps its own branch point.
     assert_eq!(byte_at(&store, "kept", 5, At::Latest), Some(1));
+}
+
+/// A hidden old state (a restore without a backup) and an expired parent kept for its
+/// child are read by nobody themselves, but their children read through them below their
+/// branch points: GC keeps that history for the children's windows. Found by a review:
+/// their cutoffs went to their heads, and the next GC took every state before the
+/// restore point from `main`'s seven-day window ("outside the PITR window").
+#[test]
+fn regression_gc_keeps_what_children_read_through_a_hidden_or_expired_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, clock) = config();
+    let store = Store::create(dir.path(), config).unwrap();
+    let first = rewrite_all(&store, "main", 1);
+    clock.advance(Duration::from_secs(1));
+    rewrite_all(&store, "main", 2);
+    let restore_point = rewrite_all(&store, "main", 3);
+    rewrite_all(&store, "main", 4);
+    store
+        .restore_branch("main", "main", At::Lsn(restore_point), Backup::Skip)
+        .unwrap();
+    // An expired parent with a child.
+    let options = BranchOptions {
+        expiry: Expiry::Ttl(WINDOW / 2),
+        protected: false,
+    };
+    store
+        .create_branch("dev", "main", At::Latest, options)
+        .unwrap();
+    let dev_first = rewrite_all(&store, "dev", 5);
+    rewrite_all(&store, "dev", 6);
+    store
+        .create_branch("dev-child", "dev", At::Latest, BranchOptions::default())
+        .unwrap();
+    clock.advance(WINDOW * 3 / 4);
+    for _ in 0..2 {
+        let report = store.gc().unwrap();
+        assert!(
+            report
+                .branches
+                .iter()
+                .any(|gc| gc.name == "main" && gc.cutoff < first),
+            "{report:?}"
+        );
+        // Inside every window: the states before the restore point and before dev's
+        // expiry read as they were.
+        assert_eq!(byte_at(&store, "main", 5, At::Lsn(first)), Some(1));
+        assert_eq!(byte_at(&store, "dev-child", 5, At::Lsn(dev_first)), Some(5));
+        assert_eq!(byte_at(&store, "dev-child", 5, At::Lsn(first)), Some(1));
+    }
+    // Past the windows, the history goes as for any branch.
+    clock.advance(WINDOW * 2);
+    rewrite_all(&store, "main", 7);
+    store.gc().unwrap();
+    let (kind, _) = refusal(store.get_page("main", Key::new(1, 5), At::Lsn(first)));
+    assert_eq!(kind, Refusal::BelowGcCutoff);
 }
 
 /// A branch's own window overrides the store's; cutoffs never move back, and they,

@@ -3,7 +3,9 @@
 //! - Each branch has a PITR window (the store's `Config::pitr_window`, or its own). GC
 //!   moves the branch's own *cutoff* up to the last commit at or before `now - window`
 //!   (its head if nothing was committed since; never above the head, never down). A hidden
-//!   old state or an expired branch is never read, so its cutoff goes to its head.
+//!   old state or an expired branch is never read itself, so its cutoff goes to its
+//!   head, or to the lowest cutoff among its children that read through it below their
+//!   branch points (so their windows keep that history).
 //! - The *effective* cutoff of a branch also takes its ancestors' below its branch point
 //!   (`Branch::effective_cutoff`). A branch is *available* at LSN L, for reads, time
 //!   lookups, branch points and leases, iff L is at or above its effective cutoff or an
@@ -195,19 +197,62 @@ impl StoreInner {
     /// holds `branch_ops`.
     pub(super) fn advance_cutoffs(&self, now: Timestamp) {
         let branches: Vec<Arc<Branch>> = self.catalog.read().branches().cloned().collect();
-        for branch in branches {
-            branch.advance_cutoff(self.cutoff_target(&branch, now));
+        let mut children: BTreeMap<BranchId, Vec<(Arc<Branch>, Lsn)>> = BTreeMap::new();
+        for branch in &branches {
+            if let Some((parent, point)) = branch.parent() {
+                children
+                    .entry(parent.id)
+                    .or_default()
+                    .push((Arc::clone(branch), point));
+            }
+        }
+        let mut cutoffs = BTreeMap::new();
+        for branch in &branches {
+            let cutoff = self.cutoff_after_gc(branch, now, &children, &mut cutoffs);
+            branch.advance_cutoff(cutoff);
         }
         self.cutoff_epoch.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Where `branch`'s own cutoff should be at `now` (before taking the maximum with
-    /// where it is).
-    fn cutoff_target(&self, branch: &Branch, now: Timestamp) -> Lsn {
-        let head = branch.head();
-        if !self.keeps_window(branch, now) {
-            return head;
+    /// `branch`'s own cutoff once GC moves it at `now` (memoized in `cutoffs`): where it
+    /// is, or its target if that is higher.
+    fn cutoff_after_gc(
+        &self,
+        branch: &Branch,
+        now: Timestamp,
+        children: &BTreeMap<BranchId, Vec<(Arc<Branch>, Lsn)>>,
+        cutoffs: &mut BTreeMap<BranchId, Lsn>,
+    ) -> Lsn {
+        if let Some(cutoff) = cutoffs.get(&branch.id) {
+            return *cutoff;
         }
+        let target = match self.keeps_window(branch, now) {
+            true => self.window_cutoff_target(branch, now),
+            // Read by nobody itself, but its children read through it below their branch
+            // points, down to their own cutoffs (found by a review: a hidden old state's
+            // or an expired parent's cutoff went to its head, and took that history from
+            // its children's PITR windows at the next GC).
+            false => {
+                let mut target = branch.head();
+                for (child, point) in children.get(&branch.id).into_iter().flatten() {
+                    let child_cutoff = self.cutoff_after_gc(child, now, children, cutoffs);
+                    if child_cutoff < *point {
+                        target = target.min(child_cutoff);
+                    }
+                }
+                target
+            }
+        };
+        let cutoff = branch.own_cutoff().max(target.min(branch.head()));
+        cutoffs.insert(branch.id, cutoff);
+        cutoff
+    }
+
+    /// Where a branch that keeps a window (`keeps_window`) should have its own cutoff at
+    /// `now`, before taking the maximum with where it is: the last commit at or before
+    /// `now - window`.
+    fn window_cutoff_target(&self, branch: &Branch, now: Timestamp) -> Lsn {
+        let head = branch.head();
         let window = branch.pitr_window().unwrap_or(self.pitr_window);
         let answer = self.lsn_for_time_on(branch, now.saturating_sub(window));
         let target = match answer.kind {
