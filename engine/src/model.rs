@@ -966,6 +966,8 @@ impl Model {
             Some(name) => kept.name = name,
             None => {
                 kept.hidden = true;
+                // Nothing branches from a hidden state: its leases go.
+                self.leases.retain(|(branch, _), _| *branch != old);
                 if self.children(old).is_empty() {
                     self.remove(old);
                 }

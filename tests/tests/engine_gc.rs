@@ -254,6 +254,39 @@ fn regression_gc_keeps_what_children_read_through_a_hidden_or_expired_parent() {
     assert_eq!(kind, Refusal::BelowGcCutoff);
 }
 
+/// A restore without a backup hides the old state, which nothing can branch from: its
+/// leases go with it, also after a reopen replays the restore. Found by a review: the
+/// lease vanished from `leases()` but kept its state from GC until it ended, and the GC
+/// report named it after the new branch.
+#[test]
+fn regression_a_hidden_state_keeps_no_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, clock) = config();
+    let store = Store::create(dir.path(), config.clone()).unwrap();
+    let leased = rewrite_all(&store, "main", 1);
+    let restore_point = rewrite_all(&store, "main", 2);
+    store.lease("main", leased, WINDOW * 10).unwrap();
+    store
+        .restore_branch("main", "main", At::Lsn(restore_point), Backup::Skip)
+        .unwrap();
+    assert_eq!(store.leases(), Vec::new());
+    clock.advance(WINDOW * 2);
+    rewrite_all(&store, "main", 3);
+    let leased_points = |report: &pagefork_engine::GcReport| {
+        report
+            .branches
+            .iter()
+            .flat_map(|gc| &gc.retained)
+            .filter(|point| matches!(point.reason, RetainReason::Lease { .. }))
+            .count()
+    };
+    assert_eq!(leased_points(&store.gc().unwrap()), 0);
+    drop(store);
+    let store = Store::open_with(dir.path(), config).unwrap();
+    assert_eq!(store.leases(), Vec::new());
+    assert_eq!(leased_points(&store.gc().unwrap()), 0);
+}
+
 /// A branch's own window overrides the store's; cutoffs never move back, and they,
 /// the windows and the leases survive reopen.
 #[test]

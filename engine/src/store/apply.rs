@@ -168,6 +168,10 @@ impl StoreInner {
                     }
                     None => {
                         catalog.hide(old.id);
+                        // A lease keeps a state to branch from, and nothing branches from
+                        // a hidden state: kept, its leases would hold history no one can
+                        // list, end or use (found by a review).
+                        self.leases.lock().retain(|(id, _), _| *id != old.id);
                         format!("; the previous state ({}) is not kept as a branch", old.id)
                     }
                 };
