@@ -104,7 +104,13 @@ impl FromStr for Timestamp {
             reason,
         };
         if !is_rfc3339_utc_shape(input) {
-            return Err(refused("timestamp format is invalid".to_owned()));
+            return Err(refused(match other_utc_offset(input) {
+                // Found by a review: `+01:00` was only "timestamp format is invalid".
+                Some(offset) => {
+                    format!("offset {offset} is not UTC: end the time with Z or +00:00")
+                }
+                None => "timestamp format is invalid".to_owned(),
+            }));
         }
         if input.get(17..19) == Some("60") {
             return Err(refused(
@@ -115,6 +121,20 @@ impl FromStr for Timestamp {
             .map(Timestamp::from_system_time)
             .map_err(|error| refused(error.to_string()))
     }
+}
+
+/// The offset `input` ends with (`+01:00`, `-05:00`), if it looks like an RFC 3339 time
+/// with one other than UTC's.
+fn other_utc_offset(input: &str) -> Option<&str> {
+    let cut = input.len().checked_sub(6)?;
+    let offset = input.get(cut..)?;
+    let bytes = offset.as_bytes();
+    let shaped = matches!(bytes.first(), Some(b'+' | b'-'))
+        && bytes.get(3) == Some(&b':')
+        && [1, 2, 4, 5]
+            .iter()
+            .all(|&at| bytes.get(at).is_some_and(u8::is_ascii_digit));
+    (shaped && offset != "+00:00" && input.get(10..11) == Some("T")).then_some(offset)
 }
 
 /// Whether `input` has the shape of an RFC 3339 UTC time as the store writes and reads
@@ -229,6 +249,19 @@ mod tests {
         ] {
             assert!(bad.parse::<Timestamp>().is_err(), "{bad}");
         }
+        // Another offset than UTC's is named as such.
+        for (other, offset) in [
+            ("2026-04-08T10:15:30+01:00", "+01:00"),
+            ("2026-04-08T10:15:30.5-05:30", "-05:30"),
+        ] {
+            let error = other.parse::<Timestamp>().unwrap_err();
+            assert!(
+                error.reason.contains(offset) && error.reason.contains("not UTC"),
+                "{error}"
+            );
+        }
+        let error = "2026-04-08 10:15:30".parse::<Timestamp>().unwrap_err();
+        assert_eq!(error.reason, "timestamp format is invalid");
     }
 
     #[test]

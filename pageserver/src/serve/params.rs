@@ -125,7 +125,17 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         )
     };
     if !DURATION.is_match(text) {
-        return Err(refused("not of the form 90m".to_owned()));
+        // An amount too long to be taken says so, not that the form is wrong (found by a
+        // review: 99999999999999999999s was "not of the form 90m").
+        let longest_amount = text
+            .split(|c: char| !c.is_ascii_digit())
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        return Err(refused(match longest_amount {
+            10.. => "an amount has more than 9 digits".to_owned(),
+            _ => "not of the form 90m".to_owned(),
+        }));
     }
     humantime::parse_duration(text).map_err(|error| refused(error.to_string()))
 }
@@ -389,6 +399,18 @@ mod tests {
                 "{accepted}"
             );
         }
+    }
+
+    /// An amount longer than the grammar's nine digits is named as such (found by a
+    /// review: "not of the form 90m").
+    #[test]
+    fn a_too_long_amount_is_named() {
+        for text in ["99999999999999999999s", "1h 18446744073709551615ms"] {
+            let reason = parse_duration(text).unwrap_err();
+            assert!(reason.contains("more than 9 digits"), "{reason}");
+        }
+        let reason = parse_duration("soon").unwrap_err();
+        assert!(reason.contains("not of the form 90m"), "{reason}");
     }
 
     /// Found by the property tests below: the pattern once called 1998 a leap year, and
