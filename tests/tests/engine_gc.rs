@@ -287,6 +287,26 @@ fn regression_a_hidden_state_keeps_no_lease() {
     assert_eq!(leased_points(&store.gc().unwrap()), 0);
 }
 
+/// A time before the history is an answer (`Past`) before and after GC alike; a review
+/// found it refused as below the cutoff once GC had run.
+#[test]
+fn regression_a_time_before_the_history_is_past_after_gc() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, clock) = config();
+    let store = Store::create(dir.path(), config).unwrap();
+    rewrite_all(&store, "main", 1);
+    let before_history = pagefork_engine::Timestamp(1);
+    let past = store.lsn_for_time("main", before_history).unwrap();
+    assert_eq!(past.kind, pagefork_engine::TimeKind::Past);
+    clock.advance(WINDOW * 2);
+    rewrite_all(&store, "main", 2);
+    store.gc().unwrap();
+    assert_eq!(store.lsn_for_time("main", before_history).unwrap(), past);
+    // A read there is refused as before the history, as it was.
+    let (kind, _) = refusal(store.get_page("main", Key::new(1, 0), At::Time(before_history)));
+    assert_eq!(kind, Refusal::TimeBeforeHistory);
+}
+
 /// A branch's own window overrides the store's; cutoffs never move back, and they,
 /// the windows and the leases survive reopen.
 #[test]

@@ -15,7 +15,8 @@ use crate::time::Timestamp;
 impl Store {
     /// Which LSN shows `branch` as it was at `time`: the end of the last commit in its
     /// visible history at or before `time`, and how `time` relates to that history.
-    /// Refused if that LSN is below the branch's GC cutoff.
+    /// Refused if that LSN is below the branch's GC cutoff, unless the time is before the
+    /// history (`TimeKind::Past`: no state there to read).
     pub fn lsn_for_time(&self, branch: &str, time: Timestamp) -> Result<LsnForTime> {
         let target = self.inner.branch(branch)?;
         self.inner.available_lsn_for_time(&target, time)
