@@ -32,7 +32,7 @@ pub(crate) fn gc(dir: &Path, json: bool) -> Result<()> {
     );
     for branch in &report.branches {
         let kind = if branch.unreadable {
-            " (old state or expired: keeps only its head and retain points)"
+            " (old state or expired: keeps its head, what its children read through it, and retain points)"
         } else {
             ""
         };

@@ -319,6 +319,73 @@ fn pg_bin_with_failing(root: &Path, failing: &str) -> std::path::PathBuf {
     support::endpoint::pg_bin_with(root, failing, &script)
 }
 
+/// A `pagefork` command running in the background, its output piped; killed (with the
+/// Postgres it runs, which dies with it) if the test fails before it ends.
+struct Background(Option<std::process::Child>);
+
+impl Background {
+    fn start(data: &Path, args: &[&str]) -> Background {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_pagefork"))
+            .arg("--data-dir")
+            .arg(data)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        Background(Some(child))
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid()).unwrap());
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+
+    /// Waits for it to end: its status, standard output and standard error.
+    fn finish(mut self) -> (std::process::ExitStatus, String, String) {
+        let output = self.0.take().unwrap().wait_with_output().unwrap();
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls `done` every 50 ms for up to a minute; fails saying `what` did not happen.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A store in `root` whose `main` is a data directory with table `kept` (one row, 7), and
+/// Postgres' programs with a `postgres` that never says it is ready.
+fn store_and_a_server_never_ready(root: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let data = root.join("data");
+    ok_json(pagefork(&data, &["init", "--json"]));
+    let endpoint = Endpoint::start(&data, "main", None, &[]);
+    psql(&endpoint.url(), "CREATE TABLE kept AS SELECT 7 AS n").unwrap();
+    assert!(endpoint.stop().success());
+    let slow = support::endpoint::pg_bin_with(root, "postgres", "#!/bin/sh\nexec sleep 600\n");
+    (data, slow)
+}
+
 /// Whether a scratch branch of a schema diff is mounted.
 fn scratch_mounted() -> bool {
     std::fs::read_to_string("/proc/mounts")
@@ -327,80 +394,57 @@ fn scratch_mounted() -> bool {
 }
 
 /// A schema diff stopped by a signal deletes its scratch branches and unmounts them (it
-/// was killed, leaving both behind), and one killed outright leaves branches the next
-/// diff deletes (found while making a foreground start stoppable).
+/// was killed, leaving both behind); one killed outright leaves a scratch branch that
+/// expires within the hour (found while making a foreground start stoppable).
 #[test]
 fn regression_an_interrupted_schema_diff_leaves_no_scratch_branch() {
     require_fuse();
     require_postgres();
     let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("data");
-    ok_json(pagefork(&data, &["init", "--json"]));
-    assert!(Endpoint::start(&data, "main", None, &[]).stop().success());
-    let scratch_branches = || -> Vec<String> {
-        branch_names(&ok_json(pagefork(&data, &["--json", "branch", "list"])))
-            .into_iter()
-            .filter(|name| name.starts_with("pagefork-scratch-"))
-            .map(str::to_owned)
+    let (data, slow) = store_and_a_server_never_ready(root.path());
+    let scratch_branches = || -> Vec<serde_json::Value> {
+        ok_json(pagefork(&data, &["--json", "branch", "list"]))
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|branch| {
+                branch["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("pagefork-scratch-")
+            })
+            .cloned()
             .collect()
     };
+    let diff_args = ["endpoint", "schema-diff", "main", "main", "--pg-bin"];
+    let diff_args = [&diff_args[..], &[slow.to_str().unwrap()]].concat();
 
-    let slow =
-        support::endpoint::pg_bin_with(root.path(), "postgres", "#!/bin/sh\nexec sleep 600\n");
-    let command = std::process::Command::new(env!("CARGO_BIN_EXE_pagefork"))
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["endpoint", "schema-diff", "main", "main", "--pg-bin"])
-        .arg(&slow)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut command = KilledOnDrop(Some(command));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !scratch_mounted() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no scratch branch was mounted"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(command.0.as_ref().unwrap().id()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let output = command.0.take().unwrap().wait_with_output().unwrap();
-    let said = String::from_utf8_lossy(&output.stderr);
+    let diff = Background::start(&data, &diff_args);
+    wait_until("no scratch branch was mounted", scratch_mounted);
+    diff.signal(nix::sys::signal::Signal::SIGTERM);
+    let (status, _, said) = diff.finish();
     assert!(
-        !output.status.success() && said.contains("stopped by a signal"),
-        "{:?}: {said}",
-        output.status
+        !status.success() && said.contains("stopped by a signal"),
+        "{status:?}: {said}"
     );
     assert!(!scratch_mounted());
-    assert_eq!(scratch_branches(), Vec::<String>::new());
+    assert_eq!(scratch_branches(), Vec::<serde_json::Value>::new());
 
-    // One left by a command killed outright (planted as a branch of that name).
-    ok_json(pagefork(
-        &data,
-        &["--json", "branch", "create", "pagefork-scratch-1-2"],
-    ));
-    let diff = pagefork(&data, &["endpoint", "schema-diff", "main", "main"]);
-    let said = String::from_utf8_lossy(&diff.stderr);
-    assert!(
-        diff.status.success() && said.contains("deleted scratch branch pagefork-scratch-1-2"),
-        "{said}"
-    );
-    assert_eq!(scratch_branches(), Vec::<String>::new());
-}
-
-/// A child process, killed when dropped unless taken.
-struct KilledOnDrop(Option<std::process::Child>);
-
-impl Drop for KilledOnDrop {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
+    // Killed outright: the scratch branch stays, and expires.
+    let diff = Background::start(&data, &diff_args);
+    wait_until("no scratch branch was mounted", scratch_mounted);
+    diff.signal(nix::sys::signal::Signal::SIGKILL);
+    diff.finish();
+    for line in std::fs::read_to_string("/proc/mounts").unwrap().lines() {
+        if line.contains("pagefork:pagefork-scratch-") {
+            let mount_point = Path::new(line.split(' ').nth(1).unwrap());
+            support::mount::detach(mount_point);
+            let _ = std::fs::remove_dir_all(mount_point.parent().unwrap());
         }
     }
+    let left = scratch_branches();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0]["expires_at"].is_string(), "{left:?}");
 }
 
 /// Found by a review: a start still waiting for Postgres (crash recovery may take
@@ -411,41 +455,22 @@ fn regression_a_start_waiting_for_postgres_is_listed_and_can_be_stopped() {
     require_fuse();
     require_postgres();
     let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("data");
-    ok_json(pagefork(&data, &["init", "--json"]));
-    let endpoint = Endpoint::start(&data, "main", None, &[]);
-    psql(&endpoint.url(), "CREATE TABLE kept AS SELECT 7 AS n").unwrap();
-    assert!(endpoint.stop().success());
-
-    // A server that never says it is ready.
-    let slow =
-        support::endpoint::pg_bin_with(root.path(), "postgres", "#!/bin/sh\nexec sleep 600\n");
-    let command = std::process::Command::new(env!("CARGO_BIN_EXE_pagefork"))
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["endpoint", "start", "main", "--pg-bin"])
-        .arg(&slow)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Killed (with its Postgres, which dies with it) if the test fails before it ends.
-    let mut command = KilledOnDrop(Some(command));
-    let command_pid = command.0.as_ref().unwrap().id();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let listed = loop {
-        let listed = ok_json(pagefork(&data, &["--json", "endpoint", "list"]));
-        if listed[0]["starting"] == true {
-            break listed;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the start is not listed: {listed}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    let (data, slow) = store_and_a_server_never_ready(root.path());
+    let command = Background::start(
+        &data,
+        &[
+            "endpoint",
+            "start",
+            "main",
+            "--pg-bin",
+            slow.to_str().unwrap(),
+        ],
+    );
+    let list = || ok_json(pagefork(&data, &["--json", "endpoint", "list"]));
+    wait_until("the start is not listed", || list()[0]["starting"] == true);
+    let listed = list();
     assert_eq!(listed[0]["branch"], "main", "{listed}");
-    assert_eq!(listed[0]["command_pid"], command_pid, "{listed}");
+    assert_eq!(listed[0]["command_pid"], command.pid(), "{listed}");
     let text = pagefork(&data, &["endpoint", "list"]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("main  starting"), "{text}");
@@ -454,23 +479,18 @@ fn regression_a_start_waiting_for_postgres_is_listed_and_can_be_stopped() {
     assert!(
         !twice.status.success()
             && message.contains("has an endpoint starting")
-            && message.contains(&command_pid.to_string()),
+            && message.contains(&command.pid().to_string()),
         "{message}"
     );
 
     let stopped = ok_json(pagefork(&data, &["--json", "endpoint", "stop", "main"]));
     assert_eq!(stopped["starting"], true, "{stopped}");
-    let output = command.0.take().unwrap().wait_with_output().unwrap();
-    let said = String::from_utf8_lossy(&output.stdout);
+    let (status, said, errors) = command.finish();
     assert!(
-        output.status.success() && said.contains("stopped before Postgres accepted connections"),
-        "{said}{}",
-        String::from_utf8_lossy(&output.stderr)
+        status.success() && said.contains("stopped before Postgres accepted connections"),
+        "{said}{errors}"
     );
-    assert_eq!(
-        ok_json(pagefork(&data, &["--json", "endpoint", "list"])),
-        serde_json::json!([])
-    );
+    assert_eq!(list(), serde_json::json!([]));
     let endpoint = Endpoint::start(&data, "main", None, &[]);
     assert_eq!(psql(&endpoint.url(), "SELECT n FROM kept").unwrap(), "7");
     assert!(endpoint.stop().success());

@@ -417,12 +417,16 @@ impl StoreInner {
         *self.history.lock() = checkpoint.history;
         let mut leases = self.leases.lock();
         for (branch, lsn, until) in checkpoint.leases {
-            if catalog.by_id(branch).is_none() {
+            let Some(leased) = catalog.by_id(branch) else {
                 return Err(corrupt(format!(
                     "a lease at {lsn} names branch {branch}, which the catalog does not list"
                 )));
+            };
+            // Hiding a branch ends its leases; a catalog an older build published may
+            // still hold some (found by a review).
+            if !leased.hidden() {
+                leases.insert((branch, lsn), until);
             }
-            leases.insert((branch, lsn), until);
         }
         drop(leases);
         if let Some(db) = &self.version_db {

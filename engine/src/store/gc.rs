@@ -74,8 +74,9 @@ pub struct BranchGc {
     pub id: BranchId,
     /// Its name (for a hidden old state, the name it had).
     pub name: String,
-    /// Whether it is a hidden old state or expired: read by nobody, its cutoff is its
-    /// head, and below that it keeps only its retain points.
+    /// Whether it is a hidden old state or expired: read by nobody itself, its cutoff is
+    /// its head, or lower where its children read through it (see `retention`), and below
+    /// that it keeps only its retain points.
     pub unreadable: bool,
     /// Its effective cutoff after this run: it keeps every state from here to its head.
     pub cutoff: Lsn,
@@ -199,9 +200,9 @@ impl StoreInner {
             let unreadable = !self.keeps_window(branch, now);
             let mut retained = points.remove(&branch.id).unwrap_or_default();
             let read_points: Vec<Lsn> = retained.iter().map(|point| point.lsn).collect();
-            // Every state from the cutoff up stays (for an unreadable branch, whose cutoff
-            // is its head, that is its head: a reset of its child starts there); below
-            // it, only the retain points.
+            // Every state from the cutoff up stays (for an unreadable branch, its head at
+            // least: a reset of its child starts there; and what its children read through
+            // it below their branch points); below it, only the retain points.
             retained.retain(|point| point.lsn < cutoff);
             let mut needed: Vec<Lsn> = retained.iter().map(|point| point.lsn).collect();
             needed.push(cutoff);

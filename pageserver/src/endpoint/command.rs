@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use pagefork_engine::{At, Store};
 
 use super::registry::Started;
-use super::schema::{SchemaDiff, dump_schema};
+use super::schema::{SchemaDiff, dump_schema_unless};
 use super::view::{EndpointView, StartedEndpoint};
 use super::{EndpointSpec, PgBin, Place, Running};
 use crate::mount::{
@@ -107,6 +107,17 @@ impl Local {
     }
 }
 
+/// How a start abandoned by a stop is told.
+const STOPPED_BEFORE_READY: &str = "stopped before Postgres accepted connections";
+
+/// Whether `error` is a start abandoned by a stop ([`super::EndpointError::Abandoned`]).
+fn is_abandoned(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<super::EndpointError>(),
+        Some(super::EndpointError::Abandoned { .. })
+    )
+}
+
 /// Checks what can be checked before anything starts.
 pub(crate) fn check_first(spec: &EndpointSpec) -> Result<()> {
     super::check_spec(spec)?;
@@ -164,24 +175,35 @@ pub(crate) fn run_foreground(
     // A stop asked for while Postgres starts abandons the start: the signals are
     // watched here while another thread starts it.
     let abandon = AtomicBool::new(false);
-    let started = signals.run_stoppable(&abandon, || {
+    let local = signals.run_stoppable(&abandon, || {
         Local::start_unless(&store, branch, place, spec, &abandon)
     });
-    let mut local = match started {
+    let local = match local {
+        // A stop asked for just as Postgres became ready: stopped as one before.
+        Ok(local) if abandon.load(Ordering::Relaxed) => {
+            local.stop()?;
+            Err(super::EndpointError::Abandoned {
+                branch: branch.to_owned(),
+            }
+            .into())
+        }
+        started => started,
+    };
+    let mut local = match local {
         Ok(local) => local,
         Err(error) => {
-            let abandoned = matches!(
-                error.downcast_ref::<super::EndpointError>(),
-                Some(super::EndpointError::Abandoned { .. })
-            );
-            if !abandoned {
+            if !is_abandoned(&error) {
                 return Err(error);
             }
             let covered = store.checkpoint()?;
-            if !json {
-                out!(
-                    "endpoint start on branch {branch} stopped before Postgres accepted connections; branch unmounted and durable (checkpoint at {covered})"
-                );
+            match json {
+                true => out!(
+                    "{}",
+                    serde_json::json!({"branch": branch, "abandoned": true})
+                ),
+                false => out!(
+                    "endpoint start on branch {branch} {STOPPED_BEFORE_READY}; branch unmounted and durable (checkpoint at {covered})"
+                ),
             }
             return Ok(());
         }
@@ -216,19 +238,15 @@ pub(crate) fn run_foreground(
         }
     }
     run_file.ready(EndpointView::of(&started.info))?;
-    // A stop asked for just as Postgres became ready goes straight to the stop.
-    let exited = match abandon.load(Ordering::Relaxed) {
-        true => None,
-        false => signals.wait_or(async {
-            let mut poll = tokio::time::interval(std::time::Duration::from_millis(200));
-            loop {
-                poll.tick().await;
-                if let Some(status) = local.server.exited() {
-                    return status;
-                }
+    let exited = signals.wait_or(async {
+        let mut poll = tokio::time::interval(std::time::Duration::from_millis(200));
+        loop {
+            poll.tick().await;
+            if let Some(status) = local.server.exited() {
+                return status;
             }
-        }),
-    };
+        }
+    });
     let log = local.server.log_tail();
     local.stop()?;
     let covered = store.checkpoint()?;
@@ -313,7 +331,7 @@ pub(crate) fn stop(data_dir: &Path, branch: &str, json: bool) -> Result<()> {
         );
     } else {
         out!(
-            "endpoint start on branch {branch} stopped before Postgres accepted connections; the branch is unmounted and durable"
+            "endpoint start on branch {branch} {STOPPED_BEFORE_READY}; the branch is unmounted and durable"
         );
     }
     Ok(())
@@ -335,7 +353,6 @@ pub(crate) fn schema_diff(
     let store = crate::commands::open(data_dir, json)?;
     store.branch_info(from)?;
     store.branch_info(to)?;
-    ScratchBranch::remove_stale(&store);
     // Postgres writes to the branch it runs on (crash recovery, a checkpoint), so each
     // side runs on a scratch branch of it, deleted after; an empty side is refused, not
     // formatted (a review found both branches of a diff left formatted, even by a diff
@@ -346,6 +363,12 @@ pub(crate) fn schema_diff(
     };
     let stop = AtomicBool::new(false);
     let dump = |branch: &str| -> Result<String> {
+        if stop.load(Ordering::Relaxed) {
+            return Err(super::EndpointError::Abandoned {
+                branch: branch.to_owned(),
+            }
+            .into());
+        }
         let scratch = ScratchBranch::of(&store, branch)?;
         let local = Local::start_unless(&store, &scratch.name, Place::temporary()?, &spec, &stop)
             .map_err(|error| match error.downcast::<super::EndpointError>() {
@@ -358,14 +381,14 @@ pub(crate) fn schema_diff(
             Ok(other) => other.into(),
             Err(error) => error,
         })?;
-        let dumped = dump_schema(&pg, branch, local.port());
+        let dumped = dump_schema_unless(&pg, branch, local.port(), &stop);
         local.stop()?;
         Ok(dumped?)
     };
     let dumps = signals.run_stoppable(&stop, || Ok::<_, anyhow::Error>((dump(from)?, dump(to)?)));
     let (before, after) = match dumps {
-        Err(_) if stop.load(Ordering::Relaxed) => anyhow::bail!(
-            "the schema diff of {from} and {to} was stopped by a signal; its scratch branches are deleted and unmounted"
+        Err(error) if is_abandoned(&error) => anyhow::bail!(
+            "the schema diff of {from} and {to} was stopped by a signal; its servers are stopped and its scratch branches unmounted"
         ),
         dumps => dumps?,
     };
@@ -388,42 +411,22 @@ struct ScratchBranch<'a> {
     name: String,
 }
 
-/// What names a scratch branch.
-const SCRATCH_PREFIX: &str = "pagefork-scratch-";
+/// How long a scratch branch lives if the command that made it cannot delete it (killed
+/// with SIGKILL, or a power cut): the expiry sweep then removes it. A branch an endpoint
+/// runs on does not expire while it runs (the mount holds it), however long that is.
+const SCRATCH_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl<'a> ScratchBranch<'a> {
-    /// Deletes the scratch branches a command that could not clean up left (killed with
-    /// SIGKILL, or by a power cut): the store is this process's alone, so none is in use.
-    fn remove_stale(store: &Store) {
-        let stale = store
-            .list_branches()
-            .into_iter()
-            .filter(|info| info.name.starts_with(SCRATCH_PREFIX));
-        for info in stale {
-            match store.delete_branch(&info.name) {
-                Ok(()) => crate::output::warn_out!(
-                    "pagefork: deleted scratch branch {} that an interrupted schema diff left",
-                    info.name
-                ),
-                Err(error) => crate::output::warn_out!(
-                    "pagefork: cannot delete scratch branch {} that an interrupted schema diff left: {error}",
-                    info.name
-                ),
-            }
-        }
-    }
-
     fn of(store: &'a Store, source: &str) -> Result<ScratchBranch<'a>> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.subsec_nanos());
-        let name = format!("{SCRATCH_PREFIX}{}-{nanos}", std::process::id());
-        store.create_branch(
-            &name,
-            source,
-            At::Latest,
-            pagefork_engine::BranchOptions::default(),
-        )?;
+        let name = format!("pagefork-scratch-{}-{nanos}", std::process::id());
+        let options = pagefork_engine::BranchOptions {
+            expiry: pagefork_engine::Expiry::Ttl(SCRATCH_TTL),
+            protected: false,
+        };
+        store.create_branch(&name, source, At::Latest, options)?;
         Ok(ScratchBranch { store, name })
     }
 }
@@ -431,7 +434,10 @@ impl<'a> ScratchBranch<'a> {
 impl Drop for ScratchBranch<'_> {
     fn drop(&mut self) {
         if let Err(error) = self.store.delete_branch(&self.name) {
-            tracing::warn!(branch = %self.name, %error, "cannot delete a scratch branch");
+            crate::output::warn_out!(
+                "pagefork: cannot delete scratch branch {} ({error}); it expires within an hour",
+                self.name
+            );
         }
     }
 }

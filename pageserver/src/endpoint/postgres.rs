@@ -122,6 +122,10 @@ impl PgBin {
             }
         };
         command.current_dir("/");
+        // A process group of its own: a Ctrl-C in pagefork's terminal reaches pagefork
+        // alone, which stops what it started in order (a review found it also reaching
+        // initdb and Postgres, whose deaths then raced the stop for what was said).
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         command
     }
 

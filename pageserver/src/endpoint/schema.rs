@@ -6,7 +6,10 @@
 //! from the same `pg_dumpall`, so its version header is the same on both sides and only
 //! the schemas differ.
 
+use std::io::Read;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -60,7 +63,19 @@ impl SchemaDiff {
 /// review found a database created on one branch missing from a diff of `postgres`
 /// alone).
 pub(crate) fn dump_schema(pg: &PgBin, branch: &str, port: u16) -> Result<String, EndpointError> {
-    let output = pg
+    dump_schema_unless(pg, branch, port, &AtomicBool::new(false))
+}
+
+/// [`dump_schema`], given up (`pg_dumpall` killed) once `stop` is set: a schema diff
+/// stopped by a signal does not wait for a dump that may never end.
+pub(crate) fn dump_schema_unless(
+    pg: &PgBin,
+    branch: &str,
+    port: u16,
+    stop: &AtomicBool,
+) -> Result<String, EndpointError> {
+    let failed = |what: String| EndpointError::from(anyhow::anyhow!(what));
+    let mut child = pg
         .command("pg_dumpall")
         .args([
             "--schema-only",
@@ -73,17 +88,59 @@ pub(crate) fn dump_schema(pg: &PgBin, branch: &str, port: u16) -> Result<String,
         .arg("-p")
         .arg(port.to_string())
         .stdin(Stdio::null())
-        .output()
-        .map_err(|error| anyhow::anyhow!("cannot run pg_dumpall: {error}"))?;
-    if !output.status.success() {
-        return Err(anyhow::anyhow!(
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|error| failed(format!("cannot run pg_dumpall: {error}")))?;
+    let read_all = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = read_all(
+        child
+            .stdout
+            .take()
+            .map(|pipe| Box::new(pipe) as Box<dyn Read + Send>),
+    );
+    let stderr = read_all(
+        child
+            .stderr
+            .take()
+            .map(|pipe| Box::new(pipe) as Box<dyn Read + Send>),
+    );
+    let status = loop {
+        if stop.load(Ordering::Relaxed) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(EndpointError::Abandoned {
+                branch: branch.to_owned(),
+            });
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(error) => return Err(failed(format!("cannot wait for pg_dumpall: {error}"))),
+        }
+    };
+    let (stdout, stderr) = (
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default(),
+    );
+    if !status.success() {
+        return Err(failed(format!(
             "pg_dumpall of branch {branch:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )
-        .into());
+            String::from_utf8_lossy(&stderr).trim()
+        )));
     }
-    let dump = String::from_utf8(output.stdout).map_err(|_| {
-        anyhow::anyhow!("pg_dumpall of branch {branch:?} printed bytes that are not UTF-8")
+    let dump = String::from_utf8(stdout).map_err(|_| {
+        failed(format!(
+            "pg_dumpall of branch {branch:?} printed bytes that are not UTF-8"
+        ))
     })?;
     Ok(without_restrict_keys(&dump))
 }
