@@ -122,6 +122,17 @@ pub enum FsError {
         /// The LSN of the state asked for, if not the latest.
         lsn: Option<pagefork_engine::Lsn>,
     },
+    /// The branch holds a page at the superblock's key that is not a superblock: pages
+    /// written through the page API in the relations a file tree reserves, not a tree.
+    #[error(
+        "branch {branch:?} holds no file tree: its page at the superblock's key ({key}) is not a superblock (pages written through the page API in the relations a file tree reserves, 2147483648 and up)"
+    )]
+    OtherData {
+        /// The branch.
+        branch: String,
+        /// The superblock's key.
+        key: pagefork_engine::Key,
+    },
     /// Bytes of the tree that do not decode: never served as data.
     #[error("corrupt {what}: {detail}")]
     Corrupt {

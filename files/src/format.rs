@@ -58,6 +58,11 @@ impl Superblock {
         page.freeze()
     }
 
+    /// Whether `page` begins as a superblock does (its magic), whatever else it holds.
+    pub(crate) fn has_magic(page: &[u8]) -> bool {
+        page.get(..8) == Some(&SUPERBLOCK_MAGIC[..])
+    }
+
     pub(crate) fn decode(page: &[u8]) -> FsResult<Superblock> {
         let corrupt = |detail: String| FsError::Corrupt {
             what: "superblock".to_owned(),

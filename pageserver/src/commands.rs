@@ -433,7 +433,10 @@ pub(crate) fn print_branch(info: &BranchInfo) -> anyhow::Result<()> {
         if info.protected { "yes" } else { "no" }
     );
     match info.pitr_window {
-        Some(window) => out!("  pitr window  {}", humantime::format_duration(window)),
+        Some(window) => out!(
+            "  pitr window  {}",
+            crate::serve::params::duration_text(window)
+        ),
         None => out!("  pitr window  the store's default"),
     }
     out!("  gc cutoff    {}", info.gc_cutoff);

@@ -2,7 +2,7 @@
 //! command line's `--json` output and the HTTP API (whose OpenAPI document is generated
 //! from these very types), so a script sees the same fields either way and the document
 //! cannot drift from what is sent. LSNs are `X/Y` strings, times RFC 3339, durations
-//! humantime (`1h 30m`).
+//! as the API's grammar reads them (`36h`, `1d 12h`: `serve::params::duration_text`).
 
 use std::collections::BTreeMap;
 
@@ -65,9 +65,7 @@ impl BranchView {
             created_lsn: info.created_lsn.to_string(),
             expires_at: info.expires_at.map(|time| time.to_string()),
             protected: info.protected,
-            pitr_window: info
-                .pitr_window
-                .map(|window| humantime::format_duration(window).to_string()),
+            pitr_window: info.pitr_window.map(crate::serve::params::duration_text),
             gc_cutoff: info.gc_cutoff.to_string(),
             created_at_time: info.created_at_time.as_ref().map(TimeAnswerView::of),
             kept_for: info.kept_for.clone(),

@@ -371,6 +371,24 @@ fn regression_a_mounted_branch_outlives_its_expiry_and_a_past_state_mount_its_gc
         message.contains(&format!("at LSN {head}")) && message.contains("made later"),
         "{message}"
     );
+    // Pages the page API wrote at the tree's reserved superblock key are other data, not
+    // a damaged tree (found by a review: 500 "corrupt superblock" for a mount and a diff).
+    let page_size = server.get("/v1/projects/q").expect(200)["page_size"]
+        .as_u64()
+        .unwrap();
+    server
+        .put_page(
+            "/v1/projects/q/branches/main/pages/2147483648/0",
+            &vec![7; usize::try_from(page_size).unwrap()],
+        )
+        .expect(200);
+    for answer in [
+        server.post("/v1/projects/q/branches/main/mount", r#"{"path": "ro"}"#),
+        server.get("/v1/projects/q/branches/main/diff/files?to=main"),
+    ] {
+        let message = answer.expect_error(422, "no_file_tree");
+        assert!(message.contains("not a superblock"), "{message}");
+    }
     // A mount at a time says what the time snapped to, as a branch at a time does.
     let body = serde_json::json!({"path": "ro", "timestamp": time.to_string()}).to_string();
     let mounted = server.post(&format!("{B}/g/mount"), &body).expect(201);

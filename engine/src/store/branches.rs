@@ -142,10 +142,12 @@ impl Store {
                 break;
             }
             // The parent filter first: it needs no info built.
+            // The branch the name now names: a hidden old state keeps the name it had (a
+            // review found a reset branch's name listing its old state's children).
             if let Some(wanted) = filter.parent.as_deref()
                 && branch
                     .parent()
-                    .is_none_or(|(parent, _)| parent.name() != wanted)
+                    .is_none_or(|(parent, _)| parent.hidden() || parent.name() != wanted)
             {
                 continue;
             }

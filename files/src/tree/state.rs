@@ -96,6 +96,14 @@ impl State {
         now: FileTime,
     ) -> FsResult<State> {
         let superblock = match store.get_page(branch, format::superblock_key(), at)? {
+            // Pages the page API wrote at the tree's reserved key: another kind of data,
+            // refused as no tree (a review got a 500 "corrupt superblock" for it).
+            Some(page) if !Superblock::has_magic(&page) => {
+                return Err(FsError::OtherData {
+                    branch: branch.to_owned(),
+                    key: format::superblock_key(),
+                });
+            }
             Some(page) => Superblock::decode(&page)?,
             None if at == At::Latest => format_tree(store, branch, page_size, now)?,
             None => {

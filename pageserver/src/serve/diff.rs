@@ -158,6 +158,9 @@ fn tree_error(error: FsError) -> ApiError {
             "no_file_tree",
             format!("branch {branch:?} holds pages that are not a file tree"),
         ),
+        error @ FsError::OtherData { .. } => {
+            ApiError::unprocessable("no_file_tree", error.to_string())
+        }
         other => ApiError::internal(other.to_string()),
     }
 }

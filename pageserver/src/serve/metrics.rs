@@ -218,7 +218,7 @@ impl Collector for StoreCollector {
             &snapshots,
             (
                 "pagefork_gc_reclaimed_bytes",
-                "Bytes of layer files GC removed since the server started",
+                "Bytes of layer files GC removed since the server started (gross: a rewritten file counts whole; what GC wrote is not subtracted)",
                 true,
             ),
             |snapshot| Some(snapshot.stats.gc_bytes_removed),

@@ -22,7 +22,7 @@ mod guard;
 mod metrics;
 mod mounts;
 mod pages;
-mod params;
+pub(crate) mod params;
 mod projects;
 mod remote;
 mod schema;

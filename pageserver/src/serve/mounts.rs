@@ -92,6 +92,9 @@ pub(crate) fn mount_error(error: MountError) -> ApiError {
                 Ok(error @ FsError::NotATree { lsn: Some(_), .. }) => {
                     ApiError::unprocessable("no_file_tree", error.to_string())
                 }
+                Ok(error @ FsError::OtherData { .. }) => {
+                    ApiError::unprocessable("no_file_tree", error.to_string())
+                }
                 Ok(FsError::NotATree { branch, lsn: None }) => ApiError::unprocessable(
                     "no_file_tree",
                     format!("branch {branch:?} holds no file tree: mount it writable first"),

@@ -140,6 +140,57 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|error| refused(error.to_string()))
 }
 
+/// `duration` as [`DURATION_PATTERN`] writes it, so that a value the API or the CLI
+/// answers can be given back as it is (a review found `3d` answered as `3days`, which the
+/// grammar refuses): the fewest amounts, larger units first (`y`, `d` and `ms` write any
+/// whole number of milliseconds in three). A part below a millisecond, which only the
+/// engine's own API can set, is written by humantime, which the grammar does not take.
+pub(crate) fn duration_text(duration: Duration) -> String {
+    const UNITS: [(&str, u128); 6] = [
+        ("y", 31_557_600_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ];
+    let total = duration.as_millis();
+    if !duration.subsec_nanos().is_multiple_of(1_000_000) {
+        return humantime::format_duration(duration).to_string();
+    }
+    if total == 0 {
+        return "0s".to_owned();
+    }
+    let written_in = |units: &[usize]| -> Option<String> {
+        let mut left = total;
+        let mut parts = Vec::new();
+        for &index in units {
+            let (name, size) = UNITS.get(index)?;
+            let amount = left / size;
+            left %= size;
+            if amount > 999_999_999 {
+                return None;
+            }
+            parts.push(format!("{amount}{name}"));
+        }
+        (left == 0).then(|| parts.join(" "))
+    };
+    // Every choice of one to four units, fewest first, then larger units first.
+    let mut choices: Vec<Vec<usize>> = (1u32..1 << UNITS.len())
+        .filter(|mask| mask.count_ones() <= 4)
+        .map(|mask| {
+            (0..UNITS.len())
+                .filter(|bit| mask & (1 << bit) != 0)
+                .collect()
+        })
+        .collect();
+    choices.sort_by(|a: &Vec<usize>, b| (a.len(), a).cmp(&(b.len(), b)));
+    choices
+        .iter()
+        .find_map(|units| written_in(units))
+        .unwrap_or_else(|| humantime::format_duration(duration).to_string())
+}
+
 /// `text`, the value of `field`, as a duration.
 pub(crate) fn duration(field: &str, text: &str) -> Result<Duration, ApiError> {
     parse_duration(text).map_err(|reason| ApiError::bad_request(format!("{field}: {reason}")))
@@ -401,6 +452,23 @@ mod tests {
         }
     }
 
+    /// What the API and CLI answer for a duration, they take back (found by a review:
+    /// `3d` was answered `3days`).
+    #[test]
+    fn durations_are_written_as_the_grammar_reads_them() {
+        for (millis, text) in [
+            (0, "0s"),
+            (1_500, "1500ms"),
+            (3 * 86_400_000, "3d"),
+            (7 * 86_400_000, "7d"),
+            (36 * 3_600_000, "36h"),
+            (2 * 31_557_600_000, "2y"),
+            (90_061_001, "90061001ms"),
+        ] {
+            assert_eq!(duration_text(Duration::from_millis(millis)), text);
+        }
+    }
+
     /// An amount longer than the grammar's nine digits is named as such (found by a
     /// review: "not of the form 90m").
     #[test]
@@ -477,6 +545,19 @@ mod tests {
         ) {
             prop_assert!(time("t", &valid).is_ok(), "{} is documented but refused", valid);
             prop_assert_eq!(time("t", &other).is_ok(), matches(TIME_PATTERN, &other), "{}", other);
+        }
+
+        #[test]
+        fn a_written_duration_reads_back_as_itself(
+            millis in prop_oneof![
+                0..100_000_000_000u64,
+                0..=u64::try_from(pagefork_engine::MAX_PITR_WINDOW.as_millis()).unwrap(),
+            ],
+        ) {
+            let duration = Duration::from_millis(millis);
+            let text = duration_text(duration);
+            prop_assert!(matches(DURATION_PATTERN, &text), "{}", text);
+            prop_assert_eq!(parse_duration(&text), Ok(duration), "{}", text);
         }
 
         #[test]

@@ -971,6 +971,24 @@ impl Harness {
         let names: Vec<String> = infos.iter().map(|info| info.name.clone()).collect();
         prop_assert_eq!(&names, &self.model.branch_names());
         prop_assert_eq!(&listed_in_pages(store), &infos);
+        // A parent filter keeps the children of the branch the name names now, not of a
+        // hidden old state that had the name (found by a review).
+        for parent in &infos {
+            let filter = BranchFilter {
+                name_prefix: None,
+                parent: Some(parent.name.clone()),
+            };
+            let listed = store.list_branches_page(&filter, None, std::num::NonZeroUsize::MAX);
+            let children: Vec<&BranchInfo> = infos
+                .iter()
+                .filter(|info| {
+                    info.parent
+                        .as_ref()
+                        .is_some_and(|of| of.name == parent.name && !of.hidden)
+                })
+                .collect();
+            prop_assert_eq!(listed.branches.iter().collect::<Vec<_>>(), children);
+        }
         // Every time a store holds can be written (an expiry past year 9999 was stored
         // once and broke every view of its branch).
         let expiries = infos.iter().filter_map(|info| info.expires_at);
