@@ -132,9 +132,9 @@ pub enum EngineError {
     /// at or before that time is in its ancestors' history, below the branch's own start:
     /// `LsnBelowBranchStart`, naming the time asked for.
     #[error(
-        "branch {branch:?} cannot be branched from at time {requested}: the last commit at or \
-         before it is at LSN {lsn}, below {start}, where branch {branch:?} starts (its branch \
-         point); branch from an ancestor for older states"
+        "branch {branch:?} cannot be branched, restored or leased from at time {requested}: \
+         the last commit at or before it is at LSN {lsn}, below {start}, where branch \
+         {branch:?} starts (its branch point); use an ancestor for older states"
     )]
     TimeBelowBranchStart {
         /// The branch the time was asked of.

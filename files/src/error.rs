@@ -143,7 +143,7 @@ pub enum FsError {
     },
     /// The store refused or failed: after a failed commit the tree refuses everything
     /// until it is opened again.
-    #[error("the store failed: {0}")]
+    #[error(transparent)]
     Store(#[from] EngineError),
     /// An earlier commit failed; reopen the tree (remount).
     #[error("an earlier operation failed ({cause}); the tree must be opened again")]

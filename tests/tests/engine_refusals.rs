@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pagefork_engine::{
-    At, BRANCH_NAME_RULE, BranchInfo, BranchOptions, EngineError, Expiry, Key, Lsn,
+    At, BRANCH_NAME_RULE, Backup, BranchInfo, BranchOptions, EngineError, Expiry, Key, Lsn,
     MAX_PITR_WINDOW, Store, SyncMode, Timestamp, Update,
 };
 use pagefork_tests::{TEST_PAGE_SIZE, engine_config, page_of};
@@ -556,6 +556,16 @@ fn regression_a_branch_point_by_time_below_the_branchs_start_names_the_time() {
     assert!(message.contains(&between.to_string()), "{message}");
     assert!(message.contains(&first.lsn.to_string()), "{message}");
     assert!(store.branch_info("x").is_err(), "nothing was made");
+    // A restore from there is refused as such, in words that fit it (a review got "cannot
+    // be branched from" for a restore).
+    let error = store
+        .restore_branch("main", "child", At::Time(between), Backup::Skip)
+        .unwrap_err();
+    assert!(
+        matches!(error, EngineError::TimeBelowBranchStart { .. })
+            && error.to_string().contains("restored"),
+        "{error}"
+    );
 }
 
 /// A clock past the latest time a store can hold stamps nothing (found by a review: one
