@@ -176,7 +176,12 @@ fn every_endpoint_over_http() {
     server.delete(&feature).expect_error(409, "protected");
     // The window as the grammar writes it, so it can be sent back as answered (a review
     // found "1day" answered, which the grammar refuses).
-    for (given, answered) in [("1d", "1d"), ("36h", "36h"), ("1w", "7d"), ("90m", "90m")] {
+    for (given, answered) in [
+        ("1d", "1d"),
+        ("36h", "1d 12h"),
+        ("1w", "7d"),
+        ("90m", "1h 30m"),
+    ] {
         let body = format!(r#"{{"spec": {{"pitr_window": "{given}"}}}}"#);
         let window = patch(&body).expect(200)["pitr_window"].clone();
         assert_eq!(window, answered);

@@ -257,6 +257,7 @@ fn psql(pg: &PgBin, url: &str, sql: &str) -> Result<String> {
             "-q",
             "-v",
             "ON_ERROR_STOP=1",
+            "--no-password",
             "-f",
             "-",
         ])

@@ -80,6 +80,9 @@ pub(crate) fn dump_schema_unless(
         .args([
             "--schema-only",
             "--no-role-passwords",
+            // Never a password prompt: in a process group of its own, a read of the
+            // terminal would stop it for good.
+            "--no-password",
             "-h",
             "127.0.0.1",
             "-U",
@@ -95,11 +98,23 @@ pub(crate) fn dump_schema_unless(
     let read_all = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
+            match pipe {
+                Some(mut pipe) => pipe.read_to_end(&mut bytes).map(|_| bytes),
+                None => Ok(bytes),
             }
-            bytes
         })
+    };
+    // pg_dumpall leads a process group of its own (`PgBin::command`) and runs a pg_dump
+    // per database under it: a stop kills them all, and reaps pg_dumpall.
+    let kill_all = |child: &mut std::process::Child| {
+        if let Ok(pid) = i32::try_from(child.id()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     };
     let stdout = read_all(
         child
@@ -115,8 +130,7 @@ pub(crate) fn dump_schema_unless(
     );
     let status = loop {
         if stop.load(Ordering::Relaxed) {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_all(&mut child);
             return Err(EndpointError::Abandoned {
                 branch: branch.to_owned(),
             });
@@ -124,13 +138,19 @@ pub(crate) fn dump_schema_unless(
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(error) => return Err(failed(format!("cannot wait for pg_dumpall: {error}"))),
+            Err(error) => {
+                kill_all(&mut child);
+                return Err(failed(format!("cannot wait for pg_dumpall: {error}")));
+            }
         }
     };
-    let (stdout, stderr) = (
-        stdout.join().unwrap_or_default(),
-        stderr.join().unwrap_or_default(),
-    );
+    let output = |reader: std::thread::JoinHandle<std::io::Result<Vec<u8>>>| {
+        reader
+            .join()
+            .map_err(|_| failed("the reader of pg_dumpall's output panicked".to_owned()))?
+            .map_err(|error| failed(format!("cannot read pg_dumpall's output: {error}")))
+    };
+    let (stdout, stderr) = (output(stdout)?, output(stderr)?);
     if !status.success() {
         return Err(failed(format!(
             "pg_dumpall of branch {branch:?} failed: {}",

@@ -142,9 +142,11 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// `duration` as [`DURATION_PATTERN`] writes it, so that a value the API or the CLI
 /// answers can be given back as it is (a review found `3d` answered as `3days`, which the
-/// grammar refuses): the fewest amounts, larger units first (`y`, `d` and `ms` write any
-/// whole number of milliseconds in three). A part below a millisecond, which only the
-/// engine's own API can set, is written by humantime, which the grammar does not take.
+/// grammar refuses): each unit from the largest down (`1y 1d`, `1d 12h`, `1s 500ms`), or,
+/// when that takes more than four amounts, the fewest amounts that write it (`y`, `d` and
+/// `ms` write any whole number of milliseconds in three). A part below a millisecond
+/// (the engine's own API can set one, and stores whose windows an older build took with
+/// microseconds hold some) is written by humantime, which the grammar does not take.
 pub(crate) fn duration_text(duration: Duration) -> String {
     const UNITS: [(&str, u128); 6] = [
         ("y", 31_557_600_000),
@@ -161,6 +163,8 @@ pub(crate) fn duration_text(duration: Duration) -> String {
     if total == 0 {
         return "0s".to_owned();
     }
+    // The amounts in `units` (indices into UNITS, larger first), if they write `total`
+    // exactly, each of at most nine digits, leaving out those of zero.
     let written_in = |units: &[usize]| -> Option<String> {
         let mut left = total;
         let mut parts = Vec::new();
@@ -171,10 +175,16 @@ pub(crate) fn duration_text(duration: Duration) -> String {
             if amount > 999_999_999 {
                 return None;
             }
-            parts.push(format!("{amount}{name}"));
+            if amount > 0 {
+                parts.push(format!("{amount}{name}"));
+            }
         }
-        (left == 0).then(|| parts.join(" "))
+        (left == 0 && parts.len() <= 4).then(|| parts.join(" "))
     };
+    let every_unit: Vec<usize> = (0..UNITS.len()).collect();
+    if let Some(text) = written_in(&every_unit) {
+        return text;
+    }
     // Every choice of one to four units, fewest first, then larger units first.
     let mut choices: Vec<Vec<usize>> = (1u32..1 << UNITS.len())
         .filter(|mask| mask.count_ones() <= 4)
@@ -458,11 +468,12 @@ mod tests {
     fn durations_are_written_as_the_grammar_reads_them() {
         for (millis, text) in [
             (0, "0s"),
-            (1_500, "1500ms"),
+            (1_500, "1s 500ms"),
             (3 * 86_400_000, "3d"),
             (7 * 86_400_000, "7d"),
-            (36 * 3_600_000, "36h"),
+            (36 * 3_600_000, "1d 12h"),
             (2 * 31_557_600_000, "2y"),
+            (31_557_600_000 + 86_400_000, "1y 1d"),
             (90_061_001, "90061001ms"),
         ] {
             assert_eq!(duration_text(Duration::from_millis(millis)), text);
