@@ -125,7 +125,8 @@ pub enum FsError {
     /// The branch holds a page at the superblock's key that is not a superblock: pages
     /// written through the page API in the relations a file tree reserves, not a tree.
     #[error(
-        "branch {branch:?} holds no file tree: its page at the superblock's key ({key}) is not a superblock (pages written through the page API in the relations a file tree reserves, 2147483648 and up)"
+        "branch {branch:?} holds no file tree: its page at the superblock's key ({key}) is not a superblock (pages written through the page API in the relations a file tree reserves, {} and up)",
+        crate::format::TABLE_REL
     )]
     OtherData {
         /// The branch.

@@ -71,7 +71,7 @@ impl Superblock {
         let head = page
             .get(..SUPERBLOCK_BYTES)
             .ok_or_else(|| corrupt(format!("page of {} bytes", page.len())))?;
-        if head.get(..8) != Some(&SUPERBLOCK_MAGIC[..]) {
+        if !Superblock::has_magic(head) {
             return Err(corrupt("no file tree magic".to_owned()));
         }
         let stored_crc = le_u32(head, 24);

@@ -79,8 +79,9 @@ pub(crate) fn one_line(error: &anyhow::Error) -> String {
 /// it names cut as [`pagefork_engine::quoted`] cuts one, to its first 64 characters: they
 /// quote an unknown field's name, a wrong value, a path segment or a setting's value whole,
 /// and name a field's path unquoted (reviews found 100,000-character values echoed up to
-/// an HTTP message's limit, and a 5,000-character setting echoed as 2 KB). A value is what is between
-/// backticks or double quotes, or else a run of characters without a space or a quote.
+/// an HTTP message's limit, and a 5,000-character setting echoed as 2 KB). A value is
+/// what is between backticks or double quotes, or else a run of characters without a
+/// space or a quote.
 pub(crate) fn values_cut(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(512));
     let mut quote: Option<char> = None;

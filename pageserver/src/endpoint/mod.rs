@@ -96,8 +96,9 @@ pub(crate) fn point_in_time_of(info: &BranchInfo) -> Option<LsnForTime> {
 }
 
 /// Refuses what can be refused before anything is mounted or written: a name that is no
-/// setting's or is reserved, a value with a control character, a setting Postgres refuses, a port out of range or in use. (`start` checks the port
-/// again when it starts.)
+/// setting's or is reserved, a value with a control character, a setting Postgres
+/// refuses, a port out of range or in use. (`start` checks the port again when it
+/// starts.)
 pub(crate) fn check_spec(spec: &EndpointSpec) -> Result<(), EndpointError> {
     if let Some(message) = spec
         .settings

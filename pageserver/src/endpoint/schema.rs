@@ -95,15 +95,6 @@ pub(crate) fn dump_schema_unless(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|error| failed(format!("cannot run pg_dumpall: {error}")))?;
-    let read_all = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            match pipe {
-                Some(mut pipe) => pipe.read_to_end(&mut bytes).map(|_| bytes),
-                None => Ok(bytes),
-            }
-        })
-    };
     // pg_dumpall leads a process group of its own (`PgBin::command`) and runs a pg_dump
     // per database under it: a stop kills them all, and reaps pg_dumpall.
     let kill_all = |child: &mut std::process::Child| {
@@ -116,18 +107,8 @@ pub(crate) fn dump_schema_unless(
         let _ = child.kill();
         let _ = child.wait();
     };
-    let stdout = read_all(
-        child
-            .stdout
-            .take()
-            .map(|pipe| Box::new(pipe) as Box<dyn Read + Send>),
-    );
-    let stderr = read_all(
-        child
-            .stderr
-            .take()
-            .map(|pipe| Box::new(pipe) as Box<dyn Read + Send>),
-    );
+    let stdout = read_all(child.stdout.take());
+    let stderr = read_all(child.stderr.take());
     let status = loop {
         if stop.load(Ordering::Relaxed) {
             kill_all(&mut child);
@@ -163,6 +144,20 @@ pub(crate) fn dump_schema_unless(
         ))
     })?;
     Ok(without_restrict_keys(&dump))
+}
+
+/// Everything `pipe` gives (nothing if there is none), read on a thread of its own so
+/// that a child writing to two pipes never waits on the one not being read.
+fn read_all<R: Read + Send + 'static>(
+    pipe: Option<R>,
+) -> std::thread::JoinHandle<std::io::Result<Vec<u8>>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        match pipe {
+            Some(mut pipe) => pipe.read_to_end(&mut bytes).map(|_| bytes),
+            None => Ok(bytes),
+        }
+    })
 }
 
 /// `dump` without its `\restrict KEY` and `\unrestrict KEY` lines: pg_dump (15.14 and

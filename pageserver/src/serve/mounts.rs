@@ -89,12 +89,9 @@ pub(crate) fn mount_error(error: MountError) -> ApiError {
             };
             match error.downcast::<FsError>() {
                 Ok(FsError::Store(engine)) => ApiError::from(engine),
-                Ok(error @ FsError::NotATree { lsn: Some(_), .. }) => {
-                    ApiError::unprocessable("no_file_tree", error.to_string())
-                }
-                Ok(error @ FsError::OtherData { .. }) => {
-                    ApiError::unprocessable("no_file_tree", error.to_string())
-                }
+                Ok(
+                    error @ (FsError::NotATree { lsn: Some(_), .. } | FsError::OtherData { .. }),
+                ) => ApiError::unprocessable("no_file_tree", error.to_string()),
                 Ok(FsError::NotATree { branch, lsn: None }) => ApiError::unprocessable(
                     "no_file_tree",
                     format!("branch {branch:?} holds no file tree: mount it writable first"),
