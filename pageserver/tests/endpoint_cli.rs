@@ -312,6 +312,104 @@ fn the_postgres_demo_runs_the_seed_scenario_and_reports_what_it_recovered_to() {
     );
 }
 
+/// The processes `pid` started that still run, each with its program's name.
+fn children(pid: u32) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let listed = std::fs::read_to_string(task.unwrap().path().join("children"));
+        for child in listed.unwrap_or_default().split_whitespace() {
+            let child: u32 = child.parse().unwrap();
+            if let Ok(comm) = std::fs::read_to_string(format!("/proc/{child}/comm")) {
+                found.push((child, comm.trim().to_owned()));
+            }
+        }
+    }
+    found
+}
+
+/// The `postgres` servers `pid` started that serve an endpoint's directory (not one still
+/// starting, in `/`), each with that endpoint's mount point.
+fn postgres_children(pid: u32) -> Vec<(u32, std::path::PathBuf)> {
+    let endpoint_mount = |server: u32| {
+        let cwd = std::fs::read_link(format!("/proc/{server}/cwd")).ok()?;
+        cwd.ancestors()
+            .find(|dir| {
+                dir.file_name()
+                    .is_some_and(|name| name.to_string_lossy().starts_with("pagefork-endpoint-"))
+            })
+            .map(|place| place.join("branch"))
+    };
+    children(pid)
+        .into_iter()
+        .filter(|(_, name)| name == "postgres")
+        .filter_map(|(server, _)| Some((server, endpoint_mount(server)?)))
+        .collect()
+}
+
+/// Found while listing what a stop leaves behind: `demo --postgres` had no handler for
+/// SIGINT or SIGTERM, so a Ctrl-C killed it and left its Postgres servers (in process
+/// groups of their own, out of the Ctrl-C's reach) running on mounts dead with it. It now
+/// stops them, unmounts, and fails saying so, the store kept where it was asked to be.
+#[test]
+fn regression_an_interrupted_postgres_demo_stops_its_servers_and_unmounts() {
+    require_fuse();
+    require_postgres();
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("demo");
+    let demo = Background::start(&data, &["demo", "--postgres"]);
+    // Interrupted while it loads the catalog through psql on main's endpoint (a start
+    // stopped before it is ready leaves the branch as it was, empty).
+    let mut servers = Vec::new();
+    wait_until("the demo never ran psql on a Postgres of its own", || {
+        servers = postgres_children(demo.pid());
+        !servers.is_empty() && children(demo.pid()).iter().any(|(_, name)| name == "psql")
+    });
+    demo.signal(nix::sys::signal::Signal::SIGINT);
+    let (status, said, errors) = demo.finish();
+    assert!(
+        !status.success() && errors.contains("stopped by a signal"),
+        "{status:?}: {said}{errors}"
+    );
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    for (pid, dir) in &servers {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "Postgres {pid} still runs on {}",
+            dir.display()
+        );
+        assert!(
+            !mounts.contains(&format!(" {} ", dir.display())),
+            "{} is still mounted",
+            dir.display()
+        );
+    }
+    // The store is there, and no longer held; main's server was shut down, not killed
+    // (Postgres dies with the thread that started it, so without the stop it is killed
+    // and the cluster is left "in production").
+    let branches = ok_json(pagefork(&data, &["--json", "branch", "list"]));
+    assert_eq!(branch_names(&branches), ["main"], "{branches}");
+    let look = root.path().join("look");
+    std::fs::create_dir(&look).unwrap();
+    let main = support::mount::Mount::start(&data, "main", &look, &["--read-only"]);
+    let control =
+        std::process::Command::new(Path::new(support::endpoint::PG_BIN).join("pg_controldata"))
+            .arg(main.path("pgdata"))
+            .output()
+            .unwrap();
+    let control = format!(
+        "{}{}",
+        String::from_utf8_lossy(&control.stdout),
+        String::from_utf8_lossy(&control.stderr)
+    );
+    assert!(
+        control
+            .lines()
+            .any(|line| line.starts_with("Database cluster state:") && line.ends_with("shut down")),
+        "{control}"
+    );
+    assert!(main.terminate().success());
+}
+
 /// Postgres' programs, linked into a directory under `root`, with `failing` replaced by a
 /// script that fails saying "FAILING: a planted failure".
 fn pg_bin_with_failing(root: &Path, failing: &str) -> std::path::PathBuf {

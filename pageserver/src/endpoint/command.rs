@@ -30,26 +30,22 @@ use crate::output::out;
 use crate::views::to_json;
 
 /// An endpoint this process runs: the branch mounted at its place, Postgres on it.
+///
+/// One dropped without [`Local::stop`] (a command's error path, a step given up on a
+/// signal) is stopped as `stop` would: Postgres, which runs in a process group of its own
+/// and outlives pagefork otherwise, stopped, and the branch unmounted and durable. A
+/// failed demo once left its servers running on mounts dead with the process.
 pub(crate) struct Local {
     server: Running,
-    mounted: Mounted,
+    /// Taken by the first stop.
+    mounted: Option<Mounted>,
     _place: Place,
 }
 
 impl Local {
-    /// Mounts `branch` at `place` and starts Postgres on it.
+    /// Mounts `branch` at `place` and starts Postgres on it; setting `abandon` stops a
+    /// start still waiting for Postgres ([`super::EndpointError::Abandoned`]).
     pub(crate) fn start(
-        store: &Store,
-        branch: &str,
-        place: Place,
-        spec: &EndpointSpec,
-    ) -> Result<Local> {
-        Local::start_unless(store, branch, place, spec, &AtomicBool::new(false))
-    }
-
-    /// As [`Local::start`]; setting `abandon` stops a start still waiting for Postgres
-    /// ([`super::EndpointError::Abandoned`]).
-    pub(crate) fn start_unless(
         store: &Store,
         branch: &str,
         place: Place,
@@ -69,7 +65,7 @@ impl Local {
         match super::start(branch, &place.mount_dir, &place.log, spec, abandon) {
             Ok(server) => Ok(Local {
                 server,
-                mounted,
+                mounted: Some(mounted),
                 _place: place,
             }),
             Err(error) => {
@@ -97,13 +93,30 @@ impl Local {
 
     /// Stops Postgres (unless it ended already), then unmounts, everything durable.
     pub(crate) fn stop(mut self) -> Result<()> {
-        let stopped = match self.server.exited() {
-            Some(_) => Ok(()),
-            None => self.server.stop(),
-        };
-        self.mounted.unmounter().unmount()?;
-        self.mounted.wait()?;
+        self.stop_in_place()
+    }
+
+    fn stop_in_place(&mut self) -> Result<()> {
+        let stopped = self.server.stop();
+        if let Some(mounted) = self.mounted.take() {
+            mounted.unmounter().unmount()?;
+            mounted.wait()?;
+        }
         Ok(stopped?)
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        if self.mounted.is_none() {
+            return;
+        }
+        if let Err(error) = self.stop_in_place() {
+            crate::output::warn_out!(
+                "pagefork: cannot stop the endpoint on branch {}: {error:#}",
+                self.server.info().branch
+            );
+        }
     }
 }
 
@@ -176,7 +189,7 @@ pub(crate) fn run_foreground(
     // watched here while another thread starts it.
     let abandon = AtomicBool::new(false);
     let local = signals.run_stoppable(&abandon, || {
-        Local::start_unless(&store, branch, place, spec, &abandon)
+        Local::start(&store, branch, place, spec, &abandon)
     });
     let local = match local {
         // A stop asked for just as Postgres became ready: stopped as one before.
@@ -271,7 +284,7 @@ pub(crate) fn init_postgres(store: &Store, spec: &EndpointSpec) -> Result<String
     let mut signals = StopSignals::catch()?;
     let stop = AtomicBool::new(false);
     let local = signals.run_stoppable(&stop, || {
-        Local::start_unless(store, "main", Place::temporary()?, spec, &stop)
+        Local::start(store, "main", Place::temporary()?, spec, &stop)
     })?;
     let ready = local.server.info().ready_after;
     local.stop()?;
@@ -370,17 +383,17 @@ pub(crate) fn schema_diff(
             .into());
         }
         let scratch = ScratchBranch::of(&store, branch)?;
-        let local = Local::start_unless(&store, &scratch.name, Place::temporary()?, &spec, &stop)
+        let local = Local::start(&store, &scratch.name, Place::temporary()?, &spec, &stop)
             .map_err(|error| match error.downcast::<super::EndpointError>() {
-            Ok(super::EndpointError::NotADataDirectory { found, .. }) => {
-                anyhow::Error::from(super::EndpointError::NotADataDirectory {
-                    branch: branch.to_owned(),
-                    found,
-                })
-            }
-            Ok(other) => other.into(),
-            Err(error) => error,
-        })?;
+                Ok(super::EndpointError::NotADataDirectory { found, .. }) => {
+                    anyhow::Error::from(super::EndpointError::NotADataDirectory {
+                        branch: branch.to_owned(),
+                        found,
+                    })
+                }
+                Ok(other) => other.into(),
+                Err(error) => error,
+            })?;
         let dumped = dump_schema_unless(&pg, branch, local.port(), &stop);
         local.stop()?;
         Ok(dumped?)

@@ -9,7 +9,8 @@
 //! place at that time and counted again. Every figure printed was measured in this run,
 //! beside Lakebase's published ones; a check that fails fails the demo.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
@@ -17,10 +18,11 @@ use pagefork_engine::{At, Backup, BranchOptions, Config, Expiry, Store, Timestam
 use serde_json::json;
 
 use super::command::Local;
-use super::schema::{SchemaDiff, dump_schema};
-use super::{EndpointSpec, PgBin, Place};
+use super::schema::{SchemaDiff, dump_schema_unless};
+use super::{EndpointSpec, PgBin, Place, finish_unless};
 use crate::commands::describe_time_answer;
 use crate::demo::format_duration;
+use crate::mount::StopSignals;
 use crate::output::out;
 
 /// Lakebase's published figures (the blog post the project grew from).
@@ -60,173 +62,225 @@ ALTER TABLE final_entities ADD COLUMN last_processed_at timestamptz;
 CREATE INDEX final_entities_by_kind ON final_entities(kind);
 ";
 
-/// Runs the demo in `data_dir`, or in a temporary directory when `None`.
+/// Runs the demo in `data_dir`, or in a temporary directory when `None`. SIGINT or
+/// SIGTERM stops it between steps or within one (a psql or an endpoint start given up):
+/// its servers stopped and its branches unmounted, it fails saying so.
 pub(crate) fn run(data_dir: Option<PathBuf>, json: bool) -> Result<()> {
     let pg = PgBin::find(None).context(
         "pagefork demo --postgres runs Postgres: install it (apt-get install postgresql-15 \
          postgresql-client-15), or run pagefork demo without --postgres",
     )?;
     crate::mount::check_fuse_available()?;
+    // Caught before anything is mounted or started: a Ctrl-C once killed the demo, leaving
+    // its Postgres servers running on mounts dead with it.
+    let mut signals = StopSignals::catch()?;
     let temp = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let kept = data_dir.is_some();
     let dir = data_dir.unwrap_or_else(|| temp.path().join("store"));
-    let say = |line: String| -> Result<()> {
-        if !json {
-            out!("{line}");
-        }
-        Ok(())
-    };
     let store = Store::create(&dir, Config::default())
         .with_context(|| format!("cannot create a store in {}", dir.display()))?;
-    let spec = EndpointSpec::default();
-    say(format!(
-        "pagefork demo --postgres: the Lakebase experiment with a real Postgres ({}), on this disk ({})",
-        pg.dir().display(),
-        dir.display()
-    ))?;
-
-    // 1. The catalog on main.
-    let started = Instant::now();
-    let mut main = Local::start(&store, "main", Place::temporary()?, &spec)?;
-    let main_url = main.url();
-    psql(&pg, &main_url, CATALOG_SQL)?;
-    let size = psql(&pg, &main_url, "SELECT pg_database_size('postgres')")?;
-    let load = started.elapsed();
-    say(format!(
-        "1. main: initdb, then a Backstage catalog (32 final_entities, refresh_state), {:.1} MB in all, in {}",
-        size.parse::<f64>().unwrap_or(0.0) / 1e6,
-        format_duration(load)
-    ))?;
-
-    // 2. Branch with a one-hour TTL, an endpoint on it, a first query.
-    let options = BranchOptions {
-        expiry: Expiry::Ttl(Duration::from_secs(3600)),
-        protected: false,
+    let stop = AtomicBool::new(false);
+    let demo = Demo {
+        store: &store,
+        pg: &pg,
+        json,
+        stop: &stop,
     };
-    let started = Instant::now();
-    store.create_branch("migration-test", "main", At::Latest, options)?;
-    let branch_time = started.elapsed();
-    let trial = Local::start(&store, "migration-test", Place::temporary()?, &spec)?;
-    let ready = started.elapsed();
-    let branch_rows = psql(&pg, &trial.url(), "SELECT count(*) FROM final_entities")?;
-    let first_query = started.elapsed();
-    check(branch_rows == "32", || {
-        format!("the branch has {branch_rows} entities, not 32")
-    })?;
-    say(format!(
-        "2. branch migration-test (TTL 1h): created in {}, endpoint accepting connections at {}, first query answered at {} (Lakebase: branch {LAKEBASE_BRANCH})",
-        format_duration(branch_time),
-        format_duration(ready),
-        format_duration(first_query)
-    ))?;
-
-    // 3. The migration on the branch; main's schema is untouched.
-    psql(&pg, &trial.url(), MIGRATION_SQL)?;
-    let main_schema = dump_schema(&pg, "main", main.port())?;
-    let trial_schema = dump_schema(&pg, "migration-test", trial.port())?;
-    let diff = SchemaDiff::of("main", &main_schema, "migration-test", &trial_schema);
-    let columns = psql(
-        &pg,
-        &main_url,
-        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'final_entities'",
-    )?;
-    check(!diff.is_identical() && columns == "3", || {
-        format!("main's schema changed with the branch's ({columns} columns)")
-    })?;
-    let diff_lines = diff.text().trim_end().lines().count();
-    say(format!(
-        "3. migration on the branch (a column, an index); main untouched; schema diff: {diff_lines} lines"
-    ))?;
-    trial.stop()?;
-
-    // 4. Note the time; 5. delete the entities on main.
-    std::thread::sleep(Duration::from_millis(200));
-    let noted = Timestamp::from_system_time(SystemTime::now());
-    std::thread::sleep(Duration::from_millis(200));
-    psql(&pg, &main_url, "DELETE FROM final_entities")?;
-    let left = psql(&pg, &main_url, "SELECT count(*) FROM final_entities")?;
-    check(left == "0", || {
-        format!("{left} entities left on main after the delete")
-    })?;
-    say(format!(
-        "4. noted {noted}; 5. DELETE FROM final_entities on main: 0 rows left"
-    ))?;
-
-    // 6. A branch at the noted time, with an endpoint, counts 32 rows.
-    let started = Instant::now();
-    let recovered = store.create_branch(
-        "recovered",
-        "main",
-        At::Time(noted),
-        BranchOptions::default(),
-    )?;
-    let back = Local::start(&store, "recovered", Place::temporary()?, &spec)?;
-    let recovered_rows = psql(&pg, &back.url(), "SELECT count(*) FROM final_entities")?;
-    let pitr = started.elapsed();
-    let last_commit = back.last_commit_time();
-    check(recovered_rows == "32", || {
-        format!("the recovered branch has {recovered_rows} entities")
-    })?;
-    let snapped = recovered
-        .created_at_time
-        .as_ref()
-        .map_or_else(|| "?".to_owned(), describe_time_answer);
-    let snapped_json = recovered
-        .created_at_time
-        .as_ref()
-        .map(crate::views::TimeAnswerView::of);
-    say(format!(
-        "6. branch recovered at {noted}: 32 entities, endpoint answering in {} (Lakebase: PITR {LAKEBASE_PITR}, {LAKEBASE_SNAP}); snapped: {snapped}; last visible transaction committed {}",
-        format_duration(pitr),
-        last_commit.as_deref().unwrap_or("(unknown)")
-    ))?;
-    back.stop()?;
-
-    // 7. Restore main in place at the noted time.
-    main.stop()?;
-    let started = Instant::now();
-    let restored_to = store.restore_branch("main", "main", At::Time(noted), Backup::Default)?;
-    let restore_time = started.elapsed();
-    main = Local::start(&store, "main", Place::temporary()?, &spec)?;
-    let restored_rows = psql(&pg, &main.url(), "SELECT count(*) FROM final_entities")?;
-    let restored = started.elapsed();
-    check(restored_rows == "32", || {
-        format!("main has {restored_rows} entities after the restore")
-    })?;
-    say(format!(
-        "7. main restored in place at {noted} in {} (its previous state kept as {}); endpoint answering 32 rows at {}",
-        format_duration(restore_time),
-        restored_to.backup.as_deref().unwrap_or("nothing"),
-        format_duration(restored)
-    ))?;
-    main.stop()?;
-    store.checkpoint()?;
-    if json {
-        out!(
-            "{}",
-            json!({
-                "catalog_bytes": size.parse::<u64>().unwrap_or(0),
-                "branch_seconds": branch_time.as_secs_f64(),
-                "branch_endpoint_ready_seconds": ready.as_secs_f64(),
-                "branch_first_query_seconds": first_query.as_secs_f64(),
-                "noted": noted.to_string(),
-                "schema_diff_lines": diff_lines,
-                // Each as its query counted it (the demo fails unless 32, 0, 32, 32).
-                "rows": {
-                    "branch": count(&branch_rows),
-                    "main_after_delete": count(&left),
-                    "recovered": count(&recovered_rows),
-                    "main_after_restore": count(&restored_rows),
-                },
-                "pitr_snapped": snapped_json,
-                "pitr_first_query_seconds": pitr.as_secs_f64(),
-                "pitr_last_commit": last_commit,
-                "restore_seconds": restore_time.as_secs_f64(),
-                "restore_first_query_seconds": restored.as_secs_f64(),
-                "lakebase": {"branch": LAKEBASE_BRANCH, "pitr": LAKEBASE_PITR, "snap": LAKEBASE_SNAP},
-            })
-        );
+    let ran = signals.run_stoppable(&stop, || demo.run(&dir));
+    if stop.load(Ordering::Relaxed) {
+        let covered = store.checkpoint()?;
+        match kept {
+            true => bail!(
+                "pagefork demo --postgres was stopped by a signal: its servers are stopped and \
+                 its branches unmounted; the store is in {} (checkpoint at {covered})",
+                dir.display()
+            ),
+            false => bail!(
+                "pagefork demo --postgres was stopped by a signal: its servers are stopped, its \
+                 branches unmounted and its temporary store removed"
+            ),
+        }
     }
-    Ok(())
+    ran
+}
+
+/// One run of the demo on `store`.
+struct Demo<'a> {
+    store: &'a Store,
+    pg: &'a PgBin,
+    json: bool,
+    /// Set by a signal: the steps end early.
+    stop: &'a AtomicBool,
+}
+
+impl Demo<'_> {
+    /// The steps, in order; every endpoint started is stopped when they end, early or not
+    /// (`Local`'s drop).
+    fn run(&self, dir: &Path) -> Result<()> {
+        let Demo {
+            store, pg, json, ..
+        } = *self;
+        let say = |line: String| -> Result<()> {
+            if !json {
+                out!("{line}");
+            }
+            Ok(())
+        };
+        let spec = EndpointSpec::default();
+        let psql = |url: &str, sql: &str| self.psql(url, sql);
+        let start = |branch: &str| {
+            self.go_on()?;
+            Local::start(store, branch, Place::temporary()?, &spec, self.stop)
+        };
+        say(format!(
+            "pagefork demo --postgres: the Lakebase experiment with a real Postgres ({}), on this disk ({})",
+            pg.dir().display(),
+            dir.display()
+        ))?;
+
+        // 1. The catalog on main.
+        let started = Instant::now();
+        let mut main = start("main")?;
+        let main_url = main.url();
+        psql(&main_url, CATALOG_SQL)?;
+        let size = psql(&main_url, "SELECT pg_database_size('postgres')")?;
+        let load = started.elapsed();
+        say(format!(
+            "1. main: initdb, then a Backstage catalog (32 final_entities, refresh_state), {:.1} MB in all, in {}",
+            size.parse::<f64>().unwrap_or(0.0) / 1e6,
+            format_duration(load)
+        ))?;
+
+        // 2. Branch with a one-hour TTL, an endpoint on it, a first query.
+        let options = BranchOptions {
+            expiry: Expiry::Ttl(Duration::from_secs(3600)),
+            protected: false,
+        };
+        let started = Instant::now();
+        store.create_branch("migration-test", "main", At::Latest, options)?;
+        let branch_time = started.elapsed();
+        let trial = start("migration-test")?;
+        let ready = started.elapsed();
+        let branch_rows = psql(&trial.url(), "SELECT count(*) FROM final_entities")?;
+        let first_query = started.elapsed();
+        check(branch_rows == "32", || {
+            format!("the branch has {branch_rows} entities, not 32")
+        })?;
+        say(format!(
+            "2. branch migration-test (TTL 1h): created in {}, endpoint accepting connections at {}, first query answered at {} (Lakebase: branch {LAKEBASE_BRANCH})",
+            format_duration(branch_time),
+            format_duration(ready),
+            format_duration(first_query)
+        ))?;
+
+        // 3. The migration on the branch; main's schema is untouched.
+        psql(&trial.url(), MIGRATION_SQL)?;
+        let main_schema = dump_schema_unless(pg, "main", main.port(), self.stop)?;
+        let trial_schema = dump_schema_unless(pg, "migration-test", trial.port(), self.stop)?;
+        let diff = SchemaDiff::of("main", &main_schema, "migration-test", &trial_schema);
+        let columns = psql(
+            &main_url,
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'final_entities'",
+        )?;
+        check(!diff.is_identical() && columns == "3", || {
+            format!("main's schema changed with the branch's ({columns} columns)")
+        })?;
+        let diff_lines = diff.text().trim_end().lines().count();
+        say(format!(
+            "3. migration on the branch (a column, an index); main untouched; schema diff: {diff_lines} lines"
+        ))?;
+        trial.stop()?;
+
+        // 4. Note the time; 5. delete the entities on main.
+        std::thread::sleep(Duration::from_millis(200));
+        let noted = Timestamp::from_system_time(SystemTime::now());
+        std::thread::sleep(Duration::from_millis(200));
+        psql(&main_url, "DELETE FROM final_entities")?;
+        let left = psql(&main_url, "SELECT count(*) FROM final_entities")?;
+        check(left == "0", || {
+            format!("{left} entities left on main after the delete")
+        })?;
+        say(format!(
+            "4. noted {noted}; 5. DELETE FROM final_entities on main: 0 rows left"
+        ))?;
+
+        // 6. A branch at the noted time, with an endpoint, counts 32 rows.
+        let started = Instant::now();
+        let recovered = store.create_branch(
+            "recovered",
+            "main",
+            At::Time(noted),
+            BranchOptions::default(),
+        )?;
+        let back = start("recovered")?;
+        let recovered_rows = psql(&back.url(), "SELECT count(*) FROM final_entities")?;
+        let pitr = started.elapsed();
+        let last_commit = back.last_commit_time();
+        check(recovered_rows == "32", || {
+            format!("the recovered branch has {recovered_rows} entities")
+        })?;
+        let snapped = recovered
+            .created_at_time
+            .as_ref()
+            .map_or_else(|| "?".to_owned(), describe_time_answer);
+        let snapped_json = recovered
+            .created_at_time
+            .as_ref()
+            .map(crate::views::TimeAnswerView::of);
+        say(format!(
+            "6. branch recovered at {noted}: 32 entities, endpoint answering in {} (Lakebase: PITR {LAKEBASE_PITR}, {LAKEBASE_SNAP}); snapped: {snapped}; last visible transaction committed {}",
+            format_duration(pitr),
+            last_commit.as_deref().unwrap_or("(unknown)")
+        ))?;
+        back.stop()?;
+
+        // 7. Restore main in place at the noted time.
+        main.stop()?;
+        let started = Instant::now();
+        let restored_to = store.restore_branch("main", "main", At::Time(noted), Backup::Default)?;
+        let restore_time = started.elapsed();
+        main = start("main")?;
+        let restored_rows = psql(&main.url(), "SELECT count(*) FROM final_entities")?;
+        let restored = started.elapsed();
+        check(restored_rows == "32", || {
+            format!("main has {restored_rows} entities after the restore")
+        })?;
+        say(format!(
+            "7. main restored in place at {noted} in {} (its previous state kept as {}); endpoint answering 32 rows at {}",
+            format_duration(restore_time),
+            restored_to.backup.as_deref().unwrap_or("nothing"),
+            format_duration(restored)
+        ))?;
+        main.stop()?;
+        store.checkpoint()?;
+        if json {
+            out!(
+                "{}",
+                json!({
+                    "catalog_bytes": size.parse::<u64>().unwrap_or(0),
+                    "branch_seconds": branch_time.as_secs_f64(),
+                    "branch_endpoint_ready_seconds": ready.as_secs_f64(),
+                    "branch_first_query_seconds": first_query.as_secs_f64(),
+                    "noted": noted.to_string(),
+                    "schema_diff_lines": diff_lines,
+                    // Each as its query counted it (the demo fails unless 32, 0, 32, 32).
+                    "rows": {
+                        "branch": count(&branch_rows),
+                        "main_after_delete": count(&left),
+                        "recovered": count(&recovered_rows),
+                        "main_after_restore": count(&restored_rows),
+                    },
+                    "pitr_snapped": snapped_json,
+                    "pitr_first_query_seconds": pitr.as_secs_f64(),
+                    "pitr_last_commit": last_commit,
+                    "restore_seconds": restore_time.as_secs_f64(),
+                    "restore_first_query_seconds": restored.as_secs_f64(),
+                    "lakebase": {"branch": LAKEBASE_BRANCH, "pitr": LAKEBASE_PITR, "snap": LAKEBASE_SNAP},
+                })
+            );
+        }
+        Ok(())
+    }
 }
 
 /// A count psql printed, as JSON (a string if it is not a number).
@@ -243,41 +297,53 @@ fn check(ok: bool, why: impl FnOnce() -> String) -> Result<()> {
     Ok(())
 }
 
-/// Runs the statements of `sql` one by one with psql against `url`, failing on the first
-/// error; returns what they printed.
-fn psql(pg: &PgBin, url: &str, sql: &str) -> Result<String> {
-    use std::io::Write;
-    let mut child = pg
-        .command("psql")
-        .args([
-            url,
-            "-X",
-            "-A",
-            "-t",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "--no-password",
-            "-f",
-            "-",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .context("cannot run psql")?;
-    if let Some(mut input) = child.stdin.take() {
-        input
-            .write_all(sql.as_bytes())
-            .context("cannot send SQL to psql")?;
+impl Demo<'_> {
+    /// Fails once a signal asked the demo to stop.
+    fn go_on(&self) -> Result<()> {
+        match self.stop.load(Ordering::Relaxed) {
+            true => bail!("the demo was asked to stop"),
+            false => Ok(()),
+        }
     }
-    let output = child.wait_with_output().context("cannot run psql")?;
-    if !output.status.success() {
-        bail!(
-            "psql failed on {:?}: {}",
-            sql.trim().lines().next().unwrap_or_default(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
+
+    /// Runs the statements of `sql` one by one with psql against `url`, failing on the
+    /// first error; returns what they printed. A stop kills psql.
+    fn psql(&self, url: &str, sql: &str) -> Result<String> {
+        use std::io::Write;
+        self.go_on()?;
+        let mut child = self
+            .pg
+            .command("psql")
+            .args([
+                url,
+                "-X",
+                "-A",
+                "-t",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "--no-password",
+                "-f",
+                "-",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("cannot run psql")?;
+        if let Some(mut input) = child.stdin.take() {
+            input
+                .write_all(sql.as_bytes())
+                .context("cannot send SQL to psql")?;
+        }
+        let output = finish_unless(child, "psql", "", self.stop)?;
+        if !output.status.success() {
+            bail!(
+                "psql failed on {:?}: {}",
+                sql.trim().lines().next().unwrap_or_default(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }

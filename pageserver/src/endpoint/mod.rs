@@ -33,7 +33,7 @@ use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-pub(crate) use postgres::PgBin;
+pub(crate) use postgres::{PgBin, finish_unless};
 
 /// The data directory inside a branch's tree.
 pub(crate) const PGDATA: &str = "pgdata";
@@ -751,8 +751,9 @@ impl Running {
     }
 
     /// Fast shutdown (SIGINT: clients disconnected, a checkpoint written), or, if that
-    /// takes too long, an immediate one; then waits for the server to exit.
-    pub(crate) fn stop(mut self) -> Result<(), EndpointError> {
+    /// takes too long, an immediate one; then waits for the server to exit. Stopping a
+    /// server that has exited does nothing.
+    pub(crate) fn stop(&mut self) -> Result<(), EndpointError> {
         // Reaped already (a listing asked): its pid may be another process's by now.
         if let Ok(Some(_)) = self.server.try_wait() {
             return Ok(());

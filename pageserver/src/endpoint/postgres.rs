@@ -13,10 +13,83 @@
 //! shares the parent's memory until it executes (0.6 ms). Without `setpriv`, the child
 //! switches user itself.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use super::EndpointError;
+
+/// How often a wait for a client program looks at its stop flag.
+const STOP_POLL: Duration = Duration::from_millis(5);
+
+/// Waits for `child`, a program of [`PgBin::command`] run for `branch` with its output
+/// piped, and gives what it printed. Once `stop` is set it is given up: the child and its
+/// process group (`pg_dumpall` runs a `pg_dump` per database under it) are killed and
+/// reaped, and the answer is [`EndpointError::Abandoned`]. A command stopped by a signal
+/// does not wait for a client that may never end.
+pub(crate) fn finish_unless(
+    mut child: Child,
+    program: &str,
+    branch: &str,
+    stop: &AtomicBool,
+) -> Result<Output, EndpointError> {
+    let failed = |what: String| EndpointError::from(anyhow::anyhow!(what));
+    let kill_all = |child: &mut Child| {
+        if let Ok(pid) = i32::try_from(child.id()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    };
+    let stdout = read_all(child.stdout.take());
+    let stderr = read_all(child.stderr.take());
+    let status = loop {
+        if stop.load(Ordering::Relaxed) {
+            kill_all(&mut child);
+            return Err(EndpointError::Abandoned {
+                branch: branch.to_owned(),
+            });
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => std::thread::sleep(STOP_POLL),
+            Err(error) => {
+                kill_all(&mut child);
+                return Err(failed(format!("cannot wait for {program}: {error}")));
+            }
+        }
+    };
+    let output = |reader: std::thread::JoinHandle<std::io::Result<Vec<u8>>>| {
+        reader
+            .join()
+            .map_err(|_| failed(format!("the reader of {program}'s output panicked")))?
+            .map_err(|error| failed(format!("cannot read {program}'s output: {error}")))
+    };
+    Ok(Output {
+        status,
+        stdout: output(stdout)?,
+        stderr: output(stderr)?,
+    })
+}
+
+/// Everything `pipe` gives (nothing if there is none), read on a thread of its own so
+/// that a child writing to two pipes never waits on the one not being read.
+fn read_all<R: Read + Send + 'static>(
+    pipe: Option<R>,
+) -> std::thread::JoinHandle<std::io::Result<Vec<u8>>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        match pipe {
+            Some(mut pipe) => pipe.read_to_end(&mut bytes).map(|_| bytes),
+            None => Ok(bytes),
+        }
+    })
+}
 
 /// Where Debian's packages put each major version's programs.
 const DEBIAN_ROOT: &str = "/usr/lib/postgresql";

@@ -251,7 +251,7 @@ impl Endpoints {
     ) -> Result<(EndpointInfo, Option<PathBuf>), EndpointError> {
         let key = (project.to_owned(), branch.to_owned());
         let mut entries = self.settled_entries(&key);
-        let Some(Slot::Running(endpoint)) = entries.remove(&key) else {
+        let Some(Slot::Running(mut endpoint)) = entries.remove(&key) else {
             return Err(EndpointError::NotRunning {
                 branch: branch.to_owned(),
             });
@@ -405,7 +405,7 @@ impl Endpoints {
             })
             .collect();
         drop(entries);
-        for ((project, branch), endpoint) in running {
+        for ((project, branch), mut endpoint) in running {
             let stopped = endpoint.server.stop().map_err(|error| error.to_string());
             // A mount still busy stays, with the endpoint's directory, for the shutdown's
             // unmount of everything (which cuts it off after the grace).

@@ -6,15 +6,13 @@
 //! from the same `pg_dumpall`, so its version header is the same on both sides and only
 //! the schemas differ.
 
-use std::io::Read;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicBool;
 
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{EndpointError, PgBin};
+use super::{EndpointError, PgBin, finish_unless};
 
 /// Lines of context around each change.
 const CONTEXT_LINES: usize = 3;
@@ -75,7 +73,7 @@ pub(crate) fn dump_schema_unless(
     stop: &AtomicBool,
 ) -> Result<String, EndpointError> {
     let failed = |what: String| EndpointError::from(anyhow::anyhow!(what));
-    let mut child = pg
+    let child = pg
         .command("pg_dumpall")
         .args([
             "--schema-only",
@@ -95,69 +93,19 @@ pub(crate) fn dump_schema_unless(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|error| failed(format!("cannot run pg_dumpall: {error}")))?;
-    // pg_dumpall leads a process group of its own (`PgBin::command`) and runs a pg_dump
-    // per database under it: a stop kills them all, and reaps pg_dumpall.
-    let kill_all = |child: &mut std::process::Child| {
-        if let Ok(pid) = i32::try_from(child.id()) {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    };
-    let stdout = read_all(child.stdout.take());
-    let stderr = read_all(child.stderr.take());
-    let status = loop {
-        if stop.load(Ordering::Relaxed) {
-            kill_all(&mut child);
-            return Err(EndpointError::Abandoned {
-                branch: branch.to_owned(),
-            });
-        }
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(error) => {
-                kill_all(&mut child);
-                return Err(failed(format!("cannot wait for pg_dumpall: {error}")));
-            }
-        }
-    };
-    let output = |reader: std::thread::JoinHandle<std::io::Result<Vec<u8>>>| {
-        reader
-            .join()
-            .map_err(|_| failed("the reader of pg_dumpall's output panicked".to_owned()))?
-            .map_err(|error| failed(format!("cannot read pg_dumpall's output: {error}")))
-    };
-    let (stdout, stderr) = (output(stdout)?, output(stderr)?);
-    if !status.success() {
+    let output = finish_unless(child, "pg_dumpall", branch, stop)?;
+    if !output.status.success() {
         return Err(failed(format!(
             "pg_dumpall of branch {branch:?} failed: {}",
-            String::from_utf8_lossy(&stderr).trim()
+            String::from_utf8_lossy(&output.stderr).trim()
         )));
     }
-    let dump = String::from_utf8(stdout).map_err(|_| {
+    let dump = String::from_utf8(output.stdout).map_err(|_| {
         failed(format!(
             "pg_dumpall of branch {branch:?} printed bytes that are not UTF-8"
         ))
     })?;
     Ok(without_restrict_keys(&dump))
-}
-
-/// Everything `pipe` gives (nothing if there is none), read on a thread of its own so
-/// that a child writing to two pipes never waits on the one not being read.
-fn read_all<R: Read + Send + 'static>(
-    pipe: Option<R>,
-) -> std::thread::JoinHandle<std::io::Result<Vec<u8>>> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        match pipe {
-            Some(mut pipe) => pipe.read_to_end(&mut bytes).map(|_| bytes),
-            None => Ok(bytes),
-        }
-    })
 }
 
 /// `dump` without its `\restrict KEY` and `\unrestrict KEY` lines: pg_dump (15.14 and
