@@ -112,13 +112,13 @@ pub enum EngineError {
         /// The branch's head.
         head: Lsn,
     },
-    /// An LSN below where a branch's usable history starts: a branch point or lease below
-    /// its own start (its branch point, or its creation for a root), or a read below its
-    /// root's start (LSN 0 is below every start).
+    /// An LSN below where a branch's usable history starts: a read or branch point below
+    /// its root's start (LSN 0 is below every start), or a lease below the branch's own
+    /// start (its branch point, or its creation for a root).
     #[error(
         "branch {branch:?} cannot be used at LSN {lsn}: that is below {start}, where its usable \
-         history starts (its branch point for branching and leases, its root's creation for \
-         reads); use an ancestor for older states"
+         history starts (its root's creation for reads and branch points, its own branch \
+         point for leases)"
     )]
     LsnBelowBranchStart {
         /// The branch the LSN was asked of (the parent, for a branch point).
@@ -126,24 +126,6 @@ pub enum EngineError {
         /// The LSN asked for.
         lsn: Lsn,
         /// Where the usable history starts.
-        start: Lsn,
-    },
-    /// A branch point (or restore source) asked for by time on a branch whose last commit
-    /// at or before that time is in its ancestors' history, below the branch's own start:
-    /// `LsnBelowBranchStart`, naming the time asked for.
-    #[error(
-        "branch {branch:?} cannot be branched, restored or leased from at time {requested}: \
-         the last commit at or before it is at LSN {lsn}, below {start}, where branch \
-         {branch:?} starts (its branch point); use an ancestor for older states"
-    )]
-    TimeBelowBranchStart {
-        /// The branch the time was asked of.
-        branch: String,
-        /// The time asked for.
-        requested: Timestamp,
-        /// The LSN the time resolved to.
-        lsn: Lsn,
-        /// Where the branch starts.
         start: Lsn,
     },
     /// A time before the first commit the branch can see.

@@ -113,9 +113,7 @@ impl Refusal {
             EngineError::PatchOutOfBounds { .. } => Refusal::PatchOutOfBounds,
             EngineError::PatchOnMissingPage { .. } => Refusal::PatchOnMissingPage,
             EngineError::LsnPastHead { .. } => Refusal::LsnPastHead,
-            EngineError::LsnBelowBranchStart { .. } | EngineError::TimeBelowBranchStart { .. } => {
-                Refusal::LsnBelowBranchStart
-            }
+            EngineError::LsnBelowBranchStart { .. } => Refusal::LsnBelowBranchStart,
             EngineError::TimeBeforeHistory { .. } => Refusal::TimeBeforeHistory,
             EngineError::HasChildren { .. } => Refusal::HasChildren,
             EngineError::LastBranch { .. } => Refusal::LastBranch,
@@ -587,6 +585,10 @@ impl Model {
         if duration.is_zero() {
             return Err(Refusal::EmptyLease);
         }
+        // A lease keeps a point of the branch's own history.
+        if lsn < self.start_of(id) {
+            return Err(Refusal::LsnBelowBranchStart);
+        }
         self.branch_point(id, At::Lsn(lsn))?;
         let until = self.now.saturating_add(duration);
         if until > Timestamp::MAX {
@@ -666,16 +668,26 @@ impl Model {
         self.resolve_of(self.usable(branch)?, at)
     }
 
-    /// The branch point `at` means on `parent` for a new branch, or the refusal.
-    /// A point below the parent's start is refused as such before the GC cutoff is
-    /// looked at, as the store does.
+    /// The branch point `at` means on `parent` for a new branch, or the refusal: refused
+    /// where a read of `parent` would be, as the store does.
     fn branch_point(&self, parent: usize, at: At) -> Result<Lsn, Refusal> {
         let lsn = self.resolve_unchecked_of(parent, at)?;
-        if lsn < self.start_of(parent) {
-            return Err(Refusal::LsnBelowBranchStart);
-        }
         self.check_available(parent, lsn)?;
         Ok(lsn)
+    }
+
+    /// The branch whose own history holds `branch`'s state at `lsn` (at or above its
+    /// root's start): `branch` itself, or below its start the ancestor a read looks in. A
+    /// branch created from `branch` at `lsn` is that one's child, as in the store.
+    fn owner_of(&self, branch: usize, lsn: Lsn) -> usize {
+        let mut owner = branch;
+        while lsn < self.start_of(owner) {
+            match self.branch(owner).parent {
+                Some((parent, _)) => owner = parent,
+                None => break,
+            }
+        }
+        owner
     }
 
     fn check_expiry(&self, options: BranchOptions) -> Result<(), Refusal> {
@@ -723,6 +735,7 @@ impl Model {
     ) {
         let parent = self.usable(parent).expect("a usable parent");
         assert_eq!(self.check_name_free(name), Ok(()), "branch {name} exists");
+        let parent = self.owner_of(parent, branch_point);
         self.add(ModelBranch {
             name: name.to_owned(),
             hidden: false,
@@ -900,7 +913,7 @@ impl Model {
             .check_restore(branch, source, at, backup)
             .expect("an accepted restore");
         let id = self.usable(branch).expect("checked above");
-        let source = self.usable(source).expect("checked above");
+        let source = self.owner_of(self.usable(source).expect("checked above"), branch_point);
         self.replace(id, backup, source, branch_point, created_lsn);
         self.sweep();
     }

@@ -141,13 +141,17 @@ fn check_after_gc(store: &Store, point: Lsn, cutoff: Lsn, last: Lsn) {
     assert_eq!(kind, Refusal::BelowGcCutoff);
     assert_eq!(store.branch_info("main").unwrap().gc_cutoff, cutoff);
     assert!(cutoff < last);
-    // A branch point below the child's own start is refused as that, not as below a
-    // cutoff that is main's (found by a review: 410 naming the child's branch point as
-    // its cutoff). So is a lease there.
+    // Below the child's own start a branch point is main's state there, refused as a
+    // read of the child there is: below the child's cutoff, its branch point, since main
+    // kept nothing older. A lease there is refused as below the child's start: it keeps a
+    // point of the branch's own history.
     let below = Lsn(point.0 / 2);
     let (kind, message) =
         refusal(store.create_branch("early", "child", At::Lsn(below), BranchOptions::default()));
-    assert_eq!(kind, Refusal::LsnBelowBranchStart, "{message}");
+    assert_eq!(kind, Refusal::BelowGcCutoff, "{message}");
+    assert!(message.contains(&point.to_string()), "{message}");
+    let (kind, read) = refusal(store.get_page("child", Key::new(1, 0), At::Lsn(below)));
+    assert_eq!((kind, read), (Refusal::BelowGcCutoff, message));
     let (kind, _) = refusal(store.lease("child", below, Duration::from_secs(60)));
     assert_eq!(kind, Refusal::LsnBelowBranchStart);
 }

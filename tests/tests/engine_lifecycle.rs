@@ -112,6 +112,76 @@ fn restore_to_a_time_then_undo_from_the_backup_returns_the_original_pages() {
     );
 }
 
+/// Found while listing what was left alone: after a restore in place without a backup,
+/// `main` read its earlier states (through the hidden old state) but a second restore, or
+/// a branch, at a time before the first restore was refused ("use an ancestor"), and the
+/// ancestor was hidden: no one could name it. A branch point below a branch's start is now
+/// its ancestor's state there, the new branch that ancestor's child; checked before and
+/// after reopening.
+#[test]
+fn regression_a_second_restore_reaches_below_the_first_ones_branch_point() {
+    let (dir, store, config, clock) = new_store();
+    store.commit("main", image(b'A')).unwrap();
+    clock.advance(Duration::from_secs(10));
+    let after_a = clock.now();
+    clock.advance(Duration::from_secs(10));
+    store.commit("main", image(b'B')).unwrap();
+    clock.advance(Duration::from_secs(10));
+    let after_b = clock.now();
+    clock.advance(Duration::from_secs(10));
+    store.commit("main", image(b'C')).unwrap();
+
+    let first = store
+        .restore_branch("main", "main", At::Time(after_b), Backup::Skip)
+        .unwrap();
+    assert_eq!(read(&store, "main"), Some(b'B'));
+    assert_eq!(names(&store), ["main"], "the old state is hidden");
+    let hidden = first.branch.parent.clone().unwrap();
+    assert!(hidden.hidden);
+    // Reads below the new start see the hidden state's history; so do branches now.
+    let early = store
+        .create_branch("early", "main", At::Time(after_a), BranchOptions::default())
+        .unwrap();
+    assert_eq!(early.parent.unwrap().id, hidden.id);
+    assert_eq!(early.created_at_time.unwrap().requested, after_a);
+    assert_eq!(read(&store, "early"), Some(b'A'));
+    let second = store
+        .restore_branch("main", "main", At::Time(after_a), Backup::Skip)
+        .unwrap();
+    assert_eq!(second.branch.parent.unwrap().id, hidden.id);
+    assert_eq!(read(&store, "main"), Some(b'A'));
+    // The first restore's state had no children: it went.
+    let gone = store
+        .history()
+        .iter()
+        .filter(|entry| entry.operation == HistoryOperation::RemoveOldState)
+        .count();
+    assert_eq!(gone, 1);
+
+    let store = reopen(store, &dir, &config);
+    assert_eq!(read(&store, "main"), Some(b'A'));
+    assert_eq!(read(&store, "early"), Some(b'A'));
+    assert_eq!(names(&store), ["early", "main"]);
+    // Below the root's start there is nothing: refused as a read there is.
+    let root_start = hidden_start(&store);
+    let below = pagefork_wal::Lsn(root_start.0 - 1);
+    let refused = store.create_branch("none", "main", At::Lsn(below), BranchOptions::default());
+    assert_eq!(refusal(refused), Refusal::LsnBelowBranchStart);
+    // A lease keeps a point of the branch's own history only.
+    let own_start = store.branch_info("main").unwrap().parent.unwrap().lsn;
+    let lease = store.lease(
+        "main",
+        pagefork_wal::Lsn(own_start.0 - 1),
+        Duration::from_secs(60),
+    );
+    assert_eq!(refusal(lease), Refusal::LsnBelowBranchStart);
+}
+
+/// Where the root of `main`'s lineage starts (its creation), from the history.
+fn hidden_start(store: &Store) -> pagefork_wal::Lsn {
+    store.history().first().map(|entry| entry.lsn).unwrap()
+}
+
 #[test]
 fn reset_takes_the_parents_state_and_children_keep_theirs() {
     let (dir, store, config, _clock) = new_store();

@@ -284,15 +284,27 @@ fn branch_point_past_the_parents_head_names_both_lsns() {
     );
 }
 
-/// Also below the root's start (0/1): the bound named is still the parent's own start,
-/// where it can be branched from (a review found the root's creation named).
+/// Below the root's start (0/1) a branch point is refused as a read there is, naming
+/// both LSNs (below the parent's own start it is an ancestor's state: see
+/// `regression_a_branch_point_by_time_below_the_branchs_start_is_the_ancestors_state`).
 #[test]
-fn branch_point_below_the_parents_start_names_both_lsns() {
-    refused_below_childs_start(|store, below| {
-        store
-            .create_branch("new", "child", At::Lsn(below), BranchOptions::default())
-            .map(drop)
-    });
+fn branch_point_below_the_roots_start_names_both_lsns() {
+    let fixture = fixture();
+    let root_start = fixture.store.branch_info("main").unwrap().created_lsn;
+    let below = Lsn(1);
+    assert_refused(
+        fixture,
+        move |store| {
+            store
+                .create_branch("new", "child", At::Lsn(below), BranchOptions::default())
+                .map(drop)
+        },
+        move |e| {
+            matches!(e, EngineError::LsnBelowBranchStart { lsn, start, branch } if *lsn == below && *start == root_start && branch == "child")
+                && e.to_string().contains(&below.to_string())
+                && e.to_string().contains(&root_start.to_string())
+        },
+    );
 }
 
 /// `use_child` of `child` at an LSN below its start (`first`, its branch point), and at
@@ -515,12 +527,13 @@ fn regression_a_pitr_window_longer_than_a_store_keeps_is_refused_not_shortened()
     );
 }
 
-/// Found by a review: a branch point asked for by time on a child, before the child's own
-/// branch point, was refused as an LSN the request never named. It is refused as
-/// before (the model's `LsnBelowBranchStart`), naming the time, the LSN it resolved to and
-/// the child's start.
+/// A branch point asked for by time on a child, before the child's own branch point, is
+/// the state of the child's ancestor there, as a read of the child at that time is: the
+/// new branch is that ancestor's child, and says which time it snapped to. It was refused
+/// (first as an LSN the request never named, then naming the time), and after a restore
+/// without a backup the ancestor to use instead was hidden.
 #[test]
-fn regression_a_branch_point_by_time_below_the_branchs_start_names_the_time() {
+fn regression_a_branch_point_by_time_below_the_branchs_start_is_the_ancestors_state() {
     let dir = tempfile::tempdir().unwrap();
     let (config, clock) = engine_config(SyncMode::Always);
     let store = Store::create(dir.path(), config).unwrap();
@@ -540,32 +553,25 @@ fn regression_a_branch_point_by_time_below_the_branchs_start_names_the_time() {
         )
         .unwrap();
     let between = first.time.saturating_add(Duration::from_secs(5));
-    let error = store
+    let made = store
         .create_branch("x", "child", At::Time(between), BranchOptions::default())
-        .unwrap_err();
-    assert!(
-        matches!(&error, EngineError::TimeBelowBranchStart { branch, requested, lsn, start }
-            if branch == "child" && *requested == between && *lsn == first.lsn && *start == second.lsn),
-        "{error:?}"
-    );
+        .unwrap();
+    let parent = made.parent.unwrap();
+    assert_eq!((parent.name.as_str(), parent.lsn), ("main", first.lsn));
+    let answer = made.created_at_time.unwrap();
+    assert_eq!((answer.requested, answer.lsn), (between, first.lsn));
+    let read = |branch: &str| store.get_page(branch, K, At::Latest).unwrap();
+    assert_eq!(read("x"), Some(page_of(1)));
     assert_eq!(
-        pagefork_engine::model::Refusal::of(&error),
-        Some(pagefork_engine::model::Refusal::LsnBelowBranchStart)
+        store.get_page("child", K, At::Time(between)).unwrap(),
+        Some(page_of(1))
     );
-    let message = error.to_string();
-    assert!(message.contains(&between.to_string()), "{message}");
-    assert!(message.contains(&first.lsn.to_string()), "{message}");
-    assert!(store.branch_info("x").is_err(), "nothing was made");
-    // A restore from there is refused as such, in words that fit it (a review got "cannot
-    // be branched from" for a restore).
-    let error = store
+    // A restore from there too.
+    let restored = store
         .restore_branch("main", "child", At::Time(between), Backup::Skip)
-        .unwrap_err();
-    assert!(
-        matches!(error, EngineError::TimeBelowBranchStart { .. })
-            && error.to_string().contains("restored"),
-        "{error}"
-    );
+        .unwrap();
+    assert_eq!(restored.branch.parent.unwrap().lsn, first.lsn);
+    assert_eq!(read("main"), Some(page_of(1)));
 }
 
 /// A clock past the latest time a store can hold stamps nothing (found by a review: one

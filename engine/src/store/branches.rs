@@ -53,11 +53,11 @@ impl Store {
                 expired_at,
             });
         }
-        let (branch_point, created_at_time) = inner.resolve_branch_point(&parent, at)?;
+        let (owner, branch_point, created_at_time) = inner.resolve_branch_point(&parent, at)?;
         let record = Record::CreateBranch(CreateBranch {
             id: inner.catalog.read().next_id(),
             name: name.to_owned(),
-            parent: Some((parent.id, branch_point)),
+            parent: Some((owner.id, branch_point)),
             options,
             created_at_time,
         });
@@ -293,45 +293,32 @@ impl StoreInner {
         self.apply(record, lsn, time)
     }
 
-    /// The branch point `at` means on `parent`, and the time answer if `at` is a time. A
-    /// point below the parent's start is refused as such before GC's cutoff is looked at:
-    /// it would be refused were the history there kept, and the cutoff there is the
-    /// ancestor's, which the caller did not name (a review found 410 `below_gc_cutoff`
-    /// naming the parent's own branch point as its cutoff). An LSN below the root's start
-    /// too names the parent's start, not the root's that a read would name.
+    /// The branch point `at` means on `parent`: the branch whose own history holds it,
+    /// the LSN, and the time answer if `at` is a time. Below `parent`'s own start (its
+    /// branch point) that branch is the ancestor whose history the LSN is in, where a read
+    /// of `parent` at that LSN looks: `parent` as it was at a time before a restore in
+    /// place is its old state's (a review found such a restore refused, with a hidden old
+    /// state that no one could name, while reads there answered). Refused where a read
+    /// of `parent` would be: below its root's start, past its head, below its cutoff.
     pub(super) fn resolve_branch_point(
         &self,
-        parent: &Branch,
+        parent: &Arc<Branch>,
         at: At,
-    ) -> Result<(Lsn, Option<LsnForTime>)> {
-        let start = parent.start();
-        if let At::Lsn(lsn) = at
-            && lsn < start
-        {
-            return Err(EngineError::LsnBelowBranchStart {
-                branch: parent.name(),
-                lsn,
-                start,
-            });
-        }
+    ) -> Result<(Arc<Branch>, Lsn, Option<LsnForTime>)> {
         let (lsn, answer) = self.resolve_unchecked(parent, at)?;
-        if lsn < start {
-            return Err(match &answer {
-                Some(answer) => EngineError::TimeBelowBranchStart {
-                    branch: parent.name(),
-                    requested: answer.requested,
-                    lsn,
-                    start,
-                },
-                None => EngineError::LsnBelowBranchStart {
-                    branch: parent.name(),
-                    lsn,
-                    start,
-                },
-            });
-        }
         self.check_available(parent, lsn, super::read::requested_time(at))?;
-        Ok((lsn, answer))
+        let mut owner = Arc::clone(parent);
+        while lsn < owner.start() {
+            let Some((ancestor, _)) = owner.parent() else {
+                return Err(EngineError::LsnBelowBranchStart {
+                    branch: parent.name(),
+                    lsn,
+                    start: parent.history_start(),
+                });
+            };
+            owner = ancestor;
+        }
+        Ok((owner, lsn, answer))
     }
 }
 

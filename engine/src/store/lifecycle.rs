@@ -123,7 +123,7 @@ impl Store {
         let branch = inner.branch(name)?;
         inner.check_replaceable(&branch, "restoring")?;
         let source = inner.branch(source)?;
-        let (branch_point, answer) = inner.resolve_branch_point(&source, at)?;
+        let (owner, branch_point, answer) = inner.resolve_branch_point(&source, at)?;
         let backup = match backup {
             Backup::Skip => None,
             Backup::Named(backup) => {
@@ -137,7 +137,7 @@ impl Store {
             &branch,
             ReplaceReason::Restore,
             backup.clone(),
-            (&source, branch_point, answer),
+            (&owner, branch_point, answer),
         )?;
         Ok(Restored {
             branch: self.branch_info(name)?,

@@ -103,8 +103,17 @@ impl Store {
                 branch: name.to_owned(),
             });
         }
-        // A lease keeps a point to branch from: resolved and refused as a branch point is.
-        let (lsn, _) = inner.resolve_branch_point(&branch, At::Lsn(lsn))?;
+        // A lease keeps a point of the branch's own history to branch from (GC keeps
+        // each branch's leased points in its own history): refused below its start.
+        let start = branch.start();
+        if lsn < start {
+            return Err(EngineError::LsnBelowBranchStart {
+                branch: name.to_owned(),
+                lsn,
+                start,
+            });
+        }
+        let (_, lsn, _) = inner.resolve_branch_point(&branch, At::Lsn(lsn))?;
         let expires_at = inner.clock.now().saturating_add(duration);
         super::branches::check_expiry_representable(name, Some(expires_at))?;
         let record = Record::Lease {

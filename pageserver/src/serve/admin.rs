@@ -191,8 +191,8 @@ pub(crate) async fn get_project(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LeaseBody {
-    /// At least the branch's start (its branch point), at most its head, not below the
-    /// GC cutoff.
+    /// At least the branch's own start (its branch point; older states are an ancestor's,
+    /// to lease there), at most its head, not below the GC cutoff.
     #[schema(value_type = LsnText)]
     lsn: String,
     /// How long (default one hour).

@@ -81,10 +81,6 @@ impl From<EngineError> for ApiError {
     fn from(error: EngineError) -> ApiError {
         let message = error.to_string();
         let (status, code) = match Refusal::of(&error) {
-            // Refused as the LSN it resolved to is, but the request named a time.
-            _ if matches!(error, EngineError::TimeBelowBranchStart { .. }) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_time")
-            }
             // The name given is well-formed; the default backup name made from it is too
             // long (schemathesis found this answered 400 for a 63-character branch).
             _ if matches!(error, EngineError::DefaultBackupNameInvalid { .. }) => {
