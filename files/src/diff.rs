@@ -2,9 +2,14 @@
 //! added, removed or changed (with their sizes), found by walking both trees and matching
 //! every file's data relation against the relations whose pages differ.
 //!
-//! A file counts as changed when its kind, size or data relation differs, or when a page
-//! of its relation differs between the two states; a change of mode, owner or times alone
-//! does not count. A state whose branch holds no tree is an empty tree.
+//! A path in both states counts as changed when anything `stat` shows of it differs
+//! (its kind, size, permission bits, owner or group, modification time or device number)
+//! or its contents do: its data relation, or a page of it, differs between the two
+//! states. Each change says which of these differ ([`Difference`]). A directory's contents
+//! are its entries, told as paths of their own; a change of them changes its
+//! modification time. Access and change times are not compared: reads do not set the
+//! one, and every other change sets the other. A state whose branch holds no tree is an
+//! empty tree.
 //!
 //! Paths are matched as the bytes they are, and told escaped (see [`escape_path`]): two
 //! names alike once made UTF-8 are still two files (a review found one of two such files
@@ -15,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use pagefork_engine::{At, PageDiff, Store};
 
 use crate::error::{FsError, FsResult};
-use crate::inode::FileKind;
+use crate::inode::{FileKind, Inode};
 use crate::tree::{FileTree, TreeOptions};
 
 /// One file that differs.
@@ -29,6 +34,43 @@ pub struct FileChange {
     pub bytes: u64,
     /// Its size in the first state, for a changed file.
     pub previous_bytes: Option<u64>,
+    /// What differs, for a changed file (empty for one added or removed), in the order
+    /// of [`Difference`].
+    pub differences: Vec<Difference>,
+}
+
+/// One thing that differs about a path in both states.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum Difference {
+    /// What it is (a file replaced by a directory of the same name).
+    Kind,
+    /// Its bytes (a file's data, a symlink's target): its pages differ.
+    Content,
+    /// Its size.
+    Size,
+    /// Its permission bits (with set-user-ID, set-group-ID and sticky).
+    Mode,
+    /// Its owner or group.
+    Owner,
+    /// Its modification time.
+    Mtime,
+    /// The device a device node stands for.
+    Device,
+}
+
+impl Difference {
+    /// Its name in a diff's answer.
+    pub fn name(self) -> &'static str {
+        match self {
+            Difference::Kind => "kind",
+            Difference::Content => "content",
+            Difference::Size => "size",
+            Difference::Mode => "mode",
+            Difference::Owner => "owner",
+            Difference::Mtime => "mtime",
+            Difference::Device => "device",
+        }
+    }
 }
 
 /// Files added, removed and changed from one state to another, each in path order.
@@ -42,9 +84,6 @@ pub struct TreeDiff {
     pub changed: Vec<FileChange>,
 }
 
-/// What a walk found at a path: kind, size, data relation.
-type Entry = (FileKind, u64, u32);
-
 /// The file-level view of `pages`, the diff of `from` (at `pages.from_lsn`) and `to` (at
 /// `pages.to_lsn`).
 pub fn diff_trees(store: &Store, from: &str, to: &str, pages: &PageDiff) -> FsResult<TreeDiff> {
@@ -52,41 +91,61 @@ pub fn diff_trees(store: &Store, from: &str, to: &str, pages: &PageDiff) -> FsRe
     let after = walk(store, to, pages.to_lsn)?;
     let touched: BTreeSet<u32> = pages.by_relation().into_keys().collect();
     let mut diff = TreeDiff::default();
-    for (path, &(kind, bytes, rel)) in &after {
+    for (path, inode) in &after {
+        let (kind, bytes) = (inode.kind, inode.size);
         match before.get(path) {
             None => diff.added.push(FileChange {
                 path: escape_path(path),
                 kind,
                 bytes,
                 previous_bytes: None,
+                differences: Vec::new(),
             }),
-            Some(&(old_kind, old_bytes, old_rel)) => {
-                let differs = old_kind != kind
-                    || old_bytes != bytes
-                    || old_rel != rel
-                    || (kind != FileKind::Directory && touched.contains(&rel));
-                if differs {
+            Some(old) => {
+                let differences = differences(old, inode, &touched);
+                if !differences.is_empty() {
                     diff.changed.push(FileChange {
                         path: escape_path(path),
                         kind,
                         bytes,
-                        previous_bytes: Some(old_bytes),
+                        previous_bytes: Some(old.size),
+                        differences,
                     });
                 }
             }
         }
     }
-    for (path, &(kind, bytes, _)) in &before {
+    for (path, inode) in &before {
         if !after.contains_key(path) {
             diff.removed.push(FileChange {
                 path: escape_path(path),
-                kind,
-                bytes,
+                kind: inode.kind,
+                bytes: inode.size,
                 previous_bytes: None,
+                differences: Vec::new(),
             });
         }
     }
     Ok(diff)
+}
+
+/// What differs between `old` and `new`, one path's inodes in the two states; `touched`:
+/// the relations with a page that differs.
+fn differences(old: &Inode, new: &Inode, touched: &BTreeSet<u32>) -> Vec<Difference> {
+    let content =
+        old.rel != new.rel || (new.kind != FileKind::Directory && touched.contains(&new.rel));
+    [
+        (Difference::Kind, old.kind != new.kind),
+        (Difference::Content, content),
+        (Difference::Size, old.size != new.size),
+        (Difference::Mode, old.mode != new.mode),
+        (Difference::Owner, (old.uid, old.gid) != (new.uid, new.gid)),
+        (Difference::Mtime, old.mtime != new.mtime),
+        (Difference::Device, old.rdev != new.rdev),
+    ]
+    .into_iter()
+    .filter_map(|(difference, differs)| differs.then_some(difference))
+    .collect()
 }
 
 /// `path` as text that names it alone: printable UTF-8 as it is, a backslash as `\\`,
@@ -114,12 +173,13 @@ pub(crate) fn escape_path(path: &[u8]) -> String {
     text
 }
 
-/// Every path of `branch`'s tree at `lsn` (none if it holds no tree), as bytes.
+/// Every path of `branch`'s tree at `lsn` (none if it holds no tree), as bytes, with its
+/// inode.
 fn walk(
     store: &Store,
     branch: &str,
     lsn: pagefork_engine::Lsn,
-) -> FsResult<BTreeMap<Vec<u8>, Entry>> {
+) -> FsResult<BTreeMap<Vec<u8>, Inode>> {
     let options = TreeOptions {
         read_only: true,
         at: At::Lsn(lsn),
@@ -137,11 +197,11 @@ fn walk(
             let mut path = prefix.clone();
             path.push(b'/');
             path.extend_from_slice(&entry.name);
-            let (size, rel) = tree.size_and_relation(entry.ino)?;
+            let inode = tree.inode(entry.ino)?;
             if entry.kind == FileKind::Directory {
                 pending.push((entry.ino, path.clone()));
             }
-            found.insert(path, (entry.kind, size, rel));
+            found.insert(path, inode);
         }
     }
     Ok(found)

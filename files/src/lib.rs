@@ -31,7 +31,7 @@ mod format;
 mod inode;
 mod tree;
 
-pub use diff::{FileChange, TreeDiff, diff_trees};
+pub use diff::{Difference, FileChange, TreeDiff, diff_trees};
 pub use error::{FsError, FsResult};
 pub use format::{FIRST_DATA_REL, NAME_MAX, ROOT_INO, TABLE_REL};
 pub use inode::{Attributes, FileKind, FileTime, SetAttributes};

@@ -159,11 +159,13 @@ fn print_file_diff(
     }
     for change in &files.changed {
         let before = change.previous_bytes.unwrap_or(change.bytes);
+        let differences: Vec<&str> = change.differences.iter().map(|d| d.name()).collect();
         out!(
-            "  ~ {} ({}, {before} -> {} bytes)",
+            "  ~ {} ({}, {before} -> {} bytes; {})",
             change.path,
             change.kind.name(),
-            change.bytes
+            change.bytes,
+            differences.join(", ")
         );
     }
     Ok(())

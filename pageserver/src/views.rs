@@ -253,6 +253,9 @@ pub(crate) struct FileChangeView {
     bytes: u64,
     /// Its size in the first state, for a changed path.
     previous_bytes: Option<u64>,
+    /// For a changed path, what differs: "kind", "content" (its pages), "size", "mode",
+    /// "owner" (owner or group), "mtime" or "device"; empty for one added or removed.
+    differences: Vec<&'static str>,
 }
 
 impl FileDiffView {
@@ -265,6 +268,7 @@ impl FileDiffView {
                     kind: change.kind.name(),
                     bytes: change.bytes,
                     previous_bytes: change.previous_bytes,
+                    differences: change.differences.iter().map(|d| d.name()).collect(),
                 })
                 .collect()
         };

@@ -204,6 +204,7 @@ fn a_branch_of_a_tree_is_the_tree_and_diverges_from_it() {
     fs::write(mount.path("db/table"), pattern(100_000, 3)).unwrap();
     fs::write(mount.path("db/gone"), b"soon gone").unwrap();
     fs::write(mount.path("same"), b"untouched").unwrap();
+    fs::write(mount.path("meta"), b"m").unwrap();
     // Two names alike once made UTF-8 (found by a review: one went missing from a diff,
     // and a change to the other was not reported).
     let odd = |byte: u8| {
@@ -233,6 +234,17 @@ fn a_branch_of_a_tree_is_the_tree_and_diverges_from_it() {
         fs::write(name(&[0xfe, b'x']), b"changed-content").unwrap();
         fs::write(name(b"evil\n+ fake"), b"3").unwrap();
     }
+    // Metadata alone (found by a review: a chmod, chown or touch was no change at all).
+    let meta = branch.path("meta");
+    fs::set_permissions(&meta, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&meta, Some(1), Some(1)).unwrap();
+    let epoch_plus = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    fs::File::options()
+        .write(true)
+        .open(&meta)
+        .unwrap()
+        .set_modified(epoch_plus)
+        .unwrap();
     assert!(branch.terminate().success());
 
     // The diff, told as files.
@@ -254,13 +266,38 @@ fn a_branch_of_a_tree_is_the_tree_and_diverges_from_it() {
         "{diff}"
     );
     assert_eq!(paths("removed"), ["/db/gone"], "{diff}");
-    assert_eq!(paths("changed"), ["/db/table", "/db/\\xfex"], "{diff}");
-    assert_eq!(diff["changed"][0]["bytes"], 100_000);
-    assert_eq!(diff["changed"][1]["bytes"], 15);
-    assert_eq!(diff["changed"][1]["previous_bytes"], 2);
+    // `/db` too: its entries changed, and with them its modification time.
+    assert_eq!(
+        paths("changed"),
+        ["/db", "/db/table", "/db/\\xfex", "/meta"],
+        "{diff}"
+    );
+    let differences = |index: usize| -> Vec<&str> {
+        diff["changed"][index]["differences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap())
+            .collect()
+    };
+    assert!(
+        differences(0).contains(&"mtime") && !differences(0).contains(&"content"),
+        "{diff}"
+    );
+    assert_eq!(diff["changed"][1]["bytes"], 100_000);
+    assert_eq!(differences(1), ["content", "mtime"]);
+    assert_eq!(diff["changed"][2]["bytes"], 15);
+    assert_eq!(diff["changed"][2]["previous_bytes"], 2);
+    assert_eq!(differences(2), ["content", "size", "mtime"]);
+    assert_eq!(differences(3), ["mode", "owner", "mtime"]);
+    assert_eq!(diff["added"][0]["differences"], serde_json::json!([]));
     let text = pagefork(&data, &["branch", "diff", "main", "test", "--files"]);
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("2 added, 1 removed, 2 changed"), "{text}");
+    assert!(text.contains("2 added, 1 removed, 4 changed"), "{text}");
+    assert!(
+        text.contains("~ /meta (file, 1 -> 1 bytes; mode, owner, mtime)"),
+        "{text}"
+    );
     // A name's newline cannot pass for a line of the answer.
     assert!(
         !text.lines().any(|line| line.starts_with("+ fake")),

@@ -212,10 +212,18 @@ fn a_served_mount_is_branched_while_sqlite_writes_and_guards_its_branch() {
     assert!(message.contains("mounted"), "{message}");
     assert!(sqlite(&db, "PRAGMA integrity_check;").unwrap() == "ok");
 
-    // Mount refusals.
-    server
-        .post(&format!("{B}/main/mount"), r#"{"path": "copy"}"#)
+    // Mount refusals. A second mount, even read-only at an earlier state, says how to see
+    // that state (a review was told to unmount the writer).
+    let message = server
+        .post(
+            &format!("{B}/main/mount"),
+            r#"{"path": "copy", "read_only": true}"#,
+        )
         .expect_error(409, "branch_mounted");
+    assert!(
+        message.contains("create a branch at that LSN or time"),
+        "{message}"
+    );
     std::fs::create_dir_all(mounts.join("third")).unwrap();
     server
         .post(&format!("{B}/nope/mount"), r#"{"path": "third"}"#)

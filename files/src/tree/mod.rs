@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 
 use crate::error::{FsError, FsResult};
 use crate::format::{ROOT_INO, TABLE_REL};
-use crate::inode::{Attributes, FileTime};
+use crate::inode::{Attributes, FileTime, Inode};
 use state::State;
 
 pub use data::Written;
@@ -226,11 +226,10 @@ impl FileTree {
         Ok(inode.attributes(ino, self.page_size))
     }
 
-    /// An inode's size and data relation (for diffs).
-    pub(crate) fn size_and_relation(&self, ino: u64) -> FsResult<(u64, u32)> {
+    /// An inode as stored, data relation included (for diffs).
+    pub(crate) fn inode(&self, ino: u64) -> FsResult<Inode> {
         let state = self.lock()?;
-        let inode = state.inode(state::ino32(ino)?)?;
-        Ok((inode.size, inode.rel))
+        state.inode(state::ino32(ino)?)
     }
 
     /// Counts for `statfs`.

@@ -34,6 +34,15 @@ pub(crate) struct MountInfo {
 pub(crate) enum MountError {
     #[error("branch {branch:?} is mounted at {}: unmount it first", path.display())]
     Mounted { branch: String, path: PathBuf },
+    /// A second mount of a branch (a review asked for an earlier state of a mounted one,
+    /// and was told to unmount it).
+    #[error(
+        "branch {branch:?} is mounted at {}, and a branch has one mount at a time: to see \
+         an earlier state of it meanwhile, create a branch at that LSN or time and mount \
+         that one",
+        path.display()
+    )]
+    MountedAlready { branch: String, path: PathBuf },
     #[error("branch {branch:?} is not mounted")]
     NotMounted { branch: String },
     #[error("files are open under {}: close them and unmount again", path.display())]
@@ -110,7 +119,7 @@ impl Mounts {
     ) -> Result<MountInfo, MountError> {
         let key = (project.to_owned(), spec.branch.clone());
         if let Some(existing) = self.mounts.lock().get(&key) {
-            return Err(MountError::Mounted {
+            return Err(MountError::MountedAlready {
                 branch: spec.branch,
                 path: existing.dir.clone(),
             });
@@ -130,7 +139,7 @@ impl Mounts {
         let mut mounts = self.mounts.lock();
         let key = (project.to_owned(), spec.branch.clone());
         if let Some(existing) = mounts.get(&key) {
-            return Err(MountError::Mounted {
+            return Err(MountError::MountedAlready {
                 branch: spec.branch,
                 path: existing.dir.clone(),
             });

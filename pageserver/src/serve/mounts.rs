@@ -76,7 +76,9 @@ pub(crate) struct MountList {
 /// The answer for a refused or failed mount request.
 pub(crate) fn mount_error(error: MountError) -> ApiError {
     match error {
-        MountError::Mounted { .. } => ApiError::conflict("branch_mounted", error.to_string()),
+        MountError::Mounted { .. } | MountError::MountedAlready { .. } => {
+            ApiError::conflict("branch_mounted", error.to_string())
+        }
         MountError::Busy { .. } => ApiError::conflict("mount_busy", error.to_string()),
         MountError::NotMounted { .. } => ApiError::not_found("not_mounted", error.to_string()),
         MountError::BadMountPoint { .. } => {
