@@ -1,9 +1,10 @@
 //! GC's promise checked on its own, without the reference model: whatever a store did
 //! (commits, branches at a time, restores in place with and without a backup, detaches,
 //! deletes, PITR windows set per branch, reopens), a GC changes no read of any branch at
-//! any time inside that branch's PITR window. Before each GC the test reads every page of
-//! every branch at every time the store has seen inside the window (and at the window's
-//! start itself), and after it reads them again: the same pages, or the same refusal.
+//! any time inside that branch's PITR window, nor at the LSN of a lease that has not
+//! ended. Before each GC the test reads every page of every branch at every time the store
+//! has seen inside the window (and at the window's start itself) and at every leased LSN,
+//! and after it reads them again: the same pages, or the same refusal.
 //!
 //! The model suite compares the store with a model that has the same retention rules, so
 //! a rule wrong in both passes it (a review found GC taking a restored branch's window
@@ -17,7 +18,8 @@ use std::time::Duration;
 
 use pagefork_engine::model::Refusal;
 use pagefork_engine::{
-    At, Backup, BranchOptions, Clock, Config, Key, ManualClock, Store, SyncMode, Timestamp, Update,
+    At, Backup, BranchOptions, Clock, Config, Key, Lsn, ManualClock, Store, SyncMode, Timestamp,
+    Update,
 };
 use pagefork_tests::{engine_config, page_of};
 use proptest::prelude::*;
@@ -61,6 +63,12 @@ enum Op {
         branch: usize,
         secs: u64,
     },
+    /// A lease of `secs` seconds on `branch` as it was `back` seconds ago.
+    Lease {
+        branch: usize,
+        back: u64,
+        secs: u64,
+    },
     Reopen,
     Gc,
 }
@@ -78,6 +86,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..NAMES.len()).prop_map(|branch| Op::Detach { branch }),
         1 => (0..NAMES.len(), prop_oneof![Just(0u64), 5..90u64])
             .prop_map(|(branch, secs)| Op::Window { branch, secs }),
+        2 => (0..NAMES.len(), 1..200u64, 30..300u64)
+            .prop_map(|(branch, back, secs)| Op::Lease { branch, back, secs }),
         1 => Just(Op::Reopen),
         3 => Just(Op::Gc),
     ]
@@ -93,6 +103,8 @@ struct Run {
     store: Option<Store>,
     /// Every time the store answered an operation at (commits, branch operations).
     times: Vec<Timestamp>,
+    /// The leases taken: branch, LSN and end.
+    leases: Vec<(&'static str, Lsn, Timestamp)>,
 }
 
 impl Run {
@@ -108,6 +120,7 @@ impl Run {
             clock,
             store: Some(store),
             times: Vec::new(),
+            leases: Vec::new(),
         }
     }
 
@@ -166,6 +179,18 @@ impl Run {
                 let window = (*secs > 0).then(|| Duration::from_secs(*secs));
                 self.store().set_pitr_window(NAMES[*branch], window).is_ok()
             }
+            Op::Lease { branch, back, secs } => {
+                let name = NAMES[*branch];
+                let time = now.saturating_sub(Duration::from_secs(*back));
+                let leased = self.store().lsn_for_time(name, time).and_then(|answer| {
+                    self.store()
+                        .lease(name, answer.lsn, Duration::from_secs(*secs))
+                });
+                if let Ok(lease) = &leased {
+                    self.leases.push((name, lease.lsn, lease.expires_at));
+                }
+                leased.is_ok()
+            }
             Op::Reopen => {
                 drop(self.store.take());
                 let store = Store::open_with(self.dir.path(), self.config.clone()).unwrap();
@@ -191,9 +216,9 @@ impl Run {
         }
     }
 
-    /// Every branch's pages at every time the store has seen within its window, and at
-    /// the window's start.
-    fn reads_in_windows(&self) -> BTreeMap<(String, Timestamp), Seen> {
+    /// Every branch's pages at every time the store has seen within its window, at the
+    /// window's start, and at every LSN leased on it until later than now.
+    fn reads_in_windows(&self) -> BTreeMap<(String, String), Seen> {
         let store = self.store();
         let now = self.clock.now();
         let mut reads = BTreeMap::new();
@@ -201,17 +226,22 @@ impl Run {
             let window = branch.pitr_window.unwrap_or(WINDOW);
             let start = now.saturating_sub(window);
             let times = self.times.iter().copied().filter(|time| *time >= start);
-            for time in times.chain([start]) {
+            let leased = self
+                .leases
+                .iter()
+                .filter(|(name, _, until)| *name == branch.name && *until > now)
+                .map(|(_, lsn, _)| At::Lsn(*lsn));
+            for at in times.chain([start]).map(At::Time).chain(leased) {
                 let seen = (0..KEYS)
                     .map(|key| {
-                        let page = store.get_page(&branch.name, Key::new(1, key), At::Time(time));
+                        let page = store.get_page(&branch.name, Key::new(1, key), at);
                         page.map(|page| page.map(|page| page[0]))
                     })
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|error| {
                         Refusal::of(&error).unwrap_or_else(|| panic!("{error} is not a refusal"))
                     });
-                reads.insert((branch.name.clone(), time), seen);
+                reads.insert((branch.name.clone(), format!("{at:?}")), seen);
             }
         }
         reads
