@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use pagefork_engine::model::Refusal;
 use pagefork_engine::{
-    At, Backup, BranchOptions, Clock, Config, Key, Lsn, ManualClock, Store, SyncMode, Timestamp,
-    Update,
+    At, Backup, BranchId, BranchInfo, BranchOptions, Clock, Config, Key, Lsn, ManualClock,
+    ParentRef, Store, SyncMode, Timestamp, Update,
 };
 use pagefork_tests::{engine_config, page_of};
 use proptest::prelude::*;
@@ -103,8 +103,11 @@ struct Run {
     store: Option<Store>,
     /// Every time the store answered an operation at (commits, branch operations).
     times: Vec<Timestamp>,
-    /// The leases taken: branch, LSN and end.
-    leases: Vec<(&'static str, Lsn, Timestamp)>,
+    /// Every branch's parent as last listed.
+    parents: BTreeMap<BranchId, Option<ParentRef>>,
+    /// The leases taken: the branch's id (a restore moves its name to another branch,
+    /// and the lease stays with the old one, under its backup name), LSN and end.
+    leases: Vec<(BranchId, Lsn, Timestamp)>,
 }
 
 impl Run {
@@ -121,6 +124,7 @@ impl Run {
             store: Some(store),
             times: Vec::new(),
             leases: Vec::new(),
+            parents: BTreeMap::new(),
         }
     }
 
@@ -187,7 +191,8 @@ impl Run {
                         .lease(name, answer.lsn, Duration::from_secs(*secs))
                 });
                 if let Ok(lease) = &leased {
-                    self.leases.push((name, lease.lsn, lease.expires_at));
+                    let id = self.store().branch_info(name).unwrap().id;
+                    self.leases.push((id, lease.lsn, lease.expires_at));
                 }
                 leased.is_ok()
             }
@@ -214,6 +219,9 @@ impl Run {
         if accepted {
             self.times.push(now);
         }
+        for branch in self.store().list_branches() {
+            self.parents.insert(branch.id, branch.parent);
+        }
     }
 
     /// Every branch's pages at every time the store has seen within its window, at the
@@ -221,17 +229,21 @@ impl Run {
     fn reads_in_windows(&self) -> BTreeMap<(String, String), Seen> {
         let store = self.store();
         let now = self.clock.now();
+        let branches = store.list_branches();
         let mut reads = BTreeMap::new();
-        for branch in store.list_branches() {
-            let window = branch.pitr_window.unwrap_or(WINDOW);
-            let start = now.saturating_sub(window);
+        for branch in &branches {
+            let start = window_start(branch, now);
             let times = self.times.iter().copied().filter(|time| *time >= start);
+            let promised = times
+                .chain([start])
+                .filter(|time| promised(store, (&branches, &self.parents), branch, *time, now))
+                .map(At::Time);
             let leased = self
                 .leases
                 .iter()
-                .filter(|(name, _, until)| *name == branch.name && *until > now)
+                .filter(|(id, _, until)| *id == branch.id && *until > now)
                 .map(|(_, lsn, _)| At::Lsn(*lsn));
-            for at in times.chain([start]).map(At::Time).chain(leased) {
+            for at in promised.chain(leased) {
                 let seen = (0..KEYS)
                     .map(|key| {
                         let page = store.get_page(&branch.name, Key::new(1, key), at);
@@ -248,8 +260,42 @@ impl Run {
     }
 }
 
+/// Where `branch`'s window starts at `now`.
+fn window_start(branch: &BranchInfo, now: Timestamp) -> Timestamp {
+    now.saturating_sub(branch.pitr_window.unwrap_or(WINDOW))
+}
+
+/// Whether GC promises `branch`'s state at `time` (inside its window): its own history
+/// is its own window's; below its branch point a read sees its parent's history, which a
+/// visible parent keeps for its own window (engine.md: the effective cutoff), and a
+/// hidden old state for its children's. `parents`: every branch's parent as last listed
+/// (a hidden one is listed no more).
+fn promised(
+    store: &Store,
+    (branches, parents): (&[BranchInfo], &BTreeMap<BranchId, Option<ParentRef>>),
+    branch: &BranchInfo,
+    time: Timestamp,
+    now: Timestamp,
+) -> bool {
+    let Ok(answer) = store.lsn_for_time(&branch.name, time) else {
+        return true;
+    };
+    let mut parent = branch.parent.clone();
+    while let Some(above) = parent {
+        if answer.lsn >= above.lsn {
+            return true;
+        }
+        match branches.iter().find(|listed| listed.id == above.id) {
+            Some(visible) if time < window_start(visible, now) => return false,
+            Some(visible) => parent = visible.parent.clone(),
+            None => parent = parents.get(&above.id).cloned().flatten(),
+        }
+    }
+    true
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
     fn gc_changes_no_read_inside_a_branchs_window(ops in proptest::collection::vec(op(), 1..60)) {
