@@ -389,6 +389,18 @@ pub(crate) struct Catalog {
     earliest_expiry: Option<Timestamp>,
 }
 
+/// Refuses the branch id `u64::MAX`, which only damage can make: no id would be left for
+/// the next branch (a review's catalog with it panicked every command, `recover` too).
+pub(crate) fn check_branch_id(id: BranchId) -> std::result::Result<(), String> {
+    match id.0 {
+        u64::MAX => Err(format!(
+            "branch id {} leaves no id for another branch",
+            id.0
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl Catalog {
     pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<Branch>> {
         self.by_name.get(name)
@@ -507,7 +519,8 @@ impl Catalog {
         if let Some((parent, _)) = branch.parent() {
             assert!(parent.id < branch.id, "a parent is older than its children");
         }
-        self.next_id = branch.id.0 + 1;
+        // Saturating: the decoders refuse the id `u64::MAX` (`check_branch_id`).
+        self.next_id = branch.id.0.saturating_add(1);
         if !meta.hidden {
             self.note_expiry(branch.expires_at());
         }

@@ -148,6 +148,30 @@ fn a_damaged_catalog_is_refused_and_nothing_is_removed() {
     assert!(matches!(&error, EngineError::CorruptFile { .. }), "{error}");
 }
 
+/// Found by a review: a catalog whose checksum holds but whose first branch has the id
+/// `u64::MAX` panicked every command (`recover` too) with an overflow. It is damage,
+/// named as such.
+#[test]
+fn regression_a_catalog_with_the_largest_branch_id_is_refused_not_a_panic() {
+    let (error, _dir) = damaged(|dir| {
+        let path = dir.join("catalog");
+        let mut bytes = std::fs::read(&path).unwrap();
+        // The first branch's id (the layout in engine/src/checkpoint.rs).
+        bytes[40..48].copy_from_slice(&u64::MAX.to_le_bytes());
+        let body = bytes.len() - 4;
+        let crc = crc32fast::hash(&bytes[..body]);
+        bytes[body..].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&path, bytes).unwrap();
+    });
+    assert!(
+        matches!(&error, EngineError::CorruptFile { .. })
+            && error
+                .to_string()
+                .contains("leaves no id for another branch"),
+        "{error}"
+    );
+}
+
 #[test]
 fn a_missing_or_cut_listed_layer_is_refused_and_nothing_is_removed() {
     let (error, _dir) = damaged(|dir| std::fs::remove_file(&layer_files(dir)[0]).unwrap());

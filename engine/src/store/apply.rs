@@ -339,6 +339,7 @@ fn new_branch(
     if catalog.by_name(&create.name).is_some() {
         return Err(format!("branch {:?} created twice", create.name));
     }
+    crate::catalog::check_branch_id(create.id)?;
     if create.id < catalog.next_id() {
         return Err(format!("branch id {} reused", create.id));
     }

@@ -392,6 +392,7 @@ impl StoreInner {
                 state.layers = layers;
                 state.flushed = image.flushed;
             }
+            crate::catalog::check_branch_id(branch.id).map_err(corrupt)?;
             if (!branch.hidden() && catalog.by_name(&branch.name()).is_some())
                 || branch.id < catalog.next_id()
             {
