@@ -99,6 +99,9 @@ impl Superblock {
     }
 }
 
+/// The longest symlink target, in bytes (Linux's `PATH_MAX` less its NUL).
+pub(crate) const SYMLINK_MAX: usize = 4095;
+
 /// Where the superblock lives.
 pub(crate) fn superblock_key() -> pagefork_engine::Key {
     pagefork_engine::Key::new(TABLE_REL, 0)
@@ -186,7 +189,18 @@ pub(crate) fn decode_inode(ino: u32, slot: &[u8]) -> FsResult<Option<Inode>> {
         rdev: le_u32(slot, 88),
     };
     let device = matches!(kind, FileKind::CharDevice | FileKind::BlockDevice);
-    if inode.rel < FIRST_DATA_REL || inode.mode > 0o7777 || (inode.rdev != 0 && !device) {
+    // A symlink's target is read whole (a review's target of 2^40 bytes aborted the
+    // mount on the allocation), and times are shown as they are stored.
+    let symlink_size = kind != FileKind::Symlink || (1..=SYMLINK_MAX as u64).contains(&inode.size);
+    let times = [inode.atime, inode.mtime, inode.ctime, inode.crtime]
+        .iter()
+        .all(|time| time.nanos < 1_000_000_000);
+    if inode.rel < FIRST_DATA_REL
+        || inode.mode > 0o7777
+        || (inode.rdev != 0 && !device)
+        || !symlink_size
+        || !times
+    {
         return Err(corrupt(format!("impossible fields {inode:?}")));
     }
     Ok(Some(inode))
@@ -399,6 +413,25 @@ mod tests {
             ..device
         };
         assert!(decode_inode(4, &encode_inode(&not_a_device)).is_err());
+        // Found by a review: a symlink of 2^40 bytes aborted a mount on its allocation.
+        let symlink = |size| Inode {
+            kind: FileKind::Symlink,
+            size,
+            ..inode()
+        };
+        assert!(decode_inode(4, &encode_inode(&symlink(SYMLINK_MAX as u64))).is_ok());
+        for size in [0, SYMLINK_MAX as u64 + 1, 1 << 40] {
+            let error = decode_inode(4, &encode_inode(&symlink(size))).unwrap_err();
+            assert!(error.to_string().contains("inode 4"), "{error}");
+        }
+        let late = Inode {
+            mtime: FileTime {
+                secs: i64::MIN,
+                nanos: 4_000_000_000,
+            },
+            ..inode()
+        };
+        assert!(decode_inode(4, &encode_inode(&late)).is_err());
         let entries = vec![
             DirEntry {
                 name: b"a".to_vec(),

@@ -48,7 +48,7 @@ pub struct Owner {
 }
 
 /// The longest symlink target.
-const SYMLINK_MAX: usize = 4095;
+use crate::format::SYMLINK_MAX;
 
 /// The inodes one operation changes, written back together.
 struct Changed<'a> {

@@ -140,9 +140,22 @@ impl State {
         let per_page = inodes_per_page(page_size);
         let last_block = (superblock.inode_high_water - 1) / per_page + 1;
         for block in 1..=last_block {
+            // Inodes are handed out in order and each one's slot is written, so every
+            // table page up to the high-water mark exists: a missing one is damage (a
+            // review's superblock claiming 2^32 inodes had the open allocate a zeroed
+            // page for each, without end).
             let page = match store.get_page(branch, Key::new(TABLE_REL, block), at)? {
                 Some(page) => BytesMut::from(&page[..]),
-                None => BytesMut::zeroed(page_size),
+                None => {
+                    return Err(FsError::Corrupt {
+                        what: "superblock".to_owned(),
+                        detail: format!(
+                            "inode high-water mark {} needs inode table page {block}, which \
+                             does not exist",
+                            superblock.inode_high_water
+                        ),
+                    });
+                }
             };
             let first = ((block - 1) * per_page).max(ROOT_INO);
             let end = (block * per_page).min(superblock.inode_high_water);
