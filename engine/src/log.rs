@@ -81,6 +81,15 @@ impl Log {
         }
     }
 
+    /// The end of the last record appended: given its position, whether written to the
+    /// log's files yet or still queued (a deferred commit's).
+    pub(crate) fn appended_end(&self) -> Lsn {
+        match self {
+            Log::Wal(wal) => wal.appended_lsn(),
+            Log::Memory(next) => *next.lock(),
+        }
+    }
+
     /// What the WAL did since it was opened (nothing, in memory).
     pub(crate) fn stats(&self) -> pagefork_wal::WalStats {
         match self {

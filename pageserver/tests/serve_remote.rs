@@ -109,6 +109,78 @@ fn a_served_project_syncs_on_request_and_attaches_elsewhere() {
     }
 }
 
+/// Found by a review: files written through a mount of a served project, closed but not
+/// fsynced, reached no sync (the recovery point stayed where it was, `lag_bytes` at 23 MB)
+/// while each sync answered that it had synced. A sync on request now has the kernel hand
+/// over what the project's mounts hold and makes the log durable first: a copy attached
+/// from the bucket right after it has the files.
+#[test]
+fn a_sync_on_request_holds_what_was_written_through_a_mount_without_fsync() {
+    support::mount::require_fuse();
+    let s3 = S3Server::start();
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("server");
+    let url = format!("s3://{BUCKET}/mounted");
+    let endpoint = s3.endpoint();
+    let server = Server::start_with_env(
+        &data,
+        &[
+            "--remote",
+            &url,
+            "--s3-endpoint",
+            &endpoint,
+            "--remote-interval",
+            "1h",
+        ],
+        &S3_CREDENTIALS,
+    );
+    server
+        .post("/v1/projects", r#"{"project_id": "shop"}"#)
+        .expect(201);
+    std::fs::create_dir_all(data.join("mounts/main")).unwrap();
+    let mounted = server
+        .post(
+            "/v1/projects/shop/branches/main/mount",
+            r#"{"path": "main"}"#,
+        )
+        .expect(201);
+    let dir = std::path::Path::new(mounted["path"].as_str().unwrap()).to_path_buf();
+    std::fs::create_dir(dir.join("docs")).unwrap();
+    let content: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    std::fs::write(dir.join("docs/big"), &content).unwrap();
+    std::fs::write(dir.join("small"), b"closed, never fsynced").unwrap();
+    server
+        .post("/v1/projects/shop/remote/sync", "{}")
+        .expect(200);
+    let status = server.get("/v1/projects/shop/remote").expect(200);
+    assert_eq!(status["lag_bytes"], 0, "{status}");
+
+    let copy = root.path().join("copy");
+    let attach = [
+        "attach",
+        "--no-claim",
+        "--remote",
+        &format!("{url}/shop"),
+        "--s3-endpoint",
+        &endpoint,
+    ];
+    let attached = pagefork_s3(&copy, &attach).output().unwrap();
+    assert!(attached.status.success(), "{attached:?}");
+    let look = root.path().join("look");
+    std::fs::create_dir(&look).unwrap();
+    let view = support::mount::Mount::start(&copy, "main", &look, &["--read-only"]);
+    assert!(std::fs::read(view.path("docs/big")).unwrap() == content);
+    assert_eq!(
+        std::fs::read(view.path("small")).unwrap(),
+        b"closed, never fsynced"
+    );
+    assert!(view.terminate().success());
+    server
+        .delete("/v1/projects/shop/branches/main/mount")
+        .expect(200);
+    assert!(server.terminate().success());
+}
+
 #[test]
 fn without_remote_the_routes_say_so() {
     let root = tempfile::tempdir().unwrap();

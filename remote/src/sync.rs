@@ -278,6 +278,10 @@ impl Uploader {
     /// Copies the store's published state now and publishes an index of it.
     pub fn sync(&mut self, store: &Store) -> Result<SyncReport> {
         let started = Instant::now();
+        // Commits logged and acknowledged without an fsync (a mount's creates, renames and
+        // writes) are in the copy too: a review's mount wrote 23 MB that no sync took
+        // while each said it had synced.
+        store.make_logged_durable()?;
         let files = store.pin_published()?;
         if files.log_id != self.log_id || store.dir() != Some(self.dir.as_path()) {
             return Err(EngineError::InvalidConfig(format!(

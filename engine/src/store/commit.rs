@@ -68,6 +68,16 @@ impl Store {
         self.inner.wait_logged(lsn)
     }
 
+    /// Makes everything logged so far durable, commits not yet waited for included (a
+    /// file tree's, which wait only for the log's files until their program fsyncs), and
+    /// returns the LSN that now covers them. A copy of the store taken next (a sync to
+    /// object storage) holds every commit acknowledged before this call.
+    pub fn make_logged_durable(&self) -> Result<pagefork_wal::Lsn> {
+        let end = self.inner.log.appended_end();
+        self.inner.wait_logged(end)?;
+        Ok(end)
+    }
+
     /// Returns once every commit and branch operation logged up to `lsn` is written to the
     /// log's files, without waiting for an fsync: it then outlives this process (a kill),
     /// though not a power cut, which may still lose it with everything logged after it.

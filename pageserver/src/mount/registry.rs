@@ -212,6 +212,18 @@ impl Mounts {
         }
     }
 
+    /// `write_back` of every writable mount of `project`: a sync to object storage next
+    /// holds what programs wrote through them, fsynced or not.
+    pub(crate) fn write_back_all(&self, project: &str) -> Result<(), MountError> {
+        let mounts = self.mounts.lock();
+        for ((owner, _), mounted) in mounts.iter() {
+            if owner == project && *mounted.tree().view() == TreeView::Writable {
+                mounted.write_back()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Where `branch` of `project` is mounted, and whether writable.
     pub(crate) fn mounted_at(&self, project: &str, branch: &str) -> Option<(PathBuf, bool)> {
         self.mounts

@@ -212,7 +212,13 @@ pub(crate) async fn sync(
     let Path(project) = path?;
     let Json(NoParameters {}) = body?;
     let replicator = replicator(&state, &project)?;
+    let mounts = Arc::clone(&state.mounts);
     let report = blocking(move || {
+        // What programs wrote through the project's mounts and the kernel still caches
+        // goes to the store first: the answer covers it.
+        mounts
+            .write_back_all(&project)
+            .map_err(super::mounts::mount_error)?;
         replicator.sync_now().map_err(|error| match error {
             RemoteError::Fenced { .. } => ApiError::conflict("fenced", error.to_string()),
             RemoteError::NotOurCopy { .. } => ApiError::conflict("not_our_copy", error.to_string()),
