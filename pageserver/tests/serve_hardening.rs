@@ -531,9 +531,10 @@ fn a_full_disk_is_insufficient_storage_naming_the_file() {
 /// Found by a review of the HTTP API, each refused now, naming what was wrong, with
 /// nothing changed: a leap second (`:60`) was folded back to `:59`, so it snapped before a
 /// commit at `:59.2`; a branch named like a resource (`projects/p/branches/zz`) was
-/// shadowed by the branch that form names; a branch point by time below a branch's own
-/// start was refused as an LSN the request never named. And `no_expiry: false` (which
-/// Lakebase takes) counted as an expiry given beside a `ttl`: now it goes with one.
+/// shadowed by the branch that form names. And `no_expiry: false` (which Lakebase takes)
+/// counted as an expiry given beside a `ttl`: now it goes with one. A branch point by time
+/// below a branch's own start, refused as an LSN the request never named, is now the
+/// state of the ancestor whose history holds it, and the new branch that one's child.
 #[test]
 fn regression_review_refusals_name_what_was_wrong_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -601,9 +602,10 @@ fn regression_review_refusals_name_what_was_wrong_and_change_nothing() {
     let body = json!({"branch_id": "y", "spec": {"source_branch": "late",
         "source_branch_time": main_commit_time}})
     .to_string();
-    let message = server.post(B, &body).expect_error(422, "invalid_time");
-    assert!(message.contains(&main_commit_time), "{message}");
-    assert_eq!(observable(&server), before);
+    let made = server.post(B, &body).expect(201);
+    assert_eq!(made["parent"], "main", "{made}");
+    assert_eq!(made["snap"]["requested"], main_commit_time, "{made}");
+    assert_ne!(observable(&server), before);
     assert_eq!(server.get(&format!("{B}/late")).expect(200), late_listed);
 }
 
@@ -725,4 +727,53 @@ fn a_standard_error_that_takes_nothing_kills_no_thread() {
         .output()
         .unwrap();
     assert_eq!(refused.status.code(), Some(1));
+}
+
+/// Found by a review: routes that take no query parameters took any silently, so
+/// `POST .../gc?dry_run=true` ran a real GC and `DELETE .../branches/B?dry_run=true`
+/// deleted the branch. A parameter a route does not take (as its OpenAPI document says)
+/// is 400 on every route, naming it and what the route takes, and nothing runs.
+#[test]
+fn regression_a_query_parameter_a_route_does_not_take_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_victim(dir.path(), &[]);
+    let before = observable(&server);
+    for (method, path, body, named) in [
+        ("POST", format!("{P}/gc?dry_run=true"), "{}", "dry_run"),
+        ("POST", format!("{P}/compact?dry_run=1"), "{}", "dry_run"),
+        (
+            "DELETE",
+            format!("{B}/victim?dry_run=true"),
+            "{}",
+            "dry_run",
+        ),
+        ("GET", format!("{P}/log?limit=abc"), "", "limit"),
+        ("GET", format!("{B}/victim?bogus=1"), "", "bogus"),
+        ("POST", format!("{B}/victim/reset?force=1"), "{}", "force"),
+    ] {
+        let answer = match method {
+            "GET" => server.get(&path),
+            _ => server.send(method, &path, body),
+        };
+        let message = answer.expect_error(400, "invalid_request");
+        assert!(
+            message.contains(named) && message.contains("it takes none"),
+            "{method} {path}: {message}"
+        );
+        assert_eq!(observable(&server), before, "{method} {path}");
+    }
+    let message = server
+        .put_page(&format!("{B}/victim/pages/1/0?lsn=0/68"), &[9; 8192])
+        .expect_error(400, "invalid_request");
+    assert!(message.contains("\"lsn\""), "{message}");
+    assert_eq!(observable(&server), before);
+    // A route that takes parameters names them; the ones it takes still work.
+    let message = server
+        .get(&format!("{B}/victim/diff?to=main&bogus=1"))
+        .expect_error(400, "invalid_request");
+    assert!(
+        message.contains("bogus") && message.contains("from_lsn"),
+        "{message}"
+    );
+    server.get(&format!("{B}/victim/diff?to=main")).expect(200);
 }

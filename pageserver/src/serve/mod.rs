@@ -24,6 +24,7 @@ mod mounts;
 mod pages;
 pub(crate) mod params;
 mod projects;
+mod query;
 mod remote;
 mod schema;
 
@@ -260,6 +261,7 @@ pub(crate) fn router(state: AppState) -> Router {
         // Innermost first, so a request meets them in the opposite order: it is counted,
         // must pass the Host and Origin checks and (under --auth) show a token, and only
         // then is its body read (up to the limit, within the body timeout).
+        .layer(axum::middleware::from_fn(query::refuse_unknown_parameters))
         .layer(axum::middleware::from_fn_with_state(
             state.options.timeouts.body,
             read_body_first,
