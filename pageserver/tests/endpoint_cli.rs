@@ -206,7 +206,16 @@ fn an_endpoint_runs_in_the_foreground_and_keeps_its_data() {
     ));
     let branches = || ok_json(pagefork(&data, &["--json", "branch", "list"]));
     let before = branches();
+    // Nothing at all is written: the scratch branch of the side that is a data directory
+    // was created, started on and deleted before the other side was refused (found by a
+    // review: three WAL records for a refused diff).
+    let files = snapshot(&data);
     let refused = pagefork(&data, &["endpoint", "schema-diff", "dev", "empty"]);
+    assert_eq!(
+        snapshot(&data),
+        files,
+        "a refused schema diff changed the store"
+    );
     let message = String::from_utf8_lossy(&refused.stderr);
     assert!(
         !refused.status.success() && message.contains("\"empty\" is not a Postgres data directory"),

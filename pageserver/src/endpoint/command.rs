@@ -366,6 +366,9 @@ pub(crate) fn schema_diff(
     let store = crate::commands::open(data_dir, json)?;
     store.branch_info(from)?;
     store.branch_info(to)?;
+    // Both sides, from the store alone, before a scratch branch is made for either.
+    super::check_holds_data_directory(&store, from)?;
+    super::check_holds_data_directory(&store, to)?;
     // Postgres writes to the branch it runs on (crash recovery, a checkpoint), so each
     // side runs on a scratch branch of it, deleted after; an empty side is refused, not
     // formatted (a review found both branches of a diff left formatted, even by a diff

@@ -470,6 +470,44 @@ fn run_server(
 /// Makes sure `data` is a data directory Postgres can start on: `initdb` if the tree is
 /// empty (returns true), a stale `postmaster.pid` removed. Refuses a tree that holds
 /// something else.
+/// Refuses a branch whose latest state is not a Postgres data directory, from the store
+/// alone: nothing is mounted, formatted or written. What a command that must leave the
+/// branch as it is checks first (a schema diff: a review found a refused one logging a
+/// scratch branch, a commit and a delete).
+pub(crate) fn check_holds_data_directory(
+    store: &pagefork_engine::Store,
+    branch: &str,
+) -> Result<(), EndpointError> {
+    use pagefork_files::{FileTree, FsError, TreeOptions};
+    let not_one = |found: String| EndpointError::NotADataDirectory {
+        branch: branch.to_owned(),
+        found,
+    };
+    let options = TreeOptions {
+        read_only: true,
+        ..TreeOptions::default()
+    };
+    let tree = match FileTree::open(store.clone(), branch, options) {
+        Ok(tree) => tree,
+        Err(FsError::NotATree { .. }) => return Err(not_one("nothing".to_owned())),
+        Err(error) => return Err(EndpointError::Failed(error.into())),
+    };
+    let holds = |path: &[&str]| {
+        path.iter().try_fold(tree.root(), |ino, name| {
+            tree.lookup(ino, name.as_bytes()).map(|found| found.ino)
+        })
+    };
+    if holds(&[PGDATA, "PG_VERSION"]).is_err() {
+        return Err(not_one(format!("no {PGDATA}/PG_VERSION")));
+    }
+    if holds(&[PGDATA, "global", "pg_control"]).is_err() {
+        return Err(not_one(format!(
+            "{PGDATA} of a cluster initdb had not finished (no global/pg_control)"
+        )));
+    }
+    Ok(())
+}
+
 fn prepare_data_directory(
     branch: &str,
     mount_dir: &Path,
