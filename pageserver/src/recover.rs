@@ -83,6 +83,11 @@ pub(crate) fn run(dir: &Path, salvage: bool, json: bool) -> Result<i32> {
             )?;
             return Ok(0);
         }
+        // Not damage: another process has it open (a review was told a healthy store
+        // in use could not be salvaged).
+        Err(error) if crate::remote::is_held_by_another_process(&error) => {
+            return Err(crate::remote::opening_error(dir, error));
+        }
         Err(damage) => damage.to_string(),
     };
     // What salvage would find, changing nothing: damage it cannot mend (a damaged

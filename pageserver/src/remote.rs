@@ -26,19 +26,28 @@ pub(crate) fn open_store(
 ) -> Result<(Store, Option<Arc<RemoteLayers>>)> {
     let cannot_open = || format!("cannot open the store in {}", dir.display());
     let (config, source) = open_config(dir, location, budget).with_context(cannot_open)?;
-    let store = Store::open_with(dir, config).map_err(|error| {
-        let held = matches!(
-            error,
-            pagefork_engine::EngineError::Wal(pagefork_engine::WalError::Locked { .. })
-        );
-        let error = anyhow::Error::new(error);
-        match held {
-            true => error.context(HELD_BY_ANOTHER_PROCESS),
-            false => error,
-        }
-        .context(cannot_open())
-    })?;
+    let store = Store::open_with(dir, config).map_err(|error| opening_error(dir, error))?;
     Ok((store, source))
+}
+
+/// `error`, from opening the store in `dir`, as a command says it: when another process
+/// holds the store, with what to do about it.
+pub(crate) fn opening_error(dir: &Path, error: pagefork_engine::EngineError) -> anyhow::Error {
+    let held = is_held_by_another_process(&error);
+    let error = anyhow::Error::new(error);
+    match held {
+        true => error.context(HELD_BY_ANOTHER_PROCESS),
+        false => error,
+    }
+    .context(format!("cannot open the store in {}", dir.display()))
+}
+
+/// Whether opening failed because another process holds the store (its log's lock).
+pub(crate) fn is_held_by_another_process(error: &pagefork_engine::EngineError) -> bool {
+    matches!(
+        error,
+        pagefork_engine::EngineError::Wal(pagefork_engine::WalError::Locked { .. })
+    )
 }
 
 /// What a command refused because another process holds the store is told to do.

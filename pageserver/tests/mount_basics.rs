@@ -59,15 +59,24 @@ fn files_written_through_a_mount_survive_unmount_and_remount() {
         nix::sys::stat::minor(device)
     );
     assert_eq!(fs::read_to_string(&read_ahead).unwrap().trim(), "4096");
-    // Other commands are refused while the mount holds the store, and told what to do.
-    let refused = pagefork(&data, &["branch", "list"]);
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(
-        !refused.status.success()
-            && stderr.contains("another pagefork process has this store open")
-            && stderr.contains("pagefork serve"),
-        "{stderr}"
-    );
+    // Other commands are refused while the mount holds the store, and told what to do;
+    // `recover` too, which called such a store damaged beyond salvage (found by a review).
+    for command in [
+        &["branch", "list"][..],
+        &["recover"],
+        &["--json", "recover"],
+    ] {
+        let refused = pagefork(&data, command);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        let stdout = String::from_utf8_lossy(&refused.stdout);
+        assert!(
+            !refused.status.success()
+                && stderr.contains("another pagefork process has this store open")
+                && stderr.contains("pagefork serve")
+                && !stdout.contains("unsalvageable"),
+            "{command:?}: {stdout}{stderr}"
+        );
+    }
     // A file still open shows the blocks it was given once they reached the mount (a
     // review found 0 until the close: `du` said 0 and `tar -S` archived holes).
     {
