@@ -268,16 +268,23 @@ fn after_scheme(endpoint: &str) -> Result<&str> {
 }
 
 /// Refuses an S3 endpoint that is not an `http://` or `https://` URL naming a host, with
-/// an optional port from 1 to 65535 and path: `http://127.0.0.1:9000`, `http://[::1]:9000`,
-/// `https://s3.eu-west-1.amazonaws.com/`. Credentials in it are refused too: they come
-/// from the `AWS_*` variables.
+/// an optional port from 1 to 65535 and path (a server behind a proxy at a path):
+/// `http://127.0.0.1:9000`, `http://[::1]:9000`, `https://s3.eu-west-1.amazonaws.com/`.
+/// Credentials in it are refused too (they come from the `AWS_*` variables), and so are a
+/// query and a fragment, which the client would put before each object's path (a review's
+/// `?x=1` made requests to `/?x=1/bucket/...`).
 fn check_endpoint(endpoint: &str) -> Result<()> {
     let invalid = |why: &str| RemoteError::InvalidEndpoint {
         endpoint: endpoint.to_owned(),
         why: why.to_owned(),
     };
     let rest = after_scheme(endpoint)?;
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if rest.contains(['?', '#']) {
+        return Err(invalid(
+            "a query or fragment has no place in it: name the server (and a path, if it has one)",
+        ));
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
     if authority.contains('@') {
         return Err(invalid(
             "credentials do not go in the endpoint: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
@@ -368,10 +375,13 @@ mod tests {
             ("https://a.b:443/path", "http://[::1"),
             ("http://[::1]", "http://host:0"),
             ("http://h:65535", "http://host:port"),
-            ("http://minio:9000/?x", "http://user:pw@host"),
+            ("http://minio:9000/", "http://user:pw@host"),
             ("https://s3.eu-west-1.amazonaws.com", "http://::1"),
-            ("http://127.0.0.1:9000#f", "http://a:1:2"),
+            ("http://127.0.0.1:9000", "http://a:1:2"),
             ("http://[fe80::1]:1", "http://[]:9000"),
+            ("http://minio:9000/s3", "http://minio:9000/?x"),
+            ("http://minio", "http://127.0.0.1:9000#f"),
+            ("http://minio", "http://127.0.0.1:18014?x=1"),
         ] {
             assert!(
                 RemoteLocation::parse("s3://bucket", Some(good)).is_ok(),
