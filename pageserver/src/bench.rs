@@ -97,6 +97,23 @@ pub(crate) fn run(options: &BenchOptions) -> Result<()> {
             "backend {backend} is not in this build (build pagefork with the `{backend}` cargo feature)"
         );
     }
+    // Where the plot goes is checked before minutes of measuring (a review lost a whole
+    // run's results to a plot path in a directory that did not exist).
+    if let Some(path) = &options.plot {
+        let parent = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => std::path::Path::new("."),
+        };
+        anyhow::ensure!(
+            parent.is_dir() && !path.is_dir(),
+            "cannot write the plot to {}: {}",
+            path.display(),
+            match path.is_dir() {
+                true => "it is a directory".to_owned(),
+                false => format!("directory {} does not exist", parent.display()),
+            }
+        );
+    }
     let mut backends: Vec<Backend> = Vec::new();
     for backend in &options.backends {
         if !backends.contains(backend) {

@@ -827,4 +827,25 @@ fn bench_measures_each_operation_beside_a_full_copy() {
         assert_eq!(output.status.code(), Some(2), "{bad:?}");
         assert!(!dir.path().join("never").exists());
     }
+    // So is a plot that could not be written at the end (found by a review: a whole run
+    // measured, then its results lost).
+    let nowhere = dir.path().join("no-such-dir/latency.svg");
+    let started = std::time::Instant::now();
+    let output = pagefork(
+        &dir.path().join("never"),
+        &[
+            "bench",
+            "--size",
+            "1GiB",
+            "--plot",
+            nowhere.to_str().unwrap(),
+        ],
+    );
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && message.contains("does not exist"),
+        "{message}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(!dir.path().join("never").exists());
 }
