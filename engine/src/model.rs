@@ -673,6 +673,10 @@ impl Model {
     fn branch_point(&self, parent: usize, at: At) -> Result<Lsn, Refusal> {
         let lsn = self.resolve_unchecked_of(parent, at)?;
         self.check_available(parent, lsn)?;
+        // An expired ancestor gets no new child, as an expired parent does not.
+        if self.expired_id(self.owner_of(parent, lsn)) {
+            return Err(Refusal::BranchExpired);
+        }
         Ok(lsn)
     }
 

@@ -2,9 +2,10 @@
 //! added, removed or changed (with their sizes), found by walking both trees and matching
 //! every file's data relation against the relations whose pages differ.
 //!
-//! A path in both states counts as changed when anything `stat` shows of it differs
-//! (its kind, size, permission bits, owner or group, modification time or device number)
-//! or its contents do: its data relation, or a page of it, differs between the two
+//! A path in both states counts as changed when its kind, size, permission bits, owner or
+//! group, modification time or device number differs (not its link count, nor its inode
+//! number: a path replaced by another file with the same contents and attributes is no
+//! change), or its contents do: its data relation, or a page of it, differs between the two
 //! states. Each change says which of these differ ([`Difference`]). A directory's contents
 //! are its entries, told as paths of their own; a change of them changes its
 //! modification time. Access and change times are not compared: reads do not set the

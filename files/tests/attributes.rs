@@ -132,3 +132,28 @@ fn a_tree_whose_kernel_keeps_times_stores_the_kernels() {
     tree.set_attributes(made.ino, set).unwrap();
     assert_eq!(tree.last_lsn(), before);
 }
+
+/// Found by a review of the inode decoder's new check: a time with nanoseconds past a
+/// second was written as given, leaving a tree every later open called damaged. It is
+/// refused, and nothing is committed.
+#[test]
+fn a_time_past_a_second_of_nanoseconds_is_refused_and_commits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = tree(dir.path());
+    let made = tree.create_file(tree.root(), b"f", OWNER).unwrap();
+    let before = tree.last_lsn();
+    let bad = SetAttributes {
+        mtime: Some(FileTime {
+            secs: 7,
+            nanos: 2_000_000_000,
+        }),
+        ..SetAttributes::default()
+    };
+    let error = tree.set_attributes(made.ino, bad).unwrap_err();
+    assert!(
+        error.to_string().contains("2000000000 nanoseconds"),
+        "{error}"
+    );
+    assert_eq!(tree.last_lsn(), before);
+    assert_eq!(tree.attributes(made.ino).unwrap().mtime, made.mtime);
+}

@@ -177,6 +177,49 @@ fn regression_a_second_restore_reaches_below_the_first_ones_branch_point() {
     assert_eq!(refusal(lease), Refusal::LsnBelowBranchStart);
 }
 
+/// Found by a review of the rule above: a branch point below a branch's start in an
+/// expired ancestor's history would give that ancestor a new child, keeping it past its
+/// expiry for good; nothing new is branched from an expired branch, so it is refused
+/// naming the ancestor, and nothing is made.
+#[test]
+fn a_branch_point_in_an_expired_ancestors_history_is_refused() {
+    let (_dir, store, _config, clock) = new_store();
+    let ttl = BranchOptions {
+        expiry: Expiry::Ttl(Duration::from_secs(60)),
+        protected: false,
+    };
+    store.create_branch("p", "main", At::Latest, ttl).unwrap();
+    store.commit("p", image(b'P')).unwrap();
+    clock.advance(Duration::from_secs(10));
+    let in_p = clock.now();
+    clock.advance(Duration::from_secs(10));
+    store.commit("p", image(b'Q')).unwrap();
+    store
+        .create_branch("c", "p", At::Latest, BranchOptions::default())
+        .unwrap();
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(store.branch_info("p").unwrap().kept_for, ["c"]);
+    let error = store
+        .create_branch("x", "c", At::Time(in_p), BranchOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(&error, EngineError::BranchExpired { name, .. } if name == "p"),
+        "{error}"
+    );
+    let error = store
+        .restore_branch("c", "c", At::Time(in_p), Backup::Skip)
+        .unwrap_err();
+    assert!(
+        matches!(&error, EngineError::BranchExpired { .. }),
+        "{error}"
+    );
+    assert!(store.branch_info("x").is_err());
+    // At or above its own start, `c` is branched from as always.
+    store
+        .create_branch("y", "c", At::Latest, BranchOptions::default())
+        .unwrap();
+}
+
 /// Where the root of `main`'s lineage starts (its creation), from the history.
 fn hidden_start(store: &Store) -> pagefork_wal::Lsn {
     store.history().first().map(|entry| entry.lsn).unwrap()

@@ -318,6 +318,18 @@ impl StoreInner {
             };
             owner = ancestor;
         }
+        // Nothing new is branched from an expired branch, an ancestor included: the child
+        // would keep it past its expiry for good (a review of this rule's first version).
+        if let Some(expired_at) = owner.expires_at()
+            && owner.id != parent.id
+            && !owner.hidden()
+            && owner.expired(self.clock.now())
+        {
+            return Err(EngineError::BranchExpired {
+                name: owner.name(),
+                expired_at,
+            });
+        }
         Ok((owner, lsn, answer))
     }
 }

@@ -22,6 +22,7 @@ use pagefork_engine::{Key, Update};
 use super::FileTree;
 use super::state::{State, Txn, ino32};
 use crate::error::{FsError, FsResult};
+use crate::format::SYMLINK_MAX;
 use crate::format::{DIR_PAGE_HEADER, ROOT_INO, check_name, dir_entry_len};
 use crate::inode::{Attributes, FileKind, FileTime, Inode};
 
@@ -46,9 +47,6 @@ pub struct Owner {
     /// Group.
     pub gid: u32,
 }
-
-/// The longest symlink target.
-use crate::format::SYMLINK_MAX;
 
 /// The inodes one operation changes, written back together.
 struct Changed<'a> {
