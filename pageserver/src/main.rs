@@ -106,7 +106,14 @@ fn run(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
             s3_endpoint,
             min_age,
             dry_run,
-        }) => remote::scrub(url, s3_endpoint.as_deref(), *min_age, *dry_run, cli.json).map(|()| 0),
+        }) => remote::scrub(
+            dir,
+            url,
+            s3_endpoint.as_deref(),
+            (*min_age, *dry_run),
+            cli.json,
+        )
+        .map(|()| 0),
         Command::Endpoint(cli::EndpointCommand::Start {
             branch,
             port,

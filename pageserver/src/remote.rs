@@ -103,6 +103,21 @@ pub(crate) fn describe_layer_cache(cache: &LayerCacheStats) -> String {
     )
 }
 
+/// The location `url` (at `endpoint`); without an endpoint, at the server the store in
+/// `dir` recorded for that location in its `pagefork.remote`, if it did: where every
+/// other command reads its evicted layers (reviews found a sync, and a scrub, sent to AWS
+/// itself).
+fn location_for(dir: &Path, url: &str, endpoint: Option<&str>) -> Result<RemoteLocation> {
+    let location = RemoteLocation::parse(url, endpoint)?;
+    if endpoint.is_none()
+        && let Some(recorded) = pagefork_remote::recorded_location(dir)?
+        && recorded.url() == location.url()
+    {
+        return Ok(recorded);
+    }
+    Ok(location)
+}
+
 /// `pagefork sync --remote URL [--local-cache-bytes N]`: one sync of the store in `dir`,
 /// then evictions down to N.
 pub(crate) fn sync(
@@ -112,16 +127,7 @@ pub(crate) fn sync(
     local_cache_bytes: Option<u64>,
     json: bool,
 ) -> Result<()> {
-    let mut location = RemoteLocation::parse(url, endpoint)?;
-    // Without --s3-endpoint, the server the store's pagefork.remote records for this
-    // location, as every other command reads evicted layers from (a review found such a
-    // sync sent to AWS itself).
-    if endpoint.is_none()
-        && let Some(recorded) = pagefork_remote::recorded_location(dir)?
-        && recorded.url() == location.url()
-    {
-        location = recorded;
-    }
+    let location = location_for(dir, url, endpoint)?;
     let (store, source) = open_store(dir, Some(&location), local_cache_bytes)?;
     crate::recover::report_open(&store, json);
     let report = Uploader::connect_with_layers(&location, &store, source)
@@ -242,13 +248,13 @@ pub(crate) fn attach(
 
 /// `pagefork remote scrub`: the objects no index lists, removed unless `dry_run`.
 pub(crate) fn scrub(
+    dir: &Path,
     url: &str,
     endpoint: Option<&str>,
-    min_age: Duration,
-    dry_run: bool,
+    (min_age, dry_run): (Duration, bool),
     json: bool,
 ) -> Result<()> {
-    let location = RemoteLocation::parse(url, endpoint)?;
+    let location = location_for(dir, url, endpoint)?;
     let report = pagefork_remote::scrub(&location, min_age, !dry_run)
         .with_context(|| format!("cannot scrub {url}"))?;
     if json {

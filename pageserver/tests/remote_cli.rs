@@ -494,6 +494,23 @@ fn regression_scrub_leaves_a_store_synced_inside_its_prefix_alone() {
     ));
     assert_eq!(scrubbed["unlisted"], serde_json::json!([]), "{scrubbed}");
     assert_eq!(server.object_keys("nest/layers/x"), inner_keys);
+    // Without --s3-endpoint, the server the --data-dir store recorded for the location
+    // (found by a review: a scrub went to AWS itself, as sync once did).
+    let again = ok_json(with_credentials(
+        &outer,
+        &[
+            "--json",
+            "remote",
+            "scrub",
+            "--remote",
+            &outer_url,
+            "--min-age",
+            "0s",
+            "--dry-run",
+        ],
+    ));
+    assert_eq!(again["unlisted"], serde_json::json!([]), "{again}");
+    assert_eq!(again["listed"], scrubbed["listed"], "{again}");
     let attached = root.path().join("attached");
     ok_json(with_credentials(
         &attached,

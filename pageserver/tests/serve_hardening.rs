@@ -776,4 +776,9 @@ fn regression_a_query_parameter_a_route_does_not_take_is_refused() {
         "{message}"
     );
     server.get(&format!("{B}/victim/diff?to=main")).expect(200);
+    // A HEAD takes what its GET takes (found by a review of the check).
+    let lsn = server.get(&format!("{B}/victim/pages/1/1")).lsn.unwrap();
+    let head = server.head(&format!("{B}/victim/pages/1/1?lsn={lsn}"));
+    assert_eq!(head.status, 200);
+    assert_eq!(head.lsn.as_deref(), Some(lsn.as_str()));
 }

@@ -156,6 +156,7 @@ impl Demo<'_> {
             expiry: Expiry::Ttl(Duration::from_secs(3600)),
             protected: false,
         };
+        self.go_on()?;
         let started = Instant::now();
         store.create_branch("migration-test", "main", At::Latest, options)?;
         let branch_time = started.elapsed();
@@ -205,6 +206,7 @@ impl Demo<'_> {
         ))?;
 
         // 6. A branch at the noted time, with an endpoint, counts 32 rows.
+        self.go_on()?;
         let started = Instant::now();
         let recovered = store.create_branch(
             "recovered",
@@ -236,6 +238,7 @@ impl Demo<'_> {
 
         // 7. Restore main in place at the noted time.
         main.stop()?;
+        self.go_on()?;
         let started = Instant::now();
         let restored_to = store.restore_branch("main", "main", At::Time(noted), Backup::Default)?;
         let restore_time = started.elapsed();

@@ -467,9 +467,6 @@ fn run_server(
     }
 }
 
-/// Makes sure `data` is a data directory Postgres can start on: `initdb` if the tree is
-/// empty (returns true), a stale `postmaster.pid` removed. Refuses a tree that holds
-/// something else.
 /// Refuses a branch whose latest state is not a Postgres data directory, from the store
 /// alone: nothing is mounted, formatted or written. What a command that must leave the
 /// branch as it is checks first (a schema diff: a review found a refused one logging a
@@ -492,22 +489,44 @@ pub(crate) fn check_holds_data_directory(
         Err(FsError::NotATree { .. }) => return Err(not_one("nothing".to_owned())),
         Err(error) => return Err(EndpointError::Failed(error.into())),
     };
-    let holds = |path: &[&str]| {
-        path.iter().try_fold(tree.root(), |ino, name| {
-            tree.lookup(ino, name.as_bytes()).map(|found| found.ino)
-        })
+    // As `prepare_data_directory` tells them apart: nothing, something else, a cluster
+    // initdb did not finish.
+    let holds_file = |path: &[&str]| {
+        let mut found = None;
+        let mut ino = tree.root();
+        for name in path {
+            match tree.lookup(ino, name.as_bytes()) {
+                Ok(attributes) => (ino, found) = (attributes.ino, Some(attributes.kind)),
+                Err(_) => return false,
+            }
+        }
+        found == Some(pagefork_files::FileKind::File)
     };
-    if holds(&[PGDATA, "PG_VERSION"]).is_err() {
-        return Err(not_one(format!("no {PGDATA}/PG_VERSION")));
+    let empty = tree
+        .read_dir(tree.root())
+        .map_err(|error| EndpointError::Failed(error.into()))?
+        .iter()
+        .all(|entry| entry.name == b"." || entry.name == b"..");
+    if empty {
+        return Err(not_one("nothing".to_owned()));
     }
-    if holds(&[PGDATA, "global", "pg_control"]).is_err() {
-        return Err(not_one(format!(
-            "{PGDATA} of a cluster initdb had not finished (no global/pg_control)"
-        )));
+    if !holds_file(&[PGDATA, "PG_VERSION"]) {
+        return Err(not_one(format!("no {PGDATA}/PG_VERSION file")));
+    }
+    if !holds_file(&[PGDATA, "global", "pg_control"]) {
+        return Err(not_one(unfinished_initdb()));
     }
     Ok(())
 }
 
+/// What a data directory initdb did not finish holds, as a refusal says it.
+fn unfinished_initdb() -> String {
+    format!("{PGDATA} of a cluster initdb had not finished (no global/pg_control)")
+}
+
+/// Makes sure `data` is a data directory Postgres can start on: `initdb` if the tree is
+/// empty (returns true), a stale `postmaster.pid` removed. Refuses a tree that holds
+/// something else.
 fn prepare_data_directory(
     branch: &str,
     mount_dir: &Path,
@@ -520,7 +539,7 @@ fn prepare_data_directory(
     if data.join("PG_VERSION").is_file() && !data.join("global/pg_control").is_file() {
         return Err(EndpointError::NotADataDirectory {
             branch: branch.to_owned(),
-            found: format!("{PGDATA} of a cluster initdb had not finished (no global/pg_control)"),
+            found: unfinished_initdb(),
         });
     }
     if data.join("PG_VERSION").is_file() {

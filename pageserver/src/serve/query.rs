@@ -46,7 +46,11 @@ pub(crate) async fn refuse_unknown_parameters(request: Request, next: Next) -> R
             .get::<MatchedPath>()
             .map(|path| path.as_str().to_owned());
         if let Some(route) = route {
-            let method = request.method().as_str().to_ascii_lowercase();
+            // A HEAD is answered by its route's GET, and takes what that takes.
+            let method = match request.method() {
+                &axum::http::Method::HEAD => "get".to_owned(),
+                method => method.as_str().to_ascii_lowercase(),
+            };
             let taken = QUERY_PARAMETERS.get(&(method, route.clone()));
             let unknown = form_urlencoded::parse(query.as_bytes())
                 .map(|(name, _)| name.into_owned())

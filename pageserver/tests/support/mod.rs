@@ -149,6 +149,14 @@ impl Server {
         )
     }
 
+    /// `HEAD`, which a route answers as its `GET`, without the body.
+    pub(crate) fn head(&self, path: &str) -> Answer {
+        Self::answer(
+            self.authorized(self.agent.head(format!("{}{path}", self.base)))
+                .call(),
+        )
+    }
+
     /// `DELETE` with the `{}` JSON body every mutating route takes.
     pub(crate) fn delete(&self, path: &str) -> Answer {
         self.send("DELETE", path, "{}")
