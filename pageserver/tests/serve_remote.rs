@@ -10,12 +10,22 @@ use pagefork_tests::s3::{BUCKET, S3Server};
 use support::Server;
 use support::cli::{S3_CREDENTIALS, ok_json, pagefork, pagefork_s3};
 
-#[test]
-fn a_served_project_syncs_on_request_and_attaches_elsewhere() {
+/// A server keeping its projects in a real S3 server at `s3://BUCKET/PREFIX`, syncing
+/// only on request, with project `shop`.
+struct Served {
+    s3: S3Server,
+    root: tempfile::TempDir,
+    data: std::path::PathBuf,
+    url: String,
+    endpoint: String,
+    server: Server,
+}
+
+fn served(prefix: &str) -> Served {
     let s3 = S3Server::start();
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("server");
-    let url = format!("s3://{BUCKET}/served");
+    let url = format!("s3://{BUCKET}/{prefix}");
     let endpoint = s3.endpoint();
     let server = Server::start_with_env(
         &data,
@@ -32,6 +42,26 @@ fn a_served_project_syncs_on_request_and_attaches_elsewhere() {
     server
         .post("/v1/projects", r#"{"project_id": "shop"}"#)
         .expect(201);
+    Served {
+        s3,
+        root,
+        data,
+        url,
+        endpoint,
+        server,
+    }
+}
+
+#[test]
+fn a_served_project_syncs_on_request_and_attaches_elsewhere() {
+    let Served {
+        s3: _s3,
+        root,
+        data,
+        url,
+        endpoint,
+        server,
+    } = served("served");
     for block in 0..64u8 {
         server
             .put_page(
@@ -117,26 +147,14 @@ fn a_served_project_syncs_on_request_and_attaches_elsewhere() {
 #[test]
 fn a_sync_on_request_holds_what_was_written_through_a_mount_without_fsync() {
     support::mount::require_fuse();
-    let s3 = S3Server::start();
-    let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("server");
-    let url = format!("s3://{BUCKET}/mounted");
-    let endpoint = s3.endpoint();
-    let server = Server::start_with_env(
-        &data,
-        &[
-            "--remote",
-            &url,
-            "--s3-endpoint",
-            &endpoint,
-            "--remote-interval",
-            "1h",
-        ],
-        &S3_CREDENTIALS,
-    );
-    server
-        .post("/v1/projects", r#"{"project_id": "shop"}"#)
-        .expect(201);
+    let Served {
+        s3: _s3,
+        root,
+        data,
+        url,
+        endpoint,
+        server,
+    } = served("mounted");
     std::fs::create_dir_all(data.join("mounts/main")).unwrap();
     let mounted = server
         .post(
