@@ -193,13 +193,38 @@ fn walk(
     };
     let mut found = BTreeMap::new();
     let mut pending = vec![(tree.root(), Vec::new())];
+    // A directory has one name, so each is visited once: one named twice, or inside
+    // itself, is damage (a review's crafted entry naming its own directory had the walk
+    // list paths without end).
+    let mut visited = BTreeSet::from([tree.root()]);
     while let Some((dir, prefix)) = pending.pop() {
         for entry in tree.read_dir(dir)? {
             let mut path = prefix.clone();
             path.push(b'/');
             path.extend_from_slice(&entry.name);
             let inode = tree.inode(entry.ino)?;
+            if inode.kind != entry.kind {
+                return Err(FsError::Corrupt {
+                    what: format!("directory {dir}"),
+                    detail: format!(
+                        "{} names inode {} as a {}, which is a {}",
+                        escape_path(&path),
+                        entry.ino,
+                        entry.kind.name(),
+                        inode.kind.name()
+                    ),
+                });
+            }
             if entry.kind == FileKind::Directory {
+                if !visited.insert(entry.ino) {
+                    return Err(FsError::Corrupt {
+                        what: format!("directory {}", entry.ino),
+                        detail: format!(
+                            "named twice, or inside itself (at {})",
+                            escape_path(&path)
+                        ),
+                    });
+                }
                 pending.push((entry.ino, path.clone()));
             }
             found.insert(path, inode);

@@ -92,7 +92,11 @@ impl Superblock {
             next_rel: le_u32(head, 16),
             inode_high_water: le_u32(head, 20),
         };
-        if superblock.next_rel < FIRST_DATA_REL || superblock.inode_high_water <= ROOT_INO {
+        // Inode numbers are handed out below half of what a u32 holds (`check_room`).
+        if superblock.next_rel < FIRST_DATA_REL
+            || superblock.inode_high_water <= ROOT_INO
+            || superblock.inode_high_water > u32::MAX / 2
+        {
             return Err(corrupt(format!("impossible counters {superblock:?}")));
         }
         Ok(superblock)

@@ -259,7 +259,7 @@ impl FileTree {
         let parent_inode = changed.get(parent)?;
         touch(parent_inode, now);
         if kind == FileKind::Directory {
-            parent_inode.nlink += 1;
+            parent_inode.nlink = subdirectory_added(parent, parent_inode.nlink)?;
         }
         let state = changed.write(&mut txn);
         self.insert_entry(state, &mut txn, parent, name, ino, kind)?;
@@ -360,8 +360,10 @@ impl FileTree {
         moved.ctime = now;
         if kind == FileKind::Directory && parent != new_parent {
             moved.parent = new_parent;
-            changed.get(parent)?.nlink -= 1;
-            changed.get(new_parent)?.nlink += 1;
+            let from = changed.get(parent)?;
+            from.nlink = subdirectory_removed(parent, from.nlink)?;
+            let to = changed.get(new_parent)?;
+            to.nlink = subdirectory_added(new_parent, to.nlink)?;
         }
         let state = changed.write(&mut txn);
         if replaced.is_some() {
@@ -500,10 +502,34 @@ fn unlink_inode(changed: &mut Changed<'_>, parent: u32, ino: u32, now: FileTime)
     inode.ctime = now;
     inode.nlink = 0;
     if inode.kind == FileKind::Directory {
-        let parent = changed.get(parent)?;
-        parent.nlink = parent.nlink.saturating_sub(1);
+        let inode = changed.get(parent)?;
+        inode.nlink = subdirectory_removed(parent, inode.nlink)?;
     }
     Ok(())
+}
+
+/// Directory `dir`'s link count once a subdirectory joins it. Counts are 2 plus the
+/// subdirectories, so one past what a u32 holds, or one that would fall below 2, is
+/// damage (a review's crafted counts overflowed the arithmetic and panicked the mount).
+fn subdirectory_added(dir: u32, nlink: u32) -> FsResult<u32> {
+    nlink
+        .checked_add(1)
+        .ok_or_else(|| bad_link_count(dir, nlink))
+}
+
+/// See [`subdirectory_added`].
+fn subdirectory_removed(dir: u32, nlink: u32) -> FsResult<u32> {
+    nlink
+        .checked_sub(1)
+        .filter(|&nlink| nlink >= 2)
+        .ok_or_else(|| bad_link_count(dir, nlink))
+}
+
+fn bad_link_count(dir: u32, nlink: u32) -> FsError {
+    FsError::Corrupt {
+        what: format!("directory {dir}"),
+        detail: format!("a link count of {nlink} for the subdirectories it holds"),
+    }
 }
 
 fn entry(
@@ -528,9 +554,12 @@ fn entry(
     Ok((ino, kind))
 }
 
-/// Whether directory `dir` is `ancestor` or lies below it.
+/// Whether directory `dir` is `ancestor` or lies below it. A chain of parents longer
+/// than the tree has inodes loops, which only damage makes (a review's crafted pair of
+/// directories, each the other's parent, hung every rename into them).
 fn is_within(state: &State, mut dir: u32, ancestor: u32) -> FsResult<bool> {
-    loop {
+    let start = dir;
+    for _ in 0..=state.inode_count_bound() {
         if dir == ancestor {
             return Ok(true);
         }
@@ -539,6 +568,10 @@ fn is_within(state: &State, mut dir: u32, ancestor: u32) -> FsResult<bool> {
         }
         dir = state.dir_inode(dir)?.parent;
     }
+    Err(FsError::Corrupt {
+        what: format!("directory {start}"),
+        detail: "its chain of parent directories loops".to_owned(),
+    })
 }
 
 fn exists(parent: u32, name: &[u8]) -> FsError {

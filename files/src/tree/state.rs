@@ -213,21 +213,38 @@ impl State {
         Ok(inode)
     }
 
+    /// More than the inodes the tree can hold: its inode high-water mark.
+    pub(crate) fn inode_count_bound(&self) -> u32 {
+        self.superblock.inode_high_water
+    }
+
     /// Directory `ino`'s entries, read from its pages the first time.
     pub(crate) fn dir(&mut self, tree: &FileTree, ino: u32) -> FsResult<&mut Dir> {
         if !self.dirs.contains_key(&ino) {
             let inode = self.dir_inode(ino)?;
-            let pages = u32::try_from(inode.size / self.page_size as u64).map_err(|_| {
-                FsError::Corrupt {
-                    what: format!("inode {ino}"),
-                    detail: format!("a directory of {} bytes", inode.size),
-                }
-            })?;
+            let corrupt = |detail: String| FsError::Corrupt {
+                what: format!("inode {ino}"),
+                detail,
+            };
+            let page_size = self.page_size as u64;
+            let pages = u32::try_from(inode.size / page_size)
+                .ok()
+                .filter(|_| inode.size % page_size == 0)
+                .ok_or_else(|| corrupt(format!("a directory of {} bytes", inode.size)))?;
             let mut dir = Dir::default();
             for block in 0..pages {
+                // A directory grows a page at a time, each written with the entry that
+                // needed it, and keeps its pages once emptied: a missing one is damage
+                // (a review's directory of 2^32 pages had an open list empty pages
+                // without end).
                 let entries = match tree.read_page(inode.rel, block)? {
                     Some(page) => format::decode_dir_page(ino, block, &page)?,
-                    None => Vec::new(),
+                    None => {
+                        return Err(corrupt(format!(
+                            "a directory of {} bytes whose page {block} does not exist",
+                            inode.size
+                        )));
+                    }
                 };
                 let mut names = DirPage::new();
                 let mut used = format::DIR_PAGE_HEADER;
