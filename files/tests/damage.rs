@@ -8,6 +8,13 @@ use pagefork_files::{
     FIRST_DATA_REL, FileTree, FsError, Owner, TABLE_REL, TreeOptions, diff_trees,
 };
 
+/// Who makes the directories and files of these trees.
+const OWNER: Owner = Owner {
+    mode: 0o755,
+    uid: 0,
+    gid: 0,
+};
+
 /// Found by a review: a superblock claiming 2^32 inodes had every open (a mount, a file
 /// diff) allocate a zeroed page for each table page it does not have, without end. A
 /// missing table page below the high-water mark is damage, named as such.
@@ -85,15 +92,10 @@ fn put_dir_page(store: &Store, key: Key, mut page: Vec<u8>) {
 fn regression_directories_that_loop_are_damage() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::create(dir.path(), Config::default()).unwrap();
-    let owner = Owner {
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-    };
     {
         let tree = FileTree::open(store.clone(), "main", TreeOptions::default()).unwrap();
-        let a = tree.make_directory(tree.root(), b"a", owner).unwrap();
-        tree.create_file(a.ino, b"x", owner).unwrap();
+        let a = tree.make_directory(tree.root(), b"a", OWNER).unwrap();
+        tree.create_file(a.ino, b"x", OWNER).unwrap();
         tree.sync().unwrap();
     }
     store
@@ -123,16 +125,11 @@ fn regression_directories_that_loop_are_damage() {
 fn regression_a_loop_of_parent_directories_is_damage_to_a_rename() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::create(dir.path(), Config::default()).unwrap();
-    let owner = Owner {
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-    };
     let (b, c) = {
         let tree = FileTree::open(store.clone(), "main", TreeOptions::default()).unwrap();
-        let b = tree.make_directory(tree.root(), b"b", owner).unwrap();
-        let c = tree.make_directory(b.ino, b"c", owner).unwrap();
-        tree.make_directory(tree.root(), b"d", owner).unwrap();
+        let b = tree.make_directory(tree.root(), b"b", OWNER).unwrap();
+        let c = tree.make_directory(b.ino, b"c", OWNER).unwrap();
+        tree.make_directory(tree.root(), b"d", OWNER).unwrap();
         tree.sync().unwrap();
         (b.ino, c.ino)
     };

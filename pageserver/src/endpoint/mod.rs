@@ -505,8 +505,7 @@ pub(crate) fn check_holds_data_directory(
     let empty = tree
         .read_dir(tree.root())
         .map_err(|error| EndpointError::Failed(error.into()))?
-        .iter()
-        .all(|entry| entry.name == b"." || entry.name == b"..");
+        .is_empty();
     if empty {
         return Err(not_one("nothing".to_owned()));
     }
