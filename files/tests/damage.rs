@@ -133,22 +133,8 @@ fn regression_a_loop_of_parent_directories_is_damage_to_a_rename() {
         tree.sync().unwrap();
         (b.ino, c.ino)
     };
-    // Directory b's parent becomes c (formats.md: inode n at byte (n % per_page) * 128
-    // of table block 1 + n / per_page; its parent at byte 36, its CRC at 124).
-    let per_page = 8192 / 128;
-    let key = Key::new(TABLE_REL, 1 + u32::try_from(b).unwrap() / per_page);
-    let mut table = store
-        .get_page("main", key, At::Latest)
-        .unwrap()
-        .unwrap()
-        .to_vec();
-    let slot = usize::try_from(b % u64::from(per_page)).unwrap() * 128;
-    table[slot + 36..slot + 40].copy_from_slice(&u32::try_from(c).unwrap().to_le_bytes());
-    let crc = crc32fast::hash(&table[slot..slot + 124]);
-    table[slot + 124..slot + 128].copy_from_slice(&crc.to_le_bytes());
-    store
-        .commit("main", vec![(key, Update::Image(table.into()))])
-        .unwrap();
+    // Directory b's parent (byte 36 of its slot) becomes c.
+    rewrite_inode_field(&store, b, 36, u32::try_from(c).unwrap());
     let tree = FileTree::open(store, "main", TreeOptions::default()).unwrap();
     let started = std::time::Instant::now();
     let error = tree
@@ -160,4 +146,146 @@ fn regression_a_loop_of_parent_directories_is_damage_to_a_rename() {
         "{error}"
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+/// Rewrites the u32 at byte `field` of inode `ino`'s slot on `main`, CRC made right
+/// (formats.md: inode n at byte (n % per_page) * 128 of table block 1 + n / per_page,
+/// its link count at byte 16, its data relation at 20, its parent at 36, its CRC at 124).
+fn rewrite_inode_field(store: &Store, ino: u64, field: usize, value: u32) {
+    let per_page = 8192 / 128;
+    let key = Key::new(TABLE_REL, 1 + u32::try_from(ino).unwrap() / per_page);
+    let mut table = store
+        .get_page("main", key, At::Latest)
+        .unwrap()
+        .unwrap()
+        .to_vec();
+    let slot = usize::try_from(ino % u64::from(per_page)).unwrap() * 128;
+    table[slot + field..slot + field + 4].copy_from_slice(&value.to_le_bytes());
+    let crc = crc32fast::hash(&table[slot..slot + 124]);
+    table[slot + 124..slot + 128].copy_from_slice(&crc.to_le_bytes());
+    store
+        .commit("main", vec![(key, Update::Image(table.into()))])
+        .unwrap();
+}
+
+/// The data relation of inode `ino` on `main`.
+fn inode_rel(store: &Store, ino: u64) -> u32 {
+    let per_page = 8192 / 128;
+    let key = Key::new(TABLE_REL, 1 + u32::try_from(ino).unwrap() / per_page);
+    let table = store.get_page("main", key, At::Latest).unwrap().unwrap();
+    let slot = usize::try_from(ino % u64::from(per_page)).unwrap() * 128;
+    u32::from_le_bytes(table[slot + 20..slot + 24].try_into().unwrap())
+}
+
+/// A tree with directory `d` holding file `d/f` of 8 KiB, synced; their inode numbers.
+fn tree_with_a_file(store: &Store) -> (u64, u64) {
+    let tree = FileTree::open(store.clone(), "main", TreeOptions::default()).unwrap();
+    let d = tree.make_directory(tree.root(), b"d", OWNER).unwrap();
+    let f = tree.create_file(d.ino, b"f", OWNER).unwrap();
+    tree.write(f.ino, 0, &[7u8; 8192]).unwrap();
+    tree.sync().unwrap();
+    (d.ino, f.ino)
+}
+
+/// Opens `main` writable expecting damage whose message holds `words`, and checks the
+/// refused open changed nothing.
+fn assert_open_refused(store: &Store, words: &str) {
+    let head = store.branch_info("main").unwrap().head;
+    let error = FileTree::open(store.clone(), "main", TreeOptions::default())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&error, FsError::Corrupt { .. }) && error.to_string().contains(words),
+        "{error}"
+    );
+    assert_eq!(store.branch_info("main").unwrap().head, head);
+}
+
+/// Found by a decoder review: a linked file whose link count reads 0 was freed as an
+/// orphan (its data dropped) by the next writable open. It is damage, and the open that
+/// finds it changes nothing.
+#[test]
+fn regression_a_linked_inode_without_links_is_damage_not_an_orphan() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), Config::default()).unwrap();
+    let (_, f) = tree_with_a_file(&store);
+    rewrite_inode_field(&store, f, 16, 0);
+    assert_open_refused(&store, &format!("inode {f}: no links, yet directory"));
+    let read_only = TreeOptions {
+        read_only: true,
+        ..TreeOptions::default()
+    };
+    let tree = FileTree::open(store, "main", read_only).unwrap();
+    assert_eq!(tree.read(f, 0, 8192).unwrap(), vec![7u8; 8192]);
+}
+
+/// See `regression_a_linked_inode_without_links_is_damage_not_an_orphan`: a root whose
+/// link count reads 0 would have been freed, and the whole tree with it.
+#[test]
+fn regression_a_root_without_links_is_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), Config::default()).unwrap();
+    let root = {
+        tree_with_a_file(&store);
+        FileTree::open(store.clone(), "main", TreeOptions::default())
+            .unwrap()
+            .root()
+    };
+    rewrite_inode_field(&store, root, 16, 0);
+    assert_open_refused(&store, "the root is a directory with 0 links");
+}
+
+/// Found by a decoder review: two inodes holding one data relation, or one holding a
+/// relation not handed out yet, had a write to one file change another (or a file still
+/// to be created). Both are damage at open.
+#[test]
+fn regression_data_relations_held_twice_or_not_handed_out_are_damage() {
+    for past_the_last in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path(), Config::default()).unwrap();
+        let (d, f) = tree_with_a_file(&store);
+        let f_rel = inode_rel(&store, f);
+        if past_the_last {
+            rewrite_inode_field(&store, f, 20, f_rel + 1000);
+            assert_open_refused(&store, "at or above the next one to hand out");
+        } else {
+            rewrite_inode_field(&store, d, 20, f_rel);
+            assert_open_refused(&store, &format!("data relation {f_rel}, which inode"));
+        }
+    }
+}
+
+/// Found by a decoder review: renames and unlinks went by a directory entry's kind, so
+/// an entry calling a directory a file had an unlink drop the directory with its
+/// children still in it, and an entry naming a free inode listed a file that is not
+/// there. Both are damage when the directory is read.
+#[test]
+fn regression_an_entry_naming_a_free_inode_or_the_wrong_kind_is_damage() {
+    // The root's entry `d` (a directory) says it is a file.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), Config::default()).unwrap();
+    let (d, _) = tree_with_a_file(&store);
+    let (key, mut page, at) = entry_in_page(&store, b"d");
+    page[at + 4] = 1;
+    put_dir_page(&store, key, page);
+    let tree = FileTree::open(store.clone(), "main", TreeOptions::default()).unwrap();
+    let error = tree.unlink(tree.root(), b"d").unwrap_err();
+    assert!(
+        error.to_string().contains("as a file, which is a directory"),
+        "{error}"
+    );
+    assert!(tree.attributes(d).is_ok());
+    // The entry names an inode past every one in use.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), Config::default()).unwrap();
+    tree_with_a_file(&store);
+    let (key, mut page, at) = entry_in_page(&store, b"d");
+    page[at..at + 4].copy_from_slice(&1000u32.to_le_bytes());
+    put_dir_page(&store, key, page);
+    let tree = FileTree::open(store, "main", TreeOptions::default()).unwrap();
+    let error = tree.read_dir(tree.root()).unwrap_err();
+    assert!(
+        error.to_string().contains("inode 1000, which is free"),
+        "{error}"
+    );
 }

@@ -55,7 +55,7 @@ pub enum RemoteError {
     },
     /// A newer process claimed the location: this one may no longer publish there.
     #[error(
-        "generation {mine} of {location} was superseded by generation {newer} (another process attached to it): this process publishes nothing more there (if that attach failed or was killed before it published an index, delete generations/{newer:08X} from the location once sure it is not running, and sync again)"
+        "generation {mine} of {location} was superseded by generation {newer}, claimed by {claimed_by}: this process publishes nothing more there (if that process failed or was killed before it published an index, delete generations/{newer:08X} from the location once sure it is not running, and sync again; if it is another store's first sync, give each store a prefix of its own)"
     )]
     Fenced {
         /// The location.
@@ -64,6 +64,9 @@ pub enum RemoteError {
         mine: u32,
         /// The newest generation found.
         newer: u32,
+        /// Who claimed it, as its marker says ("an attach (process 12)"), so a process
+        /// that is still running is not mistaken for a failed one.
+        claimed_by: String,
     },
     /// The location holds a copy of this store that this directory did not publish:
     /// publishing over it could roll it back.

@@ -77,7 +77,31 @@ pub(crate) fn check_current(bucket: &Bucket, mine: u32) -> Result<()> {
             location: bucket.location().url(),
             mine,
             newer,
+            claimed_by: claimant(bucket, newer),
         }),
         _ => Ok(()),
+    }
+}
+
+/// Who claimed generation `generation`, in words, from its marker: "an attach (process
+/// 12)" (a marker's body is `claim`'s JSON; what cannot be read is said so).
+fn claimant(bucket: &Bucket, generation: u32) -> String {
+    let body = match bucket.get(&keys::generation_marker(generation)) {
+        Ok(Some(body)) => body,
+        Ok(None) => return "a process whose marker is gone (only its index is there)".to_owned(),
+        Err(error) => return format!("a process whose marker could not be read ({error})"),
+    };
+    let Ok(marker) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return "a process whose marker is not JSON".to_owned();
+    };
+    let what = match marker.get("claimed_by").and_then(serde_json::Value::as_str) {
+        Some("sync") => "a first sync of a store".to_owned(),
+        Some("attach") => "an attach".to_owned(),
+        Some(other) => format!("\"{other}\""),
+        None => "a process that did not say why".to_owned(),
+    };
+    match marker.get("pid").and_then(serde_json::Value::as_u64) {
+        Some(pid) => format!("{what} (process {pid})"),
+        None => what,
     }
 }

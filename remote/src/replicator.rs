@@ -43,8 +43,8 @@ pub struct ReplicaStatus {
     pub uploaded_bytes: u64,
     /// See `uploaded_objects`.
     pub deleted_objects: u64,
-    /// The newer generation that fenced this one (another process attached to the
-    /// location): this one publishes nothing more.
+    /// The newer generation that fenced this one (another process claimed the location:
+    /// an attach, or another store's first sync): this one publishes nothing more.
     pub fenced_by: Option<u32>,
     /// A sync is running now.
     pub syncing: bool,
@@ -227,6 +227,8 @@ fn run(
 ) {
     let mut next = Instant::now();
     let mut uploader: Option<Uploader> = None;
+    // Who claimed the generation that fenced this process, as the fencing sync found it.
+    let mut fenced_claimant = String::new();
     loop {
         let mut waiters = Vec::new();
         let mut stop = false;
@@ -247,12 +249,15 @@ fn run(
         }
         let fenced_by = status.lock().fenced_by;
         let result = if let Some(newer) = fenced_by {
-            Err(fenced_error(status, newer))
+            Err(fenced_error(status, newer, &fenced_claimant))
         } else {
             status.lock().syncing = true;
             let result = connected(&mut uploader, location, store, &layer_source, status)
                 .and_then(|uploader| uploader.sync(store));
             record(status, &result);
+            if let Err(RemoteError::Fenced { claimed_by, .. }) = &result {
+                fenced_claimant.clone_from(claimed_by);
+            }
             if let (Ok(_), Some(uploader)) = (&result, &uploader) {
                 *uploaded_layers.lock() = Arc::new(uploader.uploaded_layers());
             }
@@ -267,7 +272,9 @@ fn run(
         for waiter in waiters {
             let answer = match &result {
                 Ok(report) => Ok(report.clone()),
-                Err(RemoteError::Fenced { newer, .. }) => Err(fenced_error(status, *newer)),
+                Err(RemoteError::Fenced {
+                    newer, claimed_by, ..
+                }) => Err(fenced_error(status, *newer, claimed_by)),
                 // A refusal, not an outage: passed on as it is.
                 Err(RemoteError::NotOurCopy {
                     location,
@@ -312,12 +319,13 @@ fn connected<'a>(
     })
 }
 
-fn fenced_error(status: &Mutex<ReplicaStatus>, newer: u32) -> RemoteError {
+fn fenced_error(status: &Mutex<ReplicaStatus>, newer: u32, claimed_by: &str) -> RemoteError {
     let status = status.lock();
     RemoteError::Fenced {
         location: status.location.clone(),
         mine: status.generation,
         newer,
+        claimed_by: claimed_by.to_owned(),
     }
 }
 

@@ -133,10 +133,52 @@ fn a_synced_store_attaches_elsewhere_with_its_branches_and_history() {
     write_round(&store, "main", 64, 5);
     match uploader.sync(&store) {
         Err(RemoteError::Fenced {
-            mine: 1, newer: 2, ..
-        }) => {}
+            mine: 1,
+            newer: 2,
+            claimed_by,
+            ..
+        }) => assert_eq!(
+            claimed_by,
+            format!("an attach (process {})", std::process::id())
+        ),
         other => panic!("the superseded process was not fenced: {other:?}"),
     }
+}
+
+/// Found by a review: two stores whose first syncs raced to one prefix both claimed a
+/// generation, and the one fenced was told the other was an attach that might have died,
+/// and to delete its marker: the live marker of another store. The refusal says who
+/// claimed the generation, and that two stores need a prefix each.
+#[test]
+fn regression_a_store_fenced_by_another_stores_first_sync_is_told_so() {
+    let server = S3Server::start();
+    let location = server.location("raced");
+    let (one_dir, other_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let one = Store::create(one_dir.path(), Config::default()).unwrap();
+    let other = Store::create(other_dir.path(), Config::default()).unwrap();
+    write_round(&one, "main", 8, 1);
+    write_round(&other, "main", 8, 2);
+    // Both connect (each claims a generation) before either publishes an index.
+    let mut one_uploader = Uploader::connect(&location, &one).unwrap();
+    let mut other_uploader = Uploader::connect(&location, &other).unwrap();
+    let error = one_uploader.sync(&one).unwrap_err();
+    match &error {
+        RemoteError::Fenced {
+            mine: 1,
+            newer: 2,
+            claimed_by,
+            ..
+        } => assert_eq!(
+            *claimed_by,
+            format!("a first sync of a store (process {})", std::process::id())
+        ),
+        other => panic!("not fenced: {other:?}"),
+    }
+    assert!(
+        error.to_string().contains("give each store a prefix of its own"),
+        "{error}"
+    );
+    other_uploader.sync(&other).unwrap();
 }
 
 #[test]

@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 
 use crate::error::{FsError, FsResult};
 use crate::format::{ROOT_INO, TABLE_REL};
-use crate::inode::{Attributes, FileTime, Inode};
+use crate::inode::{Attributes, FileKind, FileTime, Inode};
 use state::State;
 
 pub use data::Written;
@@ -316,6 +316,39 @@ impl FileTree {
     /// Frees inodes left unlinked but open by a crash or an unclean unmount.
     fn free_orphans(&self) -> FsResult<()> {
         let mut state = self.lock()?;
+        if state.orphans.is_empty() {
+            return Ok(());
+        }
+        // An inode with no links that a directory names is damage, not an orphan:
+        // freeing it would lose a linked file. Orphans are rare (a crash with unlinked
+        // files open), so looking through every directory for them is affordable.
+        let mut unvisited = vec![ROOT_INO];
+        let mut visited = std::collections::HashSet::new();
+        while let Some(dir_ino) = unvisited.pop() {
+            if !visited.insert(dir_ino) {
+                return Err(FsError::Corrupt {
+                    what: format!("directory {dir_ino}"),
+                    detail: "named by more than one directory".to_owned(),
+                });
+            }
+            let entries: Vec<_> = (state.dir(self, dir_ino)?.entries.iter())
+                .map(|(name, &(ino, kind, _))| (name.clone(), ino, kind))
+                .collect();
+            for (name, ino, kind) in entries {
+                if state.orphans.contains(&ino) {
+                    return Err(FsError::Corrupt {
+                        what: format!("inode {ino}"),
+                        detail: format!(
+                            "no links, yet directory {dir_ino} names it {}",
+                            String::from_utf8_lossy(&name)
+                        ),
+                    });
+                }
+                if kind == FileKind::Directory {
+                    unvisited.push(ino);
+                }
+            }
+        }
         for ino in state.orphans.split_off(&0) {
             self.free_inode(&mut state, ino)?;
         }

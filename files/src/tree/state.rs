@@ -139,6 +139,10 @@ impl State {
         };
         let per_page = inodes_per_page(page_size);
         let last_block = (superblock.inode_high_water - 1) / per_page + 1;
+        // Which inode holds each data relation: relations are handed out once, in order,
+        // so one held twice, or one not yet handed out, is damage (a write to either
+        // would change another file, or a file still to come).
+        let mut rel_owners = HashMap::new();
         for block in 1..=last_block {
             // Inodes are handed out in order and each one's slot is written, so every
             // table page up to the high-water mark exists: a missing one is damage (a
@@ -165,19 +169,27 @@ impl State {
                     None => {
                         state.free_inos.insert(ino);
                     }
-                    Some(inode) if inode.nlink == 0 => {
-                        state.orphans.insert(ino);
+                    Some(inode) => {
+                        check_rel(&superblock, &mut rel_owners, ino, inode.rel)?;
+                        if inode.nlink == 0 {
+                            state.orphans.insert(ino);
+                        }
                     }
-                    Some(_) => {}
                 }
             }
             state.table.insert(block, page);
         }
         let root = state.inode(ROOT_INO)?;
-        if root.kind != FileKind::Directory {
+        // The root is never unlinked: a link count below a directory's 2 would have a
+        // writable open free it as an orphan, and the whole tree with it.
+        if root.kind != FileKind::Directory || root.nlink < 2 {
             return Err(FsError::Corrupt {
                 what: format!("inode {ROOT_INO}"),
-                detail: "the root is not a directory".to_owned(),
+                detail: format!(
+                    "the root is a {} with {} links, not a directory with at least 2",
+                    root.kind.name(),
+                    root.nlink
+                ),
             });
         }
         Ok(state)
@@ -249,6 +261,7 @@ impl State {
                 let mut names = DirPage::new();
                 let mut used = format::DIR_PAGE_HEADER;
                 for entry in entries {
+                    self.check_entry(ino, block, entry.ino, entry.kind)?;
                     used += format::dir_entry_len(&entry.name);
                     names.insert(entry.name.clone(), (entry.ino, entry.kind));
                     let previous = dir
@@ -266,6 +279,34 @@ impl State {
             self.dirs.insert(ino, dir);
         }
         Ok(self.dirs.get_mut(&ino).expect("inserted above"))
+    }
+
+    /// Checks that an entry of directory `dir`'s page `block` names an inode in use, of
+    /// the kind it says, and not the root: renames and unlinks go by the entry's kind,
+    /// and a wrong one would have them unlink a directory's children with it, or keep a
+    /// file as if it were a directory.
+    fn check_entry(&self, dir: u32, block: u32, ino: u32, kind: FileKind) -> FsResult<()> {
+        let problem = if ino == ROOT_INO {
+            Some("the root".to_owned())
+        } else {
+            match self.inode(ino) {
+                Err(FsError::NoInode { .. }) => Some(format!("inode {ino}, which is free")),
+                Err(error) => return Err(error),
+                Ok(inode) if inode.kind != kind => Some(format!(
+                    "inode {ino} as a {}, which is a {}",
+                    kind.name(),
+                    inode.kind.name()
+                )),
+                Ok(_) => None,
+            }
+        };
+        match problem {
+            Some(problem) => Err(FsError::Corrupt {
+                what: format!("directory {dir} page {block}"),
+                detail: format!("an entry names {problem}"),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Writes `inode` into its slot (memory only; `txn` remembers to log it).
@@ -498,6 +539,33 @@ impl FileTree {
 }
 
 /// Writes an empty tree (the superblock and a root directory) in one durable commit.
+/// Records that inode `ino` holds data relation `rel`, refusing a relation the superblock
+/// has not handed out yet or one another inode holds.
+fn check_rel(
+    superblock: &Superblock,
+    owners: &mut HashMap<u32, u32>,
+    ino: u32,
+    rel: u32,
+) -> FsResult<()> {
+    let problem = if rel >= superblock.next_rel {
+        Some(format!(
+            "data relation {rel}, at or above the next one to hand out ({})",
+            superblock.next_rel
+        ))
+    } else {
+        owners
+            .insert(rel, ino)
+            .map(|other| format!("data relation {rel}, which inode {other} holds too"))
+    };
+    match problem {
+        Some(detail) => Err(FsError::Corrupt {
+            what: format!("inode {ino}"),
+            detail,
+        }),
+        None => Ok(()),
+    }
+}
+
 fn format_tree(
     store: &Store,
     branch: &str,
