@@ -74,8 +74,8 @@ pub use store::{
     DEFAULT_PAGE_CACHE_BYTES, DEFAULT_PAGE_SIZE, DEFAULT_PITR_WINDOW, DEFAULT_ROOT_BRANCH,
     FormatVersions, GcReport, LayerFileSummary, MAX_DEFAULT_MEMORY_BUDGET_BYTES, MAX_PITR_WINDOW,
     PageDiff, PublishedFiles, PublishedLayer, ReadTrace, RelationDiff, Restored, RetainPoint,
-    RetainReason, Store, StoreFiles, StorePaths, StoreStats, WalEntry, WalFiles, check_page_size,
-    default_backup_name, default_memory_budget_bytes,
+    RetainReason, STORE_FILE_NAMES, Store, StoreFiles, StorePaths, StoreStats, WalEntry, WalFiles,
+    check_page_size, default_backup_name, default_memory_budget_bytes,
 };
 pub use time::{Clock, ManualClock, ParseTimestampError, SystemClock, Timestamp};
 pub use update::{Depth, Update};

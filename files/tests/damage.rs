@@ -271,7 +271,9 @@ fn regression_an_entry_naming_a_free_inode_or_the_wrong_kind_is_damage() {
     let tree = FileTree::open(store.clone(), "main", TreeOptions::default()).unwrap();
     let error = tree.unlink(tree.root(), b"d").unwrap_err();
     assert!(
-        error.to_string().contains("as a file, which is a directory"),
+        error
+            .to_string()
+            .contains("as a file, which is a directory"),
         "{error}"
     );
     assert!(tree.attributes(d).is_ok());

@@ -13,6 +13,7 @@
 mod plot;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -22,6 +23,7 @@ use pagefork_engine::{At, Backend, Backup, BranchOptions, Config, Key, Store, Ti
 use serde_json::{Value, json};
 
 use crate::demo::format_duration;
+use crate::mount::StopSignals;
 use crate::output::out;
 
 const PAGE_SIZE: usize = 8192;
@@ -114,6 +116,51 @@ pub(crate) fn run(options: &BenchOptions) -> Result<()> {
             }
         );
     }
+    // The directories `--data-dir` makes are removed again at the end, deepest first
+    // (each only if empty), as the run's own directory inside is: a benchmark leaves the
+    // disk as it found it, also when stopped by SIGINT or SIGTERM (a review found both
+    // left behind).
+    let made = match &options.dir {
+        Some(dir) => missing_ancestors(dir),
+        None => Vec::new(),
+    };
+    let stop = AtomicBool::new(false);
+    let mut signals = StopSignals::catch()?;
+    let measured = signals.run_stoppable(&stop, || measure(options, &stop));
+    for dir in &made {
+        // Not empty: something else was put there meanwhile, and stays.
+        let _ = std::fs::remove_dir(dir);
+    }
+    let results = measured?;
+    if let Some(path) = &options.plot {
+        // The plot is latency against size for one backend: the first asked for.
+        let first = options.backends.first().copied().unwrap_or_default();
+        let plotted: Vec<Measured> = results
+            .iter()
+            .filter(|measured| measured.backend == first)
+            .cloned()
+            .collect();
+        plot::write_svg(path, &plotted)?;
+    }
+    if options.json {
+        out!("{}", results_json(&results, options));
+    } else {
+        print_table(&results, options)?;
+    }
+    Ok(())
+}
+
+/// `dir` and each of its ancestors that does not exist, deepest first.
+fn missing_ancestors(dir: &Path) -> Vec<PathBuf> {
+    dir.ancestors()
+        .take_while(|path| !path.as_os_str().is_empty() && !path.exists())
+        .map(Path::to_path_buf)
+        .collect()
+}
+
+/// Every size and backend's measurements, in a directory of its own that is removed at
+/// the end, also when `stop` is set (by a signal) part way.
+fn measure(options: &BenchOptions, stop: &AtomicBool) -> Result<Vec<Measured>> {
     let mut backends: Vec<Backend> = Vec::new();
     for backend in &options.backends {
         if !backends.contains(backend) {
@@ -135,27 +182,23 @@ pub(crate) fn run(options: &BenchOptions) -> Result<()> {
     for (index, &size) in options.sizes.iter().enumerate() {
         for &backend in &backends {
             let dir = root.join(format!("bench-{index}-{size}-{backend}"));
-            results.extend(bench_size(&dir, backend, size, options)?);
-            // Each store is removed before the next is loaded.
+            let measured = bench_size(&dir, backend, size, options, stop);
+            // Each store is removed before the next is loaded (and a stopped one's
+            // before the run's directory is).
             std::fs::remove_dir_all(&dir)
                 .with_context(|| format!("cannot remove {}", dir.display()))?;
+            results.extend(measured?);
         }
     }
-    if let Some(path) = &options.plot {
-        // The plot is latency against size for one backend: the first asked for.
-        let first = options.backends.first().copied().unwrap_or_default();
-        let plotted: Vec<Measured> = results
-            .iter()
-            .filter(|measured| measured.backend == first)
-            .cloned()
-            .collect();
-        plot::write_svg(path, &plotted)?;
-    }
-    if options.json {
-        out!("{}", results_json(&results, options));
-    } else {
-        print_table(&results, options)?;
-    }
+    Ok(results)
+}
+
+/// Refuses to go on once `stop` is set.
+fn go_on(stop: &AtomicBool) -> Result<()> {
+    anyhow::ensure!(
+        !stop.load(Ordering::Relaxed),
+        "stopped by a signal before the benchmark finished; its directory was removed"
+    );
     Ok(())
 }
 
@@ -173,7 +216,13 @@ fn page(block: u64) -> Bytes {
 }
 
 /// Loads `size` bytes into a new store in `dir`; returns it with the commit times.
-fn load(dir: &Path, backend: Backend, size: u64, quiet: bool) -> Result<(Store, Vec<Timestamp>)> {
+fn load(
+    dir: &Path,
+    backend: Backend,
+    size: u64,
+    quiet: bool,
+    stop: &AtomicBool,
+) -> Result<(Store, Vec<Timestamp>)> {
     let config = Config {
         backend,
         ..Config::default()
@@ -196,6 +245,7 @@ fn load(dir: &Path, backend: Backend, size: u64, quiet: bool) -> Result<(Store, 
     );
     let mut times = Vec::new();
     for first in (0..pages).step_by(PAGES_PER_COMMIT as usize) {
+        go_on(stop)?;
         let last = (first + PAGES_PER_COMMIT).min(pages);
         let updates = (first..last)
             .map(|block| (Key::new(DATA_REL, block as u32), Update::Image(page(block))))
@@ -225,13 +275,15 @@ fn bench_size(
     backend: Backend,
     size: u64,
     options: &BenchOptions,
+    stop: &AtomicBool,
 ) -> Result<Vec<Measured>> {
-    let (store, times) = load(dir, backend, size, options.json)?;
+    let (store, times) = load(dir, backend, size, options.json, stop)?;
     let samples = options.branches.max(1);
     let pages = (size / PAGE_SIZE as u64).max(1);
 
     let mut copies = Vec::with_capacity(COPIES);
     for copy in 0..COPIES {
+        go_on(stop)?;
         let target = dir.with_extension(format!("copy-{copy}"));
         let ((), took) = timed(|| copy_dir(dir, &target))?;
         copies.push(took);
@@ -241,6 +293,7 @@ fn bench_size(
 
     let mut created = Vec::with_capacity(samples);
     for sample in 0..samples {
+        go_on(stop)?;
         let name = format!("bench-{sample}");
         let (_, took) = timed(|| {
             Ok(store.create_branch(&name, "main", At::Latest, BranchOptions::default())?)
@@ -251,6 +304,7 @@ fn bench_size(
 
     let mut at_time = Vec::with_capacity(samples);
     for sample in 0..samples {
+        go_on(stop)?;
         let name = format!("pitr-{sample}");
         let time = time_in_load(&times, sample, samples);
         let (_, took) = timed(|| {
@@ -263,6 +317,7 @@ fn bench_size(
     store.create_branch("target", "main", At::Latest, BranchOptions::default())?;
     let mut restores = Vec::with_capacity(samples);
     for sample in 0..samples {
+        go_on(stop)?;
         let time = time_in_load(&times, sample, samples);
         let (_, took) =
             timed(|| Ok(store.restore_branch("target", "main", At::Time(time), Backup::Skip)?))?;
@@ -271,6 +326,7 @@ fn bench_size(
 
     let mut parent = "main".to_owned();
     for level in 0..options.depth {
+        go_on(stop)?;
         let name = format!("depth-{level}");
         store.create_branch(&name, &parent, At::Latest, BranchOptions::default())?;
         // Each level writes a page of its own, so the chain is not empty.
@@ -285,6 +341,7 @@ fn bench_size(
     }
     let mut reads = Vec::with_capacity(samples * 10);
     for sample in 0..samples * 10 {
+        go_on(stop)?;
         let block = (sample as u64).wrapping_mul(7919) % pages;
         let key = Key::new(DATA_REL, block as u32);
         let (page, took) = timed(|| Ok(store.get_page(&parent, key, At::Latest)?))?;

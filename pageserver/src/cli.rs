@@ -266,7 +266,8 @@ pub(crate) enum Command {
     /// Measure branch creation, branch at a time, restore and reads at data sizes you
     /// pick, beside a full copy of the same data made in the same run; print medians and
     /// p99s. Runs in a directory of its own, made inside --data-dir if given (else in the
-    /// system's temporary directory) and removed at the end.
+    /// system's temporary directory) and removed at the end, also when stopped by SIGINT
+    /// or SIGTERM.
     #[command(
         after_help = "Examples:\n  pagefork bench\n  pagefork bench --size 63MiB,1GiB --branches 200 --depth 10 --plot latency.svg\n  pagefork bench --size 16MiB --json"
     )]

@@ -54,6 +54,9 @@ pub(crate) fn init(
             names.remove(std::ffi::OsStr::new(debris));
         }
     }
+    if let Some(names) = &existed {
+        check_nothing_else(dir, names)?;
+    }
     let config = Config {
         page_size,
         backend,
@@ -101,6 +104,36 @@ fn entries_of(dir: &Path) -> Result<Option<BTreeSet<OsString>>> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(error) => Err(error).with_context(|| format!("list {}", dir.display())),
     }
+}
+
+/// Refuses a directory holding files that are not a store's: a store's files would be
+/// mixed with them, and `rm -r` of the store would take them (a review's `init` in a
+/// directory of notes went ahead). A file system's `lost+found` may stay; a directory
+/// holding a store's files is left to `Store::create` to refuse naming them (or to
+/// replace a stopped create's debris).
+fn check_nothing_else(dir: &Path, names: &BTreeSet<OsString>) -> Result<()> {
+    let store_file =
+        |name: &OsString| pagefork_engine::STORE_FILE_NAMES.contains(&&*name.to_string_lossy());
+    if names.iter().any(store_file) {
+        return Ok(());
+    }
+    let others: Vec<_> = names
+        .iter()
+        .filter(|name| name.as_os_str() != "lost+found")
+        .collect();
+    let Some(first) = others.first() else {
+        return Ok(());
+    };
+    let more = match others.len() {
+        1 => String::new(),
+        count => format!(" and {} more", count - 1),
+    };
+    anyhow::bail!(
+        "{} is not empty (it holds {}{more}): init makes a store only in an empty or missing \
+         directory; name another --data-dir",
+        dir.display(),
+        first.to_string_lossy()
+    )
 }
 
 /// Removes a store `init` just created in `dir`: the directory, unless it existed, else

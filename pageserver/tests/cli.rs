@@ -849,3 +849,65 @@ fn bench_measures_each_operation_beside_a_full_copy() {
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
     assert!(!dir.path().join("never").exists());
 }
+
+/// Found by a review: `bench --data-dir` left the directories it made behind, and a
+/// Ctrl-C (SIGINT) or SIGTERM left its half-loaded store and copies too. Both go now.
+#[test]
+fn regression_bench_leaves_no_directory_it_made_even_when_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let finished = dir.path().join("made/deeper");
+    ok_json(pagefork(
+        &finished,
+        &["--json", "bench", "--size", "1MiB", "--branches", "2"],
+    ));
+    assert!(!dir.path().join("made").exists());
+    for signal in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGTERM,
+    ] {
+        let stopped = dir.path().join("stopped/deeper");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_pagefork"))
+            .arg("--data-dir")
+            .arg(&stopped)
+            .args(["bench", "--size", "4GiB"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Stopped while it loads: its store is there.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let store_files = |dir: &Path| {
+            walk(dir)
+                .into_iter()
+                .any(|path| path.ends_with("pagefork.meta"))
+        };
+        while !store_files(&stopped) {
+            assert!(std::time::Instant::now() < deadline, "no store appeared");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+        nix::sys::signal::kill(pid, signal).unwrap();
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{signal}: {stderr}");
+        assert!(stderr.contains("stopped by a signal"), "{stderr}");
+        assert!(!dir.path().join("stopped").exists(), "{signal}");
+    }
+}
+
+/// Every path under `dir` (nothing if it does not exist).
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        }
+        found.push(path);
+    }
+    found
+}

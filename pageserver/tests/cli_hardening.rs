@@ -161,3 +161,25 @@ fn a_full_disk_is_reported_once_naming_the_file() {
     );
     assert!(!page.exists());
 }
+
+/// Found by a review: `init` in a directory of someone's files went ahead and mixed the
+/// store's files in with them. It is refused naming what is there, changing nothing; a
+/// file system's `lost+found` may stay.
+#[test]
+fn regression_init_refuses_a_directory_holding_other_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
+    std::fs::create_dir(dir.path().join("src")).unwrap();
+    let before = pagefork_tests::tree_snapshot(dir.path());
+    let output = pagefork(dir.path(), &["init"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is not empty (it holds notes.txt and 1 more)"),
+        "{stderr}"
+    );
+    assert_eq!(pagefork_tests::tree_snapshot(dir.path()), before);
+    let disk = tempfile::tempdir().unwrap();
+    std::fs::create_dir(disk.path().join("lost+found")).unwrap();
+    ok_json(pagefork(disk.path(), &["--json", "init"]));
+}

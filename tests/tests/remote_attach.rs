@@ -175,7 +175,9 @@ fn regression_a_store_fenced_by_another_stores_first_sync_is_told_so() {
         other => panic!("not fenced: {other:?}"),
     }
     assert!(
-        error.to_string().contains("give each store a prefix of its own"),
+        error
+            .to_string()
+            .contains("give each store a prefix of its own"),
         "{error}"
     );
     other_uploader.sync(&other).unwrap();

@@ -136,6 +136,16 @@ pub const CREATING_MARKER_NAME: &str = "pagefork.creating";
 /// What a create that stopped before its metadata may have left beside its marker (the
 /// marker included): a new create clears them.
 pub const CREATE_DEBRIS: [&str; 3] = [CREATING_MARKER_NAME, WAL_DIR_NAME, VERSIONS_DIR_NAME];
+/// The names of every file and directory a store keeps at the top of its directory
+/// (`create` refuses a directory holding any of them, naming what it found).
+pub const STORE_FILE_NAMES: [&str; 6] = [
+    crate::meta::META_FILE_NAME,
+    CREATING_MARKER_NAME,
+    WAL_DIR_NAME,
+    VERSIONS_DIR_NAME,
+    crate::checkpoint::CATALOG_FILE_NAME,
+    checkpoint::LAYERS_DIR_NAME,
+];
 
 /// How to create or open a store.
 #[derive(Clone, Debug)]
