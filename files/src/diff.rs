@@ -181,6 +181,22 @@ fn walk(
     branch: &str,
     lsn: pagefork_engine::Lsn,
 ) -> FsResult<BTreeMap<Vec<u8>, Inode>> {
+    // Damage names the side it was found on (a review's diff said "corrupt inode 5" of
+    // one of two branches, at no LSN).
+    walk_tree(store, branch, lsn).map_err(|error| match error {
+        FsError::Corrupt { what, detail } => FsError::Corrupt {
+            what: format!("{what} of the tree of branch {branch:?} at LSN {lsn}"),
+            detail,
+        },
+        other => other,
+    })
+}
+
+fn walk_tree(
+    store: &Store,
+    branch: &str,
+    lsn: pagefork_engine::Lsn,
+) -> FsResult<BTreeMap<Vec<u8>, Inode>> {
     let options = TreeOptions {
         read_only: true,
         at: At::Lsn(lsn),
@@ -202,19 +218,8 @@ fn walk(
             let mut path = prefix.clone();
             path.push(b'/');
             path.extend_from_slice(&entry.name);
+            // (Reading the directory checked that the entry's kind is its inode's.)
             let inode = tree.inode(entry.ino)?;
-            if inode.kind != entry.kind {
-                return Err(FsError::Corrupt {
-                    what: format!("directory {dir}"),
-                    detail: format!(
-                        "{} names inode {} as a {}, which is a {}",
-                        escape_path(&path),
-                        entry.ino,
-                        entry.kind.name(),
-                        inode.kind.name()
-                    ),
-                });
-            }
             if entry.kind == FileKind::Directory {
                 if !visited.insert(entry.ino) {
                     return Err(FsError::Corrupt {

@@ -115,7 +115,12 @@ fn regression_directories_that_loop_are_damage() {
         .diff("before", At::Latest, "main", At::Latest)
         .unwrap();
     let error = diff_trees(&store, "before", "main", &pages).unwrap_err();
-    assert!(matches!(&error, FsError::Corrupt { .. }), "{error}");
+    // The side it was found on is named (found by a review: it was not).
+    assert!(
+        matches!(&error, FsError::Corrupt { what, .. }
+            if what.contains(&format!("of the tree of branch \"main\" at LSN {}", pages.to_lsn))),
+        "{error}"
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
 
@@ -288,6 +293,29 @@ fn regression_an_entry_naming_a_free_inode_or_the_wrong_kind_is_damage() {
     let error = tree.read_dir(tree.root()).unwrap_err();
     assert!(
         error.to_string().contains("inode 1000, which is free"),
+        "{error}"
+    );
+}
+
+/// Found by a review: a file whose size reads 2^64-1 was listed so by `diff --files`, a
+/// size no write can make (a data relation holds u32::MAX pages). It is damage at open.
+#[test]
+fn regression_a_file_larger_than_its_relation_holds_is_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), Config::default()).unwrap();
+    let (_, f) = tree_with_a_file(&store);
+    // The size, a u64 at byte 24, as two u32 halves.
+    rewrite_inode_field(&store, f, 24, u32::MAX);
+    rewrite_inode_field(&store, f, 28, u32::MAX);
+    let read_only = TreeOptions {
+        read_only: true,
+        ..TreeOptions::default()
+    };
+    let error = FileTree::open(store, "main", read_only).err().unwrap();
+    assert!(
+        error
+            .to_string()
+            .contains("a file of 18446744073709551615 bytes, more than its data relation holds"),
         "{error}"
     );
 }

@@ -171,6 +171,7 @@ impl State {
                     }
                     Some(inode) => {
                         check_rel(&superblock, &mut rel_owners, ino, inode.rel)?;
+                        check_file_size(&inode, ino, page_size)?;
                         if inode.nlink == 0 {
                             state.orphans.insert(ino);
                         }
@@ -564,6 +565,22 @@ fn check_rel(
         }),
         None => Ok(()),
     }
+}
+
+/// Refuses a file larger than its data relation can hold (`u32::MAX` pages): listings
+/// and diffs would show a size no write could have made.
+fn check_file_size(inode: &Inode, ino: u32, page_size: usize) -> FsResult<()> {
+    let most = u64::from(u32::MAX) * page_size as u64;
+    if inode.kind == FileKind::File && inode.size > most {
+        return Err(FsError::Corrupt {
+            what: format!("inode {ino}"),
+            detail: format!(
+                "a file of {} bytes, more than its data relation holds ({most})",
+                inode.size
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn format_tree(
