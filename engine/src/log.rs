@@ -72,8 +72,9 @@ impl Log {
         }
     }
 
-    /// The end of the last record given a position: every byte of log the store ever
-    /// wrote lies below it (an LSN is a byte position).
+    /// The end of the last record written to the log's files (an LSN is a byte
+    /// position): every byte the store wrote there lies below it. Records appended and
+    /// still queued (deferred commits') may lie above it: `appended_end` covers them.
     pub(crate) fn end(&self) -> Lsn {
         match self {
             Log::Wal(wal) => wal.written_lsn(),
