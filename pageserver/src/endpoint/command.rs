@@ -123,11 +123,12 @@ impl Drop for Local {
 /// How a start abandoned by a stop is told.
 const STOPPED_BEFORE_READY: &str = "stopped before Postgres accepted connections";
 
-/// Whether `error` is a start abandoned by a stop ([`super::EndpointError::Abandoned`]).
+/// Whether `error` is a start, or a client program, given up for a stop
+/// ([`super::EndpointError::Abandoned`], [`super::EndpointError::ClientStopped`]).
 fn is_abandoned(error: &anyhow::Error) -> bool {
     matches!(
         error.downcast_ref::<super::EndpointError>(),
-        Some(super::EndpointError::Abandoned { .. })
+        Some(super::EndpointError::Abandoned { .. } | super::EndpointError::ClientStopped { .. })
     )
 }
 

@@ -339,7 +339,7 @@ impl Demo<'_> {
                 .write_all(sql.as_bytes())
                 .context("cannot send SQL to psql")?;
         }
-        let output = finish_unless(child, "psql", "", self.stop)?;
+        let output = finish_unless(child, "psql", url, self.stop)?;
         if !output.status.success() {
             bail!(
                 "psql failed on {:?}: {}",

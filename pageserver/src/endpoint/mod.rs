@@ -197,6 +197,10 @@ pub(crate) enum EndpointError {
         "the start of an endpoint on branch {branch:?} was stopped before Postgres accepted connections"
     )]
     Abandoned { branch: String },
+    /// A client program (`pg_dumpall`, the demo's `psql`) was killed because a stop was
+    /// asked for (SIGTERM or SIGINT, a server shutting down) before it finished.
+    #[error("{program} against {target} was stopped before it finished")]
+    ClientStopped { program: String, target: String },
     #[error("branch {branch:?} has no endpoint")]
     NotRunning { branch: String },
     #[error(transparent)]

@@ -24,15 +24,16 @@ use super::EndpointError;
 /// How often a wait for a client program looks at its stop flag.
 const STOP_POLL: Duration = Duration::from_millis(5);
 
-/// Waits for `child`, a program of [`PgBin::command`] run for `branch` with its output
-/// piped, and gives what it printed. Once `stop` is set it is given up: the child and its
-/// process group (`pg_dumpall` runs a `pg_dump` per database under it) are killed and
-/// reaped, and the answer is [`EndpointError::Abandoned`]. A command stopped by a signal
+/// Waits for `child`, a program of [`PgBin::command`] run against `target` (what errors
+/// name: "branch \"main\"") with its output piped, and gives what it printed. Once
+/// `stop` is set it is given up: the child and its process group (`pg_dumpall` runs a
+/// `pg_dump` per database under it) are killed and reaped, and the answer is
+/// [`EndpointError::ClientStopped`]. A command stopped by a signal
 /// does not wait for a client that may never end.
 pub(crate) fn finish_unless(
     mut child: Child,
     program: &str,
-    branch: &str,
+    target: &str,
     stop: &AtomicBool,
 ) -> Result<Output, EndpointError> {
     let failed = |what: String| EndpointError::from(anyhow::anyhow!(what));
@@ -51,8 +52,9 @@ pub(crate) fn finish_unless(
     let status = loop {
         if stop.load(Ordering::Relaxed) {
             kill_all(&mut child);
-            return Err(EndpointError::Abandoned {
-                branch: branch.to_owned(),
+            return Err(EndpointError::ClientStopped {
+                program: program.to_owned(),
+                target: target.to_owned(),
             });
         }
         match child.try_wait() {

@@ -93,7 +93,7 @@ pub(crate) fn dump_schema_unless(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|error| failed(format!("cannot run pg_dumpall: {error}")))?;
-    let output = finish_unless(child, "pg_dumpall", branch, stop)?;
+    let output = finish_unless(child, "pg_dumpall", &format!("branch {branch:?}"), stop)?;
     if !output.status.success() {
         return Err(failed(format!(
             "pg_dumpall of branch {branch:?} failed: {}",

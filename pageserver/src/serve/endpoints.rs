@@ -57,7 +57,9 @@ pub(super) fn endpoint_error(error: EndpointError) -> ApiError {
         EndpointError::AlreadyRunning { .. } | EndpointError::Starting { .. } => {
             ApiError::conflict("endpoint_running", message)
         }
-        EndpointError::Abandoned { .. } => ApiError::unavailable("shutting_down", message),
+        EndpointError::Abandoned { .. } | EndpointError::ClientStopped { .. } => {
+            ApiError::unavailable("shutting_down", message)
+        }
         EndpointError::PortInUse { .. } => ApiError::conflict("port_in_use", message),
         EndpointError::InvalidSetting { .. } | EndpointError::RefusedSetting { .. } => {
             ApiError::unprocessable("invalid_setting", message)
