@@ -221,6 +221,12 @@ impl Keys {
                 _ => TokenError::Malformed(error.to_string()),
             },
         )?;
+        // The library takes a token as expired once `exp` is *past* (in whole seconds), so
+        // it accepted one through the second its `exp` names (found by a review); a token
+        // is valid only before its `exp`, as RFC 7519 says.
+        if seconds(SystemTime::now()) >= data.claims.exp {
+            return Err(TokenError::Expired(expiry_of(token)));
+        }
         match (data.claims.scope.as_str(), data.claims.project) {
             ("server", None) => Ok(Scope::Server),
             ("project", Some(project)) => Ok(Scope::Project(project)),
@@ -387,6 +393,16 @@ mod tests {
         assert_eq!(code(Some(format!("Bearer {good}"))), Ok(Scope::Server));
         let error = keys.check(Some(&format!("Bearer {expired}"))).unwrap_err();
         assert!(error.to_string().contains("expired at 20"), "{error}");
+        // Found by a review: a token was accepted through the second its `exp` names.
+        let (ending, exp) = keys
+            .mint(
+                &Scope::Server,
+                Duration::from_secs(60),
+                SystemTime::now() - Duration::from_secs(60),
+            )
+            .expect("token");
+        assert!(exp <= seconds(SystemTime::now()));
+        assert_eq!(code(Some(format!("Bearer {ending}"))), Err("token_expired"));
     }
 
     #[test]

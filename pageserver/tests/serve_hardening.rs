@@ -787,3 +787,97 @@ fn regression_a_query_parameter_a_route_does_not_take_is_refused() {
     assert_eq!(head.status, 200);
     assert_eq!(head.lsn.as_deref(), Some(lsn.as_str()));
 }
+
+/// The server's peak resident memory (VmHWM), in bytes.
+fn peak_memory(server: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// A commit body of `count` drops of pages of relation 8.
+fn drops(count: u32) -> String {
+    let updates: Vec<Value> = (0..count)
+        .map(|block| json!({"rel": 8, "block": block, "drop": true}))
+        .collect();
+    json!({ "updates": updates }).to_string()
+}
+
+/// Found by a review: a commit of 1.5 million small updates, 62 MiB (under the body
+/// limit), had the server parse them all into JSON maps at once and hold 2 GB; three at a
+/// time, 4.5 GB. A commit holds at most 65,536 updates, each parsed as it comes: the
+/// long one is refused naming the limit, having cost a fraction of that, and one of
+/// exactly 65,536 commits.
+#[test]
+fn regression_a_commit_of_millions_of_updates_is_refused_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_victim(dir.path(), &[]);
+    let before = observable(&server);
+    let body = drops(1_500_000);
+    assert!(body.len() < 64 << 20);
+    let message = server
+        .post(&format!("{B}/main/commit"), &body)
+        .expect_error(400, "invalid_request");
+    assert!(
+        message.contains("updates: more than 65536 elements in one array"),
+        "{message}"
+    );
+    assert_eq!(
+        observable(&server),
+        before,
+        "a refused commit changed something"
+    );
+    let peak = peak_memory(&server);
+    assert!(peak < 1 << 30, "the server peaked at {peak} bytes");
+    let answer = server.post(&format!("{B}/main/commit"), &drops(65_536));
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+}
+
+/// `request` sent whole on a connection of its own; the answer's status line.
+fn raw_status(server: &Server, request: &str) -> String {
+    let mut stream = stall(server, request);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Found by a review: of two Host headers only the first was checked, and a request in
+/// absolute form (`POST http://evil.example/...`, whose host HTTP says replaces the
+/// header) was answered as if it named this server: both created a branch. Both are
+/// refused now, changing nothing.
+#[test]
+fn regression_a_second_host_or_an_absolute_target_cannot_slip_a_foreign_host_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_victim(dir.path(), &[]);
+    let before = observable(&server);
+    let address = server.address().to_owned();
+    let body = r#"{"branch_id": "smuggled"}"#;
+    let tail = format!(
+        "Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let two_hosts = format!("POST {B} HTTP/1.1\r\nHost: {address}\r\nHost: evil.example\r\n{tail}");
+    assert!(raw_status(&server, &two_hosts).contains(" 400 "));
+    let absolute = format!("POST http://evil.example{B} HTTP/1.1\r\nHost: {address}\r\n{tail}");
+    assert!(raw_status(&server, &absolute).contains(" 403 "));
+    assert_eq!(observable(&server), before);
+    // The same request in absolute form naming this server is answered.
+    let own = format!("POST http://{address}{B} HTTP/1.1\r\nHost: {address}\r\n{tail}");
+    assert!(raw_status(&server, &own).contains(" 201 "));
+}

@@ -20,6 +20,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
+use axum::http::uri::Authority;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -67,14 +68,32 @@ pub(crate) async fn check_host_and_origin(
     request: Request,
     next: Next,
 ) -> Response {
-    match refusal(&allowed, request.headers()) {
+    match refusal(&allowed, request.headers(), request.uri().authority()) {
         Some(error) => super::refuse_unread(request, error).await,
         None => next.run(request).await,
     }
 }
 
-fn refusal(allowed: &AllowedHosts, headers: &HeaderMap) -> Option<ApiError> {
-    let host = match headers.get(header::HOST).map(|value| value.to_str()) {
+/// The refusal of a request with `headers` whose target named `authority` (a request in
+/// absolute form, `POST http://host/...`), if any.
+fn refusal(
+    allowed: &AllowedHosts,
+    headers: &HeaderMap,
+    authority: Option<&Authority>,
+) -> Option<ApiError> {
+    // Which Host counts must not be a matter of which copy is read (found by a review:
+    // the first of two passed, and an absolute target's host, which HTTP says replaces
+    // the header, was not looked at).
+    if headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return Some(ApiError::bad_request(
+            "more than one Host header: a request names one host",
+        ));
+    }
+    let named = match authority {
+        Some(authority) => Some(Ok(authority.as_str())),
+        None => headers.get(header::HOST).map(|value| value.to_str()),
+    };
+    let host = match named {
         None => None,
         Some(Ok(host)) => Some(host),
         Some(Err(_)) => {
@@ -156,7 +175,7 @@ mod tests {
             "pagefork.internal:7070",
         ] {
             assert!(
-                refusal(&allowed, &headers(Some(host), None)).is_none(),
+                refusal(&allowed, &headers(Some(host), None), None).is_none(),
                 "{host}"
             );
         }
@@ -166,34 +185,57 @@ mod tests {
             "localhost.evil.example",
             "127.0.0.1.evil",
         ] {
-            let error = refusal(&allowed, &headers(Some(host), None)).expect(host);
+            let error = refusal(&allowed, &headers(Some(host), None), None).expect(host);
             assert_eq!(
                 (error.status, error.code),
                 (StatusCode::FORBIDDEN, "host_not_allowed")
             );
         }
-        assert!(refusal(&allowed, &headers(None, None)).is_none());
+        assert!(refusal(&allowed, &headers(None, None), None).is_none());
     }
 
     #[test]
     fn only_the_servers_own_origin_passes() {
         let allowed = AllowedHosts::default();
         let same = headers(Some("127.0.0.1:7070"), Some("http://127.0.0.1:7070"));
-        assert!(refusal(&allowed, &same).is_none());
+        assert!(refusal(&allowed, &same, None).is_none());
         for origin in [
             "http://evil.example",
             "null",
             "https://127.0.0.1:7070",
             "http://127.0.0.1:7071",
         ] {
-            let error =
-                refusal(&allowed, &headers(Some("127.0.0.1:7070"), Some(origin))).expect(origin);
+            let error = refusal(
+                &allowed,
+                &headers(Some("127.0.0.1:7070"), Some(origin)),
+                None,
+            )
+            .expect(origin);
             assert_eq!(
                 (error.status, error.code),
                 (StatusCode::FORBIDDEN, "cross_origin")
             );
         }
-        let error = refusal(&allowed, &headers(None, Some("http://x"))).expect("no host");
+        let error = refusal(&allowed, &headers(None, Some("http://x")), None).expect("no host");
         assert_eq!(error.code, "cross_origin");
+    }
+
+    /// Found by a review: of two Host headers only the first was checked, and the host
+    /// of a request in absolute form (`POST http://evil.example/v1/...`), which HTTP says
+    /// replaces the header, not at all.
+    #[test]
+    fn one_host_counts_and_an_absolute_targets_host_is_it() {
+        let allowed = AllowedHosts::default();
+        let mut two = headers(Some("127.0.0.1:7070"), None);
+        two.append(header::HOST, HeaderValue::from_static("evil.example"));
+        let error = refusal(&allowed, &two, None).expect("two hosts");
+        assert_eq!(error.status, StatusCode::BAD_REQUEST);
+        let local = headers(Some("127.0.0.1:7070"), None);
+        let evil = Authority::from_static("evil.example");
+        let error = refusal(&allowed, &local, Some(&evil)).expect("absolute form");
+        assert_eq!(error.code, "host_not_allowed");
+        let own = Authority::from_static("127.0.0.1:7070");
+        let same_origin = headers(Some("evil.example"), Some("http://127.0.0.1:7070"));
+        assert!(refusal(&allowed, &same_origin, Some(&own)).is_none());
     }
 }

@@ -135,9 +135,9 @@ pub(crate) async fn get(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CommitBody {
-    /// At least one, each page at most once.
+    /// At least one and at most 65,536 (`params::MAX_OBJECTS`), each page at most once.
     #[serde(deserialize_with = "params::objects")]
-    #[schema(min_items = 1)]
+    #[schema(min_items = 1, max_items = 65536)]
     updates: Vec<PageUpdate>,
 }
 

@@ -312,16 +312,46 @@ where
     object(deserializer).map(Some)
 }
 
-/// `object` for each element of an array.
+/// The most elements an array of objects may hold (a commit's updates). Each is parsed
+/// and converted on its own, as it comes, so a request holds one JSON object at a time
+/// besides what it converted: a body of 1.5 million small updates, under the 64 MiB
+/// limit, had the server parse them all into JSON maps at once, 2 GB (found by a
+/// review).
+pub(crate) const MAX_OBJECTS: usize = 65_536;
+
+/// `object` for each element of an array of at most `MAX_OBJECTS`.
 pub(crate) fn objects<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: serde::de::DeserializeOwned,
 {
-    let maps = Vec::<serde_json::Map<String, serde_json::Value>>::deserialize(deserializer)?;
-    maps.into_iter()
-        .map(|map| T::deserialize(serde_json::Value::Object(map)).map_err(serde::de::Error::custom))
-        .collect()
+    struct Objects<T>(std::marker::PhantomData<T>);
+    impl<'de, T: serde::de::DeserializeOwned> serde::de::Visitor<'de> for Objects<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(formatter, "an array of at most {MAX_OBJECTS} objects")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            use serde::de::Error as _;
+            let mut found = Vec::new();
+            while let Some(map) =
+                seq.next_element::<serde_json::Map<String, serde_json::Value>>()?
+            {
+                if found.len() == MAX_OBJECTS {
+                    return Err(A::Error::custom(format!(
+                        "more than {MAX_OBJECTS} elements in one array"
+                    )));
+                }
+                found.push(
+                    T::deserialize(serde_json::Value::Object(map)).map_err(A::Error::custom)?,
+                );
+            }
+            Ok(found)
+        }
+    }
+    deserializer.deserialize_seq(Objects(std::marker::PhantomData))
 }
 
 /// A whole number up to `u32::MAX`, written as JSON writes it: `7` or `7.0` (JSON Schema

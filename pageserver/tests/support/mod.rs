@@ -142,6 +142,12 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    #[allow(dead_code)] // Not every test binary asks.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn get(&self, path: &str) -> Answer {
         Self::answer(
             self.authorized(self.agent.get(format!("{}{path}", self.base)))
