@@ -726,15 +726,16 @@ impl Model {
         self.branch_point(self.usable(parent)?, at)
     }
 
-    /// Records a branch the store created, with the branch point, creation LSN and time it
-    /// answered.
+    /// Records a branch the store created, with the branch point and creation LSN it
+    /// answered. Its expiry is the model's own: a TTL counts from the model's clock (the
+    /// time the store answered is held from going backwards; taking it mirrored a store
+    /// whose TTLs counted from it, found by a review).
     pub fn create_branch(
         &mut self,
         name: &str,
         parent: &str,
         branch_point: Lsn,
         created_lsn: Lsn,
-        created: Timestamp,
         options: BranchOptions,
     ) {
         let parent = self.usable(parent).expect("a usable parent");
@@ -745,7 +746,7 @@ impl Model {
             hidden: false,
             parent: Some((parent, branch_point)),
             created_lsn,
-            expires_at: options.expiry.expires_at(created),
+            expires_at: options.expiry.expires_at(self.now),
             protected: options.protected,
             pitr_window: None,
             cutoff: Lsn(0),

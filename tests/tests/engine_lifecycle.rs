@@ -456,6 +456,41 @@ fn expiry_can_be_changed_and_refuses_a_time_already_past() {
     assert!(store.branch_info("dev").is_ok());
 }
 
+/// Found by a review (and by the model suite once its oracle stopped taking the creation
+/// time from the store): after a commit made while the clock ran a week ahead, a branch
+/// created with a one-hour TTL counted it from that commit's time, held from going
+/// backwards, and lived a week; `set_expiry` and leases counted from the clock. A TTL
+/// counts from the clock wherever it is given, and the branch expires an hour later.
+#[test]
+fn regression_a_ttl_counts_from_the_clock_after_it_stepped_back() {
+    let (dir, store, config, clock) = new_store();
+    let now = clock.now();
+    clock.set(now.saturating_add(Duration::from_secs(7 * 24 * 3600)));
+    store.commit("main", image(b'A')).unwrap();
+    clock.set(now);
+    let hour = Duration::from_secs(3600);
+    let info = store
+        .create_branch(
+            "dev",
+            "main",
+            At::Latest,
+            BranchOptions {
+                expiry: Expiry::Ttl(hour),
+                ..BranchOptions::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(info.expires_at, Some(now.saturating_add(hour)));
+    // The same after a reopen (replay of the record).
+    let store = reopen(store, &dir, &config);
+    assert_eq!(
+        store.branch_info("dev").unwrap().expires_at,
+        Some(now.saturating_add(hour))
+    );
+    clock.set(now.saturating_add(2 * hour));
+    assert_eq!(refusal(store.branch_info("dev")), Refusal::BranchExpired);
+}
+
 #[test]
 fn rename_keeps_the_branch_its_pages_and_its_children() {
     let (dir, store, config, _clock) = new_store();

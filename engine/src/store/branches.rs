@@ -54,6 +54,16 @@ impl Store {
             });
         }
         let (owner, branch_point, created_at_time) = inner.resolve_branch_point(&parent, at)?;
+        // A TTL counts from the clock as it is, as every other expiry does: the record's
+        // time is held from going backwards, so after a clock that stepped back it could
+        // lie far ahead (a review's branch asked to live an hour lived for weeks).
+        let options = BranchOptions {
+            expiry: match options.expiry {
+                Expiry::Ttl(ttl) => Expiry::At(inner.clock.now().saturating_add(ttl)),
+                other => other,
+            },
+            ..options
+        };
         let record = Record::CreateBranch(CreateBranch {
             id: inner.catalog.read().next_id(),
             name: name.to_owned(),

@@ -562,7 +562,6 @@ impl Harness {
                             parent,
                             info.parent.unwrap().lsn,
                             info.created_lsn,
-                            info.created,
                             options,
                         );
                         self.seen_lsns.push(info.created_lsn);
