@@ -279,26 +279,51 @@ pub(crate) fn page(dir: &Path, command: &PageCommand, json: bool) -> Result<i32>
             rel,
             block,
             at: at_args,
-        } => match store.get_page(branch, Key::new(*rel, *block), at(at_args))? {
-            Some(page) => {
-                let mut stdout = std::io::stdout().lock();
-                stdout
-                    .write_all(&page)
-                    .context("cannot write standard output")?;
-                stdout.flush().context("cannot write standard output")?;
-                Ok(0)
+        } => {
+            let at = at(at_args);
+            let (page, trace) = store.get_page_traced(branch, Key::new(*rel, *block), at)?;
+            // Which state was read, as the HTTP API's headers say it: a read at a time says
+            // what it snapped to (found by a review: it said nothing), and --json answers
+            // JSON (it printed the raw page).
+            let commit_time = store.commit_time_at(branch, trace.lsn)?;
+            let state = match commit_time {
+                Some(time) => format!("LSN {} (last commit at or before it: {time})", trace.lsn),
+                None => format!("LSN {} (no commit at or before it)", trace.lsn),
+            };
+            if json {
+                use base64::Engine as _;
+                out!(
+                    "{}",
+                    json!({
+                        "exists": page.is_some(),
+                        "lsn": trace.lsn.to_string(),
+                        "commit_time": commit_time.map(|time| time.to_string()),
+                        "page": page.as_ref().map(|page| base64::engine::general_purpose::STANDARD.encode(page)),
+                    })
+                );
+            } else if let At::Time(time) = at {
+                crate::output::warn_out!("pagefork: {branch} at {time} reads {state}");
             }
-            None => {
-                if json {
-                    out!("{}", json!({"exists": false}));
-                } else {
-                    crate::output::warn_out!(
-                        "pagefork: rel {rel} block {block} does not exist on {branch} at that point"
-                    );
+            match page {
+                Some(page) if !json => {
+                    let mut stdout = std::io::stdout().lock();
+                    stdout
+                        .write_all(&page)
+                        .context("cannot write standard output")?;
+                    stdout.flush().context("cannot write standard output")?;
+                    Ok(0)
                 }
-                Ok(EXIT_NO_PAGE)
+                Some(_) => Ok(0),
+                None => {
+                    if !json {
+                        crate::output::warn_out!(
+                            "pagefork: rel {rel} block {block} does not exist on {branch} at {state}"
+                        );
+                    }
+                    Ok(EXIT_NO_PAGE)
+                }
             }
-        },
+        }
     }
 }
 

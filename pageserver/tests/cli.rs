@@ -97,6 +97,27 @@ fn a_tour_of_the_commands() {
     let missing = pagefork(&store, &["page", "get", "main", "1", "3"]);
     assert_eq!(missing.status.code(), Some(3), "a missing page exits 3");
     assert!(missing.stdout.is_empty());
+    // A read at a time says what it snapped to, and --json answers JSON with the page in
+    // base64 (found by a review: nothing was said, and --json printed the raw page).
+    let time = put["time"].as_str().unwrap();
+    let at_time = pagefork(&store, &["page", "get", "main", "1", "2", "--time", time]);
+    assert_eq!(at_time.stdout, page);
+    assert_eq!(
+        String::from_utf8_lossy(&at_time.stderr).trim(),
+        format!("pagefork: main at {time} reads LSN {first_lsn} (last commit at or before it: {time})")
+    );
+    let read = ok_json(pagefork(
+        &store,
+        &["--json", "page", "get", "main", "1", "2", "--time", time],
+    ));
+    assert_eq!(read["exists"], true);
+    assert_eq!(read["lsn"], first_lsn.as_str());
+    assert_eq!(read["commit_time"], time);
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(read["page"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(decoded, page);
 
     let branch = ok_json(pagefork(
         &store,
