@@ -112,6 +112,13 @@ impl FromStr for Timestamp {
                 None => "timestamp format is invalid".to_owned(),
             }));
         }
+        // Found by a review: 1969-12-31T23:59:59Z was "numeric component is out of range".
+        if input.get(..4).is_some_and(|year| year < "1970") {
+            return Err(refused(
+                "a time before 1970-01-01T00:00:00Z, which no store holds: give 1970 or later"
+                    .to_owned(),
+            ));
+        }
         if input.get(17..19) == Some("60") {
             return Err(refused(
                 "second 60, a leap second, has no instant of its own here: give :59.999999 or the next minute".to_owned(),
@@ -262,6 +269,17 @@ mod tests {
         }
         let error = "2026-04-08 10:15:30".parse::<Timestamp>().unwrap_err();
         assert_eq!(error.reason, "timestamp format is invalid");
+        // Found by a review: a time before the epoch said "numeric component is out of
+        // range".
+        for before in [
+            "1969-12-31T23:59:59.999999Z",
+            "1900-01-01T00:00:00Z",
+            "0001-01-01T00:00:00Z",
+        ] {
+            let error = before.parse::<Timestamp>().unwrap_err();
+            assert!(error.reason.contains("before 1970-01-01"), "{before}: {error}");
+        }
+        assert_eq!("1970-01-01T00:00:00Z".parse::<Timestamp>(), Ok(Timestamp(0)));
     }
 
     #[test]

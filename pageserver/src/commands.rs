@@ -502,8 +502,12 @@ pub(crate) fn print_branch(info: &BranchInfo) -> anyhow::Result<()> {
         out!("  created at   {}", describe_time_answer(answer));
     }
     if !info.kept_for.is_empty() {
+        let verb = match info.kept_for.len() {
+            1 => "needs",
+            _ => "need",
+        };
         out!(
-            "  status       expired; kept while {} need its history",
+            "  status       expired; kept while {} {verb} its history",
             info.kept_for.join(", ")
         );
     }
