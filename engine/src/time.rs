@@ -277,9 +277,15 @@ mod tests {
             "0001-01-01T00:00:00Z",
         ] {
             let error = before.parse::<Timestamp>().unwrap_err();
-            assert!(error.reason.contains("before 1970-01-01"), "{before}: {error}");
+            assert!(
+                error.reason.contains("before 1970-01-01"),
+                "{before}: {error}"
+            );
         }
-        assert_eq!("1970-01-01T00:00:00Z".parse::<Timestamp>(), Ok(Timestamp(0)));
+        assert_eq!(
+            "1970-01-01T00:00:00Z".parse::<Timestamp>(),
+            Ok(Timestamp(0))
+        );
     }
 
     #[test]

@@ -104,7 +104,9 @@ fn a_tour_of_the_commands() {
     assert_eq!(at_time.stdout, page);
     assert_eq!(
         String::from_utf8_lossy(&at_time.stderr).trim(),
-        format!("pagefork: main at {time} reads LSN {first_lsn} (last commit at or before it: {time})")
+        format!(
+            "pagefork: main at {time} reads LSN {first_lsn} (last commit at or before it: {time})"
+        )
     );
     let read = ok_json(pagefork(
         &store,
