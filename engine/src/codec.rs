@@ -258,6 +258,12 @@ impl Cursor {
     }
 
     /// Fails if bytes are left after the last field.
+    /// How many bytes have been read: where a failed read or check stopped (damage is
+    /// said at this offset).
+    pub(crate) fn position(&self) -> usize {
+        self.position
+    }
+
     pub(crate) fn finish(self) -> Result<(), String> {
         if self.position == self.bytes.len() {
             Ok(())
