@@ -718,6 +718,16 @@ fn regression_a_relative_mount_point_and_a_failed_initdb() {
     let again = Endpoint::start(&data, "main", None, &[]);
     assert_eq!(psql(&again.url(), "SELECT one FROM kept").unwrap(), "1");
     assert!(again.stop().success());
+
+    // A relative --pg-bin is relative to the command's directory too (found by a review:
+    // it passed the check for postgres and initdb, then every start failed with 127).
+    std::os::unix::fs::symlink(support::endpoint::PG_BIN, root.path().join("pgbin")).unwrap();
+    let relative_bin = Endpoint::start_in(root.path(), &data, "main", None, &["--pg-bin", "pgbin"]);
+    assert_eq!(
+        psql(&relative_bin.url(), "SELECT one FROM kept").unwrap(),
+        "1"
+    );
+    assert!(relative_bin.stop().success());
 }
 
 /// Found by a review: a start refused because Postgres' user cannot reach the mount point

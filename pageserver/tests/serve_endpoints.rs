@@ -290,6 +290,33 @@ fn endpoints_start_on_branches_each_with_its_own_writes_and_a_pitr_answer() {
     assert_eq!(again["last_committed_transaction"], Value::Null, "{again}");
     assert_eq!(sql(&again, "SELECT sum(x) FROM t"), "1111");
     server.delete(&format!("{B}/then/endpoint")).expect(200);
+    // What a start writes that is no transaction keeps the answer: a start Postgres
+    // refuses once running (its settings disagree with each other), then one that
+    // works, then a restart (found by a review: the failed start's writes lost the
+    // answer for good).
+    let body = format!(
+        r#"{{"branch_id": "then2", "spec": {{"source_branch": "main", "source_branch_time": "{between}", "no_expiry": true}}}}"#
+    );
+    server.post(B, &body).expect(201);
+    let failed = server.post(
+        &format!("{B}/then2/endpoint"),
+        r#"{"settings": {"max_connections": "2"}}"#,
+    );
+    assert_ne!(failed.status, 201);
+    for round in 0..2 {
+        let started = start_endpoint(&server, "then2");
+        assert_eq!(
+            started["branch_created_at"]["requested"],
+            between.to_string(),
+            "round {round}: {started}"
+        );
+        assert!(
+            started["last_committed_transaction"].is_string(),
+            "{started}"
+        );
+        assert_eq!(sql(&started, "SELECT sum(x) FROM t"), "111");
+        server.delete(&format!("{B}/then2/endpoint")).expect(200);
+    }
 
     // Refusals.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -223,11 +223,11 @@ pub(crate) fn run_foreground(
         }
     };
     let started = Started::of(&local.server, created_at.is_some());
+    let created_at = created_at
+        .as_ref()
+        .and_then(|point| point.confirmed(started.last_commit_time.as_deref()));
     if json {
-        out!(
-            "{}",
-            to_json(&StartedEndpoint::of(&started, created_at.as_ref()))
-        );
+        out!("{}", to_json(&StartedEndpoint::of(&started, created_at)));
     } else {
         out!(
             "endpoint on branch {branch} accepts connections: {} (ready in {} ms{}; log {})",
@@ -240,7 +240,7 @@ pub(crate) fn run_foreground(
             },
             started.info.log.display()
         );
-        if let Some(answer) = &created_at {
+        if let Some(answer) = created_at {
             out!(
                 "branch {branch} was created at {}; last visible transaction committed {}",
                 crate::commands::describe_time_answer(answer),

@@ -25,7 +25,7 @@ pub(crate) mod schema;
 mod spawner;
 pub(crate) mod view;
 
-use pagefork_engine::{BranchInfo, LsnForTime};
+use pagefork_engine::{BranchInfo, LsnForTime, Timestamp};
 use std::io::{BufRead, Seek};
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -85,14 +85,43 @@ pub(crate) fn setting_name_refusal(name: &str) -> Option<String> {
         })
 }
 
-/// What an endpoint's start reports of the time its branch was created (or restored) at:
-/// that answer while the branch still shows exactly the state it snapped to (no commit of
-/// its own since). Once the branch was written, the last visible transaction is its own,
-/// and pairing it with the time asked for read as a recovery past that time (found by a
-/// review: every start after a restore in place did so).
-pub(crate) fn point_in_time_of(info: &BranchInfo) -> Option<LsnForTime> {
-    info.created_at_time
-        .filter(|answer| answer.lsn == info.head)
+/// What an endpoint's start may report of the time its branch was created (or restored)
+/// at, if it was (Postgres is asked for its last commit time only then): see
+/// [`PointInTime::confirmed`].
+pub(crate) fn point_in_time_of(info: &BranchInfo) -> Option<PointInTime> {
+    info.created_at_time.map(|answer| PointInTime {
+        unwritten: answer.lsn == info.head,
+        answer,
+        created: info.created,
+    })
+}
+
+/// The time a branch was created at, and whether the branch was written since.
+#[derive(Clone, Debug)]
+pub(crate) struct PointInTime {
+    answer: LsnForTime,
+    /// The branch holds no commit of its own.
+    unwritten: bool,
+    /// When the branch was created.
+    created: Timestamp,
+}
+
+impl PointInTime {
+    /// The answer, while the server shows the state the time snapped to: the branch holds
+    /// no commit of its own, or the last transaction the server sees (`last_commit`, its
+    /// commit time as `Running::last_commit_time` gives it) committed before the branch was
+    /// created, so it is not the branch's own. Once the branch committed a transaction,
+    /// pairing it with the time asked for read as a recovery past that time (found by a
+    /// review: every start after a restore in place did so); what a start writes that is
+    /// no transaction (one that failed, or crash recovery) keeps the answer (a review's
+    /// failed start lost it for good).
+    pub(crate) fn confirmed(&self, last_commit: Option<&str>) -> Option<&LsnForTime> {
+        if self.unwritten {
+            return Some(&self.answer);
+        }
+        let last = last_commit?.parse::<Timestamp>().ok()?;
+        (last <= self.created).then_some(&self.answer)
+    }
 }
 
 /// Refuses what can be refused before anything is mounted or written: a name that is no

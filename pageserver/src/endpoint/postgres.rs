@@ -138,6 +138,9 @@ impl PgBin {
         }
         for dir in candidates {
             if dir.join("postgres").is_file() && dir.join("initdb").is_file() {
+                // Absolute: the programs run in another directory (a review's relative
+                // `--pg-bin` passed this check, then every start failed with exit 127).
+                let dir = std::path::absolute(&dir).unwrap_or(dir);
                 return Ok(PgBin {
                     dir,
                     user: run_as()?,

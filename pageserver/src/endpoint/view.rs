@@ -88,12 +88,11 @@ impl StartedEndpoint {
     /// start that ran initdb shows a new cluster, not the state the time snapped to, and
     /// pairs nothing with it (a review found a branch at a time before initdb reported so).
     pub(crate) fn of(started: &Started, created_at: Option<&LsnForTime>) -> StartedEndpoint {
+        let created_at = created_at.filter(|_| !started.info.initialized);
         StartedEndpoint {
             endpoint: EndpointView::of(&started.info),
-            branch_created_at: created_at
-                .filter(|_| !started.info.initialized)
-                .map(TimeAnswerView::of),
-            last_committed_transaction: started.last_commit_time.clone(),
+            branch_created_at: created_at.map(TimeAnswerView::of),
+            last_committed_transaction: created_at.and_then(|_| started.last_commit_time.clone()),
         }
     }
 }

@@ -52,6 +52,26 @@ const WORKER_THREADS: usize = 4;
 const READ_AHEAD_KIB: u32 = 4096;
 
 /// A live mount.
+/// A mount's `write_back`, runnable apart from it: see `Mounted::write_back_handle`.
+pub(crate) struct WriteBack {
+    writers: Arc<writeback::OpenWriters>,
+    notifier: fuser::Notifier,
+    dir: PathBuf,
+}
+
+impl WriteBack {
+    /// `Mounted::write_back`.
+    pub(crate) fn run(&self) -> Result<()> {
+        writeback::write_back(&self.writers, &self.notifier, &self.dir)
+            .with_context(|| format!("cannot write back the mount at {}", self.dir.display()))
+    }
+
+    /// Whether `mounted` is the mount this was taken from (not a later one of its branch).
+    pub(crate) fn is_of(&self, mounted: &Mounted) -> bool {
+        Arc::ptr_eq(&self.writers, &mounted.writers)
+    }
+}
+
 pub(crate) struct Mounted {
     tree: Arc<FileTree>,
     dir: PathBuf,
@@ -267,8 +287,16 @@ impl Mounted {
     /// Hands everything written through the mount so far to the tree (see `writeback`):
     /// a branch taken after this returns holds every write that finished before it.
     pub(crate) fn write_back(&self) -> Result<()> {
-        writeback::write_back(&self.writers, &self.notifier, &self.dir)
-            .with_context(|| format!("cannot write back the mount at {}", self.dir.display()))
+        self.write_back_handle().run()
+    }
+
+    /// What `write_back` needs, to run without holding the mount (or the registry).
+    pub(crate) fn write_back_handle(&self) -> WriteBack {
+        WriteBack {
+            writers: Arc::clone(&self.writers),
+            notifier: self.notifier.clone(),
+            dir: self.dir.clone(),
+        }
     }
 
     /// As `wait`, but a mount that has not ended by `deadline` (detached, with files

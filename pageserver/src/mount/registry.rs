@@ -213,12 +213,30 @@ impl Mounts {
     }
 
     /// `write_back` of every writable mount of `project`: a sync to object storage next
-    /// holds what programs wrote through them, fsynced or not.
+    /// holds what programs wrote through them, fsynced or not. The registry is not held
+    /// while the kernel writes back (gigabytes of dirty pages can take seconds, and every
+    /// mount, endpoint and change of a branch waits for the registry); a mount that goes
+    /// meanwhile was written back by its unmount, so its failure is no failure.
     pub(crate) fn write_back_all(&self, project: &str) -> Result<(), MountError> {
-        let mounts = self.mounts.lock();
-        for ((owner, _), mounted) in mounts.iter() {
-            if owner == project && *mounted.tree().view() == TreeView::Writable {
-                mounted.write_back()?;
+        let handles: Vec<_> = self
+            .mounts
+            .lock()
+            .iter()
+            .filter(|((owner, _), mounted)| {
+                owner == project && *mounted.tree().view() == TreeView::Writable
+            })
+            .map(|(key, mounted)| (key.clone(), mounted.write_back_handle()))
+            .collect();
+        for (key, handle) in handles {
+            if let Err(error) = handle.run() {
+                let still_mounted = self
+                    .mounts
+                    .lock()
+                    .get(&key)
+                    .is_some_and(|mounted| handle.is_of(mounted));
+                if still_mounted {
+                    return Err(error.into());
+                }
             }
         }
         Ok(())

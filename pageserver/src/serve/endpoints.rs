@@ -124,9 +124,12 @@ pub(crate) async fn start(
         Ok((started, created_at))
     })
     .await?;
+    let created_at = created_at
+        .as_ref()
+        .and_then(|point| point.confirmed(started.last_commit_time.as_deref()));
     Ok((
         StatusCode::CREATED,
-        Json(StartedEndpoint::of(&started, created_at.as_ref())),
+        Json(StartedEndpoint::of(&started, created_at)),
     ))
 }
 
