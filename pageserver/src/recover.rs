@@ -180,7 +180,7 @@ fn print_answer(
         report.oldest,
         report.end
     );
-    for line in discarded_lines(report) {
+    for line in discarded_lines(report, status == "salvaged") {
         out!("{line}");
     }
     out!("{summary}");
@@ -193,15 +193,21 @@ fn print_answer(
     Ok(())
 }
 
-/// What recovery discarded (or would), one line each; none when nothing.
-fn discarded_lines(report: &RecoveryReport) -> Vec<String> {
+/// What recovery discarded, or (`done` false: a check that changed nothing) would, one
+/// line each; none when nothing. (A review's check said "removed segment" of a segment it
+/// had left in place.)
+fn discarded_lines(report: &RecoveryReport, done: bool) -> Vec<String> {
+    let (dropped, removed) = match done {
+        true => ("dropped", "removed"),
+        false => ("an open drops", "an open removes"),
+    };
     let mut lines = Vec::new();
     if let Some(damage) = &report.salvaged_corruption {
         lines.push(format!("salvage cuts the log at {}: {damage}", report.end));
     }
     if let Some(tail) = &report.dropped_tail {
         lines.push(format!(
-            "dropped from {}: {}..{}, {} bytes, {} whole records",
+            "{dropped} from {}: {}..{}, {} bytes, {} whole records",
             tail.segment.display(),
             tail.from,
             tail.to,
@@ -210,7 +216,7 @@ fn discarded_lines(report: &RecoveryReport) -> Vec<String> {
         ));
     }
     for segment in &report.removed_segments {
-        lines.push(format!("removed segment {}", segment.display()));
+        lines.push(format!("{removed} segment {}", segment.display()));
     }
     lines
 }
@@ -248,7 +254,7 @@ pub(crate) fn report_open(store: &Store, json: bool) {
     } else {
         crate::output::warn_out!(
             "pagefork: recovery: {} (the log now ends at {})",
-            discarded_lines(report).join("; "),
+            discarded_lines(report, true).join("; "),
             report.end
         );
     }

@@ -219,6 +219,14 @@ fn a_torn_tail_is_reported_on_stderr_by_the_command_that_drops_it() {
     let checked: Value = serde_json::from_slice(&checked.stdout).unwrap();
     assert_eq!(checked["status"], "torn_tail", "{checked}");
     assert_eq!(checked["wal"]["dropped_tail"]["bytes"], 100, "{checked}");
+    // In text, what an open would do, not what was done (found by a review: it said
+    // "removed segment" of a segment it left in place).
+    let told = pagefork(&dir, &["recover"]);
+    let told = String::from_utf8_lossy(&told.stdout);
+    assert!(
+        told.contains(&format!("an open drops from {}", last.display())),
+        "{told}"
+    );
     let json = pagefork(&dir, &["--json", "branch", "list"]);
     assert!(json.status.success());
     let line: Value = serde_json::from_slice(&json.stderr).unwrap();

@@ -218,10 +218,33 @@ fn an_endpoint_runs_in_the_foreground_and_keeps_its_data() {
     );
     let message = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        !refused.status.success() && message.contains("\"empty\" is not a Postgres data directory"),
+        !refused.status.success()
+            && message.contains("\"empty\" is not a Postgres data directory")
+            && message.contains("a schema diff needs a cluster on both branches"),
         "{message}"
     );
     assert_eq!(branches(), before);
+    // A tree of other files is named by what it holds (found by a review: "holds no
+    // pgdata/PG_VERSION file but no pgdata/PG_VERSION").
+    ok_json(pagefork(
+        &data,
+        &[
+            "--json", "branch", "create", "files", "--from", "main", "--lsn", "0/68",
+        ],
+    ));
+    let look = root.path().join("files-mount");
+    std::fs::create_dir(&look).unwrap();
+    {
+        let files = support::mount::Mount::start(&data, "files", &look, &[]);
+        std::fs::write(files.path("notes.txt"), b"not a database").unwrap();
+    }
+    let refused = pagefork(&data, &["endpoint", "schema-diff", "dev", "files"]);
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("its tree holds notes.txt, and no pgdata/PG_VERSION"),
+        "{message}"
+    );
+    ok_json(pagefork(&data, &["--json", "branch", "delete", "files"]));
     let same = ok_json(pagefork(
         &data,
         &["--json", "endpoint", "schema-diff", "main", "dev"],

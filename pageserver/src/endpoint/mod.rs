@@ -202,9 +202,9 @@ pub(crate) enum EndpointError {
     #[error("{message}")]
     RefusedSetting { message: String },
     #[error(
-        "branch {branch:?} is not a Postgres data directory: its tree holds {found} but no \
-         {PGDATA}/PG_VERSION (an endpoint runs on an empty branch or on one an endpoint \
-         initialized)"
+        "branch {branch:?} is not a Postgres data directory: its tree holds {found}, and no \
+         {PGDATA}/PG_VERSION (an endpoint starts on an empty branch, running initdb, or on \
+         one an endpoint initialized; a schema diff needs a cluster on both branches)"
     )]
     NotADataDirectory { branch: String, found: String },
     #[error("Postgres on branch {branch:?} failed to start ({why}); the end of its log:\n{log}")]
@@ -543,7 +543,17 @@ pub(crate) fn check_holds_data_directory(
         return Err(not_one("nothing".to_owned()));
     }
     if !holds_file(&[PGDATA, "PG_VERSION"]) {
-        return Err(not_one(format!("no {PGDATA}/PG_VERSION file")));
+        // What it holds instead, as a start says it (a review's schema diff said "holds no
+        // pgdata/PG_VERSION file but no pgdata/PG_VERSION").
+        let mut names: Vec<String> = tree
+            .read_dir(tree.root())
+            .map_err(|error| EndpointError::Failed(error.into()))?
+            .into_iter()
+            .map(|entry| String::from_utf8_lossy(&entry.name).into_owned())
+            .collect();
+        names.sort();
+        names.truncate(5);
+        return Err(not_one(names.join(", ")));
     }
     if !holds_file(&[PGDATA, "global", "pg_control"]) {
         return Err(not_one(unfinished_initdb()));
