@@ -50,7 +50,8 @@ pub enum Expiry {
     /// Never expires.
     #[default]
     Never,
-    /// Expires this long after creation.
+    /// Expires this long after it is given (at creation or by `set_expiry`), by the clock
+    /// as it is then.
     Ttl(Duration),
     /// Expires at this time.
     At(Timestamp),
@@ -176,7 +177,8 @@ pub struct BranchInfo {
     pub created: Timestamp,
     /// The LSN of the record that created it.
     pub created_lsn: Lsn,
-    /// Its expiry as requested.
+    /// Its expiry as requested (a TTL given at creation is kept as the time it ends:
+    /// `Expiry::At`).
     pub expiry: Expiry,
     /// When it expires, if ever.
     pub expires_at: Option<Timestamp>,

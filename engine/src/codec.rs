@@ -257,13 +257,13 @@ impl Cursor {
         }))
     }
 
-    /// Fails if bytes are left after the last field.
     /// How many bytes have been read: where a failed read or check stopped (damage is
     /// said at this offset).
     pub(crate) fn position(&self) -> usize {
         self.position
     }
 
+    /// Fails if bytes are left after the last field.
     pub(crate) fn finish(self) -> Result<(), String> {
         if self.position == self.bytes.len() {
             Ok(())

@@ -292,7 +292,9 @@ fn regression_an_entry_naming_a_free_inode_or_the_wrong_kind_is_damage() {
     let tree = FileTree::open(store, "main", TreeOptions::default()).unwrap();
     let error = tree.read_dir(tree.root()).unwrap_err();
     assert!(
-        error.to_string().contains("inode 1000, which is free"),
+        error
+            .to_string()
+            .contains("inode 1000, which is not in use"),
         "{error}"
     );
 }
@@ -316,6 +318,39 @@ fn regression_a_file_larger_than_its_relation_holds_is_damage() {
         error
             .to_string()
             .contains("a file of 18446744073709551615 bytes, more than its data relation holds"),
+        "{error}"
+    );
+}
+
+/// Found by a review of the check above: damage in one directory had every writable open
+/// of a tree with orphans (files a crash left unlinked but open) refused, where the same
+/// tree without orphans opens. The orphans stay (space, not data) and the tree opens; the
+/// damage is said when the damaged directory is read.
+#[test]
+fn damage_elsewhere_keeps_orphans_and_the_tree_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), Config::default()).unwrap();
+    let (d, f) = tree_with_a_file(&store);
+    {
+        let tree = FileTree::open(store.clone(), "main", TreeOptions::default()).unwrap();
+        tree.make_directory(tree.root(), b"other", OWNER).unwrap();
+        // Open (looked up) when unlinked, then the process goes: an orphan.
+        tree.lookup(d, b"f").unwrap();
+        tree.unlink(d, b"f").unwrap();
+        tree.sync().unwrap();
+    }
+    // The root's entry `other` (a directory) says it is a file.
+    let (key, mut page, at) = entry_in_page(&store, b"other");
+    page[at + 4] = 1;
+    put_dir_page(&store, key, page);
+    let tree = FileTree::open(store, "main", TreeOptions::default()).unwrap();
+    assert_eq!(tree.attributes(f).unwrap().nlink, 0, "the orphan was kept");
+    assert_eq!(tree.read(f, 0, 8192).unwrap(), vec![7u8; 8192]);
+    let error = tree.read_dir(tree.root()).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("as a file, which is a directory"),
         "{error}"
     );
 }

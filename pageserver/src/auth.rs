@@ -180,7 +180,14 @@ impl Keys {
     ) -> anyhow::Result<(String, u64)> {
         check_token_ttl(ttl)?;
         let iat = seconds(now);
-        let exp = iat + ttl.as_secs().max(1);
+        // Rounded up: a token lives at least its TTL, though `exp` counts whole seconds
+        // and it is expired from the second `exp` names (a review's 1 s token minted late
+        // in a second lived a millisecond once the boundary was checked).
+        let end = now + ttl.max(Duration::from_secs(1));
+        let partial = end
+            .duration_since(UNIX_EPOCH)
+            .is_ok_and(|since| since.subsec_nanos() > 0);
+        let exp = seconds(end) + u64::from(partial);
         let (scope, project) = match scope {
             Scope::Server => ("server", None),
             Scope::Project(project) => ("project", Some(project.clone())),
@@ -394,14 +401,22 @@ mod tests {
         let error = keys.check(Some(&format!("Bearer {expired}"))).unwrap_err();
         assert!(error.to_string().contains("expired at 20"), "{error}");
         // Found by a review: a token was accepted through the second its `exp` names.
+        // (Minted on a whole second, so its `exp` is this second.)
+        let this_second = seconds(SystemTime::now());
         let (ending, exp) = keys
             .mint(
                 &Scope::Server,
                 Duration::from_secs(60),
-                SystemTime::now() - Duration::from_secs(60),
+                UNIX_EPOCH + Duration::from_secs(this_second - 60),
             )
             .expect("token");
         assert!(exp <= seconds(SystemTime::now()));
+        // And a token lives at least its TTL: one minted now for a second is valid now.
+        let (short, exp) = keys
+            .mint(&Scope::Server, Duration::from_secs(1), SystemTime::now())
+            .expect("token");
+        assert!(exp > seconds(SystemTime::now()));
+        assert_eq!(code(Some(format!("Bearer {short}"))), Ok(Scope::Server));
         assert_eq!(code(Some(format!("Bearer {ending}"))), Err("token_expired"));
     }
 

@@ -184,9 +184,15 @@ fn measure(options: &BenchOptions, stop: &AtomicBool) -> Result<Vec<Measured>> {
             let dir = root.join(format!("bench-{index}-{size}-{backend}"));
             let measured = bench_size(&dir, backend, size, options, stop);
             // Each store is removed before the next is loaded (and a stopped one's
-            // before the run's directory is).
-            std::fs::remove_dir_all(&dir)
-                .with_context(|| format!("cannot remove {}", dir.display()))?;
+            // before the run's directory is); one never made leaves the error that
+            // stopped it to be said.
+            match std::fs::remove_dir_all(&dir) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    measured?;
+                    return Err(error).with_context(|| format!("cannot remove {}", dir.display()));
+                }
+                _ => {}
+            }
             results.extend(measured?);
         }
     }
@@ -285,7 +291,7 @@ fn bench_size(
     for copy in 0..COPIES {
         go_on(stop)?;
         let target = dir.with_extension(format!("copy-{copy}"));
-        let ((), took) = timed(|| copy_dir(dir, &target))?;
+        let ((), took) = timed(|| copy_dir(dir, &target, stop))?;
         copies.push(took);
         std::fs::remove_dir_all(&target)
             .with_context(|| format!("cannot remove {}", target.display()))?;
@@ -362,15 +368,17 @@ fn bench_size(
 
 /// Copies every file of `from` into `to` (recursively), fsyncing each file and directory:
 /// what it takes to have a second, independent copy of the data without branching.
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+fn copy_dir(from: &Path, to: &Path, stop: &AtomicBool) -> Result<()> {
     std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
     let entries =
         std::fs::read_dir(from).with_context(|| format!("cannot list {}", from.display()))?;
     for entry in entries {
+        // A stop does not wait for a whole copy of a large store (found by a review).
+        go_on(stop)?;
         let entry = entry.with_context(|| format!("cannot list {}", from.display()))?;
         let (source, target) = (entry.path(), to.join(entry.file_name()));
         if source.is_dir() {
-            copy_dir(&source, &target)?;
+            copy_dir(&source, &target, stop)?;
         } else if entry.file_name() != "LOCK" {
             std::fs::copy(&source, &target)
                 .with_context(|| format!("cannot copy {}", source.display()))?;

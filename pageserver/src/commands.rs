@@ -112,8 +112,13 @@ fn entries_of(dir: &Path) -> Result<Option<BTreeSet<OsString>>> {
 /// holding a store's files is left to `Store::create` to refuse naming them (or to
 /// replace a stopped create's debris).
 fn check_nothing_else(dir: &Path, names: &BTreeSet<OsString>) -> Result<()> {
-    let store_file =
-        |name: &OsString| pagefork_engine::STORE_FILE_NAMES.contains(&&*name.to_string_lossy());
+    // A store's file, or one a crash left half published (`NAME.tmp`: a retry of an init
+    // killed there is a store's business, found by a review).
+    let store_file = |name: &OsString| {
+        let name = name.to_string_lossy();
+        let name = name.strip_suffix(".tmp").unwrap_or(&name);
+        pagefork_engine::STORE_FILE_NAMES.contains(&name)
+    };
     if names.iter().any(store_file) {
         return Ok(());
     }

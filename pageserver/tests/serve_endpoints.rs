@@ -726,6 +726,61 @@ fn regression_a_start_racing_a_stop_waits_for_it_or_is_refused() {
     assert!(server.terminate().success());
 }
 
+/// Found by a review: starts on four branches asking for one free port at once passed
+/// the port's check together, and all but the one whose Postgres bound it failed with 500
+/// "could not bind". Each is the port's refusal, 409 `port_in_use`, whichever step finds
+/// it taken.
+#[test]
+fn regression_starts_racing_for_one_port_are_refused_as_port_in_use() {
+    let (_root, _data, server) = server_with_project_p();
+    start_endpoint(&server, "main");
+    server.delete(&format!("{B}/main/endpoint")).expect(200);
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    for round in 0..3 {
+        let names: Vec<String> = (0..4).map(|n| format!("race-{round}-{n}")).collect();
+        for name in &names {
+            server
+                .post(B, &format!(r#"{{"branch_id": "{name}"}}"#))
+                .expect(201);
+        }
+        let answers: Vec<_> = std::thread::scope(|scope| {
+            let starts: Vec<_> = names
+                .iter()
+                .map(|name| {
+                    let server = &server;
+                    scope.spawn(move || {
+                        server.post(
+                            &format!("{B}/{name}/endpoint"),
+                            &format!(r#"{{"port": {port}}}"#),
+                        )
+                    })
+                })
+                .collect();
+            starts
+                .into_iter()
+                .map(|start| start.join().unwrap())
+                .collect()
+        });
+        let mut started = 0;
+        for (name, answer) in names.iter().zip(&answers) {
+            match answer.status {
+                201 => {
+                    started += 1;
+                    server.delete(&format!("{B}/{name}/endpoint")).expect(200);
+                }
+                _ => {
+                    answer.expect_error(409, "port_in_use");
+                }
+            }
+        }
+        assert_eq!(started, 1, "round {round}");
+    }
+    assert!(server.terminate().success());
+}
+
 /// A stop that cannot finish (its postmaster stopped with SIGSTOP) holds up nothing but
 /// its own branch: listings, another branch's start and stop, and the rest of the server
 /// answer meanwhile, and the stop ends once Postgres can. A review found every endpoint

@@ -97,7 +97,7 @@ fn claimant(bucket: &Bucket, generation: u32) -> String {
     let what = match marker.get("claimed_by").and_then(serde_json::Value::as_str) {
         Some("sync") => "a first sync of a store".to_owned(),
         Some("attach") => "an attach".to_owned(),
-        Some(other) => format!("\"{other}\""),
+        Some(other) => format!("{other:?}"),
         None => "a process that did not say why".to_owned(),
     };
     match marker.get("pid").and_then(serde_json::Value::as_u64) {

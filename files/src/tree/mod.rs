@@ -313,6 +313,33 @@ impl FileTree {
         FileTime::from_timestamp(self.clock.now())
     }
 
+    /// An orphan (an inode without links) that a directory names, with that directory and
+    /// the name, found by reading every directory.
+    fn linked_orphan(&self, state: &mut State) -> FsResult<Option<(u32, u32, Vec<u8>)>> {
+        let mut unvisited = vec![ROOT_INO];
+        let mut visited = std::collections::HashSet::new();
+        while let Some(dir_ino) = unvisited.pop() {
+            if !visited.insert(dir_ino) {
+                return Err(FsError::Corrupt {
+                    what: format!("directory {dir_ino}"),
+                    detail: "named twice, or inside itself".to_owned(),
+                });
+            }
+            let entries: Vec<_> = (state.dir(self, dir_ino)?.entries.iter())
+                .map(|(name, &(ino, kind, _))| (name.clone(), ino, kind))
+                .collect();
+            for (name, ino, kind) in entries {
+                if state.orphans.contains(&ino) {
+                    return Ok(Some((ino, dir_ino, name)));
+                }
+                if kind == FileKind::Directory {
+                    unvisited.push(ino);
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Frees inodes left unlinked but open by a crash or an unclean unmount.
     fn free_orphans(&self) -> FsResult<()> {
         let mut state = self.lock()?;
@@ -321,33 +348,26 @@ impl FileTree {
         }
         // An inode with no links that a directory names is damage, not an orphan:
         // freeing it would lose a linked file. Orphans are rare (a crash with unlinked
-        // files open), so looking through every directory for them is affordable.
-        let mut unvisited = vec![ROOT_INO];
-        let mut visited = std::collections::HashSet::new();
-        while let Some(dir_ino) = unvisited.pop() {
-            if !visited.insert(dir_ino) {
+        // files open), so looking through every directory for them is affordable. Other
+        // damage that look finds leaves the orphans where they are (space, not data) and
+        // the tree open, as it would be without orphans: the damage is said when what
+        // holds it is read.
+        match self.linked_orphan(&mut state) {
+            Ok(None) => {}
+            Ok(Some((ino, dir, name))) => {
                 return Err(FsError::Corrupt {
-                    what: format!("directory {dir_ino}"),
-                    detail: "named by more than one directory".to_owned(),
+                    what: format!("inode {ino}"),
+                    detail: format!(
+                        "no links, yet directory {dir} names it {}",
+                        String::from_utf8_lossy(&name)
+                    ),
                 });
             }
-            let entries: Vec<_> = (state.dir(self, dir_ino)?.entries.iter())
-                .map(|(name, &(ino, kind, _))| (name.clone(), ino, kind))
-                .collect();
-            for (name, ino, kind) in entries {
-                if state.orphans.contains(&ino) {
-                    return Err(FsError::Corrupt {
-                        what: format!("inode {ino}"),
-                        detail: format!(
-                            "no links, yet directory {dir_ino} names it {}",
-                            String::from_utf8_lossy(&name)
-                        ),
-                    });
-                }
-                if kind == FileKind::Directory {
-                    unvisited.push(ino);
-                }
+            Err(error @ FsError::Corrupt { .. }) => {
+                tracing::warn!(branch = %self.branch, %error, "unlinked files left open by a crash are kept: the tree is damaged");
+                return Ok(());
             }
+            Err(error) => return Err(error),
         }
         for ino in state.orphans.split_off(&0) {
             self.free_inode(&mut state, ino)?;

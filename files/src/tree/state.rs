@@ -291,7 +291,7 @@ impl State {
             Some("the root".to_owned())
         } else {
             match self.inode(ino) {
-                Err(FsError::NoInode { .. }) => Some(format!("inode {ino}, which is free")),
+                Err(FsError::NoInode { .. }) => Some(format!("inode {ino}, which is not in use")),
                 Err(error) => return Err(error),
                 Ok(inode) if inode.kind != kind => Some(format!(
                     "inode {ino} as a {}, which is a {}",
@@ -539,7 +539,6 @@ impl FileTree {
     }
 }
 
-/// Writes an empty tree (the superblock and a root directory) in one durable commit.
 /// Records that inode `ino` holds data relation `rel`, refusing a relation the superblock
 /// has not handed out yet or one another inode holds.
 fn check_rel(
@@ -583,6 +582,7 @@ fn check_file_size(inode: &Inode, ino: u32, page_size: usize) -> FsResult<()> {
     Ok(())
 }
 
+/// Writes an empty tree (the superblock and a root directory) in one durable commit.
 fn format_tree(
     store: &Store,
     branch: &str,

@@ -491,6 +491,11 @@ fn run_server(
             if let Some(message) = refused_setting(&log, &spec.settings) {
                 return Err(EndpointError::InvalidSetting { message });
             }
+            // Taken between the check and Postgres' bind (a review's four starts racing
+            // for one port got 500s, not the port's refusal).
+            if log.contains("could not bind") && log.contains("Address already in use") {
+                return Err(EndpointError::PortInUse { port });
+            }
             Err(EndpointError::StartFailed {
                 branch: branch.to_owned(),
                 why,
