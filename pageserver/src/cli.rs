@@ -700,7 +700,9 @@ fn parse_setting(text: &str) -> Result<(String, String), String> {
     let (name, value) = text
         .split_once('=')
         .ok_or_else(|| format!("{text:?} is not name=value"))?;
-    if let Some(why) = crate::endpoint::setting_name_refusal(name) {
+    if let Some(why) = crate::endpoint::setting_name_refusal(name)
+        .or_else(|| crate::endpoint::setting_value_refusal(name, value))
+    {
         return Err(why);
     }
     Ok((name.to_owned(), value.to_owned()))

@@ -97,6 +97,14 @@ fn an_endpoint_runs_in_the_foreground_and_keeps_its_data() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+    // A setting's value with a newline is a bad argument, exit 2, as endpoints.md says
+    // (found by a review: exit 1).
+    let newline = pagefork(
+        &data,
+        &["endpoint", "start", "main", "-c", "work_mem=4MB\nx"],
+    );
+    assert_eq!(newline.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&newline.stderr).contains("control character"));
     let unknown = pagefork(&data, &["endpoint", "start", "nobody"]);
     assert!(!unknown.status.success());
     // Settings an endpoint chooses itself, and ports it may not take: refused as bad

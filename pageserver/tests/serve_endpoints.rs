@@ -333,6 +333,10 @@ fn endpoints_start_on_branches_each_with_its_own_writes_and_a_pitr_answer() {
     server
         .delete(&format!("{B}/spare/endpoint"))
         .expect_error(404, "no_endpoint");
+    // A branch that does not exist is named so (found by a review: "no_endpoint").
+    server
+        .delete(&format!("{B}/nosuch/endpoint"))
+        .expect_error(404, "branch_not_found");
     let refused_name = server
         .post(
             &format!("{B}/spare/endpoint"),

@@ -124,6 +124,19 @@ impl PointInTime {
     }
 }
 
+/// Why the value of setting `name` is refused before Postgres sees it: a control character
+/// (Postgres cuts a value at a newline, and its refusal then quotes half of it).
+pub(crate) fn setting_value_refusal(name: &str, value: &str) -> Option<String> {
+    value.chars().any(char::is_control).then(|| {
+        format!(
+            "the value of {} ({}) holds a control character (a newline, say), which no \
+             setting takes",
+            pagefork_engine::quoted(name),
+            pagefork_engine::quoted(value)
+        )
+    })
+}
+
 /// Refuses what can be refused before anything is mounted or written: a name that is no
 /// setting's or is reserved, a value with a control character, a setting Postgres
 /// refuses, a port out of range or in use. (`start` checks the port again when it
@@ -138,19 +151,12 @@ pub(crate) fn check_spec(spec: &EndpointSpec) -> Result<(), EndpointError> {
     }
     // Postgres cuts a value at a newline, and its refusal then quotes half of it (found
     // by a review): a control character is refused here, naming the setting.
-    if let Some((name, value)) = spec
+    if let Some(message) = spec
         .settings
         .iter()
-        .find(|(_, value)| value.chars().any(char::is_control))
+        .find_map(|(name, value)| setting_value_refusal(name, value))
     {
-        return Err(EndpointError::RefusedSetting {
-            message: format!(
-                "the value of {} ({}) holds a control character (a newline, say), which no \
-                 setting takes",
-                pagefork_engine::quoted(name),
-                pagefork_engine::quoted(value)
-            ),
-        });
+        return Err(EndpointError::RefusedSetting { message });
     }
     if let Some(port) = spec.port {
         if port < MIN_PORT {

@@ -57,12 +57,17 @@ struct RunHeader {
 }
 
 /// An endpoint as `endpoint list --json` and `endpoint stop --json` show it: the endpoint's
-/// answer once it accepts connections, or while it starts, the branch, `"starting": true`,
-/// the command's process id and the server's log.
+/// answer once it accepts connections, with the command's process id (as the text says
+/// it: a review found it missing), or while it starts, the branch, `"starting": true`, the
+/// command's process id and the server's log.
 #[derive(Serialize)]
 #[serde(untagged)]
 pub(crate) enum ListedEndpoint<'a> {
-    Ready(&'a EndpointView),
+    Ready {
+        #[serde(flatten)]
+        endpoint: &'a EndpointView,
+        command_pid: u32,
+    },
     Starting {
         branch: &'a str,
         starting: bool,
@@ -75,7 +80,10 @@ impl RunRecord {
     /// How listings show it.
     pub(crate) fn listed(&self) -> ListedEndpoint<'_> {
         match &self.endpoint {
-            Some(endpoint) => ListedEndpoint::Ready(endpoint),
+            Some(endpoint) => ListedEndpoint::Ready {
+                endpoint,
+                command_pid: self.pid,
+            },
             None => ListedEndpoint::Starting {
                 branch: &self.branch,
                 starting: true,
@@ -318,6 +326,7 @@ mod tests {
         assert_eq!(listed[0].pid, std::process::id());
         let shown = serde_json::to_value(listed[0].listed()).unwrap();
         assert_eq!(shown["port"], 5999, "{shown}");
+        assert_eq!(shown["command_pid"], std::process::id(), "{shown}");
         let path = run_file_path(dir.path(), "team/dev");
         assert!(path.ends_with("run/endpoint-team%2Fdev"));
 

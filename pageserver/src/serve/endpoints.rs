@@ -148,9 +148,16 @@ pub(crate) async fn stop(
 ) -> Result<Json<StoppedEndpoint>, ApiError> {
     let Path((project, branch)) = path?;
     let Json(NoParameters {}) = body?;
-    state.projects.get(&project)?;
+    let store = state.projects.get(&project)?;
     let (endpoints, mounts) = (Arc::clone(&state.endpoints), Arc::clone(&state.mounts));
     let (info, still_mounted) = blocking(move || {
+        // A branch that does not exist is named as such, as a start names it, not as
+        // one without an endpoint (found by a review).
+        if let Err(error @ pagefork_engine::EngineError::UnknownBranch { .. }) =
+            store.branch_info(&branch)
+        {
+            return Err(ApiError::from(error));
+        }
         endpoints
             .stop(&project, &branch, &mounts)
             .map_err(endpoint_error)
