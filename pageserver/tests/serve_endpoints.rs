@@ -608,7 +608,51 @@ fn regression_a_killed_endpoint_is_ended_and_a_stop_with_a_busy_mount_says_so() 
         .expect(201);
     let copy = start_endpoint(&server, "copy");
 
-    // Postgres killed behind the server's back.
+    // Postgres killed behind the server's back, with a backend busy in a statement that
+    // does not notice its postmaster's death: the backend is killed too, and the mount
+    // goes (found by a review: it ran on, held the mount and the shared memory a new
+    // start needs, and an INSERT there filled the disk).
+    let url = copy["endpoint"]["connection_string"].as_str().unwrap();
+    let mut busy = Command::new(PSQL)
+        .args([
+            url,
+            "-X",
+            "-c",
+            "DO $$ BEGIN LOOP PERFORM 1; END LOOP; END $$;",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let copy_data = copy["endpoint"]["data_directory"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let working_there = || -> Vec<i32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/cwd"))
+                    .is_ok_and(|cwd| cwd.starts_with(&copy_data))
+            })
+            .collect()
+    };
+    let counted = std::time::Instant::now() + Duration::from_secs(10);
+    // The postmaster, its helpers and the busy backend.
+    while sql(
+        &copy,
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'DO %'",
+    ) != "1"
+    {
+        assert!(
+            std::time::Instant::now() < counted,
+            "the busy statement never ran"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let pid = copy["endpoint"]["pid"].as_i64().unwrap();
     let killed = Command::new("kill")
         .args(["-KILL", &pid.to_string()])
@@ -638,6 +682,13 @@ fn regression_a_killed_endpoint_is_ended_and_a_stop_with_a_busy_mount_says_so() 
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert_eq!(
+        working_there(),
+        Vec::<i32>::new(),
+        "Postgres processes left working"
+    );
+    let _ = busy.kill();
+    let _ = busy.wait();
     server.delete(&format!("{B}/copy")).expect(200);
 
     // A stop with a shell in the mount: Postgres stopped, the mount left and named.

@@ -866,6 +866,7 @@ impl Running {
     pub(crate) fn stop(&mut self) -> Result<(), EndpointError> {
         // Reaped already (a listing asked): its pid may be another process's by now.
         if let Ok(Some(_)) = self.server.try_wait() {
+            self.kill_orphans();
             return Ok(());
         }
         use nix::sys::signal::Signal;
@@ -876,8 +877,22 @@ impl Running {
             (Signal::SIGINT, STOP_TIMEOUT),
             (Signal::SIGQUIT, IMMEDIATE_STOP_TIMEOUT),
         ];
-        stop_process(&mut self.server, &steps, &self.branch)
-            .map_err(|error| anyhow::anyhow!("cannot wait for Postgres to stop: {error}").into())
+        let stopped = stop_process(&mut self.server, &steps, &self.branch)
+            .map_err(|error| anyhow::anyhow!("cannot wait for Postgres to stop: {error}").into());
+        self.kill_orphans();
+        stopped
+    }
+
+    /// Kills the Postgres processes still working in the data directory of a postmaster
+    /// that is gone (killed, crashed, or stopped with SIGKILL at last): a backend busy in
+    /// a long statement notices its postmaster's death late, and went on writing to the
+    /// branch, holding its mount and the shared memory the next start needs (found by a
+    /// review: a loop ran for 40 s, an INSERT filled the disk).
+    pub(crate) fn kill_orphans(&self) {
+        crate::mount::kill_postgres_working_in(
+            &self.data,
+            "whose postmaster had exited, left working in its data directory",
+        );
     }
 
     fn kill(&mut self) {

@@ -309,6 +309,7 @@ impl Endpoints {
                 "the endpoint's Postgres exited by itself; the last lines of its log:\n{}",
                 endpoint.server.log_tail()
             );
+            endpoint.server.kill_orphans();
             if endpoint.mounted_here
                 && let Err(error) = unmount_after_server(mounts, &project, &branch, endpoint.place)
             {

@@ -46,7 +46,7 @@ pub(crate) fn detach_dead_mounts(root: &Path) -> Vec<PathBuf> {
         if !ours || !is_dead(&point) {
             continue;
         }
-        kill_postgres_working_in(&point);
+        kill_postgres_working_in(&point, "a killed server's endpoint left on its dead mount");
         match nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH) {
             Ok(()) => {
                 tracing::warn!(
@@ -123,12 +123,30 @@ fn is_endpoint_mount(point: &Path, temp_dir: &Path) -> bool {
             .is_some_and(|name| name.starts_with(PLACE_PREFIX))
 }
 
-/// Kills (SIGKILL) every Postgres process whose working directory is under `point`, a
-/// dead mount: a server works in its data directory, and on a dead mount it can do
-/// nothing but wait or fail. Best effort: what cannot be read or killed is logged.
-fn kill_postgres_working_in(point: &Path) {
+/// Kills (SIGKILL) every Postgres process whose working directory is under `point`: a
+/// dead mount (a server works in its data directory, and on a dead mount it can do
+/// nothing but wait or fail), or the data directory of a postmaster that is gone (its
+/// backends, left running, would go on writing to the branch). `left` says how they were
+/// left, for the log. Best effort: what cannot be read or killed is logged. Returns once
+/// those killed have let go of the directory (within `ANSWER_WAIT`), so an unmount next
+/// does not find them there.
+pub(crate) fn kill_postgres_working_in(point: &Path, left: &str) {
+    let killed = kill_each_postgres_working_in(point, left);
+    let deadline = std::time::Instant::now() + ANSWER_WAIT;
+    // Dead (a zombie has no working directory) or gone.
+    let working = |pid: &nix::unistd::Pid| {
+        std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(point))
+    };
+    while killed.iter().any(working) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// `kill_postgres_working_in`'s kills: the processes signalled.
+fn kill_each_postgres_working_in(point: &Path, left: &str) -> Vec<nix::unistd::Pid> {
+    let mut killed = Vec::new();
     let Ok(processes) = std::fs::read_dir("/proc") else {
-        return;
+        return killed;
     };
     for process in processes.flatten() {
         let Some(pid) = process
@@ -151,16 +169,20 @@ fn kill_postgres_working_in(point: &Path) {
         }
         let pid = nix::unistd::Pid::from_raw(pid);
         match nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL) {
-            Ok(()) => tracing::warn!(
-                %pid, mount_point = %point.display(),
-                "killed a Postgres process a killed server's endpoint left on its dead mount"
-            ),
+            Ok(()) => {
+                killed.push(pid);
+                tracing::warn!(
+                    %pid, directory = %point.display(),
+                    "killed a Postgres process {left}"
+                );
+            }
             Err(error) => tracing::warn!(
-                %pid, %error, mount_point = %point.display(),
-                "cannot kill a Postgres process left on a dead mount"
+                %pid, %error, directory = %point.display(),
+                "cannot kill a Postgres process {left}"
             ),
         }
     }
+    killed
 }
 
 /// Whether the FUSE server of the mount at `point` is gone: `statfs` fails with ENOTCONN.

@@ -11,6 +11,7 @@ mod command;
 mod cutoff;
 mod fuse;
 mod leftovers;
+pub(crate) use leftovers::kill_postgres_working_in;
 mod registry;
 mod writeback;
 
