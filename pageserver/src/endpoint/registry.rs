@@ -389,11 +389,17 @@ impl Endpoints {
         entries
     }
 
+    /// Has every start still waiting for its server give up (stopping it) and answer
+    /// `Abandoned`, from now on: for a server that is shutting down.
+    pub(crate) fn abandon_starts(&self) {
+        self.abandon_starts.store(true, Ordering::Relaxed);
+    }
+
     /// Stops every endpoint and unmounts what they mounted: for a server's shutdown. A
     /// start still waiting for its server gives up (stopping it); a start or stop still
     /// at work is waited for first, so that no server it starts outlives this.
     pub(crate) fn stop_all(&self, mounts: &Mounts) {
-        self.abandon_starts.store(true, Ordering::Relaxed);
+        self.abandon_starts();
         let mut entries = self.entries.lock();
         while entries.values().any(|slot| matches!(slot, Slot::Busy)) {
             self.settled.wait(&mut entries);

@@ -193,7 +193,15 @@ async fn serve(state: AppState, listener: std::net::TcpListener) -> anyhow::Resu
     ))?;
     tracing::info!(%address, projects = count, "serving");
     let timeouts = state.options.timeouts;
-    connections::serve(listener, router(state), timeouts, shutdown_signal()).await;
+    let endpoints = Arc::clone(&state.endpoints);
+    // A start still waiting for its server gives up at the signal, not after the grace:
+    // its request is answered 503 `shutting_down` while connections are still served (a
+    // review's start outlasting the grace was cut off with no answer at all).
+    let shutdown = async move {
+        shutdown_signal().await;
+        endpoints.abandon_starts();
+    };
+    connections::serve(listener, router(state), timeouts, shutdown).await;
     Ok(())
 }
 
