@@ -607,6 +607,12 @@ fn regression_a_killed_endpoint_is_ended_and_a_stop_with_a_busy_mount_says_so() 
         )
         .expect(201);
     let copy = start_endpoint(&server, "copy");
+    // Its mount goes with the endpoint, and an unmount says so (found by a review: "files
+    // are open").
+    let refused = server
+        .delete(&format!("{B}/copy/mount"))
+        .expect_error(409, "endpoint_running");
+    assert!(refused.contains("stop the endpoint"), "{refused}");
 
     // Postgres killed behind the server's back, with a backend busy in a statement that
     // does not notice its postmaster's death: the backend is killed too, and the mount

@@ -182,6 +182,16 @@ pub(crate) async fn unmount(
     let Path((project, branch)) = path?;
     let Json(NoParameters {}) = body?;
     state.projects.get(&project)?;
+    // An endpoint's own mount goes with the endpoint: said so, not as files open under
+    // it (found by a review).
+    if let Some(port) = state.endpoints.mounted_by_endpoint(&project, &branch) {
+        return Err(ApiError::conflict(
+            "endpoint_running",
+            format!(
+                "branch {branch:?} is mounted by its endpoint (Postgres on port {port}): stop the endpoint (DELETE /v1/projects/{project}/branches/{branch}/endpoint), which unmounts it"
+            ),
+        ));
+    }
     let mounts = std::sync::Arc::clone(&state.mounts);
     let info = blocking(move || mounts.unmount(&project, &branch).map_err(mount_error)).await?;
     Ok(Json(MountView::of(&info)))
