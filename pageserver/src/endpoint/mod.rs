@@ -721,7 +721,12 @@ fn run_initdb(branch: &str, data: &Path, pg: &PgBin) -> Result<(), EndpointError
 /// (`check_settings`) catches most, before anything is mounted; this catches the rest.
 fn refused_setting(log: &str, settings: &[(String, String)]) -> Option<String> {
     log.lines().find_map(|line| {
-        let (_, message) = line.split_once("FATAL:")?;
+        // Postgres says most refusals as FATAL lines; a few checks of settings against
+        // each other before logging starts as "postgres: ..." (a review's max_connections
+        // of 2 was a 500).
+        let (_, message) = line
+            .split_once("FATAL:")
+            .or_else(|| line.split_once("postgres: "))?;
         let lower = message.to_ascii_lowercase();
         // Named (`invalid value for parameter "work_mem"`, `requires wal_level "replica"`)
         // or quoting a given value (`could not access file "nonexistent_lib"`): a review
@@ -1060,6 +1065,17 @@ mod tests {
         assert_eq!(
             refused_setting("FATAL:  max_wal_level_x is broken", &given),
             None
+        );
+        // A check of settings against each other, said before logging starts (found by a
+        // review: a 500).
+        let given = settings(&["max_connections"]);
+        assert_eq!(
+            refused_setting(
+                "postgres: superuser_reserved_connections (3) must be less than max_connections (2)",
+                &given
+            )
+            .as_deref(),
+            Some("superuser_reserved_connections (3) must be less than max_connections (2)")
         );
         let long = "x".repeat(5000);
         let given = vec![("work_mem".to_owned(), long.clone())];
