@@ -37,12 +37,8 @@ fn regression_a_superblock_claiming_more_inodes_than_its_table_holds_is_damage()
     store
         .commit("main", vec![(key, Update::Image(superblock.into()))])
         .unwrap();
-    let read_only = TreeOptions {
-        read_only: true,
-        ..TreeOptions::default()
-    };
     let started = std::time::Instant::now();
-    let error = FileTree::open(store, "main", read_only).err().unwrap();
+    let error = FileTree::open(store, "main", read_only()).err().unwrap();
     assert!(
         matches!(&error, FsError::Corrupt { what, detail }
             if what == "superblock" && detail.contains("inode table page 2")),
@@ -216,11 +212,7 @@ fn regression_a_linked_inode_without_links_is_damage_not_an_orphan() {
     let (_, f) = tree_with_a_file(&store);
     rewrite_inode_field(&store, f, 16, 0);
     assert_open_refused(&store, &format!("inode {f}: no links, yet directory"));
-    let read_only = TreeOptions {
-        read_only: true,
-        ..TreeOptions::default()
-    };
-    let tree = FileTree::open(store, "main", read_only).unwrap();
+    let tree = FileTree::open(store, "main", read_only()).unwrap();
     assert_eq!(tree.read(f, 0, 8192).unwrap(), vec![7u8; 8192]);
 }
 
@@ -309,11 +301,7 @@ fn regression_a_file_larger_than_its_relation_holds_is_damage() {
     // The size, a u64 at byte 24, as two u32 halves.
     rewrite_inode_field(&store, f, 24, u32::MAX);
     rewrite_inode_field(&store, f, 28, u32::MAX);
-    let read_only = TreeOptions {
-        read_only: true,
-        ..TreeOptions::default()
-    };
-    let error = FileTree::open(store, "main", read_only).err().unwrap();
+    let error = FileTree::open(store, "main", read_only()).err().unwrap();
     assert!(
         error
             .to_string()
@@ -353,4 +341,12 @@ fn damage_elsewhere_keeps_orphans_and_the_tree_opens() {
             .contains("as a file, which is a directory"),
         "{error}"
     );
+}
+
+/// Options for a read-only view of the latest state.
+fn read_only() -> TreeOptions {
+    TreeOptions {
+        read_only: true,
+        ..TreeOptions::default()
+    }
 }
