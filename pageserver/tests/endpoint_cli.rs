@@ -748,6 +748,22 @@ fn regression_a_relative_mount_point_and_a_failed_initdb() {
 
     let again = Endpoint::start(&data, "main", None, &[]);
     assert_eq!(psql(&again.url(), "SELECT one FROM kept").unwrap(), "1");
+    // A start killed (SIGKILL) leaves its mount dead in its temporary directory; the
+    // next start detaches it and removes the directory (found by a review: only a later
+    // `pagefork serve` did).
+    let dead = again.kill_leaving_mount();
+    let mounted = |point: &Path| {
+        std::fs::read_to_string("/proc/mounts")
+            .unwrap()
+            .contains(&format!(" {} ", point.display()))
+    };
+    assert!(
+        mounted(&dead),
+        "the killed start's mount is not there to clean up"
+    );
+    let again = Endpoint::start(&data, "main", None, &[]);
+    assert!(!mounted(&dead), "{} is still mounted", dead.display());
+    assert!(!dead.parent().unwrap().exists(), "its directory stayed");
     assert!(again.stop().success());
 
     // A relative --pg-bin is relative to the command's directory too (found by a review:

@@ -167,6 +167,8 @@ pub(crate) fn run_foreground(
         .into());
     }
     check_first(spec)?;
+    // What a killed start left: a dead mount in its temporary directory.
+    crate::mount::detach_dead_endpoint_mounts();
     let place = match mount_at {
         Some(dir) => {
             check_mount_point(dir)?;

@@ -31,6 +31,17 @@ const MOUNT_TABLE: &str = "/proc/self/mountinfo";
 /// endpoint's temporary directory; returns the mount points detached. Best effort: a
 /// mount that cannot be detached is logged and left.
 pub(crate) fn detach_dead_mounts(root: &Path) -> Vec<PathBuf> {
+    detach_dead(Some(root))
+}
+
+/// `detach_dead_mounts` for the endpoints' temporary directories only: what a killed
+/// foreground `pagefork endpoint start` left (each start looks, so one killed is cleaned
+/// up by the next, not only by a later `pagefork serve`; found by a review).
+pub(crate) fn detach_dead_endpoint_mounts() -> Vec<PathBuf> {
+    detach_dead(None)
+}
+
+fn detach_dead(root: Option<&Path>) -> Vec<PathBuf> {
     let table = match std::fs::read_to_string(MOUNT_TABLE) {
         Ok(table) => table,
         Err(error) => {
@@ -41,17 +52,17 @@ pub(crate) fn detach_dead_mounts(root: &Path) -> Vec<PathBuf> {
     let endpoints = std::env::temp_dir();
     let mut detached = Vec::new();
     for point in pagefork_mount_points(&table) {
-        let ours =
-            (point.starts_with(root) && point != root) || is_endpoint_mount(&point, &endpoints);
+        let under_root = root.is_some_and(|root| point.starts_with(root) && point != root);
+        let ours = under_root || is_endpoint_mount(&point, &endpoints);
         if !ours || !is_dead(&point) {
             continue;
         }
-        kill_postgres_working_in(&point, "a killed server's endpoint left on its dead mount");
+        kill_postgres_working_in(&point, "a killed process's endpoint left on its dead mount");
         match nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH) {
             Ok(()) => {
                 tracing::warn!(
                     mount_point = %point.display(),
-                    "detached a dead mount a killed server left"
+                    "detached a dead mount a killed process left"
                 );
                 if is_endpoint_mount(&point, &endpoints)
                     && let Some(place) = point.parent()
@@ -62,7 +73,7 @@ pub(crate) fn detach_dead_mounts(root: &Path) -> Vec<PathBuf> {
             }
             Err(error) => tracing::warn!(
                 %error, mount_point = %point.display(),
-                "cannot detach a dead mount a killed server left"
+                "cannot detach a dead mount a killed process left"
             ),
         }
     }

@@ -11,7 +11,7 @@ mod command;
 mod cutoff;
 mod fuse;
 mod leftovers;
-pub(crate) use leftovers::kill_postgres_working_in;
+pub(crate) use leftovers::{detach_dead_endpoint_mounts, kill_postgres_working_in};
 mod registry;
 mod writeback;
 

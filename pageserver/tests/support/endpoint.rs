@@ -130,6 +130,16 @@ impl Endpoint {
         self.child.take().unwrap().wait().unwrap()
     }
 
+    /// SIGKILL, leaving the dead mount where it is; its mount point.
+    #[allow(dead_code)] // Not every test binary asks.
+    pub(crate) fn kill_leaving_mount(mut self) -> std::path::PathBuf {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.mount.take().unwrap()
+    }
+
     /// SIGKILL; the dead mount is detached.
     pub(crate) fn kill(mut self) {
         if let Some(mut child) = self.child.take() {
