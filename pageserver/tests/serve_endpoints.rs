@@ -368,6 +368,14 @@ fn endpoints_start_on_branches_each_with_its_own_writes_and_a_pitr_answer() {
         ),
         (r#"{"work_mem": "1MB\nport=5555"}"#, "work_mem"),
         (r#"{"work_mem": "1MB\u0000"}"#, "work_mem"),
+        // SSL without a certificate, and a log directory that does not exist (found by
+        // this session's review).
+        (r#"{"ssl": "on"}"#, "certificate"),
+        (
+            r#"{"logging_collector": "on", "log_directory": "/nonexistent/x"}"#,
+            "/nonexistent/x",
+        ),
+        (r#"{"max_connections": "2"}"#, "max_connections"),
     ] {
         let refused = server
             .post(

@@ -731,9 +731,17 @@ fn refused_setting(log: &str, settings: &[(String, String)]) -> Option<String> {
         // Named (`invalid value for parameter "work_mem"`, `requires wal_level "replica"`)
         // or quoting a given value (`could not access file "nonexistent_lib"`): a review
         // found such refusals answered 500, as a failure of the server.
+        // Also a path under a given directory (`could not open log file
+        // "/nowhere/postgresql.log"` for a log_directory), and a certificate or key SSL
+        // needs (`ssl = on` without one): a review found both answered 500.
         let about_a_setting = settings.iter().any(|(name, value)| {
             mentions_word(&lower, &name.to_ascii_lowercase())
                 || (value.len() >= 3 && message.contains(&format!("\"{value}\"")))
+                || (value.starts_with('/')
+                    && value.len() >= 3
+                    && message.contains(&format!("\"{}/", value.trim_end_matches('/'))))
+                || (name.eq_ignore_ascii_case("ssl")
+                    && (lower.contains("certificate") || lower.contains("private key")))
         });
         about_a_setting.then(|| crate::output::values_cut(message.trim()))
     })
@@ -1064,6 +1072,29 @@ mod tests {
         let given = settings(&["wal_level"]);
         assert_eq!(
             refused_setting("FATAL:  max_wal_level_x is broken", &given),
+            None
+        );
+        // A file under a given directory, and SSL's certificate (found by a review: 500s).
+        let given = vec![
+            ("log_directory".to_owned(), "/nonexistent/x".to_owned()),
+            ("ssl".to_owned(), "on".to_owned()),
+        ];
+        for line in [
+            "FATAL:  could not open log file \"/nonexistent/x/postgresql-2026-12-06.log\": No such file or directory",
+            "FATAL:  could not load server certificate file \"server.crt\": No such file or directory",
+        ] {
+            let (_, message) = line.split_once("FATAL:").unwrap();
+            assert_eq!(
+                refused_setting(line, &given).as_deref(),
+                Some(message.trim()),
+                "{line}"
+            );
+        }
+        assert_eq!(
+            refused_setting(
+                "FATAL:  could not load server certificate file \"server.crt\"",
+                &settings(&["work_mem"])
+            ),
             None
         );
         // A check of settings against each other, said before logging starts (found by a
