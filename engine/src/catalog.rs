@@ -23,17 +23,12 @@ use pagefork_wal::Lsn;
 use parking_lot::{Mutex, RwLock};
 
 use crate::branch::{BranchId, BranchInfo, BranchOptions, LsnForTime, ParentRef};
+pub(crate) use crate::commits::CommitPoint;
+use crate::commits::CommitPoints;
 use crate::key::Key;
 use crate::layer::LayerMap;
 use crate::time::Timestamp;
 use crate::versions::PageVersions;
-
-/// The LSN and time of one commit on a branch.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) struct CommitPoint {
-    pub(crate) lsn: Lsn,
-    pub(crate) time: Timestamp,
-}
 
 /// What changes as a branch lives.
 ///
@@ -57,20 +52,14 @@ pub(crate) struct BranchState {
     /// replay start is the lowest `flushed`, and the WAL below the last published one may
     /// be gone, so lowering it could publish a catalog that cannot be opened.
     pub(crate) flushed: Lsn,
-    /// Own commits, in LSN order.
-    pub(crate) commits: Vec<CommitPoint>,
+    /// Own commits, in LSN order (and a detached branch's copies of its old ancestors').
+    pub(crate) commits: CommitPoints,
     /// Set when the branch is deleted; an operation that found the branch before the delete
     /// checks this under the branch's locks.
     pub(crate) deleted: bool,
 }
 
 impl BranchState {
-    /// Own commits at or below `lsn`.
-    pub(crate) fn commits_up_to(&self, lsn: Lsn) -> &[CommitPoint] {
-        let end = self.commits.partition_point(|commit| commit.lsn <= lsn);
-        self.commits.get(..end).unwrap_or_default()
-    }
-
     /// Whether `commit` can come next: above the head, and not earlier than the last
     /// commit's time. (Callers restoring state from disk check this and report damage;
     /// `record_commit` relies on it.)
@@ -212,7 +201,7 @@ impl Branch {
                 // No own version is older than the record that created the branch. Not its
                 // start: a branch point can lie below the WAL that is still kept.
                 flushed: created_lsn,
-                commits: Vec::new(),
+                commits: CommitPoints::default(),
                 deleted: false,
             }),
         }

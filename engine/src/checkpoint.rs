@@ -6,7 +6,7 @@
 //! ```text
 //! offset size field (little-endian)
 //!      0    8 magic "PFCKPT\0\0"
-//!      8    4 format version (5; versions 1 to 4 are still read)
+//!      8    4 format version (6; versions 1 to 5 are still read)
 //!     12    8 covered LSN: every branch operation and commit point ending at or below
 //!               it is in the catalog, none after it is
 //!     20    8 time of the last covered record (the sequencer's floor)
@@ -19,7 +19,10 @@
 //!               window (v4: has u8 + micros u64), GC cutoff u64 (v4: its own cutoff),
 //!               start u64 (v5: where its own history starts; a detached branch's is
 //!               its old root's), head u64, flushed u64 (v2: every own page version at or below it is
-//!               in the listed layers), commit count u32 + (lsn u64, time u64) each,
+//!               in the listed layers), commit run count u32 (v6) + per run, oldest
+//!               first: file name (len u16 + bytes), size u64, CRC32 of the whole file
+//!               u32 (see `commits`), commit count u32 + (lsn u64, time u64) each
+//!               (the points after the runs; a catalog before v6 lists every point here),
 //!               layer count u32 + per layer, oldest first: file name (len u16 +
 //!               bytes), size u64, CRC32 of the whole file u32, level u8 (v2: 0 L0
 //!               delta, 1 L1 delta, 2 image)
@@ -40,7 +43,8 @@
 //! version-1 or -2 catalog has no hidden branches and no history (the history then starts
 //! with the records after it); before version 4 there were no PITR windows, cutoffs or
 //! leases (cutoffs read as 0: GC had never run); before version 5 no branch was detached
-//! (a start is the branch point, or a root's creation).
+//! (a start is the branch point, or a root's creation); before version 6 every commit
+//! point was in the catalog itself, in no run.
 
 use std::path::Path;
 use std::time::Duration;
@@ -49,10 +53,10 @@ use bytes::{BufMut, Bytes};
 use pagefork_wal::Lsn;
 
 use crate::branch::{BranchId, BranchOptions, LsnForTime};
-use crate::catalog::CommitPoint;
 use crate::codec::{
     Cursor, put_bytes, put_lsn_for_time, put_name, put_options, put_parent, put_window,
 };
+use crate::commits::{CommitPoint, RunEntry};
 use crate::error::{EngineError, Result};
 use crate::history::{HistoryEntry, HistoryOperation};
 use crate::layer::Level;
@@ -60,7 +64,7 @@ use crate::time::Timestamp;
 
 pub(crate) const CATALOG_FILE_NAME: &str = "catalog";
 const MAGIC: [u8; 8] = *b"PFCKPT\0\0";
-pub(crate) const FORMAT_VERSION: u32 = 5;
+pub(crate) const FORMAT_VERSION: u32 = 6;
 
 /// A layer file as the catalog lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +92,9 @@ pub(crate) struct BranchImage {
     pub(crate) start: Lsn,
     pub(crate) head: Lsn,
     pub(crate) flushed: Lsn,
+    /// The files of its oldest commit points, oldest first.
+    pub(crate) commit_runs: Vec<RunEntry>,
+    /// Its commit points after those in `commit_runs`.
     pub(crate) commits: Vec<CommitPoint>,
     /// Oldest first.
     pub(crate) layers: Vec<LayerEntry>,
@@ -123,18 +130,34 @@ impl Checkpoint {
         self.branches.iter().map(|branch| branch.id).collect()
     }
 
-    /// The names of every layer file the catalog lists.
-    pub(crate) fn layer_names(&self) -> std::collections::BTreeSet<String> {
+    /// The names of every file the catalog lists: layer files (in `layers/`) and commit
+    /// runs (in `commits/`).
+    pub(crate) fn listed_files(&self) -> std::collections::BTreeSet<String> {
         self.branches
             .iter()
-            .flat_map(|branch| branch.layers.iter().map(|layer| layer.name.clone()))
+            .flat_map(|branch| {
+                let layers = branch.layers.iter().map(|layer| layer.name.clone());
+                let runs = branch.commit_runs.iter().map(|run| run.name.clone());
+                layers.chain(runs)
+            })
             .collect()
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
+        self.encode_as(FORMAT_VERSION)
+    }
+
+    /// The catalog in format `version`: 6, or 5 (for tests of what older builds wrote:
+    /// no commit runs, every point inline).
+    pub(crate) fn encode_as(&self, version: u32) -> Vec<u8> {
+        assert!(
+            version == FORMAT_VERSION
+                || (version == 5 && self.branches.iter().all(|b| b.commit_runs.is_empty())),
+            "a catalog is written in format 6, or 5 without commit runs"
+        );
         let mut out = Vec::new();
         out.put_slice(&MAGIC);
-        out.put_u32_le(FORMAT_VERSION);
+        out.put_u32_le(version);
         out.put_u64_le(self.covered.0);
         out.put_u64_le(self.last_time.0);
         out.put_u64_le(self.next_id.0);
@@ -153,6 +176,16 @@ impl Checkpoint {
             out.put_u64_le(branch.start.0);
             out.put_u64_le(branch.head.0);
             out.put_u64_le(branch.flushed.0);
+            if version >= 6 {
+                out.put_u32_le(
+                    u32::try_from(branch.commit_runs.len()).expect("commit run count fits u32"),
+                );
+            }
+            for run in &branch.commit_runs {
+                put_name(&mut out, &run.name);
+                out.put_u64_le(run.size);
+                out.put_u32_le(run.checksum);
+            }
             out.put_u32_le(u32::try_from(branch.commits.len()).expect("commit count fits u32"));
             for commit in &branch.commits {
                 out.put_u64_le(commit.lsn.0);
@@ -244,6 +277,22 @@ impl Checkpoint {
                 // its branch point, which can lie below the retained WAL. No own version of
                 // a branch is older than its creation record, so that is where it starts.
                 let flushed = flushed.max(created_lsn.min(covered));
+                let run_count = if version >= 6 {
+                    cursor.u32("commit run count")?
+                } else {
+                    0
+                };
+                let mut commit_runs = Vec::new();
+                for _ in 0..run_count {
+                    let name = cursor.name()?;
+                    let size = cursor.u64("commit run size")?;
+                    let checksum = cursor.u32("commit run checksum")?;
+                    commit_runs.push(RunEntry {
+                        name,
+                        size,
+                        checksum,
+                    });
+                }
                 let commit_count = cursor.u32("commit count")?;
                 let mut commits = Vec::new();
                 for _ in 0..commit_count {
@@ -285,6 +334,7 @@ impl Checkpoint {
                     start,
                     head,
                     flushed,
+                    commit_runs,
                     commits,
                     layers,
                 });
@@ -370,6 +420,12 @@ mod tests {
                     start: Lsn(0x40),
                     head: Lsn(0x100),
                     flushed: Lsn(0x100),
+                    commit_runs: vec![RunEntry {
+                        name: "0000000000000001-0000000000000050-0000000000000090.commits"
+                            .to_owned(),
+                        size: 68,
+                        checksum: 0x1234_5678,
+                    }],
                     commits: vec![CommitPoint {
                         lsn: Lsn(0x100),
                         time: Timestamp(5),
@@ -398,6 +454,7 @@ mod tests {
                     start: Lsn(0x80),
                     head: Lsn(0x80),
                     flushed: Lsn(0x200),
+                    commit_runs: vec![],
                     commits: vec![],
                     layers: vec![],
                 },

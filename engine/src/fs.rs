@@ -38,11 +38,35 @@ pub(crate) fn publish_file_opened<T>(
     bytes: &[u8],
     open: impl FnOnce(&Path) -> std::io::Result<T>,
 ) -> std::io::Result<T> {
-    publish_with(fs, path, |temp| {
+    publish_with(fs, path, DirSync::Now, |temp| {
         fs.write(temp, bytes)?;
         fs.sync_file(temp)?;
         open(temp)
     })
+}
+
+/// [`publish_file_opened`] for one file of a batch published together: the directory
+/// is not fsynced, so the caller must fsync it once, after the last file of the batch
+/// and before anything that relies on their names being durable.
+pub(crate) fn publish_file_opened_in_batch<T>(
+    fs: &dyn FileSystem,
+    path: &Path,
+    bytes: &[u8],
+    open: impl FnOnce(&Path) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    publish_with(fs, path, DirSync::ByCaller, |temp| {
+        fs.write(temp, bytes)?;
+        fs.sync_file(temp)?;
+        open(temp)
+    })
+}
+
+/// Whether a publish fsyncs the directory it renamed into.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DirSync {
+    Now,
+    /// The caller does, once for a batch of files.
+    ByCaller,
 }
 
 /// Publishes the bytes `fill` hands to its sink, in order, at `path`, crash-safely as
@@ -54,7 +78,7 @@ pub(crate) fn publish_streamed<T>(
     path: &Path,
     fill: impl FnOnce(&mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<T>,
 ) -> std::io::Result<T> {
-    publish_with(fs, path, |temp| {
+    publish_with(fs, path, DirSync::Now, |temp| {
         let file = fs.create_direct(temp)?;
         let mut staging = Staging {
             file: file.as_ref(),
@@ -114,12 +138,13 @@ impl Staging<'_> {
 }
 
 /// `write_durably` fills and fsyncs a temporary file beside `path` (its name and
-/// [`TEMPORARY_SUFFIX`]), which is then renamed into place and its directory fsynced. A
-/// failed publish removes its temporary file (if it can), so a running store leaves no
-/// debris of it.
+/// [`TEMPORARY_SUFFIX`]), which is then renamed into place and its directory fsynced
+/// (unless `dir_sync` leaves that to the caller). A failed publish removes its temporary
+/// file (if it can), so a running store leaves no debris of it.
 fn publish_with<T>(
     fs: &dyn FileSystem,
     path: &Path,
+    dir_sync: DirSync,
     write_durably: impl FnOnce(&Path) -> std::io::Result<T>,
 ) -> std::io::Result<T> {
     let mut temp_name = path.file_name().unwrap_or_default().to_os_string();
@@ -131,10 +156,12 @@ fn publish_with<T>(
             // Best effort: what is left is debris the next open removes.
             let _ = fs.remove_file(&temp);
         })?;
-    let dir = path
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    fs.sync_dir(&dir)?;
+    if dir_sync == DirSync::Now {
+        let dir = path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        fs.sync_dir(&dir)?;
+    }
     Ok(written)
 }
 

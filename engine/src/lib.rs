@@ -31,6 +31,7 @@ mod cache;
 mod catalog;
 mod checkpoint;
 mod codec;
+mod commits;
 mod error;
 mod fs;
 mod history;
@@ -68,14 +69,15 @@ pub use pagefork_wal::{
 };
 pub use store::{
     BranchFiles, BranchFilter, BranchGc, BranchHold, BranchPage, CREATE_DEBRIS,
-    CREATING_MARKER_NAME, Config, DEFAULT_CHECKPOINT_AFTER_BYTES, DEFAULT_COMPACT_L0_LAYERS,
-    DEFAULT_GC_PERIOD, DEFAULT_IMAGE_AFTER_CHANGED_PERCENT, DEFAULT_IMAGE_AFTER_DELTAS,
-    DEFAULT_L1_LAYER_BYTES, DEFAULT_LAYER_FLUSH_BYTES, DEFAULT_MEMORY_BUDGET_BYTES,
-    DEFAULT_PAGE_CACHE_BYTES, DEFAULT_PAGE_SIZE, DEFAULT_PITR_WINDOW, DEFAULT_ROOT_BRANCH,
-    FormatVersions, GcReport, LayerFileSummary, MAX_DEFAULT_MEMORY_BUDGET_BYTES, MAX_PITR_WINDOW,
-    PageDiff, PublishedFiles, PublishedLayer, ReadTrace, RelationDiff, Restored, RetainPoint,
-    RetainReason, STORE_FILE_NAMES, Store, StoreFiles, StorePaths, StoreStats, WalEntry, WalFiles,
-    check_page_size, default_backup_name, default_memory_budget_bytes,
+    CREATING_MARKER_NAME, CommitRunSummary, Config, DEFAULT_CHECKPOINT_AFTER_BYTES,
+    DEFAULT_COMPACT_L0_LAYERS, DEFAULT_GC_PERIOD, DEFAULT_IMAGE_AFTER_CHANGED_PERCENT,
+    DEFAULT_IMAGE_AFTER_DELTAS, DEFAULT_L1_LAYER_BYTES, DEFAULT_LAYER_FLUSH_BYTES,
+    DEFAULT_MEMORY_BUDGET_BYTES, DEFAULT_PAGE_CACHE_BYTES, DEFAULT_PAGE_SIZE, DEFAULT_PITR_WINDOW,
+    DEFAULT_ROOT_BRANCH, FormatVersions, GcReport, LayerFileSummary,
+    MAX_DEFAULT_MEMORY_BUDGET_BYTES, MAX_PITR_WINDOW, PageDiff, PublishedFiles, PublishedLayer,
+    ReadTrace, RelationDiff, Restored, RetainPoint, RetainReason, STORE_FILE_NAMES, Store,
+    StoreFiles, StorePaths, StoreStats, WalEntry, WalFiles, check_page_size, default_backup_name,
+    default_memory_budget_bytes,
 };
 pub use time::{Clock, ManualClock, ParseTimestampError, SystemClock, Timestamp};
 pub use update::{Depth, Update};

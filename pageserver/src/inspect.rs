@@ -132,13 +132,17 @@ fn store_files_json(files: &StoreFiles) -> Value {
                 "head": branch.head.to_string(), "flushed": branch.flushed.to_string(),
                 "unflushed_bytes": branch.unflushed_bytes,
                 "layers": branch.layers.iter().map(layer_json).collect::<Vec<_>>(),
+                "commit_points": branch.commit_points,
+                "commit_runs": branch.commit_runs.iter().map(|run| json!({
+                    "name": run.name, "points": run.points, "bytes": run.bytes,
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();
     json!({
         "dir": files.dir.as_ref().map(|dir| dir.display().to_string()),
         "page_size": files.page_size,
-        "formats": {"meta": files.formats.meta, "catalog": files.formats.catalog, "layer": files.formats.layer, "wal": files.formats.wal},
+        "formats": {"meta": files.formats.meta, "catalog": files.formats.catalog, "layer": files.formats.layer, "commit_run": files.formats.commit_run, "wal": files.formats.wal},
         "catalog": {"covers": files.catalog_covers.to_string(), "bytes": files.catalog_bytes},
         "wal": files.wal.map(|wal| json!({
             "segment_size": wal.segment_size, "segments": wal.segments, "bytes": wal.bytes,
@@ -154,10 +158,11 @@ fn print_store_files(files: &StoreFiles, verify: bool) -> anyhow::Result<()> {
     }
     out!("  page size    {} bytes", files.page_size);
     out!(
-        "  formats      meta v{}, catalog v{}, layers v{}, WAL v{}",
+        "  formats      meta v{}, catalog v{}, layers v{}, commit runs v{}, WAL v{}",
         files.formats.meta,
         files.formats.catalog,
         files.formats.layer,
+        files.formats.commit_run,
         files.formats.wal
     );
     out!(
@@ -182,14 +187,17 @@ fn print_store_files(files: &StoreFiles, verify: bool) -> anyhow::Result<()> {
             ""
         };
         let bytes: u64 = branch.layers.iter().map(|layer| layer.bytes).sum();
+        let run_bytes: u64 = branch.commit_runs.iter().map(|run| run.bytes).sum();
         out!(
-            "branch {} ({}){hidden}: head {}, flushed to {}, {} unflushed bytes, {} layer files ({bytes} bytes)",
+            "branch {} ({}){hidden}: head {}, flushed to {}, {} unflushed bytes, {} layer files ({bytes} bytes), {} commit points ({} run files, {run_bytes} bytes)",
             branch.name,
             branch.id,
             branch.head,
             branch.flushed,
             branch.unflushed_bytes,
-            branch.layers.len()
+            branch.layers.len(),
+            branch.commit_points,
+            branch.commit_runs.len()
         );
         for layer in &branch.layers {
             let check = match &layer.check {

@@ -403,7 +403,7 @@ fn inspect_store_lists_files_and_finds_a_damaged_layer() {
         report["formats"]["meta"], 1,
         "a native store's meta is written as 1"
     );
-    assert_eq!(report["formats"]["catalog"], 5);
+    assert_eq!(report["formats"]["catalog"], 6);
     assert_eq!(report["formats"]["wal"], 2);
     assert_eq!(report["wal"]["segments"], 1);
     let branches = report["branches"].as_array().unwrap();
@@ -418,6 +418,12 @@ fn inspect_store_lists_files_and_finds_a_damaged_layer() {
         assert_eq!(layers[0]["check"], "ok");
         assert_eq!(layers[0]["versions"], 1);
         assert_eq!(branch["unflushed_bytes"], 0);
+        // One commit each, in a run file of its own.
+        assert_eq!(branch["commit_points"], 1, "{branch}");
+        let runs = branch["commit_runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 1, "{branch}");
+        assert_eq!(runs[0]["points"], 1);
+        assert_eq!(runs[0]["bytes"], 32 + 16 + 4);
     }
     let text = pagefork(&store, &["inspect", "store"]);
     assert!(

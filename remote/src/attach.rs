@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pagefork_engine::layer::{encode_marker, marker_path, read_outline};
-use pagefork_engine::{Lsn, StdFileSystem, StorePaths, publish_file};
+use pagefork_engine::{Lsn, PublishedLayer, StdFileSystem, StorePaths, publish_file};
 
 use crate::bucket::Bucket;
 use crate::error::{RemoteError, Result};
@@ -140,13 +140,13 @@ fn attach_claimed(
     let index = read_index(bucket, from_generation)?;
     let paths = StorePaths::new(dir);
     let mut downloaded = Downloaded::default();
-    for made in [paths.layers_dir(), paths.wal_dir()] {
+    for made in [paths.layers_dir(), paths.commits_dir(), paths.wal_dir()] {
         std::fs::create_dir_all(&made).map_err(RemoteError::io("create", &made))?;
     }
     let lazily = claim == Claim::GenerationLazily;
     let layers = workers::run_all(index.layers.iter().collect(), |layer| {
-        let path = paths.layers_dir().join(&layer.name);
-        if lazily {
+        let path = paths.listed_file(&layer.name);
+        if lazily && !PublishedLayer::is_commit_run(&layer.name) {
             let outline = fetch_outline(bucket, &layer.object)?;
             let marker = encode_marker(layer.object.size, layer.object.crc32, &outline);
             write_synced(&marker_path(&path), &marker)?;
@@ -197,7 +197,12 @@ fn attach_claimed(
         write_synced(&paths.catalog(), &bytes)?;
     }
     let meta = downloaded.fetch(bucket, &index.meta)?;
-    for synced in [paths.layers_dir(), paths.wal_dir(), dir.to_owned()] {
+    for synced in [
+        paths.layers_dir(),
+        paths.commits_dir(),
+        paths.wal_dir(),
+        dir.to_owned(),
+    ] {
         sync_dir(&synced)?;
     }
     if let Some(generation) = generation {

@@ -54,7 +54,7 @@ pub struct ReplicaStatus {
 /// point): layer files flushed since the last sync.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Queued {
-    /// Layer files not uploaded yet.
+    /// Layer files and commit runs not uploaded yet.
     pub layers: u64,
     /// Their bytes.
     pub layer_bytes: u64,
@@ -173,15 +173,20 @@ impl Replicator {
         self.status.lock().clone()
     }
 
-    /// The layer files of the store the bucket does not hold yet.
+    /// The layer files and commit runs of the store the bucket does not hold yet.
     pub fn queued(&self) -> Result<Queued> {
         let uploaded = Arc::clone(&self.uploaded_layers.lock());
         let files = self.store.files(false)?;
         let mut queued = Queued::default();
-        for layer in files.branches.iter().flat_map(|branch| &branch.layers) {
-            if !uploaded.contains(&layer.name) {
+        let listed = files.branches.iter().flat_map(|branch| {
+            let layers = branch.layers.iter().map(|layer| (&layer.name, layer.bytes));
+            let runs = branch.commit_runs.iter().map(|run| (&run.name, run.bytes));
+            layers.chain(runs)
+        });
+        for (name, bytes) in listed {
+            if !uploaded.contains(name) {
                 queued.layers += 1;
-                queued.layer_bytes += layer.bytes;
+                queued.layer_bytes += bytes;
             }
         }
         Ok(queued)

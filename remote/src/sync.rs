@@ -42,7 +42,7 @@ pub struct SyncReport {
     pub uploaded_objects: u64,
     /// Bytes uploaded by this sync.
     pub uploaded_bytes: u64,
-    /// Layer files the index lists.
+    /// Layer files and commit runs the index lists.
     pub layers: usize,
     /// WAL segments the index lists.
     pub wal_segments: usize,

@@ -182,37 +182,3 @@ fn a_deleted_branchs_layers_are_removed_at_the_next_checkpoint() {
         2
     );
 }
-
-/// A catalog whose checksum is right but whose commit list is out of order (a bug, or a
-/// forged file) is refused naming the file, not trusted and not a panic.
-#[test]
-fn a_catalog_with_commits_out_of_order_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_with_layers(dir.path());
-    let main = store.branch_info("main").unwrap();
-    drop(store);
-    let path = dir.path().join("catalog");
-    let mut bytes = std::fs::read(&path).unwrap();
-    // Find main's commit list: its head and flushed LSNs (both the head: everything is
-    // flushed) followed by the commit count (9), then swap the first two (lsn, time) pairs.
-    let head = main.head.0.to_le_bytes();
-    let at = bytes
-        .windows(20)
-        .position(|w| w[..8] == head && w[8..16] == head && w[16..] == 9u32.to_le_bytes())
-        .unwrap()
-        + 20;
-    let first: Vec<u8> = bytes[at..at + 16].to_vec();
-    let second: Vec<u8> = bytes[at + 16..at + 32].to_vec();
-    bytes[at..at + 16].copy_from_slice(&second);
-    bytes[at + 16..at + 32].copy_from_slice(&first);
-    let body = bytes.len() - 4;
-    let crc = crc32fast::hash(&bytes[..body]);
-    bytes[body..].copy_from_slice(&crc.to_le_bytes());
-    std::fs::write(&path, &bytes).unwrap();
-    let error = open_fails_changing_nothing(dir.path(), || reopen(dir.path()));
-    assert!(
-        matches!(&error, EngineError::CorruptFile { path: named, .. } if named == &path)
-            && error.to_string().contains("out of order"),
-        "{error}"
-    );
-}

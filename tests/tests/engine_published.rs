@@ -25,9 +25,10 @@ fn write(store: &Store, branch: &str, blocks: std::ops::Range<u32>, round: u8) {
 fn copy_published(files: &PublishedFiles, dir: &Path) {
     let paths = StorePaths::new(dir);
     std::fs::create_dir_all(paths.layers_dir()).unwrap();
+    std::fs::create_dir_all(paths.commits_dir()).unwrap();
     std::fs::create_dir_all(paths.wal_dir()).unwrap();
     for layer in &files.layers {
-        std::fs::copy(&layer.path, paths.layers_dir().join(&layer.name)).unwrap();
+        std::fs::copy(&layer.path, paths.listed_file(&layer.name)).unwrap();
     }
     for segment in &files.wal {
         let len = files.segment_len(segment.start);

@@ -197,10 +197,11 @@ fn damage_in_the_bucket_is_named_and_a_failed_attach_leaves_nothing() {
         .sync(&store)
         .unwrap();
 
+    // A layer of page versions (commit runs are objects under `layers/` too).
     let layer = server
         .object_keys("damaged/layers")
         .into_iter()
-        .next()
+        .find(|key| !key.contains(".commits."))
         .expect("a layer object");
     let file = server.object_file(&layer);
     let mut bytes = std::fs::read(&file).unwrap();

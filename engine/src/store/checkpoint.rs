@@ -27,6 +27,7 @@ use super::StoreInner;
 use crate::branch::BranchId;
 use crate::catalog::Branch;
 use crate::checkpoint::{BranchImage, CATALOG_FILE_NAME, Checkpoint, LayerEntry};
+use crate::commits::{self, CommitRun, CommitsCut};
 use crate::error::{EngineError, Result};
 use crate::fs::{FileSystem, TEMPORARY_SUFFIX};
 use crate::layer::{
@@ -35,6 +36,8 @@ use crate::layer::{
 
 /// Directory of the layer files inside a store.
 pub(super) const LAYERS_DIR_NAME: &str = "layers";
+/// Directory of the commit runs inside a store (see `commits`).
+pub(super) const COMMITS_DIR_NAME: &str = "commits";
 
 /// The name of a layer file: branch, key range, LSN range, and level, all in hex, then
 /// `-N` for the `generation`-th file of that range (from 2: GC rewrites a range in place,
@@ -131,9 +134,10 @@ impl StoreInner {
     /// Publishes the catalog (branches as of now, their layers), removes layer files it
     /// does not list, and the WAL no branch needs. The caller holds `housekeeping`.
     pub(super) fn publish_catalog(&self, wal: &Wal, dir: &Path, layers_dir: &Path) -> Result<Lsn> {
-        let checkpoint = {
+        let mut branches: Vec<Arc<Branch>>;
+        let (mut checkpoint, cuts) = {
             let _ops = self.branch_ops.lock();
-            let mut branches: Vec<Arc<Branch>> = self.catalog.read().branches().cloned().collect();
+            branches = self.catalog.read().branches().cloned().collect();
             branches.sort_by_key(|branch| branch.id);
             let _commits: Vec<_> = branches
                 .iter()
@@ -153,11 +157,13 @@ impl StoreInner {
                 }
             }
             self.bytes_since_checkpoint.store(0, Ordering::Relaxed);
-            Checkpoint {
+            let (images, cuts): (Vec<BranchImage>, Vec<CommitsCut>) =
+                branches.iter().map(|branch| branch_image(branch)).unzip();
+            let checkpoint = Checkpoint {
                 covered,
                 last_time: *self.sequencer.lock(),
                 next_id: self.catalog.read().next_id(),
-                branches: branches.iter().map(|branch| branch_image(branch)).collect(),
+                branches: images,
                 history: self.history.lock().clone(),
                 leases: self
                     .leases
@@ -165,7 +171,8 @@ impl StoreInner {
                     .iter()
                     .map(|((branch, lsn), until)| (*branch, *lsn, *until))
                     .collect(),
-            }
+            };
+            (checkpoint, cuts)
         };
         // Everything the catalog covers is durable before it says so.
         wal.sync()?;
@@ -184,8 +191,37 @@ impl StoreInner {
             // snapshot above: durable before the catalog that says so.
             db.persist()?;
         }
+        // The commit points each branch gained since the last catalog go into a run file
+        // (merged with its newest runs now and then), so the catalog lists files, not
+        // points, and does not grow with the number of commits.
+        let commits_dir = dir.join(COMMITS_DIR_NAME);
+        if cuts.iter().any(CommitsCut::has_tail)
+            && !self
+                .fs
+                .is_dir(&commits_dir)
+                .map_err(EngineError::io("stat", &commits_dir))?
+        {
+            crate::fs::create_dir_all_durably(self.fs.as_ref(), &commits_dir)
+                .map_err(EngineError::io("create directory", &commits_dir))?;
+        }
+        let mut runs = Vec::with_capacity(cuts.len());
+        for ((branch, cut), image) in branches.iter().zip(&cuts).zip(&mut checkpoint.branches) {
+            let persisted = commits::persist_cut(self.fs.as_ref(), &commits_dir, branch.id, cut)?;
+            image.commit_runs = persisted.iter().map(|run| run.entry().clone()).collect();
+            image.commits = Vec::new();
+            runs.push(persisted);
+        }
+        if cuts.iter().any(CommitsCut::has_tail) {
+            // The new runs' names, durable before the catalog that lists them.
+            self.fs
+                .sync_dir(&commits_dir)
+                .map_err(EngineError::io("fsync directory", &commits_dir))?;
+        }
         crate::fs::publish_file(self.fs.as_ref(), &path, &checkpoint.encode())
             .map_err(EngineError::io("publish catalog", &path))?;
+        for ((branch, cut), persisted) in branches.iter().zip(&cuts).zip(&runs) {
+            branch.state.write().commits.persisted(cut, persisted);
+        }
         let covered = checkpoint.covered;
         self.catalog_covered.store(covered.0, Ordering::Release);
         self.housekeeping_counters
@@ -196,7 +232,7 @@ impl StoreInner {
         // start.
         let (kept, removable_wal) = {
             let pin = self.pin.lock();
-            let mut kept = checkpoint.layer_names();
+            let mut kept = checkpoint.listed_files();
             kept.extend(pin.layers.iter().cloned());
             let removable = CatalogCut {
                 replay_from: pin
@@ -206,7 +242,9 @@ impl StoreInner {
             };
             (kept, removable)
         };
-        remove_unlisted_layers(self.fs.as_ref(), layers_dir, &kept, Publishes::InProgress)?;
+        for files_dir in [layers_dir, &commits_dir] {
+            remove_unlisted_layers(self.fs.as_ref(), files_dir, &kept, Publishes::InProgress)?;
+        }
         self.remove_unlisted_versions(&checkpoint.branch_ids())?;
         let removed = remove_wal_before(wal, &removable_wal)?;
         tracing::debug!(%covered, replay_from = %cut.replay_from, removed_segments = removed, "catalog published");
@@ -217,15 +255,17 @@ impl StoreInner {
     /// anything is removed on its word: after an I/O error (a failed directory fsync, say)
     /// the catalog a reopen reads may be visible without being durable, and removing the
     /// layers the durable one still lists would lose them at the next power cut.
-    fn make_catalog_durable(&self, dir: &Path, catalog: &Path, layers_dir: &Path) -> Result<()> {
-        if self
-            .fs
-            .is_dir(layers_dir)
-            .map_err(EngineError::io("stat", layers_dir))?
-        {
-            self.fs
-                .sync_dir(layers_dir)
-                .map_err(EngineError::io("fsync directory", layers_dir))?;
+    fn make_catalog_durable(&self, dir: &Path, catalog: &Path) -> Result<()> {
+        for files_dir in [LAYERS_DIR_NAME, COMMITS_DIR_NAME].map(|name| dir.join(name)) {
+            if self
+                .fs
+                .is_dir(&files_dir)
+                .map_err(EngineError::io("stat", &files_dir))?
+            {
+                self.fs
+                    .sync_dir(&files_dir)
+                    .map_err(EngineError::io("fsync directory", &files_dir))?;
+            }
         }
         self.fs
             .sync_file(catalog)
@@ -275,9 +315,10 @@ impl StoreInner {
             .read(&path)
             .map_err(EngineError::io("read", &path))?;
         let checkpoint = Checkpoint::decode(Bytes::from(bytes), &path)?;
-        self.make_catalog_durable(dir, &path, &layers_dir)?;
+        self.make_catalog_durable(dir, &path)?;
+        let commits_dir = dir.join(COMMITS_DIR_NAME);
         let cut = CatalogCut::of(&checkpoint, &path, wal)?;
-        let checkpoint_layers = checkpoint.layer_names();
+        let checkpoint_layers = checkpoint.listed_files();
         let corrupt = |reason: String| EngineError::CorruptFile {
             path: path.clone(),
             offset: 0,
@@ -369,8 +410,26 @@ impl StoreInner {
                 let floor = image.parent.map(|(_, branch_point)| branch_point);
                 unpublished.push((image.id, floor, image.flushed));
             }
+            crate::catalog::check_branch_id(branch.id).map_err(corrupt)?;
+            let mut runs = Vec::with_capacity(image.commit_runs.len());
+            for entry in &image.commit_runs {
+                runs.push(CommitRun::open(
+                    self.fs.as_ref(),
+                    &commits_dir,
+                    entry,
+                    image.id,
+                )?);
+            }
             {
                 let mut state = branch.state.write();
+                let start = state.head;
+                state
+                    .commits
+                    .restore_runs(runs, start)
+                    .map_err(|reason| corrupt(format!("branch {}: {reason}", image.id)))?;
+                if let Some(last) = state.commits.last() {
+                    state.head = last.lsn;
+                }
                 for commit in image.commits {
                     if !state.follows(commit) {
                         return Err(corrupt(format!(
@@ -392,7 +451,6 @@ impl StoreInner {
                 state.layers = layers;
                 state.flushed = image.flushed;
             }
-            crate::catalog::check_branch_id(branch.id).map_err(corrupt)?;
             if (!branch.hidden() && catalog.by_name(&branch.name()).is_some())
                 || branch.id < catalog.next_id()
             {
@@ -451,9 +509,11 @@ impl StoreInner {
     }
 }
 
-fn branch_image(branch: &Branch) -> BranchImage {
+/// `branch` as a catalog lists it, with what the catalog's cut takes of its commit points
+/// (the image lists them once the cut's tail is written as a run).
+fn branch_image(branch: &Branch) -> (BranchImage, CommitsCut) {
     let state = branch.state.read();
-    BranchImage {
+    let image = BranchImage {
         id: branch.id,
         name: branch.name(),
         parent: branch.parent().map(|(parent, lsn)| (parent.id, lsn)),
@@ -467,7 +527,8 @@ fn branch_image(branch: &Branch) -> BranchImage {
         start: branch.start(),
         head: state.head,
         flushed: state.flushed,
-        commits: state.commits.clone(),
+        commit_runs: Vec::new(),
+        commits: Vec::new(),
         layers: state
             .layers
             .iter()
@@ -478,7 +539,8 @@ fn branch_image(branch: &Branch) -> BranchImage {
                 level: layer.level,
             })
             .collect(),
-    }
+    };
+    (image, state.commits.cut())
 }
 
 /// Opens a layer the catalog lists, refusing a missing one or one of another size by name.
@@ -567,11 +629,11 @@ impl StoreInner {
         Ok(())
     }
 
-    /// The last step of a successful open: removes the layer files neither the catalog on
-    /// disk (`catalog_layers`) lists nor a branch holds now (debris of flushes,
-    /// compactions and detaches whose catalog was never published). A layer the catalog
-    /// lists stays even if replay dropped it: until the next catalog is published, the one
-    /// on disk must still open.
+    /// The last step of a successful open: removes the layer files and commit runs neither
+    /// the catalog on disk (`catalog_layers`) lists nor a branch holds now (debris of
+    /// flushes, compactions, detaches and commit runs whose catalog was never published). A
+    /// file the catalog lists stays even if replay dropped it: until the next catalog is
+    /// published, the one on disk must still open.
     pub(super) fn remove_layer_debris(
         &self,
         dir: &Path,
@@ -591,12 +653,15 @@ impl StoreInner {
             })
             .collect();
         keep.extend(catalog_layers);
-        remove_unlisted_layers(
-            self.fs.as_ref(),
-            &dir.join(LAYERS_DIR_NAME),
-            &keep,
-            Publishes::Interrupted,
-        )
+        for files_dir in [LAYERS_DIR_NAME, COMMITS_DIR_NAME] {
+            remove_unlisted_layers(
+                self.fs.as_ref(),
+                &dir.join(files_dir),
+                &keep,
+                Publishes::Interrupted,
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -612,23 +677,24 @@ enum Publishes {
 }
 
 /// Whether `name` is one the store gives its layer files (see `layer_file_name`), their
-/// eviction markers (`NAME.evicted`), or the temporary name of either while being
-/// published. Other files are left alone.
+/// eviction markers (`NAME.evicted`), its commit runs (`commits::run_file_name`), or the
+/// temporary name of any of them while being published. Other files are left alone.
 fn is_store_layer_file_name(name: &str) -> bool {
     let name = name.strip_suffix(TEMPORARY_SUFFIX).unwrap_or(name);
     let name = name.strip_suffix(".evicted").unwrap_or(name);
     let Some((stem, suffix)) = name.rsplit_once('.') else {
         return false;
     };
-    if !matches!(suffix, "l0" | "l1" | "image") {
-        return false;
-    }
+    let fields = match suffix {
+        "l0" | "l1" | "image" => 5,
+        commits::RUN_SUFFIX => 3,
+        _ => return false,
+    };
     let mut parts = stem.split('-');
-    let hex_widths = [16, 16, 16, 16, 16];
-    let fields_ok = hex_widths.iter().all(|&width| {
+    let fields_ok = (0..fields).all(|_| {
         parts
             .next()
-            .is_some_and(|part| part.len() == width && part.bytes().all(|b| b.is_ascii_hexdigit()))
+            .is_some_and(|part| part.len() == 16 && part.bytes().all(|b| b.is_ascii_hexdigit()))
     });
     let generation_ok = match parts.next() {
         None => true,
@@ -713,6 +779,112 @@ mod tests {
         let error = Store::open_with(dir.path(), config).unwrap_err();
         assert!(
             matches!(&error, EngineError::CorruptFile { reason, .. } if reason.contains("#99")),
+            "{error}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod older_catalogs {
+    use super::*;
+    use crate::commits::CommitPoints;
+    use crate::key::Key;
+    use crate::store::{Config, Store};
+    use crate::update::Update;
+
+    fn config() -> Config {
+        Config {
+            page_size: 512,
+            ..Config::default()
+        }
+    }
+
+    /// Rewrites the store's catalog in `dir` as a version-5 build wrote it: every point
+    /// inline, no runs (the `commits/` directory removed), with `change` applied to
+    /// main's points.
+    fn as_version_5(dir: &Path, change: impl FnOnce(&mut Vec<crate::commits::CommitPoint>)) {
+        let path = dir.join(CATALOG_FILE_NAME);
+        let bytes = std::fs::read(&path).expect("read catalog");
+        let mut checkpoint = Checkpoint::decode(Bytes::from(bytes), &path).expect("decode");
+        let fs = crate::fs::StdFileSystem;
+        for branch in &mut checkpoint.branches {
+            let runs = branch
+                .commit_runs
+                .iter()
+                .map(|entry| {
+                    CommitRun::open(&fs, &dir.join(COMMITS_DIR_NAME), entry, branch.id)
+                        .expect("open run")
+                })
+                .collect();
+            let mut points = CommitPoints::default();
+            points.restore_runs(runs, Lsn(0)).expect("runs in order");
+            let mut inline = points.to_vec_up_to(Lsn::MAX);
+            inline.append(&mut branch.commits);
+            branch.commits = inline;
+            branch.commit_runs.clear();
+        }
+        change(&mut checkpoint.branches[0].commits);
+        std::fs::write(&path, checkpoint.encode_as(5)).expect("write catalog");
+        std::fs::remove_dir_all(dir.join(COMMITS_DIR_NAME)).expect("remove runs");
+    }
+
+    fn commit(store: &Store, fill: u8) -> crate::branch::Commit {
+        let page = Bytes::from(vec![fill; 512]);
+        store
+            .commit("main", vec![(Key::new(1, 0), Update::Image(page))])
+            .expect("commit")
+    }
+
+    /// A catalog an older build wrote (version 5, points inline) opens with every point,
+    /// and the next catalog moves them into a run.
+    #[test]
+    fn a_version_5_catalog_opens_and_the_next_catalog_moves_its_points_to_a_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::create(dir.path(), config()).expect("create");
+        let mut commits: Vec<_> = (0..5).map(|fill| commit(&store, fill)).collect();
+        store.checkpoint().expect("checkpoint");
+        drop(store);
+        as_version_5(dir.path(), |_| {});
+
+        let store = Store::open_with(dir.path(), config()).expect("open a version-5 catalog");
+        commits.push(commit(&store, 9));
+        store.checkpoint().expect("checkpoint");
+        for done in &commits {
+            assert_eq!(
+                store.commit_time_at("main", done.lsn).expect("time"),
+                Some(done.time)
+            );
+        }
+        let files = store.files(false).expect("files");
+        let main = &files.branches[0];
+        assert_eq!(main.commit_points, 6);
+        assert_eq!(
+            main.commit_runs.iter().map(|run| run.points).sum::<u64>(),
+            6
+        );
+        drop(store);
+        let path = dir.path().join(CATALOG_FILE_NAME);
+        let bytes = std::fs::read(&path).expect("read catalog");
+        assert_eq!(bytes.get(8..12), Some(&6u32.to_le_bytes()[..]));
+        let checkpoint = Checkpoint::decode(Bytes::from(bytes), &path).expect("decode");
+        assert!(checkpoint.branches[0].commits.is_empty());
+    }
+
+    /// Inline points out of order in a version-5 catalog are refused naming the catalog.
+    #[test]
+    fn a_version_5_catalog_with_points_out_of_order_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::create(dir.path(), config()).expect("create");
+        for fill in 0..3 {
+            commit(&store, fill);
+        }
+        store.checkpoint().expect("checkpoint");
+        drop(store);
+        as_version_5(dir.path(), |points| points.swap(0, 1));
+        let error = Store::open_with(dir.path(), config()).expect_err("refused");
+        assert!(
+            matches!(&error, EngineError::CorruptFile { path, reason, .. }
+                if path.ends_with(CATALOG_FILE_NAME) && reason.contains("out of order")),
             "{error}"
         );
     }

@@ -175,7 +175,7 @@ impl StoreInner {
             start = ancestor.start();
             own_versions_up_to(self.version_db.as_deref(), ancestor, seen, &mut versions)?;
             let state = ancestor.state.read();
-            let mut older = state.commits_up_to(seen).to_vec();
+            let mut older = state.commits.to_vec_up_to(seen);
             older.append(&mut commits);
             commits = older;
         }
@@ -277,14 +277,12 @@ impl StoreInner {
                     last.lsn <= branch_point
                         && state
                             .commits
-                            .first()
+                            .first_up_to(Lsn::MAX)
                             .is_none_or(|own| last.lsn < own.lsn && last.time <= own.time)
                 }),
                 "inherited commit points come before the branch's own"
             );
-            let mut commits = inherited.commits;
-            commits.append(&mut state.commits);
-            state.commits = commits;
+            state.commits.prepend(inherited.commits);
         };
         let base = inherited.base;
         branch.advance_cutoff(base);

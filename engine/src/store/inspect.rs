@@ -172,6 +172,8 @@ pub struct FormatVersions {
     pub catalog: u32,
     /// Layer files.
     pub layer: u32,
+    /// Commit runs.
+    pub commit_run: u32,
     /// WAL segments.
     pub wal: u32,
 }
@@ -208,6 +210,22 @@ pub struct BranchFiles {
     pub unflushed_bytes: u64,
     /// Its layer files.
     pub layers: Vec<LayerFileSummary>,
+    /// How many commit points it holds (PITR searches them).
+    pub commit_points: u64,
+    /// The files holding its older commit points, oldest first (the newer ones are in
+    /// memory until the next catalog).
+    pub commit_runs: Vec<CommitRunSummary>,
+}
+
+/// One file of a branch's commit points.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitRunSummary {
+    /// File name inside `commits/`.
+    pub name: String,
+    /// How many commit points it holds.
+    pub points: u64,
+    /// Its size.
+    pub bytes: u64,
 }
 
 /// One layer file.
@@ -325,6 +343,16 @@ impl Store {
                 flushed: state.flushed,
                 unflushed_bytes: state.open.bytes() + frozen,
                 layers,
+                commit_points: state.commits.len() as u64,
+                commit_runs: state
+                    .commits
+                    .runs()
+                    .map(|(entry, points)| CommitRunSummary {
+                        name: entry.name.clone(),
+                        points: points as u64,
+                        bytes: entry.size,
+                    })
+                    .collect(),
             });
         }
         Ok(StoreFiles {
@@ -334,6 +362,7 @@ impl Store {
                 meta: crate::meta::format_version(self.backend()),
                 catalog: crate::checkpoint::FORMAT_VERSION,
                 layer: crate::layer::FORMAT_VERSION,
+                commit_run: crate::commits::FORMAT_VERSION,
                 wal: pagefork_wal::layout::FORMAT_VERSION,
             },
             catalog_covers: inner.catalog_covered(),

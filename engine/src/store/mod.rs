@@ -65,7 +65,9 @@ pub use diff::{PageDiff, RelationDiff};
 pub use gc::{BranchGc, GcReport};
 pub use holds::BranchHold;
 use housekeeping::{HousekeepingCounters, LayerSettings, WorkerGuard, WorkerSignals};
-pub use inspect::{BranchFiles, FormatVersions, LayerFileSummary, StoreFiles, WalEntry, WalFiles};
+pub use inspect::{
+    BranchFiles, CommitRunSummary, FormatVersions, LayerFileSummary, StoreFiles, WalEntry, WalFiles,
+};
 pub use lifecycle::{Restored, default_backup_name};
 pub use published::{PublishedFiles, PublishedLayer, StorePaths};
 use read::ReadCounters;
@@ -138,13 +140,14 @@ pub const CREATING_MARKER_NAME: &str = "pagefork.creating";
 pub const CREATE_DEBRIS: [&str; 3] = [CREATING_MARKER_NAME, WAL_DIR_NAME, VERSIONS_DIR_NAME];
 /// The names of every file and directory a store keeps at the top of its directory
 /// (`create` refuses a directory holding any of them, naming what it found).
-pub const STORE_FILE_NAMES: [&str; 6] = [
+pub const STORE_FILE_NAMES: [&str; 7] = [
     crate::meta::META_FILE_NAME,
     CREATING_MARKER_NAME,
     WAL_DIR_NAME,
     VERSIONS_DIR_NAME,
     crate::checkpoint::CATALOG_FILE_NAME,
     checkpoint::LAYERS_DIR_NAME,
+    checkpoint::COMMITS_DIR_NAME,
 ];
 
 /// How to create or open a store.
@@ -699,7 +702,7 @@ fn wal_config(config: &Config) -> WalConfig {
 }
 
 /// The store files in `dir`, a directory without `pagefork.meta`, that make it a store
-/// that lost that file: any of its log, database, catalog and layers, unless they are
+/// that lost that file: any of its log, database, catalog, layers and commit runs, unless they are
 /// only a log and a database beside the marker of a create that stopped (its debris,
 /// which a create clears). Create and open both decide by this.
 fn files_of_a_store_without_meta(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<&'static str>> {
@@ -713,6 +716,7 @@ fn files_of_a_store_without_meta(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<
         VERSIONS_DIR_NAME,
         crate::checkpoint::CATALOG_FILE_NAME,
         checkpoint::LAYERS_DIR_NAME,
+        checkpoint::COMMITS_DIR_NAME,
     ] {
         if exists(name)? {
             found.push(name);

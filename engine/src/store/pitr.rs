@@ -29,7 +29,7 @@ impl Store {
         let target = self.inner.branch(branch)?;
         Ok(target.lineage(lsn).find_map(|(ancestor, upper)| {
             let state = ancestor.state.read();
-            state.commits_up_to(upper).last().map(|commit| commit.time)
+            state.commits.last_up_to(upper).map(|commit| commit.time)
         }))
     }
 }
@@ -44,12 +44,11 @@ impl StoreInner {
         for (ancestor, upper) in branch.lineage(head) {
             root_start = ancestor.start();
             let state = ancestor.state.read();
-            let visible = state.commits_up_to(upper);
-            any_commit |= !visible.is_empty();
-            let at_or_before = visible.partition_point(|commit| commit.time <= time);
-            later_commit_exists |= at_or_before < visible.len();
-            if at_or_before > 0 {
-                found = visible.get(at_or_before - 1).copied();
+            let search = state.commits.search_time(upper, time);
+            any_commit |= search.any;
+            later_commit_exists |= search.later_exists;
+            if search.found.is_some() {
+                found = search.found;
                 break;
             }
         }
@@ -78,8 +77,8 @@ impl StoreInner {
                 current
                     .state
                     .read()
-                    .commits_up_to(upper)
-                    .first()
+                    .commits
+                    .first_up_to(upper)
                     .map(|first| first.time)
             })
             .last()

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use pagefork_wal::{Lsn, SegmentFile};
 
 use super::Store;
-use super::checkpoint::LAYERS_DIR_NAME;
+use super::checkpoint::{COMMITS_DIR_NAME, LAYERS_DIR_NAME};
 use crate::backend::Backend;
 use crate::checkpoint::{CATALOG_FILE_NAME, Checkpoint};
 use crate::error::{EngineError, Result};
@@ -41,7 +41,9 @@ pub struct PublishedFiles {
     pub catalog: Option<Bytes>,
     /// Replay of the WAL starts after the record ending here.
     pub replay_from: Lsn,
-    /// The layer files the catalog lists.
+    /// The files the catalog lists: layer files, and commit runs (named `*.commits`; a
+    /// copy puts them where [`StorePaths::listed_file`] says, and needs them whole, see
+    /// [`PublishedLayer::is_commit_run`]).
     pub layers: Vec<PublishedLayer>,
     /// Segment size of the WAL.
     pub segment_size: u64,
@@ -64,6 +66,15 @@ pub struct PublishedLayer {
     pub size: u64,
     /// CRC32 of the whole file, as the catalog holds it.
     pub checksum: u32,
+}
+
+impl PublishedLayer {
+    /// Whether the file is a run of commit points rather than a layer of page versions:
+    /// an open reads every run whole, so a copy that fetches layers lazily fetches runs
+    /// at once.
+    pub fn is_commit_run(name: &str) -> bool {
+        name.ends_with(&format!(".{}", crate::commits::RUN_SUFFIX))
+    }
 }
 
 impl PublishedFiles {
@@ -104,6 +115,20 @@ impl StorePaths {
     /// The directory of the layer files.
     pub fn layers_dir(&self) -> PathBuf {
         self.dir.join(LAYERS_DIR_NAME)
+    }
+
+    /// The directory of the commit runs.
+    pub fn commits_dir(&self) -> PathBuf {
+        self.dir.join(COMMITS_DIR_NAME)
+    }
+
+    /// Where the file named `name` of [`PublishedFiles::layers`] goes: a commit run in
+    /// [`StorePaths::commits_dir`], a layer file in [`StorePaths::layers_dir`].
+    pub fn listed_file(&self, name: &str) -> PathBuf {
+        match PublishedLayer::is_commit_run(name) {
+            true => self.commits_dir().join(name),
+            false => self.layers_dir().join(name),
+        }
     }
 
     /// The directory of the WAL segments.
@@ -153,19 +178,28 @@ impl Store {
         let (replay_from, layers) = match &catalog {
             Some(bytes) => {
                 let checkpoint = Checkpoint::decode(bytes.clone(), &catalog_path)?;
-                let layers_dir = paths.layers_dir();
                 let layers: BTreeMap<String, PublishedLayer> = checkpoint
                     .branches
                     .iter()
-                    .flat_map(|branch| &branch.layers)
-                    .map(|layer| {
+                    .flat_map(|branch| {
+                        let layers = branch
+                            .layers
+                            .iter()
+                            .map(|layer| (&layer.name, layer.size, layer.checksum));
+                        let runs = branch
+                            .commit_runs
+                            .iter()
+                            .map(|run| (&run.name, run.size, run.checksum));
+                        layers.chain(runs)
+                    })
+                    .map(|(name, size, checksum)| {
                         let published = PublishedLayer {
-                            name: layer.name.clone(),
-                            path: layers_dir.join(&layer.name),
-                            size: layer.size,
-                            checksum: layer.checksum,
+                            name: name.clone(),
+                            path: paths.listed_file(name),
+                            size,
+                            checksum,
                         };
-                        (layer.name.clone(), published)
+                        (name.clone(), published)
                     })
                     .collect();
                 (checkpoint.replay_from().0, layers)

@@ -85,11 +85,7 @@ impl StoreInner {
         if lsn <= state.flushed {
             return Ok(());
         }
-        if state
-            .commits
-            .binary_search_by_key(&lsn, |commit| commit.lsn)
-            .is_err()
-        {
+        if !state.commits.contains(lsn) {
             return Err(EngineError::CorruptRecord {
                 lsn,
                 reason: format!(
