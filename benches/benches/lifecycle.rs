@@ -22,6 +22,8 @@ use pagefork_engine::{
 
 const PAGE_SIZE: usize = 8192;
 const PAGES_PER_COMMIT: u32 = 256;
+/// The page size of `against_history`'s store: small, so a million commits stay small.
+const HISTORY_PAGE_SIZE: usize = 512;
 const START: Timestamp = Timestamp(1_775_000_000_000_000);
 
 fn temp_dir() -> tempfile::TempDir {
@@ -52,15 +54,26 @@ fn durable() -> Config {
     }
 }
 
+/// The `written`-th one-page commit of `against_history`, 1 ms after the last (not waited
+/// for: durable with the next fsync).
+fn commit_next(store: &Store, clock: &ManualClock, written: &mut u64) {
+    clock.advance(Duration::from_millis(1));
+    let image = Bytes::from(vec![*written as u8; HISTORY_PAGE_SIZE]);
+    let key = Key::new(1, (*written % 4096) as u32);
+    store
+        .commit_deferred("main", vec![(key, Update::Image(image))])
+        .expect("commit");
+    *written += 1;
+}
+
 /// Restore in place and branch creation at a time, with 10^3 to 10^6 one-page commits of
 /// history (1 ms apart on a manual clock; the store grows between the sizes).
 fn against_history(c: &mut Criterion) {
-    const SMALL_PAGE: usize = 512;
     let dir = temp_dir();
     let clock = ManualClock::new(START);
     let config = |sync_mode| Config {
         sync_mode,
-        page_size: SMALL_PAGE,
+        page_size: HISTORY_PAGE_SIZE,
         clock: Arc::new(clock.clone()),
         ..Config::default()
     };
@@ -72,13 +85,7 @@ fn against_history(c: &mut Criterion) {
         {
             let store = Store::open_with(dir.path(), config(SyncMode::Never)).expect("open");
             while written < commits {
-                clock.advance(Duration::from_millis(1));
-                let image = Bytes::from(vec![written as u8; SMALL_PAGE]);
-                let key = Key::new(1, (written % 4096) as u32);
-                store
-                    .commit("main", vec![(key, Update::Image(image))])
-                    .expect("commit");
-                written += 1;
+                commit_next(&store, &clock, &mut written);
             }
             store.checkpoint().expect("checkpoint");
         }
@@ -132,13 +139,7 @@ fn against_history(c: &mut Criterion) {
                 b.iter_custom(|iterations| {
                     let mut spent = Duration::ZERO;
                     for _ in 0..iterations {
-                        clock.advance(Duration::from_millis(1));
-                        let image = Bytes::from(vec![written as u8; SMALL_PAGE]);
-                        let key = Key::new(1, (written % 4096) as u32);
-                        store
-                            .commit_deferred("main", vec![(key, Update::Image(image))])
-                            .expect("commit");
-                        written += 1;
+                        commit_next(&store, &clock, &mut written);
                         let started = Instant::now();
                         black_box(store.checkpoint().expect("checkpoint"));
                         spent += started.elapsed();

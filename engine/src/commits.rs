@@ -167,7 +167,8 @@ impl CommitRun {
             checksum: crc32fast::hash(&bytes),
         };
         let path = dir.join(&entry.name);
-        let mapping = crate::fs::publish_file_opened_in_batch(fs, &path, &bytes, |temp| {
+        let dir_sync = crate::fs::DirSync::ByCaller;
+        let mapping = crate::fs::publish_file_opened(fs, &path, &bytes, dir_sync, |temp| {
             // SAFETY: as in `open`: the file is whole and fsynced, and never written again.
             #[allow(unsafe_code)]
             unsafe {

@@ -25,36 +25,22 @@ pub(crate) const STAGING_BYTES: usize = 1 << 20;
 /// renamed into place, and the directory fsynced. After a crash the file is either absent
 /// (or its old version) or complete.
 pub fn publish_file(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    publish_file_opened(fs, path, bytes, |_| Ok(()))
+    publish_file_opened(fs, path, bytes, DirSync::Now, |_| Ok(()))
 }
 
 /// [`publish_file`], handing the written and fsynced file to `open` under its temporary
 /// name before it is renamed into place, so what `open` returns (a mapping, say) is of
 /// these bytes whatever happens to `path` afterwards: a file may be removed as soon as it
-/// is published if no catalog lists it.
+/// is published if no catalog lists it. With [`DirSync::ByCaller`] the directory is not
+/// fsynced: the caller fsyncs it once for a batch of files.
 pub(crate) fn publish_file_opened<T>(
     fs: &dyn FileSystem,
     path: &Path,
     bytes: &[u8],
+    dir_sync: DirSync,
     open: impl FnOnce(&Path) -> std::io::Result<T>,
 ) -> std::io::Result<T> {
-    publish_with(fs, path, DirSync::Now, |temp| {
-        fs.write(temp, bytes)?;
-        fs.sync_file(temp)?;
-        open(temp)
-    })
-}
-
-/// [`publish_file_opened`] for one file of a batch published together: the directory
-/// is not fsynced, so the caller must fsync it once, after the last file of the batch
-/// and before anything that relies on their names being durable.
-pub(crate) fn publish_file_opened_in_batch<T>(
-    fs: &dyn FileSystem,
-    path: &Path,
-    bytes: &[u8],
-    open: impl FnOnce(&Path) -> std::io::Result<T>,
-) -> std::io::Result<T> {
-    publish_with(fs, path, DirSync::ByCaller, |temp| {
+    publish_with(fs, path, dir_sync, |temp| {
         fs.write(temp, bytes)?;
         fs.sync_file(temp)?;
         open(temp)
@@ -63,9 +49,11 @@ pub(crate) fn publish_file_opened_in_batch<T>(
 
 /// Whether a publish fsyncs the directory it renamed into.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum DirSync {
+pub(crate) enum DirSync {
+    /// At once: the file's name is durable when the publish returns.
     Now,
-    /// The caller does, once for a batch of files.
+    /// The caller does, once for a batch of files, after the last one and before
+    /// anything relies on their names being durable.
     ByCaller,
 }
 

@@ -130,6 +130,15 @@ pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
 /// Page size the engine tests use: small, so images are cheap to write and compare.
 pub const TEST_PAGE_SIZE: usize = 512;
 
+/// The paths in `dir`, sorted (none if it is missing).
+pub fn sorted_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| entries.map(|entry| entry.unwrap().path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
 /// A full page of `TEST_PAGE_SIZE` bytes filled with `byte`.
 pub fn page_of(byte: u8) -> Bytes {
     Bytes::from(vec![byte; TEST_PAGE_SIZE])

@@ -12,14 +12,12 @@ use pagefork_engine::{
     At, BranchOptions, Commit, EngineError, Key, ManualClock, Store, SyncMode, TimeKind, Timestamp,
     Update,
 };
-use pagefork_tests::{engine_config, manual_housekeeping, open_fails_changing_nothing, page_of};
+use pagefork_tests::{
+    engine_config, manual_housekeeping, open_fails_changing_nothing, page_of, sorted_files,
+};
 
 fn run_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("commits"))
-        .map(|entries| entries.map(|entry| entry.unwrap().path()).collect())
-        .unwrap_or_default();
-    files.sort();
-    files
+    sorted_files(&dir.join("commits"))
 }
 
 /// Commits one page to `branch` `count` times, 1 ms apart; returns the commits.

@@ -6,14 +6,12 @@
 use std::path::{Path, PathBuf};
 
 use pagefork_engine::{At, BranchOptions, EngineError, Key, Store, SyncMode, Update};
-use pagefork_tests::{engine_config, manual_housekeeping, open_fails_changing_nothing, page_of};
+use pagefork_tests::{
+    engine_config, manual_housekeeping, open_fails_changing_nothing, page_of, sorted_files,
+};
 
 fn layer_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("layers"))
-        .map(|entries| entries.map(|entry| entry.unwrap().path()).collect())
-        .unwrap_or_default();
-    files.sort();
-    files
+    sorted_files(&dir.join("layers"))
 }
 
 /// A store whose pages 0..8 of relation 1 on `main` live in layer files, plus one open

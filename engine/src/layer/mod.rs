@@ -31,8 +31,8 @@ pub(crate) use map::{LayerMap, PersistedLayer};
 
 use crate::error::{EngineError, Result};
 use crate::fs::{
-    Access, AlignedBuffer, DIRECT_IO_ALIGNMENT, FileSystem, FsFile, MappedFile, StdFileSystem,
-    publish_file_opened, publish_streamed,
+    Access, AlignedBuffer, DIRECT_IO_ALIGNMENT, DirSync, FileSystem, FsFile, MappedFile,
+    StdFileSystem, publish_file_opened, publish_streamed,
 };
 use crate::key::Key;
 use crate::update::{Depth, Update};
@@ -400,7 +400,7 @@ impl LayerFile {
         // Mapped before it takes its name: a catalog published meanwhile that no longer
         // lists the layer may remove the file as soon as it is there.
         let fs = self.fs.as_ref();
-        let mapped = publish_file_opened(fs, &self.path, &bytes, |temp| {
+        let mapped = publish_file_opened(fs, &self.path, &bytes, DirSync::Now, |temp| {
             map_open_file(fs.open_read(temp)?.as_ref())
         })
         .map_err(EngineError::io("publish layer read back", &self.path))?;
