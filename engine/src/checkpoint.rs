@@ -20,8 +20,8 @@
 //!               start u64 (v5: where its own history starts; a detached branch's is
 //!               its old root's), head u64, flushed u64 (v2: every own page version at or below it is
 //!               in the listed layers), commit run count u32 (v6) + per run, oldest
-//!               first: file name (len u16 + bytes), size u64, CRC32 of the whole file
-//!               u32 (see `commits`), commit count u32 + (lsn u64, time u64) each
+//!               first: file name (len u16 + bytes), size u64, the run's own CRC32
+//!               u32 (its trailer's, see `commits`), commit count u32 + (lsn u64, time u64) each
 //!               (the points after the runs; a catalog before v6 lists every point here),
 //!               layer count u32 + per layer, oldest first: file name (len u16 +
 //!               bytes), size u64, CRC32 of the whole file u32, level u8 (v2: 0 L0

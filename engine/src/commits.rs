@@ -8,9 +8,9 @@
 //!
 //! Each catalog publish writes every branch's tail as a new run, and the catalog lists
 //! runs by name. So a catalog's size does not grow with the number of commits, and a cut
-//! copies only the tail. Runs are merged like a binary counter (`merge_plan`): a run is
-//! merged into its older neighbour once it holds as many points. A branch keeps
-//! O(log n) runs, and each point is rewritten O(log n) times.
+//! copies only the tail. Runs are merged (`merge_plan`) so that each holds at least twice
+//! the points of the next newer one: a branch keeps O(log n) runs, and each point is
+//! rewritten O(log n) times.
 //!
 //! ```text
 //! offset size field (little-endian)
@@ -32,7 +32,8 @@
 //!   points below every own point. So a name already listed would hold the same bytes,
 //!   and writing it again is refused as a broken invariant.
 //! - A run's entries are checked whole (CRC32, order, branch) before it is used. The
-//!   catalog holds the CRC32 of the whole file, and a file that differs is refused by name.
+//!   catalog holds the run's own CRC32 (its trailer's), and a file that differs is refused
+//!   by name.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -65,8 +66,20 @@ pub(crate) const RUN_SUFFIX: &str = "commits";
 pub(crate) struct RunEntry {
     pub(crate) name: String,
     pub(crate) size: u64,
-    /// CRC32 of the whole file.
+    /// CRC32 of the file's bytes before its trailer: the value the trailer holds. (Not of
+    /// the whole file: the CRC32 of bytes followed by their own CRC32 is the same constant
+    /// for every run, so it would tell no two runs apart; found by a review.)
     pub(crate) checksum: u32,
+}
+
+impl RunEntry {
+    /// The CRC32 of the whole file (what a copy of it is checked against, as layer files
+    /// are): the body's CRC32 carried on over the trailer that holds it.
+    pub(crate) fn whole_file_checksum(&self) -> u32 {
+        let mut hasher = crc32fast::Hasher::new_with_initial(self.checksum);
+        hasher.update(&self.checksum.to_le_bytes());
+        hasher.finalize()
+    }
 }
 
 /// The file name of `branch`'s run from `first` to `last`.
@@ -164,7 +177,7 @@ impl CommitRun {
         let entry = RunEntry {
             name: run_file_name(branch, first.lsn, last.lsn),
             size: bytes.len() as u64,
-            checksum: crc32fast::hash(&bytes),
+            checksum: crc,
         };
         let path = dir.join(&entry.name);
         let dir_sync = crate::fs::DirSync::ByCaller;
@@ -252,21 +265,22 @@ fn check_run(
             format!("{len} bytes long, the catalog says {}", entry.size),
         ));
     }
-    if crc32fast::hash(bytes) != entry.checksum {
-        return Err((
-            0,
-            format!(
-                "its CRC32 is not the {:08x} the catalog lists for it",
-                entry.checksum
-            ),
-        ));
-    }
     let Some(body_len) = len.checked_sub(TRAILER_LEN).filter(|&n| n >= HEADER_LEN) else {
         return Err((0, "shorter than a header and a checksum".to_owned()));
     };
     let mut stored = [0u8; 4];
     stored.copy_from_slice(bytes.get(body_len..).unwrap_or_default());
-    if crc32fast::hash(bytes.get(..body_len).unwrap_or_default()) != u32::from_le_bytes(stored) {
+    let stored = u32::from_le_bytes(stored);
+    if stored != entry.checksum {
+        return Err((
+            body_len as u64,
+            format!(
+                "its CRC32 is {stored:08x}, not the {:08x} the catalog lists for it: another run of the same name",
+                entry.checksum
+            ),
+        ));
+    }
+    if crc32fast::hash(bytes.get(..body_len).unwrap_or_default()) != stored {
         return Err((body_len as u64, "checksum mismatch".to_owned()));
     }
     let mut header = bytes.slice(..HEADER_LEN);
@@ -334,8 +348,13 @@ impl CommitRunEntries<'_> {
 
 /// How many of a branch's newest runs to merge into one, given each run's number of
 /// points, oldest first, the new run last: the newest runs are merged while the next
-/// older one holds no more points than those merged so far, as a binary counter carries.
-/// 0 for none.
+/// older one holds fewer than twice the points merged so far. 0 for none.
+///
+/// So every run holds at least twice the points of the next newer one, and a branch of
+/// n points keeps at most log2(n) + 1 runs, whatever the sizes of the tails; and a point
+/// is rewritten only when its run grows by half, O(log n) times. (Merging only while the
+/// older run held no more points, as a binary counter carries, kept one run per catalog
+/// when each tail was smaller than the last; found by a review.)
 pub(crate) fn merge_plan(counts: &[usize]) -> usize {
     let mut merged = match counts.last() {
         Some(&newest) => newest,
@@ -343,7 +362,7 @@ pub(crate) fn merge_plan(counts: &[usize]) -> usize {
     };
     let mut taken = 1;
     for &older in counts.iter().rev().skip(1) {
-        if older > merged {
+        if older >= merged.saturating_mul(2) {
             break;
         }
         merged += older;
@@ -506,9 +525,15 @@ impl CommitPoints {
                 None => first.lsn > after,
             };
             if !in_order {
+                let before = match self.last() {
+                    Some(last) => {
+                        format!("the last point before it, {} at {}", last.lsn, last.time)
+                    }
+                    None => format!("the branch's start {after}"),
+                };
                 return Err(format!(
-                    "commit run {} starts at {}, not after the points before it",
-                    run.entry.name, first.lsn
+                    "commit run {} starts with {} at {}, which does not follow {before} (LSNs must increase, times never decrease)",
+                    run.entry.name, first.lsn, first.time
                 ));
             }
             self.runs.push(Arc::new(run));
@@ -681,8 +706,26 @@ mod tests {
         assert_eq!(merge_plan(&[5]), 0);
         assert_eq!(merge_plan(&[5, 5]), 2);
         assert_eq!(merge_plan(&[10, 5]), 0);
+        assert_eq!(merge_plan(&[9, 5]), 2);
         assert_eq!(merge_plan(&[10, 5, 5]), 3);
         assert_eq!(merge_plan(&[40, 10, 5, 5]), 3);
+        // Tails that shrink from one catalog to the next are merged too (found by a
+        // review: 24 tails of 24 down to 1 point stayed 24 runs).
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = StdFileSystem;
+        let mut held = CommitPoints::default();
+        let mut lsn = 0;
+        for tail in (1..=24u64).rev() {
+            for _ in 0..tail {
+                lsn += 8;
+                held.push(point(lsn, lsn));
+            }
+            let cut = held.cut();
+            let runs = persist_cut(&fs, dir.path(), BranchId(2), &cut).expect("persist");
+            held.persisted(&cut, &runs);
+            let bound = (held.len() as f64).log2().floor() as usize + 1;
+            assert!(held.runs.len() <= bound, "{} runs", held.runs.len());
+        }
         // Persisting one tail at a time keeps O(log n) runs.
         let dir = tempfile::tempdir().expect("tempdir");
         let fs = StdFileSystem;
@@ -733,12 +776,29 @@ mod tests {
         let entry = run.entry().clone();
         assert_eq!(entry.name, run_file_name(BranchId(3), Lsn(10), Lsn(30)));
         assert_eq!(entry.size, 32 + 3 * 16 + 4);
+        let path = dir.path().join(&entry.name);
+        let bytes = std::fs::read(&path).expect("read");
+        assert_eq!(
+            entry.whole_file_checksum(),
+            crc32fast::hash(&bytes),
+            "what a copy is checked against"
+        );
+        // Another run of the same name and size with a right trailer of its own is not
+        // the one the catalog lists.
+        let other = [point(10, 1), point(20, 1), point(30, 3)];
+        let forged =
+            CommitRun::write(&fs, dir.path(), BranchId(3), other.iter().copied()).expect("write");
+        assert_ne!(forged.entry().checksum, entry.checksum);
+        let error = CommitRun::open(&fs, dir.path(), &entry, BranchId(3)).expect_err("refused");
+        assert!(
+            error.to_string().contains("another run of the same name"),
+            "{error}"
+        );
+        std::fs::write(&path, &bytes).expect("put the first back");
         let reopened = CommitRun::open(&fs, dir.path(), &entry, BranchId(3)).expect("open");
         assert_eq!(reopened.len(), 3);
         // Another branch's run, and any flipped bit, are refused.
         assert!(CommitRun::open(&fs, dir.path(), &entry, BranchId(4)).is_err());
-        let path = dir.path().join(&entry.name);
-        let bytes = std::fs::read(&path).expect("read");
         for index in 0..bytes.len() {
             let mut damaged = bytes.clone();
             damaged[index] ^= 0x10;

@@ -314,11 +314,16 @@ pub fn tree_snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Option<V
         for entry in std::fs::read_dir(&next).expect("read directory") {
             let path = entry.expect("directory entry").path();
             let relative = path.strip_prefix(dir).expect("under dir").to_path_buf();
-            if path.is_dir() {
+            let kind = std::fs::symlink_metadata(&path).expect("stat").file_type();
+            if kind.is_dir() {
                 tree.insert(relative, None);
                 pending.push(path);
-            } else {
+            } else if kind.is_file() {
                 tree.insert(relative, Some(std::fs::read(&path).expect("read file")));
+            } else {
+                // A FIFO or a link: its presence is compared, its contents are not read
+                // (reading a FIFO would wait for a writer).
+                tree.insert(relative, Some(Vec::new()));
             }
         }
     }

@@ -327,6 +327,34 @@ impl FsFile for StdFile {
     }
 }
 
+/// Opens `path` for reading, refusing anything but a regular file: a FIFO put where a
+/// store's file belongs would block every open forever, a directory would fail later
+/// with an error that does not say why (found by a review). Opened without blocking, so
+/// the check runs before any read can wait.
+fn open_regular(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    let what = if kind.is_file() {
+        return Ok(file);
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "a device"
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{what}, not a regular file"),
+    ))
+}
+
 impl FileSystem for StdFileSystem {
     fn open(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
         let file = std::fs::OpenOptions::new()
@@ -337,7 +365,7 @@ impl FileSystem for StdFileSystem {
     }
 
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        Ok(StdFile::buffered(std::fs::File::open(path)?))
+        Ok(StdFile::buffered(open_regular(path)?))
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
@@ -376,7 +404,9 @@ impl FileSystem for StdFileSystem {
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        std::fs::read(path)
+        let mut bytes = Vec::new();
+        io::Read::read_to_end(&mut open_regular(path)?, &mut bytes)?;
+        Ok(bytes)
     }
 
     fn write(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {

@@ -64,7 +64,8 @@ pub struct PublishedLayer {
     pub path: PathBuf,
     /// Its length in bytes.
     pub size: u64,
-    /// CRC32 of the whole file, as the catalog holds it.
+    /// CRC32 of the whole file (for a layer, as the catalog holds it; a commit run's
+    /// catalog entry holds its own trailing CRC32, from which this follows).
     pub checksum: u32,
 }
 
@@ -189,7 +190,7 @@ impl Store {
                         let runs = branch
                             .commit_runs
                             .iter()
-                            .map(|run| (&run.name, run.size, run.checksum));
+                            .map(|run| (&run.name, run.size, run.whole_file_checksum()));
                         layers.chain(runs)
                     })
                     .map(|(name, size, checksum)| {
