@@ -113,12 +113,7 @@ impl CommitRun {
 
     /// Point `index` (`index < len()`).
     fn get(&self, index: usize) -> CommitPoint {
-        let start = index * ENTRY_LEN;
-        let mut bytes = self.entries.slice(start..start + ENTRY_LEN);
-        CommitPoint {
-            lsn: Lsn(bytes.get_u64_le()),
-            time: Timestamp(bytes.get_u64_le()),
-        }
+        point_at(&self.entries, index)
     }
 
     fn first(&self) -> CommitPoint {
@@ -312,9 +307,8 @@ fn check_run(
         ));
     }
     let count = usize::try_from(count).map_err(|_| (24, format!("{count} points")))?;
-    let run = CommitRunEntries(&entries);
     for index in 1..count {
-        let (previous, next) = (run.get(index - 1), run.get(index));
+        let (previous, next) = (point_at(&entries, index - 1), point_at(&entries, index));
         if !follows(previous, next) {
             return Err((
                 (HEADER_LEN + index * ENTRY_LEN) as u64,
@@ -325,24 +319,21 @@ fn check_run(
             ));
         }
     }
-    let name = run_file_name(branch, run.get(0).lsn, run.get(count - 1).lsn);
+    let (first, last) = (point_at(&entries, 0), point_at(&entries, count - 1));
+    let name = run_file_name(branch, first.lsn, last.lsn);
     if name != entry.name {
         return Err((HEADER_LEN as u64, format!("holds the points of {name}")));
     }
     Ok((entries, count))
 }
 
-/// Entries read from bytes being checked.
-struct CommitRunEntries<'a>(&'a Bytes);
-
-impl CommitRunEntries<'_> {
-    fn get(&self, index: usize) -> CommitPoint {
-        let start = index * ENTRY_LEN;
-        let mut bytes = self.0.slice(start..start + ENTRY_LEN);
-        CommitPoint {
-            lsn: Lsn(bytes.get_u64_le()),
-            time: Timestamp(bytes.get_u64_le()),
-        }
+/// Point `index` of a run's entries (`index` below their count).
+fn point_at(entries: &Bytes, index: usize) -> CommitPoint {
+    let start = index * ENTRY_LEN;
+    let mut bytes = entries.slice(start..start + ENTRY_LEN);
+    CommitPoint {
+        lsn: Lsn(bytes.get_u64_le()),
+        time: Timestamp(bytes.get_u64_le()),
     }
 }
 

@@ -191,32 +191,8 @@ impl StoreInner {
             // snapshot above: durable before the catalog that says so.
             db.persist()?;
         }
-        // The commit points each branch gained since the last catalog go into a run file
-        // (merged with its newest runs now and then), so the catalog lists files, not
-        // points, and does not grow with the number of commits.
         let commits_dir = dir.join(COMMITS_DIR_NAME);
-        if cuts.iter().any(CommitsCut::has_tail)
-            && !self
-                .fs
-                .is_dir(&commits_dir)
-                .map_err(EngineError::io("stat", &commits_dir))?
-        {
-            crate::fs::create_dir_all_durably(self.fs.as_ref(), &commits_dir)
-                .map_err(EngineError::io("create directory", &commits_dir))?;
-        }
-        let mut runs = Vec::with_capacity(cuts.len());
-        for ((branch, cut), image) in branches.iter().zip(&cuts).zip(&mut checkpoint.branches) {
-            let persisted = commits::persist_cut(self.fs.as_ref(), &commits_dir, branch.id, cut)?;
-            image.commit_runs = persisted.iter().map(|run| run.entry().clone()).collect();
-            image.commits = Vec::new();
-            runs.push(persisted);
-        }
-        if cuts.iter().any(CommitsCut::has_tail) {
-            // The new runs' names, durable before the catalog that lists them.
-            self.fs
-                .sync_dir(&commits_dir)
-                .map_err(EngineError::io("fsync directory", &commits_dir))?;
-        }
+        let runs = self.write_commit_runs(&commits_dir, &branches, &cuts, &mut checkpoint)?;
         crate::fs::publish_file(self.fs.as_ref(), &path, &checkpoint.encode())
             .map_err(EngineError::io("publish catalog", &path))?;
         for ((branch, cut), persisted) in branches.iter().zip(&cuts).zip(&runs) {
@@ -249,6 +225,43 @@ impl StoreInner {
         let removed = remove_wal_before(wal, &removable_wal)?;
         tracing::debug!(%covered, replay_from = %cut.replay_from, removed_segments = removed, "catalog published");
         Ok(covered)
+    }
+
+    /// Writes the commit points each branch gained since the last catalog (`cuts`, in the
+    /// order of `branches`) into a run file in `commits_dir`, merged with its newest runs
+    /// now and then, and lists each branch's runs in its image in `checkpoint`: the catalog
+    /// lists files, not points, so it does not grow with the number of commits. The new
+    /// runs' names are durable when it returns. Returns each branch's runs.
+    fn write_commit_runs(
+        &self,
+        commits_dir: &Path,
+        branches: &[Arc<Branch>],
+        cuts: &[CommitsCut],
+        checkpoint: &mut Checkpoint,
+    ) -> Result<Vec<Vec<Arc<CommitRun>>>> {
+        let fs = self.fs.as_ref();
+        let any_new = cuts.iter().any(CommitsCut::has_tail);
+        if any_new
+            && !fs
+                .is_dir(commits_dir)
+                .map_err(EngineError::io("stat", commits_dir))?
+        {
+            crate::fs::create_dir_all_durably(fs, commits_dir)
+                .map_err(EngineError::io("create directory", commits_dir))?;
+        }
+        let mut runs = Vec::with_capacity(cuts.len());
+        for ((branch, cut), image) in branches.iter().zip(cuts).zip(&mut checkpoint.branches) {
+            let persisted = commits::persist_cut(fs, commits_dir, branch.id, cut)?;
+            image.commit_runs = persisted.iter().map(|run| run.entry().clone()).collect();
+            image.commits = Vec::new();
+            runs.push(persisted);
+        }
+        if any_new {
+            // The new runs' names, durable before the catalog that lists them.
+            fs.sync_dir(commits_dir)
+                .map_err(EngineError::io("fsync directory", commits_dir))?;
+        }
+        Ok(runs)
     }
 
     /// Makes the catalog `open` found durable, with the layer files it lists, before
