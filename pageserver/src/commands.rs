@@ -290,7 +290,7 @@ pub(crate) fn page(dir: &Path, command: &PageCommand, json: bool) -> Result<i32>
             // Which state was read, as the HTTP API's headers say it: a read at a time says
             // what it snapped to (found by a review: it said nothing), and --json answers
             // JSON (it printed the raw page).
-            let commit_time = store.commit_time_at(branch, trace.lsn)?;
+            let commit_time = trace.commit_time;
             let state = match commit_time {
                 Some(time) => format!("LSN {} (last commit at or before it: {time})", trace.lsn),
                 None => format!("LSN {} (no commit at or before it)", trace.lsn),

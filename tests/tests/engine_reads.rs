@@ -202,3 +202,48 @@ fn prefetches_are_only_hints_and_refuse_what_a_read_refuses() {
         Err(pagefork_engine::EngineError::LsnPastHead { .. })
     ));
 }
+
+#[test]
+fn a_traced_read_names_the_commit_time_of_the_state_it_read() {
+    let (config, clock) = engine_config(SyncMode::Never);
+    let store = Store::in_memory(config).unwrap();
+    let first = store
+        .commit("main", vec![(K, Update::Image(page_of(1)))])
+        .unwrap();
+    clock.advance(std::time::Duration::from_secs(1));
+    let second = store
+        .commit("main", vec![(K, Update::Image(page_of(2)))])
+        .unwrap();
+    store
+        .create_branch(
+            "child",
+            "main",
+            At::Lsn(first.lsn),
+            BranchOptions::default(),
+        )
+        .unwrap();
+    clock.advance(std::time::Duration::from_secs(1));
+    let own = store
+        .commit("child", vec![(K, Update::Image(page_of(3)))])
+        .unwrap();
+    let traced = |branch: &str, at: At| {
+        let (page, trace) = store.get_page_traced(branch, K, at).unwrap();
+        assert_eq!(
+            trace.commit_time,
+            store.commit_time_at(branch, trace.lsn).unwrap(),
+            "{branch} at {at:?}: the trace and commit_time_at agree"
+        );
+        (page.unwrap()[0], trace.commit_time)
+    };
+    assert_eq!(traced("child", At::Latest), (3, Some(own.time)));
+    // Below its branch point a read goes to the parent, and so does the time.
+    assert_eq!(traced("child", At::Lsn(first.lsn)), (1, Some(first.time)));
+    let between = first
+        .time
+        .saturating_add(std::time::Duration::from_millis(500));
+    assert_eq!(traced("main", At::Time(between)), (1, Some(first.time)));
+    assert_eq!(traced("main", At::Latest), (2, Some(second.time)));
+    // Reset: the branch's history is now its parent's latest, and so is the time read.
+    store.reset_branch("child").unwrap();
+    assert_eq!(traced("child", At::Latest), (2, Some(second.time)));
+}

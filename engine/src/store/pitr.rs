@@ -27,11 +27,16 @@ impl Store {
     /// record of it).
     pub fn commit_time_at(&self, branch: &str, lsn: Lsn) -> Result<Option<Timestamp>> {
         let target = self.inner.branch(branch)?;
-        Ok(target.lineage(lsn).find_map(|(ancestor, upper)| {
-            let state = ancestor.state.read();
-            state.commits.last_up_to(upper).map(|commit| commit.time)
-        }))
+        Ok(commit_time_on(&target, lsn))
     }
+}
+
+/// `Store::commit_time_at` on a branch already looked up.
+pub(super) fn commit_time_on(branch: &Branch, lsn: Lsn) -> Option<Timestamp> {
+    branch.lineage(lsn).find_map(|(ancestor, upper)| {
+        let state = ancestor.state.read();
+        state.commits.last_up_to(upper).map(|commit| commit.time)
+    })
 }
 
 impl StoreInner {

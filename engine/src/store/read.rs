@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use pagefork_wal::Lsn;
 
+use super::pitr::commit_time_on;
 use super::{Store, StoreInner};
 use crate::backend::VersionDb;
 use crate::branch::{At, LsnForTime, TimeKind};
@@ -20,11 +21,16 @@ use crate::layer::{LayerFile, Level};
 use crate::time::Timestamp;
 use crate::update::{Depth, Update, reconstruct};
 
-/// How one read went: the LSN it resolved to, and what it took.
+/// How one read went: the state it resolved to, and what it took.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct ReadTrace {
     /// The LSN the read resolved to.
     pub lsn: Lsn,
+    /// The time of the last commit at or below `lsn` in the branch's visible history (the
+    /// time of the state read; `None` if there is none), found on the same branch the
+    /// read went to: a reset between the read and a second call could not pair the read
+    /// with another history's time.
+    pub commit_time: Option<Timestamp>,
     /// Whether the page cache answered.
     pub cache_hit: bool,
     /// Layers consulted (a branch's open layer counts as one, its frozen layer as one,
@@ -39,6 +45,7 @@ impl ReadTrace {
     fn uncached(lsn: Lsn) -> ReadTrace {
         ReadTrace {
             lsn,
+            commit_time: None,
             cache_hit: false,
             layers_visited: 0,
             ancestors_descended: 0,
@@ -122,28 +129,22 @@ impl Store {
     /// The page `key` of `branch` as it was `at`: `None` if it was never written or was
     /// dropped. An LSN past the branch's head and a time before its history are errors.
     pub fn get_page(&self, branch: &str, key: Key, at: At) -> Result<Option<Bytes>> {
-        Ok(self.get_page_traced(branch, key, at)?.0)
+        let target = self.inner.branch(branch)?;
+        Ok(self.inner.read_page_checked(&target, key, at)?.0)
     }
 
-    /// `get_page`, also saying what the read took (read amplification).
+    /// `get_page`, also saying which state it read (LSN and commit time) and what the
+    /// read took (read amplification).
     pub fn get_page_traced(
         &self,
         branch: &str,
         key: Key,
         at: At,
     ) -> Result<(Option<Bytes>, ReadTrace)> {
-        let inner = &self.inner;
-        let epoch = inner.cutoff_epoch.load(Ordering::Acquire);
-        let target = inner.branch(branch)?;
-        let lsn = inner.resolve(&target, at)?;
-        let read = inner.read_page_cached(&target, key, lsn)?;
-        // GC moves cutoffs (and bumps the epoch) before it removes anything below them: if
-        // they moved during the read and past `lsn`, the read may have missed collected
-        // versions. A read that saw a removal sees the bump.
-        if inner.cutoff_epoch.load(Ordering::Acquire) != epoch {
-            inner.check_available(&target, lsn, requested_time(at))?;
-        }
-        Ok(read)
+        let target = self.inner.branch(branch)?;
+        let (page, mut trace) = self.inner.read_page_checked(&target, key, at)?;
+        trace.commit_time = commit_time_on(&target, trace.lsn);
+        Ok((page, trace))
     }
 
     /// Tells the store that pages `first..=last` of `branch` are about to be read `at`,
@@ -330,6 +331,26 @@ enum Walk {
 }
 
 impl StoreInner {
+    /// A read of `key` on `target` as it was `at`, refused if GC collected what it
+    /// needed while it read.
+    fn read_page_checked(
+        &self,
+        target: &Arc<Branch>,
+        key: Key,
+        at: At,
+    ) -> Result<(Option<Bytes>, ReadTrace)> {
+        let epoch = self.cutoff_epoch.load(Ordering::Acquire);
+        let lsn = self.resolve(target, at)?;
+        let read = self.read_page_cached(target, key, lsn)?;
+        // GC moves cutoffs (and bumps the epoch) before it removes anything below them: if
+        // they moved during the read and past `lsn`, the read may have missed collected
+        // versions. A read that saw a removal sees the bump.
+        if self.cutoff_epoch.load(Ordering::Acquire) != epoch {
+            self.check_available(target, lsn, requested_time(at))?;
+        }
+        Ok(read)
+    }
+
     /// `Store::prefetch` (`Depth::Newest`) and `Store::prefetch_history`
     /// (`Depth::ToWhole`) for a branch and LSN already resolved. Newest: for each key, the
     /// block a read would find first (its newest version in memory or in the newest layer

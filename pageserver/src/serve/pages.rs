@@ -105,8 +105,7 @@ pub(crate) async fn get(
     let key = Key::new(rel, block);
     let (page, lsn, commit_time) = blocking(move || {
         let (page, trace) = store.get_page_traced(&branch, key, at)?;
-        let commit_time = store.commit_time_at(&branch, trace.lsn)?;
-        Ok((page, trace.lsn, commit_time))
+        Ok((page, trace.lsn, trace.commit_time))
     })
     .await?;
     let Some(page) = page else {
