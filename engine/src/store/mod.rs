@@ -16,6 +16,8 @@
 mod apply;
 mod branches;
 mod checkpoint;
+#[cfg(test)]
+mod checkpoint_tests;
 mod commit;
 mod compaction;
 mod detach;
