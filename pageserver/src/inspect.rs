@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::cli::InspectCommand;
 use crate::commands::open;
-use crate::output::out;
+use crate::output::{counted, out};
 
 pub(crate) fn inspect(dir: &Path, command: &InspectCommand, json: bool) -> Result<()> {
     match command {
@@ -100,7 +100,7 @@ fn inspect_store(dir: &Path, verify: bool, json: bool) -> Result<()> {
         print_store_files(&files, verify)?;
     }
     if !damaged.is_empty() {
-        bail!("{} damaged layer files", damaged.len());
+        bail!("{}", counted(damaged.len() as u64, "damaged layer file"));
     }
     Ok(())
 }
@@ -189,15 +189,17 @@ fn print_store_files(files: &StoreFiles, verify: bool) -> anyhow::Result<()> {
         let bytes: u64 = branch.layers.iter().map(|layer| layer.bytes).sum();
         let run_bytes: u64 = branch.commit_runs.iter().map(|run| run.bytes).sum();
         out!(
-            "branch {} ({}){hidden}: head {}, flushed to {}, {} unflushed bytes, {} layer files ({bytes} bytes), {} commit points ({} run files, {run_bytes} bytes)",
+            "branch {} ({}){hidden}: head {}, flushed to {}, {} unflushed, {} ({}), {} ({}, {})",
             branch.name,
             branch.id,
             branch.head,
             branch.flushed,
-            branch.unflushed_bytes,
-            branch.layers.len(),
-            branch.commit_points,
-            branch.commit_runs.len()
+            counted(branch.unflushed_bytes, "byte"),
+            counted(branch.layers.len() as u64, "layer file"),
+            counted(bytes, "byte"),
+            counted(branch.commit_points, "commit point"),
+            counted(branch.commit_runs.len() as u64, "run file"),
+            counted(run_bytes, "byte"),
         );
         for layer in &branch.layers {
             let check = match &layer.check {

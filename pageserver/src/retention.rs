@@ -11,7 +11,7 @@ use pagefork_engine::Lsn;
 use serde_json::Value;
 
 use crate::commands::open;
-use crate::output::out;
+use crate::output::{counted, out};
 use crate::views::{describe_retain_reason, gc_report_json, lease_json};
 
 /// `pagefork gc`.
@@ -23,12 +23,12 @@ pub(crate) fn gc(dir: &Path, json: bool) -> Result<()> {
         return Ok(());
     }
     out!(
-        "removed {} page versions, {} layer files ({} bytes); wrote {} layer files ({} bytes)",
-        report.versions_removed,
-        report.layers_removed,
-        report.bytes_removed,
-        report.layers_written,
-        report.bytes_written
+        "removed {}, {} ({}); wrote {} ({})",
+        counted(report.versions_removed, "page version"),
+        counted(report.layers_removed as u64, "layer file"),
+        counted(report.bytes_removed, "byte"),
+        counted(report.layers_written as u64, "layer file"),
+        counted(report.bytes_written, "byte")
     );
     for branch in &report.branches {
         let kind = if branch.unreadable {
