@@ -23,8 +23,8 @@ impl Store {
     }
 
     /// The time of the last commit at or below `lsn` in `branch`'s visible history: the
-    /// time of the state a read at `lsn` sees. `None` if there is none (or GC removed the
-    /// record of it).
+    /// time of the state a read at `lsn` sees. `None` if there is none. (GC removes no
+    /// commit point: see the known limits in docs/engine.md.)
     pub fn commit_time_at(&self, branch: &str, lsn: Lsn) -> Result<Option<Timestamp>> {
         let target = self.inner.branch(branch)?;
         Ok(commit_time_on(&target, lsn))
