@@ -26,8 +26,8 @@ use crate::catalog::Branch;
 use crate::error::{EngineError, Result};
 use crate::key::Key;
 use crate::layer::{
-    LayerFile, LayerKind, LayerRange, Level, PersistedLayer, SequentialVersions, encoding_memory,
-    marker_path, write_layer,
+    LayerFile, LayerKind, LayerRange, Level, PersistedLayer, encoding_memory, marker_path,
+    write_layer,
 };
 use crate::update::Update;
 
@@ -239,20 +239,31 @@ fn newest_l1_ranges(branch: &Branch) -> Vec<(Key, Key)> {
         .collect()
 }
 
-/// Every version of several delta layers with disjoint LSN ranges, in (key, LSN) order:
-/// a k-way merge over buffered sequential reads, holding one version per input.
+/// One input of a merge: versions in (key, LSN) order.
+pub(super) type MergeInput = Box<dyn Iterator<Item = Result<(Key, Lsn, Update)>>>;
+
+/// Every version of several sorted inputs (delta layers, sorted versions in memory), in
+/// (key, LSN) order: a k-way merge over buffered sequential reads, holding one version
+/// per input. Versions of one key and LSN in two inputs come out one after the other.
 pub(super) struct MergedVersions {
-    readers: Vec<SequentialVersions>,
+    readers: Vec<MergeInput>,
     heads: BinaryHeap<Reverse<MergeHead>>,
 }
 
 impl MergedVersions {
+    /// A merge of delta layers.
     pub(super) fn new(inputs: &[PersistedLayer]) -> Result<MergedVersions> {
+        let readers = inputs
+            .iter()
+            .map(|layer| Ok(Box::new(layer.file.read_sequentially()?) as MergeInput))
+            .collect::<Result<Vec<_>>>()?;
+        MergedVersions::of(readers)
+    }
+
+    /// A merge of `readers`, each sorted by (key, LSN).
+    pub(super) fn of(readers: Vec<MergeInput>) -> Result<MergedVersions> {
         let mut merged = MergedVersions {
-            readers: inputs
-                .iter()
-                .map(|layer| layer.file.read_sequentially())
-                .collect::<Result<Vec<_>>>()?,
+            readers,
             heads: BinaryHeap::new(),
         };
         for input in 0..merged.readers.len() {

@@ -31,7 +31,7 @@ use pagefork_wal::Lsn;
 
 use super::StoreInner;
 use super::checkpoint::LAYERS_DIR_NAME;
-use super::compaction::L1Writer;
+use super::compaction::{L1Writer, MergeInput, MergedVersions};
 use crate::Store;
 use crate::backend::VersionDb;
 use crate::branch::BranchInfo;
@@ -161,6 +161,10 @@ impl StoreInner {
 
     /// Copies what `branch` reads through its ancestors at the `points` (the last is the
     /// base) and above the base up to `branch_point`; on disk, writes them as layer files.
+    /// The ancestors' versions stream through a merge into the layer writer, a key at a
+    /// time, so a detach holds one output layer in memory, not the history it copies (it
+    /// held all of it: 2.1 GB of memory to detach a branch of a 2 GiB tree). The RocksDB
+    /// backend and an in-memory store still gather the copies first.
     fn inherit(
         &self,
         branch: &Arc<Branch>,
@@ -168,57 +172,52 @@ impl StoreInner {
         points: &[Lsn],
     ) -> Result<Inherited> {
         let base = points.last().copied().unwrap_or(branch_point);
-        let mut versions: Vec<(Key, Lsn, Update)> = Vec::new();
+        let mut inputs: Vec<MergeInput> = Vec::new();
         let mut commits: Vec<CommitPoint> = Vec::new();
         let mut start = branch.start();
         for (ancestor, seen) in branch.lineage(branch_point).skip(1) {
             start = ancestor.start();
-            own_versions_up_to(self.version_db.as_deref(), ancestor, seen, &mut versions)?;
+            own_versions_up_to(self.version_db.as_deref(), ancestor, seen, &mut inputs)?;
             let state = ancestor.state.read();
             let mut older = state.commits.to_vec_up_to(seen);
             older.append(&mut commits);
             commits = older;
         }
-        versions.sort_by_key(|(key, lsn, _)| (*key, *lsn));
-        versions.dedup_by_key(|(key, lsn, _)| (*key, *lsn));
-        let mut copies: Vec<(Key, Lsn, Update)> = Vec::new();
-        for of_key in versions.chunk_by(|(a, _, _), (b, _, _)| a == b) {
-            let Some((key, _, _)) = of_key.first() else {
-                continue;
-            };
-            let history = of_key
-                .iter()
-                .map(|(_, lsn, update)| (*lsn, update.clone()))
-                .collect();
-            self.keep_versions(branch, *key, history, (base, points), |lsn, update| {
-                copies.push((*key, lsn, update));
-                Ok(())
+        let layers_dir = self.dir.as_ref().map(|dir| dir.join(LAYERS_DIR_NAME));
+        let mut sink = match (&self.log, &layers_dir) {
+            (Log::Wal(_), Some(layers_dir)) if self.version_db.is_none() => {
+                self.fs
+                    .create_dir_all(layers_dir)
+                    .map_err(EngineError::io("create directory", layers_dir))?;
+                // Every copy is at or above the old root's start, which a replay of the
+                // detach finds the same: its layers get the same names.
+                CopySink::Layers(L1Writer::spanning(
+                    self,
+                    branch,
+                    layers_dir,
+                    start,
+                    Lsn(branch_point.0 + 1),
+                ))
+            }
+            _ => CopySink::Copies(Vec::new()),
+        };
+        let mut keys: Option<(Key, Key)> = None;
+        let mut copied = 0u64;
+        let mut merged = MergedVersions::of(inputs)?;
+        while let Some(next) = merged.next_key() {
+            let (key, mut history) = next?;
+            // The same version in two places (the RocksDB backend's and a frozen layer's)
+            // is one version.
+            history.dedup_by_key(|(lsn, _)| *lsn);
+            self.keep_versions(branch, key, history, (base, points), |lsn, update| {
+                keys = Some((keys.map_or(key, |(first, _)| first), key));
+                copied += 1;
+                sink.push(key, lsn, update)
             })?;
         }
-        drop(versions);
-        let keys = copies
-            .first()
-            .map(|(key, _, _)| *key)
-            .zip(copies.last().map(|(key, _, _)| *key));
-        let copied = copies.len() as u64;
-        let versions = match (&self.log, &self.dir) {
-            (Log::Wal(_), Some(_)) if self.version_db.is_some() => {
-                InheritedVersions::Copies(copies)
-            }
-            (Log::Wal(_), Some(dir)) => {
-                let layers_dir = dir.join(LAYERS_DIR_NAME);
-                self.fs
-                    .create_dir_all(&layers_dir)
-                    .map_err(EngineError::io("create directory", &layers_dir))?;
-                let oldest = copies.iter().map(|(_, lsn, _)| *lsn).min().unwrap_or(base);
-                let mut writer =
-                    L1Writer::spanning(self, branch, &layers_dir, oldest, Lsn(branch_point.0 + 1));
-                for (key, lsn, update) in copies {
-                    writer.push(key, lsn, update)?;
-                }
-                InheritedVersions::Layers(writer.finish()?)
-            }
-            _ => InheritedVersions::Copies(copies),
+        let versions = match sink {
+            CopySink::Layers(writer) => InheritedVersions::Layers(writer.finish()?),
+            CopySink::Copies(copies) => InheritedVersions::Copies(copies),
         };
         Ok(Inherited {
             versions,
@@ -306,19 +305,39 @@ impl StoreInner {
     }
 }
 
-/// Appends `branch`'s own versions at or below `up_to` (open, frozen and delta layers;
-/// image layers only summarize them; or its flushed versions in RocksDB).
+/// Where a detach's copies go: layer files as they come, or a vector.
+enum CopySink<'a> {
+    Layers(L1Writer<'a>),
+    Copies(Vec<(Key, Lsn, Update)>),
+}
+
+impl CopySink<'_> {
+    fn push(&mut self, key: Key, lsn: Lsn, update: Update) -> Result<()> {
+        match self {
+            CopySink::Layers(writer) => writer.push(key, lsn, update),
+            CopySink::Copies(copies) => {
+                copies.push((key, lsn, update));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Adds merge inputs for `branch`'s own versions at or below `up_to`: its open and frozen
+/// layers' and its delta layers' (image layers only summarize them), or its flushed
+/// versions in RocksDB (gathered: that backend has no sorted stream to merge).
 fn own_versions_up_to(
     db: Option<&VersionDb>,
     branch: &Branch,
     up_to: Lsn,
-    out: &mut Vec<(Key, Lsn, Update)>,
+    inputs: &mut Vec<MergeInput>,
 ) -> Result<()> {
     let (in_memory, layers, flushed) = {
         let state = branch.state.read();
         let mut in_memory = state.open.to_sorted_vec();
         if let Some((frozen, _)) = &state.frozen {
             in_memory.extend(frozen.to_sorted_vec());
+            in_memory.sort_by_key(|(key, lsn, _)| (*key, *lsn));
         }
         (
             in_memory,
@@ -326,22 +345,32 @@ fn own_versions_up_to(
             state.flushed,
         )
     };
-    out.extend(in_memory.into_iter().filter(|(_, lsn, _)| *lsn <= up_to));
+    inputs.push(sorted_input(in_memory, up_to));
     if let Some(db) = db {
-        db.for_each_key(branch.id, up_to.min(flushed), |key, versions| {
-            out.extend(versions.into_iter().map(|(lsn, update)| (key, lsn, update)));
+        let mut versions = Vec::new();
+        db.for_each_key(branch.id, up_to.min(flushed), |key, of_key| {
+            versions.extend(of_key.into_iter().map(|(lsn, update)| (key, lsn, update)));
             Ok(())
         })?;
+        inputs.push(sorted_input(versions, up_to));
     }
     for layer in layers {
-        for version in layer.file.read_sequentially()? {
-            let version = version?;
-            if version.1 <= up_to {
-                out.push(version);
-            }
-        }
+        let versions = layer.file.read_sequentially()?;
+        inputs.push(Box::new(versions.filter(move |version| {
+            version.as_ref().map_or(true, |(_, lsn, _)| *lsn <= up_to)
+        })));
     }
     Ok(())
+}
+
+/// A merge input of `versions` (sorted by key and LSN) at or below `up_to`.
+fn sorted_input(versions: Vec<(Key, Lsn, Update)>, up_to: Lsn) -> MergeInput {
+    Box::new(
+        versions
+            .into_iter()
+            .filter(move |(_, lsn, _)| *lsn <= up_to)
+            .map(Ok),
+    )
 }
 
 #[cfg(test)]
