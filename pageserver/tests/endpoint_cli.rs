@@ -815,3 +815,71 @@ fn branch_names(list: &serde_json::Value) -> Vec<&str> {
         .map(|branch| branch["name"].as_str().unwrap())
         .collect()
 }
+
+/// Found by a review: a first start killed (SIGKILL) while its initdb ran left a `pgdata`
+/// that held `global/pg_control` but not yet every database, and the next start answered
+/// "ready" on it (no `postgres` database; or a server restarting in a loop). initdb now
+/// makes the cluster beside `pgdata` and renames it there once finished, so a start
+/// killed at any moment of it leaves a branch the next start formats afresh.
+#[test]
+fn regression_a_start_killed_during_its_initdb_leaves_a_branch_the_next_start_formats() {
+    use std::os::unix::fs::PermissionsExt;
+    require_fuse();
+    require_postgres();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mount = root.path().join("mount");
+    std::fs::create_dir(&mount).unwrap();
+    // Killed at moments spread over initdb's run (about a second through a mount), each
+    // on a store of its own.
+    for delay_ms in [0, 150, 400, 800] {
+        let data = root.path().join(format!("data-{delay_ms}"));
+        ok_json(pagefork(&data, &["init", "--json"]));
+        let mut start = std::process::Command::new(env!("CARGO_BIN_EXE_pagefork"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--json", "endpoint", "start", "main", "--mount"])
+            .arg(&mount)
+            .env_remove("PAGEFORK_DATA_DIR")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut initdb = None;
+        wait_until("initdb to run", || {
+            initdb = children(start.id())
+                .into_iter()
+                .find(|(_, name)| name == "initdb");
+            initdb.is_some()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        start.kill().unwrap();
+        start.wait().unwrap();
+        // As a power cut would: initdb and its bootstrap server go too.
+        if let Some((pid, _)) = initdb {
+            for (child, _) in children(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(child as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        support::mount::detach(&mount);
+
+        let endpoint = Endpoint::start(&data, "main", Some(&mount), &[]);
+        let url = endpoint.url();
+        assert_eq!(
+            psql(
+                &url,
+                "SELECT count(*) FROM pg_database WHERE datname = 'postgres'"
+            ),
+            Ok("1".to_owned()),
+            "killed {delay_ms} ms into initdb: {}",
+            endpoint.answer
+        );
+        assert!(endpoint.stop().success());
+    }
+}

@@ -40,6 +40,11 @@ pub(crate) use settings::{check_spec, setting_name_refusal, setting_value_refusa
 
 /// The data directory inside a branch's tree.
 pub(crate) const PGDATA: &str = "pgdata";
+/// Where `initdb` makes a new cluster, beside [`PGDATA`], renamed to it once initdb has
+/// finished: a start killed meanwhile (SIGKILL, a power cut) leaves this name, never a
+/// `pgdata` Postgres would start on (a review killed a first start during initdb and the
+/// next start answered "ready" on a cluster without its `postgres` database).
+pub(crate) const UNFINISHED_PGDATA: &str = "pgdata.initdb";
 /// How long a server may take to accept connections (crash recovery of a branch taken
 /// under heavy writes replays everything since the last checkpoint).
 const READY_TIMEOUT: Duration = Duration::from_secs(600);
@@ -469,6 +474,9 @@ pub(crate) fn check_holds_data_directory(
     if names.is_empty() {
         return Err(not_one("nothing".to_owned()));
     }
+    if names == [UNFINISHED_PGDATA] {
+        return Err(not_one(unfinished_initdb()));
+    }
     if !holds_file(&[PGDATA, "PG_VERSION"]) {
         // What it holds instead, as a start says it (a review's schema diff said "holds no
         // pgdata/PG_VERSION file but no pgdata/PG_VERSION").
@@ -488,9 +496,11 @@ fn first_names(mut names: Vec<String>) -> String {
     names.join(", ")
 }
 
-/// What a data directory initdb did not finish holds, as a refusal says it.
+/// What a tree whose initdb did not finish holds, as a refusal says it.
 fn unfinished_initdb() -> String {
-    format!("{PGDATA} of a cluster initdb had not finished (no global/pg_control)")
+    format!(
+        "a cluster initdb had not finished ({UNFINISHED_PGDATA}, or {PGDATA} without global/pg_control)"
+    )
 }
 
 /// Makes sure `data` is a data directory Postgres can start on: `initdb` if the tree is
@@ -523,11 +533,29 @@ fn prepare_data_directory(
         }
         return Ok(false);
     }
-    let entries: Vec<String> = std::fs::read_dir(mount_dir)
+    let mut entries: Vec<String> = std::fs::read_dir(mount_dir)
         .map_err(|error| failed(format!("cannot list {}: {error}", mount_dir.display())))?
         .flatten()
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .collect();
+    let unfinished = mount_dir.join(UNFINISHED_PGDATA);
+    if entries == [UNFINISHED_PGDATA] {
+        // A start stopped during its initdb: the branch is as empty as it was, and
+        // initdb runs again.
+        if refuse_empty {
+            return Err(EndpointError::NotADataDirectory {
+                branch: branch.to_owned(),
+                found: unfinished_initdb(),
+            });
+        }
+        std::fs::remove_dir_all(&unfinished).map_err(|error| {
+            failed(format!(
+                "cannot remove {}, which an initdb stopped part way left: {error}",
+                unfinished.display()
+            ))
+        })?;
+        entries.clear();
+    }
     if entries.is_empty() && refuse_empty {
         return Err(EndpointError::NotADataDirectory {
             branch: branch.to_owned(),
@@ -540,13 +568,25 @@ fn prepare_data_directory(
             found: first_names(entries),
         });
     }
-    std::fs::create_dir(data)
-        .map_err(|error| failed(format!("cannot create {}: {error}", data.display())))?;
-    let initialized = run_initdb(branch, data, pg);
+    std::fs::create_dir(&unfinished)
+        .map_err(|error| failed(format!("cannot create {}: {error}", unfinished.display())))?;
+    let initialized = run_initdb(branch, &unfinished, pg).and_then(|()| {
+        // One commit makes the cluster the data directory, durable before Postgres starts.
+        std::fs::rename(&unfinished, data)
+            .and_then(|()| std::fs::File::open(mount_dir)?.sync_all())
+            .map_err(|error| {
+                failed(format!(
+                    "cannot rename {} to {}: {error}",
+                    unfinished.display(),
+                    data.display()
+                ))
+                .into()
+            })
+    });
     if initialized.is_err() {
         // The branch goes back to empty, so the next start runs initdb again (a directory
         // left behind made the branch "not a Postgres data directory" for good).
-        remove_data_directory(branch, data);
+        remove_data_directory(branch, &unfinished);
     }
     initialized.map(|()| true)
 }
