@@ -65,6 +65,11 @@ impl RemoteLayers {
         self.fenced.store(true, Ordering::SeqCst);
     }
 
+    /// No newer generation is there any more: evictions may go on.
+    pub(crate) fn unfence(&self) {
+        self.fenced.store(false, Ordering::SeqCst);
+    }
+
     fn bucket(&self) -> Result<Arc<Bucket>> {
         let mut bucket = self.bucket.lock();
         if let Some(bucket) = &*bucket {

@@ -232,8 +232,6 @@ fn run(
 ) {
     let mut next = Instant::now();
     let mut uploader: Option<Uploader> = None;
-    // Who claimed the generation that fenced this process, as the fencing sync found it.
-    let mut fenced_claimant = String::new();
     loop {
         let mut waiters = Vec::new();
         let mut stop = false;
@@ -252,28 +250,28 @@ fn run(
         if stop && waiters.is_empty() {
             return;
         }
-        let fenced_by = status.lock().fenced_by;
-        let result = if let Some(newer) = fenced_by {
-            Err(fenced_error(status, newer, &fenced_claimant))
-        } else {
-            status.lock().syncing = true;
-            let result = connected(&mut uploader, location, store, &layer_source, status)
-                .and_then(|uploader| uploader.sync(store));
-            record(status, &result);
-            if let Err(RemoteError::Fenced { claimed_by, .. }) = &result {
-                fenced_claimant.clone_from(claimed_by);
+        // A fenced replicator tries again too: each sync looks for a newer generation
+        // before it uploads anything, and one deleted since (as the fencing error advises
+        // once its process is gone) no longer fences it (a review's server stayed fenced
+        // until restarted, where the CLI synced at once).
+        // It connects afresh, as a new process would: what it knew of the location may
+        // have changed under the newer generation.
+        if status.lock().fenced_by.is_some() {
+            uploader = None;
+        }
+        status.lock().syncing = true;
+        let result = connected(&mut uploader, location, store, &layer_source, status)
+            .and_then(|uploader| uploader.sync(store));
+        record(status, &result);
+        if let (Ok(_), Some(uploader)) = (&result, &uploader) {
+            *uploaded_layers.lock() = Arc::new(uploader.uploaded_layers());
+        }
+        if result.is_ok() && layer_source.is_some() {
+            // The layers just uploaded may go now.
+            if let Err(error) = store.evict_layers_over_budget() {
+                tracing::warn!(%error, "evicting layer files after a sync failed");
             }
-            if let (Ok(_), Some(uploader)) = (&result, &uploader) {
-                *uploaded_layers.lock() = Arc::new(uploader.uploaded_layers());
-            }
-            if result.is_ok() && layer_source.is_some() {
-                // The layers just uploaded may go now.
-                if let Err(error) = store.evict_layers_over_budget() {
-                    tracing::warn!(%error, "evicting layer files after a sync failed");
-                }
-            }
-            result
-        };
+        }
         for waiter in waiters {
             let answer = match &result {
                 Ok(report) => Ok(report.clone()),
@@ -339,6 +337,7 @@ fn record(status: &Mutex<ReplicaStatus>, result: &Result<SyncReport>) {
     status.syncing = false;
     match result {
         Ok(report) => {
+            status.fenced_by = None;
             status.recovery_point = Some(report.recovery_point);
             status.last_sync_ms = SystemTime::now()
                 .duration_since(UNIX_EPOCH)

@@ -278,6 +278,9 @@ impl Uploader {
     /// Copies the store's published state now and publishes an index of it.
     pub fn sync(&mut self, store: &Store) -> Result<SyncReport> {
         let started = Instant::now();
+        // Fenced, it uploads nothing (the check before the index is published stands:
+        // a generation may be claimed meanwhile).
+        check_not_fenced(&self.bucket, self.generation, self.layer_source.as_deref())?;
         // Commits logged and acknowledged without an fsync (a mount's creates, renames and
         // writes) are in the copy too: a review's mount wrote 23 MB that no sync took
         // while each said it had synced.
@@ -698,8 +701,12 @@ fn find_index(bucket: &Bucket, generation: u32) -> Result<Option<RemoteIndex>> {
 /// what its own indexes no longer list).
 fn check_not_fenced(bucket: &Bucket, mine: u32, layer_source: Option<&RemoteLayers>) -> Result<()> {
     let checked = generations::check_current(bucket, mine);
-    if let (Err(RemoteError::Fenced { .. }), Some(source)) = (&checked, layer_source) {
-        source.fence();
+    match (&checked, layer_source) {
+        (Err(RemoteError::Fenced { .. }), Some(source)) => source.fence(),
+        // The newest again (the newer generation's marker deleted once its process was
+        // gone): what it uploads may be evicted again.
+        (Ok(()), Some(source)) => source.unfence(),
+        _ => {}
     }
     checked
 }
