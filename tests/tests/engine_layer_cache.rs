@@ -475,3 +475,37 @@ fn a_read_whose_branch_was_deleted_during_its_download_says_so() {
 fn page_of(fill: u8) -> Bytes {
     Bytes::from(vec![fill; PAGE])
 }
+
+/// Found by a review: `inspect store` on a store whose evicted layers a stalled server
+/// could not send waited the request timeout once per layer (minutes each), and called
+/// each such layer damaged. A verifying listing now fails at the first layer that cannot
+/// be read back, naming it.
+#[test]
+fn a_verifying_listing_fails_at_the_first_layer_that_cannot_be_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = DirSource::new(&dir.path().join("source"));
+    let data = dir.path().join("store");
+    let store = Store::create(&data, config(&source, None)).unwrap();
+    write_rounds(&store, 3);
+    source.upload(&store);
+    let evicted = store.evict_layers_to(0).unwrap().evicted_layers;
+    assert!(evicted >= 2, "{evicted}");
+    std::fs::remove_dir_all(dir.path().join("source")).unwrap();
+    let before = source.reads.load(Ordering::SeqCst);
+    match store.files(true) {
+        Err(EngineError::LayerFetch { name, .. }) => assert!(!name.is_empty()),
+        other => panic!("a layer that cannot be read back was listed: {other:?}"),
+    }
+    assert_eq!(
+        source.reads.load(Ordering::SeqCst) - before,
+        1,
+        "it asked for every layer, each a timeout's wait"
+    );
+    let listed = store.files(false).unwrap();
+    let layers: usize = listed
+        .branches
+        .iter()
+        .map(|branch| branch.layers.len())
+        .sum();
+    assert!(layers >= 2, "{layers}");
+}

@@ -263,7 +263,8 @@ impl Store {
     }
 
     /// What the store's files are, with every layer file read and checked against its
-    /// checksums if `verify` (that reads every layer in full).
+    /// checksums if `verify` (that reads every layer in full). An evicted layer that
+    /// cannot be read back fails the call (`LayerFetch`) rather than wait for the next.
     pub fn files(&self, verify: bool) -> Result<StoreFiles> {
         let inner = &self.inner;
         let wal = match (&inner.log, &inner.dir) {
@@ -316,25 +317,26 @@ impl Store {
                 .frozen
                 .as_ref()
                 .map_or(0, |(frozen, _)| frozen.bytes());
-            let layers = state
-                .layers
-                .iter()
-                .map(|layer| LayerFileSummary {
+            let mut layers = Vec::new();
+            for layer in state.layers.iter() {
+                let check = match verify.then(|| layer.file.versions().map(drop)) {
+                    // An evicted layer that could not be read back says nothing of the
+                    // file, and the next would wait as long (a review's stalled server
+                    // kept `inspect store` waiting minutes per layer): the whole check
+                    // fails at once, naming it.
+                    Some(Err(error @ EngineError::LayerFetch { .. })) => return Err(error),
+                    check => check.map(|checked| checked.map_err(|error| error.to_string())),
+                };
+                layers.push(LayerFileSummary {
                     name: layer.name.clone(),
                     level: layer.level,
                     range: *layer.file.range(),
                     versions: layer.file.version_count(),
                     bytes: layer.size,
                     resident: layer.file.is_resident(),
-                    check: verify.then(|| {
-                        layer
-                            .file
-                            .versions()
-                            .map(drop)
-                            .map_err(|error| error.to_string())
-                    }),
-                })
-                .collect();
+                    check,
+                });
+            }
             branches.push(BranchFiles {
                 id: branch.id,
                 name: branch.name(),
