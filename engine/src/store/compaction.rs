@@ -242,12 +242,20 @@ fn newest_l1_ranges(branch: &Branch) -> Vec<(Key, Key)> {
 /// One input of a merge: versions in (key, LSN) order.
 pub(super) type MergeInput = Box<dyn Iterator<Item = Result<(Key, Lsn, Update)>>>;
 
+/// An input opened only once the merge reaches its first key (a layer whose reader holds
+/// a buffer of its own), with that key.
+pub(super) type DeferredInput = (Key, Box<dyn FnOnce() -> Result<MergeInput>>);
+
 /// Every version of several sorted inputs (delta layers, sorted versions in memory), in
 /// (key, LSN) order: a k-way merge over buffered sequential reads, holding one version
-/// per input. Versions of one key and LSN in two inputs come out one after the other.
+/// per open input. Versions of one key and LSN in two inputs come out one after the
+/// other. Deferred inputs open when the merge reaches their first key and each input is
+/// closed once read, so key-disjoint layers (an L1 generation) hold one buffer at a time.
 pub(super) struct MergedVersions {
     readers: Vec<MergeInput>,
     heads: BinaryHeap<Reverse<MergeHead>>,
+    /// Inputs not yet opened, the one with the highest first key first.
+    deferred: Vec<DeferredInput>,
 }
 
 impl MergedVersions {
@@ -257,14 +265,19 @@ impl MergedVersions {
             .iter()
             .map(|layer| Ok(Box::new(layer.file.read_sequentially()?) as MergeInput))
             .collect::<Result<Vec<_>>>()?;
-        MergedVersions::of(readers)
+        MergedVersions::of(readers, Vec::new())
     }
 
-    /// A merge of `readers`, each sorted by (key, LSN).
-    pub(super) fn of(readers: Vec<MergeInput>) -> Result<MergedVersions> {
+    /// A merge of `readers` and `deferred`, each sorted by (key, LSN).
+    pub(super) fn of(
+        readers: Vec<MergeInput>,
+        mut deferred: Vec<DeferredInput>,
+    ) -> Result<MergedVersions> {
+        deferred.sort_by_key(|(first, _)| std::cmp::Reverse(*first));
         let mut merged = MergedVersions {
             readers,
             heads: BinaryHeap::new(),
+            deferred,
         };
         for input in 0..merged.readers.len() {
             merged.refill(input)?;
@@ -272,18 +285,42 @@ impl MergedVersions {
         Ok(merged)
     }
 
+    /// Opens every deferred input whose first key is at or below the merge's next key
+    /// (all of them once the open inputs are read): none of their versions comes before.
+    fn open_due(&mut self) -> Result<()> {
+        loop {
+            let due = match (self.deferred.last(), self.heads.peek()) {
+                (None, _) => return Ok(()),
+                (Some((first, _)), Some(Reverse(next))) => *first <= next.key,
+                (Some(_), None) => true,
+            };
+            if !due {
+                return Ok(());
+            }
+            if let Some((_, open)) = self.deferred.pop() {
+                self.readers.push(open()?);
+                self.refill(self.readers.len() - 1)?;
+            }
+        }
+    }
+
     /// Pushes the next version of input `input`, if any.
     fn refill(&mut self, input: usize) -> Result<()> {
-        if let Some(reader) = self.readers.get_mut(input)
-            && let Some(version) = reader.next()
-        {
-            let (key, lsn, update) = version?;
-            self.heads.push(Reverse(MergeHead {
-                key,
-                lsn,
-                input,
-                update,
-            }));
+        let Some(reader) = self.readers.get_mut(input) else {
+            return Ok(());
+        };
+        match reader.next() {
+            Some(version) => {
+                let (key, lsn, update) = version?;
+                self.heads.push(Reverse(MergeHead {
+                    key,
+                    lsn,
+                    input,
+                    update,
+                }));
+            }
+            // Read: its buffer goes now.
+            None => *reader = Box::new(std::iter::empty()),
         }
         Ok(())
     }
@@ -300,11 +337,18 @@ impl MergedVersions {
             Err(error) => return Some(Err(error)),
         };
         let mut versions = vec![(lsn, update)];
-        while self
-            .heads
-            .peek()
-            .is_some_and(|Reverse(head)| head.key == key)
-        {
+        loop {
+            // An input not yet opened may start at this key.
+            if let Err(error) = self.open_due() {
+                return Some(Err(error));
+            }
+            if self
+                .heads
+                .peek()
+                .is_none_or(|Reverse(head)| head.key != key)
+            {
+                break;
+            }
             match self.next()? {
                 Ok((_, lsn, update)) => versions.push((lsn, update)),
                 Err(error) => return Some(Err(error)),
@@ -318,6 +362,9 @@ impl Iterator for MergedVersions {
     type Item = Result<(Key, Lsn, Update)>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Err(error) = self.open_due() {
+            return Some(Err(error));
+        }
         let Reverse(head) = self.heads.pop()?;
         if let Err(error) = self.refill(head.input) {
             return Some(Err(error));

@@ -31,7 +31,7 @@ use pagefork_wal::Lsn;
 
 use super::StoreInner;
 use super::checkpoint::LAYERS_DIR_NAME;
-use super::compaction::{L1Writer, MergeInput, MergedVersions};
+use super::compaction::{DeferredInput, L1Writer, MergeInput, MergedVersions};
 use crate::Store;
 use crate::backend::VersionDb;
 use crate::branch::BranchInfo;
@@ -173,11 +173,17 @@ impl StoreInner {
     ) -> Result<Inherited> {
         let base = points.last().copied().unwrap_or(branch_point);
         let mut inputs: Vec<MergeInput> = Vec::new();
+        let mut deferred: Vec<DeferredInput> = Vec::new();
         let mut commits: Vec<CommitPoint> = Vec::new();
         let mut start = branch.start();
         for (ancestor, seen) in branch.lineage(branch_point).skip(1) {
             start = ancestor.start();
-            own_versions_up_to(self.version_db.as_deref(), ancestor, seen, &mut inputs)?;
+            own_versions_up_to(
+                self.version_db.as_deref(),
+                ancestor,
+                seen,
+                (&mut inputs, &mut deferred),
+            )?;
             let state = ancestor.state.read();
             let mut older = state.commits.to_vec_up_to(seen);
             older.append(&mut commits);
@@ -203,7 +209,7 @@ impl StoreInner {
         };
         let mut keys: Option<(Key, Key)> = None;
         let mut copied = 0u64;
-        let mut merged = MergedVersions::of(inputs)?;
+        let mut merged = MergedVersions::of(inputs, deferred)?;
         while let Some(next) = merged.next_key() {
             let (key, mut history) = next?;
             // The same version in two places (the RocksDB backend's and a frozen layer's)
@@ -324,13 +330,13 @@ impl CopySink<'_> {
 }
 
 /// Adds merge inputs for `branch`'s own versions at or below `up_to`: its open and frozen
-/// layers' and its delta layers' (image layers only summarize them), or its flushed
-/// versions in RocksDB (gathered: that backend has no sorted stream to merge).
+/// layers' and, deferred, its delta layers' (image layers only summarize them), or its
+/// flushed versions in RocksDB (gathered: that backend has no sorted stream to merge).
 fn own_versions_up_to(
     db: Option<&VersionDb>,
     branch: &Branch,
     up_to: Lsn,
-    inputs: &mut Vec<MergeInput>,
+    (inputs, deferred): (&mut Vec<MergeInput>, &mut Vec<DeferredInput>),
 ) -> Result<()> {
     let (in_memory, layers, flushed) = {
         let state = branch.state.read();
@@ -354,11 +360,19 @@ fn own_versions_up_to(
         })?;
         inputs.push(sorted_input(versions, up_to));
     }
+    // Each opened when the merge reaches its first key: a layer's reader holds a buffer
+    // of a megabyte, and an L1 generation's layers are read one after another.
     for layer in layers {
-        let versions = layer.file.read_sequentially()?;
-        inputs.push(Box::new(versions.filter(move |version| {
-            version.as_ref().map_or(true, |(_, lsn, _)| *lsn <= up_to)
-        })));
+        let first = layer.file.range().key_start;
+        deferred.push((
+            first,
+            Box::new(move || {
+                let versions = layer.file.read_sequentially()?;
+                Ok(Box::new(versions.filter(move |version| {
+                    version.as_ref().map_or(true, |(_, lsn, _)| *lsn <= up_to)
+                })) as MergeInput)
+            }),
+        ));
     }
     Ok(())
 }
