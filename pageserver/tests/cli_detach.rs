@@ -47,7 +47,7 @@ fn a_detach_holds_memory_bounded_by_its_layers_not_by_what_it_copies() {
     let peak_kib = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
         .unwrap()
         .max_rss();
-    let copied_mib = u64::from(PAGES) * PAGE as u64 >> 20;
+    let copied_mib = (u64::from(PAGES) * PAGE as u64) >> 20;
     assert!(
         (peak_kib >> 10) < 200,
         "the detach peaked at {} MiB of memory copying {copied_mib} MiB",
