@@ -302,6 +302,7 @@ pub(crate) enum BranchCommand {
     )]
     Create {
         /// Name of the new branch: 1-63 characters of [A-Za-z0-9._/-].
+        #[arg(value_parser = parse_new_branch_name)]
         name: String,
         /// The parent branch.
         #[arg(long, default_value = "main")]
@@ -363,7 +364,7 @@ pub(crate) enum BranchCommand {
         #[command(flatten)]
         at: AtArgs,
         /// Name the backup of the previous state.
-        #[arg(long, conflicts_with = "no_backup")]
+        #[arg(long, conflicts_with = "no_backup", value_parser = parse_new_branch_name)]
         backup_name: Option<String>,
         /// Keep no backup of the previous state.
         #[arg(long)]
@@ -375,6 +376,7 @@ pub(crate) enum BranchCommand {
         /// The branch.
         name: String,
         /// Its new name.
+        #[arg(value_parser = parse_new_branch_name)]
         new_name: String,
     },
     /// Pages that differ between two branch states: added, removed, changed, per relation.
@@ -593,6 +595,14 @@ pub(crate) struct ExpiryArgs {
 fn parse_lsn(text: &str) -> Result<Lsn, String> {
     text.parse()
         .map_err(|error: pagefork_wal::ParseLsnError| error.to_string())
+}
+
+/// A name for a branch to be made: refused as a bad argument (exit 2, before the store is
+/// opened) when no branch may have it.
+fn parse_new_branch_name(text: &str) -> Result<String, String> {
+    pagefork_engine::validate_branch_name(text)
+        .map(|()| text.to_owned())
+        .map_err(|error| error.to_string())
 }
 
 fn parse_time(text: &str) -> Result<Timestamp, String> {
