@@ -100,8 +100,9 @@ pub(crate) enum TokenError {
     /// Before its `nbf`.
     #[error("the token is not valid before {0}")]
     NotYetValid(String),
-    /// For another project (or a project token on a server-wide route).
-    #[error("the token is for {scope}, not for {path}")]
+    /// For another project (or a project token on a server-wide route): valid, but not
+    /// for this path (403, where the others are 401).
+    #[error("the token is for {scope} and does not cover the path {path}")]
     WrongScope {
         /// What the token is for.
         scope: String,

@@ -1,6 +1,6 @@
 //! `pagefork serve --auth` (issue 19): only a valid EdDSA token for the route's scope
 //! gets through; a missing, malformed, tampered, foreign-key, expired, not-yet-valid or
-//! wrongly scoped one is a 401 saying which, and changes nothing. Tokens come from
+//! wrongly scoped one is a 403 (the others 401) saying which, and changes nothing. Tokens come from
 //! `pagefork token create`, as users get them; the odd ones are signed here with the
 //! server's own key, as an attacker who stole it (or a clock that is off) would.
 
@@ -100,13 +100,20 @@ fn every_route_needs_a_valid_token_for_its_scope() {
     let before = observable(&server);
     for (token, code) in &cases {
         server.token = token.clone();
+        // A valid token for something else is forbidden (403); any other refusal asks
+        // for a token (401).
+        let status = if *code == "token_wrong_scope" {
+            403
+        } else {
+            401
+        };
         for (method, path, body) in support::mutating_routes() {
             let answer = server.send(method, &path, &body);
-            let message = answer.expect_error(401, code);
+            let message = answer.expect_error(status, code);
             assert!(!message.is_empty());
         }
-        server.get(B).expect_error(401, code);
-        server.get("/metrics").expect_error(401, code);
+        server.get(B).expect_error(status, code);
+        server.get("/metrics").expect_error(status, code);
         server.token = Some(good.clone());
         assert_eq!(
             observable(&server),
@@ -125,13 +132,13 @@ fn every_route_needs_a_valid_token_for_its_scope() {
     server.post(B, r#"{"branch_id": "mine"}"#).expect(201);
     server
         .get("/v1/projects")
-        .expect_error(401, "token_wrong_scope");
+        .expect_error(403, "token_wrong_scope");
     server
         .post("/v1/projects", r#"{"project_id": "r"}"#)
-        .expect_error(401, "token_wrong_scope");
+        .expect_error(403, "token_wrong_scope");
     server
         .get("/metrics")
-        .expect_error(401, "token_wrong_scope");
+        .expect_error(403, "token_wrong_scope");
     // A token that expires while in use is refused from then on.
     server.token = Some(token(dir.path(), &["--ttl", "1s"]));
     std::thread::sleep(Duration::from_millis(2100));

@@ -388,8 +388,8 @@ fn is_object(body: &[u8]) -> bool {
 /// The routes anyone may call under `--auth`: liveness and the API's description.
 const OPEN_ROUTES: [&str; 2] = ["/healthz", "/v1/openapi.json"];
 
-/// Under `--auth`, refuses a request without a valid token for its path (401, with a code
-/// saying what was wrong with the token).
+/// Under `--auth`, refuses a request without a valid token (401, with a code saying what
+/// was wrong with the token) or with one that does not cover its path (403).
 async fn require_token(
     axum::extract::State(keys): axum::extract::State<Option<Arc<Keys>>>,
     request: axum::extract::Request,
@@ -417,16 +417,24 @@ async fn require_token(
         },
         Err(error) => error,
     };
+    // A valid token for something else is authenticated but not allowed (403); no token,
+    // or one that is not valid, asks for one (401, with the scheme to use).
+    let wrong_scope = matches!(refusal, TokenError::WrongScope { .. });
     let error = ApiError {
-        status: axum::http::StatusCode::UNAUTHORIZED,
+        status: match wrong_scope {
+            true => axum::http::StatusCode::FORBIDDEN,
+            false => axum::http::StatusCode::UNAUTHORIZED,
+        },
         code: refusal.code(),
         message: refusal.to_string(),
     };
     let mut response = refuse_unread(request, error).await;
-    response.headers_mut().insert(
-        axum::http::header::WWW_AUTHENTICATE,
-        axum::http::HeaderValue::from_static("Bearer"),
-    );
+    if !wrong_scope {
+        response.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer"),
+        );
+    }
     response
 }
 

@@ -173,7 +173,7 @@ impl ToSchema for PageSizeValue {}
     info(
         title = "pagefork HTTP API",
         version = "1",
-        description = "A branchable page store, one store per project. Every request body is JSON (content-type: application/json; {} for an operation without parameters), except a page's raw bytes. LSNs are strings like \"0/16B3748\", times RFC 3339 in UTC, durations like \"3600s\" or \"1h 30m\". Errors are {error, message}: 400 for a request this document does not allow, 422 for one it allows that the store refuses for what it means (an LSN past the head, a time before the history), 401 for a missing or bad token under --auth, 403 for a foreign Host or another Origin, 404 for what does not exist, 409 for a conflict, 410 for what expired or was collected; refusals change nothing. Request bodies are limited to 64 MiB."
+        description = "A branchable page store, one store per project. Every request body is JSON (content-type: application/json; {} for an operation without parameters), except a page's raw bytes. LSNs are strings like \"0/16B3748\", times RFC 3339 in UTC, durations like \"3600s\" or \"1h 30m\". Errors are {error, message}: 400 for a request this document does not allow, 422 for one it allows that the store refuses for what it means (an LSN past the head, a time before the history), 401 for a missing or bad token under --auth, 403 for a foreign Host, another Origin or a token that does not cover the path, 404 for what does not exist, 409 for a conflict, 410 for what expired or was collected; refusals change nothing. Request bodies are limited to 64 MiB."
     ),
     paths(
         admin::openapi,
