@@ -206,13 +206,16 @@ fn discarded_lines(report: &RecoveryReport, done: bool) -> Vec<String> {
         lines.push(format!("salvage cuts the log at {}: {damage}", report.end));
     }
     if let Some(tail) = &report.dropped_tail {
+        // `to` is past the last non-zero byte, which can be short of where the record
+        // ended; and the first frame is torn or damaged, so not counted (a review read
+        // "0 whole records" of a damaged acknowledged commit as none dropped).
         lines.push(format!(
-            "{dropped} from {}: {}..{}, {} bytes, {} whole records",
+            "{dropped} from {}: {}..{} (to its last non-zero byte), {} bytes: a torn or damaged record, then {}",
             tail.segment.display(),
             tail.from,
             tail.to,
             tail.bytes,
-            tail.records
+            crate::output::counted(tail.records, "valid record"),
         ));
     }
     for segment in &report.removed_segments {
