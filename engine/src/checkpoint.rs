@@ -232,7 +232,7 @@ impl Checkpoint {
         let mut stored = [0u8; 4];
         stored.copy_from_slice(bytes.get(body_len..).unwrap_or_default());
         if crc32fast::hash(&body) != u32::from_le_bytes(stored) {
-            return Err(corrupt(body_len as u64, "checksum mismatch".to_owned()));
+            return Err(corrupt(body_len as u64, whole_file_checksum_mismatch(body_len)));
         }
         let mut cursor = Cursor::new(body);
         let parse = |cursor: &mut Cursor| -> std::result::Result<Checkpoint, String> {
@@ -393,6 +393,16 @@ impl Checkpoint {
         cursor.finish().map_err(|reason| corrupt(end, reason))?;
         Ok(checkpoint)
     }
+}
+
+
+/// Why a file whose checksum covers all of it is refused: the offset named is the
+/// checksum's, and the damage may be anywhere before it (a review read the offset as
+/// where the damage was).
+pub(crate) fn whole_file_checksum_mismatch(body_len: usize) -> String {
+    format!(
+        "the checksum here does not match the {body_len} bytes before it (the damage may be anywhere in them)"
+    )
 }
 
 #[cfg(test)]
