@@ -232,7 +232,10 @@ impl Checkpoint {
         let mut stored = [0u8; 4];
         stored.copy_from_slice(bytes.get(body_len..).unwrap_or_default());
         if crc32fast::hash(&body) != u32::from_le_bytes(stored) {
-            return Err(corrupt(body_len as u64, whole_file_checksum_mismatch(body_len)));
+            return Err(corrupt(
+                body_len as u64,
+                whole_file_checksum_mismatch(body_len),
+            ));
         }
         let mut cursor = Cursor::new(body);
         let parse = |cursor: &mut Cursor| -> std::result::Result<Checkpoint, String> {
@@ -394,7 +397,6 @@ impl Checkpoint {
         Ok(checkpoint)
     }
 }
-
 
 /// Why a file whose checksum covers all of it is refused: the offset named is the
 /// checksum's, and the damage may be anywhere before it (a review read the offset as

@@ -276,7 +276,10 @@ fn check_run(
         ));
     }
     if crc32fast::hash(bytes.get(..body_len).unwrap_or_default()) != stored {
-        return Err((body_len as u64, crate::checkpoint::whole_file_checksum_mismatch(body_len)));
+        return Err((
+            body_len as u64,
+            crate::checkpoint::whole_file_checksum_mismatch(body_len),
+        ));
     }
     let mut header = bytes.slice(..HEADER_LEN);
     if header.get(..8) != Some(&MAGIC[..]) {

@@ -98,7 +98,10 @@ impl StoreMeta {
         }
         let crc_at = len - 4;
         if crc32fast::hash(bytes.get(0..crc_at).unwrap_or_default()) != field(crc_at..len) {
-            return Err(corrupt(crc_at as u64, &crate::checkpoint::whole_file_checksum_mismatch(crc_at)));
+            return Err(corrupt(
+                crc_at as u64,
+                &crate::checkpoint::whole_file_checksum_mismatch(crc_at),
+            ));
         }
         let backend = if version == 1 {
             Backend::Native
