@@ -100,7 +100,10 @@ fn inspect_store(dir: &Path, verify: bool, json: bool) -> Result<()> {
         print_store_files(&files, verify)?;
     }
     if !damaged.is_empty() {
-        bail!("{}", counted(damaged.len() as u64, "damaged layer file"));
+        bail!(
+            "{} failed the check (damaged, or evicted and not read back)",
+            counted(damaged.len() as u64, "layer file")
+        );
     }
     Ok(())
 }

@@ -457,7 +457,7 @@ fn inspect_store_lists_files_and_finds_a_damaged_layer() {
     assert!(
         String::from_utf8(output.stderr)
             .unwrap()
-            .contains("1 damaged layer file")
+            .contains("1 layer file failed the check")
     );
     let unchecked = ok_json(pagefork(
         &store,

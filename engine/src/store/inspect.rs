@@ -263,8 +263,9 @@ impl Store {
     }
 
     /// What the store's files are, with every layer file read and checked against its
-    /// checksums if `verify` (that reads every layer in full). An evicted layer that
-    /// cannot be read back fails the call (`LayerFetch`) rather than wait for the next.
+    /// checksums if `verify` (that reads every layer in full). Once an evicted layer cannot
+    /// be read back, the other evicted layers are not tried (each would wait as long) and
+    /// their checks say so; resident layers are still checked.
     pub fn files(&self, verify: bool) -> Result<StoreFiles> {
         let inner = &self.inner;
         let wal = match (&inner.log, &inner.dir) {
@@ -309,6 +310,8 @@ impl Store {
             None => 0,
         };
         let mut branches = Vec::new();
+        // The first evicted layer that could not be read back, if any.
+        let mut fetch_failed: Option<String> = None;
         let mut listed: Vec<Arc<Branch>> = inner.catalog.read().branches().cloned().collect();
         listed.sort_by_key(|branch| branch.id);
         for branch in listed {
@@ -319,13 +322,20 @@ impl Store {
                 .map_or(0, |(frozen, _)| frozen.bytes());
             let mut layers = Vec::new();
             for layer in state.layers.iter() {
-                let check = match verify.then(|| layer.file.versions().map(drop)) {
-                    // An evicted layer that could not be read back says nothing of the
-                    // file, and the next would wait as long (a review's stalled server
-                    // kept `inspect store` waiting minutes per layer): the whole check
-                    // fails at once, naming it.
-                    Some(Err(error @ EngineError::LayerFetch { .. })) => return Err(error),
-                    check => check.map(|checked| checked.map_err(|error| error.to_string())),
+                let check = match (verify, &fetch_failed) {
+                    (false, _) => None,
+                    // Once one evicted layer could not be read back, the others are not
+                    // tried: each would wait as long (a review's stalled server kept
+                    // `inspect store` waiting minutes per layer).
+                    (true, Some(first)) if !layer.file.is_resident() => Some(Err(format!(
+                        "evicted, not read back: reading back {first} failed first"
+                    ))),
+                    (true, _) => Some(layer.file.versions().map(drop).map_err(|error| {
+                        if matches!(error, EngineError::LayerFetch { .. }) {
+                            fetch_failed = Some(layer.name.clone());
+                        }
+                        error.to_string()
+                    })),
                 };
                 layers.push(LayerFileSummary {
                     name: layer.name.clone(),
