@@ -338,7 +338,7 @@ pub(crate) fn start(
         // The branch goes back to empty: a start that failed formats nothing (a review
         // found a refused setting leaving 70 MB of initdb behind, and the next start
         // saying it had not run initdb).
-        remove_data_directory(branch, &data);
+        discard_new_cluster(branch, mount_dir);
     }
     started
 }
@@ -576,7 +576,7 @@ fn prepare_data_directory(
             .and_then(|()| std::fs::File::open(mount_dir)?.sync_all())
             .map_err(|error| {
                 failed(format!(
-                    "cannot rename {} to {}: {error}",
+                    "cannot make {} the data directory {}: {error}",
                     unfinished.display(),
                     data.display()
                 ))
@@ -586,15 +586,27 @@ fn prepare_data_directory(
     if initialized.is_err() {
         // The branch goes back to empty, so the next start runs initdb again (a directory
         // left behind made the branch "not a Postgres data directory" for good).
-        remove_data_directory(branch, &unfinished);
+        discard_new_cluster(branch, mount_dir);
     }
     initialized.map(|()| true)
 }
 
-/// Removes the data directory a failed start made, so the branch is empty again.
-fn remove_data_directory(branch: &str, data: &Path) {
-    if let Err(error) = std::fs::remove_dir_all(data) {
-        tracing::warn!(branch, %error, "cannot remove {} after a failed start", data.display());
+/// Removes the cluster a failed first start made, so the branch is empty again: renamed
+/// back to [`UNFINISHED_PGDATA`] first (one commit), so a removal cut short (a kill, a
+/// power cut) leaves a name the next start removes, never part of a `pgdata`.
+fn discard_new_cluster(branch: &str, mount_dir: &Path) {
+    let (data, unfinished) = (mount_dir.join(PGDATA), mount_dir.join(UNFINISHED_PGDATA));
+    let remove = |dir: &Path| match std::fs::remove_dir_all(dir) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        removed => removed,
+    };
+    let discarded = match data.exists() {
+        true => remove(&unfinished).and_then(|()| std::fs::rename(&data, &unfinished)),
+        false => Ok(()),
+    }
+    .and_then(|()| remove(&unfinished));
+    if let Err(error) = discarded {
+        tracing::warn!(branch, %error, "cannot remove the cluster a failed start made in {}", mount_dir.display());
     }
 }
 
