@@ -65,9 +65,12 @@ impl RemoteLayers {
         self.fenced.store(true, Ordering::SeqCst);
     }
 
-    /// No newer generation is there any more: evictions may go on.
+    /// No newer generation is there any more: evictions may go on, each object looked up
+    /// again (a newer generation may have deleted objects while it held the location).
     pub(crate) fn unfence(&self) {
-        self.fenced.store(false, Ordering::SeqCst);
+        if self.fenced.swap(false, Ordering::SeqCst) {
+            self.seen.lock().clear();
+        }
     }
 
     fn bucket(&self) -> Result<Arc<Bucket>> {

@@ -13,14 +13,15 @@
 //!
 //! Invariants it keeps:
 //! - Copies are older than every version the branch wrote itself (those are above its
-//!   branch point), so they go where the oldest versions live: an L1 delta over
-//!   `[oldest copy, branch point]` on disk, the open layer in memory (an in-memory store
-//!   has no layer files).
+//!   branch point), so they go where the oldest versions live: L1 deltas over
+//!   `[old root's start, branch point]` on disk, the open layer in memory (an in-memory
+//!   store has no layer files).
 //! - The copies are in place before the link is cut: a read that walked to the parent
 //!   and one that stops at the branch find the same versions.
 //! - One WAL record: the points (which depend on leases and the clock) are logged, so
 //!   replay copies the same versions. The live path writes the layer files before
-//!   logging; replay writes them again (same names, same bytes).
+//!   logging; replay writes them again (same ranges and bytes; under another generation
+//!   number if the live run's files are still there, which are then debris).
 //! - It runs under the housekeeping lock (no flush, compaction or GC moves versions while
 //!   they are copied) and `branch_ops`.
 
@@ -196,7 +197,7 @@ impl StoreInner {
                     .create_dir_all(layers_dir)
                     .map_err(EngineError::io("create directory", layers_dir))?;
                 // Every copy is at or above the old root's start, which a replay of the
-                // detach finds the same: its layers get the same names.
+                // detach finds the same: its layers get the same ranges.
                 CopySink::Layers(L1Writer::spanning(
                     self,
                     branch,
