@@ -337,18 +337,13 @@ impl MergedVersions {
             Err(error) => return Some(Err(error)),
         };
         let mut versions = vec![(lsn, update)];
-        loop {
-            // An input not yet opened may start at this key.
-            if let Err(error) = self.open_due() {
-                return Some(Err(error));
-            }
-            if self
-                .heads
-                .peek()
-                .is_none_or(|Reverse(head)| head.key != key)
-            {
-                break;
-            }
+        // `next` opened every input starting at or below `key` before it took it, so the
+        // heads alone say whether more versions of it come.
+        while self
+            .heads
+            .peek()
+            .is_some_and(|Reverse(head)| head.key == key)
+        {
             match self.next()? {
                 Ok((_, lsn, update)) => versions.push((lsn, update)),
                 Err(error) => return Some(Err(error)),

@@ -339,20 +339,20 @@ fn own_versions_up_to(
     up_to: Lsn,
     (inputs, deferred): (&mut Vec<MergeInput>, &mut Vec<DeferredInput>),
 ) -> Result<()> {
-    let (in_memory, layers, flushed) = {
+    let (open, frozen, layers, flushed) = {
         let state = branch.state.read();
-        let mut in_memory = state.open.to_sorted_vec();
-        if let Some((frozen, _)) = &state.frozen {
-            in_memory.extend(frozen.to_sorted_vec());
-            in_memory.sort_by_key(|(key, lsn, _)| (*key, *lsn));
-        }
         (
-            in_memory,
+            state.open.to_sorted_vec(),
+            state
+                .frozen
+                .as_ref()
+                .map(|(frozen, _)| frozen.to_sorted_vec()),
             state.layers.deltas_starting_at_or_below(up_to),
             state.flushed,
         )
     };
-    inputs.push(sorted_input(in_memory, up_to));
+    inputs.push(sorted_input(open, up_to));
+    inputs.extend(frozen.map(|frozen| sorted_input(frozen, up_to)));
     if let Some(db) = db {
         let mut versions = Vec::new();
         db.for_each_key(branch.id, up_to.min(flushed), |key, of_key| {
