@@ -276,8 +276,16 @@ fn run(
             let answer = match &result {
                 Ok(report) => Ok(report.clone()),
                 Err(RemoteError::Fenced {
-                    newer, claimed_by, ..
-                }) => Err(fenced_error(status, *newer, claimed_by)),
+                    location,
+                    mine,
+                    newer,
+                    claimed_by,
+                }) => Err(RemoteError::Fenced {
+                    location: location.clone(),
+                    mine: *mine,
+                    newer: *newer,
+                    claimed_by: claimed_by.clone(),
+                }),
                 // A refusal, not an outage: passed on as it is.
                 Err(RemoteError::NotOurCopy {
                     location,
@@ -320,16 +328,6 @@ fn connected<'a>(
     uploader.as_mut().ok_or_else(|| RemoteError::Stopped {
         location: location.url(),
     })
-}
-
-fn fenced_error(status: &Mutex<ReplicaStatus>, newer: u32, claimed_by: &str) -> RemoteError {
-    let status = status.lock();
-    RemoteError::Fenced {
-        location: status.location.clone(),
-        mine: status.generation,
-        newer,
-        claimed_by: claimed_by.to_owned(),
-    }
 }
 
 fn record(status: &Mutex<ReplicaStatus>, result: &Result<SyncReport>) {
