@@ -174,8 +174,8 @@ pub(crate) fn escape_path(path: &[u8]) -> String {
     text
 }
 
-/// Every path of `branch`'s tree at `lsn` (none if it holds no tree), as bytes, with its
-/// inode.
+/// Every path of `branch`'s tree at `lsn`, the root's `/` included (none if it holds no
+/// tree), as bytes, with its inode.
 fn walk(
     store: &Store,
     branch: &str,
@@ -207,7 +207,9 @@ fn walk_tree(
         Err(FsError::NotATree { .. }) => return Ok(BTreeMap::new()),
         Err(error) => return Err(error),
     };
-    let mut found = BTreeMap::new();
+    // The root is a path too: its mode, owner and times change like any directory's (a
+    // review found a chmod, chown or touch of the root missing from every diff).
+    let mut found = BTreeMap::from([(b"/".to_vec(), tree.inode(tree.root())?)]);
     let mut pending = vec![(tree.root(), Vec::new())];
     // A directory has one name, so each is visited once: one named twice, or inside
     // itself, is damage (a review's crafted entry naming its own directory had the walk

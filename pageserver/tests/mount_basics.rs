@@ -254,6 +254,13 @@ fn a_branch_of_a_tree_is_the_tree_and_diverges_from_it() {
         .unwrap()
         .set_modified(epoch_plus)
         .unwrap();
+    // The root's own (found by a review: `/` was in no diff).
+    fs::set_permissions(
+        branch.path(""),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(branch.path(""), Some(2), Some(2)).unwrap();
     assert!(branch.terminate().success());
 
     // The diff, told as files.
@@ -275,10 +282,10 @@ fn a_branch_of_a_tree_is_the_tree_and_diverges_from_it() {
         "{diff}"
     );
     assert_eq!(paths("removed"), ["/db/gone"], "{diff}");
-    // `/db` too: its entries changed, and with them its modification time.
+    // `/` and `/db` too: their entries changed, and with them their modification times.
     assert_eq!(
         paths("changed"),
-        ["/db", "/db/table", "/db/\\xfex", "/meta"],
+        ["/", "/db", "/db/table", "/db/\\xfex", "/meta"],
         "{diff}"
     );
     let differences = |index: usize| -> Vec<&str> {
@@ -290,19 +297,20 @@ fn a_branch_of_a_tree_is_the_tree_and_diverges_from_it() {
             .collect()
     };
     assert!(
-        differences(0).contains(&"mtime") && !differences(0).contains(&"content"),
+        differences(1).contains(&"mtime") && !differences(1).contains(&"content"),
         "{diff}"
     );
-    assert_eq!(diff["changed"][1]["bytes"], 100_000);
-    assert_eq!(differences(1), ["content", "mtime"]);
-    assert_eq!(diff["changed"][2]["bytes"], 15);
-    assert_eq!(diff["changed"][2]["previous_bytes"], 2);
-    assert_eq!(differences(2), ["content", "size", "mtime"]);
-    assert_eq!(differences(3), ["mode", "owner", "mtime"]);
+    assert_eq!(diff["changed"][2]["bytes"], 100_000);
+    assert_eq!(differences(2), ["content", "mtime"]);
+    assert_eq!(diff["changed"][3]["bytes"], 15);
+    assert_eq!(diff["changed"][3]["previous_bytes"], 2);
+    assert_eq!(differences(3), ["content", "size", "mtime"]);
+    assert_eq!(differences(4), ["mode", "owner", "mtime"]);
+    assert_eq!(differences(0), ["mode", "owner", "mtime"]);
     assert_eq!(diff["added"][0]["differences"], serde_json::json!([]));
     let text = pagefork(&data, &["branch", "diff", "main", "test", "--files"]);
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("2 added, 1 removed, 4 changed"), "{text}");
+    assert!(text.contains("2 added, 1 removed, 5 changed"), "{text}");
     assert!(
         text.contains("~ /meta (file, 1 -> 1 bytes; mode, owner, mtime)"),
         "{text}"

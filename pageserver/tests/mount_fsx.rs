@@ -93,19 +93,17 @@ fn run(root: &Path, op: &FileOp) -> Outcome {
 
 /// Asserts that the directory tree under `root` is exactly `model`.
 fn check(root: &Path, model: &Model, context: &str) {
-    check_node(root, &model.root, true, context);
+    check_node(root, &model.root, context);
 }
 
-fn check_node(path: &Path, node: &Node, is_root: bool, context: &str) {
+fn check_node(path: &Path, node: &Node, context: &str) {
     let metadata = fs::symlink_metadata(path)
         .unwrap_or_else(|error| panic!("{context}: {}: {error}", path.display()));
     let where_ = format!("{context}: {}", path.display());
     match node {
         Node::Dir(entries, mode) => {
             assert!(metadata.is_dir(), "{where_}: not a directory");
-            if !is_root {
-                assert_eq!(metadata.mode() & 0o7777, *mode, "{where_}: mode");
-            }
+            assert_eq!(metadata.mode() & 0o7777, *mode, "{where_}: mode");
             let mut names: Vec<Vec<u8>> = fs::read_dir(path)
                 .unwrap()
                 .map(|entry| {
@@ -126,12 +124,7 @@ fn check_node(path: &Path, node: &Node, is_root: bool, context: &str) {
                 "{where_}: link count"
             );
             for (name, child) in entries {
-                check_node(
-                    &path_of(path, std::slice::from_ref(name)),
-                    child,
-                    false,
-                    context,
-                );
+                check_node(&path_of(path, std::slice::from_ref(name)), child, context);
             }
         }
         Node::File(file, mode) => {

@@ -8,6 +8,7 @@
 //! which outlives a killed process but not a power cut: `mount_basics` kills the real
 //! mount for that.)
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,9 @@ use pagefork_engine::sim::{SimFileSystem, TornFill};
 use pagefork_engine::{
     At, BranchOptions, Clock, Config, Lsn, ManualClock, Store, SyncMode, Timestamp,
 };
-use pagefork_files::{FileKind, FileTree, FsError, Owner, SetAttributes, TreeOptions};
+use pagefork_files::{
+    Difference, FileChange, FileKind, FileTree, FsError, Owner, SetAttributes, TreeOptions,
+};
 use pagefork_tests::files_model::{
     FileOp, Model, Node, OpLimits, Outcome, SparseFile, Special, random_op,
 };
@@ -156,9 +159,7 @@ fn check_node(tree: &FileTree, ino: u64, node: &Node, path: &str) {
     match node {
         Node::Dir(entries, mode) => {
             assert_eq!(attributes.kind, FileKind::Directory, "{path}");
-            if ino != tree.root() {
-                assert_eq!(attributes.mode, *mode, "{path}: mode");
-            }
+            assert_eq!(attributes.mode, *mode, "{path}: mode");
             let listed = tree.read_dir(ino).unwrap();
             let names: Vec<&Vec<u8>> = listed.iter().map(|entry| &entry.name).collect();
             let expected: Vec<&Vec<u8>> = entries.keys().collect();
@@ -192,6 +193,119 @@ fn check_node(tree: &FileTree, ino: u64, node: &Node, path: &str) {
             assert_eq!(attributes.nlink, 1, "{path}: link count");
         }
     }
+}
+
+/// Asserts that the file diff of `main` at `from` and branch `to` at its head is what
+/// the models of the two states say: the paths added and removed exactly, and each path
+/// in both (the root too) changed with at least the differences the models show (kind,
+/// mode, size, bytes, target, device). A path the models agree on may differ only by its
+/// pages or mtime (bytes rewritten as they were, a file replaced by one alike, a
+/// directory whose entries changed), and a directory by its size.
+fn check_file_diff(store: &Store, from: (Lsn, &Model), to: (&str, &Model), context: &str) {
+    let ((from_lsn, before), (branch, after)) = (from, to);
+    let pages = store
+        .diff("main", At::Lsn(from_lsn), branch, At::Latest)
+        .unwrap();
+    let diff = pagefork_files::diff_trees(store, "main", branch, &pages).unwrap();
+    let nodes = |model: &Model| -> BTreeMap<String, Node> {
+        let text = |path: &[Vec<u8>]| -> String {
+            path.iter()
+                .map(|name| format!("/{}", String::from_utf8_lossy(name)))
+                .collect()
+        };
+        std::iter::once(("/".to_owned(), model.root.clone()))
+            .chain(
+                model
+                    .paths()
+                    .into_iter()
+                    .map(|(path, node)| (text(&path), node.clone())),
+            )
+            .collect()
+    };
+    let (old, new) = (nodes(before), nodes(after));
+    let paths = |changes: &[FileChange]| -> Vec<String> {
+        changes.iter().map(|change| change.path.clone()).collect()
+    };
+    let only = |one: &BTreeMap<String, Node>, other: &BTreeMap<String, Node>| -> Vec<String> {
+        one.keys()
+            .filter(|path| !other.contains_key(*path))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(paths(&diff.added), only(&new, &old), "{context}: added");
+    assert_eq!(paths(&diff.removed), only(&old, &new), "{context}: removed");
+    for change in &diff.changed {
+        assert!(
+            old.contains_key(&change.path) && new.contains_key(&change.path),
+            "{context}: {} changed but not in both states",
+            change.path
+        );
+    }
+    for (path, old_node) in &old {
+        let Some(new_node) = new.get(path) else {
+            continue;
+        };
+        let expected = model_differences(old_node, new_node);
+        let got = diff
+            .changed
+            .iter()
+            .find(|change| &change.path == path)
+            .map(|change| change.differences.clone())
+            .unwrap_or_default();
+        let directories = matches!((old_node, new_node), (Node::Dir(..), Node::Dir(..)));
+        let explained = |difference: &Difference| {
+            expected.contains(difference)
+                || expected.contains(&Difference::Kind)
+                || matches!(difference, Difference::Content | Difference::Mtime)
+                || (directories && *difference == Difference::Size)
+        };
+        assert!(
+            expected.iter().all(|difference| got.contains(difference)) && got.iter().all(explained),
+            "{context}: {path} differs by {got:?}, the models by {expected:?}"
+        );
+    }
+}
+
+/// What differs between two model nodes at one path, as a file diff names it.
+fn model_differences(old: &Node, new: &Node) -> Vec<Difference> {
+    let mode = |old_mode: &u32, new_mode: &u32| (old_mode != new_mode).then_some(Difference::Mode);
+    let found: Vec<Option<Difference>> = match (old, new) {
+        (Node::File(a, a_mode), Node::File(b, b_mode)) => {
+            let common = a.size.min(b.size);
+            let bytes_differ = a
+                .probes()
+                .into_iter()
+                .chain(b.probes())
+                .chain([(0, 2 << 20)])
+                .filter(|&(at, _)| at < common)
+                .any(|(at, len)| {
+                    let len = len.min(common - at);
+                    a.read(at, len) != b.read(at, len)
+                });
+            vec![
+                bytes_differ.then_some(Difference::Content),
+                (a.size != b.size).then_some(Difference::Size),
+                mode(a_mode, b_mode),
+            ]
+        }
+        (Node::Dir(_, a_mode), Node::Dir(_, b_mode)) => vec![mode(a_mode, b_mode)],
+        (Node::Link(a), Node::Link(b)) => vec![
+            (a != b).then_some(Difference::Content),
+            (a.len() != b.len()).then_some(Difference::Size),
+        ],
+        (Node::Special(a, a_mode), Node::Special(b, b_mode)) => {
+            let ((a_kind, a_rdev), (b_kind, b_rdev)) = (special_kind(*a), special_kind(*b));
+            match a_kind == b_kind {
+                true => vec![
+                    (a_rdev != b_rdev).then_some(Difference::Device),
+                    mode(a_mode, b_mode),
+                ],
+                false => vec![Some(Difference::Kind)],
+            }
+        }
+        _ => vec![Some(Difference::Kind)],
+    };
+    found.into_iter().flatten().collect()
 }
 
 fn special_kind(special: Special) -> (FileKind, u32) {
@@ -311,21 +425,33 @@ fn the_tree_matches_the_model_through_reopens_views_branches_and_power_cuts() {
                         &format!("{context} branch at {}", past.after),
                     );
                     let mut branch_model = past.model.clone();
-                    let op = random_op(&mut rng, &branch_model, limits);
-                    assert_eq!(
-                        run(&branch, &op),
-                        branch_model.apply(&op),
-                        "{context} on the branch: {op:?}"
-                    );
-                    check(
-                        &branch,
-                        &branch_model,
-                        &format!("{context} branch after {op:?}"),
-                    );
+                    for count in 0..rng.between(1, 4) {
+                        // Often a chmod of the root, which the file diff must show too.
+                        let op = match count == 0 && rng.chance(300) {
+                            true => FileOp::Chmod(Vec::new(), rng.below(0o1000) as u32),
+                            false => random_op(&mut rng, &branch_model, limits),
+                        };
+                        assert_eq!(
+                            run(&branch, &op),
+                            branch_model.apply(&op),
+                            "{context} on the branch: {op:?}"
+                        );
+                        check(
+                            &branch,
+                            &branch_model,
+                            &format!("{context} branch after {op:?}"),
+                        );
+                    }
                     check(
                         &tree,
                         &model,
                         &format!("{context} main after a branch's write"),
+                    );
+                    check_file_diff(
+                        &store,
+                        (past.after, &past.model),
+                        (&name, &branch_model),
+                        &format!("{context} diff of main at {} and {name}", past.after),
                     );
                     branches += 1;
                 }
