@@ -206,6 +206,40 @@ fn read_only_mounts_show_the_state_at_an_lsn_or_a_time() {
     assert!(latest.terminate().success());
 }
 
+/// Found by a review: mounts were `dev` and `suid`, so a device node or set-user-ID root
+/// program crafted in a branch's pages (the HTTP page API writes any page) worked for every
+/// user of the machine.
+#[test]
+fn device_nodes_and_set_user_id_bits_do_not_work_on_a_mount() {
+    use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+    use nix::sys::statvfs::{FsFlags, statvfs};
+    let (_root, _data, _dir, mount) = store_with_main_mounted();
+    let null = mount.path("null");
+    mknod(
+        &null,
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o666),
+        makedev(1, 3),
+    )
+    .unwrap();
+    let refused = fs::OpenOptions::new().write(true).open(&null).unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(nix::libc::EACCES), "{refused}");
+    let flags = statvfs(&mount.path("")).unwrap().flags();
+    assert!(
+        flags.contains(FsFlags::ST_NOSUID) && flags.contains(FsFlags::ST_NODEV),
+        "{flags:?}"
+    );
+    // The bits are stored and shown all the same.
+    fs::write(mount.path("program"), b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(mount.path("program"), fs::Permissions::from_mode(0o4755)).unwrap();
+    let mode = fs::metadata(mount.path("program"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o4755);
+    assert!(mount.terminate().success());
+}
+
 #[test]
 fn a_branch_of_a_tree_is_the_tree_and_diverges_from_it() {
     let (_root, data, dir, mount) = store_with_main_mounted();

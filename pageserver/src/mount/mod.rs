@@ -199,8 +199,12 @@ pub(crate) fn mount(store: Store, spec: &MountSpec) -> Result<Mounted> {
         // other users (Postgres runs as `postgres`) get exactly what the modes allow.
         MountOption::DefaultPermissions,
         MountOption::NoAtime,
-        MountOption::Dev,
-        MountOption::Suid,
+        // A tree's inodes are pages anyone who may write the branch (the HTTP page API, a
+        // copy attached from a bucket) can craft: a set-user-ID root program or a device
+        // node there must not work for every user of this machine (found by a review).
+        // Databases need neither.
+        MountOption::NoDev,
+        MountOption::NoSuid,
     ];
     if *tree.view() != TreeView::Writable {
         mount_options.push(MountOption::RO);
