@@ -206,6 +206,29 @@ fn read_only_mounts_show_the_state_at_an_lsn_or_a_time() {
     assert!(latest.terminate().success());
 }
 
+/// Found by a review: a directory opened before a change and read after it gave the kernel
+/// the listing of the open, which it then kept as the directory's until the next change:
+/// every later listing missed the new name.
+#[test]
+fn a_listing_read_after_a_change_through_an_older_handle_is_not_kept_stale() {
+    let (_root, _data, _dir, mount) = store_with_main_mounted();
+    let dir = mount.path("d");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("old"), b"o").unwrap();
+    // Opened, not read yet (the C library reads at the first entry asked for).
+    let opened = fs::read_dir(&dir).unwrap();
+    fs::write(dir.join("new"), b"n").unwrap();
+    // The kernel has the directory's new attributes before the first read of the handle.
+    fs::metadata(&dir).unwrap();
+    let mut first: Vec<String> = opened
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    first.sort();
+    assert_eq!(first, ["new", "old"]);
+    assert_eq!(listing(&dir), ["new", "old"], "a later listing");
+    assert!(mount.terminate().success());
+}
+
 /// Found by a review: mounts were `dev` and `suid`, so a device node or set-user-ID root
 /// program crafted in a branch's pages (the HTTP page API writes any page) worked for every
 /// user of the machine.
@@ -657,6 +680,7 @@ fn a_foreground_mount_logs_the_failure_that_poisoned_its_store() {
     let mount = Mount::start(&data, "main", &work.path().join("m"), &[]);
     // Open before the failure (a poisoned mount refuses to open a file for writing).
     let mut small = fs::File::create(mount.path("small")).unwrap();
+    let listed_later = fs::read_dir(mount.path("")).unwrap();
     disk.fill();
     let written = fs::File::create(mount.path("big")).and_then(|mut file| {
         for block in 0..40u8 {
@@ -675,6 +699,17 @@ fn a_foreground_mount_logs_the_failure_that_poisoned_its_store() {
         closed.is_err(),
         "close reported nothing of a failed write-back"
     );
+    // Everything answers EIO now, a listing of a directory opened before and the file
+    // system's counts included (found by a review: both still answered).
+    let entries: Vec<std::io::Result<fs::DirEntry>> = listed_later.collect();
+    assert!(
+        entries.iter().any(|entry| entry
+            .as_ref()
+            .is_err_and(|error| error.raw_os_error() == Some(nix::libc::EIO))),
+        "{entries:?}"
+    );
+    let counted = nix::sys::statvfs::statvfs(&mount.path(""));
+    assert_eq!(counted.err(), Some(nix::errno::Errno::EIO));
     let (_, stderr) = mount.terminate_with_stderr();
     assert!(stderr.contains("store poisoned"), "{stderr}");
     assert!(stderr.contains("No space left on device"), "{stderr}");

@@ -232,6 +232,12 @@ impl FileTree {
         state.inode(state::ino32(ino)?)
     }
 
+    /// Refused as every other operation is once the tree has failed (see `sync`): for the
+    /// answers that read nothing of it, such as a listing already taken.
+    pub fn check_usable(&self) -> FsResult<()> {
+        self.lock().map(drop)
+    }
+
     /// Counts for `statfs`.
     pub fn stats(&self) -> FsResult<TreeStats> {
         let state = self.lock()?;

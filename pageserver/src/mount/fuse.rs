@@ -20,8 +20,8 @@ use fuser::{
     Request, TimeOrNow, WriteFlags,
 };
 use pagefork_files::{
-    Attributes, DirListing, FileKind, FileTime, FileTree, FsError, Owner, SetAttributes, TreeView,
-    Written,
+    Attributes, DirListing, FileKind, FileTime, FileTree, FsError, FsResult, Owner, SetAttributes,
+    TreeView, Written,
 };
 use parking_lot::Mutex;
 
@@ -41,8 +41,9 @@ type Listing = Arc<Vec<(u64, FileType, Vec<u8>)>>;
 /// A `FileTree` as a FUSE file system.
 pub(crate) struct FuseAdapter {
     tree: Arc<FileTree>,
-    /// Open directories: the listing taken at `opendir`, so `readdir` offsets stay valid
-    /// while names come and go (each unchanged name is listed exactly once).
+    /// Open directories: the listing taken at `opendir`, and again at each `readdir` from
+    /// offset 0, so offsets stay valid while names come and go (each unchanged name is
+    /// listed exactly once) and a scan from the start sees every change before it.
     listings: Mutex<HashMap<u64, Listing>>,
     next_handle: AtomicU64,
     /// Where the store lives: `statfs` reports that disk's space.
@@ -68,6 +69,22 @@ impl FuseAdapter {
             next_handle: AtomicU64::new(1),
             store_dir,
         }
+    }
+
+    /// Directory `ino`'s entries as they are now, `.` and `..` first.
+    fn listing(&self, ino: INodeNo) -> FsResult<Listing> {
+        let entries = self.tree.read_dir(ino.0)?;
+        let parent = self.tree.parent_of(ino.0)?;
+        let mut listing = vec![
+            (ino.0, FileType::Directory, b".".to_vec()),
+            (parent, FileType::Directory, b"..".to_vec()),
+        ];
+        listing.extend(
+            entries
+                .into_iter()
+                .map(|DirListing { name, ino, kind }| (ino, file_type(kind), name)),
+        );
+        Ok(Arc::new(listing))
     }
 
     /// Has the kernel ask for `ino`'s attributes again, keeping its cached pages (offset
@@ -272,8 +289,13 @@ impl Filesystem for FuseAdapter {
     }
 
     fn forget(&self, _request: &Request, ino: INodeNo, lookups: u64) {
-        if let Err(error) = self.tree.forget(ino.0, lookups) {
-            tracing::error!("forgetting inode {}: {error}", ino.0);
+        match self.tree.forget(ino.0, lookups) {
+            Ok(()) => {}
+            // Said once already, when the tree failed; the kernel forgets every inode.
+            Err(error @ FsError::Failed { .. }) => {
+                tracing::debug!("forgetting inode {}: {error}", ino.0);
+            }
+            Err(error) => tracing::error!("forgetting inode {}: {error}", ino.0),
         }
     }
 
@@ -514,23 +536,10 @@ impl Filesystem for FuseAdapter {
     }
 
     fn opendir(&self, _request: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let listing = self.tree.read_dir(ino.0).and_then(|entries| {
-            let parent = self.tree.parent_of(ino.0)?;
-            let mut listing = vec![
-                (ino.0, FileType::Directory, b".".to_vec()),
-                (parent, FileType::Directory, b"..".to_vec()),
-            ];
-            listing.extend(
-                entries
-                    .into_iter()
-                    .map(|DirListing { name, ino, kind }| (ino, file_type(kind), name)),
-            );
-            Ok(listing)
-        });
-        match listing {
+        match self.listing(ino) {
             Ok(listing) => {
                 let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
-                self.listings.lock().insert(handle, Arc::new(listing));
+                self.listings.lock().insert(handle, listing);
                 // The kernel may keep the listing it read, across opens, until the
                 // directory changes: only this mount changes it, and the kernel drops its
                 // copy at every change it passes on (a scan of a directory listed before
@@ -548,13 +557,29 @@ impl Filesystem for FuseAdapter {
     fn readdir(
         &self,
         _request: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
         let Some(listing) = self.listings.lock().get(&fh.0).cloned() else {
             return reply.error(Errno::EBADF);
+        };
+        // A scan from the start lists the directory as it is now, not as it was at the
+        // open: the kernel notes the directory's version before it asks, and keeps what
+        // this answers as the directory's listing until the next change (found by a
+        // review: a handle opened before a create and read after it had every later
+        // listing miss the new name). A failed tree answers as for everything else.
+        let listing = match (offset, self.tree.check_usable()) {
+            (_, Err(error)) => return reply.error(errno(&error)),
+            (0, Ok(())) => match self.listing(ino) {
+                Ok(fresh) => {
+                    self.listings.lock().insert(fh.0, Arc::clone(&fresh));
+                    fresh
+                }
+                Err(error) => return reply.error(errno(&error)),
+            },
+            _ => listing,
         };
         let skip = usize::try_from(offset).unwrap_or(usize::MAX);
         for (index, (ino, kind, name)) in listing.iter().enumerate().skip(skip) {
@@ -595,7 +620,11 @@ impl Filesystem for FuseAdapter {
 
     fn statfs(&self, _request: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let page_size = self.tree.page_size() as u64;
-        let inodes = self.tree.stats().map(|stats| stats.inodes).unwrap_or(0);
+        // A failed tree answers EIO here too, as the mount promises for everything.
+        let inodes = match self.tree.stats() {
+            Ok(stats) => stats.inodes,
+            Err(error) => return reply.error(errno(&error)),
+        };
         let (total, free) = self
             .store_dir
             .as_deref()
