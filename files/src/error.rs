@@ -1,9 +1,12 @@
 //! `FsError`: why a file tree operation was refused or failed, naming what was wrong.
 //!
-//! Refusals (a missing name, a non-empty directory, ...) change nothing. A `Failed` error
-//! means the store refused or failed a commit the tree had already decided on: the tree
-//! then refuses everything until it is opened again, so no later operation can succeed
-//! on top of one that may be lost (the store itself is poisoned by an I/O error).
+//! Refusals (a missing name, a non-empty directory, ...) change nothing: each is found
+//! before the operation changes the tree's memory (reads that may fail, such as which
+//! pages a freed file holds, come first too). A `Failed` error means the store refused or
+//! failed a commit the tree had already decided on, or an operation failed after it had
+//! changed the tree's memory: the tree then refuses everything until it is opened again,
+//! so no later operation can succeed on top of one that may be lost, or carry part of it
+//! (the store itself is poisoned by an I/O error).
 
 use pagefork_engine::EngineError;
 

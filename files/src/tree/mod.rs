@@ -291,7 +291,7 @@ impl FileTree {
         }
     }
 
-    fn lock(&self) -> FsResult<parking_lot::MutexGuard<'_, State>> {
+    pub(crate) fn lock(&self) -> FsResult<parking_lot::MutexGuard<'_, State>> {
         let state = self.state.lock();
         if let Some(cause) = &state.failed {
             return Err(FsError::Failed {

@@ -219,53 +219,59 @@ impl FileTree {
             });
         }
         state.check_room()?;
-        let now = self.now();
-        let mut txn = Txn::default();
-        let ino = state.allocate_ino(&mut txn)?;
-        let rel = state.allocate_rel(&mut txn);
-        let page_size = self.page_size;
-        let pages = data.len().div_ceil(page_size);
-        for (block, chunk) in data.chunks(page_size).enumerate() {
-            let mut page = vec![0u8; page_size];
-            page.get_mut(..chunk.len())
-                .expect("a chunk is at most a page")
-                .copy_from_slice(chunk);
-            let block = u32::try_from(block).expect("a symlink has few pages");
-            txn.pages
-                .insert(Key::new(rel, block), Update::Image(Bytes::from(page)));
-        }
-        let inode = Inode {
-            kind,
-            mode: owner.mode,
-            uid: owner.uid,
-            gid: owner.gid,
-            nlink: if kind == FileKind::Directory { 2 } else { 1 },
-            rel,
-            size: data.len() as u64,
-            extent_blocks: u32::try_from(pages).expect("a symlink has few pages"),
-            parent: if kind == FileKind::Directory {
-                parent
-            } else {
-                0
-            },
-            rdev,
-            atime: now,
-            mtime: now,
-            ctime: now,
-            crtime: now,
-        };
-        let mut changed = Changed::new(&mut state);
-        changed.inodes.insert(ino, inode);
-        let parent_inode = changed.get(parent)?;
-        touch(parent_inode, now);
         if kind == FileKind::Directory {
-            parent_inode.nlink = subdirectory_added(parent, parent_inode.nlink)?;
+            // Refused before anything changes (checked again where the count is set).
+            subdirectory_added(parent, state.inode(parent)?.nlink)?;
         }
-        let state = changed.write(&mut txn);
-        self.insert_entry(state, &mut txn, parent, name, ino, kind)?;
-        self.commit(state, txn)?;
-        state.retain(ino);
-        Ok(inode.attributes(ino, page_size))
+        let now = self.now();
+        self.changing(&mut state, |state| {
+            let mut txn = Txn::default();
+            let ino = state.allocate_ino(&mut txn)?;
+            let rel = state.allocate_rel(&mut txn);
+            let page_size = self.page_size;
+            let pages = data.len().div_ceil(page_size);
+            for (block, chunk) in data.chunks(page_size).enumerate() {
+                let mut page = vec![0u8; page_size];
+                page.get_mut(..chunk.len())
+                    .expect("a chunk is at most a page")
+                    .copy_from_slice(chunk);
+                let block = u32::try_from(block).expect("a symlink has few pages");
+                txn.pages
+                    .insert(Key::new(rel, block), Update::Image(Bytes::from(page)));
+            }
+            let inode = Inode {
+                kind,
+                mode: owner.mode,
+                uid: owner.uid,
+                gid: owner.gid,
+                nlink: if kind == FileKind::Directory { 2 } else { 1 },
+                rel,
+                size: data.len() as u64,
+                extent_blocks: u32::try_from(pages).expect("a symlink has few pages"),
+                parent: if kind == FileKind::Directory {
+                    parent
+                } else {
+                    0
+                },
+                rdev,
+                atime: now,
+                mtime: now,
+                ctime: now,
+                crtime: now,
+            };
+            let mut changed = Changed::new(state);
+            changed.inodes.insert(ino, inode);
+            let parent_inode = changed.get(parent)?;
+            touch(parent_inode, now);
+            if kind == FileKind::Directory {
+                parent_inode.nlink = subdirectory_added(parent, parent_inode.nlink)?;
+            }
+            let state = changed.write(&mut txn);
+            self.insert_entry(state, &mut txn, parent, name, ino, kind)?;
+            self.commit(state, txn)?;
+            state.retain(ino);
+            Ok(inode.attributes(ino, page_size))
+        })
     }
 
     /// Removes the name of a file, symlink or special file.
@@ -283,15 +289,17 @@ impl FileTree {
         let parent = ino32(parent)?;
         let (ino, kind) = entry(&mut state, self, parent, name)?;
         self.check_removable(&mut state, directory, ino, kind)?;
+        let freed = self.freed_by_unlink(&state, ino)?;
         let now = self.now();
         let mut txn = Txn::default();
         let mut changed = Changed::new(&mut state);
         touch(changed.get(parent)?, now);
-        let removed = *changed.get(ino)?;
         unlink_inode(&mut changed, parent, ino, now)?;
         let state = changed.write(&mut txn);
-        self.remove_entry(state, &mut txn, parent, name)?;
-        self.finish_unlink(state, txn, ino, removed)
+        self.changing(state, |state| {
+            self.remove_entry(state, &mut txn, parent, name)?;
+            self.finish_unlink(state, txn, ino, freed)
+        })
     }
 
     /// Moves `name` in `parent` to `new_name` in `new_parent`, replacing what is there
@@ -343,6 +351,10 @@ impl FileTree {
             }
             self.check_removable(&mut state, kind == FileKind::Directory, target, target_kind)?;
         }
+        let freed = match target {
+            Some((target, _, _)) => self.freed_by_unlink(&state, target)?,
+            None => None,
+        };
         let now = self.now();
         let mut txn = Txn::default();
         let mut changed = Changed::new(&mut state);
@@ -350,9 +362,8 @@ impl FileTree {
         touch(changed.get(new_parent)?, now);
         let replaced = match target {
             Some((target, _, _)) => {
-                let removed = *changed.get(target)?;
                 unlink_inode(&mut changed, new_parent, target, now)?;
-                Some((target, removed))
+                Some(target)
             }
             None => None,
         };
@@ -366,15 +377,17 @@ impl FileTree {
             to.nlink = subdirectory_added(new_parent, to.nlink)?;
         }
         let state = changed.write(&mut txn);
-        if replaced.is_some() {
-            self.remove_entry(state, &mut txn, new_parent, new_name)?;
-        }
-        self.remove_entry(state, &mut txn, parent, name)?;
-        self.insert_entry(state, &mut txn, new_parent, new_name, ino, kind)?;
-        match replaced {
-            Some((target, removed)) => self.finish_unlink(state, txn, target, removed),
-            None => self.commit(state, txn),
-        }
+        self.changing(state, |state| {
+            if replaced.is_some() {
+                self.remove_entry(state, &mut txn, new_parent, new_name)?;
+            }
+            self.remove_entry(state, &mut txn, parent, name)?;
+            self.insert_entry(state, &mut txn, new_parent, new_name, ino, kind)?;
+            match replaced {
+                Some(target) => self.finish_unlink(state, txn, target, freed),
+                None => self.commit(state, txn),
+            }
+        })
     }
 
     /// Refuses to remove (or replace) inode `ino` of `kind` where a directory is
@@ -397,24 +410,54 @@ impl FileTree {
         }
     }
 
-    /// Commits an operation that took inode `ino`'s last name, freeing the inode in the
-    /// same commit when nothing references it.
+    /// What taking inode `ino`'s last name frees, read before the operation changes
+    /// anything (a failed read then changes nothing): nothing if it stays referenced (an
+    /// open file, freed at its last `forget`), else its data relation and the blocks of it
+    /// that may hold a page.
+    fn freed_by_unlink(&self, state: &State, ino: u32) -> FsResult<Option<(u32, Vec<u32>)>> {
+        if state.is_referenced(ino) {
+            return Ok(None);
+        }
+        let inode = state.inode(ino)?;
+        let blocks = self.stored_blocks(inode.rel, 0, inode.extent_blocks)?;
+        Ok(Some((inode.rel, blocks)))
+    }
+
+    /// Commits an operation that took inode `ino`'s last name, freeing the inode and the
+    /// pages `freed` names in the same commit when nothing references it.
     fn finish_unlink(
         &self,
         state: &mut State,
         mut txn: Txn,
         ino: u32,
-        removed: Inode,
+        freed: Option<(u32, Vec<u32>)>,
     ) -> FsResult<()> {
-        if state.is_referenced(ino) {
+        let Some((rel, blocks)) = freed else {
             return self.commit(state, txn);
-        }
+        };
         state.put_inode(&mut txn, ino, None);
-        let blocks = self.stored_blocks(removed.rel, 0, removed.extent_blocks)?;
-        let later = self.drop_pages(&mut txn, removed.rel, &blocks);
+        let later = self.drop_pages(&mut txn, rel, &blocks);
         self.commit(state, txn)?;
         state.mark_free(ino);
-        self.drop_pages_later(state, removed.rel, later)
+        self.drop_pages_later(state, rel, later)
+    }
+
+    /// Runs `change`, the part of an operation after it has changed the tree's memory
+    /// (inode table pages, directories) and before its commit is logged. An error there
+    /// leaves memory ahead of the log, which a later commit would carry along in part: so
+    /// the tree fails, and refuses everything until it is opened again (found by a review:
+    /// a read failing in the middle of an unlink left the name gone from memory only, for
+    /// the next commit of that directory to log).
+    fn changing<T>(
+        &self,
+        state: &mut State,
+        change: impl FnOnce(&mut State) -> FsResult<T>,
+    ) -> FsResult<T> {
+        let result = change(state);
+        if let Err(error) = &result {
+            state.fail(error);
+        }
+        result
     }
 
     fn insert_entry(
@@ -593,4 +636,43 @@ pub(crate) fn check_mode(mode: u32) -> FsResult<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use pagefork_engine::{Config, Store};
+
+    use super::{FileTree, Owner, Txn};
+    use crate::error::FsError;
+    use crate::tree::TreeOptions;
+
+    const OWNER: Owner = Owner {
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    };
+
+    /// An error after an operation changed the tree's memory fails the tree: nothing is
+    /// accepted until it is opened again, and the store holds none of the operation.
+    #[test]
+    fn an_error_after_memory_changed_fails_the_tree() {
+        let store = Store::in_memory(Config::default()).unwrap();
+        let tree = FileTree::open(store.clone(), "main", TreeOptions::default()).unwrap();
+        let root = tree.root();
+        tree.create_file(root, b"before", OWNER).unwrap();
+        let head = store.branch_info("main").unwrap().head;
+        let refused = tree.changing(&mut tree.lock().unwrap(), |state| {
+            // An inode number handed out in memory only, as a create does first.
+            state.allocate_ino(&mut Txn::default())?;
+            Err::<(), _>(FsError::NoSpace { what: "a test" })
+        });
+        assert!(matches!(refused, Err(FsError::NoSpace { .. })));
+        let after = tree.create_file(root, b"after", OWNER).unwrap_err();
+        assert!(matches!(after, FsError::Failed { .. }), "{after}");
+        assert_eq!(store.branch_info("main").unwrap().head, head);
+        drop(tree);
+        let reopened = FileTree::open(store, "main", TreeOptions::default()).unwrap();
+        reopened.lookup(root, b"before").unwrap();
+        reopened.create_file(root, b"after", OWNER).unwrap();
+    }
 }

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::{Bytes, BytesMut};
-use pagefork_engine::{At, EngineError, Key, Lsn, Store, Update};
+use pagefork_engine::{At, Key, Lsn, Store, Update};
 
 use super::FileTree;
 use crate::error::{FsError, FsResult};
@@ -403,7 +403,7 @@ impl State {
         self.dirs.remove(&ino);
     }
 
-    pub(crate) fn fail(&mut self, error: &EngineError) {
+    pub(crate) fn fail(&mut self, error: &dyn std::fmt::Display) {
         if self.failed.is_none() {
             self.failed = Some(error.to_string());
         }
@@ -486,9 +486,10 @@ impl FileTree {
     /// relation is never handed out twice).
     pub(crate) fn free_inode(&self, state: &mut State, ino: u32) -> FsResult<()> {
         let inode = state.inode(ino)?;
+        // Read before anything changes in memory: a failed read then changes nothing.
+        let blocks = self.stored_blocks(inode.rel, 0, inode.extent_blocks)?;
         let mut txn = Txn::default();
         state.put_inode(&mut txn, ino, None);
-        let blocks = self.stored_blocks(inode.rel, 0, inode.extent_blocks)?;
         let later = self.drop_pages(&mut txn, inode.rel, &blocks);
         self.commit(state, txn)?;
         state.mark_free(ino);
