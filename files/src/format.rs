@@ -142,6 +142,7 @@ pub(crate) fn encode_inode(inode: &Inode) -> [u8; INODE_BYTES] {
         out.put_u32_le(time.nanos);
     }
     out.put_u32_le(inode.rdev);
+    out.put_u32_le(inode.dropping_to);
     let crc = crc32fast::hash(&slot[..INODE_BYTES - 4]);
     slot[INODE_BYTES - 4..].copy_from_slice(&crc.to_le_bytes());
     slot
@@ -191,6 +192,7 @@ pub(crate) fn decode_inode(ino: u32, slot: &[u8]) -> FsResult<Option<Inode>> {
         ctime: time(64),
         crtime: time(76),
         rdev: le_u32(slot, 88),
+        dropping_to: le_u32(slot, 92),
     };
     let device = matches!(kind, FileKind::CharDevice | FileKind::BlockDevice);
     // A symlink's target is read whole (a review's target of 2^40 bytes aborted the
@@ -204,6 +206,8 @@ pub(crate) fn decode_inode(ino: u32, slot: &[u8]) -> FsResult<Option<Inode>> {
         || (inode.rdev != 0 && !device)
         || !symlink_size
         || !times
+        || (inode.dropping_to != 0
+            && (kind != FileKind::File || inode.dropping_to <= inode.extent_blocks))
     {
         return Err(corrupt(format!("impossible fields {inode:?}")));
     }
@@ -386,6 +390,7 @@ mod tests {
             },
             crtime: FileTime { secs: 0, nanos: 5 },
             rdev: 0,
+            dropping_to: 9,
         }
     }
 
@@ -406,6 +411,7 @@ mod tests {
         let device = Inode {
             kind: FileKind::BlockDevice,
             rdev: 0x0801,
+            dropping_to: 0,
             ..inode()
         };
         assert_eq!(
@@ -417,10 +423,20 @@ mod tests {
             ..device
         };
         assert!(decode_inode(4, &encode_inode(&not_a_device)).is_err());
+        // An unfinished truncation marks a file's pages above its extent, nothing else's.
+        for (kind, dropping_to) in [(FileKind::File, 3), (FileKind::Directory, 9)] {
+            let marked = Inode {
+                kind,
+                dropping_to,
+                ..inode()
+            };
+            assert!(decode_inode(4, &encode_inode(&marked)).is_err());
+        }
         // Found by a review: a symlink of 2^40 bytes aborted a mount on its allocation.
         let symlink = |size| Inode {
             kind: FileKind::Symlink,
             size,
+            dropping_to: 0,
             ..inode()
         };
         assert!(decode_inode(4, &encode_inode(&symlink(SYMLINK_MAX as u64))).is_ok());

@@ -3,7 +3,8 @@
 //!
 //! Invariants kept by the tree (checked where they are relied on): a file's bytes at and
 //! beyond `size` read as zeros, and no page of its data relation lies at or beyond
-//! `extent_blocks`; a directory's `size` is its page count times the page size; `nlink`
+//! `extent_blocks` (but below `dropping_to`, while a big truncation drops them, before
+//! anything else can change the file); a directory's `size` is its page count times the page size; `nlink`
 //! is 1 for a linked file, symlink or special file, 2 plus its subdirectories for a directory, and 0
 //! only for an unlinked inode something still holds open.
 
@@ -141,8 +142,14 @@ pub(crate) struct Inode {
     /// The data relation: file bytes, directory entries or the symlink's target.
     pub(crate) rel: u32,
     pub(crate) size: u64,
-    /// Pages of `rel` may exist below this block, none at or above it.
+    /// Pages of `rel` may exist below this block, none at or above it (but below
+    /// `dropping_to`).
     pub(crate) extent_blocks: u32,
+    /// A truncation of a file too big for one commit, not finished: pages of `rel` from
+    /// `extent_blocks` up to this block may still exist (never read: reads stop at the
+    /// extent), and are dropped before the file can change again, or when the tree is
+    /// next opened for writing after a crash. 0 when none.
+    pub(crate) dropping_to: u32,
     /// A directory's parent directory (the root's is itself); 0 for other kinds.
     pub(crate) parent: u32,
     /// A device node's device number (0 for other kinds).
@@ -185,6 +192,12 @@ pub struct Attributes {
 }
 
 impl Inode {
+    /// The block below which pages of its data relation may exist: its extent, or the
+    /// end of what an unfinished truncation still drops.
+    pub(crate) fn stored_end(&self) -> u32 {
+        self.extent_blocks.max(self.dropping_to)
+    }
+
     /// The pages its data may take: those at or below its size, up to its extent (what
     /// `blocks` counts).
     pub(crate) fn pages(&self, page_size: usize) -> u64 {

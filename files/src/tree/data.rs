@@ -141,6 +141,13 @@ impl FileTree {
                 grew: false,
             });
         }
+        if inode.dropping_to != 0 {
+            // Its pages above the extent would be read as the file's once it grew.
+            return Err(FsError::Corrupt {
+                what: format!("inode {ino}"),
+                detail: "a truncation not finished before a write".to_owned(),
+            });
+        }
         let pages_before = inode.pages(self.page_size);
         let page_size = self.page_size as u64;
         let mut txn = Txn::default();
@@ -270,7 +277,7 @@ impl FileTree {
         let mut txn = Txn::default();
         let mut later = None;
         if let Some(size) = changes.size {
-            later = self.resize(&mut state, &mut txn, ino, &mut inode, size)?;
+            later = self.resize(&mut state, &mut txn, &mut inode, size)?;
             inode.mtime = now;
         }
         inode.mode = changes.mode.unwrap_or(inode.mode);
@@ -284,7 +291,31 @@ impl FileTree {
         if let Some((rel, blocks)) = later {
             self.drop_pages_later(&mut state, rel, &blocks)?;
         }
+        if inode.dropping_to != 0 {
+            // Until it is finished nothing else may change the file: a failure fails the
+            // tree, and the next writable open finishes it.
+            self.changing(&mut state, |state| self.finish_truncation(state, ino))?;
+        }
         Ok(inode.attributes(ino, self.page_size))
+    }
+
+    /// Drops the pages a big truncation of file `ino` left above its extent, in commits
+    /// of their own (nothing reads them), then clears its mark in one more.
+    pub(crate) fn finish_truncation(
+        &self,
+        state: &mut super::state::State,
+        ino: u32,
+    ) -> FsResult<()> {
+        let mut inode = state.inode(ino)?;
+        if inode.dropping_to == 0 {
+            return Ok(());
+        }
+        let blocks = self.stored_blocks(inode.rel, inode.extent_blocks, inode.dropping_to)?;
+        self.drop_pages_later(state, inode.rel, &blocks)?;
+        inode.dropping_to = 0;
+        let mut txn = Txn::default();
+        state.put_inode(&mut txn, ino, Some(&inode));
+        self.commit(state, txn)
     }
 
     /// Sets `inode`'s size to `size`, adding what it takes to `txn`. Returns the pages of a
@@ -293,7 +324,6 @@ impl FileTree {
         &self,
         state: &mut super::state::State,
         txn: &mut Txn,
-        ino: u32,
         inode: &mut Inode,
         size: u64,
     ) -> FsResult<Option<(u32, Vec<u32>)>> {
@@ -304,7 +334,8 @@ impl FileTree {
         let page_size = self.page_size as u64;
         let keep_blocks = u32::try_from(size.div_ceil(page_size)).expect("checked size");
         let blocks = self.stored_blocks(inode.rel, keep_blocks, inode.extent_blocks)?;
-        if size == 0 && blocks.len() > self.drops_per_commit as usize {
+        let too_many = blocks.len() > self.drops_per_commit as usize;
+        if size == 0 && too_many {
             // Too many pages for one commit: the file moves to a fresh relation at once
             // and the old one's pages go afterwards (nothing can read them meanwhile).
             let later = Some((inode.rel, blocks));
@@ -314,21 +345,15 @@ impl FileTree {
             inode.size = 0;
             return Ok(later);
         }
-        let mut blocks = blocks.as_slice();
-        while blocks.len() > self.drops_per_commit as usize {
-            // One step of a big truncation: a whole, smaller file per commit (no page at or
-            // above its lowest dropped block is left).
-            let (keep, top) = blocks.split_at(blocks.len() - self.drops_per_commit as usize);
-            let step_blocks = top.first().copied().expect("a step drops pages");
-            let mut step = Txn::default();
-            self.drop_pages(&mut step, inode.rel, top);
-            inode.extent_blocks = step_blocks;
-            inode.size = inode.size.min(u64::from(step_blocks) * page_size);
-            state.put_inode(&mut step, ino, Some(inode));
-            self.commit(state, step)?;
-            blocks = keep;
+        if too_many {
+            // The file takes its new size in this one commit, marked as dropping the pages
+            // above it, which `finish_truncation` drops after it (found by a review: the
+            // pages went first, in commits that each showed a smaller file, so a branch,
+            // a past view or a power cut could see a size nobody asked for).
+            inode.dropping_to = inode.extent_blocks;
+        } else {
+            self.drop_pages(txn, inode.rel, &blocks);
         }
-        self.drop_pages(txn, inode.rel, blocks);
         let tail = (size % page_size) as usize;
         let last = keep_blocks.wrapping_sub(1);
         if tail != 0 && last < inode.extent_blocks && self.read_page(inode.rel, last)?.is_some() {

@@ -171,6 +171,7 @@ impl FileTree {
             _hold: hold,
         };
         if tree.view == TreeView::Writable {
+            tree.finish_truncations()?;
             tree.free_orphans()?;
         }
         Ok(tree)
@@ -344,6 +345,15 @@ impl FileTree {
             }
         }
         Ok(None)
+    }
+
+    /// Finishes the truncations a crash cut short (before anything can write the files).
+    fn finish_truncations(&self) -> FsResult<()> {
+        let mut state = self.lock()?;
+        for ino in state.truncating.split_off(&0) {
+            self.finish_truncation(&mut state, ino)?;
+        }
+        Ok(())
     }
 
     /// Frees inodes left unlinked but open by a crash or an unclean unmount.

@@ -254,6 +254,7 @@ impl FileTree {
                     0
                 },
                 rdev,
+                dropping_to: 0,
                 atime: now,
                 mtime: now,
                 ctime: now,
@@ -419,7 +420,7 @@ impl FileTree {
             return Ok(None);
         }
         let inode = state.inode(ino)?;
-        let blocks = self.stored_blocks(inode.rel, 0, inode.extent_blocks)?;
+        let blocks = self.stored_blocks(inode.rel, 0, inode.stored_end())?;
         Ok(Some((inode.rel, blocks)))
     }
 
@@ -448,7 +449,7 @@ impl FileTree {
     /// the tree fails, and refuses everything until it is opened again (found by a review:
     /// a read failing in the middle of an unlink left the name gone from memory only, for
     /// the next commit of that directory to log).
-    fn changing<T>(
+    pub(crate) fn changing<T>(
         &self,
         state: &mut State,
         change: impl FnOnce(&mut State) -> FsResult<T>,

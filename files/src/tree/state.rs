@@ -68,6 +68,9 @@ pub(crate) struct State {
     free_inos: BTreeSet<u32>,
     /// Linked nowhere, found when the tree was opened (freed then, if writable).
     pub(crate) orphans: BTreeSet<u32>,
+    /// Files a big truncation left marked (`Inode::dropping_to`), found at open: a crash
+    /// came before it finished, which a writable open does first.
+    pub(crate) truncating: BTreeSet<u32>,
     lookups: HashMap<u32, u64>,
     /// Patches logged per inode table page since its last whole image.
     table_patches: HashMap<u32, u32>,
@@ -131,6 +134,7 @@ impl State {
             dirs: HashMap::new(),
             free_inos: BTreeSet::new(),
             orphans: BTreeSet::new(),
+            truncating: BTreeSet::new(),
             lookups: HashMap::new(),
             table_patches: HashMap::new(),
             last_lsn: None,
@@ -174,6 +178,9 @@ impl State {
                         check_file_size(&inode, ino, page_size)?;
                         if inode.nlink == 0 {
                             state.orphans.insert(ino);
+                        }
+                        if inode.dropping_to != 0 {
+                            state.truncating.insert(ino);
                         }
                     }
                 }
@@ -487,7 +494,7 @@ impl FileTree {
     pub(crate) fn free_inode(&self, state: &mut State, ino: u32) -> FsResult<()> {
         let inode = state.inode(ino)?;
         // Read before anything changes in memory: a failed read then changes nothing.
-        let blocks = self.stored_blocks(inode.rel, 0, inode.extent_blocks)?;
+        let blocks = self.stored_blocks(inode.rel, 0, inode.stored_end())?;
         let mut txn = Txn::default();
         state.put_inode(&mut txn, ino, None);
         let later = self.drop_pages(&mut txn, inode.rel, &blocks);
@@ -611,6 +618,7 @@ fn format_tree(
         extent_blocks: 0,
         parent: ROOT_INO,
         rdev: 0,
+        dropping_to: 0,
         atime: now,
         mtime: now,
         ctime: now,

@@ -1,0 +1,131 @@
+//! A truncation too big for one commit is still one operation: every LSN shows the file
+//! whole before it or whole after it, and a branch taken while the pages above the new
+//! size were still being dropped grows the file back with zeros, never with them.
+
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use pagefork_engine::{At, BranchOptions, Config, Lsn, Store};
+use pagefork_files::{FileTree, Owner, ROOT_INO, SetAttributes, TreeOptions};
+
+const PAGE_SIZE: usize = 512;
+
+fn byte_at(offset: u64) -> u8 {
+    (offset % 251) as u8 + 1
+}
+
+fn head(store: &Store, branch: &str) -> Lsn {
+    store.branch_info(branch).unwrap().head
+}
+
+fn size_of(tree: &FileTree, name: &[u8]) -> u64 {
+    let found = tree.lookup(u64::from(ROOT_INO), name).unwrap();
+    tree.forget(found.ino, 1).unwrap();
+    found.size
+}
+
+fn resize(tree: &FileTree, ino: u64, size: u64) {
+    let changes = SetAttributes {
+        size: Some(size),
+        ..SetAttributes::default()
+    };
+    tree.set_attributes(ino, changes).unwrap();
+}
+
+/// Found by a review: the pages above the new size went first, in commits that each
+/// showed a smaller file, so a branch, a past view or a power cut could show a size
+/// nobody asked for.
+#[test]
+fn a_truncation_of_more_pages_than_a_commit_drops_is_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        page_size: PAGE_SIZE,
+        // Small commits: a commit drops a few thousand pages at most.
+        wal_segment_size: 256 << 10,
+        ..Config::default()
+    };
+    let store = Store::create(dir.path(), config).unwrap();
+    let tree = FileTree::open(store.clone(), "main", TreeOptions::default()).unwrap();
+    let owner = Owner {
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    };
+    let ino = tree
+        .create_file(u64::from(ROOT_INO), b"f", owner)
+        .unwrap()
+        .ino;
+    // Four times the pages one commit can drop (each drop costs more than 16 bytes).
+    let old_size = store.max_commit_bytes() / 16 * 4 * PAGE_SIZE as u64;
+    let chunk = u64::from(tree.max_write());
+    let mut at = 0;
+    while at < old_size {
+        let len = chunk.min(old_size - at);
+        let data: Vec<u8> = (at..at + len).map(byte_at).collect();
+        tree.write(ino, at, &data).unwrap();
+        at += len;
+    }
+    let new_size = 100 * PAGE_SIZE as u64 + 17;
+    let before = head(&store, "main");
+    resize(&tree, ino, new_size);
+    let after = head(&store, "main");
+    tree.sync().unwrap();
+    assert_eq!(size_of(&tree, b"f"), new_size);
+
+    let (mut views, mut branches, mut truncated) = (0, 0, 0);
+    let step = ((after.0 - before.0) / 60).max(1);
+    for lsn in (before.0..=after.0).step_by(usize::try_from(step).unwrap()) {
+        let at = At::Lsn(Lsn(lsn));
+        let options = TreeOptions {
+            read_only: true,
+            at,
+            ..TreeOptions::default()
+        };
+        let view = FileTree::open(store.clone(), "main", options).unwrap();
+        let size = size_of(&view, b"f");
+        assert!(
+            size == old_size || size == new_size,
+            "at {lsn:#x} the file has {size} bytes, neither {old_size} nor {new_size}"
+        );
+        views += 1;
+        if size != new_size {
+            continue;
+        }
+        truncated += 1;
+        if truncated % 6 != 1 {
+            continue;
+        }
+        // A branch here may hold pages above the new size not dropped yet: opened for
+        // writing, it drops them before anything else, and the file grows with zeros.
+        let name = format!("at-{lsn:x}");
+        store
+            .create_branch(&name, "main", at, BranchOptions::default())
+            .unwrap();
+        let branch = FileTree::open(store.clone(), &name, TreeOptions::default()).unwrap();
+        // A write at the old end grows it back, and raises the extent over every block
+        // the truncation dropped.
+        branch.write(ino, old_size - 1, &[0]).unwrap();
+        let kept = branch
+            .read(ino, 0, u32::try_from(new_size).unwrap())
+            .unwrap();
+        assert!(
+            kept.iter()
+                .enumerate()
+                .all(|(offset, &byte)| byte == byte_at(offset as u64))
+        );
+        // A sample of the pages above the new size, each of which held data.
+        let pages = (old_size - new_size) / PAGE_SIZE as u64;
+        for page in (0..pages).step_by(usize::try_from(pages / 97).unwrap().max(1)) {
+            let offset = new_size + page * PAGE_SIZE as u64;
+            let grown = branch.read(ino, offset, PAGE_SIZE as u32).unwrap();
+            assert!(
+                grown.iter().all(|&byte| byte == 0),
+                "branch at {lsn:#x}: a dropped page came back at byte {offset}"
+            );
+        }
+        branches += 1;
+    }
+    assert!(
+        views > 30 && branches > 0 && truncated > 0,
+        "{views} {branches}"
+    );
+}
