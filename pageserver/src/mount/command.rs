@@ -107,6 +107,10 @@ pub(crate) fn run_foreground(data_dir: &Path, spec: &MountSpec, json: bool) -> R
                        "lsn": lsn, "time": time})
             );
         }
+        (TreeView::Writable, false) if mounted.write_through() => out!(
+            "mounted branch {} at {dir} (writable, writes go through: no writeback cache)",
+            spec.branch
+        ),
         (TreeView::Writable, false) => out!("mounted branch {} at {dir} (writable)", spec.branch),
         (TreeView::ReadOnly { lsn, time: None }, false) => {
             out!("mounted branch {} at {dir} read-only at {lsn}", spec.branch);

@@ -21,7 +21,7 @@ use fuser::{
 };
 use pagefork_files::{
     Attributes, DirListing, FileKind, FileTime, FileTree, FsError, FsResult, Owner, SetAttributes,
-    TreeView, Written,
+    Written,
 };
 use parking_lot::Mutex;
 
@@ -41,6 +41,8 @@ type Listing = Arc<Vec<(u64, FileType, Vec<u8>)>>;
 /// A `FileTree` as a FUSE file system.
 pub(crate) struct FuseAdapter {
     tree: Arc<FileTree>,
+    /// Whether the kernel keeps writes in its page cache (`FUSE_WRITEBACK_CACHE`).
+    writeback_cache: bool,
     /// Open directories: the listing taken at `opendir`, and again at each `readdir` from
     /// offset 0, so offsets stay valid while names come and go (each unchanged name is
     /// listed exactly once) and a scan from the start sees every change before it.
@@ -57,12 +59,14 @@ pub(crate) struct FuseAdapter {
 impl FuseAdapter {
     pub(crate) fn new(
         tree: Arc<FileTree>,
+        writeback_cache: bool,
         writers: Arc<OpenWriters>,
         notifier: Arc<OnceLock<Notifier>>,
     ) -> FuseAdapter {
         let store_dir = tree.store().dir().map(std::path::Path::to_path_buf);
         FuseAdapter {
             tree,
+            writeback_cache,
             writers,
             notifier,
             listings: Mutex::new(HashMap::new()),
@@ -265,7 +269,7 @@ impl Filesystem for FuseAdapter {
         let _ = config.add_capabilities(InitFlags::FUSE_BIG_WRITES | InitFlags::FUSE_MAX_PAGES);
         let _ = config.set_max_write(self.tree.max_write());
         let _ = config.set_max_readahead(self.tree.max_write());
-        if *self.tree.view() == TreeView::Writable {
+        if self.writeback_cache {
             // The kernel gathers writes in its page cache and sends them in runs (on
             // fsync, close, syncfs, or after its dirty expiry), keeping sizes and times of
             // files meanwhile: safe because the mount is its branch's only writer.

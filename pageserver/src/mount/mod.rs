@@ -84,6 +84,9 @@ pub(crate) struct Mounted {
     notifier: fuser::Notifier,
     /// Dropped once the mount has ended (after `wait`): see `keep`.
     kept: Vec<KeptWithMount>,
+    /// Whether the kernel keeps writes in its page cache (a writable mount, unless
+    /// [`writeback_cache_wanted`] says no).
+    writeback_cache: bool,
 }
 
 /// Something that must outlive a mount (`Mounted::keep`).
@@ -180,12 +183,14 @@ pub(crate) fn disk_space(dir: &Path) -> nix::Result<(u64, u64)> {
 /// refusals its own way.
 pub(crate) fn mount(store: Store, spec: &MountSpec) -> Result<Mounted> {
     store.branch_info(&spec.branch)?;
+    let writable = !spec.read_only && spec.at == At::Latest;
+    let writeback_cache = writable && writeback_cache_wanted();
     let options = TreeOptions {
         read_only: spec.read_only,
         at: spec.at,
         holder: format!("the mount at {}", spec.dir.display()),
-        // The writeback cache (a writable mount's) keeps the times of what it holds.
-        kernel_keeps_times: !spec.read_only && spec.at == At::Latest,
+        // The writeback cache keeps the times of what it holds.
+        kernel_keeps_times: writeback_cache,
         ..TreeOptions::default()
     };
     let tree = Arc::new(
@@ -218,6 +223,7 @@ pub(crate) fn mount(store: Store, spec: &MountSpec) -> Result<Mounted> {
     let notifier_slot = Arc::new(std::sync::OnceLock::new());
     let adapter = fuse::FuseAdapter::new(
         Arc::clone(&tree),
+        writeback_cache,
         Arc::clone(&writers),
         Arc::clone(&notifier_slot),
     );
@@ -248,7 +254,50 @@ pub(crate) fn mount(store: Store, spec: &MountSpec) -> Result<Mounted> {
         writers,
         notifier,
         kept: Vec::new(),
+        writeback_cache,
     })
+}
+
+/// Set to `1` to mount writable branches without the kernel's writeback cache: every
+/// `write` is then handed to the tree before it returns (slower; what a kernel before
+/// 6.14 gets anyway).
+pub(crate) const WRITE_THROUGH_VARIABLE: &str = "PAGEFORK_MOUNT_WRITE_THROUGH";
+
+/// The first Linux release whose FUSE writeback keeps a page under writeback until the
+/// mount has answered its `WRITE`. Before it the kernel copied dirty pages aside and
+/// called them written at once, so dropping a file's cached pages (`write_back`) did not
+/// wait for the mount to take them, and a branch taken at latest could miss a write that
+/// had returned before it (found by a review).
+const SOUND_WRITEBACK_KERNEL: (u32, u32) = (6, 14);
+
+/// Whether a writable mount uses the kernel's writeback cache: on a kernel whose
+/// writeback `write_back` can wait for, unless [`WRITE_THROUGH_VARIABLE`] says not to.
+fn writeback_cache_wanted() -> bool {
+    if std::env::var(WRITE_THROUGH_VARIABLE).is_ok_and(|value| value == "1") {
+        return false;
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    match kernel_version(&release) {
+        Some(version) if version >= SOUND_WRITEBACK_KERNEL => true,
+        _ => {
+            tracing::info!(
+                kernel = release.trim(),
+                "writes go through to the tree before they return: the writeback cache \
+                 needs Linux {}.{} or later",
+                SOUND_WRITEBACK_KERNEL.0,
+                SOUND_WRITEBACK_KERNEL.1
+            );
+            false
+        }
+    }
+}
+
+/// A kernel release's major and minor version (`6.18.44-fc-v1300` is 6.18).
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 /// Raises the mount's read-ahead (its backing device's `read_ahead_kb` in sysfs) to
@@ -282,6 +331,12 @@ impl Mounted {
     /// The mounted tree.
     pub(crate) fn tree(&self) -> &Arc<FileTree> {
         &self.tree
+    }
+
+    /// Whether a writable mount hands every write to the tree before it returns (no
+    /// writeback cache in the kernel).
+    pub(crate) fn write_through(&self) -> bool {
+        *self.tree.view() == TreeView::Writable && !self.writeback_cache
     }
 
     /// A handle that unmounts from another thread (a signal handler's).
@@ -412,5 +467,20 @@ impl Unmounter {
                 Err(error).with_context(|| format!("cannot unmount {}", self.dir.display()))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kernel_version;
+
+    #[test]
+    fn kernel_releases_name_their_version() {
+        assert_eq!(kernel_version("6.18.44-fc-v1300\n"), Some((6, 18)));
+        assert_eq!(kernel_version("6.1.0-28-amd64"), Some((6, 1)));
+        assert_eq!(kernel_version("5.15.0"), Some((5, 15)));
+        assert_eq!(kernel_version("6-rc1"), None);
+        assert_eq!(kernel_version(""), None);
+        assert!(kernel_version("6.13.9") < Some(super::SOUND_WRITEBACK_KERNEL));
     }
 }

@@ -54,6 +54,17 @@ impl Mount {
         dir: &Path,
         extra: &[&str],
     ) -> Result<Mount, String> {
+        Mount::try_start_with_env(data, branch, dir, extra, &[])
+    }
+
+    /// Like `try_start`, with `env` set for the command.
+    pub(crate) fn try_start_with_env(
+        data: &Path,
+        branch: &str,
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Mount, String> {
         require_fuse();
         std::fs::create_dir_all(dir).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_pagefork"))
@@ -63,6 +74,7 @@ impl Mount {
             .arg(dir)
             .args(extra)
             .env_remove("PAGEFORK_DATA_DIR")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
