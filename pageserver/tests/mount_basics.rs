@@ -206,7 +206,7 @@ fn read_only_mounts_show_the_state_at_an_lsn_or_a_time() {
     assert!(latest.terminate().success());
 }
 
-/// A kernel before 6.14 gets no writeback cache (found by a review: its writeback did not
+/// A kernel before 6.16 gets no writeback cache (found by a review: its writeback did not
 /// wait for the mount, so a branch at latest could miss a write that had returned): the
 /// mount then hands every write over before it returns, as `PAGEFORK_MOUNT_WRITE_THROUGH`
 /// makes it do here. What it shows is what a remount shows.

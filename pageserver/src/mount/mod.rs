@@ -260,15 +260,15 @@ pub(crate) fn mount(store: Store, spec: &MountSpec) -> Result<Mounted> {
 
 /// Set to `1` to mount writable branches without the kernel's writeback cache: every
 /// `write` is then handed to the tree before it returns (slower; what a kernel before
-/// 6.14 gets anyway).
+/// 6.16 gets anyway).
 pub(crate) const WRITE_THROUGH_VARIABLE: &str = "PAGEFORK_MOUNT_WRITE_THROUGH";
 
 /// The first Linux release whose FUSE writeback keeps a page under writeback until the
-/// mount has answered its `WRITE`. Before it the kernel copied dirty pages aside and
+/// mount has answered its `WRITE` (the temporary page copies went in 6.16). Before it the kernel copied dirty pages aside and
 /// called them written at once, so dropping a file's cached pages (`write_back`) did not
 /// wait for the mount to take them, and a branch taken at latest could miss a write that
 /// had returned before it (found by a review).
-const SOUND_WRITEBACK_KERNEL: (u32, u32) = (6, 14);
+const SOUND_WRITEBACK_KERNEL: (u32, u32) = (6, 16);
 
 /// Whether a writable mount uses the kernel's writeback cache: on a kernel whose
 /// writeback `write_back` can wait for, unless [`WRITE_THROUGH_VARIABLE`] says not to.
@@ -481,6 +481,6 @@ mod tests {
         assert_eq!(kernel_version("5.15.0"), Some((5, 15)));
         assert_eq!(kernel_version("6-rc1"), None);
         assert_eq!(kernel_version(""), None);
-        assert!(kernel_version("6.13.9") < Some(super::SOUND_WRITEBACK_KERNEL));
+        assert!(kernel_version("6.15.9") < Some(super::SOUND_WRITEBACK_KERNEL));
     }
 }
