@@ -36,7 +36,12 @@ pub(crate) fn opening_error(dir: &Path, error: pagefork_engine::EngineError) -> 
     let held = is_held_by_another_process(&error);
     let error = anyhow::Error::new(error);
     match held {
-        true => error.context(HELD_BY_ANOTHER_PROCESS),
+        // Which endpoint commands hold it, when their run files say (found by a review:
+        // a restore refused while a foreground endpoint ran said only "another process").
+        true => match crate::endpoint::runfile::holders(dir) {
+            Some(holders) => error.context(format!("{HELD_BY_ANOTHER_PROCESS}; {holders}")),
+            None => error.context(HELD_BY_ANOTHER_PROCESS),
+        },
         false => error,
     }
     .context(format!("cannot open the store in {}", dir.display()))

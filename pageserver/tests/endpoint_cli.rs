@@ -168,6 +168,16 @@ fn an_endpoint_runs_in_the_foreground_and_keeps_its_data() {
             "{message}"
         );
     }
+    // A command that needs the store names the endpoint holding it (found by a review: a
+    // restore said only "another pagefork process").
+    let held = pagefork(&data, &["branch", "create", "copy"]);
+    let message = String::from_utf8_lossy(&held.stderr);
+    assert!(
+        held.status.code() == Some(1)
+            && message.contains("pagefork endpoint start main")
+            && message.contains(&format!("port {port}")),
+        "{message}"
+    );
     // Another command lists it and stops it (as SIGTERM would), waiting until it has.
     let listed = ok_json(pagefork(&data, &["--json", "endpoint", "list"]));
     assert_eq!(listed[0]["branch"], "main", "{listed}");

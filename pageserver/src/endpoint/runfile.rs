@@ -255,6 +255,29 @@ pub(crate) fn list(data_dir: &Path) -> Result<Vec<RunRecord>> {
     Ok(running)
 }
 
+/// Which `pagefork endpoint start` commands run on the store in `data_dir`, as a refusal
+/// names them: `None` if none does (or their run files cannot be read).
+pub(crate) fn holders(data_dir: &Path) -> Option<String> {
+    let running = list(data_dir).ok()?;
+    let named: Vec<String> = running
+        .iter()
+        .map(|record| {
+            let serving = match &record.endpoint {
+                Some(endpoint) => format!("Postgres on port {}", endpoint.port()),
+                None => "Postgres starting".to_owned(),
+            };
+            format!(
+                "`pagefork endpoint start {}` (process {}, {serving}; `pagefork endpoint stop {}` stops it)",
+                record.branch, record.pid, record.branch
+            )
+        })
+        .collect();
+    match named.is_empty() {
+        true => None,
+        false => Some(format!("it is held by {}", named.join(", "))),
+    }
+}
+
 /// Tells the command running the endpoint on `branch` to stop (SIGTERM: a fast shutdown,
 /// an unmount, a checkpoint) and waits until it has. Returns what it stopped.
 pub(crate) fn stop(data_dir: &Path, branch: &str) -> Result<RunRecord> {
