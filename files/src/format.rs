@@ -28,6 +28,10 @@ const SUPERBLOCK_MAGIC: &[u8; 8] = b"PFFILES\0";
 const SUPERBLOCK_VERSION: u32 = 1;
 pub(crate) const SUPERBLOCK_BYTES: usize = 28;
 const INODE_VERSION: u8 = 1;
+/// The version of an inode marked by an unfinished truncation (`dropping_to`): a build
+/// that knows only version 1 refuses it as damage rather than write the file before the
+/// pages the truncation left are dropped (found by a review).
+const INODE_VERSION_TRUNCATING: u8 = 2;
 const DIR_PAGE_VERSION: u8 = 1;
 /// Bytes before a directory page's first entry.
 pub(crate) const DIR_PAGE_HEADER: usize = 8;
@@ -126,7 +130,10 @@ pub(crate) fn inode_slot(ino: u32, page_size: usize) -> (u32, usize) {
 pub(crate) fn encode_inode(inode: &Inode) -> [u8; INODE_BYTES] {
     let mut slot = [0u8; INODE_BYTES];
     let mut out = &mut slot[..];
-    out.put_u8(INODE_VERSION);
+    out.put_u8(match inode.dropping_to {
+        0 => INODE_VERSION,
+        _ => INODE_VERSION_TRUNCATING,
+    });
     out.put_u8(inode.kind.code());
     out.put_u16_le(0);
     out.put_u32_le(inode.mode);
@@ -168,7 +175,7 @@ pub(crate) fn decode_inode(ino: u32, slot: &[u8]) -> FsResult<Option<Inode>> {
         )));
     }
     let version = slot.first().copied().unwrap_or_default();
-    if version != INODE_VERSION {
+    if version != INODE_VERSION && version != INODE_VERSION_TRUNCATING {
         return Err(corrupt(format!("format version {version}")));
     }
     let code = slot.get(1).copied().unwrap_or_default();
@@ -206,6 +213,7 @@ pub(crate) fn decode_inode(ino: u32, slot: &[u8]) -> FsResult<Option<Inode>> {
         || (inode.rdev != 0 && !device)
         || !symlink_size
         || !times
+        || (version == INODE_VERSION_TRUNCATING) != (inode.dropping_to != 0)
         || (inode.dropping_to != 0
             && (kind != FileKind::File || inode.dropping_to <= inode.extent_blocks))
     {
@@ -423,7 +431,9 @@ mod tests {
             ..device
         };
         assert!(decode_inode(4, &encode_inode(&not_a_device)).is_err());
-        // An unfinished truncation marks a file's pages above its extent, nothing else's.
+        // An unfinished truncation marks a file's pages above its extent, nothing else's,
+        // in a version 2 slot, and only there.
+        assert_eq!(slot[0], 2);
         for (kind, dropping_to) in [(FileKind::File, 3), (FileKind::Directory, 9)] {
             let marked = Inode {
                 kind,
@@ -432,6 +442,16 @@ mod tests {
             };
             assert!(decode_inode(4, &encode_inode(&marked)).is_err());
         }
+        let unmarked = Inode {
+            dropping_to: 0,
+            ..inode()
+        };
+        let mut slot = encode_inode(&unmarked);
+        assert_eq!(slot[0], 1);
+        slot[0] = 2;
+        let crc = crc32fast::hash(&slot[..INODE_BYTES - 4]);
+        slot[INODE_BYTES - 4..].copy_from_slice(&crc.to_le_bytes());
+        assert!(decode_inode(4, &slot).is_err(), "version 2 without a mark");
         // Found by a review: a symlink of 2^40 bytes aborted a mount on its allocation.
         let symlink = |size| Inode {
             kind: FileKind::Symlink,

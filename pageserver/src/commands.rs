@@ -10,7 +10,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use pagefork_engine::{
-    At, Backend, BranchFilter, BranchInfo, BranchOptions, Config, Key, LsnForTime, Store, Update,
+    At, Backend, BranchFilter, BranchInfo, BranchOptions, Config, Key, LsnForTime, Store, TimeKind,
+    Update,
 };
 use serde_json::json;
 
@@ -460,11 +461,20 @@ pub(crate) fn describe_time_answer(answer: &LsnForTime) -> String {
             crate::views::time_kind_name(answer.kind),
             humantime::format_duration(back)
         ),
+        // Found by a review: "no commit at or before that time" beside an LSN read as if
+        // that LSN could be read or branched at that time.
         _ => format!(
-            "{} -> LSN {} ({}): no commit at or before that time",
+            "{} -> LSN {} ({}): {}",
             answer.requested,
             answer.lsn,
-            crate::views::time_kind_name(answer.kind)
+            crate::views::time_kind_name(answer.kind),
+            match answer.kind {
+                TimeKind::Past => {
+                    "before the first commit the branch can see; a read or a branch at that \
+                     time is refused"
+                }
+                _ => "no commit at or before that time",
+            }
         ),
     }
 }

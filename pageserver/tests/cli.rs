@@ -166,6 +166,15 @@ fn a_tour_of_the_commands() {
         &["--json", "lsn-for-time", "main", "2000-01-01T00:00:00Z"],
     ));
     assert_eq!(past["kind"], "past");
+    // The text says such a time cannot be read or branched at (found by a review: it
+    // gave an LSN and "no commit at or before that time", then a read there was refused).
+    let said = pagefork(&store, &["lsn-for-time", "main", "2000-01-01T00:00:00Z"]);
+    let said = String::from_utf8_lossy(&said.stdout);
+    assert!(said.contains("(past): before the first commit"), "{said}");
+    assert!(
+        said.contains("a read or a branch at that time is refused"),
+        "{said}"
+    );
 
     let wal = ok_json(pagefork(&store, &["--json", "inspect", "wal"]));
     let kinds: Vec<&str> = wal

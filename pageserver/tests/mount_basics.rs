@@ -235,7 +235,13 @@ fn a_write_through_mount_keeps_what_it_shows() {
     assert!(bytes[..3 << 20] == pattern(3 << 20, 5)[..]);
     assert!(bytes[3 << 20..(6 << 20) + 1].iter().all(|&byte| byte == 0));
     assert!(mount.terminate().success());
-    let again = Mount::start(&data, "main", &dir, &[]);
+    let json = Mount::try_start_with_env(&data, "main", &dir, &["--json"], &through).unwrap();
+    let announced: serde_json::Value = serde_json::from_str(&json.announced).unwrap();
+    assert_eq!(announced["write_through"], true, "{announced}");
+    assert!(json.terminate().success());
+    let again = Mount::start(&data, "main", &dir, &["--json"]);
+    let announced: serde_json::Value = serde_json::from_str(&again.announced).unwrap();
+    assert_eq!(announced["write_through"], false, "{announced}");
     let remounted = fs::metadata(again.path("f")).unwrap();
     assert_eq!(
         (remounted.size(), remounted.mtime(), remounted.mtime_nsec()),

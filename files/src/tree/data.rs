@@ -236,7 +236,8 @@ impl FileTree {
 
     /// Changes an inode's attributes in one commit (its ctime becomes now). A new size
     /// truncates or extends a file with zeros; a truncation that drops more pages than
-    /// one commit holds (65,536 with the default WAL segments) to a size above zero is made of several commits, each a smaller whole file.
+    /// one commit holds (65,536 with the default WAL segments) drops them in further
+    /// commits after that one, which nothing reads (see `finish_truncation`).
     pub fn set_attributes(&self, ino: u64, changes: SetAttributes) -> FsResult<Attributes> {
         if let Some(mode) = changes.mode {
             check_mode(mode)?;
@@ -333,7 +334,9 @@ impl FileTree {
         }
         let page_size = self.page_size as u64;
         let keep_blocks = u32::try_from(size.div_ceil(page_size)).expect("checked size");
-        let blocks = self.stored_blocks(inode.rel, keep_blocks, inode.extent_blocks)?;
+        // (A mark left by an earlier truncation is finished before anything else can
+        // resize the file; covered all the same.)
+        let blocks = self.stored_blocks(inode.rel, keep_blocks, inode.stored_end())?;
         let too_many = blocks.len() > self.drops_per_commit as usize;
         if size == 0 && too_many {
             // Too many pages for one commit: the file moves to a fresh relation at once
@@ -342,6 +345,7 @@ impl FileTree {
             state.check_room()?;
             inode.rel = state.allocate_rel(txn);
             inode.extent_blocks = 0;
+            inode.dropping_to = 0;
             inode.size = 0;
             return Ok(later);
         }
@@ -350,9 +354,10 @@ impl FileTree {
             // above it, which `finish_truncation` drops after it (found by a review: the
             // pages went first, in commits that each showed a smaller file, so a branch,
             // a past view or a power cut could see a size nobody asked for).
-            inode.dropping_to = inode.extent_blocks;
+            inode.dropping_to = inode.stored_end();
         } else {
             self.drop_pages(txn, inode.rel, &blocks);
+            inode.dropping_to = 0;
         }
         let tail = (size % page_size) as usize;
         let last = keep_blocks.wrapping_sub(1);

@@ -267,8 +267,12 @@ pub(crate) fn holders(data_dir: &Path) -> Option<String> {
                 None => "Postgres starting".to_owned(),
             };
             format!(
-                "`pagefork endpoint start {}` (process {}, {serving}; `pagefork endpoint stop {}` stops it)",
-                record.branch, record.pid, record.branch
+                "`pagefork endpoint start {}` (process {}, {serving}; `pagefork --data-dir {} \
+                 endpoint stop {}` stops it)",
+                record.branch,
+                record.pid,
+                data_dir.display(),
+                record.branch
             )
         })
         .collect();

@@ -104,7 +104,7 @@ pub(crate) fn run_foreground(data_dir: &Path, spec: &MountSpec, json: bool) -> R
             out!(
                 "{}",
                 json!({"branch": spec.branch, "dir": dir.to_string(), "read_only": read_only,
-                       "lsn": lsn, "time": time})
+                       "write_through": mounted.write_through(), "lsn": lsn, "time": time})
             );
         }
         (TreeView::Writable, false) if mounted.write_through() => out!(
