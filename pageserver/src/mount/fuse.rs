@@ -43,10 +43,10 @@ pub(crate) struct FuseAdapter {
     tree: Arc<FileTree>,
     /// Whether the kernel keeps writes in its page cache (`FUSE_WRITEBACK_CACHE`).
     writeback_cache: bool,
-    /// Open directories: the listing taken at `opendir`, and again at each `readdir` from
-    /// offset 0, so offsets stay valid while names come and go (each unchanged name is
+    /// Open directories: the listing taken at each `readdir` from offset 0 (none before
+    /// the first), so offsets stay valid while names come and go (each unchanged name is
     /// listed exactly once) and a scan from the start sees every change before it.
-    listings: Mutex<HashMap<u64, Listing>>,
+    listings: Mutex<HashMap<u64, Option<Listing>>>,
     next_handle: AtomicU64,
     /// Where the store lives: `statfs` reports that disk's space.
     store_dir: Option<std::path::PathBuf>,
@@ -540,10 +540,12 @@ impl Filesystem for FuseAdapter {
     }
 
     fn opendir(&self, _request: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.listing(ino) {
-            Ok(listing) => {
+        // A directory (its parent found), listed at the first `readdir`: the kernel asks
+        // for none when it has the listing cached.
+        match self.tree.parent_of(ino.0) {
+            Ok(_) => {
                 let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
-                self.listings.lock().insert(handle, listing);
+                self.listings.lock().insert(handle, None);
                 // The kernel may keep the listing it read, across opens, until the
                 // directory changes: only this mount changes it, and the kernel drops its
                 // copy at every change it passes on (a scan of a directory listed before
@@ -566,24 +568,24 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(listing) = self.listings.lock().get(&fh.0).cloned() else {
+        let Some(taken) = self.listings.lock().get(&fh.0).cloned() else {
             return reply.error(Errno::EBADF);
         };
         // A scan from the start lists the directory as it is now, not as it was at the
         // open: the kernel notes the directory's version before it asks, and keeps what
         // this answers as the directory's listing until the next change (found by a
-        // review: a handle opened before a create and read after it had every later
-        // listing miss the new name). A failed tree answers as for everything else.
-        let listing = match (offset, self.tree.check_usable()) {
-            (_, Err(error)) => return reply.error(errno(&error)),
-            (0, Ok(())) => match self.listing(ino) {
+        // review: a listing taken at the open of a handle read after a create had every
+        // later listing miss the new name). A failed tree answers as for everything else.
+        let listing = match (offset, taken, self.tree.check_usable()) {
+            (_, _, Err(error)) => return reply.error(errno(&error)),
+            (1.., Some(listing), Ok(())) => listing,
+            (_, _, Ok(())) => match self.listing(ino) {
                 Ok(fresh) => {
-                    self.listings.lock().insert(fh.0, Arc::clone(&fresh));
+                    self.listings.lock().insert(fh.0, Some(Arc::clone(&fresh)));
                     fresh
                 }
                 Err(error) => return reply.error(errno(&error)),
             },
-            _ => listing,
         };
         let skip = usize::try_from(offset).unwrap_or(usize::MAX);
         for (index, (ino, kind, name)) in listing.iter().enumerate().skip(skip) {
