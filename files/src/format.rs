@@ -46,7 +46,25 @@ pub(crate) struct Superblock {
     pub(crate) next_rel: u32,
     /// Inode numbers below this have a slot in the table (free or used).
     pub(crate) inode_high_water: u32,
+    /// A data relation no inode holds any more whose pages from `from` up to `to` (blocks)
+    /// are still being dropped: an unlink or a truncation to zero of a file with more
+    /// pages than one commit drops. Set in the commit that lets the relation go, cleared
+    /// once its pages are dropped, finished by a writable open after a crash.
+    pub(crate) dropping: Option<DroppingRelation>,
 }
+
+/// See [`Superblock::dropping`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct DroppingRelation {
+    pub(crate) rel: u32,
+    pub(crate) from: u32,
+    pub(crate) to: u32,
+}
+
+/// Where the superblock's [`DroppingRelation`] lives: relation, from, to, then a CRC32 of
+/// those 12 bytes; all 16 bytes zero when there is none (as in every superblock written
+/// before it).
+const DROPPING_AT: usize = SUPERBLOCK_BYTES;
 
 impl Superblock {
     pub(crate) fn encode(&self, page_size: usize) -> Bytes {
@@ -58,6 +76,14 @@ impl Superblock {
         page.put_u32_le(self.inode_high_water);
         let crc = crc32fast::hash(&page);
         page.put_u32_le(crc);
+        if let Some(dropping) = self.dropping {
+            let start = page.len();
+            page.put_u32_le(dropping.rel);
+            page.put_u32_le(dropping.from);
+            page.put_u32_le(dropping.to);
+            let crc = crc32fast::hash(page.get(start..).unwrap_or_default());
+            page.put_u32_le(crc);
+        }
         page.resize(page_size, 0);
         page.freeze()
     }
@@ -95,16 +121,48 @@ impl Superblock {
             page_size: le_u32(head, 12),
             next_rel: le_u32(head, 16),
             inode_high_water: le_u32(head, 20),
+            dropping: decode_dropping(page).map_err(corrupt)?,
         };
         // Inode numbers are handed out below half of what a u32 holds (`check_room`).
         if superblock.next_rel < FIRST_DATA_REL
             || superblock.inode_high_water <= ROOT_INO
             || superblock.inode_high_water > u32::MAX / 2
+            || superblock
+                .dropping
+                .is_some_and(|dropping| dropping.rel >= superblock.next_rel)
         {
             return Err(corrupt(format!("impossible counters {superblock:?}")));
         }
         Ok(superblock)
     }
+}
+
+/// The relation a superblock page says is being dropped (none if its 16 bytes are zero).
+fn decode_dropping(page: &[u8]) -> Result<Option<DroppingRelation>, String> {
+    let Some(bytes) = page.get(DROPPING_AT..DROPPING_AT + 16) else {
+        return Ok(None);
+    };
+    if bytes.iter().all(|&byte| byte == 0) {
+        return Ok(None);
+    }
+    let (stored_crc, crc) = (
+        le_u32(bytes, 12),
+        crc32fast::hash(bytes.get(..12).unwrap_or_default()),
+    );
+    if stored_crc != crc {
+        return Err(format!(
+            "the relation being dropped: CRC {stored_crc:#010x}, computed {crc:#010x}"
+        ));
+    }
+    let dropping = DroppingRelation {
+        rel: le_u32(bytes, 0),
+        from: le_u32(bytes, 4),
+        to: le_u32(bytes, 8),
+    };
+    if dropping.rel < FIRST_DATA_REL || dropping.from >= dropping.to {
+        return Err(format!("impossible relation being dropped {dropping:?}"));
+    }
+    Ok(Some(dropping))
 }
 
 /// The longest symlink target, in bytes (Linux's `PATH_MAX` less its NUL).
@@ -408,11 +466,29 @@ mod tests {
             page_size: 8192,
             next_rel: FIRST_DATA_REL + 3,
             inode_high_water: 9,
+            dropping: None,
         };
         assert_eq!(
             Superblock::decode(&superblock.encode(8192)).unwrap(),
             superblock
         );
+        let dropping = Superblock {
+            dropping: Some(DroppingRelation {
+                rel: FIRST_DATA_REL + 1,
+                from: 0,
+                to: 1 << 20,
+            }),
+            ..superblock
+        };
+        assert_eq!(Superblock::decode(&dropping.encode(512)).unwrap(), dropping);
+        // Only a relation handed out, and a range of blocks.
+        for (rel, from, to) in [(FIRST_DATA_REL + 3, 0, 9), (FIRST_DATA_REL + 1, 9, 9)] {
+            let impossible = Superblock {
+                dropping: Some(DroppingRelation { rel, from, to }),
+                ..superblock
+            };
+            assert!(Superblock::decode(&impossible.encode(512)).is_err());
+        }
         let slot = encode_inode(&inode());
         assert_eq!(decode_inode(4, &slot).unwrap(), Some(inode()));
         assert_eq!(decode_inode(4, &[0u8; INODE_BYTES]).unwrap(), None);
@@ -493,8 +569,13 @@ mod tests {
         let slot = encode_inode(&inode());
         let superblock = Superblock {
             page_size: 512,
-            next_rel: FIRST_DATA_REL,
+            next_rel: FIRST_DATA_REL + 5,
             inode_high_water: 2,
+            dropping: Some(DroppingRelation {
+                rel: FIRST_DATA_REL + 1,
+                from: 3,
+                to: 70_000,
+            }),
         }
         .encode(512);
         let entries = [DirEntry {
@@ -508,7 +589,7 @@ mod tests {
             bad[bit / 8] ^= 1 << (bit % 8);
             assert!(decode_inode(4, &bad).is_err(), "bit {bit}");
         }
-        for bit in 0..SUPERBLOCK_BYTES * 8 {
+        for bit in 0..(DROPPING_AT + 16) * 8 {
             let mut bad = superblock.to_vec();
             bad[bit / 8] ^= 1 << (bit % 8);
             assert!(Superblock::decode(&bad).is_err(), "bit {bit}");

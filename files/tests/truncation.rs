@@ -129,3 +129,105 @@ fn a_truncation_of_more_pages_than_a_commit_drops_is_one_commit() {
         "{views} {branches}"
     );
 }
+
+/// Found by a review: an unlink or a truncation to zero of a file with more pages than
+/// one commit drops let its relation go in one commit and dropped the rest after it; a
+/// crash in between kept those pages for good, since nothing named them any more. The
+/// superblock now names the relation until its pages are dropped, and a writable open
+/// finishes the drops: a branch taken in between, opened for writing, holds none of them.
+#[test]
+fn the_pages_of_a_big_file_let_go_are_dropped_even_after_a_crash_between() {
+    for unlink in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            page_size: PAGE_SIZE,
+            wal_segment_size: 256 << 10,
+            ..Config::default()
+        };
+        let store = Store::create(dir.path(), config).unwrap();
+        let tree = FileTree::open(store.clone(), "main", TreeOptions::default()).unwrap();
+        let owner = Owner {
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        };
+        let ino = tree
+            .create_file(u64::from(ROOT_INO), b"f", owner)
+            .unwrap()
+            .ino;
+        // Not held open (a create takes a reference, as the kernel's lookup does).
+        tree.forget(ino, 1).unwrap();
+        // The first file's relation: the root holds the first one handed out.
+        let rel = pagefork_files::FIRST_DATA_REL + 1;
+        let size = store.max_commit_bytes() / 16 * 3 * PAGE_SIZE as u64;
+        let chunk = u64::from(tree.max_write());
+        let mut at = 0;
+        while at < size {
+            let len = chunk.min(size - at);
+            let data: Vec<u8> = (at..at + len).map(byte_at).collect();
+            tree.write(ino, at, &data).unwrap();
+            at += len;
+        }
+        let last_block = u32::try_from(size / PAGE_SIZE as u64 - 1).unwrap();
+        assert!(
+            store
+                .get_page(
+                    "main",
+                    pagefork_engine::Key::new(rel, last_block),
+                    At::Latest
+                )
+                .unwrap()
+                .is_some(),
+            "the file's relation"
+        );
+        let before = head(&store, "main");
+        match unlink {
+            true => tree.unlink(u64::from(ROOT_INO), b"f").unwrap(),
+            false => resize(&tree, ino, 0),
+        }
+        let after = head(&store, "main");
+        tree.sync().unwrap();
+        let page_at = |branch: &str, at: At| {
+            store
+                .get_page(branch, pagefork_engine::Key::new(rel, last_block), at)
+                .unwrap()
+        };
+        assert!(page_at("main", At::Latest).is_none(), "unlink {unlink}");
+        let mut between = 0;
+        let step = ((after.0 - before.0) / 12).max(1);
+        for lsn in (before.0..=after.0).step_by(usize::try_from(step).unwrap()) {
+            let at = At::Lsn(Lsn(lsn));
+            if page_at("main", at).is_none() {
+                continue;
+            }
+            // The relation is let go but its last page not dropped yet: a crash here
+            // would have kept it. A branch here, opened for writing, drops it.
+            let options = TreeOptions {
+                read_only: true,
+                at,
+                ..TreeOptions::default()
+            };
+            let view = FileTree::open(store.clone(), "main", options).unwrap();
+            let listed = view.lookup(u64::from(ROOT_INO), b"f");
+            let gone = match unlink {
+                true => listed.is_err(),
+                false => listed.unwrap().size == 0,
+            };
+            if !gone {
+                continue;
+            }
+            between += 1;
+            let name = format!("at-{lsn:x}");
+            store
+                .create_branch(&name, "main", at, BranchOptions::default())
+                .unwrap();
+            assert!(page_at(&name, At::Latest).is_some());
+            drop(FileTree::open(store.clone(), &name, TreeOptions::default()).unwrap());
+            assert!(
+                page_at(&name, At::Latest).is_none(),
+                "unlink {unlink}: the branch at {lsn:#x} kept the pages of a file let go"
+            );
+        }
+        assert!(between > 0, "unlink {unlink}: no LSN between");
+    }
+}

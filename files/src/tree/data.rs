@@ -289,8 +289,8 @@ impl FileTree {
         inode.ctime = changes.ctime.unwrap_or(now);
         state.put_inode(&mut txn, ino, Some(&inode));
         self.commit(&mut state, txn)?;
-        if let Some((rel, blocks)) = later {
-            self.drop_pages_later(&mut state, rel, &blocks)?;
+        if let Some(blocks) = later {
+            self.finish_dropping(&mut state, Some(&blocks))?;
         }
         if inode.dropping_to != 0 {
             // Until it is finished nothing else may change the file: a failure fails the
@@ -327,7 +327,7 @@ impl FileTree {
         txn: &mut Txn,
         inode: &mut Inode,
         size: u64,
-    ) -> FsResult<Option<(u32, Vec<u32>)>> {
+    ) -> FsResult<Option<Vec<u32>>> {
         if size >= inode.size {
             inode.size = size;
             return Ok(None);
@@ -341,8 +341,10 @@ impl FileTree {
         if size == 0 && too_many {
             // Too many pages for one commit: the file moves to a fresh relation at once
             // and the old one's pages go afterwards (nothing can read them meanwhile).
-            let later = Some((inode.rel, blocks));
             state.check_room()?;
+            super::state::check_nothing_dropping(state)?;
+            super::state::record_dropping(state, txn, inode.rel, &blocks);
+            let later = Some(blocks);
             inode.rel = state.allocate_rel(txn);
             inode.extent_blocks = 0;
             inode.dropping_to = 0;

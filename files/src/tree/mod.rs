@@ -171,6 +171,7 @@ impl FileTree {
             _hold: hold,
         };
         if tree.view == TreeView::Writable {
+            tree.finish_dropping(&mut *tree.lock()?, None)?;
             tree.finish_truncations()?;
             tree.free_orphans()?;
         }

@@ -419,6 +419,7 @@ impl FileTree {
         if state.is_referenced(ino) {
             return Ok(None);
         }
+        super::state::check_nothing_dropping(state)?;
         let inode = state.inode(ino)?;
         let blocks = self.stored_blocks(inode.rel, 0, inode.stored_end())?;
         Ok(Some((inode.rel, blocks)))
@@ -438,9 +439,10 @@ impl FileTree {
         };
         state.put_inode(&mut txn, ino, None);
         let later = self.drop_pages(&mut txn, rel, &blocks);
+        super::state::record_dropping(state, &mut txn, rel, later);
         self.commit(state, txn)?;
         state.mark_free(ino);
-        self.drop_pages_later(state, rel, later)
+        self.finish_dropping(state, Some(later))
     }
 
     /// Runs `change`, the part of an operation after it has changed the tree's memory

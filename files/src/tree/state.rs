@@ -14,8 +14,8 @@ use pagefork_engine::{At, Key, Lsn, Store, Update};
 use super::FileTree;
 use crate::error::{FsError, FsResult};
 use crate::format::{
-    self, FIRST_DATA_REL, INODE_BYTES, ROOT_INO, Superblock, TABLE_REL, decode_inode, encode_inode,
-    inode_slot, inodes_per_page,
+    self, DroppingRelation, FIRST_DATA_REL, INODE_BYTES, ROOT_INO, Superblock, TABLE_REL,
+    decode_inode, encode_inode, inode_slot, inodes_per_page,
 };
 use crate::inode::{FileKind, FileTime, Inode};
 
@@ -493,14 +493,44 @@ impl FileTree {
     /// relation is never handed out twice).
     pub(crate) fn free_inode(&self, state: &mut State, ino: u32) -> FsResult<()> {
         let inode = state.inode(ino)?;
-        // Read before anything changes in memory: a failed read then changes nothing.
+        // Read and checked before anything changes in memory: a failure then changes
+        // nothing.
+        check_nothing_dropping(state)?;
         let blocks = self.stored_blocks(inode.rel, 0, inode.stored_end())?;
         let mut txn = Txn::default();
         state.put_inode(&mut txn, ino, None);
         let later = self.drop_pages(&mut txn, inode.rel, &blocks);
+        record_dropping(state, &mut txn, inode.rel, later);
         self.commit(state, txn)?;
         state.mark_free(ino);
-        self.drop_pages_later(state, inode.rel, later)
+        self.finish_dropping(state, Some(later))
+    }
+
+    /// Drops the pages of the relation the superblock says is being dropped (`blocks`, or
+    /// those the store has in its range), then clears it in one more commit.
+    pub(crate) fn finish_dropping(
+        &self,
+        state: &mut State,
+        blocks: Option<&[u32]>,
+    ) -> FsResult<()> {
+        let Some(dropping) = state.superblock.dropping else {
+            return Ok(());
+        };
+        let found;
+        let blocks = match blocks {
+            Some(blocks) => blocks,
+            None => {
+                found = self.stored_blocks(dropping.rel, dropping.from, dropping.to)?;
+                &found
+            }
+        };
+        self.drop_pages_later(state, dropping.rel, blocks)?;
+        state.superblock.dropping = None;
+        let txn = Txn {
+            superblock: true,
+            ..Txn::default()
+        };
+        self.commit(state, txn)
     }
 
     /// The blocks of `rel` in `from..to` that may hold a page, ascending: all of them for
@@ -545,6 +575,39 @@ impl FileTree {
         }
         Ok(())
     }
+}
+
+/// Refuses to let a relation go while another is still being dropped: each operation
+/// finishes its own before it returns (or fails the tree), and a writable open finishes
+/// one a crash left, so this is damage.
+pub(crate) fn check_nothing_dropping(state: &State) -> FsResult<()> {
+    match state.superblock.dropping {
+        None => Ok(()),
+        Some(dropping) => Err(FsError::Corrupt {
+            what: "superblock".to_owned(),
+            detail: format!(
+                "relation {} is still being dropped as another is let go",
+                dropping.rel
+            ),
+        }),
+    }
+}
+
+/// Records in the superblock, in `txn`'s commit, that relation `rel` is let go with the
+/// pages `rest` still to drop after it (nothing if none are): a crash before they are
+/// dropped leaves them to the next writable open, not to be kept for good. The caller
+/// checked `check_nothing_dropping` before changing anything.
+pub(crate) fn record_dropping(state: &mut State, txn: &mut Txn, rel: u32, rest: &[u32]) {
+    let (Some(&first), Some(&last)) = (rest.first(), rest.last()) else {
+        return;
+    };
+    debug_assert!(state.superblock.dropping.is_none(), "checked by the caller");
+    state.superblock.dropping = Some(DroppingRelation {
+        rel,
+        from: first,
+        to: last.saturating_add(1),
+    });
+    txn.superblock = true;
 }
 
 /// Records that inode `ino` holds data relation `rel`, refusing a relation the superblock
@@ -606,6 +669,7 @@ fn format_tree(
         page_size: u32::try_from(page_size).expect("page sizes fit u32"),
         next_rel: FIRST_DATA_REL + 1,
         inode_high_water: ROOT_INO + 1,
+        dropping: None,
     };
     let root = Inode {
         kind: FileKind::Directory,
