@@ -31,15 +31,14 @@ fn resize(tree: &FileTree, ino: u64, size: u64) {
     tree.set_attributes(ino, changes).unwrap();
 }
 
-/// Found by a review: the pages above the new size went first, in commits that each
-/// showed a smaller file, so a branch, a past view or a power cut could show a size
-/// nobody asked for.
-#[test]
-fn a_truncation_of_more_pages_than_a_commit_drops_is_one_commit() {
+/// A store of small commits (a commit drops a few thousand pages at most) whose tree holds
+/// one file, `f`, not held open, of `commits` times the pages one commit can drop (each
+/// drop costs more than 16 bytes): the store's directory, the store, the tree, the file's
+/// inode and its size.
+fn store_with_a_big_file(commits: u64) -> (tempfile::TempDir, Store, FileTree, u64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let config = Config {
         page_size: PAGE_SIZE,
-        // Small commits: a commit drops a few thousand pages at most.
         wal_segment_size: 256 << 10,
         ..Config::default()
     };
@@ -54,16 +53,27 @@ fn a_truncation_of_more_pages_than_a_commit_drops_is_one_commit() {
         .create_file(u64::from(ROOT_INO), b"f", owner)
         .unwrap()
         .ino;
-    // Four times the pages one commit can drop (each drop costs more than 16 bytes).
-    let old_size = store.max_commit_bytes() / 16 * 4 * PAGE_SIZE as u64;
+    // Not held open (a create takes a reference, as the kernel's lookup does).
+    tree.forget(ino, 1).unwrap();
+    let size = store.max_commit_bytes() / 16 * commits * PAGE_SIZE as u64;
     let chunk = u64::from(tree.max_write());
     let mut at = 0;
-    while at < old_size {
-        let len = chunk.min(old_size - at);
+    while at < size {
+        let len = chunk.min(size - at);
         let data: Vec<u8> = (at..at + len).map(byte_at).collect();
         tree.write(ino, at, &data).unwrap();
         at += len;
     }
+    (dir, store, tree, ino, size)
+}
+
+/// Found by a review: the pages above the new size went first, in commits that each
+/// showed a smaller file, so a branch, a past view or a power cut could show a size
+/// nobody asked for.
+#[test]
+fn a_truncation_of_more_pages_than_a_commit_drops_is_one_commit() {
+    // Four times the pages one commit can drop.
+    let (_dir, store, tree, ino, old_size) = store_with_a_big_file(4);
     let new_size = 100 * PAGE_SIZE as u64 + 17;
     let before = head(&store, "main");
     resize(&tree, ino, new_size);
@@ -138,36 +148,9 @@ fn a_truncation_of_more_pages_than_a_commit_drops_is_one_commit() {
 #[test]
 fn the_pages_of_a_big_file_let_go_are_dropped_even_after_a_crash_between() {
     for unlink in [true, false] {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Config {
-            page_size: PAGE_SIZE,
-            wal_segment_size: 256 << 10,
-            ..Config::default()
-        };
-        let store = Store::create(dir.path(), config).unwrap();
-        let tree = FileTree::open(store.clone(), "main", TreeOptions::default()).unwrap();
-        let owner = Owner {
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-        };
-        let ino = tree
-            .create_file(u64::from(ROOT_INO), b"f", owner)
-            .unwrap()
-            .ino;
-        // Not held open (a create takes a reference, as the kernel's lookup does).
-        tree.forget(ino, 1).unwrap();
+        let (_dir, store, tree, ino, size) = store_with_a_big_file(3);
         // The first file's relation: the root holds the first one handed out.
         let rel = pagefork_files::FIRST_DATA_REL + 1;
-        let size = store.max_commit_bytes() / 16 * 3 * PAGE_SIZE as u64;
-        let chunk = u64::from(tree.max_write());
-        let mut at = 0;
-        while at < size {
-            let len = chunk.min(size - at);
-            let data: Vec<u8> = (at..at + len).map(byte_at).collect();
-            tree.write(ino, at, &data).unwrap();
-            at += len;
-        }
         let last_block = u32::try_from(size / PAGE_SIZE as u64 - 1).unwrap();
         assert!(
             store
