@@ -476,7 +476,7 @@ fn what_was_synced_survives_sigkill_and_the_tree_mounts_again() {
 }
 
 #[test]
-fn changes_of_names_outlive_a_sigkill_without_any_fsync() {
+fn changes_of_names_sizes_and_modes_outlive_a_sigkill_without_any_fsync() {
     // SQLite commits a rollback-journal transaction by deleting the journal and never
     // syncs the directory: once an unlink (create, rename, mkdir, rmdir) has returned, a
     // killed mount must not bring the old name back. No fsync anywhere here.
@@ -498,6 +498,14 @@ fn changes_of_names_outlive_a_sigkill_without_any_fsync() {
     }
     fs::remove_dir(mount.path("gone")).unwrap();
     std::os::unix::fs::symlink("kept/0.renamed", mount.path("link")).unwrap();
+    // A truncation and a chmod last, with no change of names after them to carry them
+    // (found by a review: both were lost; SQLite with `journal_mode=TRUNCATE` commits by
+    // truncating its journal). The journal's bytes were fsynced, the truncation not.
+    let journal = fs::File::create(mount.path("journal")).unwrap();
+    journal.write_all_at(&pattern(100_000, 1), 0).unwrap();
+    journal.sync_all().unwrap();
+    journal.set_len(0).unwrap();
+    fs::set_permissions(mount.path("kept/3"), fs::Permissions::from_mode(0o600)).unwrap();
     let expected = names_under(&mount.path("."));
     drop(mount.kill());
 
@@ -507,6 +515,12 @@ fn changes_of_names_outlive_a_sigkill_without_any_fsync() {
         fs::read_link(mount.path("link")).unwrap(),
         Path::new("kept/0.renamed")
     );
+    assert_eq!(fs::metadata(mount.path("journal")).unwrap().len(), 0);
+    let mode = fs::metadata(mount.path("kept/3"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o600);
     assert!(mount.terminate().success());
 }
 

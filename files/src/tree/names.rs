@@ -115,8 +115,9 @@ impl FileTree {
         self.create(parent, name, owner, FileKind::File, &[])
     }
 
-    /// Waits until a change of names is in the log's files (see the module's comment).
-    fn written<T>(&self, result: FsResult<T>) -> FsResult<T> {
+    /// Waits until a change of names (or of size, mode or owner) is in the log's files
+    /// (see the module's comment).
+    pub(crate) fn written<T>(&self, result: FsResult<T>) -> FsResult<T> {
         let value = result?;
         self.wait_written()?;
         Ok(value)

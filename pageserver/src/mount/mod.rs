@@ -274,6 +274,9 @@ const SOUND_WRITEBACK_KERNEL: (u32, u32) = (6, 16);
 /// writeback `write_back` can wait for, unless [`WRITE_THROUGH_VARIABLE`] says not to.
 fn writeback_cache_wanted() -> bool {
     if std::env::var(WRITE_THROUGH_VARIABLE).is_ok_and(|value| value == "1") {
+        tracing::info!(
+            "writes go through to the tree before they return: {WRITE_THROUGH_VARIABLE}=1"
+        );
         return false;
     }
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
