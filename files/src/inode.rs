@@ -4,9 +4,10 @@
 //! Invariants kept by the tree (checked where they are relied on): a file's bytes at and
 //! beyond `size` read as zeros, and no page of its data relation lies at or beyond
 //! `extent_blocks` (but below `dropping_to`, while a big truncation drops them, before
-//! anything else can change the file); a directory's `size` is its page count times the page size; `nlink`
-//! is 1 for a linked file, symlink or special file, 2 plus its subdirectories for a directory, and 0
-//! only for an unlinked inode something still holds open.
+//! anything else can change the file); a directory's `size` is its page count times the
+//! page size; `nlink` is 1 for a linked file, symlink or special file, 2 plus its
+//! subdirectories for a directory, and 0 only for an unlinked inode something still holds
+//! open.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -245,12 +245,12 @@ impl FileTree {
     /// truncating its journal). Times alone, which the kernel sends as it writes back,
     /// are not waited for.
     pub fn set_attributes(&self, ino: u64, changes: SetAttributes) -> FsResult<Attributes> {
-        let asked = changes.size.is_some()
+        let waits_for_the_log = changes.size.is_some()
             || changes.mode.is_some()
             || changes.uid.is_some()
             || changes.gid.is_some();
         let result = self.set_attributes_logged(ino, changes);
-        match asked {
+        match waits_for_the_log {
             true => self.written(result),
             false => result,
         }

@@ -420,10 +420,7 @@ impl FileTree {
         if state.is_referenced(ino) {
             return Ok(None);
         }
-        super::state::check_nothing_dropping(state)?;
-        let inode = state.inode(ino)?;
-        let blocks = self.stored_blocks(inode.rel, 0, inode.stored_end())?;
-        Ok(Some((inode.rel, blocks)))
+        self.pages_to_free(state, ino).map(Some)
     }
 
     /// Commits an operation that took inode `ino`'s last name, freeing the inode and the
@@ -431,19 +428,14 @@ impl FileTree {
     fn finish_unlink(
         &self,
         state: &mut State,
-        mut txn: Txn,
+        txn: Txn,
         ino: u32,
         freed: Option<(u32, Vec<u32>)>,
     ) -> FsResult<()> {
-        let Some((rel, blocks)) = freed else {
-            return self.commit(state, txn);
-        };
-        state.put_inode(&mut txn, ino, None);
-        let later = self.drop_pages(&mut txn, rel, &blocks);
-        super::state::record_dropping(state, &mut txn, rel, later);
-        self.commit(state, txn)?;
-        state.mark_free(ino);
-        self.finish_dropping(state, Some(later))
+        match freed {
+            Some((rel, blocks)) => self.free_inode_in(state, txn, ino, rel, &blocks),
+            None => self.commit(state, txn),
+        }
     }
 
     /// Runs `change`, the part of an operation after it has changed the tree's memory

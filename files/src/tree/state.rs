@@ -492,15 +492,34 @@ impl FileTree {
     /// after the one that frees the inode (the pages are unreachable from then on: a data
     /// relation is never handed out twice).
     pub(crate) fn free_inode(&self, state: &mut State, ino: u32) -> FsResult<()> {
+        let (rel, blocks) = self.pages_to_free(state, ino)?;
+        self.free_inode_in(state, Txn::default(), ino, rel, &blocks)
+    }
+
+    /// What freeing inode `ino` lets go: its data relation and the blocks of it that may
+    /// hold a page. Read, and the superblock checked (`check_nothing_dropping`), before
+    /// anything changes in memory: a failure then changes nothing.
+    pub(crate) fn pages_to_free(&self, state: &State, ino: u32) -> FsResult<(u32, Vec<u32>)> {
         let inode = state.inode(ino)?;
-        // Read and checked before anything changes in memory: a failure then changes
-        // nothing.
         check_nothing_dropping(state)?;
         let blocks = self.stored_blocks(inode.rel, 0, inode.stored_end())?;
-        let mut txn = Txn::default();
+        Ok((inode.rel, blocks))
+    }
+
+    /// Frees inode `ino` in `txn`'s commit, with the drops of `blocks` of its relation
+    /// `rel` that one commit holds and the rest recorded as being dropped, then drops the
+    /// rest (see [`FileTree::pages_to_free`]).
+    pub(crate) fn free_inode_in(
+        &self,
+        state: &mut State,
+        mut txn: Txn,
+        ino: u32,
+        rel: u32,
+        blocks: &[u32],
+    ) -> FsResult<()> {
         state.put_inode(&mut txn, ino, None);
-        let later = self.drop_pages(&mut txn, inode.rel, &blocks);
-        record_dropping(state, &mut txn, inode.rel, later);
+        let later = self.drop_pages(&mut txn, rel, blocks);
+        record_dropping(state, &mut txn, rel, later);
         self.commit(state, txn)?;
         state.mark_free(ino);
         self.finish_dropping(state, Some(later))

@@ -264,10 +264,10 @@ pub(crate) fn mount(store: Store, spec: &MountSpec) -> Result<Mounted> {
 pub(crate) const WRITE_THROUGH_VARIABLE: &str = "PAGEFORK_MOUNT_WRITE_THROUGH";
 
 /// The first Linux release whose FUSE writeback keeps a page under writeback until the
-/// mount has answered its `WRITE` (the temporary page copies went in 6.16). Before it the kernel copied dirty pages aside and
-/// called them written at once, so dropping a file's cached pages (`write_back`) did not
-/// wait for the mount to take them, and a branch taken at latest could miss a write that
-/// had returned before it (found by a review).
+/// mount has answered its `WRITE` (the temporary page copies went in 6.16). Before it the
+/// kernel copied dirty pages aside and called them written at once, so dropping a file's
+/// cached pages (`write_back`) did not wait for the mount to take them, and a branch
+/// taken at latest could miss a write that had returned before it (found by a review).
 const SOUND_WRITEBACK_KERNEL: (u32, u32) = (6, 16);
 
 /// Whether a writable mount uses the kernel's writeback cache: on a kernel whose
