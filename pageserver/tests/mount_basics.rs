@@ -40,6 +40,12 @@ fn store_with_main_mounted() -> (tempfile::TempDir, PathBuf, PathBuf, Mount) {
     (root, data, dir, mount)
 }
 
+/// The permission bits `stat` shows for `path` (set-user-ID, set-group-ID and sticky
+/// included).
+fn permission_bits(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
 /// Bytes that differ everywhere and are not page-aligned in length.
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -300,11 +306,7 @@ fn device_nodes_and_set_user_id_bits_do_not_work_on_a_mount() {
     // The bits are stored and shown all the same.
     fs::write(mount.path("program"), b"#!/bin/sh\n").unwrap();
     fs::set_permissions(mount.path("program"), fs::Permissions::from_mode(0o4755)).unwrap();
-    let mode = fs::metadata(mount.path("program"))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o7777, 0o4755);
+    assert_eq!(permission_bits(&mount.path("program")), 0o4755);
     assert!(mount.terminate().success());
 }
 
@@ -516,11 +518,7 @@ fn changes_of_names_sizes_and_modes_outlive_a_sigkill_without_any_fsync() {
         Path::new("kept/0.renamed")
     );
     assert_eq!(fs::metadata(mount.path("journal")).unwrap().len(), 0);
-    let mode = fs::metadata(mount.path("kept/3"))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o7777, 0o600);
+    assert_eq!(permission_bits(&mount.path("kept/3")), 0o600);
     assert!(mount.terminate().success());
 }
 
